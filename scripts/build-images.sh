@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# Builds, without any registry, the images the demo and the tests use:
+#   berth/base:bookworm   debootstrap minbase + postgresql-15 + busybox-static (docker import)
+#   berth/postgres:15     PostgreSQL server (uid 999), initialised from *_FILE secrets
+#   berth/demo:1, :2      busybox httpd app that shows tenant + version and queries its database
+#   berth/demo:3          a broken release: its health path fails (for upgrade tests)
+# An image whose inputs did not change is not rebuilt (label berth.inputs = hash of images/).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+cache=${BERTH_IMAGE_CACHE:-/var/cache/berth-images}
+inputs=$( (cat scripts/build-images.sh; find images -type f | sort | xargs cat) | sha256sum | cut -c1-16)
+
+have() { # image name, expected inputs hash
+  [ "$(docker image inspect -f '{{index .Config.Labels "berth.inputs"}}' "$1" 2>/dev/null)" = "$2" ]
+}
+
+mirror() { # the Debian mirror apt already uses
+  local m
+  m=$(grep -hE '^(URIs:|deb )' /etc/apt/sources.list.d/*.sources /etc/apt/sources.list 2>/dev/null \
+      | grep -v security | head -n1 | sed -E 's/^URIs: *//; s/^deb (\[[^]]*\] )?//; s/ .*//')
+  echo "${m:-http://deb.debian.org/debian}"
+}
+
+build_base() {
+  have berth/base:bookworm "$inputs" && return 0
+  local dir=$cache/rootfs
+  if [ ! -x "$dir/usr/lib/postgresql/15/bin/postgres" ]; then
+    rm -rf "$dir"; mkdir -p "$dir"
+    echo "build-images: debootstrap bookworm from $(mirror) (about a minute)"
+    debootstrap --variant=minbase --include=postgresql-15,busybox-static \
+      bookworm "$dir" "$(mirror)" >"$cache/debootstrap.log" 2>&1 \
+      || { tail -n 20 "$cache/debootstrap.log" >&2; exit 1; }
+    # Fixed ids so templates can name them; files are chowned to them by berth.
+    chroot "$dir" sh -c 'groupmod -g 999 postgres && usermod -u 999 -g 999 postgres' >/dev/null
+    chroot "$dir" sh -c 'chown -R 999:999 /var/lib/postgresql /var/run/postgresql /etc/postgresql /var/log/postgresql'
+    rm -rf "$dir"/var/cache/apt/archives/*.deb "$dir"/var/lib/apt/lists/*
+  fi
+  echo "build-images: importing berth/base:bookworm"
+  tar -C "$dir" -c . | docker import -c "LABEL berth.inputs=$inputs" - berth/base:bookworm >/dev/null
+}
+
+build_from_base() { # tag, context dir, Dockerfile text
+  have "$1" "$inputs" && { echo "build-images: $1 is up to date"; return 0; }
+  echo "build-images: building $1"
+  printf '%s\n' "$3" | DOCKER_BUILDKIT=0 docker build -q --label "berth.inputs=$inputs" -t "$1" -f - "$2" >/dev/null
+}
+
+mkdir -p "$cache"
+build_base
+
+build_from_base berth/postgres:15 images/postgres "FROM berth/base:bookworm
+COPY entrypoint.sh /usr/local/bin/berth-pg-entrypoint
+RUN mkdir -p /var/lib/postgresql/data && chown 999:999 /var/lib/postgresql/data && chmod 700 /var/lib/postgresql/data
+ENV PATH=/usr/lib/postgresql/15/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+USER 999:999
+EXPOSE 5432
+ENTRYPOINT [\"/usr/local/bin/berth-pg-entrypoint\"]"
+
+for v in 1 2 3; do
+  health_fix=""
+  # v3 is broken on purpose: its health path answers 500.
+  [ "$v" = 3 ] && health_fix='RUN printf "#!/bin/sh\nprintf \"Status: 500\\r\\nContent-Type: text/plain\\r\\n\\r\\nbroken release\\n\"\n" > /www/cgi-bin/health && chmod 755 /www/cgi-bin/health'
+  build_from_base "berth/demo:$v" images/demo "FROM berth/base:bookworm
+COPY www /www
+COPY run-httpd.sh /usr/local/bin/run-httpd
+RUN echo $v > /etc/demo-version && mkdir -p /etc/demo
+$health_fix
+USER 65534:65534
+EXPOSE 8080
+CMD [\"/usr/local/bin/run-httpd\"]"
+done
+echo "build-images: done"

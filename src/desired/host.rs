@@ -1,0 +1,237 @@
+//! The validated host config: resolved paths, address pools and plans.
+
+use super::limits::Limits;
+use crate::spec::{self, SpecErrors, host::HostFile, units};
+use std::{
+    collections::BTreeMap,
+    net::Ipv4Addr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+#[derive(Debug, Clone)]
+pub struct HostConfig {
+    pub state_dir: PathBuf,
+    pub templates_dir: PathBuf,
+    pub instances_dir: PathBuf,
+    pub namespace: String,
+    pub base_domain: Option<String>,
+    pub api_socket: PathBuf,
+    pub api_tcp: Option<String>,
+    pub api_token_file: Option<PathBuf>,
+    pub subnet_pool: SubnetPool,
+    pub ports: (u16, u16),
+    pub resync: Duration,
+    pub parallelism: usize,
+    pub plans: BTreeMap<String, Limits>,
+    pub default_plan: Option<String>,
+    pub shared_database: Option<SharedDatabase>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SharedDatabase {
+    pub image: String,
+    pub memory: u64,
+    pub connection_limit: u32,
+}
+
+/// An IPv4 range cut into equal subnets, numbered from 0.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SubnetPool {
+    pub base: Ipv4Addr,
+    pub pool_prefix: u8,
+    pub subnet_prefix: u8,
+}
+
+impl SubnetPool {
+    pub fn parse(cidr: &str, subnet_prefix: u8) -> Result<SubnetPool, String> {
+        let (ip, len) = cidr
+            .split_once('/')
+            .ok_or_else(|| format!("{cidr:?} is not a CIDR (a.b.c.d/n)"))?;
+        let base: Ipv4Addr = ip
+            .parse()
+            .map_err(|_| format!("{ip:?} is not an IPv4 address"))?;
+        let pool_prefix: u8 = len
+            .parse()
+            .map_err(|_| format!("{len:?} is not a prefix length"))?;
+        if pool_prefix > 30 || subnet_prefix > 29 || subnet_prefix < pool_prefix {
+            return Err(format!(
+                "subnet /{subnet_prefix} does not fit in pool /{pool_prefix} (subnets need /29 or larger)"
+            ));
+        }
+        if u32::from(base) & !mask(pool_prefix) != 0 {
+            return Err(format!("{cidr} has host bits set"));
+        }
+        Ok(SubnetPool {
+            base,
+            pool_prefix,
+            subnet_prefix,
+        })
+    }
+
+    pub fn capacity(&self) -> u32 {
+        1u32 << (self.subnet_prefix - self.pool_prefix)
+    }
+
+    /// The n-th subnet as `a.b.c.d/p`, and its gateway (first address).
+    pub fn subnet(&self, n: u32) -> (String, String) {
+        let start = u32::from(self.base) + (n << (32 - self.subnet_prefix));
+        (
+            format!("{}/{}", Ipv4Addr::from(start), self.subnet_prefix),
+            Ipv4Addr::from(start + 1).to_string(),
+        )
+    }
+}
+
+fn mask(prefix: u8) -> u32 {
+    if prefix == 0 {
+        0
+    } else {
+        u32::MAX << (32 - prefix)
+    }
+}
+
+/// Reads and validates the host config at `path`.
+pub fn load(path: &Path) -> Result<HostConfig, SpecErrors> {
+    let shown = spec::shown_path(path, 1);
+    let file = spec::load_yaml::<HostFile>(path, &shown).map_err(|e| SpecErrors(vec![e]))?;
+    let root = path.parent().unwrap_or(Path::new(".")).to_path_buf();
+    build(&file, &root)
+}
+
+pub fn build(file: &spec::Loaded<HostFile>, root: &Path) -> Result<HostConfig, SpecErrors> {
+    let h = &file.value;
+    let mut errors = SpecErrors::default();
+    let mut err = |field: &str, msg: String| errors.push(file.error_at(field, msg));
+    let resolve = |p: &Path| {
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            root.join(p)
+        }
+    };
+    let pool = SubnetPool::parse(&h.network.subnet_pool, h.network.subnet_prefix)
+        .map_err(|m| err("network.subnet_pool", m))
+        .ok();
+    if h.ports.first == 0 || h.ports.first > h.ports.last {
+        err(
+            "ports",
+            format!(
+                "first ({}) must be between 1 and last ({})",
+                h.ports.first, h.ports.last
+            ),
+        );
+    }
+    let resync = units::parse_duration(&h.resync_interval)
+        .map_err(|m| err("resync_interval", m))
+        .ok();
+    if !is_dns_label(&h.namespace) || h.namespace.len() > 20 {
+        err(
+            "namespace",
+            format!(
+                "{:?} must be a DNS label of at most 20 characters",
+                h.namespace
+            ),
+        );
+    }
+    if h.api.tcp.is_some() && h.api.token_file.is_none() {
+        err(
+            "api.tcp",
+            "a TCP listener needs api.token_file (bearer token)".into(),
+        );
+    }
+    let mut plans = BTreeMap::new();
+    for (name, lf) in &h.plans {
+        match Limits::overlay(Limits::default(), lf) {
+            Ok(l) => {
+                plans.insert(name.clone(), l);
+            }
+            Err(e) => err(&format!("plans.{name}.{}", e.field), e.message),
+        }
+    }
+    if let Some(p) = &h.default_plan
+        && !plans.contains_key(p)
+    {
+        err(
+            "default_plan",
+            format!("plan {p:?} is not defined under plans"),
+        );
+    }
+    let shared_database =
+        h.shared_database
+            .as_ref()
+            .and_then(|s| match units::parse_bytes(&s.memory) {
+                Ok(memory) => Some(SharedDatabase {
+                    image: s.image.clone(),
+                    memory,
+                    connection_limit: s.connection_limit,
+                }),
+                Err(m) => {
+                    err("shared_database.memory", m);
+                    None
+                }
+            });
+    errors.into_result()?;
+    Ok(HostConfig {
+        state_dir: resolve(&h.state_dir),
+        templates_dir: resolve(&h.templates_dir),
+        instances_dir: resolve(&h.instances_dir),
+        namespace: h.namespace.clone(),
+        base_domain: h.base_domain.clone(),
+        api_socket: resolve(&h.api.socket),
+        api_tcp: h.api.tcp.clone(),
+        api_token_file: h.api.token_file.as_deref().map(resolve),
+        subnet_pool: pool.expect("checked above"),
+        ports: (h.ports.first, h.ports.last),
+        resync: resync.expect("checked above"),
+        parallelism: h.parallelism.max(1),
+        plans,
+        default_plan: h.default_plan.clone(),
+        shared_database,
+    })
+}
+
+/// A lowercase DNS label: letters, digits and inner hyphens, 1 to 63 characters.
+pub fn is_dns_label(s: &str) -> bool {
+    let b = s.as_bytes();
+    !b.is_empty()
+        && b.len() <= 63
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+        && b[0] != b'-'
+        && b[b.len() - 1] != b'-'
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_slash_16_pool_of_slash_28_subnets_holds_4096_tenants() {
+        let p = SubnetPool::parse("10.240.0.0/16", 28).unwrap();
+        assert_eq!(p.capacity(), 4096);
+        assert_eq!(p.subnet(0), ("10.240.0.0/28".into(), "10.240.0.1".into()));
+        assert_eq!(
+            p.subnet(17),
+            ("10.240.1.16/28".into(), "10.240.1.17".into())
+        );
+    }
+
+    #[test]
+    fn pools_with_host_bits_or_too_small_subnets_are_refused() {
+        assert!(
+            SubnetPool::parse("10.240.0.1/16", 28)
+                .unwrap_err()
+                .contains("host bits")
+        );
+        assert!(SubnetPool::parse("10.240.0.0/16", 30).is_err());
+    }
+
+    #[test]
+    fn dns_labels_are_lowercase_without_edge_hyphens() {
+        assert!(is_dns_label("acme-2"));
+        assert!(!is_dns_label("Acme"));
+        assert!(!is_dns_label("-acme"));
+        assert!(!is_dns_label(""));
+    }
+}

@@ -1,0 +1,138 @@
+//! Validated desired state: the host config, templates and instances after every check,
+//! including the rules that span files (unique tenants, domains claimed once).
+
+pub mod host;
+pub mod instance;
+pub mod limits;
+pub mod model;
+pub mod params;
+pub mod render;
+pub mod template;
+
+pub use host::HostConfig;
+pub use model::{Desired, Instance, Service};
+
+use crate::spec::{self, SpecErrors};
+use std::collections::BTreeMap;
+use template::Template;
+
+/// Everything read from the template and instance directories, validated.
+#[derive(Debug, Default)]
+pub struct Loaded {
+    pub templates: BTreeMap<String, Template>,
+    pub desired: Desired,
+    /// Every problem found, for `berth validate` and the API.
+    pub errors: SpecErrors,
+}
+
+/// Reads and validates all templates and instances named by `host`.
+pub fn load(host: &HostConfig) -> Loaded {
+    let (sources, mut errors) = spec::load_templates(&host.templates_dir);
+    let mut templates = BTreeMap::new();
+    let mut broken_templates = Vec::new();
+    for (app, src) in sources {
+        match template::validate(&app, src) {
+            Ok(t) => {
+                templates.insert(app, t);
+            }
+            Err(e) => {
+                errors.0.extend(e.0);
+                broken_templates.push(app);
+            }
+        }
+    }
+    let (files, broken) = spec::load_instances(&host.instances_dir);
+    let mut desired = Desired::default();
+    for (stem, e) in broken {
+        desired.frozen.insert(stem, e.to_string());
+        errors.push(e);
+    }
+    let mut claims: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for f in &files {
+        let stem = f
+            .shown
+            .file_stem()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .to_string();
+        if broken_templates.contains(&f.value.template) {
+            desired
+                .frozen
+                .insert(stem, format!("template {:?} has errors", f.value.template));
+            continue;
+        }
+        match instance::build(f, &stem, &templates, host) {
+            Ok(i) => {
+                for d in claimed_domains(&i, host) {
+                    claims.entry(d).or_default().push(stem.clone());
+                }
+                desired.instances.insert(stem, i);
+            }
+            Err(e) => {
+                desired.frozen.insert(stem, e.to_string());
+                errors.0.extend(e.0);
+            }
+        }
+    }
+    reject_shared_domains(&files, claims, &mut desired, &mut errors);
+    Loaded {
+        templates,
+        desired,
+        errors,
+    }
+}
+
+/// The explicit domains plus the tenant subdomain under the base domain.
+pub fn claimed_domains(i: &Instance, host: &HostConfig) -> Vec<String> {
+    let mut v = i.domains.clone();
+    if let Some(b) = &host.base_domain {
+        v.push(format!("{}.{b}", i.tenant));
+    }
+    v
+}
+
+/// A domain claimed by two tenants is routed to neither: both are frozen with an error that
+/// names the other, so an operator sees the conflict instead of a silent winner.
+fn reject_shared_domains(
+    files: &[spec::Loaded<spec::instance::InstanceFile>],
+    claims: BTreeMap<String, Vec<String>>,
+    desired: &mut Desired,
+    errors: &mut SpecErrors,
+) {
+    for (domain, owners) in claims {
+        if owners.len() < 2 {
+            continue;
+        }
+        for tenant in &owners {
+            let others: Vec<&str> = owners
+                .iter()
+                .map(String::as_str)
+                .filter(|t| t != tenant)
+                .collect();
+            let msg = format!(
+                "domain {domain:?} is also claimed by tenant {}",
+                others.join(", ")
+            );
+            let field = files
+                .iter()
+                .find(|f| f.value.tenant == *tenant)
+                .and_then(|f| {
+                    f.value
+                        .domains
+                        .iter()
+                        .position(|d| *d == domain)
+                        .map(|n| (f, format!("domains.{n}")))
+                });
+            let e = match field {
+                Some((f, field)) => f.error_at(&field, msg),
+                None => spec::whole_file_error(
+                    std::path::Path::new(&format!("instances/{tenant}.yaml")),
+                    msg,
+                ),
+            };
+            desired.instances.remove(tenant);
+            desired.frozen.insert(tenant.clone(), e.to_string());
+            errors.push(e);
+        }
+    }
+}

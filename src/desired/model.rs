@@ -1,0 +1,108 @@
+//! The validated desired state of instances: what reconcile converges Docker to.
+
+use super::limits::Limits;
+use crate::spec::{
+    instance::RunState,
+    template::{DatabaseEngine, DatabaseMode, SecretEncoding},
+};
+use serde::Serialize;
+use std::{collections::BTreeMap, time::Duration};
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Instance {
+    pub tenant: String,
+    pub template: String,
+    pub version: String,
+    pub state: RunState,
+    pub domains: Vec<String>,
+    pub plan: Option<String>,
+    pub limits: Limits,
+    pub parameters: BTreeMap<String, String>,
+    pub web: Web,
+    pub database: Option<Database>,
+    /// In start order (dependencies first).
+    pub services: Vec<Service>,
+    pub volumes: Vec<String>,
+    pub secrets: BTreeMap<String, SecretSpec>,
+    /// Config name → rendered text.
+    pub configs: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Web {
+    pub service: String,
+    pub port: u16,
+    pub health_path: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Database {
+    pub engine: DatabaseEngine,
+    pub mode: DatabaseMode,
+    pub host: String,
+    pub port: u16,
+    pub name: String,
+    pub user: String,
+    pub password_secret: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct SecretSpec {
+    pub bytes: usize,
+    pub encoding: SecretEncoding,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Service {
+    pub name: String,
+    pub image: String,
+    pub command: Option<Vec<String>>,
+    pub entrypoint: Option<Vec<String>>,
+    pub environment: BTreeMap<String, String>,
+    pub volumes: Vec<VolumeMount>,
+    /// Path → tmpfs options.
+    pub tmpfs: BTreeMap<String, String>,
+    pub healthcheck: Option<Healthcheck>,
+    pub user: Option<String>,
+    /// Numeric uid:gid the service runs as, for owning its secret and config files.
+    pub file_owner: (u32, u32),
+    pub read_only: bool,
+    pub cap_add: Vec<String>,
+    pub depends_on: Vec<String>,
+    pub working_dir: Option<String>,
+    pub stop_grace: Option<Duration>,
+    pub secrets: Vec<String>,
+    /// (config name, target path)
+    pub configs: Vec<(String, String)>,
+    pub limits: Limits,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct VolumeMount {
+    pub volume: String,
+    pub target: String,
+    pub read_only: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Healthcheck {
+    pub test: Vec<String>,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub retries: u32,
+    pub start_period: Duration,
+}
+
+impl Instance {
+    pub fn service(&self, name: &str) -> Option<&Service> {
+        self.services.iter().find(|s| s.name == name)
+    }
+}
+
+/// Everything desired, plus the tenants whose files are broken: those are left exactly as they
+/// are (never removed, never changed) until their file is fixed.
+#[derive(Debug, Clone, Default)]
+pub struct Desired {
+    pub instances: BTreeMap<String, Instance>,
+    pub frozen: BTreeMap<String, String>,
+}

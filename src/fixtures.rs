@@ -1,0 +1,53 @@
+//! Test fixtures: the shipped `demo` template turned into instances, and a host config.
+
+use crate::{
+    desired::{self, HostConfig, Instance, host::SubnetPool, template::Template},
+    spec::{self, instance::InstanceFile},
+};
+use std::{collections::BTreeMap, path::PathBuf, time::Duration};
+
+pub fn repo_templates() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("templates")
+}
+
+pub fn host() -> HostConfig {
+    HostConfig {
+        state_dir: "/var/lib/berth".into(),
+        templates_dir: repo_templates(),
+        instances_dir: "/nonexistent".into(),
+        namespace: "berth".into(),
+        base_domain: Some("apps.example.com".into()),
+        api_socket: "/run/berth/berth.sock".into(),
+        api_tcp: None,
+        api_token_file: None,
+        subnet_pool: SubnetPool::parse("10.240.0.0/16", 28).unwrap(),
+        ports: (20000, 29999),
+        resync: Duration::from_secs(30),
+        parallelism: 4,
+        plans: BTreeMap::new(),
+        default_plan: None,
+        shared_database: None,
+    }
+}
+
+pub fn templates() -> BTreeMap<String, Template> {
+    let (sources, errors) = spec::load_templates(&repo_templates());
+    assert!(errors.is_empty(), "{errors}");
+    sources
+        .into_iter()
+        .map(|(k, s)| (k.clone(), desired::template::validate(&k, s).unwrap()))
+        .collect()
+}
+
+/// Parses an instance file text as if it were `instances/<stem>.yaml`.
+pub fn instance_from(stem: &str, yaml: &str) -> Result<Instance, spec::SpecErrors> {
+    let shown = PathBuf::from(format!("instances/{stem}.yaml"));
+    let loaded =
+        spec::parse_yaml::<InstanceFile>(&shown, yaml).map_err(|e| spec::SpecErrors(vec![e]))?;
+    desired::instance::build(&loaded, stem, &templates(), &host())
+}
+
+/// A running `demo` instance at version 1.
+pub fn demo_instance(tenant: &str) -> Instance {
+    instance_from(tenant, &format!("tenant: {tenant}\ntemplate: demo\n")).unwrap()
+}

@@ -1,0 +1,16 @@
+//! berth: fully separated per-tenant app instances on one Docker host, reconciled from files.
+//!
+//! Data flows one way: `spec` (parse YAML) → `desired` (validated) → `reconcile`
+//! (observe → plan → apply) → `runtime` (Docker via bollard); `store` records allocations.
+
+pub mod api;
+pub mod cli;
+pub mod daemon;
+pub mod desired;
+pub mod reconcile;
+pub mod runtime;
+pub mod spec;
+pub mod store;
+
+#[cfg(test)]
+pub mod fixtures;

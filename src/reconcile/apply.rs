@@ -1,0 +1,207 @@
+//! Carries out one tenant's planned steps against the runtime and the state dir.
+
+use super::{files, plan::Step, shared_db};
+use crate::{
+    desired::{HostConfig, Instance},
+    runtime::{Health, Runtime, RuntimeError, spec},
+    store::{AllocError, Allocation, Allocations, Layout},
+};
+use std::time::Duration;
+
+/// How long a service waits for the services it depends on to report healthy.
+pub const DEPENDENCY_WAIT: Duration = Duration::from_secs(90);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    #[error("tenant {tenant}: {source}")]
+    Runtime {
+        tenant: String,
+        source: RuntimeError,
+    },
+    #[error("tenant {tenant}: {source}")]
+    Alloc { tenant: String, source: AllocError },
+    #[error(transparent)]
+    Files(#[from] files::FilesError),
+    #[error(transparent)]
+    SharedDb(#[from] shared_db::SharedDbError),
+    #[error(
+        "tenant {tenant}: service {service} waits for {dependency}, which is not healthy after {secs} s"
+    )]
+    DependencyUnhealthy {
+        tenant: String,
+        service: String,
+        dependency: String,
+        secs: u64,
+    },
+    #[error("tenant {tenant}: cannot remove {path}: {source}")]
+    Purge {
+        tenant: String,
+        path: String,
+        source: std::io::Error,
+    },
+}
+
+pub struct Applier<'a> {
+    pub rt: &'a dyn Runtime,
+    pub host: &'a HostConfig,
+    pub layout: &'a Layout,
+    pub allocs: &'a Allocations,
+}
+
+impl Applier<'_> {
+    /// Applies `steps` in order, stopping at the first failure (the next pass retries from the
+    /// observed state, so nothing is lost by stopping).
+    pub async fn apply(
+        &self,
+        tenant: &str,
+        inst: Option<&Instance>,
+        steps: &[Step],
+    ) -> Result<(), ApplyError> {
+        for step in steps {
+            tracing::info!(tenant, ?step, "apply");
+            self.step(tenant, inst, step).await?;
+        }
+        if let Some(i) = inst
+            && steps.contains(&Step::WriteFiles)
+        {
+            files::commit(self.layout, i)?;
+        }
+        Ok(())
+    }
+
+    fn rt_err(tenant: &str) -> impl FnOnce(RuntimeError) -> ApplyError + '_ {
+        move |source| ApplyError::Runtime {
+            tenant: tenant.into(),
+            source,
+        }
+    }
+
+    fn alloc(&self, tenant: &str) -> Result<Allocation, ApplyError> {
+        // The pool's last subnet is kept for the shared database server's own network.
+        let subnets = self.host.subnet_pool.capacity() - 1;
+        self.allocs
+            .ensure(tenant, subnets, self.host.ports)
+            .map_err(|source| ApplyError::Alloc {
+                tenant: tenant.into(),
+                source,
+            })
+    }
+
+    async fn step(&self, t: &str, inst: Option<&Instance>, step: &Step) -> Result<(), ApplyError> {
+        let ns = &self.host.namespace;
+        let e = Self::rt_err(t);
+        match step {
+            Step::CreateNetwork => {
+                let a = self.alloc(t)?;
+                self.rt
+                    .create_network(&spec::network_spec(
+                        ns,
+                        t,
+                        self.host.subnet_pool.subnet(a.subnet),
+                    ))
+                    .await
+                    .map_err(e)
+            }
+            Step::CreateVolume(v) => self
+                .rt
+                .create_volume(&spec::volume_spec(ns, t, v))
+                .await
+                .map_err(e),
+            Step::WriteFiles => Ok(files::write(self.layout, need(inst))?),
+            Step::EnsureSharedDatabase => {
+                Ok(shared_db::ensure(self.rt, self.host, self.layout, need(inst)).await?)
+            }
+            Step::CreateContainer(svc) => {
+                let a = self.alloc(t)?;
+                let i = need(inst);
+                let s = i.service(svc).expect("planned services exist");
+                self.wait_for_dependencies(i, s).await?;
+                self.rt
+                    .create_container(&spec::container_spec(ns, i, s, &a, self.layout))
+                    .await
+                    .map_err(e)
+            }
+            Step::StartContainer(name) => self.rt.start_container(name).await.map_err(e),
+            Step::StopContainer(name) => self
+                .rt
+                .stop_container(name, Duration::from_secs(10))
+                .await
+                .map_err(e),
+            Step::RemoveContainer(name) => self.rt.remove_container(name).await.map_err(e),
+            Step::RemoveNetwork(name) => self.rt.remove_network(name).await.map_err(e),
+            Step::RemoveVolume(name) => self.rt.remove_volume(name).await.map_err(e),
+            Step::DropSharedDatabase => Ok(shared_db::drop_tenant(self.rt, self.host, t).await?),
+            Step::PurgeFiles => self.purge(t),
+        }
+    }
+
+    fn purge(&self, t: &str) -> Result<(), ApplyError> {
+        let perr = |path: &std::path::Path| {
+            let path = path.display().to_string();
+            move |source| ApplyError::Purge {
+                tenant: t.into(),
+                path,
+                source,
+            }
+        };
+        let dir = self.layout.tenant(t);
+        match std::fs::remove_dir_all(&dir) {
+            Err(err) if err.kind() != std::io::ErrorKind::NotFound => return Err(perr(&dir)(err)),
+            _ => {}
+        }
+        self.allocs.release(t).map_err(|source| ApplyError::Alloc {
+            tenant: t.into(),
+            source,
+        })?;
+        let marker = self.layout.purge_marker(t);
+        match std::fs::remove_file(&marker) {
+            Err(err) if err.kind() != std::io::ErrorKind::NotFound => Err(perr(&marker)(err)),
+            _ => Ok(()),
+        }
+    }
+
+    /// Compose's `depends_on`: a dependency with a healthcheck must be healthy first, so an
+    /// app does not crash-loop against a database that is still initialising.
+    async fn wait_for_dependencies(
+        &self,
+        i: &Instance,
+        s: &crate::desired::Service,
+    ) -> Result<(), ApplyError> {
+        let ns = &self.host.namespace;
+        for dep in &s.depends_on {
+            if i.service(dep).is_none_or(|d| d.healthcheck.is_none()) {
+                continue;
+            }
+            let name = spec::container_name(ns, &i.tenant, dep);
+            let deadline = tokio::time::Instant::now() + DEPENDENCY_WAIT;
+            loop {
+                let inv = self
+                    .rt
+                    .inventory(ns)
+                    .await
+                    .map_err(Self::rt_err(&i.tenant))?;
+                if inv
+                    .containers
+                    .iter()
+                    .any(|c| c.name == name && c.health == Some(Health::Healthy))
+                {
+                    break;
+                }
+                if tokio::time::Instant::now() >= deadline {
+                    return Err(ApplyError::DependencyUnhealthy {
+                        tenant: i.tenant.clone(),
+                        service: s.name.clone(),
+                        dependency: dep.clone(),
+                        secs: DEPENDENCY_WAIT.as_secs(),
+                    });
+                }
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn need(inst: Option<&Instance>) -> &Instance {
+    inst.expect("plan emits instance steps only for desired instances")
+}

@@ -1,0 +1,276 @@
+//! The reconciler: level-triggered observe → plan → apply, one pass at a time, with
+//! per-instance backoff. Triggered by file changes, API calls and a periodic resync.
+
+pub mod apply;
+pub mod backoff;
+pub mod files;
+pub mod plan;
+pub mod shared_db;
+pub mod status;
+
+use crate::{
+    desired::{self, HostConfig},
+    runtime::{Runtime, RuntimeError},
+    store::{AllocError, Allocations, Layout},
+};
+use futures_util::StreamExt;
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    sync::{Arc, Mutex, RwLock},
+    time::{Duration, Instant},
+};
+use tokio::sync::Notify;
+
+pub use status::{InstanceStatus, PassReport, Phase};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReconcileError {
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+    #[error(transparent)]
+    Alloc(#[from] AllocError),
+}
+
+/// What the API reads: the latest status of each instance and of the last pass.
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct Board {
+    pub instances: BTreeMap<String, InstanceStatus>,
+    pub spec_errors: Vec<String>,
+    pub last_pass: Option<PassReport>,
+    pub engine_error: Option<String>,
+}
+
+pub struct Controller {
+    rt: Arc<dyn Runtime>,
+    host: HostConfig,
+    layout: Layout,
+    allocs: Allocations,
+    pass_lock: tokio::sync::Mutex<u64>,
+    kick: Notify,
+    backoff: Mutex<BTreeMap<String, backoff::Backoff>>,
+    failures: Mutex<BTreeMap<String, String>>,
+    board: RwLock<Board>,
+}
+
+impl Controller {
+    pub fn new(rt: Arc<dyn Runtime>, host: HostConfig) -> Result<Controller, ReconcileError> {
+        let layout = Layout::new(host.state_dir.clone());
+        for dir in [
+            layout.root().to_path_buf(),
+            layout.tenants(),
+            layout.purge_dir(),
+        ] {
+            crate::store::atomic::create_dir(&dir, 0o700).map_err(|source| AllocError::Write {
+                path: dir.clone(),
+                source,
+            })?;
+        }
+        crate::store::atomic::clean_temp_files(layout.root());
+        let allocs = Allocations::open(layout.allocations())?;
+        Ok(Controller {
+            rt,
+            host,
+            layout,
+            allocs,
+            pass_lock: tokio::sync::Mutex::new(0),
+            kick: Notify::new(),
+            backoff: Mutex::default(),
+            failures: Mutex::default(),
+            board: RwLock::default(),
+        })
+    }
+
+    pub fn host(&self) -> &HostConfig {
+        &self.host
+    }
+    pub fn layout(&self) -> &Layout {
+        &self.layout
+    }
+    pub fn runtime(&self) -> &Arc<dyn Runtime> {
+        &self.rt
+    }
+    pub fn board(&self) -> Board {
+        self.board.read().expect("board lock").clone()
+    }
+
+    /// Asks for a pass soon; many kicks before it starts make one pass.
+    pub fn kick(&self) {
+        self.kick.notify_one();
+    }
+
+    /// Forgets a tenant's backoff so the next pass retries it at once (after an operator fix).
+    pub fn reset_backoff(&self, tenant: &str) {
+        self.backoff.lock().expect("backoff lock").remove(tenant);
+    }
+
+    /// One full observe → plan → apply pass. Passes never overlap.
+    pub async fn pass(&self) -> Result<PassReport, ReconcileError> {
+        let mut n = self.pass_lock.lock().await;
+        *n += 1;
+        let started = Instant::now();
+        let mutations_before = self.rt.mutations();
+        let host = self.host.clone();
+        let loaded = tokio::task::spawn_blocking(move || desired::load(&host))
+            .await
+            .expect("spec loading does not panic");
+        let observed = match self.rt.inventory(&self.host.namespace).await {
+            Ok(inv) => inv,
+            Err(e) => {
+                self.board.write().expect("board lock").engine_error = Some(e.to_string());
+                return Err(e.into());
+            }
+        };
+        let recorded = self.recorded(&loaded.desired);
+        let ctx = plan::Context {
+            namespace: &self.host.namespace,
+            layout: &self.layout,
+        };
+        let planned = plan::plan(&ctx, &loaded.desired, &observed, &recorded);
+        let now = Instant::now();
+        let due: Vec<(String, Vec<plan::Step>)> = {
+            let b = self.backoff.lock().expect("backoff lock");
+            planned
+                .into_iter()
+                .filter(|(t, _)| b.get(t).is_none_or(|x| x.next_attempt <= now))
+                .collect()
+        };
+        let steps: usize = due.iter().map(|(_, s)| s.len()).sum();
+        let tenants_changed = due.len();
+        let applier = apply::Applier {
+            rt: self.rt.as_ref(),
+            host: &self.host,
+            layout: &self.layout,
+            allocs: &self.allocs,
+        };
+        futures_util::stream::iter(due)
+            .for_each_concurrent(self.host.parallelism, |(t, steps)| {
+                let inst = loaded.desired.instances.get(&t);
+                let applier = &applier;
+                async move {
+                    let result = applier.apply(&t, inst, &steps).await;
+                    self.record_result(&t, result.err().map(|e| e.to_string()));
+                }
+            })
+            .await;
+        self.clear_gone(&loaded.desired, &observed);
+        let observed = if steps > 0 {
+            self.rt.inventory(&self.host.namespace).await?
+        } else {
+            observed
+        };
+        let failures = self.failures.lock().expect("failures lock").clone();
+        let ports = self
+            .allocs
+            .snapshot()
+            .into_iter()
+            .map(|(t, a)| (t, a.port))
+            .collect();
+        let report = PassReport {
+            pass: *n,
+            duration_ms: started.elapsed().as_secs_f64() * 1000.0,
+            instances: loaded.desired.instances.len(),
+            tenants_changed,
+            steps,
+            mutations: self.rt.mutations() - mutations_before,
+            failures: failures.len(),
+        };
+        let mut board = self.board.write().expect("board lock");
+        board.instances = status::board(&loaded.desired, &observed, &failures, &ports);
+        board.spec_errors = loaded.errors.0.iter().map(ToString::to_string).collect();
+        board.last_pass = Some(report.clone());
+        board.engine_error = None;
+        tracing::debug!(
+            pass = report.pass,
+            ms = report.duration_ms,
+            steps,
+            "reconcile pass"
+        );
+        Ok(report)
+    }
+
+    fn recorded(&self, d: &desired::Desired) -> plan::Recorded {
+        let purge: BTreeSet<String> = std::fs::read_dir(self.layout.purge_dir())
+            .map(|rd| {
+                rd.filter_map(|e| e.ok())
+                    .map(|e| e.file_name().to_string_lossy().to_string())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let files_digest = d
+            .instances
+            .keys()
+            .filter_map(|t| files::read_digest(&self.layout, t).map(|x| (t.clone(), x)))
+            .collect();
+        plan::Recorded {
+            allocations: self.allocs.snapshot(),
+            files_digest,
+            purge,
+        }
+    }
+
+    fn record_result(&self, tenant: &str, error: Option<String>) {
+        let mut b = self.backoff.lock().expect("backoff lock");
+        let mut f = self.failures.lock().expect("failures lock");
+        match error {
+            None => {
+                b.remove(tenant);
+                f.remove(tenant);
+            }
+            Some(e) => {
+                let next = backoff::Backoff::failed(b.get(tenant).copied(), Instant::now());
+                tracing::warn!(tenant, error = %e, retry_in_s = (next.next_attempt - Instant::now()).as_secs_f64(), "apply failed");
+                b.insert(tenant.into(), next);
+                f.insert(tenant.into(), e);
+            }
+        }
+    }
+
+    /// Drops failure records of tenants that no longer exist anywhere.
+    fn clear_gone(&self, d: &desired::Desired, inv: &crate::runtime::Inventory) {
+        let known = |t: &String| {
+            d.instances.contains_key(t) || inv.containers.iter().any(|c| &c.tenant == t)
+        };
+        self.failures
+            .lock()
+            .expect("failures lock")
+            .retain(|t, _| known(t));
+        self.backoff
+            .lock()
+            .expect("backoff lock")
+            .retain(|t, _| known(t));
+    }
+
+    /// Time until the next pass is due: the resync interval, or sooner when a backoff expires.
+    fn next_wakeup(&self) -> Duration {
+        let now = Instant::now();
+        let soonest = self
+            .backoff
+            .lock()
+            .expect("backoff lock")
+            .values()
+            .map(|b| b.next_attempt.saturating_duration_since(now))
+            .min();
+        soonest
+            .map_or(self.host.resync, |s| s.min(self.host.resync))
+            .max(Duration::from_millis(50))
+    }
+
+    /// Runs passes until `shutdown` resolves.
+    pub async fn run(self: Arc<Self>, shutdown: impl std::future::Future<Output = ()>) {
+        tokio::pin!(shutdown);
+        loop {
+            if let Err(e) = self.pass().await {
+                tracing::error!(error = %e, "reconcile pass failed");
+            }
+            let wait = self.next_wakeup();
+            tokio::select! {
+                _ = &mut shutdown => return,
+                _ = self.kick.notified() => {}
+                _ = tokio::time::sleep(wait) => {}
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

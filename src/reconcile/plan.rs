@@ -1,0 +1,215 @@
+//! The pure planner: desired × observed → the steps that converge one to the other.
+//! No I/O; every case is a table test below.
+
+use crate::{
+    desired::{Desired, Instance},
+    runtime::{Inventory, RunStatus, spec},
+    spec::{instance::RunState, template::DatabaseMode},
+    store::{Allocation, Layout},
+};
+use serde::Serialize;
+use std::collections::{BTreeMap, BTreeSet};
+
+/// One idempotent change. Container and network fields are Docker names; services and volumes
+/// are the template's names.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "step", content = "target", rename_all = "snake_case")]
+pub enum Step {
+    CreateNetwork,
+    CreateVolume(String),
+    /// Generate missing secrets, render configs, then record the files digest.
+    WriteFiles,
+    /// Create the tenant's role and database on the shared server, and attach the server.
+    EnsureSharedDatabase,
+    RemoveContainer(String),
+    CreateContainer(String),
+    StartContainer(String),
+    StopContainer(String),
+    RemoveNetwork(String),
+    RemoveVolume(String),
+    /// Drop the shared database and role (purge only).
+    DropSharedDatabase,
+    /// Remove secrets, rendered files, the allocation and the purge marker.
+    PurgeFiles,
+}
+
+impl Step {
+    /// Steps that only remove; used to order a tenant's removal.
+    pub fn is_removal(&self) -> bool {
+        matches!(
+            self,
+            Step::RemoveContainer(_)
+                | Step::RemoveNetwork(_)
+                | Step::RemoveVolume(_)
+                | Step::PurgeFiles
+                | Step::DropSharedDatabase
+        )
+    }
+}
+
+/// What plan reads besides Docker: the allocation table, file digests on disk and purge marks.
+#[derive(Debug, Clone, Default)]
+pub struct Recorded {
+    pub allocations: BTreeMap<String, Allocation>,
+    pub files_digest: BTreeMap<String, String>,
+    pub purge: BTreeSet<String>,
+}
+
+pub struct Context<'a> {
+    pub namespace: &'a str,
+    pub layout: &'a Layout,
+}
+
+/// Steps per tenant. Tenants whose files are broken (`desired.frozen`) get none: a typo in an
+/// instance file must never tear down a running tenant.
+pub fn plan(
+    ctx: &Context<'_>,
+    desired: &Desired,
+    observed: &Inventory,
+    rec: &Recorded,
+) -> BTreeMap<String, Vec<Step>> {
+    let mut out = BTreeMap::new();
+    for (tenant, inst) in &desired.instances {
+        let steps = plan_instance(ctx, inst, observed, rec);
+        if !steps.is_empty() {
+            out.insert(tenant.clone(), steps);
+        }
+    }
+    for tenant in known_tenants(observed, rec) {
+        if desired.instances.contains_key(&tenant) || desired.frozen.contains_key(&tenant) {
+            continue;
+        }
+        let steps = plan_removal(&tenant, observed, rec);
+        if !steps.is_empty() {
+            out.insert(tenant, steps);
+        }
+    }
+    out
+}
+
+fn known_tenants(observed: &Inventory, rec: &Recorded) -> BTreeSet<String> {
+    let mut t: BTreeSet<String> = observed
+        .containers
+        .iter()
+        .map(|c| c.tenant.clone())
+        .collect();
+    t.extend(observed.networks.iter().map(|n| n.tenant.clone()));
+    t.extend(observed.volumes.iter().map(|v| v.tenant.clone()));
+    t.extend(rec.purge.iter().cloned());
+    t.remove(crate::runtime::labels::HOST_TENANT);
+    t.remove("");
+    t
+}
+
+fn plan_instance(
+    ctx: &Context<'_>,
+    inst: &Instance,
+    observed: &Inventory,
+    rec: &Recorded,
+) -> Vec<Step> {
+    let ns = ctx.namespace;
+    let t = &inst.tenant;
+    let mut steps = Vec::new();
+    let ours = |name: &str| observed.containers.iter().find(|c| c.name == name);
+    if inst.state != RunState::Running {
+        for svc in inst.services.iter().rev() {
+            let name = spec::container_name(ns, t, &svc.name);
+            if ours(&name).is_some_and(|c| c.status == RunStatus::Running) {
+                steps.push(Step::StopContainer(name));
+            }
+        }
+        return steps;
+    }
+    if !observed
+        .networks
+        .iter()
+        .any(|n| n.name == spec::network_name(ns, t))
+    {
+        steps.push(Step::CreateNetwork);
+    }
+    for v in &inst.volumes {
+        let name = spec::volume_name(ns, t, v);
+        if !observed.volumes.iter().any(|o| o.name == name) {
+            steps.push(Step::CreateVolume(v.clone()));
+        }
+    }
+    if rec.files_digest.get(t) != Some(&super::files::digest(inst)) {
+        steps.push(Step::WriteFiles);
+        if inst
+            .database
+            .as_ref()
+            .is_some_and(|d| d.mode == DatabaseMode::Shared)
+        {
+            steps.push(Step::EnsureSharedDatabase);
+        }
+    }
+    let alloc = rec.allocations.get(t);
+    for svc in &inst.services {
+        let name = spec::container_name(ns, t, &svc.name);
+        let want = alloc.map(|a| {
+            spec::container_spec(ns, inst, svc, a, ctx.layout).labels
+                [crate::runtime::labels::SPEC_HASH]
+                .clone()
+        });
+        match ours(&name) {
+            None => steps.extend([
+                Step::CreateContainer(svc.name.clone()),
+                Step::StartContainer(name),
+            ]),
+            Some(c) if want.as_ref() != Some(&c.spec_hash) => steps.extend([
+                Step::RemoveContainer(name.clone()),
+                Step::CreateContainer(svc.name.clone()),
+                Step::StartContainer(name),
+            ]),
+            Some(c) if c.status == RunStatus::Stopped => steps.push(Step::StartContainer(name)),
+            Some(_) => {}
+        }
+    }
+    let wanted: BTreeSet<String> = inst
+        .services
+        .iter()
+        .map(|s| spec::container_name(ns, t, &s.name))
+        .collect();
+    for c in observed
+        .containers
+        .iter()
+        .filter(|c| c.tenant == *t && !wanted.contains(&c.name))
+    {
+        steps.push(Step::RemoveContainer(c.name.clone()));
+    }
+    steps
+}
+
+/// A tenant without an instance file: containers and network go; volumes, secrets and the
+/// allocation stay (so re-adding it finds its data) unless a purge was asked for.
+fn plan_removal(tenant: &str, observed: &Inventory, rec: &Recorded) -> Vec<Step> {
+    let mut steps: Vec<Step> = observed
+        .containers
+        .iter()
+        .filter(|c| c.tenant == tenant)
+        .map(|c| Step::RemoveContainer(c.name.clone()))
+        .collect();
+    steps.extend(
+        observed
+            .networks
+            .iter()
+            .filter(|n| n.tenant == tenant)
+            .map(|n| Step::RemoveNetwork(n.name.clone())),
+    );
+    if rec.purge.contains(tenant) {
+        steps.extend(
+            observed
+                .volumes
+                .iter()
+                .filter(|v| v.tenant == tenant)
+                .map(|v| Step::RemoveVolume(v.name.clone())),
+        );
+        steps.push(Step::DropSharedDatabase);
+        steps.push(Step::PurgeFiles);
+    }
+    steps
+}
+
+#[cfg(test)]
+#[path = "plan_tests.rs"]
+mod tests;

@@ -1,0 +1,257 @@
+//! Table tests of `plan`: desired × observed → steps.
+
+use super::*;
+use crate::{
+    fixtures::{demo_instance, instance_from},
+    runtime::{ObservedContainer, ObservedNetwork, ObservedVolume, labels},
+};
+
+fn layout() -> Layout {
+    Layout::new("/var/lib/berth".into())
+}
+
+fn desired(instances: Vec<Instance>) -> Desired {
+    Desired {
+        instances: instances
+            .into_iter()
+            .map(|i| (i.tenant.clone(), i))
+            .collect(),
+        frozen: BTreeMap::new(),
+    }
+}
+
+/// What Docker and the state dir look like once `insts` are fully provisioned and running.
+fn converged(insts: &[Instance]) -> (Inventory, Recorded) {
+    let mut inv = Inventory::default();
+    let mut rec = Recorded::default();
+    for (n, i) in insts.iter().enumerate() {
+        let alloc = Allocation {
+            subnet: n as u32,
+            port: 20000 + n as u16,
+        };
+        rec.allocations.insert(i.tenant.clone(), alloc);
+        rec.files_digest
+            .insert(i.tenant.clone(), crate::reconcile::files::digest(i));
+        inv.networks.push(ObservedNetwork {
+            name: spec::network_name("berth", &i.tenant),
+            tenant: i.tenant.clone(),
+            subnet: None,
+        });
+        for v in &i.volumes {
+            inv.volumes.push(ObservedVolume {
+                name: spec::volume_name("berth", &i.tenant, v),
+                tenant: i.tenant.clone(),
+            });
+        }
+        for s in &i.services {
+            let cs = spec::container_spec("berth", i, s, &alloc, &layout());
+            inv.containers.push(ObservedContainer {
+                name: cs.name.clone(),
+                tenant: i.tenant.clone(),
+                service: s.name.clone(),
+                spec_hash: cs.labels[labels::SPEC_HASH].clone(),
+                status: RunStatus::Running,
+                health: None,
+                host_port: cs.publish.map(|p| p.1),
+            });
+        }
+    }
+    (inv, rec)
+}
+
+fn run(d: &Desired, inv: &Inventory, rec: &Recorded) -> BTreeMap<String, Vec<Step>> {
+    let l = layout();
+    plan(
+        &Context {
+            namespace: "berth",
+            layout: &l,
+        },
+        d,
+        inv,
+        rec,
+    )
+}
+
+fn s(x: &str) -> String {
+    x.to_string()
+}
+
+#[test]
+fn a_new_instance_gets_network_volumes_files_then_containers_in_dependency_order() {
+    let d = desired(vec![demo_instance("acme")]);
+    let steps = run(&d, &Inventory::default(), &Recorded::default());
+    assert_eq!(
+        steps["acme"],
+        vec![
+            Step::CreateNetwork,
+            Step::CreateVolume(s("pgdata")),
+            Step::WriteFiles,
+            Step::CreateContainer(s("db")),
+            Step::StartContainer(s("berth-acme-db")),
+            Step::CreateContainer(s("app")),
+            Step::StartContainer(s("berth-acme-app")),
+        ]
+    );
+}
+
+#[test]
+fn a_converged_host_needs_no_step() {
+    let insts = vec![demo_instance("acme"), demo_instance("beta")];
+    let (inv, rec) = converged(&insts);
+    assert!(run(&desired(insts), &inv, &rec).is_empty());
+}
+
+#[test]
+fn drift_is_repaired_container_by_container() {
+    let insts = vec![demo_instance("acme")];
+    let (mut inv, rec) = converged(&insts);
+    // Cases: (what was done by hand, steps expected)
+    let table: Vec<(&str, Box<dyn Fn(&mut Inventory)>, Vec<Step>)> = vec![
+        (
+            "app stopped",
+            Box::new(|i| i.containers[1].status = RunStatus::Stopped),
+            vec![Step::StartContainer(s("berth-acme-app"))],
+        ),
+        (
+            "db removed",
+            Box::new(|i| {
+                i.containers.remove(0);
+            }),
+            vec![
+                Step::CreateContainer(s("db")),
+                Step::StartContainer(s("berth-acme-db")),
+            ],
+        ),
+        (
+            "network removed",
+            Box::new(|i| i.networks.clear()),
+            vec![Step::CreateNetwork],
+        ),
+        (
+            "restarting container is left to Docker's restart policy",
+            Box::new(|i| i.containers[1].status = RunStatus::Other),
+            vec![],
+        ),
+    ];
+    let d = desired(insts.clone());
+    for (case, change, want) in table {
+        let mut broken = inv.clone();
+        change(&mut broken);
+        let got = run(&d, &broken, &rec).remove("acme").unwrap_or_default();
+        assert_eq!(got, want, "case: {case}");
+    }
+    inv.containers.clear();
+}
+
+#[test]
+fn a_version_change_recreates_only_the_changed_service_of_the_changed_tenant() {
+    let insts = vec![demo_instance("acme"), demo_instance("beta")];
+    let (inv, rec) = converged(&insts);
+    let v2 = instance_from("acme", "tenant: acme\ntemplate: demo\nversion: \"2\"\n").unwrap();
+    let steps = run(&desired(vec![v2, demo_instance("beta")]), &inv, &rec);
+    assert_eq!(steps.keys().collect::<Vec<_>>(), vec!["acme"]);
+    assert_eq!(
+        steps["acme"],
+        vec![
+            Step::RemoveContainer(s("berth-acme-app")),
+            Step::CreateContainer(s("app")),
+            Step::StartContainer(s("berth-acme-app")),
+        ]
+    );
+}
+
+#[test]
+fn a_parameter_change_rewrites_files_and_recreates_the_service_that_mounts_them() {
+    let insts = vec![demo_instance("acme")];
+    let (inv, rec) = converged(&insts);
+    let changed = instance_from(
+        "acme",
+        "tenant: acme\ntemplate: demo\nparameters:\n  site_title: Hello\n",
+    )
+    .unwrap();
+    let steps = run(&desired(vec![changed]), &inv, &rec);
+    assert_eq!(
+        steps["acme"],
+        vec![
+            Step::WriteFiles,
+            Step::RemoveContainer(s("berth-acme-app")),
+            Step::CreateContainer(s("app")),
+            Step::StartContainer(s("berth-acme-app")),
+        ]
+    );
+}
+
+#[test]
+fn stopping_and_suspending_stop_containers_in_reverse_order() {
+    for state in ["stopped", "suspended"] {
+        let insts = vec![demo_instance("acme")];
+        let (inv, rec) = converged(&insts);
+        let i = instance_from(
+            "acme",
+            &format!("tenant: acme\ntemplate: demo\nstate: {state}\n"),
+        )
+        .unwrap();
+        let steps = run(&desired(vec![i]), &inv, &rec);
+        assert_eq!(
+            steps["acme"],
+            vec![
+                Step::StopContainer(s("berth-acme-app")),
+                Step::StopContainer(s("berth-acme-db"))
+            ]
+        );
+    }
+}
+
+#[test]
+fn a_removed_instance_loses_containers_and_network_but_keeps_volumes() {
+    let (inv, rec) = converged(&[demo_instance("acme")]);
+    let steps = run(&desired(vec![]), &inv, &rec);
+    assert_eq!(
+        steps["acme"],
+        vec![
+            Step::RemoveContainer(s("berth-acme-db")),
+            Step::RemoveContainer(s("berth-acme-app")),
+            Step::RemoveNetwork(s("berth-acme")),
+        ]
+    );
+}
+
+#[test]
+fn a_purged_instance_loses_volumes_and_files_too() {
+    let (inv, mut rec) = converged(&[demo_instance("acme")]);
+    rec.purge.insert(s("acme"));
+    let steps = run(&desired(vec![]), &inv, &rec);
+    assert_eq!(
+        steps["acme"][3..],
+        [
+            Step::RemoveVolume(s("berth-acme-pgdata")),
+            Step::DropSharedDatabase,
+            Step::PurgeFiles
+        ]
+    );
+}
+
+#[test]
+fn a_tenant_with_a_broken_file_is_left_exactly_as_it_is() {
+    let (mut inv, rec) = converged(&[demo_instance("acme")]);
+    inv.containers[0].status = RunStatus::Stopped;
+    let mut d = desired(vec![]);
+    d.frozen
+        .insert(s("acme"), s("instances/acme.yaml:3:1: bad"));
+    assert!(run(&d, &inv, &rec).is_empty());
+}
+
+#[test]
+fn host_level_objects_are_not_collected_as_orphans() {
+    let mut inv = Inventory::default();
+    inv.containers.push(ObservedContainer {
+        name: s("berth-shared-postgres"),
+        tenant: s(labels::HOST_TENANT),
+        service: s("postgres"),
+        spec_hash: s("x"),
+        status: RunStatus::Running,
+        health: None,
+        host_port: None,
+    });
+    assert!(run(&desired(vec![]), &inv, &Recorded::default()).is_empty());
+}

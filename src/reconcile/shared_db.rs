@@ -1,0 +1,269 @@
+//! The host's shared PostgreSQL server, for templates in `shared` database mode: one server,
+//! one database and role per tenant with its own password, CONNECT revoked from PUBLIC and a
+//! connection limit. The server is attached to each such tenant's network and to no other.
+
+use crate::{
+    desired::{HostConfig, Instance, instance::shared_db_host},
+    runtime::{Runtime, RuntimeError, labels, spec},
+    store::{Layout, atomic},
+};
+use std::{collections::BTreeMap, time::Duration};
+
+const SUPERUSER_SECRET: &str = "postgres_password";
+
+#[derive(Debug, thiserror::Error)]
+pub enum SharedDbError {
+    #[error("tenant {tenant}: shared database is not configured on this host")]
+    NotConfigured { tenant: String },
+    #[error("shared database server: {0}")]
+    Runtime(#[from] RuntimeError),
+    #[error("shared database server: cannot write {path}: {source}")]
+    Files {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("shared database server did not become ready within 60 s")]
+    NotReady,
+    #[error("tenant {tenant}: shared database command failed: {output}")]
+    Sql { tenant: String, output: String },
+}
+
+fn host_secret_dir(layout: &Layout) -> std::path::PathBuf {
+    layout.root().join("host").join("secrets")
+}
+
+/// The role and database names of a tenant are `t_<tenant>`; tenant names are DNS labels, so
+/// these are plain identifiers with no quoting needed.
+fn role(inst_tenant: &str) -> String {
+    format!("t_{}", inst_tenant.replace('-', "_"))
+}
+
+/// Starts the server if needed, attaches it to the tenant's network, and creates or updates
+/// the tenant's role and database. Every statement is safe to repeat.
+pub async fn ensure(
+    rt: &dyn Runtime,
+    host: &HostConfig,
+    layout: &Layout,
+    inst: &Instance,
+) -> Result<(), SharedDbError> {
+    let cfg = host
+        .shared_database
+        .as_ref()
+        .ok_or_else(|| SharedDbError::NotConfigured {
+            tenant: inst.tenant.clone(),
+        })?;
+    let server = ensure_server(rt, host, layout, cfg).await?;
+    rt.connect_network(
+        &spec::network_name(&host.namespace, &inst.tenant),
+        &server,
+        &shared_db_host(&host.namespace),
+    )
+    .await?;
+    let db = inst
+        .database
+        .as_ref()
+        .ok_or_else(|| SharedDbError::NotConfigured {
+            tenant: inst.tenant.clone(),
+        })?;
+    let password = std::fs::read_to_string(layout.secret(&inst.tenant, &db.password_secret))
+        .map_err(|source| SharedDbError::Files {
+            path: db.password_secret.clone(),
+            source,
+        })?;
+    let r = role(&inst.tenant);
+    let sql = format!(
+        "DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{r}') THEN CREATE ROLE {r} LOGIN; END IF; END $$;\n\
+         ALTER ROLE {r} WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE PASSWORD '{pw}' CONNECTION LIMIT {limit};\n\
+         SELECT 'CREATE DATABASE {r} OWNER {r}' WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = '{r}')\\gexec\n\
+         REVOKE ALL ON DATABASE {r} FROM PUBLIC;\n\
+         GRANT CONNECT, TEMPORARY ON DATABASE {r} TO {r};\n",
+        pw = password.trim(),
+        limit = cfg.connection_limit,
+    );
+    psql(rt, &server, &inst.tenant, sql).await
+}
+
+/// Drops the tenant's database and role (purge). No server, nothing to drop.
+pub async fn drop_tenant(
+    rt: &dyn Runtime,
+    host: &HostConfig,
+    tenant: &str,
+) -> Result<(), SharedDbError> {
+    let server = spec::container_name(&host.namespace, labels::HOST_TENANT, "postgres");
+    let inv = rt.inventory(&host.namespace).await?;
+    if host.shared_database.is_none() || !inv.containers.iter().any(|c| c.name == server) {
+        return Ok(());
+    }
+    let r = role(tenant);
+    psql(
+        rt,
+        &server,
+        tenant,
+        format!("DROP DATABASE IF EXISTS {r} WITH (FORCE);\nDROP ROLE IF EXISTS {r};\n"),
+    )
+    .await
+}
+
+async fn psql(
+    rt: &dyn Runtime,
+    server: &str,
+    tenant: &str,
+    sql: String,
+) -> Result<(), SharedDbError> {
+    // SQL (and the password in it) goes through stdin, never argv: argv shows in `ps` and events.
+    let out = rt
+        .exec(
+            server,
+            &[
+                "psql",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-q",
+                "-h",
+                "/var/run/postgresql",
+                "-U",
+                "postgres",
+                "-d",
+                "postgres",
+                "-f",
+                "-",
+            ],
+            Some(sql.into_bytes()),
+        )
+        .await?;
+    if out.exit_code != 0 {
+        return Err(SharedDbError::Sql {
+            tenant: tenant.into(),
+            output: out.output.trim().to_string(),
+        });
+    }
+    Ok(())
+}
+
+async fn ensure_server(
+    rt: &dyn Runtime,
+    host: &HostConfig,
+    layout: &Layout,
+    cfg: &crate::desired::host::SharedDatabase,
+) -> Result<String, SharedDbError> {
+    let ns = &host.namespace;
+    let name = spec::container_name(ns, labels::HOST_TENANT, "postgres");
+    let inv = rt.inventory(ns).await?;
+    let existing = inv.containers.iter().find(|c| c.name == name);
+    if existing.is_none() {
+        let dir = host_secret_dir(layout);
+        let ferr = |source| SharedDbError::Files {
+            path: dir.display().to_string(),
+            source,
+        };
+        atomic::create_dir(&dir, 0o700).map_err(ferr)?;
+        let secret = dir.join(SUPERUSER_SECRET);
+        if !secret.exists() {
+            let pw = super::files::generate(32, Default::default())
+                .map_err(|m| ferr(std::io::Error::other(m)))?;
+            atomic::write(&secret, pw.as_bytes(), 0o600).map_err(ferr)?;
+        }
+        let copy = dir.join(format!("{SUPERUSER_SECRET}.999"));
+        let pw = std::fs::read(&secret).map_err(ferr)?;
+        atomic::write_owned(&copy, &pw, 0o400, (999, 999)).map_err(ferr)?;
+        let labels = spec::owner_labels(ns, labels::HOST_TENANT);
+        let net = spec::network_name(ns, labels::HOST_TENANT);
+        let _ = rt.remove_network(&net).await;
+        let nspec = spec::NetworkSpec {
+            name: net.clone(),
+            subnet: host.subnet_pool.subnet(host.subnet_pool.capacity() - 1).0,
+            gateway: host.subnet_pool.subnet(host.subnet_pool.capacity() - 1).1,
+            labels: labels.clone(),
+        };
+        rt.create_network(&nspec).await?;
+        let vol = spec::volume_name(ns, labels::HOST_TENANT, "postgres-data");
+        rt.create_volume(&spec::VolumeSpec {
+            name: vol.clone(),
+            labels: labels.clone(),
+        })
+        .await?;
+        rt.create_container(&server_spec(
+            ns,
+            &name,
+            &net,
+            &vol,
+            &copy.display().to_string(),
+            cfg,
+        ))
+        .await?;
+    }
+    if existing.is_none_or(|c| c.status != crate::runtime::RunStatus::Running) {
+        rt.start_container(&name).await?;
+    }
+    for _ in 0..120 {
+        let out = rt
+            .exec(
+                &name,
+                &["pg_isready", "-q", "-h", "/var/run/postgresql"],
+                None,
+            )
+            .await;
+        if out.is_ok_and(|o| o.exit_code == 0) {
+            return Ok(name);
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    Err(SharedDbError::NotReady)
+}
+
+fn server_spec(
+    ns: &str,
+    name: &str,
+    net: &str,
+    vol: &str,
+    secret: &str,
+    cfg: &crate::desired::host::SharedDatabase,
+) -> spec::ContainerSpec {
+    let mut labels: BTreeMap<String, String> = spec::owner_labels(ns, labels::HOST_TENANT);
+    labels.insert(labels::SERVICE.into(), "postgres".into());
+    spec::ContainerSpec {
+        name: name.into(),
+        image: cfg.image.clone(),
+        labels,
+        env: vec![
+            "POSTGRES_USER=postgres".into(),
+            "POSTGRES_PASSWORD_FILE=/run/secrets/postgres_password".into(),
+        ],
+        cmd: Some(vec!["-c".into(), "max_connections=500".into()]),
+        entrypoint: None,
+        user: Some("999:999".into()),
+        working_dir: None,
+        network: net.into(),
+        aliases: vec![crate::desired::instance::shared_db_host(ns)],
+        mounts: vec![
+            spec::Mount {
+                kind: spec::MountKind::Volume,
+                source: vol.into(),
+                target: "/var/lib/postgresql/data".into(),
+                read_only: false,
+            },
+            spec::Mount {
+                kind: spec::MountKind::File,
+                source: secret.into(),
+                target: "/run/secrets/postgres_password".into(),
+                read_only: true,
+            },
+        ],
+        tmpfs: BTreeMap::from([
+            ("/var/run/postgresql".into(), "rw,nosuid,size=1m".into()),
+            ("/tmp".into(), "rw,noexec,nosuid,size=64m".into()),
+        ]),
+        publish: None,
+        memory: cfg.memory as i64,
+        nano_cpus: 1_000_000_000,
+        cpu_shares: 1024,
+        pids_limit: 1024,
+        cap_drop: vec!["ALL".into()],
+        cap_add: vec![],
+        no_new_privileges: true,
+        read_only_rootfs: true,
+        healthcheck: None,
+        stop_timeout_s: 30,
+        files_digest: String::new(),
+    }
+}

@@ -1,0 +1,158 @@
+//! What the API reports about each instance, derived from desired state and observation.
+
+use crate::{
+    desired::Desired,
+    runtime::{Health, Inventory, ObservedContainer, RunStatus},
+    spec::instance::RunState,
+};
+use serde::Serialize;
+use std::collections::BTreeMap;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Phase {
+    /// Every container runs and none reports unhealthy or starting.
+    Running,
+    Starting,
+    Provisioning,
+    Stopped,
+    Suspended,
+    /// The last attempt failed; retried with backoff.
+    Failing,
+    /// The instance file (or its template) is invalid; nothing is changed until it is fixed.
+    Invalid,
+    /// No instance file; containers are being removed.
+    Removing,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct InstanceStatus {
+    pub tenant: String,
+    pub template: Option<String>,
+    pub version: Option<String>,
+    pub desired: Option<RunState>,
+    pub phase: Phase,
+    pub port: Option<u16>,
+    pub domains: Vec<String>,
+    pub error: Option<String>,
+    pub containers: Vec<ObservedContainer>,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct PassReport {
+    pub pass: u64,
+    pub duration_ms: f64,
+    pub instances: usize,
+    pub tenants_changed: usize,
+    pub steps: usize,
+    pub mutations: u64,
+    pub failures: usize,
+}
+
+/// Builds the status of every tenant known from files or from Docker.
+pub fn board(
+    desired: &Desired,
+    inv: &Inventory,
+    failures: &BTreeMap<String, String>,
+    ports: &BTreeMap<String, u16>,
+) -> BTreeMap<String, InstanceStatus> {
+    let mut out = BTreeMap::new();
+    for (t, i) in &desired.instances {
+        let containers: Vec<ObservedContainer> = inv
+            .containers
+            .iter()
+            .filter(|c| c.tenant == *t)
+            .cloned()
+            .collect();
+        let phase = if failures.contains_key(t) {
+            Phase::Failing
+        } else {
+            phase_of(i.state, i.services.len(), &containers)
+        };
+        out.insert(
+            t.clone(),
+            InstanceStatus {
+                tenant: t.clone(),
+                template: Some(i.template.clone()),
+                version: Some(i.version.clone()),
+                desired: Some(i.state),
+                phase,
+                port: ports.get(t).copied(),
+                domains: i.domains.clone(),
+                error: failures.get(t).cloned(),
+                containers,
+            },
+        );
+    }
+    for (t, e) in &desired.frozen {
+        let containers: Vec<ObservedContainer> = inv
+            .containers
+            .iter()
+            .filter(|c| c.tenant == *t)
+            .cloned()
+            .collect();
+        out.insert(
+            t.clone(),
+            bare(
+                t,
+                Phase::Invalid,
+                Some(e.clone()),
+                ports.get(t).copied(),
+                containers,
+            ),
+        );
+    }
+    for c in &inv.containers {
+        if !out.contains_key(&c.tenant) && c.tenant != crate::runtime::labels::HOST_TENANT {
+            out.insert(
+                c.tenant.clone(),
+                bare(
+                    &c.tenant,
+                    Phase::Removing,
+                    failures.get(&c.tenant).cloned(),
+                    None,
+                    vec![],
+                ),
+            );
+        }
+    }
+    out
+}
+
+fn bare(
+    t: &str,
+    phase: Phase,
+    error: Option<String>,
+    port: Option<u16>,
+    containers: Vec<ObservedContainer>,
+) -> InstanceStatus {
+    InstanceStatus {
+        tenant: t.into(),
+        template: None,
+        version: None,
+        desired: None,
+        phase,
+        port,
+        domains: vec![],
+        error,
+        containers,
+    }
+}
+
+fn phase_of(state: RunState, services: usize, cs: &[ObservedContainer]) -> Phase {
+    let running = cs.iter().filter(|c| c.status == RunStatus::Running).count();
+    match state {
+        RunState::Stopped if running == 0 => Phase::Stopped,
+        RunState::Suspended if running == 0 => Phase::Suspended,
+        RunState::Stopped | RunState::Suspended => Phase::Provisioning,
+        RunState::Running if running < services => Phase::Provisioning,
+        RunState::Running
+            if cs
+                .iter()
+                .any(|c| matches!(c.health, Some(Health::Starting) | Some(Health::Unhealthy))) =>
+        {
+            Phase::Starting
+        }
+        RunState::Running => Phase::Running,
+    }
+}

@@ -1,0 +1,105 @@
+//! Controller tests on the fake runtime: whole passes over real spec files in a temp dir.
+
+use super::*;
+use crate::{fixtures, runtime::fake::FakeRuntime};
+use std::path::Path;
+
+struct Env {
+    dir: tempfile::TempDir,
+    rt: Arc<FakeRuntime>,
+    ctl: Controller,
+}
+
+fn env() -> Env {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("instances")).unwrap();
+    let mut host = fixtures::host();
+    host.state_dir = dir.path().join("state");
+    host.instances_dir = dir.path().join("instances");
+    host.ports = (41000, 41999);
+    let rt = Arc::new(FakeRuntime::new());
+    let ctl = Controller::new(rt.clone(), host).unwrap();
+    Env { dir, rt, ctl }
+}
+
+fn write_instance(dir: &Path, tenant: &str, extra: &str) {
+    std::fs::write(
+        dir.join("instances").join(format!("{tenant}.yaml")),
+        format!("tenant: {tenant}\ntemplate: demo\n{extra}"),
+    )
+    .unwrap();
+}
+
+#[tokio::test]
+async fn a_second_pass_over_a_converged_host_makes_no_mutating_call() {
+    let e = env();
+    write_instance(e.dir.path(), "acme", "");
+    write_instance(e.dir.path(), "beta", "");
+    let first = e.ctl.pass().await.unwrap();
+    assert_eq!(first.failures, 0, "{:?}", e.ctl.board().instances);
+    assert!(first.mutations > 0);
+    let second = e.ctl.pass().await.unwrap();
+    assert_eq!((second.steps, second.mutations), (0, 0));
+    assert_eq!(e.ctl.board().instances["acme"].phase, Phase::Running);
+}
+
+#[tokio::test]
+async fn a_failing_tenant_backs_off_without_blocking_the_others() {
+    let e = env();
+    write_instance(e.dir.path(), "acme", "");
+    write_instance(e.dir.path(), "beta", "");
+    e.rt.fail_on("create_container berth-acme-db");
+    e.ctl.pass().await.unwrap();
+    let board = e.ctl.board();
+    assert_eq!(board.instances["acme"].phase, Phase::Failing);
+    assert!(
+        board.instances["acme"]
+            .error
+            .as_ref()
+            .unwrap()
+            .contains("injected failure")
+    );
+    assert_eq!(board.instances["beta"].phase, Phase::Running);
+    // Within the backoff window the failed tenant is not retried.
+    let again = e.ctl.pass().await.unwrap();
+    assert_eq!(again.steps, 0);
+    tokio::time::sleep(backoff::FIRST_DELAY).await;
+    e.ctl.pass().await.unwrap();
+    assert_eq!(e.ctl.board().instances["acme"].phase, Phase::Running);
+}
+
+#[tokio::test]
+async fn removing_an_instance_file_removes_its_containers_but_keeps_its_volumes() {
+    let e = env();
+    write_instance(e.dir.path(), "acme", "");
+    e.ctl.pass().await.unwrap();
+    std::fs::remove_file(e.dir.path().join("instances/acme.yaml")).unwrap();
+    e.ctl.pass().await.unwrap();
+    let inv = e.rt.inventory("berth").await.unwrap();
+    assert!(inv.containers.is_empty());
+    assert!(inv.networks.is_empty());
+    assert_eq!(inv.volumes.len(), 1);
+    assert!(e.ctl.layout().secret("acme", "db_password").exists());
+}
+
+#[tokio::test]
+async fn a_broken_instance_file_leaves_the_running_tenant_untouched() {
+    let e = env();
+    write_instance(e.dir.path(), "acme", "");
+    e.ctl.pass().await.unwrap();
+    let before = e.rt.calls().len();
+    write_instance(e.dir.path(), "acme", "limits:\n  memroy: 1g\n");
+    let r = e.ctl.pass().await.unwrap();
+    assert_eq!(r.mutations, 0);
+    assert_eq!(e.rt.calls().len(), before);
+    let s = &e.ctl.board().instances["acme"];
+    assert_eq!(s.phase, Phase::Invalid);
+    assert!(
+        s.error
+            .as_ref()
+            .unwrap()
+            .contains("instances/acme.yaml:4:3: limits: unknown field \"memroy\""),
+        "{:?}",
+        s.error
+    );
+}

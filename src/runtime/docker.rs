@@ -1,0 +1,551 @@
+//! The real runtime: Docker Engine through bollard. The only file that imports bollard.
+
+use super::{
+    ExecOutput, Health, Inventory, LogStream, ObservedContainer, ObservedNetwork, ObservedVolume,
+    RunStatus, Runtime, RuntimeError, labels,
+    spec::{ContainerSpec, MountKind, NetworkSpec, VolumeSpec},
+};
+use bollard::{
+    Docker,
+    errors::Error as BollardError,
+    exec::{StartExecOptions, StartExecResults},
+    models::{
+        ContainerCreateBody, ContainerSummaryStateEnum, EndpointSettings, ExecConfig, HealthConfig,
+        HostConfig, HostConfigLogConfig, Ipam, IpamConfig, Mount, MountTypeEnum,
+        NetworkConnectRequest, NetworkCreateRequest, NetworkingConfig, PortBinding, RestartPolicy,
+        RestartPolicyNameEnum, VolumeCreateOptions,
+    },
+    query_parameters::{
+        CreateContainerOptions, ListContainersOptions, ListNetworksOptions, ListVolumesOptions,
+        LogsOptions, RemoveContainerOptions, RemoveVolumeOptions, StopContainerOptions,
+    },
+};
+use futures_util::{StreamExt, TryStreamExt};
+use std::{
+    collections::HashMap,
+    sync::atomic::{AtomicU64, Ordering},
+    time::Duration,
+};
+use tokio::io::AsyncWriteExt;
+
+pub struct DockerRuntime {
+    docker: Docker,
+    mutations: AtomicU64,
+}
+
+impl DockerRuntime {
+    /// Connects to the local engine (DOCKER_HOST or the default socket) and negotiates the API
+    /// version down to what the engine speaks (Debian 12's Docker 20.10 speaks 1.41).
+    pub async fn connect() -> Result<DockerRuntime, RuntimeError> {
+        let docker = Docker::connect_with_local_defaults()
+            .map_err(|e| RuntimeError::Unreachable(e.to_string()))?;
+        let docker = docker
+            .negotiate_version()
+            .await
+            .map_err(|e| RuntimeError::Unreachable(e.to_string()))?;
+        docker
+            .ping()
+            .await
+            .map_err(|e| RuntimeError::Unreachable(e.to_string()))?;
+        Ok(DockerRuntime {
+            docker,
+            mutations: AtomicU64::new(0),
+        })
+    }
+
+    fn count(&self) {
+        self.mutations.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+fn status_of(e: &BollardError) -> Option<u16> {
+    match e {
+        BollardError::DockerResponseServerError { status_code, .. } => Some(*status_code),
+        _ => None,
+    }
+}
+
+fn call_err(kind: &'static str, name: &str, e: BollardError) -> RuntimeError {
+    match e {
+        BollardError::DockerResponseServerError { message, .. } => RuntimeError::Call {
+            kind,
+            name: name.into(),
+            message,
+        },
+        BollardError::HyperResponseError { .. } | BollardError::IOError { .. } => {
+            RuntimeError::Unreachable(e.to_string())
+        }
+        other => RuntimeError::Call {
+            kind,
+            name: name.into(),
+            message: other.to_string(),
+        },
+    }
+}
+
+/// Maps "already in that state" answers to success: 304 (not modified), and `ok` codes.
+fn tolerate(
+    r: Result<(), BollardError>,
+    ok: &[u16],
+    kind: &'static str,
+    name: &str,
+) -> Result<(), RuntimeError> {
+    match r {
+        Err(e) if status_of(&e).is_some_and(|c| ok.contains(&c)) => Ok(()),
+        other => other.map_err(|e| call_err(kind, name, e)),
+    }
+}
+
+fn ns_filter(ns: &str) -> HashMap<String, Vec<String>> {
+    HashMap::from([(
+        "label".to_string(),
+        vec![format!("{}={ns}", labels::NAMESPACE)],
+    )])
+}
+
+/// Docker reports health only inside the status text ("Up 5 minutes (healthy)"); reading it
+/// from the list answer spares one inspect call per container per pass.
+fn health_from_status(status: &str) -> Option<Health> {
+    if status.contains("(healthy)") {
+        Some(Health::Healthy)
+    } else if status.contains("(unhealthy)") {
+        Some(Health::Unhealthy)
+    } else if status.contains("(health: starting)") {
+        Some(Health::Starting)
+    } else {
+        None
+    }
+}
+
+fn label(map: &HashMap<String, String>, key: &str) -> String {
+    map.get(key).cloned().unwrap_or_default()
+}
+
+fn host_config(s: &ContainerSpec) -> HostConfig {
+    let mounts = s
+        .mounts
+        .iter()
+        .map(|m| Mount {
+            target: Some(m.target.clone()),
+            source: Some(m.source.clone()),
+            typ: Some(match m.kind {
+                MountKind::Volume => MountTypeEnum::VOLUME,
+                MountKind::File => MountTypeEnum::BIND,
+            }),
+            read_only: Some(m.read_only),
+            ..Default::default()
+        })
+        .collect();
+    let port_bindings = s.publish.map(|(cport, hport)| {
+        HashMap::from([(
+            format!("{cport}/tcp"),
+            Some(vec![PortBinding {
+                host_ip: Some("127.0.0.1".into()),
+                host_port: Some(hport.to_string()),
+            }]),
+        )])
+    });
+    HostConfig {
+        memory: Some(s.memory),
+        // Equal to memory: no swap beyond the limit.
+        memory_swap: Some(s.memory),
+        nano_cpus: Some(s.nano_cpus),
+        cpu_shares: Some(s.cpu_shares),
+        pids_limit: Some(s.pids_limit),
+        cap_drop: Some(s.cap_drop.clone()),
+        cap_add: (!s.cap_add.is_empty()).then(|| s.cap_add.clone()),
+        security_opt: s
+            .no_new_privileges
+            .then(|| vec!["no-new-privileges:true".to_string()]),
+        privileged: Some(false),
+        readonly_rootfs: Some(s.read_only_rootfs),
+        tmpfs: (!s.tmpfs.is_empty()).then(|| s.tmpfs.clone().into_iter().collect()),
+        mounts: Some(mounts),
+        network_mode: Some(s.network.clone()),
+        port_bindings,
+        restart_policy: Some(RestartPolicy {
+            name: Some(RestartPolicyNameEnum::UNLESS_STOPPED),
+            maximum_retry_count: None,
+        }),
+        log_config: Some(HostConfigLogConfig {
+            typ: Some("json-file".into()),
+            config: Some(HashMap::from([
+                ("max-size".into(), super::spec::LOG_MAX_SIZE.into()),
+                ("max-file".into(), super::spec::LOG_MAX_FILES.into()),
+            ])),
+        }),
+        ..Default::default()
+    }
+}
+
+fn create_body(s: &ContainerSpec) -> ContainerCreateBody {
+    ContainerCreateBody {
+        image: Some(s.image.clone()),
+        labels: Some(s.labels.clone().into_iter().collect()),
+        env: Some(s.env.clone()),
+        cmd: s.cmd.clone(),
+        entrypoint: s.entrypoint.clone(),
+        user: s.user.clone(),
+        working_dir: s.working_dir.clone(),
+        hostname: s.aliases.first().cloned(),
+        exposed_ports: s
+            .publish
+            .map(|(p, _)| HashMap::from([(format!("{p}/tcp"), HashMap::new())])),
+        healthcheck: s.healthcheck.as_ref().map(|h| HealthConfig {
+            test: Some(h.test.clone()),
+            interval: Some(h.interval_ns),
+            timeout: Some(h.timeout_ns),
+            retries: Some(h.retries),
+            start_period: Some(h.start_period_ns),
+            ..Default::default()
+        }),
+        stop_timeout: Some(s.stop_timeout_s),
+        host_config: Some(host_config(s)),
+        networking_config: Some(NetworkingConfig {
+            endpoints_config: Some(HashMap::from([(
+                s.network.clone(),
+                EndpointSettings {
+                    aliases: Some(s.aliases.clone()),
+                    ..Default::default()
+                },
+            )])),
+        }),
+        ..Default::default()
+    }
+}
+
+#[async_trait::async_trait]
+impl Runtime for DockerRuntime {
+    async fn inventory(&self, ns: &str) -> Result<Inventory, RuntimeError> {
+        let opts = ListContainersOptions {
+            all: true,
+            filters: Some(ns_filter(ns)),
+            ..Default::default()
+        };
+        let containers = self
+            .docker
+            .list_containers(Some(opts))
+            .await
+            .map_err(|e| call_err("containers", ns, e))?;
+        let containers = containers
+            .into_iter()
+            .map(|c| {
+                let l = c.labels.unwrap_or_default();
+                let status = match c.state {
+                    Some(ContainerSummaryStateEnum::RUNNING) => RunStatus::Running,
+                    Some(ContainerSummaryStateEnum::EXITED)
+                    | Some(ContainerSummaryStateEnum::CREATED) => RunStatus::Stopped,
+                    _ => RunStatus::Other,
+                };
+                let host_port = c
+                    .ports
+                    .unwrap_or_default()
+                    .iter()
+                    .find_map(|p| p.public_port);
+                ObservedContainer {
+                    name: c
+                        .names
+                        .unwrap_or_default()
+                        .first()
+                        .map(|n| n.trim_start_matches('/').to_string())
+                        .unwrap_or_default(),
+                    tenant: label(&l, labels::TENANT),
+                    service: label(&l, labels::SERVICE),
+                    spec_hash: label(&l, labels::SPEC_HASH),
+                    status,
+                    health: health_from_status(c.status.as_deref().unwrap_or_default()),
+                    host_port,
+                }
+            })
+            .collect();
+        let nets = self
+            .docker
+            .list_networks(Some(ListNetworksOptions {
+                filters: Some(ns_filter(ns)),
+            }))
+            .await
+            .map_err(|e| call_err("networks", ns, e))?;
+        let networks = nets
+            .into_iter()
+            .map(|n| ObservedNetwork {
+                name: n.name.unwrap_or_default(),
+                tenant: label(&n.labels.unwrap_or_default(), labels::TENANT),
+                subnet: n
+                    .ipam
+                    .and_then(|i| i.config)
+                    .and_then(|c| c.into_iter().next())
+                    .and_then(|c| c.subnet),
+            })
+            .collect();
+        let vols = self
+            .docker
+            .list_volumes(Some(ListVolumesOptions {
+                filters: Some(ns_filter(ns)),
+            }))
+            .await
+            .map_err(|e| call_err("volumes", ns, e))?;
+        let volumes = vols
+            .volumes
+            .unwrap_or_default()
+            .into_iter()
+            .map(|v| ObservedVolume {
+                tenant: label(&v.labels, labels::TENANT),
+                name: v.name,
+            })
+            .collect();
+        Ok(Inventory {
+            containers,
+            networks,
+            volumes,
+        })
+    }
+
+    async fn create_network(&self, s: &NetworkSpec) -> Result<(), RuntimeError> {
+        self.count();
+        let req = NetworkCreateRequest {
+            name: s.name.clone(),
+            driver: Some("bridge".into()),
+            ipam: Some(Ipam {
+                config: Some(vec![IpamConfig {
+                    subnet: Some(s.subnet.clone()),
+                    gateway: Some(s.gateway.clone()),
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            }),
+            labels: Some(s.labels.clone().into_iter().collect()),
+            ..Default::default()
+        };
+        match self.docker.create_network(req).await {
+            Ok(_) => Ok(()),
+            Err(e) if status_of(&e) == Some(409) => Ok(()),
+            Err(e) => Err(call_err("network", &s.name, e)),
+        }
+    }
+
+    async fn remove_network(&self, name: &str) -> Result<(), RuntimeError> {
+        self.count();
+        tolerate(
+            self.docker.remove_network(name).await,
+            &[404],
+            "network",
+            name,
+        )
+    }
+
+    async fn connect_network(
+        &self,
+        network: &str,
+        container: &str,
+        alias: &str,
+    ) -> Result<(), RuntimeError> {
+        self.count();
+        let req = NetworkConnectRequest {
+            container: Some(container.into()),
+            endpoint_config: Some(EndpointSettings {
+                aliases: Some(vec![alias.into()]),
+                ..Default::default()
+            }),
+        };
+        match self.docker.connect_network(network, req).await {
+            // 403 "already exists in network" on 20.10.
+            Err(e) if matches!(&e, BollardError::DockerResponseServerError { message, .. } if message.contains("already exists")) => {
+                Ok(())
+            }
+            r => r.map_err(|e| call_err("network", network, e)),
+        }
+    }
+
+    async fn create_volume(&self, s: &VolumeSpec) -> Result<(), RuntimeError> {
+        self.count();
+        let req = VolumeCreateOptions {
+            name: Some(s.name.clone()),
+            labels: Some(s.labels.clone().into_iter().collect()),
+            ..Default::default()
+        };
+        self.docker
+            .create_volume(req)
+            .await
+            .map(|_| ())
+            .map_err(|e| call_err("volume", &s.name, e))
+    }
+
+    async fn remove_volume(&self, name: &str) -> Result<(), RuntimeError> {
+        self.count();
+        tolerate(
+            self.docker
+                .remove_volume(name, Some(RemoveVolumeOptions { force: false }))
+                .await,
+            &[404],
+            "volume",
+            name,
+        )
+    }
+
+    async fn create_container(&self, s: &ContainerSpec) -> Result<(), RuntimeError> {
+        self.count();
+        let opts = CreateContainerOptions {
+            name: Some(s.name.clone()),
+            ..Default::default()
+        };
+        match self
+            .docker
+            .create_container(Some(opts), create_body(s))
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if status_of(&e) == Some(404) => Err(RuntimeError::MissingImage {
+                image: s.image.clone(),
+            }),
+            Err(e) if status_of(&e) == Some(409) => Err(RuntimeError::NotOwned {
+                kind: "container",
+                name: s.name.clone(),
+            }),
+            Err(e) => Err(call_err("container", &s.name, e)),
+        }
+    }
+
+    async fn start_container(&self, name: &str) -> Result<(), RuntimeError> {
+        self.count();
+        let none: Option<bollard::query_parameters::StartContainerOptions> = None;
+        tolerate(
+            self.docker.start_container(name, none).await,
+            &[304],
+            "container",
+            name,
+        )
+    }
+
+    async fn stop_container(&self, name: &str, grace: Duration) -> Result<(), RuntimeError> {
+        self.count();
+        let opts = StopContainerOptions {
+            t: Some(grace.as_secs() as i32),
+            signal: None,
+        };
+        tolerate(
+            self.docker.stop_container(name, Some(opts)).await,
+            &[304, 404],
+            "container",
+            name,
+        )
+    }
+
+    async fn remove_container(&self, name: &str) -> Result<(), RuntimeError> {
+        self.count();
+        let opts = RemoveContainerOptions {
+            force: true,
+            v: false,
+            link: false,
+        };
+        tolerate(
+            self.docker.remove_container(name, Some(opts)).await,
+            &[404],
+            "container",
+            name,
+        )
+    }
+
+    async fn logs(&self, name: &str, follow: bool, tail: usize) -> Result<LogStream, RuntimeError> {
+        let opts = LogsOptions {
+            follow,
+            stdout: true,
+            stderr: true,
+            tail: tail.to_string(),
+            ..Default::default()
+        };
+        let name = name.to_string();
+        let stream = self
+            .docker
+            .logs(&name, Some(opts))
+            .map_ok(|o| o.into_bytes())
+            .map_err(move |e| call_err("container", &name, e));
+        Ok(stream.boxed())
+    }
+
+    async fn exec(
+        &self,
+        name: &str,
+        cmd: &[&str],
+        stdin: Option<Vec<u8>>,
+    ) -> Result<ExecOutput, RuntimeError> {
+        self.count();
+        let cfg = ExecConfig {
+            attach_stdin: Some(stdin.is_some()),
+            attach_stdout: Some(true),
+            attach_stderr: Some(true),
+            cmd: Some(cmd.iter().map(|s| s.to_string()).collect()),
+            ..Default::default()
+        };
+        let exec = self
+            .docker
+            .create_exec(name, cfg)
+            .await
+            .map_err(|e| call_err("container", name, e))?;
+        let started = self
+            .docker
+            .start_exec(
+                &exec.id,
+                Some(StartExecOptions {
+                    detach: false,
+                    tty: false,
+                    output_capacity: None,
+                }),
+            )
+            .await
+            .map_err(|e| call_err("container", name, e))?;
+        let mut output = String::new();
+        if let StartExecResults::Attached {
+            output: mut out,
+            mut input,
+        } = started
+        {
+            if let Some(data) = stdin {
+                input
+                    .write_all(&data)
+                    .await
+                    .map_err(|e| RuntimeError::Call {
+                        kind: "exec",
+                        name: name.into(),
+                        message: e.to_string(),
+                    })?;
+                input.shutdown().await.ok();
+            }
+            drop(input);
+            while let Some(chunk) = out.next().await {
+                let chunk = chunk.map_err(|e| call_err("container", name, e))?;
+                output.push_str(&String::from_utf8_lossy(&chunk.into_bytes()));
+            }
+        }
+        let inspect = self
+            .docker
+            .inspect_exec(&exec.id)
+            .await
+            .map_err(|e| call_err("container", name, e))?;
+        Ok(ExecOutput {
+            exit_code: inspect.exit_code.unwrap_or(-1),
+            output,
+        })
+    }
+
+    fn mutations(&self) -> u64 {
+        self.mutations.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn health_is_read_from_the_status_text() {
+        assert_eq!(
+            health_from_status("Up 3 minutes (healthy)"),
+            Some(Health::Healthy)
+        );
+        assert_eq!(
+            health_from_status("Up 1 second (health: starting)"),
+            Some(Health::Starting)
+        );
+        assert_eq!(health_from_status("Up 2 hours"), None);
+    }
+}

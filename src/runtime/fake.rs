@@ -1,0 +1,233 @@
+//! In-memory runtime for unit tests and the 1,000-instance benchmark: records every mutating
+//! call and can be told to fail one.
+
+use super::{
+    ExecOutput, Inventory, LogStream, ObservedContainer, ObservedNetwork, ObservedVolume,
+    RunStatus, Runtime, RuntimeError, labels,
+    spec::{ContainerSpec, NetworkSpec, VolumeSpec},
+};
+use std::{
+    collections::BTreeMap,
+    sync::{
+        Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+#[derive(Default)]
+struct State {
+    containers: BTreeMap<String, ObservedContainer>,
+    networks: BTreeMap<String, ObservedNetwork>,
+    volumes: BTreeMap<String, ObservedVolume>,
+    calls: Vec<String>,
+    fail_on: Option<String>,
+    with_healthcheck: std::collections::BTreeSet<String>,
+}
+
+#[derive(Default)]
+pub struct FakeRuntime {
+    state: Mutex<State>,
+    mutations: AtomicU64,
+}
+
+impl FakeRuntime {
+    pub fn new() -> FakeRuntime {
+        FakeRuntime::default()
+    }
+
+    /// Every mutating call so far, as `verb name`.
+    pub fn calls(&self) -> Vec<String> {
+        self.state.lock().unwrap().calls.clone()
+    }
+
+    /// Makes the next call whose `verb name` starts with `prefix` fail.
+    pub fn fail_on(&self, prefix: &str) {
+        self.state.lock().unwrap().fail_on = Some(prefix.into());
+    }
+
+    /// Simulates someone running `docker stop` / `docker rm` by hand.
+    pub fn set_status(&self, name: &str, status: RunStatus) {
+        if let Some(c) = self.state.lock().unwrap().containers.get_mut(name) {
+            c.status = status;
+        }
+    }
+
+    pub fn forget_container(&self, name: &str) {
+        self.state.lock().unwrap().containers.remove(name);
+    }
+
+    fn record(&self, call: String) -> Result<std::sync::MutexGuard<'_, State>, RuntimeError> {
+        self.mutations.fetch_add(1, Ordering::Relaxed);
+        let mut s = self.state.lock().unwrap();
+        if s.fail_on
+            .as_ref()
+            .is_some_and(|p| call.starts_with(p.as_str()))
+        {
+            s.fail_on = None;
+            return Err(RuntimeError::Call {
+                kind: "fake",
+                name: call,
+                message: "injected failure".into(),
+            });
+        }
+        s.calls.push(call);
+        Ok(s)
+    }
+}
+
+#[async_trait::async_trait]
+impl Runtime for FakeRuntime {
+    async fn inventory(&self, _ns: &str) -> Result<Inventory, RuntimeError> {
+        let s = self.state.lock().unwrap();
+        Ok(Inventory {
+            containers: s.containers.values().cloned().collect(),
+            networks: s.networks.values().cloned().collect(),
+            volumes: s.volumes.values().cloned().collect(),
+        })
+    }
+
+    async fn create_network(&self, spec: &NetworkSpec) -> Result<(), RuntimeError> {
+        let mut s = self.record(format!("create_network {}", spec.name))?;
+        let tenant = spec.labels.get(labels::TENANT).cloned().unwrap_or_default();
+        s.networks.insert(
+            spec.name.clone(),
+            ObservedNetwork {
+                name: spec.name.clone(),
+                tenant,
+                subnet: Some(spec.subnet.clone()),
+            },
+        );
+        Ok(())
+    }
+
+    async fn remove_network(&self, name: &str) -> Result<(), RuntimeError> {
+        self.record(format!("remove_network {name}"))?
+            .networks
+            .remove(name);
+        Ok(())
+    }
+
+    async fn connect_network(
+        &self,
+        network: &str,
+        container: &str,
+        _alias: &str,
+    ) -> Result<(), RuntimeError> {
+        drop(self.record(format!("connect_network {network} {container}"))?);
+        Ok(())
+    }
+
+    async fn create_volume(&self, spec: &VolumeSpec) -> Result<(), RuntimeError> {
+        let mut s = self.record(format!("create_volume {}", spec.name))?;
+        let tenant = spec.labels.get(labels::TENANT).cloned().unwrap_or_default();
+        s.volumes.insert(
+            spec.name.clone(),
+            ObservedVolume {
+                name: spec.name.clone(),
+                tenant,
+            },
+        );
+        Ok(())
+    }
+
+    async fn remove_volume(&self, name: &str) -> Result<(), RuntimeError> {
+        self.record(format!("remove_volume {name}"))?
+            .volumes
+            .remove(name);
+        Ok(())
+    }
+
+    async fn create_container(&self, spec: &ContainerSpec) -> Result<(), RuntimeError> {
+        let mut s = self.record(format!("create_container {}", spec.name))?;
+        if s.containers.contains_key(&spec.name) {
+            return Err(RuntimeError::NotOwned {
+                kind: "container",
+                name: spec.name.clone(),
+            });
+        }
+        if spec.healthcheck.is_some() {
+            s.with_healthcheck.insert(spec.name.clone());
+        }
+        let l = |k: &str| spec.labels.get(k).cloned().unwrap_or_default();
+        s.containers.insert(
+            spec.name.clone(),
+            ObservedContainer {
+                name: spec.name.clone(),
+                tenant: l(labels::TENANT),
+                service: l(labels::SERVICE),
+                spec_hash: l(labels::SPEC_HASH),
+                status: RunStatus::Stopped,
+                health: None,
+                host_port: spec.publish.map(|p| p.1),
+            },
+        );
+        Ok(())
+    }
+
+    async fn start_container(&self, name: &str) -> Result<(), RuntimeError> {
+        let mut s = self.record(format!("start_container {name}"))?;
+        // The fake's health checks pass at once.
+        let health = s
+            .with_healthcheck
+            .contains(name)
+            .then_some(super::Health::Healthy);
+        match s.containers.get_mut(name) {
+            Some(c) => {
+                c.status = RunStatus::Running;
+                c.health = health;
+                Ok(())
+            }
+            None => Err(RuntimeError::Call {
+                kind: "container",
+                name: name.into(),
+                message: "no such container".into(),
+            }),
+        }
+    }
+
+    async fn stop_container(&self, name: &str, _grace: Duration) -> Result<(), RuntimeError> {
+        if let Some(c) = self
+            .record(format!("stop_container {name}"))?
+            .containers
+            .get_mut(name)
+        {
+            c.status = RunStatus::Stopped;
+        }
+        Ok(())
+    }
+
+    async fn remove_container(&self, name: &str) -> Result<(), RuntimeError> {
+        self.record(format!("remove_container {name}"))?
+            .containers
+            .remove(name);
+        Ok(())
+    }
+
+    async fn logs(
+        &self,
+        name: &str,
+        _follow: bool,
+        _tail: usize,
+    ) -> Result<LogStream, RuntimeError> {
+        let line = bytes::Bytes::from(format!("fake log of {name}\n"));
+        Ok(Box::pin(futures_util::stream::iter(vec![Ok(line)])))
+    }
+
+    async fn exec(
+        &self,
+        name: &str,
+        cmd: &[&str],
+        _stdin: Option<Vec<u8>>,
+    ) -> Result<ExecOutput, RuntimeError> {
+        drop(self.record(format!("exec {name} {}", cmd.join(" ")))?);
+        Ok(ExecOutput {
+            exit_code: 0,
+            output: String::new(),
+        })
+    }
+
+    fn mutations(&self) -> u64 {
+        self.mutations.load(Ordering::Relaxed)
+    }
+}

@@ -1,0 +1,12 @@
+//! Label keys that mark Docker objects as berth's, and name their tenant and service.
+
+/// The agent namespace (host config `namespace`); objects without it are never touched.
+pub const NAMESPACE: &str = "io.berth.namespace";
+pub const TENANT: &str = "io.berth.tenant";
+pub const SERVICE: &str = "io.berth.service";
+/// Hash of the full container spec; a different hash means the container is recreated.
+pub const SPEC_HASH: &str = "io.berth.spec-hash";
+pub const TEMPLATE: &str = "io.berth.template";
+pub const VERSION: &str = "io.berth.version";
+/// Tenant label value of host-level objects (the shared database server).
+pub const HOST_TENANT: &str = "_host";

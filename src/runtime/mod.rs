@@ -1,0 +1,121 @@
+//! The container runtime boundary: what reconcile needs from Docker, as a trait with a real
+//! implementation (`docker`, the only bollard user) and an in-memory fake for unit tests.
+
+pub mod docker;
+pub mod fake;
+pub mod labels;
+pub mod spec;
+
+use bytes::Bytes;
+use futures_util::stream::BoxStream;
+use serde::Serialize;
+use std::time::Duration;
+
+pub use spec::{ContainerSpec, NetworkSpec, VolumeSpec};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("docker engine unreachable: {0}")]
+    Unreachable(String),
+    #[error("{kind} {name}: {message}")]
+    Call {
+        kind: &'static str,
+        name: String,
+        message: String,
+    },
+    #[error("{kind} {name} exists but is not owned by berth; rename or remove it")]
+    NotOwned { kind: &'static str, name: String },
+    #[error("image {image} is not present on this host (no registry is used: build or load it)")]
+    MissingImage { image: String },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunStatus {
+    Running,
+    Stopped,
+    /// Created, restarting, paused, dead: present but not serving.
+    Other,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Health {
+    Starting,
+    Healthy,
+    Unhealthy,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ObservedContainer {
+    pub name: String,
+    pub tenant: String,
+    pub service: String,
+    pub spec_hash: String,
+    pub status: RunStatus,
+    pub health: Option<Health>,
+    /// Host port published on 127.0.0.1, if any.
+    pub host_port: Option<u16>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ObservedNetwork {
+    pub name: String,
+    pub tenant: String,
+    pub subnet: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ObservedVolume {
+    pub name: String,
+    pub tenant: String,
+}
+
+/// Every object carrying this agent's namespace label. Unlabelled objects never appear here,
+/// so nothing berth does can touch them.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Inventory {
+    pub containers: Vec<ObservedContainer>,
+    pub networks: Vec<ObservedNetwork>,
+    pub volumes: Vec<ObservedVolume>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecOutput {
+    pub exit_code: i64,
+    pub output: String,
+}
+
+pub type LogStream = BoxStream<'static, Result<Bytes, RuntimeError>>;
+
+/// Every mutating call is idempotent: creating what exists, starting what runs, stopping what
+/// is stopped and removing what is gone all succeed, so a step can be repeated after a crash.
+#[async_trait::async_trait]
+pub trait Runtime: Send + Sync + 'static {
+    async fn inventory(&self, namespace: &str) -> Result<Inventory, RuntimeError>;
+    async fn create_network(&self, spec: &NetworkSpec) -> Result<(), RuntimeError>;
+    async fn remove_network(&self, name: &str) -> Result<(), RuntimeError>;
+    /// Attaches a container (e.g. the shared database) to a network; already attached is fine.
+    async fn connect_network(
+        &self,
+        network: &str,
+        container: &str,
+        alias: &str,
+    ) -> Result<(), RuntimeError>;
+    async fn create_volume(&self, spec: &VolumeSpec) -> Result<(), RuntimeError>;
+    async fn remove_volume(&self, name: &str) -> Result<(), RuntimeError>;
+    async fn create_container(&self, spec: &ContainerSpec) -> Result<(), RuntimeError>;
+    async fn start_container(&self, name: &str) -> Result<(), RuntimeError>;
+    async fn stop_container(&self, name: &str, grace: Duration) -> Result<(), RuntimeError>;
+    async fn remove_container(&self, name: &str) -> Result<(), RuntimeError>;
+    async fn logs(&self, name: &str, follow: bool, tail: usize) -> Result<LogStream, RuntimeError>;
+    /// Runs `cmd` in a running container, feeding `stdin`; secrets go through stdin, never argv.
+    async fn exec(
+        &self,
+        name: &str,
+        cmd: &[&str],
+        stdin: Option<Vec<u8>>,
+    ) -> Result<ExecOutput, RuntimeError>;
+    /// Mutating calls made so far (create/start/stop/remove/connect/exec).
+    fn mutations(&self) -> u64;
+}

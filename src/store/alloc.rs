@@ -1,0 +1,161 @@
+//! Subnets and web ports handed to tenants, remembered across restarts.
+
+use super::atomic;
+use serde::{Deserialize, Serialize};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    io,
+    path::PathBuf,
+    sync::Mutex,
+};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Allocation {
+    /// Index of the tenant's subnet in the pool.
+    pub subnet: u32,
+    /// Web port published on 127.0.0.1.
+    pub port: u16,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AllocError {
+    #[error(
+        "no free subnet left in the pool ({capacity} subnets, all in use); widen network.subnet_pool"
+    )]
+    SubnetsExhausted { capacity: u32 },
+    #[error("no free port left in {first}-{last}; widen the ports range")]
+    PortsExhausted { first: u16, last: u16 },
+    #[error("cannot write {path}: {source}")]
+    Write { path: PathBuf, source: io::Error },
+    #[error("cannot read {path}: {message}")]
+    Read { path: PathBuf, message: String },
+}
+
+/// The allocation table, written atomically before any Docker object uses a value from it, so
+/// a crash never leaves a network or port that the table does not know.
+#[derive(Debug)]
+pub struct Allocations {
+    path: PathBuf,
+    table: Mutex<BTreeMap<String, Allocation>>,
+}
+
+impl Allocations {
+    pub fn open(path: PathBuf) -> Result<Allocations, AllocError> {
+        let table = match std::fs::read(&path) {
+            Ok(b) => serde_json::from_slice(&b).map_err(|e| AllocError::Read {
+                path: path.clone(),
+                message: e.to_string(),
+            })?,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => BTreeMap::new(),
+            Err(e) => {
+                return Err(AllocError::Read {
+                    path,
+                    message: e.to_string(),
+                });
+            }
+        };
+        Ok(Allocations {
+            path,
+            table: Mutex::new(table),
+        })
+    }
+
+    pub fn get(&self, tenant: &str) -> Option<Allocation> {
+        self.table
+            .lock()
+            .expect("allocations lock")
+            .get(tenant)
+            .copied()
+    }
+
+    pub fn snapshot(&self) -> BTreeMap<String, Allocation> {
+        self.table.lock().expect("allocations lock").clone()
+    }
+
+    /// The tenant's allocation, making and persisting one if it has none.
+    pub fn ensure(
+        &self,
+        tenant: &str,
+        subnets: u32,
+        ports: (u16, u16),
+    ) -> Result<Allocation, AllocError> {
+        let mut t = self.table.lock().expect("allocations lock");
+        if let Some(a) = t.get(tenant) {
+            return Ok(*a);
+        }
+        let used_subnets: BTreeSet<u32> = t.values().map(|a| a.subnet).collect();
+        let used_ports: BTreeSet<u16> = t.values().map(|a| a.port).collect();
+        let subnet = (0..subnets)
+            .find(|n| !used_subnets.contains(n))
+            .ok_or(AllocError::SubnetsExhausted { capacity: subnets })?;
+        let port = (ports.0..=ports.1)
+            .find(|p| !used_ports.contains(p) && port_is_free(*p))
+            .ok_or(AllocError::PortsExhausted {
+                first: ports.0,
+                last: ports.1,
+            })?;
+        let a = Allocation { subnet, port };
+        t.insert(tenant.to_string(), a);
+        self.save(&t)?;
+        Ok(a)
+    }
+
+    pub fn release(&self, tenant: &str) -> Result<(), AllocError> {
+        let mut t = self.table.lock().expect("allocations lock");
+        if t.remove(tenant).is_some() {
+            self.save(&t)?;
+        }
+        Ok(())
+    }
+
+    fn save(&self, t: &BTreeMap<String, Allocation>) -> Result<(), AllocError> {
+        let json = serde_json::to_vec_pretty(t).expect("table serializes");
+        atomic::write(&self.path, &json, 0o600).map_err(|source| AllocError::Write {
+            path: self.path.clone(),
+            source,
+        })
+    }
+}
+
+/// A port some other program already listens on is skipped rather than handed out.
+fn port_is_free(port: u16) -> bool {
+    std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn allocations_are_unique_persisted_and_reused() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("a.json");
+        let a = Allocations::open(p.clone()).unwrap();
+        let x = a.ensure("x", 16, (40100, 40199)).unwrap();
+        let y = a.ensure("y", 16, (40100, 40199)).unwrap();
+        assert_ne!(x.subnet, y.subnet);
+        assert_ne!(x.port, y.port);
+        let again = Allocations::open(p).unwrap();
+        assert_eq!(again.ensure("x", 16, (40100, 40199)).unwrap(), x);
+    }
+
+    #[test]
+    fn an_exhausted_pool_says_so() {
+        let d = tempfile::tempdir().unwrap();
+        let a = Allocations::open(d.path().join("a.json")).unwrap();
+        a.ensure("x", 1, (40200, 40210)).unwrap();
+        assert!(matches!(
+            a.ensure("y", 1, (40200, 40210)),
+            Err(AllocError::SubnetsExhausted { capacity: 1 })
+        ));
+    }
+
+    #[test]
+    fn released_values_are_handed_out_again() {
+        let d = tempfile::tempdir().unwrap();
+        let a = Allocations::open(d.path().join("a.json")).unwrap();
+        let x = a.ensure("x", 4, (40300, 40310)).unwrap();
+        a.release("x").unwrap();
+        assert_eq!(a.ensure("z", 4, (40300, 40310)).unwrap().subnet, x.subnet);
+    }
+}

@@ -1,0 +1,8 @@
+//! What berth records on disk besides the spec files: allocations, layout, atomic writes.
+
+pub mod alloc;
+pub mod atomic;
+pub mod layout;
+
+pub use alloc::{AllocError, Allocation, Allocations};
+pub use layout::Layout;
