@@ -1,1 +1,143 @@
-//! Daemon.
+//! `berth serve`: wiring only. Takes the state-dir lock, connects to Docker, starts the
+//! reconciler, the file watcher and the API listeners, tells systemd when ready.
+
+use crate::{
+    api::{self, AppState},
+    desired::HostConfig,
+    reconcile::Controller,
+    runtime::{Runtime, docker::DockerRuntime},
+    store::{Layout, atomic},
+};
+use notify::Watcher;
+use std::{fs::File, os::unix::fs::PermissionsExt, path::Path, sync::Arc};
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error("another berth agent already runs on state dir {0} (lock {0}/berth.lock is held)")]
+    Locked(String),
+    #[error("cannot prepare {path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Runtime(#[from] crate::runtime::RuntimeError),
+    #[error(transparent)]
+    Reconcile(#[from] crate::reconcile::ReconcileError),
+    #[error("file watcher: {0}")]
+    Watch(#[from] notify::Error),
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> DaemonError + '_ {
+    move |source| DaemonError::Io {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+/// One agent per state dir: an exclusive lock held for the life of the process.
+pub fn lock_state_dir(layout: &Layout) -> Result<File, DaemonError> {
+    atomic::create_dir(layout.root(), 0o700).map_err(io_err(layout.root()))?;
+    let f = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(layout.lock())
+        .map_err(io_err(&layout.lock()))?;
+    f.try_lock()
+        .map_err(|_| DaemonError::Locked(layout.root().display().to_string()))?;
+    Ok(f)
+}
+
+pub async fn run(host: HostConfig) -> Result<(), DaemonError> {
+    let layout = Layout::new(host.state_dir.clone());
+    let _lock = lock_state_dir(&layout)?;
+    let rt: Arc<dyn Runtime> = Arc::new(DockerRuntime::connect().await?);
+    let ctl = Arc::new(Controller::new(rt, host.clone())?);
+    let _watcher = watch(&host, ctl.clone())?;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let state = AppState::new(ctl.clone());
+    let mut servers = tokio::task::JoinSet::new();
+    let unix = bind_unix(&host.api_socket)?;
+    let mut rx = stop_rx.clone();
+    let app = api::router(state.clone());
+    servers.spawn(async move {
+        let _ = axum::serve(unix, app)
+            .with_graceful_shutdown(
+                async move { rx.wait_for(|s| *s).await.map(|_| ()).unwrap_or(()) },
+            )
+            .await;
+    });
+    if let (Some(addr), Some(token_file)) = (&host.api_tcp, &host.api_token_file) {
+        let token = std::fs::read_to_string(token_file)
+            .map_err(io_err(token_file))?
+            .trim()
+            .to_string();
+        let tcp = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(io_err(Path::new(addr)))?;
+        let app = api::router_with_token(state, token);
+        let mut rx = stop_rx.clone();
+        servers.spawn(async move {
+            let _ = axum::serve(tcp, app)
+                .with_graceful_shutdown(async move {
+                    rx.wait_for(|s| *s).await.map(|_| ()).unwrap_or(())
+                })
+                .await;
+        });
+    }
+    if let Err(e) = ctl.pass().await {
+        tracing::error!(error = %e, "first reconcile pass failed; retrying");
+    }
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+    tracing::info!(socket = %host.api_socket.display(), "berth agent ready");
+    let mut rx = stop_rx.clone();
+    let reconciler = tokio::spawn(ctl.clone().run(async move {
+        let _ = rx.wait_for(|s| *s).await;
+    }));
+    shutdown_signal().await;
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
+    tracing::info!("shutting down");
+    let _ = stop_tx.send(true);
+    let _ = reconciler.await;
+    while servers.join_next().await.is_some() {}
+    let _ = std::fs::remove_file(&host.api_socket);
+    Ok(())
+}
+
+/// The API socket, 0660: root and the socket's group may manage tenants, nobody else.
+fn bind_unix(path: &Path) -> Result<tokio::net::UnixListener, DaemonError> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+    }
+    let _ = std::fs::remove_file(path);
+    let l = tokio::net::UnixListener::bind(path).map_err(io_err(path))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660)).map_err(io_err(path))?;
+    Ok(l)
+}
+
+/// Any change under templates/ or instances/ asks for a pass.
+fn watch(
+    host: &HostConfig,
+    ctl: Arc<Controller>,
+) -> Result<notify::RecommendedWatcher, DaemonError> {
+    let mut w = notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
+        if ev.is_ok_and(|e| !e.kind.is_access()) {
+            ctl.kick();
+        }
+    })?;
+    for dir in [&host.instances_dir, &host.templates_dir] {
+        std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+        w.watch(dir, notify::RecursiveMode::Recursive)?;
+    }
+    Ok(w)
+}
+
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

@@ -1,1 +1,104 @@
-//! Management API.
+//! Management API (axum): JSON over a Unix socket, optionally over TCP with a bearer token.
+//! It changes instance files and reads the reconciler's board; Docker is never called from here
+//! except to stream logs.
+
+pub mod error;
+pub mod instances;
+
+use crate::reconcile::Controller;
+use axum::{
+    Json, Router,
+    extract::{Request, State},
+    http::header,
+    middleware::{self, Next},
+    response::Response,
+    routing::{get, post, put},
+};
+use error::ApiError;
+use std::sync::Arc;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub ctl: Arc<Controller>,
+    /// Serialises file writes so two concurrent adds cannot both claim one domain.
+    pub write_lock: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl AppState {
+    pub fn new(ctl: Arc<Controller>) -> AppState {
+        AppState {
+            ctl,
+            write_lock: Arc::default(),
+        }
+    }
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/v1/agent", get(agent_show))
+        .route("/v1/reconcile", post(reconcile_run))
+        .route(
+            "/v1/instances",
+            get(instances::index).post(instances::create),
+        )
+        .route(
+            "/v1/instances/{tenant}",
+            get(instances::show).delete(instances::delete),
+        )
+        .route("/v1/instances/{tenant}/state", put(instances::set_state))
+        .route("/v1/instances/{tenant}/logs", get(instances::logs))
+        .with_state(state)
+}
+
+/// The router behind a bearer-token check, for the TCP listener.
+pub fn router_with_token(state: AppState, token: String) -> Router {
+    router(state).layer(middleware::from_fn(move |req: Request, next: Next| {
+        let token = token.clone();
+        async move { check_token(&token, req, next).await }
+    }))
+}
+
+async fn check_token(token: &str, req: Request, next: Next) -> Result<Response, ApiError> {
+    let given = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    match given {
+        Some(g) if constant_time_eq(g.as_bytes(), token.as_bytes()) => Ok(next.run(req).await),
+        _ => Err(ApiError::Unauthorized(
+            "missing or wrong bearer token".into(),
+        )),
+    }
+}
+
+/// Compares without an early exit, so response time says nothing about the token.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn agent_show(State(s): State<AppState>) -> Json<serde_json::Value> {
+    let b = s.ctl.board();
+    Json(serde_json::json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "namespace": s.ctl.host().namespace,
+        "last_pass": b.last_pass,
+        "spec_errors": b.spec_errors,
+        "engine_error": b.engine_error,
+        "mutations_total": s.ctl.runtime().mutations(),
+    }))
+}
+
+/// Runs a pass now and answers with its report (used by `--wait` and tests).
+async fn reconcile_run(
+    State(s): State<AppState>,
+) -> Result<Json<crate::reconcile::PassReport>, ApiError> {
+    s.ctl
+        .pass()
+        .await
+        .map(Json)
+        .map_err(|e| ApiError::Internal(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,1 +1,257 @@
-//! CLI.
+//! The `berth` command line: a thin client of the agent's API (plus offline `validate` and
+//! the agent itself, `serve`).
+
+pub mod client;
+pub mod table;
+pub mod validate;
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand, ValueEnum};
+use client::{Client, Target};
+use hyper::Method;
+use std::path::PathBuf;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "berth",
+    version,
+    about = "Fully separated per-tenant app instances on one Docker host"
+)]
+pub struct Cli {
+    /// Host config file.
+    #[arg(long, global = true, env = "BERTH_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// API socket (default: the host config's api.socket, else /run/berth/berth.sock).
+    #[arg(long, global = true, env = "BERTH_SOCKET")]
+    pub socket: Option<PathBuf>,
+    /// API over TCP instead of the socket, e.g. 127.0.0.1:7070 (needs --token-file).
+    #[arg(long, global = true, env = "BERTH_API")]
+    pub api: Option<String>,
+    #[arg(long, global = true, env = "BERTH_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+pub enum Output {
+    Table,
+    Json,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the agent (reconciler + API).
+    Serve,
+    /// Check templates and instances offline; non-zero exit on any problem.
+    Validate {
+        /// Directory holding berth.yaml and/or templates/ and instances/ (default: .).
+        dir: Option<PathBuf>,
+    },
+    /// List instances.
+    Ls {
+        #[arg(short, long, value_enum, default_value = "table")]
+        output: Output,
+    },
+    /// Show one instance.
+    Status {
+        tenant: String,
+        #[arg(short, long, value_enum, default_value = "table")]
+        output: Output,
+    },
+    /// Add an instance (writes instances/<tenant>.yaml).
+    Add {
+        tenant: String,
+        #[arg(long)]
+        template: String,
+        #[arg(long)]
+        version: Option<String>,
+        #[arg(long = "domain")]
+        domains: Vec<String>,
+        #[arg(long)]
+        plan: Option<String>,
+        /// Parameter value, key=value (repeatable).
+        #[arg(long = "set", value_parser = parse_kv)]
+        set: Vec<(String, String)>,
+        /// Wait until the instance runs (or fails).
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Remove an instance; volumes and secrets are kept unless --purge.
+    Rm {
+        tenant: String,
+        #[arg(long)]
+        purge: bool,
+    },
+    /// Stop an instance's containers (kept, restartable).
+    Stop { tenant: String },
+    /// Start a stopped or suspended instance.
+    Start { tenant: String },
+    /// Stop an instance and mark it suspended.
+    Suspend { tenant: String },
+    /// Same as start, for a suspended instance.
+    Resume { tenant: String },
+    /// Show an instance's logs.
+    Logs {
+        tenant: String,
+        #[arg(short, long)]
+        follow: bool,
+        #[arg(long)]
+        service: Option<String>,
+        #[arg(long, default_value_t = 200)]
+        tail: usize,
+    },
+    /// Run a reconcile pass now and print its report.
+    Reconcile,
+}
+
+fn parse_kv(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .ok_or_else(|| format!("{s:?} is not key=value"))
+}
+
+impl Cli {
+    fn client(&self) -> Result<Client> {
+        if let Some(addr) = &self.api {
+            let tf = self
+                .token_file
+                .as_ref()
+                .context("--api needs --token-file")?;
+            let token = std::fs::read_to_string(tf)
+                .with_context(|| format!("reading {}", tf.display()))?
+                .trim()
+                .to_string();
+            return Ok(Client {
+                target: Target::Tcp {
+                    addr: addr.clone(),
+                    token,
+                },
+            });
+        }
+        let socket = match &self.socket {
+            Some(s) => s.clone(),
+            None => self
+                .config
+                .as_ref()
+                .and_then(|c| crate::desired::host::load(c).ok())
+                .map(|h| h.api_socket)
+                .unwrap_or_else(|| crate::spec::host::HostFile::default_socket()),
+        };
+        Ok(Client {
+            target: Target::Unix(socket),
+        })
+    }
+}
+
+/// Runs a client command; returns the process exit code.
+pub async fn run(cli: Cli) -> Result<i32> {
+    let c = cli.client()?;
+    match cli.command {
+        Command::Serve | Command::Validate { .. } => unreachable!("handled in main"),
+        Command::Ls { output } => {
+            let v = c.json(Method::GET, "/v1/instances", None).await?;
+            print(output, &v, table::instances);
+        }
+        Command::Status { tenant, output } => {
+            let v = c
+                .json(Method::GET, &format!("/v1/instances/{tenant}"), None)
+                .await?;
+            print(output, &v, table::status);
+        }
+        Command::Add {
+            tenant,
+            template,
+            version,
+            domains,
+            plan,
+            set,
+            wait,
+        } => {
+            let body = serde_json::json!({
+                "tenant": tenant, "template": template, "version": version, "domains": domains, "plan": plan,
+                "parameters": set.into_iter().collect::<std::collections::BTreeMap<_, _>>(),
+            });
+            c.json(Method::POST, "/v1/instances", Some(body)).await?;
+            println!("added {tenant}");
+            if wait {
+                return wait_running(&c, &tenant).await;
+            }
+        }
+        Command::Rm { tenant, purge } => {
+            c.json(
+                Method::DELETE,
+                &format!("/v1/instances/{tenant}?purge={purge}"),
+                None,
+            )
+            .await?;
+            println!(
+                "removing {tenant}{}",
+                if purge {
+                    " (purging volumes and secrets)"
+                } else {
+                    " (volumes and secrets kept)"
+                }
+            );
+        }
+        Command::Stop { tenant } => set_state(&c, &tenant, "stopped").await?,
+        Command::Start { tenant } | Command::Resume { tenant } => {
+            set_state(&c, &tenant, "running").await?
+        }
+        Command::Suspend { tenant } => set_state(&c, &tenant, "suspended").await?,
+        Command::Logs {
+            tenant,
+            follow,
+            service,
+            tail,
+        } => {
+            let svc = service.map(|s| format!("&service={s}")).unwrap_or_default();
+            c.stream(&format!(
+                "/v1/instances/{tenant}/logs?follow={follow}&tail={tail}{svc}"
+            ))
+            .await?;
+        }
+        Command::Reconcile => {
+            let v = c.json(Method::POST, "/v1/reconcile", None).await?;
+            println!("{}", serde_json::to_string_pretty(&v)?);
+        }
+    }
+    Ok(0)
+}
+
+fn print(output: Output, v: &serde_json::Value, table: fn(&serde_json::Value) -> String) {
+    match output {
+        Output::Json => println!("{}", serde_json::to_string_pretty(v).unwrap_or_default()),
+        Output::Table => print!("{}", table(v)),
+    }
+}
+
+async fn set_state(c: &Client, tenant: &str, state: &str) -> Result<()> {
+    c.json(
+        Method::PUT,
+        &format!("/v1/instances/{tenant}/state"),
+        Some(serde_json::json!({ "state": state })),
+    )
+    .await?;
+    println!("{tenant}: desired state {state}");
+    Ok(())
+}
+
+/// Runs passes until the instance is running (exit 0) or failing/invalid (exit 1), 5 min max.
+async fn wait_running(c: &Client, tenant: &str) -> Result<i32> {
+    for _ in 0..300 {
+        c.json(Method::POST, "/v1/reconcile", None).await?;
+        let v = c
+            .json(Method::GET, &format!("/v1/instances/{tenant}"), None)
+            .await?;
+        match v["phase"].as_str() {
+            Some("running") => {
+                println!("{tenant} is running on 127.0.0.1:{}", v["port"]);
+                return Ok(0);
+            }
+            Some("invalid") => bail!("{tenant}: {}", v["error"].as_str().unwrap_or("invalid")),
+            _ => tokio::time::sleep(std::time::Duration::from_secs(1)).await,
+        }
+    }
+    bail!("{tenant} did not reach running within 5 minutes; see `berth status {tenant}`")
+}

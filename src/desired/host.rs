@@ -95,12 +95,17 @@ fn mask(prefix: u8) -> u32 {
 pub fn load(path: &Path) -> Result<HostConfig, SpecErrors> {
     let shown = spec::shown_path(path, 1);
     let file = spec::load_yaml::<HostFile>(path, &shown).map_err(|e| SpecErrors(vec![e]))?;
-    let root = path.parent().unwrap_or(Path::new(".")).to_path_buf();
+    let root = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
     build(&file, &root)
 }
 
 pub fn build(file: &spec::Loaded<HostFile>, root: &Path) -> Result<HostConfig, SpecErrors> {
     let h = &file.value;
+    // Docker needs absolute bind-mount sources, and the agent may change directory.
+    let root = &std::path::absolute(root).unwrap_or_else(|_| root.to_path_buf());
     let mut errors = SpecErrors::default();
     let mut err = |field: &str, msg: String| errors.push(file.error_at(field, msg));
     let resolve = |p: &Path| {

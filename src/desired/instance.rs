@@ -17,7 +17,7 @@ use minijinja::Value;
 use std::{collections::BTreeMap, time::Duration};
 
 /// tmpfs options when a template gives none (Docker's own defaults, with a size cap).
-pub const DEFAULT_TMPFS_OPTIONS: &str = "rw,noexec,nosuid,size=64m";
+pub const DEFAULT_TMPFS_OPTIONS: &str = "rw,noexec,nosuid,size=64m,mode=1777";
 
 pub fn build(
     f: &Loaded<InstanceFile>,
@@ -53,7 +53,7 @@ pub fn build(
                 known.join(", ")
             ),
         );
-        return Err(errors);
+        return Err(errs);
     };
     let tf = t.file();
     let version = i
@@ -70,7 +70,7 @@ pub fn build(
                 known.join(", ")
             ),
         );
-        return Err(errors);
+        return Err(errs);
     };
     let limits = limits_of(i, host)
         .map_err(|(field, m)| err(&field, m))

@@ -136,3 +136,34 @@ fn reject_shared_domains(
         }
     }
 }
+
+/// Validates an instance file that is about to be written (by the API) against the templates
+/// and every other instance on disk, so a conflict is refused before anything changes.
+pub fn check_candidate(
+    host: &HostConfig,
+    file: &spec::instance::InstanceFile,
+) -> Result<Instance, SpecErrors> {
+    let current = load(host);
+    let shown = std::path::PathBuf::from(format!("instances/{}.yaml", file.tenant));
+    let yaml = serde_yaml::to_string(file).expect("instance file serializes");
+    let loaded = spec::parse_yaml::<spec::instance::InstanceFile>(&shown, &yaml)
+        .map_err(|e| SpecErrors(vec![e]))?;
+    let inst = instance::build(&loaded, &file.tenant, &current.templates, host)?;
+    let mut errors = SpecErrors::default();
+    for (n, d) in claimed_domains(&inst, host).iter().enumerate() {
+        let holder = current
+            .desired
+            .instances
+            .values()
+            .filter(|o| o.tenant != inst.tenant)
+            .find(|o| claimed_domains(o, host).contains(d));
+        if let Some(o) = holder {
+            errors.push(loaded.error_at(
+                &format!("domains.{n}"),
+                format!("domain {d:?} is already claimed by tenant {}", o.tenant),
+            ));
+        }
+    }
+    errors.into_result()?;
+    Ok(inst)
+}

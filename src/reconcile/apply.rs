@@ -3,13 +3,10 @@
 use super::{files, plan::Step, shared_db};
 use crate::{
     desired::{HostConfig, Instance},
-    runtime::{Health, Runtime, RuntimeError, spec},
+    runtime::{Runtime, RuntimeError, spec},
     store::{AllocError, Allocation, Allocations, Layout},
 };
 use std::time::Duration;
-
-/// How long a service waits for the services it depends on to report healthy.
-pub const DEPENDENCY_WAIT: Duration = Duration::from_secs(90);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApplyError {
@@ -115,7 +112,6 @@ impl Applier<'_> {
                 let a = self.alloc(t)?;
                 let i = need(inst);
                 let s = i.service(svc).expect("planned services exist");
-                self.wait_for_dependencies(i, s).await?;
                 self.rt
                     .create_container(&spec::container_spec(ns, i, s, &a, self.layout))
                     .await
@@ -158,47 +154,6 @@ impl Applier<'_> {
             Err(err) if err.kind() != std::io::ErrorKind::NotFound => Err(perr(&marker)(err)),
             _ => Ok(()),
         }
-    }
-
-    /// Compose's `depends_on`: a dependency with a healthcheck must be healthy first, so an
-    /// app does not crash-loop against a database that is still initialising.
-    async fn wait_for_dependencies(
-        &self,
-        i: &Instance,
-        s: &crate::desired::Service,
-    ) -> Result<(), ApplyError> {
-        let ns = &self.host.namespace;
-        for dep in &s.depends_on {
-            if i.service(dep).is_none_or(|d| d.healthcheck.is_none()) {
-                continue;
-            }
-            let name = spec::container_name(ns, &i.tenant, dep);
-            let deadline = tokio::time::Instant::now() + DEPENDENCY_WAIT;
-            loop {
-                let inv = self
-                    .rt
-                    .inventory(ns)
-                    .await
-                    .map_err(Self::rt_err(&i.tenant))?;
-                if inv
-                    .containers
-                    .iter()
-                    .any(|c| c.name == name && c.health == Some(Health::Healthy))
-                {
-                    break;
-                }
-                if tokio::time::Instant::now() >= deadline {
-                    return Err(ApplyError::DependencyUnhealthy {
-                        tenant: i.tenant.clone(),
-                        service: s.name.clone(),
-                        dependency: dep.clone(),
-                        secs: DEPENDENCY_WAIT.as_secs(),
-                    });
-                }
-                tokio::time::sleep(Duration::from_millis(250)).await;
-            }
-        }
-        Ok(())
     }
 }
 

@@ -23,6 +23,9 @@ use tokio::sync::Notify;
 
 pub use status::{InstanceStatus, PassReport, Phase};
 
+/// Recheck interval while an instance is provisioning or starting.
+pub const CONVERGING_RECHECK: Duration = Duration::from_secs(1);
+
 #[derive(Debug, thiserror::Error)]
 pub enum ReconcileError {
     #[error(transparent)]
@@ -242,6 +245,17 @@ impl Controller {
 
     /// Time until the next pass is due: the resync interval, or sooner when a backoff expires.
     fn next_wakeup(&self) -> Duration {
+        // Instances on their way up (waiting for a healthy dependency) are looked at again soon.
+        let converging = self
+            .board
+            .read()
+            .expect("board lock")
+            .instances
+            .values()
+            .any(|i| matches!(i.phase, Phase::Provisioning | Phase::Starting));
+        if converging {
+            return CONVERGING_RECHECK;
+        }
         let now = Instant::now();
         let soonest = self
             .backoff

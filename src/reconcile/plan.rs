@@ -3,7 +3,7 @@
 
 use crate::{
     desired::{Desired, Instance},
-    runtime::{Inventory, RunStatus, spec},
+    runtime::{Health, Inventory, RunStatus, spec},
     spec::{instance::RunState, template::DatabaseMode},
     store::{Allocation, Layout},
 };
@@ -151,7 +151,16 @@ fn plan_instance(
                 [crate::runtime::labels::SPEC_HASH]
                 .clone()
         });
+        // Compose's depends_on: a dependency with a healthcheck must be observed healthy before
+        // this service is created, so an app never crash-loops against a starting database.
+        let deps_ready = svc.depends_on.iter().all(|d| {
+            inst.service(d).is_none_or(|ds| ds.healthcheck.is_none())
+                || ours(&spec::container_name(ns, t, d))
+                    .is_some_and(|c| c.health == Some(Health::Healthy))
+        });
         match ours(&name) {
+            None if !deps_ready => {}
+            Some(c) if !deps_ready && want.as_ref() != Some(&c.spec_hash) => {}
             None => steps.extend([
                 Step::CreateContainer(svc.name.clone()),
                 Step::StartContainer(name),

@@ -51,7 +51,10 @@ fn converged(insts: &[Instance]) -> (Inventory, Recorded) {
                 service: s.name.clone(),
                 spec_hash: cs.labels[labels::SPEC_HASH].clone(),
                 status: RunStatus::Running,
-                health: None,
+                health: s
+                    .healthcheck
+                    .as_ref()
+                    .map(|_| crate::runtime::Health::Healthy),
                 host_port: cs.publish.map(|p| p.1),
             });
         }
@@ -88,10 +91,34 @@ fn a_new_instance_gets_network_volumes_files_then_containers_in_dependency_order
             Step::WriteFiles,
             Step::CreateContainer(s("db")),
             Step::StartContainer(s("berth-acme-db")),
-            Step::CreateContainer(s("app")),
-            Step::StartContainer(s("berth-acme-app")),
         ]
     );
+}
+
+#[test]
+fn the_app_is_created_only_once_its_database_is_observed_healthy() {
+    let insts = vec![demo_instance("acme")];
+    let (mut inv, rec) = converged(&insts);
+    inv.containers.retain(|c| c.service == "db");
+    let d = desired(insts);
+    for (health, want) in [
+        (Some(crate::runtime::Health::Starting), vec![]),
+        (None, vec![]),
+        (
+            Some(crate::runtime::Health::Healthy),
+            vec![
+                Step::CreateContainer(s("app")),
+                Step::StartContainer(s("berth-acme-app")),
+            ],
+        ),
+    ] {
+        inv.containers[0].health = health;
+        assert_eq!(
+            run(&d, &inv, &rec).remove("acme").unwrap_or_default(),
+            want,
+            "db health {health:?}"
+        );
+    }
 }
 
 #[test]

@@ -250,7 +250,10 @@ fn server_spec(
             },
         ],
         tmpfs: BTreeMap::from([
-            ("/var/run/postgresql".into(), "rw,nosuid,size=1m".into()),
+            (
+                "/var/run/postgresql".into(),
+                "rw,nosuid,size=1m,uid=999,gid=999".into(),
+            ),
             ("/tmp".into(), "rw,noexec,nosuid,size=64m".into()),
         ]),
         publish: None,

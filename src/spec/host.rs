@@ -126,7 +126,14 @@ fn default_namespace() -> String {
     "berth".into()
 }
 fn default_socket() -> PathBuf {
-    "/run/berth/berth.sock".into()
+    HostFile::default_socket()
+}
+
+impl HostFile {
+    /// Where the API socket is when the host config says nothing.
+    pub fn default_socket() -> PathBuf {
+        "/run/berth/berth.sock".into()
+    }
 }
 fn default_pool() -> String {
     "10.240.0.0/16".into()

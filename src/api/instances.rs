@@ -1,0 +1,245 @@
+//! Instance handlers: list, show, create, delete, change state, stream logs.
+
+use super::{AppState, error::ApiError};
+use crate::{
+    desired::{self, host::is_dns_label},
+    reconcile::InstanceStatus,
+    runtime::spec::container_name,
+    spec::{
+        self,
+        instance::{InstanceFile, LimitsFile, RunState},
+    },
+    store::atomic,
+};
+use axum::{
+    Json,
+    body::Body,
+    extract::{Path, Query, State},
+    http::StatusCode,
+    response::{IntoResponse, Response},
+};
+use futures_util::StreamExt;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+
+pub async fn index(State(s): State<AppState>) -> Json<Vec<InstanceStatus>> {
+    Json(s.ctl.board().instances.into_values().collect())
+}
+
+pub async fn show(
+    State(s): State<AppState>,
+    Path(tenant): Path<String>,
+) -> Result<Json<InstanceStatus>, ApiError> {
+    s.ctl
+        .board()
+        .instances
+        .remove(&tenant)
+        .map(Json)
+        .ok_or_else(|| not_found(&tenant))
+}
+
+fn not_found(tenant: &str) -> ApiError {
+    ApiError::NotFound(format!("no instance {tenant:?}"))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateRequest {
+    pub tenant: String,
+    pub template: String,
+    #[serde(default)]
+    pub version: Option<String>,
+    #[serde(default)]
+    pub domains: Vec<String>,
+    #[serde(default)]
+    pub plan: Option<String>,
+    #[serde(default)]
+    pub limits: Option<LimitsFile>,
+    #[serde(default)]
+    pub parameters: BTreeMap<String, String>,
+    #[serde(default)]
+    pub state: RunState,
+}
+
+fn instance_path(s: &AppState, tenant: &str) -> Result<std::path::PathBuf, ApiError> {
+    // Checked before any path is built from it: a tenant name is a DNS label, never `../x`.
+    if !is_dns_label(tenant) {
+        return Err(ApiError::BadRequest(format!(
+            "{tenant:?} is not a valid tenant name (a DNS label: a-z, 0-9, inner -)"
+        )));
+    }
+    Ok(s.ctl.host().instances_dir.join(format!("{tenant}.yaml")))
+}
+
+fn write_file(path: &std::path::Path, file: &InstanceFile) -> Result<(), ApiError> {
+    let yaml = serde_yaml::to_string(file).map_err(|e| ApiError::Internal(e.to_string()))?;
+    atomic::write(path, yaml.as_bytes(), 0o644)
+        .map_err(|e| ApiError::Internal(format!("{}: {e}", path.display())))
+}
+
+/// Validates the new instance against templates and all other instances, then writes
+/// `instances/<tenant>.yaml` atomically. Nothing is written when anything is wrong.
+pub async fn create(
+    State(s): State<AppState>,
+    Json(req): Json<CreateRequest>,
+) -> Result<Response, ApiError> {
+    let path = instance_path(&s, &req.tenant)?;
+    let _guard = s.write_lock.lock().await;
+    if path.exists() {
+        return Err(ApiError::Conflict(format!(
+            "instance {:?} already exists",
+            req.tenant
+        )));
+    }
+    let file = InstanceFile {
+        tenant: req.tenant.clone(),
+        template: req.template,
+        version: req.version,
+        domains: req.domains,
+        plan: req.plan,
+        limits: req.limits,
+        parameters: req
+            .parameters
+            .into_iter()
+            .map(|(k, v)| (k, serde_yaml::Value::String(v)))
+            .collect(),
+        state: req.state,
+    };
+    let host = s.ctl.host().clone();
+    let checked = file.clone();
+    let inst = tokio::task::spawn_blocking(move || desired::check_candidate(&host, &checked))
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?
+        .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    write_file(&path, &file)?;
+    s.ctl.reset_backoff(&req.tenant);
+    s.ctl.kick();
+    tracing::info!(tenant = %req.tenant, template = %inst.template, version = %inst.version, "instance added");
+    Ok((StatusCode::CREATED, Json(serde_json::json!({ "tenant": inst.tenant, "template": inst.template, "version": inst.version }))).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+pub struct DeleteQuery {
+    #[serde(default)]
+    pub purge: bool,
+}
+
+/// Removes the instance file. With `purge`, a tombstone is written first, so volumes, secrets
+/// and the allocation go too even if the agent crashes in between.
+pub async fn delete(
+    State(s): State<AppState>,
+    Path(tenant): Path<String>,
+    Query(q): Query<DeleteQuery>,
+) -> Result<StatusCode, ApiError> {
+    let path = instance_path(&s, &tenant)?;
+    let _guard = s.write_lock.lock().await;
+    let exists = path.exists();
+    let retained = s.ctl.layout().tenant(&tenant).exists();
+    if !exists && !(q.purge && retained) {
+        return Err(not_found(&tenant));
+    }
+    if q.purge {
+        let marker = s.ctl.layout().purge_marker(&tenant);
+        atomic::write(&marker, b"", 0o600).map_err(|e| ApiError::Internal(e.to_string()))?;
+    }
+    if exists {
+        std::fs::remove_file(&path)
+            .map_err(|e| ApiError::Internal(format!("{}: {e}", path.display())))?;
+    }
+    s.ctl.kick();
+    tracing::info!(%tenant, purge = q.purge, "instance removed");
+    Ok(StatusCode::ACCEPTED)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StateRequest {
+    pub state: RunState,
+}
+
+/// Rewrites the instance file with a new desired state (running | stopped | suspended).
+pub async fn set_state(
+    State(s): State<AppState>,
+    Path(tenant): Path<String>,
+    Json(req): Json<StateRequest>,
+) -> Result<StatusCode, ApiError> {
+    let path = instance_path(&s, &tenant)?;
+    let _guard = s.write_lock.lock().await;
+    if !path.exists() {
+        return Err(not_found(&tenant));
+    }
+    let shown = spec::shown_path(&path, 2);
+    let mut file = spec::load_yaml::<InstanceFile>(&path, &shown)
+        .map_err(|e| ApiError::Conflict(format!("fix the instance file first: {e}")))?
+        .value;
+    file.state = req.state;
+    write_file(&path, &file)?;
+    s.ctl.reset_backoff(&tenant);
+    s.ctl.kick();
+    Ok(StatusCode::ACCEPTED)
+}
+
+#[derive(Debug, Deserialize)]
+pub struct LogsQuery {
+    #[serde(default)]
+    pub service: Option<String>,
+    #[serde(default)]
+    pub follow: bool,
+    #[serde(default = "default_tail")]
+    pub tail: usize,
+}
+
+fn default_tail() -> usize {
+    200
+}
+
+/// Streams the logs of one service (default: the web service) as plain text.
+pub async fn logs(
+    State(s): State<AppState>,
+    Path(tenant): Path<String>,
+    Query(q): Query<LogsQuery>,
+) -> Result<Response, ApiError> {
+    let status = s
+        .ctl
+        .board()
+        .instances
+        .remove(&tenant)
+        .ok_or_else(|| not_found(&tenant))?;
+    let service = match q.service {
+        Some(svc) => svc,
+        None => {
+            let host = s.ctl.host().clone();
+            let t = tenant.clone();
+            let loaded = tokio::task::spawn_blocking(move || desired::load(&host))
+                .await
+                .map_err(|e| ApiError::Internal(e.to_string()))?;
+            loaded
+                .desired
+                .instances
+                .get(&t)
+                .map(|i| i.web.service.clone())
+                .unwrap_or_else(|| "app".into())
+        }
+    };
+    let name = container_name(&s.ctl.host().namespace, &tenant, &service);
+    if !status.containers.iter().any(|c| c.name == name) {
+        return Err(ApiError::NotFound(format!(
+            "instance {tenant:?} has no container for service {service:?}"
+        )));
+    }
+    let stream = s
+        .ctl
+        .runtime()
+        .logs(&name, q.follow, q.tail)
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let body = Body::from_stream(stream.map(|r| r.map_err(std::io::Error::other)));
+    Ok((
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; charset=utf-8",
+        )],
+        body,
+    )
+        .into_response())
+}

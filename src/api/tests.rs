@@ -1,0 +1,194 @@
+//! API tests in process (`router(state).oneshot(…)`) over the fake runtime.
+
+use super::*;
+use crate::{fixtures, runtime::fake::FakeRuntime};
+use axum::{
+    body::Body,
+    http::{Request, StatusCode},
+};
+use tower::ServiceExt;
+
+fn state() -> (tempfile::TempDir, AppState) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("instances")).unwrap();
+    let mut host = fixtures::host();
+    host.state_dir = dir.path().join("state");
+    host.instances_dir = dir.path().join("instances");
+    host.ports = (42000, 42999);
+    let ctl = Controller::new(Arc::new(FakeRuntime::new()), host).unwrap();
+    (dir, AppState::new(Arc::new(ctl)))
+}
+
+async fn call(
+    s: &AppState,
+    method: &str,
+    uri: &str,
+    body: serde_json::Value,
+) -> (StatusCode, serde_json::Value) {
+    let req = Request::builder()
+        .method(method)
+        .uri(uri)
+        .header("content-type", "application/json")
+        .body(Body::from(body.to_string()))
+        .unwrap();
+    let resp = router(s.clone()).oneshot(req).await.unwrap();
+    let status = resp.status();
+    let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20)
+        .await
+        .unwrap();
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null),
+    )
+}
+
+#[tokio::test]
+async fn adding_an_instance_writes_its_file_and_the_next_pass_runs_it() {
+    let (dir, s) = state();
+    let (st, body) = call(&s, "POST", "/v1/instances", serde_json::json!({"tenant": "acme", "template": "demo", "domains": ["acme.test"], "parameters": {"site_title": "Acme"}})).await;
+    assert_eq!(st, StatusCode::CREATED, "{body}");
+    let text = std::fs::read_to_string(dir.path().join("instances/acme.yaml")).unwrap();
+    assert!(text.contains("site_title: Acme"), "{text}");
+    for _ in 0..2 {
+        let (st, _) = call(&s, "POST", "/v1/reconcile", serde_json::json!({})).await;
+        assert_eq!(st, StatusCode::OK);
+    }
+    let (_, one) = call(&s, "GET", "/v1/instances/acme", serde_json::Value::Null).await;
+    assert_eq!(one["phase"], "running");
+}
+
+#[tokio::test]
+async fn bad_requests_are_refused_with_the_reason_and_write_nothing() {
+    let (dir, s) = state();
+    let cases = [
+        (
+            serde_json::json!({"tenant": "Bad_Name", "template": "demo"}),
+            "not a valid tenant name",
+        ),
+        (
+            serde_json::json!({"tenant": "acme", "template": "nope"}),
+            "template \"nope\" does not exist",
+        ),
+        (
+            serde_json::json!({"tenant": "acme", "template": "demo", "version": "9"}),
+            "version \"9\" of template \"demo\" does not exist",
+        ),
+        (
+            serde_json::json!({"tenant": "acme", "template": "demo", "parameters": {"brand_color": "blue"}}),
+            "parameters.brand_color: \"blue\" is not a colour",
+        ),
+    ];
+    for (req, want) in cases {
+        let (st, body) = call(&s, "POST", "/v1/instances", req).await;
+        assert_eq!(st, StatusCode::BAD_REQUEST);
+        assert!(
+            body["error"].as_str().unwrap().contains(want),
+            "{body} lacks {want}"
+        );
+    }
+    assert_eq!(
+        std::fs::read_dir(dir.path().join("instances"))
+            .unwrap()
+            .count(),
+        0
+    );
+}
+
+#[tokio::test]
+async fn a_domain_held_by_another_tenant_is_refused() {
+    let (_dir, s) = state();
+    let (st, _) = call(
+        &s,
+        "POST",
+        "/v1/instances",
+        serde_json::json!({"tenant": "acme", "template": "demo", "domains": ["shop.test"]}),
+    )
+    .await;
+    assert_eq!(st, StatusCode::CREATED);
+    let (st, body) = call(
+        &s,
+        "POST",
+        "/v1/instances",
+        serde_json::json!({"tenant": "beta", "template": "demo", "domains": ["shop.test"]}),
+    )
+    .await;
+    assert_eq!(st, StatusCode::BAD_REQUEST);
+    assert!(body["error"].as_str().unwrap().contains("instances/beta.yaml:4:3: domains.0: domain \"shop.test\" is already claimed by tenant acme"), "{body}");
+    let (st, _) = call(
+        &s,
+        "POST",
+        "/v1/instances",
+        serde_json::json!({"tenant": "acme", "template": "demo"}),
+    )
+    .await;
+    assert_eq!(st, StatusCode::CONFLICT);
+}
+
+#[tokio::test]
+async fn state_changes_and_removal_edit_the_files() {
+    let (dir, s) = state();
+    call(
+        &s,
+        "POST",
+        "/v1/instances",
+        serde_json::json!({"tenant": "acme", "template": "demo"}),
+    )
+    .await;
+    let (st, _) = call(
+        &s,
+        "PUT",
+        "/v1/instances/acme/state",
+        serde_json::json!({"state": "suspended"}),
+    )
+    .await;
+    assert_eq!(st, StatusCode::ACCEPTED);
+    assert!(
+        std::fs::read_to_string(dir.path().join("instances/acme.yaml"))
+            .unwrap()
+            .contains("state: suspended")
+    );
+    let (st, _) = call(
+        &s,
+        "DELETE",
+        "/v1/instances/acme?purge=true",
+        serde_json::Value::Null,
+    )
+    .await;
+    assert_eq!(st, StatusCode::ACCEPTED);
+    assert!(!dir.path().join("instances/acme.yaml").exists());
+    assert!(dir.path().join("state/purge/acme").exists());
+    let (st, _) = call(&s, "DELETE", "/v1/instances/ghost", serde_json::Value::Null).await;
+    assert_eq!(st, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn the_tcp_router_wants_the_bearer_token() {
+    let (_dir, s) = state();
+    let app = router_with_token(s, "s3cret-token".into());
+    let req = |auth: Option<&str>| {
+        let mut b = Request::builder().uri("/v1/agent");
+        if let Some(a) = auth {
+            b = b.header("authorization", a);
+        }
+        b.body(Body::empty()).unwrap()
+    };
+    assert_eq!(
+        app.clone().oneshot(req(None)).await.unwrap().status(),
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        app.clone()
+            .oneshot(req(Some("Bearer wrong")))
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        app.oneshot(req(Some("Bearer s3cret-token")))
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::OK
+    );
+}

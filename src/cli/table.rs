@@ -1,0 +1,108 @@
+//! Readable tables for the read commands.
+
+use serde_json::Value;
+
+/// Left-aligned columns, two spaces apart, header first.
+pub fn render(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for r in rows {
+        for (i, c) in r.iter().enumerate() {
+            widths[i] = widths[i].max(c.chars().count());
+        }
+    }
+    let line = |cells: Vec<String>| {
+        let s: Vec<String> = cells
+            .iter()
+            .enumerate()
+            .map(|(i, c)| format!("{c:<w$}", w = widths[i]))
+            .collect();
+        s.join("  ").trim_end().to_string() + "\n"
+    };
+    let mut out = line(header.iter().map(|h| h.to_string()).collect());
+    for r in rows {
+        out += &line(r.clone());
+    }
+    out
+}
+
+fn s(v: &Value) -> String {
+    match v {
+        Value::Null => "-".into(),
+        Value::String(x) => x.clone(),
+        other => other.to_string(),
+    }
+}
+
+pub fn instances(v: &Value) -> String {
+    let rows: Vec<Vec<String>> = v
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|i| {
+            let domains: Vec<String> = i["domains"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(s)
+                .collect();
+            vec![
+                s(&i["tenant"]),
+                s(&i["template"]),
+                s(&i["version"]),
+                s(&i["desired"]),
+                s(&i["phase"]),
+                i["port"]
+                    .as_u64()
+                    .map(|p| format!("127.0.0.1:{p}"))
+                    .unwrap_or("-".into()),
+                if domains.is_empty() {
+                    "-".into()
+                } else {
+                    domains.join(",")
+                },
+            ]
+        })
+        .collect();
+    render(
+        &[
+            "TENANT", "TEMPLATE", "VERSION", "DESIRED", "PHASE", "PORT", "DOMAINS",
+        ],
+        &rows,
+    )
+}
+
+pub fn status(v: &Value) -> String {
+    let mut out = instances(&Value::Array(vec![v.clone()]));
+    if let Some(e) = v["error"].as_str() {
+        out += &format!("\nerror: {e}\n");
+    }
+    let rows: Vec<Vec<String>> = v["containers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|c| {
+            vec![
+                s(&c["service"]),
+                s(&c["name"]),
+                s(&c["status"]),
+                s(&c["health"]),
+            ]
+        })
+        .collect();
+    if !rows.is_empty() {
+        out += "\n";
+        out += &render(&["SERVICE", "CONTAINER", "STATUS", "HEALTH"], &rows);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn columns_line_up() {
+        let t = render(&["A", "BB"], &[vec!["long".into(), "x".into()]]);
+        assert_eq!(t, "A     BB\nlong  x\n");
+    }
+}
