@@ -51,3 +51,47 @@ pub fn instance_from(stem: &str, yaml: &str) -> Result<Instance, spec::SpecError
 pub fn demo_instance(tenant: &str) -> Instance {
     instance_from(tenant, &format!("tenant: {tenant}\ntemplate: demo\n")).unwrap()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_shipped_template_validates_and_renders_an_instance() {
+        let cases = [
+            ("demo", ""),
+            ("demo-shared", ""),
+            ("wordpress", "parameters:\n  admin_email: ops@shop.test\n"),
+            ("mautic", "parameters:\n  admin_email: ops@shop.test\n"),
+            ("osticket", "parameters:\n  admin_email: ops@shop.test\n"),
+        ];
+        let mut h = host();
+        h.shared_database = Some(crate::desired::host::SharedDatabase {
+            image: "berth/postgres:15".into(),
+            memory: 1 << 30,
+            connection_limit: 5,
+        });
+        for (template, extra) in cases {
+            let yaml = format!("tenant: shop\ntemplate: {template}\ndomains: [shop.test]\n{extra}");
+            let shown = PathBuf::from("instances/shop.yaml");
+            let loaded = spec::parse_yaml::<InstanceFile>(&shown, &yaml).unwrap();
+            let inst = desired::instance::build(&loaded, "shop", &templates(), &h)
+                .unwrap_or_else(|e| panic!("{template}: {e}"));
+            assert!(!inst.services.is_empty(), "{template}");
+            assert!(
+                inst.services.iter().all(|s| !s.image.is_empty()),
+                "{template}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_missing_required_parameter_is_named() {
+        let err = instance_from("shop", "tenant: shop\ntemplate: wordpress\n").unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("required parameter \"admin_email\" is missing"),
+            "{err}"
+        );
+    }
+}

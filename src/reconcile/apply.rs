@@ -124,7 +124,19 @@ impl Applier<'_> {
                 .await
                 .map_err(e),
             Step::RemoveContainer(name) => self.rt.remove_container(name).await.map_err(e),
-            Step::RemoveNetwork(name) => self.rt.remove_network(name).await.map_err(e),
+            Step::RemoveNetwork(name) => {
+                // The shared database server may be attached; Docker refuses to remove a
+                // network with endpoints, so detach it first.
+                if self.host.shared_database.is_some() {
+                    let server =
+                        spec::container_name(ns, crate::runtime::labels::HOST_TENANT, "postgres");
+                    self.rt
+                        .disconnect_network(name, &server)
+                        .await
+                        .map_err(Self::rt_err(t))?;
+                }
+                self.rt.remove_network(name).await.map_err(e)
+            }
             Step::RemoveVolume(name) => self.rt.remove_volume(name).await.map_err(e),
             Step::DropSharedDatabase => Ok(shared_db::drop_tenant(self.rt, self.host, t).await?),
             Step::PurgeFiles => self.purge(t),

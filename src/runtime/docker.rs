@@ -12,8 +12,8 @@ use bollard::{
     models::{
         ContainerCreateBody, ContainerSummaryStateEnum, EndpointSettings, ExecConfig, HealthConfig,
         HostConfig, HostConfigLogConfig, Ipam, IpamConfig, Mount, MountTypeEnum,
-        NetworkConnectRequest, NetworkCreateRequest, NetworkingConfig, PortBinding, RestartPolicy,
-        RestartPolicyNameEnum, VolumeCreateOptions,
+        NetworkConnectRequest, NetworkCreateRequest, NetworkDisconnectRequest, NetworkingConfig,
+        PortBinding, RestartPolicy, RestartPolicyNameEnum, VolumeCreateOptions,
     },
     query_parameters::{
         CreateContainerOptions, ListContainersOptions, ListNetworksOptions, ListVolumesOptions,
@@ -350,6 +350,21 @@ impl Runtime for DockerRuntime {
         match self.docker.connect_network(network, req).await {
             // 403 "already exists in network" on 20.10.
             Err(e) if matches!(&e, BollardError::DockerResponseServerError { message, .. } if message.contains("already exists")) => {
+                Ok(())
+            }
+            r => r.map_err(|e| call_err("network", network, e)),
+        }
+    }
+
+    async fn disconnect_network(&self, network: &str, container: &str) -> Result<(), RuntimeError> {
+        self.count();
+        let req = NetworkDisconnectRequest {
+            container: Some(container.into()),
+            force: Some(true),
+        };
+        match self.docker.disconnect_network(network, req).await {
+            Err(e) if status_of(&e) == Some(404) => Ok(()),
+            Err(e) if matches!(&e, BollardError::DockerResponseServerError { message, .. } if message.contains("not connected")) => {
                 Ok(())
             }
             r => r.map_err(|e| call_err("network", network, e)),

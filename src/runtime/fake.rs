@@ -118,6 +118,11 @@ impl Runtime for FakeRuntime {
         Ok(())
     }
 
+    async fn disconnect_network(&self, network: &str, container: &str) -> Result<(), RuntimeError> {
+        drop(self.record(format!("disconnect_network {network} {container}"))?);
+        Ok(())
+    }
+
     async fn create_volume(&self, spec: &VolumeSpec) -> Result<(), RuntimeError> {
         let mut s = self.record(format!("create_volume {}", spec.name))?;
         let tenant = spec.labels.get(labels::TENANT).cloned().unwrap_or_default();

@@ -102,6 +102,8 @@ pub trait Runtime: Send + Sync + 'static {
         container: &str,
         alias: &str,
     ) -> Result<(), RuntimeError>;
+    /// Detaches a container from a network; not attached (or either gone) is fine.
+    async fn disconnect_network(&self, network: &str, container: &str) -> Result<(), RuntimeError>;
     async fn create_volume(&self, spec: &VolumeSpec) -> Result<(), RuntimeError>;
     async fn remove_volume(&self, name: &str) -> Result<(), RuntimeError>;
     async fn create_container(&self, spec: &ContainerSpec) -> Result<(), RuntimeError>;

@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# One command on a fresh Debian 12 machine (as root): installs and starts Docker, builds the
+# images locally, builds berth, starts the agent with ./berth.yaml and the example instances in
+# ./instances, waits until every tenant runs, and shows them.
+#   Stop the agent:  kill "$(cat .berth-demo/agent.pid)"
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+command -v cargo >/dev/null || { echo "demo: cargo not found; install Rust >= 1.89 (rustup) first" >&2; exit 1; }
+./scripts/setup-docker.sh
+./scripts/build-images.sh
+echo "demo: building berth (release)"
+cargo build --release --quiet
+berth="$PWD/target/release/berth"
+
+mkdir -p .berth-demo
+if [ -f .berth-demo/agent.pid ] && kill -0 "$(cat .berth-demo/agent.pid)" 2>/dev/null; then
+  echo "demo: agent already running (pid $(cat .berth-demo/agent.pid))"
+else
+  setsid "$berth" --config berth.yaml serve >>.berth-demo/agent.log 2>&1 < /dev/null &
+  echo $! > .berth-demo/agent.pid
+  echo "demo: agent started (pid $!, log .berth-demo/agent.log)"
+fi
+
+for _ in $(seq 1 60); do "$berth" --config berth.yaml reconcile >/dev/null 2>&1 && break; sleep 1; done
+echo "demo: waiting for the example tenants"
+for _ in $(seq 1 180); do
+  "$berth" --config berth.yaml reconcile >/dev/null
+  phases=$("$berth" --config berth.yaml ls -o json | grep -o '"phase": *"[a-z]*"' | sort -u)
+  if [ "$phases" = '"phase": "running"' ]; then break; fi
+  sleep 1
+done
+"$berth" --config berth.yaml ls
+echo
+for port in $("$berth" --config berth.yaml ls -o json | grep -o '"port": *[0-9]*' | grep -o '[0-9]*$'); do
+  printf '127.0.0.1:%s  %s  |  /cgi-bin/db: %s\n' "$port" \
+    "$(curl -fsS "http://127.0.0.1:$port/" | grep -o 'tenant=[a-z0-9-]* version=[0-9]*')" \
+    "$(curl -fsS "http://127.0.0.1:$port/cgi-bin/db")"
+done
+echo
+echo "demo: try  $berth --config berth.yaml status acme"
+echo "      or   $berth --config berth.yaml add demo1 --template demo --set site_title=Hello --wait"

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# The whole test suite, on a fresh Debian 12 machine as root: sets up Docker and the local
+# images, then runs formatting and lint checks, unit tests, and the real-engine integration
+# tests (which fail rather than skip: BERTH_REQUIRE_DOCKER=1).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+./scripts/setup-docker.sh
+./scripts/build-images.sh
+export BERTH_REQUIRE_DOCKER=1
+cargo fmt --all -- --check
+cargo clippy --all-targets --quiet -- -D warnings
+./target/debug/berth validate . 2>/dev/null || cargo run --quiet -- validate .
+cargo test --all-targets 2>&1

@@ -1,0 +1,118 @@
+//! Bad input through the CLI and in files: exact messages, and nothing half-created.
+
+mod common;
+use common::*;
+
+fn stderr(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stderr).trim().to_string()
+}
+
+#[test]
+fn bad_input_is_rejected_with_exact_messages_and_nothing_half_created() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    if !docker_available() {
+        return;
+    }
+    let mut h = Harness::new(31);
+    h.start();
+    h.cli_ok(&[
+        "add",
+        "india",
+        "--template",
+        "demo",
+        "--domain",
+        "shop.example.test",
+    ]);
+    let cases: [(&[&str], &str); 5] = [
+        (
+            &["add", "Bad_Name", "--template", "demo"],
+            "error: \"Bad_Name\" is not a valid tenant name (a DNS label: a-z, 0-9, inner -)",
+        ),
+        (
+            &["add", "juliet", "--template", "nope"],
+            "error: instances/juliet.yaml:2:1: template: template \"nope\" does not exist; known: ",
+        ),
+        (
+            &["add", "juliet", "--template", "demo", "--version", "9"],
+            "error: instances/juliet.yaml:3:1: version: version \"9\" of template \"demo\" does not exist; known: 1, 2, 3",
+        ),
+        (
+            &[
+                "add",
+                "juliet",
+                "--template",
+                "demo",
+                "--domain",
+                "shop.example.test",
+            ],
+            "error: instances/juliet.yaml:4:3: domains.0: domain \"shop.example.test\" is already claimed by tenant india",
+        ),
+        (
+            &[
+                "add",
+                "juliet",
+                "--template",
+                "demo",
+                "--set",
+                "brand_color=red",
+            ],
+            "error: instances/juliet.yaml:4:3: parameters.brand_color: \"red\" is not a colour like #3366cc",
+        ),
+    ];
+    for (args, want) in cases {
+        let o = h.cli(args);
+        assert!(!o.status.success(), "{args:?} succeeded");
+        assert!(
+            stderr(&o).starts_with(want),
+            "{args:?}:\n got: {}\nwant: {want}",
+            stderr(&o)
+        );
+    }
+    assert!(!h.path("instances/juliet.yaml").exists());
+    assert!(!h.path("instances/Bad_Name.yaml").exists());
+
+    // A hand-written file with a typo: reported with its place, and nothing is created for it.
+    std::fs::write(
+        h.path("instances/kilo.yaml"),
+        "tenant: kilo\ntemplate: demo\nlimits:\n  memroy: 1g\n",
+    )
+    .unwrap();
+    std::fs::write(
+        h.path("instances/lima.yaml"),
+        "tenant: lima\ntemplate: demo\ndomains: [a.test\n",
+    )
+    .unwrap();
+    h.wait_running(&["india"]);
+    let kilo = h.status("kilo");
+    assert_eq!(kilo["phase"], "invalid");
+    assert!(
+        kilo["error"].as_str().unwrap().starts_with(
+            "instances/kilo.yaml:4:3: limits: unknown field \"memroy\", expected one of"
+        ),
+        "{kilo}"
+    );
+    assert_eq!(h.status("lima")["phase"], "invalid");
+    let containers = h.owned("container");
+    assert!(
+        containers
+            .iter()
+            .all(|c| !c.contains("juliet") && !c.contains("kilo") && !c.contains("lima")),
+        "{containers:?}"
+    );
+    for t in ["juliet", "kilo", "lima"] {
+        assert!(
+            !h.path(&format!("state/tenants/{t}")).exists(),
+            "{t} has state"
+        );
+    }
+    // `berth validate` lists every problem and exits non-zero.
+    let dir = h.path("");
+    let o = h.cli(&["validate", dir.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = stderr(&o);
+    assert!(
+        err.contains("instances/kilo.yaml:4:3: limits: unknown field \"memroy\""),
+        "{err}"
+    );
+    assert!(err.contains("instances/lima.yaml:"), "{err}");
+}

@@ -1,0 +1,258 @@
+//! Harness for tests on the real Docker engine: a temp host config with its own namespace,
+//! subnet pool and port range, the real `berth` binary as agent and CLI, and cleanup of
+//! everything carrying the namespace label.
+#![allow(dead_code)]
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Child, Command, Output, Stdio},
+    sync::Mutex,
+    time::{Duration, Instant},
+};
+
+/// Docker tests in one binary run one at a time: 2 cores, and timing-sensitive health checks.
+pub static SERIAL: Mutex<()> = Mutex::new(());
+
+/// True when an engine answers. With BERTH_REQUIRE_DOCKER=1 (CI) a missing engine fails the
+/// test instead of skipping it.
+pub fn docker_available() -> bool {
+    let ok = Command::new("docker")
+        .arg("info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        if std::env::var("BERTH_REQUIRE_DOCKER").as_deref() == Ok("1") {
+            panic!(
+                "BERTH_REQUIRE_DOCKER=1 but no Docker engine answers (run scripts/setup-docker.sh)"
+            );
+        }
+        eprintln!("skipping: no Docker engine (set BERTH_REQUIRE_DOCKER=1 to make this a failure)");
+    }
+    ok
+}
+
+pub fn docker(args: &[&str]) -> Output {
+    Command::new("docker")
+        .args(args)
+        .output()
+        .expect("docker CLI runs")
+}
+
+pub fn docker_ok(args: &[&str]) -> String {
+    let o = docker(args);
+    assert!(
+        o.status.success(),
+        "docker {args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).trim().to_string()
+}
+
+pub struct Harness {
+    pub dir: tempfile::TempDir,
+    pub ns: String,
+    pub agent: Option<Child>,
+}
+
+impl Harness {
+    /// `slot` (1..=200) picks a namespace, a /24 subnet pool and a port range of its own.
+    pub fn new(slot: u16) -> Harness {
+        let dir = tempfile::tempdir().unwrap();
+        let ns = format!("bt{slot}");
+        let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+        let config = format!(
+            "state_dir: state\ntemplates_dir: {templates}\ninstances_dir: instances\nnamespace: {ns}\n\
+             base_domain: apps.test\napi:\n  socket: berth.sock\nnetwork:\n  subnet_pool: 10.250.{slot}.0/24\n  subnet_prefix: 28\n\
+             ports:\n  first: {first}\n  last: {last}\nresync_interval: 2s\nplans:\n  small: {{memory: 256m, cpus: 0.5, pids: 200}}\n\
+             shared_database:\n  image: berth/postgres:15\n  memory: 256m\n  connection_limit: 5\n",
+            templates = repo.join("templates").display(),
+            first = 30000 + slot * 50,
+            last = 30000 + slot * 50 + 49,
+        );
+        std::fs::write(dir.path().join("berth.yaml"), config).unwrap();
+        std::fs::create_dir_all(dir.path().join("instances")).unwrap();
+        let h = Harness {
+            dir,
+            ns,
+            agent: None,
+        };
+        h.clean_docker();
+        h
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    pub fn start(&mut self) {
+        let log = std::fs::File::options()
+            .create(true)
+            .append(true)
+            .open(self.path("agent.log"))
+            .unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_berth"))
+            .args([
+                "--config",
+                self.path("berth.yaml").to_str().unwrap(),
+                "serve",
+            ])
+            .env("BERTH_LOG", "info")
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.agent = Some(child);
+        wait_for(
+            Duration::from_secs(20),
+            || self.cli(&["reconcile"]).status.success(),
+            "agent API",
+        );
+    }
+
+    /// SIGKILL, as a crash would.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.agent.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn cli(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_berth"))
+            .args(["--config", self.path("berth.yaml").to_str().unwrap()])
+            .args(args)
+            .env("BERTH_LOG", "warn")
+            .output()
+            .unwrap()
+    }
+
+    pub fn cli_ok(&self, args: &[&str]) -> String {
+        let o = self.cli(args);
+        assert!(
+            o.status.success(),
+            "berth {args:?} failed: {}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8_lossy(&o.stdout).to_string()
+    }
+
+    pub fn status(&self, tenant: &str) -> serde_json::Value {
+        serde_json::from_str(&self.cli_ok(&["status", tenant, "-o", "json"])).unwrap()
+    }
+
+    pub fn reconcile(&self) -> serde_json::Value {
+        serde_json::from_str(&self.cli_ok(&["reconcile"])).unwrap()
+    }
+
+    /// Runs passes until every named tenant is running; panics with the board after 120 s.
+    pub fn wait_running(&self, tenants: &[&str]) {
+        wait_for(
+            Duration::from_secs(120),
+            || {
+                self.reconcile();
+                tenants.iter().all(|t| self.status(t)["phase"] == "running")
+            },
+            &format!(
+                "tenants {tenants:?} running; board: {}",
+                self.cli_ok(&["ls"])
+            ),
+        );
+    }
+
+    pub fn port(&self, tenant: &str) -> u16 {
+        self.status(tenant)["port"].as_u64().unwrap() as u16
+    }
+
+    pub fn container(&self, tenant: &str, service: &str) -> String {
+        format!("{}-{tenant}-{service}", self.ns)
+    }
+
+    /// Names of Docker objects of one kind carrying this namespace.
+    pub fn owned(&self, kind: &str) -> Vec<String> {
+        let label = format!("label=io.berth.namespace={}", self.ns);
+        let args: Vec<&str> = match kind {
+            "container" => vec!["ps", "-a", "--filter", &label, "--format", "{{.Names}}"],
+            "network" => vec!["network", "ls", "--filter", &label, "--format", "{{.Name}}"],
+            _ => vec!["volume", "ls", "--filter", &label, "--format", "{{.Name}}"],
+        };
+        let mut v: Vec<String> = docker_ok(&args)
+            .lines()
+            .map(String::from)
+            .filter(|l| !l.is_empty())
+            .collect();
+        v.sort();
+        v
+    }
+
+    pub fn clean_docker(&self) {
+        for c in self.owned("container") {
+            docker(&["rm", "-f", &c]);
+        }
+        for n in self.owned("network") {
+            docker(&["network", "rm", &n]);
+        }
+        for v in self.owned("volume") {
+            docker(&["volume", "rm", "-f", &v]);
+        }
+    }
+
+    pub fn agent_log(&self) -> String {
+        std::fs::read_to_string(self.path("agent.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        self.kill9();
+        if std::thread::panicking() {
+            eprintln!("--- agent log ---\n{}", self.agent_log());
+        }
+        self.clean_docker();
+    }
+}
+
+pub fn wait_for(limit: Duration, mut ok: impl FnMut() -> bool, what: &str) {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    panic!("timed out after {limit:?} waiting for {what}");
+}
+
+/// GET http://127.0.0.1:port/path with a plain TCP client; returns (status, body).
+pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect_timeout(
+        &([127, 0, 0, 1], port).into(),
+        Duration::from_secs(2),
+    )
+    .ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).ok()?;
+    let status = buf.split_whitespace().nth(1)?.parse().ok()?;
+    let body = buf
+        .split_once("\r\n\r\n")
+        .map(|x| x.1.to_string())
+        .unwrap_or_default();
+    Some((status, body))
+}
+
+pub fn write_instance(h: &Harness, tenant: &str, body: &str) {
+    std::fs::write(
+        h.path(&format!("instances/{tenant}.yaml")),
+        format!("tenant: {tenant}\n{body}"),
+    )
+    .unwrap();
+}
+
+pub fn exists(p: &Path) -> bool {
+    p.exists()
+}

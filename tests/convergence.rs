@@ -1,0 +1,136 @@
+//! Real-engine tests: crash recovery, drift repair, orphans, removal and purge.
+
+mod common;
+use common::*;
+use std::time::Duration;
+
+#[test]
+fn agent_killed_mid_provisioning_converges_without_duplicates_and_then_idles() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    if !docker_available() {
+        return;
+    }
+    let mut h = Harness::new(21);
+    h.start();
+    write_instance(&h, "echo", "template: demo\n");
+    write_instance(&h, "foxtrot", "template: demo\n");
+    // Let the watcher-triggered pass get part of the way (db created, app waiting), then crash.
+    wait_for(
+        Duration::from_secs(30),
+        || !h.owned("container").is_empty(),
+        "first container",
+    );
+    h.kill9();
+    h.start();
+    h.wait_running(&["echo", "foxtrot"]);
+    assert_eq!(h.owned("container").len(), 4, "{:?}", h.owned("container"));
+    assert_eq!(h.owned("network").len(), 2);
+    // A second agent on the same state dir is refused.
+    let second = h.cli(&["serve"]);
+    assert!(!second.status.success());
+    assert!(
+        String::from_utf8_lossy(&second.stderr).contains("another berth agent already runs"),
+        "{}",
+        String::from_utf8_lossy(&second.stderr)
+    );
+    // Converged: the next pass makes no mutating call.
+    let idle = h.reconcile();
+    assert_eq!(
+        (idle["steps"].as_u64(), idle["mutations"].as_u64()),
+        (Some(0), Some(0)),
+        "{idle}"
+    );
+    // A restart of a converged agent changes nothing either.
+    h.kill9();
+    h.start();
+    assert_eq!(h.reconcile()["mutations"], 0);
+}
+
+#[test]
+fn hand_made_drift_is_repaired_and_unlabelled_objects_are_never_touched() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    if !docker_available() {
+        return;
+    }
+    let mut h = Harness::new(22);
+    let decoy = format!("{}-golf-decoy", h.ns);
+    docker(&["rm", "-f", &decoy]);
+    docker_ok(&["create", "--name", &decoy, "berth/demo:1"]);
+    h.start();
+    write_instance(&h, "golf", "template: demo\n");
+    h.wait_running(&["golf"]);
+    let port = h.port("golf");
+    docker_ok(&["stop", &h.container("golf", "app")]);
+    docker_ok(&["rm", "-f", &h.container("golf", "db")]);
+    h.wait_running(&["golf"]);
+    wait_for(
+        Duration::from_secs(30),
+        || http_get(port, "/cgi-bin/db").is_some_and(|(c, _)| c == 200),
+        "db after repair",
+    );
+    // An orphan that carries our labels (a crash leftover) is collected.
+    let orphan = format!("{}-ghost-app", h.ns);
+    docker_ok(&[
+        "create",
+        "--name",
+        &orphan,
+        "--label",
+        &format!("io.berth.namespace={}", h.ns),
+        "--label",
+        "io.berth.tenant=ghost",
+        "berth/demo:1",
+    ]);
+    h.reconcile();
+    assert!(!h.owned("container").contains(&orphan));
+    assert!(
+        docker(&["inspect", &decoy]).status.success(),
+        "unlabelled decoy was touched"
+    );
+    docker(&["rm", "-f", &decoy]);
+}
+
+#[test]
+fn removal_keeps_volumes_and_secrets_unless_purged() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    if !docker_available() {
+        return;
+    }
+    let mut h = Harness::new(23);
+    h.start();
+    h.cli_ok(&["add", "hotel", "--template", "demo", "--wait"]);
+    let secret = std::fs::read(h.path("state/tenants/hotel/secrets/db_password")).unwrap();
+    h.cli_ok(&["rm", "hotel"]);
+    wait_for(
+        Duration::from_secs(30),
+        || {
+            h.reconcile();
+            h.owned("container").is_empty()
+        },
+        "containers removed",
+    );
+    assert!(h.owned("network").is_empty());
+    assert_eq!(h.owned("volume"), vec![format!("{}-hotel-pgdata", h.ns)]);
+    // Re-added, it finds its data: same password, same initialised database.
+    h.cli_ok(&["add", "hotel", "--template", "demo", "--wait"]);
+    assert_eq!(
+        std::fs::read(h.path("state/tenants/hotel/secrets/db_password")).unwrap(),
+        secret
+    );
+    let port = h.port("hotel");
+    wait_for(
+        Duration::from_secs(30),
+        || http_get(port, "/cgi-bin/db").is_some_and(|(c, _)| c == 200),
+        "db with retained data",
+    );
+    h.cli_ok(&["rm", "hotel", "--purge"]);
+    wait_for(
+        Duration::from_secs(30),
+        || {
+            h.reconcile();
+            h.owned("volume").is_empty() && h.owned("container").is_empty()
+        },
+        "purge",
+    );
+    assert!(!h.path("state/tenants/hotel").exists());
+    assert!(!h.path("state/purge/hotel").exists());
+}
