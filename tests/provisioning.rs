@@ -48,6 +48,13 @@ fn three_demo_tenants_answer_on_their_ports_and_reach_only_their_own_database() 
         assert_eq!(binding, format!("127.0.0.1:{port}"));
     }
 
+    // Logs come through the API from the engine.
+    let db_logs = h.cli_ok(&["logs", "alpha", "--service", "db"]);
+    assert!(
+        db_logs.contains("database system is ready to accept connections"),
+        "{db_logs}"
+    );
+
     // Isolation: from alpha's app, bravo's app and database are unreachable, every time; alpha's
     // own database is reachable (so the probe itself works).
     let ip = |c: &str| {

@@ -135,7 +135,7 @@ pub async fn delete(
     let _guard = s.write_lock.lock().await;
     let exists = path.exists();
     let retained = s.ctl.layout().tenant(&tenant).exists();
-    if !exists && !(q.purge && retained) {
+    if !(exists || q.purge && retained) {
         return Err(not_found(&tenant));
     }
     if q.purge {

@@ -136,7 +136,7 @@ impl Cli {
                 .as_ref()
                 .and_then(|c| crate::desired::host::load(c).ok())
                 .map(|h| h.api_socket)
-                .unwrap_or_else(|| crate::spec::host::HostFile::default_socket()),
+                .unwrap_or_else(crate::spec::host::HostFile::default_socket),
         };
         Ok(Client {
             target: Target::Unix(socket),

@@ -133,7 +133,8 @@ fn drift_is_repaired_container_by_container() {
     let insts = vec![demo_instance("acme")];
     let (mut inv, rec) = converged(&insts);
     // Cases: (what was done by hand, steps expected)
-    let table: Vec<(&str, Box<dyn Fn(&mut Inventory)>, Vec<Step>)> = vec![
+    type Drift = Box<dyn Fn(&mut Inventory)>;
+    let table: Vec<(&str, Drift, Vec<Step>)> = vec![
         (
             "app stopped",
             Box::new(|i| i.containers[1].status = RunStatus::Stopped),

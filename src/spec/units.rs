@@ -56,7 +56,7 @@ pub fn format_bytes(b: u64) -> String {
         ("k", 1 << 10),
     ];
     for (u, m) in UNITS {
-        if b >= m && b % m == 0 {
+        if b >= m && b.is_multiple_of(m) {
             return format!("{}{u}", b / m);
         }
     }
