@@ -9,10 +9,7 @@ fn stderr(o: &std::process::Output) -> String {
 
 #[test]
 fn bad_input_is_rejected_with_exact_messages_and_nothing_half_created() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    if !docker_available() {
-        return;
-    }
+    let Some(_serial) = docker_test() else { return };
     let mut h = Harness::new(31);
     h.start();
     h.cli_ok(&[

@@ -6,10 +6,7 @@ use std::time::Duration;
 
 #[test]
 fn agent_killed_mid_provisioning_converges_without_duplicates_and_then_idles() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    if !docker_available() {
-        return;
-    }
+    let Some(_serial) = docker_test() else { return };
     let mut h = Harness::new(21);
     h.start();
     write_instance(&h, "echo", "template: demo\n");
@@ -48,10 +45,7 @@ fn agent_killed_mid_provisioning_converges_without_duplicates_and_then_idles() {
 
 #[test]
 fn hand_made_drift_is_repaired_and_unlabelled_objects_are_never_touched() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    if !docker_available() {
-        return;
-    }
+    let Some(_serial) = docker_test() else { return };
     let mut h = Harness::new(22);
     let decoy = format!("{}-golf-decoy", h.ns);
     docker(&["rm", "-f", &decoy]);
@@ -91,10 +85,7 @@ fn hand_made_drift_is_repaired_and_unlabelled_objects_are_never_touched() {
 
 #[test]
 fn removal_keeps_volumes_and_secrets_unless_purged() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    if !docker_available() {
-        return;
-    }
+    let Some(_serial) = docker_test() else { return };
     let mut h = Harness::new(23);
     h.start();
     h.cli_ok(&["add", "hotel", "--template", "demo", "--wait"]);

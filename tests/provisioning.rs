@@ -5,10 +5,7 @@ use common::*;
 
 #[test]
 fn three_demo_tenants_answer_on_their_ports_and_reach_only_their_own_database() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    if !docker_available() {
-        return;
-    }
+    let Some(_serial) = docker_test() else { return };
     let mut h = Harness::new(11);
     h.start();
     for (t, title) in [
@@ -121,10 +118,7 @@ fn three_demo_tenants_answer_on_their_ports_and_reach_only_their_own_database() 
 
 #[test]
 fn containers_are_hardened_limited_and_never_see_secrets_in_their_environment() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    if !docker_available() {
-        return;
-    }
+    let Some(_serial) = docker_test() else { return };
     let mut h = Harness::new(12);
     h.start();
     write_instance(

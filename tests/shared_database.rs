@@ -6,10 +6,7 @@ use std::time::Duration;
 
 #[test]
 fn shared_mode_gives_each_tenant_its_own_database_that_no_other_tenant_can_open() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    if !docker_available() {
-        return;
-    }
+    let Some(_serial) = docker_test() else { return };
     let mut h = Harness::new(41);
     h.start();
     write_instance(&h, "mike", "template: demo-shared\n");
@@ -58,17 +55,20 @@ fn shared_mode_gives_each_tenant_its_own_database_that_no_other_tenant_can_open(
         "{}",
         String::from_utf8_lossy(&denied.stderr)
     );
-    let limit = docker_ok(&[
-        "exec",
-        &server,
-        "psql",
-        "-h",
-        "/var/run/postgresql",
-        "-U",
-        "postgres",
-        "-tAc",
-        "select rolconnlimit from pg_roles where rolname = 't_mike'",
-    ]);
+    let superuser_sql = |sql: &str| {
+        docker_ok(&[
+            "exec",
+            &server,
+            "psql",
+            "-h",
+            "/var/run/postgresql",
+            "-U",
+            "postgres",
+            "-tAc",
+            sql,
+        ])
+    };
+    let limit = superuser_sql("select rolconnlimit from pg_roles where rolname = 't_mike'");
     assert_eq!(limit, "5");
     // Purge drops the tenant's database and role.
     h.cli_ok(&["rm", "mike", "--purge"]);
@@ -80,16 +80,6 @@ fn shared_mode_gives_each_tenant_its_own_database_that_no_other_tenant_can_open(
         },
         "purge",
     );
-    let left = docker_ok(&[
-        "exec",
-        &server,
-        "psql",
-        "-h",
-        "/var/run/postgresql",
-        "-U",
-        "postgres",
-        "-tAc",
-        "select count(*) from pg_database where datname = 't_mike'",
-    ]);
+    let left = superuser_sql("select count(*) from pg_database where datname = 't_mike'");
     assert_eq!(left, "0");
 }

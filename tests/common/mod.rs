@@ -33,6 +33,12 @@ pub fn docker_available() -> bool {
     ok
 }
 
+/// Start of every real-engine test: holds the serial lock, or None when the test must skip.
+pub fn docker_test() -> Option<std::sync::MutexGuard<'static, ()>> {
+    let guard = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    docker_available().then_some(guard)
+}
+
 pub fn docker(args: &[&str]) -> Output {
     Command::new("docker")
         .args(args)
