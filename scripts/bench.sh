@@ -48,7 +48,7 @@ provision_berth() { # tenant → ms
   local t0 port
   t0=$(now)
   b add "$1" --template demo >/dev/null
-  until port=$(b status "$1" -o json | grep -o '"port": *[0-9]*' | grep -o '[0-9]*$'); do sleep 0.02; done
+  until port=$(b status "$1" -o json 2>/dev/null | grep -o '"port": *[0-9]*' | grep -o '[0-9]*$'); do sleep 0.02; done
   wait_200 "$port"
   echo $(( $(now) - t0 ))
 }

@@ -10,5 +10,5 @@ cd "$(dirname "$0")/.."
 export BERTH_REQUIRE_DOCKER=1
 cargo fmt --all -- --check
 cargo clippy --all-targets --quiet -- -D warnings
-./target/debug/berth validate . 2>/dev/null || cargo run --quiet -- validate .
-cargo test --all-targets 2>&1
+cargo run --quiet -- validate .
+cargo test 2>&1

@@ -86,6 +86,7 @@ pub async fn run(host: HostConfig) -> Result<(), DaemonError> {
                 .await;
         });
     }
+    tokio::spawn(follow_engine_events(ctl.clone()));
     if let Err(e) = ctl.pass().await {
         tracing::error!(error = %e, "first reconcile pass failed; retrying");
     }
@@ -131,6 +132,23 @@ fn watch(
         w.watch(dir, notify::RecursiveMode::Recursive)?;
     }
     Ok(w)
+}
+
+/// Kicks a pass on every engine event about our containers; reconnects if the stream ends
+/// (dockerd restart). The periodic resync covers anything missed in between.
+async fn follow_engine_events(ctl: Arc<Controller>) {
+    use futures_util::StreamExt;
+    loop {
+        match ctl.runtime().changes(&ctl.host().namespace).await {
+            Ok(mut events) => {
+                while events.next().await.is_some() {
+                    ctl.kick();
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "engine events unavailable"),
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    }
 }
 
 async fn shutdown_signal() {

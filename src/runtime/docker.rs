@@ -16,8 +16,9 @@ use bollard::{
         PortBinding, RestartPolicy, RestartPolicyNameEnum, VolumeCreateOptions,
     },
     query_parameters::{
-        CreateContainerOptions, ListContainersOptions, ListNetworksOptions, ListVolumesOptions,
-        LogsOptions, RemoveContainerOptions, RemoveVolumeOptions, StopContainerOptions,
+        CreateContainerOptions, EventsOptions, ListContainersOptions, ListNetworksOptions,
+        ListVolumesOptions, LogsOptions, RemoveContainerOptions, RemoveVolumeOptions,
+        StopContainerOptions,
     },
 };
 use futures_util::{StreamExt, TryStreamExt};
@@ -540,6 +541,34 @@ impl Runtime for DockerRuntime {
             exit_code: inspect.exit_code.unwrap_or(-1),
             output,
         })
+    }
+
+    async fn changes(
+        &self,
+        ns: &str,
+    ) -> Result<futures_util::stream::BoxStream<'static, ()>, RuntimeError> {
+        let mut filters = ns_filter(ns);
+        filters.insert("type".into(), vec!["container".into()]);
+        filters.insert(
+            "event".into(),
+            vec![
+                "start".into(),
+                "die".into(),
+                "destroy".into(),
+                "health_status".into(),
+                "oom".into(),
+            ],
+        );
+        let opts = EventsOptions {
+            filters: Some(filters),
+            ..Default::default()
+        };
+        Ok(self
+            .docker
+            .events(Some(opts))
+            .take_while(|r| futures_util::future::ready(r.is_ok()))
+            .map(|_| ())
+            .boxed())
     }
 
     fn mutations(&self) -> u64 {

@@ -232,6 +232,13 @@ impl Runtime for FakeRuntime {
         })
     }
 
+    async fn changes(
+        &self,
+        _ns: &str,
+    ) -> Result<futures_util::stream::BoxStream<'static, ()>, RuntimeError> {
+        Ok(Box::pin(futures_util::stream::pending()))
+    }
+
     fn mutations(&self) -> u64 {
         self.mutations.load(Ordering::Relaxed)
     }

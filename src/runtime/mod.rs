@@ -118,6 +118,12 @@ pub trait Runtime: Send + Sync + 'static {
         cmd: &[&str],
         stdin: Option<Vec<u8>>,
     ) -> Result<ExecOutput, RuntimeError>;
+    /// A stream that yields once per engine event on this namespace's objects (a container
+    /// started, died, changed health …), so reconcile reacts at once instead of at the next tick.
+    async fn changes(
+        &self,
+        namespace: &str,
+    ) -> Result<futures_util::stream::BoxStream<'static, ()>, RuntimeError>;
     /// Mutating calls made so far (create/start/stop/remove/connect/exec).
     fn mutations(&self) -> u64;
 }
