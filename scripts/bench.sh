@@ -66,7 +66,7 @@ provision_raw() { # n → ms ; the same containers berth makes, by hand
     --tmpfs /var/run/postgresql:rw,nosuid,size=1m,uid=999,gid=999 --tmpfs /tmp \
     -e POSTGRES_USER=app -e POSTGRES_DB=app -e POSTGRES_PASSWORD_FILE=/run/secrets/db_password \
     -v "$d/pw:/run/secrets/db_password:ro" -v "$n-pg:/var/lib/postgresql/data" \
-    --health-cmd 'pg_isready -q -h /var/run/postgresql' --health-interval 2s --health-retries 10 \
+    --health-cmd 'pg_isready -q -h /var/run/postgresql' --health-interval 5s --health-timeout 3s --health-retries 6 \
     berth/postgres:15 >/dev/null
   until [ "$(docker inspect -f '{{.State.Health.Status}}' "$n-db")" = healthy ]; do sleep 0.02; done
   docker run -d --name "$n-app" --network "$n" --user 65534:65534 --read-only --tmpfs /tmp \
