@@ -3,21 +3,13 @@
 use super::{
     host::{HostConfig, is_dns_label},
     limits::Limits,
-    model::{Database, Healthcheck, Instance, SecretSpec, Service, VolumeMount, Web},
+    model::{Database, Instance, SecretSpec, Web},
     params, render,
-    template::{Template, depends_on, parse_owner, parse_volume},
+    template::Template,
 };
-use crate::spec::{
-    Loaded, SpecErrors,
-    instance::InstanceFile,
-    template::{DatabaseMode, Environment, ServiceFile, StringOrList},
-    units,
-};
+use crate::spec::{Loaded, SpecErrors, instance::InstanceFile, template::DatabaseMode};
 use minijinja::Value;
-use std::{collections::BTreeMap, time::Duration};
-
-/// tmpfs options when a template gives none (Docker's own defaults, with a size cap).
-pub const DEFAULT_TMPFS_OPTIONS: &str = "rw,noexec,nosuid,size=64m,mode=1777";
+use std::collections::BTreeMap;
 
 pub fn build(
     f: &Loaded<InstanceFile>,
@@ -131,7 +123,7 @@ pub fn build(
             .or(s.image.as_ref())
             .cloned()
             .unwrap_or_default();
-        match service(
+        match super::service::build(
             name,
             s,
             image,
@@ -327,157 +319,6 @@ fn context(
     }
 }
 
-fn service(
-    name: &str,
-    s: &ServiceFile,
-    image: String,
-    limits: Limits,
-    env: &minijinja::Environment<'_>,
-    ctx: &Value,
-    tf: &crate::spec::template::TemplateFile,
-) -> Result<Service, String> {
-    let mut environment = BTreeMap::new();
-    for (k, v) in env_pairs(&s.environment)? {
-        environment.insert(
-            k.clone(),
-            render::render(env, &v, ctx).map_err(|m| format!("environment {k}: {m}"))?,
-        );
-    }
-    let volumes = s
-        .volumes
-        .iter()
-        .map(|v| {
-            parse_volume(v, &tf.volumes).map(|(volume, target, read_only)| VolumeMount {
-                volume,
-                target,
-                read_only,
-            })
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    let tmpfs = s
-        .tmpfs
-        .iter()
-        .map(|t| match t.split_once(':') {
-            Some((p, o)) => (p.to_string(), o.to_string()),
-            None => (t.clone(), DEFAULT_TMPFS_OPTIONS.to_string()),
-        })
-        .collect();
-    let dur = |d: &Option<String>, def: Duration| {
-        d.as_deref()
-            .map(units::parse_duration)
-            .transpose()
-            .map(|v| v.unwrap_or(def))
-    };
-    let healthcheck = match &s.healthcheck {
-        None => None,
-        Some(h) if h.disable => Some(Healthcheck {
-            test: vec!["NONE".into()],
-            interval: Duration::ZERO,
-            timeout: Duration::ZERO,
-            retries: 0,
-            start_period: Duration::ZERO,
-        }),
-        Some(h) => Some(Healthcheck {
-            test: match &h.test {
-                Some(StringOrList::List(l)) => l.clone(),
-                Some(StringOrList::String(s)) => vec!["CMD-SHELL".into(), s.clone()],
-                None => return Err("healthcheck needs a test".into()),
-            },
-            interval: dur(&h.interval, Duration::from_secs(10))?,
-            timeout: dur(&h.timeout, Duration::from_secs(5))?,
-            retries: h.retries.unwrap_or(3),
-            start_period: dur(&h.start_period, Duration::ZERO)?,
-        }),
-    };
-    Ok(Service {
-        name: name.to_string(),
-        image,
-        command: s.command.as_ref().map(words),
-        entrypoint: s.entrypoint.as_ref().map(words),
-        environment,
-        volumes,
-        tmpfs,
-        healthcheck,
-        user: s.user.clone(),
-        file_owner: parse_owner(s.user.as_deref()).unwrap_or((0, 0)),
-        read_only: s.read_only,
-        cap_add: s
-            .cap_add
-            .iter()
-            .map(|c| c.trim_start_matches("CAP_").to_string())
-            .collect(),
-        depends_on: depends_on(s)
-            .into_iter()
-            .filter(|d| tf.services.contains_key(d))
-            .collect(),
-        working_dir: s.working_dir.clone(),
-        stop_grace: dur(&s.stop_grace_period, Duration::from_secs(10)).ok(),
-        secrets: s.secrets.clone(),
-        configs: s
-            .configs
-            .iter()
-            .map(|c| (c.source.clone(), c.target.clone()))
-            .collect(),
-        limits,
-    })
-}
-
-fn env_pairs(e: &Option<Environment>) -> Result<Vec<(String, String)>, String> {
-    let scalar = |v: &serde_yaml::Value| match v {
-        serde_yaml::Value::String(s) => Ok(s.clone()),
-        serde_yaml::Value::Number(n) => Ok(n.to_string()),
-        serde_yaml::Value::Bool(b) => Ok(b.to_string()),
-        _ => Err("environment values must be text, numbers or booleans".to_string()),
-    };
-    match e {
-        None => Ok(vec![]),
-        Some(Environment::Map(m)) => m
-            .iter()
-            .map(|(k, v)| match v {
-                Some(v) => Ok((k.clone(), scalar(v)?)),
-                // Compose would copy the variable from the host: a leak path between host and tenant.
-                None => Err(format!(
-                    "environment {k} has no value (host environment is not passed through)"
-                )),
-            })
-            .collect(),
-        Some(Environment::List(l)) => l
-            .iter()
-            .map(|kv| {
-                kv.split_once('=')
-                    .map(|(k, v)| (k.to_string(), v.to_string()))
-                    .ok_or(format!("environment entry {kv:?} is not KEY=value"))
-            })
-            .collect(),
-    }
-}
-
-/// Splits a Compose string command into words, honouring single and double quotes.
-pub fn words(c: &StringOrList) -> Vec<String> {
-    let s = match c {
-        StringOrList::List(l) => return l.clone(),
-        StringOrList::String(s) => s,
-    };
-    let (mut out, mut cur, mut quote, mut any) = (Vec::new(), String::new(), None, false);
-    for ch in s.chars() {
-        match (quote, ch) {
-            (None, '\'' | '"') => (quote, any) = (Some(ch), true),
-            (Some(q), c) if c == q => quote = None,
-            (None, c) if c.is_whitespace() => {
-                if any {
-                    out.push(std::mem::take(&mut cur));
-                    any = false;
-                }
-            }
-            (_, c) => (cur, any) = (cur + &c.to_string(), true),
-        }
-    }
-    if any {
-        out.push(cur);
-    }
-    out
-}
-
 /// A lowercase host name of DNS labels with at least one dot.
 pub fn check_domain(d: &str) -> Result<(), String> {
     let ok = d.len() <= 253 && d.contains('.') && d.split('.').all(is_dns_label);
@@ -493,12 +334,6 @@ pub fn check_domain(d: &str) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn compose_string_commands_split_like_a_shell_would() {
-        let w = words(&StringOrList::String(r#"sh -c 'echo "hi there"' x"#.into()));
-        assert_eq!(w, vec!["sh", "-c", r#"echo "hi there""#, "x"]);
-    }
 
     #[test]
     fn domains_are_lowercase_dotted_labels() {

@@ -7,6 +7,7 @@ pub mod limits;
 pub mod model;
 pub mod params;
 pub mod render;
+pub mod service;
 pub mod template;
 
 pub use host::HostConfig;
