@@ -23,13 +23,19 @@ pub struct Loaded<T> {
     /// Path as shown in messages (`instances/acme.yaml`).
     pub shown: PathBuf,
     pub value: T,
-    pub positions: Positions,
+    /// The text, kept to locate errors; its position index is built only when one is needed,
+    /// so a pass over valid files parses each once.
+    src: String,
+    positions: std::sync::OnceLock<Positions>,
 }
 
 impl<T> Loaded<T> {
     /// An error located at `field` (a dotted path) in this file.
     pub fn error_at(&self, field: &str, message: impl Into<String>) -> SpecError {
-        let (line, column) = self.positions.of(field);
+        let (line, column) = self
+            .positions
+            .get_or_init(|| Positions::parse(&self.src))
+            .of(field);
         SpecError {
             file: self.shown.clone(),
             line,
@@ -64,7 +70,8 @@ pub fn parse_yaml<T: DeserializeOwned>(shown: &Path, src: &str) -> Result<Loaded
     Ok(Loaded {
         shown: shown.to_path_buf(),
         value,
-        positions: Positions::parse(src),
+        src: src.to_string(),
+        positions: std::sync::OnceLock::new(),
     })
 }
 
