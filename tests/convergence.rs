@@ -44,6 +44,41 @@ fn agent_killed_mid_provisioning_converges_without_duplicates_and_then_idles() {
 }
 
 #[test]
+fn a_crash_between_any_two_docker_calls_converges_on_restart() {
+    let Some(_serial) = docker_test() else { return };
+    let mut h = Harness::new(24);
+    // A new demo tenant takes 6 mutating calls: network, volume, db create+start, app create+start.
+    for k in 0..6u64 {
+        let tenant = format!("crash{k}");
+        write_instance(&h, &tenant, "template: demo\n");
+        h.crash_after(k);
+        h.start();
+        h.wait_running(&[tenant.as_str()]);
+        let idle = h.reconcile();
+        assert_eq!(
+            (idle["steps"].as_u64(), idle["mutations"].as_u64()),
+            (Some(0), Some(0)),
+            "k={k}: {idle}"
+        );
+        let mine: Vec<String> = h
+            .owned("container")
+            .into_iter()
+            .filter(|c| c.contains(&format!("-{tenant}-")))
+            .collect();
+        assert_eq!(mine.len(), 2, "k={k}: {mine:?}");
+        assert_eq!(
+            h.owned("network")
+                .iter()
+                .filter(|n| n.ends_with(&format!("-{tenant}")))
+                .count(),
+            1,
+            "k={k}"
+        );
+        h.kill9();
+    }
+}
+
+#[test]
 fn hand_made_drift_is_repaired_and_unlabelled_objects_are_never_touched() {
     let Some(_serial) = docker_test() else { return };
     let mut h = Harness::new(22);

@@ -32,7 +32,12 @@ use tokio::io::AsyncWriteExt;
 pub struct DockerRuntime {
     docker: Docker,
     mutations: AtomicU64,
+    crash_after: Option<u64>,
 }
+
+/// Fault injection for crash-safety tests: with `BERTH_FAULT_CRASH_AFTER=k` the process
+/// aborts (no cleanup, like `kill -9`) right before its (k+1)-th mutating engine call.
+pub const CRASH_AFTER_ENV: &str = "BERTH_FAULT_CRASH_AFTER";
 
 impl DockerRuntime {
     /// Connects to the local engine (DOCKER_HOST or the default socket) and negotiates the API
@@ -48,14 +53,25 @@ impl DockerRuntime {
             .ping()
             .await
             .map_err(|e| RuntimeError::Unreachable(e.to_string()))?;
+        let crash_after = std::env::var(CRASH_AFTER_ENV)
+            .ok()
+            .and_then(|v| v.parse().ok());
         Ok(DockerRuntime {
             docker,
             mutations: AtomicU64::new(0),
+            crash_after,
         })
     }
 
     fn count(&self) {
-        self.mutations.fetch_add(1, Ordering::Relaxed);
+        let done = self.mutations.fetch_add(1, Ordering::SeqCst);
+        if self.crash_after == Some(done) {
+            eprintln!(
+                "{CRASH_AFTER_ENV}={done}: aborting before mutating call {}",
+                done + 1
+            );
+            std::process::abort();
+        }
     }
 }
 

@@ -117,6 +117,42 @@ impl Harness {
         );
     }
 
+    /// Starts an agent that aborts before its (k+1)-th mutating Docker call, and waits for it
+    /// to die. Panics if it survives 90 s (it never reached k calls).
+    pub fn crash_after(&mut self, k: u64) {
+        let log = std::fs::File::options()
+            .create(true)
+            .append(true)
+            .open(self.path("agent.log"))
+            .unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_berth"))
+            .args([
+                "--config",
+                self.path("berth.yaml").to_str().unwrap(),
+                "serve",
+            ])
+            .env("BERTH_FAULT_CRASH_AFTER", k.to_string())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let start = Instant::now();
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                assert!(
+                    !status.success(),
+                    "agent exited cleanly instead of crashing"
+                );
+                return;
+            }
+            if start.elapsed() > Duration::from_secs(90) {
+                let _ = child.kill();
+                panic!("agent did not reach {k} mutating calls within 90 s");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     /// SIGKILL, as a crash would.
     pub fn kill9(&mut self) {
         if let Some(mut c) = self.agent.take() {
