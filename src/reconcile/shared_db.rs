@@ -168,14 +168,15 @@ async fn ensure_server(
         atomic::write_owned(&copy, &pw, 0o400, (999, 999)).map_err(ferr)?;
         let labels = spec::owner_labels(ns, labels::HOST_TENANT);
         let net = spec::network_name(ns, labels::HOST_TENANT);
-        let _ = rt.remove_network(&net).await;
-        let nspec = spec::NetworkSpec {
+        // The pool's last subnet is reserved for this network (tenants never get it).
+        let (subnet, gateway) = host.subnet_pool.subnet(host.subnet_pool.capacity() - 1);
+        rt.create_network(&spec::NetworkSpec {
             name: net.clone(),
-            subnet: host.subnet_pool.subnet(host.subnet_pool.capacity() - 1).0,
-            gateway: host.subnet_pool.subnet(host.subnet_pool.capacity() - 1).1,
+            subnet,
+            gateway,
             labels: labels.clone(),
-        };
-        rt.create_network(&nspec).await?;
+        })
+        .await?;
         let vol = spec::volume_name(ns, labels::HOST_TENANT, "postgres-data");
         rt.create_volume(&spec::VolumeSpec {
             name: vol.clone(),
