@@ -91,6 +91,13 @@ pub async fn create(
             req.tenant
         )));
     }
+    // A new tenant must not inherit volumes of a half-purged one, nor its tombstone.
+    if s.ctl.layout().purge_marker(&req.tenant).exists() {
+        return Err(ApiError::Conflict(format!(
+            "instance {:?} is still being purged; add it again once `berth ls` no longer lists it",
+            req.tenant
+        )));
+    }
     let file = InstanceFile {
         tenant: req.tenant.clone(),
         template: req.template,

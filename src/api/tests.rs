@@ -159,6 +159,32 @@ async fn state_changes_and_removal_edit_the_files() {
     assert!(dir.path().join("state/purge/acme").exists());
     let (st, _) = call(&s, "DELETE", "/v1/instances/ghost", serde_json::Value::Null).await;
     assert_eq!(st, StatusCode::NOT_FOUND);
+    // Until the purge has run, the name cannot be taken again.
+    let (st, body) = call(
+        &s,
+        "POST",
+        "/v1/instances",
+        serde_json::json!({"tenant": "acme", "template": "demo"}),
+    )
+    .await;
+    assert_eq!(st, StatusCode::CONFLICT);
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("still being purged"),
+        "{body}"
+    );
+    call(&s, "POST", "/v1/reconcile", serde_json::json!({})).await;
+    assert!(!dir.path().join("state/purge/acme").exists());
+    let (st, _) = call(
+        &s,
+        "POST",
+        "/v1/instances",
+        serde_json::json!({"tenant": "acme", "template": "demo"}),
+    )
+    .await;
+    assert_eq!(st, StatusCode::CREATED);
 }
 
 #[tokio::test]
