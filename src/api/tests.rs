@@ -42,10 +42,14 @@ async fn call(
     )
 }
 
+async fn add(s: &AppState, body: serde_json::Value) -> (StatusCode, serde_json::Value) {
+    call(s, "POST", "/v1/instances", body).await
+}
+
 #[tokio::test]
 async fn adding_an_instance_writes_its_file_and_the_next_pass_runs_it() {
     let (dir, s) = state();
-    let (st, body) = call(&s, "POST", "/v1/instances", serde_json::json!({"tenant": "acme", "template": "demo", "domains": ["acme.test"], "parameters": {"site_title": "Acme"}})).await;
+    let (st, body) = add(&s, serde_json::json!({"tenant": "acme", "template": "demo", "domains": ["acme.test"], "parameters": {"site_title": "Acme"}})).await;
     assert_eq!(st, StatusCode::CREATED, "{body}");
     let text = std::fs::read_to_string(dir.path().join("instances/acme.yaml")).unwrap();
     assert!(text.contains("site_title: Acme"), "{text}");
@@ -79,7 +83,7 @@ async fn bad_requests_are_refused_with_the_reason_and_write_nothing() {
         ),
     ];
     for (req, want) in cases {
-        let (st, body) = call(&s, "POST", "/v1/instances", req).await;
+        let (st, body) = add(&s, req).await;
         assert_eq!(st, StatusCode::BAD_REQUEST);
         assert!(
             body["error"].as_str().unwrap().contains(want),
@@ -97,27 +101,21 @@ async fn bad_requests_are_refused_with_the_reason_and_write_nothing() {
 #[tokio::test]
 async fn a_domain_held_by_another_tenant_is_refused() {
     let (_dir, s) = state();
-    let (st, _) = call(
+    let (st, _) = add(
         &s,
-        "POST",
-        "/v1/instances",
         serde_json::json!({"tenant": "acme", "template": "demo", "domains": ["shop.test"]}),
     )
     .await;
     assert_eq!(st, StatusCode::CREATED);
-    let (st, body) = call(
+    let (st, body) = add(
         &s,
-        "POST",
-        "/v1/instances",
         serde_json::json!({"tenant": "beta", "template": "demo", "domains": ["shop.test"]}),
     )
     .await;
     assert_eq!(st, StatusCode::BAD_REQUEST);
     assert!(body["error"].as_str().unwrap().contains("instances/beta.yaml:4:3: domains.0: domain \"shop.test\" is already claimed by tenant acme"), "{body}");
-    let (st, _) = call(
+    let (st, _) = add(
         &s,
-        "POST",
-        "/v1/instances",
         serde_json::json!({"tenant": "acme", "template": "demo"}),
     )
     .await;
@@ -127,10 +125,8 @@ async fn a_domain_held_by_another_tenant_is_refused() {
 #[tokio::test]
 async fn state_changes_and_removal_edit_the_files() {
     let (dir, s) = state();
-    call(
+    add(
         &s,
-        "POST",
-        "/v1/instances",
         serde_json::json!({"tenant": "acme", "template": "demo"}),
     )
     .await;
@@ -160,10 +156,8 @@ async fn state_changes_and_removal_edit_the_files() {
     let (st, _) = call(&s, "DELETE", "/v1/instances/ghost", serde_json::Value::Null).await;
     assert_eq!(st, StatusCode::NOT_FOUND);
     // Until the purge has run, the name cannot be taken again.
-    let (st, body) = call(
+    let (st, body) = add(
         &s,
-        "POST",
-        "/v1/instances",
         serde_json::json!({"tenant": "acme", "template": "demo"}),
     )
     .await;
@@ -177,10 +171,8 @@ async fn state_changes_and_removal_edit_the_files() {
     );
     call(&s, "POST", "/v1/reconcile", serde_json::json!({})).await;
     assert!(!dir.path().join("state/purge/acme").exists());
-    let (st, _) = call(
+    let (st, _) = add(
         &s,
-        "POST",
-        "/v1/instances",
         serde_json::json!({"tenant": "acme", "template": "demo"}),
     )
     .await;

@@ -33,20 +33,6 @@ pub enum Step {
     PurgeFiles,
 }
 
-impl Step {
-    /// Steps that only remove; used to order a tenant's removal.
-    pub fn is_removal(&self) -> bool {
-        matches!(
-            self,
-            Step::RemoveContainer(_)
-                | Step::RemoveNetwork(_)
-                | Step::RemoveVolume(_)
-                | Step::PurgeFiles
-                | Step::DropSharedDatabase
-        )
-    }
-}
-
 /// What plan reads besides Docker: the allocation table, file digests on disk and purge marks.
 #[derive(Debug, Clone, Default)]
 pub struct Recorded {

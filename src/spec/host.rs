@@ -47,7 +47,7 @@ pub struct HostFile {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ApiFile {
-    #[serde(default = "default_socket")]
+    #[serde(default = "HostFile::default_socket")]
     pub socket: PathBuf,
     /// Optional TCP listener (e.g. 127.0.0.1:7070); requires `token_file`.
     #[serde(default)]
@@ -59,7 +59,7 @@ pub struct ApiFile {
 impl Default for ApiFile {
     fn default() -> Self {
         ApiFile {
-            socket: default_socket(),
+            socket: HostFile::default_socket(),
             tcp: None,
             token_file: None,
         }
@@ -125,10 +125,6 @@ fn default_instances() -> PathBuf {
 fn default_namespace() -> String {
     "berth".into()
 }
-fn default_socket() -> PathBuf {
-    HostFile::default_socket()
-}
-
 impl HostFile {
     /// Where the API socket is when the host config says nothing.
     pub fn default_socket() -> PathBuf {

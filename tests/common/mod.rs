@@ -4,7 +4,7 @@
 #![allow(dead_code)]
 
 use std::{
-    path::{Path, PathBuf},
+    path::PathBuf,
     process::{Child, Command, Output, Stdio},
     sync::Mutex,
     time::{Duration, Instant},
@@ -293,8 +293,4 @@ pub fn write_instance(h: &Harness, tenant: &str, body: &str) {
         format!("tenant: {tenant}\n{body}"),
     )
     .unwrap();
-}
-
-pub fn exists(p: &Path) -> bool {
-    p.exists()
 }
