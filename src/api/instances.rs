@@ -212,21 +212,11 @@ pub async fn logs(
         .instances
         .remove(&tenant)
         .ok_or_else(|| not_found(&tenant))?;
-    let service = match q.service {
-        Some(svc) => svc,
-        None => {
-            let host = s.ctl.host().clone();
-            let t = tenant.clone();
-            let loaded = tokio::task::spawn_blocking(move || desired::load(&host))
-                .await
-                .map_err(|e| ApiError::Internal(e.to_string()))?;
-            loaded
-                .desired
-                .instances
-                .get(&t)
-                .map(|i| i.web.service.clone())
-                .unwrap_or_else(|| "app".into())
-        }
+    // The reconciler already knows the web service; no need to read the spec files again.
+    let Some(service) = q.service.or(status.web_service.clone()) else {
+        return Err(ApiError::BadRequest(format!(
+            "instance {tenant:?} has no valid instance file; name the service with --service"
+        )));
     };
     let name = container_name(&s.ctl.host().namespace, &tenant, &service);
     if !status.containers.iter().any(|c| c.name == name) {

@@ -210,3 +210,48 @@ async fn the_tcp_router_wants_the_bearer_token() {
         StatusCode::OK
     );
 }
+
+#[tokio::test]
+async fn logs_default_to_the_web_service_and_take_another_by_name() {
+    let (_dir, s) = state();
+    add(
+        &s,
+        serde_json::json!({"tenant": "acme", "template": "demo"}),
+    )
+    .await;
+    for _ in 0..2 {
+        call(&s, "POST", "/v1/reconcile", serde_json::json!({})).await;
+    }
+    let text = |uri: &'static str| {
+        let s = s.clone();
+        async move {
+            let resp = router(s)
+                .oneshot(Request::builder().uri(uri).body(Body::empty()).unwrap())
+                .await
+                .unwrap();
+            let status = resp.status();
+            (
+                status,
+                String::from_utf8(
+                    axum::body::to_bytes(resp.into_body(), 1 << 20)
+                        .await
+                        .unwrap()
+                        .to_vec(),
+                )
+                .unwrap(),
+            )
+        }
+    };
+    assert_eq!(
+        text("/v1/instances/acme/logs").await,
+        (StatusCode::OK, "fake log of berth-acme-app\n".into())
+    );
+    assert_eq!(
+        text("/v1/instances/acme/logs?service=db").await,
+        (StatusCode::OK, "fake log of berth-acme-db\n".into())
+    );
+    assert_eq!(
+        text("/v1/instances/acme/logs?service=nope").await.0,
+        StatusCode::NOT_FOUND
+    );
+}

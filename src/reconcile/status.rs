@@ -34,6 +34,8 @@ pub struct InstanceStatus {
     pub phase: Phase,
     pub port: Option<u16>,
     pub domains: Vec<String>,
+    /// The template's web service: what `berth logs` shows by default.
+    pub web_service: Option<String>,
     pub error: Option<String>,
     pub containers: Vec<ObservedContainer>,
 }
@@ -79,6 +81,7 @@ pub fn board(
                 phase,
                 port: ports.get(t).copied(),
                 domains: i.domains.clone(),
+                web_service: Some(i.web.service.clone()),
                 error: failures.get(t).cloned(),
                 containers,
             },
@@ -134,6 +137,7 @@ fn bare(
         phase,
         port,
         domains: vec![],
+        web_service: None,
         error,
         containers,
     }
