@@ -237,20 +237,26 @@ async fn set_state(c: &Client, tenant: &str, state: &str) -> Result<()> {
     Ok(())
 }
 
-/// Runs passes until the instance is running (exit 0) or failing/invalid (exit 1), 5 min max.
+/// Polls the instance's status until it runs (exit 0) or is invalid (error), 5 min at most.
+/// The agent drives the passes itself (file watch, engine events); this only watches.
 async fn wait_running(c: &Client, tenant: &str) -> Result<i32> {
-    for _ in 0..300 {
-        c.json(Method::POST, "/v1/reconcile", None).await?;
-        let v = c
+    for _ in 0..600 {
+        // Until the first pass after the write, the board does not list the instance yet.
+        let v = match c
             .json(Method::GET, &format!("/v1/instances/{tenant}"), None)
-            .await?;
+            .await
+        {
+            Ok(v) => v,
+            Err(e) if e.to_string().starts_with("no instance") => serde_json::Value::Null,
+            Err(e) => return Err(e),
+        };
         match v["phase"].as_str() {
             Some("running") => {
                 println!("{tenant} is running on 127.0.0.1:{}", v["port"]);
                 return Ok(0);
             }
             Some("invalid") => bail!("{tenant}: {}", v["error"].as_str().unwrap_or("invalid")),
-            _ => tokio::time::sleep(std::time::Duration::from_secs(1)).await,
+            _ => tokio::time::sleep(std::time::Duration::from_millis(500)).await,
         }
     }
     bail!("{tenant} did not reach running within 5 minutes; see `berth status {tenant}`")
