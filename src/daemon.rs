@@ -8,6 +8,19 @@ use crate::{
     runtime::{Runtime, docker::DockerRuntime},
     store::{Layout, atomic},
 };
+use crate::{
+    certs::{
+        CertManager,
+        acme::AcmeIssuer,
+        ca::InternalCa,
+        http01::Http01Tokens,
+        issuer::{Issuer, SystemClock},
+        manager::Budgets,
+        store::CertStore,
+    },
+    domains::DomainBook,
+    proxy::Proxy,
+};
 use notify::Watcher;
 use std::{fs::File, os::unix::fs::PermissionsExt, path::Path, sync::Arc};
 
@@ -26,6 +39,12 @@ pub enum DaemonError {
     Reconcile(#[from] crate::reconcile::ReconcileError),
     #[error("file watcher: {0}")]
     Watch(#[from] notify::Error),
+    #[error(transparent)]
+    Cert(#[from] crate::certs::CertError),
+    #[error(transparent)]
+    Domain(#[from] crate::domains::DomainError),
+    #[error(transparent)]
+    Listen(#[from] crate::proxy::ListenError),
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> DaemonError + '_ {
@@ -56,8 +75,15 @@ pub async fn run(host: HostConfig) -> Result<(), DaemonError> {
     let ctl = Arc::new(Controller::new(rt, host.clone())?);
     let _watcher = watch(&host, ctl.clone())?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let state = AppState::new(ctl.clone());
+    let book = Arc::new(DomainBook::open(layout.domains())?);
     let mut servers = tokio::task::JoinSet::new();
+    let certs = match &host.proxy {
+        Some(cfg) => {
+            Some(start_edge(&host, cfg, &layout, &ctl, &book, &stop_rx, &mut servers).await?)
+        }
+        None => None,
+    };
+    let state = AppState::new(ctl.clone(), book, certs);
     let unix = bind_unix(&host.api_socket)?;
     let mut rx = stop_rx.clone();
     let app = api::router(state.clone());
@@ -104,6 +130,51 @@ pub async fn run(host: HostConfig) -> Result<(), DaemonError> {
     while servers.join_next().await.is_some() {}
     let _ = std::fs::remove_file(&host.api_socket);
     Ok(())
+}
+
+/// The proxy listeners, the certificate manager and the task that feeds them routes.
+async fn start_edge(
+    host: &HostConfig,
+    cfg: &crate::desired::edge::ProxyConfig,
+    layout: &Layout,
+    ctl: &Arc<Controller>,
+    book: &Arc<DomainBook>,
+    stop: &tokio::sync::watch::Receiver<bool>,
+    servers: &mut tokio::task::JoinSet<()>,
+) -> Result<Arc<CertManager>, DaemonError> {
+    let http01 = Arc::new(Http01Tokens::default());
+    let store = CertStore::new(layout.certs());
+    let ca = InternalCa::load_or_create(&layout.certs().join("ca"))?;
+    let issuer = host
+        .acme
+        .as_ref()
+        .map(|a| Arc::new(AcmeIssuer::new(a, store.root(), http01.clone())) as Arc<dyn Issuer>);
+    let budgets = match &host.acme {
+        Some(a) => Budgets {
+            orders_per_minute: a.orders_per_minute,
+            orders_per_tenant_per_day: a.orders_per_tenant_per_day,
+            check_interval: a.check_interval,
+        },
+        None => Budgets {
+            orders_per_minute: 10,
+            orders_per_tenant_per_day: 20,
+            check_interval: std::time::Duration::from_secs(600),
+        },
+    };
+    let certs = CertManager::new(store, ca, issuer, Arc::new(SystemClock), budgets);
+    let proxy = Proxy::new(cfg.clone(), certs.table(), http01);
+    let mut accept = proxy.clone().serve(stop.clone()).await?;
+    servers.spawn(async move { while accept.join_next().await.is_some() {} });
+    servers.spawn(certs.clone().run(stop.clone()));
+    servers.spawn(crate::proxy::sync::run(
+        ctl.clone(),
+        proxy,
+        certs.clone(),
+        book.clone(),
+        stop.clone(),
+    ));
+    tracing::info!(http = %cfg.http, https = %cfg.https, acme = host.acme.is_some(), "proxy listening");
+    Ok(certs)
 }
 
 /// The API socket, 0660: root and the socket's group may manage tenants, nobody else.

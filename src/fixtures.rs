@@ -27,6 +27,12 @@ pub fn host() -> HostConfig {
         plans: BTreeMap::new(),
         default_plan: None,
         shared_database: None,
+        proxy: None,
+        acme: None,
+        domains: crate::desired::edge::DomainsConfig {
+            resolver: None,
+            http_port: 80,
+        },
     }
 }
 

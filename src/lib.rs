@@ -4,9 +4,12 @@
 //! (observe → plan → apply) → `runtime` (Docker via bollard); `store` records allocations.
 
 pub mod api;
+pub mod certs;
 pub mod cli;
 pub mod daemon;
 pub mod desired;
+pub mod domains;
+pub mod proxy;
 pub mod reconcile;
 pub mod runtime;
 pub mod spec;

@@ -38,7 +38,7 @@ pub async fn show(
         .ok_or_else(|| not_found(&tenant))
 }
 
-fn not_found(tenant: &str) -> ApiError {
+pub(super) fn not_found(tenant: &str) -> ApiError {
     ApiError::NotFound(format!("no instance {tenant:?}"))
 }
 
@@ -52,6 +52,10 @@ pub struct CreateRequest {
     #[serde(default)]
     pub domains: Vec<String>,
     #[serde(default)]
+    pub aliases: Vec<String>,
+    #[serde(default)]
+    pub paths: Vec<String>,
+    #[serde(default)]
     pub plan: Option<String>,
     #[serde(default)]
     pub limits: Option<LimitsFile>,
@@ -61,7 +65,7 @@ pub struct CreateRequest {
     pub state: RunState,
 }
 
-fn instance_path(s: &AppState, tenant: &str) -> Result<std::path::PathBuf, ApiError> {
+pub(super) fn instance_path(s: &AppState, tenant: &str) -> Result<std::path::PathBuf, ApiError> {
     // Checked before any path is built from it: a tenant name is a DNS label, never `../x`.
     if !is_dns_label(tenant) {
         return Err(ApiError::BadRequest(format!(
@@ -71,7 +75,7 @@ fn instance_path(s: &AppState, tenant: &str) -> Result<std::path::PathBuf, ApiEr
     Ok(s.ctl.host().instances_dir.join(format!("{tenant}.yaml")))
 }
 
-fn write_file(path: &std::path::Path, file: &InstanceFile) -> Result<(), ApiError> {
+pub(super) fn write_file(path: &std::path::Path, file: &InstanceFile) -> Result<(), ApiError> {
     let yaml = serde_yaml::to_string(file).map_err(|e| ApiError::Internal(e.to_string()))?;
     atomic::write(path, yaml.as_bytes(), 0o644)
         .map_err(|e| ApiError::Internal(format!("{}: {e}", path.display())))
@@ -103,6 +107,8 @@ pub async fn create(
         template: req.template,
         version: req.version,
         domains: req.domains,
+        aliases: req.aliases,
+        paths: req.paths,
         plan: req.plan,
         limits: req.limits,
         parameters: req

@@ -2,10 +2,11 @@
 //! It changes instance files and reads the reconciler's board; Docker is never called from here
 //! except to stream logs.
 
+pub mod edge;
 pub mod error;
 pub mod instances;
 
-use crate::reconcile::Controller;
+use crate::{certs::CertManager, domains::DomainBook, reconcile::Controller};
 use axum::{
     Json, Router,
     extract::{Request, State},
@@ -22,13 +23,22 @@ pub struct AppState {
     pub ctl: Arc<Controller>,
     /// Serialises file writes so two concurrent adds cannot both claim one domain.
     pub write_lock: Arc<tokio::sync::Mutex<()>>,
+    pub domains: Arc<DomainBook>,
+    /// None when the host runs no proxy.
+    pub certs: Option<Arc<CertManager>>,
 }
 
 impl AppState {
-    pub fn new(ctl: Arc<Controller>) -> AppState {
+    pub fn new(
+        ctl: Arc<Controller>,
+        domains: Arc<DomainBook>,
+        certs: Option<Arc<CertManager>>,
+    ) -> AppState {
         AppState {
             ctl,
             write_lock: Arc::default(),
+            domains,
+            certs,
         }
     }
 }
@@ -47,6 +57,15 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/v1/instances/{tenant}/state", put(instances::set_state))
         .route("/v1/instances/{tenant}/logs", get(instances::logs))
+        .route("/v1/instances/{tenant}/domains", post(edge::domain_add))
+        .route(
+            "/v1/instances/{tenant}/domains/{domain}/verify",
+            post(edge::domain_verify),
+        )
+        .route("/v1/domains", get(edge::domain_index))
+        .route("/v1/certs", get(edge::cert_index))
+        .route("/v1/certs/{domain}/renew", post(edge::cert_renew))
+        .route("/v1/ca", get(edge::ca_show))
         .with_state(state)
 }
 

@@ -16,7 +16,8 @@ fn state() -> (tempfile::TempDir, AppState) {
     host.instances_dir = dir.path().join("instances");
     host.ports = (42000, 42999);
     let ctl = Controller::new(Arc::new(FakeRuntime::new()), host).unwrap();
-    (dir, AppState::new(Arc::new(ctl)))
+    let book = Arc::new(crate::domains::DomainBook::open(dir.path().join("domains.json")).unwrap());
+    (dir, AppState::new(Arc::new(ctl), book, None))
 }
 
 async fn call(

@@ -2,6 +2,7 @@
 //! the agent itself, `serve`).
 
 pub mod client;
+pub mod edge;
 pub mod table;
 pub mod validate;
 
@@ -103,6 +104,18 @@ pub enum Command {
     },
     /// Run a reconcile pass now and print its report.
     Reconcile,
+    /// TLS certificates of routed domains.
+    Cert {
+        #[command(subcommand)]
+        cmd: edge::CertCommand,
+    },
+    /// Custom domains: claim, prove, list.
+    Domain {
+        #[command(subcommand)]
+        cmd: edge::DomainCommand,
+    },
+    /// Print the internal CA certificate (PEM), to trust berth's certificates in tests.
+    Ca,
 }
 
 fn parse_kv(s: &str) -> Result<(String, String), String> {
@@ -215,6 +228,9 @@ pub async fn run(cli: Cli) -> Result<i32> {
             let v = c.json(Method::POST, "/v1/reconcile", None).await?;
             println!("{}", serde_json::to_string_pretty(&v)?);
         }
+        Command::Cert { cmd } => edge::cert(&c, cmd).await?,
+        Command::Domain { cmd } => edge::domain(&c, cmd).await?,
+        Command::Ca => c.stream("/v1/ca").await?,
     }
     Ok(0)
 }

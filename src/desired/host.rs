@@ -1,6 +1,9 @@
 //! The validated host config: resolved paths, address pools and plans.
 
-use super::limits::Limits;
+use super::{
+    edge::{self, AcmeConfig, DomainsConfig, ProxyConfig},
+    limits::Limits,
+};
 use crate::spec::{self, SpecErrors, host::HostFile, units};
 use std::{
     collections::BTreeMap,
@@ -26,6 +29,9 @@ pub struct HostConfig {
     pub plans: BTreeMap<String, Limits>,
     pub default_plan: Option<String>,
     pub shared_database: Option<SharedDatabase>,
+    pub proxy: Option<ProxyConfig>,
+    pub acme: Option<AcmeConfig>,
+    pub domains: DomainsConfig,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -176,6 +182,29 @@ pub fn build(file: &spec::Loaded<HostFile>, root: &Path) -> Result<HostConfig, S
                     None
                 }
             });
+    let mut edge_err = |errs: Vec<(String, String)>| {
+        for (f, m) in errs {
+            err(&f, m);
+        }
+    };
+    let proxy = h
+        .proxy
+        .as_ref()
+        .map(edge::build_proxy)
+        .transpose()
+        .map_err(&mut edge_err)
+        .ok()
+        .flatten();
+    let acme = h
+        .tls
+        .acme
+        .as_ref()
+        .map(|a| edge::build_acme(a, resolve))
+        .transpose()
+        .map_err(&mut edge_err)
+        .ok()
+        .flatten();
+    let domains = edge::build_domains(&h.domains).map_err(&mut edge_err).ok();
     errors.into_result()?;
     Ok(HostConfig {
         state_dir: resolve(&h.state_dir),
@@ -193,6 +222,9 @@ pub fn build(file: &spec::Loaded<HostFile>, root: &Path) -> Result<HostConfig, S
         plans,
         default_plan: h.default_plan.clone(),
         shared_database,
+        proxy,
+        acme,
+        domains: domains.expect("checked above"),
     })
 }
 

@@ -3,7 +3,7 @@
 use super::{
     host::{HostConfig, is_dns_label},
     limits::Limits,
-    model::{Database, Instance, SecretSpec, Web},
+    model::{Database, Instance, PathMount, SecretSpec, Web},
     params, render,
     template::Template,
 };
@@ -75,6 +75,23 @@ pub fn build(
             err(&format!("domains.{n}"), format!("{d:?} is listed twice"));
         }
     }
+    for (n, d) in i.aliases.iter().enumerate() {
+        if let Err(m) = check_domain(d) {
+            err(&format!("aliases.{n}"), m);
+        } else if i.domains.contains(d) || i.aliases[..n].contains(d) {
+            err(&format!("aliases.{n}"), format!("{d:?} is listed twice"));
+        }
+    }
+    let mut paths = Vec::new();
+    for (n, p) in i.paths.iter().enumerate() {
+        match PathMount::parse(p, host) {
+            Ok(m) if paths.contains(&m) => {
+                err(&format!("paths.{n}"), format!("{p:?} is listed twice"))
+            }
+            Ok(m) => paths.push(m),
+            Err(m) => err(&format!("paths.{n}"), m),
+        }
+    }
     let database = database_of(i, t, host)
         .map_err(|m| err("template", m))
         .ok()
@@ -143,6 +160,8 @@ pub fn build(
         version,
         state: i.state,
         domains: i.domains.clone(),
+        aliases: i.aliases.clone(),
+        paths,
         plan: i.plan.clone().or_else(|| host.default_plan.clone()),
         limits,
         parameters,
@@ -150,6 +169,7 @@ pub fn build(
             service: tf.web.service.clone(),
             port: tf.web.port,
             health_path: tf.web.health_path.clone(),
+            strip_prefix: tf.web.path_prefix == crate::spec::template::PathPrefix::Strip,
         },
         database,
         services,
@@ -316,6 +336,40 @@ fn context(
     minijinja::context! {
         tenant => i.tenant, app => i.template, version => version, domains => i.domains,
         primary_domain => primary, subdomain => subdomain, params => p, db => db, secrets => secrets,
+    }
+}
+
+impl PathMount {
+    /// `example.com/acme` (one path segment) under one of the host's shared domains.
+    pub fn parse(s: &str, host: &HostConfig) -> Result<PathMount, String> {
+        let (h, seg) = s
+            .split_once('/')
+            .ok_or_else(|| format!("{s:?} must be <shared domain>/<segment>"))?;
+        let shared = host
+            .proxy
+            .as_ref()
+            .map(|p| &p.shared_domains[..])
+            .unwrap_or(&[]);
+        if !shared.iter().any(|d| d == h) {
+            return Err(format!(
+                "{h:?} is not one of this host's shared domains (proxy.shared_domains: {})",
+                if shared.is_empty() {
+                    "none".to_string()
+                } else {
+                    shared.join(", ")
+                }
+            ));
+        }
+        let seg = seg.trim_end_matches('/');
+        if !is_dns_label(seg) {
+            return Err(format!(
+                "path segment {seg:?} must be lowercase letters, digits and inner hyphens"
+            ));
+        }
+        Ok(PathMount {
+            host: h.to_string(),
+            prefix: format!("/{seg}"),
+        })
     }
 }
 

@@ -1,6 +1,7 @@
 //! Validated desired state: the host config, templates and instances after every check,
 //! including the rules that span files (unique tenants, domains claimed once).
 
+pub mod edge;
 pub mod host;
 pub mod instance;
 pub mod limits;
@@ -83,9 +84,11 @@ pub fn load(host: &HostConfig) -> Loaded {
     }
 }
 
-/// The explicit domains plus the tenant subdomain under the base domain.
+/// The explicit domains, aliases and path mounts plus the tenant subdomain under the base domain.
 pub fn claimed_domains(i: &Instance, host: &HostConfig) -> Vec<String> {
     let mut v = i.domains.clone();
+    v.extend(i.aliases.iter().cloned());
+    v.extend(i.paths.iter().map(|p| p.key()));
     if let Some(b) = &host.base_domain {
         v.push(format!("{}.{b}", i.tenant));
     }
@@ -118,11 +121,16 @@ fn reject_shared_domains(
                 .iter()
                 .find(|f| f.value.tenant == *tenant)
                 .and_then(|f| {
-                    f.value
-                        .domains
-                        .iter()
-                        .position(|d| *d == domain)
-                        .map(|n| (f, format!("domains.{n}")))
+                    let v = &f.value;
+                    let at = |list: &[String], name: &str| {
+                        list.iter()
+                            .position(|d| *d == domain || d.trim_end_matches('/') == domain)
+                            .map(|n| format!("{name}.{n}"))
+                    };
+                    at(&v.domains, "domains")
+                        .or_else(|| at(&v.aliases, "aliases"))
+                        .or_else(|| at(&v.paths, "paths"))
+                        .map(|field| (f, field))
                 });
             let e = match field {
                 Some((f, field)) => f.error_at(&field, msg),

@@ -15,6 +15,9 @@ pub struct Instance {
     pub version: String,
     pub state: RunState,
     pub domains: Vec<String>,
+    /// Names that redirect to the primary domain.
+    pub aliases: Vec<String>,
+    pub paths: Vec<PathMount>,
     pub plan: Option<String>,
     pub limits: Limits,
     pub parameters: BTreeMap<String, String>,
@@ -33,6 +36,23 @@ pub struct Web {
     pub service: String,
     pub port: u16,
     pub health_path: String,
+    /// Path mounts strip their prefix before the request reaches the app.
+    pub strip_prefix: bool,
+}
+
+/// The tenant mounted at `https://<host><prefix>/`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PathMount {
+    pub host: String,
+    /// `/segment`, without a trailing slash.
+    pub prefix: String,
+}
+
+impl PathMount {
+    /// The key under which domain claims are checked for conflicts.
+    pub fn key(&self) -> String {
+        format!("{}{}", self.host, self.prefix)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]

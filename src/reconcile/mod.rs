@@ -53,6 +53,10 @@ pub struct Controller {
     backoff: Mutex<BTreeMap<String, backoff::Backoff>>,
     failures: Mutex<BTreeMap<String, String>>,
     board: RwLock<Board>,
+    /// The desired state of the last pass, for the proxy and certificates.
+    last_desired: RwLock<Arc<desired::Desired>>,
+    /// Bumped after every pass (and by `touch`), so the edge can rebuild its routes.
+    passes: tokio::sync::watch::Sender<u64>,
 }
 
 impl Controller {
@@ -80,6 +84,8 @@ impl Controller {
             backoff: Mutex::default(),
             failures: Mutex::default(),
             board: RwLock::default(),
+            last_desired: RwLock::default(),
+            passes: tokio::sync::watch::channel(0).0,
         })
     }
 
@@ -94,6 +100,21 @@ impl Controller {
     }
     pub fn board(&self) -> Board {
         self.board.read().expect("board lock").clone()
+    }
+
+    /// The desired state seen by the last pass.
+    pub fn desired(&self) -> Arc<desired::Desired> {
+        self.last_desired.read().expect("desired lock").clone()
+    }
+
+    /// Resolves each time a pass has published a new board.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.passes.subscribe()
+    }
+
+    /// Tells subscribers something beside the files changed (a domain was verified).
+    pub fn touch(&self) {
+        self.passes.send_modify(|n| *n += 1);
     }
 
     /// Asks for a pass soon; many kicks before it starts make one pass.
@@ -182,6 +203,9 @@ impl Controller {
         board.spec_errors = loaded.errors.0.iter().map(ToString::to_string).collect();
         board.last_pass = Some(report.clone());
         board.engine_error = None;
+        drop(board);
+        *self.last_desired.write().expect("desired lock") = Arc::new(loaded.desired);
+        self.touch();
         tracing::debug!(
             pass = report.pass,
             ms = report.duration_ms,

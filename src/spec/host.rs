@@ -42,6 +42,137 @@ pub struct HostFile {
     pub default_plan: Option<String>,
     #[serde(default)]
     pub shared_database: Option<SharedDatabaseFile>,
+    /// The edge proxy; absent means berth runs no proxy.
+    #[serde(default)]
+    pub proxy: Option<ProxyFile>,
+    #[serde(default)]
+    pub tls: TlsFile,
+    #[serde(default)]
+    pub domains: DomainsFile,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProxyFile {
+    /// Plain HTTP listener (ACME HTTP-01 and redirects), e.g. `0.0.0.0:80`.
+    pub http: String,
+    /// TLS listener, e.g. `0.0.0.0:443`.
+    pub https: String,
+    /// Port written into HTTP→HTTPS redirects when clients reach the HTTPS listener through a
+    /// port other than its own (NAT); defaults to the listener's port.
+    #[serde(default)]
+    pub public_https_port: Option<u16>,
+    /// Provider-owned domains that tenants may be mounted under by path (`example.com/acme`).
+    #[serde(default)]
+    pub shared_domains: Vec<String>,
+    /// Peers whose X-Forwarded-For is believed (CIDRs); everyone else's is overwritten.
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
+    #[serde(default)]
+    pub timeouts: ProxyTimeoutsFile,
+    #[serde(default = "default_max_header_bytes")]
+    pub max_header_bytes: String,
+    #[serde(default = "default_max_body")]
+    pub max_body: String,
+    /// One structured event per request (target `berth::access`).
+    #[serde(default)]
+    pub access_log: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProxyTimeoutsFile {
+    pub tls_handshake: String,
+    pub header_read: String,
+    pub idle: String,
+    pub upstream_connect: String,
+    pub upstream_response: String,
+    /// How long in-flight requests to an old target may run after a switch.
+    pub drain: String,
+    /// How long a paused tenant's requests are held before the maintenance page.
+    pub max_pause: String,
+}
+
+impl Default for ProxyTimeoutsFile {
+    fn default() -> Self {
+        ProxyTimeoutsFile {
+            tls_handshake: "10s".into(),
+            header_read: "10s".into(),
+            idle: "60s".into(),
+            upstream_connect: "5s".into(),
+            upstream_response: "60s".into(),
+            drain: "30s".into(),
+            max_pause: "30s".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct TlsFile {
+    /// Without ACME every domain gets a certificate from berth's internal CA.
+    #[serde(default)]
+    pub acme: Option<AcmeFile>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AcmeFile {
+    /// ACME directory URL (Let's Encrypt: https://acme-v02.api.letsencrypt.org/directory).
+    pub directory: String,
+    #[serde(default)]
+    pub email: Option<String>,
+    /// PEM roots to trust for the ACME server's own HTTPS (a test CA such as Pebble's).
+    #[serde(default)]
+    pub ca_bundle: Option<PathBuf>,
+    /// Account-wide order budget (token bucket refilled over a minute).
+    #[serde(default = "default_orders_per_minute")]
+    pub orders_per_minute: u32,
+    /// Orders one tenant may cause per day, so one tenant cannot spend the account's limits.
+    #[serde(default = "default_orders_per_tenant")]
+    pub orders_per_tenant_per_day: u32,
+    /// How often certificates are checked for renewal.
+    #[serde(default = "default_check_interval")]
+    pub check_interval: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DomainsFile {
+    /// DNS server (ip:port) used to check `_berth.<domain>` TXT proofs; the system's otherwise.
+    #[serde(default)]
+    pub resolver: Option<String>,
+    /// Port the HTTP proof is fetched from.
+    #[serde(default = "default_proof_port")]
+    pub http_port: u16,
+}
+
+impl Default for DomainsFile {
+    fn default() -> Self {
+        DomainsFile {
+            resolver: None,
+            http_port: default_proof_port(),
+        }
+    }
+}
+
+fn default_max_header_bytes() -> String {
+    "64k".into()
+}
+fn default_max_body() -> String {
+    "100m".into()
+}
+fn default_orders_per_minute() -> u32 {
+    10
+}
+fn default_orders_per_tenant() -> u32 {
+    20
+}
+fn default_check_interval() -> String {
+    "10m".into()
+}
+fn default_proof_port() -> u16 {
+    80
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -38,6 +38,18 @@ pub struct WebFile {
     pub port: u16,
     #[serde(default = "default_health_path")]
     pub health_path: String,
+    /// For path mounts (`example.com/acme/…`): `strip` the prefix before the app sees the path
+    /// (the default), or `keep` it for apps configured with their base path.
+    #[serde(default)]
+    pub path_prefix: PathPrefix,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, serde::Serialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum PathPrefix {
+    #[default]
+    Strip,
+    Keep,
 }
 
 fn default_health_path() -> String {

@@ -52,6 +52,13 @@ impl Layout {
     pub fn files_digest(&self, t: &str) -> PathBuf {
         self.tenant(t).join("files.digest")
     }
+    /// Certificates: `certs/<scope>/<domain>/`, the internal CA under `certs/ca/`.
+    pub fn certs(&self) -> PathBuf {
+        self.root.join("certs")
+    }
+    pub fn domains(&self) -> PathBuf {
+        self.root.join("domains.json")
+    }
     pub fn purge_dir(&self) -> PathBuf {
         self.root.join("purge")
     }

@@ -1,0 +1,182 @@
+//! Domains and certificates: claim and prove custom domains, list and renew certificates,
+//! export the internal CA.
+
+use super::{AppState, error::ApiError, instances};
+use crate::{
+    desired::instance::check_domain,
+    domains::{self, DomainError},
+    spec::{self, instance::InstanceFile},
+};
+use axum::{
+    Json,
+    extract::{Path, State},
+    http::{StatusCode, header},
+    response::IntoResponse,
+};
+use serde::Deserialize;
+
+fn certs(s: &AppState) -> Result<&std::sync::Arc<crate::certs::CertManager>, ApiError> {
+    s.certs.as_ref().ok_or_else(|| {
+        ApiError::Conflict("the proxy is not enabled in the host config (proxy:)".into())
+    })
+}
+
+pub async fn cert_index(
+    State(s): State<AppState>,
+) -> Result<Json<Vec<crate::certs::CertRow>>, ApiError> {
+    Ok(Json(certs(&s)?.rows()))
+}
+
+pub async fn cert_renew(
+    State(s): State<AppState>,
+    Path(domain): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    use crate::certs::CertError as E;
+    certs(&s)?.renew(&domain).await.map_err(|e| match e {
+        E::UnknownDomain(_) => ApiError::NotFound(e.to_string()),
+        E::Busy(_) | E::RateLimited(_) => ApiError::Conflict(e.to_string()),
+        E::Acme(_) => ApiError::Conflict(e.to_string()),
+        other => ApiError::Internal(other.to_string()),
+    })?;
+    Ok(StatusCode::OK)
+}
+
+pub async fn ca_show(State(s): State<AppState>) -> Result<impl IntoResponse, ApiError> {
+    let pem = certs(&s)?.ca_pem().to_string();
+    Ok(([(header::CONTENT_TYPE, "application/x-pem-file")], pem))
+}
+
+pub async fn domain_index(State(s): State<AppState>) -> Json<serde_json::Value> {
+    let (bound, pending) = s.domains.list();
+    Json(serde_json::json!({ "bound": bound, "pending": pending }))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DomainRequest {
+    pub domain: String,
+}
+
+fn load(path: &std::path::Path) -> Result<InstanceFile, ApiError> {
+    let shown = spec::shown_path(path, 2);
+    spec::load_yaml::<InstanceFile>(path, &shown)
+        .map(|l| l.value)
+        .map_err(|e| ApiError::Conflict(format!("fix the instance file first: {e}")))
+}
+
+/// The other tenant whose instance file lists `domain`, if any.
+fn holder(s: &AppState, domain: &str, tenant: &str) -> Option<String> {
+    s.ctl
+        .desired()
+        .instances
+        .values()
+        .find(|i| {
+            i.tenant != tenant
+                && (i.domains.iter().any(|d| d == domain) || i.aliases.iter().any(|d| d == domain))
+        })
+        .map(|i| i.tenant.clone())
+}
+
+/// Starts a claim: returns the token to publish. The domain is added to the tenant's file now
+/// (it is routed only after proof) unless another tenant holds it, in which case it moves on
+/// proof.
+pub async fn domain_add(
+    State(s): State<AppState>,
+    Path(tenant): Path<String>,
+    Json(req): Json<DomainRequest>,
+) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+    check_domain(&req.domain).map_err(ApiError::BadRequest)?;
+    let path = instances::instance_path(&s, &tenant)?;
+    let _guard = s.write_lock.lock().await;
+    if !path.exists() {
+        return Err(instances::not_found(&tenant));
+    }
+    let held_by = holder(&s, &req.domain, &tenant);
+    let pending = s.domains.claim(&req.domain, &tenant).map_err(internal)?;
+    if held_by.is_none() {
+        let mut file = load(&path)?;
+        if !file.domains.contains(&req.domain) {
+            file.domains.push(req.domain.clone());
+            instances::write_file(&path, &file)?;
+            s.ctl.kick();
+        }
+    }
+    let verified = s.domains.bound_to(&req.domain).as_deref() == Some(tenant.as_str());
+    Ok((
+        StatusCode::CREATED,
+        Json(serde_json::json!({
+            "domain": req.domain,
+            "tenant": tenant,
+            "token": pending.token,
+            "verified": verified,
+            "held_by": held_by,
+            "dns": { "name": format!("_berth.{}", req.domain), "type": "TXT", "value": pending.token },
+            "http": { "url": format!("http://{}{}", req.domain, domains::verify::HTTP_PATH), "body": pending.token },
+        })),
+    ))
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct VerifyRequest {
+    /// `dns`, `http`, or absent for DNS then HTTP.
+    #[serde(default)]
+    pub method: Option<String>,
+}
+
+pub async fn domain_verify(
+    State(s): State<AppState>,
+    Path((tenant, domain)): Path<(String, String)>,
+    Json(req): Json<VerifyRequest>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let path = instances::instance_path(&s, &tenant)?;
+    let pending = s.domains.pending(&domain, &tenant).ok_or_else(|| {
+        ApiError::NotFound(
+            DomainError::NoClaim {
+                domain: domain.clone(),
+                tenant: tenant.clone(),
+            }
+            .to_string(),
+        )
+    })?;
+    let cfg = &s.ctl.host().domains;
+    let dns = || domains::verify::check_dns(cfg.resolver, &domain, &pending.token);
+    let http = || domains::verify::check_http(cfg.resolver, cfg.http_port, &domain, &pending.token);
+    let method = match req.method.as_deref() {
+        Some("dns") => dns().await.map(|_| "dns"),
+        Some("http") => http().await.map(|_| "http"),
+        None => match dns().await {
+            Ok(()) => Ok("dns"),
+            Err(_) => http().await.map(|_| "http"),
+        },
+        Some(m) => {
+            return Err(ApiError::BadRequest(format!(
+                "method {m:?} is not dns or http"
+            )));
+        }
+    }
+    .map_err(|e| ApiError::Conflict(e.to_string()))?;
+    let _guard = s.write_lock.lock().await;
+    if let Some(other) = holder(&s, &domain, &tenant) {
+        let other_path = instances::instance_path(&s, &other)?;
+        let mut f = load(&other_path)?;
+        f.domains.retain(|d| *d != domain);
+        f.aliases.retain(|d| *d != domain);
+        instances::write_file(&other_path, &f)?;
+    }
+    let mut file = load(&path)?;
+    if !file.domains.contains(&domain) && !file.aliases.contains(&domain) {
+        file.domains.push(domain.clone());
+        instances::write_file(&path, &file)?;
+    }
+    s.domains.bind(&domain, &tenant, method).map_err(internal)?;
+    s.ctl.touch();
+    s.ctl.kick();
+    Ok(Json(
+        serde_json::json!({ "domain": domain, "tenant": tenant, "verified": true, "method": method }),
+    ))
+}
+
+fn internal(e: DomainError) -> ApiError {
+    ApiError::Internal(e.to_string())
+}

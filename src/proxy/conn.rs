@@ -1,0 +1,128 @@
+//! Serving one accepted connection (plain or TLS) with hyper: explicit timeouts and limits,
+//! an idle watchdog, and graceful close on shutdown.
+
+use super::{
+    Proxy,
+    body::{Guarded, ProxyBody},
+    forward,
+};
+use http_body_util::BodyExt;
+use hyper::{Request, body::Incoming, service::service_fn};
+use hyper_util::{
+    rt::{TokioExecutor, TokioIo, TokioTimer},
+    server::conn::auto,
+};
+use std::{
+    convert::Infallible,
+    net::SocketAddr,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicUsize, Ordering::SeqCst},
+    },
+    time::{Duration, Instant},
+};
+use tokio::io::{AsyncRead, AsyncWrite};
+
+/// What the handler knows about the connection a request came on.
+#[derive(Debug, Clone)]
+pub struct ConnInfo {
+    pub peer: SocketAddr,
+    pub tls: bool,
+    /// The SNI name the certificate was chosen for (TLS only).
+    pub sni: Option<String>,
+}
+
+/// Requests in progress on a connection and when the last one ended, for the idle timeout.
+#[derive(Default)]
+struct Activity {
+    active: AtomicUsize,
+    last: Mutex<Option<Instant>>,
+}
+
+struct Busy(Arc<Activity>);
+
+impl Activity {
+    fn begin(self: &Arc<Self>) -> Busy {
+        self.active.fetch_add(1, SeqCst);
+        Busy(self.clone())
+    }
+
+    fn idle_for(&self, since_open: Instant) -> Duration {
+        if self.active.load(SeqCst) > 0 {
+            return Duration::ZERO;
+        }
+        self.last
+            .lock()
+            .expect("activity lock")
+            .unwrap_or(since_open)
+            .elapsed()
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        *self.0.last.lock().expect("activity lock") = Some(Instant::now());
+        self.0.active.fetch_sub(1, SeqCst);
+    }
+}
+
+fn builder(p: &Proxy, tls: bool) -> auto::Builder<TokioExecutor> {
+    let mut b = auto::Builder::new(TokioExecutor::new());
+    // hyper's header-read timeout is silently off without a timer.
+    b.http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(p.cfg.timeouts.header_read)
+        .max_buf_size(p.cfg.max_header_bytes.max(8192))
+        .max_headers(100);
+    b.http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(100)
+        .max_header_list_size(16 * 1024)
+        .max_pending_accept_reset_streams(Some(20))
+        .max_local_error_reset_streams(Some(1024))
+        .keep_alive_interval(Some(Duration::from_secs(20)))
+        .keep_alive_timeout(Duration::from_secs(20));
+    if tls { b } else { b.http1_only() }
+}
+
+pub async fn serve<I>(
+    p: Arc<Proxy>,
+    io: I,
+    info: ConnInfo,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let activity = Arc::new(Activity::default());
+    let opened = Instant::now();
+    let tls = info.tls;
+    let info = Arc::new(info);
+    let (proxy, act) = (p.clone(), activity.clone());
+    let svc = service_fn(move |req: Request<Incoming>| {
+        let (p, info, busy) = (proxy.clone(), info.clone(), act.begin());
+        async move {
+            let resp = forward::handle(&p, &info, req).await;
+            Ok::<_, Infallible>(resp.map(|b| -> ProxyBody { Guarded::new(b, busy).boxed_unsync() }))
+        }
+    });
+    let b = builder(&p, tls);
+    let conn = b.serve_connection_with_upgrades(TokioIo::new(io), svc);
+    tokio::pin!(conn);
+    let idle = p.cfg.timeouts.idle;
+    let mut closing = false;
+    loop {
+        tokio::select! {
+            _ = conn.as_mut() => return,
+            _ = shutdown.changed(), if !closing => {
+                conn.as_mut().graceful_shutdown();
+                closing = true;
+            }
+            _ = tokio::time::sleep(idle / 4), if !closing => {
+                if activity.idle_for(opened) >= idle {
+                    conn.as_mut().graceful_shutdown();
+                    closing = true;
+                }
+            }
+        }
+    }
+}

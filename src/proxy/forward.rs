@@ -1,0 +1,250 @@
+//! One request through the edge: checks, routing, then forwarding to the tenant's target
+//! (WebSocket upgrades tunnelled), with the target's ticket held until the body ends.
+
+use super::{
+    Proxy,
+    body::{BoxError, Guarded, ProxyBody, empty},
+    conn::ConnInfo,
+    gate::Refusal,
+    headers, pages,
+    routes::{Route, rewrite_path},
+    target::Ticket,
+};
+use http_body_util::{BodyExt, Limited};
+use hyper::{Request, Response, StatusCode, Uri, body::Incoming, header};
+use hyper_util::rt::TokioIo;
+use std::time::Instant;
+
+const ACME_PREFIX: &str = "/.well-known/acme-challenge/";
+
+pub async fn handle(p: &Proxy, conn: &ConnInfo, req: Request<Incoming>) -> Response<ProxyBody> {
+    let started = Instant::now();
+    let (resp, tenant, host) = route(p, conn, req).await;
+    if p.cfg.access_log {
+        tracing::info!(
+            target: "berth::access",
+            tenant = tenant.as_deref().unwrap_or("-"),
+            host = host.as_deref().unwrap_or("-"),
+            status = resp.status().as_u16(),
+            duration_ms = started.elapsed().as_secs_f64() * 1000.0,
+            tls = conn.sni.is_some(),
+        );
+    }
+    resp
+}
+
+type Outcome = (Response<ProxyBody>, Option<String>, Option<String>);
+
+async fn route(p: &Proxy, conn: &ConnInfo, req: Request<Incoming>) -> Outcome {
+    if headers::check_framing(req.headers()).is_err() {
+        return (pages::bad_request(), None, None);
+    }
+    let Ok(host) = headers::authority(req.uri(), req.headers()) else {
+        return (pages::bad_request(), None, None);
+    };
+    let path = req
+        .uri()
+        .path_and_query()
+        .map_or("/", |pq| pq.as_str())
+        .to_string();
+    if !conn.tls {
+        return (plain_http(p, &host, &path), None, Some(host));
+    }
+    // Browsers reuse a connection for every name its certificate covers; ours cover one name.
+    if conn.sni.as_deref() != Some(host.as_str()) {
+        return (pages::misdirected(), None, Some(host));
+    }
+    let routes = p.routes.load();
+    let (gate, prefix) = match routes.lookup(&host, &path) {
+        None => return (pages::not_found(), None, Some(host)),
+        Some(Route::Redirect { host: to }) => {
+            return (
+                pages::redirect(&format!("https://{}{path}", p.https_authority(to))),
+                None,
+                Some(host),
+            );
+        }
+        Some(Route::Tenant { gate, prefix }) => {
+            (gate.clone(), prefix.map(|(s, k)| (s.to_string(), k)))
+        }
+    };
+    drop(routes);
+    let tenant = Some(gate.tenant.clone());
+    let ticket = match gate.admit(p.cfg.timeouts.max_pause).await {
+        Ok(t) => t,
+        Err(Refusal::Maintenance | Refusal::PauseExpired) => {
+            return (pages::maintenance(), tenant, Some(host));
+        }
+    };
+    let upstream_path = match &prefix {
+        Some((seg, strip)) => rewrite_path(&path, seg, *strip),
+        None => path,
+    };
+    let resp = forward(
+        p,
+        conn,
+        req,
+        ticket,
+        &host,
+        &upstream_path,
+        prefix.as_ref().map(|(s, _)| s.as_str()),
+    )
+    .await;
+    (resp, tenant, Some(host))
+}
+
+/// Port 80: ACME challenges first, then 308 to HTTPS for known hosts only.
+fn plain_http(p: &Proxy, host: &str, path: &str) -> Response<ProxyBody> {
+    if let Some(token) = path.strip_prefix(ACME_PREFIX) {
+        return match p.http01.answer(token) {
+            Some(key_auth) => {
+                let mut r = Response::new(super::body::full(key_auth));
+                r.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    "application/octet-stream".parse().expect("static"),
+                );
+                r
+            }
+            None => pages::not_found(),
+        };
+    }
+    let routes = p.routes.load();
+    if !routes.knows(host) {
+        return pages::not_found();
+    }
+    pages::redirect(&format!("https://{}{path}", p.https_authority(host)))
+}
+
+async fn forward(
+    p: &Proxy,
+    conn: &ConnInfo,
+    mut req: Request<Incoming>,
+    ticket: Ticket,
+    host: &str,
+    path: &str,
+    mount: Option<&str>,
+) -> Response<ProxyBody> {
+    let max_body = p.cfg.max_body;
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > max_body) {
+        return pages::too_large();
+    }
+    let upgrade = headers::upgrade_of(req.headers());
+    let client_upgrade = upgrade.is_some().then(|| hyper::upgrade::on(&mut req));
+    let (mut parts, body) = req.into_parts();
+    headers::strip_hop_by_hop(&mut parts.headers);
+    if let Some(proto) = &upgrade {
+        parts
+            .headers
+            .insert(header::CONNECTION, "upgrade".parse().expect("static"));
+        parts.headers.insert(header::UPGRADE, proto.clone());
+    }
+    headers::set_forwarded(
+        &mut parts.headers,
+        conn.peer.ip(),
+        "https",
+        host,
+        &p.cfg.trusted_proxies,
+    );
+    if let Some(seg) = mount
+        && let Ok(v) = format!("/{seg}").parse()
+    {
+        parts.headers.insert("x-forwarded-prefix", v);
+    }
+    let target = ticket.target().clone();
+    let Ok(uri) = Uri::builder()
+        .scheme("http")
+        .authority(target.addr.to_string())
+        .path_and_query(path)
+        .build()
+    else {
+        return pages::bad_request();
+    };
+    parts.uri = uri;
+    parts.version = hyper::Version::HTTP_11;
+    parts.headers.insert(
+        header::HOST,
+        host.parse()
+            .unwrap_or_else(|_| header::HeaderValue::from_static("invalid")),
+    );
+    let body: ProxyBody = Limited::new(body, max_body as usize)
+        .map_err(BoxError::from)
+        .boxed_unsync();
+    let sent = target.client().request(Request::from_parts(parts, body));
+    let resp = tokio::select! {
+        r = tokio::time::timeout(p.cfg.timeouts.upstream_response, sent) => r,
+        _ = target.cancelled() => return pages::gateway_timeout(),
+    };
+    let mut resp = match resp {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => {
+            tracing::debug!(error = %e, addr = %target.addr, "upstream failed");
+            return match client_fault(&e) {
+                Some(ClientFault::TooLarge) => pages::too_large(),
+                Some(ClientFault::Malformed) => pages::bad_request(),
+                None => pages::bad_gateway(),
+            };
+        }
+        Err(_) => return pages::gateway_timeout(),
+    };
+    if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+        if let Some(client) = client_upgrade {
+            let upstream = hyper::upgrade::on(&mut resp);
+            tokio::spawn(tunnel(client, upstream, ticket));
+            let (parts, _) = resp.into_parts();
+            return Response::from_parts(parts, empty());
+        }
+        return pages::bad_gateway();
+    }
+    let (mut parts, body) = resp.into_parts();
+    headers::strip_hop_by_hop(&mut parts.headers);
+    let body = Guarded::new(body, ticket)
+        .map_err(BoxError::from)
+        .boxed_unsync();
+    Response::from_parts(parts, body)
+}
+
+enum ClientFault {
+    TooLarge,
+    Malformed,
+}
+
+/// Whether an upstream failure was caused by the client's request body (too large, or
+/// malformed chunked framing) rather than by the app.
+fn client_fault(e: &(dyn std::error::Error + 'static)) -> Option<ClientFault> {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        if err.is::<http_body_util::LengthLimitError>() {
+            return Some(ClientFault::TooLarge);
+        }
+        if let Some(h) = err.downcast_ref::<hyper::Error>()
+            && (h.is_parse() || h.is_incomplete_message())
+        {
+            return Some(ClientFault::Malformed);
+        }
+        cur = err.source();
+    }
+    None
+}
+
+/// Copies bytes both ways after a 101, until either side closes or a drain cuts it off.
+async fn tunnel(
+    client: hyper::upgrade::OnUpgrade,
+    upstream: hyper::upgrade::OnUpgrade,
+    ticket: Ticket,
+) {
+    let (Ok(c), Ok(u)) = (client.await, upstream.await) else {
+        return;
+    };
+    let (mut c, mut u) = (TokioIo::new(c), TokioIo::new(u));
+    let target = ticket.target().clone();
+    tokio::select! {
+        _ = tokio::io::copy_bidirectional(&mut c, &mut u) => {}
+        _ = target.cancelled() => {}
+    }
+    drop(ticket);
+}

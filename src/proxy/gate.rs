@@ -1,0 +1,172 @@
+//! A tenant's gate: which target serves it now, maintenance mode, and pause/resume. Switching
+//! targets follows kamal-proxy's order: requests register on the target they load, the swap is
+//! atomic, and the old target is drained after the swap.
+
+use super::target::{DrainReport, Target, Ticket};
+use arc_swap::ArcSwapOption;
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering::SeqCst},
+    },
+    time::Duration,
+};
+use tokio::sync::watch;
+
+pub struct Gate {
+    pub tenant: String,
+    target: ArcSwapOption<Target>,
+    /// Stopped or suspended: answered with the maintenance page.
+    maintenance: AtomicBool,
+    paused: watch::Sender<bool>,
+}
+
+/// Why a request was not admitted to the tenant's app.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// Stopped, suspended, or not yet provisioned.
+    Maintenance,
+    /// Paused for longer than the maximum pause.
+    PauseExpired,
+}
+
+impl Gate {
+    pub fn new(tenant: &str) -> Arc<Gate> {
+        Arc::new(Gate {
+            tenant: tenant.to_string(),
+            target: ArcSwapOption::empty(),
+            maintenance: AtomicBool::new(false),
+            paused: watch::channel(false).0,
+        })
+    }
+
+    pub fn current(&self) -> Option<Arc<Target>> {
+        self.target.load_full()
+    }
+
+    pub fn set_maintenance(&self, on: bool) {
+        self.maintenance.store(on, SeqCst);
+    }
+
+    pub fn in_maintenance(&self) -> bool {
+        self.maintenance.load(SeqCst)
+    }
+
+    /// Admits a request: waits while paused (up to `max_pause`), then registers it on the
+    /// current target.
+    pub async fn admit(&self, max_pause: Duration) -> Result<Ticket, Refusal> {
+        if *self.paused.borrow() {
+            let mut rx = self.paused.subscribe();
+            match tokio::time::timeout(max_pause, rx.wait_for(|p| !*p)).await {
+                Ok(Ok(_)) => {}
+                _ => return Err(Refusal::PauseExpired),
+            }
+        }
+        if self.in_maintenance() {
+            return Err(Refusal::Maintenance);
+        }
+        loop {
+            let target = self.target.load_full().ok_or(Refusal::Maintenance)?;
+            if let Some(t) = target.start() {
+                return Ok(t);
+            }
+            // Lost a race with a switch: the new target is already installed.
+            tokio::task::yield_now().await;
+        }
+    }
+
+    /// Installs `new` at once and drains the previous target (if any) in the background.
+    /// Used when the reconciler moves a tenant to another port.
+    pub fn replace(&self, new: Option<Arc<Target>>, drain: Duration) {
+        if let Some(old) = self.target.swap(new) {
+            tokio::spawn(async move { old.drain(drain).await });
+        }
+    }
+
+    /// Installs `new` and returns once the old target is drained: when this returns the old
+    /// containers may be removed without cutting off a request.
+    pub async fn switch(&self, new: Arc<Target>, drain: Duration) -> DrainReport {
+        match self.target.swap(Some(new)) {
+            Some(old) => old.drain(drain).await,
+            None => DrainReport {
+                finished: 0,
+                cancelled: 0,
+            },
+        }
+    }
+
+    /// Holds new requests until `resume` (or until each has waited `max_pause`).
+    pub fn pause(&self) {
+        self.paused.send_replace(true);
+    }
+
+    pub fn resume(&self) {
+        self.paused.send_replace(false);
+    }
+
+    pub fn is_paused(&self) -> bool {
+        *self.paused.borrow()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target(port: u16) -> Arc<Target> {
+        Target::new(([127, 0, 0, 1], port).into(), Duration::from_secs(1))
+    }
+
+    #[tokio::test]
+    async fn requests_after_a_switch_go_to_the_new_target_while_old_ones_finish() {
+        let g = Gate::new("acme");
+        g.replace(Some(target(1)), Duration::from_secs(1));
+        let old = g.admit(Duration::ZERO).await.unwrap();
+        let g2 = g.clone();
+        let switch =
+            tokio::spawn(async move { g2.switch(target(2), Duration::from_secs(5)).await });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let new = g.admit(Duration::ZERO).await.unwrap();
+        assert_eq!(new.target().addr.port(), 2);
+        assert!(!switch.is_finished(), "switch waits for the old request");
+        drop(old);
+        assert_eq!(switch.await.unwrap().finished, 1);
+    }
+
+    #[tokio::test]
+    async fn a_paused_tenant_holds_requests_until_resumed() {
+        let g = Gate::new("acme");
+        g.replace(Some(target(1)), Duration::from_secs(1));
+        g.pause();
+        let g2 = g.clone();
+        let held = tokio::spawn(async move { g2.admit(Duration::from_secs(5)).await.is_ok() });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!held.is_finished());
+        g.resume();
+        assert!(held.await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn a_pause_longer_than_the_maximum_is_refused() {
+        let g = Gate::new("acme");
+        g.replace(Some(target(1)), Duration::from_secs(1));
+        g.pause();
+        let r = g.admit(Duration::from_millis(30)).await;
+        assert_eq!(r.err(), Some(Refusal::PauseExpired));
+    }
+
+    #[tokio::test]
+    async fn maintenance_and_missing_targets_are_refused() {
+        let g = Gate::new("acme");
+        assert_eq!(
+            g.admit(Duration::ZERO).await.err(),
+            Some(Refusal::Maintenance)
+        );
+        g.replace(Some(target(1)), Duration::from_secs(1));
+        g.set_maintenance(true);
+        assert_eq!(
+            g.admit(Duration::ZERO).await.err(),
+            Some(Refusal::Maintenance)
+        );
+    }
+}

@@ -1,0 +1,193 @@
+//! The edge: a domain-mapping HTTPS reverse proxy inside the agent (hyper 1 + rustls). The
+//! reconciler hands it each tenant's routes; it swaps its route table atomically and keeps a
+//! gate per tenant for switchover, drain, pause and maintenance.
+
+pub mod body;
+pub mod conn;
+pub mod forward;
+pub mod gate;
+pub mod headers;
+pub mod health;
+pub mod pages;
+pub mod routes;
+pub mod server;
+pub mod sync;
+pub mod target;
+
+#[cfg(test)]
+mod tests;
+
+use crate::{
+    certs::{http01::Http01Tokens, table::CertTable},
+    desired::edge::ProxyConfig,
+};
+use arc_swap::ArcSwap;
+use gate::Gate;
+use routes::{HostRoute, Mount, RouteTable};
+use std::{
+    collections::HashMap,
+    net::SocketAddr,
+    sync::{Arc, Mutex},
+};
+use target::Target;
+
+pub use server::ListenError;
+
+/// Everything the proxy needs to know about one tenant, derived from desired state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TenantRoutes {
+    pub tenant: String,
+    /// Where its web service listens (127.0.0.1:port); None until provisioned.
+    pub target: Option<SocketAddr>,
+    /// Stopped, suspended or still provisioning: answered with the maintenance page.
+    pub maintenance: bool,
+    /// Hosts served directly (subdomain and verified custom domains).
+    pub hosts: Vec<String>,
+    /// Hosts that redirect to `hosts[0]`.
+    pub aliases: Vec<String>,
+    /// (shared domain, path segment, strip prefix)
+    pub mounts: Vec<(String, String, bool)>,
+}
+
+pub struct Proxy {
+    pub cfg: ProxyConfig,
+    pub routes: ArcSwap<RouteTable>,
+    pub http01: Arc<Http01Tokens>,
+    tls: Arc<rustls::ServerConfig>,
+    gates: Mutex<HashMap<String, (Arc<Gate>, TenantRoutes)>>,
+}
+
+impl Proxy {
+    pub fn new(cfg: ProxyConfig, certs: Arc<CertTable>, http01: Arc<Http01Tokens>) -> Arc<Proxy> {
+        let mut tls = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("ring supports the default TLS versions")
+        .with_no_client_auth()
+        .with_cert_resolver(certs);
+        tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        Arc::new(Proxy {
+            cfg,
+            routes: ArcSwap::from_pointee(RouteTable::default()),
+            http01,
+            tls: Arc::new(tls),
+            gates: Mutex::default(),
+        })
+    }
+
+    pub fn tls_config(&self) -> Arc<rustls::ServerConfig> {
+        self.tls.clone()
+    }
+
+    /// `host` or `host:port` for URLs pointing at the HTTPS listener.
+    pub fn https_authority(&self, host: &str) -> String {
+        match self.cfg.redirect_port {
+            443 => host.to_string(),
+            p => format!("{host}:{p}"),
+        }
+    }
+
+    pub fn gate(&self, tenant: &str) -> Option<Arc<Gate>> {
+        self.gates
+            .lock()
+            .expect("gates lock")
+            .get(tenant)
+            .map(|(g, _)| g.clone())
+    }
+
+    /// Installs the routes of all tenants: gates are kept across calls (a request in flight
+    /// keeps its target), targets that moved are switched and drained, and the new table
+    /// replaces the old one in one atomic store.
+    pub fn apply(&self, tenants: &[TenantRoutes]) {
+        let mut gates = self.gates.lock().expect("gates lock");
+        let drain = self.cfg.timeouts.drain;
+        let mut table = RouteTable::default();
+        let mut seen = std::collections::HashSet::new();
+        for t in tenants {
+            seen.insert(t.tenant.clone());
+            let (gate, prev) = gates
+                .entry(t.tenant.clone())
+                .or_insert_with(|| (Gate::new(&t.tenant), empty(&t.tenant)));
+            gate.set_maintenance(t.maintenance);
+            let current = gate.current().map(|c| c.addr);
+            if current != t.target {
+                gate.replace(
+                    t.target
+                        .map(|a| Target::new(a, self.cfg.timeouts.upstream_connect)),
+                    drain,
+                );
+            }
+            *prev = t.clone();
+            for h in &t.hosts {
+                table.insert(h.clone(), HostRoute::Tenant(gate.clone()));
+            }
+            if let Some(primary) = t.hosts.first() {
+                for a in &t.aliases {
+                    table.insert(
+                        a.clone(),
+                        HostRoute::Alias {
+                            primary: primary.clone(),
+                        },
+                    );
+                }
+            }
+            for (host, seg, strip) in &t.mounts {
+                table.mount(
+                    host,
+                    seg,
+                    Mount {
+                        gate: gate.clone(),
+                        strip: *strip,
+                    },
+                );
+            }
+        }
+        gates.retain(|t, (g, _)| {
+            let keep = seen.contains(t);
+            if !keep {
+                g.replace(None, drain);
+            }
+            keep
+        });
+        self.routes.store(Arc::new(table));
+    }
+
+    /// Binds (or inherits) both listeners, then serves until `shutdown` flips.
+    pub async fn serve(
+        self: Arc<Self>,
+        shutdown: tokio::sync::watch::Receiver<bool>,
+    ) -> Result<tokio::task::JoinSet<()>, ListenError> {
+        let http = server::listener("http", self.cfg.http).await?;
+        let https = server::listener("https", self.cfg.https).await?;
+        Ok(self.serve_listeners(http, https, shutdown))
+    }
+
+    pub fn serve_listeners(
+        self: Arc<Self>,
+        http: tokio::net::TcpListener,
+        https: tokio::net::TcpListener,
+        shutdown: tokio::sync::watch::Receiver<bool>,
+    ) -> tokio::task::JoinSet<()> {
+        let mut set = tokio::task::JoinSet::new();
+        set.spawn(server::accept_loop(
+            self.clone(),
+            http,
+            false,
+            shutdown.clone(),
+        ));
+        set.spawn(server::accept_loop(self.clone(), https, true, shutdown));
+        set
+    }
+}
+
+fn empty(tenant: &str) -> TenantRoutes {
+    TenantRoutes {
+        tenant: tenant.into(),
+        target: None,
+        maintenance: true,
+        hosts: vec![],
+        aliases: vec![],
+        mounts: vec![],
+    }
+}

@@ -1,0 +1,174 @@
+//! From desired state to the edge: each tenant's routes (subdomain, verified custom domains,
+//! aliases, path mounts, target port, maintenance) and the domains that need certificates.
+
+use super::TenantRoutes;
+use crate::{
+    desired::{Desired, HostConfig},
+    reconcile::{Board, Phase},
+    spec::instance::RunState,
+};
+use std::{collections::BTreeMap, net::SocketAddr};
+
+/// Tenant name used for certificates of the provider's own shared domains.
+pub const SHARED_OWNER: &str = "_shared";
+
+pub struct Edge {
+    pub tenants: Vec<TenantRoutes>,
+    /// Domain → tenant, for every name the TLS listener must answer.
+    pub cert_domains: BTreeMap<String, String>,
+}
+
+/// `verified(domain, tenant)` says whether a custom domain's proof is on record for the tenant.
+pub fn edge(
+    desired: &Desired,
+    board: &Board,
+    host: &HostConfig,
+    verified: &dyn Fn(&str, &str) -> bool,
+) -> Edge {
+    let mut tenants = Vec::new();
+    let mut cert_domains = BTreeMap::new();
+    for (t, i) in &desired.instances {
+        let status = board.instances.get(t);
+        let provisioning = status.is_none_or(|s| s.phase == Phase::Provisioning);
+        let target = status
+            .and_then(|s| s.port)
+            .map(|p| SocketAddr::from(([127, 0, 0, 1], p)));
+        let mut hosts: Vec<String> = i
+            .domains
+            .iter()
+            .filter(|d| verified(d, t))
+            .cloned()
+            .collect();
+        if let Some(base) = &host.base_domain {
+            hosts.push(format!("{t}.{base}"));
+        }
+        let aliases: Vec<String> = i
+            .aliases
+            .iter()
+            .filter(|d| verified(d, t))
+            .cloned()
+            .collect();
+        let mounts = i
+            .paths
+            .iter()
+            .map(|m| {
+                (
+                    m.host.clone(),
+                    m.prefix.trim_start_matches('/').to_string(),
+                    i.web.strip_prefix,
+                )
+            })
+            .collect::<Vec<_>>();
+        for d in hosts.iter().chain(&aliases) {
+            cert_domains.insert(d.clone(), t.clone());
+        }
+        for (h, _, _) in &mounts {
+            cert_domains.insert(h.clone(), SHARED_OWNER.to_string());
+        }
+        tenants.push(TenantRoutes {
+            tenant: t.clone(),
+            target,
+            maintenance: i.state != RunState::Running || provisioning,
+            hosts,
+            aliases,
+            mounts,
+        });
+    }
+    Edge {
+        tenants,
+        cert_domains,
+    }
+}
+
+/// Rebuilds routes and the certificate set after every reconcile pass (and domain proof):
+/// certificates first, so a newly routed host already has one.
+pub async fn run(
+    ctl: std::sync::Arc<crate::reconcile::Controller>,
+    proxy: std::sync::Arc<super::Proxy>,
+    certs: std::sync::Arc<crate::certs::CertManager>,
+    book: std::sync::Arc<crate::domains::DomainBook>,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut passes = ctl.subscribe();
+    loop {
+        let verified = |d: &str, t: &str| book.bound_to(d).as_deref() == Some(t);
+        let e = edge(&ctl.desired(), &ctl.board(), ctl.host(), &verified);
+        certs.set_domains(e.cert_domains);
+        proxy.apply(&e.tenants);
+        tokio::select! {
+            r = passes.changed() => if r.is_err() { return },
+            _ = shutdown.changed() => return,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{fixtures, reconcile::InstanceStatus};
+
+    fn status(t: &str, phase: Phase, port: Option<u16>) -> InstanceStatus {
+        InstanceStatus {
+            tenant: t.into(),
+            template: None,
+            version: None,
+            desired: None,
+            phase,
+            port,
+            domains: vec![],
+            web_service: None,
+            error: None,
+            containers: vec![],
+        }
+    }
+
+    fn world(state: RunState, phase: Phase) -> (Desired, Board, HostConfig) {
+        let host = fixtures::host();
+        let mut i = fixtures::demo_instance("acme");
+        i.domains = vec!["acme.example.org".into(), "unproven.example.org".into()];
+        i.aliases = vec!["www.acme.example.org".into()];
+        i.state = state;
+        let mut d = Desired::default();
+        d.instances.insert("acme".into(), i);
+        let mut b = Board::default();
+        b.instances
+            .insert("acme".into(), status("acme", phase, Some(20001)));
+        (d, b, host)
+    }
+
+    fn proven(d: &str, _: &str) -> bool {
+        !d.starts_with("unproven")
+    }
+
+    #[test]
+    fn only_verified_custom_domains_are_routed_and_the_subdomain_always_is() {
+        let (d, b, host) = world(RunState::Running, Phase::Running);
+        let e = edge(&d, &b, &host, &proven);
+        let t = &e.tenants[0];
+        let sub = format!("acme.{}", host.base_domain.clone().unwrap());
+        assert_eq!(t.hosts, vec!["acme.example.org".to_string(), sub.clone()]);
+        assert_eq!(t.aliases, vec!["www.acme.example.org".to_string()]);
+        assert_eq!(t.target, Some(SocketAddr::from(([127, 0, 0, 1], 20001))));
+        assert!(!t.maintenance);
+        assert!(e.cert_domains.contains_key(&sub));
+        assert!(!e.cert_domains.contains_key("unproven.example.org"));
+    }
+
+    #[test]
+    fn stopped_suspended_and_provisioning_tenants_get_the_maintenance_page() {
+        for (state, phase, maintenance) in [
+            (RunState::Running, Phase::Running, false),
+            (RunState::Running, Phase::Starting, false),
+            (RunState::Running, Phase::Provisioning, true),
+            (RunState::Stopped, Phase::Stopped, true),
+            (RunState::Suspended, Phase::Suspended, true),
+        ] {
+            let (d, b, host) = world(state, phase);
+            assert_eq!(
+                edge(&d, &b, &host, &proven).tenants[0].maintenance,
+                maintenance,
+                "{state:?} {phase:?}"
+            );
+        }
+    }
+}
