@@ -1,0 +1,297 @@
+//! ACME end to end against Pebble and pebble-challtestsrv (Debian's `pebble` package) on
+//! loopback: issue, renew, failed validation with backoff, chain verified against Pebble's
+//! root, certificates hot-swapped into the live TLS listener; domain proofs over DNS.
+
+use berth::{
+    certs::{
+        CertManager,
+        acme::AcmeIssuer,
+        ca::InternalCa,
+        http01::Http01Tokens,
+        issuer::{Issuer, SystemClock},
+        manager::Budgets,
+        store::CertStore,
+    },
+    desired::edge::{AcmeConfig, ProxyConfig, ProxyTimeouts},
+    domains::verify,
+    proxy::Proxy,
+};
+use std::{
+    collections::BTreeMap,
+    process::{Child, Command, Stdio},
+    sync::Arc,
+    time::Duration,
+};
+
+const ACME: u16 = 39400;
+const ACME_MGMT: u16 = 39401;
+const DNS: u16 = 39402;
+const CHALL_MGMT: u16 = 39403;
+const HTTP: u16 = 39404;
+const HTTPS: u16 = 39405;
+
+struct Kill(Child);
+impl Drop for Kill {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn require_pebble() -> bool {
+    let found = Command::new("pebble")
+        .arg("-h")
+        .stderr(Stdio::null())
+        .status()
+        .is_ok();
+    if !found && std::env::var("BERTH_REQUIRE_DOCKER").as_deref() == Ok("1") {
+        panic!("pebble is not installed (apt-get install pebble) and BERTH_REQUIRE_DOCKER=1");
+    }
+    found
+}
+
+/// Pebble's own HTTPS certificate, from a throwaway CA the test trusts.
+fn pebble_tls(dir: &std::path::Path) -> std::path::PathBuf {
+    let ca = InternalCa::load_or_create(&dir.join("pebble-ca")).unwrap();
+    let (chain, key) = ca.issue("localhost", Duration::from_secs(86400)).unwrap();
+    std::fs::write(dir.join("pebble.pem"), chain).unwrap();
+    std::fs::write(dir.join("pebble.key"), key).unwrap();
+    dir.join("pebble-ca/ca.pem")
+}
+
+async fn wait_port(port: u16) {
+    for _ in 0..100 {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("nothing listens on {port}");
+}
+
+fn challtest(path: &str, body: serde_json::Value) {
+    let out = Command::new("curl")
+        .args([
+            "-sSf",
+            "-X",
+            "POST",
+            "-d",
+            &body.to_string(),
+            &format!("http://127.0.0.1:{CHALL_MGMT}{path}"),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "challtestsrv {path}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn certificates_are_issued_renewed_and_retried_against_a_real_acme_server() {
+    if !require_pebble() {
+        eprintln!("skipping: pebble not installed");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let trust = pebble_tls(dir.path());
+    let cfg = serde_json::json!({"pebble": {
+        "listenAddress": format!("127.0.0.1:{ACME}"), "managementListenAddress": format!("127.0.0.1:{ACME_MGMT}"),
+        "certificate": dir.path().join("pebble.pem"), "privateKey": dir.path().join("pebble.key"),
+        "httpPort": HTTP, "tlsPort": 39499, "ocspResponderURL": "", "externalAccountBindingRequired": false }});
+    std::fs::write(dir.path().join("pebble.json"), cfg.to_string()).unwrap();
+    let _chall = Kill(
+        Command::new("pebble-challtestsrv")
+            .args([
+                "-management",
+                &format!("127.0.0.1:{CHALL_MGMT}"),
+                "-dns01",
+                &format!("127.0.0.1:{DNS}"),
+            ])
+            .args([
+                "-http01",
+                "",
+                "-https01",
+                "",
+                "-tlsalpn01",
+                "",
+                "-defaultIPv6",
+                "",
+                "-defaultIPv4",
+                "127.0.0.1",
+            ])
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let _pebble = Kill(
+        Command::new("pebble")
+            .args(["-config"])
+            .arg(dir.path().join("pebble.json"))
+            .args(["-dnsserver", &format!("127.0.0.1:{DNS}")])
+            .env("PEBBLE_VA_NOSLEEP", "1")
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_port(ACME).await;
+    wait_port(CHALL_MGMT).await;
+
+    // berth's edge: the proxy answers HTTP-01 on the port Pebble validates.
+    let http01 = Arc::new(Http01Tokens::default());
+    let store = CertStore::new(dir.path().join("certs"));
+    let acme = AcmeConfig {
+        directory: format!("https://localhost:{ACME}/dir"),
+        email: Some("ops@example.test".into()),
+        ca_bundle: Some(trust.clone()),
+        orders_per_minute: 10,
+        orders_per_tenant_per_day: 20,
+        check_interval: Duration::from_secs(600),
+    };
+    let issuer: Arc<dyn Issuer> = Arc::new(AcmeIssuer::new(&acme, store.root(), http01.clone()));
+    let ca = InternalCa::load_or_create(&dir.path().join("ca")).unwrap();
+    let budgets = Budgets {
+        orders_per_minute: 10,
+        orders_per_tenant_per_day: 20,
+        check_interval: Duration::from_secs(600),
+    };
+    let certs = CertManager::new(store, ca, Some(issuer), Arc::new(SystemClock), budgets);
+    let pcfg = ProxyConfig {
+        http: format!("127.0.0.1:{HTTP}").parse().unwrap(),
+        https: format!("127.0.0.1:{HTTPS}").parse().unwrap(),
+        redirect_port: HTTPS,
+        shared_domains: vec![],
+        trusted_proxies: vec![],
+        timeouts: ProxyTimeouts::default(),
+        max_header_bytes: 65536,
+        max_body: 1 << 20,
+        access_log: false,
+    };
+    let proxy = Proxy::new(pcfg, certs.table(), http01);
+    let (_stop, rx) = tokio::sync::watch::channel(false);
+    let _serving = proxy.clone().serve(rx).await.unwrap();
+
+    let mut wanted = BTreeMap::new();
+    wanted.insert("acme.berth.test".to_string(), "acme".to_string());
+    certs.set_domains(wanted.clone());
+    assert_eq!(
+        certs.rows()[0].issuer,
+        "internal",
+        "served at once by the internal CA"
+    );
+
+    // Issue.
+    certs
+        .renew("acme.berth.test")
+        .await
+        .expect("Pebble issues a certificate");
+    let row = certs
+        .rows()
+        .into_iter()
+        .find(|r| r.domain == "acme.berth.test")
+        .unwrap();
+    assert_eq!(row.issuer, "acme");
+    let served = served_chain(dir.path(), "acme.berth.test");
+
+    // Chain verified against Pebble's root (fetched from its management API).
+    let root = Command::new("curl")
+        .args(["-sSf", "--cacert"])
+        .arg(&trust)
+        .arg(format!("https://localhost:{ACME_MGMT}/roots/0"))
+        .output()
+        .unwrap();
+    assert!(root.status.success());
+    std::fs::write(dir.path().join("pebble-root.pem"), &root.stdout).unwrap();
+    let out = Command::new("curl")
+        .args([
+            "-sS",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{ssl_verify_result}",
+            "--cacert",
+        ])
+        .arg(dir.path().join("pebble-root.pem"))
+        .args([
+            "--resolve",
+            &format!("acme.berth.test:{HTTPS}:127.0.0.1"),
+            &format!("https://acme.berth.test:{HTTPS}/"),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "0",
+        "the live listener serves a chain that verifies: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // Renew: a different certificate, swapped in without a restart.
+    certs.renew("acme.berth.test").await.expect("renewal");
+    assert_ne!(
+        served_chain(dir.path(), "acme.berth.test"),
+        served,
+        "renewal installs a new certificate"
+    );
+
+    // A name that resolves where berth is not listening fails validation and backs off.
+    challtest(
+        "/add-a",
+        serde_json::json!({"host": "bad.berth.test.", "addresses": ["127.0.0.2"]}),
+    );
+    wanted.insert("bad.berth.test".to_string(), "globex".to_string());
+    certs.set_domains(wanted);
+    let err = certs
+        .renew("bad.berth.test")
+        .await
+        .expect_err("validation must fail");
+    assert!(err.to_string().contains("bad.berth.test"), "{err}");
+    let bad = certs
+        .rows()
+        .into_iter()
+        .find(|r| r.domain == "bad.berth.test")
+        .unwrap();
+    assert_eq!(
+        bad.issuer, "internal",
+        "the last valid certificate keeps serving"
+    );
+    assert!(bad.last_error.is_some());
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let wait = bad.retry_at.expect("a retry is scheduled") - now;
+    assert!(
+        (50..=61).contains(&wait),
+        "first backoff is a minute, got {wait}s"
+    );
+    certs.maintain();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !certs.rows().iter().any(|r| r.ordering),
+        "no order inside the backoff"
+    );
+
+    // Domain proof over DNS through challtestsrv's resolver.
+    let dns = Some(format!("127.0.0.1:{DNS}").parse().unwrap());
+    challtest(
+        "/set-txt",
+        serde_json::json!({"host": "_berth.shop.example.test.", "value": "berth-verify=right"}),
+    );
+    verify::check_dns(dns, "shop.example.test", "berth-verify=right")
+        .await
+        .expect("right token accepted");
+    let wrong = verify::check_dns(dns, "shop.example.test", "berth-verify=wrong")
+        .await
+        .unwrap_err();
+    assert!(wrong.to_string().contains("none is the token"), "{wrong}");
+}
+
+fn served_chain(dir: &std::path::Path, domain: &str) -> String {
+    let scope = berth::certs::store::acme_scope(&format!("https://localhost:{ACME}/dir"));
+    std::fs::read_to_string(dir.join("certs").join(scope).join(domain).join("cert.pem")).unwrap()
+}
