@@ -88,6 +88,17 @@ impl Harness {
         h
     }
 
+    /// Adds the edge proxy on loopback ports of this slot: (http, https).
+    pub fn with_proxy(&self, slot: u16) -> (u16, u16) {
+        let (http, https) = (33000 + slot * 2, 33001 + slot * 2);
+        let mut cfg = std::fs::read_to_string(self.path("berth.yaml")).unwrap();
+        cfg.push_str(&format!(
+            "proxy:\n  http: 127.0.0.1:{http}\n  https: 127.0.0.1:{https}\n  shared_domains: [shared.test]\n"
+        ));
+        std::fs::write(self.path("berth.yaml"), cfg).unwrap();
+        (http, https)
+    }
+
     pub fn path(&self, rel: &str) -> PathBuf {
         self.dir.path().join(rel)
     }
