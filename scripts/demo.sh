@@ -38,5 +38,15 @@ for port in $("$berth" --config berth.yaml ls -o json | grep -o '"port": *[0-9]*
     "$(curl -fsS "http://127.0.0.1:$port/cgi-bin/db")"
 done
 echo
-echo "demo: try  $berth --config berth.yaml status acme"
+"$berth" --config berth.yaml ca > .berth-demo/ca.pem
+echo "demo: through the HTTPS proxy (127.0.0.1:8443, certificates from berth's CA in .berth-demo/ca.pem)"
+for t in $("$berth" --config berth.yaml ls -o json | grep -o '"tenant": *"[a-z0-9-]*"' | grep -o '"[a-z0-9-]*"$' | tr -d '"' | sort -u); do
+  host="$t.apps.example.test"
+  printf 'https://%s:8443/  %s\n' "$host" \
+    "$(curl -fsS --cacert .berth-demo/ca.pem --resolve "$host:8443:127.0.0.1" "https://$host:8443/" | grep -o 'tenant=[a-z0-9-]* version=[0-9]*')"
+done
+"$berth" --config berth.yaml cert ls
+echo
+echo "demo: try  curl --cacert .berth-demo/ca.pem --resolve acme.apps.example.test:8443:127.0.0.1 https://acme.apps.example.test:8443/"
+echo "      or   $berth --config berth.yaml status acme"
 echo "      or   $berth --config berth.yaml add demo1 --template demo --set site_title=Hello --wait"
