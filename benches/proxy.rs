@@ -38,11 +38,7 @@ async fn main() {
     std::fs::write(out.join("bench.key"), &key).unwrap();
     std::fs::write(out.join("bench-combined.pem"), format!("{chain}{key}")).unwrap();
     std::fs::copy(out.join("ca/ca.pem"), out.join("ca.pem")).unwrap();
-    let budgets = Budgets {
-        orders_per_minute: 10,
-        orders_per_tenant_per_day: 10,
-        check_interval: Duration::from_secs(3600),
-    };
+    let budgets = Budgets::of(None);
     let _ = std::fs::remove_dir_all(out.join("certs"));
     let certs = CertManager::new(
         CertStore::new(out.join("certs")),

@@ -149,18 +149,7 @@ async fn start_edge(
         .acme
         .as_ref()
         .map(|a| Arc::new(AcmeIssuer::new(a, store.root(), http01.clone())) as Arc<dyn Issuer>);
-    let budgets = match &host.acme {
-        Some(a) => Budgets {
-            orders_per_minute: a.orders_per_minute,
-            orders_per_tenant_per_day: a.orders_per_tenant_per_day,
-            check_interval: a.check_interval,
-        },
-        None => Budgets {
-            orders_per_minute: 10,
-            orders_per_tenant_per_day: 20,
-            check_interval: std::time::Duration::from_secs(600),
-        },
-    };
+    let budgets = Budgets::of(host.acme.as_ref());
     let certs = CertManager::new(store, ca, issuer, Arc::new(SystemClock), budgets);
     let proxy = Proxy::new(cfg.clone(), certs.table(), http01);
     let mut accept = proxy.clone().serve(stop.clone()).await?;

@@ -154,11 +154,7 @@ async fn certificates_are_issued_renewed_and_retried_against_a_real_acme_server(
     };
     let issuer: Arc<dyn Issuer> = Arc::new(AcmeIssuer::new(&acme, store.root(), http01.clone()));
     let ca = InternalCa::load_or_create(&dir.path().join("ca")).unwrap();
-    let budgets = Budgets {
-        orders_per_minute: 10,
-        orders_per_tenant_per_day: 20,
-        check_interval: Duration::from_secs(600),
-    };
+    let budgets = Budgets::of(Some(&acme));
     let certs = CertManager::new(store, ca, Some(issuer), Arc::new(SystemClock), budgets);
     let pcfg = ProxyConfig {
         http: format!("127.0.0.1:{HTTP}").parse().unwrap(),

@@ -56,6 +56,25 @@ pub struct Budgets {
     pub check_interval: Duration,
 }
 
+impl Budgets {
+    /// The ACME section's budgets; without ACME only the check interval matters (internal
+    /// certificates are renewed on the same schedule), at the host config's default.
+    pub fn of(acme: Option<&crate::desired::edge::AcmeConfig>) -> Budgets {
+        match acme {
+            Some(a) => Budgets {
+                orders_per_minute: a.orders_per_minute,
+                orders_per_tenant_per_day: a.orders_per_tenant_per_day,
+                check_interval: a.check_interval,
+            },
+            None => Budgets {
+                orders_per_minute: 1,
+                orders_per_tenant_per_day: 1,
+                check_interval: Duration::from_secs(600),
+            },
+        }
+    }
+}
+
 impl CertManager {
     pub fn new(
         store: CertStore,
@@ -108,8 +127,10 @@ impl CertManager {
                 tracing::error!(domain, error = %e, "no certificate for domain");
             }
         }
-        let changed = *self.wanted.lock().expect("wanted lock") != wanted;
-        *self.wanted.lock().expect("wanted lock") = wanted;
+        let mut current = self.wanted.lock().expect("wanted lock");
+        let changed = *current != wanted;
+        *current = wanted;
+        drop(current);
         if changed {
             self.kick.notify_one();
         }
@@ -230,9 +251,7 @@ impl CertManager {
                 }
                 continue;
             }
-            let me = self.clone();
             if let Ok(Some(fut)) = self.start_order(&domain, &tenant) {
-                drop(me);
                 tokio::spawn(fut);
             }
         }

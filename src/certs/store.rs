@@ -98,17 +98,6 @@ impl CertStore {
             meta,
         })
     }
-
-    pub fn load_meta(&self, scope: &str, domain: &str) -> Option<Meta> {
-        std::fs::read(self.dir(scope, domain).join("meta.json"))
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())
-    }
-
-    /// Drops a domain's files in `scope` (when its tenant is purged).
-    pub fn remove(&self, scope: &str, domain: &str) {
-        let _ = std::fs::remove_dir_all(self.dir(scope, domain));
-    }
 }
 
 #[cfg(test)]

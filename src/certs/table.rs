@@ -28,6 +28,10 @@ impl CertTable {
 
     /// Keeps only `domains`: a tenant's removed domain stops serving at once.
     pub fn retain(&self, keep: &dyn Fn(&str) -> bool) {
+        // Called after every reconcile pass: copy the map only when something goes.
+        if self.certs.load().keys().all(|d| keep(d)) {
+            return;
+        }
         self.certs.rcu(|m| {
             let mut m = HashMap::clone(m);
             m.retain(|d, _| keep(d));

@@ -103,10 +103,6 @@ impl Gate {
     pub fn resume(&self) {
         self.paused.send_replace(false);
     }
-
-    pub fn is_paused(&self) -> bool {
-        *self.paused.borrow()
-    }
 }
 
 #[cfg(test)]

@@ -54,7 +54,7 @@ pub struct Proxy {
     pub routes: ArcSwap<RouteTable>,
     pub http01: Arc<Http01Tokens>,
     tls: Arc<rustls::ServerConfig>,
-    gates: Mutex<HashMap<String, (Arc<Gate>, TenantRoutes)>>,
+    gates: Mutex<HashMap<String, Arc<Gate>>>,
 }
 
 impl Proxy {
@@ -89,11 +89,7 @@ impl Proxy {
     }
 
     pub fn gate(&self, tenant: &str) -> Option<Arc<Gate>> {
-        self.gates
-            .lock()
-            .expect("gates lock")
-            .get(tenant)
-            .map(|(g, _)| g.clone())
+        self.gates.lock().expect("gates lock").get(tenant).cloned()
     }
 
     /// Installs the routes of all tenants: gates are kept across calls (a request in flight
@@ -106,9 +102,9 @@ impl Proxy {
         let mut seen = std::collections::HashSet::new();
         for t in tenants {
             seen.insert(t.tenant.clone());
-            let (gate, prev) = gates
+            let gate = gates
                 .entry(t.tenant.clone())
-                .or_insert_with(|| (Gate::new(&t.tenant), empty(&t.tenant)));
+                .or_insert_with(|| Gate::new(&t.tenant));
             gate.set_maintenance(t.maintenance);
             let current = gate.current().map(|c| c.addr);
             if current != t.target {
@@ -118,7 +114,6 @@ impl Proxy {
                     drain,
                 );
             }
-            *prev = t.clone();
             for h in &t.hosts {
                 table.insert(h.clone(), HostRoute::Tenant(gate.clone()));
             }
@@ -143,7 +138,7 @@ impl Proxy {
                 );
             }
         }
-        gates.retain(|t, (g, _)| {
+        gates.retain(|t, g| {
             let keep = seen.contains(t);
             if !keep {
                 g.replace(None, drain);
@@ -178,16 +173,5 @@ impl Proxy {
         ));
         set.spawn(server::accept_loop(self.clone(), https, true, shutdown));
         set
-    }
-}
-
-fn empty(tenant: &str) -> TenantRoutes {
-    TenantRoutes {
-        tenant: tenant.into(),
-        target: None,
-        maintenance: true,
-        hosts: vec![],
-        aliases: vec![],
-        mounts: vec![],
     }
 }

@@ -57,18 +57,6 @@ impl RouteTable {
         self.hosts.contains_key(host)
     }
 
-    pub fn hosts(&self) -> impl Iterator<Item = &String> {
-        self.hosts.keys()
-    }
-
-    pub fn len(&self) -> usize {
-        self.hosts.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.hosts.is_empty()
-    }
-
     pub fn lookup<'a>(&'a self, host: &str, path: &str) -> Option<Route<'a>> {
         match self.hosts.get(host)? {
             HostRoute::Tenant(gate) => Some(Route::Tenant { gate, prefix: None }),

@@ -105,22 +105,7 @@ pub async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{fixtures, reconcile::InstanceStatus};
-
-    fn status(t: &str, phase: Phase, port: Option<u16>) -> InstanceStatus {
-        InstanceStatus {
-            tenant: t.into(),
-            template: None,
-            version: None,
-            desired: None,
-            phase,
-            port,
-            domains: vec![],
-            web_service: None,
-            error: None,
-            containers: vec![],
-        }
-    }
+    use crate::fixtures;
 
     fn world(state: RunState, phase: Phase) -> (Desired, Board, HostConfig) {
         let host = fixtures::host();
@@ -131,8 +116,10 @@ mod tests {
         let mut d = Desired::default();
         d.instances.insert("acme".into(), i);
         let mut b = Board::default();
-        b.instances
-            .insert("acme".into(), status("acme", phase, Some(20001)));
+        b.instances.insert(
+            "acme".into(),
+            crate::reconcile::status::bare("acme", phase, None, Some(20001), vec![]),
+        );
         (d, b, host)
     }
 

@@ -65,10 +65,6 @@ impl Target {
         &self.client
     }
 
-    pub fn inflight(&self) -> usize {
-        self.inflight.load(SeqCst)
-    }
-
     /// Registers a request. Fails if the target is draining; the caller then re-reads the
     /// tenant's current target. Increment-then-check pairs with drain's set-then-read so a
     /// request is either counted by the drain or sent to the new target, never lost.

@@ -126,11 +126,7 @@ async fn edge(routes: Vec<TenantRoutes>) -> Edge {
     let dir = tempfile::tempdir().unwrap();
     let ca = InternalCa::load_or_create(&dir.path().join("ca")).unwrap();
     let ca_pem = ca.cert_pem.clone();
-    let budgets = Budgets {
-        orders_per_minute: 10,
-        orders_per_tenant_per_day: 10,
-        check_interval: Duration::from_secs(600),
-    };
+    let budgets = Budgets::of(None);
     let certs = CertManager::new(
         CertStore::new(dir.path().join("certs")),
         ca,

@@ -122,7 +122,8 @@ pub fn board(
     out
 }
 
-fn bare(
+/// A status with nothing known beyond the tenant name and what is passed.
+pub(crate) fn bare(
     t: &str,
     phase: Phase,
     error: Option<String>,
