@@ -154,6 +154,10 @@ pub async fn delete(
     if q.purge {
         let marker = s.ctl.layout().purge_marker(&tenant);
         atomic::write(&marker, b"", 0o600).map_err(|e| ApiError::Internal(e.to_string()))?;
+        // A tenant created later under the same name must prove its domains afresh.
+        s.domains
+            .forget_tenant(&tenant)
+            .map_err(|e| ApiError::Internal(e.to_string()))?;
     }
     if exists {
         std::fs::remove_file(&path)

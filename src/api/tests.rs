@@ -144,6 +144,7 @@ async fn state_changes_and_removal_edit_the_files() {
             .unwrap()
             .contains("state: suspended")
     );
+    s.domains.bind("shop.example.org", "acme", "dns").unwrap();
     let (st, _) = call(
         &s,
         "DELETE",
@@ -154,6 +155,11 @@ async fn state_changes_and_removal_edit_the_files() {
     assert_eq!(st, StatusCode::ACCEPTED);
     assert!(!dir.path().join("instances/acme.yaml").exists());
     assert!(dir.path().join("state/purge/acme").exists());
+    assert_eq!(
+        s.domains.bound_to("shop.example.org"),
+        None,
+        "purge forgets domain proofs"
+    );
     let (st, _) = call(&s, "DELETE", "/v1/instances/ghost", serde_json::Value::Null).await;
     assert_eq!(st, StatusCode::NOT_FOUND);
     // Until the purge has run, the name cannot be taken again.
