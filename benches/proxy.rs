@@ -28,10 +28,14 @@ async fn main() {
     let backend = env("BACKEND", "127.0.0.1:18080").parse().unwrap();
     let tenants: usize = env("TENANTS", "1000").parse().unwrap();
     let access_log = env("ACCESS_LOG", "0") == "1";
-    if access_log {
-        tracing_subscriber::fmt().with_writer(std::io::sink).init();
-    }
     std::fs::create_dir_all(&out).unwrap();
+    if access_log {
+        // One line per request written to a file, formatted as `berth serve` formats its log.
+        let file = std::fs::File::create(out.join("access.log")).unwrap();
+        tracing_subscriber::fmt()
+            .with_writer(std::sync::Mutex::new(file))
+            .init();
+    }
     let ca = InternalCa::load_or_create(&out.join("ca")).unwrap();
     let (chain, key) = ca.issue("bench.test", Duration::from_secs(86400)).unwrap();
     std::fs::write(out.join("bench.pem"), &chain).unwrap();

@@ -26,6 +26,11 @@ mkdir -p "$W/www" && head -c 1024 /dev/urandom | base64 > "$W/www/index.html"
 OUT_DIR=$W BACKEND=127.0.0.1:18080 TENANTS=1000 PLAIN_PORT=18083 HTTPS_PORT=18446 "$BIN" 2>"$W/berth.log" &
 BERTH=$!
 for _ in $(seq 100); do grep -q ready "$W/berth.log" && break; sleep 0.2; done
+# The same proxy with the access log on (JSON lines to a file), to price it in the same run.
+mkdir -p "$W/al"
+OUT_DIR=$W/al ACCESS_LOG=1 BACKEND=127.0.0.1:18080 TENANTS=1000 PLAIN_PORT=18084 HTTPS_PORT=18447 "$BIN" 2>"$W/berth-al.log" &
+BERTH_AL=$!
+for _ in $(seq 100); do grep -q ready "$W/berth-al.log" && break; sleep 0.2; done
 
 cat > "$W/backend.conf" <<NG
 worker_processes 1; pid $W/backend.pid; error_log $W/backend.err; daemon on;
@@ -68,6 +73,7 @@ sleep 1
 
 rss() { case $1 in
   berth) ps -o rss= -p $BERTH ;;
+  berth+log) ps -o rss= -p $BERTH_AL ;;
   nginx) ps -o rss= --ppid "$(cat $W/proxy.pid)" | awk '{s+=$1} END {print s}' ;;
   haproxy) ps -o rss= -p "$(cat $W/haproxy.pid)" ;;
   direct) echo 0 ;; esac; }
@@ -96,9 +102,11 @@ report "plaintext keep-alive" direct "$(run_wrk http://127.0.0.1:18080/)"
 report "plaintext keep-alive" nginx "$(run_wrk -H 'Host: bench.test' http://127.0.0.1:18081/)"
 report "plaintext keep-alive" haproxy "$(run_wrk -H 'Host: bench.test' http://127.0.0.1:18082/)"
 report "plaintext keep-alive" berth "$(run_wrk -H 'Host: bench.test' http://127.0.0.1:18083/)"
+report "plaintext keep-alive" berth+log "$(run_wrk -H 'Host: bench.test' http://127.0.0.1:18084/)"
 report "TLS keep-alive" nginx "$(run_wrk -H 'Host: bench.test' https://bench.test:18444/)"
 report "TLS keep-alive" haproxy "$(run_wrk -H 'Host: bench.test' https://bench.test:18445/)"
 report "TLS keep-alive (1000 certs)" berth "$(run_wrk -H 'Host: bench.test' https://bench.test:18446/)"
+report "TLS keep-alive (1000 certs)" berth+log "$(run_wrk -H 'Host: bench.test' https://bench.test:18447/)"
 report "TLS new conn per request" nginx "$(run_wrk -H 'Host: bench.test' -H 'Connection: close' https://bench.test:18444/)"
 report "TLS new conn per request" haproxy "$(run_wrk -H 'Host: bench.test' -H 'Connection: close' https://bench.test:18445/)"
 report "TLS new conn (1000 certs)" berth "$(run_wrk -H 'Host: bench.test' -H 'Connection: close' https://bench.test:18446/)"

@@ -77,13 +77,15 @@ pub async fn run(host: HostConfig) -> Result<(), DaemonError> {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let book = Arc::new(DomainBook::open(layout.domains())?);
     let mut servers = tokio::task::JoinSet::new();
-    let certs = match &host.proxy {
-        Some(cfg) => {
-            Some(start_edge(&host, cfg, &layout, &ctl, &book, &stop_rx, &mut servers).await?)
-        }
+    let edge = match &host.proxy {
+        Some(cfg) => Some(Edge::bind(&host, cfg, &layout).await?),
         None => None,
     };
-    let state = AppState::new(ctl.clone(), book, certs);
+    let state = AppState::new(
+        ctl.clone(),
+        book.clone(),
+        edge.as_ref().map(|e| e.certs.clone()),
+    );
     let unix = bind_unix(&host.api_socket)?;
     let mut rx = stop_rx.clone();
     let app = api::router(state.clone());
@@ -116,6 +118,9 @@ pub async fn run(host: HostConfig) -> Result<(), DaemonError> {
     if let Err(e) = ctl.pass().await {
         tracing::error!(error = %e, "first reconcile pass failed; retrying");
     }
+    if let Some(edge) = edge {
+        edge.go_live(&ctl, &book, &stop_rx, &mut servers);
+    }
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
     tracing::info!(socket = %host.api_socket.display(), "berth agent ready");
     let mut rx = stop_rx.clone();
@@ -132,38 +137,66 @@ pub async fn run(host: HostConfig) -> Result<(), DaemonError> {
     Ok(())
 }
 
-/// The proxy listeners, the certificate manager and the task that feeds them routes.
-async fn start_edge(
-    host: &HostConfig,
-    cfg: &crate::desired::edge::ProxyConfig,
-    layout: &Layout,
-    ctl: &Arc<Controller>,
-    book: &Arc<DomainBook>,
-    stop: &tokio::sync::watch::Receiver<bool>,
-    servers: &mut tokio::task::JoinSet<()>,
-) -> Result<Arc<CertManager>, DaemonError> {
-    let http01 = Arc::new(Http01Tokens::default());
-    let store = CertStore::new(layout.certs());
-    let ca = InternalCa::load_or_create(&layout.certs().join("ca"))?;
-    let issuer = host
-        .acme
-        .as_ref()
-        .map(|a| Arc::new(AcmeIssuer::new(a, store.root(), http01.clone())) as Arc<dyn Issuer>);
-    let budgets = Budgets::of(host.acme.as_ref());
-    let certs = CertManager::new(store, ca, issuer, Arc::new(SystemClock), budgets);
-    let proxy = Proxy::new(cfg.clone(), certs.table(), http01);
-    let mut accept = proxy.clone().serve(stop.clone()).await?;
-    servers.spawn(async move { while accept.join_next().await.is_some() {} });
-    servers.spawn(certs.clone().run(stop.clone()));
-    servers.spawn(crate::proxy::sync::run(
-        ctl.clone(),
-        proxy,
-        certs.clone(),
-        book.clone(),
-        stop.clone(),
-    ));
-    tracing::info!(http = %cfg.http, https = %cfg.https, acme = host.acme.is_some(), "proxy listening");
-    Ok(certs)
+/// The proxy, its certificate manager and its two listeners, bound but not yet accepting.
+struct Edge {
+    proxy: Arc<Proxy>,
+    certs: Arc<CertManager>,
+    listeners: (tokio::net::TcpListener, tokio::net::TcpListener),
+}
+
+impl Edge {
+    /// Binds (or inherits) the listeners first, so from here on connections queue rather than
+    /// being refused, even while the agent restarts.
+    async fn bind(
+        host: &HostConfig,
+        cfg: &crate::desired::edge::ProxyConfig,
+        layout: &Layout,
+    ) -> Result<Edge, DaemonError> {
+        let http01 = Arc::new(Http01Tokens::default());
+        let store = CertStore::new(layout.certs());
+        let ca = InternalCa::load_or_create(&layout.certs().join("ca"))?;
+        let issuer = host
+            .acme
+            .as_ref()
+            .map(|a| Arc::new(AcmeIssuer::new(a, store.root(), http01.clone())) as Arc<dyn Issuer>);
+        let budgets = Budgets::of(host.acme.as_ref());
+        let certs = CertManager::new(store, ca, issuer, Arc::new(SystemClock), budgets);
+        let proxy = Proxy::new(cfg.clone(), certs.table(), http01);
+        let listeners = proxy.listen().await?;
+        tracing::info!(http = %cfg.http, https = %cfg.https, acme = host.acme.is_some(), "proxy listening");
+        Ok(Edge {
+            proxy,
+            certs,
+            listeners,
+        })
+    }
+
+    /// Called after the first reconcile pass has observed the engine: installs the routes and
+    /// certificates it found, then starts accepting. A restarted agent therefore never answers
+    /// a queued request with 404 or a maintenance page just because it has not looked yet.
+    fn go_live(
+        self,
+        ctl: &Arc<Controller>,
+        book: &Arc<DomainBook>,
+        stop: &tokio::sync::watch::Receiver<bool>,
+        servers: &mut tokio::task::JoinSet<()>,
+    ) {
+        crate::proxy::sync::refresh(ctl, &self.proxy, &self.certs, book);
+        let (http, https) = self.listeners;
+        let mut accept = self
+            .proxy
+            .clone()
+            .serve_listeners(http, https, stop.clone());
+        servers.spawn(async move { while accept.join_next().await.is_some() {} });
+        servers.spawn(self.certs.clone().run(stop.clone()));
+        servers.spawn(crate::proxy::sync::run(
+            ctl.clone(),
+            self.proxy,
+            self.certs,
+            book.clone(),
+            stop.clone(),
+        ));
+    }
 }
 
 /// The API socket, 0660: root and the socket's group may manage tenants, nobody else.

@@ -2,6 +2,8 @@
 //! loopback: issue, renew, failed validation with backoff, chain verified against Pebble's
 //! root, certificates hot-swapped into the live TLS listener; domain proofs over DNS.
 
+mod common;
+
 use berth::{
     certs::{
         CertManager,
@@ -16,6 +18,7 @@ use berth::{
     domains::verify,
     proxy::Proxy,
 };
+use common::challtest::ChallTest;
 use std::{
     collections::BTreeMap,
     process::{Child, Command, Stdio},
@@ -72,25 +75,6 @@ async fn wait_port(port: u16) {
     panic!("nothing listens on {port}");
 }
 
-fn challtest(path: &str, body: serde_json::Value) {
-    let out = Command::new("curl")
-        .args([
-            "-sSf",
-            "-X",
-            "POST",
-            "-d",
-            &body.to_string(),
-            &format!("http://127.0.0.1:{CHALL_MGMT}{path}"),
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "challtestsrv {path}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn certificates_are_issued_renewed_and_retried_against_a_real_acme_server() {
     if !require_pebble() {
@@ -104,30 +88,7 @@ async fn certificates_are_issued_renewed_and_retried_against_a_real_acme_server(
         "certificate": dir.path().join("pebble.pem"), "privateKey": dir.path().join("pebble.key"),
         "httpPort": HTTP, "tlsPort": 39499, "ocspResponderURL": "", "externalAccountBindingRequired": false }});
     std::fs::write(dir.path().join("pebble.json"), cfg.to_string()).unwrap();
-    let _chall = Kill(
-        Command::new("pebble-challtestsrv")
-            .args([
-                "-management",
-                &format!("127.0.0.1:{CHALL_MGMT}"),
-                "-dns01",
-                &format!("127.0.0.1:{DNS}"),
-            ])
-            .args([
-                "-http01",
-                "",
-                "-https01",
-                "",
-                "-tlsalpn01",
-                "",
-                "-defaultIPv6",
-                "",
-                "-defaultIPv4",
-                "127.0.0.1",
-            ])
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let chall = ChallTest::start(DNS, CHALL_MGMT);
     let _pebble = Kill(
         Command::new("pebble")
             .args(["-config"])
@@ -139,7 +100,6 @@ async fn certificates_are_issued_renewed_and_retried_against_a_real_acme_server(
             .unwrap(),
     );
     wait_port(ACME).await;
-    wait_port(CHALL_MGMT).await;
 
     // berth's edge: the proxy answers HTTP-01 on the port Pebble validates.
     let http01 = Arc::new(Http01Tokens::default());
@@ -235,7 +195,7 @@ async fn certificates_are_issued_renewed_and_retried_against_a_real_acme_server(
     );
 
     // A name that resolves where berth is not listening fails validation and backs off.
-    challtest(
+    chall.call(
         "/add-a",
         serde_json::json!({"host": "bad.berth.test.", "addresses": ["127.0.0.2"]}),
     );
@@ -274,7 +234,7 @@ async fn certificates_are_issued_renewed_and_retried_against_a_real_acme_server(
 
     // Domain proof over DNS through challtestsrv's resolver.
     let dns = Some(format!("127.0.0.1:{DNS}").parse().unwrap());
-    challtest(
+    chall.call(
         "/set-txt",
         serde_json::json!({"host": "_berth.shop.example.test.", "value": "berth-verify=right"}),
     );

@@ -20,6 +20,9 @@ use std::{
 };
 use tokio::sync::Notify;
 
+mod ari;
+pub use ari::ARI_REFRESH;
+
 pub const INTERNAL: &str = "internal";
 
 pub struct CertManager {
@@ -187,14 +190,7 @@ impl CertManager {
         ari: Option<(SystemTime, SystemTime)>,
     ) -> Result<Meta, CertError> {
         let (nb, na) = pem::validity(chain)?;
-        let mut pick = [0u8; 4];
-        let _ = getrandom::fill(&mut pick);
-        let renew_at = policy::renew_at(
-            nb,
-            na,
-            ari,
-            f64::from(u32::from_le_bytes(pick)) / f64::from(u32::MAX),
-        );
+        let renew_at = policy::renew_at(nb, na, ari, ari::random_pick());
         Ok(Meta {
             domain: domain.into(),
             tenant: tenant.into(),
@@ -202,6 +198,8 @@ impl CertManager {
             not_before: pem::unix(nb),
             not_after: pem::unix(na),
             renew_at: pem::unix(renew_at),
+            // A public certificate's window was just read by the order that issued it.
+            ari_checked_at: pem::unix(self.clock.now()),
             ..Meta::default()
         })
     }
@@ -254,6 +252,9 @@ impl CertManager {
             if let Ok(Some(fut)) = self.start_order(&domain, &tenant) {
                 tokio::spawn(fut);
             }
+        }
+        for domain in self.ari_due() {
+            self.spawn_ari_refresh(domain);
         }
         let until_next = next
             .and_then(|n| n.duration_since(self.clock.now()).ok())

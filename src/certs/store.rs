@@ -26,6 +26,9 @@ pub struct Meta {
     /// Unix time before which no new order is placed (backoff after failures).
     #[serde(default)]
     pub retry_at: u64,
+    /// Unix time the CA's renewal window (ARI) was last read for this certificate.
+    #[serde(default)]
+    pub ari_checked_at: u64,
 }
 
 #[derive(Debug, Clone)]

@@ -33,6 +33,9 @@ struct FakeIssuer {
     fail: AtomicBool,
     calls: AtomicUsize,
     slow: tokio::sync::Semaphore,
+    /// The renewal window the fake CA suggests (ARI), and how often it was asked.
+    ari: Mutex<Option<(SystemTime, SystemTime)>>,
+    ari_calls: AtomicUsize,
 }
 
 #[async_trait::async_trait]
@@ -50,7 +53,8 @@ impl Issuer for FakeIssuer {
         Ok(Issued { chain_pem, key_pem })
     }
     async fn renewal_window(&self, _: &str) -> Option<(SystemTime, SystemTime)> {
-        None
+        self.ari_calls.fetch_add(1, SeqCst);
+        *self.ari.lock().unwrap()
     }
 }
 
@@ -69,6 +73,8 @@ fn fixture(per_tenant: u32) -> Fixture {
         fail: AtomicBool::new(false),
         calls: AtomicUsize::new(0),
         slow: tokio::sync::Semaphore::new(1000),
+        ari: Mutex::new(None),
+        ari_calls: AtomicUsize::new(0),
     });
     let clock = Arc::new(FakeClock(Mutex::new(SystemTime::now())));
     let budgets = Budgets {
@@ -244,5 +250,43 @@ async fn certificates_survive_a_restart_from_disk() {
         f.issuer.calls.load(SeqCst),
         1,
         "no new order after a restart"
+    );
+}
+
+#[tokio::test]
+async fn a_renewal_window_pulled_forward_by_the_ca_is_followed_within_hours() {
+    let f = fixture(20);
+    f.mgr.set_domains(domains(&[("a.example.com", "a")]));
+    f.mgr.maintain();
+    settle(&f).await;
+    assert_eq!(
+        f.issuer.ari_calls.load(SeqCst),
+        1,
+        "asked once at issue time"
+    );
+    f.clock.advance(Duration::from_secs(3600));
+    f.mgr.maintain();
+    settle(&f).await;
+    assert_eq!(
+        f.issuer.ari_calls.load(SeqCst),
+        1,
+        "not asked again within hours"
+    );
+
+    // The CA now wants the certificate replaced within the next hour (say, a revocation).
+    let now = f.clock.now();
+    *f.issuer.ari.lock().unwrap() = Some((now, now + Duration::from_secs(3600)));
+    f.clock.advance(super::manager::ARI_REFRESH);
+    f.mgr.maintain();
+    settle(&f).await;
+    assert_eq!(f.issuer.ari_calls.load(SeqCst), 2, "window read again");
+    assert_eq!(f.issuer.calls.load(SeqCst), 1);
+    f.clock.advance(Duration::from_secs(3600));
+    f.mgr.maintain();
+    settle(&f).await;
+    assert_eq!(
+        f.issuer.calls.load(SeqCst),
+        2,
+        "renewed inside the new window, days before the 1/2-life rule would have"
     );
 }

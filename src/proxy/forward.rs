@@ -214,21 +214,22 @@ enum ClientFault {
 }
 
 /// Whether an upstream failure was caused by the client's request body (too large, or
-/// malformed chunked framing) rather than by the app.
+/// malformed chunked framing such as a bare-LF chunk-size line) rather than by the app. The
+/// upstream client reports a failing request body as a "user" error wrapping the body's own
+/// error; anything else (refused, reset, a malformed response) is the app's fault: 502.
 fn client_fault(e: &(dyn std::error::Error + 'static)) -> Option<ClientFault> {
     let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    let mut from_body = false;
     while let Some(err) = cur {
         if err.is::<http_body_util::LengthLimitError>() {
             return Some(ClientFault::TooLarge);
         }
-        if let Some(h) = err.downcast_ref::<hyper::Error>()
-            && (h.is_parse() || h.is_incomplete_message())
-        {
-            return Some(ClientFault::Malformed);
+        if let Some(h) = err.downcast_ref::<hyper::Error>() {
+            from_body |= h.is_user();
         }
         cur = err.source();
     }
-    None
+    from_body.then_some(ClientFault::Malformed)
 }
 
 /// Copies bytes both ways after a 101, until either side closes or a drain cuts it off.

@@ -153,9 +153,19 @@ impl Proxy {
         self: Arc<Self>,
         shutdown: tokio::sync::watch::Receiver<bool>,
     ) -> Result<tokio::task::JoinSet<()>, ListenError> {
-        let http = server::listener("http", self.cfg.http).await?;
-        let https = server::listener("https", self.cfg.https).await?;
+        let (http, https) = self.listen().await?;
         Ok(self.serve_listeners(http, https, shutdown))
+    }
+
+    /// Binds (or inherits) the HTTP and HTTPS listeners without accepting yet: until the
+    /// accept loops start, the kernel queues connections in the backlog instead of refusing.
+    pub async fn listen(
+        &self,
+    ) -> Result<(tokio::net::TcpListener, tokio::net::TcpListener), ListenError> {
+        Ok((
+            server::listener("http", self.cfg.http).await?,
+            server::listener("https", self.cfg.https).await?,
+        ))
     }
 
     pub fn serve_listeners(

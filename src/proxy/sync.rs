@@ -80,6 +80,19 @@ pub fn edge(
     }
 }
 
+/// One rebuild from the controller's current desired state and board.
+pub fn refresh(
+    ctl: &crate::reconcile::Controller,
+    proxy: &super::Proxy,
+    certs: &std::sync::Arc<crate::certs::CertManager>,
+    book: &crate::domains::DomainBook,
+) {
+    let verified = |d: &str, t: &str| book.bound_to(d).as_deref() == Some(t);
+    let e = edge(&ctl.desired(), &ctl.board(), ctl.host(), &verified);
+    certs.set_domains(e.cert_domains);
+    proxy.apply(&e.tenants);
+}
+
 /// Rebuilds routes and the certificate set after every reconcile pass (and domain proof):
 /// certificates first, so a newly routed host already has one.
 pub async fn run(
@@ -91,10 +104,7 @@ pub async fn run(
 ) {
     let mut passes = ctl.subscribe();
     loop {
-        let verified = |d: &str, t: &str| book.bound_to(d).as_deref() == Some(t);
-        let e = edge(&ctl.desired(), &ctl.board(), ctl.host(), &verified);
-        certs.set_domains(e.cert_domains);
-        proxy.apply(&e.tenants);
+        refresh(&ctl, &proxy, &certs, &book);
         tokio::select! {
             r = passes.changed() => if r.is_err() { return },
             _ = shutdown.changed() => return,

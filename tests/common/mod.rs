@@ -3,6 +3,8 @@
 //! everything carrying the namespace label.
 #![allow(dead_code)]
 
+pub mod challtest;
+
 use std::{
     path::PathBuf,
     process::{Child, Command, Output, Stdio},
@@ -103,24 +105,46 @@ impl Harness {
         self.dir.path().join(rel)
     }
 
-    pub fn start(&mut self) {
+    /// The agent process with its log appended to agent.log; `configure` adds env or hooks.
+    pub fn spawn_agent(&self, configure: impl FnOnce(&mut Command)) -> Child {
+        self.spawn_agent_via(&[], configure)
+    }
+
+    /// Like `spawn_agent`, with `launcher` (program and leading args) exec'ing berth.
+    pub fn spawn_agent_via(
+        &self,
+        launcher: &[&str],
+        configure: impl FnOnce(&mut Command),
+    ) -> Child {
         let log = std::fs::File::options()
             .create(true)
             .append(true)
             .open(self.path("agent.log"))
             .unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_berth"))
-            .args([
-                "--config",
-                self.path("berth.yaml").to_str().unwrap(),
-                "serve",
-            ])
-            .env("BERTH_LOG", "info")
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        self.agent = Some(child);
+        let berth = env!("CARGO_BIN_EXE_berth");
+        let mut cmd = Command::new(launcher.first().copied().unwrap_or(berth));
+        if !launcher.is_empty() {
+            cmd.args(&launcher[1..]).arg(berth);
+        }
+        cmd.args([
+            "--config",
+            self.path("berth.yaml").to_str().unwrap(),
+            "serve",
+        ])
+        .env("BERTH_LOG", "info")
+        .stdout(log.try_clone().unwrap())
+        .stderr(log);
+        configure(&mut cmd);
+        cmd.spawn().unwrap()
+    }
+
+    pub fn start(&mut self) {
+        self.start_with(|_| {});
+    }
+
+    /// Starts the agent and waits until its API answers.
+    pub fn start_with(&mut self, configure: impl FnOnce(&mut Command)) {
+        self.agent = Some(self.spawn_agent(configure));
         wait_for(
             Duration::from_secs(20),
             || self.cli(&["reconcile"]).status.success(),
@@ -131,22 +155,9 @@ impl Harness {
     /// Starts an agent that aborts before its (k+1)-th mutating Docker call, and waits for it
     /// to die. Panics if it survives 90 s (it never reached k calls).
     pub fn crash_after(&mut self, k: u64) {
-        let log = std::fs::File::options()
-            .create(true)
-            .append(true)
-            .open(self.path("agent.log"))
-            .unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_berth"))
-            .args([
-                "--config",
-                self.path("berth.yaml").to_str().unwrap(),
-                "serve",
-            ])
-            .env("BERTH_FAULT_CRASH_AFTER", k.to_string())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap();
+        let mut child = self.spawn_agent(|c| {
+            c.env("BERTH_FAULT_CRASH_AFTER", k.to_string());
+        });
         let start = Instant::now();
         loop {
             if let Some(status) = child.try_wait().unwrap() {
