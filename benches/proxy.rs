@@ -67,6 +67,7 @@ async fn main() {
             hosts: vec![host],
             aliases: vec![],
             mounts: vec![],
+            pinned: false,
         });
     }
     let started = std::time::Instant::now();

@@ -81,10 +81,13 @@ pub async fn run(host: HostConfig) -> Result<(), DaemonError> {
         Some(cfg) => Some(Edge::bind(&host, cfg, &layout).await?),
         None => None,
     };
+    // Before the first pass: tenants a crash left mid-upgrade must be held from the reconciler.
+    let fleet = crate::upgrade::Fleet::open(ctl.clone(), edge.as_ref().map(|e| e.proxy.clone()));
     let state = AppState::new(
         ctl.clone(),
         book.clone(),
         edge.as_ref().map(|e| e.certs.clone()),
+        fleet.clone(),
     );
     let unix = bind_unix(&host.api_socket)?;
     let mut rx = stop_rx.clone();
@@ -121,6 +124,7 @@ pub async fn run(host: HostConfig) -> Result<(), DaemonError> {
     if let Some(edge) = edge {
         edge.go_live(&ctl, &book, &stop_rx, &mut servers);
     }
+    fleet.upgrades.spawn();
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
     tracing::info!(socket = %host.api_socket.display(), "berth agent ready");
     let mut rx = stop_rx.clone();

@@ -4,6 +4,7 @@
 //! (observe → plan → apply) → `runtime` (Docker via bollard); `store` records allocations.
 
 pub mod api;
+pub mod backup;
 pub mod certs;
 pub mod cli;
 pub mod daemon;
@@ -14,6 +15,7 @@ pub mod reconcile;
 pub mod runtime;
 pub mod spec;
 pub mod store;
+pub mod upgrade;
 
 #[cfg(test)]
 pub mod fixtures;

@@ -117,6 +117,7 @@ pub async fn create(
             .map(|(k, v)| (k, serde_yaml::Value::String(v)))
             .collect(),
         state: req.state,
+        pinned: false,
     };
     let host = s.ctl.host().clone();
     let checked = file.clone();

@@ -4,6 +4,7 @@
 
 pub mod edge;
 pub mod error;
+pub mod fleet;
 pub mod instances;
 
 use crate::{certs::CertManager, domains::DomainBook, reconcile::Controller};
@@ -26,6 +27,7 @@ pub struct AppState {
     pub domains: Arc<DomainBook>,
     /// None when the host runs no proxy.
     pub certs: Option<Arc<CertManager>>,
+    pub fleet: crate::upgrade::Fleet,
 }
 
 impl AppState {
@@ -33,12 +35,14 @@ impl AppState {
         ctl: Arc<Controller>,
         domains: Arc<DomainBook>,
         certs: Option<Arc<CertManager>>,
+        fleet: crate::upgrade::Fleet,
     ) -> AppState {
         AppState {
+            write_lock: ctl.files_lock(),
             ctl,
-            write_lock: Arc::default(),
             domains,
             certs,
+            fleet,
         }
     }
 }
@@ -66,6 +70,18 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/certs", get(edge::cert_index))
         .route("/v1/certs/{domain}/renew", post(edge::cert_renew))
         .route("/v1/ca", get(edge::ca_show))
+        .route("/v1/upgrades", post(fleet::upgrade_start))
+        .route("/v1/upgrades/current", get(fleet::upgrade_show))
+        .route(
+            "/v1/upgrades/current/{action}",
+            post(fleet::upgrade_control),
+        )
+        .route("/v1/instances/{tenant}/rollback", post(fleet::rollback))
+        .route(
+            "/v1/instances/{tenant}/backups",
+            get(fleet::backup_index).post(fleet::backup_create),
+        )
+        .route("/v1/instances/{tenant}/restore", post(fleet::restore))
         .with_state(state)
 }
 

@@ -17,7 +17,9 @@ fn state() -> (tempfile::TempDir, AppState) {
     host.ports = (42000, 42999);
     let ctl = Controller::new(Arc::new(FakeRuntime::new()), host).unwrap();
     let book = Arc::new(crate::domains::DomainBook::open(dir.path().join("domains.json")).unwrap());
-    (dir, AppState::new(Arc::new(ctl), book, None))
+    let ctl = Arc::new(ctl);
+    let fleet = crate::upgrade::Fleet::open(ctl.clone(), None);
+    (dir, AppState::new(ctl, book, None, fleet))
 }
 
 async fn call(

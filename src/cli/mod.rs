@@ -3,6 +3,7 @@
 
 pub mod client;
 pub mod edge;
+pub mod fleet;
 pub mod table;
 pub mod validate;
 
@@ -116,6 +117,29 @@ pub enum Command {
     },
     /// Print the internal CA certificate (PEM), to trust berth's certificates in tests.
     Ca,
+    /// Upgrade an app's tenants in waves (`berth upgrade APP --to V`), or
+    /// `berth upgrade status|pause|resume|abort`.
+    Upgrade(fleet::UpgradeArgs),
+    /// Return a tenant to the version it had before its last upgrade.
+    Rollback {
+        tenant: String,
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Back a tenant up now (database dump, volumes, files), or list its backups.
+    Backup {
+        tenant: String,
+        #[arg(long)]
+        list: bool,
+        #[arg(short, long, value_enum, default_value = "table")]
+        output: Output,
+    },
+    /// Restore a tenant in place from one of its backups.
+    Restore {
+        tenant: String,
+        #[arg(long)]
+        from: String,
+    },
 }
 
 fn parse_kv(s: &str) -> Result<(String, String), String> {
@@ -231,6 +255,14 @@ pub async fn run(cli: Cli) -> Result<i32> {
         Command::Cert { cmd } => edge::cert(&c, cmd).await?,
         Command::Domain { cmd } => edge::domain(&c, cmd).await?,
         Command::Ca => c.stream("/v1/ca").await?,
+        Command::Upgrade(a) => return fleet::upgrade(&c, a).await,
+        Command::Rollback { tenant, wait } => return fleet::rollback(&c, &tenant, wait).await,
+        Command::Backup {
+            tenant,
+            list,
+            output,
+        } => fleet::backup(&c, &tenant, list, output).await?,
+        Command::Restore { tenant, from } => fleet::restore(&c, &tenant, &from).await?,
     }
     Ok(0)
 }

@@ -47,6 +47,8 @@ pub struct TenantRoutes {
     pub aliases: Vec<String>,
     /// (shared domain, path segment, strip prefix)
     pub mounts: Vec<(String, String, bool)>,
+    /// An upgrade drives this tenant's target and pause itself; routes still follow the files.
+    pub pinned: bool,
 }
 
 pub struct Proxy {
@@ -105,14 +107,17 @@ impl Proxy {
             let gate = gates
                 .entry(t.tenant.clone())
                 .or_insert_with(|| Gate::new(&t.tenant));
-            gate.set_maintenance(t.maintenance);
             let current = gate.current().map(|c| c.addr);
-            if current != t.target {
-                gate.replace(
-                    t.target
-                        .map(|a| Target::new(a, self.cfg.timeouts.upstream_connect)),
-                    drain,
-                );
+            // While pinned, target and maintenance belong to the upgrade driving the tenant.
+            if !(t.pinned && current.is_some()) {
+                gate.set_maintenance(t.maintenance);
+                if current != t.target {
+                    gate.replace(
+                        t.target
+                            .map(|a| Target::new(a, self.cfg.timeouts.upstream_connect)),
+                        drain,
+                    );
+                }
             }
             for h in &t.hosts {
                 table.insert(h.clone(), HostRoute::Tenant(gate.clone()));

@@ -72,6 +72,7 @@ pub fn edge(
             hosts,
             aliases,
             mounts,
+            pinned: false,
         });
     }
     Edge {
@@ -88,7 +89,10 @@ pub fn refresh(
     book: &crate::domains::DomainBook,
 ) {
     let verified = |d: &str, t: &str| book.bound_to(d).as_deref() == Some(t);
-    let e = edge(&ctl.desired(), &ctl.board(), ctl.host(), &verified);
+    let mut e = edge(&ctl.desired(), &ctl.board(), ctl.host(), &verified);
+    for t in &mut e.tenants {
+        t.pinned = ctl.is_held(&t.tenant);
+    }
     certs.set_domains(e.cert_domains);
     proxy.apply(&e.tenants);
 }

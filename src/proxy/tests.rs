@@ -173,6 +173,7 @@ fn tenant(name: &str, target: SocketAddr, hosts: &[&str]) -> TenantRoutes {
         hosts: hosts.iter().map(|h| h.to_string()).collect(),
         aliases: vec![],
         mounts: vec![],
+        pinned: false,
     }
 }
 
@@ -576,4 +577,27 @@ async fn an_app_answering_garbage_is_a_502_not_blamed_on_the_client() {
     let e = edge(vec![tenant("acme", addr, &["acme.test"])]).await;
     let (s, _) = get(&mut client(&e, "acme.test").await, "acme.test", "/").await;
     assert_eq!(s, 502);
+}
+
+#[tokio::test]
+async fn a_pinned_tenant_keeps_the_target_its_upgrade_switched_to_until_released() {
+    let (blue, green) = (backend("blue").await, backend("green").await);
+    let e = edge(vec![tenant("acme", blue.addr, &["acme.test"])]).await;
+    let gate = e.proxy.gate("acme").unwrap();
+    let new = super::target::Target::new(green.addr, Duration::from_secs(1));
+    gate.switch(new, Duration::from_secs(1)).await;
+    let pinned = TenantRoutes {
+        pinned: true,
+        maintenance: true,
+        ..tenant("acme", blue.addr, &["acme.test"])
+    };
+    e.proxy.apply(&[pinned]);
+    assert_eq!(gate.current().unwrap().addr, green.addr);
+    assert!(!gate.in_maintenance());
+    e.proxy.apply(&[tenant("acme", blue.addr, &["acme.test"])]);
+    assert_eq!(
+        gate.current().unwrap().addr,
+        blue.addr,
+        "files win once released"
+    );
 }

@@ -57,6 +57,10 @@ pub struct Controller {
     last_desired: RwLock<Arc<desired::Desired>>,
     /// Bumped after every pass (and by `touch`), so the edge can rebuild its routes.
     passes: tokio::sync::watch::Sender<u64>,
+    /// Tenants an upgrade or restore is changing: passes leave them alone until released.
+    held: Mutex<BTreeSet<String>>,
+    /// Serialises read-modify-write of instance files (API edits, upgrades, domain moves).
+    files_lock: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl Controller {
@@ -86,6 +90,8 @@ impl Controller {
             board: RwLock::default(),
             last_desired: RwLock::default(),
             passes: tokio::sync::watch::channel(0).0,
+            held: Mutex::default(),
+            files_lock: Arc::default(),
         })
     }
 
@@ -122,6 +128,29 @@ impl Controller {
         self.kick.notify_one();
     }
 
+    pub fn files_lock(&self) -> Arc<tokio::sync::Mutex<()>> {
+        self.files_lock.clone()
+    }
+
+    pub fn allocations(&self) -> &Allocations {
+        &self.allocs
+    }
+
+    /// Keeps passes away from `tenant` (its containers are being changed by an upgrade).
+    pub fn hold(&self, tenant: &str) {
+        self.held.lock().expect("held lock").insert(tenant.into());
+    }
+
+    /// Hands `tenant` back to the reconciler and asks for a pass.
+    pub fn release(&self, tenant: &str) {
+        self.held.lock().expect("held lock").remove(tenant);
+        self.kick();
+    }
+
+    pub fn is_held(&self, tenant: &str) -> bool {
+        self.held.lock().expect("held lock").contains(tenant)
+    }
+
     /// Forgets a tenant's backoff so the next pass retries it at once (after an operator fix).
     pub fn reset_backoff(&self, tenant: &str) {
         self.backoff.lock().expect("backoff lock").remove(tenant);
@@ -153,8 +182,10 @@ impl Controller {
         let now = Instant::now();
         let due: Vec<(String, Vec<plan::Step>)> = {
             let b = self.backoff.lock().expect("backoff lock");
+            let held = self.held.lock().expect("held lock");
             planned
                 .into_iter()
+                .filter(|(t, _)| !held.contains(t))
                 .filter(|(t, _)| b.get(t).is_none_or(|x| x.next_attempt <= now))
                 .collect()
         };

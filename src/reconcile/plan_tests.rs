@@ -28,6 +28,7 @@ fn converged(insts: &[Instance]) -> (Inventory, Recorded) {
         let alloc = Allocation {
             subnet: n as u32,
             port: 20000 + n as u16,
+            next_port: None,
         };
         rec.allocations.insert(i.tenant.clone(), alloc);
         rec.files_digest

@@ -18,7 +18,7 @@ use bollard::{
     query_parameters::{
         CreateContainerOptions, EventsOptions, ListContainersOptions, ListNetworksOptions,
         ListVolumesOptions, LogsOptions, RemoveContainerOptions, RemoveVolumeOptions,
-        StopContainerOptions,
+        RenameContainerOptions, StopContainerOptions,
     },
 };
 use futures_util::{StreamExt, TryStreamExt};
@@ -477,6 +477,25 @@ impl Runtime for DockerRuntime {
         )
     }
 
+    async fn rename_container(&self, from: &str, to: &str) -> Result<(), RuntimeError> {
+        self.count();
+        let opts = RenameContainerOptions { name: to.into() };
+        match self.docker.rename_container(from, opts).await {
+            Err(e) if status_of(&e) == Some(404) => {
+                // Already renamed by an earlier attempt, if `to` exists.
+                self.docker
+                    .inspect_container(
+                        to,
+                        None::<bollard::query_parameters::InspectContainerOptions>,
+                    )
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| call_err("container", to, e))
+            }
+            other => other.map_err(|e| call_err("container", from, e)),
+        }
+    }
+
     async fn logs(&self, name: &str, follow: bool, tail: usize) -> Result<LogStream, RuntimeError> {
         let opts = LogsOptions {
             follow,
@@ -526,6 +545,7 @@ impl Runtime for DockerRuntime {
             .await
             .map_err(|e| call_err("container", name, e))?;
         let mut output = String::new();
+        let mut stdout = Vec::new();
         if let StartExecResults::Attached {
             output: mut out,
             mut input,
@@ -545,6 +565,9 @@ impl Runtime for DockerRuntime {
             drop(input);
             while let Some(chunk) = out.next().await {
                 let chunk = chunk.map_err(|e| call_err("container", name, e))?;
+                if let bollard::container::LogOutput::StdOut { message } = &chunk {
+                    stdout.extend_from_slice(message);
+                }
                 output.push_str(&String::from_utf8_lossy(&chunk.into_bytes()));
             }
         }
@@ -556,6 +579,7 @@ impl Runtime for DockerRuntime {
         Ok(ExecOutput {
             exit_code: inspect.exit_code.unwrap_or(-1),
             output,
+            stdout,
         })
     }
 

@@ -209,6 +209,15 @@ impl Runtime for FakeRuntime {
         Ok(())
     }
 
+    async fn rename_container(&self, from: &str, to: &str) -> Result<(), RuntimeError> {
+        let mut w = self.record(format!("rename_container {from} {to}"))?;
+        if let Some(mut c) = w.containers.remove(from) {
+            c.name = to.to_string();
+            w.containers.insert(to.to_string(), c);
+        }
+        Ok(())
+    }
+
     async fn logs(
         &self,
         name: &str,
@@ -229,6 +238,7 @@ impl Runtime for FakeRuntime {
         Ok(ExecOutput {
             exit_code: 0,
             output: String::new(),
+            stdout: Vec::new(),
         })
     }
 

@@ -83,7 +83,10 @@ pub struct Inventory {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExecOutput {
     pub exit_code: i64,
+    /// stdout and stderr interleaved, as text (for messages).
     pub output: String,
+    /// stdout alone, byte for byte (dumps and archives).
+    pub stdout: Vec<u8>,
 }
 
 pub type LogStream = BoxStream<'static, Result<Bytes, RuntimeError>>;
@@ -110,6 +113,8 @@ pub trait Runtime: Send + Sync + 'static {
     async fn start_container(&self, name: &str) -> Result<(), RuntimeError>;
     async fn stop_container(&self, name: &str, grace: Duration) -> Result<(), RuntimeError>;
     async fn remove_container(&self, name: &str) -> Result<(), RuntimeError>;
+    /// Renames a container; done already (`from` gone, `to` present) is fine.
+    async fn rename_container(&self, from: &str, to: &str) -> Result<(), RuntimeError>;
     async fn logs(&self, name: &str, follow: bool, tail: usize) -> Result<LogStream, RuntimeError>;
     /// Runs `cmd` in a running container, feeding `stdin`; secrets go through stdin, never argv.
     async fn exec(

@@ -237,6 +237,7 @@ mod tests {
             &Allocation {
                 subnet: 0,
                 port: 20001,
+                next_port: None,
             },
             &layout,
         )

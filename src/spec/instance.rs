@@ -57,4 +57,7 @@ pub struct InstanceFile {
     pub parameters: BTreeMap<String, serde_yaml::Value>,
     #[serde(default)]
     pub state: RunState,
+    /// Fleet upgrades leave this tenant on its version (it is listed as skipped).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub pinned: bool,
 }

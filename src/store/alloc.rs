@@ -15,6 +15,10 @@ pub struct Allocation {
     pub subnet: u32,
     /// Web port published on 127.0.0.1.
     pub port: u16,
+    /// The port of a blue-green upgrade's new container, recorded before it is used so a
+    /// crash never leaves a published port the table does not know.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_port: Option<u16>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -25,6 +29,8 @@ pub enum AllocError {
     SubnetsExhausted { capacity: u32 },
     #[error("no free port left in {first}-{last}; widen the ports range")]
     PortsExhausted { first: u16, last: u16 },
+    #[error("tenant {0} has no allocation")]
+    Unknown(String),
     #[error("cannot write {path}: {source}")]
     Write { path: PathBuf, source: io::Error },
     #[error("cannot read {path}: {message}")]
@@ -84,20 +90,59 @@ impl Allocations {
             return Ok(*a);
         }
         let used_subnets: BTreeSet<u32> = t.values().map(|a| a.subnet).collect();
-        let used_ports: BTreeSet<u16> = t.values().map(|a| a.port).collect();
         let subnet = (0..subnets)
             .find(|n| !used_subnets.contains(n))
             .ok_or(AllocError::SubnetsExhausted { capacity: subnets })?;
-        let port = (ports.0..=ports.1)
-            .find(|p| !used_ports.contains(p) && port_is_free(*p))
-            .ok_or(AllocError::PortsExhausted {
-                first: ports.0,
-                last: ports.1,
-            })?;
-        let a = Allocation { subnet, port };
+        let port = free_port(&t, ports)?;
+        let a = Allocation {
+            subnet,
+            port,
+            next_port: None,
+        };
         t.insert(tenant.to_string(), a);
         self.save(&t)?;
         Ok(a)
+    }
+
+    /// A second port for the tenant's next web container (kept if one is recorded already).
+    pub fn reserve_next(&self, tenant: &str, ports: (u16, u16)) -> Result<u16, AllocError> {
+        let mut t = self.table.lock().expect("allocations lock");
+        let Some(a) = t.get(tenant).copied() else {
+            return Err(AllocError::Unknown(tenant.into()));
+        };
+        if let Some(p) = a.next_port {
+            return Ok(p);
+        }
+        let p = free_port(&t, ports)?;
+        t.get_mut(tenant).expect("present").next_port = Some(p);
+        self.save(&t)?;
+        Ok(p)
+    }
+
+    /// Makes the next port the tenant's port (the old one is free again). No-op without one.
+    pub fn promote_next(&self, tenant: &str) -> Result<(), AllocError> {
+        self.update(tenant, |a| {
+            if let Some(p) = a.next_port.take() {
+                a.port = p;
+            }
+        })
+    }
+
+    /// Forgets the next port (an upgrade that did not switch).
+    pub fn drop_next(&self, tenant: &str) -> Result<(), AllocError> {
+        self.update(tenant, |a| a.next_port = None)
+    }
+
+    fn update(&self, tenant: &str, f: impl FnOnce(&mut Allocation)) -> Result<(), AllocError> {
+        let mut t = self.table.lock().expect("allocations lock");
+        if let Some(a) = t.get_mut(tenant) {
+            let before = *a;
+            f(a);
+            if *a != before {
+                self.save(&t)?;
+            }
+        }
+        Ok(())
     }
 
     pub fn release(&self, tenant: &str) -> Result<(), AllocError> {
@@ -115,6 +160,20 @@ impl Allocations {
             source,
         })
     }
+}
+
+/// The first port in range used by no tenant (current or next) and by no other program.
+fn free_port(t: &BTreeMap<String, Allocation>, ports: (u16, u16)) -> Result<u16, AllocError> {
+    let used: BTreeSet<u16> = t
+        .values()
+        .flat_map(|a| std::iter::once(a.port).chain(a.next_port))
+        .collect();
+    (ports.0..=ports.1)
+        .find(|p| !used.contains(p) && port_is_free(*p))
+        .ok_or(AllocError::PortsExhausted {
+            first: ports.0,
+            last: ports.1,
+        })
 }
 
 /// A port some other program already listens on is skipped rather than handed out.
@@ -157,5 +216,35 @@ mod tests {
         let x = a.ensure("x", 4, (40300, 40310)).unwrap();
         a.release("x").unwrap();
         assert_eq!(a.ensure("z", 4, (40300, 40310)).unwrap().subnet, x.subnet);
+    }
+}
+
+#[cfg(test)]
+mod next_port_tests {
+    use super::*;
+
+    #[test]
+    fn a_next_port_is_unique_survives_reopen_and_becomes_the_port_on_promotion() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("a.json");
+        let a = Allocations::open(p.clone()).unwrap();
+        let x = a.ensure("x", 4, (40400, 40410)).unwrap();
+        let y = a.ensure("y", 4, (40400, 40410)).unwrap();
+        let next = a.reserve_next("x", (40400, 40410)).unwrap();
+        assert!(next != x.port && next != y.port);
+        assert_eq!(a.reserve_next("x", (40400, 40410)).unwrap(), next, "kept");
+        let again = Allocations::open(p).unwrap();
+        assert_eq!(again.get("x").unwrap().next_port, Some(next));
+        again.promote_next("x").unwrap();
+        assert_eq!(
+            again.get("x").unwrap(),
+            Allocation {
+                subnet: x.subnet,
+                port: next,
+                next_port: None
+            }
+        );
+        let z = again.ensure("z", 4, (40400, 40410)).unwrap();
+        assert_eq!(z.port, x.port, "the old port is free again");
     }
 }

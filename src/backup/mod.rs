@@ -1,0 +1,224 @@
+//! Per-tenant backups: the database dumped with its own tool inside its container, the
+//! tenant's other volumes as tar streams from the containers that mount them, and its rendered
+//! files and secrets — one archive with a manifest and checksums, written atomically, 0600.
+
+pub mod archive;
+mod dump;
+
+use crate::{desired::Instance, reconcile::Controller, store::atomic};
+use archive::Manifest;
+use serde::Serialize;
+use std::{collections::BTreeMap, path::PathBuf, sync::Arc};
+
+/// Archives kept per tenant; older ones are deleted after each new backup.
+pub const KEEP: usize = 7;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BackupError {
+    #[error("tenant {0} has no instance")]
+    UnknownTenant(String),
+    #[error("tenant {tenant} has no backup {id}")]
+    NotFound { tenant: String, id: String },
+    #[error("tenant {tenant}: {step} failed: {output}")]
+    Command {
+        tenant: String,
+        step: String,
+        output: String,
+    },
+    #[error("backup {path} is damaged: {why}")]
+    Corrupt { path: String, why: String },
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Runtime(#[from] crate::runtime::RuntimeError),
+}
+
+/// One line of `berth backup ls`.
+#[derive(Debug, Clone, Serialize)]
+pub struct BackupInfo {
+    pub id: String,
+    pub tenant: String,
+    pub version: String,
+    pub created: u64,
+    pub bytes: u64,
+}
+
+pub struct Backups {
+    ctl: Arc<Controller>,
+}
+
+fn io(path: &std::path::Path) -> impl FnOnce(std::io::Error) -> BackupError + '_ {
+    move |source| BackupError::Io {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+impl Backups {
+    pub fn new(ctl: Arc<Controller>) -> Backups {
+        Backups { ctl }
+    }
+
+    fn dir(&self, tenant: &str) -> PathBuf {
+        self.ctl.layout().root().join("backups").join(tenant)
+    }
+
+    fn instance(&self, tenant: &str) -> Result<Instance, BackupError> {
+        self.ctl
+            .desired()
+            .instances
+            .get(tenant)
+            .cloned()
+            .ok_or_else(|| BackupError::UnknownTenant(tenant.into()))
+    }
+
+    /// Takes a consistent backup of `tenant` now and returns its id.
+    pub async fn create(&self, tenant: &str) -> Result<BackupInfo, BackupError> {
+        let inst = self.instance(tenant)?;
+        let rt = self.ctl.runtime().as_ref();
+        let ns = &self.ctl.host().namespace;
+        let mut members = BTreeMap::new();
+        if let Some(db) = dump::database(rt, ns, &inst).await? {
+            members.insert("database.sql".to_string(), db);
+        }
+        for (volume, data) in dump::volumes(rt, ns, &inst).await? {
+            members.insert(format!("volumes/{volume}.tar"), data);
+        }
+        let root = self.ctl.layout().tenant(tenant);
+        for path in files_under(&root) {
+            let rel = path.strip_prefix(&root).expect("under root");
+            let data = std::fs::read(&path).map_err(io(&path))?;
+            members.insert(format!("files/{}", rel.display()), data);
+        }
+        let created = now();
+        let id = new_id(created);
+        let manifest = Manifest {
+            format: archive::FORMAT,
+            id: id.clone(),
+            tenant: tenant.into(),
+            template: inst.template.clone(),
+            version: inst.version.clone(),
+            created,
+            members: vec![],
+        };
+        let bytes = archive::build(manifest, &members);
+        let dir = self.dir(tenant);
+        atomic::create_dir(&dir, 0o700).map_err(io(&dir))?;
+        let path = dir.join(format!("{id}.tar"));
+        atomic::write(&path, &bytes, 0o600).map_err(io(&path))?;
+        tracing::info!(tenant, id, bytes = bytes.len(), "backup written");
+        self.prune(tenant);
+        Ok(BackupInfo {
+            id,
+            tenant: tenant.into(),
+            version: inst.version,
+            created,
+            bytes: bytes.len() as u64,
+        })
+    }
+
+    /// Newest first.
+    pub fn list(&self, tenant: &str) -> Vec<BackupInfo> {
+        let Ok(rd) = std::fs::read_dir(self.dir(tenant)) else {
+            return vec![];
+        };
+        let mut v: Vec<BackupInfo> = rd
+            .filter_map(|e| e.ok())
+            .filter_map(|e| {
+                let name = e.file_name().to_string_lossy().to_string();
+                let id = name.strip_suffix(".tar")?.to_string();
+                let (m, _) = archive::open(&e.path()).ok()?;
+                Some(BackupInfo {
+                    id,
+                    tenant: tenant.into(),
+                    version: m.version,
+                    created: m.created,
+                    bytes: e.metadata().map(|m| m.len()).unwrap_or(0),
+                })
+            })
+            .collect();
+        v.sort_by(|a, b| b.id.cmp(&a.id));
+        v
+    }
+
+    fn prune(&self, tenant: &str) {
+        for old in self.list(tenant).into_iter().skip(KEEP) {
+            let _ = std::fs::remove_file(self.dir(tenant).join(format!("{}.tar", old.id)));
+        }
+    }
+
+    /// Restores `tenant`'s database and volumes from backup `id` in place. Secrets and rendered
+    /// files stay as they are: the running containers already use them.
+    pub async fn restore(&self, tenant: &str, id: &str) -> Result<Manifest, BackupError> {
+        let inst = self.instance(tenant)?;
+        let path = self.dir(tenant).join(format!("{id}.tar"));
+        if !path.exists() {
+            return Err(BackupError::NotFound {
+                tenant: tenant.into(),
+                id: id.into(),
+            });
+        }
+        let (manifest, members) = archive::open(&path)?;
+        let rt = self.ctl.runtime().as_ref();
+        let ns = &self.ctl.host().namespace;
+        if let Some(sql) = members.get("database.sql") {
+            dump::restore_database(rt, ns, &inst, sql.clone()).await?;
+        }
+        for (name, data) in &members {
+            if let Some(volume) = name
+                .strip_prefix("volumes/")
+                .and_then(|n| n.strip_suffix(".tar"))
+            {
+                dump::restore_volume(rt, ns, &inst, volume, data.clone()).await?;
+            }
+        }
+        tracing::info!(tenant, id, "backup restored");
+        Ok(manifest)
+    }
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs()
+}
+
+/// `20261123T024501Z-1a2b`: sorts by time; the suffix keeps two backups in one second apart.
+fn new_id(created: u64) -> String {
+    let t = time::OffsetDateTime::from_unix_timestamp(created as i64)
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    let mut r = [0u8; 2];
+    let _ = getrandom::fill(&mut r);
+    format!(
+        "{:04}{:02}{:02}T{:02}{:02}{:02}Z-{}",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second(),
+        hex::encode(r)
+    )
+}
+
+/// Every regular file below `dir`, sorted.
+fn files_under(dir: &std::path::Path) -> Vec<PathBuf> {
+    let mut out = vec![];
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return out;
+    };
+    for e in rd.filter_map(|e| e.ok()) {
+        let p = e.path();
+        match e.file_type() {
+            Ok(t) if t.is_dir() => out.extend(files_under(&p)),
+            Ok(t) if t.is_file() => out.push(p),
+            _ => {}
+        }
+    }
+    out.sort();
+    out
+}

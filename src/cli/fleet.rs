@@ -1,0 +1,207 @@
+//! `berth upgrade …`, `berth rollback`, `berth backup`, `berth restore`: thin API calls, with
+//! progress bars while an upgrade runs.
+
+use super::{Output, client::Client, print, table};
+use anyhow::Result;
+use clap::Args;
+use hyper::Method;
+use serde_json::{Value, json};
+use std::collections::BTreeSet;
+
+#[derive(Args, Debug)]
+pub struct UpgradeArgs {
+    /// The app (template) to upgrade, or status | pause | resume | abort.
+    pub target: String,
+    /// Version to move the app's tenants to.
+    #[arg(long)]
+    pub to: Option<String>,
+    /// Tenants to take: comma-separated names or `prefix*` (default: every tenant of the app).
+    #[arg(long)]
+    pub tenants: Option<String>,
+    /// Tenants in the first wave, alone.
+    #[arg(long, default_value_t = 1)]
+    pub canary: usize,
+    /// Tenants per later wave: a count (5) or a share of the fleet (10%).
+    #[arg(long, default_value = "1")]
+    pub batch: String,
+    /// Failed tenants tolerated before the fleet halts.
+    #[arg(long, default_value_t = 0)]
+    pub max_failures: usize,
+    /// Seconds a new version has to pass its health checks.
+    #[arg(long)]
+    pub health_timeout: Option<u64>,
+    /// Follow progress until the upgrade ends (exit 1 unless every tenant moved).
+    #[arg(long)]
+    pub wait: bool,
+    #[arg(short, long, value_enum, default_value = "table")]
+    pub output: Output,
+}
+
+pub async fn upgrade(c: &Client, a: UpgradeArgs) -> Result<i32> {
+    let v = match a.target.as_str() {
+        "status" => c.json(Method::GET, "/v1/upgrades/current", None).await?,
+        "pause" | "resume" | "abort" => {
+            let path = format!("/v1/upgrades/current/{}", a.target);
+            c.json(Method::POST, &path, None).await?
+        }
+        app => {
+            let Some(to) = &a.to else {
+                anyhow::bail!("berth upgrade {app} needs --to VERSION");
+            };
+            let body = json!({
+                "app": app, "to": to, "tenants": a.tenants, "canary": a.canary,
+                "batch": a.batch, "max_failures": a.max_failures, "health_timeout_s": a.health_timeout,
+            });
+            c.json(Method::POST, "/v1/upgrades", Some(body)).await?
+        }
+    };
+    if a.wait {
+        return follow(c).await;
+    }
+    print(a.output, &v, summary);
+    Ok(0)
+}
+
+pub async fn rollback(c: &Client, tenant: &str, wait: bool) -> Result<i32> {
+    let path = format!("/v1/instances/{tenant}/rollback");
+    let v = c.json(Method::POST, &path, None).await?;
+    println!(
+        "{tenant}: rolling back to version {}",
+        v["to"].as_str().unwrap_or("?")
+    );
+    if wait {
+        return follow(c).await;
+    }
+    Ok(0)
+}
+
+pub async fn backup(c: &Client, tenant: &str, list: bool, output: Output) -> Result<()> {
+    let path = format!("/v1/instances/{tenant}/backups");
+    if list {
+        let v = c.json(Method::GET, &path, None).await?;
+        print(output, &v, backups_table);
+    } else {
+        let v = c.json(Method::POST, &path, None).await?;
+        println!(
+            "{tenant}: backup {} ({} bytes, version {})",
+            v["id"].as_str().unwrap_or("?"),
+            v["bytes"],
+            v["version"].as_str().unwrap_or("?")
+        );
+    }
+    Ok(())
+}
+
+pub async fn restore(c: &Client, tenant: &str, from: &str) -> Result<()> {
+    let path = format!("/v1/instances/{tenant}/restore");
+    let v = c
+        .json(Method::POST, &path, Some(json!({ "from": from })))
+        .await?;
+    println!(
+        "{tenant}: restored backup {from} (taken on version {})",
+        v["version"].as_str().unwrap_or("?")
+    );
+    Ok(())
+}
+
+fn backups_table(v: &Value) -> String {
+    let rows: Vec<Vec<String>> = v
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|b| {
+            vec![
+                b["id"].as_str().unwrap_or("").into(),
+                b["version"].as_str().unwrap_or("").into(),
+                b["bytes"].to_string(),
+            ]
+        })
+        .collect();
+    table::render(&["ID", "VERSION", "BYTES"], &rows)
+}
+
+/// One line per tenant: phase, seconds, error.
+fn summary(v: &Value) -> String {
+    let mut out = format!(
+        "upgrade {} of {} to {}: {} (wave {}/{}){}\n",
+        v["id"].as_str().unwrap_or(""),
+        v["app"].as_str().unwrap_or(""),
+        v["to"].as_str().unwrap_or(""),
+        v["status"].as_str().unwrap_or(""),
+        (v["wave"].as_u64().unwrap_or(0) + 1).min(v["waves"].as_array().map_or(0, Vec::len) as u64),
+        v["waves"].as_array().map_or(0, Vec::len),
+        v["reason"]
+            .as_str()
+            .map(|r| format!(" — {r}"))
+            .unwrap_or_default(),
+    );
+    let rows: Vec<Vec<String>> = v["tenants"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(|(t, p)| {
+            vec![
+                t.clone(),
+                p["from"].as_str().unwrap_or("").into(),
+                p["phase"].as_str().unwrap_or("").into(),
+                p["seconds"]
+                    .as_f64()
+                    .map(|s| format!("{s:.1}s"))
+                    .unwrap_or_default(),
+                p["error"].as_str().unwrap_or("").into(),
+            ]
+        })
+        .collect();
+    out.push_str(&table::render(
+        &["TENANT", "FROM", "PHASE", "TOOK", "ERROR"],
+        &rows,
+    ));
+    for (t, why) in v["skipped"].as_object().into_iter().flatten() {
+        out.push_str(&format!("skipped {t}: {}\n", why.as_str().unwrap_or("")));
+    }
+    out
+}
+
+/// Progress bar over the fleet until the upgrade stops running; exit 1 unless all moved.
+async fn follow(c: &Client) -> Result<i32> {
+    let bar = indicatif::ProgressBar::new(0);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} tenants  {msg}")
+            .expect("valid template"),
+    );
+    let mut reported = BTreeSet::new();
+    loop {
+        let v = c.json(Method::GET, "/v1/upgrades/current", None).await?;
+        let tenants = v["tenants"].as_object().cloned().unwrap_or_default();
+        bar.set_length(tenants.len() as u64);
+        let mut settled = 0;
+        for (t, p) in &tenants {
+            let phase = p["phase"].as_str().unwrap_or("");
+            if matches!(phase, "done" | "rolled_back" | "failed") {
+                settled += 1;
+                if reported.insert(t.clone()) {
+                    let err = p["error"]
+                        .as_str()
+                        .map(|e| format!(": {e}"))
+                        .unwrap_or_default();
+                    bar.println(format!("{t}: {phase}{err}"));
+                }
+            }
+        }
+        bar.set_position(settled);
+        let status = v["status"].as_str().unwrap_or("");
+        bar.set_message(format!(
+            "wave {}/{} · {status}",
+            (v["wave"].as_u64().unwrap_or(0) + 1)
+                .min(v["waves"].as_array().map_or(0, Vec::len) as u64),
+            v["waves"].as_array().map_or(0, Vec::len)
+        ));
+        if !matches!(status, "running" | "paused") {
+            bar.finish();
+            print!("{}", summary(&v));
+            let all_done = tenants.values().all(|p| p["phase"] == "done");
+            return Ok(if status == "done" && all_done { 0 } else { 1 });
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+}

@@ -1,0 +1,372 @@
+//! Fleet upgrades: a persisted plan of waves (canary first), each tenant backed up, moved
+//! blue-green or recreate behind the proxy, health-gated, and rolled back on failure; the fleet
+//! halts when failures pass the limit. Survives `kill -9` at any step (see `runner::recover`).
+
+mod runner;
+pub mod state;
+mod transition;
+pub mod waves;
+
+use crate::{
+    backup::Backups,
+    desired,
+    proxy::Proxy,
+    reconcile::Controller,
+    spec::{instance::InstanceFile, template::UpgradeStrategy},
+};
+use serde::Deserialize;
+use state::{FleetStatus, HealthGate, Phase, TenantProgress, UpgradeState};
+use std::{
+    collections::BTreeMap,
+    path::PathBuf,
+    sync::{Arc, Mutex, atomic::AtomicBool},
+};
+use tokio::sync::Notify;
+
+#[derive(Debug, thiserror::Error)]
+pub enum UpgradeError {
+    #[error("upgrade {id} is {status:?}; wait for it to finish, or abort it")]
+    Busy { id: String, status: FleetStatus },
+    #[error("no template named {0:?}")]
+    UnknownApp(String),
+    #[error("app {app} has no version {to:?} (it has: {known})")]
+    UnknownVersion {
+        app: String,
+        to: String,
+        known: String,
+    },
+    #[error("no tenant of app {app} needs version {to}{}", .selector.as_ref().map(|s| format!(" among {s:?}")).unwrap_or_default())]
+    NothingToDo {
+        app: String,
+        to: String,
+        selector: Option<String>,
+    },
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("no upgrade has run on this host")]
+    NoUpgrade,
+    #[error("upgrade {id} is {status:?}; only a running or paused upgrade can be {verb}")]
+    NotActive {
+        id: String,
+        status: FleetStatus,
+        verb: &'static str,
+    },
+    #[error("tenant {0} has no earlier version on record")]
+    NoPrevious(String),
+    #[error("cannot write {path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+}
+
+/// `berth upgrade APP --to V …`, as the API receives it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpgradeRequest {
+    pub app: String,
+    pub to: String,
+    #[serde(default)]
+    pub tenants: Option<String>,
+    #[serde(default = "one")]
+    pub canary: usize,
+    #[serde(default = "one_str")]
+    pub batch: String,
+    #[serde(default)]
+    pub max_failures: usize,
+    #[serde(default)]
+    pub health_timeout_s: Option<u64>,
+}
+
+fn one() -> usize {
+    1
+}
+fn one_str() -> String {
+    "1".into()
+}
+
+/// Backups and upgrades, as the daemon and the API hold them.
+#[derive(Clone)]
+pub struct Fleet {
+    pub backups: Arc<Backups>,
+    pub upgrades: Arc<Upgrader>,
+}
+
+impl Fleet {
+    /// Must run before the agent's first pass (see `Upgrader::open`).
+    pub fn open(ctl: Arc<Controller>, proxy: Option<Arc<Proxy>>) -> Fleet {
+        let backups = Arc::new(Backups::new(ctl.clone()));
+        let upgrades = Upgrader::open(ctl, proxy, backups.clone());
+        Fleet { backups, upgrades }
+    }
+}
+
+pub struct Upgrader {
+    ctl: Arc<Controller>,
+    proxy: Option<Arc<Proxy>>,
+    backups: Arc<Backups>,
+    path: PathBuf,
+    state: Mutex<Option<UpgradeState>>,
+    wake: Notify,
+    running: AtomicBool,
+}
+
+impl Upgrader {
+    /// Loads the last upgrade. Tenants it left mid-step are held from the reconciler at once,
+    /// before the agent's first pass can touch their containers; `spawn` then finishes them.
+    pub fn open(
+        ctl: Arc<Controller>,
+        proxy: Option<Arc<Proxy>>,
+        backups: Arc<Backups>,
+    ) -> Arc<Upgrader> {
+        let path = ctl.layout().root().join("upgrade.json");
+        let loaded = state::load(&path);
+        if let Some(s) = &loaded {
+            for (t, p) in &s.tenants {
+                if p.phase.in_flight() {
+                    ctl.hold(t);
+                }
+            }
+        }
+        Arc::new(Upgrader {
+            ctl,
+            proxy,
+            backups,
+            path,
+            state: Mutex::new(loaded),
+            wake: Notify::new(),
+            running: AtomicBool::new(false),
+        })
+    }
+
+    pub fn status(&self) -> Option<UpgradeState> {
+        self.state.lock().expect("upgrade lock").clone()
+    }
+
+    /// Plans and starts a fleet upgrade.
+    pub fn start(self: &Arc<Self>, req: UpgradeRequest) -> Result<UpgradeState, UpgradeError> {
+        let planned = self.plan(&req)?;
+        {
+            let mut cur = self.state.lock().expect("upgrade lock");
+            if let Some(s) = cur.as_ref().filter(|s| s.status.is_active()) {
+                return Err(UpgradeError::Busy {
+                    id: s.id.clone(),
+                    status: s.status,
+                });
+            }
+            self.save(&planned)?;
+            *cur = Some(planned.clone());
+        }
+        tracing::info!(
+            id = planned.id,
+            app = planned.app,
+            to = planned.to,
+            tenants = planned.tenants.len(),
+            "upgrade started"
+        );
+        self.spawn();
+        Ok(planned)
+    }
+
+    fn plan(&self, req: &UpgradeRequest) -> Result<UpgradeState, UpgradeError> {
+        let batch: waves::Batch = req.batch.parse().map_err(UpgradeError::BadRequest)?;
+        let loaded = desired::load(self.ctl.host());
+        let template = loaded
+            .templates
+            .get(&req.app)
+            .ok_or_else(|| UpgradeError::UnknownApp(req.app.clone()))?;
+        let versions = &template.file().versions;
+        let Some(target) = versions.get(&req.to) else {
+            return Err(UpgradeError::UnknownVersion {
+                app: req.app.clone(),
+                to: req.to.clone(),
+                known: versions.keys().cloned().collect::<Vec<_>>().join(", "),
+            });
+        };
+        let strategy = target.strategy.unwrap_or(UpgradeStrategy::Recreate);
+        let mut skipped = BTreeMap::new();
+        let mut tenants = BTreeMap::new();
+        for (t, i) in &loaded.desired.instances {
+            if i.template != req.app || !waves::selected(req.tenants.as_deref(), t) {
+                continue;
+            }
+            if i.version == req.to {
+                continue;
+            }
+            if self.pinned(t) {
+                skipped.insert(t.clone(), format!("pinned to version {}", i.version));
+                continue;
+            }
+            tenants.insert(
+                t.clone(),
+                TenantProgress {
+                    from: i.version.clone(),
+                    phase: Phase::Pending,
+                    strategy,
+                    backup: None,
+                    next_port: None,
+                    migrated: false,
+                    error: None,
+                    seconds: None,
+                },
+            );
+        }
+        for t in loaded.desired.frozen.keys() {
+            if waves::selected(req.tenants.as_deref(), t) {
+                skipped.insert(t.clone(), "instance file has errors".into());
+            }
+        }
+        if tenants.is_empty() {
+            return Err(UpgradeError::NothingToDo {
+                app: req.app.clone(),
+                to: req.to.clone(),
+                selector: req.tenants.clone(),
+            });
+        }
+        let names: Vec<String> = tenants.keys().cloned().collect();
+        let started = runner::now();
+        Ok(UpgradeState {
+            id: format!("{}-{}", req.app, started),
+            app: req.app.clone(),
+            to: req.to.clone(),
+            status: FleetStatus::Running,
+            canary: req.canary,
+            batch,
+            max_failures: req.max_failures,
+            health: HealthGate {
+                timeout_s: req
+                    .health_timeout_s
+                    .unwrap_or(HealthGate::default().timeout_s),
+                ..HealthGate::default()
+            },
+            waves: waves::waves(&names, req.canary, batch),
+            wave: 0,
+            skipped,
+            tenants,
+            reason: None,
+            started,
+            finished: None,
+        })
+    }
+
+    fn pinned(&self, tenant: &str) -> bool {
+        self.read_file(tenant).is_ok_and(|f| f.pinned)
+    }
+
+    fn read_file(&self, tenant: &str) -> Result<InstanceFile, String> {
+        let path = self.ctl.host().instances_dir.join(format!("{tenant}.yaml"));
+        let shown = crate::spec::shown_path(&path, 2);
+        crate::spec::load_yaml::<InstanceFile>(&path, &shown)
+            .map(|l| l.value)
+            .map_err(|e| e.to_string())
+    }
+
+    pub fn pause(&self) -> Result<UpgradeState, UpgradeError> {
+        self.set_status("paused", |s| {
+            (s == FleetStatus::Running).then_some(FleetStatus::Paused)
+        })
+    }
+
+    pub fn resume(self: &Arc<Self>) -> Result<UpgradeState, UpgradeError> {
+        let s = self.set_status("resumed", |s| {
+            (s == FleetStatus::Paused).then_some(FleetStatus::Running)
+        })?;
+        self.spawn();
+        Ok(s)
+    }
+
+    /// Stops after the tenants in transition finish; nothing is undone.
+    pub fn abort(&self) -> Result<UpgradeState, UpgradeError> {
+        self.set_status("aborted", |s| s.is_active().then_some(FleetStatus::Aborted))
+    }
+
+    fn set_status(
+        &self,
+        verb: &'static str,
+        next: impl FnOnce(FleetStatus) -> Option<FleetStatus>,
+    ) -> Result<UpgradeState, UpgradeError> {
+        let mut cur = self.state.lock().expect("upgrade lock");
+        let s = cur.as_mut().ok_or(UpgradeError::NoUpgrade)?;
+        let to = next(s.status).ok_or_else(|| UpgradeError::NotActive {
+            id: s.id.clone(),
+            status: s.status,
+            verb,
+        })?;
+        s.status = to;
+        if to == FleetStatus::Aborted {
+            s.finished = Some(runner::now());
+        }
+        self.save(s)?;
+        self.wake.notify_waiters();
+        Ok(s.clone())
+    }
+
+    /// `berth rollback T`: a one-tenant upgrade back to the version it had before its last one.
+    pub fn rollback(self: &Arc<Self>, tenant: &str) -> Result<UpgradeState, UpgradeError> {
+        let prev = transition::previous(self.ctl.layout(), tenant)
+            .ok_or_else(|| UpgradeError::NoPrevious(tenant.into()))?;
+        let inst = self
+            .ctl
+            .desired()
+            .instances
+            .get(tenant)
+            .cloned()
+            .ok_or_else(|| UpgradeError::NoPrevious(tenant.into()))?;
+        self.start(UpgradeRequest {
+            app: inst.template,
+            to: prev,
+            tenants: Some(tenant.into()),
+            canary: 0,
+            batch: "1".into(),
+            max_failures: 0,
+            health_timeout_s: None,
+        })
+    }
+
+    /// Restores a backup in place with the tenant's requests held at the proxy meanwhile, so
+    /// nobody sees the database half restored.
+    pub async fn restore(
+        &self,
+        tenant: &str,
+        id: &str,
+    ) -> Result<crate::backup::archive::Manifest, crate::backup::BackupError> {
+        let gate = self.proxy.as_ref().and_then(|p| p.gate(tenant));
+        if let Some(g) = &gate {
+            g.pause();
+        }
+        let r = self.backups.restore(tenant, id).await;
+        if let Some(g) = &gate {
+            g.resume();
+        }
+        r
+    }
+
+    fn save(&self, s: &UpgradeState) -> Result<(), UpgradeError> {
+        state::save(&self.path, s).map_err(|source| UpgradeError::Io {
+            path: self.path.display().to_string(),
+            source,
+        })
+    }
+
+    /// Changes one tenant's progress and persists the whole state before returning.
+    fn update(&self, tenant: &str, f: impl FnOnce(&mut TenantProgress)) {
+        let mut cur = self.state.lock().expect("upgrade lock");
+        let Some(s) = cur.as_mut() else { return };
+        if let Some(p) = s.tenants.get_mut(tenant) {
+            f(p);
+        }
+        if let Err(e) = self.save(s) {
+            tracing::error!(error = %e, "upgrade state not saved");
+        }
+    }
+
+    fn progress(&self, tenant: &str) -> Option<(TenantProgress, String, HealthGate)> {
+        let cur = self.state.lock().expect("upgrade lock");
+        let s = cur.as_ref()?;
+        Some((
+            s.tenants.get(tenant)?.clone(),
+            s.to.clone(),
+            s.health.clone(),
+        ))
+    }
+}

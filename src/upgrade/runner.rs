@@ -1,0 +1,155 @@
+//! The wave loop: one wave at a time, its tenants in parallel, then the failure check; and
+//! recovery of tenants a crash left mid-step, before any new step is taken.
+
+use super::{
+    Upgrader,
+    state::{FleetStatus, Phase},
+};
+use crate::spec::template::UpgradeStrategy;
+use std::sync::{Arc, atomic::Ordering};
+
+pub fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs()
+}
+
+impl Upgrader {
+    /// Runs the active upgrade in the background unless a runner already does.
+    pub fn spawn(self: &Arc<Self>) {
+        if self.running.swap(true, Ordering::SeqCst) {
+            self.wake.notify_waiters();
+            return;
+        }
+        let me = self.clone();
+        tokio::spawn(async move {
+            me.recover().await;
+            me.run().await;
+            me.running.store(false, Ordering::SeqCst);
+        });
+    }
+
+    async fn run(self: &Arc<Self>) {
+        loop {
+            let next = {
+                let cur = self.state.lock().expect("upgrade lock");
+                let Some(s) = cur.as_ref() else { return };
+                (s.status, s.waves.get(s.wave).cloned(), s.wave)
+            };
+            let wave = match next {
+                (FleetStatus::Paused, _, _) => {
+                    let woken = self.wake.notified();
+                    if self
+                        .status()
+                        .is_some_and(|s| s.status == FleetStatus::Paused)
+                    {
+                        woken.await;
+                    }
+                    continue;
+                }
+                (FleetStatus::Running, Some(w), _) => w,
+                (FleetStatus::Running, None, _) => return self.finish(FleetStatus::Done, None),
+                _ => return,
+            };
+            let todo: Vec<String> = {
+                let cur = self.state.lock().expect("upgrade lock");
+                let s = cur.as_ref().expect("present");
+                wave.into_iter()
+                    .filter(|t| s.tenants.get(t).is_some_and(|p| p.phase == Phase::Pending))
+                    .collect()
+            };
+            futures_util::future::join_all(todo.into_iter().map(|t| {
+                let me = self.clone();
+                async move { me.upgrade_tenant(&t).await }
+            }))
+            .await;
+            let halt = {
+                let mut cur = self.state.lock().expect("upgrade lock");
+                let s = cur.as_mut().expect("present");
+                s.wave += 1;
+                let failures = s.failures();
+                let halt = failures > s.max_failures;
+                if let Err(e) = self.save(s) {
+                    tracing::error!(error = %e, "upgrade state not saved");
+                }
+                halt.then(|| {
+                    format!(
+                        "{failures} tenant(s) failed; the limit is {}",
+                        s.max_failures
+                    )
+                })
+            };
+            if let Some(reason) = halt {
+                tracing::warn!(reason, "fleet upgrade halted");
+                return self.finish(FleetStatus::Halted, Some(reason));
+            }
+        }
+    }
+
+    fn finish(&self, status: FleetStatus, reason: Option<String>) {
+        let mut cur = self.state.lock().expect("upgrade lock");
+        let Some(s) = cur.as_mut() else { return };
+        if !s.status.is_active() {
+            return;
+        }
+        s.status = status;
+        s.reason = reason;
+        s.finished = Some(now());
+        if let Err(e) = self.save(s) {
+            tracing::error!(error = %e, "upgrade state not saved");
+        }
+        tracing::info!(
+            id = s.id,
+            ?status,
+            done = s.done(),
+            failed = s.failures(),
+            "fleet upgrade finished"
+        );
+    }
+
+    /// Tenants a crash left mid-step: before the switch they go back to their old version and
+    /// are retried; after it they are finished. Either way each ends on one version, serving.
+    async fn recover(self: &Arc<Self>) {
+        let stuck: Vec<(String, Phase, UpgradeStrategy)> = self
+            .status()
+            .map(|s| {
+                s.tenants
+                    .iter()
+                    .filter(|(_, p)| p.phase.in_flight())
+                    .map(|(t, p)| (t.clone(), p.phase, p.strategy))
+                    .collect()
+            })
+            .unwrap_or_default();
+        for (t, phase, strategy) in stuck {
+            self.ctl.hold(&t);
+            tracing::warn!(
+                tenant = t,
+                ?phase,
+                "resuming a tenant an earlier agent left mid-upgrade"
+            );
+            let (progress, to, _) = self.progress(&t).expect("listed");
+            let promoted = progress.next_port.is_some()
+                && self.ctl.allocations().get(&t).map(|a| a.port) == progress.next_port;
+            let forward = phase == Phase::Switched || (phase == Phase::Switching && promoted);
+            if forward {
+                match self.finish_tenant(&t, &to, strategy).await {
+                    Ok(()) => self.update(&t, |p| p.phase = Phase::Done),
+                    Err(e) => {
+                        // Serving the new version already; the file will be retried next start.
+                        tracing::error!(tenant = t, error = %e, "cannot finish upgrade bookkeeping");
+                        continue;
+                    }
+                }
+            } else {
+                let _ = self.undo(&t, strategy).await;
+                self.update(&t, |p| {
+                    p.phase = Phase::Pending;
+                    p.next_port = None;
+                    p.migrated = false;
+                });
+            }
+            self.ctl.release(&t);
+        }
+    }
+}

@@ -1,0 +1,146 @@
+//! The persisted fleet upgrade: its waves and every tenant's phase, rewritten atomically after
+//! each step so a restarted agent knows exactly where each tenant stands.
+
+use super::waves::Batch;
+use crate::spec::template::UpgradeStrategy;
+use serde::{Deserialize, Serialize};
+use std::{collections::BTreeMap, path::Path};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FleetStatus {
+    Running,
+    /// The current wave finishes; no new wave starts until resumed.
+    Paused,
+    /// Failures passed the limit; the remaining tenants were not touched.
+    Halted,
+    Aborted,
+    Done,
+}
+
+impl FleetStatus {
+    pub fn is_active(self) -> bool {
+        matches!(self, FleetStatus::Running | FleetStatus::Paused)
+    }
+}
+
+/// Where one tenant is. The order of the variants is the order of the steps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    Pending,
+    BackingUp,
+    /// The new web container is being created, migrated and health-checked (old one serving,
+    /// or, for recreate, stopped with requests held).
+    Starting,
+    /// Blue-green: the allocation's port is being moved to the new container.
+    Switching,
+    /// The new version serves; what is left is bookkeeping (file, old container, name).
+    Switched,
+    Done,
+    /// Failed and returned to the old version, serving.
+    RolledBack,
+    /// Not started: no backup could be taken, or the version does not fit this tenant.
+    Failed,
+}
+
+impl Phase {
+    pub fn in_flight(self) -> bool {
+        matches!(
+            self,
+            Phase::BackingUp | Phase::Starting | Phase::Switching | Phase::Switched
+        )
+    }
+    pub fn failed(self) -> bool {
+        matches!(self, Phase::RolledBack | Phase::Failed)
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TenantProgress {
+    pub from: String,
+    pub phase: Phase,
+    pub strategy: UpgradeStrategy,
+    #[serde(default)]
+    pub backup: Option<String>,
+    /// The blue-green candidate's port, once reserved.
+    #[serde(default)]
+    pub next_port: Option<u16>,
+    /// A migration ran against the database: a rollback must restore the backup.
+    #[serde(default)]
+    pub migrated: bool,
+    #[serde(default)]
+    pub error: Option<String>,
+    #[serde(default)]
+    pub seconds: Option<f64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct HealthGate {
+    /// Consecutive 2xx answers needed.
+    pub passes: u32,
+    pub timeout_s: u64,
+    /// After passing, the app is watched this long; any failure in it fails the gate.
+    pub watch_s: u64,
+}
+
+impl Default for HealthGate {
+    fn default() -> HealthGate {
+        HealthGate {
+            passes: 3,
+            timeout_s: 60,
+            watch_s: 3,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct UpgradeState {
+    pub id: String,
+    pub app: String,
+    pub to: String,
+    pub status: FleetStatus,
+    pub canary: usize,
+    pub batch: Batch,
+    pub max_failures: usize,
+    pub health: HealthGate,
+    pub waves: Vec<Vec<String>>,
+    /// Index of the wave running (or next to run).
+    pub wave: usize,
+    /// Tenants of the app that were not selected for a reason worth listing (pinned, …).
+    pub skipped: BTreeMap<String, String>,
+    pub tenants: BTreeMap<String, TenantProgress>,
+    #[serde(default)]
+    pub reason: Option<String>,
+    pub started: u64,
+    #[serde(default)]
+    pub finished: Option<u64>,
+}
+
+impl UpgradeState {
+    pub fn failures(&self) -> usize {
+        self.tenants.values().filter(|t| t.phase.failed()).count()
+    }
+    pub fn done(&self) -> usize {
+        self.tenants
+            .values()
+            .filter(|t| t.phase == Phase::Done)
+            .count()
+    }
+}
+
+pub fn load(path: &Path) -> Option<UpgradeState> {
+    let bytes = std::fs::read(path).ok()?;
+    match serde_json::from_slice(&bytes) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            tracing::error!(path = %path.display(), error = %e, "unreadable upgrade state ignored");
+            None
+        }
+    }
+}
+
+pub fn save(path: &Path, s: &UpgradeState) -> std::io::Result<()> {
+    let json = serde_json::to_vec_pretty(s).expect("state serializes");
+    crate::store::atomic::write(path, &json, 0o600)
+}

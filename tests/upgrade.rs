@@ -1,0 +1,363 @@
+//! Fleet upgrades on a real engine behind the real proxy: blue-green waves under continuous
+//! load with no failed request, a broken release halted at its canary and rolled back, and a
+//! backup restored byte for byte.
+
+mod common;
+
+use common::{Harness, docker_ok, docker_test};
+use std::{
+    process::Command,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
+
+fn instance(h: &Harness, tenant: &str, version: &str) {
+    common::write_instance(
+        h,
+        tenant,
+        &format!(
+            "template: demo\nversion: \"{version}\"\nplan: small\nparameters:\n  site_title: {tenant}\n"
+        ),
+    );
+}
+
+/// GETs every tenant's home page over HTTPS, one curl per round (connections reused per host),
+/// and tallies anything but a 200 until stopped.
+struct Load {
+    stop: Arc<AtomicBool>,
+    failures: Arc<Mutex<Vec<String>>>,
+    rounds: Arc<Mutex<u64>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Load {
+    fn start(h: &Harness, https: u16, tenants: &[&str]) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let failures = Arc::new(Mutex::new(Vec::new()));
+        let rounds = Arc::new(Mutex::new(0));
+        let mut args: Vec<String> = vec!["-sS".into(), "--cacert".into()];
+        args.push(h.path("ca.pem").display().to_string());
+        for t in tenants {
+            args.push("--resolve".into());
+            args.push(format!("{t}.apps.test:{https}:127.0.0.1"));
+        }
+        for t in tenants {
+            args.extend([
+                "-o".into(),
+                "/dev/null".into(),
+                "-w".into(),
+                format!("{t} %{{http_code}}\\n"),
+            ]);
+            args.push(format!("https://{t}.apps.test:{https}/"));
+        }
+        let thread = {
+            let (stop, failures, rounds) = (stop.clone(), failures.clone(), rounds.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    let out = Command::new("curl").args(&args).output().unwrap();
+                    let text = String::from_utf8_lossy(&out.stdout).to_string();
+                    let mut f = failures.lock().unwrap();
+                    for line in text.lines().filter(|l| !l.ends_with(" 200")) {
+                        f.push(line.to_string());
+                    }
+                    if !out.status.success() {
+                        f.push(format!(
+                            "curl: {}",
+                            String::from_utf8_lossy(&out.stderr).trim()
+                        ));
+                    }
+                    *rounds.lock().unwrap() += 1;
+                }
+            })
+        };
+        Load {
+            stop,
+            failures,
+            rounds,
+            thread: Some(thread),
+        }
+    }
+
+    fn finish(mut self) -> (u64, Vec<String>) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.take().unwrap().join().unwrap();
+        let rounds = *self.rounds.lock().unwrap();
+        (rounds, self.failures.lock().unwrap().clone())
+    }
+}
+
+fn page(h: &Harness, https: u16, tenant: &str) -> String {
+    let out = Command::new("curl")
+        .args(["-sS", "--cacert"])
+        .arg(h.path("ca.pem"))
+        .args([
+            "--resolve",
+            &format!("{tenant}.apps.test:{https}:127.0.0.1"),
+        ])
+        .arg(format!("https://{tenant}.apps.test:{https}/"))
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+fn upgrade_status(h: &Harness) -> serde_json::Value {
+    serde_json::from_str(&h.cli_ok(&["upgrade", "status", "-o", "json"])).unwrap()
+}
+
+#[test]
+fn a_fleet_moves_blue_green_without_a_failed_request_and_a_broken_release_stops_at_its_canary() {
+    let Some(_g) = docker_test() else { return };
+    let mut h = Harness::new(61);
+    let (_, https) = h.with_proxy(61);
+    let tenants = ["u1", "u2", "u3", "u4", "u5", "u6"];
+    for t in tenants {
+        instance(&h, t, "1");
+    }
+    h.start();
+    h.wait_running(&tenants);
+    std::fs::write(h.path("ca.pem"), h.cli_ok(&["ca"])).unwrap();
+    for t in tenants {
+        assert!(page(&h, https, t).contains("version=1"), "{t} starts on v1");
+    }
+
+    let load = Load::start(&h, https, &tenants);
+    std::thread::sleep(Duration::from_secs(1));
+    let up = h.cli(&[
+        "upgrade", "demo", "--to", "2", "--canary", "1", "--batch", "3", "--wait",
+    ]);
+    let shown = String::from_utf8_lossy(&up.stdout).to_string();
+    assert!(
+        up.status.success(),
+        "upgrade to 2: {shown}{}",
+        String::from_utf8_lossy(&up.stderr)
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    let (rounds, failures) = load.finish();
+    eprintln!(
+        "{shown}\nload: {rounds} rounds of {} requests",
+        tenants.len()
+    );
+    assert!(rounds > 20, "the load kept going: {rounds}");
+    assert!(
+        failures.is_empty(),
+        "failed requests during the upgrade: {failures:?}"
+    );
+
+    let s = upgrade_status(&h);
+    assert_eq!(s["status"], "done");
+    assert_eq!(
+        s["waves"].as_array().unwrap().len(),
+        3,
+        "canary, then two waves of 3"
+    );
+    for t in tenants {
+        assert_eq!(s["tenants"][t]["phase"], "done", "{t}");
+        assert!(
+            s["tenants"][t]["backup"].is_string(),
+            "{t} was backed up first"
+        );
+        assert!(page(&h, https, t).contains("version=2"), "{t} serves v2");
+        let file = std::fs::read_to_string(h.path(&format!("instances/{t}.yaml"))).unwrap();
+        assert!(
+            file.contains("version: '2'") || file.contains("version: \"2\""),
+            "{file}"
+        );
+    }
+    let names = h.owned("container");
+    assert!(!names.iter().any(|n| n.ends_with("-next")), "{names:?}");
+    assert_eq!(names.len(), 12, "two containers per tenant: {names:?}");
+    let report = h.reconcile();
+    assert_eq!(
+        report["steps"], 0,
+        "the reconciler agrees with what the upgrade built"
+    );
+
+    // v3's health path fails: the canary is rolled back and the fleet halts.
+    let load = Load::start(&h, https, &tenants);
+    let up = h.cli(&[
+        "upgrade",
+        "demo",
+        "--to",
+        "3",
+        "--batch",
+        "3",
+        "--health-timeout",
+        "8",
+        "--wait",
+    ]);
+    let (_, failures) = load.finish();
+    assert!(!up.status.success(), "a halted upgrade exits non-zero");
+    assert!(
+        failures.is_empty(),
+        "failed requests while the canary failed: {failures:?}"
+    );
+    let s = upgrade_status(&h);
+    assert_eq!(s["status"], "halted", "{s}");
+    assert_eq!(s["tenants"]["u1"]["phase"], "rolled_back", "{s}");
+    for t in &tenants[1..] {
+        assert_eq!(s["tenants"][t]["phase"], "pending", "{t} untouched");
+    }
+    for t in tenants {
+        assert!(
+            page(&h, https, t).contains("version=2"),
+            "{t} still serves v2"
+        );
+    }
+    h.reconcile();
+    assert_eq!(h.reconcile()["steps"], 0);
+    assert_eq!(h.owned("container").len(), 12);
+
+    // recreate with a migration, under load: requests wait at the proxy, none fails.
+    let load = Load::start(&h, https, &tenants);
+    let up = h.cli(&["upgrade", "demo", "--to", "4", "--tenants", "u3", "--wait"]);
+    let (_, failures) = load.finish();
+    assert!(
+        up.status.success(),
+        "{}",
+        String::from_utf8_lossy(&up.stdout)
+    );
+    assert!(
+        failures.is_empty(),
+        "failed requests during recreate: {failures:?}"
+    );
+    let migrated = docker_ok(&[
+        "exec",
+        &h.container("u3", "db"),
+        "psql",
+        "-qtA",
+        "-h",
+        "/var/run/postgresql",
+        "-U",
+        "app",
+        "-d",
+        "app",
+        "-c",
+        "select count(*) from information_schema.tables where table_name = 'migrated_v4'",
+    ]);
+    assert_eq!(migrated, "1", "the migration ran");
+    assert_eq!(h.reconcile()["steps"], 0);
+
+    // One tenant back to its previous version on request.
+    let rb = h.cli(&["rollback", "u2", "--wait"]);
+    assert!(
+        rb.status.success(),
+        "{}",
+        String::from_utf8_lossy(&rb.stdout)
+    );
+    assert!(page(&h, https, "u2").contains("version=1"));
+    h.kill9();
+}
+
+#[test]
+fn a_backup_restores_the_database_byte_for_byte() {
+    let Some(_g) = docker_test() else { return };
+    let mut h = Harness::new(62);
+    instance(&h, "b1", "1");
+    h.start();
+    h.wait_running(&["b1"]);
+    let db = h.container("b1", "db");
+    let psql = |sql: &str| {
+        docker_ok(&[
+            "exec",
+            &db,
+            "psql",
+            "-qtA",
+            "-h",
+            "/var/run/postgresql",
+            "-U",
+            "app",
+            "-d",
+            "app",
+            "-c",
+            sql,
+        ])
+    };
+    psql(
+        "create table notes(id int primary key, body text); insert into notes select g, md5(g::text) from generate_series(1, 500) g;",
+    );
+    let before = psql("select string_agg(body, ',' order by id) from notes");
+    let made = h.cli_ok(&["backup", "b1"]);
+    let id = made.split_whitespace().nth(2).unwrap().to_string();
+    psql("delete from notes where id > 10; update notes set body = 'gone';");
+    assert_ne!(
+        psql("select string_agg(body, ',' order by id) from notes"),
+        before
+    );
+    h.cli_ok(&["restore", "b1", "--from", &id]);
+    assert_eq!(
+        psql("select string_agg(body, ',' order by id) from notes"),
+        before
+    );
+    let listed = h.cli_ok(&["backup", "b1", "--list"]);
+    assert!(listed.contains(&id), "{listed}");
+    let archive = h.path(&format!("state/backups/b1/{id}.tar"));
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(&archive).unwrap().permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o600, "backups hold secrets");
+    h.kill9();
+}
+
+#[test]
+fn after_kill_9_mid_wave_every_tenant_ends_on_one_version_serving() {
+    let Some(_g) = docker_test() else { return };
+    let mut h = Harness::new(63);
+    let (_, https) = h.with_proxy(63);
+    let tenants = ["k1", "k2", "k3", "k4"];
+    for t in tenants {
+        instance(&h, t, "1");
+    }
+    h.start();
+    h.wait_running(&tenants);
+    std::fs::write(h.path("ca.pem"), h.cli_ok(&["ca"])).unwrap();
+    h.cli_ok(&[
+        "upgrade", "demo", "--to", "2", "--canary", "0", "--batch", "2",
+    ]);
+    // Kill the agent while tenants are between steps (new container up, switch pending …).
+    common::wait_for(
+        Duration::from_secs(60),
+        || {
+            let s = upgrade_status(&h);
+            tenants.iter().any(|t| {
+                matches!(
+                    s["tenants"][t]["phase"].as_str(),
+                    Some("starting" | "switching" | "switched")
+                )
+            })
+        },
+        "a tenant mid-step",
+    );
+    let mid = upgrade_status(&h);
+    h.kill9();
+    eprintln!("killed at: {}", mid["tenants"]);
+
+    h.start();
+    common::wait_for(
+        Duration::from_secs(180),
+        || upgrade_status(&h)["status"] != "running",
+        "the resumed upgrade to finish",
+    );
+    let s = upgrade_status(&h);
+    assert_eq!(s["status"], "done", "{s}");
+    for t in tenants {
+        assert_eq!(s["tenants"][t]["phase"], "done", "{t}: {s}");
+        let file = std::fs::read_to_string(h.path(&format!("instances/{t}.yaml"))).unwrap();
+        assert!(
+            file.contains("'2'") || file.contains("\"2\""),
+            "{t}: {file}"
+        );
+        assert!(page(&h, https, t).contains("version=2"), "{t} serves v2");
+    }
+    assert!(!h.owned("container").iter().any(|n| n.ends_with("-next")));
+    assert_eq!(h.owned("container").len(), 8);
+    h.reconcile();
+    assert_eq!(
+        h.reconcile()["steps"],
+        0,
+        "files, allocations and containers agree"
+    );
+    h.kill9();
+}
