@@ -131,8 +131,7 @@ impl Upgrader {
             let (progress, to, _) = self.progress(&t).expect("listed");
             let promoted = progress.next_port.is_some()
                 && self.ctl.allocations().get(&t).map(|a| a.port) == progress.next_port;
-            let forward = phase == Phase::Switched || (phase == Phase::Switching && promoted);
-            if forward {
+            if resume_forward(phase, promoted) {
                 match self.finish_tenant(&t, &to, strategy).await {
                     Ok(()) => self.update(&t, |p| p.phase = Phase::Done),
                     Err(e) => {
@@ -150,6 +149,42 @@ impl Upgrader {
                 });
             }
             self.ctl.release(&t);
+        }
+    }
+}
+
+/// After a crash, whether a tenant left in `phase` is finished (the new version already
+/// serves) or returned to its old version and retried. `promoted`: its allocation already
+/// names the new container's port, so the proxy of a restarted agent routes there.
+pub fn resume_forward(phase: Phase, promoted: bool) -> bool {
+    match phase {
+        Phase::Switched => true,
+        Phase::Switching => promoted,
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_tenant_is_finished_after_a_crash_only_once_traffic_can_reach_the_new_version() {
+        let table = [
+            (Phase::BackingUp, false, false),
+            (Phase::Starting, false, false),
+            (Phase::Starting, true, false),
+            (Phase::Switching, false, false),
+            (Phase::Switching, true, true),
+            (Phase::Switched, false, true),
+            (Phase::Switched, true, true),
+        ];
+        for (phase, promoted, forward) in table {
+            assert_eq!(
+                resume_forward(phase, promoted),
+                forward,
+                "{phase:?} promoted={promoted}"
+            );
         }
     }
 }

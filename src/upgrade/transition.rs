@@ -227,7 +227,10 @@ impl Upgrader {
         }
         let canonical = spec::container_name(&self.ctl.host().namespace, t, &new.web.service);
         let rt = self.ctl.runtime();
-        let grace = Duration::from_secs(10);
+        let grace = new
+            .service(&new.web.service)
+            .and_then(|s| s.stop_grace)
+            .unwrap_or(Duration::from_secs(10));
         rt.stop_container(&canonical, grace).await.map_err(failed)?;
         self.start_web(new, alloc, alloc.port, &canonical).await?;
         self.migrate(t, &canonical).await?;
