@@ -125,6 +125,7 @@ pub async fn run(host: HostConfig) -> Result<(), DaemonError> {
         edge.go_live(&ctl, &book, &stop_rx, &mut servers);
     }
     fleet.upgrades.spawn();
+    servers.spawn(fleet.jobs.clone().run_loop(stop_rx.clone()));
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
     tracing::info!(socket = %host.api_socket.display(), "berth agent ready");
     let mut rx = stop_rx.clone();

@@ -10,6 +10,7 @@ pub mod cli;
 pub mod daemon;
 pub mod desired;
 pub mod domains;
+pub mod jobs;
 pub mod proxy;
 pub mod reconcile;
 pub mod runtime;

@@ -131,3 +131,16 @@ pub async fn restore(
     let m = s.fleet.upgrades.restore(&tenant, &req.from).await?;
     Ok(Json(serde_json::to_value(m).unwrap_or_default()))
 }
+
+pub async fn jobs(
+    State(s): State<AppState>,
+    Path(tenant): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    instances::instance_path(&s, &tenant)?;
+    if !s.ctl.desired().instances.contains_key(&tenant) {
+        return Err(instances::not_found(&tenant));
+    }
+    Ok(Json(
+        serde_json::to_value(s.fleet.jobs.jobs(&tenant)).unwrap_or_default(),
+    ))
+}

@@ -82,6 +82,7 @@ pub fn router(state: AppState) -> Router {
             get(fleet::backup_index).post(fleet::backup_create),
         )
         .route("/v1/instances/{tenant}/restore", post(fleet::restore))
+        .route("/v1/instances/{tenant}/jobs", get(fleet::jobs))
         .with_state(state)
 }
 

@@ -205,3 +205,62 @@ async fn follow(c: &Client) -> Result<i32> {
         tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     }
 }
+
+fn ago(unix_s: u64) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs() as i64;
+    let d = unix_s as i64 - now;
+    if d >= 0 {
+        format!("in {d}s")
+    } else {
+        format!("{}s ago", -d)
+    }
+}
+
+pub fn jobs_table(v: &Value) -> String {
+    let rows: Vec<Vec<String>> = v
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(|(name, j)| {
+            let last = j["runs"].as_array().and_then(|r| r.last());
+            vec![
+                name.clone(),
+                j["schedule"].as_str().unwrap_or("").into(),
+                last.and_then(|r| r["started_ms"].as_u64())
+                    .map(|ms| ago(ms / 1000))
+                    .unwrap_or("-".into()),
+                last.map(|r| r["exit_code"].to_string())
+                    .unwrap_or("-".into()),
+                last.and_then(|r| r["duration_ms"].as_u64())
+                    .map(|ms| format!("{ms}ms"))
+                    .unwrap_or("-".into()),
+                j["last_success"]
+                    .as_u64()
+                    .map(ago)
+                    .unwrap_or("never".into()),
+                j["skipped_overlap"].to_string(),
+                if j["running"] == true {
+                    "running".into()
+                } else {
+                    j["next_run"].as_u64().map(ago).unwrap_or("-".into())
+                },
+            ]
+        })
+        .collect();
+    table::render(
+        &[
+            "JOB",
+            "SCHEDULE",
+            "LAST RUN",
+            "EXIT",
+            "TOOK",
+            "LAST SUCCESS",
+            "SKIPPED",
+            "NEXT",
+        ],
+        &rows,
+    )
+}

@@ -134,6 +134,12 @@ pub enum Command {
         #[arg(short, long, value_enum, default_value = "table")]
         output: Output,
     },
+    /// A tenant's scheduled jobs: last runs, exit status, duration, next run.
+    Jobs {
+        tenant: String,
+        #[arg(short, long, value_enum, default_value = "table")]
+        output: Output,
+    },
     /// Restore a tenant in place from one of its backups.
     Restore {
         tenant: String,
@@ -263,6 +269,12 @@ pub async fn run(cli: Cli) -> Result<i32> {
             output,
         } => fleet::backup(&c, &tenant, list, output).await?,
         Command::Restore { tenant, from } => fleet::restore(&c, &tenant, &from).await?,
+        Command::Jobs { tenant, output } => {
+            let v = c
+                .json(Method::GET, &format!("/v1/instances/{tenant}/jobs"), None)
+                .await?;
+            print(output, &v, fleet::jobs_table);
+        }
     }
     Ok(0)
 }

@@ -3,11 +3,15 @@
 use super::{
     host::{HostConfig, is_dns_label},
     limits::Limits,
-    model::{Database, Instance, PathMount, SecretSpec, Web},
+    model::{Database, Instance, Job, PathMount, SecretSpec, Web},
     params, render,
     template::Template,
 };
-use crate::spec::{Loaded, SpecErrors, instance::InstanceFile, template::DatabaseMode};
+use crate::spec::{
+    Loaded, SpecErrors,
+    instance::InstanceFile,
+    template::{DatabaseMode, StringOrList},
+};
 use minijinja::Value;
 use std::collections::BTreeMap;
 
@@ -188,6 +192,24 @@ pub fn build(
             })
             .collect(),
         configs,
+        jobs: tf
+            .jobs
+            .iter()
+            .map(|(name, j)| {
+                let command = match &j.command {
+                    StringOrList::List(l) => l.clone(),
+                    StringOrList::String(s) => vec!["/bin/sh".into(), "-c".into(), s.clone()],
+                };
+                (
+                    name.clone(),
+                    Job {
+                        schedule: j.schedule.clone(),
+                        service: j.service.clone(),
+                        command,
+                    },
+                )
+            })
+            .collect(),
     })
 }
 

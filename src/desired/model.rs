@@ -29,6 +29,17 @@ pub struct Instance {
     pub secrets: BTreeMap<String, SecretSpec>,
     /// Config name → rendered text.
     pub configs: BTreeMap<String, String>,
+    /// Scheduled commands from the template, by name.
+    pub jobs: BTreeMap<String, Job>,
+}
+
+/// A command berth runs inside one of the tenant's containers on a cron schedule.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Job {
+    /// Cron expression: five fields, or six with seconds first.
+    pub schedule: String,
+    pub service: String,
+    pub command: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]

@@ -89,11 +89,8 @@ pub fn validate(app: &str, source: TemplateSource) -> Result<Template, SpecError
                 format!("service {:?} is not defined", j.service),
             );
         }
-        if j.schedule.split_whitespace().count() != 5 {
-            err(
-                &format!("jobs.{name}.schedule"),
-                format!("{:?} is not a five-field cron expression", j.schedule),
-            );
+        if let Err(e) = crate::jobs::schedule::parse(&j.schedule) {
+            err(&format!("jobs.{name}.schedule"), e);
         }
     }
     let order = start_order(t)

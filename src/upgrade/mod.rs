@@ -85,19 +85,25 @@ fn one_str() -> String {
     "1".into()
 }
 
-/// Backups and upgrades, as the daemon and the API hold them.
+/// Backups, upgrades and scheduled jobs, as the daemon and the API hold them.
 #[derive(Clone)]
 pub struct Fleet {
     pub backups: Arc<Backups>,
     pub upgrades: Arc<Upgrader>,
+    pub jobs: Arc<crate::jobs::Scheduler>,
 }
 
 impl Fleet {
     /// Must run before the agent's first pass (see `Upgrader::open`).
     pub fn open(ctl: Arc<Controller>, proxy: Option<Arc<Proxy>>) -> Fleet {
         let backups = Arc::new(Backups::new(ctl.clone()));
+        let jobs = crate::jobs::Scheduler::new(ctl.clone());
         let upgrades = Upgrader::open(ctl, proxy, backups.clone());
-        Fleet { backups, upgrades }
+        Fleet {
+            backups,
+            upgrades,
+            jobs,
+        }
     }
 }
 

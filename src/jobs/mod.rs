@@ -1,0 +1,248 @@
+//! Scheduled jobs: each template job runs inside each running tenant's container on its cron
+//! schedule, never overlapping itself; every run's exit status, duration and output tail are
+//! kept (in memory and in `tenants/<t>/jobs.json`) for `berth jobs T`.
+
+pub mod schedule;
+
+use crate::{
+    reconcile::{Controller, Phase},
+    runtime::spec,
+    spec::instance::RunState,
+    store::atomic,
+};
+use serde::{Deserialize, Serialize};
+use std::{
+    collections::{BTreeMap, VecDeque},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant, SystemTime},
+};
+
+/// Runs kept per job.
+pub const KEEP_RUNS: usize = 20;
+/// Output kept per run, from its end.
+pub const TAIL_BYTES: usize = 2048;
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Run {
+    /// Unix milliseconds.
+    pub started_ms: u64,
+    pub duration_ms: u64,
+    /// None when the command could not be started at all.
+    pub exit_code: Option<i64>,
+    pub output_tail: String,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct JobRecord {
+    pub schedule: String,
+    pub service: String,
+    pub runs: VecDeque<Run>,
+    /// Unix seconds of the last run that exited 0.
+    pub last_success: Option<u64>,
+    /// Times the schedule fired while the previous run was still going.
+    pub skipped_overlap: u64,
+    #[serde(skip_deserializing)]
+    pub running: bool,
+    #[serde(skip_deserializing)]
+    pub next_run: Option<u64>,
+}
+
+#[derive(Default)]
+struct Slot {
+    next: Option<SystemTime>,
+    running: bool,
+}
+
+pub struct Scheduler {
+    ctl: Arc<Controller>,
+    /// (tenant, job) → what is known.
+    records: Mutex<BTreeMap<(String, String), JobRecord>>,
+    slots: Mutex<BTreeMap<(String, String), Slot>>,
+}
+
+fn unix_ms(t: SystemTime) -> u64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis() as u64
+}
+
+impl Scheduler {
+    pub fn new(ctl: Arc<Controller>) -> Arc<Scheduler> {
+        Arc::new(Scheduler {
+            ctl,
+            records: Mutex::default(),
+            slots: Mutex::default(),
+        })
+    }
+
+    fn path(&self, tenant: &str) -> std::path::PathBuf {
+        self.ctl.layout().tenant(tenant).join("jobs.json")
+    }
+
+    /// The tenant's jobs as `berth jobs T` shows them, including ones that never ran.
+    pub fn jobs(&self, tenant: &str) -> BTreeMap<String, JobRecord> {
+        self.load(tenant);
+        let Some(inst) = self.ctl.desired().instances.get(tenant).cloned() else {
+            return BTreeMap::new();
+        };
+        let slots = self.slots.lock().expect("slots lock");
+        let records = self.records.lock().expect("records lock");
+        inst.jobs
+            .iter()
+            .map(|(name, job)| {
+                let key = (tenant.to_string(), name.clone());
+                let mut r = records.get(&key).cloned().unwrap_or_default();
+                r.schedule = job.schedule.clone();
+                r.service = job.service.clone();
+                let slot = slots.get(&key);
+                r.running = slot.is_some_and(|s| s.running);
+                r.next_run = slot.and_then(|s| s.next).map(|n| unix_ms(n) / 1000);
+                (name.clone(), r)
+            })
+            .collect()
+    }
+
+    /// Reads a tenant's history from disk once, so runs survive an agent restart.
+    fn load(&self, tenant: &str) {
+        let mut records = self.records.lock().expect("records lock");
+        if records.keys().any(|(t, _)| t == tenant) {
+            return;
+        }
+        let Ok(bytes) = std::fs::read(self.path(tenant)) else {
+            return;
+        };
+        if let Ok(saved) = serde_json::from_slice::<BTreeMap<String, JobRecord>>(&bytes) {
+            for (job, r) in saved {
+                records.insert((tenant.to_string(), job), r);
+            }
+        }
+    }
+
+    fn save(&self, tenant: &str) {
+        let saved: BTreeMap<String, JobRecord> = self
+            .records
+            .lock()
+            .expect("records lock")
+            .iter()
+            .filter(|((t, _), _)| t == tenant)
+            .map(|((_, j), r)| (j.clone(), r.clone()))
+            .collect();
+        let json = serde_json::to_vec_pretty(&saved).expect("records serialize");
+        if let Err(e) = atomic::write(&self.path(tenant), &json, 0o600) {
+            tracing::warn!(tenant, error = %e, "job history not saved");
+        }
+    }
+
+    /// Fires what is due and returns how long to sleep until the next schedule.
+    pub fn tick(self: &Arc<Self>) -> Duration {
+        let now = SystemTime::now();
+        let desired = self.ctl.desired();
+        let board = self.ctl.board();
+        let mut soonest = now + Duration::from_secs(60);
+        let mut slots = self.slots.lock().expect("slots lock");
+        slots.retain(|(t, j), _| {
+            desired
+                .instances
+                .get(t)
+                .is_some_and(|i| i.jobs.contains_key(j))
+        });
+        for (t, inst) in &desired.instances {
+            let serving = inst.state == RunState::Running
+                && board
+                    .instances
+                    .get(t)
+                    .is_some_and(|s| s.phase == Phase::Running);
+            for (name, job) in &inst.jobs {
+                let Ok(cron) = schedule::parse(&job.schedule) else {
+                    continue;
+                };
+                let key = (t.clone(), name.clone());
+                let slot = slots.entry(key.clone()).or_default();
+                let due = *slot.next.get_or_insert_with(|| {
+                    schedule::next_after(&cron, now).unwrap_or(now + Duration::from_secs(3600))
+                });
+                if due <= now {
+                    slot.next = schedule::next_after(&cron, now);
+                    if !serving {
+                        // A stopped or upgrading tenant skips its runs; nothing to catch up.
+                    } else if slot.running {
+                        self.load(t);
+                        let mut r = self.records.lock().expect("records lock");
+                        r.entry(key.clone()).or_default().skipped_overlap += 1;
+                        tracing::info!(tenant = t, job = name, "previous run still going; skipped");
+                    } else {
+                        slot.running = true;
+                        let container =
+                            spec::container_name(&self.ctl.host().namespace, t, &job.service);
+                        let me = self.clone();
+                        let (job, key) = (job.clone(), key.clone());
+                        tokio::spawn(async move { me.run(key, job, container).await });
+                    }
+                }
+                if let Some(n) = slot.next {
+                    soonest = soonest.min(n);
+                }
+            }
+        }
+        soonest
+            .duration_since(SystemTime::now())
+            .unwrap_or_default()
+            .max(Duration::from_millis(50))
+    }
+
+    async fn run(&self, key: (String, String), job: crate::desired::model::Job, container: String) {
+        let started = SystemTime::now();
+        let clock = Instant::now();
+        let args: Vec<&str> = job.command.iter().map(String::as_str).collect();
+        let (exit_code, output) = match self.ctl.runtime().exec(&container, &args, None).await {
+            Ok(o) => (Some(o.exit_code), o.output),
+            Err(e) => (None, e.to_string()),
+        };
+        let tail_from = output.len().saturating_sub(TAIL_BYTES);
+        let tail_from = (tail_from..output.len())
+            .find(|i| output.is_char_boundary(*i))
+            .unwrap_or(output.len());
+        let run = Run {
+            started_ms: unix_ms(started),
+            duration_ms: clock.elapsed().as_millis() as u64,
+            exit_code,
+            output_tail: output[tail_from..].to_string(),
+        };
+        tracing::info!(
+            tenant = key.0,
+            job = key.1,
+            exit_code,
+            ms = run.duration_ms,
+            "job ran"
+        );
+        self.load(&key.0);
+        {
+            let mut records = self.records.lock().expect("records lock");
+            let r = records.entry(key.clone()).or_default();
+            r.schedule = job.schedule.clone();
+            r.service = job.service.clone();
+            if exit_code == Some(0) {
+                r.last_success = Some(unix_ms(started) / 1000);
+            }
+            r.runs.push_back(run);
+            while r.runs.len() > KEEP_RUNS {
+                r.runs.pop_front();
+            }
+        }
+        self.save(&key.0);
+        if let Some(s) = self.slots.lock().expect("slots lock").get_mut(&key) {
+            s.running = false;
+        }
+    }
+
+    /// Fires jobs until shutdown.
+    pub async fn run_loop(self: Arc<Self>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+        loop {
+            let wait = self.tick();
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+}

@@ -1,0 +1,98 @@
+//! Scheduled jobs on a real engine: a template's jobs run inside the tenant's container on
+//! schedule, a slow one never overlaps itself, and the history survives an agent restart.
+
+mod common;
+
+use common::{Harness, docker_test};
+use std::time::Duration;
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &to.join(e.file_name()));
+        } else {
+            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+        }
+    }
+}
+
+fn jobs(h: &Harness) -> serde_json::Value {
+    serde_json::from_str(&h.cli_ok(&["jobs", "j1", "-o", "json"])).unwrap()
+}
+
+#[test]
+fn jobs_run_on_schedule_and_a_slow_one_never_overlaps_itself() {
+    let Some(_g) = docker_test() else { return };
+    let mut h = Harness::new(65);
+    // The demo template plus two jobs, every two seconds (six-field cron, seconds first).
+    let repo = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    copy_dir(&repo.join("templates/demo"), &h.path("templates/demo"));
+    let mut t = std::fs::read_to_string(h.path("templates/demo/template.yaml")).unwrap();
+    t.push_str(
+        "\njobs:\n  tick:\n    schedule: \"*/2 * * * * *\"\n    service: app\n    command: [\"/bin/busybox\", \"date\", \"+tick-%s\"]\n  \
+         slow:\n    schedule: \"*/2 * * * * *\"\n    service: app\n    command: \"sleep 5; echo slow-done\"\n",
+    );
+    std::fs::write(h.path("templates/demo/template.yaml"), t).unwrap();
+    let cfg = std::fs::read_to_string(h.path("berth.yaml")).unwrap();
+    let cfg = cfg
+        .lines()
+        .map(|l| {
+            if l.starts_with("templates_dir:") {
+                format!("templates_dir: {}", h.path("templates").display())
+            } else {
+                l.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    std::fs::write(h.path("berth.yaml"), cfg).unwrap();
+    common::write_instance(&h, "j1", "template: demo\nversion: \"1\"\nplan: small\n");
+    h.start();
+    h.wait_running(&["j1"]);
+    std::thread::sleep(Duration::from_secs(14));
+
+    let j = jobs(&h);
+    let tick = j["tick"]["runs"].as_array().unwrap();
+    assert!(tick.len() >= 4, "tick ran every 2 s: {}", j["tick"]);
+    assert!(tick.iter().all(|r| r["exit_code"] == 0), "{}", j["tick"]);
+    assert!(
+        tick.last().unwrap()["output_tail"]
+            .as_str()
+            .unwrap()
+            .contains("tick-")
+    );
+    assert!(j["tick"]["last_success"].is_u64());
+
+    let slow = j["slow"]["runs"].as_array().unwrap();
+    assert!(slow.len() >= 2, "{}", j["slow"]);
+    for w in slow.windows(2) {
+        let end = w[0]["started_ms"].as_u64().unwrap() + w[0]["duration_ms"].as_u64().unwrap();
+        assert!(
+            w[1]["started_ms"].as_u64().unwrap() >= end,
+            "overlap: {w:?}"
+        );
+    }
+    assert!(
+        slow.iter()
+            .all(|r| r["duration_ms"].as_u64().unwrap() >= 5000)
+    );
+    assert!(
+        j["slow"]["skipped_overlap"].as_u64().unwrap() >= 2,
+        "{}",
+        j["slow"]
+    );
+    let table = h.cli_ok(&["jobs", "j1"]);
+    assert!(
+        table.contains("tick") && table.contains("*/2 * * * * *"),
+        "{table}"
+    );
+
+    // History is on disk: a restarted agent still shows it.
+    h.kill9();
+    h.start();
+    let again = jobs(&h);
+    assert!(again["tick"]["runs"].as_array().unwrap().len() >= tick.len());
+    h.kill9();
+}
