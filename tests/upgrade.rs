@@ -60,8 +60,12 @@ impl Load {
                     let out = Command::new("curl").args(&args).output().unwrap();
                     let text = String::from_utf8_lossy(&out.stdout).to_string();
                     let mut f = failures.lock().unwrap();
+                    let at = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .unwrap()
+                        .as_secs_f64();
                     for line in text.lines().filter(|l| !l.ends_with(" 200")) {
-                        f.push(line.to_string());
+                        f.push(format!("{line} at {at:.1}"));
                     }
                     if !out.status.success() {
                         f.push(format!(
@@ -112,21 +116,32 @@ fn a_fleet_moves_blue_green_without_a_failed_request_and_a_broken_release_stops_
     let Some(_g) = docker_test() else { return };
     let mut h = Harness::new(61);
     let (_, https) = h.with_proxy(61);
-    let tenants = ["u1", "u2", "u3", "u4", "u5", "u6"];
-    for t in tenants {
+    let names: Vec<String> = (1..=20).map(|i| format!("u{i}")).collect();
+    let tenants: Vec<&str> = names.iter().map(String::as_str).collect();
+    // Twenty tenants need more than the harness's sixteen /28s: /29s leave room for 32.
+    let cfg = std::fs::read_to_string(h.path("berth.yaml")).unwrap();
+    std::fs::write(
+        h.path("berth.yaml"),
+        cfg.replace("subnet_prefix: 28", "subnet_prefix: 29"),
+    )
+    .unwrap();
+    for &t in &tenants {
         instance(&h, t, "1");
     }
-    h.start();
-    h.wait_running(&tenants);
+    h.start_with(|c| {
+        c.env("BERTH_LOG", "info,berth::proxy::forward=debug");
+    });
+    // Twenty PostgreSQL initdb runs at once on two cores take a while.
+    h.wait_running_within(&tenants, Duration::from_secs(400));
     std::fs::write(h.path("ca.pem"), h.cli_ok(&["ca"])).unwrap();
-    for t in tenants {
+    for &t in &tenants {
         assert!(page(&h, https, t).contains("version=1"), "{t} starts on v1");
     }
 
     let load = Load::start(&h, https, &tenants);
     std::thread::sleep(Duration::from_secs(1));
     let up = h.cli(&[
-        "upgrade", "demo", "--to", "2", "--canary", "1", "--batch", "3", "--wait",
+        "upgrade", "demo", "--to", "2", "--canary", "1", "--batch", "25%", "--wait",
     ]);
     let shown = String::from_utf8_lossy(&up.stdout).to_string();
     assert!(
@@ -150,10 +165,10 @@ fn a_fleet_moves_blue_green_without_a_failed_request_and_a_broken_release_stops_
     assert_eq!(s["status"], "done");
     assert_eq!(
         s["waves"].as_array().unwrap().len(),
-        3,
-        "canary, then two waves of 3"
+        5,
+        "canary, then four waves of 5 (25%)"
     );
-    for t in tenants {
+    for &t in &tenants {
         assert_eq!(s["tenants"][t]["phase"], "done", "{t}");
         assert!(
             s["tenants"][t]["backup"].is_string(),
@@ -166,9 +181,16 @@ fn a_fleet_moves_blue_green_without_a_failed_request_and_a_broken_release_stops_
             "{file}"
         );
     }
-    let names = h.owned("container");
-    assert!(!names.iter().any(|n| n.ends_with("-next")), "{names:?}");
-    assert_eq!(names.len(), 12, "two containers per tenant: {names:?}");
+    let containers = h.owned("container");
+    assert!(
+        !containers.iter().any(|n| n.ends_with("-next")),
+        "{containers:?}"
+    );
+    assert_eq!(
+        containers.len(),
+        40,
+        "two containers per tenant: {containers:?}"
+    );
     let report = h.reconcile();
     assert_eq!(
         report["steps"], 0,
@@ -197,10 +219,10 @@ fn a_fleet_moves_blue_green_without_a_failed_request_and_a_broken_release_stops_
     let s = upgrade_status(&h);
     assert_eq!(s["status"], "halted", "{s}");
     assert_eq!(s["tenants"]["u1"]["phase"], "rolled_back", "{s}");
-    for t in &tenants[1..] {
+    for &t in &tenants[1..] {
         assert_eq!(s["tenants"][t]["phase"], "pending", "{t} untouched");
     }
-    for t in tenants {
+    for &t in &tenants {
         assert!(
             page(&h, https, t).contains("version=2"),
             "{t} still serves v2"
@@ -208,7 +230,7 @@ fn a_fleet_moves_blue_green_without_a_failed_request_and_a_broken_release_stops_
     }
     h.reconcile();
     assert_eq!(h.reconcile()["steps"], 0);
-    assert_eq!(h.owned("container").len(), 12);
+    assert_eq!(h.owned("container").len(), 40);
 
     // recreate with a migration, under load: requests wait at the proxy, none fails.
     let load = Load::start(&h, https, &tenants);

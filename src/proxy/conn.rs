@@ -47,6 +47,11 @@ impl Activity {
         Busy(self.clone())
     }
 
+    /// Whether any request has begun on this connection.
+    fn started(&self) -> bool {
+        self.active.load(SeqCst) > 0 || self.last.lock().expect("activity lock").is_some()
+    }
+
     fn idle_for(&self, since_open: Instant) -> Duration {
         if self.active.load(SeqCst) > 0 {
             return Duration::ZERO;
@@ -65,6 +70,11 @@ impl Drop for Busy {
         self.0.active.fetch_sub(1, SeqCst);
     }
 }
+
+/// How long a connection accepted just before shutdown may take to send its first request.
+/// hyper closes a connection that has not read one yet at once, which resets a client whose
+/// request is already in the socket buffer; the kernel queue survives a restart, this does not.
+const FIRST_REQUEST_GRACE: Duration = Duration::from_secs(2);
 
 fn builder(p: &Proxy, tls: bool) -> auto::Builder<TokioExecutor> {
     let mut b = auto::Builder::new(TokioExecutor::new());
@@ -110,12 +120,24 @@ pub async fn serve<I>(
     tokio::pin!(conn);
     let idle = p.cfg.timeouts.idle;
     let mut closing = false;
+    let mut shutdown_at: Option<Instant> = None;
     loop {
+        let waiting_first = shutdown_at.is_some() && !closing;
         tokio::select! {
             _ = conn.as_mut() => return,
-            _ = shutdown.changed(), if !closing => {
-                conn.as_mut().graceful_shutdown();
-                closing = true;
+            _ = shutdown.changed(), if shutdown_at.is_none() => {
+                shutdown_at = Some(Instant::now());
+                if activity.started() {
+                    conn.as_mut().graceful_shutdown();
+                    closing = true;
+                }
+            }
+            _ = tokio::time::sleep(Duration::from_millis(10)), if waiting_first => {
+                let late = shutdown_at.is_some_and(|t| t.elapsed() >= FIRST_REQUEST_GRACE);
+                if activity.started() || late {
+                    conn.as_mut().graceful_shutdown();
+                    closing = true;
+                }
             }
             _ = tokio::time::sleep(idle / 4), if !closing => {
                 if activity.idle_for(opened) >= idle {

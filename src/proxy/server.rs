@@ -67,13 +67,16 @@ pub async fn listener(name: &str, addr: SocketAddr) -> Result<TcpListener, Liste
         .map_err(|source| ListenError::Bind { addr, source })
 }
 
-/// Accepts until shutdown; then open connections finish their requests and close.
+/// Accepts until shutdown; then open connections finish their requests and close, for up
+/// to the drain timeout. Connection tasks are owned here, not detached: a detached task would
+/// be dropped mid-request when the process exits, resetting the client.
 pub async fn accept_loop(
     p: Arc<Proxy>,
     l: TcpListener,
     tls: bool,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let mut conns = tokio::task::JoinSet::new();
     loop {
         let (stream, peer) = tokio::select! {
             r = l.accept() => match r {
@@ -85,27 +88,33 @@ pub async fn accept_loop(
                     continue;
                 }
             },
-            _ = shutdown.changed() => return,
+            Some(_) = conns.join_next(), if !conns.is_empty() => continue,
+            _ = shutdown.changed() => break,
         };
         let _ = stream.set_nodelay(true);
         let (p, rx) = (p.clone(), shutdown.clone());
-        tokio::spawn(async move {
+        conns.spawn(async move {
             if tls {
                 serve_tls(p, stream, peer, rx).await;
             } else {
-                conn::serve(
-                    p,
-                    stream,
-                    ConnInfo {
-                        peer,
-                        tls: false,
-                        sni: None,
-                    },
-                    rx,
-                )
-                .await;
+                let info = ConnInfo {
+                    peer,
+                    tls: false,
+                    sni: None,
+                };
+                conn::serve(p, stream, info, rx).await;
             }
         });
+    }
+    drop(l);
+    let drained = tokio::time::timeout(p.cfg.timeouts.drain, async {
+        while conns.join_next().await.is_some() {}
+    });
+    if drained.await.is_err() {
+        tracing::warn!(
+            left = conns.len(),
+            "drain timeout: closing remaining connections"
+        );
     }
 }
 

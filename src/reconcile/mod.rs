@@ -58,9 +58,40 @@ pub struct Controller {
     /// Bumped after every pass (and by `touch`), so the edge can rebuild its routes.
     passes: tokio::sync::watch::Sender<u64>,
     /// Tenants an upgrade or restore is changing: passes leave them alone until released.
-    held: Mutex<BTreeSet<String>>,
+    holds: Mutex<Holds>,
     /// Serialises read-modify-write of instance files (API edits, upgrades, domain moves).
     files_lock: Arc<tokio::sync::Mutex<()>>,
+}
+
+/// Held tenants, and when each was last held or released: a pass that read the files and the
+/// engine before a release saw the tenant mid-change and must leave it to the next pass.
+#[derive(Default)]
+struct Holds {
+    held: BTreeSet<String>,
+    epoch: u64,
+    touched: BTreeMap<String, u64>,
+}
+
+impl Holds {
+    fn hold(&mut self, t: &str) {
+        self.held.insert(t.into());
+        self.bump(t);
+    }
+
+    fn release(&mut self, t: &str) {
+        self.held.remove(t);
+        self.bump(t);
+    }
+
+    fn bump(&mut self, t: &str) {
+        self.epoch += 1;
+        self.touched.insert(t.into(), self.epoch);
+    }
+
+    /// Not held now, and neither held nor released since `epoch`.
+    fn free_since(&self, t: &str, epoch: u64) -> bool {
+        !self.held.contains(t) && self.touched.get(t).is_none_or(|e| *e <= epoch)
+    }
 }
 
 impl Controller {
@@ -90,7 +121,7 @@ impl Controller {
             board: RwLock::default(),
             last_desired: RwLock::default(),
             passes: tokio::sync::watch::channel(0).0,
-            held: Mutex::default(),
+            holds: Mutex::default(),
             files_lock: Arc::default(),
         })
     }
@@ -138,17 +169,24 @@ impl Controller {
 
     /// Keeps passes away from `tenant` (its containers are being changed by an upgrade).
     pub fn hold(&self, tenant: &str) {
-        self.held.lock().expect("held lock").insert(tenant.into());
+        self.holds.lock().expect("holds lock").hold(tenant);
+    }
+
+    /// Holds `tenant` and waits out a pass already running, which may be applying steps to it:
+    /// after this returns, no pass touches the tenant until it is released.
+    pub async fn hold_settled(&self, tenant: &str) {
+        self.hold(tenant);
+        drop(self.pass_lock.lock().await);
     }
 
     /// Hands `tenant` back to the reconciler and asks for a pass.
     pub fn release(&self, tenant: &str) {
-        self.held.lock().expect("held lock").remove(tenant);
+        self.holds.lock().expect("holds lock").release(tenant);
         self.kick();
     }
 
     pub fn is_held(&self, tenant: &str) -> bool {
-        self.held.lock().expect("held lock").contains(tenant)
+        self.holds.lock().expect("holds lock").held.contains(tenant)
     }
 
     /// Forgets a tenant's backoff so the next pass retries it at once (after an operator fix).
@@ -161,6 +199,7 @@ impl Controller {
         let mut n = self.pass_lock.lock().await;
         *n += 1;
         let started = Instant::now();
+        let epoch = self.holds.lock().expect("holds lock").epoch;
         let mutations_before = self.rt.mutations();
         let host = self.host.clone();
         let loaded = tokio::task::spawn_blocking(move || desired::load(&host))
@@ -182,10 +221,10 @@ impl Controller {
         let now = Instant::now();
         let due: Vec<(String, Vec<plan::Step>)> = {
             let b = self.backoff.lock().expect("backoff lock");
-            let held = self.held.lock().expect("held lock");
+            let holds = self.holds.lock().expect("holds lock");
             planned
                 .into_iter()
-                .filter(|(t, _)| !held.contains(t))
+                .filter(|(t, _)| holds.free_since(t, epoch))
                 .filter(|(t, _)| b.get(t).is_none_or(|x| x.next_attempt <= now))
                 .collect()
         };

@@ -117,3 +117,25 @@ async fn a_broken_instance_file_leaves_the_running_tenant_untouched() {
         s.error
     );
 }
+
+#[test]
+fn a_pass_that_began_before_a_release_leaves_the_tenant_to_the_next_pass() {
+    let mut h = Holds::default();
+    let before_hold = h.epoch;
+    h.hold("acme");
+    assert!(!h.free_since("acme", before_hold), "held now");
+    let during_hold = h.epoch;
+    h.release("acme");
+    assert!(
+        !h.free_since("acme", during_hold),
+        "the pass saw the tenant mid-change"
+    );
+    assert!(
+        h.free_since("acme", h.epoch),
+        "a pass begun after the release"
+    );
+    assert!(
+        h.free_since("other", before_hold),
+        "other tenants are untouched"
+    );
+}

@@ -2,6 +2,8 @@
 //! blue-green or recreate behind the proxy, health-gated, and rolled back on failure; the fleet
 //! halts when failures pass the limit. Survives `kill -9` at any step (see `runner::recover`).
 
+mod commit;
+mod gate;
 mod runner;
 pub mod state;
 mod transition;
@@ -214,6 +216,7 @@ impl Upgrader {
                     migrated: false,
                     error: None,
                     seconds: None,
+                    gate_seconds: None,
                 },
             );
         }

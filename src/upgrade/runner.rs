@@ -122,7 +122,7 @@ impl Upgrader {
             })
             .unwrap_or_default();
         for (t, phase, strategy) in stuck {
-            self.ctl.hold(&t);
+            self.ctl.hold_settled(&t).await;
             tracing::warn!(
                 tenant = t,
                 ?phase,

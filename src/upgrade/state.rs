@@ -73,6 +73,9 @@ pub struct TenantProgress {
     pub error: Option<String>,
     #[serde(default)]
     pub seconds: Option<f64>,
+    /// From starting the new container to passing the health gate (the part no tool can skip).
+    #[serde(default)]
+    pub gate_seconds: Option<f64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

@@ -3,27 +3,24 @@
 //! one goes. Recreate: the proxy holds the tenant's requests while the old container stops, the
 //! migration runs and the new one passes the gate. Every step is safe to repeat after a crash.
 
-use super::{Upgrader, runner::now, state::Phase};
+use super::{Upgrader, state::Phase};
 use crate::{
     desired::{self, Instance},
-    proxy::{health, target::Target},
+    proxy::target::Target,
     reconcile::{apply::Applier, plan::Step},
     runtime::spec,
-    spec::{
-        instance::InstanceFile,
-        template::{StringOrList, UpgradeStrategy},
-    },
+    spec::template::UpgradeStrategy,
     store::{Allocation, Layout, atomic},
 };
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 /// Why a tenant did not move: before anything changed, or after (so it is rolled back).
-enum Fail {
+pub(super) enum Fail {
     NotStarted(String),
     Failed(String),
 }
 
-fn failed(e: impl std::fmt::Display) -> Fail {
+pub(super) fn failed(e: impl std::fmt::Display) -> Fail {
     Fail::Failed(e.to_string())
 }
 
@@ -35,14 +32,14 @@ pub fn previous(layout: &Layout, tenant: &str) -> Option<String> {
         .filter(|s| !s.is_empty())
 }
 
-fn next_name(canonical: &str) -> String {
+pub(super) fn next_name(canonical: &str) -> String {
     format!("{canonical}-next")
 }
 
 impl Upgrader {
     pub(super) async fn upgrade_tenant(self: &Arc<Self>, t: &str) {
         let started = std::time::Instant::now();
-        self.ctl.hold(t);
+        self.ctl.hold_settled(t).await;
         let strategy = self.progress(t).map(|p| p.0.strategy);
         let outcome = self.transition(t).await;
         let (phase, error) = match outcome {
@@ -113,7 +110,7 @@ impl Upgrader {
     }
 
     /// The tenant's instance as it will be at `version`, validated like an API edit.
-    fn instance_at(&self, t: &str, version: &str) -> Result<Instance, String> {
+    pub(super) fn instance_at(&self, t: &str, version: &str) -> Result<Instance, String> {
         let mut file = self.read_file(t)?;
         file.version = Some(version.into());
         desired::check_candidate(self.ctl.host(), &file).map_err(|e| e.to_string())
@@ -155,7 +152,7 @@ impl Upgrader {
     }
 
     /// Creates and starts the web container of `inst` as `name`, published on `port`.
-    async fn start_web(
+    pub(super) async fn start_web(
         &self,
         inst: &Instance,
         alloc: Allocation,
@@ -196,13 +193,7 @@ impl Upgrader {
         });
         let canonical = spec::container_name(&self.ctl.host().namespace, t, &new.web.service);
         let green = next_name(&canonical);
-        self.start_web(new, alloc, port, &green).await?;
-        self.migrate(t, &green).await?;
-        let target = Target::new(
-            SocketAddr::from(([127, 0, 0, 1], port)),
-            Duration::from_secs(2),
-        );
-        self.health_gate(t, &target, new).await?;
+        let target = self.start_and_gate(t, new, alloc, port, &green).await?;
         self.update(t, |p| p.phase = Phase::Switching);
         self.ctl.allocations().promote_next(t).map_err(failed)?;
         if let Some(gate) = self.proxy.as_ref().and_then(|p| p.gate(t)) {
@@ -232,13 +223,9 @@ impl Upgrader {
             .and_then(|s| s.stop_grace)
             .unwrap_or(Duration::from_secs(10));
         rt.stop_container(&canonical, grace).await.map_err(failed)?;
-        self.start_web(new, alloc, alloc.port, &canonical).await?;
-        self.migrate(t, &canonical).await?;
-        let target = Target::new(
-            SocketAddr::from(([127, 0, 0, 1], alloc.port)),
-            Duration::from_secs(2),
-        );
-        self.health_gate(t, &target, new).await?;
+        let target = self
+            .start_and_gate(t, new, alloc, alloc.port, &canonical)
+            .await?;
         self.update(t, |p| p.phase = Phase::Switched);
         if let Some(g) = &gate {
             // The gate's target still names the same port; a fresh one drops pooled
@@ -249,205 +236,25 @@ impl Upgrader {
         Ok(())
     }
 
-    /// Runs the version's migration in the new container; marks the tenant migrated first, so
-    /// even a migration that dies half way is undone by restoring the backup.
-    async fn migrate(&self, t: &str, container: &str) -> Result<(), Fail> {
-        let to = self.progress(t).map(|p| p.1).unwrap_or_default();
-        let Some(cmd) = self.migration(&to) else {
-            return Ok(());
-        };
-        self.update(t, |p| p.migrated = true);
-        let args: Vec<&str> = cmd.iter().map(String::as_str).collect();
-        let out = self
-            .ctl
-            .runtime()
-            .exec(container, &args, None)
-            .await
-            .map_err(failed)?;
-        if out.exit_code != 0 {
-            return Err(failed(format!(
-                "migration exited {}: {}",
-                out.exit_code,
-                out.output.trim().chars().take(500).collect::<String>()
-            )));
-        }
-        Ok(())
-    }
-
-    fn migration(&self, to: &str) -> Option<Vec<String>> {
-        let app = self.status()?.app;
-        let loaded = desired::load(self.ctl.host());
-        let v = loaded
-            .templates
-            .get(&app)?
-            .file()
-            .versions
-            .get(to)?
-            .migration
-            .clone()?;
-        Some(match v {
-            StringOrList::List(l) => l,
-            StringOrList::String(s) => vec!["/bin/sh".into(), "-c".into(), s],
-        })
-    }
-
-    /// N consecutive 2xx answers within the timeout, then still healthy for the watch period.
-    async fn health_gate(
+    /// Starts the new web container as `name` on `port`, migrates, and waits for the health
+    /// gate; records how long that took (the floor of any upgrade of this tenant).
+    async fn start_and_gate(
         &self,
         t: &str,
-        target: &Arc<Target>,
         inst: &Instance,
-    ) -> Result<(), Fail> {
-        let gate = self.progress(t).map(|p| p.2).unwrap_or_default();
-        let host = match &self.ctl.host().base_domain {
-            Some(base) => format!("{t}.{base}"),
-            None => "localhost".into(),
-        };
-        let path = &inst.web.health_path;
-        health::wait_healthy(
-            target,
-            path,
-            &host,
-            gate.passes,
-            Duration::from_secs(gate.timeout_s),
-        )
-        .await
-        .map_err(failed)?;
-        let until = tokio::time::Instant::now() + Duration::from_secs(gate.watch_s);
-        while tokio::time::Instant::now() < until {
-            match health::probe(target, path, &host).await {
-                Ok(s) if (200..300).contains(&s) => {}
-                other => {
-                    return Err(failed(format!(
-                        "healthy at first, then {}",
-                        other.map_or_else(|e| e, |s| format!("status {s}"))
-                    )));
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(250)).await;
-        }
-        Ok(())
-    }
-
-    /// After the switch: the file names the new version, the old container goes and the new
-    /// one takes its name. Repeatable: each part checks what is already done.
-    pub(super) async fn finish_tenant(
-        &self,
-        t: &str,
-        to: &str,
-        strategy: UpgradeStrategy,
-    ) -> Result<(), String> {
-        self.set_version(t, to).await?;
-        if strategy == UpgradeStrategy::BlueGreen {
-            let web = self.instance_at(t, to)?.web.service;
-            let canonical = spec::container_name(&self.ctl.host().namespace, t, &web);
-            let green = next_name(&canonical);
-            let rt = self.ctl.runtime();
-            let inv = rt
-                .inventory(&self.ctl.host().namespace)
-                .await
-                .map_err(|e| e.to_string())?;
-            if inv.containers.iter().any(|c| c.name == green) {
-                // The proxy has drained it already; only stragglers from outside remain.
-                rt.stop_container(&canonical, Duration::from_secs(2))
-                    .await
-                    .map_err(|e| e.to_string())?;
-                rt.remove_container(&canonical)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                rt.rename_container(&green, &canonical)
-                    .await
-                    .map_err(|e| e.to_string())?;
-            }
-        }
-        if let Some(g) = self.proxy.as_ref().and_then(|p| p.gate(t)) {
-            g.resume();
-        }
-        Ok(())
-    }
-
-    /// Back to the old version: the candidate container goes, the database is restored if a
-    /// migration touched it, and (recreate) the old web container is started again.
-    pub(super) async fn undo(&self, t: &str, strategy: UpgradeStrategy) -> Result<(), String> {
-        let Some((p, _, _)) = self.progress(t) else {
-            return Ok(());
-        };
-        let old = self.ctl.desired().instances.get(t).cloned();
-        let rt = self.ctl.runtime();
-        let result = async {
-            let Some(old) = old else { return Ok(()) };
-            let canonical = spec::container_name(&self.ctl.host().namespace, t, &old.web.service);
-            if p.migrated
-                && let Some(id) = &p.backup
-            {
-                self.backups
-                    .restore(t, id)
-                    .await
-                    .map_err(|e| e.to_string())?;
-            }
-            match strategy {
-                UpgradeStrategy::BlueGreen => {
-                    rt.remove_container(&next_name(&canonical))
-                        .await
-                        .map_err(|e| e.to_string())?;
-                    self.ctl
-                        .allocations()
-                        .drop_next(t)
-                        .map_err(|e| e.to_string())?;
-                }
-                UpgradeStrategy::Recreate => {
-                    let alloc = self.ctl.allocations().get(t).ok_or("no allocation")?;
-                    self.start_web(&old, alloc, alloc.port, &canonical)
-                        .await
-                        .map_err(|f| match f {
-                            Fail::Failed(e) | Fail::NotStarted(e) => e,
-                        })?;
-                    let target = Target::new(
-                        SocketAddr::from(([127, 0, 0, 1], alloc.port)),
-                        Duration::from_secs(2),
-                    );
-                    // Best effort: the old version was healthy before; give it the usual time.
-                    let _ = health::wait_healthy(
-                        &target,
-                        &old.web.health_path,
-                        "localhost",
-                        1,
-                        Duration::from_secs(60),
-                    )
-                    .await;
-                    if let Some(g) = self.proxy.as_ref().and_then(|p| p.gate(t)) {
-                        g.replace(Some(target), Duration::ZERO);
-                    }
-                }
-            }
-            Ok::<(), String>(())
-        }
-        .await;
-        if let Some(g) = self.proxy.as_ref().and_then(|p| p.gate(t)) {
-            g.resume();
-        }
-        result
-    }
-
-    /// Writes the version into the instance file (the source of truth), atomically.
-    async fn set_version(&self, t: &str, version: &str) -> Result<(), String> {
-        let lock = self.ctl.files_lock();
-        let _guard = lock.lock().await;
-        let mut file: InstanceFile = self.read_file(t)?;
-        if file.version.as_deref() == Some(version) {
-            return Ok(());
-        }
-        file.version = Some(version.into());
-        let yaml = serde_yaml::to_string(&file).map_err(|e| e.to_string())?;
-        let path = self.ctl.host().instances_dir.join(format!("{t}.yaml"));
-        atomic::write(&path, yaml.as_bytes(), 0o644)
-            .map_err(|e| format!("{}: {e}", path.display()))?;
-        tracing::info!(
-            tenant = t,
-            version,
-            at = now(),
-            "instance file now names the new version"
+        alloc: Allocation,
+        port: u16,
+        name: &str,
+    ) -> Result<Arc<Target>, Fail> {
+        let clock = std::time::Instant::now();
+        self.start_web(inst, alloc, port, name).await?;
+        self.migrate(t, name).await?;
+        let target = Target::new(
+            SocketAddr::from(([127, 0, 0, 1], port)),
+            Duration::from_secs(2),
         );
-        Ok(())
+        self.health_gate(t, &target, inst).await?;
+        self.update(t, |p| p.gate_seconds = Some(clock.elapsed().as_secs_f64()));
+        Ok(target)
     }
 }

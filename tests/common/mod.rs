@@ -213,8 +213,12 @@ impl Harness {
 
     /// Runs passes until every named tenant is running; panics with the board after 120 s.
     pub fn wait_running(&self, tenants: &[&str]) {
+        self.wait_running_within(tenants, Duration::from_secs(120));
+    }
+
+    pub fn wait_running_within(&self, tenants: &[&str], limit: Duration) {
         wait_for(
-            Duration::from_secs(120),
+            limit,
             || {
                 self.reconcile();
                 tenants.iter().all(|t| self.status(t)["phase"] == "running")

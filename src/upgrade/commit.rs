@@ -1,0 +1,139 @@
+//! The end of a tenant's move, either way: commit (file, old container, name) or undo
+//! (candidate removed, backup restored if migrated, old version started). Both repeatable.
+
+use super::{
+    Upgrader,
+    runner::now,
+    transition::{Fail, next_name},
+};
+use crate::{
+    proxy::{health, target::Target},
+    runtime::spec,
+    spec::{instance::InstanceFile, template::UpgradeStrategy},
+    store::atomic,
+};
+use std::{net::SocketAddr, time::Duration};
+
+impl Upgrader {
+    /// After the switch: the file names the new version, the old container goes and the new
+    /// one takes its name. Repeatable: each part checks what is already done.
+    pub(super) async fn finish_tenant(
+        &self,
+        t: &str,
+        to: &str,
+        strategy: UpgradeStrategy,
+    ) -> Result<(), String> {
+        self.set_version(t, to).await?;
+        if strategy == UpgradeStrategy::BlueGreen {
+            let web = self.instance_at(t, to)?.web.service;
+            let canonical = spec::container_name(&self.ctl.host().namespace, t, &web);
+            let green = next_name(&canonical);
+            let rt = self.ctl.runtime();
+            let inv = rt
+                .inventory(&self.ctl.host().namespace)
+                .await
+                .map_err(|e| e.to_string())?;
+            if inv.containers.iter().any(|c| c.name == green) {
+                // The proxy has drained it already; only stragglers from outside remain.
+                rt.stop_container(&canonical, Duration::from_secs(2))
+                    .await
+                    .map_err(|e| e.to_string())?;
+                rt.remove_container(&canonical)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                rt.rename_container(&green, &canonical)
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
+        }
+        if let Some(g) = self.proxy.as_ref().and_then(|p| p.gate(t)) {
+            g.resume();
+        }
+        Ok(())
+    }
+
+    /// Back to the old version: the candidate container goes, the database is restored if a
+    /// migration touched it, and (recreate) the old web container is started again.
+    pub(super) async fn undo(&self, t: &str, strategy: UpgradeStrategy) -> Result<(), String> {
+        let Some((p, _, _)) = self.progress(t) else {
+            return Ok(());
+        };
+        let old = self.ctl.desired().instances.get(t).cloned();
+        let rt = self.ctl.runtime();
+        let result = async {
+            let Some(old) = old else { return Ok(()) };
+            let canonical = spec::container_name(&self.ctl.host().namespace, t, &old.web.service);
+            if p.migrated
+                && let Some(id) = &p.backup
+            {
+                self.backups
+                    .restore(t, id)
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
+            match strategy {
+                UpgradeStrategy::BlueGreen => {
+                    rt.remove_container(&next_name(&canonical))
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    self.ctl
+                        .allocations()
+                        .drop_next(t)
+                        .map_err(|e| e.to_string())?;
+                }
+                UpgradeStrategy::Recreate => {
+                    let alloc = self.ctl.allocations().get(t).ok_or("no allocation")?;
+                    self.start_web(&old, alloc, alloc.port, &canonical)
+                        .await
+                        .map_err(|f| match f {
+                            Fail::Failed(e) | Fail::NotStarted(e) => e,
+                        })?;
+                    let target = Target::new(
+                        SocketAddr::from(([127, 0, 0, 1], alloc.port)),
+                        Duration::from_secs(2),
+                    );
+                    // Best effort: the old version was healthy before; give it the usual time.
+                    let _ = health::wait_healthy(
+                        &target,
+                        &old.web.health_path,
+                        "localhost",
+                        1,
+                        Duration::from_secs(60),
+                    )
+                    .await;
+                    if let Some(g) = self.proxy.as_ref().and_then(|p| p.gate(t)) {
+                        g.replace(Some(target), Duration::ZERO);
+                    }
+                }
+            }
+            Ok::<(), String>(())
+        }
+        .await;
+        if let Some(g) = self.proxy.as_ref().and_then(|p| p.gate(t)) {
+            g.resume();
+        }
+        result
+    }
+
+    /// Writes the version into the instance file (the source of truth), atomically.
+    async fn set_version(&self, t: &str, version: &str) -> Result<(), String> {
+        let lock = self.ctl.files_lock();
+        let _guard = lock.lock().await;
+        let mut file: InstanceFile = self.read_file(t)?;
+        if file.version.as_deref() == Some(version) {
+            return Ok(());
+        }
+        file.version = Some(version.into());
+        let yaml = serde_yaml::to_string(&file).map_err(|e| e.to_string())?;
+        let path = self.ctl.host().instances_dir.join(format!("{t}.yaml"));
+        atomic::write(&path, yaml.as_bytes(), 0o644)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        tracing::info!(
+            tenant = t,
+            version,
+            at = now(),
+            "instance file now names the new version"
+        );
+        Ok(())
+    }
+}

@@ -1,0 +1,95 @@
+//! The checks around a new version: its migration (run in the new container) and the health
+//! gate (N consecutive 2xx within the timeout, then still healthy for the watch period).
+
+use super::{
+    Upgrader,
+    transition::{Fail, failed},
+};
+use crate::{
+    desired::{self, Instance},
+    proxy::{health, target::Target},
+    spec::template::StringOrList,
+};
+use std::{sync::Arc, time::Duration};
+
+impl Upgrader {
+    /// Runs the version's migration in the new container; marks the tenant migrated first, so
+    /// even a migration that dies half way is undone by restoring the backup.
+    pub(super) async fn migrate(&self, t: &str, container: &str) -> Result<(), Fail> {
+        let to = self.progress(t).map(|p| p.1).unwrap_or_default();
+        let Some(cmd) = self.migration(&to) else {
+            return Ok(());
+        };
+        self.update(t, |p| p.migrated = true);
+        let args: Vec<&str> = cmd.iter().map(String::as_str).collect();
+        let out = self
+            .ctl
+            .runtime()
+            .exec(container, &args, None)
+            .await
+            .map_err(failed)?;
+        if out.exit_code != 0 {
+            return Err(failed(format!(
+                "migration exited {}: {}",
+                out.exit_code,
+                out.output.trim().chars().take(500).collect::<String>()
+            )));
+        }
+        Ok(())
+    }
+
+    fn migration(&self, to: &str) -> Option<Vec<String>> {
+        let app = self.status()?.app;
+        let loaded = desired::load(self.ctl.host());
+        let v = loaded
+            .templates
+            .get(&app)?
+            .file()
+            .versions
+            .get(to)?
+            .migration
+            .clone()?;
+        Some(match v {
+            StringOrList::List(l) => l,
+            StringOrList::String(s) => vec!["/bin/sh".into(), "-c".into(), s],
+        })
+    }
+
+    /// N consecutive 2xx answers within the timeout, then still healthy for the watch period.
+    pub(super) async fn health_gate(
+        &self,
+        t: &str,
+        target: &Arc<Target>,
+        inst: &Instance,
+    ) -> Result<(), Fail> {
+        let gate = self.progress(t).map(|p| p.2).unwrap_or_default();
+        let host = match &self.ctl.host().base_domain {
+            Some(base) => format!("{t}.{base}"),
+            None => "localhost".into(),
+        };
+        let path = &inst.web.health_path;
+        health::wait_healthy(
+            target,
+            path,
+            &host,
+            gate.passes,
+            Duration::from_secs(gate.timeout_s),
+        )
+        .await
+        .map_err(failed)?;
+        let until = tokio::time::Instant::now() + Duration::from_secs(gate.watch_s);
+        while tokio::time::Instant::now() < until {
+            match health::probe(target, path, &host).await {
+                Ok(s) if (200..300).contains(&s) => {}
+                other => {
+                    return Err(failed(format!(
+                        "healthy at first, then {}",
+                        other.map_or_else(|e| e, |s| format!("status {s}"))
+                    )));
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        Ok(())
+    }
+}
