@@ -126,6 +126,12 @@ pub async fn run(host: HostConfig) -> Result<(), DaemonError> {
     }
     fleet.upgrades.spawn();
     servers.spawn(fleet.jobs.clone().run_loop(stop_rx.clone()));
+    servers.spawn(
+        fleet
+            .backup_schedule
+            .clone()
+            .run_loop(fleet.backups.clone(), stop_rx.clone()),
+    );
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
     tracing::info!(socket = %host.api_socket.display(), "berth agent ready");
     let mut rx = stop_rx.clone();

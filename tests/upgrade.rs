@@ -245,20 +245,11 @@ fn a_fleet_moves_blue_green_without_a_failed_request_and_a_broken_release_stops_
         failures.is_empty(),
         "failed requests during recreate: {failures:?}"
     );
-    let migrated = docker_ok(&[
-        "exec",
-        &h.container("u3", "db"),
-        "psql",
-        "-qtA",
-        "-h",
-        "/var/run/postgresql",
-        "-U",
-        "app",
-        "-d",
-        "app",
-        "-c",
+    let migrated = psql(
+        &h,
+        "u3",
         "select count(*) from information_schema.tables where table_name = 'migrated_v4'",
-    ]);
+    );
     assert_eq!(migrated, "1", "the migration ran");
     assert_eq!(h.reconcile()["steps"], 0);
 
@@ -273,44 +264,45 @@ fn a_fleet_moves_blue_green_without_a_failed_request_and_a_broken_release_stops_
     h.kill9();
 }
 
+fn psql(h: &Harness, tenant: &str, sql: &str) -> String {
+    docker_ok(&[
+        "exec",
+        &h.container(tenant, "db"),
+        "psql",
+        "-qtA",
+        "-h",
+        "/var/run/postgresql",
+        "-U",
+        "app",
+        "-d",
+        "app",
+        "-c",
+        sql,
+    ])
+}
+
 #[test]
-fn a_backup_restores_the_database_byte_for_byte() {
+fn a_backup_restores_byte_for_byte_clones_into_a_new_tenant_verifies_and_runs_on_schedule() {
     let Some(_g) = docker_test() else { return };
     let mut h = Harness::new(62);
     instance(&h, "b1", "1");
     h.start();
     h.wait_running(&["b1"]);
-    let db = h.container("b1", "db");
-    let psql = |sql: &str| {
-        docker_ok(&[
-            "exec",
-            &db,
-            "psql",
-            "-qtA",
-            "-h",
-            "/var/run/postgresql",
-            "-U",
-            "app",
-            "-d",
-            "app",
-            "-c",
-            sql,
-        ])
-    };
-    psql(
+    let psql_b1 = |sql: &str| psql(&h, "b1", sql);
+    psql_b1(
         "create table notes(id int primary key, body text); insert into notes select g, md5(g::text) from generate_series(1, 500) g;",
     );
-    let before = psql("select string_agg(body, ',' order by id) from notes");
+    let before = psql_b1("select string_agg(body, ',' order by id) from notes");
     let made = h.cli_ok(&["backup", "b1"]);
     let id = made.split_whitespace().nth(2).unwrap().to_string();
-    psql("delete from notes where id > 10; update notes set body = 'gone';");
+    psql_b1("delete from notes where id > 10; update notes set body = 'gone';");
     assert_ne!(
-        psql("select string_agg(body, ',' order by id) from notes"),
+        psql_b1("select string_agg(body, ',' order by id) from notes"),
         before
     );
     h.cli_ok(&["restore", "b1", "--from", &id]);
     assert_eq!(
-        psql("select string_agg(body, ',' order by id) from notes"),
+        psql_b1("select string_agg(body, ',' order by id) from notes"),
         before
     );
     let listed = h.cli_ok(&["backup", "b1", "--list"]);
@@ -320,6 +312,79 @@ fn a_backup_restores_the_database_byte_for_byte() {
         &std::fs::metadata(&archive).unwrap().permissions(),
     );
     assert_eq!(mode & 0o777, 0o600, "backups hold secrets");
+
+    // A clone: a new tenant with the same data and its own secrets.
+    let cloned = h.cli_ok(&["restore", "b2", "--from", &format!("b1:{id}")]);
+    assert!(cloned.contains("created from backup"), "{cloned}");
+    assert_eq!(
+        psql(
+            &h,
+            "b2",
+            "select string_agg(body, ',' order by id) from notes"
+        ),
+        before
+    );
+    let secret =
+        |t: &str| std::fs::read(h.path(&format!("state/tenants/{t}/secrets/db_password"))).unwrap();
+    assert_ne!(secret("b1"), secret("b2"), "a clone gets its own secrets");
+    let clash = h.cli(&["restore", "b2", "--from", &format!("b1:{id}")]);
+    assert!(
+        !clash.status.success(),
+        "cloning over an existing tenant is refused"
+    );
+
+    // Verify: brought up in a scratch tenant, healthy, removed again.
+    let verified = h.cli_ok(&["backup", "verify", &format!("b1:{id}")]);
+    assert!(
+        verified.contains("good")
+            && verified.contains("removed")
+            && verified.contains("database.sql"),
+        "{verified}"
+    );
+    let ls = h.cli_ok(&["ls"]);
+    assert!(!ls.contains("verify-"), "scratch tenant gone: {ls}");
+
+    // The plan's schedule (here an instance override: every two seconds, keep two).
+    common::write_instance(
+        &h,
+        "b2",
+        "template: demo\nversion: \"1\"\nplan: small\nlimits:\n  backups:\n    keep: 2\n    schedule: \"*/2 * * * * *\"\nparameters:\n  site_title: b2\n",
+    );
+    let list = || -> serde_json::Value {
+        serde_json::from_str(&h.cli_ok(&["backup", "b2", "--list", "-o", "json"])).unwrap()
+    };
+    let ids = |v: &serde_json::Value| -> Vec<String> {
+        v["backups"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|b| b["id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let mut first = vec![];
+    common::wait_for(
+        Duration::from_secs(60),
+        || {
+            first = ids(&list());
+            first.len() == 2
+        },
+        "two scheduled backups",
+    );
+    common::wait_for(
+        Duration::from_secs(60),
+        || {
+            let v = list();
+            let last = v["last_scheduled"]["id"].as_str().unwrap_or("").to_string();
+            !first.contains(&last) && !last.is_empty()
+        },
+        "a third scheduled backup",
+    );
+    let now = ids(&list());
+    assert_eq!(now.len(), 2, "keep: 2 → {now:?}");
+    assert!(
+        !now.contains(&first[1]),
+        "the oldest was pruned: {first:?} → {now:?}"
+    );
     h.kill9();
 }
 

@@ -33,7 +33,11 @@ impl From<BackupError> for ApiError {
         let m = e.to_string();
         match e {
             BackupError::UnknownTenant(_) | BackupError::NotFound { .. } => ApiError::NotFound(m),
-            BackupError::Corrupt { .. } | BackupError::Command { .. } => ApiError::Conflict(m),
+            BackupError::Invalid { .. } => ApiError::BadRequest(m),
+            BackupError::Corrupt { .. }
+            | BackupError::Command { .. }
+            | BackupError::Exists(_)
+            | BackupError::NotReady { .. } => ApiError::Conflict(m),
             BackupError::Io { .. } | BackupError::Runtime(_) => ApiError::Internal(m),
         }
     }
@@ -93,9 +97,18 @@ pub async fn backup_index(
     Path(tenant): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     instances::instance_path(&s, &tenant)?;
-    Ok(Json(
-        serde_json::to_value(s.fleet.backups.list(&tenant)).unwrap_or_default(),
-    ))
+    let policy = s
+        .ctl
+        .desired()
+        .instances
+        .get(&tenant)
+        .map(|i| i.backups.clone());
+    Ok(Json(serde_json::json!({
+        "tenant": tenant,
+        "policy": policy,
+        "last_scheduled": s.fleet.backup_schedule.last(&tenant),
+        "backups": s.fleet.backups.list(&tenant),
+    })))
 }
 
 pub async fn backup_create(
@@ -116,20 +129,48 @@ pub struct RestoreRequest {
     pub from: String,
 }
 
+/// `from` is `ID` (a backup of this tenant, restored in place) or `SOURCE:ID` (a backup of
+/// another tenant, cloned into this new one).
 pub async fn restore(
     State(s): State<AppState>,
     Path(tenant): Path<String>,
     Json(req): Json<RestoreRequest>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     instances::instance_path(&s, &tenant)?;
-    if req.from.contains('/') || req.from.contains("..") {
+    let (source, id) = backup_ref(&req.from, &tenant)?;
+    if source == tenant {
+        let m = s.fleet.upgrades.restore(&tenant, &id).await?;
+        return Ok(Json(serde_json::to_value(m).unwrap_or_default()));
+    }
+    let r = s.fleet.backups.clone_as(&source, &id, &tenant).await?;
+    Ok(Json(serde_json::to_value(r).unwrap_or_default()))
+}
+
+/// Brings backup `id` up in a scratch tenant, checks its health, and removes it.
+pub async fn backup_verify(
+    State(s): State<AppState>,
+    Path((tenant, id)): Path<(String, String)>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    instances::instance_path(&s, &tenant)?;
+    let (source, id) = backup_ref(&id, &tenant)?;
+    let r = s.fleet.backups.verify(&source, &id).await?;
+    Ok(Json(serde_json::to_value(r).unwrap_or_default()))
+}
+
+/// Splits `SOURCE:ID` (or a bare `ID` of `default`), checking both parts are plain names.
+fn backup_ref(from: &str, default: &str) -> Result<(String, String), ApiError> {
+    let (source, id) = from.split_once(':').unwrap_or((default, from));
+    let plain = |x: &str| {
+        !x.is_empty()
+            && x.bytes()
+                .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_')
+    };
+    if !plain(source) || !plain(id) {
         return Err(ApiError::BadRequest(format!(
-            "{:?} is not a backup id",
-            req.from
+            "{from:?} is not a backup reference (ID or TENANT:ID)"
         )));
     }
-    let m = s.fleet.upgrades.restore(&tenant, &req.from).await?;
-    Ok(Json(serde_json::to_value(m).unwrap_or_default()))
+    Ok((source.into(), id.into()))
 }
 
 pub async fn jobs(

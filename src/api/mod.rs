@@ -81,6 +81,10 @@ pub fn router(state: AppState) -> Router {
             "/v1/instances/{tenant}/backups",
             get(fleet::backup_index).post(fleet::backup_create),
         )
+        .route(
+            "/v1/instances/{tenant}/backups/{id}/verify",
+            post(fleet::backup_verify),
+        )
         .route("/v1/instances/{tenant}/restore", post(fleet::restore))
         .route("/v1/instances/{tenant}/jobs", get(fleet::jobs))
         .with_state(state)

@@ -56,6 +56,8 @@ pub async fn database(
         "--clean",
         "--if-exists",
         "--no-owner",
+        // One role per tenant: a clone restores as another role, which old grants would name.
+        "--no-privileges",
         "-h",
         "/var/run/postgresql",
         "-U",

@@ -3,15 +3,17 @@
 //! files and secrets — one archive with a manifest and checksums, written atomically, 0600.
 
 pub mod archive;
+mod clone;
 mod dump;
+pub mod schedule;
+
+/// The archive member holding the tenant's instance file.
+pub const INSTANCE_MEMBER: &str = "instance.yaml";
 
 use crate::{desired::Instance, reconcile::Controller, store::atomic};
 use archive::Manifest;
 use serde::Serialize;
 use std::{collections::BTreeMap, path::PathBuf, sync::Arc};
-
-/// Archives kept per tenant; older ones are deleted after each new backup.
-pub const KEEP: usize = 7;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BackupError {
@@ -25,6 +27,12 @@ pub enum BackupError {
         step: String,
         output: String,
     },
+    #[error("tenant {0} already exists (or is still being purged)")]
+    Exists(String),
+    #[error("tenant {tenant}: {why}")]
+    Invalid { tenant: String, why: String },
+    #[error("tenant {tenant} did not come up: {why}")]
+    NotReady { tenant: String, why: String },
     #[error("backup {path} is damaged: {why}")]
     Corrupt { path: String, why: String },
     #[error("{path}: {source}")]
@@ -63,7 +71,7 @@ impl Backups {
     }
 
     fn dir(&self, tenant: &str) -> PathBuf {
-        self.ctl.layout().root().join("backups").join(tenant)
+        self.ctl.host().backup_dir.join(tenant)
     }
 
     fn instance(&self, tenant: &str) -> Result<Instance, BackupError> {
@@ -86,6 +94,11 @@ impl Backups {
         }
         for (volume, data) in dump::volumes(rt, ns, &inst).await? {
             members.insert(format!("volumes/{volume}.tar"), data);
+        }
+        // The instance file as it was, so a clone can start from the same template and values.
+        let file = self.ctl.host().instances_dir.join(format!("{tenant}.yaml"));
+        if let Ok(data) = std::fs::read(&file) {
+            members.insert(INSTANCE_MEMBER.to_string(), data);
         }
         let root = self.ctl.layout().tenant(tenant);
         for path in files_under(&root) {
@@ -110,7 +123,7 @@ impl Backups {
         let path = dir.join(format!("{id}.tar"));
         atomic::write(&path, &bytes, 0o600).map_err(io(&path))?;
         tracing::info!(tenant, id, bytes = bytes.len(), "backup written");
-        self.prune(tenant);
+        self.prune(tenant, inst.backups.keep as usize);
         Ok(BackupInfo {
             id,
             tenant: tenant.into(),
@@ -144,8 +157,9 @@ impl Backups {
         v
     }
 
-    fn prune(&self, tenant: &str) {
-        for old in self.list(tenant).into_iter().skip(KEEP) {
+    /// Deletes all but the newest `keep` archives (the tenant's plan says how many).
+    fn prune(&self, tenant: &str, keep: usize) {
+        for old in self.list(tenant).into_iter().skip(keep.max(1)) {
             let _ = std::fs::remove_file(self.dir(tenant).join(format!("{}.tar", old.id)));
         }
     }
@@ -153,21 +167,41 @@ impl Backups {
     /// Restores `tenant`'s database and volumes from backup `id` in place. Secrets and rendered
     /// files stay as they are: the running containers already use them.
     pub async fn restore(&self, tenant: &str, id: &str) -> Result<Manifest, BackupError> {
-        let inst = self.instance(tenant)?;
+        let (manifest, members) = self.open(tenant, id)?;
+        self.restore_members(tenant, &members).await?;
+        tracing::info!(tenant, id, "backup restored");
+        Ok(manifest)
+    }
+
+    /// Reads and checks archive `id` of `tenant`.
+    fn open(
+        &self,
+        tenant: &str,
+        id: &str,
+    ) -> Result<(Manifest, BTreeMap<String, Vec<u8>>), BackupError> {
         let path = self.dir(tenant).join(format!("{id}.tar"));
-        if !path.exists() {
+        if id.contains('/') || id.contains("..") || !path.exists() {
             return Err(BackupError::NotFound {
                 tenant: tenant.into(),
                 id: id.into(),
             });
         }
-        let (manifest, members) = archive::open(&path)?;
+        archive::open(&path)
+    }
+
+    /// Loads the database dump and volume archives into `tenant`'s running containers.
+    async fn restore_members(
+        &self,
+        tenant: &str,
+        members: &BTreeMap<String, Vec<u8>>,
+    ) -> Result<(), BackupError> {
+        let inst = self.instance(tenant)?;
         let rt = self.ctl.runtime().as_ref();
         let ns = &self.ctl.host().namespace;
         if let Some(sql) = members.get("database.sql") {
             dump::restore_database(rt, ns, &inst, sql.clone()).await?;
         }
-        for (name, data) in &members {
+        for (name, data) in members {
             if let Some(volume) = name
                 .strip_prefix("volumes/")
                 .and_then(|n| n.strip_suffix(".tar"))
@@ -175,8 +209,7 @@ impl Backups {
                 dump::restore_volume(rt, ns, &inst, volume, data.clone()).await?;
             }
         }
-        tracing::info!(tenant, id, "backup restored");
-        Ok(manifest)
+        Ok(())
     }
 }
 

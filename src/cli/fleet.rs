@@ -97,15 +97,58 @@ pub async fn restore(c: &Client, tenant: &str, from: &str) -> Result<()> {
     let v = c
         .json(Method::POST, &path, Some(json!({ "from": from })))
         .await?;
-    println!(
-        "{tenant}: restored backup {from} (taken on version {})",
-        v["version"].as_str().unwrap_or("?")
-    );
+    if v["restored"].is_array() {
+        println!(
+            "{tenant}: created from backup {from} (version {}, healthy, {:.1}s)",
+            v["version"].as_str().unwrap_or("?"),
+            v["seconds"].as_f64().unwrap_or(0.0)
+        );
+    } else {
+        println!(
+            "{tenant}: restored backup {from} (taken on version {})",
+            v["version"].as_str().unwrap_or("?")
+        );
+    }
     Ok(())
 }
 
+pub async fn verify(c: &Client, backup: &str, output: Output) -> Result<()> {
+    let Some((tenant, id)) = backup.split_once(':') else {
+        anyhow::bail!(
+            "{backup:?}: name the backup as TENANT:ID (see `berth backup TENANT --list`)"
+        );
+    };
+    let path = format!("/v1/instances/{tenant}/backups/{id}/verify");
+    let v = c.json(Method::POST, &path, None).await?;
+    print(output, &v, verified);
+    Ok(())
+}
+
+fn verified(v: &Value) -> String {
+    format!(
+        "backup {}:{}: good — restored {} into {}, healthy, {} ({:.1}s)\n",
+        v["from"].as_str().unwrap_or("?"),
+        v["id"].as_str().unwrap_or("?"),
+        v["restored"]
+            .as_array()
+            .map(|a| a
+                .iter()
+                .filter_map(|x| x.as_str())
+                .collect::<Vec<_>>()
+                .join(", "))
+            .unwrap_or_default(),
+        v["tenant"].as_str().unwrap_or("?"),
+        if v["removed"] == true {
+            "removed"
+        } else {
+            "removal still in progress"
+        },
+        v["seconds"].as_f64().unwrap_or(0.0)
+    )
+}
+
 fn backups_table(v: &Value) -> String {
-    let rows: Vec<Vec<String>> = v
+    let rows: Vec<Vec<String>> = v["backups"]
         .as_array()
         .into_iter()
         .flatten()
@@ -117,7 +160,26 @@ fn backups_table(v: &Value) -> String {
             ]
         })
         .collect();
-    table::render(&["ID", "VERSION", "BYTES"], &rows)
+    let mut out = table::render(&["ID", "VERSION", "BYTES"], &rows);
+    let p = &v["policy"];
+    if p.is_object() {
+        out.push_str(&format!(
+            "keeps {}; scheduled: {}\n",
+            p["keep"],
+            p["schedule"].as_str().unwrap_or("no")
+        ));
+    }
+    let l = &v["last_scheduled"];
+    if l.is_object() {
+        out.push_str(&match l["error"].as_str() {
+            Some(e) => format!("last scheduled backup failed: {e}\n"),
+            None => format!(
+                "last scheduled backup: {}\n",
+                l["id"].as_str().unwrap_or("?")
+            ),
+        });
+    }
+    out
 }
 
 /// One line per tenant: phase, seconds, error.

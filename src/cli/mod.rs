@@ -126,9 +126,13 @@ pub enum Command {
         #[arg(long)]
         wait: bool,
     },
-    /// Back a tenant up now (database dump, volumes, files), or list its backups.
+    /// Back a tenant up now (database dump, volumes, files), or list its backups;
+    /// `berth backup verify T:ID` restores a backup into a scratch tenant, checks its health
+    /// and removes it.
     Backup {
         tenant: String,
+        /// With `verify`: the backup to verify, as TENANT:ID.
+        backup: Option<String>,
         #[arg(long)]
         list: bool,
         #[arg(short, long, value_enum, default_value = "table")]
@@ -140,7 +144,8 @@ pub enum Command {
         #[arg(short, long, value_enum, default_value = "table")]
         output: Output,
     },
-    /// Restore a tenant in place from one of its backups.
+    /// Restore a tenant in place from one of its backups (`--from ID`), or create a new tenant
+    /// as a clone of another's backup (`--from TENANT:ID`; new secrets, no custom domains).
     Restore {
         tenant: String,
         #[arg(long)]
@@ -265,8 +270,22 @@ pub async fn run(cli: Cli) -> Result<i32> {
         Command::Rollback { tenant, wait } => return fleet::rollback(&c, &tenant, wait).await,
         Command::Backup {
             tenant,
+            backup: Some(b),
+            output,
+            ..
+        } if tenant == "verify" => fleet::verify(&c, &b, output).await?,
+        Command::Backup {
+            tenant,
+            backup: Some(b),
+            ..
+        } => anyhow::bail!(
+            "unexpected argument {b:?}: `berth backup {tenant}` takes no backup id (did you mean `berth backup verify {tenant}:{b}`?)"
+        ),
+        Command::Backup {
+            tenant,
             list,
             output,
+            ..
         } => fleet::backup(&c, &tenant, list, output).await?,
         Command::Restore { tenant, from } => fleet::restore(&c, &tenant, &from).await?,
         Command::Jobs { tenant, output } => {

@@ -1,6 +1,7 @@
 //! The validated host config: resolved paths, address pools and plans.
 
 use super::{
+    backups::BackupPolicy,
     edge::{self, AcmeConfig, DomainsConfig, ProxyConfig},
     limits::Limits,
 };
@@ -26,12 +27,20 @@ pub struct HostConfig {
     pub ports: (u16, u16),
     pub resync: Duration,
     pub parallelism: usize,
-    pub plans: BTreeMap<String, Limits>,
+    pub backup_dir: PathBuf,
+    pub plans: BTreeMap<String, Plan>,
     pub default_plan: Option<String>,
     pub shared_database: Option<SharedDatabase>,
     pub proxy: Option<ProxyConfig>,
     pub acme: Option<AcmeConfig>,
     pub domains: DomainsConfig,
+}
+
+/// A named tier of the host config: resources and backup policy.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Plan {
+    pub limits: Limits,
+    pub backups: BackupPolicy,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -97,6 +106,23 @@ fn mask(prefix: u8) -> u32 {
     }
 }
 
+impl Plan {
+    /// This plan with the values `file` sets replaced, validated (an instance's overrides).
+    pub fn overlay(
+        &self,
+        file: &crate::spec::instance::LimitsFile,
+    ) -> Result<Plan, super::limits::LimitError> {
+        let backups = match &file.backups {
+            Some(b) => BackupPolicy::overlay(self.backups.clone(), b)?,
+            None => self.backups.clone(),
+        };
+        Ok(Plan {
+            limits: Limits::overlay(self.limits, file)?,
+            backups,
+        })
+    }
+}
+
 /// Reads and validates the host config at `path`.
 pub fn load(path: &Path) -> Result<HostConfig, SpecErrors> {
     let shown = spec::shown_path(path, 1);
@@ -153,9 +179,9 @@ pub fn build(file: &spec::Loaded<HostFile>, root: &Path) -> Result<HostConfig, S
     }
     let mut plans = BTreeMap::new();
     for (name, lf) in &h.plans {
-        match Limits::overlay(Limits::default(), lf) {
-            Ok(l) => {
-                plans.insert(name.clone(), l);
+        match Plan::default().overlay(lf) {
+            Ok(p) => {
+                plans.insert(name.clone(), p);
             }
             Err(e) => err(&format!("plans.{name}.{}", e.field), e.message),
         }
@@ -219,6 +245,11 @@ pub fn build(file: &spec::Loaded<HostFile>, root: &Path) -> Result<HostConfig, S
         ports: (h.ports.first, h.ports.last),
         resync: resync.expect("checked above"),
         parallelism: h.parallelism.max(1),
+        backup_dir: resolve(
+            h.backup_dir
+                .as_deref()
+                .unwrap_or(&h.state_dir.join("backups")),
+        ),
         plans,
         default_plan: h.default_plan.clone(),
         shared_database,

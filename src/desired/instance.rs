@@ -1,8 +1,7 @@
 //! Builds one validated `Instance` from an instance file, its template and the host config.
 
 use super::{
-    host::{HostConfig, is_dns_label},
-    limits::Limits,
+    host::{HostConfig, Plan, is_dns_label},
     model::{Database, Instance, Job, PathMount, SecretSpec, Web},
     params, render,
     template::Template,
@@ -68,7 +67,7 @@ pub fn build(
         );
         return Err(errs);
     };
-    let limits = limits_of(i, host)
+    let Plan { limits, backups } = plan_of(i, host)
         .map_err(|(field, m)| err(&field, m))
         .unwrap_or_default();
     let parameters = parameters_of(i, t, &mut err);
@@ -168,6 +167,7 @@ pub fn build(
         paths,
         plan: i.plan.clone().or_else(|| host.default_plan.clone()),
         limits,
+        backups,
         parameters,
         web: Web {
             service: tf.web.service.clone(),
@@ -213,11 +213,11 @@ pub fn build(
     })
 }
 
-fn limits_of(i: &InstanceFile, host: &HostConfig) -> Result<Limits, (String, String)> {
+fn plan_of(i: &InstanceFile, host: &HostConfig) -> Result<Plan, (String, String)> {
     let plan = i.plan.as_ref().or(host.default_plan.as_ref());
     let base = match plan {
-        None => Limits::default(),
-        Some(p) => *host.plans.get(p).ok_or_else(|| {
+        None => Plan::default(),
+        Some(p) => host.plans.get(p).cloned().ok_or_else(|| {
             let known: Vec<_> = host.plans.keys().cloned().collect();
             (
                 "plan".to_string(),
@@ -230,7 +230,9 @@ fn limits_of(i: &InstanceFile, host: &HostConfig) -> Result<Limits, (String, Str
     };
     match &i.limits {
         None => Ok(base),
-        Some(l) => Limits::overlay(base, l).map_err(|e| (format!("limits.{}", e.field), e.message)),
+        Some(l) => base
+            .overlay(l)
+            .map_err(|e| (format!("limits.{}", e.field), e.message)),
     }
 }
 

@@ -95,6 +95,7 @@ mod tests {
             memory: Some("1g".into()),
             cpus: None,
             pids: None,
+            backups: None,
         };
         let l = Limits::overlay(Limits::default(), &f).unwrap();
         assert_eq!(l.memory, 1 << 30);
@@ -107,6 +108,7 @@ mod tests {
             memory: None,
             cpus: Some(0.0),
             pids: None,
+            backups: None,
         };
         assert_eq!(
             Limits::overlay(Limits::default(), &f).unwrap_err().field,
@@ -116,6 +118,7 @@ mod tests {
             memory: Some("1m".into()),
             cpus: None,
             pids: None,
+            backups: None,
         };
         assert!(
             Limits::overlay(Limits::default(), &f)

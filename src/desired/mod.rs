@@ -1,6 +1,7 @@
 //! Validated desired state: the host config, templates and instances after every check,
 //! including the rules that span files (unique tenants, domains claimed once).
 
+pub mod backups;
 pub mod edge;
 pub mod host;
 pub mod instance;

@@ -35,6 +35,9 @@ pub struct HostFile {
     /// Instances reconciled at once.
     #[serde(default = "default_parallelism")]
     pub parallelism: usize,
+    /// Where backup archives go; default `<state_dir>/backups`.
+    #[serde(default)]
+    pub backup_dir: Option<PathBuf>,
     #[serde(default)]
     pub plans: BTreeMap<String, LimitsFile>,
     /// Plan of instances that name none.

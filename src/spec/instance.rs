@@ -32,6 +32,19 @@ pub struct LimitsFile {
     pub cpus: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pids: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backups: Option<BackupsFile>,
+}
+
+/// How often a tenant is backed up on its own and how many archives it keeps.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct BackupsFile {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep: Option<u32>,
+    /// Cron expression (UTC), five fields or six with seconds first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]

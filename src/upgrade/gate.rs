@@ -78,14 +78,24 @@ impl Upgrader {
         .await
         .map_err(failed)?;
         let until = tokio::time::Instant::now() + Duration::from_secs(gate.watch_s);
-        while tokio::time::Instant::now() < until {
+        // An answer that is not 2xx fails at once; a probe that gets no answer (timeout, reset)
+        // fails only if the next one gets none either: one slow reply on a loaded host is not
+        // a broken release, and rolling back for it would be.
+        let mut unanswered = 0;
+        while tokio::time::Instant::now() < until || unanswered > 0 {
             match health::probe(target, path, &host).await {
-                Ok(s) if (200..300).contains(&s) => {}
-                other => {
-                    return Err(failed(format!(
-                        "healthy at first, then {}",
-                        other.map_or_else(|e| e, |s| format!("status {s}"))
-                    )));
+                Ok(s) if (200..300).contains(&s) => unanswered = 0,
+                Ok(s) => return Err(failed(format!("healthy at first, then status {s}"))),
+                Err(e) if unanswered > 0 => {
+                    return Err(failed(format!("healthy at first, then twice {e}")));
+                }
+                Err(e) => {
+                    tracing::info!(
+                        tenant = t,
+                        error = e,
+                        "health probe unanswered; probing again"
+                    );
+                    unanswered += 1;
                 }
             }
             tokio::time::sleep(Duration::from_millis(250)).await;

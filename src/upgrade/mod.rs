@@ -93,6 +93,7 @@ pub struct Fleet {
     pub backups: Arc<Backups>,
     pub upgrades: Arc<Upgrader>,
     pub jobs: Arc<crate::jobs::Scheduler>,
+    pub backup_schedule: Arc<crate::backup::schedule::BackupSchedule>,
 }
 
 impl Fleet {
@@ -105,6 +106,7 @@ impl Fleet {
             backups,
             upgrades,
             jobs,
+            backup_schedule: Arc::default(),
         }
     }
 }

@@ -1,0 +1,292 @@
+//! A backup brought up as a new tenant: `restore NEW --from T:ID` (a clone with its own secrets
+//! and subdomain, no custom domains) and `backup verify T:ID` (a scratch clone that must pass its
+//! health check, then goes). A clone that fails is removed whole: no half-created tenant.
+
+use super::{BackupError, Backups, INSTANCE_MEMBER, archive::Manifest};
+use crate::{
+    desired::{self, host::is_dns_label},
+    proxy::{health, target::Target},
+    reconcile::Phase,
+    spec::instance::{InstanceFile, RunState},
+    store::atomic,
+};
+use serde::Serialize;
+use std::{
+    collections::BTreeMap,
+    net::SocketAddr,
+    time::{Duration, Instant},
+};
+
+/// How long a clone may take to be provisioned and report running.
+const COME_UP: Duration = Duration::from_secs(300);
+/// How long the restored clone has to answer its health check.
+const HEALTHY: Duration = Duration::from_secs(120);
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CloneReport {
+    pub tenant: String,
+    pub from: String,
+    pub id: String,
+    pub template: String,
+    pub version: String,
+    /// Archive members restored into the clone (database dump, volumes).
+    pub restored: Vec<String>,
+    pub healthy: bool,
+    pub seconds: f64,
+    /// Verify only: the scratch tenant is gone again.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub removed: Option<bool>,
+}
+
+impl Backups {
+    /// Creates tenant `new` from backup `id` of `from`: same template, version and values, new
+    /// secrets, its own subdomain and none of the source's custom domains or paths.
+    pub async fn clone_as(
+        &self,
+        from: &str,
+        id: &str,
+        new: &str,
+    ) -> Result<CloneReport, BackupError> {
+        let started = Instant::now();
+        if !is_dns_label(new) {
+            return Err(BackupError::Invalid {
+                tenant: new.into(),
+                why: "not a valid tenant name (a DNS label: a-z, 0-9, inner -)".into(),
+            });
+        }
+        let (manifest, members) = self.open(from, id)?;
+        let file = clone_file(&manifest, &members, new)?;
+        self.create_file(&file).await?;
+        let result = self.bring_up(new, &members).await;
+        match result {
+            Ok(restored) => {
+                tracing::info!(tenant = new, from, id, "backup cloned");
+                Ok(CloneReport {
+                    tenant: new.into(),
+                    from: from.into(),
+                    id: id.into(),
+                    template: manifest.template,
+                    version: manifest.version,
+                    restored,
+                    healthy: true,
+                    seconds: started.elapsed().as_secs_f64(),
+                    removed: None,
+                })
+            }
+            Err(e) => {
+                tracing::warn!(tenant = new, error = %e, "clone failed; removing it");
+                self.discard(new);
+                Err(e)
+            }
+        }
+    }
+
+    /// Restores backup `id` of `from` into a scratch tenant, checks it answers healthy, and
+    /// removes it again; the archive is proven usable, not just readable.
+    pub async fn verify(&self, from: &str, id: &str) -> Result<CloneReport, BackupError> {
+        let started = Instant::now();
+        let mut r = [0u8; 4];
+        getrandom::fill(&mut r).map_err(|e| BackupError::Invalid {
+            tenant: from.into(),
+            why: format!("no randomness for a scratch name: {e}"),
+        })?;
+        let scratch = format!("verify-{}", hex::encode(r));
+        let mut report = self.clone_as(from, id, &scratch).await?;
+        self.discard(&scratch);
+        report.removed = Some(self.wait_gone(&scratch).await);
+        report.seconds = started.elapsed().as_secs_f64();
+        Ok(report)
+    }
+
+    /// Writes the clone's instance file after the same checks `berth add` makes.
+    async fn create_file(&self, file: &InstanceFile) -> Result<(), BackupError> {
+        let t = &file.tenant;
+        let path = self.ctl.host().instances_dir.join(format!("{t}.yaml"));
+        let lock = self.ctl.files_lock();
+        let _guard = lock.lock().await;
+        if path.exists() || self.ctl.layout().purge_marker(t).exists() {
+            return Err(BackupError::Exists(t.clone()));
+        }
+        let host = self.ctl.host().clone();
+        let checked = file.clone();
+        tokio::task::spawn_blocking(move || desired::check_candidate(&host, &checked))
+            .await
+            .expect("validation does not panic")
+            .map_err(|e| BackupError::Invalid {
+                tenant: t.clone(),
+                why: e.to_string(),
+            })?;
+        let yaml = serde_yaml::to_string(file).expect("instance file serializes");
+        atomic::write(&path, yaml.as_bytes(), 0o644).map_err(super::io(&path))?;
+        self.ctl.reset_backoff(t);
+        self.ctl.kick();
+        Ok(())
+    }
+
+    /// Waits for the new tenant to run, restores the data into it, and checks it is healthy.
+    async fn bring_up(
+        &self,
+        t: &str,
+        members: &BTreeMap<String, Vec<u8>>,
+    ) -> Result<Vec<String>, BackupError> {
+        self.wait_running(t).await?;
+        self.restore_members(t, members).await?;
+        let inst = self.instance(t)?;
+        let port = self
+            .ctl
+            .allocations()
+            .get(t)
+            .map(|a| a.port)
+            .ok_or_else(|| not_ready(t, "no port allocated".into()))?;
+        let target = Target::new(
+            SocketAddr::from(([127, 0, 0, 1], port)),
+            Duration::from_secs(2),
+        );
+        health::wait_healthy(&target, &inst.web.health_path, "localhost", 2, HEALTHY)
+            .await
+            .map_err(|e| not_ready(t, format!("unhealthy after the restore: {e}")))?;
+        Ok(members
+            .keys()
+            .filter(|m| *m == "database.sql" || m.starts_with("volumes/"))
+            .cloned()
+            .collect())
+    }
+
+    async fn wait_running(&self, t: &str) -> Result<(), BackupError> {
+        let deadline = Instant::now() + COME_UP;
+        let mut last = String::from("not seen by the reconciler yet");
+        while Instant::now() < deadline {
+            if let Some(s) = self.ctl.board().instances.get(t) {
+                match s.phase {
+                    Phase::Running => return Ok(()),
+                    Phase::Invalid => {
+                        return Err(not_ready(t, s.error.clone().unwrap_or_default()));
+                    }
+                    p => {
+                        last = format!(
+                            "{p:?}{}",
+                            s.error
+                                .as_ref()
+                                .map(|e| format!(": {e}"))
+                                .unwrap_or_default()
+                        )
+                    }
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        Err(not_ready(t, format!("still {last} after {COME_UP:?}")))
+    }
+
+    /// Removes tenant `t` with everything it has (tombstone first, as `berth rm --purge`).
+    fn discard(&self, t: &str) {
+        let marker = self.ctl.layout().purge_marker(t);
+        if let Err(e) = atomic::write(&marker, b"", 0o600) {
+            tracing::error!(tenant = t, error = %e, "cannot mark for purge");
+        }
+        let path = self.ctl.host().instances_dir.join(format!("{t}.yaml"));
+        let _ = std::fs::remove_file(path);
+        self.ctl.kick();
+    }
+
+    async fn wait_gone(&self, t: &str) -> bool {
+        let deadline = Instant::now() + COME_UP;
+        while Instant::now() < deadline {
+            let listed = self.ctl.board().instances.contains_key(t);
+            if !listed && !self.ctl.layout().purge_marker(t).exists() {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        false
+    }
+}
+
+fn not_ready(t: &str, why: String) -> BackupError {
+    BackupError::NotReady {
+        tenant: t.into(),
+        why,
+    }
+}
+
+/// The clone's instance file: the source's as backed up (or the manifest's template and version
+/// for archives without one), renamed, without domains, aliases or paths, not pinned, running.
+fn clone_file(
+    manifest: &Manifest,
+    members: &BTreeMap<String, Vec<u8>>,
+    new: &str,
+) -> Result<InstanceFile, BackupError> {
+    let mut file = match members.get(INSTANCE_MEMBER) {
+        Some(bytes) => {
+            serde_yaml::from_slice::<InstanceFile>(bytes).map_err(|e| BackupError::Invalid {
+                tenant: manifest.tenant.clone(),
+                why: format!("{INSTANCE_MEMBER} in backup {}: {e}", manifest.id),
+            })?
+        }
+        None => InstanceFile {
+            tenant: String::new(),
+            template: manifest.template.clone(),
+            version: None,
+            domains: vec![],
+            aliases: vec![],
+            paths: vec![],
+            plan: None,
+            limits: None,
+            parameters: BTreeMap::new(),
+            state: RunState::Running,
+            pinned: false,
+        },
+    };
+    file.tenant = new.into();
+    // The data belongs to the version the backup was taken at.
+    file.version = Some(manifest.version.clone());
+    file.domains.clear();
+    file.aliases.clear();
+    file.paths.clear();
+    file.state = RunState::Running;
+    file.pinned = false;
+    Ok(file)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn manifest() -> Manifest {
+        Manifest {
+            format: super::super::archive::FORMAT,
+            id: "20261123T000000Z-abcd".into(),
+            tenant: "acme".into(),
+            template: "demo".into(),
+            version: "2".into(),
+            created: 0,
+            members: vec![],
+        }
+    }
+
+    #[test]
+    fn a_clone_keeps_template_version_and_values_but_not_domains_or_pinning() {
+        let src = "tenant: acme\ntemplate: demo\nversion: '3'\ndomains: [shop.acme.test]\npaths: [sites.test/acme]\nplan: small\nparameters: {site_name: Acme}\nstate: stopped\npinned: true\n";
+        let members = BTreeMap::from([(INSTANCE_MEMBER.to_string(), src.as_bytes().to_vec())]);
+        let f = clone_file(&manifest(), &members, "acme-copy").unwrap();
+        assert_eq!(f.tenant, "acme-copy");
+        assert_eq!(
+            f.version.as_deref(),
+            Some("2"),
+            "the backup's version, not the file's"
+        );
+        assert_eq!(f.plan.as_deref(), Some("small"));
+        assert!(f.parameters.contains_key("site_name"));
+        assert!(f.domains.is_empty() && f.paths.is_empty() && !f.pinned);
+        assert_eq!(f.state, RunState::Running);
+    }
+
+    #[test]
+    fn an_archive_without_an_instance_file_clones_from_its_manifest() {
+        let f = clone_file(&manifest(), &BTreeMap::new(), "b").unwrap();
+        assert_eq!(
+            (f.template.as_str(), f.version.as_deref()),
+            ("demo", Some("2"))
+        );
+    }
+}
