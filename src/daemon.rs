@@ -68,7 +68,16 @@ pub fn lock_state_dir(layout: &Layout) -> Result<File, DaemonError> {
     Ok(f)
 }
 
-pub async fn run(host: HostConfig) -> Result<(), DaemonError> {
+pub async fn run(mut host: HostConfig) -> Result<(), DaemonError> {
+    if host.admission.memory_total.is_none() {
+        let m = crate::capacity::measure();
+        host.admission.memory_total = Some(m.memory_total);
+        tracing::info!(
+            memory = m.memory_total,
+            overcommit = host.admission.memory_overcommit,
+            "admission counts with the host's measured memory"
+        );
+    }
     let layout = Layout::new(host.state_dir.clone());
     let _lock = lock_state_dir(&layout)?;
     let rt: Arc<dyn Runtime> = Arc::new(DockerRuntime::connect().await?);

@@ -24,6 +24,7 @@ pub fn host() -> HostConfig {
         ports: (20000, 29999),
         resync: Duration::from_secs(30),
         parallelism: 4,
+        admission: Default::default(),
         backup_dir: "/var/lib/berth/backups".into(),
         plans: BTreeMap::new(),
         default_plan: None,

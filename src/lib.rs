@@ -5,6 +5,7 @@
 
 pub mod api;
 pub mod backup;
+pub mod capacity;
 pub mod certs;
 pub mod cli;
 pub mod daemon;

@@ -70,6 +70,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/certs", get(edge::cert_index))
         .route("/v1/certs/{domain}/renew", post(edge::cert_renew))
         .route("/v1/ca", get(edge::ca_show))
+        .route("/v1/capacity", get(capacity))
         .route("/v1/upgrades", post(fleet::upgrade_start))
         .route("/v1/upgrades/current", get(fleet::upgrade_show))
         .route(
@@ -88,6 +89,21 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/instances/{tenant}/restore", post(fleet::restore))
         .route("/v1/instances/{tenant}/jobs", get(fleet::jobs))
         .with_state(state)
+}
+
+/// Host totals, what instances reserve and what is in use (`berth capacity`).
+async fn capacity(State(s): State<AppState>) -> Result<Json<crate::capacity::Report>, ApiError> {
+    // The files as they are now, as admission reads them, not the last pass's view.
+    let host = s.ctl.host().clone();
+    let report = tokio::task::spawn_blocking(move || {
+        let d = crate::desired::load(&host).desired;
+        crate::capacity::report(&host, &d, crate::capacity::measure())
+    })
+    .await;
+    match report {
+        Ok(r) => Ok(Json(r)),
+        Err(e) => Err(ApiError::Internal(e.to_string())),
+    }
 }
 
 /// The router behind a bearer-token check, for the TCP listener.

@@ -138,6 +138,11 @@ pub enum Command {
         #[arg(short, long, value_enum, default_value = "table")]
         output: Output,
     },
+    /// Host memory and CPUs: total, what admission allows, what instances reserve, what is used.
+    Capacity {
+        #[arg(short, long, value_enum, default_value = "table")]
+        output: Output,
+    },
     /// A tenant's scheduled jobs: last runs, exit status, duration, next run.
     Jobs {
         tenant: String,
@@ -294,8 +299,38 @@ pub async fn run(cli: Cli) -> Result<i32> {
                 .await?;
             print(output, &v, fleet::jobs_table);
         }
+        Command::Capacity { output } => {
+            let v = c.json(Method::GET, "/v1/capacity", None).await?;
+            print(output, &v, capacity_table);
+        }
     }
     Ok(0)
+}
+
+fn capacity_table(v: &serde_json::Value) -> String {
+    let bytes = |k: &str| {
+        v[k].as_u64()
+            .map_or("unknown".to_string(), crate::spec::units::format_bytes)
+    };
+    let rows = vec![
+        vec![
+            "memory".to_string(),
+            bytes("memory_total"),
+            format!("{} (× {})", bytes("memory_allowed"), v["memory_overcommit"]),
+            bytes("memory_reserved"),
+            bytes("memory_used"),
+        ],
+        vec![
+            "cpus".to_string(),
+            v["cpus"].to_string(),
+            "-".to_string(),
+            format!("{:.2}", v["cpus_reserved"].as_f64().unwrap_or(0.0)),
+            "-".to_string(),
+        ],
+    ];
+    let mut out = table::render(&["RESOURCE", "TOTAL", "ALLOWED", "RESERVED", "USED"], &rows);
+    out.push_str(&format!("{} instances\n", v["instances"]));
+    out
 }
 
 fn print(output: Output, v: &serde_json::Value, table: fn(&serde_json::Value) -> String) {

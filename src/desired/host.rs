@@ -27,6 +27,7 @@ pub struct HostConfig {
     pub ports: (u16, u16),
     pub resync: Duration,
     pub parallelism: usize,
+    pub admission: Admission,
     pub backup_dir: PathBuf,
     pub plans: BTreeMap<String, Plan>,
     pub default_plan: Option<String>,
@@ -34,6 +35,24 @@ pub struct HostConfig {
     pub proxy: Option<ProxyConfig>,
     pub acme: Option<AcmeConfig>,
     pub domains: DomainsConfig,
+}
+
+/// How much memory instances may reserve: `memory_total × memory_overcommit`. The daemon fills
+/// `memory_total` with the measured host memory when the config leaves it out; None (offline
+/// validation) admits everything.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Admission {
+    pub memory_total: Option<u64>,
+    pub memory_overcommit: f64,
+}
+
+impl Default for Admission {
+    fn default() -> Self {
+        Admission {
+            memory_total: None,
+            memory_overcommit: 1.0,
+        }
+    }
 }
 
 /// A named tier of the host config: resources and backup policy.
@@ -177,6 +196,23 @@ pub fn build(file: &spec::Loaded<HostFile>, root: &Path) -> Result<HostConfig, S
             "a TCP listener needs api.token_file (bearer token)".into(),
         );
     }
+    let mut admission = Admission::default();
+    if let Some(r) = h.admission.memory_overcommit {
+        if r > 0.0 && r <= 100.0 {
+            admission.memory_overcommit = r;
+        } else {
+            err(
+                "admission.memory_overcommit",
+                format!("{r} is out of range (0 < ratio <= 100)"),
+            );
+        }
+    }
+    if let Some(m) = &h.admission.memory {
+        match units::parse_bytes(m) {
+            Ok(b) => admission.memory_total = Some(b),
+            Err(e) => err("admission.memory", e),
+        }
+    }
     let mut plans = BTreeMap::new();
     for (name, lf) in &h.plans {
         match Plan::default().overlay(lf) {
@@ -245,6 +281,7 @@ pub fn build(file: &spec::Loaded<HostFile>, root: &Path) -> Result<HostConfig, S
         ports: (h.ports.first, h.ports.last),
         resync: resync.expect("checked above"),
         parallelism: h.parallelism.max(1),
+        admission,
         backup_dir: resolve(
             h.backup_dir
                 .as_deref()

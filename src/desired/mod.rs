@@ -1,6 +1,7 @@
 //! Validated desired state: the host config, templates and instances after every check,
 //! including the rules that span files (unique tenants, domains claimed once).
 
+pub mod admission;
 pub mod backups;
 pub mod edge;
 pub mod host;
@@ -173,6 +174,16 @@ pub fn check_candidate(
                 format!("domain {d:?} is already claimed by tenant {}", o.tenant),
             ));
         }
+    }
+    if let Err(m) = admission::admit(host, &current.desired, &inst) {
+        errors.push(loaded.error_at(
+            if file.limits.is_some() {
+                "limits"
+            } else {
+                "plan"
+            },
+            m,
+        ));
     }
     errors.into_result()?;
     Ok(inst)

@@ -35,6 +35,8 @@ pub struct HostFile {
     /// Instances reconciled at once.
     #[serde(default = "default_parallelism")]
     pub parallelism: usize,
+    #[serde(default)]
+    pub admission: AdmissionFile,
     /// Where backup archives go; default `<state_dir>/backups`.
     #[serde(default)]
     pub backup_dir: Option<PathBuf>,
@@ -52,6 +54,19 @@ pub struct HostFile {
     pub tls: TlsFile,
     #[serde(default)]
     pub domains: DomainsFile,
+}
+
+/// How much memory berth may promise to instances.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdmissionFile {
+    /// Reserved memory may reach the host's memory times this (default 1.0: never promise more
+    /// than exists).
+    #[serde(default)]
+    pub memory_overcommit: Option<f64>,
+    /// The host's memory as admission sees it; default: measured at start.
+    #[serde(default)]
+    pub memory: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
