@@ -28,6 +28,17 @@ async fn main() {
     let backend = env("BACKEND", "127.0.0.1:18080").parse().unwrap();
     let tenants: usize = env("TENANTS", "1000").parse().unwrap();
     let access_log = env("ACCESS_LOG", "0") == "1";
+    // RATE=n: every tenant gets a token bucket of n req/s (bursts of n) and an in-flight
+    // limit, set so high nothing is refused: the limiter's own cost.
+    let quota = match env("RATE", "0").parse::<u32>().unwrap() {
+        0 => Default::default(),
+        r => berth::desired::quota::EdgeQuota {
+            rate: Some(r),
+            burst: Some(r),
+            connections: Some(100_000),
+            max_body: None,
+        },
+    };
     std::fs::create_dir_all(&out).unwrap();
     if access_log {
         // One line per request written to a file, formatted as `berth serve` formats its log.
@@ -68,6 +79,7 @@ async fn main() {
             aliases: vec![],
             mounts: vec![],
             pinned: false,
+            quota,
         });
     }
     let started = std::time::Instant::now();

@@ -32,6 +32,12 @@ OUT_DIR=$W/al ACCESS_LOG=1 BACKEND=127.0.0.1:18080 TENANTS=1000 PLAIN_PORT=18084
 BERTH_AL=$!
 for _ in $(seq 100); do grep -q ready "$W/berth-al.log" && break; sleep 0.2; done
 
+# And with every tenant under a rate and in-flight limit too high to refuse: the limiter's cost.
+mkdir -p "$W/rl"
+OUT_DIR=$W/rl RATE=1000000 BACKEND=127.0.0.1:18080 TENANTS=1000 PLAIN_PORT=18085 HTTPS_PORT=18448 "$BIN" 2>"$W/berth-rl.log" &
+BERTH_RL=$!
+for _ in $(seq 100); do grep -q ready "$W/berth-rl.log" && break; sleep 0.2; done
+
 cat > "$W/backend.conf" <<NG
 worker_processes 1; pid $W/backend.pid; error_log $W/backend.err; daemon on;
 events { worker_connections 4096; }
@@ -74,6 +80,7 @@ sleep 1
 rss() { case $1 in
   berth) ps -o rss= -p $BERTH ;;
   berth+log) ps -o rss= -p $BERTH_AL ;;
+  berth+limit) ps -o rss= -p $BERTH_RL ;;
   nginx) ps -o rss= --ppid "$(cat $W/proxy.pid)" | awk '{s+=$1} END {print s}' ;;
   haproxy) ps -o rss= -p "$(cat $W/haproxy.pid)" ;;
   direct) echo 0 ;; esac; }
@@ -103,6 +110,8 @@ report "plaintext keep-alive" nginx "$(run_wrk -H 'Host: bench.test' http://127.
 report "plaintext keep-alive" haproxy "$(run_wrk -H 'Host: bench.test' http://127.0.0.1:18082/)"
 report "plaintext keep-alive" berth "$(run_wrk -H 'Host: bench.test' http://127.0.0.1:18083/)"
 report "plaintext keep-alive" berth+log "$(run_wrk -H 'Host: bench.test' http://127.0.0.1:18084/)"
+report "plaintext keep-alive" berth+limit "$(run_wrk -H 'Host: bench.test' http://127.0.0.1:18085/)"
+report "plaintext keep-alive" berth "$(run_wrk -H 'Host: bench.test' http://127.0.0.1:18083/)"
 report "TLS keep-alive" nginx "$(run_wrk -H 'Host: bench.test' https://bench.test:18444/)"
 report "TLS keep-alive" haproxy "$(run_wrk -H 'Host: bench.test' https://bench.test:18445/)"
 report "TLS keep-alive (1000 certs)" berth "$(run_wrk -H 'Host: bench.test' https://bench.test:18446/)"

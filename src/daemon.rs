@@ -92,12 +92,34 @@ pub async fn run(mut host: HostConfig) -> Result<(), DaemonError> {
     };
     // Before the first pass: tenants a crash left mid-upgrade must be held from the reconciler.
     let fleet = crate::upgrade::Fleet::open(ctl.clone(), edge.as_ref().map(|e| e.proxy.clone()));
-    let state = AppState::new(
+    let metrics = crate::metrics::Metrics::new(crate::metrics::Sources {
+        ctl: ctl.clone(),
+        fleet: fleet.clone(),
+        proxy: edge.as_ref().map(|e| e.proxy.clone()),
+        certs: edge.as_ref().map(|e| e.certs.clone()),
+        disks: ctl.disks().ok().cloned(),
+    });
+    let mut state = AppState::new(
         ctl.clone(),
         book.clone(),
         edge.as_ref().map(|e| e.certs.clone()),
         fleet.clone(),
     );
+    state.metrics = Some(metrics.clone());
+    if let Some(addr) = host.metrics.listen {
+        let tcp = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(io_err(Path::new(&addr.to_string())))?;
+        tracing::info!(%addr, "metrics listening");
+        servers.spawn(serve_tcp(tcp, metrics.clone().router(), stop_rx.clone()));
+    }
+    servers.spawn(metrics.sweep.clone().run(
+        ctl.runtime().clone(),
+        host.namespace.clone(),
+        host.metrics.interval,
+        stop_rx.clone(),
+    ));
+    servers.spawn(metrics.clone().follow_passes(ctl.clone(), stop_rx.clone()));
     let unix = bind_unix(&host.api_socket)?;
     let mut rx = stop_rx.clone();
     let app = api::router(state.clone());
@@ -117,16 +139,9 @@ pub async fn run(mut host: HostConfig) -> Result<(), DaemonError> {
             .await
             .map_err(io_err(Path::new(addr)))?;
         let app = api::router_with_token(state, token);
-        let mut rx = stop_rx.clone();
-        servers.spawn(async move {
-            let _ = axum::serve(tcp, app)
-                .with_graceful_shutdown(async move {
-                    rx.wait_for(|s| *s).await.map(|_| ()).unwrap_or(())
-                })
-                .await;
-        });
+        servers.spawn(serve_tcp(tcp, app, stop_rx.clone()));
     }
-    tokio::spawn(follow_engine_events(ctl.clone()));
+    tokio::spawn(follow_engine_events(ctl.clone(), metrics.clone()));
     if let Err(e) = ctl.pass().await {
         tracing::error!(error = %e, "first reconcile pass failed; retrying");
     }
@@ -219,6 +234,19 @@ impl Edge {
     }
 }
 
+/// Serves `app` on `tcp` until shutdown flips, finishing requests in flight.
+async fn serve_tcp(
+    tcp: tokio::net::TcpListener,
+    app: axum::Router,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let _ = axum::serve(tcp, app)
+        .with_graceful_shutdown(
+            async move { stop.wait_for(|s| *s).await.map(|_| ()).unwrap_or(()) },
+        )
+        .await;
+}
+
 /// The API socket, 0660: root and the socket's group may manage tenants, nobody else.
 fn bind_unix(path: &Path) -> Result<tokio::net::UnixListener, DaemonError> {
     if let Some(dir) = path.parent() {
@@ -249,12 +277,13 @@ fn watch(
 
 /// Kicks a pass on every engine event about our containers; reconnects if the stream ends
 /// (dockerd restart). The periodic resync covers anything missed in between.
-async fn follow_engine_events(ctl: Arc<Controller>) {
+async fn follow_engine_events(ctl: Arc<Controller>, metrics: Arc<crate::metrics::Metrics>) {
     use futures_util::StreamExt;
     loop {
-        match ctl.runtime().changes(&ctl.host().namespace).await {
+        match ctl.runtime().events(&ctl.host().namespace).await {
             Ok(mut events) => {
-                while events.next().await.is_some() {
+                while let Some(e) = events.next().await {
+                    metrics.on_event(&e);
                     ctl.kick();
                 }
             }

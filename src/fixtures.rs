@@ -25,6 +25,10 @@ pub fn host() -> HostConfig {
         resync: Duration::from_secs(30),
         parallelism: 4,
         admission: Default::default(),
+        metrics: desired::host::MetricsConfig {
+            listen: None,
+            interval: Duration::from_secs(15),
+        },
         backup_dir: "/var/lib/berth/backups".into(),
         plans: BTreeMap::new(),
         default_plan: None,
@@ -58,6 +62,22 @@ pub fn instance_from(stem: &str, yaml: &str) -> Result<Instance, spec::SpecError
 /// A running `demo` instance at version 1.
 pub fn demo_instance(tenant: &str) -> Instance {
     instance_from(tenant, &format!("tenant: {tenant}\ntemplate: demo\n")).unwrap()
+}
+
+/// The container spec of `service` of a demo instance of `tenant` in namespace `ns`.
+pub fn container_spec(ns: &str, tenant: &str, service: &str) -> crate::runtime::ContainerSpec {
+    let inst = demo_instance(tenant);
+    crate::runtime::spec::container_spec(
+        ns,
+        &inst,
+        inst.service(service).expect("demo service"),
+        &crate::store::Allocation {
+            subnet: 0,
+            port: 20001,
+            next_port: None,
+        },
+        &crate::store::Layout::new("/var/lib/berth".into()),
+    )
 }
 
 #[cfg(test)]

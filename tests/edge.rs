@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{Harness, challtest::ChallTest, docker_test};
+use common::{Harness, challtest::ChallTest, curl, docker_test};
 use std::process::Command;
 
 const SLOT: u16 = 51;
@@ -13,31 +13,6 @@ fn instance(h: &Harness, tenant: &str, extra: &str) {
         "tenant: {tenant}\ntemplate: demo\nversion: \"1\"\nplan: small\n{extra}parameters:\n  site_title: {tenant}\n  admin_email: ops@{tenant}.test\n  brand_color: \"#336699\"\n"
     );
     std::fs::write(h.path(&format!("instances/{tenant}.yaml")), yaml).unwrap();
-}
-
-/// curl through the proxy: (status, body), trusting berth's CA, `host` resolved to loopback.
-fn curl(
-    h: &Harness,
-    port: u16,
-    scheme: &str,
-    host: &str,
-    path: &str,
-    extra: &[&str],
-) -> (String, String) {
-    let out = Command::new("curl")
-        .args(["-sS", "-o", "-", "-w", "\n%{http_code}", "--cacert"])
-        .arg(h.path("ca.pem"))
-        .args(["--resolve", &format!("{host}:{port}:127.0.0.1")])
-        .args(extra)
-        .arg(format!("{scheme}://{host}:{port}{path}"))
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
-    (
-        code.to_string(),
-        format!("{body}{}", String::from_utf8_lossy(&out.stderr)),
-    )
 }
 
 #[test]

@@ -28,6 +28,8 @@ pub struct AppState {
     /// None when the host runs no proxy.
     pub certs: Option<Arc<CertManager>>,
     pub fleet: crate::upgrade::Fleet,
+    /// Set by the daemon; `berth top` reads it.
+    pub metrics: Option<Arc<crate::metrics::Metrics>>,
 }
 
 impl AppState {
@@ -43,6 +45,7 @@ impl AppState {
             domains,
             certs,
             fleet,
+            metrics: None,
         }
     }
 }
@@ -71,6 +74,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/certs/{domain}/renew", post(edge::cert_renew))
         .route("/v1/ca", get(edge::ca_show))
         .route("/v1/capacity", get(capacity))
+        .route("/v1/top", get(top))
         .route("/v1/upgrades", post(fleet::upgrade_start))
         .route("/v1/upgrades/current", get(fleet::upgrade_show))
         .route(
@@ -103,6 +107,14 @@ async fn capacity(State(s): State<AppState>) -> Result<Json<crate::capacity::Rep
     match report {
         Ok(r) => Ok(Json(r)),
         Err(e) => Err(ApiError::Internal(e.to_string())),
+    }
+}
+
+/// Live figures per tenant (`berth top`), from the last stats sweep and the proxy's meters.
+async fn top(State(s): State<AppState>) -> Result<Json<crate::metrics::top::Top>, ApiError> {
+    match &s.metrics {
+        Some(m) => Ok(Json(m.top())),
+        None => Err(ApiError::NotFound("this agent collects no metrics".into())),
     }
 }
 

@@ -5,6 +5,7 @@ pub mod client;
 pub mod edge;
 pub mod fleet;
 pub mod table;
+pub mod top;
 pub mod validate;
 
 use anyhow::{Context, Result, bail};
@@ -142,6 +143,17 @@ pub enum Command {
     Capacity {
         #[arg(short, long, value_enum, default_value = "table")]
         output: Output,
+    },
+    /// Live per-tenant figures: CPU, memory, pids, disk, network, restarts, OOM kills, requests.
+    Top {
+        /// Print one table and exit.
+        #[arg(long)]
+        once: bool,
+        #[arg(short, long, value_enum, default_value = "table")]
+        output: Output,
+        /// Refresh period.
+        #[arg(long, default_value = "2s", value_parser = crate::spec::units::parse_duration)]
+        interval: std::time::Duration,
     },
     /// A tenant's scheduled jobs: last runs, exit status, duration, next run.
     Jobs {
@@ -299,6 +311,11 @@ pub async fn run(cli: Cli) -> Result<i32> {
                 .await?;
             print(output, &v, fleet::jobs_table);
         }
+        Command::Top {
+            once,
+            output,
+            interval,
+        } => top::run(&c, once, matches!(output, Output::Json), interval).await?,
         Command::Capacity { output } => {
             let v = c.json(Method::GET, "/v1/capacity", None).await?;
             print(output, &v, capacity_table);

@@ -28,6 +28,7 @@ pub struct HostConfig {
     pub resync: Duration,
     pub parallelism: usize,
     pub admission: Admission,
+    pub metrics: MetricsConfig,
     pub backup_dir: PathBuf,
     pub plans: BTreeMap<String, Plan>,
     pub default_plan: Option<String>,
@@ -35,6 +36,24 @@ pub struct HostConfig {
     pub proxy: Option<ProxyConfig>,
     pub acme: Option<AcmeConfig>,
     pub domains: DomainsConfig,
+}
+
+/// Where `/metrics` listens (None: off) and how often container stats are swept.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MetricsConfig {
+    pub listen: Option<std::net::SocketAddr>,
+    pub interval: Duration,
+}
+
+pub const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:9464";
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig {
+            listen: DEFAULT_METRICS_LISTEN.parse().ok(),
+            interval: Duration::from_secs(15),
+        }
+    }
 }
 
 /// How much memory instances may reserve: `memory_total × memory_overcommit`. The daemon fills
@@ -59,6 +78,7 @@ impl Default for Admission {
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Plan {
     pub limits: Limits,
+    pub quota: super::quota::Quota,
     pub backups: BackupPolicy,
 }
 
@@ -137,6 +157,7 @@ impl Plan {
         };
         Ok(Plan {
             limits: Limits::overlay(self.limits, file)?,
+            quota: super::quota::Quota::overlay(self.quota, file)?,
             backups,
         })
     }
@@ -213,6 +234,27 @@ pub fn build(file: &spec::Loaded<HostFile>, root: &Path) -> Result<HostConfig, S
             Err(e) => err("admission.memory", e),
         }
     }
+    let mut metrics = MetricsConfig::default();
+    match h.metrics.listen.as_deref() {
+        None => {}
+        Some("none") => metrics.listen = None,
+        Some(l) => match l.parse() {
+            Ok(a) => metrics.listen = Some(a),
+            Err(_) => err(
+                "metrics.listen",
+                format!("{l:?} is not host:port (e.g. 127.0.0.1:9464) or none"),
+            ),
+        },
+    }
+    if let Some(i) = &h.metrics.interval {
+        match units::parse_duration(i) {
+            Ok(d) if d >= Duration::from_secs(1) && d <= Duration::from_secs(3600) => {
+                metrics.interval = d
+            }
+            Ok(_) => err("metrics.interval", format!("{i} is out of range (1s..=1h)")),
+            Err(e) => err("metrics.interval", e),
+        }
+    }
     let mut plans = BTreeMap::new();
     for (name, lf) in &h.plans {
         match Plan::default().overlay(lf) {
@@ -282,6 +324,7 @@ pub fn build(file: &spec::Loaded<HostFile>, root: &Path) -> Result<HostConfig, S
         resync: resync.expect("checked above"),
         parallelism: h.parallelism.max(1),
         admission,
+        metrics,
         backup_dir: resolve(
             h.backup_dir
                 .as_deref()

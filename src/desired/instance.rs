@@ -67,7 +67,11 @@ pub fn build(
         );
         return Err(errs);
     };
-    let Plan { limits, backups } = plan_of(i, host)
+    let Plan {
+        limits,
+        quota,
+        backups,
+    } = plan_of(i, host)
         .map_err(|(field, m)| err(&field, m))
         .unwrap_or_default();
     let parameters = parameters_of(i, t, &mut err);
@@ -84,6 +88,13 @@ pub fn build(
         } else if i.domains.contains(d) || i.aliases[..n].contains(d) {
             err(&format!("aliases.{n}"), format!("{d:?} is listed twice"));
         }
+    }
+    let claimed = i.domains.len() + i.aliases.len();
+    if let Some(max) = quota.domains.filter(|m| claimed > *m as usize) {
+        err(
+            "domains",
+            format!("{claimed} domains and aliases claimed; the plan allows {max}"),
+        );
     }
     let mut paths = Vec::new();
     for (n, p) in i.paths.iter().enumerate() {
@@ -167,6 +178,7 @@ pub fn build(
         paths,
         plan: i.plan.clone().or_else(|| host.default_plan.clone()),
         limits,
+        quota,
         backups,
         parameters,
         web: Web {

@@ -94,8 +94,7 @@ mod tests {
         let f = LimitsFile {
             memory: Some("1g".into()),
             cpus: None,
-            pids: None,
-            backups: None,
+            ..Default::default()
         };
         let l = Limits::overlay(Limits::default(), &f).unwrap();
         assert_eq!(l.memory, 1 << 30);
@@ -107,8 +106,7 @@ mod tests {
         let f = LimitsFile {
             memory: None,
             cpus: Some(0.0),
-            pids: None,
-            backups: None,
+            ..Default::default()
         };
         assert_eq!(
             Limits::overlay(Limits::default(), &f).unwrap_err().field,
@@ -117,8 +115,7 @@ mod tests {
         let f = LimitsFile {
             memory: Some("1m".into()),
             cpus: None,
-            pids: None,
-            backups: None,
+            ..Default::default()
         };
         assert!(
             Limits::overlay(Limits::default(), &f)

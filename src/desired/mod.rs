@@ -9,6 +9,7 @@ pub mod instance;
 pub mod limits;
 pub mod model;
 pub mod params;
+pub mod quota;
 pub mod render;
 pub mod service;
 pub mod template;

@@ -20,6 +20,7 @@ pub struct Instance {
     pub paths: Vec<PathMount>,
     pub plan: Option<String>,
     pub limits: Limits,
+    pub quota: super::quota::Quota,
     pub backups: super::backups::BackupPolicy,
     pub parameters: BTreeMap<String, String>,
     pub web: Web,

@@ -3,27 +3,33 @@
 
 use super::{
     Proxy,
-    body::{BoxError, Guarded, ProxyBody, empty},
+    body::{BoxError, Guarded, Metered, ProxyBody, empty},
     conn::ConnInfo,
-    gate::Refusal,
-    headers, pages,
+    gate::{Gate, Refusal},
+    headers,
+    limit::{self, Slot},
+    pages,
     routes::{Route, rewrite_path},
     target::Ticket,
 };
 use http_body_util::{BodyExt, Limited};
 use hyper::{Request, Response, StatusCode, Uri, body::Incoming, header};
 use hyper_util::rt::TokioIo;
-use std::time::Instant;
+use std::{sync::Arc, time::Instant};
 
 const ACME_PREFIX: &str = "/.well-known/acme-challenge/";
 
 pub async fn handle(p: &Proxy, conn: &ConnInfo, req: Request<Incoming>) -> Response<ProxyBody> {
     let started = Instant::now();
-    let (resp, tenant, host) = route(p, conn, req).await;
+    let (resp, gate, host) = route(p, conn, req).await;
+    if let Some(g) = &gate {
+        g.meter
+            .observe(resp.status().as_u16(), started.elapsed().as_secs_f64());
+    }
     if p.cfg.access_log {
         tracing::info!(
             target: "berth::access",
-            tenant = tenant.as_deref().unwrap_or("-"),
+            tenant = gate.as_ref().map_or("-", |g| g.tenant.as_str()),
             host = host.as_deref().unwrap_or("-"),
             status = resp.status().as_u16(),
             duration_ms = started.elapsed().as_secs_f64() * 1000.0,
@@ -33,7 +39,8 @@ pub async fn handle(p: &Proxy, conn: &ConnInfo, req: Request<Incoming>) -> Respo
     resp
 }
 
-type Outcome = (Response<ProxyBody>, Option<String>, Option<String>);
+/// The response, the tenant's gate if the request reached one, and the host asked for.
+type Outcome = (Response<ProxyBody>, Option<Arc<Gate>>, Option<String>);
 
 async fn route(p: &Proxy, conn: &ConnInfo, req: Request<Incoming>) -> Outcome {
     if headers::check_framing(req.headers()).is_err() {
@@ -69,11 +76,14 @@ async fn route(p: &Proxy, conn: &ConnInfo, req: Request<Incoming>) -> Outcome {
         }
     };
     drop(routes);
-    let tenant = Some(gate.tenant.clone());
+    let slot = match gate.limiter.admit(&gate.meter.active) {
+        Ok(s) => s,
+        Err(l) => return (limited(&gate, l), Some(gate), Some(host)),
+    };
     let ticket = match gate.admit(p.cfg.timeouts.max_pause).await {
         Ok(t) => t,
         Err(Refusal::Maintenance | Refusal::PauseExpired) => {
-            return (pages::maintenance(), tenant, Some(host));
+            return (pages::maintenance(), Some(gate), Some(host));
         }
     };
     let upstream_path = match &prefix {
@@ -84,13 +94,40 @@ async fn route(p: &Proxy, conn: &ConnInfo, req: Request<Incoming>) -> Outcome {
         p,
         conn,
         req,
-        ticket,
+        Held {
+            ticket,
+            slot,
+            gate: gate.clone(),
+        },
         &host,
         &upstream_path,
         prefix.as_ref().map(|(s, _)| s.as_str()),
     )
     .await;
-    (resp, tenant, Some(host))
+    (resp, Some(gate), Some(host))
+}
+
+/// 429 with Retry-After in whole seconds (at least one), counted by the limit that refused.
+fn limited(gate: &Gate, why: limit::Limited) -> Response<ProxyBody> {
+    let retry = match why {
+        limit::Limited::Rate { retry_after } => {
+            gate.meter.rate_limited.inc();
+            retry_after.as_secs_f64().ceil().max(1.0) as u64
+        }
+        limit::Limited::Connections => {
+            gate.meter.connection_limited.inc();
+            1
+        }
+    };
+    pages::too_many_requests(retry)
+}
+
+/// What a forwarded request keeps until its response body (or tunnel) ends: its place on the
+/// target (for drains) and in the tenant's in-flight count.
+struct Held {
+    ticket: Ticket,
+    slot: Slot,
+    gate: Arc<Gate>,
 }
 
 /// Port 80: ACME challenges first, then 308 to HTTPS for known hosts only.
@@ -119,12 +156,13 @@ async fn forward(
     p: &Proxy,
     conn: &ConnInfo,
     mut req: Request<Incoming>,
-    ticket: Ticket,
+    held: Held,
     host: &str,
     path: &str,
     mount: Option<&str>,
 ) -> Response<ProxyBody> {
-    let max_body = p.cfg.max_body;
+    let meter = held.gate.meter.clone();
+    let max_body = held.gate.limiter.quota().max_body.unwrap_or(p.cfg.max_body);
     let declared = req
         .headers()
         .get(header::CONTENT_LENGTH)
@@ -155,7 +193,7 @@ async fn forward(
     {
         parts.headers.insert("x-forwarded-prefix", v);
     }
-    let target = ticket.target().clone();
+    let target = held.ticket.target().clone();
     let Ok(uri) = Uri::builder()
         .scheme("http")
         .authority(target.addr.to_string())
@@ -171,7 +209,7 @@ async fn forward(
         host.parse()
             .unwrap_or_else(|_| header::HeaderValue::from_static("invalid")),
     );
-    let body: ProxyBody = Limited::new(body, max_body as usize)
+    let body: ProxyBody = Metered::new(Limited::new(body, max_body as usize), meter.received)
         .map_err(BoxError::from)
         .boxed_unsync();
     let sent = target.client().request(Request::from_parts(parts, body));
@@ -194,7 +232,7 @@ async fn forward(
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
         if let Some(client) = client_upgrade {
             let upstream = hyper::upgrade::on(&mut resp);
-            tokio::spawn(tunnel(client, upstream, ticket));
+            tokio::spawn(tunnel(client, upstream, held));
             let (parts, _) = resp.into_parts();
             return Response::from_parts(parts, empty());
         }
@@ -202,7 +240,7 @@ async fn forward(
     }
     let (mut parts, body) = resp.into_parts();
     headers::strip_hop_by_hop(&mut parts.headers);
-    let body = Guarded::new(body, ticket)
+    let body = Guarded::new(Metered::new(body, meter.sent), (held.ticket, held.slot))
         .map_err(BoxError::from)
         .boxed_unsync();
     Response::from_parts(parts, body)
@@ -236,16 +274,21 @@ fn client_fault(e: &(dyn std::error::Error + 'static)) -> Option<ClientFault> {
 async fn tunnel(
     client: hyper::upgrade::OnUpgrade,
     upstream: hyper::upgrade::OnUpgrade,
-    ticket: Ticket,
+    held: Held,
 ) {
     let (Ok(c), Ok(u)) = (client.await, upstream.await) else {
         return;
     };
     let (mut c, mut u) = (TokioIo::new(c), TokioIo::new(u));
-    let target = ticket.target().clone();
+    let target = held.ticket.target().clone();
     tokio::select! {
-        _ = tokio::io::copy_bidirectional(&mut c, &mut u) => {}
+        r = tokio::io::copy_bidirectional(&mut c, &mut u) => {
+            if let Ok((up, down)) = r {
+                held.gate.meter.received.inc_by(up);
+                held.gate.meter.sent.inc_by(down);
+            }
+        }
         _ = target.cancelled() => {}
     }
-    drop(ticket);
+    drop(held);
 }

@@ -2,7 +2,11 @@
 //! targets follows kamal-proxy's order: requests register on the target they load, the swap is
 //! atomic, and the old target is drained after the swap.
 
-use super::target::{DrainReport, Target, Ticket};
+use super::{
+    limit::Limiter,
+    target::{DrainReport, Target, Ticket},
+};
+use crate::metrics::proxy::TenantMeter;
 use arc_swap::ArcSwapOption;
 use std::{
     sync::{
@@ -19,6 +23,9 @@ pub struct Gate {
     /// Stopped or suspended: answered with the maintenance page.
     maintenance: AtomicBool,
     paused: watch::Sender<bool>,
+    /// The plan's rate and in-flight limits.
+    pub limiter: Limiter,
+    pub meter: TenantMeter,
 }
 
 /// Why a request was not admitted to the tenant's app.
@@ -32,11 +39,17 @@ pub enum Refusal {
 
 impl Gate {
     pub fn new(tenant: &str) -> Arc<Gate> {
+        Gate::with_meter(tenant, TenantMeter::detached())
+    }
+
+    pub fn with_meter(tenant: &str, meter: TenantMeter) -> Arc<Gate> {
         Arc::new(Gate {
             tenant: tenant.to_string(),
             target: ArcSwapOption::empty(),
             maintenance: AtomicBool::new(false),
             paused: watch::channel(false).0,
+            limiter: Limiter::default(),
+            meter,
         })
     }
 

@@ -8,6 +8,7 @@ pub mod forward;
 pub mod gate;
 pub mod headers;
 pub mod health;
+pub mod limit;
 pub mod pages;
 pub mod routes;
 pub mod server;
@@ -49,12 +50,15 @@ pub struct TenantRoutes {
     pub mounts: Vec<(String, String, bool)>,
     /// An upgrade drives this tenant's target and pause itself; routes still follow the files.
     pub pinned: bool,
+    /// The plan's request rate, in-flight and body limits.
+    pub quota: crate::desired::quota::EdgeQuota,
 }
 
 pub struct Proxy {
     pub cfg: ProxyConfig,
     pub routes: ArcSwap<RouteTable>,
     pub http01: Arc<Http01Tokens>,
+    pub metrics: crate::metrics::proxy::ProxyMetrics,
     tls: Arc<rustls::ServerConfig>,
     gates: Mutex<HashMap<String, Arc<Gate>>>,
 }
@@ -73,6 +77,7 @@ impl Proxy {
             cfg,
             routes: ArcSwap::from_pointee(RouteTable::default()),
             http01,
+            metrics: Default::default(),
             tls: Arc::new(tls),
             gates: Mutex::default(),
         })
@@ -106,7 +111,8 @@ impl Proxy {
             seen.insert(t.tenant.clone());
             let gate = gates
                 .entry(t.tenant.clone())
-                .or_insert_with(|| Gate::new(&t.tenant));
+                .or_insert_with(|| Gate::with_meter(&t.tenant, self.metrics.tenant(&t.tenant)));
+            gate.limiter.set(t.quota);
             let current = gate.current().map(|c| c.addr);
             // While pinned, target and maintenance belong to the upgrade driving the tenant.
             if !(t.pinned && current.is_some()) {
@@ -147,6 +153,7 @@ impl Proxy {
             let keep = seen.contains(t);
             if !keep {
                 g.replace(None, drain);
+                self.metrics.forget(t);
             }
             keep
         });

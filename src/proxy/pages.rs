@@ -84,6 +84,16 @@ pub fn too_large() -> Response<ProxyBody> {
     r
 }
 
+/// 429 when the tenant's plan refuses more now; Retry-After says when to come back.
+pub fn too_many_requests(retry_after_secs: u64) -> Response<ProxyBody> {
+    let mut r = plain(StatusCode::TOO_MANY_REQUESTS, "429 too many requests\n");
+    r.headers_mut().insert(
+        header::RETRY_AFTER,
+        header::HeaderValue::from(retry_after_secs),
+    );
+    r
+}
+
 /// 308 keeps method and body; `Connection: close` because the client moves to another port.
 pub fn redirect(location: &str) -> Response<ProxyBody> {
     let mut r = Response::new(empty());

@@ -73,6 +73,7 @@ pub fn edge(
             aliases,
             mounts,
             pinned: false,
+            quota: i.quota.edge,
         });
     }
     Edge {

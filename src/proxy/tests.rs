@@ -174,6 +174,7 @@ fn tenant(name: &str, target: SocketAddr, hosts: &[&str]) -> TenantRoutes {
         aliases: vec![],
         mounts: vec![],
         pinned: false,
+        quota: Default::default(),
     }
 }
 

@@ -21,6 +21,8 @@ pub enum ApplyError {
     Files(#[from] files::FilesError),
     #[error(transparent)]
     SharedDb(#[from] shared_db::SharedDbError),
+    #[error(transparent)]
+    Disk(#[from] crate::disk::DiskError),
     #[error(
         "tenant {tenant}: service {service} waits for {dependency}, which is not healthy after {secs} s"
     )]
@@ -43,6 +45,8 @@ pub struct Applier<'a> {
     pub host: &'a HostConfig,
     pub layout: &'a Layout,
     pub allocs: &'a Allocations,
+    /// Per-tenant filesystems, when this host can make them.
+    pub disks: Option<&'a crate::disk::Disks>,
 }
 
 impl Applier<'_> {
@@ -99,11 +103,18 @@ impl Applier<'_> {
                     .await
                     .map_err(e)
             }
-            Step::CreateVolume(v) => self
-                .rt
-                .create_volume(&spec::volume_spec(ns, t, v))
-                .await
-                .map_err(e),
+            Step::CreateVolume(v) => {
+                let device = match self.disks {
+                    Some(d) if need(inst).quota.disk.is_some() => {
+                        Some(d.prepare_volume(t, v)?.to_string_lossy().into_owned())
+                    }
+                    _ => None,
+                };
+                self.rt
+                    .create_volume(&spec::volume_spec(ns, t, v, device))
+                    .await
+                    .map_err(e)
+            }
             Step::WriteFiles => Ok(files::write(self.layout, need(inst))?),
             Step::EnsureSharedDatabase => {
                 Ok(shared_db::ensure(self.rt, self.host, self.layout, need(inst)).await?)
@@ -139,7 +150,12 @@ impl Applier<'_> {
             }
             Step::RemoveVolume(name) => self.rt.remove_volume(name).await.map_err(e),
             Step::DropSharedDatabase => Ok(shared_db::drop_tenant(self.rt, self.host, t).await?),
-            Step::PurgeFiles => self.purge(t),
+            Step::PurgeFiles => {
+                if let Some(d) = self.disks {
+                    d.remove(t)?;
+                }
+                self.purge(t)
+            }
         }
     }
 

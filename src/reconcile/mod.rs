@@ -41,10 +41,13 @@ pub struct Board {
     pub spec_errors: Vec<String>,
     pub last_pass: Option<PassReport>,
     pub engine_error: Option<String>,
+    /// `enforced`, or why this host cannot enforce disk quotas (then none is claimed).
+    pub disk_quotas: String,
 }
 
 pub struct Controller {
     rt: Arc<dyn Runtime>,
+    disks: Result<Arc<crate::disk::Disks>, String>,
     host: HostConfig,
     layout: Layout,
     allocs: Allocations,
@@ -109,7 +112,12 @@ impl Controller {
         }
         crate::store::atomic::clean_temp_files(layout.root());
         let allocs = Allocations::open(layout.allocations())?;
+        let disks = crate::disk::Disks::probe(&layout.disks()).map(Arc::new);
+        if let Err(why) = &disks {
+            tracing::warn!(reason = %why, "disk quotas cannot be enforced on this host; plans' disk limits are not applied");
+        }
         Ok(Controller {
+            disks,
             rt,
             host,
             layout,
@@ -132,6 +140,11 @@ impl Controller {
     pub fn layout(&self) -> &Layout {
         &self.layout
     }
+    /// Per-tenant filesystems, or why this host cannot make them.
+    pub fn disks(&self) -> Result<&Arc<crate::disk::Disks>, &str> {
+        self.disks.as_ref().map_err(String::as_str)
+    }
+
     pub fn runtime(&self) -> &Arc<dyn Runtime> {
         &self.rt
     }
@@ -218,6 +231,7 @@ impl Controller {
             layout: &self.layout,
         };
         let planned = plan::plan(&ctx, &loaded.desired, &observed, &recorded);
+        let disk_failures = self.sync_disks(&loaded.desired).await;
         let now = Instant::now();
         let due: Vec<(String, Vec<plan::Step>)> = {
             let b = self.backoff.lock().expect("backoff lock");
@@ -226,6 +240,7 @@ impl Controller {
                 .into_iter()
                 .filter(|(t, _)| holds.free_since(t, epoch))
                 .filter(|(t, _)| b.get(t).is_none_or(|x| x.next_attempt <= now))
+                .filter(|(t, _)| !disk_failures.contains(t))
                 .collect()
         };
         let steps: usize = due.iter().map(|(_, s)| s.len()).sum();
@@ -235,6 +250,7 @@ impl Controller {
             host: &self.host,
             layout: &self.layout,
             allocs: &self.allocs,
+            disks: self.disks.as_deref().ok(),
         };
         futures_util::stream::iter(due)
             .for_each_concurrent(self.host.parallelism, |(t, steps)| {
@@ -273,6 +289,10 @@ impl Controller {
         board.spec_errors = loaded.errors.0.iter().map(ToString::to_string).collect();
         board.last_pass = Some(report.clone());
         board.engine_error = None;
+        board.disk_quotas = match &self.disks {
+            Ok(_) => "enforced".into(),
+            Err(why) => format!("unavailable: {why}"),
+        };
         drop(board);
         *self.last_desired.write().expect("desired lock") = Arc::new(loaded.desired);
         self.touch();
@@ -303,6 +323,39 @@ impl Controller {
             files_digest,
             purge,
         }
+    }
+
+    /// Creates, mounts and grows the filesystems of tenants with a disk quota; tenants whose
+    /// filesystem is not ready are failed for this pass (retried with backoff).
+    async fn sync_disks(&self, d: &desired::Desired) -> BTreeSet<String> {
+        let Ok(disks) = &self.disks else {
+            return BTreeSet::new();
+        };
+        let want: BTreeMap<String, crate::disk::Want> = d
+            .instances
+            .iter()
+            .filter_map(|(t, i)| {
+                let bytes = i.quota.disk?;
+                Some((
+                    t.clone(),
+                    crate::disk::Want {
+                        bytes,
+                        inodes: i.quota.inodes,
+                    },
+                ))
+            })
+            .collect();
+        if want.is_empty() {
+            return BTreeSet::new();
+        }
+        let disks = disks.clone();
+        let failed = tokio::task::spawn_blocking(move || disks.sync(&want))
+            .await
+            .unwrap_or_default();
+        for (t, e) in &failed {
+            self.record_result(t, Some(e.clone()));
+        }
+        failed.into_keys().collect()
     }
 
     fn record_result(&self, tenant: &str, error: Option<String>) {

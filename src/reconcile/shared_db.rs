@@ -179,6 +179,7 @@ async fn ensure_server(
         .await?;
         let vol = spec::volume_name(ns, labels::HOST_TENANT, "postgres-data");
         rt.create_volume(&spec::VolumeSpec {
+            device: None,
             name: vol.clone(),
             labels: labels.clone(),
         })

@@ -16,9 +16,9 @@ use bollard::{
         PortBinding, RestartPolicy, RestartPolicyNameEnum, VolumeCreateOptions,
     },
     query_parameters::{
-        CreateContainerOptions, EventsOptions, ListContainersOptions, ListNetworksOptions,
-        ListVolumesOptions, LogsOptions, RemoveContainerOptions, RemoveVolumeOptions,
-        RenameContainerOptions, StopContainerOptions,
+        CreateContainerOptions, EventsOptions, InspectContainerOptions, ListContainersOptions,
+        ListNetworksOptions, ListVolumesOptions, LogsOptions, RemoveContainerOptions,
+        RemoveVolumeOptions, RenameContainerOptions, StatsOptions, StopContainerOptions,
     },
 };
 use futures_util::{StreamExt, TryStreamExt};
@@ -390,9 +390,19 @@ impl Runtime for DockerRuntime {
 
     async fn create_volume(&self, s: &VolumeSpec) -> Result<(), RuntimeError> {
         self.count();
+        // A bind to a directory on the tenant's filesystem; the engine still copies the
+        // image's files (and their owners) into it on first use, as for any empty volume.
+        let driver_opts = s.device.as_ref().map(|d| {
+            HashMap::from([
+                ("type".to_string(), "none".to_string()),
+                ("o".to_string(), "bind".to_string()),
+                ("device".to_string(), d.clone()),
+            ])
+        });
         let req = VolumeCreateOptions {
             name: Some(s.name.clone()),
             labels: Some(s.labels.clone().into_iter().collect()),
+            driver_opts,
             ..Default::default()
         };
         self.docker
@@ -583,21 +593,17 @@ impl Runtime for DockerRuntime {
         })
     }
 
-    async fn changes(
+    async fn events(
         &self,
         ns: &str,
-    ) -> Result<futures_util::stream::BoxStream<'static, ()>, RuntimeError> {
+    ) -> Result<futures_util::stream::BoxStream<'static, super::EngineEvent>, RuntimeError> {
         let mut filters = ns_filter(ns);
         filters.insert("type".into(), vec!["container".into()]);
         filters.insert(
             "event".into(),
-            vec![
-                "start".into(),
-                "die".into(),
-                "destroy".into(),
-                "health_status".into(),
-                "oom".into(),
-            ],
+            ["start", "die", "destroy", "health_status", "oom"]
+                .map(String::from)
+                .to_vec(),
         );
         let opts = EventsOptions {
             filters: Some(filters),
@@ -607,12 +613,78 @@ impl Runtime for DockerRuntime {
             .docker
             .events(Some(opts))
             .take_while(|r| futures_util::future::ready(r.is_ok()))
-            .map(|_| ())
+            .filter_map(|r| futures_util::future::ready(r.ok().map(event_of)))
             .boxed())
+    }
+
+    async fn stats(&self, name: &str) -> Result<super::ContainerStats, RuntimeError> {
+        let opts = StatsOptions {
+            stream: false,
+            one_shot: true,
+        };
+        let mut reading = self.docker.stats(name, Some(opts));
+        let (stats, inspect) = tokio::join!(
+            reading.next(),
+            self.docker
+                .inspect_container(name, None::<InspectContainerOptions>)
+        );
+        let s = stats
+            .ok_or_else(|| RuntimeError::Call {
+                kind: "container stats",
+                name: name.into(),
+                message: "the engine sent no reading".into(),
+            })?
+            .map_err(|e| call_err("container stats", name, e))?;
+        let restarts = inspect
+            .map_err(|e| call_err("container", name, e))?
+            .restart_count
+            .unwrap_or(0)
+            .max(0) as u64;
+        Ok(stats_of(s, restarts))
     }
 
     fn mutations(&self) -> u64 {
         self.mutations.load(Ordering::Relaxed)
+    }
+}
+
+fn event_of(m: bollard::models::EventMessage) -> super::EngineEvent {
+    let attrs = m.actor.and_then(|a| a.attributes).unwrap_or_default();
+    super::EngineEvent {
+        action: m.action.unwrap_or_default(),
+        container: attrs.get("name").cloned().unwrap_or_default(),
+        tenant: label(&attrs, labels::TENANT),
+        service: label(&attrs, labels::SERVICE),
+    }
+}
+
+/// Memory as `docker stats` shows it: usage less the inactive page cache the kernel can drop
+/// (`inactive_file` on cgroup v2, `total_inactive_file` on v1).
+fn stats_of(s: bollard::models::ContainerStatsResponse, restarts: u64) -> super::ContainerStats {
+    let mem = s.memory_stats.unwrap_or_default();
+    let cache = mem
+        .stats
+        .as_ref()
+        .and_then(|m| {
+            m.get("inactive_file")
+                .or_else(|| m.get("total_inactive_file"))
+        })
+        .copied()
+        .unwrap_or(0);
+    let nets = s.networks.unwrap_or_default();
+    super::ContainerStats {
+        cpu_seconds: s
+            .cpu_stats
+            .and_then(|c| c.cpu_usage)
+            .and_then(|u| u.total_usage)
+            .unwrap_or(0) as f64
+            / 1e9,
+        memory_bytes: mem.usage.unwrap_or(0).saturating_sub(cache),
+        memory_limit: mem.limit.unwrap_or(0),
+        pids: s.pids_stats.and_then(|p| p.current).unwrap_or(0),
+        rx_bytes: nets.values().filter_map(|n| n.rx_bytes).sum(),
+        tx_bytes: nets.values().filter_map(|n| n.tx_bytes).sum(),
+        restarts,
     }
 }
 

@@ -242,11 +242,29 @@ impl Runtime for FakeRuntime {
         })
     }
 
-    async fn changes(
+    async fn events(
         &self,
         _ns: &str,
-    ) -> Result<futures_util::stream::BoxStream<'static, ()>, RuntimeError> {
+    ) -> Result<futures_util::stream::BoxStream<'static, super::EngineEvent>, RuntimeError> {
         Ok(Box::pin(futures_util::stream::pending()))
+    }
+
+    /// A running container reads as one process using 1 MiB of its 64 MiB.
+    async fn stats(&self, name: &str) -> Result<super::ContainerStats, RuntimeError> {
+        match self.state.lock().unwrap().containers.get(name) {
+            Some(c) if c.status == RunStatus::Running => Ok(super::ContainerStats {
+                cpu_seconds: 0.5,
+                memory_bytes: 1 << 20,
+                memory_limit: 64 << 20,
+                pids: 1,
+                ..Default::default()
+            }),
+            _ => Err(RuntimeError::Call {
+                kind: "container stats",
+                name: name.into(),
+                message: "not running".into(),
+            }),
+        }
     }
 
     fn mutations(&self) -> u64 {

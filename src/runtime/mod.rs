@@ -89,6 +89,30 @@ pub struct ExecOutput {
     pub stdout: Vec<u8>,
 }
 
+/// One reading of a container's resource use (cumulative values since it started).
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct ContainerStats {
+    pub cpu_seconds: f64,
+    /// In use, page cache that can be reclaimed not counted (what `docker stats` shows).
+    pub memory_bytes: u64,
+    pub memory_limit: u64,
+    pub pids: u64,
+    pub rx_bytes: u64,
+    pub tx_bytes: u64,
+    /// Times the engine restarted it (restart policy) since it was created.
+    pub restarts: u64,
+}
+
+/// An engine event about one of this namespace's containers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EngineEvent {
+    /// start, die, destroy, health_status, oom …
+    pub action: String,
+    pub container: String,
+    pub tenant: String,
+    pub service: String,
+}
+
 pub type LogStream = BoxStream<'static, Result<Bytes, RuntimeError>>;
 
 /// Every mutating call is idempotent: creating what exists, starting what runs, stopping what
@@ -123,12 +147,15 @@ pub trait Runtime: Send + Sync + 'static {
         cmd: &[&str],
         stdin: Option<Vec<u8>>,
     ) -> Result<ExecOutput, RuntimeError>;
-    /// A stream that yields once per engine event on this namespace's objects (a container
-    /// started, died, changed health …), so reconcile reacts at once instead of at the next tick.
-    async fn changes(
+    /// Engine events on this namespace's containers (started, died, changed health, OOM
+    /// killed …), so reconcile reacts at once instead of at the next tick and OOM kills are
+    /// counted. The stream ends when the engine connection does.
+    async fn events(
         &self,
         namespace: &str,
-    ) -> Result<futures_util::stream::BoxStream<'static, ()>, RuntimeError>;
+    ) -> Result<BoxStream<'static, EngineEvent>, RuntimeError>;
+    /// One reading of a running container's resource use.
+    async fn stats(&self, name: &str) -> Result<ContainerStats, RuntimeError>;
     /// Mutating calls made so far (create/start/stop/remove/connect/exec).
     fn mutations(&self) -> u64;
 }

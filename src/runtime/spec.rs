@@ -26,6 +26,9 @@ pub struct NetworkSpec {
 pub struct VolumeSpec {
     pub name: String,
     pub labels: BTreeMap<String, String>,
+    /// A directory on the tenant's own filesystem the volume binds to (disk quota); None:
+    /// the engine's volume directory.
+    pub device: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -112,10 +115,11 @@ pub fn network_spec(ns: &str, tenant: &str, subnet: (String, String)) -> Network
     }
 }
 
-pub fn volume_spec(ns: &str, tenant: &str, volume: &str) -> VolumeSpec {
+pub fn volume_spec(ns: &str, tenant: &str, volume: &str, device: Option<String>) -> VolumeSpec {
     VolumeSpec {
         name: volume_name(ns, tenant, volume),
         labels: owner_labels(ns, tenant),
+        device,
     }
 }
 
@@ -225,22 +229,9 @@ pub fn spec_hash(spec: &ContainerSpec) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fixtures::demo_instance;
 
     fn spec_for(service: &str) -> ContainerSpec {
-        let inst = demo_instance("acme");
-        let layout = Layout::new("/var/lib/berth".into());
-        container_spec(
-            "berth",
-            &inst,
-            inst.service(service).unwrap(),
-            &Allocation {
-                subnet: 0,
-                port: 20001,
-                next_port: None,
-            },
-            &layout,
-        )
+        crate::fixtures::container_spec("berth", "acme", service)
     }
 
     #[test]

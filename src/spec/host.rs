@@ -37,6 +37,8 @@ pub struct HostFile {
     pub parallelism: usize,
     #[serde(default)]
     pub admission: AdmissionFile,
+    #[serde(default)]
+    pub metrics: MetricsFile,
     /// Where backup archives go; default `<state_dir>/backups`.
     #[serde(default)]
     pub backup_dir: Option<PathBuf>,
@@ -54,6 +56,18 @@ pub struct HostFile {
     pub tls: TlsFile,
     #[serde(default)]
     pub domains: DomainsFile,
+}
+
+/// The Prometheus listener.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsFile {
+    /// `host:port` of `/metrics`; default `127.0.0.1:9464`; `none` turns it off.
+    #[serde(default)]
+    pub listen: Option<String>,
+    /// How often container stats are read (one sweep shared by every scrape); default 15s.
+    #[serde(default)]
+    pub interval: Option<String>,
 }
 
 /// How much memory berth may promise to instances.

@@ -32,6 +32,27 @@ pub struct LimitsFile {
     pub cpus: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pids: Option<i64>,
+    /// Size of the tenant's own filesystem (all its volumes, the database's data included).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk: Option<String>,
+    /// Files and directories on that filesystem.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inodes: Option<u64>,
+    /// Requests per second admitted at the proxy (token bucket refill rate).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate: Option<u32>,
+    /// Requests admitted at once above the rate (bucket size; default: the rate).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub burst: Option<u32>,
+    /// Requests (WebSocket tunnels included) in flight to the tenant's app at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connections: Option<u32>,
+    /// Largest request body the proxy passes on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_body: Option<String>,
+    /// Custom domains and aliases the tenant may claim.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub domains: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backups: Option<BackupsFile>,
 }

@@ -59,6 +59,10 @@ impl Layout {
     pub fn domains(&self) -> PathBuf {
         self.root.join("domains.json")
     }
+    /// Per-tenant filesystems: `disks/<tenant>.ext4` mounted on `disks/<tenant>/`.
+    pub fn disks(&self) -> PathBuf {
+        self.root.join("disks")
+    }
     pub fn purge_dir(&self) -> PathBuf {
         self.root.join("purge")
     }

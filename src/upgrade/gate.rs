@@ -12,6 +12,9 @@ use crate::{
 };
 use std::{sync::Arc, time::Duration};
 
+/// Unanswered probes in a row that fail the watch (each waits up to 5 s for its answer).
+const UNANSWERED_LIMIT: u32 = 3;
+
 impl Upgrader {
     /// Runs the version's migration in the new container; marks the tenant migrated first, so
     /// even a migration that dies half way is undone by restoring the backup.
@@ -78,16 +81,19 @@ impl Upgrader {
         .await
         .map_err(failed)?;
         let until = tokio::time::Instant::now() + Duration::from_secs(gate.watch_s);
-        // An answer that is not 2xx fails at once; a probe that gets no answer (timeout, reset)
-        // fails only if the next one gets none either: one slow reply on a loaded host is not
-        // a broken release, and rolling back for it would be.
+        // An answer that is not 2xx fails at once; probes that get no answer (timeout, reset)
+        // fail only when UNANSWERED_LIMIT come in a row: a few slow replies on a loaded host
+        // are not a broken release, and rolling back for them would be. A dead container is
+        // refused at once, so it still fails within a second.
         let mut unanswered = 0;
         while tokio::time::Instant::now() < until || unanswered > 0 {
             match health::probe(target, path, &host).await {
                 Ok(s) if (200..300).contains(&s) => unanswered = 0,
                 Ok(s) => return Err(failed(format!("healthy at first, then status {s}"))),
-                Err(e) if unanswered > 0 => {
-                    return Err(failed(format!("healthy at first, then twice {e}")));
+                Err(e) if unanswered + 1 >= UNANSWERED_LIMIT => {
+                    return Err(failed(format!(
+                        "healthy at first, then {UNANSWERED_LIMIT} probes in a row {e}"
+                    )));
                 }
                 Err(e) => {
                     tracing::info!(

@@ -73,11 +73,12 @@ impl Harness {
         let config = format!(
             "state_dir: state\ntemplates_dir: {templates}\ninstances_dir: instances\nnamespace: {ns}\n\
              base_domain: apps.test\napi:\n  socket: berth.sock\nnetwork:\n  subnet_pool: 10.250.{slot}.0/24\n  subnet_prefix: 28\n\
-             ports:\n  first: {first}\n  last: {last}\nresync_interval: 2s\nplans:\n  small: {{memory: 256m, cpus: 0.5, pids: 200}}\n\
+             ports:\n  first: {first}\n  last: {last}\nresync_interval: 2s\nmetrics:\n  listen: 127.0.0.1:{metrics}\n  interval: 2s\nplans:\n  small: {{memory: 256m, cpus: 0.5, pids: 200}}\n\
              shared_database:\n  image: berth/postgres:15\n  memory: 256m\n  connection_limit: 5\n",
             templates = repo.join("templates").display(),
             first = 30000 + slot * 50,
             last = 30000 + slot * 50 + 49,
+            metrics = 34000 + slot,
         );
         std::fs::write(dir.path().join("berth.yaml"), config).unwrap();
         std::fs::create_dir_all(dir.path().join("instances")).unwrap();
@@ -319,4 +320,29 @@ pub fn write_instance(h: &Harness, tenant: &str, body: &str) {
         format!("tenant: {tenant}\n{body}"),
     )
     .unwrap();
+}
+
+/// curl through the proxy: (status, body), trusting berth's CA, `host` resolved to loopback.
+pub fn curl(
+    h: &Harness,
+    port: u16,
+    scheme: &str,
+    host: &str,
+    path: &str,
+    extra: &[&str],
+) -> (String, String) {
+    let out = Command::new("curl")
+        .args(["-sS", "-o", "-", "-w", "\n%{http_code}", "--cacert"])
+        .arg(h.path("ca.pem"))
+        .args(["--resolve", &format!("{host}:{port}:127.0.0.1")])
+        .args(extra)
+        .arg(format!("{scheme}://{host}:{port}{path}"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
+    (
+        code.to_string(),
+        format!("{body}{}", String::from_utf8_lossy(&out.stderr)),
+    )
 }

@@ -1,0 +1,213 @@
+//! Per-instance figures at scrape time: the last stats sweep per container, health and phase
+//! per tenant, disk used against quota. Labels: tenant, app, version (and service, container).
+
+use super::{encode, sweep::Sweep};
+use crate::reconcile::{Controller, Phase};
+use prometheus_client::{
+    collector::Collector,
+    encoding::{DescriptorEncoder, EncodeLabelSet},
+    registry::Unit,
+};
+use std::sync::Arc;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ContainerLabels {
+    pub tenant: String,
+    pub app: String,
+    pub version: String,
+    pub service: String,
+    /// Unique even while an upgrade runs a `-next` container beside the old one.
+    pub container: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct InstanceLabels {
+    pub tenant: String,
+    pub app: String,
+    pub version: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PhaseLabel {
+    phase: String,
+}
+
+pub struct Instances {
+    pub ctl: Arc<Controller>,
+    pub sweep: Arc<Sweep>,
+    pub disks: Option<Arc<crate::disk::Disks>>,
+}
+
+impl std::fmt::Debug for Instances {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Instances").finish_non_exhaustive()
+    }
+}
+
+impl Instances {
+    fn instance_labels(&self, tenant: &str) -> InstanceLabels {
+        let d = self.ctl.desired();
+        let i = d.instances.get(tenant);
+        InstanceLabels {
+            tenant: tenant.to_string(),
+            app: i.map(|i| i.template.clone()).unwrap_or_default(),
+            version: i.map(|i| i.version.clone()).unwrap_or_default(),
+        }
+    }
+
+    fn containers(&self, enc: &mut DescriptorEncoder) -> std::fmt::Result {
+        let snap = self.sweep.snapshot();
+        let rows: Vec<(ContainerLabels, &crate::runtime::ContainerStats)> = snap
+            .readings
+            .iter()
+            .map(|r| {
+                let i = self.instance_labels(&r.container.tenant);
+                let l = ContainerLabels {
+                    tenant: i.tenant,
+                    app: i.app,
+                    version: i.version,
+                    service: r.container.service.clone(),
+                    container: r.container.name.clone(),
+                };
+                (l, &r.stats)
+            })
+            .collect();
+        let col = |f: fn(&crate::runtime::ContainerStats) -> f64| {
+            rows.iter().map(move |(l, s)| (l.clone(), f(s)))
+        };
+        encode::counters(
+            enc,
+            "berth_container_cpu",
+            "CPU time used by the container",
+            Some(Unit::Seconds),
+            col(|s| s.cpu_seconds),
+        )?;
+        encode::gauges(
+            enc,
+            "berth_container_memory",
+            "Memory in use (reclaimable page cache not counted)",
+            Some(Unit::Bytes),
+            col(|s| s.memory_bytes as f64),
+        )?;
+        encode::gauges(
+            enc,
+            "berth_container_memory_limit",
+            "Memory limit (no swap beyond it)",
+            Some(Unit::Bytes),
+            col(|s| s.memory_limit as f64),
+        )?;
+        encode::gauges(
+            enc,
+            "berth_container_pids",
+            "Processes and threads in the container",
+            None,
+            col(|s| s.pids as f64),
+        )?;
+        encode::counters(
+            enc,
+            "berth_container_network_receive",
+            "Bytes received on the tenant's network",
+            Some(Unit::Bytes),
+            col(|s| s.rx_bytes as f64),
+        )?;
+        encode::counters(
+            enc,
+            "berth_container_network_transmit",
+            "Bytes sent on the tenant's network",
+            Some(Unit::Bytes),
+            col(|s| s.tx_bytes as f64),
+        )?;
+        encode::counters(
+            enc,
+            "berth_container_restarts",
+            "Times the engine restarted the container",
+            None,
+            col(|s| s.restarts as f64),
+        )?;
+        encode::gauges(
+            enc,
+            "berth_stats_sweep_timestamp",
+            "When the container figures above were read (one sweep per interval)",
+            Some(Unit::Seconds),
+            [(encode::NO_LABELS, snap.at as f64)],
+        )?;
+        encode::gauges(
+            enc,
+            "berth_stats_sweep_duration",
+            "How long the last sweep of container stats took",
+            Some(Unit::Seconds),
+            [(encode::NO_LABELS, snap.took_seconds)],
+        )?;
+        Ok(())
+    }
+
+    fn tenants(&self, enc: &mut DescriptorEncoder) -> std::fmt::Result {
+        let board = self.ctl.board();
+        let up = board.instances.iter().map(|(t, s)| {
+            (
+                self.instance_labels(t),
+                f64::from(u8::from(s.phase == Phase::Running)),
+            )
+        });
+        encode::gauges(
+            enc,
+            "berth_instance_up",
+            "1 when every container of the instance runs and none is unhealthy",
+            None,
+            up,
+        )?;
+        let mut by_phase = std::collections::BTreeMap::<String, f64>::new();
+        for s in board.instances.values() {
+            let p = serde_json::to_value(s.phase)
+                .ok()
+                .and_then(|v| v.as_str().map(String::from))
+                .unwrap_or_default();
+            *by_phase.entry(p).or_default() += 1.0;
+        }
+        encode::gauges(
+            enc,
+            "berth_reconcile_instances",
+            "Instances by phase (running, starting, failing, invalid …)",
+            None,
+            by_phase
+                .into_iter()
+                .map(|(phase, n)| (PhaseLabel { phase }, n)),
+        )?;
+        let Some(disks) = &self.disks else {
+            return Ok(());
+        };
+        let usage: Vec<_> = disks
+            .usage()
+            .into_iter()
+            .map(|(t, u)| (self.instance_labels(&t), u))
+            .collect();
+        encode::gauges(
+            enc,
+            "berth_instance_disk_used",
+            "Bytes used on the tenant's own filesystem",
+            Some(Unit::Bytes),
+            usage.iter().map(|(l, u)| (l.clone(), u.used as f64)),
+        )?;
+        encode::gauges(
+            enc,
+            "berth_instance_disk_quota",
+            "Size of the tenant's own filesystem",
+            Some(Unit::Bytes),
+            usage.iter().map(|(l, u)| (l.clone(), u.size as f64)),
+        )?;
+        encode::gauges(
+            enc,
+            "berth_instance_inodes_used",
+            "Files and directories on the tenant's own filesystem",
+            None,
+            usage.iter().map(|(l, u)| (l.clone(), u.inodes_used as f64)),
+        )
+    }
+}
+
+impl Collector for Instances {
+    fn encode(&self, mut enc: DescriptorEncoder) -> std::fmt::Result {
+        self.containers(&mut enc)?;
+        self.tenants(&mut enc)
+    }
+}

@@ -1,0 +1,198 @@
+//! Prometheus metrics: one registry holding the proxy's per-tenant meters, event counters
+//! (OOM kills, reconcile passes) and collectors that read state at scrape time; served on its
+//! own listener in the OpenMetrics text format.
+
+pub mod encode;
+pub mod instances;
+pub mod process;
+pub mod proxy;
+pub mod state;
+pub mod sweep;
+pub mod text;
+pub mod top;
+
+use crate::{certs::CertManager, reconcile::Controller, runtime::EngineEvent, upgrade::Fleet};
+use prometheus_client::{
+    encoding::EncodeLabelSet,
+    metrics::{
+        counter::Counter,
+        family::Family,
+        histogram::{Histogram, exponential_buckets},
+    },
+    registry::{Registry, Unit},
+};
+use std::sync::{
+    Arc,
+    atomic::{AtomicU64, Ordering::SeqCst},
+};
+
+pub const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+pub const TEXT_004: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ServiceLabels {
+    pub tenant: String,
+    pub service: String,
+}
+
+/// Where the figures come from.
+pub struct Sources {
+    pub ctl: Arc<Controller>,
+    pub fleet: Fleet,
+    pub proxy: Option<Arc<crate::proxy::Proxy>>,
+    pub certs: Option<Arc<CertManager>>,
+    pub disks: Option<Arc<crate::disk::Disks>>,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    ctl: Arc<Controller>,
+    proxy: Option<Arc<crate::proxy::Proxy>>,
+    disks: Option<Arc<crate::disk::Disks>>,
+    pub sweep: Arc<sweep::Sweep>,
+    ooms: Family<ServiceLabels, Counter>,
+    oom_tenants: std::sync::Mutex<std::collections::BTreeMap<String, u64>>,
+    passes: Histogram,
+    pass_failures: Counter,
+    last_pass: AtomicU64,
+}
+
+impl Metrics {
+    pub fn new(s: Sources) -> Arc<Metrics> {
+        let mut registry = Registry::default();
+        let sweep = Arc::new(sweep::Sweep::default());
+        let ooms = Family::<ServiceLabels, Counter>::default();
+        registry.register(
+            "berth_container_oom_kills",
+            "Processes of the tenant's service killed for passing its memory limit",
+            ooms.clone(),
+        );
+        let passes = Histogram::new(exponential_buckets(0.001, 2.0, 16));
+        registry.register_with_unit(
+            "berth_reconcile_pass_duration",
+            "Time of each reconcile pass (observe, plan, apply)",
+            Unit::Seconds,
+            passes.clone(),
+        );
+        let pass_failures = Counter::default();
+        registry.register(
+            "berth_reconcile_errors",
+            "Tenants whose apply failed in a pass (retried with backoff)",
+            pass_failures.clone(),
+        );
+        if let Some(p) = &s.proxy {
+            p.metrics.register(&mut registry);
+        }
+        registry.register_collector(Box::new(instances::Instances {
+            ctl: s.ctl.clone(),
+            sweep: sweep.clone(),
+            disks: s.disks.clone(),
+        }));
+        registry.register_collector(Box::new(state::State {
+            ctl: s.ctl.clone(),
+            fleet: s.fleet,
+            certs: s.certs,
+        }));
+        registry.register_collector(Box::new(process::Process));
+        Arc::new(Metrics {
+            registry,
+            ctl: s.ctl,
+            proxy: s.proxy,
+            disks: s.disks,
+            sweep,
+            ooms,
+            oom_tenants: Default::default(),
+            passes,
+            pass_failures,
+            last_pass: AtomicU64::new(0),
+        })
+    }
+
+    /// The whole scrape, OpenMetrics text.
+    pub fn render(&self) -> String {
+        let mut out = String::with_capacity(64 * 1024);
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String cannot fail");
+        out
+    }
+
+    /// Counts an OOM kill with the tenant it hit.
+    pub fn on_event(&self, e: &EngineEvent) {
+        if e.action == "oom" {
+            tracing::warn!(
+                tenant = e.tenant,
+                service = e.service,
+                container = e.container,
+                "a process of the tenant was killed for passing its memory limit"
+            );
+            self.ooms
+                .get_or_create(&ServiceLabels {
+                    tenant: e.tenant.clone(),
+                    service: e.service.clone(),
+                })
+                .inc();
+            *self
+                .oom_tenants
+                .lock()
+                .expect("oom lock")
+                .entry(e.tenant.clone())
+                .or_default() += 1;
+        }
+    }
+
+    /// OOM kills counted so far for `tenant`, all services together.
+    pub fn oom_kills(&self, tenant: &str) -> u64 {
+        self.oom_tenants
+            .lock()
+            .expect("oom lock")
+            .get(tenant)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Records every finished reconcile pass once (the board keeps only the last).
+    pub async fn follow_passes(
+        self: Arc<Self>,
+        ctl: Arc<Controller>,
+        mut shutdown: tokio::sync::watch::Receiver<bool>,
+    ) {
+        let mut rx = ctl.subscribe();
+        loop {
+            tokio::select! {
+                r = rx.changed() => if r.is_err() { return },
+                _ = shutdown.wait_for(|s| *s) => return,
+            }
+            let Some(p) = ctl.board().last_pass else {
+                continue;
+            };
+            if self.last_pass.swap(p.pass, SeqCst) != p.pass {
+                self.passes.observe(p.duration_ms / 1000.0);
+                self.pass_failures.inc_by(p.failures as u64);
+            }
+        }
+    }
+
+    /// `GET /metrics`: OpenMetrics to clients that ask for it (Prometheus does), the classic
+    /// text format 0.0.4 to everything else (promtool, curl, older scrapers).
+    pub fn router(self: Arc<Self>) -> axum::Router {
+        axum::Router::new().route(
+            "/metrics",
+            axum::routing::get(move |headers: axum::http::HeaderMap| {
+                let m = self.clone();
+                async move {
+                    let open = headers
+                        .get(axum::http::header::ACCEPT)
+                        .and_then(|v| v.to_str().ok())
+                        .is_some_and(|a| a.contains("application/openmetrics-text"));
+                    let text = m.render();
+                    let (ct, body) = if open {
+                        (OPENMETRICS, text)
+                    } else {
+                        (TEXT_004, text::classic(&text))
+                    };
+                    ([(axum::http::header::CONTENT_TYPE, ct)], body)
+                }
+            }),
+        )
+    }
+}
