@@ -68,6 +68,7 @@ echo "sweep: $(echo "$m" | awk '/^berth_stats_sweep_duration_seconds/ {printf "%
 c0=$(cpu); sleep 60; c1=$(cpu)
 echo "agent CPU, no scraper:      $(awk -v a="$c0" -v b="$c1" 'BEGIN {printf "%.2f s/min (%.1f%% of a core)", b-a, (b-a)/60*100}')"
 ( for _ in $(seq 60); do curl -s -o /dev/null 127.0.0.1:19464/metrics; sleep 1; done ) &
-c0=$(cpu); sleep 60; c1=$(cpu); wait
+SCRAPER=$!
+c0=$(cpu); sleep 60; c1=$(cpu); wait "$SCRAPER"
 echo "agent CPU, scraped every 1s: $(awk -v a="$c0" -v b="$c1" 'BEGIN {printf "%.2f s/min (%.1f%% of a core)", b-a, (b-a)/60*100}')"
 echo "agent RSS: $(( $(ps -o rss= -p "$AGENT") / 1024 )) MB"
