@@ -10,8 +10,7 @@ command -v debootstrap >/dev/null 2>&1 || need+=(debootstrap)
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
 command -v curl >/dev/null 2>&1 || need+=(curl)
 command -v pebble >/dev/null 2>&1 || need+=(pebble)
-# promtool and a real Prometheus for the metrics tests; e2fsprogs for per-tenant disk images.
-command -v prometheus >/dev/null 2>&1 || need+=(prometheus)
+# e2fsprogs for per-tenant disk images (usually present already).
 command -v mkfs.ext4 >/dev/null 2>&1 || need+=(e2fsprogs)
 if [ ${#need[@]} -gt 0 ]; then
   echo "setup-docker: installing ${need[*]}"

@@ -7,6 +7,13 @@ cd "$(dirname "$0")/.."
 
 ./scripts/setup-docker.sh
 ./scripts/build-images.sh
+# promtool and a real Prometheus for the metrics test (tests only: the demo does not need them).
+# Debian starts the packaged server on every interface; the test runs its own on loopback.
+if ! command -v prometheus >/dev/null 2>&1; then
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+  systemctl disable --now prometheus >/dev/null 2>&1 || true
+fi
 export BERTH_REQUIRE_DOCKER=1
 cargo fmt --all -- --check
 cargo clippy --all-targets --quiet -- -D warnings

@@ -119,7 +119,7 @@ pub async fn run(mut host: HostConfig) -> Result<(), DaemonError> {
         host.metrics.interval,
         stop_rx.clone(),
     ));
-    servers.spawn(metrics.clone().follow_passes(ctl.clone(), stop_rx.clone()));
+    servers.spawn(metrics.clone().follow_passes(stop_rx.clone()));
     let unix = bind_unix(&host.api_socket)?;
     let mut rx = stop_rx.clone();
     let app = api::router(state.clone());

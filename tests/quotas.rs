@@ -173,18 +173,20 @@ fn a_tenant_s_fork_bomb_memory_hog_disk_filler_and_flood_stay_its_own() {
     for _ in 0..20 {
         assert_eq!(curl(&h, https, "https", "b.apps.test", "/", &[]).0, "200");
     }
-    // The plan's body limit holds at the proxy too.
+    // The plan's body limit holds at the proxy too. Over HTTP/1.1: Debian's curl 7.88 can
+    // report a send error after a complete early HTTP/2 response (the proxy answers 413 and
+    // resets the stream with NO_ERROR before reading the body; curl/curl#22984).
     std::thread::sleep(Duration::from_secs(2));
     let big = "x".repeat(8192);
-    let (code, _) = curl(
+    let (code, out) = curl(
         &h,
         https,
         "https",
         "a.apps.test",
         "/",
-        &["-X", "POST", "--data", &big],
+        &["--http1.1", "-X", "POST", "--data", &big],
     );
-    assert_eq!(code, "413");
+    assert_eq!(code, "413", "{out}");
     let m = metrics(mport);
     assert!(
         sample(

@@ -153,6 +153,7 @@ async fn agent_show(State(s): State<AppState>) -> Json<serde_json::Value> {
         "last_pass": b.last_pass,
         "spec_errors": b.spec_errors,
         "engine_error": b.engine_error,
+        "disk_quotas": s.ctl.disk_quotas(),
         "mutations_total": s.ctl.runtime().mutations(),
     }))
 }

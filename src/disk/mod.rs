@@ -89,11 +89,6 @@ impl Disks {
         self.mountpoint(t).join("volumes").join(v)
     }
 
-    /// Whether `t` has its own filesystem mounted now.
-    pub fn has(&self, t: &str) -> bool {
-        image::mounts().contains_key(&self.mountpoint(t))
-    }
-
     /// Creates, fscks, mounts and grows every wanted filesystem; returns the tenants whose
     /// filesystem could not be made ready, with the reason (their reconcile waits for it).
     pub fn sync(&self, want: &BTreeMap<String, Want>) -> BTreeMap<String, String> {

@@ -2,7 +2,10 @@
 //! per tenant, disk used against quota. Labels: tenant, app, version (and service, container).
 
 use super::{encode, sweep::Sweep};
-use crate::reconcile::{Controller, Phase};
+use crate::{
+    desired::Desired,
+    reconcile::{Controller, Phase},
+};
 use prometheus_client::{
     collector::Collector,
     encoding::{DescriptorEncoder, EncodeLabelSet},
@@ -44,24 +47,23 @@ impl std::fmt::Debug for Instances {
     }
 }
 
-impl Instances {
-    fn instance_labels(&self, tenant: &str) -> InstanceLabels {
-        let d = self.ctl.desired();
-        let i = d.instances.get(tenant);
-        InstanceLabels {
-            tenant: tenant.to_string(),
-            app: i.map(|i| i.template.clone()).unwrap_or_default(),
-            version: i.map(|i| i.version.clone()).unwrap_or_default(),
-        }
+fn instance_labels(d: &Desired, tenant: &str) -> InstanceLabels {
+    let i = d.instances.get(tenant);
+    InstanceLabels {
+        tenant: tenant.to_string(),
+        app: i.map(|i| i.template.clone()).unwrap_or_default(),
+        version: i.map(|i| i.version.clone()).unwrap_or_default(),
     }
+}
 
-    fn containers(&self, enc: &mut DescriptorEncoder) -> std::fmt::Result {
+impl Instances {
+    fn containers(&self, enc: &mut DescriptorEncoder, d: &Desired) -> std::fmt::Result {
         let snap = self.sweep.snapshot();
         let rows: Vec<(ContainerLabels, &crate::runtime::ContainerStats)> = snap
             .readings
             .iter()
             .map(|r| {
-                let i = self.instance_labels(&r.container.tenant);
+                let i = instance_labels(d, &r.container.tenant);
                 let l = ContainerLabels {
                     tenant: i.tenant,
                     app: i.app,
@@ -141,11 +143,11 @@ impl Instances {
         Ok(())
     }
 
-    fn tenants(&self, enc: &mut DescriptorEncoder) -> std::fmt::Result {
+    fn tenants(&self, enc: &mut DescriptorEncoder, d: &Desired) -> std::fmt::Result {
         let board = self.ctl.board();
         let up = board.instances.iter().map(|(t, s)| {
             (
-                self.instance_labels(t),
+                instance_labels(d, t),
                 f64::from(u8::from(s.phase == Phase::Running)),
             )
         });
@@ -158,11 +160,7 @@ impl Instances {
         )?;
         let mut by_phase = std::collections::BTreeMap::<String, f64>::new();
         for s in board.instances.values() {
-            let p = serde_json::to_value(s.phase)
-                .ok()
-                .and_then(|v| v.as_str().map(String::from))
-                .unwrap_or_default();
-            *by_phase.entry(p).or_default() += 1.0;
+            *by_phase.entry(super::state::name_of(s.phase)).or_default() += 1.0;
         }
         encode::gauges(
             enc,
@@ -179,7 +177,7 @@ impl Instances {
         let usage: Vec<_> = disks
             .usage()
             .into_iter()
-            .map(|(t, u)| (self.instance_labels(&t), u))
+            .map(|(t, u)| (instance_labels(d, &t), u))
             .collect();
         encode::gauges(
             enc,
@@ -207,7 +205,9 @@ impl Instances {
 
 impl Collector for Instances {
     fn encode(&self, mut enc: DescriptorEncoder) -> std::fmt::Result {
-        self.containers(&mut enc)?;
-        self.tenants(&mut enc)
+        // Labels for every row come from one view of the files.
+        let d = self.ctl.desired();
+        self.containers(&mut enc, &d)?;
+        self.tenants(&mut enc, &d)
     }
 }

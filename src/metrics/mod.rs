@@ -1,6 +1,6 @@
 //! Prometheus metrics: one registry holding the proxy's per-tenant meters, event counters
 //! (OOM kills, reconcile passes) and collectors that read state at scrape time; served on its
-//! own listener in the OpenMetrics text format.
+//! own listener, OpenMetrics or classic text by the scraper's `Accept`.
 
 pub mod encode;
 pub mod instances;
@@ -77,7 +77,7 @@ impl Metrics {
         let pass_failures = Counter::default();
         registry.register(
             "berth_reconcile_errors",
-            "Tenants whose apply failed in a pass (retried with backoff)",
+            "Tenant applies that failed (each is retried with backoff)",
             pass_failures.clone(),
         );
         if let Some(p) = &s.proxy {
@@ -150,12 +150,10 @@ impl Metrics {
             .unwrap_or(0)
     }
 
-    /// Records every finished reconcile pass once (the board keeps only the last).
-    pub async fn follow_passes(
-        self: Arc<Self>,
-        ctl: Arc<Controller>,
-        mut shutdown: tokio::sync::watch::Receiver<bool>,
-    ) {
+    /// Records each finished reconcile pass once, read from the board (which keeps only the
+    /// last): passes that finish between two wake-ups of this task are sampled by the later.
+    pub async fn follow_passes(self: Arc<Self>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+        let ctl = self.ctl.clone();
         let mut rx = ctl.subscribe();
         loop {
             tokio::select! {
@@ -167,7 +165,7 @@ impl Metrics {
             };
             if self.last_pass.swap(p.pass, SeqCst) != p.pass {
                 self.passes.observe(p.duration_ms / 1000.0);
-                self.pass_failures.inc_by(p.failures as u64);
+                self.pass_failures.inc_by(p.errors as u64);
             }
         }
     }

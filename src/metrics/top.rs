@@ -60,7 +60,9 @@ impl Metrics {
                     disk_used: disks.get(t).map(|u| u.used),
                     disk_quota: disks.get(t).map(|u| u.size),
                     requests: gate.as_ref().map_or(0, |g| g.meter.requests()),
-                    active: gate.as_ref().map_or(0, |g| u64::from(g.limiter.active())),
+                    active: gate
+                        .as_ref()
+                        .map_or(0, |g| g.meter.active.get().max(0) as u64),
                     limited: gate.as_ref().map_or(0, |g| {
                         g.meter.rate_limited.get() + g.meter.connection_limited.get()
                     }),
@@ -83,7 +85,7 @@ impl Metrics {
         Top {
             at: snap.at,
             sweep_seconds: snap.took_seconds,
-            disk_quotas: board.disk_quotas.clone(),
+            disk_quotas: self.ctl.disk_quotas(),
             tenants: rows.into_values().collect(),
         }
     }

@@ -5,10 +5,7 @@
 use crate::desired::quota::EdgeQuota;
 use prometheus_client::metrics::gauge::Gauge;
 use std::{
-    sync::{
-        Arc, Mutex,
-        atomic::{AtomicU32, Ordering::SeqCst},
-    },
+    sync::Mutex,
     time::{Duration, Instant},
 };
 
@@ -61,19 +58,16 @@ struct State {
 #[derive(Default)]
 pub struct Limiter {
     state: Mutex<State>,
-    active: Arc<AtomicU32>,
 }
 
 /// A request counted in flight; dropping it (when the response body ends) frees the place.
 pub struct Slot {
-    active: Arc<AtomicU32>,
-    gauge: Gauge,
+    active: Gauge,
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        self.active.fetch_sub(1, SeqCst);
-        self.gauge.dec();
+        self.active.dec();
     }
 }
 
@@ -94,8 +88,9 @@ impl Limiter {
         self.state.lock().expect("limiter lock").quota
     }
 
-    /// Admits one request against the rate, then the requests in flight.
-    pub fn admit(&self, gauge: &Gauge) -> Result<Slot, Limited> {
+    /// Admits one request against the rate, then against the requests in flight, counted in
+    /// `active` (the tenant's in-flight gauge: the metric is the count the limit reads).
+    pub fn admit(&self, active: &Gauge) -> Result<Slot, Limited> {
         let max = {
             let mut s = self.state.lock().expect("limiter lock");
             if let Some(b) = &mut s.bucket {
@@ -104,20 +99,14 @@ impl Limiter {
             }
             s.quota.connections
         };
-        let before = self.active.fetch_add(1, SeqCst);
-        if max.is_some_and(|m| before >= m) {
-            self.active.fetch_sub(1, SeqCst);
+        let before = active.inc();
+        if max.is_some_and(|m| before >= i64::from(m)) {
+            active.dec();
             return Err(Limited::Connections);
         }
-        gauge.inc();
         Ok(Slot {
-            active: self.active.clone(),
-            gauge: gauge.clone(),
+            active: active.clone(),
         })
-    }
-
-    pub fn active(&self) -> u32 {
-        self.active.load(SeqCst)
     }
 }
 
@@ -167,9 +156,9 @@ mod tests {
         let l = limiter(None, None, None);
         let g = Gauge::default();
         let slots: Vec<_> = (0..1000).map(|_| l.admit(&g).unwrap()).collect();
-        assert_eq!(l.active(), 1000);
+        assert_eq!(g.get(), 1000);
         drop(slots);
-        assert_eq!((l.active(), g.get()), (0, 0));
+        assert_eq!(g.get(), 0);
     }
 
     #[test]

@@ -41,8 +41,6 @@ pub struct Board {
     pub spec_errors: Vec<String>,
     pub last_pass: Option<PassReport>,
     pub engine_error: Option<String>,
-    /// `enforced`, or why this host cannot enforce disk quotas (then none is claimed).
-    pub disk_quotas: String,
 }
 
 pub struct Controller {
@@ -143,6 +141,14 @@ impl Controller {
     /// Per-tenant filesystems, or why this host cannot make them.
     pub fn disks(&self) -> Result<&Arc<crate::disk::Disks>, &str> {
         self.disks.as_ref().map_err(String::as_str)
+    }
+
+    /// `enforced`, or why this host cannot enforce disk quotas (then none is claimed).
+    pub fn disk_quotas(&self) -> String {
+        match &self.disks {
+            Ok(_) => "enforced".into(),
+            Err(why) => format!("unavailable: {why}"),
+        }
     }
 
     pub fn runtime(&self) -> &Arc<dyn Runtime> {
@@ -252,12 +258,16 @@ impl Controller {
             allocs: &self.allocs,
             disks: self.disks.as_deref().ok(),
         };
+        let errors = std::sync::atomic::AtomicUsize::new(disk_failures.len());
         futures_util::stream::iter(due)
             .for_each_concurrent(self.host.parallelism, |(t, steps)| {
                 let inst = loaded.desired.instances.get(&t);
-                let applier = &applier;
+                let (applier, errors) = (&applier, &errors);
                 async move {
                     let result = applier.apply(&t, inst, &steps).await;
+                    if result.is_err() {
+                        errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
                     self.record_result(&t, result.err().map(|e| e.to_string()));
                 }
             })
@@ -283,16 +293,13 @@ impl Controller {
             steps,
             mutations: self.rt.mutations() - mutations_before,
             failures: failures.len(),
+            errors: errors.into_inner(),
         };
         let mut board = self.board.write().expect("board lock");
         board.instances = status::board(&loaded.desired, &observed, &failures, &ports);
         board.spec_errors = loaded.errors.0.iter().map(ToString::to_string).collect();
         board.last_pass = Some(report.clone());
         board.engine_error = None;
-        board.disk_quotas = match &self.disks {
-            Ok(_) => "enforced".into(),
-            Err(why) => format!("unavailable: {why}"),
-        };
         drop(board);
         *self.last_desired.write().expect("desired lock") = Arc::new(loaded.desired);
         self.touch();

@@ -48,7 +48,10 @@ pub struct PassReport {
     pub tenants_changed: usize,
     pub steps: usize,
     pub mutations: u64,
+    /// Tenants failing now (in backoff or failed in this pass).
     pub failures: usize,
+    /// Tenants whose apply (or disk) failed in this pass.
+    pub errors: usize,
 }
 
 /// Builds the status of every tenant known from files or from Docker.
