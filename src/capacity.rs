@@ -1,17 +1,38 @@
-//! The host's capacity as admission and `berth capacity` see it, measured with sysinfo (the
-//! cgroup limit when the agent runs inside a smaller one than the machine).
+//! The host's capacity as admission and `berth capacity` see it: memory measured with sysinfo
+//! (the cgroup limit when the agent runs inside a smaller one than the machine), disk as the
+//! filesystem holding the state dir, where tenant disk images live.
 
-use crate::desired::{Desired, HostConfig, admission};
+use crate::desired::{
+    Desired, HostConfig,
+    admission::{self, Resource},
+};
 use serde::Serialize;
+use std::path::Path;
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct Measured {
     pub memory_total: u64,
     pub memory_used: u64,
     pub cpus: usize,
+    pub disk: Option<DiskSpace>,
 }
 
-pub fn measure() -> Measured {
+/// Size and use of the filesystem holding `state_dir`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct DiskSpace {
+    pub total: u64,
+    pub used: u64,
+}
+
+pub fn measure_disk(state_dir: &Path) -> Option<DiskSpace> {
+    let s = rustix::fs::statvfs(state_dir).ok()?;
+    Some(DiskSpace {
+        total: s.f_blocks * s.f_frsize,
+        used: (s.f_blocks - s.f_bfree) * s.f_frsize,
+    })
+}
+
+pub fn measure(state_dir: &Path) -> Measured {
     let mut sys = sysinfo::System::new();
     sys.refresh_memory();
     let (total, used) = match sys.cgroup_limits() {
@@ -24,6 +45,7 @@ pub fn measure() -> Measured {
         memory_total: total,
         memory_used: used,
         cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        disk: measure_disk(state_dir),
     }
 }
 
@@ -36,6 +58,14 @@ pub struct Report {
     pub memory_allowed: Option<u64>,
     pub memory_reserved: u64,
     pub memory_used: u64,
+    /// The disk admission counts with (configured, or measured at start).
+    pub disk_total: Option<u64>,
+    pub disk_overcommit: f64,
+    pub disk_allowed: Option<u64>,
+    /// The sum of the instances' `disk` quotas.
+    pub disk_reserved: u64,
+    /// In use on the filesystem holding the state dir (tenant images are sparse).
+    pub disk_used: Option<u64>,
     pub cpus: usize,
     pub cpus_reserved: f64,
     pub instances: usize,
@@ -45,9 +75,14 @@ pub fn report(host: &HostConfig, d: &Desired, now: Measured) -> Report {
     Report {
         memory_total: host.admission.memory_total,
         memory_overcommit: host.admission.memory_overcommit,
-        memory_allowed: admission::allowed_memory(host),
-        memory_reserved: admission::reserved_memory(host, d, None),
+        memory_allowed: admission::allowed(Resource::Memory, host),
+        memory_reserved: admission::reserved(Resource::Memory, host, d, None),
         memory_used: now.memory_used,
+        disk_total: host.admission.disk_total,
+        disk_overcommit: host.admission.disk_overcommit,
+        disk_allowed: admission::allowed(Resource::Disk, host),
+        disk_reserved: admission::reserved(Resource::Disk, host, d, None),
+        disk_used: now.disk.map(|s| s.used),
         cpus: now.cpus,
         cpus_reserved: d.instances.values().fold(0.0, |a, i| a + i.limits.cpus),
         instances: d.instances.len(),

@@ -68,18 +68,30 @@ pub fn lock_state_dir(layout: &Layout) -> Result<File, DaemonError> {
     Ok(f)
 }
 
-pub async fn run(mut host: HostConfig) -> Result<(), DaemonError> {
-    if host.admission.memory_total.is_none() {
-        let m = crate::capacity::measure();
-        host.admission.memory_total = Some(m.memory_total);
-        tracing::info!(
-            memory = m.memory_total,
-            overcommit = host.admission.memory_overcommit,
-            "admission counts with the host's measured memory"
-        );
+/// Admission counts with the host's measured memory and state-dir disk where the config
+/// leaves them out.
+fn fill_admission_totals(host: &mut HostConfig) {
+    let m = crate::capacity::measure(&host.state_dir);
+    let a = &mut host.admission;
+    if a.memory_total.is_none() {
+        a.memory_total = Some(m.memory_total);
     }
+    if a.disk_total.is_none() {
+        a.disk_total = m.disk.map(|d| d.total);
+    }
+    tracing::info!(
+        memory = a.memory_total,
+        memory_overcommit = a.memory_overcommit,
+        disk = a.disk_total,
+        disk_overcommit = a.disk_overcommit,
+        "admission totals"
+    );
+}
+
+pub async fn run(mut host: HostConfig) -> Result<(), DaemonError> {
     let layout = Layout::new(host.state_dir.clone());
     let _lock = lock_state_dir(&layout)?;
+    fill_admission_totals(&mut host);
     let rt: Arc<dyn Runtime> = Arc::new(DockerRuntime::connect().await?);
     let ctl = Arc::new(Controller::new(rt, host.clone())?);
     let _watcher = watch(&host, ctl.clone())?;

@@ -11,10 +11,11 @@ fn stderr(o: &std::process::Output) -> String {
 fn bad_input_is_rejected_with_exact_messages_and_nothing_half_created() {
     let Some(_serial) = docker_test() else { return };
     let mut h = Harness::new(31);
-    // Admission counts with 1g here: the shared database (256m) and india (512m) fit, one more
-    // 512m instance does not.
+    // Admission counts with 1g of memory here: the shared database (256m) and india (512m) fit,
+    // one more 512m instance does not. And with 1g of disk, which a 2g plan does not fit.
     let mut cfg = std::fs::read_to_string(h.path("berth.yaml")).unwrap();
-    cfg.push_str("admission:\n  memory: 1g\n");
+    cfg = cfg.replace("plans:\n", "plans:\n  bigdisk: {memory: 64m, disk: 2g}\n");
+    cfg.push_str("admission:\n  memory: 1g\n  disk: 1g\n");
     std::fs::write(h.path("berth.yaml"), cfg).unwrap();
     h.start();
     h.cli_ok(&[
@@ -78,11 +79,19 @@ fn bad_input_is_rejected_with_exact_messages_and_nothing_half_created() {
         "{}",
         stderr(&o)
     );
+    let o = h.cli(&["add", "juliet", "--template", "demo", "--plan", "bigdisk"]);
+    assert_eq!(
+        stderr(&o),
+        "error: instances/juliet.yaml:3:1: plan: not admitted: juliet needs 2g of disk; 0 is reserved already, so 2g in all, but this host allows 1g (1g × overcommit 1)"
+    );
     h.cli_ok(&["add", "mike", "--template", "demo", "--plan", "small"]);
     let cap: serde_json::Value =
         serde_json::from_str(&h.cli_ok(&["capacity", "-o", "json"])).unwrap();
     assert_eq!(cap["memory_reserved"], 1u64 << 30, "{cap}");
     assert_eq!(cap["memory_allowed"], 1u64 << 30, "{cap}");
+    assert_eq!(cap["disk_allowed"], 1u64 << 30, "{cap}");
+    assert_eq!(cap["disk_reserved"], 0, "{cap}");
+    assert!(cap["disk_used"].as_u64().unwrap() > 0, "{cap}");
     assert!(!h.path("instances/juliet.yaml").exists());
     assert!(!h.path("instances/Bad_Name.yaml").exists());
 

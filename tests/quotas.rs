@@ -147,6 +147,17 @@ fn a_tenant_s_fork_bomb_memory_hog_disk_filler_and_flood_stay_its_own() {
     let used = sample(&m, r#"berth_instance_disk_used_bytes{tenant="a""#).unwrap();
     let quota = sample(&m, r#"berth_instance_disk_quota_bytes{tenant="a""#).unwrap();
     assert!(used > 0.9 * quota, "a's disk used {used} of {quota}");
+    let disk = &h.status("a")["disk"];
+    assert_eq!(disk["state"], "enforced", "{disk}");
+    assert_eq!(disk["quota"], 200u64 << 20, "{disk}");
+    assert!(
+        disk["usage"]["used"].as_f64().unwrap() > 0.9 * quota,
+        "{disk}"
+    );
+    assert!(
+        h.cli_ok(&["status", "a"]).contains("disk: 200m quota, "),
+        "status table shows the quota"
+    );
     exec(&a_db, "rm -f /var/lib/postgresql/data/fill");
     assert!(healthy(&h, "b"));
 

@@ -19,23 +19,45 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use futures_util::StreamExt;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 pub async fn index(State(s): State<AppState>) -> Json<Vec<InstanceStatus>> {
     Json(s.ctl.board().instances.into_values().collect())
 }
 
+/// One instance as `berth status` shows it: the board's entry and its disk quota.
+#[derive(Debug, Serialize)]
+pub struct InstanceView {
+    #[serde(flatten)]
+    pub status: InstanceStatus,
+    pub disk: crate::disk::DiskStatus,
+}
+
 pub async fn show(
     State(s): State<AppState>,
     Path(tenant): Path<String>,
-) -> Result<Json<InstanceStatus>, ApiError> {
-    s.ctl
+) -> Result<Json<InstanceView>, ApiError> {
+    let status = s
+        .ctl
         .board()
         .instances
         .remove(&tenant)
-        .map(Json)
-        .ok_or_else(|| not_found(&tenant))
+        .ok_or_else(|| not_found(&tenant))?;
+    let quota = s
+        .ctl
+        .desired()
+        .instances
+        .get(&tenant)
+        .and_then(|i| i.quota.disk);
+    let ctl = s.ctl.clone();
+    // statvfs and /proc/mounts: blocking, however short.
+    let disk = tokio::task::spawn_blocking(move || {
+        crate::disk::status(ctl.disks().map(|d| d.as_ref()), &tenant, quota)
+    })
+    .await
+    .map_err(|e| ApiError::Internal(e.to_string()))?;
+    Ok(Json(InstanceView { status, disk }))
 }
 
 pub(super) fn not_found(tenant: &str) -> ApiError {

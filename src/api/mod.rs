@@ -101,7 +101,8 @@ async fn capacity(State(s): State<AppState>) -> Result<Json<crate::capacity::Rep
     let host = s.ctl.host().clone();
     let report = tokio::task::spawn_blocking(move || {
         let d = crate::desired::load(&host).desired;
-        crate::capacity::report(&host, &d, crate::capacity::measure())
+        let now = crate::capacity::measure(&host.state_dir);
+        crate::capacity::report(&host, &d, now)
     })
     .await;
     match report {

@@ -139,7 +139,7 @@ pub enum Command {
         #[arg(short, long, value_enum, default_value = "table")]
         output: Output,
     },
-    /// Host memory and CPUs: total, what admission allows, what instances reserve, what is used.
+    /// Host memory, disk and CPUs: total, what admission allows, what instances reserve, what is used.
     Capacity {
         #[arg(short, long, value_enum, default_value = "table")]
         output: Output,
@@ -336,6 +336,13 @@ fn capacity_table(v: &serde_json::Value) -> String {
             format!("{} (× {})", bytes("memory_allowed"), v["memory_overcommit"]),
             bytes("memory_reserved"),
             bytes("memory_used"),
+        ],
+        vec![
+            "disk".to_string(),
+            bytes("disk_total"),
+            format!("{} (× {})", bytes("disk_allowed"), v["disk_overcommit"]),
+            bytes("disk_reserved"),
+            bytes("disk_used"),
         ],
         vec![
             "cpus".to_string(),

@@ -1,5 +1,6 @@
 //! Readable tables for the read commands.
 
+use crate::spec::units::format_bytes;
 use serde_json::Value;
 
 /// Left-aligned columns, two spaces apart, header first.
@@ -75,6 +76,16 @@ pub fn status(v: &Value) -> String {
     let mut out = instances(&Value::Array(vec![v.clone()]));
     if let Some(e) = v["error"].as_str() {
         out += &format!("\nerror: {e}\n");
+    }
+    if let Some(q) = v["disk"]["quota"].as_u64() {
+        let used = v["disk"]["usage"]["used"]
+            .as_u64()
+            .map_or("-".to_string(), format_bytes);
+        out += &format!(
+            "\ndisk: {} quota, {used} used ({})\n",
+            format_bytes(q),
+            s(&v["disk"]["state"])
+        );
     }
     let rows: Vec<Vec<String>> = v["containers"]
         .as_array()

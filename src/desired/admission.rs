@@ -1,47 +1,97 @@
-//! Admission against host capacity: an instance is added (or grown) only if the memory all
-//! instances reserve stays within the host's memory times the configured overcommit ratio.
+//! Admission against host capacity: an instance is added (or grown) only if the memory and the
+//! disk all instances reserve stay within the host's memory and disk times the configured
+//! overcommit ratios.
 
 use super::{Desired, HostConfig, Instance};
 use crate::spec::units::format_bytes;
 
-/// Memory reserved by every instance but `except`, plus the shared database server's.
-pub fn reserved_memory(host: &HostConfig, d: &Desired, except: Option<&str>) -> u64 {
+/// A reservable resource: what one instance reserves of it and what the host has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resource {
+    Memory,
+    Disk,
+}
+
+impl Resource {
+    fn name(self) -> &'static str {
+        match self {
+            Resource::Memory => "memory",
+            Resource::Disk => "disk",
+        }
+    }
+
+    fn of(self, i: &Instance) -> u64 {
+        match self {
+            Resource::Memory => i.limits.memory,
+            Resource::Disk => i.quota.disk.unwrap_or(0),
+        }
+    }
+
+    /// What the host reserves beside instances: the shared database server's memory.
+    fn host_own(self, host: &HostConfig) -> u64 {
+        match self {
+            Resource::Memory => host.shared_database.as_ref().map_or(0, |s| s.memory),
+            Resource::Disk => 0,
+        }
+    }
+
+    fn total_and_ratio(self, host: &HostConfig) -> (Option<u64>, f64) {
+        let a = &host.admission;
+        match self {
+            Resource::Memory => (a.memory_total, a.memory_overcommit),
+            Resource::Disk => (a.disk_total, a.disk_overcommit),
+        }
+    }
+}
+
+/// What every instance but `except` reserves of `r`, plus the host's own reservation.
+pub fn reserved(r: Resource, host: &HostConfig, d: &Desired, except: Option<&str>) -> u64 {
     let instances: u64 = d
         .instances
         .values()
         .filter(|i| Some(i.tenant.as_str()) != except)
-        .map(|i| i.limits.memory)
+        .map(|i| r.of(i))
         .sum();
-    instances + host.shared_database.as_ref().map_or(0, |s| s.memory)
+    instances + r.host_own(host)
 }
 
-/// The memory instances may reserve in all, when the host's memory is known.
-pub fn allowed_memory(host: &HostConfig) -> Option<u64> {
-    let a = &host.admission;
-    a.memory_total
-        .map(|t| (t as f64 * a.memory_overcommit) as u64)
+/// What instances may reserve of `r` in all, when the host's total is known.
+pub fn allowed(r: Resource, host: &HostConfig) -> Option<u64> {
+    let (total, ratio) = r.total_and_ratio(host);
+    total.map(|t| (t as f64 * ratio) as u64)
 }
 
-/// Refuses `candidate` when it would take reservations past what the host allows, with the
-/// numbers that decided it.
-pub fn admit(host: &HostConfig, d: &Desired, candidate: &Instance) -> Result<(), String> {
-    let Some(allowed) = allowed_memory(host) else {
-        return Ok(());
-    };
-    let others = reserved_memory(host, d, Some(&candidate.tenant));
-    let total = others + candidate.limits.memory;
-    if total <= allowed {
-        return Ok(());
+/// Refuses `candidate` for each resource whose reservations it would take past what the host
+/// allows, with the numbers that decided it; empty when it fits.
+pub fn admit(host: &HostConfig, d: &Desired, candidate: &Instance) -> Vec<String> {
+    [Resource::Memory, Resource::Disk]
+        .into_iter()
+        .filter_map(|r| refusal(r, host, d, candidate))
+        .collect()
+}
+
+fn refusal(r: Resource, host: &HostConfig, d: &Desired, candidate: &Instance) -> Option<String> {
+    let allowed = allowed(r, host)?;
+    let wants = r.of(candidate);
+    // Only adding or growing is refused: an edit that keeps the size stays possible on a host
+    // that is over its allowance already (its memory was set lower since, say).
+    let has = d.instances.get(&candidate.tenant).map_or(0, |i| r.of(i));
+    let others = reserved(r, host, d, Some(&candidate.tenant));
+    let total = others + wants;
+    if wants <= has || total <= allowed {
+        return None;
     }
-    Err(format!(
-        "not admitted: {} needs {} of memory; {} is reserved already, so {} in all, but this host allows {} ({} × overcommit {})",
+    let (host_total, ratio) = r.total_and_ratio(host);
+    Some(format!(
+        "not admitted: {} needs {} of {}; {} is reserved already, so {} in all, but this host allows {} ({} × overcommit {})",
         candidate.tenant,
-        format_bytes(candidate.limits.memory),
+        format_bytes(wants),
+        r.name(),
         format_bytes(others),
         format_bytes(total),
         format_bytes(allowed),
-        format_bytes(host.admission.memory_total.unwrap_or(0)),
-        host.admission.memory_overcommit,
+        format_bytes(host_total.unwrap_or(0)),
+        ratio,
     ))
 }
 
@@ -67,6 +117,7 @@ mod tests {
         h.admission = Admission {
             memory_total: total,
             memory_overcommit: ratio,
+            ..Admission::default()
         };
         h
     }
@@ -76,7 +127,7 @@ mod tests {
         let (d, _) = fleet(&[3 << 30, 4 << 30]);
         let mut new = fixtures::demo_instance("big");
         new.limits.memory = 2 << 30;
-        let e = admit(&host(Some(8 << 30), 1.0), &d, &new).unwrap_err();
+        let e = admit(&host(Some(8 << 30), 1.0), &d, &new).join("\n");
         assert!(e.contains("big needs 2g"), "{e}");
         assert!(e.contains("7g is reserved already, so 9g in all"), "{e}");
         assert!(e.contains("allows 8g (8g × overcommit 1)"), "{e}");
@@ -87,9 +138,9 @@ mod tests {
         let (d, _) = fleet(&[3 << 30, 4 << 30]);
         let mut new = fixtures::demo_instance("big");
         new.limits.memory = 2 << 30;
-        assert!(admit(&host(Some(8 << 30), 1.5), &d, &new).is_ok());
+        assert!(admit(&host(Some(8 << 30), 1.5), &d, &new).is_empty());
         assert!(
-            admit(&host(None, 1.0), &d, &new).is_ok(),
+            admit(&host(None, 1.0), &d, &new).is_empty(),
             "offline validation"
         );
     }
@@ -99,8 +150,73 @@ mod tests {
         let (d, v) = fleet(&[3 << 30, 4 << 30]);
         let mut grown = v[1].clone();
         grown.limits.memory = 5 << 30;
-        assert!(admit(&host(Some(8 << 30), 1.0), &d, &grown).is_ok());
+        assert!(admit(&host(Some(8 << 30), 1.0), &d, &grown).is_empty());
         grown.limits.memory = (5 << 30) + 1;
-        assert!(admit(&host(Some(8 << 30), 1.0), &d, &grown).is_err());
+        assert!(!admit(&host(Some(8 << 30), 1.0), &d, &grown).is_empty());
+    }
+
+    fn with_disks(d: &mut Desired, disks: &[u64]) {
+        for (i, b) in d.instances.values_mut().zip(disks) {
+            i.quota.disk = Some(*b);
+        }
+    }
+
+    fn disk_host(total: u64, ratio: f64) -> HostConfig {
+        let mut h = host(Some(64 << 30), 1.0);
+        h.admission.disk_total = Some(total);
+        h.admission.disk_overcommit = ratio;
+        h
+    }
+
+    #[test]
+    fn a_disk_past_the_disks_capacity_is_refused_with_the_numbers() {
+        let (mut d, _) = fleet(&[1 << 30, 1 << 30]);
+        with_disks(&mut d, &[20 << 30, 30 << 30]);
+        let mut new = fixtures::demo_instance("big");
+        new.quota.disk = Some(60 << 30);
+        let e = admit(&disk_host(100 << 30, 1.0), &d, &new);
+        assert_eq!(
+            e,
+            vec![
+                "not admitted: big needs 60g of disk; 50g is reserved already, so 110g in all, but this host allows 100g (100g × overcommit 1)"
+            ]
+        );
+        assert!(admit(&disk_host(100 << 30, 1.2), &d, &new).is_empty());
+    }
+
+    #[test]
+    fn an_instance_without_a_disk_is_admitted_even_on_a_full_disk() {
+        let (mut d, _) = fleet(&[1 << 30]);
+        with_disks(&mut d, &[200 << 30]);
+        let new = fixtures::demo_instance("small");
+        assert!(admit(&disk_host(100 << 30, 1.0), &d, &new).is_empty());
+    }
+
+    #[test]
+    fn an_edit_that_does_not_grow_is_admitted_on_an_overfull_host() {
+        let (mut d, v) = fleet(&[1 << 30, 1 << 30]);
+        with_disks(&mut d, &[80 << 30, 80 << 30]);
+        let same = d.instances[&v[1].tenant].clone();
+        assert!(admit(&disk_host(100 << 30, 1.0), &d, &same).is_empty());
+        let mut grown = same.clone();
+        grown.quota.disk = Some((80 << 30) + 1);
+        assert_eq!(admit(&disk_host(100 << 30, 1.0), &d, &grown).len(), 1);
+    }
+
+    #[test]
+    fn memory_and_disk_refusals_are_both_reported() {
+        let (mut d, _) = fleet(&[4 << 30]);
+        with_disks(&mut d, &[80 << 30]);
+        let mut new = fixtures::demo_instance("big");
+        new.limits.memory = 8 << 30;
+        new.quota.disk = Some(40 << 30);
+        let mut h = disk_host(100 << 30, 1.0);
+        h.admission.memory_total = Some(8 << 30);
+        let e = admit(&h, &d, &new);
+        assert_eq!(e.len(), 2, "{e:?}");
+        assert!(
+            e[0].contains("of memory") && e[1].contains("of disk"),
+            "{e:?}"
+        );
     }
 }

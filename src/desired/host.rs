@@ -56,13 +56,15 @@ impl Default for MetricsConfig {
     }
 }
 
-/// How much memory instances may reserve: `memory_total × memory_overcommit`. The daemon fills
-/// `memory_total` with the measured host memory when the config leaves it out; None (offline
-/// validation) admits everything.
+/// How much memory and disk instances may reserve: `total × overcommit` of each. The daemon
+/// fills a total the config leaves out with what it measures; None (offline validation) admits
+/// everything.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Admission {
     pub memory_total: Option<u64>,
     pub memory_overcommit: f64,
+    pub disk_total: Option<u64>,
+    pub disk_overcommit: f64,
 }
 
 impl Default for Admission {
@@ -70,6 +72,8 @@ impl Default for Admission {
         Admission {
             memory_total: None,
             memory_overcommit: 1.0,
+            disk_total: None,
+            disk_overcommit: 1.0,
         }
     }
 }
@@ -218,20 +222,43 @@ pub fn build(file: &spec::Loaded<HostFile>, root: &Path) -> Result<HostConfig, S
         );
     }
     let mut admission = Admission::default();
-    if let Some(r) = h.admission.memory_overcommit {
-        if r > 0.0 && r <= 100.0 {
-            admission.memory_overcommit = r;
-        } else {
-            err(
-                "admission.memory_overcommit",
-                format!("{r} is out of range (0 < ratio <= 100)"),
-            );
+    let ratios = [
+        (
+            "admission.memory_overcommit",
+            h.admission.memory_overcommit,
+            &mut admission.memory_overcommit,
+        ),
+        (
+            "admission.disk_overcommit",
+            h.admission.disk_overcommit,
+            &mut admission.disk_overcommit,
+        ),
+    ];
+    for (field, given, into) in ratios {
+        match given {
+            Some(r) if r > 0.0 && r <= 100.0 => *into = r,
+            Some(r) => err(field, format!("{r} is out of range (0 < ratio <= 100)")),
+            None => {}
         }
     }
-    if let Some(m) = &h.admission.memory {
-        match units::parse_bytes(m) {
-            Ok(b) => admission.memory_total = Some(b),
-            Err(e) => err("admission.memory", e),
+    let totals = [
+        (
+            "admission.memory",
+            &h.admission.memory,
+            &mut admission.memory_total,
+        ),
+        (
+            "admission.disk",
+            &h.admission.disk,
+            &mut admission.disk_total,
+        ),
+    ];
+    for (field, given, into) in totals {
+        if let Some(m) = given {
+            match units::parse_bytes(m) {
+                Ok(b) => *into = Some(b),
+                Err(e) => err(field, e),
+            }
         }
     }
     let mut metrics = MetricsConfig::default();

@@ -176,7 +176,7 @@ pub fn check_candidate(
             ));
         }
     }
-    if let Err(m) = admission::admit(host, &current.desired, &inst) {
+    for m in admission::admit(host, &current.desired, &inst) {
         errors.push(loaded.error_at(
             if file.limits.is_some() {
                 "limits"

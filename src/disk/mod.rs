@@ -4,10 +4,13 @@
 //! outlive the agent; after a host reboot the first pass mounts them again.
 
 mod image;
+mod status;
+
+pub use status::{DiskStatus, status};
 
 use serde::Serialize;
 use std::{
-    collections::{BTreeMap, BTreeSet},
+    collections::BTreeMap,
     path::{Path, PathBuf},
 };
 
@@ -174,32 +177,27 @@ impl Disks {
 
     /// Usage of every mounted tenant filesystem.
     pub fn usage(&self) -> Vec<(String, Usage)> {
-        let mounted: BTreeSet<PathBuf> = image::mounts().into_keys().collect();
-        let mut out = vec![];
-        for p in mounted
-            .iter()
+        image::mounts()
+            .into_keys()
             .filter(|p| p.parent() == Some(self.root.as_path()))
-        {
-            let (Some(t), Ok(s)) = (p.file_name(), rustix::fs::statvfs(p)) else {
-                continue;
-            };
-            let f = s.f_frsize;
-            out.push((
-                t.to_string_lossy().to_string(),
-                Usage {
-                    size: s.f_blocks * f,
-                    used: (s.f_blocks - s.f_bfree) * f,
-                    inodes: s.f_files,
-                    inodes_used: s.f_files - s.f_ffree,
-                },
-            ));
-        }
-        out
+            .filter_map(|p| Some((p.file_name()?.to_string_lossy().to_string(), stat(&p)?)))
+            .collect()
+    }
+
+    /// Usage of tenant `t`'s filesystem, None while it is not mounted.
+    pub fn usage_of(&self, t: &str) -> Option<Usage> {
+        let mnt = self.mountpoint(t);
+        image::mounts().contains_key(&mnt).then(|| stat(&mnt))?
     }
 }
 
-impl std::fmt::Debug for Disks {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Disks").field("root", &self.root).finish()
-    }
+fn stat(p: &Path) -> Option<Usage> {
+    let s = rustix::fs::statvfs(p).ok()?;
+    let f = s.f_frsize;
+    Some(Usage {
+        size: s.f_blocks * f,
+        used: (s.f_blocks - s.f_bfree) * f,
+        inodes: s.f_files,
+        inodes_used: s.f_files - s.f_ffree,
+    })
 }

@@ -70,7 +70,7 @@ pub struct MetricsFile {
     pub interval: Option<String>,
 }
 
-/// How much memory berth may promise to instances.
+/// How much memory and disk berth may promise to instances.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AdmissionFile {
@@ -81,6 +81,14 @@ pub struct AdmissionFile {
     /// The host's memory as admission sees it; default: measured at start.
     #[serde(default)]
     pub memory: Option<String>,
+    /// Reserved disk (plan `disk` of every instance) may reach the disk size times this
+    /// (default 1.0; tenant images are sparse, so providers may choose more).
+    #[serde(default)]
+    pub disk_overcommit: Option<f64>,
+    /// The size of the filesystem holding the state dir as admission sees it; default:
+    /// measured at start.
+    #[serde(default)]
+    pub disk: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
