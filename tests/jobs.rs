@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{Harness, docker_test};
+use common::{Harness, docker_test, sample};
 use std::time::Duration;
 
 fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
@@ -83,6 +83,20 @@ fn jobs_run_on_schedule_and_a_slow_one_never_overlaps_itself() {
         "{}",
         j["slow"]
     );
+    // The same in /metrics: tick's last success (it may have run again since), slow's skips.
+    let m = h.metrics();
+    let at = |series: &str| sample(&m, series).unwrap_or_else(|| panic!("{series} in:\n{m}"));
+    let last = at(r#"berth_job_last_success_timestamp_seconds{tenant="j1",job="tick"}"#);
+    let api_last = j["tick"]["last_success"].as_u64().unwrap() as f64;
+    assert!(
+        last >= api_last && last <= api_last + 10.0,
+        "{last} vs {api_last}"
+    );
+    assert_eq!(
+        at(r#"berth_job_last_exit_code{tenant="j1",job="tick"}"#),
+        0.0
+    );
+    assert!(at(r#"berth_job_skipped_overlaps_total{tenant="j1",job="slow"}"#) >= 2.0);
     let table = h.cli_ok(&["jobs", "j1"]);
     assert!(
         table.contains("tick") && table.contains("*/2 * * * * *"),

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{Harness, curl, docker, docker_test, http_get, wait_for};
+use common::{Harness, curl, docker, docker_test, http_get, sample, wait_for};
 use std::{
     process::{Command, Stdio},
     time::Duration,
@@ -27,17 +27,6 @@ fn exec(container: &str, script: &str) -> (bool, String) {
     (out.status.success(), text)
 }
 
-fn metrics(port: u16) -> String {
-    http_get(port, "/metrics").map(|x| x.1).unwrap_or_default()
-}
-
-/// The value of the first sample line starting with `prefix`.
-fn sample(text: &str, prefix: &str) -> Option<f64> {
-    text.lines()
-        .find(|l| l.starts_with(prefix))
-        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
-}
-
 fn healthy(h: &Harness, tenant: &str) -> bool {
     http_get(h.port(tenant), "/cgi-bin/health").is_some_and(|(s, _)| s == 200)
 }
@@ -56,7 +45,6 @@ fn a_tenant_s_fork_bomb_memory_hog_disk_filler_and_flood_stay_its_own() {
     h.start();
     h.wait_running(&["a", "b"]);
     std::fs::write(h.path("ca.pem"), h.cli_ok(&["ca"])).unwrap();
-    let mport = 34071;
     let (a_app, a_db, b_db) = (
         h.container("a", "app"),
         h.container("a", "db"),
@@ -84,14 +72,14 @@ fn a_tenant_s_fork_bomb_memory_hog_disk_filler_and_flood_stay_its_own() {
     wait_for(
         Duration::from_secs(30),
         || {
-            let m = metrics(mport);
+            let m = h.metrics();
             m.lines()
                 .filter(|l| l.starts_with("berth_container_pids{") && l.contains(&a_app))
                 .any(|l| l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()) >= Some(50.0))
         },
         "the fork bomb's processes in a's pids metric",
     );
-    let m = metrics(mport);
+    let m = h.metrics();
     let seen = m
         .lines()
         .find(|l| l.starts_with("berth_container_pids{") && l.contains(&a_app))
@@ -110,7 +98,7 @@ fn a_tenant_s_fork_bomb_memory_hog_disk_filler_and_flood_stay_its_own() {
         Duration::from_secs(20),
         || {
             sample(
-                &metrics(mport),
+                &h.metrics(),
                 r#"berth_container_oom_kills_total{tenant="a""#,
             ) >= Some(1.0)
         },
@@ -118,7 +106,7 @@ fn a_tenant_s_fork_bomb_memory_hog_disk_filler_and_flood_stay_its_own() {
     );
     assert!(
         sample(
-            &metrics(mport),
+            &h.metrics(),
             r#"berth_container_oom_kills_total{tenant="b""#
         )
         .is_none()
@@ -143,7 +131,7 @@ fn a_tenant_s_fork_bomb_memory_hog_disk_filler_and_flood_stay_its_own() {
         "dd if=/dev/zero of=/var/lib/postgresql/data/fill bs=1M count=20 2>&1 && rm /var/lib/postgresql/data/fill",
     );
     assert!(ok, "b could not write while a's disk was full: {out}");
-    let m = metrics(mport);
+    let m = h.metrics();
     let used = sample(&m, r#"berth_instance_disk_used_bytes{tenant="a""#).unwrap();
     let quota = sample(&m, r#"berth_instance_disk_quota_bytes{tenant="a""#).unwrap();
     assert!(used > 0.9 * quota, "a's disk used {used} of {quota}");
@@ -198,7 +186,7 @@ fn a_tenant_s_fork_bomb_memory_hog_disk_filler_and_flood_stay_its_own() {
         &["--http1.1", "-X", "POST", "--data", &big],
     );
     assert_eq!(code, "413", "{out}");
-    let m = metrics(mport);
+    let m = h.metrics();
     assert!(
         sample(
             &m,
@@ -234,13 +222,15 @@ fn promtool_passes_the_real_scrape_and_prometheus_reads_a_tenant_s_memory() {
     instance(&h, "c", "");
     h.start();
     h.wait_running(&["c"]);
-    let mport = 34072;
     wait_for(
         Duration::from_secs(20),
-        || metrics(mport).contains(r#"berth_container_memory_bytes{tenant="c""#),
+        || {
+            h.metrics()
+                .contains(r#"berth_container_memory_bytes{tenant="c""#)
+        },
         "c's memory in /metrics",
     );
-    let text = metrics(mport);
+    let text = h.metrics();
     let mut promtool = Command::new("promtool")
         .args(["check", "metrics"])
         .stdin(Stdio::piped())
@@ -267,7 +257,8 @@ fn promtool_passes_the_real_scrape_and_prometheus_reads_a_tenant_s_memory() {
     std::fs::write(
         h.path("prometheus.yml"),
         format!(
-            "global: {{scrape_interval: 1s}}\nscrape_configs:\n  - job_name: berth\n    static_configs:\n      - targets: ['127.0.0.1:{mport}']\n"
+            "global: {{scrape_interval: 1s}}\nscrape_configs:\n  - job_name: berth\n    static_configs:\n      - targets: ['127.0.0.1:{}']\n",
+            h.metrics_port
         ),
     )
     .unwrap();

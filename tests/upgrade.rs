@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{Harness, docker_ok, docker_test};
+use common::{Harness, docker_ok, docker_test, sample};
 use std::{
     process::Command,
     sync::{
@@ -139,10 +139,39 @@ fn a_fleet_moves_blue_green_without_a_failed_request_and_a_broken_release_stops_
     }
 
     let load = Load::start(&h, https, &tenants);
+    // Prometheus sees the upgrade while it runs: a scrape every 200 ms meanwhile.
+    let scraping = Arc::new(AtomicBool::new(true));
+    let scraper = {
+        let (scraping, h_port) = (scraping.clone(), h.metrics_port);
+        std::thread::spawn(move || {
+            let mut seen = vec![];
+            while scraping.load(Ordering::Relaxed) {
+                if let Some((200, m)) = common::http_get(h_port, "/metrics") {
+                    seen.push(m);
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            seen
+        })
+    };
     std::thread::sleep(Duration::from_secs(1));
     let up = h.cli(&[
         "upgrade", "demo", "--to", "2", "--canary", "1", "--batch", "25%", "--wait",
     ]);
+    scraping.store(false, Ordering::Relaxed);
+    let scrapes = scraper.join().unwrap();
+    let running = |m: &String| sample(m, r#"berth_upgrade_running{app="demo",to="2"}"#);
+    assert!(
+        scrapes.iter().any(|m| running(m) == Some(1.0)
+            && sample(
+                m,
+                r#"berth_upgrade_tenants{app="demo",to="2",phase="done"}"#
+            )
+            .unwrap_or(0.0)
+                < 20.0),
+        "no scrape saw the upgrade running ({} scrapes)",
+        scrapes.len()
+    );
     let shown = String::from_utf8_lossy(&up.stdout).to_string();
     assert!(
         up.status.success(),
@@ -196,6 +225,18 @@ fn a_fleet_moves_blue_green_without_a_failed_request_and_a_broken_release_stops_
         report["steps"], 0,
         "the reconciler agrees with what the upgrade built"
     );
+    let m = h.metrics();
+    for (series, want) in [
+        (r#"berth_upgrade_running{app="demo",to="2"}"#, 0.0),
+        (r#"berth_upgrade_waves{app="demo",to="2"}"#, 5.0),
+        (r#"berth_upgrade_wave{app="demo",to="2"}"#, 5.0),
+        (
+            r#"berth_upgrade_tenants{app="demo",to="2",phase="done"}"#,
+            20.0,
+        ),
+    ] {
+        assert_eq!(sample(&m, series), Some(want), "{series} in:\n{m}");
+    }
 
     // v3's health path fails: the canary is rolled back and the fleet halts.
     let load = Load::start(&h, https, &tenants);
@@ -221,6 +262,20 @@ fn a_fleet_moves_blue_green_without_a_failed_request_and_a_broken_release_stops_
     assert_eq!(s["tenants"]["u1"]["phase"], "rolled_back", "{s}");
     for &t in &tenants[1..] {
         assert_eq!(s["tenants"][t]["phase"], "pending", "{t} untouched");
+    }
+    let m = h.metrics();
+    for (series, want) in [
+        (r#"berth_upgrade_running{app="demo",to="3"}"#, 0.0),
+        (
+            r#"berth_upgrade_tenants{app="demo",to="3",phase="rolled_back"}"#,
+            1.0,
+        ),
+        (
+            r#"berth_upgrade_tenants{app="demo",to="3",phase="pending"}"#,
+            19.0,
+        ),
+    ] {
+        assert_eq!(sample(&m, series), Some(want), "{series} in:\n{m}");
     }
     for &t in &tenants {
         assert!(

@@ -62,6 +62,8 @@ pub struct Harness {
     pub dir: tempfile::TempDir,
     pub ns: String,
     pub agent: Option<Child>,
+    /// The agent's `/metrics` listener on loopback.
+    pub metrics_port: u16,
 }
 
 impl Harness {
@@ -86,6 +88,7 @@ impl Harness {
             dir,
             ns,
             agent: None,
+            metrics_port: 34000 + slot,
         };
         h.clean_docker();
         h
@@ -146,8 +149,10 @@ impl Harness {
     /// Starts the agent and waits until its API answers.
     pub fn start_with(&mut self, configure: impl FnOnce(&mut Command)) {
         self.agent = Some(self.spawn_agent(configure));
+        // Ready means a whole first pass ran (filesystems made, containers created); on two
+        // busy cores right after another test's cleanup that has taken more than 20 s.
         wait_for(
-            Duration::from_secs(20),
+            Duration::from_secs(60),
             || self.cli(&["reconcile"]).status.success(),
             "agent API",
         );
@@ -345,4 +350,20 @@ pub fn curl(
         code.to_string(),
         format!("{body}{}", String::from_utf8_lossy(&out.stderr)),
     )
+}
+
+impl Harness {
+    /// One scrape of the agent's `/metrics` (empty when it does not answer).
+    pub fn metrics(&self) -> String {
+        http_get(self.metrics_port, "/metrics")
+            .map(|x| x.1)
+            .unwrap_or_default()
+    }
+}
+
+/// The value of the first sample line starting with `prefix`.
+pub fn sample(text: &str, prefix: &str) -> Option<f64> {
+    text.lines()
+        .find(|l| l.starts_with(prefix))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
 }
