@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Metrics cost with N running instances (default 100) on the real engine: scrape latency of
 # /metrics (curl, 50 scrapes), the stats sweep's duration, and the agent's CPU per minute
-# with and without a scraper hitting /metrics every second (same agent, same instances).
+# with and without a scraper hitting /metrics every second (same agent, same instances); then
+# the agent is restarted with BERTH_STATS_SOURCE=engine over the same instances and its sweep
+# (one engine stats call per container) is timed beside the kernel reading's.
 # Instances use a one-container template (busybox httpd) so 100 fit on a 2-core host.
 # Usage: scripts/bench-metrics.sh [N]
 set -euo pipefail
@@ -72,3 +74,11 @@ SCRAPER=$!
 c0=$(cpu); sleep 60; c1=$(cpu); wait "$SCRAPER"
 echo "agent CPU, scraped every 1s: $(awk -v a="$c0" -v b="$c1" 'BEGIN {printf "%.2f s/min (%.1f%% of a core)", b-a, (b-a)/60*100}')"
 echo "agent RSS: $(( $(ps -o rss= -p "$AGENT") / 1024 )) MB"
+kernel_sweep=$(curl -s 127.0.0.1:19464/metrics | awk '/^berth_stats_sweep_duration_seconds/ {print $2}')
+kill "$AGENT"; wait "$AGENT" 2>/dev/null || true
+BERTH_STATS_SOURCE=engine "$BIN" serve --config "$W/berth.yaml" 2>>"$W/agent.log" &
+AGENT=$!
+sleep 40   # the first sweep after start, then most of a second one
+engine_sweep=$(curl -s 127.0.0.1:19464/metrics | awk '/^berth_stats_sweep_duration_seconds/ {print $2}')
+awk -v k="$kernel_sweep" -v e="$engine_sweep" -v n="$N" \
+  'BEGIN {printf "sweep of %d instances: kernel reading %.2f s, engine stats calls %.2f s (%.0fx)\n", n, k, e, e/k}'

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{Harness, curl, docker, docker_test, http_get, sample, wait_for};
+use common::{Harness, curl, docker, docker_ok, docker_test, http_get, sample, wait_for};
 use std::{
     process::{Command, Stdio},
     time::Duration,
@@ -215,6 +215,62 @@ fn a_tenant_s_fork_bomb_memory_hog_disk_filler_and_flood_stay_its_own() {
     assert!(mounts.contains(h.path("state/disks/b").to_str().unwrap()));
 }
 
+/// The engine's own reading of a container: its stats API, one shot.
+fn engine_stats(container: &str) -> serde_json::Value {
+    let url = format!("http://engine/containers/{container}/stats?stream=false&one-shot=true");
+    let o = Command::new("curl")
+        .args(["-fsS", "--unix-socket", "/var/run/docker.sock", &url])
+        .output()
+        .unwrap();
+    serde_json::from_slice(&o.stdout).expect("the engine's stats")
+}
+
+/// The kernel reading berth's sweep uses agrees with the engine's stats call it replaces.
+fn kernel_and_engine_readings_agree(container: &str) {
+    let id = docker_ok(&["inspect", "-f", "{{.Id}}", container]);
+    let pid: u32 = docker_ok(&["inspect", "-f", "{{.State.Pid}}", container])
+        .parse()
+        .unwrap();
+    let k = berth::runtime::cgroup::read(&id, pid)
+        .expect("this host shows the container's cgroup and /proc to berth");
+    let e = engine_stats(container);
+    let mem = &e["memory_stats"];
+    assert_eq!(Some(k.memory_limit), mem["limit"].as_u64(), "{e}");
+    let cache = mem["stats"]["total_inactive_file"]
+        .as_u64()
+        .or(mem["stats"]["inactive_file"].as_u64())
+        .unwrap_or(0);
+    let engine_mem = mem["usage"].as_u64().unwrap() - cache;
+    assert!(
+        k.memory_bytes.abs_diff(engine_mem) < 16 << 20,
+        "kernel {} vs engine {engine_mem}",
+        k.memory_bytes
+    );
+    let engine_pids = e["pids_stats"]["current"].as_u64().unwrap();
+    assert!(
+        k.pids.abs_diff(engine_pids) <= 2,
+        "{} vs {engine_pids}",
+        k.pids
+    );
+    let engine_cpu = e["cpu_stats"]["cpu_usage"]["total_usage"].as_f64().unwrap() / 1e9;
+    assert!(
+        k.cpu_seconds <= engine_cpu && engine_cpu - k.cpu_seconds < 5.0,
+        "{} vs {engine_cpu}",
+        k.cpu_seconds
+    );
+    let engine_rx: u64 = e["networks"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|n| n["rx_bytes"].as_u64().unwrap())
+        .sum();
+    assert!(
+        k.rx_bytes > 0 && k.rx_bytes <= engine_rx,
+        "{} vs {engine_rx}",
+        k.rx_bytes
+    );
+}
+
 #[test]
 fn promtool_passes_the_real_scrape_and_prometheus_reads_a_tenant_s_memory() {
     let Some(_g) = docker_test() else { return };
@@ -222,6 +278,7 @@ fn promtool_passes_the_real_scrape_and_prometheus_reads_a_tenant_s_memory() {
     instance(&h, "c", "");
     h.start();
     h.wait_running(&["c"]);
+    kernel_and_engine_readings_agree(&format!("{}-c-db", h.ns));
     wait_for(
         Duration::from_secs(20),
         || {

@@ -1,6 +1,7 @@
 //! The container runtime boundary: what reconcile needs from Docker, as a trait with a real
 //! implementation (`docker`, the only bollard user) and an in-memory fake for unit tests.
 
+pub mod cgroup;
 pub mod docker;
 pub mod fake;
 pub mod labels;
