@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{Harness, docker_ok, docker_test, sample};
+use common::{Harness, docker_test, sample};
 use std::{
     process::Command,
     sync::{
@@ -300,8 +300,7 @@ fn a_fleet_moves_blue_green_without_a_failed_request_and_a_broken_release_stops_
         failures.is_empty(),
         "failed requests during recreate: {failures:?}"
     );
-    let migrated = psql(
-        &h,
+    let migrated = h.psql(
         "u3",
         "select count(*) from information_schema.tables where table_name = 'migrated_v4'",
     );
@@ -319,23 +318,6 @@ fn a_fleet_moves_blue_green_without_a_failed_request_and_a_broken_release_stops_
     h.kill9();
 }
 
-fn psql(h: &Harness, tenant: &str, sql: &str) -> String {
-    docker_ok(&[
-        "exec",
-        &h.container(tenant, "db"),
-        "psql",
-        "-qtA",
-        "-h",
-        "/var/run/postgresql",
-        "-U",
-        "app",
-        "-d",
-        "app",
-        "-c",
-        sql,
-    ])
-}
-
 #[test]
 fn a_backup_restores_byte_for_byte_clones_into_a_new_tenant_verifies_and_runs_on_schedule() {
     let Some(_g) = docker_test() else { return };
@@ -343,7 +325,7 @@ fn a_backup_restores_byte_for_byte_clones_into_a_new_tenant_verifies_and_runs_on
     instance(&h, "b1", "1");
     h.start();
     h.wait_running(&["b1"]);
-    let psql_b1 = |sql: &str| psql(&h, "b1", sql);
+    let psql_b1 = |sql: &str| h.psql("b1", sql);
     psql_b1(
         "create table notes(id int primary key, body text); insert into notes select g, md5(g::text) from generate_series(1, 500) g;",
     );
@@ -372,11 +354,7 @@ fn a_backup_restores_byte_for_byte_clones_into_a_new_tenant_verifies_and_runs_on
     let cloned = h.cli_ok(&["restore", "b2", "--from", &format!("b1:{id}")]);
     assert!(cloned.contains("created from backup"), "{cloned}");
     assert_eq!(
-        psql(
-            &h,
-            "b2",
-            "select string_agg(body, ',' order by id) from notes"
-        ),
+        h.psql("b2", "select string_agg(body, ',' order by id) from notes"),
         before
     );
     let secret =

@@ -44,16 +44,16 @@ pub async fn show(
         .instances
         .remove(&tenant)
         .ok_or_else(|| not_found(&tenant))?;
-    let quota = s
+    let (quota, volumes) = s
         .ctl
         .desired()
         .instances
         .get(&tenant)
-        .and_then(|i| i.quota.disk);
+        .map_or((None, vec![]), |i| (i.quota.disk, i.volumes.clone()));
     let ctl = s.ctl.clone();
     // statvfs and /proc/mounts: blocking, however short.
     let disk = tokio::task::spawn_blocking(move || {
-        crate::disk::status(ctl.disks().map(|d| d.as_ref()), &tenant, quota)
+        crate::disk::status(ctl.disks().map(|d| d.as_ref()), &tenant, quota, &volumes)
     })
     .await
     .map_err(|e| ApiError::Internal(e.to_string()))?;

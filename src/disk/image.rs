@@ -17,7 +17,7 @@ pub fn which(tool: &str) -> Option<PathBuf> {
 }
 
 /// Runs `tool args`; exit codes in `ok` are success (e2fsck uses 1 for "fixed").
-fn run(
+pub(super) fn run(
     tenant: &str,
     action: &'static str,
     tool: &str,
@@ -94,38 +94,70 @@ pub fn unmount(t: &str, at: &Path) -> Result<(), DiskError> {
     run(t, "unmount", "umount", &[s(at)], &[0])
 }
 
-/// Extends the image file to `bytes` (sparse); false when it is that large already.
-fn extend(t: &str, img: &Path, bytes: u64) -> Result<bool, DiskError> {
+/// Extends the image file to `bytes` (sparse) if it is smaller.
+fn extend(t: &str, img: &Path, bytes: u64) -> Result<(), DiskError> {
     if std::fs::metadata(img).map_err(io(t, img))?.len() >= bytes {
-        return Ok(false);
+        return Ok(());
     }
     std::fs::OpenOptions::new()
         .write(true)
         .open(img)
         .and_then(|f| f.set_len(bytes))
-        .map_err(io(t, img))?;
-    Ok(true)
+        .map_err(io(t, img))
+}
+
+/// The size of the ext4 filesystem in `img`, from its superblock (1024 bytes in): block
+/// count (low and, with the 64bit feature, high word) times block size.
+pub fn fs_bytes(img: &Path) -> Option<u64> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut sb = [0u8; 1024];
+    let mut f = std::fs::File::open(img).ok()?;
+    f.seek(SeekFrom::Start(1024)).ok()?;
+    f.read_exact(&mut sb).ok()?;
+    let u32_at = |o: usize| u32::from_le_bytes(sb[o..o + 4].try_into().expect("4 bytes"));
+    if u16::from_le_bytes([sb[0x38], sb[0x39]]) != 0xEF53 {
+        return None;
+    }
+    let incompat_64bit = u32_at(0x60) & 0x80 != 0;
+    let high = if incompat_64bit {
+        u32_at(0x150) as u64
+    } else {
+        0
+    };
+    let blocks = (high << 32) | u32_at(0x4) as u64;
+    Some(blocks * (1024u64 << u32_at(0x18)))
+}
+
+/// Whether the filesystem in `img` is smaller than `bytes` asks for. resize2fs may leave out
+/// a last block group too small to hold its own metadata, so a MiB short counts as grown.
+pub fn needs_growth(img: &Path, bytes: u64) -> bool {
+    fs_bytes(img).is_some_and(|fs| fs + (1 << 20) < bytes)
 }
 
 /// Grows a mounted filesystem online to `bytes` (never shrinks: that needs the tenant
-/// stopped and is left to an operator).
+/// stopped and is left to an operator). Needs CAP_SYS_RESOURCE.
 pub fn grow(t: &str, img: &Path, dev: &str, bytes: u64) -> Result<(), DiskError> {
-    if !extend(t, img, bytes)? {
+    if !needs_growth(img, bytes) {
         return Ok(());
     }
+    extend(t, img, bytes)?;
     run(t, "loop resize", "losetup", &["-c", dev], &[0])?;
     run(t, "grow", "resize2fs", &[dev], &[0])?;
-    tracing::info!(tenant = t, bytes, "tenant disk grown");
+    tracing::info!(tenant = t, bytes, "tenant disk grown online");
     Ok(())
 }
 
-/// Grows an unmounted filesystem to `bytes` (resize2fs wants a fresh check first).
+/// Grows an unmounted filesystem to `bytes` (resize2fs wants a fresh check first). Repeating
+/// it after a crash finishes the job: growth is judged by the filesystem, not the file.
 pub fn grow_offline(t: &str, img: &Path, bytes: u64) -> Result<(), DiskError> {
-    if !extend(t, img, bytes)? {
+    if !needs_growth(img, bytes) {
         return Ok(());
     }
+    extend(t, img, bytes)?;
     run(t, "fsck", "e2fsck", &["-f", "-p", s(img)], &[0, 1])?;
-    run(t, "grow", "resize2fs", &[s(img)], &[0])
+    run(t, "grow", "resize2fs", &[s(img)], &[0])?;
+    tracing::info!(tenant = t, bytes, "tenant disk grown offline");
+    Ok(())
 }
 
 /// Mount point → device, from /proc/self/mounts.
@@ -169,5 +201,28 @@ mod tests {
             Some("/dev/loop3")
         );
         assert!(m.contains_key(Path::new("/srv/my disks/beta")));
+    }
+
+    #[test]
+    fn an_offline_grow_is_judged_by_the_filesystem_so_a_crash_after_extending_is_finished() {
+        let d = tempfile::tempdir().unwrap();
+        let img = d.path().join("t.ext4");
+        let want = |mib: u64| Want {
+            bytes: mib << 20,
+            inodes: None,
+        };
+        create("t", &img, want(64)).unwrap();
+        assert_eq!(fs_bytes(&img), Some(64 << 20));
+        assert!(!needs_growth(&img, 64 << 20));
+        // A crash between extending the file and resizing the filesystem.
+        extend("t", &img, 100 << 20).unwrap();
+        assert!(
+            needs_growth(&img, 100 << 20),
+            "the file is large, the filesystem is not"
+        );
+        grow_offline("t", &img, 100 << 20).unwrap();
+        assert!(!needs_growth(&img, 100 << 20));
+        assert!(fs_bytes(&img).unwrap() > 99 << 20);
+        assert_eq!(fs_bytes(&d.path().join("missing")), None);
     }
 }

@@ -10,7 +10,7 @@ pub use status::{DiskStatus, status};
 
 use serde::Serialize;
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, BTreeSet},
     path::{Path, PathBuf},
 };
 
@@ -21,6 +21,14 @@ pub enum DiskError {
         tenant: String,
         action: &'static str,
         message: String,
+    },
+    #[error(
+        "disk of {tenant}: its volumes hold {need}, more than the {free} free on its filesystem; raise `disk` (or free space) and they move"
+    )]
+    TooSmall {
+        tenant: String,
+        need: String,
+        free: String,
     },
     #[error("disk of {tenant}: {path}: {source}")]
     Io {
@@ -48,6 +56,27 @@ pub struct Want {
 
 pub struct Disks {
     root: PathBuf,
+    /// Online resize needs CAP_SYS_RESOURCE; without it a mounted disk grows with its tenant
+    /// stopped.
+    online_grow: bool,
+}
+
+/// What one sync found: tenants whose filesystem is not ready (with why), and mounted ones
+/// that must grow with their tenant stopped.
+#[derive(Debug, Default)]
+pub struct Synced {
+    pub failed: BTreeMap<String, String>,
+    pub grow_stopped: BTreeSet<String>,
+}
+
+/// CAP_SYS_RESOURCE (bit 24) in this process's effective set.
+fn can_resize_online() -> bool {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|h| u64::from_str_radix(h.trim(), 16).ok())
+        .is_some_and(|caps| caps & (1 << 24) != 0)
 }
 
 impl Disks {
@@ -76,7 +105,13 @@ impl Disks {
             .map_err(|e| format!("{}: {e}", root.display()))?;
         Ok(Disks {
             root: root.to_path_buf(),
+            online_grow: can_resize_online(),
         })
+    }
+
+    /// Whether mounted filesystems grow online (else with their tenant stopped).
+    pub fn grows_online(&self) -> bool {
+        self.online_grow
     }
 
     fn image(&self, t: &str) -> PathBuf {
@@ -92,26 +127,46 @@ impl Disks {
         self.mountpoint(t).join("volumes").join(v)
     }
 
-    /// Creates, fscks, mounts and grows every wanted filesystem; returns the tenants whose
-    /// filesystem could not be made ready, with the reason (their reconcile waits for it).
-    pub fn sync(&self, want: &BTreeMap<String, Want>) -> BTreeMap<String, String> {
+    /// Creates, fscks, mounts and grows every wanted filesystem; reports the tenants whose
+    /// filesystem could not be made ready, with the reason (their reconcile waits for it), and
+    /// those whose mounted filesystem must grow with the tenant stopped.
+    pub fn sync(&self, want: &BTreeMap<String, Want>) -> Synced {
         let mounted = image::mounts();
-        let mut failed = BTreeMap::new();
+        let mut out = Synced::default();
         for (t, w) in want {
-            if let Err(e) = self.ensure(t, *w, &mounted) {
-                tracing::warn!(tenant = t, error = %e, "tenant disk not ready");
-                failed.insert(t.clone(), e.to_string());
+            match self.ensure(t, *w, &mounted) {
+                Ok(true) => {
+                    out.grow_stopped.insert(t.clone());
+                }
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::warn!(tenant = t, error = %e, "tenant disk not ready");
+                    out.failed.insert(t.clone(), e.to_string());
+                }
             }
         }
-        failed
+        out
     }
 
+    /// Grows tenant `t`'s filesystem to `bytes` while its containers are stopped: unmount,
+    /// check, resize, mount.
+    pub fn grow_stopped(&self, t: &str, bytes: u64) -> Result<(), DiskError> {
+        let (img, mnt) = (self.image(t), self.mountpoint(t));
+        if image::mounts().contains_key(&mnt) {
+            image::unmount(t, &mnt)?;
+        }
+        image::grow_offline(t, &img, bytes)?;
+        image::check(t, &img)?;
+        image::mount(t, &img, &mnt)
+    }
+
+    /// Ok(true): mounted, and must grow with its tenant stopped.
     fn ensure(
         &self,
         t: &str,
         w: Want,
         mounted: &BTreeMap<PathBuf, String>,
-    ) -> Result<(), DiskError> {
+    ) -> Result<bool, DiskError> {
         let img = self.image(t);
         let mnt = self.mountpoint(t);
         let io = |path: &Path| {
@@ -126,7 +181,9 @@ impl Disks {
             image::create(t, &img, w)?;
         }
         match mounted.get(&mnt) {
-            Some(dev) => image::grow(t, &img, dev, w.bytes)?,
+            Some(dev) if self.online_grow => image::grow(t, &img, dev, w.bytes)?,
+            Some(_) if image::needs_growth(&img, w.bytes) => return Ok(true),
+            Some(_) => {}
             None => {
                 image::grow_offline(t, &img, w.bytes)?;
                 image::check(t, &img)?;
@@ -135,7 +192,8 @@ impl Disks {
             }
         }
         let vols = mnt.join("volumes");
-        std::fs::create_dir_all(&vols).map_err(io(&vols))
+        std::fs::create_dir_all(&vols).map_err(io(&vols))?;
+        Ok(false)
     }
 
     /// Creates the directory a volume binds to (before the engine creates the volume).
@@ -147,6 +205,37 @@ impl Disks {
             source,
         })?;
         Ok(d)
+    }
+
+    /// Refuses when the data in `from` (volumes in the engine's directory) would not fit in
+    /// the free space of tenant `t`'s filesystem.
+    pub fn check_fit(&self, t: &str, from: &[&Path]) -> Result<(), DiskError> {
+        let need: u64 = from.iter().map(|p| allocated(p)).sum();
+        let free = rustix::fs::statvfs(self.mountpoint(t))
+            .map(|s| s.f_bavail * s.f_frsize)
+            .map_err(|e| DiskError::Io {
+                tenant: t.into(),
+                path: self.mountpoint(t).display().to_string(),
+                source: e.into(),
+            })?;
+        if need > free {
+            return Err(DiskError::TooSmall {
+                tenant: t.into(),
+                need: crate::spec::units::format_bytes(need),
+                free: crate::spec::units::format_bytes(free),
+            });
+        }
+        Ok(())
+    }
+
+    /// Copies a stopped volume's data (owners, modes, times, links) from the engine's
+    /// directory onto tenant `t`'s filesystem; repeating it after a crash copies again.
+    pub fn move_in(&self, t: &str, v: &str, from: &Path) -> Result<PathBuf, DiskError> {
+        let to = self.prepare_volume(t, v)?;
+        let src = format!("{}/.", from.display());
+        let dst = to.display().to_string();
+        image::run(t, "volume copy", "cp", &["-a", "--", &src, &dst], &[0])?;
+        Ok(to)
     }
 
     /// Unmounts and deletes a removed tenant's filesystem (its volumes are gone already).
@@ -189,6 +278,20 @@ impl Disks {
         let mnt = self.mountpoint(t);
         image::mounts().contains_key(&mnt).then(|| stat(&mnt))?
     }
+}
+
+/// Bytes allocated under `p` (hard links counted each time: errs on the safe side).
+fn allocated(p: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(m) = std::fs::symlink_metadata(p) else {
+        return 0;
+    };
+    let own = m.blocks() * 512;
+    if !m.is_dir() {
+        return own;
+    }
+    let children = std::fs::read_dir(p).into_iter().flatten().flatten();
+    own + children.map(|e| allocated(&e.path())).sum::<u64>()
 }
 
 fn stat(p: &Path) -> Option<Usage> {

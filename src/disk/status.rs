@@ -13,13 +13,35 @@ pub struct DiskStatus {
     pub usage: Option<Usage>,
 }
 
-pub fn status(disks: Result<&Disks, &str>, tenant: &str, quota: Option<u64>) -> DiskStatus {
+/// `volumes`: the tenant's volume names; one without its directory on the filesystem still
+/// lives on the engine's disk (its move is pending or was refused), so the quota does not
+/// cover it yet.
+pub fn status(
+    disks: Result<&Disks, &str>,
+    tenant: &str,
+    quota: Option<u64>,
+    volumes: &[String],
+) -> DiskStatus {
     let (state, usage) = match (quota, disks) {
         (None, _) => ("none".to_string(), None),
         (Some(_), Err(why)) => (format!("not enforced: {why}"), None),
         (Some(_), Ok(d)) => match d.usage_of(tenant) {
-            Some(u) => ("enforced".to_string(), Some(u)),
             None => ("not mounted yet".to_string(), None),
+            Some(u) => {
+                let outside: Vec<&str> = volumes
+                    .iter()
+                    .filter(|v| !d.volume_dir(tenant, v).is_dir())
+                    .map(String::as_str)
+                    .collect();
+                let state = match outside.as_slice() {
+                    [] => "enforced".to_string(),
+                    v => format!(
+                        "not enforced yet: volumes {} are on the engine's disk",
+                        v.join(", ")
+                    ),
+                };
+                (state, Some(u))
+            }
         },
     };
     DiskStatus {
@@ -35,7 +57,7 @@ mod tests {
 
     #[test]
     fn a_host_without_loop_devices_says_the_quota_is_not_enforced_and_why() {
-        let s = status(Err("no /dev/loop-control"), "a", Some(1 << 30));
+        let s = status(Err("no /dev/loop-control"), "a", Some(1 << 30), &[]);
         assert_eq!(s.state, "not enforced: no /dev/loop-control");
         assert_eq!(s.usage, None);
         assert_eq!(s.quota, Some(1 << 30));
@@ -43,6 +65,6 @@ mod tests {
 
     #[test]
     fn a_tenant_without_a_disk_in_its_plan_has_none() {
-        assert_eq!(status(Err("x"), "a", None).state, "none");
+        assert_eq!(status(Err("x"), "a", None, &[]).state, "none");
     }
 }

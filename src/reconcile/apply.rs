@@ -32,6 +32,10 @@ pub enum ApplyError {
         dependency: String,
         secs: u64,
     },
+    #[error("tenant {tenant}: this host makes no tenant filesystems (for {what})")]
+    NoDisks { tenant: String, what: String },
+    #[error("tenant {tenant}: {what} did not finish")]
+    Blocking { tenant: String, what: &'static str },
     #[error("tenant {tenant}: cannot remove {path}: {source}")]
     Purge {
         tenant: String,
@@ -46,7 +50,7 @@ pub struct Applier<'a> {
     pub layout: &'a Layout,
     pub allocs: &'a Allocations,
     /// Per-tenant filesystems, when this host can make them.
-    pub disks: Option<&'a crate::disk::Disks>,
+    pub disks: Option<std::sync::Arc<crate::disk::Disks>>,
 }
 
 impl Applier<'_> {
@@ -103,8 +107,50 @@ impl Applier<'_> {
                     .await
                     .map_err(e)
             }
+            Step::CheckVolumesFit(moves) => {
+                let d = self.disks_for(t, &moves[0].volume)?;
+                let (tenant, moves) = (t.to_string(), moves.clone());
+                self.blocking(t, "volume size check", move || {
+                    let from: Vec<&std::path::Path> = moves
+                        .iter()
+                        .map(|m| std::path::Path::new(&m.from))
+                        .collect();
+                    d.check_fit(&tenant, &from)
+                })
+                .await
+            }
+            Step::GrowDisk => {
+                let d = self.disks_for(t, "its disk")?;
+                let Some(bytes) = need(inst).quota.disk else {
+                    return Ok(());
+                };
+                let tenant = t.to_string();
+                self.blocking(t, "disk growth", move || d.grow_stopped(&tenant, bytes))
+                    .await
+            }
+            Step::MoveVolume(m) => {
+                let d = self.disks_for(t, &m.volume)?;
+                let (tenant, mv) = (t.to_string(), m.clone());
+                let to = self
+                    .blocking(t, "volume copy", move || {
+                        d.move_in(&tenant, &mv.volume, std::path::Path::new(&mv.from))
+                    })
+                    .await?;
+                // The copy is whole before the engine's volume goes; a crash between the two
+                // leaves no volume, and the next pass creates the bind onto the copy.
+                let name = spec::volume_name(ns, t, &m.volume);
+                self.rt
+                    .remove_volume(&name)
+                    .await
+                    .map_err(Self::rt_err(t))?;
+                let device = Some(to.to_string_lossy().into_owned());
+                self.rt
+                    .create_volume(&spec::volume_spec(ns, t, &m.volume, device))
+                    .await
+                    .map_err(e)
+            }
             Step::CreateVolume(v) => {
-                let device = match self.disks {
+                let device = match &self.disks {
                     Some(d) if need(inst).quota.disk.is_some() => {
                         Some(d.prepare_volume(t, v)?.to_string_lossy().into_owned())
                     }
@@ -151,11 +197,38 @@ impl Applier<'_> {
             Step::RemoveVolume(name) => self.rt.remove_volume(name).await.map_err(e),
             Step::DropSharedDatabase => Ok(shared_db::drop_tenant(self.rt, self.host, t).await?),
             Step::PurgeFiles => {
-                if let Some(d) = self.disks {
+                if let Some(d) = &self.disks {
                     d.remove(t)?;
                 }
                 self.purge(t)
             }
+        }
+    }
+
+    fn disks_for(
+        &self,
+        t: &str,
+        what: &str,
+    ) -> Result<std::sync::Arc<crate::disk::Disks>, ApplyError> {
+        self.disks.clone().ok_or_else(|| ApplyError::NoDisks {
+            tenant: t.into(),
+            what: what.into(),
+        })
+    }
+
+    /// Runs file work (copies, tree walks) off the async threads.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        t: &str,
+        what: &'static str,
+        f: impl FnOnce() -> Result<T, crate::disk::DiskError> + Send + 'static,
+    ) -> Result<T, ApplyError> {
+        match tokio::task::spawn_blocking(f).await {
+            Ok(r) => Ok(r?),
+            Err(_) => Err(ApplyError::Blocking {
+                tenant: t.into(),
+                what,
+            }),
         }
     }
 

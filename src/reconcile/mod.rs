@@ -146,7 +146,10 @@ impl Controller {
     /// `enforced`, or why this host cannot enforce disk quotas (then none is claimed).
     pub fn disk_quotas(&self) -> String {
         match &self.disks {
-            Ok(_) => "enforced".into(),
+            Ok(d) if d.grows_online() => "enforced".into(),
+            Ok(_) => {
+                "enforced (a growing disk stops its tenant briefly: no CAP_SYS_RESOURCE for online resize)".into()
+            }
             Err(why) => format!("unavailable: {why}"),
         }
     }
@@ -232,12 +235,15 @@ impl Controller {
             }
         };
         let recorded = self.recorded(&loaded.desired);
+        let synced = self.sync_disks(&loaded.desired).await;
         let ctx = plan::Context {
             namespace: &self.host.namespace,
             layout: &self.layout,
+            disks: self.disks.is_ok(),
+            grow_stopped: &synced.grow_stopped,
         };
         let planned = plan::plan(&ctx, &loaded.desired, &observed, &recorded);
-        let disk_failures = self.sync_disks(&loaded.desired).await;
+        let disk_failures: BTreeSet<String> = synced.failed.into_keys().collect();
         let now = Instant::now();
         let due: Vec<(String, Vec<plan::Step>)> = {
             let b = self.backoff.lock().expect("backoff lock");
@@ -256,7 +262,7 @@ impl Controller {
             host: &self.host,
             layout: &self.layout,
             allocs: &self.allocs,
-            disks: self.disks.as_deref().ok(),
+            disks: self.disks.as_ref().ok().cloned(),
         };
         let errors = std::sync::atomic::AtomicUsize::new(disk_failures.len());
         futures_util::stream::iter(due)
@@ -334,9 +340,9 @@ impl Controller {
 
     /// Creates, mounts and grows the filesystems of tenants with a disk quota; tenants whose
     /// filesystem is not ready are failed for this pass (retried with backoff).
-    async fn sync_disks(&self, d: &desired::Desired) -> BTreeSet<String> {
+    async fn sync_disks(&self, d: &desired::Desired) -> crate::disk::Synced {
         let Ok(disks) = &self.disks else {
-            return BTreeSet::new();
+            return Default::default();
         };
         let want: BTreeMap<String, crate::disk::Want> = d
             .instances
@@ -353,16 +359,16 @@ impl Controller {
             })
             .collect();
         if want.is_empty() {
-            return BTreeSet::new();
+            return Default::default();
         }
         let disks = disks.clone();
-        let failed = tokio::task::spawn_blocking(move || disks.sync(&want))
+        let synced = tokio::task::spawn_blocking(move || disks.sync(&want))
             .await
             .unwrap_or_default();
-        for (t, e) in &failed {
+        for (t, e) in &synced.failed {
             self.record_result(t, Some(e.clone()));
         }
-        failed.into_keys().collect()
+        synced
     }
 
     fn record_result(&self, tenant: &str, error: Option<String>) {

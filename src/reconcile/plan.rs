@@ -17,6 +17,14 @@ use std::collections::{BTreeMap, BTreeSet};
 pub enum Step {
     CreateNetwork,
     CreateVolume(String),
+    /// Before moving volumes onto the tenant's filesystem: refuse (and so stop the tenant's
+    /// steps) when their data would not fit, while the tenant still runs.
+    CheckVolumesFit(Vec<MovedVolume>),
+    /// Grow the tenant's filesystem with its containers stopped (no online resize here).
+    GrowDisk,
+    /// Copy a stopped tenant's volume from the engine's directory onto its filesystem, then
+    /// replace the volume with a bind to the copy (same name).
+    MoveVolume(MovedVolume),
     /// Generate missing secrets, render configs, then record the files digest.
     WriteFiles,
     /// Create the tenant's role and database on the shared server, and attach the server.
@@ -33,6 +41,13 @@ pub enum Step {
     PurgeFiles,
 }
 
+/// A volume made before its tenant had a disk, and where the engine keeps its data.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MovedVolume {
+    pub volume: String,
+    pub from: String,
+}
+
 /// What plan reads besides Docker: the allocation table, file digests on disk and purge marks.
 #[derive(Debug, Clone, Default)]
 pub struct Recorded {
@@ -44,6 +59,10 @@ pub struct Recorded {
 pub struct Context<'a> {
     pub namespace: &'a str,
     pub layout: &'a Layout,
+    /// This host enforces disk quotas (tenant filesystems can be made).
+    pub disks: bool,
+    /// Tenants whose mounted filesystem must grow with their containers stopped.
+    pub grow_stopped: &'a BTreeSet<String>,
 }
 
 /// Steps per tenant. Tenants whose files are broken (`desired.frozen`) get none: a typo in an
@@ -95,8 +114,22 @@ fn plan_instance(
 ) -> Vec<Step> {
     let ns = ctx.namespace;
     let t = &inst.tenant;
+    if ctx.grow_stopped.contains(t) {
+        return grow_stopped(inst, observed, ns);
+    }
     let mut steps = Vec::new();
-    let ours = |name: &str| observed.containers.iter().find(|c| c.name == name);
+    let moving = volumes_to_move(ctx, inst, observed);
+    if !moving.is_empty() && inst.state == RunState::Running {
+        steps.extend(stop_for_move(inst, observed, &moving, ns));
+    }
+    // Containers removed for a move are planned as absent: created again after it.
+    let ours = |name: &str| {
+        observed
+            .containers
+            .iter()
+            .find(|c| c.name == name)
+            .filter(|_| moving.is_empty() || inst.state != RunState::Running)
+    };
     if inst.state != RunState::Running {
         for svc in inst.services.iter().rev() {
             let name = spec::container_name(ns, t, &svc.name);
@@ -168,10 +201,94 @@ fn plan_instance(
     for c in observed
         .containers
         .iter()
-        .filter(|c| c.tenant == *t && !wanted.contains(&c.name))
+        .filter(|c| c.tenant == *t && !wanted.contains(&c.name) && moving.is_empty())
     {
         steps.push(Step::RemoveContainer(c.name.clone()));
     }
+    steps
+}
+
+/// Volumes of a tenant with a disk that still live in the engine's directory (made before the
+/// disk was given): they move onto its filesystem, or the quota would not hold for them.
+fn volumes_to_move(ctx: &Context<'_>, inst: &Instance, observed: &Inventory) -> Vec<MovedVolume> {
+    if !ctx.disks || inst.quota.disk.is_none() {
+        return vec![];
+    }
+    inst.volumes
+        .iter()
+        .filter_map(|v| {
+            let name = spec::volume_name(ctx.namespace, &inst.tenant, v);
+            let o = observed.volumes.iter().find(|o| o.name == name)?;
+            o.device.is_none().then(|| MovedVolume {
+                volume: v.clone(),
+                from: o.mountpoint.clone(),
+            })
+        })
+        .collect()
+}
+
+/// Running containers stopped (last service first), the disk grown, then started again in
+/// service order if the tenant should run; anything else waits for the next pass.
+fn grow_stopped(inst: &Instance, observed: &Inventory, ns: &str) -> Vec<Step> {
+    let names: Vec<String> = inst
+        .services
+        .iter()
+        .map(|s| spec::container_name(ns, &inst.tenant, &s.name))
+        .collect();
+    let state = |n: &str| {
+        observed
+            .containers
+            .iter()
+            .find(|c| c.name == n)
+            .map(|c| c.status)
+    };
+    let mut steps: Vec<Step> = names
+        .iter()
+        .rev()
+        .filter(|n| state(n) == Some(RunStatus::Running))
+        .map(|n| Step::StopContainer(n.clone()))
+        .collect();
+    steps.push(Step::GrowDisk);
+    if inst.state == RunState::Running {
+        steps.extend(
+            names
+                .into_iter()
+                .filter(|n| state(n).is_some())
+                .map(Step::StartContainer),
+        );
+    }
+    steps
+}
+
+/// The check, then every container of the tenant stopped (dependents first, with the grace
+/// period, so the database writes its data out) and removed, then the moves.
+fn stop_for_move(
+    inst: &Instance,
+    observed: &Inventory,
+    moving: &[MovedVolume],
+    ns: &str,
+) -> Vec<Step> {
+    let mut steps = vec![Step::CheckVolumesFit(moving.to_vec())];
+    let mine: Vec<_> = observed
+        .containers
+        .iter()
+        .filter(|c| c.tenant == inst.tenant)
+        .collect();
+    let order = inst
+        .services
+        .iter()
+        .rev()
+        .map(|s| spec::container_name(ns, &inst.tenant, &s.name));
+    for name in order {
+        if mine
+            .iter()
+            .any(|c| c.name == name && c.status == RunStatus::Running)
+        {
+            steps.push(Step::StopContainer(name));
+        }
+    }
+    steps.extend(mine.iter().map(|c| Step::RemoveContainer(c.name.clone())));
+    steps.extend(moving.iter().cloned().map(Step::MoveVolume));
     steps
 }
 

@@ -42,6 +42,11 @@ fn converged(insts: &[Instance]) -> (Inventory, Recorded) {
             inv.volumes.push(ObservedVolume {
                 name: spec::volume_name("berth", &i.tenant, v),
                 tenant: i.tenant.clone(),
+                mountpoint: format!("/engine/{v}"),
+                device: i
+                    .quota
+                    .disk
+                    .map(|_| format!("/disks/{}/volumes/{v}", i.tenant)),
             });
         }
         for s in &i.services {
@@ -64,16 +69,25 @@ fn converged(insts: &[Instance]) -> (Inventory, Recorded) {
 }
 
 fn run(d: &Desired, inv: &Inventory, rec: &Recorded) -> BTreeMap<String, Vec<Step>> {
+    run_on(true, d, inv, rec)
+}
+
+/// Plans on a host that can (`disks`) or cannot make tenant filesystems.
+fn run_on(
+    disks: bool,
+    d: &Desired,
+    inv: &Inventory,
+    rec: &Recorded,
+) -> BTreeMap<String, Vec<Step>> {
     let l = layout();
-    plan(
-        &Context {
-            namespace: "berth",
-            layout: &l,
-        },
-        d,
-        inv,
-        rec,
-    )
+    let none = BTreeSet::new();
+    let ctx = Context {
+        namespace: "berth",
+        layout: &l,
+        disks,
+        grow_stopped: &none,
+    };
+    plan(&ctx, d, inv, rec)
 }
 
 fn s(x: &str) -> String {
@@ -282,4 +296,85 @@ fn host_level_objects_are_not_collected_as_orphans() {
         host_port: None,
     });
     assert!(run(&desired(vec![]), &inv, &Recorded::default()).is_empty());
+}
+
+fn with_disk(mut i: Instance) -> Instance {
+    i.quota.disk = Some(1 << 30);
+    i
+}
+
+#[test]
+fn a_disk_given_to_a_running_tenant_moves_its_volumes_with_the_tenant_stopped() {
+    let (inv, rec) = converged(&[demo_instance("acme")]);
+    let d = desired(vec![with_disk(demo_instance("acme"))]);
+    let moved = crate::reconcile::plan::MovedVolume {
+        volume: s("pgdata"),
+        from: s("/engine/pgdata"),
+    };
+    assert_eq!(
+        run(&d, &inv, &rec)["acme"],
+        vec![
+            Step::CheckVolumesFit(vec![moved.clone()]),
+            Step::StopContainer(s("berth-acme-app")),
+            Step::StopContainer(s("berth-acme-db")),
+            Step::RemoveContainer(s("berth-acme-db")),
+            Step::RemoveContainer(s("berth-acme-app")),
+            Step::MoveVolume(moved),
+            Step::CreateContainer(s("db")),
+            Step::StartContainer(s("berth-acme-db")),
+        ]
+    );
+}
+
+#[test]
+fn volumes_stay_where_they_are_when_the_host_cannot_make_tenant_filesystems() {
+    let (inv, rec) = converged(&[demo_instance("acme")]);
+    let d = desired(vec![with_disk(demo_instance("acme"))]);
+    assert!(run_on(false, &d, &inv, &rec).is_empty());
+}
+
+#[test]
+fn volumes_already_on_the_tenant_filesystem_and_stopped_tenants_are_not_moved() {
+    let insts = vec![with_disk(demo_instance("acme"))];
+    let (inv, rec) = converged(&insts);
+    assert!(run(&desired(insts), &inv, &rec).is_empty());
+    let (inv, rec) = converged(&[demo_instance("acme")]);
+    let mut stopped = with_disk(demo_instance("acme"));
+    stopped.state = RunState::Stopped;
+    assert_eq!(
+        run(&desired(vec![stopped]), &inv, &rec)["acme"],
+        vec![
+            Step::StopContainer(s("berth-acme-app")),
+            Step::StopContainer(s("berth-acme-db"))
+        ]
+    );
+}
+
+#[test]
+fn a_disk_that_cannot_grow_online_grows_with_its_tenant_stopped_and_started_again() {
+    let insts = vec![with_disk(demo_instance("acme")), demo_instance("beta")];
+    let (inv, rec) = converged(&insts);
+    let l = layout();
+    let growing = BTreeSet::from([s("acme")]);
+    let ctx = Context {
+        namespace: "berth",
+        layout: &l,
+        disks: true,
+        grow_stopped: &growing,
+    };
+    let steps = plan(&ctx, &desired(insts), &inv, &rec);
+    assert_eq!(
+        steps,
+        BTreeMap::from([(
+            s("acme"),
+            vec![
+                Step::StopContainer(s("berth-acme-app")),
+                Step::StopContainer(s("berth-acme-db")),
+                Step::GrowDisk,
+                Step::StartContainer(s("berth-acme-db")),
+                Step::StartContainer(s("berth-acme-app")),
+            ]
+        )]),
+        "beta is not touched"
+    );
 }

@@ -314,6 +314,8 @@ impl Runtime for DockerRuntime {
             .into_iter()
             .map(|v| ObservedVolume {
                 tenant: label(&v.labels, labels::TENANT),
+                device: v.options.get("device").cloned(),
+                mountpoint: v.mountpoint,
                 name: v.name,
             })
             .collect();

@@ -131,6 +131,8 @@ impl Runtime for FakeRuntime {
             ObservedVolume {
                 name: spec.name.clone(),
                 tenant,
+                mountpoint: format!("/fake/volumes/{}/_data", spec.name),
+                device: spec.device.clone(),
             },
         );
         Ok(())

@@ -70,6 +70,10 @@ pub struct ObservedNetwork {
 pub struct ObservedVolume {
     pub name: String,
     pub tenant: String,
+    /// Where the engine keeps its data on the host.
+    pub mountpoint: String,
+    /// The directory a bind volume points at (a tenant filesystem); None: the engine's own.
+    pub device: Option<String>,
 }
 
 /// Every object carrying this agent's namespace label. Unlabelled objects never appear here,

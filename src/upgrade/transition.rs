@@ -148,7 +148,7 @@ impl Upgrader {
             host: self.ctl.host(),
             layout: self.ctl.layout(),
             allocs: self.ctl.allocations(),
-            disks: self.ctl.disks().ok().map(|d| d.as_ref()),
+            disks: self.ctl.disks().ok().cloned(),
         }
     }
 

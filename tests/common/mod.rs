@@ -244,6 +244,24 @@ impl Harness {
         format!("{}-{tenant}-{service}", self.ns)
     }
 
+    /// One statement in the tenant's own database, as its app user; the unaligned result.
+    pub fn psql(&self, tenant: &str, sql: &str) -> String {
+        docker_ok(&[
+            "exec",
+            &self.container(tenant, "db"),
+            "psql",
+            "-qtA",
+            "-h",
+            "/var/run/postgresql",
+            "-U",
+            "app",
+            "-d",
+            "app",
+            "-c",
+            sql,
+        ])
+    }
+
     /// Names of Docker objects of one kind carrying this namespace.
     pub fn owned(&self, kind: &str) -> Vec<String> {
         let label = format!("label=io.berth.namespace={}", self.ns);
