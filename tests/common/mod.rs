@@ -91,6 +91,15 @@ impl Harness {
             metrics_port: 34000 + slot,
         };
         h.clean_docker();
+        // A network the engine will not remove (Docker 20.10 can keep a stale endpoint after a
+        // crash) would collide with this run's subnets: say so now, not as a timeout later.
+        if let Some(n) = h.owned("network").first() {
+            let o = docker(&["network", "rm", n]);
+            panic!(
+                "leftover network {n} cannot be removed ({}); restart dockerd",
+                String::from_utf8_lossy(&o.stderr).trim()
+            );
+        }
         h
     }
 
@@ -223,16 +232,19 @@ impl Harness {
     }
 
     pub fn wait_running_within(&self, tenants: &[&str], limit: Duration) {
-        wait_for(
-            limit,
-            || {
-                self.reconcile();
-                tenants.iter().all(|t| self.status(t)["phase"] == "running")
-            },
-            &format!(
-                "tenants {tenants:?} running; board: {}",
-                self.cli_ok(&["ls"])
-            ),
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            self.reconcile();
+            if tenants.iter().all(|t| self.status(t)["phase"] == "running") {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        // The board as it is at the timeout, with each failing tenant's error.
+        panic!(
+            "timed out after {limit:?} waiting for tenants {tenants:?} running; board:\n{}\n{}",
+            self.cli_ok(&["ls"]),
+            self.cli_ok(&["ls", "-o", "json"])
         );
     }
 
