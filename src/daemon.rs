@@ -109,7 +109,6 @@ pub async fn run(mut host: HostConfig) -> Result<(), DaemonError> {
         fleet: fleet.clone(),
         proxy: edge.as_ref().map(|e| e.proxy.clone()),
         certs: edge.as_ref().map(|e| e.certs.clone()),
-        disks: ctl.disks().ok().cloned(),
     });
     let mut state = AppState::new(
         ctl.clone(),

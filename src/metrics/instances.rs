@@ -38,7 +38,6 @@ struct PhaseLabel {
 pub struct Instances {
     pub ctl: Arc<Controller>,
     pub sweep: Arc<Sweep>,
-    pub disks: Option<Arc<crate::disk::Disks>>,
 }
 
 impl std::fmt::Debug for Instances {
@@ -47,7 +46,7 @@ impl std::fmt::Debug for Instances {
     }
 }
 
-fn instance_labels(d: &Desired, tenant: &str) -> InstanceLabels {
+pub(super) fn instance_labels(d: &Desired, tenant: &str) -> InstanceLabels {
     let i = d.instances.get(tenant);
     InstanceLabels {
         tenant: tenant.to_string(),
@@ -148,7 +147,7 @@ impl Instances {
         let up = board.instances.iter().map(|(t, s)| {
             (
                 instance_labels(d, t),
-                f64::from(u8::from(s.phase == Phase::Running)),
+                super::state::flag(s.phase == Phase::Running),
             )
         });
         encode::gauges(
@@ -171,7 +170,7 @@ impl Instances {
                 .into_iter()
                 .map(|(phase, n)| (PhaseLabel { phase }, n)),
         )?;
-        let Some(disks) = &self.disks else {
+        let Ok(disks) = self.ctl.disks() else {
             return Ok(());
         };
         let usage: Vec<_> = disks

@@ -41,14 +41,12 @@ pub struct Sources {
     pub fleet: Fleet,
     pub proxy: Option<Arc<crate::proxy::Proxy>>,
     pub certs: Option<Arc<CertManager>>,
-    pub disks: Option<Arc<crate::disk::Disks>>,
 }
 
 pub struct Metrics {
     registry: Registry,
     ctl: Arc<Controller>,
     proxy: Option<Arc<crate::proxy::Proxy>>,
-    disks: Option<Arc<crate::disk::Disks>>,
     pub sweep: Arc<sweep::Sweep>,
     ooms: Family<ServiceLabels, Counter>,
     oom_tenants: std::sync::Mutex<std::collections::BTreeMap<String, u64>>,
@@ -86,7 +84,6 @@ impl Metrics {
         registry.register_collector(Box::new(instances::Instances {
             ctl: s.ctl.clone(),
             sweep: sweep.clone(),
-            disks: s.disks.clone(),
         }));
         registry.register_collector(Box::new(state::State {
             ctl: s.ctl.clone(),
@@ -98,7 +95,6 @@ impl Metrics {
             registry,
             ctl: s.ctl,
             proxy: s.proxy,
-            disks: s.disks,
             sweep,
             ooms,
             oom_tenants: Default::default(),

@@ -1,7 +1,7 @@
 //! Scrape-time figures from berth's own state: certificates, the fleet upgrade, scheduled
 //! jobs and backups, and whether the engine answers.
 
-use super::encode;
+use super::{encode, proxy::TenantLabel};
 use crate::{certs::CertManager, reconcile::Controller, upgrade::Fleet};
 use prometheus_client::{
     collector::Collector,
@@ -37,11 +37,6 @@ struct JobLabels {
     job: String,
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct TenantLabel {
-    tenant: String,
-}
-
 pub struct State {
     pub ctl: Arc<Controller>,
     pub fleet: Fleet,
@@ -62,7 +57,7 @@ pub(super) fn name_of(v: impl Serialize) -> String {
         .unwrap_or_default()
 }
 
-fn flag(b: bool) -> f64 {
+pub(super) fn flag(b: bool) -> f64 {
     f64::from(u8::from(b))
 }
 

@@ -41,20 +41,20 @@ impl Metrics {
         let desired = self.ctl.desired();
         let snap = self.sweep.snapshot();
         let disks: BTreeMap<String, crate::disk::Usage> = self
-            .disks
-            .as_ref()
+            .ctl
+            .disks()
             .map(|d| d.usage().into_iter().collect())
             .unwrap_or_default();
         let mut rows = BTreeMap::<String, TenantTop>::new();
         for (t, s) in &board.instances {
-            let i = desired.instances.get(t);
+            let labels = super::instances::instance_labels(&desired, t);
             let gate = self.proxy.as_ref().and_then(|p| p.gate(t));
             rows.insert(
                 t.clone(),
                 TenantTop {
-                    tenant: t.clone(),
-                    app: i.map(|i| i.template.clone()).unwrap_or_default(),
-                    version: i.map(|i| i.version.clone()).unwrap_or_default(),
+                    tenant: labels.tenant,
+                    app: labels.app,
+                    version: labels.version,
                     phase: super::state::name_of(s.phase),
                     oom_kills: self.oom_kills(t),
                     disk_used: disks.get(t).map(|u| u.used),
