@@ -14,22 +14,8 @@ pub struct Measured {
     pub memory_total: u64,
     pub memory_used: u64,
     pub cpus: usize,
-    pub disk: Option<DiskSpace>,
-}
-
-/// Size and use of the filesystem holding `state_dir`.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
-pub struct DiskSpace {
-    pub total: u64,
-    pub used: u64,
-}
-
-pub fn measure_disk(state_dir: &Path) -> Option<DiskSpace> {
-    let s = rustix::fs::statvfs(state_dir).ok()?;
-    Some(DiskSpace {
-        total: s.f_blocks * s.f_frsize,
-        used: (s.f_blocks - s.f_bfree) * s.f_frsize,
-    })
+    /// The filesystem holding the state dir.
+    pub disk: Option<crate::disk::Usage>,
 }
 
 pub fn measure(state_dir: &Path) -> Measured {
@@ -45,7 +31,7 @@ pub fn measure(state_dir: &Path) -> Measured {
         memory_total: total,
         memory_used: used,
         cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
-        disk: measure_disk(state_dir),
+        disk: crate::disk::usage_at(state_dir),
     }
 }
 

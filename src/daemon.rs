@@ -77,7 +77,7 @@ fn fill_admission_totals(host: &mut HostConfig) {
         a.memory_total = Some(m.memory_total);
     }
     if a.disk_total.is_none() {
-        a.disk_total = m.disk.map(|d| d.total);
+        a.disk_total = m.disk.map(|d| d.size);
     }
     tracing::info!(
         memory = a.memory_total,

@@ -44,7 +44,8 @@ pub(super) fn run(
     }
 }
 
-fn io(tenant: &str, path: &Path) -> impl FnOnce(std::io::Error) -> DiskError {
+/// The error for an I/O failure on `path` of `tenant`'s disk.
+pub(super) fn io(tenant: &str, path: &Path) -> impl FnOnce(std::io::Error) -> DiskError + use<> {
     let (tenant, path) = (tenant.to_string(), path.display().to_string());
     move |source| DiskError::Io {
         tenant,

@@ -169,14 +169,7 @@ impl Disks {
     ) -> Result<bool, DiskError> {
         let img = self.image(t);
         let mnt = self.mountpoint(t);
-        let io = |path: &Path| {
-            let path = path.display().to_string();
-            move |source| DiskError::Io {
-                tenant: t.into(),
-                path,
-                source,
-            }
-        };
+        let io = |path: &Path| image::io(t, path);
         if !img.exists() {
             image::create(t, &img, w)?;
         }
@@ -199,11 +192,7 @@ impl Disks {
     /// Creates the directory a volume binds to (before the engine creates the volume).
     pub fn prepare_volume(&self, t: &str, v: &str) -> Result<PathBuf, DiskError> {
         let d = self.volume_dir(t, v);
-        std::fs::create_dir_all(&d).map_err(|source| DiskError::Io {
-            tenant: t.into(),
-            path: d.display().to_string(),
-            source,
-        })?;
+        std::fs::create_dir_all(&d).map_err(image::io(t, &d))?;
         Ok(d)
     }
 
@@ -211,13 +200,10 @@ impl Disks {
     /// the free space of tenant `t`'s filesystem.
     pub fn check_fit(&self, t: &str, from: &[&Path]) -> Result<(), DiskError> {
         let need: u64 = from.iter().map(|p| allocated(p)).sum();
-        let free = rustix::fs::statvfs(self.mountpoint(t))
+        let mnt = self.mountpoint(t);
+        let free = rustix::fs::statvfs(&mnt)
             .map(|s| s.f_bavail * s.f_frsize)
-            .map_err(|e| DiskError::Io {
-                tenant: t.into(),
-                path: self.mountpoint(t).display().to_string(),
-                source: e.into(),
-            })?;
+            .map_err(|e| image::io(t, &mnt)(e.into()))?;
         if need > free {
             return Err(DiskError::TooSmall {
                 tenant: t.into(),
@@ -252,11 +238,7 @@ impl Disks {
             };
             match r {
                 Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                    return Err(DiskError::Io {
-                        tenant: t.into(),
-                        path: p.display().to_string(),
-                        source: e,
-                    });
+                    return Err(image::io(t, &p)(e));
                 }
                 _ => {}
             }
@@ -269,14 +251,14 @@ impl Disks {
         image::mounts()
             .into_keys()
             .filter(|p| p.parent() == Some(self.root.as_path()))
-            .filter_map(|p| Some((p.file_name()?.to_string_lossy().to_string(), stat(&p)?)))
+            .filter_map(|p| Some((p.file_name()?.to_string_lossy().to_string(), usage_at(&p)?)))
             .collect()
     }
 
     /// Usage of tenant `t`'s filesystem, None while it is not mounted.
     pub fn usage_of(&self, t: &str) -> Option<Usage> {
         let mnt = self.mountpoint(t);
-        image::mounts().contains_key(&mnt).then(|| stat(&mnt))?
+        image::mounts().contains_key(&mnt).then(|| usage_at(&mnt))?
     }
 }
 
@@ -294,7 +276,8 @@ fn allocated(p: &Path) -> u64 {
     own + children.map(|e| allocated(&e.path())).sum::<u64>()
 }
 
-fn stat(p: &Path) -> Option<Usage> {
+/// Size and use of the filesystem holding `p`.
+pub fn usage_at(p: &Path) -> Option<Usage> {
     let s = rustix::fs::statvfs(p).ok()?;
     let f = s.f_frsize;
     Some(Usage {
