@@ -197,8 +197,10 @@ impl Applier<'_> {
             Step::RemoveVolume(name) => self.rt.remove_volume(name).await.map_err(e),
             Step::DropSharedDatabase => Ok(shared_db::drop_tenant(self.rt, self.host, t).await?),
             Step::PurgeFiles => {
-                if let Some(d) = &self.disks {
-                    d.remove(t)?;
+                if let Some(d) = self.disks.clone() {
+                    let tenant = t.to_string();
+                    self.blocking(t, "disk removal", move || d.remove(&tenant))
+                        .await?;
                 }
                 self.purge(t)
             }

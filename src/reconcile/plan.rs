@@ -117,9 +117,12 @@ fn plan_instance(
     if ctx.grow_stopped.contains(t) {
         return grow_stopped(inst, observed, ns);
     }
-    let mut steps = Vec::new();
+    if inst.state != RunState::Running {
+        return stop_running(inst, observed, ns);
+    }
     let moving = volumes_to_move(ctx, inst, observed);
-    if !moving.is_empty() && inst.state == RunState::Running {
+    let mut steps = Vec::new();
+    if !moving.is_empty() {
         steps.extend(stop_for_move(inst, observed, &moving, ns));
     }
     // Containers removed for a move are planned as absent: created again after it.
@@ -128,17 +131,8 @@ fn plan_instance(
             .containers
             .iter()
             .find(|c| c.name == name)
-            .filter(|_| moving.is_empty() || inst.state != RunState::Running)
+            .filter(|_| moving.is_empty())
     };
-    if inst.state != RunState::Running {
-        for svc in inst.services.iter().rev() {
-            let name = spec::container_name(ns, t, &svc.name);
-            if ours(&name).is_some_and(|c| c.status == RunStatus::Running) {
-                steps.push(Step::StopContainer(name));
-            }
-        }
-        return steps;
-    }
     if !observed
         .networks
         .iter()
@@ -227,41 +221,41 @@ fn volumes_to_move(ctx: &Context<'_>, inst: &Instance, observed: &Inventory) -> 
         .collect()
 }
 
-/// Running containers stopped (last service first), the disk grown, then started again in
-/// service order if the tenant should run; anything else waits for the next pass.
-fn grow_stopped(inst: &Instance, observed: &Inventory, ns: &str) -> Vec<Step> {
-    let names: Vec<String> = inst
-        .services
-        .iter()
-        .map(|s| spec::container_name(ns, &inst.tenant, &s.name))
-        .collect();
-    let state = |n: &str| {
-        observed
-            .containers
-            .iter()
-            .find(|c| c.name == n)
-            .map(|c| c.status)
-    };
-    let mut steps: Vec<Step> = names
+/// The tenant's running containers stopped, last service first: dependents before what they
+/// depend on, each with its grace period (so a database writes its data out).
+fn stop_running(inst: &Instance, observed: &Inventory, ns: &str) -> Vec<Step> {
+    inst.services
         .iter()
         .rev()
-        .filter(|n| state(n) == Some(RunStatus::Running))
-        .map(|n| Step::StopContainer(n.clone()))
-        .collect();
+        .map(|s| spec::container_name(ns, &inst.tenant, &s.name))
+        .filter(|n| {
+            observed
+                .containers
+                .iter()
+                .any(|c| &c.name == n && c.status == RunStatus::Running)
+        })
+        .map(Step::StopContainer)
+        .collect()
+}
+
+/// Running containers stopped, the disk grown, then the existing ones started again in
+/// service order if the tenant should run; anything else waits for the next pass.
+fn grow_stopped(inst: &Instance, observed: &Inventory, ns: &str) -> Vec<Step> {
+    let mut steps = stop_running(inst, observed, ns);
     steps.push(Step::GrowDisk);
     if inst.state == RunState::Running {
         steps.extend(
-            names
-                .into_iter()
-                .filter(|n| state(n).is_some())
+            inst.services
+                .iter()
+                .map(|s| spec::container_name(ns, &inst.tenant, &s.name))
+                .filter(|n| observed.containers.iter().any(|c| &c.name == n))
                 .map(Step::StartContainer),
         );
     }
     steps
 }
 
-/// The check, then every container of the tenant stopped (dependents first, with the grace
-/// period, so the database writes its data out) and removed, then the moves.
+/// The check, then every container of the tenant stopped and removed, then the moves.
 fn stop_for_move(
     inst: &Instance,
     observed: &Inventory,
@@ -269,25 +263,14 @@ fn stop_for_move(
     ns: &str,
 ) -> Vec<Step> {
     let mut steps = vec![Step::CheckVolumesFit(moving.to_vec())];
-    let mine: Vec<_> = observed
-        .containers
-        .iter()
-        .filter(|c| c.tenant == inst.tenant)
-        .collect();
-    let order = inst
-        .services
-        .iter()
-        .rev()
-        .map(|s| spec::container_name(ns, &inst.tenant, &s.name));
-    for name in order {
-        if mine
+    steps.extend(stop_running(inst, observed, ns));
+    steps.extend(
+        observed
+            .containers
             .iter()
-            .any(|c| c.name == name && c.status == RunStatus::Running)
-        {
-            steps.push(Step::StopContainer(name));
-        }
-    }
-    steps.extend(mine.iter().map(|c| Step::RemoveContainer(c.name.clone())));
+            .filter(|c| c.tenant == inst.tenant)
+            .map(|c| Step::RemoveContainer(c.name.clone())),
+    );
     steps.extend(moving.iter().cloned().map(Step::MoveVolume));
     steps
 }
