@@ -18,4 +18,5 @@ export BERTH_REQUIRE_DOCKER=1
 cargo fmt --all -- --check
 cargo clippy --all-targets --quiet -- -D warnings
 cargo run --quiet -- validate .
-cargo test 2>&1
+# --no-fail-fast: every test binary runs, so one failure cannot hide the others.
+cargo test --no-fail-fast 2>&1

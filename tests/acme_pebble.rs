@@ -26,12 +26,12 @@ use std::{
     time::Duration,
 };
 
-const ACME: u16 = 39400;
-const ACME_MGMT: u16 = 39401;
-const DNS: u16 = 39402;
-const CHALL_MGMT: u16 = 39403;
-const HTTP: u16 = 39404;
-const HTTPS: u16 = 39405;
+const ACME: u16 = 19400;
+const ACME_MGMT: u16 = 19401;
+const DNS: u16 = 19402;
+const CHALL_MGMT: u16 = 19403;
+const HTTP: u16 = 19404;
+const HTTPS: u16 = 19405;
 
 struct Kill(Child);
 impl Drop for Kill {
@@ -86,7 +86,7 @@ async fn certificates_are_issued_renewed_and_retried_against_a_real_acme_server(
     let cfg = serde_json::json!({"pebble": {
         "listenAddress": format!("127.0.0.1:{ACME}"), "managementListenAddress": format!("127.0.0.1:{ACME_MGMT}"),
         "certificate": dir.path().join("pebble.pem"), "privateKey": dir.path().join("pebble.key"),
-        "httpPort": HTTP, "tlsPort": 39499, "ocspResponderURL": "", "externalAccountBindingRequired": false }});
+        "httpPort": HTTP, "tlsPort": 19499, "ocspResponderURL": "", "externalAccountBindingRequired": false }});
     std::fs::write(dir.path().join("pebble.json"), cfg.to_string()).unwrap();
     let chall = ChallTest::start(DNS, CHALL_MGMT);
     let _pebble = Kill(

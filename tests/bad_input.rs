@@ -29,7 +29,7 @@ fn bad_input_is_rejected_with_exact_messages_and_nothing_half_created() {
     let cases: [(&[&str], &str); 5] = [
         (
             &["add", "Bad_Name", "--template", "demo"],
-            "error: \"Bad_Name\" is not a valid tenant name (a DNS label: a-z, 0-9, inner -)",
+            "error: invalid value 'Bad_Name' for '<TENANT>': \"Bad_Name\" is not a valid tenant name (a DNS label: a-z, 0-9 and inner -, at most 63)",
         ),
         (
             &["add", "juliet", "--template", "nope"],
@@ -71,6 +71,7 @@ fn bad_input_is_rejected_with_exact_messages_and_nothing_half_created() {
             stderr(&o)
         );
     }
+    hostile_names_are_refused_before_any_request(&h);
     let o = h.cli(&["add", "juliet", "--template", "demo"]);
     assert!(
         stderr(&o).contains(
@@ -139,4 +140,40 @@ fn bad_input_is_rejected_with_exact_messages_and_nothing_half_created() {
         "{err}"
     );
     assert!(err.contains("instances/lima.yaml:"), "{err}");
+}
+
+/// Names that once reached the API pasted into its URL (`rm 'x?purge=true&x='` purged x):
+/// refused by the CLI with the argument and the reason, and india is untouched.
+fn hostile_names_are_refused_before_any_request(h: &Harness) {
+    let cases: [&[&str]; 5] = [
+        &["rm", "india?purge=true&x="],
+        &["status", "india?x=1"],
+        &["logs", "india?tail=1&x="],
+        &["status", "../india"],
+        &["rm", "../india"],
+    ];
+    for args in cases {
+        let o = h.cli(args);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", stderr(&o));
+        let want = format!(
+            "error: invalid value '{}' for '<TENANT>': {:?} is not a valid tenant name",
+            args[1], args[1]
+        );
+        assert!(stderr(&o).starts_with(&want), "{args:?}: {}", stderr(&o));
+    }
+    assert!(
+        h.path("instances/india.yaml").exists(),
+        "india's file is gone"
+    );
+    assert!(
+        !h.path("state/purge/india").exists(),
+        "india marked for purge"
+    );
+    h.reconcile();
+    assert_eq!(h.status("india")["tenant"], "india");
+    // The agent's own answer to a name it cannot use is never an empty `error: `.
+    let o = h.cli(&["domain", "verify", "india", "nothing.example.test"]);
+    assert!(stderr(&o).len() > "error: ".len() + 10, "{}", stderr(&o));
+    // The agent's log is a file here: plain text, no terminal colour codes.
+    assert!(!h.agent_log().contains('\u{1b}'), "ANSI codes in agent.log");
 }

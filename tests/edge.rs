@@ -91,7 +91,7 @@ fn token_from(add_output: &str) -> String {
 #[test]
 fn a_custom_domain_is_routed_over_https_only_after_proof_and_moves_only_on_a_fresh_one() {
     let Some(_g) = docker_test() else { return };
-    let chall = ChallTest::start(39412, 39413);
+    let chall = ChallTest::start(19412, 19413);
     let mut h = Harness::new(52);
     let (_, https) = h.with_proxy(52);
     let mut cfg = std::fs::read_to_string(h.path("berth.yaml")).unwrap();

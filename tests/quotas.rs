@@ -310,7 +310,7 @@ fn promtool_passes_the_real_scrape_and_prometheus_reads_a_tenant_s_memory() {
         String::from_utf8_lossy(&out.stderr)
     );
 
-    let web = 34272;
+    let web = 19472;
     std::fs::write(
         h.path("prometheus.yml"),
         format!(

@@ -1,7 +1,12 @@
 //! Domains and certificates: claim and prove custom domains, list and renew certificates,
 //! export the internal CA.
 
-use super::{AppState, error::ApiError, instances};
+use super::{
+    AppState,
+    error::ApiError,
+    instances,
+    params::{Domain, Tenant, TenantDomain},
+};
 use crate::{
     desired::instance::check_domain,
     domains::{self, DomainError},
@@ -9,7 +14,7 @@ use crate::{
 };
 use axum::{
     Json,
-    extract::{Path, State},
+    extract::State,
     http::{StatusCode, header},
     response::IntoResponse,
 };
@@ -29,7 +34,7 @@ pub async fn cert_index(
 
 pub async fn cert_renew(
     State(s): State<AppState>,
-    Path(domain): Path<String>,
+    Domain(domain): Domain,
 ) -> Result<StatusCode, ApiError> {
     use crate::certs::CertError as E;
     certs(&s)?.renew(&domain).await.map_err(|e| match e {
@@ -82,7 +87,7 @@ fn holder(s: &AppState, domain: &str, tenant: &str) -> Option<String> {
 /// proof.
 pub async fn domain_add(
     State(s): State<AppState>,
-    Path(tenant): Path<String>,
+    Tenant(tenant): Tenant,
     Json(req): Json<DomainRequest>,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
     check_domain(&req.domain).map_err(ApiError::BadRequest)?;
@@ -126,7 +131,7 @@ pub struct VerifyRequest {
 
 pub async fn domain_verify(
     State(s): State<AppState>,
-    Path((tenant, domain)): Path<(String, String)>,
+    TenantDomain(tenant, domain): TenantDomain,
     Json(req): Json<VerifyRequest>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let path = instances::instance_path(&s, &tenant)?;

@@ -1,6 +1,11 @@
 //! Fleet upgrades, rollback, backups and restore over the API.
 
-use super::{AppState, error::ApiError, instances};
+use super::{
+    AppState,
+    error::ApiError,
+    instances,
+    params::{Tenant, TenantBackup},
+};
 use crate::{
     backup::BackupError,
     upgrade::{UpgradeError, UpgradeRequest, state::UpgradeState},
@@ -82,7 +87,7 @@ pub async fn upgrade_control(
 
 pub async fn rollback(
     State(s): State<AppState>,
-    Path(tenant): Path<String>,
+    Tenant(tenant): Tenant,
 ) -> Result<(StatusCode, Json<UpgradeState>), ApiError> {
     instances::instance_path(&s, &tenant)?;
     let up = s.fleet.upgrades.clone();
@@ -94,7 +99,7 @@ pub async fn rollback(
 
 pub async fn backup_index(
     State(s): State<AppState>,
-    Path(tenant): Path<String>,
+    Tenant(tenant): Tenant,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     instances::instance_path(&s, &tenant)?;
     let policy = s
@@ -113,7 +118,7 @@ pub async fn backup_index(
 
 pub async fn backup_create(
     State(s): State<AppState>,
-    Path(tenant): Path<String>,
+    Tenant(tenant): Tenant,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
     instances::instance_path(&s, &tenant)?;
     let info = s.fleet.backups.create(&tenant).await?;
@@ -133,7 +138,7 @@ pub struct RestoreRequest {
 /// another tenant, cloned into this new one).
 pub async fn restore(
     State(s): State<AppState>,
-    Path(tenant): Path<String>,
+    Tenant(tenant): Tenant,
     Json(req): Json<RestoreRequest>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     instances::instance_path(&s, &tenant)?;
@@ -149,7 +154,7 @@ pub async fn restore(
 /// Brings backup `id` up in a scratch tenant, checks its health, and removes it.
 pub async fn backup_verify(
     State(s): State<AppState>,
-    Path((tenant, id)): Path<(String, String)>,
+    TenantBackup(tenant, id): TenantBackup,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     instances::instance_path(&s, &tenant)?;
     let (source, id) = backup_ref(&id, &tenant)?;
@@ -175,7 +180,7 @@ fn backup_ref(from: &str, default: &str) -> Result<(String, String), ApiError> {
 
 pub async fn jobs(
     State(s): State<AppState>,
-    Path(tenant): Path<String>,
+    Tenant(tenant): Tenant,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     instances::instance_path(&s, &tenant)?;
     if !s.ctl.desired().instances.contains_key(&tenant) {

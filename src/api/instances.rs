@@ -1,6 +1,6 @@
 //! Instance handlers: list, show, create, delete, change state, stream logs.
 
-use super::{AppState, error::ApiError};
+use super::{AppState, error::ApiError, params::Tenant};
 use crate::{
     desired::{self, host::is_dns_label},
     reconcile::InstanceStatus,
@@ -14,7 +14,7 @@ use crate::{
 use axum::{
     Json,
     body::Body,
-    extract::{Path, Query, State},
+    extract::{Query, State},
     http::StatusCode,
     response::{IntoResponse, Response},
 };
@@ -36,7 +36,7 @@ pub struct InstanceView {
 
 pub async fn show(
     State(s): State<AppState>,
-    Path(tenant): Path<String>,
+    Tenant(tenant): Tenant,
 ) -> Result<Json<InstanceView>, ApiError> {
     let status = s
         .ctl
@@ -164,7 +164,7 @@ pub struct DeleteQuery {
 /// and the allocation go too even if the agent crashes in between.
 pub async fn delete(
     State(s): State<AppState>,
-    Path(tenant): Path<String>,
+    Tenant(tenant): Tenant,
     Query(q): Query<DeleteQuery>,
 ) -> Result<StatusCode, ApiError> {
     let path = instance_path(&s, &tenant)?;
@@ -200,7 +200,7 @@ pub struct StateRequest {
 /// Rewrites the instance file with a new desired state (running | stopped | suspended).
 pub async fn set_state(
     State(s): State<AppState>,
-    Path(tenant): Path<String>,
+    Tenant(tenant): Tenant,
     Json(req): Json<StateRequest>,
 ) -> Result<StatusCode, ApiError> {
     let path = instance_path(&s, &tenant)?;
@@ -236,7 +236,7 @@ fn default_tail() -> usize {
 /// Streams the logs of one service (default: the web service) as plain text.
 pub async fn logs(
     State(s): State<AppState>,
-    Path(tenant): Path<String>,
+    Tenant(tenant): Tenant,
     Query(q): Query<LogsQuery>,
 ) -> Result<Response, ApiError> {
     let status = s

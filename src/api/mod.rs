@@ -6,6 +6,7 @@ pub mod edge;
 pub mod error;
 pub mod fleet;
 pub mod instances;
+pub mod params;
 
 use crate::{certs::CertManager, domains::DomainBook, reconcile::Controller};
 use axum::{
@@ -92,7 +93,13 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/v1/instances/{tenant}/restore", post(fleet::restore))
         .route("/v1/instances/{tenant}/jobs", get(fleet::jobs))
+        .fallback(no_route)
         .with_state(state)
+}
+
+/// Every path the router does not know: a JSON 404 that names it, never an empty body.
+async fn no_route(method: axum::http::Method, uri: axum::http::Uri) -> ApiError {
+    ApiError::NotFound(format!("no such endpoint: {method} {}", uri.path()))
 }
 
 /// Host totals, what instances reserve and what is in use (`berth capacity`).

@@ -264,3 +264,35 @@ async fn logs_default_to_the_web_service_and_take_another_by_name() {
         StatusCode::NOT_FOUND
     );
 }
+
+#[tokio::test]
+async fn an_encoded_query_in_a_tenant_name_is_refused_and_purges_nothing() {
+    let (dir, s) = state();
+    let (st, _) = add(
+        &s,
+        serde_json::json!({"tenant": "chk5", "template": "demo"}),
+    )
+    .await;
+    assert_eq!(st, StatusCode::CREATED);
+    // What an unescaping client sent for `berth rm 'chk5?purge=true&x='`, escaped this time.
+    for (method, uri) in [
+        ("DELETE", "/v1/instances/chk5%3Fpurge=true&x=?purge=false"),
+        ("GET", "/v1/instances/acme%3Fx=1"),
+        ("GET", "/v1/instances/..%2Fchk5"),
+        ("POST", "/v1/instances/chk5/backups/..%2F..%2Fx/verify"),
+        ("POST", "/v1/instances/chk5/domains/10.1.2.3%2Fx/verify"),
+    ] {
+        let (st, body) = call(&s, method, uri, serde_json::Value::Null).await;
+        assert_eq!(st, StatusCode::BAD_REQUEST, "{method} {uri}: {body}");
+        let msg = body["error"].as_str().unwrap();
+        assert!(msg.starts_with("path parameter "), "{msg}");
+    }
+    assert!(dir.path().join("instances/chk5.yaml").exists());
+    assert!(
+        !s.ctl.layout().purge_marker("chk5").exists(),
+        "purge marker written"
+    );
+    let (st, body) = call(&s, "GET", "/v1/nothing/here", serde_json::Value::Null).await;
+    assert_eq!(st, StatusCode::NOT_FOUND);
+    assert_eq!(body["error"], "no such endpoint: GET /v1/nothing/here");
+}

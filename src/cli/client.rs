@@ -13,6 +13,37 @@ pub enum Target {
     Tcp { addr: String, token: String },
 }
 
+/// An API path with every segment and query pair percent-encoded by `url`, never pasted in:
+/// a tenant named `acme?purge=true` stays one segment and cannot add a query.
+pub fn api_path(segments: &[&str], query: &[(&str, &str)]) -> String {
+    let mut u = url::Url::parse("http://berth/").expect("a static URL parses");
+    u.path_segments_mut()
+        .expect("an http URL has path segments")
+        .clear()
+        .extend(segments);
+    if !query.is_empty() {
+        u.query_pairs_mut().extend_pairs(query);
+    }
+    match u.query() {
+        Some(q) => format!("{}?{q}", u.path()),
+        None => u.path().to_string(),
+    }
+}
+
+/// The agent's message from an error body, or a sentence naming the status when it sent none.
+fn error_message(status: StatusCode, bytes: &[u8]) -> String {
+    let value: serde_json::Value = serde_json::from_slice(bytes).unwrap_or_default();
+    let msg = match value["error"].as_str() {
+        Some(m) => m.to_string(),
+        None => String::from_utf8_lossy(bytes).trim().to_string(),
+    };
+    if msg.is_empty() {
+        format!("the agent answered {status} without a message")
+    } else {
+        msg
+    }
+}
+
 pub struct Client {
     pub target: Target,
 }
@@ -74,29 +105,23 @@ impl Client {
         let resp = self.send(method, path, body).await?;
         let status = resp.status();
         let bytes = resp.into_body().collect().await?.to_bytes();
-        let value: serde_json::Value = if bytes.is_empty() {
-            serde_json::Value::Null
-        } else {
-            serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null)
-        };
         if !status.is_success() {
-            let msg = value["error"]
-                .as_str()
-                .map(String::from)
-                .unwrap_or_else(|| String::from_utf8_lossy(&bytes).to_string());
-            bail!("{msg}");
+            bail!("{}", error_message(status, &bytes));
         }
-        Ok(value)
+        if bytes.is_empty() {
+            return Ok(serde_json::Value::Null);
+        }
+        Ok(serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null))
     }
 
     /// Streams a response body to stdout as it arrives (logs -f).
     pub async fn stream(&self, path: &str) -> Result<()> {
         use std::io::Write;
         let mut resp = self.send(Method::GET, path, None).await?;
-        if resp.status() != StatusCode::OK {
+        let status = resp.status();
+        if status != StatusCode::OK {
             let bytes = resp.into_body().collect().await?.to_bytes();
-            let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
-            bail!("{}", v["error"].as_str().unwrap_or("request failed"));
+            bail!("{}", error_message(status, &bytes));
         }
         let mut out = std::io::stdout().lock();
         while let Some(frame) = resp.body_mut().frame().await {
@@ -106,5 +131,41 @@ impl Client {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_and_values_are_encoded_not_pasted() {
+        assert_eq!(
+            api_path(
+                &["v1", "instances", "chk5?purge=true&x="],
+                &[("purge", "false")]
+            ),
+            "/v1/instances/chk5%3Fpurge=true&x=?purge=false"
+        );
+        assert_eq!(
+            api_path(&["v1", "instances", "../acme"], &[]),
+            "/v1/instances/..%2Facme"
+        );
+        assert_eq!(
+            api_path(&["v1", "x"], &[("tail", "1&follow=true")]),
+            "/v1/x?tail=1%26follow%3Dtrue"
+        );
+    }
+
+    #[test]
+    fn an_error_without_a_body_still_says_what_happened() {
+        assert_eq!(
+            error_message(StatusCode::NOT_FOUND, b""),
+            "the agent answered 404 Not Found without a message"
+        );
+        assert_eq!(
+            error_message(StatusCode::BAD_REQUEST, br#"{"error":"no"}"#),
+            "no"
+        );
     }
 }

@@ -1,6 +1,10 @@
 //! `berth cert …`, `berth domain …` and `berth ca`: thin calls to the agent's API.
 
-use super::{Output, client::Client, print, table};
+use super::{
+    Output,
+    client::{Client, api_path},
+    domain_arg, print, table, tenant_arg,
+};
 use anyhow::Result;
 use clap::Subcommand;
 use hyper::Method;
@@ -14,16 +18,26 @@ pub enum CertCommand {
         output: Output,
     },
     /// Order a new certificate for a domain now and wait for the outcome.
-    Renew { domain: String },
+    Renew {
+        #[arg(value_parser = domain_arg)]
+        domain: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
 pub enum DomainCommand {
     /// Claim a custom domain for a tenant; prints the token to publish.
-    Add { tenant: String, domain: String },
+    Add {
+        #[arg(value_parser = tenant_arg)]
+        tenant: String,
+        #[arg(value_parser = domain_arg)]
+        domain: String,
+    },
     /// Check the published token and, if found, route the domain to the tenant.
     Verify {
+        #[arg(value_parser = tenant_arg)]
         tenant: String,
+        #[arg(value_parser = domain_arg)]
         domain: String,
         /// dns or http (default: DNS, then HTTP).
         #[arg(long)]
@@ -111,8 +125,12 @@ pub async fn cert(c: &Client, cmd: CertCommand) -> Result<()> {
             certs_table,
         ),
         CertCommand::Renew { domain } => {
-            c.json(Method::POST, &format!("/v1/certs/{domain}/renew"), None)
-                .await?;
+            c.json(
+                Method::POST,
+                &api_path(&["v1", "certs", &domain, "renew"], &[]),
+                None,
+            )
+            .await?;
             println!("{domain}: new certificate installed");
         }
     }
@@ -125,7 +143,7 @@ pub async fn domain(c: &Client, cmd: DomainCommand) -> Result<()> {
             let v = c
                 .json(
                     Method::POST,
-                    &format!("/v1/instances/{tenant}/domains"),
+                    &api_path(&["v1", "instances", &tenant, "domains"], &[]),
                     Some(json!({ "domain": domain })),
                 )
                 .await?;
@@ -155,7 +173,10 @@ pub async fn domain(c: &Client, cmd: DomainCommand) -> Result<()> {
             let v = c
                 .json(
                     Method::POST,
-                    &format!("/v1/instances/{tenant}/domains/{domain}/verify"),
+                    &api_path(
+                        &["v1", "instances", &tenant, "domains", &domain, "verify"],
+                        &[],
+                    ),
                     Some(json!({ "method": method })),
                 )
                 .await?;

@@ -1,7 +1,11 @@
 //! `berth upgrade …`, `berth rollback`, `berth backup`, `berth restore`: thin API calls, with
 //! progress bars while an upgrade runs.
 
-use super::{Output, client::Client, print, table};
+use super::{
+    Output,
+    client::{Client, api_path},
+    print, table,
+};
 use anyhow::Result;
 use clap::Args;
 use hyper::Method;
@@ -41,7 +45,7 @@ pub async fn upgrade(c: &Client, a: UpgradeArgs) -> Result<i32> {
     let v = match a.target.as_str() {
         "status" => c.json(Method::GET, "/v1/upgrades/current", None).await?,
         "pause" | "resume" | "abort" => {
-            let path = format!("/v1/upgrades/current/{}", a.target);
+            let path = api_path(&["v1", "upgrades", "current", &a.target], &[]);
             c.json(Method::POST, &path, None).await?
         }
         app => {
@@ -63,7 +67,7 @@ pub async fn upgrade(c: &Client, a: UpgradeArgs) -> Result<i32> {
 }
 
 pub async fn rollback(c: &Client, tenant: &str, wait: bool) -> Result<i32> {
-    let path = format!("/v1/instances/{tenant}/rollback");
+    let path = api_path(&["v1", "instances", tenant, "rollback"], &[]);
     let v = c.json(Method::POST, &path, None).await?;
     println!(
         "{tenant}: rolling back to version {}",
@@ -76,7 +80,7 @@ pub async fn rollback(c: &Client, tenant: &str, wait: bool) -> Result<i32> {
 }
 
 pub async fn backup(c: &Client, tenant: &str, list: bool, output: Output) -> Result<()> {
-    let path = format!("/v1/instances/{tenant}/backups");
+    let path = api_path(&["v1", "instances", tenant, "backups"], &[]);
     if list {
         let v = c.json(Method::GET, &path, None).await?;
         print(output, &v, backups_table);
@@ -93,7 +97,7 @@ pub async fn backup(c: &Client, tenant: &str, list: bool, output: Output) -> Res
 }
 
 pub async fn restore(c: &Client, tenant: &str, from: &str) -> Result<()> {
-    let path = format!("/v1/instances/{tenant}/restore");
+    let path = api_path(&["v1", "instances", tenant, "restore"], &[]);
     let v = c
         .json(Method::POST, &path, Some(json!({ "from": from })))
         .await?;
@@ -118,7 +122,7 @@ pub async fn verify(c: &Client, backup: &str, output: Output) -> Result<()> {
             "{backup:?}: name the backup as TENANT:ID (see `berth backup TENANT --list`)"
         );
     };
-    let path = format!("/v1/instances/{tenant}/backups/{id}/verify");
+    let path = api_path(&["v1", "instances", tenant, "backups", id, "verify"], &[]);
     let v = c.json(Method::POST, &path, None).await?;
     print(output, &v, verified);
     Ok(())

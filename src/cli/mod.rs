@@ -10,7 +10,7 @@ pub mod validate;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand, ValueEnum};
-use client::{Client, Target};
+use client::{Client, Target, api_path};
 use hyper::Method;
 use std::path::PathBuf;
 
@@ -58,12 +58,14 @@ pub enum Command {
     },
     /// Show one instance.
     Status {
+        #[arg(value_parser = tenant_arg)]
         tenant: String,
         #[arg(short, long, value_enum, default_value = "table")]
         output: Output,
     },
     /// Add an instance (writes instances/<tenant>.yaml).
     Add {
+        #[arg(value_parser = tenant_arg)]
         tenant: String,
         #[arg(long)]
         template: String,
@@ -82,20 +84,34 @@ pub enum Command {
     },
     /// Remove an instance; volumes and secrets are kept unless --purge.
     Rm {
+        #[arg(value_parser = tenant_arg)]
         tenant: String,
         #[arg(long)]
         purge: bool,
     },
     /// Stop an instance's containers (kept, restartable).
-    Stop { tenant: String },
+    Stop {
+        #[arg(value_parser = tenant_arg)]
+        tenant: String,
+    },
     /// Start a stopped or suspended instance.
-    Start { tenant: String },
+    Start {
+        #[arg(value_parser = tenant_arg)]
+        tenant: String,
+    },
     /// Stop an instance and mark it suspended.
-    Suspend { tenant: String },
+    Suspend {
+        #[arg(value_parser = tenant_arg)]
+        tenant: String,
+    },
     /// Same as start, for a suspended instance.
-    Resume { tenant: String },
+    Resume {
+        #[arg(value_parser = tenant_arg)]
+        tenant: String,
+    },
     /// Show an instance's logs.
     Logs {
+        #[arg(value_parser = tenant_arg)]
         tenant: String,
         #[arg(short, long)]
         follow: bool,
@@ -123,6 +139,7 @@ pub enum Command {
     Upgrade(fleet::UpgradeArgs),
     /// Return a tenant to the version it had before its last upgrade.
     Rollback {
+        #[arg(value_parser = tenant_arg)]
         tenant: String,
         #[arg(long)]
         wait: bool,
@@ -131,6 +148,7 @@ pub enum Command {
     /// `berth backup verify T:ID` restores a backup into a scratch tenant, checks its health
     /// and removes it.
     Backup {
+        #[arg(value_parser = tenant_arg)]
         tenant: String,
         /// With `verify`: the backup to verify, as TENANT:ID.
         backup: Option<String>,
@@ -157,6 +175,7 @@ pub enum Command {
     },
     /// A tenant's scheduled jobs: last runs, exit status, duration, next run.
     Jobs {
+        #[arg(value_parser = tenant_arg)]
         tenant: String,
         #[arg(short, long, value_enum, default_value = "table")]
         output: Output,
@@ -164,10 +183,25 @@ pub enum Command {
     /// Restore a tenant in place from one of its backups (`--from ID`), or create a new tenant
     /// as a clone of another's backup (`--from TENANT:ID`; new secrets, no custom domains).
     Restore {
+        #[arg(value_parser = tenant_arg)]
         tenant: String,
-        #[arg(long)]
+        #[arg(long, value_parser = backup_arg)]
         from: String,
     },
+}
+
+/// A tenant argument is checked before any request: `../acme` or `acme?x=1` is refused here,
+/// with the reason, instead of reaching the agent.
+pub fn tenant_arg(s: &str) -> Result<String, String> {
+    crate::api::params::tenant(s).map(|()| s.to_string())
+}
+
+pub fn domain_arg(s: &str) -> Result<String, String> {
+    crate::desired::instance::check_domain(s).map(|()| s.to_string())
+}
+
+pub fn backup_arg(s: &str) -> Result<String, String> {
+    crate::api::params::backup_ref(s).map(|()| s.to_string())
 }
 
 fn parse_kv(s: &str) -> Result<(String, String), String> {
@@ -220,7 +254,11 @@ pub async fn run(cli: Cli) -> Result<i32> {
         }
         Command::Status { tenant, output } => {
             let v = c
-                .json(Method::GET, &format!("/v1/instances/{tenant}"), None)
+                .json(
+                    Method::GET,
+                    &api_path(&["v1", "instances", &tenant], &[]),
+                    None,
+                )
                 .await?;
             print(output, &v, table::status);
         }
@@ -246,7 +284,10 @@ pub async fn run(cli: Cli) -> Result<i32> {
         Command::Rm { tenant, purge } => {
             c.json(
                 Method::DELETE,
-                &format!("/v1/instances/{tenant}?purge={purge}"),
+                &api_path(
+                    &["v1", "instances", &tenant],
+                    &[("purge", if purge { "true" } else { "false" })],
+                ),
                 None,
             )
             .await?;
@@ -270,11 +311,13 @@ pub async fn run(cli: Cli) -> Result<i32> {
             service,
             tail,
         } => {
-            let svc = service.map(|s| format!("&service={s}")).unwrap_or_default();
-            c.stream(&format!(
-                "/v1/instances/{tenant}/logs?follow={follow}&tail={tail}{svc}"
-            ))
-            .await?;
+            let (follow, tail) = (follow.to_string(), tail.to_string());
+            let mut query = vec![("follow", follow.as_str()), ("tail", tail.as_str())];
+            if let Some(svc) = &service {
+                query.push(("service", svc));
+            }
+            c.stream(&api_path(&["v1", "instances", &tenant, "logs"], &query))
+                .await?;
         }
         Command::Reconcile => {
             let v = c.json(Method::POST, "/v1/reconcile", None).await?;
@@ -307,7 +350,11 @@ pub async fn run(cli: Cli) -> Result<i32> {
         Command::Restore { tenant, from } => fleet::restore(&c, &tenant, &from).await?,
         Command::Jobs { tenant, output } => {
             let v = c
-                .json(Method::GET, &format!("/v1/instances/{tenant}/jobs"), None)
+                .json(
+                    Method::GET,
+                    &api_path(&["v1", "instances", &tenant, "jobs"], &[]),
+                    None,
+                )
                 .await?;
             print(output, &v, fleet::jobs_table);
         }
@@ -367,7 +414,7 @@ fn print(output: Output, v: &serde_json::Value, table: fn(&serde_json::Value) ->
 async fn set_state(c: &Client, tenant: &str, state: &str) -> Result<()> {
     c.json(
         Method::PUT,
-        &format!("/v1/instances/{tenant}/state"),
+        &api_path(&["v1", "instances", tenant, "state"], &[]),
         Some(serde_json::json!({ "state": state })),
     )
     .await?;
@@ -381,7 +428,11 @@ async fn wait_running(c: &Client, tenant: &str) -> Result<i32> {
     for _ in 0..600 {
         // Until the first pass after the write, the board does not list the instance yet.
         let v = match c
-            .json(Method::GET, &format!("/v1/instances/{tenant}"), None)
+            .json(
+                Method::GET,
+                &api_path(&["v1", "instances", &tenant], &[]),
+                None,
+            )
             .await
         {
             Ok(v) => v,

@@ -67,7 +67,10 @@ pub struct Harness {
 }
 
 impl Harness {
-    /// `slot` (1..=200) picks a namespace, a /24 subnet pool and a port range of its own.
+    /// `slot` (1..=140) picks a namespace, a /24 subnet pool and ports of its own. Every fixed
+    /// test port is below the kernel's ephemeral range (32768–60999 by default), so no outgoing
+    /// connection on the machine can hold one: web 10050–17049, proxy 18002–18281, metrics
+    /// 18501–18640, ACME test servers 19400–19499.
     pub fn new(slot: u16) -> Harness {
         let dir = tempfile::tempdir().unwrap();
         let ns = format!("bt{slot}");
@@ -78,9 +81,9 @@ impl Harness {
              ports:\n  first: {first}\n  last: {last}\nresync_interval: 2s\nmetrics:\n  listen: 127.0.0.1:{metrics}\n  interval: 2s\nplans:\n  small: {{memory: 256m, cpus: 0.5, pids: 200}}\n\
              shared_database:\n  image: berth/postgres:15\n  memory: 256m\n  connection_limit: 5\n",
             templates = repo.join("templates").display(),
-            first = 30000 + slot * 50,
-            last = 30000 + slot * 50 + 49,
-            metrics = 34000 + slot,
+            first = 10000 + slot * 50,
+            last = 10000 + slot * 50 + 49,
+            metrics = 18500 + slot,
         );
         std::fs::write(dir.path().join("berth.yaml"), config).unwrap();
         std::fs::create_dir_all(dir.path().join("instances")).unwrap();
@@ -88,7 +91,7 @@ impl Harness {
             dir,
             ns,
             agent: None,
-            metrics_port: 34000 + slot,
+            metrics_port: 18500 + slot,
         };
         h.clean_docker();
         // A network the engine will not remove (Docker 20.10 can keep a stale endpoint after a
@@ -105,7 +108,7 @@ impl Harness {
 
     /// Adds the edge proxy on loopback ports of this slot: (http, https).
     pub fn with_proxy(&self, slot: u16) -> (u16, u16) {
-        let (http, https) = (33000 + slot * 2, 33001 + slot * 2);
+        let (http, https) = (18000 + slot * 2, 18001 + slot * 2);
         let mut cfg = std::fs::read_to_string(self.path("berth.yaml")).unwrap();
         cfg.push_str(&format!(
             "proxy:\n  http: 127.0.0.1:{http}\n  https: 127.0.0.1:{https}\n  shared_domains: [shared.test]\n"
