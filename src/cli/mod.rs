@@ -430,7 +430,7 @@ async fn wait_running(c: &Client, tenant: &str) -> Result<i32> {
         let v = match c
             .json(
                 Method::GET,
-                &api_path(&["v1", "instances", &tenant], &[]),
+                &api_path(&["v1", "instances", tenant], &[]),
                 None,
             )
             .await
