@@ -88,12 +88,25 @@ fn fill_admission_totals(host: &mut HostConfig) {
     );
 }
 
+/// The kernel-enforced egress policy, or (warned, and shown by status and metrics) why this
+/// host cannot have it.
+fn egress_policy(host: &HostConfig) -> crate::egress::Egress {
+    use crate::egress::{Egress, Firewall, iptables::Iptables};
+    let fw = Iptables::probe(&host.namespace).map(|f| Box::new(f) as Box<dyn Firewall>);
+    if let Err(why) = &fw {
+        tracing::warn!(reason = %why, "the egress policy cannot be enforced on this host; tenants can reach the host's networks");
+    }
+    let resolvers = Egress::host_resolvers();
+    Egress::new(fw, &host.namespace, host.subnet_pool.net(), resolvers)
+}
+
 pub async fn run(mut host: HostConfig) -> Result<(), DaemonError> {
     let layout = Layout::new(host.state_dir.clone());
     let _lock = lock_state_dir(&layout)?;
     fill_admission_totals(&mut host);
     let rt: Arc<dyn Runtime> = Arc::new(DockerRuntime::connect().await?);
     let ctl = Arc::new(Controller::new(rt, host.clone())?);
+    ctl.set_egress(Arc::new(egress_policy(&host)));
     let _watcher = watch(&host, ctl.clone())?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let book = Arc::new(DomainBook::open(layout.domains())?);

@@ -12,6 +12,7 @@ pub mod daemon;
 pub mod desired;
 pub mod disk;
 pub mod domains;
+pub mod egress;
 pub mod jobs;
 pub mod metrics;
 pub mod proxy;

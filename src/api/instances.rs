@@ -32,6 +32,9 @@ pub struct InstanceView {
     #[serde(flatten)]
     pub status: InstanceStatus,
     pub disk: crate::disk::DiskStatus,
+    /// The tenant's egress policy; absent when the agent runs without one (unit tests).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub egress: Option<crate::egress::TenantEgress>,
 }
 
 pub async fn show(
@@ -44,12 +47,15 @@ pub async fn show(
         .instances
         .remove(&tenant)
         .ok_or_else(|| not_found(&tenant))?;
-    let (quota, volumes) = s
+    let (quota, volumes, allow) = s
         .ctl
         .desired()
         .instances
         .get(&tenant)
-        .map_or((None, vec![]), |i| (i.quota.disk, i.volumes.clone()));
+        .map_or((None, vec![], vec![]), |i| {
+            (i.quota.disk, i.volumes.clone(), i.egress.clone())
+        });
+    let egress = s.ctl.egress().map(|e| e.view(&allow));
     let ctl = s.ctl.clone();
     // statvfs and /proc/mounts: blocking, however short.
     let disk = tokio::task::spawn_blocking(move || {
@@ -57,7 +63,11 @@ pub async fn show(
     })
     .await
     .map_err(|e| ApiError::Internal(e.to_string()))?;
-    Ok(Json(InstanceView { status, disk }))
+    Ok(Json(InstanceView {
+        status,
+        disk,
+        egress,
+    }))
 }
 
 pub(super) fn not_found(tenant: &str) -> ApiError {

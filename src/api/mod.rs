@@ -162,6 +162,7 @@ async fn agent_show(State(s): State<AppState>) -> Json<serde_json::Value> {
         "spec_errors": b.spec_errors,
         "engine_error": b.engine_error,
         "disk_quotas": s.ctl.disk_quotas(),
+        "egress": s.ctl.egress().map(|e| e.state()),
         "mutations_total": s.ctl.runtime().mutations(),
     }))
 }

@@ -72,6 +72,32 @@ pub fn instances(v: &Value) -> String {
     )
 }
 
+/// `egress: own network and the internet; also 10.1.2.3/32:587 (in force)`, or why not.
+fn egress_line(e: &Value) -> String {
+    if e.is_null() {
+        return String::new();
+    }
+    let allowed: Vec<String> = e["allowed"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(s)
+        .collect();
+    let also = if allowed.is_empty() {
+        String::new()
+    } else {
+        format!("; also {}", allowed.join(", "))
+    };
+    let state = match (e["enforced"].as_bool(), e["error"].as_str()) {
+        (Some(true), _) => "in force".to_string(),
+        (_, Some(why)) => format!("NOT enforced: {why}"),
+        _ => "not enforced yet".to_string(),
+    };
+    format!(
+        "egress: own network and the internet{also}; private, shared, link-local ranges and the host dropped ({state})\n"
+    )
+}
+
 pub fn status(v: &Value) -> String {
     let mut out = instances(&Value::Array(vec![v.clone()]));
     if let Some(e) = v["error"].as_str() {
@@ -87,6 +113,7 @@ pub fn status(v: &Value) -> String {
             s(&v["disk"]["state"])
         );
     }
+    out += &egress_line(&v["egress"]);
     let rows: Vec<Vec<String>> = v["containers"]
         .as_array()
         .into_iter()

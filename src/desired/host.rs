@@ -84,6 +84,8 @@ pub struct Plan {
     pub limits: Limits,
     pub quota: super::quota::Quota,
     pub backups: BackupPolicy,
+    /// Destinations allowed beyond the default egress policy.
+    pub egress: Vec<crate::egress::policy::Allow>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -127,6 +129,11 @@ impl SubnetPool {
         })
     }
 
+    /// The whole pool as one network (the egress policy's default rules are keyed by it).
+    pub fn net(&self) -> ipnet::Ipv4Net {
+        ipnet::Ipv4Net::new(self.base, self.pool_prefix).expect("prefix checked at parse")
+    }
+
     pub fn capacity(&self) -> u32 {
         1u32 << (self.subnet_prefix - self.pool_prefix)
     }
@@ -159,12 +166,31 @@ impl Plan {
             Some(b) => BackupPolicy::overlay(self.backups.clone(), b)?,
             None => self.backups.clone(),
         };
+        let egress = match &file.egress {
+            Some(list) => egress_allows(list)?,
+            None => self.egress.clone(),
+        };
         Ok(Plan {
             limits: Limits::overlay(self.limits, file)?,
             quota: super::quota::Quota::overlay(self.quota, file)?,
             backups,
+            egress,
         })
     }
+}
+
+fn egress_allows(
+    list: &[String],
+) -> Result<Vec<crate::egress::policy::Allow>, super::limits::LimitError> {
+    let mut out = Vec::new();
+    for (n, s) in list.iter().enumerate() {
+        let a = crate::egress::policy::parse_allow(s).map_err(|m| super::limits::LimitError {
+            field: "egress",
+            message: format!("entry {n}: {m}"),
+        })?;
+        out.push(a);
+    }
+    Ok(out)
 }
 
 /// Reads and validates the host config at `path`.

@@ -71,6 +71,7 @@ pub fn build(
         limits,
         quota,
         backups,
+        egress,
     } = plan_of(i, host)
         .map_err(|(field, m)| err(&field, m))
         .unwrap_or_default();
@@ -180,6 +181,7 @@ pub fn build(
         limits,
         quota,
         backups,
+        egress,
         parameters,
         web: Web {
             service: tf.web.service.clone(),

@@ -22,6 +22,8 @@ pub struct Instance {
     pub limits: Limits,
     pub quota: super::quota::Quota,
     pub backups: super::backups::BackupPolicy,
+    /// Destinations allowed beyond the default egress policy (plan or `limits.egress`).
+    pub egress: Vec<crate::egress::policy::Allow>,
     pub parameters: BTreeMap<String, String>,
     pub web: Web,
     pub database: Option<Database>,

@@ -211,6 +211,21 @@ impl State {
             None,
             [(encode::NO_LABELS, flag(board.engine_error.is_none()))],
         )?;
+        let egress = self.ctl.egress().map(|e| e.state()).unwrap_or_default();
+        encode::gauges(
+            enc,
+            "berth_egress_enforced",
+            "1 when the tenants' egress policy is in the kernel as of the last pass",
+            None,
+            [(encode::NO_LABELS, flag(egress.enforced))],
+        )?;
+        encode::gauges(
+            enc,
+            "berth_egress_rules",
+            "Rules in berth's egress chains",
+            None,
+            [(encode::NO_LABELS, egress.rules as f64)],
+        )?;
         encode::gauges(
             enc,
             "berth_spec_errors",

@@ -62,6 +62,8 @@ pub struct Controller {
     holds: Mutex<Holds>,
     /// Serialises read-modify-write of instance files (API edits, upgrades, domain moves).
     files_lock: Arc<tokio::sync::Mutex<()>>,
+    /// The egress policy, set by the daemon (unit tests run without one).
+    egress: std::sync::OnceLock<Arc<crate::egress::Egress>>,
 }
 
 /// Held tenants, and when each was last held or released: a pass that read the files and the
@@ -129,7 +131,37 @@ impl Controller {
             passes: tokio::sync::watch::channel(0).0,
             holds: Mutex::default(),
             files_lock: Arc::default(),
+            egress: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Installs the egress policy; every pass from now on keeps the kernel's rules in step.
+    pub fn set_egress(&self, e: Arc<crate::egress::Egress>) {
+        let _ = self.egress.set(e);
+    }
+
+    pub fn egress(&self) -> Option<&Arc<crate::egress::Egress>> {
+        self.egress.get()
+    }
+
+    /// Brings the kernel's egress rules to the allocations and the desired allows.
+    async fn sync_egress(&self, d: &desired::Desired) {
+        let Some(e) = self.egress.get().cloned() else {
+            return;
+        };
+        let pool = self.host.subnet_pool;
+        let subnets = self
+            .allocs
+            .snapshot()
+            .into_iter()
+            .filter_map(|(t, a)| Some((t, pool.subnet(a.subnet).0.parse().ok()?)))
+            .collect();
+        let allows = d
+            .instances
+            .iter()
+            .map(|(t, i)| (t.clone(), i.egress.clone()))
+            .collect();
+        let _ = tokio::task::spawn_blocking(move || e.sync(&subnets, &allows)).await;
     }
 
     pub fn host(&self) -> &HostConfig {
@@ -257,6 +289,9 @@ impl Controller {
         };
         let steps: usize = due.iter().map(|(_, s)| s.len()).sum();
         let tenants_changed = due.len();
+        // Before any container starts: the pool-wide rules cover a new tenant from its first
+        // packet; its own allows are added once its subnet is allocated (below, or next pass).
+        self.sync_egress(&loaded.desired).await;
         let applier = apply::Applier {
             rt: self.rt.as_ref(),
             host: &self.host,
@@ -279,6 +314,9 @@ impl Controller {
             })
             .await;
         self.clear_gone(&loaded.desired, &observed);
+        if steps > 0 {
+            self.sync_egress(&loaded.desired).await;
+        }
         let observed = if steps > 0 {
             self.rt.inventory(&self.host.namespace).await?
         } else {

@@ -55,6 +55,9 @@ pub struct LimitsFile {
     pub domains: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backups: Option<BackupsFile>,
+    /// Destinations beyond the default egress policy: `CIDR`, `CIDR:PORT`, `CIDR:PORT/udp`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub egress: Option<Vec<String>>,
 }
 
 /// How often a tenant is backed up on its own and how many archives it keeps.

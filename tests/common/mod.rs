@@ -304,6 +304,29 @@ impl Harness {
         for v in self.owned("volume") {
             docker(&["volume", "rm", "-f", &v]);
         }
+        self.clean_firewall();
+    }
+
+    /// Removes this namespace's egress chains and the jumps into them.
+    pub fn clean_firewall(&self) {
+        let ipt = |args: &[&str]| {
+            Command::new("iptables")
+                .arg("-w")
+                .args(args)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        };
+        for (parent, chain) in [
+            ("DOCKER-USER", format!("b-{}-fwd", self.ns)),
+            ("FORWARD", format!("b-{}-fwd", self.ns)),
+            ("INPUT", format!("b-{}-in", self.ns)),
+        ] {
+            while ipt(&["-D", parent, "-j", &chain]) {}
+            ipt(&["-F", &chain]);
+            ipt(&["-X", &chain]);
+        }
     }
 
     pub fn agent_log(&self) -> String {

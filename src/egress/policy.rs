@@ -1,0 +1,242 @@
+//! The egress policy as iptables rules (pure): tenants reach their own network and the public
+//! internet; link-local, private and shared ranges and the host itself are dropped, except what
+//! a plan allows and the host's DNS resolvers on port 53.
+
+use ipnet::Ipv4Net;
+use serde::Serialize;
+use std::{fmt, net::Ipv4Addr};
+
+/// Ranges a tenant never reaches unless its plan allows a part of them: "this" network,
+/// RFC 1918, shared address space (RFC 6598), loopback, link-local (cloud metadata), IETF
+/// protocol assignments, benchmarking, multicast and reserved.
+pub const BLOCKED: &[(&str, &str)] = &[
+    ("0.0.0.0/8", "this network"),
+    ("10.0.0.0/8", "private"),
+    ("100.64.0.0/10", "shared"),
+    ("127.0.0.0/8", "loopback"),
+    ("169.254.0.0/16", "link-local"),
+    ("172.16.0.0/12", "private"),
+    ("192.0.0.0/24", "IETF"),
+    ("192.168.0.0/16", "private"),
+    ("198.18.0.0/15", "benchmarking"),
+    ("224.0.0.0/3", "multicast and reserved"),
+];
+
+/// One extra destination a plan allows: a network, optionally one port (TCP, or UDP).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Allow {
+    pub net: Ipv4Net,
+    pub port: Option<(u16, Proto)>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Proto {
+    Tcp,
+    Udp,
+}
+
+impl Proto {
+    fn name(self) -> &'static str {
+        match self {
+            Proto::Tcp => "tcp",
+            Proto::Udp => "udp",
+        }
+    }
+}
+
+impl fmt::Display for Allow {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.port {
+            None => write!(f, "{}", self.net),
+            Some((p, Proto::Tcp)) => write!(f, "{}:{p}", self.net),
+            Some((p, Proto::Udp)) => write!(f, "{}:{p}/udp", self.net),
+        }
+    }
+}
+
+/// `CIDR`, `CIDR:PORT` (TCP) or `CIDR:PORT/udp`; a bare address is a /32.
+pub fn parse_allow(s: &str) -> Result<Allow, String> {
+    let bad = |why: &str| format!("{s:?} {why} (expected CIDR, CIDR:PORT or CIDR:PORT/udp)");
+    let (net, port) = match s.split_once(':') {
+        Some((n, p)) => (n, Some(p)),
+        None => (s, None),
+    };
+    let net: Ipv4Net = match net.parse::<Ipv4Net>() {
+        Ok(n) => n,
+        Err(_) => net
+            .parse::<Ipv4Addr>()
+            .map(Ipv4Net::from)
+            .map_err(|_| bad("is not an IPv4 network"))?,
+    };
+    if net.trunc() != net {
+        return Err(bad("has host bits set"));
+    }
+    let port = match port {
+        None => None,
+        Some(p) => {
+            let (num, proto) = match p.strip_suffix("/udp") {
+                Some(n) => (n, Proto::Udp),
+                None => (p.strip_suffix("/tcp").unwrap_or(p), Proto::Tcp),
+            };
+            match num.parse::<u16>() {
+                Ok(n) if n > 0 => Some((n, proto)),
+                _ => return Err(bad("has no port from 1 to 65535")),
+            }
+        }
+    };
+    Ok(Allow { net, port })
+}
+
+/// A tenant's network and what its plan allows beyond the default.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TenantNet {
+    pub tenant: String,
+    pub subnet: Ipv4Net,
+    pub allow: Vec<Allow>,
+}
+
+/// Berth's two chains: one jumped to from Docker's `DOCKER-USER` (forwarded traffic), one
+/// from `INPUT` (traffic to the host itself).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Rules {
+    pub forward: Vec<String>,
+    pub input: Vec<String>,
+}
+
+/// The chain names of one namespace (iptables allows 28 characters; namespaces have ≤ 20).
+pub fn chains(ns: &str) -> (String, String) {
+    (format!("b-{ns}-fwd"), format!("b-{ns}-in"))
+}
+
+fn port_match(port: Option<(u16, Proto)>) -> String {
+    match port {
+        None => String::new(),
+        Some((p, proto)) => format!(" -p {0} -m {0} --dport {p}", proto.name()),
+    }
+}
+
+/// The rules, in the form `iptables -S` prints them back, so a pass compares text.
+pub fn rules(ns: &str, pool: Ipv4Net, tenants: &[TenantNet], resolvers: &[Ipv4Addr]) -> Rules {
+    let (fwd, input) = chains(ns);
+    let mut f = vec![
+        // Replies to connections made to the tenant, and traffic inside its own bridge.
+        format!("-A {fwd} -m conntrack --ctstate RELATED,ESTABLISHED -j RETURN"),
+        format!("-A {fwd} -m physdev --physdev-is-bridged -j RETURN"),
+    ];
+    for t in tenants {
+        for a in &t.allow {
+            let p = port_match(a.port);
+            f.push(format!(
+                "-A {fwd} -s {} -d {}{p} -j RETURN",
+                t.subnet, a.net
+            ));
+        }
+    }
+    let blocked: Vec<Ipv4Net> = BLOCKED.iter().map(|(n, _)| n.parse().unwrap()).collect();
+    for r in resolvers
+        .iter()
+        .filter(|r| blocked.iter().any(|b| b.contains(*r)))
+    {
+        for proto in ["udp", "tcp"] {
+            f.push(format!(
+                "-A {fwd} -s {pool} -d {r}/32 -p {proto} -m {proto} --dport 53 -j RETURN"
+            ));
+        }
+    }
+    for b in &blocked {
+        f.push(format!("-A {fwd} -s {pool} -d {b} -j DROP"));
+    }
+    let i = vec![
+        format!("-A {input} -s {pool} -m conntrack --ctstate RELATED,ESTABLISHED -j RETURN"),
+        format!("-A {input} -s {pool} -j DROP"),
+    ];
+    Rules {
+        forward: f,
+        input: i,
+    }
+}
+
+/// The host's DNS resolvers (nameserver lines of resolv.conf files), for the port-53 allow.
+pub fn resolvers(texts: &[String]) -> Vec<Ipv4Addr> {
+    let mut out: Vec<Ipv4Addr> = texts
+        .iter()
+        .flat_map(|t| t.lines())
+        .filter_map(|l| l.trim().strip_prefix("nameserver"))
+        .filter_map(|a| a.trim().parse().ok())
+        .filter(|a: &Ipv4Addr| !a.is_loopback())
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn allows_are_a_network_with_an_optional_port() {
+        let a = parse_allow("10.1.2.3:587").unwrap();
+        assert_eq!(a.to_string(), "10.1.2.3/32:587");
+        assert_eq!(
+            parse_allow("192.168.50.0/24").unwrap().to_string(),
+            "192.168.50.0/24"
+        );
+        assert_eq!(
+            parse_allow("10.0.0.53:53/udp").unwrap().port,
+            Some((53, Proto::Udp))
+        );
+        for bad in [
+            "10.1.2.3/33",
+            "10.1.2.0/16",
+            "x",
+            "10.1.2.3:0",
+            "10.1.2.3:99999",
+            "::1",
+        ] {
+            assert!(parse_allow(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn every_tenant_is_denied_the_private_ranges_and_the_host_with_its_allows_first() {
+        let pool: Ipv4Net = "10.240.0.0/16".parse().unwrap();
+        let t = TenantNet {
+            tenant: "acme".into(),
+            subnet: "10.240.0.16/28".parse().unwrap(),
+            allow: vec![parse_allow("192.168.9.9:25").unwrap()],
+        };
+        let r = rules("berth", pool, &[t], &["10.0.0.2".parse().unwrap()]);
+        let allow =
+            "-A b-berth-fwd -s 10.240.0.16/28 -d 192.168.9.9/32 -p tcp -m tcp --dport 25 -j RETURN";
+        let dns =
+            "-A b-berth-fwd -s 10.240.0.0/16 -d 10.0.0.2/32 -p udp -m udp --dport 53 -j RETURN";
+        let meta = "-A b-berth-fwd -s 10.240.0.0/16 -d 169.254.0.0/16 -j DROP";
+        let pos = |x: &str| r.forward.iter().position(|l| l == x).expect(x);
+        assert!(pos(allow) < pos(meta) && pos(dns) < pos(meta));
+        for (net, _) in BLOCKED {
+            pos(&format!("-A b-berth-fwd -s 10.240.0.0/16 -d {net} -j DROP"));
+        }
+        assert_eq!(
+            r.input.last().unwrap(),
+            "-A b-berth-in -s 10.240.0.0/16 -j DROP"
+        );
+    }
+
+    #[test]
+    fn public_and_loopback_resolvers_need_no_rule() {
+        let conf =
+            "# x\nnameserver 127.0.0.53\nnameserver 10.0.0.2\nnameserver 1.1.1.1\n".to_string();
+        assert_eq!(
+            resolvers(&[conf]),
+            vec![
+                "1.1.1.1".parse::<Ipv4Addr>().unwrap(),
+                "10.0.0.2".parse().unwrap()
+            ]
+        );
+        let pool: Ipv4Net = "10.240.0.0/16".parse().unwrap();
+        let r = rules("b", pool, &[], &["1.1.1.1".parse().unwrap()]);
+        assert!(!r.forward.iter().any(|l| l.contains("--dport 53")));
+    }
+}

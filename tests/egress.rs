@@ -1,0 +1,215 @@
+//! The egress policy on the real engine and kernel: a test host in a network namespace of
+//! this test (veth; 169.254.169.254 standing in for a cloud metadata service, 192.168.77.2 for
+//! a host on the provider's private network) answers a container on a plain Docker network,
+//! and never a berth tenant, unless the tenant's plan allows it.
+
+mod common;
+use common::*;
+use std::{io::Write, process::Command, time::Duration};
+
+const NS: &str = "berth-egress-t";
+
+/// The test host: a network namespace with busybox httpd on port 80 at two addresses, and the
+/// host side of its veth at 169.254.169.1 / 192.168.77.1 (also a listener of the host itself).
+struct TestHost;
+
+fn sh(cmd: &str) {
+    let o = Command::new("sh").arg("-c").arg(cmd).output().unwrap();
+    assert!(
+        o.status.success(),
+        "{cmd}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+impl TestHost {
+    fn start(www: &std::path::Path) -> TestHost {
+        let _ = Command::new("ip").args(["netns", "del", NS]).status();
+        let _ = Command::new("ip").args(["link", "del", "bt-eg-h"]).status();
+        std::fs::write(www.join("index.html"), "metadata-credentials\n").unwrap();
+        sh(&format!(
+            "ip netns add {NS} && ip link add bt-eg-h type veth peer name bt-eg-n && \
+             ip link set bt-eg-n netns {NS} && \
+             ip addr add 169.254.169.1/24 dev bt-eg-h && ip addr add 192.168.77.1/24 dev bt-eg-h && \
+             ip link set bt-eg-h up && \
+             ip -n {NS} addr add 169.254.169.254/24 dev bt-eg-n && \
+             ip -n {NS} addr add 192.168.77.2/24 dev bt-eg-n && \
+             ip -n {NS} link set bt-eg-n up && ip -n {NS} link set lo up && \
+             ip -n {NS} route add default via 169.254.169.1"
+        ));
+        sh(&format!(
+            "ip netns exec {NS} busybox httpd -p 80 -h {}",
+            www.display()
+        ));
+        TestHost
+    }
+}
+
+impl Drop for TestHost {
+    fn drop(&mut self) {
+        let _ = Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "ip netns pids {NS} | xargs -r kill; ip netns del {NS}; ip link del bt-eg-h"
+            ))
+            .status();
+    }
+}
+
+/// A listener on the host's own veth address: what a tenant must not reach on the host.
+fn host_listener() -> std::thread::JoinHandle<()> {
+    let l = std::net::TcpListener::bind("169.254.169.1:19480").unwrap();
+    std::thread::spawn(move || {
+        for mut s in l.incoming().flatten() {
+            // Read the request first: closing with unread bytes would reset the connection.
+            let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+            let _ = std::io::Read::read(&mut s, &mut [0u8; 512]);
+            let _ = s.write_all(b"HTTP/1.0 200 OK\r\n\r\nthe-host\n");
+        }
+    })
+}
+
+/// An HTTP GET from inside `container` to `addr` (host/port) with bash's /dev/tcp (Debian's
+/// static busybox wget crashes there): the body's last line, or None when nothing answered
+/// within 3 s.
+fn fetch(container: &str, addr: &str) -> Option<String> {
+    let script =
+        format!("exec 3<>/dev/tcp/{addr} && printf 'GET / HTTP/1.0\\r\\n\\r\\n' >&3 && cat <&3");
+    let o = docker(&["exec", container, "timeout", "3", "bash", "-c", &script]);
+    let out = String::from_utf8_lossy(&o.stdout).to_string();
+    (o.status.success() && out.starts_with("HTTP/"))
+        .then(|| out.trim().lines().last().unwrap_or("").to_string())
+}
+
+fn instance(tenant: &str, plan: &str) -> String {
+    format!(
+        "tenant: {tenant}\ntemplate: demo\nversion: \"1\"\nplan: {plan}\nparameters:\n  site_title: {tenant}\n  admin_email: ops@{tenant}.test\n  brand_color: \"#336699\"\n"
+    )
+}
+
+#[test]
+fn tenants_reach_neither_metadata_nor_private_networks_nor_the_host_unless_their_plan_allows() {
+    let Some(_serial) = docker_test() else { return };
+    let mut h = Harness::new(81);
+    let www = h.path("www");
+    std::fs::create_dir_all(&www).unwrap();
+    let _host = TestHost::start(&www);
+    let _listener = host_listener();
+    let cfg = std::fs::read_to_string(h.path("berth.yaml")).unwrap().replace(
+        "plans:\n",
+        "plans:\n  relay: {memory: 256m, cpus: 0.5, pids: 200, egress: [\"192.168.77.0/24\"]}\n",
+    );
+    std::fs::write(h.path("berth.yaml"), cfg).unwrap();
+    std::fs::write(h.path("instances/e1.yaml"), instance("e1", "small")).unwrap();
+    std::fs::write(h.path("instances/e2.yaml"), instance("e2", "relay")).unwrap();
+    h.start();
+    h.wait_running(&["e1", "e2"]);
+
+    // Positive control: an ordinary container on a plain Docker network reaches all three.
+    let _ = docker(&["rm", "-f", "bt81-plain"]);
+    let _ = docker(&["network", "rm", "bt81-plain-net"]);
+    docker_ok(&[
+        "network",
+        "create",
+        "--subnet",
+        "10.251.81.0/28",
+        "bt81-plain-net",
+    ]);
+    docker_ok(&[
+        "run",
+        "-d",
+        "--name",
+        "bt81-plain",
+        "--network",
+        "bt81-plain-net",
+        "berth/demo:1",
+        "sleep",
+        "120",
+    ]);
+    let plain = "bt81-plain";
+    let cleanup = || {
+        docker(&["rm", "-f", plain]);
+        docker(&["network", "rm", "bt81-plain-net"]);
+    };
+    let metadata = "169.254.169.254/80";
+    let private = "192.168.77.2/80";
+    let host = "169.254.169.1/19480";
+    assert_eq!(
+        fetch(plain, metadata).as_deref(),
+        Some("metadata-credentials")
+    );
+    assert_eq!(
+        fetch(plain, private).as_deref(),
+        Some("metadata-credentials")
+    );
+    assert_eq!(fetch(plain, host).as_deref(), Some("the-host"));
+
+    let e1 = h.container("e1", "app");
+    let e2 = h.container("e2", "app");
+    assert_eq!(fetch(&e1, metadata), None, "e1 read the metadata service");
+    assert_eq!(fetch(&e1, private), None, "e1 reached a private network");
+    assert_eq!(fetch(&e1, host), None, "e1 reached the host");
+    // The plan's allow opens exactly its network: e2 reaches 192.168.77.2, nothing else.
+    assert_eq!(fetch(&e2, private).as_deref(), Some("metadata-credentials"));
+    assert_eq!(fetch(&e2, metadata), None, "e2 read the metadata service");
+    assert_eq!(fetch(&e2, host), None, "e2 reached the host");
+    // Inside its own network the app still reaches its database (bridged traffic passes).
+    assert!(h.psql("e1", "select 1").contains('1'));
+    assert!(
+        h.cli_ok(&["status", "e2"]).contains(
+            "egress: own network and the internet; also 192.168.77.0/24; private, shared, link-local ranges and the host dropped (in force)"
+        ),
+        "{}",
+        h.cli_ok(&["status", "e2"])
+    );
+    let v = h.status("e1");
+    assert_eq!(v["egress"]["enforced"], true, "{v}");
+    // No IPv6 inside a tenant: no link-local path to the host's bridge either.
+    let v6 = docker_ok(&[
+        "exec",
+        &e1,
+        "cat",
+        "/proc/sys/net/ipv6/conf/all/disable_ipv6",
+    ]);
+    assert_eq!(v6, "1");
+    assert!(h.metrics().contains("berth_egress_enforced 1"));
+
+    // Rules lost (a reboot, a flushed chain, a dockerd that rebuilt its chains): back next pass.
+    sh(
+        "iptables -w -F b-bt81-fwd && iptables -w -D DOCKER-USER -j b-bt81-fwd && iptables -w -D INPUT -j b-bt81-in",
+    );
+    assert!(
+        fetch(&e1, metadata).is_some(),
+        "the repair test needs the rules gone"
+    );
+    h.reconcile();
+    assert_eq!(
+        fetch(&e1, metadata),
+        None,
+        "rules not restored by the next pass"
+    );
+    assert_eq!(
+        fetch(&e1, host),
+        None,
+        "input rules not restored by the next pass"
+    );
+
+    // Purge takes the tenant's rules with it.
+    h.cli_ok(&["rm", "e2", "--purge"]);
+    let gone = || {
+        let rules = Command::new("iptables")
+            .args(["-w", "-S", "b-bt81-fwd"])
+            .output()
+            .unwrap();
+        !String::from_utf8_lossy(&rules.stdout).contains("192.168.77.0/24")
+    };
+    wait_for(
+        Duration::from_secs(60),
+        || {
+            h.reconcile();
+            gone()
+        },
+        "e2's allow removed after purge",
+    );
+    cleanup();
+}
