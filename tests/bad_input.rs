@@ -46,9 +46,9 @@ fn bad_input_is_rejected_with_exact_messages_and_nothing_half_created() {
                 "--template",
                 "demo",
                 "--domain",
-                "shop.example.test",
+                "india.apps.test",
             ],
-            "error: instances/juliet.yaml:4:3: domains.0: domain \"shop.example.test\" is already claimed by tenant india",
+            "error: instances/juliet.yaml:4:3: domains.0: \"india.apps.test\" is the host's base domain \"apps.test\" or under it; tenants get their own subdomain juliet.apps.test and may not claim others",
         ),
         (
             &[
@@ -171,6 +171,21 @@ fn hostile_names_are_refused_before_any_request(h: &Harness) {
     );
     h.reconcile();
     assert_eq!(h.status("india")["tenant"], "india");
+    // Names that are not a tenant's to claim: an address, the provider's base domain.
+    let o = h.cli(&["domain", "add", "india", "10.1.2.3"]);
+    assert!(
+        stderr(&o).starts_with(
+            "error: invalid value '10.1.2.3' for '<DOMAIN>': \"10.1.2.3\" is an IP address, not a domain name"
+        ),
+        "{}",
+        stderr(&o)
+    );
+    let o = h.cli(&["domain", "add", "india", "apps.test"]);
+    assert!(
+        stderr(&o).starts_with("error: \"apps.test\" is the host's base domain"),
+        "{}",
+        stderr(&o)
+    );
     // The agent's own answer to a name it cannot use is never an empty `error: `.
     let o = h.cli(&["domain", "verify", "india", "nothing.example.test"]);
     assert!(stderr(&o).len() > "error: ".len() + 10, "{}", stderr(&o));

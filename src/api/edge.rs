@@ -8,7 +8,7 @@ use super::{
     params::{Domain, Tenant, TenantDomain},
 };
 use crate::{
-    desired::instance::check_domain,
+    desired::domains::check_custom,
     domains::{self, DomainError},
     spec::{self, instance::InstanceFile},
 };
@@ -69,17 +69,9 @@ fn load(path: &std::path::Path) -> Result<InstanceFile, ApiError> {
         .map_err(|e| ApiError::Conflict(format!("fix the instance file first: {e}")))
 }
 
-/// The other tenant whose instance file lists `domain`, if any.
+/// The other tenant that has proven `domain`, if any: only a proof holds a domain.
 fn holder(s: &AppState, domain: &str, tenant: &str) -> Option<String> {
-    s.ctl
-        .desired()
-        .instances
-        .values()
-        .find(|i| {
-            i.tenant != tenant
-                && (i.domains.iter().any(|d| d == domain) || i.aliases.iter().any(|d| d == domain))
-        })
-        .map(|i| i.tenant.clone())
+    s.domains.bound_to(domain).filter(|t| t != tenant)
 }
 
 /// Starts a claim: returns the token to publish. The domain is added to the tenant's file now
@@ -90,22 +82,23 @@ pub async fn domain_add(
     Tenant(tenant): Tenant,
     Json(req): Json<DomainRequest>,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
-    check_domain(&req.domain).map_err(ApiError::BadRequest)?;
+    check_custom(&req.domain, &tenant, s.ctl.host()).map_err(ApiError::BadRequest)?;
     let path = instances::instance_path(&s, &tenant)?;
     let _guard = s.write_lock.lock().await;
     if !path.exists() {
         return Err(instances::not_found(&tenant));
     }
     let held_by = holder(&s, &req.domain, &tenant);
-    let pending = s.domains.claim(&req.domain, &tenant).map_err(internal)?;
+    // The file first (validated: plan's domain count, the provider's names), then the claim.
     if held_by.is_none() {
         let mut file = load(&path)?;
         if !file.domains.contains(&req.domain) {
             file.domains.push(req.domain.clone());
-            instances::write_file(&path, &file)?;
+            instances::save(&s, &path, &file).await?;
             s.ctl.kick();
         }
     }
+    let pending = s.domains.claim(&req.domain, &tenant).map_err(internal)?;
     let verified = s.domains.bound_to(&req.domain).as_deref() == Some(tenant.as_str());
     Ok((
         StatusCode::CREATED,
@@ -162,24 +155,43 @@ pub async fn domain_verify(
     }
     .map_err(|e| ApiError::Conflict(e.to_string()))?;
     let _guard = s.write_lock.lock().await;
-    if let Some(other) = holder(&s, &domain, &tenant) {
-        let other_path = instances::instance_path(&s, &other)?;
-        let mut f = load(&other_path)?;
-        f.domains.retain(|d| *d != domain);
-        f.aliases.retain(|d| *d != domain);
-        instances::write_file(&other_path, &f)?;
-    }
     let mut file = load(&path)?;
     if !file.domains.contains(&domain) && !file.aliases.contains(&domain) {
         file.domains.push(domain.clone());
-        instances::write_file(&path, &file)?;
     }
+    // Bound first: validation of this file then sees the domain as this tenant's own; the
+    // previous holder (if any) keeps only an unproven mention, which routes nowhere.
+    let entry = s.domains.entry(&domain, &tenant);
+    let before = entry.0.as_ref().map(|b| b.tenant.clone());
     s.domains.bind(&domain, &tenant, method).map_err(internal)?;
+    if let Err(e) = instances::save(&s, &path, &file).await {
+        s.domains
+            .put_back(&domain, &tenant, entry)
+            .map_err(internal)?;
+        return Err(e);
+    }
+    if let Some(other) = before.filter(|o| *o != tenant) {
+        drop_domain(&s, &other, &domain).await;
+    }
     s.ctl.touch();
     s.ctl.kick();
     Ok(Json(
         serde_json::json!({ "domain": domain, "tenant": tenant, "verified": true, "method": method }),
     ))
+}
+
+/// Removes a moved domain from its previous holder's file, through the validating path; a
+/// file that no longer validates keeps the mention (unproven now, it routes nowhere).
+async fn drop_domain(s: &AppState, other: &str, domain: &str) {
+    let Ok(path) = instances::instance_path(s, other) else {
+        return;
+    };
+    let Ok(mut f) = load(&path) else { return };
+    f.domains.retain(|d| d != domain);
+    f.aliases.retain(|d| d != domain);
+    if let Err(e) = instances::save(s, &path, &f).await {
+        tracing::warn!(tenant = %other, %domain, error = %e, "moved domain left in the previous holder's file");
+    }
 }
 
 fn internal(e: DomainError) -> ApiError {

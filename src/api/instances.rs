@@ -107,10 +107,24 @@ pub(super) fn instance_path(s: &AppState, tenant: &str) -> Result<std::path::Pat
     Ok(s.ctl.host().instances_dir.join(format!("{tenant}.yaml")))
 }
 
-pub(super) fn write_file(path: &std::path::Path, file: &InstanceFile) -> Result<(), ApiError> {
+/// The API's only way to write an instance file: the file as it will be is validated against
+/// the templates, every other instance, the domain proofs, its plan's limits and admission
+/// (`desired::check_candidate`), then written atomically. Nothing is written when anything is
+/// wrong, so no edit can leave a file that the next pass finds invalid.
+pub(super) async fn save(
+    s: &AppState,
+    path: &std::path::Path,
+    file: &InstanceFile,
+) -> Result<desired::Instance, ApiError> {
+    let (host, checked) = (s.ctl.host().clone(), file.clone());
+    let inst = tokio::task::spawn_blocking(move || desired::check_candidate(&host, &checked))
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?
+        .map_err(|e| ApiError::BadRequest(e.to_string()))?;
     let yaml = serde_yaml::to_string(file).map_err(|e| ApiError::Internal(e.to_string()))?;
     atomic::write(path, yaml.as_bytes(), 0o644)
-        .map_err(|e| ApiError::Internal(format!("{}: {e}", path.display())))
+        .map_err(|e| ApiError::Internal(format!("{}: {e}", path.display())))?;
+    Ok(inst)
 }
 
 /// Validates the new instance against templates and all other instances, then writes
@@ -151,13 +165,7 @@ pub async fn create(
         state: req.state,
         pinned: false,
     };
-    let host = s.ctl.host().clone();
-    let checked = file.clone();
-    let inst = tokio::task::spawn_blocking(move || desired::check_candidate(&host, &checked))
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?
-        .map_err(|e| ApiError::BadRequest(e.to_string()))?;
-    write_file(&path, &file)?;
+    let inst = save(&s, &path, &file).await?;
     s.ctl.reset_backoff(&req.tenant);
     s.ctl.kick();
     tracing::info!(tenant = %req.tenant, template = %inst.template, version = %inst.version, "instance added");
@@ -223,7 +231,7 @@ pub async fn set_state(
         .map_err(|e| ApiError::Conflict(format!("fix the instance file first: {e}")))?
         .value;
     file.state = req.state;
-    write_file(&path, &file)?;
+    save(&s, &path, &file).await?;
     s.ctl.reset_backoff(&tenant);
     s.ctl.kick();
     Ok(StatusCode::ACCEPTED)

@@ -16,7 +16,8 @@ fn state() -> (tempfile::TempDir, AppState) {
     host.instances_dir = dir.path().join("instances");
     host.ports = (42000, 42999);
     let ctl = Controller::new(Arc::new(FakeRuntime::new()), host).unwrap();
-    let book = Arc::new(crate::domains::DomainBook::open(dir.path().join("domains.json")).unwrap());
+    let book =
+        Arc::new(crate::domains::DomainBook::open(dir.path().join("state/domains.json")).unwrap());
     let ctl = Arc::new(ctl);
     let fleet = crate::upgrade::Fleet::open(ctl.clone(), None);
     (dir, AppState::new(ctl, book, None, fleet))
@@ -102,21 +103,17 @@ async fn bad_requests_are_refused_with_the_reason_and_write_nothing() {
 }
 
 #[tokio::test]
-async fn a_domain_held_by_another_tenant_is_refused() {
+async fn a_proven_domain_is_refused_to_others_and_an_unproven_claim_blocks_nothing() {
     let (_dir, s) = state();
-    let (st, _) = add(
-        &s,
-        serde_json::json!({"tenant": "acme", "template": "demo", "domains": ["shop.test"]}),
-    )
-    .await;
-    assert_eq!(st, StatusCode::CREATED);
-    let (st, body) = add(
-        &s,
-        serde_json::json!({"tenant": "beta", "template": "demo", "domains": ["shop.test"]}),
-    )
-    .await;
+    let with =
+        |t: &str| serde_json::json!({"tenant": t, "template": "demo", "domains": ["shop.test"]});
+    assert_eq!(add(&s, with("acme")).await.0, StatusCode::CREATED);
+    // acme has not proven shop.test: beta may claim it too, and proof decides.
+    assert_eq!(add(&s, with("beta")).await.0, StatusCode::CREATED);
+    s.domains.bind("shop.test", "acme", "dns").unwrap();
+    let (st, body) = add(&s, with("gamma")).await;
     assert_eq!(st, StatusCode::BAD_REQUEST);
-    assert!(body["error"].as_str().unwrap().contains("instances/beta.yaml:4:3: domains.0: domain \"shop.test\" is already claimed by tenant acme"), "{body}");
+    assert!(body["error"].as_str().unwrap().contains("instances/gamma.yaml:4:3: domains.0: domain \"shop.test\" is already claimed by tenant acme"), "{body}");
     let (st, _) = add(
         &s,
         serde_json::json!({"tenant": "acme", "template": "demo"}),
@@ -295,4 +292,55 @@ async fn an_encoded_query_in_a_tenant_name_is_refused_and_purges_nothing() {
     let (st, body) = call(&s, "GET", "/v1/nothing/here", serde_json::Value::Null).await;
     assert_eq!(st, StatusCode::NOT_FOUND);
     assert_eq!(body["error"], "no such endpoint: GET /v1/nothing/here");
+}
+
+#[tokio::test]
+async fn domain_add_is_validated_like_add_and_writes_nothing_when_refused() {
+    let (dir, s) = state();
+    let body = serde_json::json!({"tenant": "chk4", "template": "demo", "limits": {"domains": 1}});
+    assert_eq!(add(&s, body).await.0, StatusCode::CREATED);
+    let file = || std::fs::read_to_string(dir.path().join("instances/chk4.yaml")).unwrap();
+    let claim = |d: &str| {
+        let s = s.clone();
+        let d = d.to_string();
+        async move {
+            call(
+                &s,
+                "POST",
+                "/v1/instances/chk4/domains",
+                serde_json::json!({"domain": d}),
+            )
+            .await
+        }
+    };
+    assert_eq!(claim("one.example.org").await.0, StatusCode::CREATED);
+    let before = file();
+    let (st, body) = claim("two.example.org").await;
+    assert_eq!(st, StatusCode::BAD_REQUEST, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("2 domains and aliases claimed; the plan allows 1"),
+        "{body}"
+    );
+    assert_eq!(file(), before, "a refused claim changed the file");
+    assert!(
+        s.domains.pending("two.example.org", "chk4").is_none(),
+        "a refused claim was recorded"
+    );
+    // Another tenant's subdomain is never claimable, so it cannot block that tenant's add.
+    let base = s.ctl.host().base_domain.clone().unwrap();
+    let (st, body) = claim(&format!("chk9.{base}")).await;
+    assert_eq!(st, StatusCode::BAD_REQUEST, "{body}");
+    let (st, body) = add(
+        &s,
+        serde_json::json!({"tenant": "chk9", "template": "demo"}),
+    )
+    .await;
+    assert_eq!(st, StatusCode::CREATED, "{body}");
+    for ip in ["10.1.2.3", "127.0.0.1"] {
+        let (st, body) = claim(ip).await;
+        assert_eq!(st, StatusCode::BAD_REQUEST, "{body}");
+    }
 }

@@ -1,6 +1,8 @@
 //! Builds one validated `Instance` from an instance file, its template and the host config.
 
+pub use super::domains::check_domain;
 use super::{
+    domains::check_custom,
     host::{HostConfig, Plan, is_dns_label},
     model::{Database, Instance, Job, PathMount, SecretSpec, Web},
     params, render,
@@ -77,14 +79,14 @@ pub fn build(
         .unwrap_or_default();
     let parameters = parameters_of(i, t, &mut err);
     for (n, d) in i.domains.iter().enumerate() {
-        if let Err(m) = check_domain(d) {
+        if let Err(m) = check_custom(d, &i.tenant, host) {
             err(&format!("domains.{n}"), m);
         } else if i.domains[..n].contains(d) {
             err(&format!("domains.{n}"), format!("{d:?} is listed twice"));
         }
     }
     for (n, d) in i.aliases.iter().enumerate() {
-        if let Err(m) = check_domain(d) {
+        if let Err(m) = check_custom(d, &i.tenant, host) {
             err(&format!("aliases.{n}"), m);
         } else if i.domains.contains(d) || i.aliases[..n].contains(d) {
             err(&format!("aliases.{n}"), format!("{d:?} is listed twice"));
@@ -408,29 +410,5 @@ impl PathMount {
             host: h.to_string(),
             prefix: format!("/{seg}"),
         })
-    }
-}
-
-/// A lowercase host name of DNS labels with at least one dot.
-pub fn check_domain(d: &str) -> Result<(), String> {
-    let ok = d.len() <= 253 && d.contains('.') && d.split('.').all(is_dns_label);
-    if ok {
-        Ok(())
-    } else {
-        Err(format!(
-            "{d:?} is not a valid domain name (lowercase labels separated by dots)"
-        ))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn domains_are_lowercase_dotted_labels() {
-        assert!(check_domain("acme.example.com").is_ok());
-        assert!(check_domain("Acme.example.com").is_err());
-        assert!(check_domain("localhost").is_err());
     }
 }

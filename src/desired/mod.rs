@@ -3,6 +3,7 @@
 
 pub mod admission;
 pub mod backups;
+pub mod domains;
 pub mod edge;
 pub mod host;
 pub mod instance;
@@ -52,6 +53,7 @@ pub fn load(host: &HostConfig) -> Loaded {
         desired.frozen.insert(stem, e.to_string());
         errors.push(e);
     }
+    let proven = domains::proven(&host.state_dir);
     let mut claims: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for f in &files {
         let stem = f
@@ -68,7 +70,7 @@ pub fn load(host: &HostConfig) -> Loaded {
         }
         match instance::build(f, &stem, &templates, host) {
             Ok(i) => {
-                for d in claimed_domains(&i, host) {
+                for d in exclusive_claims(&i, host, &proven) {
                     claims.entry(d).or_default().push(stem.clone());
                 }
                 desired.instances.insert(stem, i);
@@ -91,6 +93,29 @@ pub fn load(host: &HostConfig) -> Loaded {
 pub fn claimed_domains(i: &Instance, host: &HostConfig) -> Vec<String> {
     let mut v = i.domains.clone();
     v.extend(i.aliases.iter().cloned());
+    v.extend(i.paths.iter().map(|p| p.key()));
+    if let Some(b) = &host.base_domain {
+        v.push(format!("{}.{b}", i.tenant));
+    }
+    v
+}
+
+/// The names that conflict with another tenant naming them: the tenant's subdomain, its path
+/// mounts, and the custom domains and aliases it has proven. A custom domain still waiting for
+/// proof is only a claim: another tenant may claim it too, and proof decides.
+pub fn exclusive_claims(
+    i: &Instance,
+    host: &HostConfig,
+    proven: &BTreeMap<String, String>,
+) -> Vec<String> {
+    let mine = |d: &&String| proven.get(*d).is_some_and(|t| *t == i.tenant);
+    let mut v: Vec<String> = i
+        .domains
+        .iter()
+        .chain(&i.aliases)
+        .filter(mine)
+        .cloned()
+        .collect();
     v.extend(i.paths.iter().map(|p| p.key()));
     if let Some(b) = &host.base_domain {
         v.push(format!("{}.{b}", i.tenant));
@@ -149,6 +174,20 @@ fn reject_shared_domains(
     }
 }
 
+/// Where `d` stands in the file: `domains.N`, `aliases.N`, `paths.N`, or the tenant's name
+/// (whose subdomain it is).
+fn claim_field(file: &spec::instance::InstanceFile, d: &str) -> String {
+    let at = |list: &[String], name: &str| {
+        list.iter()
+            .position(|x| x == d || x.trim_end_matches('/') == d)
+            .map(|n| format!("{name}.{n}"))
+    };
+    at(&file.domains, "domains")
+        .or_else(|| at(&file.aliases, "aliases"))
+        .or_else(|| at(&file.paths, "paths"))
+        .unwrap_or_else(|| "tenant".into())
+}
+
 /// Validates an instance file that is about to be written (by the API) against the templates
 /// and every other instance on disk, so a conflict is refused before anything changes.
 pub fn check_candidate(
@@ -161,17 +200,18 @@ pub fn check_candidate(
     let loaded = spec::parse_yaml::<spec::instance::InstanceFile>(&shown, &yaml)
         .map_err(|e| SpecErrors(vec![e]))?;
     let inst = instance::build(&loaded, &file.tenant, &current.templates, host)?;
+    let proven = domains::proven(&host.state_dir);
     let mut errors = SpecErrors::default();
-    for (n, d) in claimed_domains(&inst, host).iter().enumerate() {
+    for d in claimed_domains(&inst, host) {
         let holder = current
             .desired
             .instances
             .values()
             .filter(|o| o.tenant != inst.tenant)
-            .find(|o| claimed_domains(o, host).contains(d));
+            .find(|o| exclusive_claims(o, host, &proven).contains(&d));
         if let Some(o) = holder {
             errors.push(loaded.error_at(
-                &format!("domains.{n}"),
+                &claim_field(file, &d),
                 format!("domain {d:?} is already claimed by tenant {}", o.tenant),
             ));
         }

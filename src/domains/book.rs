@@ -119,6 +119,37 @@ impl DomainBook {
         Ok(())
     }
 
+    /// The binding of `domain` and `tenant`'s claim of it, as they are now (see `put_back`).
+    pub fn entry(&self, domain: &str, tenant: &str) -> (Option<Binding>, Option<Pending>) {
+        let b = self.book.lock().expect("book lock");
+        (
+            b.bindings.get(domain).cloned(),
+            b.pending.get(&format!("{domain} {tenant}")).cloned(),
+        )
+    }
+
+    /// Undoes a `bind` whose consequences were refused: the binding and the claim as `entry`
+    /// returned them before.
+    pub fn put_back(
+        &self,
+        domain: &str,
+        tenant: &str,
+        entry: (Option<Binding>, Option<Pending>),
+    ) -> Result<(), DomainError> {
+        let mut b = self.book.lock().expect("book lock");
+        let mut next = b.clone();
+        match entry.0 {
+            Some(x) => next.bindings.insert(domain.into(), x),
+            None => next.bindings.remove(domain),
+        };
+        if let Some(p) = entry.1 {
+            next.pending.insert(format!("{domain} {tenant}"), p);
+        }
+        self.save(&next)?;
+        *b = next;
+        Ok(())
+    }
+
     pub fn bound_to(&self, domain: &str) -> Option<String> {
         self.book
             .lock()

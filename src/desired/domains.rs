@@ -1,0 +1,121 @@
+//! Which names a tenant may claim as custom domains or aliases, and which claims count when
+//! two tenants name the same one: the provider's names (the base domain, shared domains) are
+//! never a tenant's to claim, IP literals are no domains, and an unproven claim blocks nothing.
+
+use super::{HostConfig, host::is_dns_label};
+use std::{collections::BTreeMap, path::Path};
+
+/// A lowercase host name of DNS labels with at least one dot, not an IP literal.
+pub fn check_domain(d: &str) -> Result<(), String> {
+    let ok = d.len() <= 253 && d.contains('.') && d.split('.').all(is_dns_label);
+    if !ok {
+        return Err(format!(
+            "{d:?} is not a valid domain name (lowercase labels separated by dots)"
+        ));
+    }
+    // A top-level label is never all digits: `10.1.2.3` is an address, not a name.
+    if d.rsplit('.')
+        .next()
+        .is_some_and(|tld| tld.bytes().all(|b| b.is_ascii_digit()))
+    {
+        return Err(format!("{d:?} is an IP address, not a domain name"));
+    }
+    Ok(())
+}
+
+fn is_at_or_under(d: &str, parent: &str) -> bool {
+    d == parent
+        || d.strip_suffix(parent)
+            .is_some_and(|rest| rest.ends_with('.'))
+}
+
+/// A custom domain or alias `tenant` may claim on `host`: a valid name that is not the base
+/// domain or under it (except the tenant's own subdomain), and not a shared domain or under one.
+pub fn check_custom(d: &str, tenant: &str, host: &HostConfig) -> Result<(), String> {
+    check_domain(d)?;
+    if let Some(base) = &host.base_domain
+        && is_at_or_under(d, base)
+        && d != format!("{tenant}.{base}")
+    {
+        return Err(format!(
+            "{d:?} is the host's base domain {base:?} or under it; tenants get their own subdomain {tenant}.{base} and may not claim others"
+        ));
+    }
+    let shared = host.proxy.iter().flat_map(|p| p.shared_domains.iter());
+    if let Some(s) = shared.into_iter().find(|s| is_at_or_under(d, s)) {
+        return Err(format!(
+            "{d:?} is the shared domain {s:?} or under it; tenants are mounted there by path (paths:), never by name"
+        ));
+    }
+    Ok(())
+}
+
+/// Custom domains proven by a tenant (domain → tenant), read from the domain book's file.
+/// Only these conflict between tenants; a claim still waiting for proof blocks nothing.
+pub fn proven(state_dir: &Path) -> BTreeMap<String, String> {
+    #[derive(serde::Deserialize)]
+    struct Binding {
+        tenant: String,
+    }
+    #[derive(serde::Deserialize)]
+    struct Book {
+        #[serde(default)]
+        bindings: BTreeMap<String, Binding>,
+    }
+    std::fs::read(state_dir.join("domains.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<Book>(&b).ok())
+        .map(|b| b.bindings.into_iter().map(|(d, b)| (d, b.tenant)).collect())
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn host() -> HostConfig {
+        let mut h = crate::fixtures::host();
+        h.base_domain = Some("apps.example.test".into());
+        h
+    }
+
+    #[test]
+    fn domains_are_lowercase_dotted_labels_and_never_addresses() {
+        assert!(check_domain("acme.example.com").is_ok());
+        assert!(check_domain("Acme.example.com").is_err());
+        assert!(check_domain("localhost").is_err());
+        for ip in ["10.1.2.3", "127.0.0.1", "1.2"] {
+            let e = check_domain(ip).unwrap_err();
+            assert!(e.contains("is an IP address"), "{ip}: {e}");
+        }
+        assert!(check_domain("1.example.com").is_ok());
+    }
+
+    #[test]
+    fn the_providers_names_are_not_a_tenants_to_claim() {
+        let h = host();
+        assert!(check_custom("shop.example.org", "chk4", &h).is_ok());
+        assert!(check_custom("chk4.apps.example.test", "chk4", &h).is_ok());
+        for d in [
+            "apps.example.test",
+            "chk9.apps.example.test",
+            "www.chk4.apps.example.test",
+        ] {
+            let e = check_custom(d, "chk4", &h).unwrap_err();
+            assert!(e.contains("base domain"), "{d}: {e}");
+        }
+        assert!(check_custom("xapps.example.test", "chk4", &h).is_ok());
+    }
+
+    #[test]
+    fn only_proven_bindings_are_read_from_the_book() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(proven(dir.path()).is_empty());
+        std::fs::write(
+            dir.path().join("domains.json"),
+            r#"{"bindings":{"shop.example.org":{"tenant":"acme","method":"dns","verified_at":1}},"pending":{}}"#,
+        )
+        .unwrap();
+        assert_eq!(proven(dir.path())["shop.example.org"], "acme");
+    }
+}
