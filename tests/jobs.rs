@@ -32,7 +32,8 @@ fn jobs_run_on_schedule_and_a_slow_one_never_overlaps_itself() {
     let mut t = std::fs::read_to_string(h.path("templates/demo/template.yaml")).unwrap();
     t.push_str(
         "\njobs:\n  tick:\n    schedule: \"*/2 * * * * *\"\n    service: app\n    command: [\"/bin/busybox\", \"date\", \"+tick-%s\"]\n  \
-         slow:\n    schedule: \"*/2 * * * * *\"\n    service: app\n    command: \"sleep 5; echo slow-done\"\n",
+         slow:\n    schedule: \"*/2 * * * * *\"\n    service: app\n    command: \"sleep 5; echo slow-done\"\n  \
+         hang:\n    schedule: \"*/2 * * * * *\"\n    service: app\n    timeout: 3s\n    command: \"echo hung; sleep 1000 & sleep 1001; echo never\"\n",
     );
     std::fs::write(h.path("templates/demo/template.yaml"), t).unwrap();
     let cfg = std::fs::read_to_string(h.path("berth.yaml")).unwrap();
@@ -83,6 +84,27 @@ fn jobs_run_on_schedule_and_a_slow_one_never_overlaps_itself() {
         "{}",
         j["slow"]
     );
+    // A hung job is killed at its timeout, with what it started, and the next run goes ahead.
+    let hang = j["hang"]["runs"].as_array().unwrap();
+    assert!(
+        hang.len() >= 2,
+        "a hung run blocked the later ones: {}",
+        j["hang"]
+    );
+    for r in hang {
+        assert_eq!(r["timed_out"], true, "{r}");
+        let ms = r["duration_ms"].as_u64().unwrap();
+        assert!((3000..8000).contains(&ms), "{r}");
+        assert!(r["output_tail"].as_str().unwrap().contains("hung"), "{r}");
+    }
+    let top = common::docker_ok(&["top", &h.container("j1", "app")]);
+    // One run at a time: more than one of its sleeps alive means a killed run left it behind.
+    let alive = |cmd: &str| top.lines().filter(|l| l.trim_end().ends_with(cmd)).count();
+    assert!(
+        alive(" sleep 1000") <= 1 && alive(" sleep 1001") <= 1,
+        "timed-out runs left processes behind:\n{top}"
+    );
+    assert!(h.cli_ok(&["jobs", "j1"]).contains("timed out"));
     // The same in /metrics: tick's last success (it may have run again since), slow's skips.
     let m = h.metrics();
     let at = |series: &str| sample(&m, series).unwrap_or_else(|| panic!("{series} in:\n{m}"));

@@ -298,8 +298,11 @@ pub fn jobs_table(v: &Value) -> String {
                 last.and_then(|r| r["started_ms"].as_u64())
                     .map(|ms| ago(ms / 1000))
                     .unwrap_or("-".into()),
-                last.map(|r| r["exit_code"].to_string())
-                    .unwrap_or("-".into()),
+                last.map(|r| match r["timed_out"].as_bool() {
+                    Some(true) => "timed out".to_string(),
+                    _ => r["exit_code"].to_string(),
+                })
+                .unwrap_or("-".into()),
                 last.and_then(|r| r["duration_ms"].as_u64())
                     .map(|ms| format!("{ms}ms"))
                     .unwrap_or("-".into()),

@@ -222,6 +222,9 @@ pub fn build(
                         schedule: j.schedule.clone(),
                         service: j.service.clone(),
                         command,
+                        // Checked with the template; a bad value cannot reach here.
+                        timeout: crate::jobs::timeout_of(j.timeout.as_deref())
+                            .unwrap_or(crate::jobs::DEFAULT_TIMEOUT),
                     },
                 )
             })

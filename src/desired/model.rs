@@ -44,6 +44,8 @@ pub struct Job {
     pub schedule: String,
     pub service: String,
     pub command: Vec<String>,
+    /// A run still going after this is killed and recorded as timed out.
+    pub timeout: std::time::Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]

@@ -92,6 +92,9 @@ pub fn validate(app: &str, source: TemplateSource) -> Result<Template, SpecError
         if let Err(e) = crate::jobs::schedule::parse(&j.schedule) {
             err(&format!("jobs.{name}.schedule"), e);
         }
+        if let Err(e) = crate::jobs::timeout_of(j.timeout.as_deref()) {
+            err(&format!("jobs.{name}.timeout"), e);
+        }
     }
     let order = start_order(t)
         .map_err(|m| err("services", m))

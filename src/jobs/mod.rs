@@ -21,6 +21,20 @@ use std::{
 pub const KEEP_RUNS: usize = 20;
 /// Output kept per run, from its end.
 pub const TAIL_BYTES: usize = 2048;
+/// How long a run may take when its template says nothing.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// A job's `timeout:`: from one second to a day, default 10 minutes.
+pub fn timeout_of(t: Option<&str>) -> Result<Duration, String> {
+    let Some(t) = t else {
+        return Ok(DEFAULT_TIMEOUT);
+    };
+    let d = crate::spec::units::parse_duration(t)?;
+    if d < Duration::from_secs(1) || d > Duration::from_secs(86_400) {
+        return Err(format!("{t:?} is out of range (1s..=24h)"));
+    }
+    Ok(d)
+}
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Run {
@@ -30,6 +44,9 @@ pub struct Run {
     /// None when the command could not be started at all.
     pub exit_code: Option<i64>,
     pub output_tail: String,
+    /// Killed at the job's timeout (with everything it started).
+    #[serde(default)]
+    pub timed_out: bool,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -194,10 +211,12 @@ impl Scheduler {
         let started = SystemTime::now();
         let clock = Instant::now();
         let args: Vec<&str> = job.command.iter().map(String::as_str).collect();
-        let (exit_code, output) = match self.ctl.runtime().exec(&container, &args, None).await {
-            Ok(o) => (Some(o.exit_code), o.output),
-            Err(e) => (None, e.to_string()),
-        };
+        let rt = self.ctl.runtime();
+        let (exit_code, output, timed_out) =
+            match rt.exec_timed(&container, &args, job.timeout).await {
+                Ok(o) => (Some(o.exit_code), o.output, o.timed_out),
+                Err(e) => (None, e.to_string(), false),
+            };
         let tail_from = output.len().saturating_sub(TAIL_BYTES);
         let tail_from = (tail_from..output.len())
             .find(|i| output.is_char_boundary(*i))
@@ -207,12 +226,14 @@ impl Scheduler {
             duration_ms: clock.elapsed().as_millis() as u64,
             exit_code,
             output_tail: output[tail_from..].to_string(),
+            timed_out,
         };
         tracing::info!(
             tenant = key.0,
             job = key.1,
             exit_code,
             ms = run.duration_ms,
+            timed_out,
             "job ran"
         );
         self.load(&key.0);

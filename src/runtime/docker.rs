@@ -46,6 +46,113 @@ pub const STATS_SOURCE_ENV: &str = "BERTH_STATS_SOURCE";
 pub const CRASH_AFTER_ENV: &str = "BERTH_FAULT_CRASH_AFTER";
 
 impl DockerRuntime {
+    /// One exec; with a `limit`, its process tree is killed by host PID once it passes.
+    async fn exec_with(
+        &self,
+        name: &str,
+        cmd: &[&str],
+        stdin: Option<Vec<u8>>,
+        limit: Option<Duration>,
+    ) -> Result<ExecOutput, RuntimeError> {
+        self.count();
+        let cfg = ExecConfig {
+            attach_stdin: Some(stdin.is_some()),
+            attach_stdout: Some(true),
+            attach_stderr: Some(true),
+            cmd: Some(cmd.iter().map(|s| s.to_string()).collect()),
+            ..Default::default()
+        };
+        let exec = self
+            .docker
+            .create_exec(name, cfg)
+            .await
+            .map_err(|e| call_err("container", name, e))?;
+        let started = self
+            .docker
+            .start_exec(
+                &exec.id,
+                Some(StartExecOptions {
+                    detach: false,
+                    tty: false,
+                    output_capacity: None,
+                }),
+            )
+            .await
+            .map_err(|e| call_err("container", name, e))?;
+        let mut output = String::new();
+        let mut stdout = Vec::new();
+        let mut timed_out = false;
+        let deadline = limit.map(|l| tokio::time::Instant::now() + l);
+        if let StartExecResults::Attached {
+            output: mut out,
+            mut input,
+        } = started
+        {
+            if let Some(data) = stdin {
+                input
+                    .write_all(&data)
+                    .await
+                    .map_err(|e| RuntimeError::Call {
+                        kind: "exec",
+                        name: name.into(),
+                        message: e.to_string(),
+                    })?;
+                input.shutdown().await.ok();
+            }
+            drop(input);
+            loop {
+                let next = match deadline {
+                    Some(d) if !timed_out => match tokio::time::timeout_at(d, out.next()).await {
+                        Ok(n) => n,
+                        Err(_) => {
+                            timed_out = true;
+                            self.kill_exec(&exec.id).await;
+                            continue;
+                        }
+                    },
+                    // Killed: what is left to read arrives at once, or is given up.
+                    Some(_) => tokio::time::timeout(Duration::from_secs(10), out.next())
+                        .await
+                        .unwrap_or(None),
+                    None => out.next().await,
+                };
+                let Some(chunk) = next else { break };
+                let chunk = chunk.map_err(|e| call_err("container", name, e))?;
+                if let bollard::container::LogOutput::StdOut { message } = &chunk {
+                    stdout.extend_from_slice(message);
+                }
+                output.push_str(&String::from_utf8_lossy(&chunk.into_bytes()));
+            }
+        }
+        let inspect = self
+            .docker
+            .inspect_exec(&exec.id)
+            .await
+            .map_err(|e| call_err("container", name, e))?;
+        Ok(ExecOutput {
+            exit_code: inspect.exit_code.unwrap_or(-1),
+            output,
+            stdout,
+            timed_out,
+        })
+    }
+
+    /// SIGKILL to a running exec's process and its descendants (by host PID).
+    async fn kill_exec(&self, id: &str) {
+        let pid = self.docker.inspect_exec(id).await.ok().and_then(|i| i.pid);
+        if let Some(pid) = pid.filter(|p| *p > 1) {
+            let n = tokio::task::spawn_blocking(move || super::proctree::kill_tree(pid as i32))
+                .await
+                .unwrap_or(0);
+            tracing::info!(
+                exec = id,
+                pid,
+                killed = n,
+                "exec past its time limit killed"
+            );
+        }
+    }
+
     /// Connects to the local engine (DOCKER_HOST or the default socket) and negotiates the API
     /// version down to what the engine speaks (Debian 12's Docker 20.10 speaks 1.41).
     pub async fn connect() -> Result<DockerRuntime, RuntimeError> {
@@ -538,68 +645,16 @@ impl Runtime for DockerRuntime {
         cmd: &[&str],
         stdin: Option<Vec<u8>>,
     ) -> Result<ExecOutput, RuntimeError> {
-        self.count();
-        let cfg = ExecConfig {
-            attach_stdin: Some(stdin.is_some()),
-            attach_stdout: Some(true),
-            attach_stderr: Some(true),
-            cmd: Some(cmd.iter().map(|s| s.to_string()).collect()),
-            ..Default::default()
-        };
-        let exec = self
-            .docker
-            .create_exec(name, cfg)
-            .await
-            .map_err(|e| call_err("container", name, e))?;
-        let started = self
-            .docker
-            .start_exec(
-                &exec.id,
-                Some(StartExecOptions {
-                    detach: false,
-                    tty: false,
-                    output_capacity: None,
-                }),
-            )
-            .await
-            .map_err(|e| call_err("container", name, e))?;
-        let mut output = String::new();
-        let mut stdout = Vec::new();
-        if let StartExecResults::Attached {
-            output: mut out,
-            mut input,
-        } = started
-        {
-            if let Some(data) = stdin {
-                input
-                    .write_all(&data)
-                    .await
-                    .map_err(|e| RuntimeError::Call {
-                        kind: "exec",
-                        name: name.into(),
-                        message: e.to_string(),
-                    })?;
-                input.shutdown().await.ok();
-            }
-            drop(input);
-            while let Some(chunk) = out.next().await {
-                let chunk = chunk.map_err(|e| call_err("container", name, e))?;
-                if let bollard::container::LogOutput::StdOut { message } = &chunk {
-                    stdout.extend_from_slice(message);
-                }
-                output.push_str(&String::from_utf8_lossy(&chunk.into_bytes()));
-            }
-        }
-        let inspect = self
-            .docker
-            .inspect_exec(&exec.id)
-            .await
-            .map_err(|e| call_err("container", name, e))?;
-        Ok(ExecOutput {
-            exit_code: inspect.exit_code.unwrap_or(-1),
-            output,
-            stdout,
-        })
+        self.exec_with(name, cmd, stdin, None).await
+    }
+
+    async fn exec_timed(
+        &self,
+        name: &str,
+        cmd: &[&str],
+        limit: Duration,
+    ) -> Result<ExecOutput, RuntimeError> {
+        self.exec_with(name, cmd, None, Some(limit)).await
     }
 
     async fn events(

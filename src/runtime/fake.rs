@@ -241,7 +241,17 @@ impl Runtime for FakeRuntime {
             exit_code: 0,
             output: String::new(),
             stdout: Vec::new(),
+            timed_out: false,
         })
+    }
+
+    async fn exec_timed(
+        &self,
+        name: &str,
+        cmd: &[&str],
+        _limit: Duration,
+    ) -> Result<ExecOutput, RuntimeError> {
+        self.exec(name, cmd, None).await
     }
 
     async fn events(

@@ -5,6 +5,7 @@ pub mod cgroup;
 pub mod docker;
 pub mod fake;
 pub mod labels;
+pub mod proctree;
 pub mod spec;
 
 use bytes::Bytes;
@@ -92,6 +93,8 @@ pub struct ExecOutput {
     pub output: String,
     /// stdout alone, byte for byte (dumps and archives).
     pub stdout: Vec<u8>,
+    /// The command outlived its time limit and was killed with everything it started.
+    pub timed_out: bool,
 }
 
 /// One reading of a container's resource use (cumulative values since it started).
@@ -151,6 +154,14 @@ pub trait Runtime: Send + Sync + 'static {
         name: &str,
         cmd: &[&str],
         stdin: Option<Vec<u8>>,
+    ) -> Result<ExecOutput, RuntimeError>;
+    /// Like `exec` without stdin, but the command and every process it started are killed
+    /// (SIGKILL) once `limit` has passed; the output so far is kept and `timed_out` is set.
+    async fn exec_timed(
+        &self,
+        name: &str,
+        cmd: &[&str],
+        limit: Duration,
     ) -> Result<ExecOutput, RuntimeError>;
     /// Engine events on this namespace's containers (started, died, changed health, OOM
     /// killed …), so reconcile reacts at once instead of at the next tick and OOM kills are

@@ -199,6 +199,9 @@ pub struct JobFile {
     pub schedule: String,
     pub service: String,
     pub command: StringOrList,
+    /// Longest a run may take before it is killed (default 10m).
+    #[serde(default)]
+    pub timeout: Option<String>,
 }
 
 /// Compose accepts both `command: a b c` and `command: [a, b, c]`.

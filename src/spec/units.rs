@@ -22,10 +22,15 @@ pub fn parse_bytes(s: &str) -> Result<u64, String> {
         .trim()
         .parse()
         .map_err(|_| format!("{s:?} is not a size (examples: 512m, 1g, 65536)"))?;
-    if !(n.is_finite() && n >= 0.0) {
+    let b = n * mult as f64;
+    if !(b.is_finite() && b >= 0.0) {
         return Err(format!("{s:?} is not a size"));
     }
-    Ok((n * mult as f64) as u64)
+    // Past 8 EiB a size is a typo or an attack, never a quota; `as` would saturate silently.
+    if b >= (1u64 << 63) as f64 {
+        return Err(format!("{s:?} is too large (at most 8 EiB)"));
+    }
+    Ok(b as u64)
 }
 
 /// A duration like `500ms`, `30s`, `5m`, `2h`; a bare number means seconds.
@@ -44,7 +49,8 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         "h" => n * 3600.0,
         _ => return Err(bad()),
     };
-    Ok(Duration::from_secs_f64(secs))
+    // A huge number of hours does not fit a Duration: an error, never a panic.
+    Duration::try_from_secs_f64(secs).map_err(|_| format!("{s:?} is too long a duration"))
 }
 
 /// Formats bytes the way specs write them, for messages and tables.
@@ -83,6 +89,17 @@ mod tests {
         assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
         assert_eq!(parse_duration("10"), Ok(Duration::from_secs(10)));
         assert!(parse_duration("5 weeks").is_err());
+    }
+
+    #[test]
+    fn values_too_large_for_their_type_are_errors_not_panics() {
+        let e = parse_duration("99999999999999999999999h").unwrap_err();
+        assert!(e.contains("too long"), "{e}");
+        assert!(parse_duration("1e400").is_err());
+        let e = parse_bytes("99999999999t").unwrap_err();
+        assert!(e.contains("too large"), "{e}");
+        assert!(parse_bytes("1e400").is_err());
+        assert!(parse_bytes("-1").is_err());
     }
 
     #[test]
