@@ -2,8 +2,11 @@
 //! Everything here is "as written"; `desired` turns it into validated types.
 
 pub mod error;
+#[cfg(test)]
+mod fuzz;
 pub mod host;
 pub mod instance;
+pub mod lint;
 pub mod locate;
 pub mod template;
 pub mod units;
@@ -65,8 +68,19 @@ pub fn whole_file_error(shown: &Path, message: impl Into<String>) -> SpecError {
 
 /// Parses YAML text, rejecting unknown keys, with errors located in `shown`.
 pub fn parse_yaml<T: DeserializeOwned>(shown: &Path, src: &str) -> Result<Loaded<T>, SpecError> {
-    let value =
-        serde_yaml::from_str::<T>(src).map_err(|e| error::from_yaml(shown.to_path_buf(), &e))?;
+    lint::check(shown, src)?;
+    let value = serde_yaml::from_str::<T>(src).map_err(|e| {
+        let mut err = error::from_yaml(shown.to_path_buf(), &e);
+        if err.line == 0 && err.message.contains("repetition limit") {
+            (err.line, err.column) = lint::first_alias(src).unwrap_or((1, 1));
+            err.message = "aliases expand to too many nodes (repetition limit exceeded)".into();
+        }
+        // Every problem in a text has a place; the whole text's is its start.
+        if err.line == 0 {
+            (err.line, err.column) = (1, 1);
+        }
+        err
+    })?;
     Ok(Loaded {
         shown: shown.to_path_buf(),
         value,
@@ -75,10 +89,34 @@ pub fn parse_yaml<T: DeserializeOwned>(shown: &Path, src: &str) -> Result<Loaded
     })
 }
 
+/// Broken files by path, with the digest of the text that failed: every pass and request reads
+/// all files, and a hostile one must cost one parse per change, not one per read.
+static BROKEN: std::sync::Mutex<BTreeMap<PathBuf, ([u8; 32], SpecError)>> =
+    std::sync::Mutex::new(BTreeMap::new());
+
 pub fn load_yaml<T: DeserializeOwned>(path: &Path, shown: &Path) -> Result<Loaded<T>, SpecError> {
+    use sha2::Digest;
     let src = std::fs::read_to_string(path)
         .map_err(|e| whole_file_error(shown, format!("cannot read: {e}")))?;
-    parse_yaml(shown, &src)
+    let digest: [u8; 32] = sha2::Sha256::digest(src.as_bytes()).into();
+    let key = path.to_path_buf();
+    if let Some((d, e)) = BROKEN.lock().expect("cache lock").get(&key)
+        && *d == digest
+        && e.file == shown
+    {
+        return Err(e.clone());
+    }
+    let parsed = parse_yaml(shown, &src);
+    let mut broken = BROKEN.lock().expect("cache lock");
+    match &parsed {
+        Err(e) => {
+            broken.insert(key, (digest, e.clone()));
+        }
+        Ok(_) => {
+            broken.remove(&key);
+        }
+    }
+    parsed
 }
 
 /// A template file plus the config templates it references, read from its directory.
