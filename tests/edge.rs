@@ -76,6 +76,24 @@ fn tenants_are_served_over_https_on_subdomains_and_paths_and_suspended_ones_show
     for d in ["acme.apps.test", "globex.apps.test", "shared.test"] {
         assert!(certs.contains(d), "{certs}");
     }
+
+    // A typo in globex's file freezes it: it keeps serving, by name and by path, until fixed.
+    std::fs::write(
+        h.path("instances/globex.yaml"),
+        "tenant: globex\ntemplate: demo\nlimits: {memroy: 1g}\n",
+    )
+    .unwrap();
+    h.reconcile();
+    h.reconcile();
+    assert_eq!(h.status("globex")["phase"], "invalid");
+    let (code, body) = curl(&h, https, "https", "globex.apps.test", "/", &[]);
+    assert_eq!(
+        (code.as_str(), body.contains("tenant=globex")),
+        ("200", true),
+        "{body}"
+    );
+    let (code, _) = curl(&h, https, "https", "shared.test", "/globex/", &[]);
+    assert_eq!(code, "200");
     h.kill9();
 }
 

@@ -142,4 +142,7 @@ impl Instance {
 pub struct Desired {
     pub instances: BTreeMap<String, Instance>,
     pub frozen: BTreeMap<String, String>,
+    /// For frozen tenants, the last valid state this agent saw: the edge keeps serving it
+    /// (routes, certificates, limits) until the file is fixed or removed.
+    pub last_valid: BTreeMap<String, Instance>,
 }

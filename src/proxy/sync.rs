@@ -27,7 +27,8 @@ pub fn edge(
 ) -> Edge {
     let mut tenants = Vec::new();
     let mut cert_domains = BTreeMap::new();
-    for (t, i) in &desired.instances {
+    // A frozen tenant (broken file or template) keeps the routes of its last valid state.
+    for (t, i) in desired.instances.iter().chain(&desired.last_valid) {
         let status = board.instances.get(t);
         let provisioning = status.is_none_or(|s| s.phase == Phase::Provisioning);
         let target = status

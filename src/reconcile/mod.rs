@@ -345,7 +345,8 @@ impl Controller {
         board.last_pass = Some(report.clone());
         board.engine_error = None;
         drop(board);
-        *self.last_desired.write().expect("desired lock") = Arc::new(loaded.desired);
+        let desired = self.carry_last_valid(loaded.desired);
+        *self.last_desired.write().expect("desired lock") = Arc::new(desired);
         self.touch();
         tracing::debug!(
             pass = report.pass,
@@ -354,6 +355,17 @@ impl Controller {
             "reconcile pass"
         );
         Ok(report)
+    }
+
+    /// A tenant frozen now keeps the last valid state of the previous pass, for the edge.
+    fn carry_last_valid(&self, mut d: desired::Desired) -> desired::Desired {
+        let prev = self.last_desired.read().expect("desired lock").clone();
+        for t in d.frozen.keys() {
+            if let Some(i) = prev.instances.get(t).or_else(|| prev.last_valid.get(t)) {
+                d.last_valid.insert(t.clone(), i.clone());
+            }
+        }
+        d
     }
 
     fn recorded(&self, d: &desired::Desired) -> plan::Recorded {

@@ -17,6 +17,7 @@ fn desired(instances: Vec<Instance>) -> Desired {
             .map(|i| (i.tenant.clone(), i))
             .collect(),
         frozen: BTreeMap::new(),
+        last_valid: BTreeMap::new(),
     }
 }
 

@@ -118,6 +118,31 @@ async fn a_broken_instance_file_leaves_the_running_tenant_untouched() {
     );
 }
 
+#[tokio::test]
+async fn a_broken_file_keeps_the_tenant_on_the_edge_with_its_last_valid_state() {
+    let e = env();
+    write_instance(e.dir.path(), "acme", "domains: [shop.example.org]\n");
+    converge(&e.ctl).await;
+    write_instance(e.dir.path(), "acme", "limits:\n  memroy: 1g\n");
+    e.ctl.pass().await.unwrap();
+    e.ctl.pass().await.unwrap(); // carried from pass to pass, not only from the last valid one
+    let verified = |_: &str, _: &str| true;
+    let edge = crate::proxy::sync::edge(&e.ctl.desired(), &e.ctl.board(), e.ctl.host(), &verified);
+    let acme = edge
+        .tenants
+        .iter()
+        .find(|t| t.tenant == "acme")
+        .expect("acme off the edge");
+    assert!(!acme.maintenance && acme.target.is_some(), "{acme:?}");
+    assert!(acme.hosts.contains(&"shop.example.org".to_string()));
+    assert!(edge.cert_domains.contains_key("shop.example.org"));
+    // Removed: gone from the edge too.
+    std::fs::remove_file(e.dir.path().join("instances/acme.yaml")).unwrap();
+    e.ctl.pass().await.unwrap();
+    let edge = crate::proxy::sync::edge(&e.ctl.desired(), &e.ctl.board(), e.ctl.host(), &verified);
+    assert!(edge.tenants.iter().all(|t| t.tenant != "acme"));
+}
+
 #[test]
 fn a_pass_that_began_before_a_release_leaves_the_tenant_to_the_next_pass() {
     let mut h = Holds::default();
