@@ -119,12 +119,21 @@ pub async fn serve<I>(
     let conn = b.serve_connection_with_upgrades(TokioIo::new(io), svc);
     tokio::pin!(conn);
     let idle = p.cfg.timeouts.idle;
+    // A complete first request head is due `header_read` after accept or handshake: hyper's
+    // own timer starts only with the first byte (plain) and never for h2 headers left open.
+    let first_head_due = tokio::time::Instant::from_std(opened) + p.cfg.timeouts.header_read;
     let mut closing = false;
     let mut shutdown_at: Option<Instant> = None;
     loop {
         let waiting_first = shutdown_at.is_some() && !closing;
         tokio::select! {
             _ = conn.as_mut() => return,
+            // Checked again when it fires: a request may have begun since this wait was armed.
+            _ = tokio::time::sleep_until(first_head_due), if !activity.started() => {
+                if !activity.started() {
+                    return;
+                }
+            }
             _ = shutdown.changed(), if shutdown_at.is_none() => {
                 shutdown_at = Some(Instant::now());
                 if activity.started() {

@@ -602,3 +602,6 @@ async fn a_pinned_tenant_keeps_the_target_its_upgrade_switched_to_until_released
         "files win once released"
     );
 }
+
+#[path = "tests_timeouts.rs"]
+mod timeouts;
