@@ -45,6 +45,8 @@ pub enum DaemonError {
     Domain(#[from] crate::domains::DomainError),
     #[error(transparent)]
     Listen(#[from] crate::proxy::ListenError),
+    #[error(transparent)]
+    SharedDb(#[from] crate::reconcile::shared_db::SharedDbError),
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> DaemonError + '_ {
@@ -104,6 +106,7 @@ pub async fn run(mut host: HostConfig) -> Result<(), DaemonError> {
     let layout = Layout::new(host.state_dir.clone());
     let _lock = lock_state_dir(&layout)?;
     fill_admission_totals(&mut host);
+    crate::reconcile::shared_db::ensure_name_key(&mut host)?;
     let rt: Arc<dyn Runtime> = Arc::new(DockerRuntime::connect().await?);
     let ctl = Arc::new(Controller::new(rt, host.clone())?);
     ctl.set_egress(Arc::new(egress_policy(&host)));

@@ -33,6 +33,7 @@ pub fn host() -> HostConfig {
         plans: BTreeMap::new(),
         default_plan: None,
         shared_database: None,
+        db_name_key: None,
         proxy: None,
         acme: None,
         domains: crate::desired::edge::DomainsConfig {

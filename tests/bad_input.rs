@@ -11,11 +11,12 @@ fn stderr(o: &std::process::Output) -> String {
 fn bad_input_is_rejected_with_exact_messages_and_nothing_half_created() {
     let Some(_serial) = docker_test() else { return };
     let mut h = Harness::new(31);
-    // Admission counts with 1g of memory here: the shared database (256m) and india (512m) fit,
-    // one more 512m instance does not. And with 1g of disk, which a 2g plan does not fit.
+    // Admission counts with 900m of memory here: india (512m) fits, one more 512m instance
+    // does not (the shared database server is not reserved: no tenant uses it). And with 1g
+    // of disk, which a 2g plan does not fit.
     let mut cfg = std::fs::read_to_string(h.path("berth.yaml")).unwrap();
     cfg = cfg.replace("plans:\n", "plans:\n  bigdisk: {memory: 64m, disk: 2g}\n");
-    cfg.push_str("admission:\n  memory: 1g\n  disk: 1g\n");
+    cfg.push_str("admission:\n  memory: 900m\n  disk: 1g\n");
     std::fs::write(h.path("berth.yaml"), cfg).unwrap();
     h.start();
     h.cli_ok(&[
@@ -75,7 +76,7 @@ fn bad_input_is_rejected_with_exact_messages_and_nothing_half_created() {
     let o = h.cli(&["add", "juliet", "--template", "demo"]);
     assert!(
         stderr(&o).contains(
-            "not admitted: juliet needs 512m of memory; 768m is reserved already, so 1280m in all, but this host allows 1g (1g × overcommit 1)"
+            "not admitted: juliet needs 512m of memory; 512m is reserved already, so 1g in all, but this host allows 900m (900m × overcommit 1)"
         ),
         "{}",
         stderr(&o)
@@ -88,8 +89,8 @@ fn bad_input_is_rejected_with_exact_messages_and_nothing_half_created() {
     h.cli_ok(&["add", "mike", "--template", "demo", "--plan", "small"]);
     let cap: serde_json::Value =
         serde_json::from_str(&h.cli_ok(&["capacity", "-o", "json"])).unwrap();
-    assert_eq!(cap["memory_reserved"], 1u64 << 30, "{cap}");
-    assert_eq!(cap["memory_allowed"], 1u64 << 30, "{cap}");
+    assert_eq!(cap["memory_reserved"], 768u64 << 20, "{cap}");
+    assert_eq!(cap["memory_allowed"], 900u64 << 20, "{cap}");
     assert_eq!(cap["disk_allowed"], 1u64 << 30, "{cap}");
     assert_eq!(cap["disk_reserved"], 0, "{cap}");
     assert!(cap["disk_used"].as_u64().unwrap() > 0, "{cap}");

@@ -12,15 +12,32 @@ fn shared_mode_gives_each_tenant_its_own_database_that_no_other_tenant_can_open(
     write_instance(&h, "mike", "template: demo-shared\n");
     write_instance(&h, "november", "template: demo-shared\n");
     h.wait_running(&["mike", "november"]);
+    // Each tenant's database and role: one opaque name (keyed digest), never the tenant's.
+    let mut names = std::collections::BTreeMap::new();
     for t in ["mike", "november"] {
         let port = h.port(t);
-        let want = format!("db-ok t_{t} t_{t}");
+        let mut seen = String::new();
         wait_for(
             Duration::from_secs(30),
-            || http_get(port, "/cgi-bin/db").is_some_and(|(c, b)| c == 200 && b.contains(&want)),
-            &want,
+            || {
+                let r = http_get(port, "/cgi-bin/db");
+                seen = r.map(|(_, b)| b).unwrap_or_default();
+                seen.contains("db-ok t_")
+            },
+            "db-ok",
         );
+        let line = seen
+            .lines()
+            .find(|l| l.contains("db-ok"))
+            .unwrap()
+            .to_string();
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let (db, user) = (words[1].to_string(), words[2].to_string());
+        assert_eq!(db, user);
+        assert!(db.len() == 26 && !db.contains(t), "{line}");
+        names.insert(t, db);
     }
+    let (mike_db, november_db) = (names["mike"].clone(), names["november"].clone());
     // One server for both, on each tenant's network under one alias.
     let server = format!("{}-_host-postgres", h.ns);
     let nets = docker_ok(&[
@@ -35,25 +52,39 @@ fn shared_mode_gives_each_tenant_its_own_database_that_no_other_tenant_can_open(
     );
     // mike's credentials do not open november's database; PUBLIC has no CONNECT.
     let app = h.container("mike", "app");
-    let attempt = |db: &str| {
+    let as_mike = |db: &str, sql: &str| {
         docker(&[
             "exec",
             &app,
             "sh",
             "-c",
             &format!(
-                "PGPASSWORD=$(cat /run/secrets/db_password) HOME=/tmp psql -h {}-shared-postgres -U t_mike -d {db} -tAc 'select 1'",
+                "PGPASSWORD=$(cat /run/secrets/db_password) HOME=/tmp psql -h {}-shared-postgres -U {mike_db} -d {db} -tAc \"{sql}\"",
                 h.ns
             ),
         ])
     };
-    assert!(attempt("t_mike").status.success());
-    let denied = attempt("t_november");
-    assert!(!denied.status.success());
+    assert!(as_mike(&mike_db, "select 1").status.success());
+    // Only its own database: not november's, not the server's own ones.
+    for other in [november_db.as_str(), "postgres", "template1"] {
+        let denied = as_mike(other, "select 1");
+        assert!(!denied.status.success(), "mike opened {other}");
+        assert!(
+            String::from_utf8_lossy(&denied.stderr).contains("permission denied for database"),
+            "{other}: {}",
+            String::from_utf8_lossy(&denied.stderr)
+        );
+    }
+    // What mike can list names no tenant.
+    let listed = as_mike(
+        &mike_db,
+        "select string_agg(datname, ',') from pg_database union all select string_agg(rolname, ',') from pg_roles",
+    );
+    let listed = String::from_utf8_lossy(&listed.stdout).to_string();
+    assert!(listed.contains(&november_db), "{listed}");
     assert!(
-        String::from_utf8_lossy(&denied.stderr).contains("permission denied for database"),
-        "{}",
-        String::from_utf8_lossy(&denied.stderr)
+        !listed.contains("mike") && !listed.contains("november"),
+        "{listed}"
     );
     let superuser_sql = |sql: &str| {
         docker_ok(&[
@@ -68,8 +99,50 @@ fn shared_mode_gives_each_tenant_its_own_database_that_no_other_tenant_can_open(
             sql,
         ])
     };
-    let limit = superuser_sql("select rolconnlimit from pg_roles where rolname = 't_mike'");
+    let limit = superuser_sql(&format!(
+        "select rolconnlimit from pg_roles where rolname = '{mike_db}'"
+    ));
     assert_eq!(limit, "5");
+    // A database of the old naming (`t_<tenant>`) is renamed to the keyed name, data and all.
+    superuser_sql("create role t_oscar login");
+    superuser_sql("create database t_oscar owner t_oscar");
+    docker_ok(&[
+        "exec",
+        &server,
+        "psql",
+        "-h",
+        "/var/run/postgresql",
+        "-U",
+        "postgres",
+        "-d",
+        "t_oscar",
+        "-c",
+        "create table legacy(x int); insert into legacy values (42); alter table legacy owner to t_oscar",
+    ]);
+    write_instance(&h, "oscar", "template: demo-shared\n");
+    h.wait_running(&["oscar"]);
+    assert_eq!(
+        superuser_sql("select count(*) from pg_database where datname = 't_oscar'"),
+        "0"
+    );
+    let oscar_db = superuser_sql(
+        "select datname from pg_database where datname like 't\\_%' and datname not in (select rolname from pg_roles where rolname = 't_oscar') order by oid desc limit 1",
+    );
+    let kept = docker_ok(&[
+        "exec",
+        &server,
+        "psql",
+        "-h",
+        "/var/run/postgresql",
+        "-U",
+        "postgres",
+        "-d",
+        &oscar_db,
+        "-tAc",
+        "select x from legacy",
+    ]);
+    assert_eq!(kept, "42", "{oscar_db}");
+    h.cli_ok(&["rm", "oscar", "--purge"]);
     // Purge drops the tenant's database and role.
     h.cli_ok(&["rm", "mike", "--purge"]);
     wait_for(
@@ -80,6 +153,28 @@ fn shared_mode_gives_each_tenant_its_own_database_that_no_other_tenant_can_open(
         },
         "purge",
     );
-    let left = superuser_sql("select count(*) from pg_database where datname = 't_mike'");
+    let left = superuser_sql(&format!(
+        "select count(*) from pg_database where datname = '{mike_db}'"
+    ));
     assert_eq!(left, "0");
+    // The last tenant on the server goes: the server stops and holds no memory.
+    let reserved = |h: &Harness| {
+        let cap: serde_json::Value =
+            serde_json::from_str(&h.cli_ok(&["capacity", "-o", "json"])).unwrap();
+        cap["memory_reserved"].as_u64().unwrap()
+    };
+    assert!(
+        reserved(&h) > 256 << 20,
+        "november and the server are reserved"
+    );
+    h.cli_ok(&["rm", "november", "--purge"]);
+    wait_for(
+        Duration::from_secs(60),
+        || {
+            h.reconcile();
+            docker(&["inspect", &server]).status.code() != Some(0)
+        },
+        "the unused shared database server removed",
+    );
+    assert_eq!(reserved(&h), 0, "the stopped server is still reserved");
 }

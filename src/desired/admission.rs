@@ -44,15 +44,28 @@ impl Resource {
     }
 }
 
-/// What every instance but `except` reserves of `r`, plus the host's own reservation.
+/// Whether the tenant's database lives on the host's shared server.
+fn uses_shared(i: &Instance) -> bool {
+    i.database
+        .as_ref()
+        .is_some_and(|d| d.mode == crate::spec::template::DatabaseMode::Shared)
+}
+
+/// What every instance but `except` reserves of `r`, plus the host's own reservation while
+/// any of them uses it (the shared database server runs only then).
 pub fn reserved(r: Resource, host: &HostConfig, d: &Desired, except: Option<&str>) -> u64 {
-    let instances: u64 = d
-        .instances
-        .values()
-        .filter(|i| Some(i.tenant.as_str()) != except)
-        .map(|i| r.of(i))
-        .sum();
-    instances + r.host_own(host)
+    let others = || {
+        d.instances
+            .values()
+            .filter(move |i| Some(i.tenant.as_str()) != except)
+    };
+    let instances: u64 = others().map(|i| r.of(i)).sum();
+    let server = if others().any(uses_shared) {
+        r.host_own(host)
+    } else {
+        0
+    };
+    instances + server
 }
 
 /// What instances may reserve of `r` in all, when the host's total is known.
@@ -77,6 +90,13 @@ fn refusal(r: Resource, host: &HostConfig, d: &Desired, candidate: &Instance) ->
     // that is over its allowance already (its memory was set lower since, say).
     let has = d.instances.get(&candidate.tenant).map_or(0, |i| r.of(i));
     let others = reserved(r, host, d, Some(&candidate.tenant));
+    // The first tenant on the shared database server brings the server's reservation with it.
+    let server_up = d
+        .instances
+        .values()
+        .any(|i| i.tenant != candidate.tenant && uses_shared(i));
+    let server_too = uses_shared(candidate) && !server_up;
+    let wants = wants + if server_too { r.host_own(host) } else { 0 };
     let total = others + wants;
     if wants <= has || total <= allowed {
         return None;
@@ -120,6 +140,41 @@ mod tests {
             ..Admission::default()
         };
         h
+    }
+
+    #[test]
+    fn the_shared_server_is_reserved_only_while_a_tenant_uses_it() {
+        let mut h = host(Some(1 << 30), 1.0);
+        h.shared_database = Some(crate::desired::host::SharedDatabase {
+            image: "x".into(),
+            memory: 512 << 20,
+            connection_limit: 5,
+        });
+        let (d, _) = fleet(&[256 << 20]);
+        assert_eq!(reserved(Resource::Memory, &h, &d, None), 256 << 20);
+        let mut shared = fixtures::demo_instance("s1");
+        shared.limits.memory = 256 << 20;
+        shared.database.as_mut().unwrap().mode = crate::spec::template::DatabaseMode::Shared;
+        assert!(
+            admit(&h, &d, &shared).is_empty(),
+            "256m + 256m + the 512m server fits 1g"
+        );
+        let mut d2 = d.clone();
+        d2.instances.insert("s1".into(), shared.clone());
+        assert_eq!(reserved(Resource::Memory, &h, &d2, None), 1 << 30);
+        let mut big = shared.clone();
+        big.tenant = "s2".into();
+        big.limits.memory = 1;
+        d2.instances.insert("s2".into(), big);
+        let once = (1u64 << 30) + 1;
+        assert_eq!(
+            reserved(Resource::Memory, &h, &d2, None),
+            once,
+            "the server is counted once"
+        );
+        shared.limits.memory = 257 << 20;
+        let e = admit(&h, &d, &shared).join("");
+        assert!(e.contains("needs 769m of memory"), "{e}");
     }
 
     #[test]

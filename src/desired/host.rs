@@ -33,6 +33,9 @@ pub struct HostConfig {
     pub plans: BTreeMap<String, Plan>,
     pub default_plan: Option<String>,
     pub shared_database: Option<SharedDatabase>,
+    /// Secret key of the shared database's role and database names (`<state>/host/secrets/
+    /// db_name_key`, made by the agent at its first start): names say nothing of tenants.
+    pub db_name_key: Option<String>,
     pub proxy: Option<ProxyConfig>,
     pub acme: Option<AcmeConfig>,
     pub domains: DomainsConfig,
@@ -201,7 +204,15 @@ pub fn load(path: &Path) -> Result<HostConfig, SpecErrors> {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    build(&file, &root)
+    let mut host = build(&file, &root)?;
+    host.db_name_key = std::fs::read_to_string(db_name_key_path(&host.state_dir))
+        .ok()
+        .map(|k| k.trim().to_string());
+    Ok(host)
+}
+
+pub fn db_name_key_path(state_dir: &Path) -> PathBuf {
+    state_dir.join("host").join("secrets").join("db_name_key")
 }
 
 pub fn build(file: &spec::Loaded<HostFile>, root: &Path) -> Result<HostConfig, SpecErrors> {
@@ -386,6 +397,7 @@ pub fn build(file: &spec::Loaded<HostFile>, root: &Path) -> Result<HostConfig, S
         plans,
         default_plan: h.default_plan.clone(),
         shared_database,
+        db_name_key: None,
         proxy,
         acme,
         domains: domains.expect("checked above"),

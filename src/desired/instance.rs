@@ -328,7 +328,7 @@ fn database_of(
                     i.template
                 ));
             }
-            let n = format!("t_{}", i.tenant.replace('-', "_"));
+            let n = shared_db_name(host, &i.tenant);
             (shared_db_host(&host.namespace), n.clone(), n)
         }
     };
@@ -344,6 +344,15 @@ fn database_of(
 }
 
 /// Network alias of the host's shared database server.
+/// A tenant's role and database name on the shared server: `t_` and 24 hex digits of a keyed
+/// digest, so another tenant listing roles or databases learns nothing of who is there.
+pub fn shared_db_name(host: &HostConfig, tenant: &str) -> String {
+    use sha2::Digest;
+    let key = host.db_name_key.as_deref().unwrap_or_default();
+    let d = sha2::Sha256::digest(format!("{key}\0{tenant}").as_bytes());
+    format!("t_{}", &hex::encode(d)[..24])
+}
+
 pub fn shared_db_host(namespace: &str) -> String {
     format!("{namespace}-shared-postgres")
 }

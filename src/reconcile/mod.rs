@@ -322,6 +322,8 @@ impl Controller {
         } else {
             observed
         };
+        let desired = self.carry_last_valid(loaded.desired);
+        self.retire_shared_db(&desired, &observed).await;
         let failures = self.failures.lock().expect("failures lock").clone();
         let ports = self
             .allocs
@@ -332,7 +334,7 @@ impl Controller {
         let report = PassReport {
             pass: *n,
             duration_ms: started.elapsed().as_secs_f64() * 1000.0,
-            instances: loaded.desired.instances.len(),
+            instances: desired.instances.len(),
             tenants_changed,
             steps,
             mutations: self.rt.mutations() - mutations_before,
@@ -340,12 +342,11 @@ impl Controller {
             errors: errors.into_inner(),
         };
         let mut board = self.board.write().expect("board lock");
-        board.instances = status::board(&loaded.desired, &observed, &failures, &ports);
+        board.instances = status::board(&desired, &observed, &failures, &ports);
         board.spec_errors = loaded.errors.0.iter().map(ToString::to_string).collect();
         board.last_pass = Some(report.clone());
         board.engine_error = None;
         drop(board);
-        let desired = self.carry_last_valid(loaded.desired);
         *self.last_desired.write().expect("desired lock") = Arc::new(desired);
         self.touch();
         tracing::debug!(
@@ -355,6 +356,20 @@ impl Controller {
             "reconcile pass"
         );
         Ok(report)
+    }
+
+    /// The shared database server stops once no tenant uses it (after this pass's purges).
+    async fn retire_shared_db(&self, d: &desired::Desired, inv: &crate::runtime::Inventory) {
+        if self.host.shared_database.is_none() {
+            return;
+        }
+        let purging =
+            std::fs::read_dir(self.layout.purge_dir()).is_ok_and(|mut rd| rd.next().is_some());
+        if let Err(e) =
+            shared_db::retire_if_unused(self.rt.as_ref(), &self.host, d, inv, purging).await
+        {
+            tracing::warn!(error = %e, "shared database server not stopped");
+        }
     }
 
     /// A tenant frozen now keeps the last valid state of the previous pass, for the edge.

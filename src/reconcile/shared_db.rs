@@ -32,10 +32,29 @@ fn host_secret_dir(layout: &Layout) -> std::path::PathBuf {
     layout.root().join("host").join("secrets")
 }
 
-/// The role and database names of a tenant are `t_<tenant>`; tenant names are DNS labels, so
-/// these are plain identifiers with no quoting needed.
-fn role(inst_tenant: &str) -> String {
-    format!("t_{}", inst_tenant.replace('-', "_"))
+/// The names of berth before keyed names: `t_<tenant>` (renamed on the tenant's next ensure).
+fn legacy_role(tenant: &str) -> String {
+    format!("t_{}", tenant.replace('-', "_"))
+}
+
+/// Makes the key of role and database names once (CSPRNG, 0600); sets it in `host`.
+pub fn ensure_name_key(host: &mut HostConfig) -> Result<(), SharedDbError> {
+    let path = crate::desired::host::db_name_key_path(&host.state_dir);
+    let ferr = |source| SharedDbError::Files {
+        path: path.display().to_string(),
+        source,
+    };
+    if !path.exists() {
+        if let Some(dir) = path.parent() {
+            atomic::create_dir(dir, 0o700).map_err(ferr)?;
+        }
+        let key = super::files::generate(32, Default::default())
+            .map_err(|m| ferr(std::io::Error::other(m)))?;
+        atomic::write(&path, key.as_bytes(), 0o600).map_err(ferr)?;
+    }
+    let key = std::fs::read_to_string(&path).map_err(ferr)?;
+    host.db_name_key = Some(key.trim().to_string());
+    Ok(())
 }
 
 /// Starts the server if needed, attaches it to the tenant's network, and creates or updates
@@ -70,9 +89,15 @@ pub async fn ensure(
             path: db.password_secret.clone(),
             source,
         })?;
-    let r = role(&inst.tenant);
+    let r = crate::desired::instance::shared_db_name(host, &inst.tenant);
+    let old = legacy_role(&inst.tenant);
+    // A database of the old naming is renamed (its sessions ended first), never made anew.
     let sql = format!(
-        "DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{r}') THEN CREATE ROLE {r} LOGIN; END IF; END $$;\n\
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{old}' AND EXISTS (SELECT FROM pg_database WHERE datname = '{old}') AND NOT EXISTS (SELECT FROM pg_database WHERE datname = '{r}');\n\
+         SELECT 'ALTER DATABASE {old} RENAME TO {r}' WHERE EXISTS (SELECT FROM pg_database WHERE datname = '{old}') AND NOT EXISTS (SELECT FROM pg_database WHERE datname = '{r}')\\gexec\n\
+         SELECT 'ALTER ROLE {old} RENAME TO {r}' WHERE EXISTS (SELECT FROM pg_roles WHERE rolname = '{old}') AND NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{r}')\\gexec\n\
+         REVOKE CONNECT, TEMPORARY ON DATABASE postgres, template1 FROM PUBLIC;\n\
+         DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{r}') THEN CREATE ROLE {r} LOGIN; END IF; END $$;\n\
          ALTER ROLE {r} WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE PASSWORD '{pw}' CONNECTION LIMIT {limit};\n\
          SELECT 'CREATE DATABASE {r} OWNER {r}' WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = '{r}')\\gexec\n\
          REVOKE ALL ON DATABASE {r} FROM PUBLIC;\n\
@@ -94,14 +119,56 @@ pub async fn drop_tenant(
     if host.shared_database.is_none() || !inv.containers.iter().any(|c| c.name == server) {
         return Ok(());
     }
-    let r = role(tenant);
+    let r = crate::desired::instance::shared_db_name(host, tenant);
+    let old = legacy_role(tenant);
     psql(
         rt,
         &server,
         tenant,
-        format!("DROP DATABASE IF EXISTS {r} WITH (FORCE);\nDROP ROLE IF EXISTS {r};\n"),
+        format!(
+            "DROP DATABASE IF EXISTS {r} WITH (FORCE);\nDROP ROLE IF EXISTS {r};\n\
+             DROP DATABASE IF EXISTS {old} WITH (FORCE);\nDROP ROLE IF EXISTS {old};\n"
+        ),
     )
     .await
+}
+
+/// Stops and removes the server's container once no desired tenant uses it, so it holds no
+/// memory (its volume keeps every database; the next shared tenant starts it again).
+/// Kept while a purge may still need to drop a database, or a frozen tenant of unknown
+/// template may still be using it.
+pub async fn retire_if_unused(
+    rt: &dyn Runtime,
+    host: &HostConfig,
+    desired: &crate::desired::Desired,
+    inv: &crate::runtime::Inventory,
+    purging: bool,
+) -> Result<bool, SharedDbError> {
+    use crate::spec::template::DatabaseMode;
+    let used = desired
+        .instances
+        .values()
+        .chain(desired.last_valid.values())
+        .any(|i| {
+            i.database
+                .as_ref()
+                .is_some_and(|d| d.mode == DatabaseMode::Shared)
+        });
+    let unknown = desired
+        .frozen
+        .keys()
+        .any(|t| !desired.last_valid.contains_key(t));
+    if used || unknown || purging {
+        return Ok(false);
+    }
+    let server = spec::container_name(&host.namespace, labels::HOST_TENANT, "postgres");
+    if !inv.containers.iter().any(|c| c.name == server) {
+        return Ok(false);
+    }
+    rt.stop_container(&server, Duration::from_secs(30)).await?;
+    rt.remove_container(&server).await?;
+    tracing::info!("shared database server stopped: no tenant uses it");
+    Ok(true)
 }
 
 async fn psql(
