@@ -156,6 +156,13 @@ impl Scheduler {
         let desired = self.ctl.desired();
         let board = self.ctl.board();
         let mut soonest = now + Duration::from_secs(60);
+        // A purged tenant (no allocation left) takes its history with it: a new tenant of
+        // the same name starts with none.
+        let kept = self.ctl.allocations().snapshot();
+        self.records
+            .lock()
+            .expect("records lock")
+            .retain(|(t, _), _| kept.contains_key(t));
         let mut slots = self.slots.lock().expect("slots lock");
         slots.retain(|(t, j), _| {
             desired

@@ -4,6 +4,7 @@
 
 pub mod encode;
 pub mod instances;
+pub mod oom;
 pub mod process;
 pub mod proxy;
 pub mod state;
@@ -16,7 +17,6 @@ use prometheus_client::{
     encoding::EncodeLabelSet,
     metrics::{
         counter::Counter,
-        family::Family,
         histogram::{Histogram, exponential_buckets},
     },
     registry::{Registry, Unit},
@@ -48,8 +48,7 @@ pub struct Metrics {
     ctl: Arc<Controller>,
     proxy: Option<Arc<crate::proxy::Proxy>>,
     pub sweep: Arc<sweep::Sweep>,
-    ooms: Family<ServiceLabels, Counter>,
-    oom_tenants: std::sync::Mutex<std::collections::BTreeMap<String, u64>>,
+    ooms: oom::Ooms,
     passes: Histogram,
     pass_failures: Counter,
     last_pass: AtomicU64,
@@ -59,11 +58,11 @@ impl Metrics {
     pub fn new(s: Sources) -> Arc<Metrics> {
         let mut registry = Registry::default();
         let sweep = Arc::new(sweep::Sweep::default());
-        let ooms = Family::<ServiceLabels, Counter>::default();
+        let ooms = oom::Ooms::default();
         registry.register(
             "berth_container_oom_kills",
             "Processes of the tenant's service killed for passing its memory limit",
-            ooms.clone(),
+            ooms.family.clone(),
         );
         let passes = Histogram::new(exponential_buckets(0.001, 2.0, 16));
         registry.register_with_unit(
@@ -97,7 +96,6 @@ impl Metrics {
             proxy: s.proxy,
             sweep,
             ooms,
-            oom_tenants: Default::default(),
             passes,
             pass_failures,
             last_pass: AtomicU64::new(0),
@@ -121,29 +119,13 @@ impl Metrics {
                 container = e.container,
                 "a process of the tenant was killed for passing its memory limit"
             );
-            self.ooms
-                .get_or_create(&ServiceLabels {
-                    tenant: e.tenant.clone(),
-                    service: e.service.clone(),
-                })
-                .inc();
-            *self
-                .oom_tenants
-                .lock()
-                .expect("oom lock")
-                .entry(e.tenant.clone())
-                .or_default() += 1;
+            self.ooms.count(&e.tenant, &e.service);
         }
     }
 
     /// OOM kills counted so far for `tenant`, all services together.
     pub fn oom_kills(&self, tenant: &str) -> u64 {
-        self.oom_tenants
-            .lock()
-            .expect("oom lock")
-            .get(tenant)
-            .copied()
-            .unwrap_or(0)
+        self.ooms.total(tenant)
     }
 
     /// Records each finished reconcile pass once, read from the board (which keeps only the
@@ -163,6 +145,10 @@ impl Metrics {
                 self.passes.observe(p.duration_ms / 1000.0);
                 self.pass_failures.inc_by(p.errors as u64);
             }
+            // A tenant without an allocation has been purged: its counters go with it.
+            let kept = ctl.allocations().snapshot();
+            self.ooms
+                .retain(|t| kept.contains_key(t) || t == crate::runtime::labels::HOST_TENANT);
         }
     }
 
