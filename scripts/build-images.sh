@@ -4,6 +4,8 @@
 #   berth/postgres:15     PostgreSQL server (uid 999), initialised from *_FILE secrets
 #   berth/demo:1, :2      busybox httpd app that shows tenant + version and queries its database
 #   berth/demo:3          a broken release: its health path fails (for upgrade tests)
+#   berth/systemd:bookworm  with `systemd` as argument: Debian with systemd as PID 1, where
+#                         tests/systemd.rs installs berth's units and runs the agent for real
 # An image whose inputs did not change is not rebuilt (label berth.inputs = hash of images/).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -70,4 +72,23 @@ USER 65534:65534
 EXPOSE 8080
 CMD [\"/usr/local/bin/run-httpd\"]"
 done
+build_systemd() {
+  have berth/systemd:bookworm "$inputs" && { echo "build-images: berth/systemd:bookworm is up to date"; return 0; }
+  local dir=$cache/sdroot
+  if [ ! -x "$dir/lib/systemd/systemd" ]; then
+    rm -rf "$dir"; mkdir -p "$dir"
+    echo "build-images: debootstrap bookworm with systemd (about a minute)"
+    debootstrap --variant=minbase \
+      --include=systemd,systemd-sysv,dbus,iproute2,e2fsprogs,util-linux,mount,iptables,curl,ca-certificates,procps \
+      bookworm "$dir" "$(mirror)" >"$cache/sd-debootstrap.log" 2>&1 \
+      || { tail -n 20 "$cache/sd-debootstrap.log" >&2; exit 1; }
+    rm -rf "$dir"/var/cache/apt/archives/*.deb "$dir"/var/lib/apt/lists/*
+  fi
+  echo "build-images: importing berth/systemd:bookworm"
+  tar -C "$dir" -c . | docker import -c "LABEL berth.inputs=$inputs" -c 'ENV container=docker' \
+    -c 'CMD ["/sbin/init"]' - berth/systemd:bookworm >/dev/null
+}
+if [ "${1:-}" = systemd ]; then
+  build_systemd
+fi
 echo "build-images: done"
