@@ -6,18 +6,6 @@ mod common;
 use common::{Harness, docker_test, sample};
 use std::time::Duration;
 
-fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &to.join(e.file_name()));
-        } else {
-            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
-        }
-    }
-}
-
 fn jobs(h: &Harness) -> serde_json::Value {
     serde_json::from_str(&h.cli_ok(&["jobs", "j1", "-o", "json"])).unwrap()
 }
@@ -26,29 +14,12 @@ fn jobs(h: &Harness) -> serde_json::Value {
 fn jobs_run_on_schedule_and_a_slow_one_never_overlaps_itself() {
     let Some(_g) = docker_test() else { return };
     let mut h = Harness::new(65);
-    // The demo template plus two jobs, every two seconds (six-field cron, seconds first).
-    let repo = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    copy_dir(&repo.join("templates/demo"), &h.path("templates/demo"));
-    let mut t = std::fs::read_to_string(h.path("templates/demo/template.yaml")).unwrap();
-    t.push_str(
-        "\njobs:\n  tick:\n    schedule: \"*/2 * * * * *\"\n    service: app\n    command: [\"/bin/busybox\", \"date\", \"+tick-%s\"]\n  \
+    // The demo template plus three jobs, every two seconds (six-field cron, seconds first).
+    h.own_demo_template(|t| {
+        t + "\njobs:\n  tick:\n    schedule: \"*/2 * * * * *\"\n    service: app\n    command: [\"/bin/busybox\", \"date\", \"+tick-%s\"]\n  \
          slow:\n    schedule: \"*/2 * * * * *\"\n    service: app\n    command: \"sleep 5; echo slow-done\"\n  \
-         hang:\n    schedule: \"*/2 * * * * *\"\n    service: app\n    timeout: 3s\n    command: \"echo hung; sleep 1000 & sleep 1001; echo never\"\n",
-    );
-    std::fs::write(h.path("templates/demo/template.yaml"), t).unwrap();
-    let cfg = std::fs::read_to_string(h.path("berth.yaml")).unwrap();
-    let cfg = cfg
-        .lines()
-        .map(|l| {
-            if l.starts_with("templates_dir:") {
-                format!("templates_dir: {}", h.path("templates").display())
-            } else {
-                l.to_string()
-            }
-        })
-        .collect::<Vec<_>>()
-        .join("\n");
-    std::fs::write(h.path("berth.yaml"), cfg).unwrap();
+         hang:\n    schedule: \"*/2 * * * * *\"\n    service: app\n    timeout: 3s\n    command: \"echo hung; sleep 1000 & sleep 1001; echo never\"\n"
+    });
     common::write_instance(&h, "j1", "template: demo\nversion: \"1\"\nplan: small\n");
     h.start();
     h.wait_running(&["j1"]);

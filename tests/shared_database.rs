@@ -86,7 +86,7 @@ fn shared_mode_gives_each_tenant_its_own_database_that_no_other_tenant_can_open(
         !listed.contains("mike") && !listed.contains("november"),
         "{listed}"
     );
-    let superuser_sql = |sql: &str| {
+    let superuser_in = |db: &str, sql: &str| {
         docker_ok(&[
             "exec",
             &server,
@@ -95,10 +95,13 @@ fn shared_mode_gives_each_tenant_its_own_database_that_no_other_tenant_can_open(
             "/var/run/postgresql",
             "-U",
             "postgres",
+            "-d",
+            db,
             "-tAc",
             sql,
         ])
     };
+    let superuser_sql = |sql: &str| superuser_in("postgres", sql);
     let limit = superuser_sql(&format!(
         "select rolconnlimit from pg_roles where rolname = '{mike_db}'"
     ));
@@ -106,19 +109,10 @@ fn shared_mode_gives_each_tenant_its_own_database_that_no_other_tenant_can_open(
     // A database of the old naming (`t_<tenant>`) is renamed to the keyed name, data and all.
     superuser_sql("create role t_oscar login");
     superuser_sql("create database t_oscar owner t_oscar");
-    docker_ok(&[
-        "exec",
-        &server,
-        "psql",
-        "-h",
-        "/var/run/postgresql",
-        "-U",
-        "postgres",
-        "-d",
+    superuser_in(
         "t_oscar",
-        "-c",
         "create table legacy(x int); insert into legacy values (42); alter table legacy owner to t_oscar",
-    ]);
+    );
     write_instance(&h, "oscar", "template: demo-shared\n");
     h.wait_running(&["oscar"]);
     assert_eq!(
@@ -128,19 +122,7 @@ fn shared_mode_gives_each_tenant_its_own_database_that_no_other_tenant_can_open(
     let oscar_db = superuser_sql(
         "select datname from pg_database where datname like 't\\_%' and datname not in (select rolname from pg_roles where rolname = 't_oscar') order by oid desc limit 1",
     );
-    let kept = docker_ok(&[
-        "exec",
-        &server,
-        "psql",
-        "-h",
-        "/var/run/postgresql",
-        "-U",
-        "postgres",
-        "-d",
-        &oscar_db,
-        "-tAc",
-        "select x from legacy",
-    ]);
+    let kept = superuser_in(&oscar_db, "select x from legacy");
     assert_eq!(kept, "42", "{oscar_db}");
     h.cli_ok(&["rm", "oscar", "--purge"]);
     // Purge drops the tenant's database and role.

@@ -150,30 +150,11 @@ fn load(
     std::thread::spawn(move || {
         let (mut ok, mut bad) = (0, vec![]);
         while !stop.load(SeqCst) {
-            let o = Command::new("curl")
-                .args([
-                    "-sS",
-                    "-o",
-                    "/dev/null",
-                    "-w",
-                    "%{http_code}",
-                    "--max-time",
-                    "30",
-                ])
-                .arg("--cacert")
-                .arg(&ca)
-                .args(["--resolve", &format!("sd1.apps.test:{https}:127.0.0.1")])
-                .arg(format!("https://sd1.apps.test:{https}/"))
-                .output()
-                .unwrap();
-            let code = String::from_utf8_lossy(&o.stdout).to_string();
+            let (code, err) = https_status(&ca, "sd1.apps.test", https, 30);
             if code == "200" {
                 ok += 1;
             } else {
-                bad.push(format!(
-                    "{code} {}",
-                    String::from_utf8_lossy(&o.stderr).trim()
-                ));
+                bad.push(format!("{code} {err}"));
             }
         }
         (ok, bad)

@@ -108,6 +108,27 @@ mod tests {
     }
 
     #[test]
+    fn shared_domains_and_names_under_them_are_refused() {
+        let mut h = host();
+        h.proxy = Some(crate::desired::edge::ProxyConfig {
+            http: "127.0.0.1:80".parse().unwrap(),
+            https: "127.0.0.1:443".parse().unwrap(),
+            redirect_port: 443,
+            shared_domains: vec!["sites.example.org".into()],
+            trusted_proxies: vec![],
+            timeouts: Default::default(),
+            max_header_bytes: 65536,
+            max_body: 1 << 20,
+            access_log: false,
+        });
+        for d in ["sites.example.org", "acme.sites.example.org"] {
+            let e = check_custom(d, "acme", &h).unwrap_err();
+            assert!(e.contains("shared domain"), "{d}: {e}");
+        }
+        assert!(check_custom("mysites.example.org", "acme", &h).is_ok());
+    }
+
+    #[test]
     fn only_proven_bindings_are_read_from_the_book() {
         let dir = tempfile::tempdir().unwrap();
         assert!(proven(dir.path()).is_empty());

@@ -66,8 +66,16 @@ pub fn whole_file_error(shown: &Path, message: impl Into<String>) -> SpecError {
     }
 }
 
+#[cfg(test)]
+thread_local! {
+    /// Parses on this thread, for the test that a broken file is parsed once per change.
+    pub static PARSES: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
 /// Parses YAML text, rejecting unknown keys, with errors located in `shown`.
 pub fn parse_yaml<T: DeserializeOwned>(shown: &Path, src: &str) -> Result<Loaded<T>, SpecError> {
+    #[cfg(test)]
+    PARSES.with(|p| p.set(p.get() + 1));
     lint::check(shown, src)?;
     let value = serde_yaml::from_str::<T>(src).map_err(|e| {
         let mut err = error::from_yaml(shown.to_path_buf(), &e);
@@ -243,6 +251,27 @@ mod tests {
             ),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_broken_file_is_parsed_once_per_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("broken.yaml");
+        std::fs::write(&path, format!("tenant: [{}", "[".repeat(5000))).unwrap();
+        let shown = Path::new("instances/broken.yaml");
+        let load = || load_yaml::<instance::InstanceFile>(&path, shown).unwrap_err();
+        let first = load();
+        let before = PARSES.with(|p| p.get());
+        for _ in 0..5 {
+            assert_eq!(load(), first);
+        }
+        assert_eq!(
+            PARSES.with(|p| p.get()),
+            before,
+            "the broken file was parsed again"
+        );
+        std::fs::write(&path, "tenant: [\n").unwrap();
+        assert_ne!(load(), first, "a changed file was not parsed again");
     }
 
     #[test]

@@ -117,6 +117,25 @@ impl Harness {
         (http, https)
     }
 
+    /// A copy of the repo's demo template in this harness's own templates dir (`templates/demo`,
+    /// the host config switched to it), its template.yaml changed by `edit`.
+    pub fn own_demo_template(&self, edit: impl FnOnce(String) -> String) {
+        let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+        copy_dir(&repo.join("templates/demo"), &self.path("templates/demo"));
+        let file = self.path("templates/demo/template.yaml");
+        let t = std::fs::read_to_string(&file).unwrap();
+        std::fs::write(&file, edit(t)).unwrap();
+        let cfg = std::fs::read_to_string(self.path("berth.yaml")).unwrap();
+        let cfg: Vec<String> = cfg
+            .lines()
+            .map(|l| match l.starts_with("templates_dir:") {
+                true => format!("templates_dir: {}", self.path("templates").display()),
+                false => l.to_string(),
+            })
+            .collect();
+        std::fs::write(self.path("berth.yaml"), cfg.join("\n") + "\n").unwrap();
+    }
+
     pub fn path(&self, rel: &str) -> PathBuf {
         self.dir.path().join(rel)
     }
@@ -422,4 +441,39 @@ pub fn sample(text: &str, prefix: &str) -> Option<f64> {
     text.lines()
         .find(|l| l.starts_with(prefix))
         .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+}
+
+/// One HTTPS GET of `https://host:port/` through the proxy on loopback, trusting `ca`:
+/// (status code, curl's error text). The status is `000` when nothing answered.
+pub fn https_status(
+    ca: &std::path::Path,
+    host: &str,
+    port: u16,
+    max_time: u32,
+) -> (String, String) {
+    let out = Command::new("curl")
+        .args(["-sS", "-o", "/dev/null", "-w", "%{http_code}", "--max-time"])
+        .arg(max_time.to_string())
+        .arg("--cacert")
+        .arg(ca)
+        .args(["--resolve", &format!("{host}:{port}:127.0.0.1")])
+        .arg(format!("https://{host}:{port}/"))
+        .output()
+        .unwrap();
+    (
+        String::from_utf8_lossy(&out.stdout).to_string(),
+        String::from_utf8_lossy(&out.stderr).trim().to_string(),
+    )
+}
+
+pub fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &to.join(e.file_name()));
+        } else {
+            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+        }
+    }
 }
