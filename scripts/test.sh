@@ -14,6 +14,13 @@ if ! command -v prometheus >/dev/null 2>&1; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
   systemctl disable --now prometheus >/dev/null 2>&1 || true
 fi
+# A real registry on loopback for the image-pull test (distribution 2.8) and htpasswd for its
+# users; the packaged registry service is disabled, the test starts its own.
+if ! command -v docker-registry >/dev/null 2>&1 || ! command -v htpasswd >/dev/null 2>&1; then
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends docker-registry apache2-utils >/dev/null
+  systemctl disable --now docker-registry >/dev/null 2>&1 || true
+fi
 export BERTH_REQUIRE_DOCKER=1
 cargo fmt --all -- --check
 cargo clippy --all-targets --quiet -- -D warnings

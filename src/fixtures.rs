@@ -34,6 +34,7 @@ pub fn host() -> HostConfig {
         default_plan: None,
         shared_database: None,
         db_name_key: None,
+        registries: BTreeMap::new(),
         proxy: None,
         acme: None,
         domains: crate::desired::edge::DomainsConfig {

@@ -13,15 +13,6 @@ const NS: &str = "berth-egress-t";
 /// host side of its veth at 169.254.169.1 / 192.168.77.1 (also a listener of the host itself).
 struct TestHost;
 
-fn sh(cmd: &str) {
-    let o = Command::new("sh").arg("-c").arg(cmd).output().unwrap();
-    assert!(
-        o.status.success(),
-        "{cmd}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-}
-
 impl TestHost {
     fn start(www: &std::path::Path) -> TestHost {
         let _ = Command::new("ip").args(["netns", "del", NS]).status();

@@ -22,17 +22,6 @@ const SLOT: u16 = 91;
 const ROOT: &str = "/var/lib/berth-systemd-test";
 const BOX: &str = "berth-systemd-test";
 
-fn sh(cmd: &str) -> String {
-    let o = Command::new("sh").arg("-c").arg(cmd).output().unwrap();
-    assert!(
-        o.status.success(),
-        "{cmd}: {}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).trim().to_string()
-}
-
 /// A command inside the systemd container.
 fn inside(cmd: &str) -> std::process::Output {
     Command::new("docker")

@@ -425,6 +425,36 @@ async fn set_state(c: &Client, tenant: &str, state: &str) -> Result<()> {
 /// Polls the instance's status until it runs (exit 0) or is invalid (error), 5 min at most.
 /// The agent drives the passes itself (file watch, engine events); this only watches.
 async fn wait_running(c: &Client, tenant: &str) -> Result<i32> {
+    let bar = indicatif::ProgressBar::hidden();
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{bar:30} {bytes}/{total_bytes}  {msg}")
+            .expect("a static template"),
+    );
+    let r = wait_running_with(c, tenant, &bar).await;
+    bar.finish_and_clear();
+    r
+}
+
+/// Shows an image pull the tenant waits for on `bar` (drawn only while one runs).
+fn show_pull(bar: &indicatif::ProgressBar, v: &serde_json::Value) {
+    let p = &v["pull"];
+    if p.is_null() {
+        return;
+    }
+    if bar.is_hidden() {
+        bar.set_draw_target(indicatif::ProgressDrawTarget::stderr());
+    }
+    bar.set_length(p["bytes_total"].as_u64().unwrap_or(0));
+    bar.set_position(p["bytes"].as_u64().unwrap_or(0));
+    bar.set_message(format!(
+        "pulling {} ({}/{} layers)",
+        p["image"].as_str().unwrap_or("?"),
+        p["layers_done"],
+        p["layers"]
+    ));
+}
+
+async fn wait_running_with(c: &Client, tenant: &str, bar: &indicatif::ProgressBar) -> Result<i32> {
     for _ in 0..600 {
         // Until the first pass after the write, the board does not list the instance yet.
         let v = match c
@@ -439,8 +469,10 @@ async fn wait_running(c: &Client, tenant: &str) -> Result<i32> {
             Err(e) if e.to_string().starts_with("no instance") => serde_json::Value::Null,
             Err(e) => return Err(e),
         };
+        show_pull(bar, &v);
         match v["phase"].as_str() {
             Some("running") => {
+                bar.finish_and_clear();
                 println!("{tenant} is running on 127.0.0.1:{}", v["port"]);
                 return Ok(0);
             }

@@ -114,6 +114,17 @@ pub fn status(v: &Value) -> String {
         );
     }
     out += &egress_line(&v["egress"]);
+    if let Some(p) = v["pull"].as_object() {
+        let b = |k: &str| format_bytes(p.get(k).and_then(|x| x.as_u64()).unwrap_or(0));
+        out += &format!(
+            "pulling: {} — {}/{} layers, {} of {}\n",
+            s(&p["image"]),
+            p["layers_done"],
+            p["layers"],
+            b("bytes"),
+            b("bytes_total")
+        );
+    }
     let rows: Vec<Vec<String>> = v["containers"]
         .as_array()
         .into_iter()

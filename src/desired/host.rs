@@ -36,6 +36,8 @@ pub struct HostConfig {
     /// Secret key of the shared database's role and database names (`<state>/host/secrets/
     /// db_name_key`, made by the agent at its first start): names say nothing of tenants.
     pub db_name_key: Option<String>,
+    /// Registry credentials by registry host.
+    pub registries: BTreeMap<String, crate::images::RegistryAuth>,
     pub proxy: Option<ProxyConfig>,
     pub acme: Option<AcmeConfig>,
     pub domains: DomainsConfig,
@@ -398,6 +400,17 @@ pub fn build(file: &spec::Loaded<HostFile>, root: &Path) -> Result<HostConfig, S
         default_plan: h.default_plan.clone(),
         shared_database,
         db_name_key: None,
+        registries: h
+            .registries
+            .iter()
+            .map(|(host, r)| {
+                let auth = crate::images::RegistryAuth {
+                    username: r.username.clone(),
+                    password_file: resolve(&r.password_file),
+                };
+                (host.clone(), auth)
+            })
+            .collect(),
         proxy,
         acme,
         domains: domains.expect("checked above"),

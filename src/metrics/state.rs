@@ -211,6 +211,35 @@ impl State {
             None,
             [(encode::NO_LABELS, flag(board.engine_error.is_none()))],
         )?;
+        let pulls = self.ctl.pulls().pulling();
+        encode::gauges(
+            enc,
+            "berth_image_pull_bytes",
+            "Bytes downloaded so far by each image pull under way",
+            None,
+            pulls.values().map(|p| {
+                (
+                    ImageLabel {
+                        image: p.image.clone(),
+                    },
+                    p.bytes as f64,
+                )
+            }),
+        )?;
+        encode::gauges(
+            enc,
+            "berth_image_pull_layers_done",
+            "Layers finished by each image pull under way",
+            None,
+            pulls.values().map(|p| {
+                (
+                    ImageLabel {
+                        image: p.image.clone(),
+                    },
+                    p.layers_done as f64,
+                )
+            }),
+        )?;
         let egress = self.ctl.egress().map(|e| e.state()).unwrap_or_default();
         encode::gauges(
             enc,
@@ -234,6 +263,11 @@ impl State {
             [(encode::NO_LABELS, board.spec_errors.len() as f64)],
         )
     }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+struct ImageLabel {
+    image: String,
 }
 
 impl Collector for State {

@@ -30,7 +30,8 @@ pub fn edge(
     // A frozen tenant (broken file or template) keeps the routes of its last valid state.
     for (t, i) in desired.instances.iter().chain(&desired.last_valid) {
         let status = board.instances.get(t);
-        let provisioning = status.is_none_or(|s| s.phase == Phase::Provisioning);
+        let provisioning =
+            status.is_none_or(|s| matches!(s.phase, Phase::Provisioning | Phase::Pulling));
         let target = status
             .and_then(|s| s.port)
             .map(|p| SocketAddr::from(([127, 0, 0, 1], p)));

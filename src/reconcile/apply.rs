@@ -36,6 +36,15 @@ pub enum ApplyError {
     NoDisks { tenant: String, what: String },
     #[error("tenant {tenant}: {what} did not finish")]
     Blocking { tenant: String, what: &'static str },
+    /// Not a failure: the tenant waits for an image pull under way.
+    #[error("tenant {tenant}: pulling {image}")]
+    Pulling { tenant: String, image: String },
+    #[error("tenant {tenant}: pulling {image}: {reason}")]
+    Pull {
+        tenant: String,
+        image: String,
+        reason: String,
+    },
     #[error("tenant {tenant}: cannot remove {path}: {source}")]
     Purge {
         tenant: String,
@@ -51,6 +60,9 @@ pub struct Applier<'a> {
     pub allocs: &'a Allocations,
     /// Per-tenant filesystems, when this host can make them.
     pub disks: Option<std::sync::Arc<crate::disk::Disks>>,
+    pub pulls: &'a std::sync::Arc<crate::images::Pulls>,
+    /// Asks for a pass (a pull ended).
+    pub kick: std::sync::Arc<tokio::sync::Notify>,
 }
 
 impl Applier<'_> {
@@ -72,6 +84,22 @@ impl Applier<'_> {
             files::commit(self.layout, i)?;
         }
         Ok(())
+    }
+
+    /// Starts or follows the image's pull; the tenant's other steps wait for it.
+    fn pull(&self, t: &str, image: &str) -> Result<(), ApplyError> {
+        let kick = self.kick.clone();
+        match self.pulls.check(image, move || kick.notify_one()) {
+            crate::images::Checked::Pulling(_) => Err(ApplyError::Pulling {
+                tenant: t.into(),
+                image: image.into(),
+            }),
+            crate::images::Checked::Failed(reason) => Err(ApplyError::Pull {
+                tenant: t.into(),
+                image: image.into(),
+                reason,
+            }),
+        }
     }
 
     fn rt_err(tenant: &str) -> impl FnOnce(RuntimeError) -> ApplyError + '_ {
@@ -161,6 +189,7 @@ impl Applier<'_> {
                     .await
                     .map_err(e)
             }
+            Step::PullImage(image) => self.pull(t, image),
             Step::WriteFiles => Ok(files::write(self.layout, need(inst))?),
             Step::EnsureSharedDatabase => {
                 Ok(shared_db::ensure(self.rt, self.host, self.layout, need(inst)).await?)

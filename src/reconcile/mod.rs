@@ -50,7 +50,9 @@ pub struct Controller {
     layout: Layout,
     allocs: Allocations,
     pass_lock: tokio::sync::Mutex<u64>,
-    kick: Notify,
+    kick: Arc<Notify>,
+    /// Image pulls under way or failed, shared by every tenant that needs the image.
+    pulls: Arc<crate::images::Pulls>,
     backoff: Mutex<BTreeMap<String, backoff::Backoff>>,
     failures: Mutex<BTreeMap<String, String>>,
     board: RwLock<Board>,
@@ -116,6 +118,7 @@ impl Controller {
         if let Err(why) = &disks {
             tracing::warn!(reason = %why, "disk quotas cannot be enforced on this host; plans' disk limits are not applied");
         }
+        let pulls = crate::images::Pulls::new(rt.clone(), host.registries.clone());
         Ok(Controller {
             disks,
             rt,
@@ -123,7 +126,8 @@ impl Controller {
             layout,
             allocs,
             pass_lock: tokio::sync::Mutex::new(0),
-            kick: Notify::new(),
+            kick: Arc::new(Notify::new()),
+            pulls,
             backoff: Mutex::default(),
             failures: Mutex::default(),
             board: RwLock::default(),
@@ -162,6 +166,16 @@ impl Controller {
             .map(|(t, i)| (t.clone(), i.egress.clone()))
             .collect();
         let _ = tokio::task::spawn_blocking(move || e.sync(&subnets, &allows)).await;
+    }
+
+    /// The notifier behind `kick`, for tasks that outlive a pass (a pull's end).
+    pub fn kick_handle(&self) -> Arc<Notify> {
+        self.kick.clone()
+    }
+
+    /// Image pulls under way (for `/metrics`).
+    pub fn pulls(&self) -> &Arc<crate::images::Pulls> {
+        &self.pulls
     }
 
     pub fn host(&self) -> &HostConfig {
@@ -298,6 +312,8 @@ impl Controller {
             layout: &self.layout,
             allocs: &self.allocs,
             disks: self.disks.as_ref().ok().cloned(),
+            pulls: &self.pulls,
+            kick: self.kick.clone(),
         };
         let errors = std::sync::atomic::AtomicUsize::new(disk_failures.len());
         futures_util::stream::iter(due)
@@ -306,6 +322,11 @@ impl Controller {
                 let (applier, errors) = (&applier, &errors);
                 async move {
                     let result = applier.apply(&t, inst, &steps).await;
+                    // Waiting for a pull is no failure: no backoff, no error shown.
+                    let result = match result {
+                        Err(apply::ApplyError::Pulling { .. }) => Ok(()),
+                        r => r,
+                    };
                     if result.is_err() {
                         errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     }
@@ -343,6 +364,7 @@ impl Controller {
         };
         let mut board = self.board.write().expect("board lock");
         board.instances = status::board(&desired, &observed, &failures, &ports);
+        status::mark_pulls(&mut board.instances, &desired, &self.pulls.pulling());
         board.spec_errors = loaded.errors.0.iter().map(ToString::to_string).collect();
         board.last_pass = Some(report.clone());
         board.engine_error = None;
@@ -477,7 +499,12 @@ impl Controller {
             .expect("board lock")
             .instances
             .values()
-            .any(|i| matches!(i.phase, Phase::Provisioning | Phase::Starting));
+            .any(|i| {
+                matches!(
+                    i.phase,
+                    Phase::Provisioning | Phase::Starting | Phase::Pulling
+                )
+            });
         if converging {
             return CONVERGING_RECHECK;
         }

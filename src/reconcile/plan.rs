@@ -25,6 +25,9 @@ pub enum Step {
     /// Copy a stopped tenant's volume from the engine's directory onto its filesystem, then
     /// replace the volume with a bind to the copy (same name).
     MoveVolume(MovedVolume),
+    /// An image the tenant needs and the engine lacks: pulled (in the background) before any
+    /// object of the tenant is made or changed.
+    PullImage(String),
     /// Generate missing secrets, render configs, then record the files digest.
     WriteFiles,
     /// Create the tenant's role and database on the shared server, and attach the server.
@@ -106,6 +109,22 @@ fn known_tenants(observed: &Inventory, rec: &Recorded) -> BTreeSet<String> {
     t
 }
 
+/// The tenant's images the engine does not list (none when images were not observed).
+fn missing_images(inst: &Instance, observed: &Inventory) -> Vec<String> {
+    let Some(have) = &observed.images else {
+        return vec![];
+    };
+    let mut out: Vec<String> = inst
+        .services
+        .iter()
+        .map(|s| s.image.clone())
+        .filter(|i| !have.contains(&crate::images::reference::normalize(i)))
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
 fn plan_instance(
     ctx: &Context<'_>,
     inst: &Instance,
@@ -119,6 +138,10 @@ fn plan_instance(
     }
     if inst.state != RunState::Running {
         return stop_running(inst, observed, ns);
+    }
+    let missing = missing_images(inst, observed);
+    if !missing.is_empty() {
+        return missing.into_iter().map(Step::PullImage).collect();
     }
     let moving = volumes_to_move(ctx, inst, observed);
     let mut steps = Vec::new();

@@ -112,6 +112,51 @@ fn a_new_instance_gets_network_volumes_files_then_containers_in_dependency_order
 }
 
 #[test]
+fn missing_images_are_pulled_before_any_object_of_the_tenant_is_made() {
+    let d = desired(vec![demo_instance("acme")]);
+    let images: Vec<String> = d.instances["acme"]
+        .services
+        .iter()
+        .map(|s| s.image.clone())
+        .collect();
+    let mut inv = Inventory {
+        images: Some(BTreeSet::new()),
+        ..Inventory::default()
+    };
+    let steps = run(&d, &inv, &Recorded::default());
+    let mut sorted = images.clone();
+    sorted.sort();
+    sorted.dedup();
+    let want: Vec<Step> = sorted.into_iter().map(Step::PullImage).collect();
+    assert_eq!(steps["acme"], want);
+    // One image here, one missing: only the missing one, and still nothing else.
+    inv.images = Some(BTreeSet::from([crate::images::reference::normalize(
+        &images[0],
+    )]));
+    let rest: Vec<Step> = images
+        .iter()
+        .filter(|i| **i != images[0])
+        .cloned()
+        .map(Step::PullImage)
+        .collect();
+    if !rest.is_empty() {
+        assert_eq!(steps_of(&d, &inv), rest);
+    }
+    // All here: the usual first steps.
+    inv.images = Some(
+        images
+            .iter()
+            .map(|i| crate::images::reference::normalize(i))
+            .collect(),
+    );
+    assert_eq!(steps_of(&d, &inv)[0], Step::CreateNetwork);
+}
+
+fn steps_of(d: &Desired, inv: &Inventory) -> Vec<Step> {
+    run(d, inv, &Recorded::default())["acme"].clone()
+}
+
+#[test]
 fn the_app_is_created_only_once_its_database_is_observed_healthy() {
     let insts = vec![demo_instance("acme")];
     let (mut inv, rec) = converged(&insts);

@@ -13,6 +13,8 @@ use std::collections::BTreeMap;
 pub enum Phase {
     /// Every container runs and none reports unhealthy or starting.
     Running,
+    /// Waiting for an image pull (progress in `pull`); nothing of the tenant is made before.
+    Pulling,
     Starting,
     Provisioning,
     Stopped,
@@ -38,6 +40,9 @@ pub struct InstanceStatus {
     pub web_service: Option<String>,
     pub error: Option<String>,
     pub containers: Vec<ObservedContainer>,
+    /// An image pull the tenant waits for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pull: Option<crate::images::Progress>,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -52,6 +57,24 @@ pub struct PassReport {
     pub failures: usize,
     /// Tenants whose apply (or disk) failed in this pass.
     pub errors: usize,
+}
+
+/// Marks tenants whose images are being pulled: progress always, phase `pulling` unless their
+/// containers already run (a new version's image, say).
+pub fn mark_pulls(
+    board: &mut BTreeMap<String, InstanceStatus>,
+    desired: &Desired,
+    pulling: &BTreeMap<String, crate::images::Progress>,
+) {
+    for (t, i) in &desired.instances {
+        let Some(st) = board.get_mut(t) else { continue };
+        if let Some(p) = i.services.iter().find_map(|s| pulling.get(&s.image)) {
+            st.pull = Some(p.clone());
+            if st.phase != Phase::Running {
+                st.phase = Phase::Pulling;
+            }
+        }
+    }
 }
 
 /// Builds the status of every tenant known from files or from Docker.
@@ -87,6 +110,7 @@ pub fn board(
                 web_service: Some(i.web.service.clone()),
                 error: failures.get(t).cloned(),
                 containers,
+                pull: None,
             },
         );
     }
@@ -144,6 +168,7 @@ pub(crate) fn bare(
         web_service: None,
         error,
         containers,
+        pull: None,
     }
 }
 

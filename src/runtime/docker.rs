@@ -7,6 +7,7 @@ use super::{
 };
 use bollard::{
     Docker,
+    auth::DockerCredentials,
     errors::Error as BollardError,
     exec::{StartExecOptions, StartExecResults},
     models::{
@@ -16,9 +17,10 @@ use bollard::{
         PortBinding, RestartPolicy, RestartPolicyNameEnum, VolumeCreateOptions,
     },
     query_parameters::{
-        CreateContainerOptions, EventsOptions, InspectContainerOptions, ListContainersOptions,
-        ListNetworksOptions, ListVolumesOptions, LogsOptions, RemoveContainerOptions,
-        RemoveVolumeOptions, RenameContainerOptions, StatsOptions, StopContainerOptions,
+        CreateContainerOptions, CreateImageOptions, EventsOptions, InspectContainerOptions,
+        ListContainersOptions, ListImagesOptions, ListNetworksOptions, ListVolumesOptions,
+        LogsOptions, RemoveContainerOptions, RemoveVolumeOptions, RenameContainerOptions,
+        StatsOptions, StopContainerOptions,
     },
 };
 use futures_util::{StreamExt, TryStreamExt};
@@ -45,7 +47,31 @@ pub const STATS_SOURCE_ENV: &str = "BERTH_STATS_SOURCE";
 /// aborts (no cleanup, like `kill -9`) right before its (k+1)-th mutating engine call.
 pub const CRASH_AFTER_ENV: &str = "BERTH_FAULT_CRASH_AFTER";
 
+/// The registry's own words, without bollard's wrapping.
+fn pull_reason(e: BollardError) -> String {
+    match e {
+        BollardError::DockerResponseServerError { message, .. } => message,
+        BollardError::DockerStreamError { error } => error,
+        other => other.to_string(),
+    }
+}
+
 impl DockerRuntime {
+    /// Every tag and digest the engine lists, normalized for lookups.
+    async fn images(&self) -> Result<std::collections::BTreeSet<String>, RuntimeError> {
+        let list = self
+            .docker
+            .list_images(Some(ListImagesOptions::default()))
+            .await
+            .map_err(|e| call_err("images", "", e))?;
+        Ok(list
+            .into_iter()
+            .flat_map(|i| i.repo_tags.into_iter().chain(i.repo_digests))
+            .filter(|r| !r.starts_with("<none>"))
+            .map(|r| crate::images::reference::normalize(&r))
+            .collect())
+    }
+
     /// One exec; with a `limit`, its process tree is killed by host PID once it passes.
     async fn exec_with(
         &self,
@@ -430,7 +456,43 @@ impl Runtime for DockerRuntime {
             containers,
             networks,
             volumes,
+            images: Some(self.images().await?),
         })
+    }
+
+    async fn pull_image(
+        &self,
+        image: &str,
+        auth: Option<(String, String)>,
+        progress: &(dyn for<'e> Fn(&'e super::PullEvent) + Send + Sync),
+    ) -> Result<(), RuntimeError> {
+        self.count();
+        let (from, tag) = crate::images::reference::pull_parts(image);
+        let opts = CreateImageOptions {
+            from_image: Some(from),
+            tag: Some(tag),
+            ..Default::default()
+        };
+        let creds = auth.map(|(username, password)| DockerCredentials {
+            username: Some(username),
+            password: Some(password),
+            serveraddress: Some(crate::images::reference::registry_of(image).to_string()),
+            ..Default::default()
+        });
+        let mut stream = self.docker.create_image(Some(opts), None, creds);
+        while let Some(item) = stream.next().await {
+            let info = item.map_err(|e| RuntimeError::Pull {
+                image: image.into(),
+                reason: pull_reason(e),
+            })?;
+            progress(&super::PullEvent {
+                layer: info.id,
+                status: info.status.unwrap_or_default(),
+                current: info.progress_detail.as_ref().and_then(|d| d.current),
+                total: info.progress_detail.as_ref().and_then(|d| d.total),
+            });
+        }
+        Ok(())
     }
 
     async fn create_network(&self, s: &NetworkSpec) -> Result<(), RuntimeError> {

@@ -23,6 +23,8 @@ struct State {
     calls: Vec<String>,
     fail_on: Option<String>,
     with_healthcheck: std::collections::BTreeSet<String>,
+    /// None: every image counts as present (the default); Some: only these.
+    images: Option<std::collections::BTreeSet<String>>,
 }
 
 #[derive(Default)]
@@ -34,6 +36,16 @@ pub struct FakeRuntime {
 impl FakeRuntime {
     pub fn new() -> FakeRuntime {
         FakeRuntime::default()
+    }
+
+    /// From now on only these images are present (pulls add to them).
+    pub fn set_images(&self, images: &[&str]) {
+        self.state.lock().unwrap().images = Some(
+            images
+                .iter()
+                .map(|i| crate::images::reference::normalize(i))
+                .collect(),
+        );
     }
 
     /// Every mutating call so far, as `verb name`.
@@ -84,7 +96,27 @@ impl Runtime for FakeRuntime {
             containers: s.containers.values().cloned().collect(),
             networks: s.networks.values().cloned().collect(),
             volumes: s.volumes.values().cloned().collect(),
+            images: s.images.clone(),
         })
+    }
+
+    async fn pull_image(
+        &self,
+        image: &str,
+        _auth: Option<(String, String)>,
+        progress: &(dyn for<'e> Fn(&'e super::PullEvent) + Send + Sync),
+    ) -> Result<(), RuntimeError> {
+        let mut s = self.record(format!("pull_image {image}"))?;
+        progress(&super::PullEvent {
+            layer: Some("l1".into()),
+            status: "Pull complete".into(),
+            current: None,
+            total: None,
+        });
+        if let Some(i) = &mut s.images {
+            i.insert(crate::images::reference::normalize(image));
+        }
+        Ok(())
     }
 
     async fn create_network(&self, spec: &NetworkSpec) -> Result<(), RuntimeError> {

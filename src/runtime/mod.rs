@@ -27,8 +27,10 @@ pub enum RuntimeError {
     },
     #[error("{kind} {name} exists but is not owned by berth; rename or remove it")]
     NotOwned { kind: &'static str, name: String },
-    #[error("image {image} is not present on this host (no registry is used: build or load it)")]
+    #[error("image {image} is not present on this host")]
     MissingImage { image: String },
+    #[error("pulling {image}: {reason}")]
+    Pull { image: String, reason: String },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -84,6 +86,18 @@ pub struct Inventory {
     pub containers: Vec<ObservedContainer>,
     pub networks: Vec<ObservedNetwork>,
     pub volumes: Vec<ObservedVolume>,
+    /// Images the engine has, as `images::reference::normalize` writes them (tags and
+    /// digests); None when not observed (then every image counts as present).
+    pub images: Option<std::collections::BTreeSet<String>>,
+}
+
+/// One progress message of an image pull.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PullEvent {
+    pub layer: Option<String>,
+    pub status: String,
+    pub current: Option<i64>,
+    pub total: Option<i64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -155,6 +169,13 @@ pub trait Runtime: Send + Sync + 'static {
         cmd: &[&str],
         stdin: Option<Vec<u8>>,
     ) -> Result<ExecOutput, RuntimeError>;
+    /// Pulls `image` with optional (username, password) credentials, reporting progress.
+    async fn pull_image(
+        &self,
+        image: &str,
+        auth: Option<(String, String)>,
+        progress: &(dyn for<'e> Fn(&'e PullEvent) + Send + Sync),
+    ) -> Result<(), RuntimeError>;
     /// Like `exec` without stdin, but the command and every process it started are killed
     /// (SIGKILL) once `limit` has passed; the output so far is kept and `timed_out` is set.
     async fn exec_timed(

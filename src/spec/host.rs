@@ -56,6 +56,17 @@ pub struct HostFile {
     pub tls: TlsFile,
     #[serde(default)]
     pub domains: DomainsFile,
+    /// Credentials per registry host (`registry.example.com`, `127.0.0.1:5000`, `docker.io`).
+    #[serde(default)]
+    pub registries: BTreeMap<String, RegistryFile>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegistryFile {
+    pub username: String,
+    /// A file holding the password (or token), mode 0600; never in this file.
+    pub password_file: PathBuf,
 }
 
 /// The Prometheus listener.

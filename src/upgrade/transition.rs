@@ -149,6 +149,8 @@ impl Upgrader {
             layout: self.ctl.layout(),
             allocs: self.ctl.allocations(),
             disks: self.ctl.disks().ok().cloned(),
+            pulls: self.ctl.pulls(),
+            kick: self.ctl.kick_handle(),
         }
     }
 

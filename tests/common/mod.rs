@@ -477,3 +477,24 @@ pub fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
         }
     }
 }
+
+/// `sh -c cmd` with extra environment; its stdout, trimmed. Panics with both outputs on failure.
+pub fn sh_env(cmd: &str, env: &[(&str, &std::path::Path)]) -> String {
+    let mut c = Command::new("sh");
+    c.arg("-c").arg(cmd);
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    let o = c.output().unwrap();
+    assert!(
+        o.status.success(),
+        "{cmd}: {}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).trim().to_string()
+}
+
+pub fn sh(cmd: &str) -> String {
+    sh_env(cmd, &[])
+}

@@ -1,0 +1,249 @@
+//! Images a tenant needs and the engine lacks are pulled in the background, one pull per image
+//! however many tenants wait for it, with registry credentials from the host config; a pass
+//! meanwhile plans nothing else for those tenants (no object before its images are here), and
+//! shows them `pulling` with layers and bytes. A failed pull is reported once, with the
+//! registry's reason, as the tenant's error (then backoff and a fresh pull).
+
+pub mod reference;
+
+use crate::runtime::{PullEvent, Runtime};
+use serde::Serialize;
+use std::{
+    collections::BTreeMap,
+    path::PathBuf,
+    sync::{Arc, Mutex},
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ImageError {
+    #[error("registry {registry}: cannot read password_file {path}: {reason}")]
+    Credentials {
+        registry: String,
+        path: String,
+        reason: String,
+    },
+}
+
+/// Credentials for one registry host (`registries:` in the host config).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RegistryAuth {
+    pub username: String,
+    /// Read at each pull; must be 0600 or stricter; never logged or shown.
+    pub password_file: PathBuf,
+}
+
+/// A pull under way: layers seen and finished, bytes downloaded of those known.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct Progress {
+    pub image: String,
+    pub layers: usize,
+    pub layers_done: usize,
+    pub bytes: u64,
+    pub bytes_total: u64,
+}
+
+#[derive(Debug, Clone)]
+enum State {
+    Pulling(Progress, BTreeMap<String, (u64, u64, bool)>),
+    Failed(String),
+}
+
+/// What a pass learns of an image it found missing.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Checked {
+    /// A pull is under way (started now, or earlier).
+    Pulling(Progress),
+    /// The last pull failed; the reason is handed out once, the next check pulls again.
+    Failed(String),
+}
+
+pub struct Pulls {
+    rt: Arc<dyn Runtime>,
+    registries: BTreeMap<String, RegistryAuth>,
+    states: Mutex<BTreeMap<String, State>>,
+}
+
+impl Pulls {
+    pub fn new(rt: Arc<dyn Runtime>, registries: BTreeMap<String, RegistryAuth>) -> Arc<Pulls> {
+        Arc::new(Pulls {
+            rt,
+            registries,
+            states: Mutex::default(),
+        })
+    }
+
+    /// For an image a pass found missing: its pull's state, starting one if none runs.
+    /// `done` is called when a started pull ends (to run a pass at once).
+    pub fn check(self: &Arc<Self>, image: &str, done: impl Fn() + Send + 'static) -> Checked {
+        let mut states = self.states.lock().expect("pulls lock");
+        match states.get(image) {
+            Some(State::Pulling(p, _)) => return Checked::Pulling(p.clone()),
+            Some(State::Failed(reason)) => {
+                let reason = reason.clone();
+                states.remove(image);
+                return Checked::Failed(reason);
+            }
+            None => {}
+        }
+        let p = Progress {
+            image: image.into(),
+            ..Default::default()
+        };
+        states.insert(image.into(), State::Pulling(p.clone(), BTreeMap::new()));
+        drop(states);
+        let (me, image) = (self.clone(), image.to_string());
+        tokio::spawn(async move {
+            me.pull(&image).await;
+            done();
+        });
+        Checked::Pulling(p)
+    }
+
+    /// Pulls under way, by image.
+    pub fn pulling(&self) -> BTreeMap<String, Progress> {
+        let states = self.states.lock().expect("pulls lock");
+        states
+            .iter()
+            .filter_map(|(i, s)| match s {
+                State::Pulling(p, _) => Some((i.clone(), p.clone())),
+                State::Failed(_) => None,
+            })
+            .collect()
+    }
+
+    async fn pull(&self, image: &str) {
+        let started = std::time::Instant::now();
+        let result = match self.credentials(image) {
+            Ok(auth) => {
+                let on = |e: &PullEvent| self.progress(image, e);
+                self.rt
+                    .pull_image(image, auth, &on)
+                    .await
+                    .map_err(|e| e.to_string())
+            }
+            Err(e) => Err(e.to_string()),
+        };
+        let mut states = self.states.lock().expect("pulls lock");
+        match result {
+            Ok(()) => {
+                tracing::info!(image, s = started.elapsed().as_secs_f64(), "image pulled");
+                states.remove(image);
+            }
+            Err(reason) => {
+                tracing::warn!(image, %reason, "image pull failed");
+                states.insert(image.into(), State::Failed(reason));
+            }
+        }
+    }
+
+    /// The registry's credentials for `image`, if the host config has any.
+    fn credentials(&self, image: &str) -> Result<Option<(String, String)>, ImageError> {
+        let registry = reference::registry_of(image);
+        let Some(a) = self.registries.get(registry) else {
+            return Ok(None);
+        };
+        let err = |reason: String| ImageError::Credentials {
+            registry: registry.into(),
+            path: a.password_file.display().to_string(),
+            reason,
+        };
+        let meta = std::fs::metadata(&a.password_file).map_err(|e| err(e.to_string()))?;
+        if std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o077 != 0 {
+            return Err(err(
+                "readable by others than its owner (make it 0600)".into()
+            ));
+        }
+        let password = std::fs::read_to_string(&a.password_file).map_err(|e| err(e.to_string()))?;
+        Ok(Some((a.username.clone(), password.trim_end().to_string())))
+    }
+
+    /// Folds one progress message of the engine into the pull's figures.
+    fn progress(&self, image: &str, e: &PullEvent) {
+        let mut states = self.states.lock().expect("pulls lock");
+        let Some(State::Pulling(p, layers)) = states.get_mut(image) else {
+            return;
+        };
+        let Some(id) = &e.layer else { return };
+        let l = layers.entry(id.clone()).or_default();
+        match e.status.as_str() {
+            "Downloading" => {
+                l.0 = e.current.map_or(l.0, |c| c.max(0) as u64);
+                l.1 = e.total.map_or(l.1, |t| t.max(0) as u64);
+            }
+            "Download complete" | "Already exists" | "Pull complete" => {
+                l.0 = l.1;
+                l.2 = true;
+            }
+            _ => {}
+        }
+        p.layers = layers.len();
+        p.layers_done = layers.values().filter(|l| l.2).count();
+        p.bytes = layers.values().map(|l| l.0).sum();
+        p.bytes_total = layers.values().map(|l| l.1).sum();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::fake::FakeRuntime;
+
+    fn event(layer: &str, status: &str, current: i64, total: i64) -> PullEvent {
+        PullEvent {
+            layer: Some(layer.into()),
+            status: status.into(),
+            current: Some(current),
+            total: Some(total),
+        }
+    }
+
+    #[tokio::test]
+    async fn progress_counts_layers_and_bytes_and_a_failure_is_told_once() {
+        let rt = Arc::new(FakeRuntime::new());
+        let pulls = Pulls::new(rt.clone(), BTreeMap::new());
+        pulls.states.lock().unwrap().insert(
+            "x:1".into(),
+            State::Pulling(Progress::default(), BTreeMap::new()),
+        );
+        pulls.progress("x:1", &event("a", "Downloading", 50, 100));
+        pulls.progress("x:1", &event("b", "Already exists", 0, 0));
+        let p = &pulls.pulling()["x:1"];
+        assert_eq!(
+            (p.layers, p.layers_done, p.bytes, p.bytes_total),
+            (2, 1, 50, 100)
+        );
+        pulls
+            .states
+            .lock()
+            .unwrap()
+            .insert("x:1".into(), State::Failed("manifest unknown".into()));
+        assert_eq!(
+            pulls.check("x:1", || {}),
+            Checked::Failed("manifest unknown".into())
+        );
+        assert!(matches!(pulls.check("x:1", || {}), Checked::Pulling(_)));
+    }
+
+    #[test]
+    fn a_password_file_others_can_read_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("pw");
+        std::fs::write(&f, "secret\n").unwrap();
+        std::fs::set_permissions(&f, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+        let auth = RegistryAuth {
+            username: "u".into(),
+            password_file: f.clone(),
+        };
+        let reg = BTreeMap::from([("r.example:5000".to_string(), auth)]);
+        let pulls = Pulls::new(Arc::new(FakeRuntime::new()), reg);
+        let e = pulls
+            .credentials("r.example:5000/app:1")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("make it 0600") && !e.contains("secret"), "{e}");
+        std::fs::set_permissions(&f, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+        let (user, pw) = pulls.credentials("r.example:5000/app:1").unwrap().unwrap();
+        assert_eq!((user.as_str(), pw.as_str()), ("u", "secret"));
+        assert!(pulls.credentials("docker.io/x").unwrap().is_none());
+    }
+}

@@ -1,0 +1,81 @@
+//! Image references as Docker reads them (pure): which registry a reference names, and the
+//! form the engine lists it under, so "is it here?" is a set lookup.
+
+/// Docker Hub, as references name it when they name no registry.
+pub const DOCKER_HUB: &str = "docker.io";
+
+/// The registry host of `image`: its first component when that looks like a host (has a `.`
+/// or a `:`, or is `localhost`), else Docker Hub.
+pub fn registry_of(image: &str) -> &str {
+    match image.split_once('/') {
+        Some((first, _)) if first.contains('.') || first.contains(':') || first == "localhost" => {
+            first
+        }
+        _ => DOCKER_HUB,
+    }
+}
+
+/// The name the engine lists for `image` in its tags or digests: Docker Hub's `docker.io/`
+/// and `library/` dropped, `:latest` added when no tag or digest is given.
+pub fn normalize(image: &str) -> String {
+    let mut s = image;
+    if let Some(rest) = s.strip_prefix("docker.io/") {
+        s = rest;
+    }
+    if let Some(rest) = s.strip_prefix("library/")
+        && !rest.contains('/')
+    {
+        s = rest;
+    }
+    if s.contains('@') {
+        return s.to_string();
+    }
+    // A tag is a `:` after the last `/` (a registry's port comes before it).
+    let last = s.rsplit('/').next().unwrap_or(s);
+    if last.contains(':') {
+        s.to_string()
+    } else {
+        format!("{s}:latest")
+    }
+}
+
+/// Splits `image` into what the engine's pull call takes: (from_image, tag or digest).
+pub fn pull_parts(image: &str) -> (String, String) {
+    if let Some((name, digest)) = image.split_once('@') {
+        return (name.to_string(), digest.to_string());
+    }
+    let n = normalize(image);
+    let at = n.rfind(':').expect("normalize adds a tag");
+    (n[..at].to_string(), n[at + 1..].to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reference_names_its_registry_or_docker_hub() {
+        assert_eq!(registry_of("wordpress:6"), "docker.io");
+        assert_eq!(registry_of("bitnami/wordpress"), "docker.io");
+        assert_eq!(registry_of("127.0.0.1:5000/berth/demo:1"), "127.0.0.1:5000");
+        assert_eq!(registry_of("ghcr.io/acme/app@sha256:ab"), "ghcr.io");
+        assert_eq!(registry_of("localhost/x"), "localhost");
+    }
+
+    #[test]
+    fn references_are_compared_as_the_engine_lists_them() {
+        assert_eq!(normalize("docker.io/library/wordpress"), "wordpress:latest");
+        assert_eq!(normalize("wordpress:6.5"), "wordpress:6.5");
+        assert_eq!(
+            normalize("127.0.0.1:5000/berth/demo"),
+            "127.0.0.1:5000/berth/demo:latest"
+        );
+        assert_eq!(normalize("docker.io/bitnami/x:1"), "bitnami/x:1");
+        assert_eq!(normalize("x@sha256:ab"), "x@sha256:ab");
+        assert_eq!(
+            pull_parts("127.0.0.1:5000/berth/demo"),
+            ("127.0.0.1:5000/berth/demo".into(), "latest".into())
+        );
+        assert_eq!(pull_parts("x@sha256:ab"), ("x".into(), "sha256:ab".into()));
+    }
+}

@@ -1,0 +1,221 @@
+//! Images pulled by berth from a real registry on loopback: Debian's `docker-registry`
+//! (distribution 2.8) with htpasswd auth and TLS from a test CA. An image is pushed there and
+//! removed from the engine; a tenant of a version naming it gets it pulled before anything of
+//! the tenant exists. An unknown tag, a refused password and a stopped registry leave their
+//! tenant failing with the registry's reason, no object made, the other tenants untouched.
+
+mod common;
+use common::*;
+use std::{
+    path::Path,
+    process::{Child, Command, Stdio},
+    time::Duration,
+};
+
+const SLOT: u16 = 92;
+const PORT: u16 = 19492;
+
+struct Registry(Child);
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The registry with TLS (a certificate of a CA made here) and one htpasswd user.
+fn start_registry(dir: &Path) -> Registry {
+    let ca = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(vec!["localhost".into()]).unwrap();
+    params
+        .subject_alt_names
+        .push(rcgen::SanType::IpAddress("127.0.0.1".parse().unwrap()));
+    let cert = params.self_signed(&ca).unwrap();
+    std::fs::write(dir.join("cert.pem"), cert.pem()).unwrap();
+    std::fs::write(dir.join("key.pem"), ca.serialize_pem()).unwrap();
+    sh_env(
+        &format!(
+            "htpasswd -Bbn pusher s3cret-pw > {}",
+            dir.join("htpasswd").display()
+        ),
+        &[],
+    );
+    let d = dir.display();
+    std::fs::write(
+        dir.join("config.yml"),
+        format!(
+            "version: 0.1\nlog: {{level: warn}}\nstorage: {{filesystem: {{rootdirectory: {d}/data}}}}\n\
+             http: {{addr: 127.0.0.1:{PORT}, tls: {{certificate: {d}/cert.pem, key: {d}/key.pem}}}}\n\
+             auth: {{htpasswd: {{realm: berth-test, path: {d}/htpasswd}}}}\n"
+        ),
+    )
+    .unwrap();
+    let child = Command::new("docker-registry")
+        .args(["serve", dir.join("config.yml").to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.join("registry.log")).unwrap())
+        .spawn()
+        .expect("docker-registry runs (Debian package docker-registry)");
+    wait_for(
+        Duration::from_secs(20),
+        || std::net::TcpStream::connect(("127.0.0.1", PORT)).is_ok(),
+        "registry listening",
+    );
+    Registry(child)
+}
+
+/// An image of its own (not on the engine under any name once this returns) in the registry.
+fn push(dir: &Path, repo: &str) {
+    let conf = dir.join("docker-cli");
+    std::fs::create_dir_all(&conf).unwrap();
+    let env = [("DOCKER_CONFIG", conf.as_path())];
+    let tag = format!("127.0.0.1:{PORT}/{repo}");
+    sh_env(
+        &format!(
+            "printf 'FROM berth/demo:1\\nLABEL berth.test.pushed={repo}\\n' | DOCKER_BUILDKIT=0 docker build -q -t {tag} - && \
+             printf s3cret-pw | docker login 127.0.0.1:{PORT} -u pusher --password-stdin && \
+             docker push -q {tag} && docker rmi {tag}"
+        ),
+        &env,
+    );
+}
+
+fn versions(t: String) -> String {
+    let reg = format!("127.0.0.1:{PORT}");
+    t.replace(
+        "versions:\n",
+        &format!(
+            "versions:\n  \"9\":\n    images: {{ app: \"{reg}/berth/pulled:1\" }}\n  \
+             \"10\":\n    images: {{ app: \"{reg}/berth/pulled:nosuchtag\" }}\n  \
+             \"11\":\n    images: {{ app: \"localhost:{PORT}/berth/pulled:1\" }}\n  \
+             \"12\":\n    images: {{ app: \"{reg}/berth/other:1\" }}\n"
+        ),
+    )
+}
+
+fn instance(h: &Harness, t: &str, version: &str) {
+    write_instance(
+        h,
+        t,
+        &format!(
+            "template: demo\nversion: \"{version}\"\nplan: small\nparameters:\n  site_title: {t}\n  admin_email: ops@{t}.test\n  brand_color: \"#336699\"\n"
+        ),
+    );
+}
+
+/// Runs passes until the tenant's error contains one of `words`; its error.
+fn wait_error(h: &Harness, t: &str, words: &[&str]) -> String {
+    let mut last = serde_json::Value::Null;
+    for _ in 0..120 {
+        h.reconcile();
+        last = h.status(t);
+        let e = last["error"].as_str().unwrap_or_default().to_string();
+        if words.iter().any(|w| e.contains(w)) {
+            return e;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    panic!("{t}: no error with {words:?}: {last}");
+}
+
+fn objects_of(h: &Harness, t: &str) -> Vec<String> {
+    let (tenant, ns) = (
+        format!("label=io.berth.tenant={t}"),
+        format!("label=io.berth.namespace={}", h.ns),
+    );
+    let mut v = vec![];
+    for kind in [
+        &["ps", "-aq"][..],
+        &["network", "ls", "-q"],
+        &["volume", "ls", "-q"],
+    ] {
+        let mut args = kind.to_vec();
+        args.extend(["--filter", &tenant, "--filter", &ns]);
+        v.extend(
+            docker_ok(&args)
+                .lines()
+                .filter(|l| !l.is_empty())
+                .map(String::from),
+        );
+    }
+    v
+}
+
+#[test]
+fn images_are_pulled_from_a_registry_with_credentials_and_failures_make_nothing() {
+    let Some(_serial) = docker_test() else { return };
+    let mut h = Harness::new(SLOT);
+    let dir = h.path("registry");
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut registry = Some(start_registry(&dir));
+    push(&dir, "berth/pulled:1");
+    push(&dir, "berth/other:1");
+    let _ = docker(&["rmi", &format!("127.0.0.1:{PORT}/berth/other:1")]);
+    assert!(
+        !docker(&[
+            "image",
+            "inspect",
+            &format!("127.0.0.1:{PORT}/berth/pulled:1")
+        ])
+        .status
+        .success()
+    );
+    // Credentials: the right password for 127.0.0.1, a wrong one for localhost (same server).
+    for (name, pw) in [("good", "s3cret-pw"), ("bad", "not-the-password")] {
+        let f = h.path(&format!("{name}.pw"));
+        std::fs::write(&f, format!("{pw}\n")).unwrap();
+        std::fs::set_permissions(&f, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    }
+    let mut cfg = std::fs::read_to_string(h.path("berth.yaml")).unwrap();
+    cfg.push_str(&format!(
+        "registries:\n  \"127.0.0.1:{PORT}\": {{username: pusher, password_file: good.pw}}\n  \
+         \"localhost:{PORT}\": {{username: pusher, password_file: bad.pw}}\n"
+    ));
+    std::fs::write(h.path("berth.yaml"), cfg).unwrap();
+    h.own_demo_template(versions);
+    instance(&h, "p1", "9");
+    h.start();
+    h.wait_running(&["p1"]);
+    let pulled = format!("127.0.0.1:{PORT}/berth/pulled:1");
+    assert!(docker(&["image", "inspect", &pulled]).status.success());
+    let image = docker_ok(&[
+        "inspect",
+        "-f",
+        "{{.Config.Image}}",
+        &h.container("p1", "app"),
+    ]);
+    assert_eq!(image, pulled);
+
+    // An unknown tag: the registry's reason, nothing of the tenant made, p1 untouched.
+    instance(&h, "p2", "10");
+    let e = wait_error(&h, "p2", &["manifest unknown", "not found"]);
+    assert!(e.contains("nosuchtag"), "{e}");
+    assert!(
+        objects_of(&h, "p2").is_empty(),
+        "{:?}",
+        objects_of(&h, "p2")
+    );
+    // A refused password: the registry says so; the password is in no error and no log.
+    instance(&h, "p3", "11");
+    let e = wait_error(
+        &h,
+        "p3",
+        &["unauthorized", "authentication required", "no basic auth"],
+    );
+    assert!(!e.contains("not-the-password"), "{e}");
+    assert!(objects_of(&h, "p3").is_empty());
+    // The registry gone: connection refused, nothing made.
+    drop(registry.take());
+    instance(&h, "p4", "12");
+    let e = wait_error(&h, "p4", &["connection refused", "dial tcp"]);
+    assert!(e.contains("other"), "{e}");
+    assert!(objects_of(&h, "p4").is_empty());
+    assert_eq!(h.status("p1")["phase"], "running");
+    let log = h.agent_log();
+    assert!(!log.contains("s3cret-pw") && !log.contains("not-the-password"));
+    h.kill9();
+    for r in ["berth/pulled:1", "berth/other:1"] {
+        let _ = docker(&["rmi", "-f", &format!("127.0.0.1:{PORT}/{r}")]);
+    }
+}
