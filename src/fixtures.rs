@@ -35,6 +35,7 @@ pub fn host() -> HostConfig {
         shared_database: None,
         db_name_key: None,
         registries: BTreeMap::new(),
+        registry_mirrors: BTreeMap::new(),
         proxy: None,
         acme: None,
         domains: crate::desired::edge::DomainsConfig {

@@ -1,7 +1,7 @@
 //! Images pulled by berth from a real registry on loopback: Debian's `docker-registry`
 //! (distribution 2.8) with htpasswd auth and TLS from a test CA. An image is pushed there and
 //! removed from the engine; a tenant of a version naming it gets it pulled before anything of
-//! the tenant exists. An unknown tag, a refused password and a stopped registry leave their
+//! the tenant exists; Docker Hub's name is pulled through a mirror. An unknown tag, a refused password and a stopped registry leave their
 //! tenant failing with the registry's reason, no object made, the other tenants untouched.
 
 mod common;
@@ -89,7 +89,8 @@ fn versions(t: String) -> String {
             "versions:\n  \"9\":\n    images: {{ app: \"{reg}/berth/pulled:1\" }}\n  \
              \"10\":\n    images: {{ app: \"{reg}/berth/pulled:nosuchtag\" }}\n  \
              \"11\":\n    images: {{ app: \"localhost:{PORT}/berth/pulled:1\" }}\n  \
-             \"12\":\n    images: {{ app: \"{reg}/berth/other:1\" }}\n"
+             \"12\":\n    images: {{ app: \"{reg}/berth/other:1\" }}\n  \
+             \"13\":\n    images: {{ app: \"berthtest/mirrored:1\" }}\n"
         ),
     )
 }
@@ -151,6 +152,7 @@ fn images_are_pulled_from_a_registry_with_credentials_and_failures_make_nothing(
     let mut registry = Some(start_registry(&dir));
     push(&dir, "berth/pulled:1");
     push(&dir, "berth/other:1");
+    push(&dir, "berthtest/mirrored:1");
     let _ = docker(&["rmi", &format!("127.0.0.1:{PORT}/berth/other:1")]);
     assert!(
         !docker(&[
@@ -170,7 +172,8 @@ fn images_are_pulled_from_a_registry_with_credentials_and_failures_make_nothing(
     let mut cfg = std::fs::read_to_string(h.path("berth.yaml")).unwrap();
     cfg.push_str(&format!(
         "registries:\n  \"127.0.0.1:{PORT}\": {{username: pusher, password_file: good.pw}}\n  \
-         \"localhost:{PORT}\": {{username: pusher, password_file: bad.pw}}\n"
+         \"localhost:{PORT}\": {{username: pusher, password_file: bad.pw}}\n\
+         registry_mirrors: {{docker.io: \"127.0.0.1:{PORT}\"}}\n"
     ));
     std::fs::write(h.path("berth.yaml"), cfg).unwrap();
     h.own_demo_template(versions);
@@ -186,6 +189,23 @@ fn images_are_pulled_from_a_registry_with_credentials_and_failures_make_nothing(
         &h.container("p1", "app"),
     ]);
     assert_eq!(image, pulled);
+
+    // Docker Hub through a mirror (a provider's pull-through cache): pulled from the mirror
+    // with its credentials, named as the template says.
+    assert!(
+        !docker(&["image", "inspect", "berthtest/mirrored:1"])
+            .status
+            .success()
+    );
+    instance(&h, "p5", "13");
+    h.wait_running(&["p5"]);
+    let image = docker_ok(&[
+        "inspect",
+        "-f",
+        "{{.Config.Image}}",
+        &h.container("p5", "app"),
+    ]);
+    assert_eq!(image, "berthtest/mirrored:1");
 
     // An unknown tag: the registry's reason, nothing of the tenant made, p1 untouched.
     instance(&h, "p2", "10");
@@ -215,7 +235,8 @@ fn images_are_pulled_from_a_registry_with_credentials_and_failures_make_nothing(
     let log = h.agent_log();
     assert!(!log.contains("s3cret-pw") && !log.contains("not-the-password"));
     h.kill9();
-    for r in ["berth/pulled:1", "berth/other:1"] {
+    for r in ["berth/pulled:1", "berth/other:1", "berthtest/mirrored:1"] {
         let _ = docker(&["rmi", "-f", &format!("127.0.0.1:{PORT}/{r}")]);
     }
+    let _ = docker(&["rmi", "-f", "berthtest/mirrored:1"]);
 }

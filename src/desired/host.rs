@@ -38,6 +38,8 @@ pub struct HostConfig {
     pub db_name_key: Option<String>,
     /// Registry credentials by registry host.
     pub registries: BTreeMap<String, crate::images::RegistryAuth>,
+    /// Registry host → the host its images are pulled from here.
+    pub registry_mirrors: BTreeMap<String, String>,
     pub proxy: Option<ProxyConfig>,
     pub acme: Option<AcmeConfig>,
     pub domains: DomainsConfig,
@@ -411,6 +413,7 @@ pub fn build(file: &spec::Loaded<HostFile>, root: &Path) -> Result<HostConfig, S
                 (host.clone(), auth)
             })
             .collect(),
+        registry_mirrors: h.registry_mirrors.clone(),
         proxy,
         acme,
         domains: domains.expect("checked above"),

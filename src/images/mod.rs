@@ -60,14 +60,21 @@ pub enum Checked {
 pub struct Pulls {
     rt: Arc<dyn Runtime>,
     registries: BTreeMap<String, RegistryAuth>,
+    /// Registry host → the host that serves it here (`docker.io` → a pull-through cache).
+    mirrors: BTreeMap<String, String>,
     states: Mutex<BTreeMap<String, State>>,
 }
 
 impl Pulls {
-    pub fn new(rt: Arc<dyn Runtime>, registries: BTreeMap<String, RegistryAuth>) -> Arc<Pulls> {
+    pub fn new(
+        rt: Arc<dyn Runtime>,
+        registries: BTreeMap<String, RegistryAuth>,
+        mirrors: BTreeMap<String, String>,
+    ) -> Arc<Pulls> {
         Arc::new(Pulls {
             rt,
             registries,
+            mirrors,
             states: Mutex::default(),
         })
     }
@@ -113,16 +120,7 @@ impl Pulls {
 
     async fn pull(&self, image: &str) {
         let started = std::time::Instant::now();
-        let result = match self.credentials(image) {
-            Ok(auth) => {
-                let on = |e: &PullEvent| self.progress(image, e);
-                self.rt
-                    .pull_image(image, auth, &on)
-                    .await
-                    .map_err(|e| e.to_string())
-            }
-            Err(e) => Err(e.to_string()),
-        };
+        let result = self.fetch(image).await;
         let mut states = self.states.lock().expect("pulls lock");
         match result {
             Ok(()) => {
@@ -134,6 +132,27 @@ impl Pulls {
                 states.insert(image.into(), State::Failed(reason));
             }
         }
+    }
+
+    /// Pulls `image`, from its registry's mirror when one is configured (then tagged with the
+    /// name the template gives it, so containers and `berth status` show that name).
+    async fn fetch(&self, image: &str) -> Result<(), String> {
+        let source = match self.mirrors.get(reference::registry_of(image)) {
+            Some(m) => reference::on_mirror(image, m),
+            None => image.to_string(),
+        };
+        let auth = self.credentials(&source).map_err(|e| e.to_string())?;
+        let on = |e: &PullEvent| self.progress(image, e);
+        let rt = &self.rt;
+        rt.pull_image(&source, auth, &on)
+            .await
+            .map_err(|e| e.to_string())?;
+        if source != image {
+            rt.tag_image(&source, image)
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        Ok(())
     }
 
     /// The registry's credentials for `image`, if the host config has any.
@@ -200,7 +219,7 @@ mod tests {
     #[tokio::test]
     async fn progress_counts_layers_and_bytes_and_a_failure_is_told_once() {
         let rt = Arc::new(FakeRuntime::new());
-        let pulls = Pulls::new(rt.clone(), BTreeMap::new());
+        let pulls = Pulls::new(rt.clone(), BTreeMap::new(), BTreeMap::new());
         pulls.states.lock().unwrap().insert(
             "x:1".into(),
             State::Pulling(Progress::default(), BTreeMap::new()),
@@ -224,6 +243,24 @@ mod tests {
         assert!(matches!(pulls.check("x:1", || {}), Checked::Pulling(_)));
     }
 
+    #[tokio::test]
+    async fn a_mirrored_image_is_pulled_from_the_mirror_and_named_as_the_template_says() {
+        let rt = Arc::new(FakeRuntime::new());
+        rt.set_images(&[]);
+        let mirrors = BTreeMap::from([("docker.io".to_string(), "127.0.0.1:5000".to_string())]);
+        let pulls = Pulls::new(rt.clone(), BTreeMap::new(), mirrors);
+        pulls.fetch("wordpress:6").await.unwrap();
+        assert_eq!(
+            rt.calls(),
+            vec![
+                "pull_image 127.0.0.1:5000/library/wordpress:6",
+                "tag_image 127.0.0.1:5000/library/wordpress:6 wordpress:6"
+            ]
+        );
+        pulls.fetch("ghcr.io/acme/app:1").await.unwrap();
+        assert_eq!(rt.calls().last().unwrap(), "pull_image ghcr.io/acme/app:1");
+    }
+
     #[test]
     fn a_password_file_others_can_read_is_refused() {
         let dir = tempfile::tempdir().unwrap();
@@ -235,7 +272,7 @@ mod tests {
             password_file: f.clone(),
         };
         let reg = BTreeMap::from([("r.example:5000".to_string(), auth)]);
-        let pulls = Pulls::new(Arc::new(FakeRuntime::new()), reg);
+        let pulls = Pulls::new(Arc::new(FakeRuntime::new()), reg, BTreeMap::new());
         let e = pulls
             .credentials("r.example:5000/app:1")
             .unwrap_err()

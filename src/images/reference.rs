@@ -39,6 +39,24 @@ pub fn normalize(image: &str) -> String {
     }
 }
 
+/// `image` as found on `mirror`, a host serving `image`'s registry (a pull-through cache):
+/// the registry host replaced by the mirror's, Docker Hub's official images under `library/`.
+pub fn on_mirror(image: &str, mirror: &str) -> String {
+    let registry = registry_of(image);
+    let path = if registry == DOCKER_HUB {
+        let p = image.strip_prefix("docker.io/").unwrap_or(image);
+        let name = p.split(['@', ':']).next().unwrap_or(p);
+        if name.contains('/') {
+            p.to_string()
+        } else {
+            format!("library/{p}")
+        }
+    } else {
+        image[registry.len() + 1..].to_string()
+    };
+    format!("{mirror}/{path}")
+}
+
 /// Splits `image` into what the engine's pull call takes: (from_image, tag or digest).
 pub fn pull_parts(image: &str) -> (String, String) {
     if let Some((name, digest)) = image.split_once('@') {
@@ -77,5 +95,26 @@ mod tests {
             ("127.0.0.1:5000/berth/demo".into(), "latest".into())
         );
         assert_eq!(pull_parts("x@sha256:ab"), ("x".into(), "sha256:ab".into()));
+    }
+
+    #[test]
+    fn a_mirror_serves_the_same_path_official_images_under_library() {
+        let m = "127.0.0.1:5000";
+        assert_eq!(
+            on_mirror("wordpress:6", m),
+            "127.0.0.1:5000/library/wordpress:6"
+        );
+        assert_eq!(
+            on_mirror("docker.io/library/mariadb:11", m),
+            "127.0.0.1:5000/library/mariadb:11"
+        );
+        assert_eq!(
+            on_mirror("bitnami/redis", m),
+            "127.0.0.1:5000/bitnami/redis"
+        );
+        assert_eq!(
+            on_mirror("ghcr.io/acme/app:2", m),
+            "127.0.0.1:5000/acme/app:2"
+        );
     }
 }

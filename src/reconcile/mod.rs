@@ -118,7 +118,11 @@ impl Controller {
         if let Err(why) = &disks {
             tracing::warn!(reason = %why, "disk quotas cannot be enforced on this host; plans' disk limits are not applied");
         }
-        let pulls = crate::images::Pulls::new(rt.clone(), host.registries.clone());
+        let pulls = crate::images::Pulls::new(
+            rt.clone(),
+            host.registries.clone(),
+            host.registry_mirrors.clone(),
+        );
         Ok(Controller {
             disks,
             rt,

@@ -20,7 +20,7 @@ use bollard::{
         CreateContainerOptions, CreateImageOptions, EventsOptions, InspectContainerOptions,
         ListContainersOptions, ListImagesOptions, ListNetworksOptions, ListVolumesOptions,
         LogsOptions, RemoveContainerOptions, RemoveVolumeOptions, RenameContainerOptions,
-        StatsOptions, StopContainerOptions,
+        StatsOptions, StopContainerOptions, TagImageOptions,
     },
 };
 use futures_util::{StreamExt, TryStreamExt};
@@ -708,6 +708,19 @@ impl Runtime for DockerRuntime {
         stdin: Option<Vec<u8>>,
     ) -> Result<ExecOutput, RuntimeError> {
         self.exec_with(name, cmd, stdin, None).await
+    }
+
+    async fn tag_image(&self, source: &str, target: &str) -> Result<(), RuntimeError> {
+        self.count();
+        let (repo, tag) = crate::images::reference::pull_parts(target);
+        let opts = TagImageOptions {
+            repo: Some(repo),
+            tag: Some(tag),
+        };
+        self.docker
+            .tag_image(source, Some(opts))
+            .await
+            .map_err(|e| call_err("image", source, e))
     }
 
     async fn exec_timed(

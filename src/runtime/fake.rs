@@ -277,6 +277,14 @@ impl Runtime for FakeRuntime {
         })
     }
 
+    async fn tag_image(&self, source: &str, target: &str) -> Result<(), RuntimeError> {
+        let mut s = self.record(format!("tag_image {source} {target}"))?;
+        if let Some(i) = &mut s.images {
+            i.insert(crate::images::reference::normalize(target));
+        }
+        Ok(())
+    }
+
     async fn exec_timed(
         &self,
         name: &str,

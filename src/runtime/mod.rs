@@ -176,6 +176,8 @@ pub trait Runtime: Send + Sync + 'static {
         auth: Option<(String, String)>,
         progress: &(dyn for<'e> Fn(&'e PullEvent) + Send + Sync),
     ) -> Result<(), RuntimeError>;
+    /// Gives image `source` the name `target` too (a mirror's pull under the template's name).
+    async fn tag_image(&self, source: &str, target: &str) -> Result<(), RuntimeError>;
     /// Like `exec` without stdin, but the command and every process it started are killed
     /// (SIGKILL) once `limit` has passed; the output so far is kept and `timed_out` is set.
     async fn exec_timed(

@@ -59,6 +59,9 @@ pub struct HostFile {
     /// Credentials per registry host (`registry.example.com`, `127.0.0.1:5000`, `docker.io`).
     #[serde(default)]
     pub registries: BTreeMap<String, RegistryFile>,
+    /// Registry host → the host to pull its images from instead (a pull-through cache).
+    #[serde(default)]
+    pub registry_mirrors: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
