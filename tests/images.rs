@@ -207,6 +207,32 @@ fn images_are_pulled_from_a_registry_with_credentials_and_failures_make_nothing(
     ]);
     assert_eq!(image, "berthtest/mirrored:1");
 
+    // `berth images`: what tenants use, what berth pulled.
+    let rows: serde_json::Value =
+        serde_json::from_str(&h.cli_ok(&["images", "-o", "json"])).unwrap();
+    let row = |r: &str| {
+        rows.as_array()
+            .unwrap()
+            .iter()
+            .find(|x| x["reference"] == r)
+            .unwrap_or_else(|| panic!("{r} not in {rows}"))
+            .clone()
+    };
+    assert_eq!(row(&pulled)["tenants"], serde_json::json!(["p1"]));
+    assert_eq!(row(&pulled)["pulled_by_berth"], true);
+    assert!(
+        row(&pulled)["digest"]
+            .as_str()
+            .unwrap()
+            .starts_with("sha256:")
+    );
+    assert_eq!(
+        row("berthtest/mirrored:1")["tenants"],
+        serde_json::json!(["p5"])
+    );
+    assert_eq!(row("berth/postgres:15")["pulled_by_berth"], false);
+    assert!(h.cli_ok(&["images"]).contains("PULLED BY BERTH"));
+
     // An unknown tag: the registry's reason, nothing of the tenant made, p1 untouched.
     instance(&h, "p2", "10");
     let e = wait_error(&h, "p2", &["manifest unknown", "not found"]);
@@ -234,6 +260,33 @@ fn images_are_pulled_from_a_registry_with_credentials_and_failures_make_nothing(
     assert_eq!(h.status("p1")["phase"], "running");
     let log = h.agent_log();
     assert!(!log.contains("s3cret-pw") && !log.contains("not-the-password"));
+    // Prune: only what berth pulled and no tenant names any more.
+    h.cli_ok(&["rm", "p5", "--purge"]);
+    wait_for(
+        Duration::from_secs(60),
+        || {
+            h.reconcile();
+            !h.cli_ok(&["ls"]).contains("p5")
+        },
+        "p5 purged",
+    );
+    let out = h.cli_ok(&["images", "prune"]);
+    assert!(out.contains("removed berthtest/mirrored:1"), "{out}");
+    assert!(
+        !out.contains("berth/pulled") && !out.contains("postgres"),
+        "{out}"
+    );
+    assert!(
+        !docker(&["image", "inspect", "berthtest/mirrored:1"])
+            .status
+            .success()
+    );
+    assert!(docker(&["image", "inspect", &pulled]).status.success());
+    assert!(
+        docker(&["image", "inspect", "berth/postgres:15"])
+            .status
+            .success()
+    );
     h.kill9();
     for r in ["berth/pulled:1", "berth/other:1", "berthtest/mirrored:1"] {
         let _ = docker(&["rmi", "-f", &format!("127.0.0.1:{PORT}/{r}")]);

@@ -5,6 +5,7 @@
 pub mod edge;
 pub mod error;
 pub mod fleet;
+pub mod images;
 pub mod instances;
 pub mod params;
 
@@ -75,6 +76,8 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/certs/{domain}/renew", post(edge::cert_renew))
         .route("/v1/ca", get(edge::ca_show))
         .route("/v1/capacity", get(capacity))
+        .route("/v1/images", get(images::index))
+        .route("/v1/images/prune", post(images::prune))
         .route("/v1/top", get(top))
         .route("/v1/upgrades", post(fleet::upgrade_start))
         .route("/v1/upgrades/current", get(fleet::upgrade_show))

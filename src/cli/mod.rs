@@ -157,6 +157,14 @@ pub enum Command {
         #[arg(short, long, value_enum, default_value = "table")]
         output: Output,
     },
+    /// Images tenants use or berth pulled (reference, id, size, digest, tenants);
+    /// `berth images prune` removes the ones berth pulled that no tenant names.
+    Images {
+        #[arg(value_parser = ["prune"])]
+        action: Option<String>,
+        #[arg(short, long, value_enum, default_value = "table")]
+        output: Output,
+    },
     /// Host memory, disk and CPUs: total, what admission allows, what instances reserve, what is used.
     Capacity {
         #[arg(short, long, value_enum, default_value = "table")]
@@ -363,6 +371,18 @@ pub async fn run(cli: Cli) -> Result<i32> {
             output,
             interval,
         } => top::run(&c, once, matches!(output, Output::Json), interval).await?,
+        Command::Images { action, output } => {
+            let v = match action.as_deref() {
+                Some("prune") => c.json(Method::POST, "/v1/images/prune", None).await?,
+                _ => c.json(Method::GET, "/v1/images", None).await?,
+            };
+            let table = if action.is_some() {
+                table::pruned
+            } else {
+                table::images
+            };
+            print(output, &v, table);
+        }
         Command::Capacity { output } => {
             let v = c.json(Method::GET, "/v1/capacity", None).await?;
             print(output, &v, capacity_table);

@@ -155,3 +155,65 @@ mod tests {
         assert_eq!(t, "A     BB\nlong  x\n");
     }
 }
+
+/// `berth images`.
+pub fn images(v: &Value) -> String {
+    let rows: Vec<Vec<String>> = v
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|r| {
+            let tenants: Vec<String> = r["tenants"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(s)
+                .collect();
+            vec![
+                s(&r["reference"]),
+                s(&r["id"]),
+                r["size"].as_u64().map_or("-".into(), format_bytes),
+                r["digest"]
+                    .as_str()
+                    .map_or("-".into(), |d| d.chars().take(19).collect()),
+                if tenants.is_empty() {
+                    "-".into()
+                } else {
+                    tenants.join(",")
+                },
+                if r["pulled_by_berth"] == true {
+                    "yes"
+                } else {
+                    "no"
+                }
+                .into(),
+            ]
+        })
+        .collect();
+    render(
+        &[
+            "REFERENCE",
+            "ID",
+            "SIZE",
+            "DIGEST",
+            "TENANTS",
+            "PULLED BY BERTH",
+        ],
+        &rows,
+    )
+}
+
+/// `berth images prune`.
+pub fn pruned(v: &Value) -> String {
+    let mut out = String::new();
+    for r in v["removed"].as_array().into_iter().flatten() {
+        out += &format!("removed {}\n", s(r));
+    }
+    for k in v["kept"].as_array().into_iter().flatten() {
+        out += &format!("kept {}: {}\n", s(&k["reference"]), s(&k["reason"]));
+    }
+    if out.is_empty() {
+        out = "nothing to prune\n".into();
+    }
+    out
+}

@@ -4,7 +4,9 @@
 //! shows them `pulling` with layers and bytes. A failed pull is reported once, with the
 //! registry's reason, as the tenant's error (then backoff and a fresh pull).
 
+pub mod ledger;
 pub mod reference;
+pub mod report;
 
 use crate::runtime::{PullEvent, Runtime};
 use serde::Serialize;
@@ -62,6 +64,8 @@ pub struct Pulls {
     registries: BTreeMap<String, RegistryAuth>,
     /// Registry host → the host that serves it here (`docker.io` → a pull-through cache).
     mirrors: BTreeMap<String, String>,
+    /// `<state>/images.json`: what berth pulled (None in unit tests without a state dir).
+    ledger: Option<PathBuf>,
     states: Mutex<BTreeMap<String, State>>,
 }
 
@@ -70,11 +74,13 @@ impl Pulls {
         rt: Arc<dyn Runtime>,
         registries: BTreeMap<String, RegistryAuth>,
         mirrors: BTreeMap<String, String>,
+        ledger: Option<PathBuf>,
     ) -> Arc<Pulls> {
         Arc::new(Pulls {
             rt,
             registries,
             mirrors,
+            ledger,
             states: Mutex::default(),
         })
     }
@@ -152,7 +158,28 @@ impl Pulls {
                 .await
                 .map_err(|e| e.to_string())?;
         }
+        self.record(image).await;
+        if source != image {
+            // The mirror's name was made by this pull too: prune removes it with the other.
+            self.record(&source).await;
+        }
         Ok(())
+    }
+
+    /// Notes the pull in the ledger, so prune knows berth brought the image.
+    async fn record(&self, image: &str) {
+        let Some(path) = &self.ledger else { return };
+        let name = reference::normalize(image);
+        let id = match self.rt.list_images().await {
+            Ok(list) => list
+                .into_iter()
+                .find(|i| i.tags.contains(&name))
+                .map(|i| i.id),
+            Err(_) => None,
+        };
+        if let Err(e) = ledger::record(path, image, &id.unwrap_or_default()) {
+            tracing::warn!(image, error = %e, "pulled image not recorded; prune will keep it");
+        }
     }
 
     /// The registry's credentials for `image`, if the host config has any.
@@ -219,7 +246,7 @@ mod tests {
     #[tokio::test]
     async fn progress_counts_layers_and_bytes_and_a_failure_is_told_once() {
         let rt = Arc::new(FakeRuntime::new());
-        let pulls = Pulls::new(rt.clone(), BTreeMap::new(), BTreeMap::new());
+        let pulls = Pulls::new(rt.clone(), BTreeMap::new(), BTreeMap::new(), None);
         pulls.states.lock().unwrap().insert(
             "x:1".into(),
             State::Pulling(Progress::default(), BTreeMap::new()),
@@ -248,7 +275,7 @@ mod tests {
         let rt = Arc::new(FakeRuntime::new());
         rt.set_images(&[]);
         let mirrors = BTreeMap::from([("docker.io".to_string(), "127.0.0.1:5000".to_string())]);
-        let pulls = Pulls::new(rt.clone(), BTreeMap::new(), mirrors);
+        let pulls = Pulls::new(rt.clone(), BTreeMap::new(), mirrors, None);
         pulls.fetch("wordpress:6").await.unwrap();
         assert_eq!(
             rt.calls(),
@@ -272,7 +299,7 @@ mod tests {
             password_file: f.clone(),
         };
         let reg = BTreeMap::from([("r.example:5000".to_string(), auth)]);
-        let pulls = Pulls::new(Arc::new(FakeRuntime::new()), reg, BTreeMap::new());
+        let pulls = Pulls::new(Arc::new(FakeRuntime::new()), reg, BTreeMap::new(), None);
         let e = pulls
             .credentials("r.example:5000/app:1")
             .unwrap_err()

@@ -122,6 +122,7 @@ impl Controller {
             rt.clone(),
             host.registries.clone(),
             host.registry_mirrors.clone(),
+            Some(layout.images()),
         );
         Ok(Controller {
             disks,

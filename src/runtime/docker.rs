@@ -19,8 +19,8 @@ use bollard::{
     query_parameters::{
         CreateContainerOptions, CreateImageOptions, EventsOptions, InspectContainerOptions,
         ListContainersOptions, ListImagesOptions, ListNetworksOptions, ListVolumesOptions,
-        LogsOptions, RemoveContainerOptions, RemoveVolumeOptions, RenameContainerOptions,
-        StatsOptions, StopContainerOptions, TagImageOptions,
+        LogsOptions, RemoveContainerOptions, RemoveImageOptions, RemoveVolumeOptions,
+        RenameContainerOptions, StatsOptions, StopContainerOptions, TagImageOptions,
     },
 };
 use futures_util::{StreamExt, TryStreamExt};
@@ -59,16 +59,11 @@ fn pull_reason(e: BollardError) -> String {
 impl DockerRuntime {
     /// Every tag and digest the engine lists, normalized for lookups.
     async fn images(&self) -> Result<std::collections::BTreeSet<String>, RuntimeError> {
-        let list = self
-            .docker
-            .list_images(Some(ListImagesOptions::default()))
-            .await
-            .map_err(|e| call_err("images", "", e))?;
-        Ok(list
+        Ok(self
+            .list_images()
+            .await?
             .into_iter()
-            .flat_map(|i| i.repo_tags.into_iter().chain(i.repo_digests))
-            .filter(|r| !r.starts_with("<none>"))
-            .map(|r| crate::images::reference::normalize(&r))
+            .flat_map(|i| i.tags.into_iter().chain(i.digests))
             .collect())
     }
 
@@ -708,6 +703,42 @@ impl Runtime for DockerRuntime {
         stdin: Option<Vec<u8>>,
     ) -> Result<ExecOutput, RuntimeError> {
         self.exec_with(name, cmd, stdin, None).await
+    }
+
+    async fn list_images(&self) -> Result<Vec<super::ImageInfo>, RuntimeError> {
+        let list = self
+            .docker
+            .list_images(Some(ListImagesOptions::default()))
+            .await
+            .map_err(|e| call_err("images", "", e))?;
+        let names = |v: Vec<String>| -> Vec<String> {
+            v.into_iter()
+                .filter(|r| !r.starts_with("<none>"))
+                .map(|r| crate::images::reference::normalize(&r))
+                .collect()
+        };
+        Ok(list
+            .into_iter()
+            .map(|i| super::ImageInfo {
+                id: i.id,
+                size: i.size.max(0) as u64,
+                tags: names(i.repo_tags),
+                digests: names(i.repo_digests),
+            })
+            .collect())
+    }
+
+    async fn remove_image(&self, reference: &str) -> Result<(), RuntimeError> {
+        self.count();
+        match self
+            .docker
+            .remove_image(reference, None::<RemoveImageOptions>, None)
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if status_of(&e) == Some(404) => Ok(()),
+            Err(e) => Err(call_err("image", reference, e)),
+        }
     }
 
     async fn tag_image(&self, source: &str, target: &str) -> Result<(), RuntimeError> {

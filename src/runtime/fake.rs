@@ -277,6 +277,28 @@ impl Runtime for FakeRuntime {
         })
     }
 
+    async fn list_images(&self) -> Result<Vec<super::ImageInfo>, RuntimeError> {
+        let s = self.state.lock().unwrap();
+        Ok(s.images
+            .iter()
+            .flatten()
+            .map(|i| super::ImageInfo {
+                id: format!("sha256:{i}"),
+                size: 1 << 20,
+                tags: vec![i.clone()],
+                digests: vec![],
+            })
+            .collect())
+    }
+
+    async fn remove_image(&self, reference: &str) -> Result<(), RuntimeError> {
+        let mut s = self.record(format!("remove_image {reference}"))?;
+        if let Some(i) = &mut s.images {
+            i.remove(&crate::images::reference::normalize(reference));
+        }
+        Ok(())
+    }
+
     async fn tag_image(&self, source: &str, target: &str) -> Result<(), RuntimeError> {
         let mut s = self.record(format!("tag_image {source} {target}"))?;
         if let Some(i) = &mut s.images {

@@ -91,6 +91,15 @@ pub struct Inventory {
     pub images: Option<std::collections::BTreeSet<String>>,
 }
 
+/// One image of the engine: its id, size, and every name it goes by (normalized).
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct ImageInfo {
+    pub id: String,
+    pub size: u64,
+    pub tags: Vec<String>,
+    pub digests: Vec<String>,
+}
+
 /// One progress message of an image pull.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct PullEvent {
@@ -176,6 +185,10 @@ pub trait Runtime: Send + Sync + 'static {
         auth: Option<(String, String)>,
         progress: &(dyn for<'e> Fn(&'e PullEvent) + Send + Sync),
     ) -> Result<(), RuntimeError>;
+    /// Every image of the engine.
+    async fn list_images(&self) -> Result<Vec<ImageInfo>, RuntimeError>;
+    /// Removes the name `reference` (and the image, once no name or container is left to it).
+    async fn remove_image(&self, reference: &str) -> Result<(), RuntimeError>;
     /// Gives image `source` the name `target` too (a mirror's pull under the template's name).
     async fn tag_image(&self, source: &str, target: &str) -> Result<(), RuntimeError>;
     /// Like `exec` without stdin, but the command and every process it started are killed

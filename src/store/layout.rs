@@ -56,6 +56,10 @@ impl Layout {
     pub fn certs(&self) -> PathBuf {
         self.root.join("certs")
     }
+    /// Images berth pulled (what prune may remove).
+    pub fn images(&self) -> PathBuf {
+        self.root.join("images.json")
+    }
     pub fn domains(&self) -> PathBuf {
         self.root.join("domains.json")
     }
