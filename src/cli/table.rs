@@ -145,17 +145,6 @@ pub fn status(v: &Value) -> String {
     out
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn columns_line_up() {
-        let t = render(&["A", "BB"], &[vec!["long".into(), "x".into()]]);
-        assert_eq!(t, "A     BB\nlong  x\n");
-    }
-}
-
 /// `berth images`.
 pub fn images(v: &Value) -> String {
     let rows: Vec<Vec<String>> = v
@@ -216,4 +205,15 @@ pub fn pruned(v: &Value) -> String {
         out = "nothing to prune\n".into();
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn columns_line_up() {
+        let t = render(&["A", "BB"], &[vec!["long".into(), "x".into()]]);
+        assert_eq!(t, "A     BB\nlong  x\n");
+    }
 }
