@@ -7,6 +7,7 @@ pub mod domains;
 pub mod edge;
 pub mod host;
 pub mod instance;
+pub mod last_valid;
 pub mod limits;
 pub mod model;
 pub mod params;
@@ -29,6 +30,8 @@ pub struct Loaded {
     pub desired: Desired,
     /// Every problem found, for `berth validate` and the API.
     pub errors: SpecErrors,
+    /// The text of each valid instance file, as `last_valid` keeps it.
+    pub sources: BTreeMap<String, String>,
 }
 
 /// Reads and validates all templates and instances named by `host`.
@@ -54,6 +57,7 @@ pub fn load(host: &HostConfig) -> Loaded {
         errors.push(e);
     }
     let proven = domains::proven(&host.state_dir);
+    let mut sources = BTreeMap::new();
     let mut claims: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for f in &files {
         let stem = f
@@ -73,6 +77,7 @@ pub fn load(host: &HostConfig) -> Loaded {
                 for d in exclusive_claims(&i, host, &proven) {
                     claims.entry(d).or_default().push(stem.clone());
                 }
+                sources.insert(stem.clone(), last_valid::text(&f.value));
                 desired.instances.insert(stem, i);
             }
             Err(e) => {
@@ -82,10 +87,13 @@ pub fn load(host: &HostConfig) -> Loaded {
         }
     }
     reject_shared_domains(&files, claims, &mut desired, &mut errors);
+    sources.retain(|t, _| desired.instances.contains_key(t));
+    last_valid::restore(host, &templates, &mut desired);
     Loaded {
         templates,
         desired,
         errors,
+        sources,
     }
 }
 

@@ -64,6 +64,8 @@ pub struct Controller {
     holds: Mutex<Holds>,
     /// Serialises read-modify-write of instance files (API edits, upgrades, domain moves).
     files_lock: Arc<tokio::sync::Mutex<()>>,
+    /// Digest of each tenant's kept last valid file, so it is written only when it changes.
+    kept_valid: Mutex<BTreeMap<String, [u8; 32]>>,
     /// The egress policy, set by the daemon (unit tests run without one).
     egress: std::sync::OnceLock<Arc<crate::egress::Egress>>,
 }
@@ -141,6 +143,7 @@ impl Controller {
             holds: Mutex::default(),
             files_lock: Arc::default(),
             egress: std::sync::OnceLock::new(),
+            kept_valid: Mutex::default(),
         })
     }
 
@@ -348,6 +351,7 @@ impl Controller {
         } else {
             observed
         };
+        self.keep_last_valid(&loaded.sources, &loaded.desired.frozen);
         let desired = self.carry_last_valid(loaded.desired);
         self.retire_shared_db(&desired, &observed).await;
         let failures = self.failures.lock().expect("failures lock").clone();
@@ -399,11 +403,43 @@ impl Controller {
         }
     }
 
+    /// Writes each tenant's valid file to its state dir when it changed (tenants whose state
+    /// dir exists: set up by a pass), for `desired::last_valid` after a restart.
+    fn keep_last_valid(
+        &self,
+        sources: &BTreeMap<String, String>,
+        frozen: &BTreeMap<String, String>,
+    ) {
+        use sha2::Digest;
+        let mut kept = self.kept_valid.lock().expect("kept lock");
+        kept.retain(|t, _| sources.contains_key(t));
+        // A removed tenant (file gone, state kept) has no last valid state to serve later.
+        for t in self.allocs.snapshot().keys() {
+            if !sources.contains_key(t) && !frozen.contains_key(t) {
+                let _ = std::fs::remove_file(desired::last_valid::path(&self.host, t));
+            }
+        }
+        for (t, text) in sources {
+            let d: [u8; 32] = sha2::Sha256::digest(text.as_bytes()).into();
+            if kept.get(t) == Some(&d) || !self.layout.tenant(t).is_dir() {
+                continue;
+            }
+            let path = desired::last_valid::path(&self.host, t);
+            match crate::store::atomic::write(&path, text.as_bytes(), 0o600) {
+                Ok(()) => {
+                    kept.insert(t.clone(), d);
+                }
+                Err(e) => tracing::warn!(tenant = %t, error = %e, "last valid file not kept"),
+            }
+        }
+    }
+
     /// A tenant frozen now keeps the last valid state of the previous pass, for the edge.
     fn carry_last_valid(&self, mut d: desired::Desired) -> desired::Desired {
         let prev = self.last_desired.read().expect("desired lock").clone();
         for t in d.frozen.keys() {
             if let Some(i) = prev.instances.get(t).or_else(|| prev.last_valid.get(t)) {
+                // The state this agent saw last wins over a kept file read from disk.
                 d.last_valid.insert(t.clone(), i.clone());
             }
         }

@@ -136,6 +136,21 @@ async fn a_broken_file_keeps_the_tenant_on_the_edge_with_its_last_valid_state() 
     assert!(!acme.maintenance && acme.target.is_some(), "{acme:?}");
     assert!(acme.hosts.contains(&"shop.example.org".to_string()));
     assert!(edge.cert_domains.contains_key("shop.example.org"));
+    // An agent restarted while the file is still broken serves the kept last valid state.
+    let restarted = Controller::new(e.rt.clone(), e.ctl.host().clone()).unwrap();
+    restarted.pass().await.unwrap();
+    let edge = crate::proxy::sync::edge(
+        &restarted.desired(),
+        &restarted.board(),
+        restarted.host(),
+        &verified,
+    );
+    let acme = edge
+        .tenants
+        .iter()
+        .find(|t| t.tenant == "acme")
+        .expect("off the edge after a restart");
+    assert!(acme.hosts.contains(&"shop.example.org".to_string()));
     // Removed: gone from the edge too.
     std::fs::remove_file(e.dir.path().join("instances/acme.yaml")).unwrap();
     e.ctl.pass().await.unwrap();
