@@ -2,6 +2,7 @@
 //! per-instance backoff. Triggered by file changes, API calls and a periodic resync.
 
 pub mod apply;
+mod aside;
 pub mod backoff;
 pub mod files;
 pub mod plan;
@@ -154,26 +155,6 @@ impl Controller {
 
     pub fn egress(&self) -> Option<&Arc<crate::egress::Egress>> {
         self.egress.get()
-    }
-
-    /// Brings the kernel's egress rules to the allocations and the desired allows.
-    async fn sync_egress(&self, d: &desired::Desired) {
-        let Some(e) = self.egress.get().cloned() else {
-            return;
-        };
-        let pool = self.host.subnet_pool;
-        let subnets = self
-            .allocs
-            .snapshot()
-            .into_iter()
-            .filter_map(|(t, a)| Some((t, pool.subnet(a.subnet).0.parse().ok()?)))
-            .collect();
-        let allows = d
-            .instances
-            .iter()
-            .map(|(t, i)| (t.clone(), i.egress.clone()))
-            .collect();
-        let _ = tokio::task::spawn_blocking(move || e.sync(&subnets, &allows)).await;
     }
 
     /// The notifier behind `kick`, for tasks that outlive a pass (a pull's end).
@@ -387,63 +368,6 @@ impl Controller {
             "reconcile pass"
         );
         Ok(report)
-    }
-
-    /// The shared database server stops once no tenant uses it (after this pass's purges).
-    async fn retire_shared_db(&self, d: &desired::Desired, inv: &crate::runtime::Inventory) {
-        if self.host.shared_database.is_none() {
-            return;
-        }
-        let purging =
-            std::fs::read_dir(self.layout.purge_dir()).is_ok_and(|mut rd| rd.next().is_some());
-        if let Err(e) =
-            shared_db::retire_if_unused(self.rt.as_ref(), &self.host, d, inv, purging).await
-        {
-            tracing::warn!(error = %e, "shared database server not stopped");
-        }
-    }
-
-    /// Writes each tenant's valid file to its state dir when it changed (tenants whose state
-    /// dir exists: set up by a pass), for `desired::last_valid` after a restart.
-    fn keep_last_valid(
-        &self,
-        sources: &BTreeMap<String, String>,
-        frozen: &BTreeMap<String, String>,
-    ) {
-        use sha2::Digest;
-        let mut kept = self.kept_valid.lock().expect("kept lock");
-        kept.retain(|t, _| sources.contains_key(t));
-        // A removed tenant (file gone, state kept) has no last valid state to serve later.
-        for t in self.allocs.snapshot().keys() {
-            if !sources.contains_key(t) && !frozen.contains_key(t) {
-                let _ = std::fs::remove_file(desired::last_valid::path(&self.host, t));
-            }
-        }
-        for (t, text) in sources {
-            let d: [u8; 32] = sha2::Sha256::digest(text.as_bytes()).into();
-            if kept.get(t) == Some(&d) || !self.layout.tenant(t).is_dir() {
-                continue;
-            }
-            let path = desired::last_valid::path(&self.host, t);
-            match crate::store::atomic::write(&path, text.as_bytes(), 0o600) {
-                Ok(()) => {
-                    kept.insert(t.clone(), d);
-                }
-                Err(e) => tracing::warn!(tenant = %t, error = %e, "last valid file not kept"),
-            }
-        }
-    }
-
-    /// A tenant frozen now keeps the last valid state of the previous pass, for the edge.
-    fn carry_last_valid(&self, mut d: desired::Desired) -> desired::Desired {
-        let prev = self.last_desired.read().expect("desired lock").clone();
-        for t in d.frozen.keys() {
-            if let Some(i) = prev.instances.get(t).or_else(|| prev.last_valid.get(t)) {
-                // The state this agent saw last wins over a kept file read from disk.
-                d.last_valid.insert(t.clone(), i.clone());
-            }
-        }
-        d
     }
 
     fn recorded(&self, d: &desired::Desired) -> plan::Recorded {
