@@ -90,7 +90,9 @@ fn versions(t: String) -> String {
              \"10\":\n    images: {{ app: \"{reg}/berth/pulled:nosuchtag\" }}\n  \
              \"11\":\n    images: {{ app: \"localhost:{PORT}/berth/pulled:1\" }}\n  \
              \"12\":\n    images: {{ app: \"{reg}/berth/other:1\" }}\n  \
-             \"13\":\n    images: {{ app: \"berthtest/mirrored:1\" }}\n"
+             \"13\":\n    images: {{ app: \"berthtest/mirrored:1\" }}\n  \
+             \"14\":\n    images: {{ app: \"{reg}/berth/pulled:2\" }}\n  \
+             \"15\":\n    images: {{ app: \"{reg}/berth/pulled:nosuch\" }}\n"
         ),
     )
 }
@@ -143,16 +145,31 @@ fn objects_of(h: &Harness, t: &str) -> Vec<String> {
     v
 }
 
+/// Every name this test gives images, gone (also what a failed earlier run left).
+fn forget_images() {
+    for r in [
+        "berth/pulled:1",
+        "berth/pulled:2",
+        "berth/other:1",
+        "berthtest/mirrored:1",
+    ] {
+        let _ = docker(&["rmi", "-f", &format!("127.0.0.1:{PORT}/{r}")]);
+    }
+    let _ = docker(&["rmi", "-f", "berthtest/mirrored:1"]);
+}
+
 #[test]
 fn images_are_pulled_from_a_registry_with_credentials_and_failures_make_nothing() {
     let Some(_serial) = docker_test() else { return };
     let mut h = Harness::new(SLOT);
+    forget_images();
     let dir = h.path("registry");
     std::fs::create_dir_all(&dir).unwrap();
     let mut registry = Some(start_registry(&dir));
     push(&dir, "berth/pulled:1");
     push(&dir, "berth/other:1");
     push(&dir, "berthtest/mirrored:1");
+    push(&dir, "berth/pulled:2");
     let _ = docker(&["rmi", &format!("127.0.0.1:{PORT}/berth/other:1")]);
     assert!(
         !docker(&[
@@ -233,6 +250,32 @@ fn images_are_pulled_from_a_registry_with_credentials_and_failures_make_nothing(
     assert_eq!(row("berth/postgres:15")["pulled_by_berth"], false);
     assert!(h.cli_ok(&["images"]).contains("PULLED BY BERTH"));
 
+    // A fleet upgrade fetches its version's images before the first wave…
+    let two = format!("127.0.0.1:{PORT}/berth/pulled:2");
+    assert!(!docker(&["image", "inspect", &two]).status.success());
+    h.cli_ok(&["upgrade", "demo", "--to", "14", "--tenants", "p1", "--wait"]);
+    let image = docker_ok(&[
+        "inspect",
+        "-f",
+        "{{.Config.Image}}",
+        &h.container("p1", "app"),
+    ]);
+    assert_eq!(image, two);
+    // …and halts before any wave, with the registry's reason, when they cannot be had.
+    let o = h.cli(&["upgrade", "demo", "--to", "15", "--tenants", "p1", "--wait"]);
+    assert!(!o.status.success());
+    let up: serde_json::Value =
+        serde_json::from_str(&h.cli_ok(&["upgrade", "status", "-o", "json"])).unwrap();
+    assert_eq!(up["status"], "halted", "{up}");
+    let reason = up["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("nosuch") && reason.contains("manifest unknown"),
+        "{up}"
+    );
+    assert_eq!(h.status("p1")["version"], "14");
+    assert_eq!(up["tenants"]["p1"]["phase"], "pending", "a wave ran: {up}");
+    h.wait_running(&["p1"]);
+
     // An unknown tag: the registry's reason, nothing of the tenant made, p1 untouched.
     instance(&h, "p2", "10");
     let e = wait_error(&h, "p2", &["manifest unknown", "not found"]);
@@ -273,7 +316,11 @@ fn images_are_pulled_from_a_registry_with_credentials_and_failures_make_nothing(
     let out = h.cli_ok(&["images", "prune"]);
     assert!(out.contains("removed berthtest/mirrored:1"), "{out}");
     assert!(
-        !out.contains("berth/pulled") && !out.contains("postgres"),
+        out.contains(&format!("removed {pulled}")),
+        "p1 left it: {out}"
+    );
+    assert!(
+        !out.contains("berth/pulled:2") && !out.contains("postgres"),
         "{out}"
     );
     assert!(
@@ -281,15 +328,12 @@ fn images_are_pulled_from_a_registry_with_credentials_and_failures_make_nothing(
             .status
             .success()
     );
-    assert!(docker(&["image", "inspect", &pulled]).status.success());
+    assert!(docker(&["image", "inspect", &two]).status.success());
     assert!(
         docker(&["image", "inspect", "berth/postgres:15"])
             .status
             .success()
     );
     h.kill9();
-    for r in ["berth/pulled:1", "berth/other:1", "berthtest/mirrored:1"] {
-        let _ = docker(&["rmi", "-f", &format!("127.0.0.1:{PORT}/{r}")]);
-    }
-    let _ = docker(&["rmi", "-f", "berthtest/mirrored:1"]);
+    forget_images();
 }

@@ -4,6 +4,7 @@
 
 mod commit;
 mod gate;
+mod images;
 mod runner;
 pub mod state;
 mod transition;

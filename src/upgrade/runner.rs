@@ -25,6 +25,9 @@ impl Upgrader {
         let me = self.clone();
         tokio::spawn(async move {
             me.recover().await;
+            if let Err(reason) = me.fetch_images().await {
+                me.finish(super::state::FleetStatus::Halted, Some(reason));
+            }
             me.run().await;
             me.running.store(false, Ordering::SeqCst);
         });

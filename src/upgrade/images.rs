@@ -1,0 +1,53 @@
+//! Before the first wave of a fleet upgrade, the target version's images are brought onto the
+//! host (pulled through `images::Pulls` like a tenant's), so no wave starts on a version whose
+//! images cannot be had; a pull that fails halts the upgrade with the registry's reason.
+
+use super::Upgrader;
+use crate::images::{Checked, reference::normalize};
+use std::{collections::BTreeSet, sync::Arc, time::Duration};
+
+impl Upgrader {
+    /// The target version's images, from its first pending tenant's instance at that version.
+    fn target_images(&self) -> Result<BTreeSet<String>, String> {
+        let (tenant, to) = {
+            let cur = self.state.lock().expect("upgrade lock");
+            let Some(s) = cur.as_ref() else {
+                return Ok(BTreeSet::new());
+            };
+            let first = s.waves.iter().flatten().next().cloned();
+            (first, s.to.clone())
+        };
+        let Some(t) = tenant else {
+            return Ok(BTreeSet::new());
+        };
+        // A tenant that cannot be built at the version fails on its own in its wave.
+        let Ok(inst) = self.instance_at(&t, &to) else {
+            return Ok(BTreeSet::new());
+        };
+        Ok(inst.services.iter().map(|s| s.image.clone()).collect())
+    }
+
+    /// Waits until every target image is on the host; the first failed pull's reason.
+    pub(super) async fn fetch_images(self: &Arc<Self>) -> Result<(), String> {
+        let images = self.target_images()?;
+        let (rt, ns) = (self.ctl.runtime(), &self.ctl.host().namespace);
+        let pulls = self.ctl.pulls();
+        for image in images {
+            loop {
+                let inv = rt.inventory(ns).await.map_err(|e| e.to_string())?;
+                // Not observed (a runtime without an image list) counts as present.
+                if inv
+                    .images
+                    .is_none_or(|have| have.contains(&normalize(&image)))
+                {
+                    break;
+                }
+                if let Checked::Failed(reason) = pulls.check(&image, || {}) {
+                    return Err(format!("pulling {image}: {reason}"));
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+        Ok(())
+    }
+}
