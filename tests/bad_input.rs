@@ -30,7 +30,7 @@ fn bad_input_is_rejected_with_exact_messages_and_nothing_half_created() {
     let cases: [(&[&str], &str); 5] = [
         (
             &["add", "Bad_Name", "--template", "demo"],
-            "error: invalid value 'Bad_Name' for '<TENANT>': \"Bad_Name\" is not a valid tenant name (a DNS label: a-z, 0-9 and inner -, at most 63)",
+            "error: invalid value 'Bad_Name' for '<TENANT>': \"Bad_Name\" is not a valid tenant name (a DNS label of at most 40 characters: a-z, 0-9, inner -)",
         ),
         (
             &["add", "juliet", "--template", "nope"],

@@ -164,17 +164,8 @@ pub async fn backup_verify(
 
 /// Splits `SOURCE:ID` (or a bare `ID` of `default`), checking both parts are plain names.
 fn backup_ref(from: &str, default: &str) -> Result<(String, String), ApiError> {
+    super::params::backup_ref(from).map_err(ApiError::BadRequest)?;
     let (source, id) = from.split_once(':').unwrap_or((default, from));
-    let plain = |x: &str| {
-        !x.is_empty()
-            && x.bytes()
-                .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_')
-    };
-    if !plain(source) || !plain(id) {
-        return Err(ApiError::BadRequest(format!(
-            "{from:?} is not a backup reference (ID or TENANT:ID)"
-        )));
-    }
     Ok((source.into(), id.into()))
 }
 

@@ -2,7 +2,7 @@
 
 use super::{AppState, error::ApiError, params::Tenant};
 use crate::{
-    desired::{self, host::is_dns_label},
+    desired,
     reconcile::InstanceStatus,
     runtime::spec::container_name,
     spec::{
@@ -99,11 +99,7 @@ pub struct CreateRequest {
 
 pub(super) fn instance_path(s: &AppState, tenant: &str) -> Result<std::path::PathBuf, ApiError> {
     // Checked before any path is built from it: a tenant name is a DNS label, never `../x`.
-    if !is_dns_label(tenant) {
-        return Err(ApiError::BadRequest(format!(
-            "{tenant:?} is not a valid tenant name (a DNS label: a-z, 0-9, inner -)"
-        )));
-    }
+    super::params::tenant(tenant).map_err(ApiError::BadRequest)?;
     Ok(s.ctl.host().instances_dir.join(format!("{tenant}.yaml")))
 }
 

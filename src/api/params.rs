@@ -3,7 +3,7 @@
 //! so `acme?purge=true` (an encoded `?` in the path) can never stand for `acme`.
 
 use super::error::ApiError;
-use crate::desired::{host::is_dns_label, instance::check_domain};
+use crate::desired::instance::{check_domain, is_tenant_name};
 use axum::{
     extract::{FromRequestParts, Path},
     http::request::Parts,
@@ -21,11 +21,11 @@ pub struct TenantBackup(pub String, pub String);
 
 /// A tenant name, or the reason it is not one.
 pub fn tenant(name: &str) -> Result<(), String> {
-    if is_dns_label(name) {
+    if is_tenant_name(name) {
         Ok(())
     } else {
         Err(format!(
-            "{name:?} is not a valid tenant name (a DNS label: a-z, 0-9 and inner -, at most 63)"
+            "{name:?} is not a valid tenant name (a DNS label of at most 40 characters: a-z, 0-9, inner -)"
         ))
     }
 }
@@ -39,7 +39,7 @@ pub fn backup_ref(r: &str) -> Result<(), String> {
                 .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_')
     };
     let ok = match r.split_once(':') {
-        Some((t, id)) => is_dns_label(t) && plain(id),
+        Some((t, id)) => is_tenant_name(t) && plain(id),
         None => plain(r),
     };
     if ok {

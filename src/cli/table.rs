@@ -34,18 +34,22 @@ fn s(v: &Value) -> String {
     }
 }
 
+/// A JSON list of strings joined with `sep`, or `-` when it is empty or absent.
+fn joined(v: &Value, sep: &str) -> String {
+    let items: Vec<String> = v.as_array().into_iter().flatten().map(s).collect();
+    if items.is_empty() {
+        "-".into()
+    } else {
+        items.join(sep)
+    }
+}
+
 pub fn instances(v: &Value) -> String {
     let rows: Vec<Vec<String>> = v
         .as_array()
         .into_iter()
         .flatten()
         .map(|i| {
-            let domains: Vec<String> = i["domains"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .map(s)
-                .collect();
             vec![
                 s(&i["tenant"]),
                 s(&i["template"]),
@@ -56,11 +60,7 @@ pub fn instances(v: &Value) -> String {
                     .as_u64()
                     .map(|p| format!("127.0.0.1:{p}"))
                     .unwrap_or("-".into()),
-                if domains.is_empty() {
-                    "-".into()
-                } else {
-                    domains.join(",")
-                },
+                joined(&i["domains"], ","),
             ]
         })
         .collect();
@@ -77,16 +77,9 @@ fn egress_line(e: &Value) -> String {
     if e.is_null() {
         return String::new();
     }
-    let allowed: Vec<String> = e["allowed"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(s)
-        .collect();
-    let also = if allowed.is_empty() {
-        String::new()
-    } else {
-        format!("; also {}", allowed.join(", "))
+    let also = match joined(&e["allowed"], ", ") {
+        none if none == "-" => String::new(),
+        list => format!("; also {list}"),
     };
     let state = match (e["enforced"].as_bool(), e["error"].as_str()) {
         (Some(true), _) => "in force".to_string(),
@@ -152,12 +145,6 @@ pub fn images(v: &Value) -> String {
         .into_iter()
         .flatten()
         .map(|r| {
-            let tenants: Vec<String> = r["tenants"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .map(s)
-                .collect();
             vec![
                 s(&r["reference"]),
                 s(&r["id"]),
@@ -165,11 +152,7 @@ pub fn images(v: &Value) -> String {
                 r["digest"]
                     .as_str()
                     .map_or("-".into(), |d| d.chars().take(19).collect()),
-                if tenants.is_empty() {
-                    "-".into()
-                } else {
-                    tenants.join(",")
-                },
+                joined(&r["tenants"], ","),
                 if r["pulled_by_berth"] == true {
                     "yes"
                 } else {

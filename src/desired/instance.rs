@@ -26,7 +26,7 @@ pub fn build(
     let mut errors = SpecErrors::default();
     let mut errs = std::mem::take(&mut errors);
     let mut err = |field: &str, msg: String| errs.push(f.error_at(field, msg));
-    if !is_dns_label(&i.tenant) || i.tenant.len() > 40 {
+    if !is_tenant_name(&i.tenant) {
         err(
             "tenant",
             format!(
@@ -344,6 +344,14 @@ fn database_of(
 }
 
 /// Network alias of the host's shared database server.
+/// Tenant names are DNS labels of at most this many characters (container and volume names
+/// are built from them).
+pub const MAX_TENANT_NAME: usize = 40;
+
+pub fn is_tenant_name(t: &str) -> bool {
+    is_dns_label(t) && t.len() <= MAX_TENANT_NAME
+}
+
 /// A tenant's role and database name on the shared server: `t_` and 24 hex digits of a keyed
 /// digest, so another tenant listing roles or databases learns nothing of who is there.
 pub fn shared_db_name(host: &HostConfig, tenant: &str) -> String {
