@@ -53,20 +53,8 @@ pub fn check_custom(d: &str, tenant: &str, host: &HostConfig) -> Result<(), Stri
 /// Custom domains proven by a tenant (domain → tenant), read from the domain book's file.
 /// Only these conflict between tenants; a claim still waiting for proof blocks nothing.
 pub fn proven(state_dir: &Path) -> BTreeMap<String, String> {
-    #[derive(serde::Deserialize)]
-    struct Binding {
-        tenant: String,
-    }
-    #[derive(serde::Deserialize)]
-    struct Book {
-        #[serde(default)]
-        bindings: BTreeMap<String, Binding>,
-    }
-    std::fs::read(state_dir.join("domains.json"))
-        .ok()
-        .and_then(|b| serde_json::from_slice::<Book>(&b).ok())
-        .map(|b| b.bindings.into_iter().map(|(d, b)| (d, b.tenant)).collect())
-        .unwrap_or_default()
+    let path = crate::store::Layout::new(state_dir.to_path_buf()).domains();
+    crate::domains::DomainBook::read_bindings(&path)
 }
 
 #[cfg(test)]

@@ -34,7 +34,8 @@ pub struct HostConfig {
     pub default_plan: Option<String>,
     pub shared_database: Option<SharedDatabase>,
     /// Secret key of the shared database's role and database names (`<state>/host/secrets/
-    /// db_name_key`, made by the agent at its first start): names say nothing of tenants.
+    /// db_name_key`), set by the agent at start (`shared_db::ensure_name_key`); never read by
+    /// the CLI.
     pub db_name_key: Option<String>,
     /// Registry credentials by registry host.
     pub registries: BTreeMap<String, crate::images::RegistryAuth>,
@@ -208,15 +209,7 @@ pub fn load(path: &Path) -> Result<HostConfig, SpecErrors> {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    let mut host = build(&file, &root)?;
-    host.db_name_key = std::fs::read_to_string(db_name_key_path(&host.state_dir))
-        .ok()
-        .map(|k| k.trim().to_string());
-    Ok(host)
-}
-
-pub fn db_name_key_path(state_dir: &Path) -> PathBuf {
-    state_dir.join("host").join("secrets").join("db_name_key")
+    build(&file, &root)
 }
 
 pub fn build(file: &spec::Loaded<HostFile>, root: &Path) -> Result<HostConfig, SpecErrors> {

@@ -7,15 +7,7 @@ use crate::spec::{self, instance::InstanceFile};
 use std::{collections::BTreeMap, path::PathBuf};
 
 pub fn path(host: &HostConfig, tenant: &str) -> PathBuf {
-    host.state_dir
-        .join("tenants")
-        .join(tenant)
-        .join("last-valid.yaml")
-}
-
-/// The text kept for a valid file (its parsed form written back, so comments do not count).
-pub fn text(file: &InstanceFile) -> String {
-    serde_yaml::to_string(file).unwrap_or_default()
+    crate::store::Layout::new(host.state_dir.clone()).last_valid(tenant)
 }
 
 /// For each frozen tenant with a kept file that still builds (its template is valid), that

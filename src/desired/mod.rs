@@ -30,7 +30,7 @@ pub struct Loaded {
     pub desired: Desired,
     /// Every problem found, for `berth validate` and the API.
     pub errors: SpecErrors,
-    /// The text of each valid instance file, as `last_valid` keeps it.
+    /// The text of each valid instance file, as read (what `last_valid` keeps).
     pub sources: BTreeMap<String, String>,
 }
 
@@ -77,7 +77,7 @@ pub fn load(host: &HostConfig) -> Loaded {
                 for d in exclusive_claims(&i, host, &proven) {
                     claims.entry(d).or_default().push(stem.clone());
                 }
-                sources.insert(stem.clone(), last_valid::text(&f.value));
+                sources.insert(stem.clone(), f.source().to_string());
                 desired.instances.insert(stem, i);
             }
             Err(e) => {

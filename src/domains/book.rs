@@ -150,6 +150,16 @@ impl DomainBook {
         Ok(())
     }
 
+    /// Domain → tenant of every proven binding in the book's file at `path` (empty when there
+    /// is none or it cannot be read): what validation needs, without opening the book.
+    pub fn read_bindings(path: &std::path::Path) -> BTreeMap<String, String> {
+        std::fs::read(path)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<Book>(&b).ok())
+            .map(|b| b.bindings.into_iter().map(|(d, b)| (d, b.tenant)).collect())
+            .unwrap_or_default()
+    }
+
     pub fn bound_to(&self, domain: &str) -> Option<String> {
         self.book
             .lock()

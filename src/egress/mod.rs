@@ -53,8 +53,6 @@ pub struct Egress {
     pool: Ipv4Net,
     resolvers: Vec<Ipv4Addr>,
     state: Mutex<EgressState>,
-    /// Allows last seen per tenant: a tenant whose file broke keeps them (frozen, not changed).
-    allows: Mutex<BTreeMap<String, Vec<Allow>>>,
 }
 
 impl Egress {
@@ -74,7 +72,6 @@ impl Egress {
                 error,
                 ..Default::default()
             }),
-            allows: Mutex::default(),
         }
     }
 
@@ -87,17 +84,24 @@ impl Egress {
         policy::resolvers(&texts)
     }
 
-    /// Brings the kernel's rules to the policy for `subnets` (tenant → its subnet) with the
-    /// allows of `desired` tenants (others keep their last). Blocking: runs iptables.
+    /// Brings the kernel's rules to the policy for `subnets` (tenant → its subnet) with each
+    /// tenant's `allows` (a tenant without an entry gets none). Blocking: runs iptables.
     pub fn sync(
         &self,
         subnets: &BTreeMap<String, Ipv4Net>,
-        desired: &BTreeMap<String, Vec<Allow>>,
+        allows: &BTreeMap<String, Vec<Allow>>,
     ) -> EgressState {
         let Ok(fw) = &self.fw else {
             return self.state();
         };
-        let tenants = self.tenants(subnets, desired);
+        let tenants: Vec<TenantNet> = subnets
+            .iter()
+            .map(|(t, subnet)| TenantNet {
+                tenant: t.clone(),
+                subnet: *subnet,
+                allow: allows.get(t).cloned().unwrap_or_default(),
+            })
+            .collect();
         let want = policy::rules(&self.ns, self.pool, &tenants, &self.resolvers);
         let result = match fw.current() {
             Ok(Some(have)) if have == want => Ok(()),
@@ -114,26 +118,6 @@ impl Egress {
         }
         *self.state.lock().expect("egress lock") = state.clone();
         state
-    }
-
-    fn tenants(
-        &self,
-        subnets: &BTreeMap<String, Ipv4Net>,
-        desired: &BTreeMap<String, Vec<Allow>>,
-    ) -> Vec<TenantNet> {
-        let mut allows = self.allows.lock().expect("egress lock");
-        allows.retain(|t, _| subnets.contains_key(t));
-        for (t, a) in desired {
-            allows.insert(t.clone(), a.clone());
-        }
-        subnets
-            .iter()
-            .map(|(t, subnet)| TenantNet {
-                tenant: t.clone(),
-                subnet: *subnet,
-                allow: allows.get(t).cloned().unwrap_or_default(),
-            })
-            .collect()
     }
 
     pub fn state(&self) -> EgressState {
@@ -220,21 +204,19 @@ mod tests {
     }
 
     #[test]
-    fn a_frozen_tenant_keeps_its_allows_and_a_purged_one_loses_them() {
+    fn a_tenants_allows_are_keyed_by_its_subnet_and_go_with_it() {
         let fw = Arc::new(FakeFirewall::default());
         let e = egress(&fw);
         let nets = subnets(&[("acme", "10.240.0.0/28")]);
         let allow = vec![policy::parse_allow("192.168.9.9:25").unwrap()];
-        let desired = BTreeMap::from([("acme".to_string(), allow)]);
-        e.sync(&nets, &desired);
+        let allows = BTreeMap::from([("acme".to_string(), allow)]);
+        e.sync(&nets, &allows);
         let has_allow = |fw: &FakeFirewall| {
             let r = fw.installed.lock().unwrap().clone().unwrap();
             r.forward.iter().any(|l| l.contains("192.168.9.9/32"))
         };
         assert!(has_allow(&fw));
-        e.sync(&nets, &BTreeMap::new()); // acme's file broke: not in desired
-        assert!(has_allow(&fw), "a frozen tenant lost its allow");
-        e.sync(&BTreeMap::new(), &BTreeMap::new()); // purged: allocation gone
+        e.sync(&BTreeMap::new(), &allows); // purged: allocation gone
         assert!(!has_allow(&fw));
     }
 

@@ -6,7 +6,8 @@ use super::{Controller, desired, shared_db};
 use std::collections::BTreeMap;
 
 impl Controller {
-    /// Brings the kernel's egress rules to the allocations and the desired allows.
+    /// Brings the kernel's egress rules to the allocations and the allows of the desired
+    /// tenants and, for frozen ones, of their last valid state.
     pub(super) async fn sync_egress(&self, d: &desired::Desired) {
         let Some(e) = self.egress.get().cloned() else {
             return;
@@ -21,22 +22,23 @@ impl Controller {
         let allows = d
             .instances
             .iter()
+            .chain(&d.last_valid)
             .map(|(t, i)| (t.clone(), i.egress.clone()))
             .collect();
         let _ = tokio::task::spawn_blocking(move || e.sync(&subnets, &allows)).await;
     }
 
     /// The shared database server stops once no tenant uses it (after this pass's purges).
+    /// `purging`: a purge tombstone was there when the pass began (the pass's records).
     pub(super) async fn retire_shared_db(
         &self,
         d: &desired::Desired,
         inv: &crate::runtime::Inventory,
+        purging: bool,
     ) {
         if self.host.shared_database.is_none() {
             return;
         }
-        let purging =
-            std::fs::read_dir(self.layout.purge_dir()).is_ok_and(|mut rd| rd.next().is_some());
         if let Err(e) =
             shared_db::retire_if_unused(self.rt.as_ref(), &self.host, d, inv, purging).await
         {

@@ -259,7 +259,7 @@ impl Controller {
         let epoch = self.holds.lock().expect("holds lock").epoch;
         let mutations_before = self.rt.mutations();
         let host = self.host.clone();
-        let loaded = tokio::task::spawn_blocking(move || desired::load(&host))
+        let mut loaded = tokio::task::spawn_blocking(move || desired::load(&host))
             .await
             .expect("spec loading does not panic");
         let observed = match self.rt.inventory(&self.host.namespace).await {
@@ -269,6 +269,8 @@ impl Controller {
                 return Err(e.into());
             }
         };
+        // Frozen tenants keep their last valid state (for the edge and their egress allows).
+        loaded.desired = self.carry_last_valid(std::mem::take(&mut loaded.desired));
         let recorded = self.recorded(&loaded.desired);
         let synced = self.sync_disks(&loaded.desired).await;
         let ctx = plan::Context {
@@ -333,8 +335,9 @@ impl Controller {
             observed
         };
         self.keep_last_valid(&loaded.sources, &loaded.desired.frozen);
-        let desired = self.carry_last_valid(loaded.desired);
-        self.retire_shared_db(&desired, &observed).await;
+        let desired = loaded.desired;
+        self.retire_shared_db(&desired, &observed, !recorded.purge.is_empty())
+            .await;
         let failures = self.failures.lock().expect("failures lock").clone();
         let ports = self
             .allocs

@@ -28,10 +28,6 @@ pub enum SharedDbError {
     Sql { tenant: String, output: String },
 }
 
-fn host_secret_dir(layout: &Layout) -> std::path::PathBuf {
-    layout.root().join("host").join("secrets")
-}
-
 /// The names of berth before keyed names: `t_<tenant>` (renamed on the tenant's next ensure).
 fn legacy_role(tenant: &str) -> String {
     format!("t_{}", tenant.replace('-', "_"))
@@ -39,7 +35,9 @@ fn legacy_role(tenant: &str) -> String {
 
 /// Makes the key of role and database names once (CSPRNG, 0600); sets it in `host`.
 pub fn ensure_name_key(host: &mut HostConfig) -> Result<(), SharedDbError> {
-    let path = crate::desired::host::db_name_key_path(&host.state_dir);
+    let path = Layout::new(host.state_dir.clone())
+        .host_secrets()
+        .join("db_name_key");
     let ferr = |source| SharedDbError::Files {
         path: path.display().to_string(),
         source,
@@ -218,7 +216,7 @@ async fn ensure_server(
     let inv = rt.inventory(ns).await?;
     let existing = inv.containers.iter().find(|c| c.name == name);
     if existing.is_none() {
-        let dir = host_secret_dir(layout);
+        let dir = layout.host_secrets();
         let ferr = |source| SharedDbError::Files {
             path: dir.display().to_string(),
             source,

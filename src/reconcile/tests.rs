@@ -158,6 +158,39 @@ async fn a_broken_file_keeps_the_tenant_on_the_edge_with_its_last_valid_state() 
     assert!(edge.tenants.iter().all(|t| t.tenant != "acme"));
 }
 
+#[tokio::test]
+async fn a_frozen_tenant_keeps_its_egress_allows_and_a_purged_one_loses_them() {
+    use crate::egress::{Egress, FakeFirewall};
+    let e = env();
+    let fw = Arc::new(FakeFirewall::default());
+    let pool = e.ctl.host().subnet_pool.net();
+    e.ctl.set_egress(Arc::new(Egress::new(
+        Ok(Box::new(fw.clone())),
+        "berth",
+        pool,
+        vec![],
+    )));
+    let has_allow = || {
+        let r = fw.installed.lock().unwrap().clone().unwrap_or_default();
+        r.forward.iter().any(|l| l.contains("192.168.9.9/32"))
+    };
+    write_instance(
+        e.dir.path(),
+        "acme",
+        "limits: {egress: [\"192.168.9.9:25\"]}\n",
+    );
+    converge(&e.ctl).await;
+    assert!(has_allow());
+    write_instance(e.dir.path(), "acme", "limits:\n  memroy: 1g\n");
+    e.ctl.pass().await.unwrap();
+    e.ctl.pass().await.unwrap();
+    assert!(has_allow(), "a frozen tenant lost its allow");
+    std::fs::remove_file(e.dir.path().join("instances/acme.yaml")).unwrap();
+    std::fs::write(e.ctl.layout().purge_marker("acme"), b"").unwrap();
+    converge(&e.ctl).await;
+    assert!(!has_allow(), "a purged tenant kept its allow");
+}
+
 #[test]
 fn a_pass_that_began_before_a_release_leaves_the_tenant_to_the_next_pass() {
     let mut h = Holds::default();

@@ -33,6 +33,11 @@ pub struct Loaded<T> {
 }
 
 impl<T> Loaded<T> {
+    /// The text as read.
+    pub fn source(&self) -> &str {
+        &self.src
+    }
+
     /// An error located at `field` (a dotted path) in this file.
     pub fn error_at(&self, field: &str, message: impl Into<String>) -> SpecError {
         let (line, column) = self

@@ -56,6 +56,14 @@ impl Layout {
     pub fn certs(&self) -> PathBuf {
         self.root.join("certs")
     }
+    /// Host-level secrets (the shared database's superuser, the key of its names).
+    pub fn host_secrets(&self) -> PathBuf {
+        self.root.join("host").join("secrets")
+    }
+    /// A tenant's last valid instance file, for the edge while its file is broken.
+    pub fn last_valid(&self, t: &str) -> PathBuf {
+        self.tenant(t).join("last-valid.yaml")
+    }
     /// Images berth pulled (what prune may remove).
     pub fn images(&self) -> PathBuf {
         self.root.join("images.json")
