@@ -201,6 +201,30 @@ fn egress_allows(
     Ok(out)
 }
 
+/// `registries` and `registry_mirrors`: registry hosts only (never a path or URL that would
+/// send credentials or pulls elsewhere), a username without control characters.
+fn check_registries(h: &HostFile, err: &mut impl FnMut(&str, String)) {
+    use crate::images::reference::check_registry;
+    for (host, r) in &h.registries {
+        if let Err(m) = check_registry(host) {
+            err(&format!("registries.{host}"), m);
+        }
+        if r.username.is_empty() || r.username.chars().any(char::is_control) {
+            err(
+                &format!("registries.{host}.username"),
+                "must be a non-empty name without control characters".into(),
+            );
+        }
+    }
+    for (from, to) in &h.registry_mirrors {
+        for checked in [check_registry(from), check_registry(to)] {
+            if let Err(m) = checked {
+                err(&format!("registry_mirrors.{from}"), m);
+            }
+        }
+    }
+}
+
 /// Reads and validates the host config at `path`.
 pub fn load(path: &Path) -> Result<HostConfig, SpecErrors> {
     let shown = spec::shown_path(path, 1);
@@ -370,6 +394,7 @@ pub fn build(file: &spec::Loaded<HostFile>, root: &Path) -> Result<HostConfig, S
         .ok()
         .flatten();
     let domains = edge::build_domains(&h.domains).map_err(&mut edge_err).ok();
+    check_registries(h, &mut err);
     errors.into_result()?;
     Ok(HostConfig {
         state_dir: resolve(&h.state_dir),
@@ -427,6 +452,31 @@ pub fn is_dns_label(s: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn registries_and_mirrors_are_registry_hosts_and_say_where_they_are_not() {
+        let text = "state_dir: /tmp/s\nregistries:\n  \"evil/x\": {username: \"a\\nb\", password_file: p}\n  \
+                    r.example.com: {username: u, password_file: p}\n\
+                    registry_mirrors: {docker.io: \"https://cache.example/x\"}\n";
+        let loaded = spec::parse_yaml::<HostFile>(Path::new("berth.yaml"), text).unwrap();
+        let e = build(&loaded, Path::new("/tmp")).unwrap_err().to_string();
+        assert!(
+            e.contains("registries.evil/x: \"evil/x\" is not a registry host"),
+            "{e}"
+        );
+        assert!(
+            e.contains("registries.evil/x.username: must be a non-empty name"),
+            "{e}"
+        );
+        assert!(
+            e.contains(
+                "registry_mirrors.docker.io: \"https://cache.example/x\" is not a registry host"
+            ),
+            "{e}"
+        );
+        assert!(!e.contains("r.example.com"), "{e}");
+        assert!(e.lines().all(|l| l.starts_with("berth.yaml:")), "{e}");
+    }
 
     #[test]
     fn a_slash_16_pool_of_slash_28_subnets_holds_4096_tenants() {

@@ -15,6 +15,33 @@ pub fn registry_of(image: &str) -> &str {
     }
 }
 
+/// A registry host as the host config names one: `host` or `host:port`, the host a
+/// lowercase DNS name or an IPv4 address (no path, no scheme, no space).
+pub fn check_registry(r: &str) -> Result<(), String> {
+    let bad = || {
+        format!(
+            "{r:?} is not a registry host (host or host:port, e.g. registry.example.com or 127.0.0.1:5000)"
+        )
+    };
+    let (host, port) = match r.rsplit_once(':') {
+        Some((h, p)) => (h, Some(p)),
+        None => (r, None),
+    };
+    if port.is_some_and(|p| !p.parse::<u16>().is_ok_and(|n| n > 0)) {
+        return Err(bad());
+    }
+    let name = || {
+        !host.is_empty()
+            && host.len() <= 253
+            && host.split('.').all(crate::desired::host::is_dns_label)
+    };
+    if host.parse::<std::net::Ipv4Addr>().is_ok() || name() {
+        Ok(())
+    } else {
+        Err(bad())
+    }
+}
+
 /// The name the engine lists for `image` in its tags or digests: Docker Hub's `docker.io/`
 /// and `library/` dropped, `:latest` added when no tag or digest is given.
 pub fn normalize(image: &str) -> String {
@@ -95,6 +122,35 @@ mod tests {
             ("127.0.0.1:5000/berth/demo".into(), "latest".into())
         );
         assert_eq!(pull_parts("x@sha256:ab"), ("x".into(), "sha256:ab".into()));
+    }
+
+    #[test]
+    fn registry_hosts_are_a_name_or_address_and_an_optional_port() {
+        for good in [
+            "docker.io",
+            "registry.example.com",
+            "127.0.0.1:5000",
+            "localhost:443",
+        ] {
+            assert!(check_registry(good).is_ok(), "{good}");
+        }
+        let hostile = [
+            "",
+            "evil/x",
+            "a b",
+            "host:0",
+            "host:99999",
+            "Upper.example",
+            "x\n",
+            "https://r.io",
+            "r.io:",
+            ":5000",
+            "../../etc",
+        ];
+        for bad in hostile {
+            let e = check_registry(bad).unwrap_err();
+            assert!(e.contains("is not a registry host"), "{bad:?}: {e}");
+        }
     }
 
     #[test]
