@@ -44,9 +44,13 @@ pub struct Progress {
     pub bytes_total: u64,
 }
 
+/// One layer of a pull: bytes downloaded, bytes in all, finished.
+type Layer = (u64, u64, bool);
+
 #[derive(Debug, Clone)]
 enum State {
-    Pulling(Progress, BTreeMap<String, (u64, u64, bool)>),
+    /// By layer id, as the engine reports them.
+    Pulling(BTreeMap<String, Layer>),
     Failed(String),
 }
 
@@ -54,7 +58,7 @@ enum State {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Checked {
     /// A pull is under way (started now, or earlier).
-    Pulling(Progress),
+    Pulling,
     /// The last pull failed; the reason is handed out once, the next check pulls again.
     Failed(String),
 }
@@ -90,7 +94,7 @@ impl Pulls {
     pub fn check(self: &Arc<Self>, image: &str, done: impl Fn() + Send + 'static) -> Checked {
         let mut states = self.states.lock().expect("pulls lock");
         match states.get(image) {
-            Some(State::Pulling(p, _)) => return Checked::Pulling(p.clone()),
+            Some(State::Pulling(_)) => return Checked::Pulling,
             Some(State::Failed(reason)) => {
                 let reason = reason.clone();
                 states.remove(image);
@@ -98,18 +102,14 @@ impl Pulls {
             }
             None => {}
         }
-        let p = Progress {
-            image: image.into(),
-            ..Default::default()
-        };
-        states.insert(image.into(), State::Pulling(p.clone(), BTreeMap::new()));
+        states.insert(image.into(), State::Pulling(BTreeMap::new()));
         drop(states);
         let (me, image) = (self.clone(), image.to_string());
         tokio::spawn(async move {
             me.pull(&image).await;
             done();
         });
-        Checked::Pulling(p)
+        Checked::Pulling
     }
 
     /// Pulls under way, by image.
@@ -118,7 +118,7 @@ impl Pulls {
         states
             .iter()
             .filter_map(|(i, s)| match s {
-                State::Pulling(p, _) => Some((i.clone(), p.clone())),
+                State::Pulling(layers) => Some((i.clone(), progress_of(i, layers))),
                 State::Failed(_) => None,
             })
             .collect()
@@ -206,7 +206,7 @@ impl Pulls {
     /// Folds one progress message of the engine into the pull's figures.
     fn progress(&self, image: &str, e: &PullEvent) {
         let mut states = self.states.lock().expect("pulls lock");
-        let Some(State::Pulling(p, layers)) = states.get_mut(image) else {
+        let Some(State::Pulling(layers)) = states.get_mut(image) else {
             return;
         };
         let Some(id) = &e.layer else { return };
@@ -222,10 +222,17 @@ impl Pulls {
             }
             _ => {}
         }
-        p.layers = layers.len();
-        p.layers_done = layers.values().filter(|l| l.2).count();
-        p.bytes = layers.values().map(|l| l.0).sum();
-        p.bytes_total = layers.values().map(|l| l.1).sum();
+    }
+}
+
+/// A pull's figures, from its layers.
+fn progress_of(image: &str, layers: &BTreeMap<String, Layer>) -> Progress {
+    Progress {
+        image: image.into(),
+        layers: layers.len(),
+        layers_done: layers.values().filter(|l| l.2).count(),
+        bytes: layers.values().map(|l| l.0).sum(),
+        bytes_total: layers.values().map(|l| l.1).sum(),
     }
 }
 
@@ -247,10 +254,11 @@ mod tests {
     async fn progress_counts_layers_and_bytes_and_a_failure_is_told_once() {
         let rt = Arc::new(FakeRuntime::new());
         let pulls = Pulls::new(rt.clone(), BTreeMap::new(), BTreeMap::new(), None);
-        pulls.states.lock().unwrap().insert(
-            "x:1".into(),
-            State::Pulling(Progress::default(), BTreeMap::new()),
-        );
+        pulls
+            .states
+            .lock()
+            .unwrap()
+            .insert("x:1".into(), State::Pulling(BTreeMap::new()));
         pulls.progress("x:1", &event("a", "Downloading", 50, 100));
         pulls.progress("x:1", &event("b", "Already exists", 0, 0));
         let p = &pulls.pulling()["x:1"];
@@ -267,7 +275,7 @@ mod tests {
             pulls.check("x:1", || {}),
             Checked::Failed("manifest unknown".into())
         );
-        assert!(matches!(pulls.check("x:1", || {}), Checked::Pulling(_)));
+        assert_eq!(pulls.check("x:1", || {}), Checked::Pulling);
     }
 
     #[tokio::test]

@@ -283,7 +283,15 @@ mod tests {
     fn a_job_timeout_is_a_duration_from_a_second_to_a_day() {
         assert_eq!(timeout_of(None), Ok(DEFAULT_TIMEOUT));
         assert_eq!(timeout_of(Some("90s")), Ok(Duration::from_secs(90)));
-        for bad in ["0s", "500ms", "25h", "forever", "-1", "99999999999999999999h", ""] {
+        for bad in [
+            "0s",
+            "500ms",
+            "25h",
+            "forever",
+            "-1",
+            "99999999999999999999h",
+            "",
+        ] {
             assert!(timeout_of(Some(bad)).is_err(), "{bad:?} accepted");
         }
     }

@@ -90,7 +90,7 @@ impl Applier<'_> {
     fn pull(&self, t: &str, image: &str) -> Result<(), ApplyError> {
         let kick = self.kick.clone();
         match self.pulls.check(image, move || kick.notify_one()) {
-            crate::images::Checked::Pulling(_) => Err(ApplyError::Pulling {
+            crate::images::Checked::Pulling => Err(ApplyError::Pulling {
                 tenant: t.into(),
                 image: image.into(),
             }),
