@@ -4,6 +4,15 @@
 #   berth/postgres:15     PostgreSQL server (uid 999), initialised from *_FILE secrets
 #   berth/demo:1, :2      busybox httpd app that shows tenant + version and queries its database
 #   berth/demo:3          a broken release: its health path fails (for upgrade tests)
+#   berth/lamp:bookworm   debootstrap minbase + MariaDB 10.11 + Apache/PHP + WordPress (Debian's)
+#   berth/mariadb:10.11   MariaDB server honouring the official `mariadb` image's contract
+#                         (MARIADB_*/MYSQL_* variables and their *_FILE forms, /var/lib/mysql,
+#                         uid 999, port 3306, healthcheck.sh); the stand-in for `mariadb:*`
+#   berth/wordpress:6.1, :6.1-p2, :6.1-broken   WordPress (Apache, port 80) honouring the
+#                         official `wordpress` image's contract (WORDPRESS_DB_* and *_FILE,
+#                         WORDPRESS_TABLE_PREFIX, WORDPRESS_CONFIG_EXTRA, /var/www/html); :6.1-p2
+#                         adds a must-use plugin whose first load creates a table, :6.1-broken
+#                         answers 500 everywhere (upgrade tests). Built with `lamp` as argument.
 #   berth/systemd:bookworm  with `systemd` as argument: Debian with systemd as PID 1, where
 #                         tests/systemd.rs installs berth's units and runs the agent for real
 # An image whose inputs did not change is not rebuilt (label berth.inputs = hash of images/).
@@ -24,15 +33,18 @@ mirror() { # the Debian mirror apt already uses
   echo "${m:-http://deb.debian.org/debian}"
 }
 
+bootstrap() { # dir, log name, packages: a fresh minbase bookworm with them
+  rm -rf "$1"; mkdir -p "$1"
+  debootstrap --variant=minbase --include="$3" bookworm "$1" "$(mirror)" >"$cache/$2" 2>&1 \
+    || { tail -n 20 "$cache/$2" >&2; exit 1; }
+}
+
 build_base() {
   have berth/base:bookworm "$inputs" && return 0
   local dir=$cache/rootfs
   if [ ! -x "$dir/usr/lib/postgresql/15/bin/postgres" ]; then
-    rm -rf "$dir"; mkdir -p "$dir"
     echo "build-images: debootstrap bookworm from $(mirror) (about a minute)"
-    debootstrap --variant=minbase --include=postgresql-15,busybox-static \
-      bookworm "$dir" "$(mirror)" >"$cache/debootstrap.log" 2>&1 \
-      || { tail -n 20 "$cache/debootstrap.log" >&2; exit 1; }
+    bootstrap "$dir" debootstrap.log postgresql-15,busybox-static
     # Fixed ids so templates can name them; files are chowned to them by berth.
     chroot "$dir" sh -c 'groupmod -g 999 postgres && usermod -u 999 -g 999 postgres' >/dev/null
     chroot "$dir" sh -c 'chown -R 999:999 /var/lib/postgresql /var/run/postgresql /etc/postgresql /var/log/postgresql'
@@ -88,7 +100,44 @@ build_systemd() {
   tar -C "$dir" -c . | docker import -c "LABEL berth.inputs=$inputs" -c 'ENV container=docker' \
     -c 'CMD ["/sbin/init"]' - berth/systemd:bookworm >/dev/null
 }
-if [ "${1:-}" = systemd ]; then
-  build_systemd
-fi
+build_lamp() {
+  local dir=$cache/lamproot
+  if ! have berth/lamp:bookworm "$inputs"; then
+    if [ ! -x "$dir/usr/sbin/mariadbd" ] || [ ! -e "$dir/etc/php/8.2/mods-available/xml.ini" ]; then
+      echo "build-images: debootstrap bookworm with MariaDB, Apache, PHP and WordPress (a few minutes)"
+      bootstrap "$dir" lamp-debootstrap.log \
+        mariadb-server,mariadb-client,apache2,libapache2-mod-php,php-mysql,php-gd,php-xml,php-mbstring,php-curl,php-zip,wordpress,wordpress-theme-twentytwentythree,ca-certificates,curl
+      # The official mariadb image's ids: mysql is 999:999.
+      chroot "$dir" sh -c 'groupmod -g 999 mysql && usermod -u 999 -g 999 mysql' >/dev/null
+      chroot "$dir" sh -c 'chown -R 999:999 /var/lib/mysql /run/mysqld 2>/dev/null; rm -rf /var/lib/mysql/*'
+      rm -rf "$dir"/var/cache/apt/archives/*.deb "$dir"/var/lib/apt/lists/*
+    fi
+    echo "build-images: importing berth/lamp:bookworm"
+    tar -C "$dir" -c . | docker import -c "LABEL berth.inputs=$inputs" - berth/lamp:bookworm >/dev/null
+  fi
+  build_from_base berth/mariadb:10.11 images/mariadb "FROM berth/lamp:bookworm
+COPY docker-entrypoint.sh /usr/local/bin/docker-entrypoint.sh
+COPY healthcheck.sh /usr/local/bin/healthcheck.sh
+COPY berth.cnf /etc/mysql/mariadb.conf.d/99-berth.cnf
+RUN chmod 755 /usr/local/bin/*.sh && mkdir -p /var/lib/mysql /run/mysqld && chown 999:999 /var/lib/mysql /run/mysqld
+EXPOSE 3306
+ENTRYPOINT [\"/usr/local/bin/docker-entrypoint.sh\"]
+CMD [\"mariadbd\"]"
+  for v in 6.1 6.1-p2 6.1-broken; do
+    build_from_base "berth/wordpress:$v" images/wordpress "FROM berth/lamp:bookworm
+COPY . /berth
+RUN chmod 755 /berth/*.sh && /berth/prepare.sh $v
+WORKDIR /var/www/html
+EXPOSE 80
+ENTRYPOINT [\"/berth/docker-entrypoint.sh\"]
+CMD [\"apache2-foreground\"]"
+  done
+}
+for extra in "$@"; do
+  case "$extra" in
+    systemd) build_systemd ;;
+    lamp) build_lamp ;;
+    *) echo "build-images: unknown image set $extra (systemd, lamp)" >&2; exit 2 ;;
+  esac
+done
 echo "build-images: done"

@@ -176,6 +176,8 @@ pub async fn run(mut host: HostConfig) -> Result<(), DaemonError> {
         edge.go_live(&ctl, &book, &stop_rx, &mut servers);
     }
     fleet.upgrades.spawn();
+    let (backups, unfinished) = (fleet.backups.clone(), fleet.unfinished_restores.clone());
+    tokio::spawn(async move { backups.resume(unfinished).await });
     servers.spawn(fleet.jobs.clone().run_loop(stop_rx.clone()));
     servers.spawn(
         fleet

@@ -6,23 +6,10 @@
 
 mod common;
 use common::*;
-use std::{
-    path::Path,
-    process::{Child, Command, Stdio},
-    time::Duration,
-};
+use std::{path::Path, time::Duration};
 
 const SLOT: u16 = 92;
 const PORT: u16 = 19492;
-
-struct Registry(Child);
-
-impl Drop for Registry {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// The registry with TLS (a certificate of a CA made here) and one htpasswd user.
 fn start_registry(dir: &Path) -> Registry {
@@ -42,27 +29,12 @@ fn start_registry(dir: &Path) -> Registry {
         &[],
     );
     let d = dir.display();
-    std::fs::write(
-        dir.join("config.yml"),
-        format!(
-            "version: 0.1\nlog: {{level: warn}}\nstorage: {{filesystem: {{rootdirectory: {d}/data}}}}\n\
+    let config = format!(
+        "version: 0.1\nlog: {{level: warn}}\nstorage: {{filesystem: {{rootdirectory: {d}/data}}}}\n\
              http: {{addr: 127.0.0.1:{PORT}, tls: {{certificate: {d}/cert.pem, key: {d}/key.pem}}}}\n\
              auth: {{htpasswd: {{realm: berth-test, path: {d}/htpasswd}}}}\n"
-        ),
-    )
-    .unwrap();
-    let child = Command::new("docker-registry")
-        .args(["serve", dir.join("config.yml").to_str().unwrap()])
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(dir.join("registry.log")).unwrap())
-        .spawn()
-        .expect("docker-registry runs (Debian package docker-registry)");
-    wait_for(
-        Duration::from_secs(20),
-        || std::net::TcpStream::connect(("127.0.0.1", PORT)).is_ok(),
-        "registry listening",
     );
-    Registry(child)
+    start_registry_with(dir, PORT, &config)
 }
 
 /// An image of its own (not on the engine under any name once this returns) in the registry.

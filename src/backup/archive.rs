@@ -56,18 +56,47 @@ pub fn build(mut manifest: Manifest, members: &BTreeMap<String, Vec<u8>>) -> Vec
         .expect("finishing an in-memory tar cannot fail")
 }
 
-/// Reads an archive and checks every member against the manifest: all listed, none extra,
-/// sizes and digests equal.
-pub fn open(path: &Path) -> Result<(Manifest, BTreeMap<String, Vec<u8>>), BackupError> {
-    let bad = |why: String| BackupError::Corrupt {
+fn corrupt(path: &Path, why: String) -> BackupError {
+    BackupError::Corrupt {
         path: path.display().to_string(),
         why,
-    };
+    }
+}
+
+fn reader(path: &Path) -> Result<tar::Archive<std::fs::File>, BackupError> {
     let file = std::fs::File::open(path).map_err(|e| BackupError::Io {
         path: path.display().to_string(),
         source: e,
     })?;
-    let mut ar = tar::Archive::new(file);
+    Ok(tar::Archive::new(file))
+}
+
+/// The manifest alone, read from the archive's first member (what listing needs; the
+/// members are checked when the archive is opened for use).
+pub fn manifest(path: &Path) -> Result<Manifest, BackupError> {
+    let bad = |why: String| corrupt(path, why);
+    let mut ar = reader(path)?;
+    let mut entries = ar.entries().map_err(|e| bad(e.to_string()))?;
+    let mut first = entries
+        .next()
+        .ok_or_else(|| bad("empty archive".into()))?
+        .map_err(|e| bad(e.to_string()))?;
+    let is_manifest = first.path().is_ok_and(|p| p.as_os_str() == "manifest.json");
+    if !is_manifest || first.size() > 1 << 20 {
+        return Err(bad("manifest.json is not the first member".into()));
+    }
+    let mut data = Vec::new();
+    first
+        .read_to_end(&mut data)
+        .map_err(|e| bad(e.to_string()))?;
+    serde_json::from_slice(&data).map_err(|e| bad(e.to_string()))
+}
+
+/// Reads an archive and checks every member against the manifest: all listed, none extra,
+/// sizes and digests equal.
+pub fn open(path: &Path) -> Result<(Manifest, BTreeMap<String, Vec<u8>>), BackupError> {
+    let bad = |why: String| corrupt(path, why);
+    let mut ar = reader(path)?;
     let mut manifest: Option<Manifest> = None;
     let mut members = BTreeMap::new();
     for entry in ar.entries().map_err(|e| bad(e.to_string()))? {
@@ -132,6 +161,28 @@ mod tests {
         let (m, back) = open(&d.path().join("a.tar")).unwrap();
         assert_eq!(back, members);
         assert_eq!(m.members.len(), 2);
+        assert_eq!(manifest_of(&d.path().join("a.tar")), m);
+    }
+
+    fn manifest_of(p: &Path) -> Manifest {
+        super::manifest(p).unwrap()
+    }
+
+    #[test]
+    fn listing_reads_the_manifest_without_reading_the_members() {
+        let d = tempfile::tempdir().unwrap();
+        let members = BTreeMap::from([("database.sql".to_string(), b"select 1;".to_vec())]);
+        let mut bytes = build(manifest(), &members);
+        // A damaged member does not stop the listing (restore and verify refuse it).
+        let at = bytes.windows(9).rposition(|w| w == b"select 1;").unwrap();
+        bytes[at] = b'S';
+        let p = d.path().join("a.tar");
+        std::fs::write(&p, &bytes).unwrap();
+        assert_eq!(manifest_of(&p).id, "x");
+        std::fs::write(&p, b"not a tar at all").unwrap();
+        assert!(super::manifest(&p).is_err());
+        std::fs::write(&p, b"").unwrap();
+        assert!(super::manifest(&p).is_err());
     }
 
     #[test]

@@ -142,7 +142,8 @@ impl Backups {
             SocketAddr::from(([127, 0, 0, 1], port)),
             Duration::from_secs(2),
         );
-        health::wait_healthy(&target, &inst.web.health_path, "localhost", 2, HEALTHY)
+        let host = health::probe_host(&inst, self.ctl.host().base_domain.as_deref());
+        health::wait_healthy(&target, &inst.web.health_path, &host, 2, HEALTHY)
             .await
             .map_err(|e| not_ready(t, format!("unhealthy after the restore: {e}")))?;
         Ok(members

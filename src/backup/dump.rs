@@ -1,27 +1,12 @@
 //! What goes into and comes out of a backup, through `exec` in the tenant's own containers:
-//! `pg_dump`/`psql` for the database (consistent while the app runs), `tar` for other volumes.
+//! the database engine's own dump and load (`engine`), `tar` for other volumes.
 
-use super::BackupError;
+use super::{BackupError, engine};
 use crate::{
     desired::Instance,
-    runtime::{Runtime, labels, spec},
+    runtime::{Runtime, spec},
     spec::template::DatabaseMode,
 };
-
-/// The container running the tenant's database and the role to connect as.
-fn db_container(ns: &str, inst: &Instance) -> Option<(String, String)> {
-    let db = inst.database.as_ref()?;
-    Some(match db.mode {
-        DatabaseMode::Sidecar => (
-            spec::container_name(ns, &inst.tenant, &db.host),
-            db.user.clone(),
-        ),
-        DatabaseMode::Shared => (
-            spec::container_name(ns, labels::HOST_TENANT, "postgres"),
-            "postgres".into(),
-        ),
-    })
-}
 
 async fn run(
     rt: &dyn Runtime,
@@ -42,64 +27,52 @@ async fn run(
     Ok(out.stdout)
 }
 
-/// A plain SQL dump that drops and recreates every object on restore; None without a database.
+fn strs(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
+}
+
+/// The engine's consistent dump of the tenant's database; None without a database.
 pub async fn database(
     rt: &dyn Runtime,
     ns: &str,
     inst: &Instance,
 ) -> Result<Option<Vec<u8>>, BackupError> {
-    let (Some(db), Some((container, user))) = (&inst.database, db_container(ns, inst)) else {
+    let Some((engine, c)) = engine::conn(ns, inst) else {
         return Ok(None);
     };
-    let cmd = [
-        "pg_dump",
-        "--clean",
-        "--if-exists",
-        "--no-owner",
-        // One role per tenant: a clone restores as another role, which old grants would name.
-        "--no-privileges",
-        "-h",
-        "/var/run/postgresql",
-        "-U",
-        &user,
-        "-d",
-        &db.name,
-    ];
-    run(rt, &container, &inst.tenant, "pg_dump", &cmd, None)
-        .await
-        .map(Some)
+    let cmd = engine.dump(&c);
+    run(
+        rt,
+        &c.container,
+        &inst.tenant,
+        engine.dump_tool(),
+        &strs(&cmd),
+        None,
+    )
+    .await
+    .map(Some)
 }
 
+/// Empties the tenant's database and loads `dump` into it.
 pub async fn restore_database(
     rt: &dyn Runtime,
     ns: &str,
     inst: &Instance,
-    sql: Vec<u8>,
+    dump: &[u8],
 ) -> Result<(), BackupError> {
-    let (Some(db), Some((container, user))) = (&inst.database, db_container(ns, inst)) else {
+    let Some((engine, c)) = engine::conn(ns, inst) else {
         return Ok(());
     };
-    let cmd = [
-        "psql",
-        "-v",
-        "ON_ERROR_STOP=1",
-        "-q",
-        "-h",
-        "/var/run/postgresql",
-        "-U",
-        &user,
-        "-d",
-        &db.name,
-        "-f",
-        "-",
-    ];
+    let cmd = engine.load(&c);
+    let step = format!("loading the {} dump", engine.dump_tool());
+    let input = engine.load_input(&c, dump);
     run(
         rt,
-        &container,
+        &c.container,
         &inst.tenant,
-        "psql restore",
-        &cmd,
-        Some(sql),
+        &step,
+        &strs(&cmd),
+        Some(input),
     )
     .await
     .map(|_| ())
@@ -139,7 +112,17 @@ pub async fn volumes(
 ) -> Result<Vec<(String, Vec<u8>)>, BackupError> {
     let mut out = vec![];
     for (volume, container, target) in volume_mounts(ns, inst) {
-        let cmd = ["tar", "-c", "-f", "-", "-C", &target, "."];
+        // A restore's staging directory, should one be left, is not the tenant's data.
+        let cmd = [
+            "tar",
+            "-c",
+            "-f",
+            "-",
+            "-C",
+            &target,
+            &format!("--exclude=./{STAGING}"),
+            ".",
+        ];
         let data = run(
             rt,
             &container,
@@ -154,6 +137,19 @@ pub async fn volumes(
     Ok(out)
 }
 
+/// Where a volume's restored content is unpacked before it replaces the old content.
+const STAGING: &str = ".berth-restore";
+
+/// Replaces the content of the volume at `$0` with the tar on stdin, exactly: unpacked aside
+/// first (a truncated or damaged archive leaves the old content untouched), then the old
+/// entries go (files made after the backup included) and the unpacked ones move in.
+const REPLACE: &str = "set -e; t=\"$0\"; s=\"$t/.berth-restore\"
+rm -rf \"$s\"; mkdir \"$s\"
+tar -x -f - -C \"$s\"
+find \"$t\" -mindepth 1 -maxdepth 1 ! -name .berth-restore -exec rm -rf {} +
+find \"$s\" -mindepth 1 -maxdepth 1 -exec mv {} \"$t\"/ \\;
+rmdir \"$s\"";
+
 pub async fn restore_volume(
     rt: &dyn Runtime,
     ns: &str,
@@ -167,7 +163,7 @@ pub async fn restore_volume(
     else {
         return Ok(());
     };
-    let cmd = ["tar", "-x", "-f", "-", "-C", &target];
+    let cmd = ["sh", "-c", REPLACE, &target];
     run(
         rt,
         &container,

@@ -5,6 +5,8 @@
 pub mod archive;
 mod clone;
 mod dump;
+pub mod engine;
+mod restore;
 pub mod schedule;
 
 /// The archive member holding the tenant's instance file.
@@ -86,13 +88,26 @@ impl Backups {
     /// Takes a consistent backup of `tenant` now and returns its id.
     pub async fn create(&self, tenant: &str) -> Result<BackupInfo, BackupError> {
         let inst = self.instance(tenant)?;
+        let info = self.write(&inst, &self.dir(tenant)).await?;
+        self.prune(tenant, inst.backups.keep as usize);
+        Ok(info)
+    }
+
+    /// Snapshots `inst` (database dump, volumes, instance file, rendered files and secrets)
+    /// into a new archive in `dir`.
+    async fn write(
+        &self,
+        inst: &Instance,
+        dir: &std::path::Path,
+    ) -> Result<BackupInfo, BackupError> {
+        let tenant = inst.tenant.as_str();
         let rt = self.ctl.runtime().as_ref();
         let ns = &self.ctl.host().namespace;
         let mut members = BTreeMap::new();
-        if let Some(db) = dump::database(rt, ns, &inst).await? {
+        if let Some(db) = dump::database(rt, ns, inst).await? {
             members.insert("database.sql".to_string(), db);
         }
-        for (volume, data) in dump::volumes(rt, ns, &inst).await? {
+        for (volume, data) in dump::volumes(rt, ns, inst).await? {
             members.insert(format!("volumes/{volume}.tar"), data);
         }
         // The instance file as it was, so a clone can start from the same template and values.
@@ -118,16 +133,14 @@ impl Backups {
             members: vec![],
         };
         let bytes = archive::build(manifest, &members);
-        let dir = self.dir(tenant);
-        atomic::create_dir(&dir, 0o700).map_err(io(&dir))?;
+        atomic::create_dir(dir, 0o700).map_err(io(dir))?;
         let path = dir.join(format!("{id}.tar"));
         atomic::write(&path, &bytes, 0o600).map_err(io(&path))?;
         tracing::info!(tenant, id, bytes = bytes.len(), "backup written");
-        self.prune(tenant, inst.backups.keep as usize);
         Ok(BackupInfo {
             id,
             tenant: tenant.into(),
-            version: inst.version,
+            version: inst.version.clone(),
             created,
             bytes: bytes.len() as u64,
         })
@@ -143,7 +156,8 @@ impl Backups {
             .filter_map(|e| {
                 let name = e.file_name().to_string_lossy().to_string();
                 let id = name.strip_suffix(".tar")?.to_string();
-                let (m, _) = archive::open(&e.path()).ok()?;
+                // The manifest alone: listing reads no archive through.
+                let m = archive::manifest(&e.path()).ok()?;
                 Some(BackupInfo {
                     id,
                     tenant: tenant.into(),
@@ -162,54 +176,6 @@ impl Backups {
         for old in self.list(tenant).into_iter().skip(keep.max(1)) {
             let _ = std::fs::remove_file(self.dir(tenant).join(format!("{}.tar", old.id)));
         }
-    }
-
-    /// Restores `tenant`'s database and volumes from backup `id` in place. Secrets and rendered
-    /// files stay as they are: the running containers already use them.
-    pub async fn restore(&self, tenant: &str, id: &str) -> Result<Manifest, BackupError> {
-        let (manifest, members) = self.open(tenant, id)?;
-        self.restore_members(tenant, &members).await?;
-        tracing::info!(tenant, id, "backup restored");
-        Ok(manifest)
-    }
-
-    /// Reads and checks archive `id` of `tenant`.
-    fn open(
-        &self,
-        tenant: &str,
-        id: &str,
-    ) -> Result<(Manifest, BTreeMap<String, Vec<u8>>), BackupError> {
-        let path = self.dir(tenant).join(format!("{id}.tar"));
-        if id.contains('/') || id.contains("..") || !path.exists() {
-            return Err(BackupError::NotFound {
-                tenant: tenant.into(),
-                id: id.into(),
-            });
-        }
-        archive::open(&path)
-    }
-
-    /// Loads the database dump and volume archives into `tenant`'s running containers.
-    async fn restore_members(
-        &self,
-        tenant: &str,
-        members: &BTreeMap<String, Vec<u8>>,
-    ) -> Result<(), BackupError> {
-        let inst = self.instance(tenant)?;
-        let rt = self.ctl.runtime().as_ref();
-        let ns = &self.ctl.host().namespace;
-        if let Some(sql) = members.get("database.sql") {
-            dump::restore_database(rt, ns, &inst, sql.clone()).await?;
-        }
-        for (name, data) in members {
-            if let Some(volume) = name
-                .strip_prefix("volumes/")
-                .and_then(|n| n.strip_suffix(".tar"))
-            {
-                dump::restore_volume(rt, ns, &inst, volume, data.clone()).await?;
-            }
-        }
-        Ok(())
     }
 }
 

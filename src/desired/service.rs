@@ -88,7 +88,7 @@ pub fn build(
         tmpfs,
         healthcheck,
         user: s.user.clone(),
-        file_owner: parse_owner(s.user.as_deref()).unwrap_or((0, 0)),
+        file_owner: parse_owner(s.files_owner.as_deref().or(s.user.as_deref())).unwrap_or((0, 0)),
         read_only: s.read_only,
         cap_add: s
             .cap_add

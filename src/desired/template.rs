@@ -237,6 +237,14 @@ fn check_service(
     {
         err(&at("user"), "a service given secrets or configs runs as root or as a numeric uid[:gid], so berth can own its files".into());
     }
+    if let Some(o) = &s.files_owner
+        && (o.is_empty() || parse_owner(Some(o)).is_none())
+    {
+        err(
+            &at("files_owner"),
+            format!("{o:?} is not a numeric uid[:gid]"),
+        );
+    }
     for (k, v) in [("stop_grace_period", &s.stop_grace_period)] {
         if let Some(d) = v
             && let Err(m) = units::parse_duration(d)

@@ -17,7 +17,19 @@ pub struct Unhealthy {
     pub last: String,
 }
 
-/// One probe: the status, or why there was none.
+/// The Host a probe of `inst` sends: the name the edge serves it on (its first domain, else
+/// its subdomain), so an app that redirects to its canonical name answers as it would there.
+pub fn probe_host(inst: &crate::desired::Instance, base_domain: Option<&str>) -> String {
+    match (inst.domains.first(), base_domain) {
+        (Some(d), _) => d.clone(),
+        (None, Some(b)) => format!("{}.{b}", inst.tenant),
+        (None, None) => "localhost".into(),
+    }
+}
+
+/// One probe: the status, or why there was none. It looks like a request the edge forwards
+/// (`X-Forwarded-Proto: https`): apps configured for https (WordPress with an https site URL
+/// forces its login page to https) answer probes as they answer their visitors.
 pub async fn probe(t: &Target, path: &str, host: &str) -> Result<u16, String> {
     let uri: Uri = format!("http://{}{path}", t.addr)
         .parse()
@@ -25,6 +37,7 @@ pub async fn probe(t: &Target, path: &str, host: &str) -> Result<u16, String> {
     let req = Request::get(uri)
         .header(hyper::header::HOST, host)
         .header(hyper::header::USER_AGENT, "berth-health")
+        .header("x-forwarded-proto", "https")
         .body(empty())
         .map_err(|e| e.to_string())?;
     match tokio::time::timeout(Duration::from_secs(5), t.client().request(req)).await {

@@ -274,6 +274,11 @@ pub struct ServiceFile {
     pub healthcheck: Option<HealthcheckFile>,
     #[serde(default)]
     pub user: Option<String>,
+    /// Numeric `uid:gid` owning this service's secret and config files, for images that start
+    /// as root and read them after dropping to another user (the official `mariadb` image
+    /// reads its `*_FILE`s as mysql, 999:999). Default: `user`, else root.
+    #[serde(default)]
+    pub files_owner: Option<String>,
     #[serde(default)]
     pub read_only: bool,
     #[serde(default)]

@@ -96,7 +96,7 @@ impl Upgrader {
                     let _ = health::wait_healthy(
                         &target,
                         &old.web.health_path,
-                        "localhost",
+                        &health::probe_host(&old, self.ctl.host().base_domain.as_deref()),
                         1,
                         Duration::from_secs(60),
                     )

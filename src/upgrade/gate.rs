@@ -66,10 +66,7 @@ impl Upgrader {
         inst: &Instance,
     ) -> Result<(), Fail> {
         let gate = self.progress(t).map(|p| p.2).unwrap_or_default();
-        let host = match &self.ctl.host().base_domain {
-            Some(base) => format!("{t}.{base}"),
-            None => "localhost".into(),
-        };
+        let host = health::probe_host(inst, self.ctl.host().base_domain.as_deref());
         let path = &inst.web.health_path;
         health::wait_healthy(
             target,

@@ -92,6 +92,8 @@ fn one_str() -> String {
 #[derive(Clone)]
 pub struct Fleet {
     pub backups: Arc<Backups>,
+    /// Tenants a killed agent left mid-restore: held until `Backups::resume` finishes them.
+    pub unfinished_restores: Vec<String>,
     pub upgrades: Arc<Upgrader>,
     pub jobs: Arc<crate::jobs::Scheduler>,
     pub backup_schedule: Arc<crate::backup::schedule::BackupSchedule>,
@@ -101,10 +103,12 @@ impl Fleet {
     /// Must run before the agent's first pass (see `Upgrader::open`).
     pub fn open(ctl: Arc<Controller>, proxy: Option<Arc<Proxy>>) -> Fleet {
         let backups = Arc::new(Backups::new(ctl.clone()));
+        let unfinished_restores = backups.hold_unfinished();
         let jobs = crate::jobs::Scheduler::new(ctl.clone());
         let upgrades = Upgrader::open(ctl, proxy, backups.clone());
         Fleet {
             backups,
+            unfinished_restores,
             upgrades,
             jobs,
             backup_schedule: Arc::default(),

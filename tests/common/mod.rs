@@ -498,3 +498,30 @@ pub fn sh_env(cmd: &str, env: &[(&str, &std::path::Path)]) -> String {
 pub fn sh(cmd: &str) -> String {
     sh_env(cmd, &[])
 }
+
+/// Debian's docker-registry (distribution 2.8) serving `config` (its config.yml) from `dir`,
+/// stopped when dropped.
+pub struct Registry(std::process::Child);
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+pub fn start_registry_with(dir: &std::path::Path, port: u16, config: &str) -> Registry {
+    std::fs::write(dir.join("config.yml"), config).unwrap();
+    let child = Command::new("docker-registry")
+        .args(["serve", dir.join("config.yml").to_str().unwrap()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(dir.join("registry.log")).unwrap())
+        .spawn()
+        .expect("docker-registry runs (Debian package docker-registry)");
+    wait_for(
+        Duration::from_secs(20),
+        || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok(),
+        "registry listening",
+    );
+    Registry(child)
+}

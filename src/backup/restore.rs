@@ -1,0 +1,185 @@
+//! Restoring a backup in place without losing anything: the tenant is held from the
+//! reconciler, a safety backup of what it holds now is taken, a journal names both, the
+//! database is loaded into an emptied database and each volume's content is replaced exactly.
+//! Any failure puts the safety backup back. An agent killed mid-restore finds the journal at
+//! its next start and finishes the restore (or, failing that, puts the safety backup back):
+//! the tenant ends on its old data or on the restored data, never on a mix.
+
+use super::{BackupError, Backups, archive::Manifest, dump, io};
+use crate::store::atomic;
+use serde::{Deserialize, Serialize};
+use std::{collections::BTreeMap, path::PathBuf};
+
+/// What an unfinished restore was doing, in `<backups>/<tenant>/restoring.json`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+struct Journal {
+    /// The backup being restored.
+    id: String,
+    /// The backup of what the tenant held before, in `safety/`.
+    safety: String,
+}
+
+impl Backups {
+    fn journal_path(&self, tenant: &str) -> PathBuf {
+        self.dir(tenant).join("restoring.json")
+    }
+
+    fn safety_dir(&self, tenant: &str) -> PathBuf {
+        self.dir(tenant).join("safety")
+    }
+
+    /// Restores `tenant`'s database and volumes from backup `id` in place. Secrets and rendered
+    /// files stay as they are: the running containers already use them.
+    pub async fn restore(&self, tenant: &str, id: &str) -> Result<Manifest, BackupError> {
+        let (manifest, members) = self.open(tenant, id)?;
+        let inst = self.instance(tenant)?;
+        let held = self.ctl.is_held(tenant);
+        if !held {
+            self.ctl.hold_settled(tenant).await;
+        }
+        let r = self.restore_safely(&inst, id, &members).await;
+        if !held {
+            self.ctl.release(tenant);
+        }
+        r?;
+        tracing::info!(tenant, id, "backup restored");
+        Ok(manifest)
+    }
+
+    async fn restore_safely(
+        &self,
+        inst: &crate::desired::Instance,
+        id: &str,
+        members: &BTreeMap<String, Vec<u8>>,
+    ) -> Result<(), BackupError> {
+        let tenant = inst.tenant.as_str();
+        let safety_dir = self.safety_dir(tenant);
+        let safety = self.write(inst, &safety_dir).await?;
+        let journal = Journal {
+            id: id.into(),
+            safety: safety.id.clone(),
+        };
+        let path = self.journal_path(tenant);
+        let json = serde_json::to_vec(&journal).expect("journal serializes");
+        atomic::write(&path, &json, 0o600).map_err(io(&path))?;
+        let r = self.restore_members(tenant, members).await;
+        if let Err(e) = &r {
+            tracing::error!(tenant, id, error = %e, "restore failed; putting the safety backup back");
+            self.put_back(tenant, &journal.safety).await?;
+        }
+        self.finish(tenant, &safety.id);
+        r
+    }
+
+    /// Loads the safety backup `safety` back into `tenant`.
+    async fn put_back(&self, tenant: &str, safety: &str) -> Result<(), BackupError> {
+        let path = self.safety_dir(tenant).join(format!("{safety}.tar"));
+        let (_, members) = super::archive::open(&path)?;
+        self.restore_members(tenant, &members).await
+    }
+
+    /// The restore is over: the journal goes, and every safety backup but `keep_id`.
+    fn finish(&self, tenant: &str, keep_id: &str) {
+        let _ = std::fs::remove_file(self.journal_path(tenant));
+        let Ok(rd) = std::fs::read_dir(self.safety_dir(tenant)) else {
+            return;
+        };
+        for e in rd.filter_map(|e| e.ok()) {
+            if e.file_name().to_string_lossy() != format!("{keep_id}.tar") {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
+
+    /// Tenants with an unfinished restore (a journal), held from the reconciler at once: the
+    /// agent's first pass must not restart them half restored. `resume` then finishes them.
+    pub fn hold_unfinished(&self) -> Vec<String> {
+        let Ok(rd) = std::fs::read_dir(&self.ctl.host().backup_dir) else {
+            return vec![];
+        };
+        let mut out = vec![];
+        for e in rd.filter_map(|e| e.ok()) {
+            let t = e.file_name().to_string_lossy().to_string();
+            if self.journal_path(&t).exists() {
+                self.ctl.hold(&t);
+                out.push(t);
+            }
+        }
+        out
+    }
+
+    /// Finishes the restores a killed agent left: the backup is restored again from the start
+    /// (every step replaces, so repeating is safe); if that fails, the safety backup goes back.
+    pub async fn resume(&self, tenants: Vec<String>) {
+        for t in tenants {
+            let r = self.resume_one(&t).await;
+            if let Err(e) = &r {
+                tracing::error!(tenant = t, error = %e, "unfinished restore could not be finished");
+            }
+            self.ctl.release(&t);
+        }
+    }
+
+    async fn resume_one(&self, tenant: &str) -> Result<(), BackupError> {
+        let path = self.journal_path(tenant);
+        let data = std::fs::read(&path).map_err(io(&path))?;
+        let j: Journal = serde_json::from_slice(&data).map_err(|e| BackupError::Corrupt {
+            path: path.display().to_string(),
+            why: e.to_string(),
+        })?;
+        tracing::warn!(
+            tenant,
+            id = j.id,
+            "finishing a restore the agent was stopped in"
+        );
+        let r = match self.open(tenant, &j.id) {
+            Ok((_, members)) => self.restore_members(tenant, &members).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = r {
+            tracing::error!(tenant, error = %e, "putting the safety backup back");
+            self.put_back(tenant, &j.safety).await?;
+        }
+        self.finish(tenant, &j.safety);
+        Ok(())
+    }
+
+    /// Reads and checks archive `id` of `tenant`.
+    pub(super) fn open(
+        &self,
+        tenant: &str,
+        id: &str,
+    ) -> Result<(Manifest, BTreeMap<String, Vec<u8>>), BackupError> {
+        let path = self.dir(tenant).join(format!("{id}.tar"));
+        if id.contains('/') || id.contains("..") || !path.exists() {
+            return Err(BackupError::NotFound {
+                tenant: tenant.into(),
+                id: id.into(),
+            });
+        }
+        super::archive::open(&path)
+    }
+
+    /// Loads the database dump and volume archives into `tenant`'s running containers.
+    pub(super) async fn restore_members(
+        &self,
+        tenant: &str,
+        members: &BTreeMap<String, Vec<u8>>,
+    ) -> Result<(), BackupError> {
+        let inst = self.instance(tenant)?;
+        let rt = self.ctl.runtime().as_ref();
+        let ns = &self.ctl.host().namespace;
+        if let Some(sql) = members.get("database.sql") {
+            dump::restore_database(rt, ns, &inst, sql).await?;
+        }
+        for (name, data) in members {
+            if let Some(volume) = name
+                .strip_prefix("volumes/")
+                .and_then(|n| n.strip_suffix(".tar"))
+            {
+                dump::restore_volume(rt, ns, &inst, volume, data.clone()).await?;
+            }
+        }
+        Ok(())
+    }
+}
