@@ -39,13 +39,17 @@ fn start_registry(dir: &Path) -> Registry {
 
 /// An image of its own (not on the engine under any name once this returns) in the registry.
 fn push(dir: &Path, repo: &str) {
+    push_labelled(dir, repo, repo);
+}
+
+fn push_labelled(dir: &Path, repo: &str, label: &str) {
     let conf = dir.join("docker-cli");
     std::fs::create_dir_all(&conf).unwrap();
     let env = [("DOCKER_CONFIG", conf.as_path())];
     let tag = format!("127.0.0.1:{PORT}/{repo}");
     sh_env(
         &format!(
-            "printf 'FROM berth/demo:1\\nLABEL berth.test.pushed={repo}\\n' | DOCKER_BUILDKIT=0 docker build -q -t {tag} - && \
+            "printf 'FROM berth/demo:1\\nLABEL berth.test.pushed={label}\\n' | DOCKER_BUILDKIT=0 docker build -q -t {tag} - && \
              printf s3cret-pw | docker login 127.0.0.1:{PORT} -u pusher --password-stdin && \
              docker push -q {tag} && docker rmi {tag}"
         ),
@@ -306,6 +310,85 @@ fn images_are_pulled_from_a_registry_with_credentials_and_failures_make_nothing(
             .status
             .success()
     );
+    pinned_images_stay_pinned(&mut h, &dir, registry);
     h.kill9();
     forget_images();
+}
+
+/// `docker pull` with the pusher's login (as an operator pulling by hand would).
+fn pull_as_pusher(dir: &Path, image: &str) {
+    let conf = dir.join("docker-cli");
+    sh_env(
+        &format!("docker pull -q {image}"),
+        &[("DOCKER_CONFIG", conf.as_path())],
+    );
+}
+
+fn image_id(reference: &str) -> String {
+    docker_ok(&["image", "inspect", "-f", "{{.Id}}", reference])
+}
+
+fn container_image(h: &Harness, t: &str) -> String {
+    docker_ok(&["inspect", "-f", "{{.Image}}", &h.container(t, "app")])
+}
+
+/// A tag moved upstream (and pulled onto the engine by someone else) never splits the fleet:
+/// the name is put back on the pinned image, and pulled by digest when the engine lost it.
+fn pinned_images_stay_pinned(h: &mut Harness, dir: &Path, mut registry: Option<Registry>) {
+    if registry.is_none() {
+        registry = Some(start_registry(dir));
+    }
+    let two = format!("127.0.0.1:{PORT}/berth/pulled:2");
+    let pins: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(h.path("state/image-pins.json")).unwrap()).unwrap();
+    let pinned = pins[&two]["id"].as_str().unwrap().to_string();
+    assert_eq!(
+        pinned,
+        container_image(h, "p1"),
+        "pinned before the first wave: {pins}"
+    );
+    let digest = pins[&two]["digest"].as_str().unwrap().to_string();
+    assert!(
+        digest.starts_with(&format!("127.0.0.1:{PORT}/berth/pulled@sha256:")),
+        "{digest}"
+    );
+    assert!(h.cli_ok(&["images"]).contains("PINNED"));
+
+    // The tag moves upstream and someone pulls it here: the name is put back on the pin.
+    push_labelled(dir, "berth/pulled:2", "moved");
+    pull_as_pusher(dir, &two);
+    assert_ne!(image_id(&two), pinned);
+    wait_for(
+        Duration::from_secs(60),
+        || {
+            h.reconcile();
+            image_id(&two) == pinned
+        },
+        "the name back on its pinned image",
+    );
+    assert_eq!(container_image(h, "p1"), pinned);
+
+    // The engine loses the pinned image and the name points at the moved content: a new
+    // tenant of that version still gets the pinned image, pulled by digest.
+    h.cli_ok(&["rm", "p1", "--purge"]);
+    wait_for(
+        Duration::from_secs(60),
+        || {
+            h.reconcile();
+            !h.cli_ok(&["ls"]).contains("p1")
+        },
+        "p1 purged",
+    );
+    docker_ok(&["rmi", "-f", &pinned]);
+    pull_as_pusher(dir, &two);
+    assert_ne!(image_id(&two), pinned);
+    instance(h, "p8", "14");
+    h.wait_running(&["p8"]);
+    assert_eq!(
+        container_image(h, "p8"),
+        pinned,
+        "the pinned content, pulled by digest"
+    );
+    assert_eq!(image_id(&two), pinned);
+    drop(registry);
 }

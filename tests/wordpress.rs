@@ -286,6 +286,36 @@ fn payload(seed: &str, n: usize) -> Vec<u8> {
     out
 }
 
+/// A file and a table the backup does not have.
+fn make_late_things(h: &Harness) {
+    docker_ok(&[
+        "exec",
+        &h.container("wpa", "web"),
+        "sh",
+        "-c",
+        "echo late > /var/www/html/wp-content/uploads/after-backup.txt",
+    ]);
+    sql(h, "wpa", "CREATE TABLE IF NOT EXISTS after_backup (a INT)");
+}
+
+/// (the backed-up post is on the front page, the late file exists, the late table exists)
+fn state_of(h: &Harness, https: u16) -> (bool, bool, bool) {
+    let file = docker(&[
+        "exec",
+        &h.container("wpa", "web"),
+        "test",
+        "-e",
+        "/var/www/html/wp-content/uploads/after-backup.txt",
+    ]);
+    (
+        wp(h, https, "wpa", "/", &[]).1.contains("Kept by berth"),
+        file.status.success(),
+        sql(h, "wpa", "SHOW TABLES LIKE 'after_backup'") == "after_backup",
+    )
+}
+const OLD: (bool, bool, bool) = (false, true, true);
+const RESTORED: (bool, bool, bool) = (true, false, false);
+
 #[test]
 fn wordpress_is_pulled_installed_used_backed_up_restored_cloned_and_upgraded() {
     let Some(_serial) = docker_test() else { return };
@@ -345,14 +375,7 @@ fn wordpress_is_pulled_installed_used_backed_up_restored_cloned_and_upgraded() {
     let before = volume_digest(&h, "wpa");
     delete_post(&h, https, "wpa", &post_a);
     delete_post(&h, https, "wpa", &upload_id);
-    docker_ok(&[
-        "exec",
-        &h.container("wpa", "web"),
-        "sh",
-        "-c",
-        "echo late > /var/www/html/wp-content/uploads/after-backup.txt",
-    ]);
-    sql(&h, "wpa", "CREATE TABLE after_backup (a INT)");
+    make_late_things(&h);
     assert!(!wp(&h, https, "wpa", "/", &[]).1.contains("Kept by berth"));
     assert_eq!(wp(&h, https, "wpa", &upload_path, &[]).0, 404);
 
@@ -370,6 +393,47 @@ fn wordpress_is_pulled_installed_used_backed_up_restored_cloned_and_upgraded() {
         .count();
     assert_eq!(safety, 1, "the safety backup of what was replaced is kept");
     assert!(!h.path("state/backups/wpa/restoring.json").exists());
+
+    // The agent killed (SIGKILL) at moments of a restore: afterwards the tenant holds either
+    // what it held before the restore or the restored data, never a mix.
+    for delay_ms in [300u64, 1500, 3000] {
+        delete_post(&h, https, "wpa", &post_a);
+        make_late_things(&h);
+        assert_eq!(state_of(&h, https), OLD);
+        let mut restore = Command::new(env!("CARGO_BIN_EXE_berth"))
+            .args(["--config", h.path("berth.yaml").to_str().unwrap()])
+            .args(["restore", "wpa", "--from", &id])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        h.kill9();
+        let _ = restore.wait();
+        h.start();
+        wait_for(
+            Duration::from_secs(120),
+            || !h.path("state/backups/wpa/restoring.json").exists(),
+            "the unfinished restore finished",
+        );
+        let now = state_of(&h, https);
+        assert!(
+            now == OLD || now == RESTORED,
+            "killed after {delay_ms} ms: {now:?}"
+        );
+        eprintln!(
+            "killed {delay_ms} ms into a restore: {}",
+            if now == OLD {
+                "old data"
+            } else {
+                "restored data"
+            }
+        );
+        if now == OLD {
+            h.cli_ok(&["restore", "wpa", "--from", &id]);
+        }
+        assert_eq!(state_of(&h, https), RESTORED);
+    }
 
     // A clone: a third tenant on its own domain with a's data.
     let cloned = h.cli_ok(&["restore", "wpc", "--from", &format!("wpa:{id}")]);

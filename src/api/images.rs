@@ -12,7 +12,9 @@ fn internal(e: impl std::fmt::Display) -> ApiError {
 pub async fn index(State(s): State<AppState>) -> Result<Json<Vec<report::ImageRow>>, ApiError> {
     let engine = s.ctl.runtime().list_images().await.map_err(internal)?;
     let ledger = ledger::load(&s.ctl.layout().images());
-    Ok(Json(report::rows(&s.ctl.desired(), &ledger, &engine)))
+    let mut rows = report::rows(&s.ctl.desired(), &ledger, &engine);
+    report::mark_pins(&mut rows, &s.ctl.pulls().pins());
+    Ok(Json(rows))
 }
 
 pub async fn prune(State(s): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {

@@ -145,7 +145,7 @@ const STAGING: &str = ".berth-restore";
 /// entries go (files made after the backup included) and the unpacked ones move in.
 const REPLACE: &str = "set -e; t=\"$0\"; s=\"$t/.berth-restore\"
 rm -rf \"$s\"; mkdir \"$s\"
-tar -x -f - -C \"$s\"
+tar -x -f - -C \"$s\" || { rm -rf \"$s\"; exit 1; }
 find \"$t\" -mindepth 1 -maxdepth 1 ! -name .berth-restore -exec rm -rf {} +
 find \"$s\" -mindepth 1 -maxdepth 1 -exec mv {} \"$t\"/ \\;
 rmdir \"$s\"";
@@ -174,4 +174,84 @@ pub async fn restore_volume(
     )
     .await
     .map(|_| ())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::REPLACE;
+    use std::{io::Write, path::Path, process::Command};
+
+    fn replace(target: &Path, input: &[u8]) -> bool {
+        let mut c = Command::new("sh")
+            .args(["-c", REPLACE])
+            .arg(target)
+            .stdin(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let _ = c.stdin.take().unwrap().write_all(input);
+        c.wait().unwrap().success()
+    }
+
+    fn listing(dir: &Path) -> Vec<(String, String)> {
+        let mut v = vec![];
+        for e in walk(dir) {
+            let rel = e.strip_prefix(dir).unwrap().display().to_string();
+            let body = std::fs::read_to_string(&e).unwrap_or_else(|_| "<dir>".into());
+            v.push((rel, body));
+        }
+        v.sort();
+        v
+    }
+
+    fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+        let mut out = vec![];
+        for e in std::fs::read_dir(dir).unwrap().flatten() {
+            out.push(e.path());
+            if e.file_type().unwrap().is_dir() {
+                out.extend(walk(&e.path()));
+            }
+        }
+        out
+    }
+
+    /// A tar of `dir`'s content, as a backup takes it.
+    fn tar_of(dir: &Path) -> Vec<u8> {
+        let o = Command::new("tar")
+            .args(["-c", "-f", "-", "-C"])
+            .arg(dir)
+            .arg(".")
+            .output()
+            .unwrap();
+        o.stdout
+    }
+
+    #[test]
+    fn a_volume_is_replaced_exactly_and_a_damaged_archive_changes_nothing() {
+        let d = tempfile::tempdir().unwrap();
+        let (backup, vol) = (d.path().join("backup"), d.path().join("vol"));
+        std::fs::create_dir_all(backup.join("uploads/2026")).unwrap();
+        std::fs::write(backup.join("uploads/2026/a.txt"), "kept").unwrap();
+        std::fs::write(backup.join(".htaccess"), "hidden too").unwrap();
+        let archive = tar_of(&backup);
+        std::fs::create_dir_all(vol.join("uploads/2026")).unwrap();
+        std::fs::write(vol.join("uploads/2026/a.txt"), "changed").unwrap();
+        std::fs::write(vol.join("uploads/2026/late.txt"), "made after the backup").unwrap();
+        std::fs::write(vol.join(".late"), "dotfile after the backup").unwrap();
+        let old = listing(&vol);
+
+        assert!(!replace(&vol, &archive[..archive.len() / 3]), "truncated");
+        assert_eq!(
+            listing(&vol),
+            old,
+            "a damaged archive leaves the old content"
+        );
+        assert!(!replace(&vol, b"not a tar"));
+        assert_eq!(listing(&vol), old);
+
+        assert!(replace(&vol, &archive));
+        assert_eq!(listing(&vol), listing(&backup));
+        assert!(replace(&vol, &archive), "repeatable");
+        assert_eq!(listing(&vol), listing(&backup));
+    }
 }

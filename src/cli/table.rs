@@ -159,6 +159,7 @@ pub fn images(v: &Value) -> String {
                     "no"
                 }
                 .into(),
+                if r["pinned"].is_string() { "yes" } else { "-" }.into(),
             ]
         })
         .collect();
@@ -170,6 +171,7 @@ pub fn images(v: &Value) -> String {
             "DIGEST",
             "TENANTS",
             "PULLED BY BERTH",
+            "PINNED",
         ],
         &rows,
     )

@@ -332,7 +332,12 @@ fn database_of(
             (shared_db_host(&host.namespace), n.clone(), n)
         }
     };
+    let server_image = match d.mode {
+        DatabaseMode::Shared => host.shared_database.as_ref().map(|s| s.image.clone()),
+        DatabaseMode::Sidecar => None,
+    };
     Ok(Some(Database {
+        server_image,
         engine: d.engine,
         mode: d.mode,
         host: host_name,

@@ -74,6 +74,8 @@ impl PathMount {
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Database {
+    /// Shared mode: the host's server image, which the tenant needs before anything is made.
+    pub server_image: Option<String>,
     pub engine: DatabaseEngine,
     pub mode: DatabaseMode,
     pub host: String,

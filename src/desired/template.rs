@@ -437,4 +437,53 @@ mod tests {
         assert_eq!(parse_owner(Some("65534")), Some((65534, 65534)));
         assert_eq!(parse_owner(Some("www-data")), None);
     }
+
+    #[test]
+    fn a_files_owner_that_is_not_numeric_is_refused_at_its_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = crate::fixtures::repo_templates().join("wordpress");
+        let app = dir.path().join("wordpress");
+        std::fs::create_dir_all(&app).unwrap();
+        let text = std::fs::read_to_string(repo.join("template.yaml"))
+            .unwrap()
+            .replace("files_owner: \"999:999\"", "files_owner: mysql");
+        std::fs::write(app.join("template.yaml"), text).unwrap();
+        let (mut sources, errors) = crate::spec::load_templates(dir.path());
+        assert!(errors.is_empty(), "{errors}");
+        let e = validate("wordpress", sources.remove("wordpress").unwrap())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("services.db.files_owner")
+                && e.contains("\"mysql\" is not a numeric uid[:gid]"),
+            "{e}"
+        );
+        assert!(e.contains("template.yaml:"), "names the file and line: {e}");
+    }
+
+    #[test]
+    fn files_owner_owns_the_secret_files_of_a_service_that_starts_as_root() {
+        let i = crate::fixtures::instance_from(
+            "blog",
+            "tenant: blog\ntemplate: wordpress\nparameters: {admin_email: ops@blog.test}\n",
+        )
+        .unwrap();
+        let owner = |name: &str| {
+            i.services
+                .iter()
+                .find(|s| s.name == name)
+                .unwrap()
+                .file_owner
+        };
+        assert_eq!(
+            owner("db"),
+            (999, 999),
+            "mariadb reads its *_FILEs as mysql"
+        );
+        assert_eq!(
+            owner("web"),
+            (33, 33),
+            "wp-config.php reads them as www-data"
+        );
+    }
 }

@@ -5,6 +5,7 @@
 //! registry's reason, as the tenant's error (then backoff and a fresh pull).
 
 pub mod ledger;
+pub mod pins;
 pub mod reference;
 pub mod report;
 
@@ -70,6 +71,9 @@ pub struct Pulls {
     mirrors: BTreeMap<String, String>,
     /// `<state>/images.json`: what berth pulled (None in unit tests without a state dir).
     ledger: Option<PathBuf>,
+    /// `<state>/image-pins.json` and its content (None: nothing is pinned).
+    pins_path: Option<PathBuf>,
+    pins: Mutex<pins::Pins>,
     states: Mutex<BTreeMap<String, State>>,
 }
 
@@ -79,12 +83,16 @@ impl Pulls {
         registries: BTreeMap<String, RegistryAuth>,
         mirrors: BTreeMap<String, String>,
         ledger: Option<PathBuf>,
+        pins_path: Option<PathBuf>,
     ) -> Arc<Pulls> {
+        let pins = pins_path.as_deref().map(pins::load).unwrap_or_default();
         Arc::new(Pulls {
             rt,
             registries,
             mirrors,
             ledger,
+            pins_path,
+            pins: Mutex::new(pins),
             states: Mutex::default(),
         })
     }
@@ -143,10 +151,10 @@ impl Pulls {
     /// Pulls `image`, from its registry's mirror when one is configured (then tagged with the
     /// name the template gives it, so containers and `berth status` show that name).
     async fn fetch(&self, image: &str) -> Result<(), String> {
-        let source = match self.mirrors.get(reference::registry_of(image)) {
-            Some(m) => reference::on_mirror(image, m),
-            None => image.to_string(),
-        };
+        if let Some(pin) = self.pin(image) {
+            return self.restore_pin(image, &pin).await;
+        }
+        let source = self.source(image);
         let auth = self.credentials(&source).map_err(|e| e.to_string())?;
         let on = |e: &PullEvent| self.progress(image, e);
         let rt = &self.rt;
@@ -164,6 +172,14 @@ impl Pulls {
             self.record(&source).await;
         }
         Ok(())
+    }
+
+    /// Where `image` is pulled from: its registry's mirror when one is configured.
+    fn source(&self, image: &str) -> String {
+        match self.mirrors.get(reference::registry_of(image)) {
+            Some(m) => reference::on_mirror(image, m),
+            None => image.to_string(),
+        }
     }
 
     /// Notes the pull in the ledger, so prune knows berth brought the image.
@@ -253,7 +269,7 @@ mod tests {
     #[tokio::test]
     async fn progress_counts_layers_and_bytes_and_a_failure_is_told_once() {
         let rt = Arc::new(FakeRuntime::new());
-        let pulls = Pulls::new(rt.clone(), BTreeMap::new(), BTreeMap::new(), None);
+        let pulls = Pulls::new(rt.clone(), BTreeMap::new(), BTreeMap::new(), None, None);
         pulls
             .states
             .lock()
@@ -283,7 +299,7 @@ mod tests {
         let rt = Arc::new(FakeRuntime::new());
         rt.set_images(&[]);
         let mirrors = BTreeMap::from([("docker.io".to_string(), "127.0.0.1:5000".to_string())]);
-        let pulls = Pulls::new(rt.clone(), BTreeMap::new(), mirrors, None);
+        let pulls = Pulls::new(rt.clone(), BTreeMap::new(), mirrors, None, None);
         pulls.fetch("wordpress:6").await.unwrap();
         assert_eq!(
             rt.calls(),
@@ -307,7 +323,13 @@ mod tests {
             password_file: f.clone(),
         };
         let reg = BTreeMap::from([("r.example:5000".to_string(), auth)]);
-        let pulls = Pulls::new(Arc::new(FakeRuntime::new()), reg, BTreeMap::new(), None);
+        let pulls = Pulls::new(
+            Arc::new(FakeRuntime::new()),
+            reg,
+            BTreeMap::new(),
+            None,
+            None,
+        );
         let e = pulls
             .credentials("r.example:5000/app:1")
             .unwrap_err()

@@ -15,6 +15,8 @@ pub struct ImageRow {
     /// Tenants whose desired (or last valid) state names this image.
     pub tenants: Vec<String>,
     pub pulled_by_berth: bool,
+    /// The registry digest every tenant naming this reference runs (see `pins`).
+    pub pinned: Option<String>,
 }
 
 /// Image (normalized) → the tenants naming it, from every desired and last valid instance.
@@ -58,11 +60,22 @@ pub fn rows(d: &Desired, ledger: &Ledger, engine: &[ImageInfo]) -> Vec<ImageRow>
                     .map(|x| x.1.to_string()),
                 tenants: users.get(tag).into_iter().flatten().cloned().collect(),
                 pulled_by_berth: pulled.contains(tag),
+                pinned: None,
             });
         }
     }
     out.sort_by(|a, b| a.reference.cmp(&b.reference));
     out
+}
+
+/// Marks each row with the pin of its reference, if any.
+pub fn mark_pins(rows: &mut [ImageRow], pins: &super::pins::Pins) {
+    for r in rows {
+        r.pinned = pins
+            .iter()
+            .find(|(image, _)| normalize(image) == r.reference)
+            .map(|(_, p)| p.digest.clone());
+    }
 }
 
 /// What prune may remove: pulled by berth and named by no tenant, desired or frozen at its

@@ -126,6 +126,7 @@ impl Controller {
             host.registries.clone(),
             host.registry_mirrors.clone(),
             Some(layout.images()),
+            Some(layout.image_pins()),
         );
         Ok(Controller {
             disks,
@@ -262,7 +263,7 @@ impl Controller {
         let mut loaded = tokio::task::spawn_blocking(move || desired::load(&host))
             .await
             .expect("spec loading does not panic");
-        let observed = match self.rt.inventory(&self.host.namespace).await {
+        let mut observed = match self.rt.inventory(&self.host.namespace).await {
             Ok(inv) => inv,
             Err(e) => {
                 self.board.write().expect("board lock").engine_error = Some(e.to_string());
@@ -271,6 +272,7 @@ impl Controller {
         };
         // Frozen tenants keep their last valid state (for the edge and their egress allows).
         loaded.desired = self.carry_last_valid(std::mem::take(&mut loaded.desired));
+        self.pulls.enforce_pins(&mut observed, &loaded.desired);
         let recorded = self.recorded(&loaded.desired);
         let synced = self.sync_disks(&loaded.desired).await;
         let ctx = plan::Context {

@@ -109,15 +109,18 @@ fn known_tenants(observed: &Inventory, rec: &Recorded) -> BTreeSet<String> {
     t
 }
 
-/// The tenant's images the engine does not list (none when images were not observed).
+/// The tenant's images (its services', and the shared database server's in shared mode) the
+/// engine does not list (none when images were not observed).
 fn missing_images(inst: &Instance, observed: &Inventory) -> Vec<String> {
     let Some(have) = &observed.images else {
         return vec![];
     };
+    let server = inst.database.as_ref().and_then(|d| d.server_image.clone());
     let mut out: Vec<String> = inst
         .services
         .iter()
         .map(|s| s.image.clone())
+        .chain(server)
         .filter(|i| !have.contains(&crate::images::reference::normalize(i)))
         .collect();
     out.sort();

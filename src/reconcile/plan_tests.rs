@@ -152,6 +152,34 @@ fn missing_images_are_pulled_before_any_object_of_the_tenant_is_made() {
     assert_eq!(steps_of(&d, &inv)[0], Step::CreateNetwork);
 }
 
+#[test]
+fn a_shared_mode_tenant_pulls_the_shared_database_servers_image_first() {
+    let mut inst = demo_instance("acme");
+    let db = inst.database.as_mut().unwrap();
+    db.mode = crate::spec::template::DatabaseMode::Shared;
+    db.server_image = Some("registry.example/berth/postgres:15".into());
+    let d = desired(vec![inst.clone()]);
+    let mut have: BTreeSet<String> = inst
+        .services
+        .iter()
+        .map(|s| crate::images::reference::normalize(&s.image))
+        .collect();
+    let inv = Inventory {
+        images: Some(have.clone()),
+        ..Inventory::default()
+    };
+    assert_eq!(
+        steps_of(&d, &inv),
+        vec![Step::PullImage("registry.example/berth/postgres:15".into())]
+    );
+    have.insert("registry.example/berth/postgres:15".into());
+    let inv = Inventory {
+        images: Some(have),
+        ..Inventory::default()
+    };
+    assert_eq!(steps_of(&d, &inv)[0], Step::CreateNetwork);
+}
+
 fn steps_of(d: &Desired, inv: &Inventory) -> Vec<Step> {
     run(d, inv, &Recorded::default())["acme"].clone()
 }

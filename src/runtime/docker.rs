@@ -57,13 +57,19 @@ fn pull_reason(e: BollardError) -> String {
 }
 
 impl DockerRuntime {
-    /// Every tag and digest the engine lists, normalized for lookups.
-    async fn images(&self) -> Result<std::collections::BTreeSet<String>, RuntimeError> {
+    /// Every tag and digest the engine lists, normalized for lookups, with the id of each.
+    async fn images(&self) -> Result<std::collections::BTreeMap<String, String>, RuntimeError> {
         Ok(self
             .list_images()
             .await?
             .into_iter()
-            .flat_map(|i| i.tags.into_iter().chain(i.digests))
+            .flat_map(|i| {
+                let id = i.id;
+                i.tags
+                    .into_iter()
+                    .chain(i.digests)
+                    .map(move |n| (n, id.clone()))
+            })
             .collect())
     }
 
@@ -447,11 +453,13 @@ impl Runtime for DockerRuntime {
                 name: v.name,
             })
             .collect();
+        let image_ids = self.images().await?;
         Ok(Inventory {
             containers,
             networks,
             volumes,
-            images: Some(self.images().await?),
+            images: Some(image_ids.keys().cloned().collect()),
+            image_ids,
         })
     }
 

@@ -97,6 +97,7 @@ impl Runtime for FakeRuntime {
             networks: s.networks.values().cloned().collect(),
             volumes: s.volumes.values().cloned().collect(),
             images: s.images.clone(),
+            image_ids: Default::default(),
         })
     }
 

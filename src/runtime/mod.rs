@@ -89,6 +89,8 @@ pub struct Inventory {
     /// Images the engine has, as `images::reference::normalize` writes them (tags and
     /// digests); None when not observed (then every image counts as present).
     pub images: Option<std::collections::BTreeSet<String>>,
+    /// Each of those names → the engine's image id it points at (empty when not observed).
+    pub image_ids: std::collections::BTreeMap<String, String>,
 }
 
 /// One image of the engine: its id, size, and every name it goes by (normalized).

@@ -68,6 +68,9 @@ impl Layout {
     pub fn images(&self) -> PathBuf {
         self.root.join("images.json")
     }
+    pub fn image_pins(&self) -> PathBuf {
+        self.root.join("image-pins.json")
+    }
     pub fn domains(&self) -> PathBuf {
         self.root.join("domains.json")
     }

@@ -1,6 +1,7 @@
 //! Before the first wave of a fleet upgrade, the target version's images are brought onto the
 //! host (pulled through `images::Pulls` like a tenant's), so no wave starts on a version whose
-//! images cannot be had; a pull that fails halts the upgrade with the registry's reason.
+//! images cannot be had; a pull that fails halts the upgrade with the registry's reason. Each
+//! image is pinned (id and registry digest) before the first wave.
 
 use super::Upgrader;
 use crate::images::{Checked, reference::normalize};
@@ -34,7 +35,9 @@ impl Upgrader {
         let pulls = self.ctl.pulls();
         for image in images {
             loop {
-                let inv = rt.inventory(ns).await.map_err(|e| e.to_string())?;
+                let mut inv = rt.inventory(ns).await.map_err(|e| e.to_string())?;
+                // Pinned now if it came from a registry: every wave runs this very image.
+                pulls.pin_and_check(&mut inv, std::iter::once(image.as_str()));
                 // Not observed (a runtime without an image list) counts as present.
                 if inv
                     .images
