@@ -2,9 +2,15 @@
 //! in the manifest with its size and SHA-256 so a damaged or altered archive is refused.
 
 use super::BackupError;
+use crate::store::atomic;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use std::{collections::BTreeMap, io::Read, path::Path};
+use std::{
+    collections::BTreeMap,
+    io::Read,
+    os::unix::fs::OpenOptionsExt,
+    path::{Path, PathBuf},
+};
 
 pub const FORMAT: u32 = 1;
 
@@ -27,33 +33,78 @@ pub struct Member {
     pub sha256: String,
 }
 
-/// Builds the archive bytes: the manifest (listing `members`) followed by the members.
-pub fn build(mut manifest: Manifest, members: &BTreeMap<String, Vec<u8>>) -> Vec<u8> {
-    manifest.members = members
-        .iter()
-        .map(|(path, data)| Member {
+/// Size and SHA-256 of a file, read in pieces.
+fn digest_of(path: &Path) -> std::io::Result<(u64, String)> {
+    let mut w = Hashing::new(std::io::sink());
+    std::io::copy(&mut std::fs::File::open(path)?, &mut w)?;
+    Ok((w.bytes, hex::encode(w.sha.finalize())))
+}
+
+/// A writer that hashes and counts what passes through it.
+struct Hashing<W> {
+    inner: W,
+    sha: Sha256,
+    bytes: u64,
+}
+
+impl<W> Hashing<W> {
+    fn new(inner: W) -> Self {
+        Hashing {
+            inner,
+            sha: Sha256::new(),
+            bytes: 0,
+        }
+    }
+}
+
+impl<W: std::io::Write> std::io::Write for Hashing<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.sha.update(&buf[..n]);
+        self.bytes += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// Writes the archive `out` (atomically, 0600) from members spooled in files: the manifest
+/// (each member's size and SHA-256) first, then each member streamed from its file; nothing
+/// is held in memory whole. Its size.
+pub fn build_file(
+    mut manifest: Manifest,
+    members: &BTreeMap<String, PathBuf>,
+    out: &Path,
+) -> std::io::Result<u64> {
+    manifest.members = Vec::new();
+    for (path, file) in members {
+        let (bytes, sha256) = digest_of(file)?;
+        manifest.members.push(Member {
             path: path.clone(),
-            bytes: data.len() as u64,
-            sha256: hex::encode(Sha256::digest(data)),
-        })
-        .collect();
+            bytes,
+            sha256,
+        });
+    }
     let json = serde_json::to_vec_pretty(&manifest).expect("manifest serializes");
-    let mut tar = tar::Builder::new(Vec::new());
-    let mut add = |path: &str, data: &[u8]| {
+    let header = |size: u64| {
         let mut h = tar::Header::new_gnu();
-        h.set_size(data.len() as u64);
+        h.set_size(size);
         h.set_mode(0o600);
         h.set_mtime(manifest.created);
         h.set_cksum();
-        tar.append_data(&mut h, path, data)
-            .expect("appending to an in-memory tar cannot fail");
+        h
     };
-    add("manifest.json", &json);
-    for (path, data) in members {
-        add(path, data);
-    }
-    tar.into_inner()
-        .expect("finishing an in-memory tar cannot fail")
+    atomic::write_with(out, 0o600, (0, 0), |f| {
+        let mut tar = tar::Builder::new(f);
+        tar.append_data(&mut header(json.len() as u64), "manifest.json", &json[..])?;
+        for (m, file) in manifest.members.iter().zip(members.values()) {
+            let src = std::fs::File::open(file)?;
+            tar.append_data(&mut header(m.bytes), &m.path, src.take(m.bytes))?;
+        }
+        tar.finish()
+    })?;
+    Ok(std::fs::metadata(out)?.len())
 }
 
 fn corrupt(path: &Path, why: String) -> BackupError {
@@ -92,44 +143,62 @@ pub fn manifest(path: &Path) -> Result<Manifest, BackupError> {
     serde_json::from_slice(&data).map_err(|e| bad(e.to_string()))
 }
 
-/// Reads an archive and checks every member against the manifest: all listed, none extra,
-/// sizes and digests equal.
-pub fn open(path: &Path) -> Result<(Manifest, BTreeMap<String, Vec<u8>>), BackupError> {
+/// Checks archive `path` against its manifest while spooling each member into a file of its
+/// own in `dir` (`member-<n>`, 0600; never held in memory): every member listed, listed once,
+/// sizes and digests equal, none missing. Member names never become paths. Name → file.
+pub fn unpack(
+    path: &Path,
+    dir: &Path,
+) -> Result<(Manifest, BTreeMap<String, PathBuf>), BackupError> {
     let bad = |why: String| corrupt(path, why);
+    let manifest = self::manifest(path)?;
+    if manifest.format != FORMAT {
+        return Err(bad(format!("unknown format {}", manifest.format)));
+    }
+    let listed: BTreeMap<&str, &Member> = manifest
+        .members
+        .iter()
+        .map(|m| (m.path.as_str(), m))
+        .collect();
     let mut ar = reader(path)?;
-    let mut manifest: Option<Manifest> = None;
     let mut members = BTreeMap::new();
-    for entry in ar.entries().map_err(|e| bad(e.to_string()))? {
+    let entries = ar.entries().map_err(|e| bad(e.to_string()))?;
+    for (n, entry) in entries.enumerate().skip(1) {
         let mut entry = entry.map_err(|e| bad(e.to_string()))?;
         let name = entry
             .path()
             .map_err(|e| bad(e.to_string()))?
             .to_string_lossy()
             .to_string();
-        let mut data = Vec::new();
-        entry
-            .read_to_end(&mut data)
-            .map_err(|e| bad(e.to_string()))?;
-        if name == "manifest.json" {
-            manifest = Some(serde_json::from_slice(&data).map_err(|e| bad(e.to_string()))?);
-        } else {
-            members.insert(name, data);
+        let Some(m) = listed.get(name.as_str()) else {
+            return Err(bad(format!("{name} is not listed in the manifest")));
+        };
+        if members.contains_key(&name) {
+            return Err(bad(format!("{name} is in the archive twice")));
         }
-    }
-    let manifest = manifest.ok_or_else(|| bad("no manifest.json".into()))?;
-    if manifest.format != FORMAT {
-        return Err(bad(format!("unknown format {}", manifest.format)));
-    }
-    for m in &manifest.members {
-        let data = members
-            .get(&m.path)
-            .ok_or_else(|| bad(format!("{} is missing", m.path)))?;
-        if data.len() as u64 != m.bytes || hex::encode(Sha256::digest(data)) != m.sha256 {
-            return Err(bad(format!("{} does not match its checksum", m.path)));
+        let to = dir.join(format!("member-{n}"));
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&to)
+            .map_err(|e| BackupError::Io {
+                path: to.display().to_string(),
+                source: e,
+            })?;
+        let mut w = Hashing::new(file);
+        std::io::copy(&mut entry, &mut w).map_err(|e| bad(e.to_string()))?;
+        if w.bytes != m.bytes || hex::encode(w.sha.finalize()) != m.sha256 {
+            return Err(bad(format!("{name} does not match its checksum")));
         }
+        members.insert(name, to);
     }
-    if members.len() != manifest.members.len() {
-        return Err(bad("members not listed in the manifest".into()));
+    if let Some(m) = manifest
+        .members
+        .iter()
+        .find(|m| !members.contains_key(&m.path))
+    {
+        return Err(bad(format!("{} is missing", m.path)));
     }
     Ok((manifest, members))
 }
@@ -150,6 +219,30 @@ mod tests {
         }
     }
 
+    /// The archive's bytes, built from `members` spooled in `dir`.
+    fn build(dir: &Path, members: &BTreeMap<String, Vec<u8>>) -> Vec<u8> {
+        let mut files = BTreeMap::new();
+        for (i, (name, data)) in members.iter().enumerate() {
+            let f = dir.join(format!("in-{i}"));
+            std::fs::write(&f, data).unwrap();
+            files.insert(name.clone(), f);
+        }
+        let out = dir.join("built.tar");
+        build_file(manifest(), &files, &out).unwrap();
+        std::fs::read(out).unwrap()
+    }
+
+    fn unpacked(p: &Path, d: &Path) -> Result<BTreeMap<String, Vec<u8>>, BackupError> {
+        let spool = d.join("spool");
+        let _ = std::fs::remove_dir_all(&spool);
+        std::fs::create_dir_all(&spool).unwrap();
+        let (_, files) = unpack(p, &spool)?;
+        Ok(files
+            .into_iter()
+            .map(|(k, f)| (k, std::fs::read(f).unwrap()))
+            .collect())
+    }
+
     #[test]
     fn an_archive_reads_back_with_every_member_verified() {
         let d = tempfile::tempdir().unwrap();
@@ -157,11 +250,17 @@ mod tests {
             ("database.sql".to_string(), b"select 1;".to_vec()),
             ("volumes/uploads.tar".to_string(), vec![0u8, 1, 2, 255]),
         ]);
-        std::fs::write(d.path().join("a.tar"), build(manifest(), &members)).unwrap();
-        let (m, back) = open(&d.path().join("a.tar")).unwrap();
-        assert_eq!(back, members);
+        let p = d.path().join("a.tar");
+        std::fs::write(&p, build(d.path(), &members)).unwrap();
+        assert_eq!(unpacked(&p, d.path()).unwrap(), members);
+        let m = manifest_of(&p);
         assert_eq!(m.members.len(), 2);
-        assert_eq!(manifest_of(&d.path().join("a.tar")), m);
+        let mode = std::os::unix::fs::PermissionsExt::mode(
+            &std::fs::metadata(d.path().join("built.tar"))
+                .unwrap()
+                .permissions(),
+        );
+        assert_eq!(mode & 0o777, 0o600);
     }
 
     fn manifest_of(p: &Path) -> Manifest {
@@ -172,7 +271,7 @@ mod tests {
     fn listing_reads_the_manifest_without_reading_the_members() {
         let d = tempfile::tempdir().unwrap();
         let members = BTreeMap::from([("database.sql".to_string(), b"select 1;".to_vec())]);
-        let mut bytes = build(manifest(), &members);
+        let mut bytes = build(d.path(), &members);
         // A damaged member does not stop the listing (restore and verify refuse it).
         let at = bytes.windows(9).rposition(|w| w == b"select 1;").unwrap();
         bytes[at] = b'S';
@@ -189,14 +288,58 @@ mod tests {
     fn a_member_altered_after_the_backup_is_refused() {
         let d = tempfile::tempdir().unwrap();
         let members = BTreeMap::from([("database.sql".to_string(), b"select 1;".to_vec())]);
-        let mut bytes = build(manifest(), &members);
+        let mut bytes = build(d.path(), &members);
         let at = bytes.windows(9).rposition(|w| w == b"select 1;").unwrap();
         bytes[at] = b'S';
-        std::fs::write(d.path().join("a.tar"), bytes).unwrap();
-        let e = open(&d.path().join("a.tar")).unwrap_err().to_string();
+        let p = d.path().join("a.tar");
+        std::fs::write(&p, bytes).unwrap();
+        let e = unpacked(&p, d.path()).unwrap_err().to_string();
         assert!(
             e.contains("database.sql does not match its checksum"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn members_unlisted_twice_missing_or_named_as_paths_are_refused() {
+        let d = tempfile::tempdir().unwrap();
+        let good = build(
+            d.path(),
+            &BTreeMap::from([("a".to_string(), b"1".to_vec())]),
+        );
+        let man = manifest_of(&{
+            let p = d.path().join("g.tar");
+            std::fs::write(&p, &good).unwrap();
+            p
+        });
+        let json = serde_json::to_vec(&man).unwrap();
+        // Hand-made archives: the manifest lists `a` only.
+        type Entries<'a> = Vec<(&'a str, &'a [u8])>;
+        let cases: [(&str, Entries); 3] = [
+            ("not listed", vec![("a", b"1"), ("../../etc/passwd", b"x")]),
+            ("twice", vec![("a", b"1"), ("a", b"1")]),
+            ("missing", vec![]),
+        ];
+        for (why, entries) in cases {
+            let mut t = tar::Builder::new(Vec::new());
+            let mut add = |name: &str, data: &[u8]| {
+                let mut h = tar::Header::new_gnu();
+                h.set_size(data.len() as u64);
+                h.set_mode(0o600);
+                // Byte by byte: the builder itself refuses `..`, a hostile writer does not.
+                h.as_gnu_mut().unwrap().name[..name.len()].copy_from_slice(name.as_bytes());
+                h.set_cksum();
+                t.append(&h, data).unwrap();
+            };
+            add("manifest.json", &json);
+            for (n, data) in entries {
+                add(n, data);
+            }
+            let p = d.path().join("h.tar");
+            std::fs::write(&p, t.into_inner().unwrap()).unwrap();
+            let e = unpacked(&p, d.path()).unwrap_err().to_string();
+            assert!(e.contains(why), "{why}: {e}");
+            assert!(!d.path().join("etc").exists());
+        }
     }
 }

@@ -54,8 +54,13 @@ impl Backups {
                 why: "not a valid tenant name (a DNS label: a-z, 0-9, inner -)".into(),
             });
         }
-        let (manifest, members) = self.open(from, id)?;
-        let file = clone_file(&manifest, &members, new)?;
+        let spool = super::Spool::new(&self.dir(from))?;
+        let (manifest, members) = self.open(from, id, spool.path())?;
+        let instance = match members.get(INSTANCE_MEMBER) {
+            Some(f) => Some(std::fs::read(f).map_err(super::io(f))?),
+            None => None,
+        };
+        let file = clone_file(&manifest, instance.as_deref(), new)?;
         self.create_file(&file).await?;
         let result = self.bring_up(new, &members).await;
         match result {
@@ -127,7 +132,7 @@ impl Backups {
     async fn bring_up(
         &self,
         t: &str,
-        members: &BTreeMap<String, Vec<u8>>,
+        members: &BTreeMap<String, std::path::PathBuf>,
     ) -> Result<Vec<String>, BackupError> {
         self.wait_running(t).await?;
         self.restore_members(t, members).await?;
@@ -214,10 +219,10 @@ fn not_ready(t: &str, why: String) -> BackupError {
 /// for archives without one), renamed, without domains, aliases or paths, not pinned, running.
 fn clone_file(
     manifest: &Manifest,
-    members: &BTreeMap<String, Vec<u8>>,
+    instance: Option<&[u8]>,
     new: &str,
 ) -> Result<InstanceFile, BackupError> {
-    let mut file = match members.get(INSTANCE_MEMBER) {
+    let mut file = match instance {
         Some(bytes) => {
             serde_yaml::from_slice::<InstanceFile>(bytes).map_err(|e| BackupError::Invalid {
                 tenant: manifest.tenant.clone(),
@@ -268,8 +273,7 @@ mod tests {
     #[test]
     fn a_clone_keeps_template_version_and_values_but_not_domains_or_pinning() {
         let src = "tenant: acme\ntemplate: demo\nversion: '3'\ndomains: [shop.acme.test]\npaths: [sites.test/acme]\nplan: small\nparameters: {site_name: Acme}\nstate: stopped\npinned: true\n";
-        let members = BTreeMap::from([(INSTANCE_MEMBER.to_string(), src.as_bytes().to_vec())]);
-        let f = clone_file(&manifest(), &members, "acme-copy").unwrap();
+        let f = clone_file(&manifest(), Some(src.as_bytes()), "acme-copy").unwrap();
         assert_eq!(f.tenant, "acme-copy");
         assert_eq!(
             f.version.as_deref(),
@@ -284,7 +288,7 @@ mod tests {
 
     #[test]
     fn an_archive_without_an_instance_file_clones_from_its_manifest() {
-        let f = clone_file(&manifest(), &BTreeMap::new(), "b").unwrap();
+        let f = clone_file(&manifest(), None, "b").unwrap();
         assert_eq!(
             (f.template.as_str(), f.version.as_deref()),
             ("demo", Some("2"))

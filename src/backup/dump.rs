@@ -7,16 +7,11 @@ use crate::{
     runtime::{Runtime, spec},
     spec::template::DatabaseMode,
 };
+use std::path::{Path, PathBuf};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWriteExt};
 
-async fn run(
-    rt: &dyn Runtime,
-    container: &str,
-    tenant: &str,
-    step: &str,
-    cmd: &[&str],
-    stdin: Option<Vec<u8>>,
-) -> Result<Vec<u8>, BackupError> {
-    let out = rt.exec(container, cmd, stdin).await?;
+/// What an exec said: its exit code checked, its messages kept for the error.
+fn checked(out: crate::runtime::ExecOutput, tenant: &str, step: &str) -> Result<(), BackupError> {
     if out.exit_code != 0 {
         return Err(BackupError::Command {
             tenant: tenant.into(),
@@ -24,58 +19,97 @@ async fn run(
             output: out.output.trim().chars().take(2000).collect(),
         });
     }
-    Ok(out.stdout)
+    Ok(())
+}
+
+/// Runs `cmd` in `container` with its stdout streamed into the new file `to` (0600).
+async fn run_to(
+    rt: &dyn Runtime,
+    (container, tenant, step): (&str, &str, &str),
+    cmd: &[&str],
+    to: &Path,
+) -> Result<(), BackupError> {
+    let mut f = tokio::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(to)
+        .await
+        .map_err(super::io(to))?;
+    let out = rt.exec_out(container, cmd, &mut f).await?;
+    checked(out, tenant, step)
+}
+
+/// Runs `cmd` in `container` with `src` streamed to its stdin.
+async fn run_from(
+    rt: &dyn Runtime,
+    (container, tenant, step): (&str, &str, &str),
+    cmd: &[&str],
+    src: &mut (dyn AsyncRead + Unpin + Send),
+) -> Result<(), BackupError> {
+    let out = rt.exec_in(container, cmd, src).await?;
+    checked(out, tenant, step)
 }
 
 fn strs(v: &[String]) -> Vec<&str> {
     v.iter().map(String::as_str).collect()
 }
 
-/// The engine's consistent dump of the tenant's database; None without a database.
+/// The engine's consistent dump of the tenant's database, streamed into `to`; false without a
+/// database.
 pub async fn database(
     rt: &dyn Runtime,
     ns: &str,
     inst: &Instance,
-) -> Result<Option<Vec<u8>>, BackupError> {
+    to: &Path,
+) -> Result<bool, BackupError> {
     let Some((engine, c)) = engine::conn(ns, inst) else {
-        return Ok(None);
+        return Ok(false);
     };
     let cmd = engine.dump(&c);
-    run(
-        rt,
-        &c.container,
-        &inst.tenant,
+    let at = (
+        c.container.as_str(),
+        inst.tenant.as_str(),
         engine.dump_tool(),
-        &strs(&cmd),
-        None,
-    )
-    .await
-    .map(Some)
+    );
+    run_to(rt, at, &strs(&cmd), to).await?;
+    Ok(true)
 }
 
-/// Empties the tenant's database and loads `dump` into it.
+/// Empties the tenant's database and loads the dump in the file `dump` into it, streamed line
+/// by line (the engine may rewrite a line; the dump is never held whole).
 pub async fn restore_database(
     rt: &dyn Runtime,
     ns: &str,
     inst: &Instance,
-    dump: &[u8],
+    dump: &Path,
 ) -> Result<(), BackupError> {
     let Some((engine, c)) = engine::conn(ns, inst) else {
         return Ok(());
     };
+    let file = tokio::fs::File::open(dump).await.map_err(super::io(dump))?;
+    let (mut reader, mut writer) = tokio::io::duplex(256 * 1024);
+    let prefix = engine.load_prefix(&c);
+    let feed = async move {
+        writer.write_all(&prefix).await?;
+        let mut lines = tokio::io::BufReader::new(file);
+        let mut line = Vec::new();
+        while lines.read_until(b'\n', &mut line).await? > 0 {
+            match engine.rewrite_line(&line) {
+                Some(new) => writer.write_all(&new).await?,
+                None => writer.write_all(&line).await?,
+            }
+            line.clear();
+        }
+        writer.shutdown().await
+    };
     let cmd = engine.load(&c);
     let step = format!("loading the {} dump", engine.dump_tool());
-    let input = engine.load_input(&c, dump);
-    run(
-        rt,
-        &c.container,
-        &inst.tenant,
-        &step,
-        &strs(&cmd),
-        Some(input),
-    )
-    .await
-    .map(|_| ())
+    let at = (c.container.as_str(), inst.tenant.as_str(), step.as_str());
+    let args = strs(&cmd);
+    let (fed, loaded) = tokio::join!(feed, run_from(rt, at, &args, &mut reader));
+    loaded?;
+    fed.map_err(super::io(dump))
 }
 
 /// The service container and path through which a volume is read and written. Volumes of a
@@ -105,34 +139,22 @@ fn volume_mounts(ns: &str, inst: &Instance) -> Vec<(String, String, String)> {
     out
 }
 
+/// Each volume's tar stream, spooled into `dir/volume-<n>.tar`; (volume, file) pairs.
 pub async fn volumes(
     rt: &dyn Runtime,
     ns: &str,
     inst: &Instance,
-) -> Result<Vec<(String, Vec<u8>)>, BackupError> {
+    dir: &Path,
+) -> Result<Vec<(String, PathBuf)>, BackupError> {
     let mut out = vec![];
-    for (volume, container, target) in volume_mounts(ns, inst) {
+    for (n, (volume, container, target)) in volume_mounts(ns, inst).into_iter().enumerate() {
         // A restore's staging directory, should one be left, is not the tenant's data.
-        let cmd = [
-            "tar",
-            "-c",
-            "-f",
-            "-",
-            "-C",
-            &target,
-            &format!("--exclude=./{STAGING}"),
-            ".",
-        ];
-        let data = run(
-            rt,
-            &container,
-            &inst.tenant,
-            &format!("tar of {volume}"),
-            &cmd,
-            None,
-        )
-        .await?;
-        out.push((volume, data));
+        let exclude = format!("--exclude=./{STAGING}");
+        let cmd = ["tar", "-c", "-f", "-", "-C", &target, &exclude, "."];
+        let step = format!("tar of {volume}");
+        let to = dir.join(format!("volume-{n}.tar"));
+        run_to(rt, (&container, &inst.tenant, &step), &cmd, &to).await?;
+        out.push((volume, to));
     }
     Ok(out)
 }
@@ -155,7 +177,7 @@ pub async fn restore_volume(
     ns: &str,
     inst: &Instance,
     volume: &str,
-    data: Vec<u8>,
+    archive: &Path,
 ) -> Result<(), BackupError> {
     let Some((_, container, target)) = volume_mounts(ns, inst)
         .into_iter()
@@ -163,17 +185,12 @@ pub async fn restore_volume(
     else {
         return Ok(());
     };
+    let mut f = tokio::fs::File::open(archive)
+        .await
+        .map_err(super::io(archive))?;
     let cmd = ["sh", "-c", REPLACE, &target];
-    run(
-        rt,
-        &container,
-        &inst.tenant,
-        &format!("restore of {volume}"),
-        &cmd,
-        Some(data),
-    )
-    .await
-    .map(|_| ())
+    let step = format!("restore of {volume}");
+    run_from(rt, (&container, &inst.tenant, &step), &cmd, &mut f).await
 }
 
 #[cfg(test)]

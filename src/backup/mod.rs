@@ -101,26 +101,9 @@ impl Backups {
         dir: &std::path::Path,
     ) -> Result<BackupInfo, BackupError> {
         let tenant = inst.tenant.as_str();
-        let rt = self.ctl.runtime().as_ref();
-        let ns = &self.ctl.host().namespace;
-        let mut members = BTreeMap::new();
-        if let Some(db) = dump::database(rt, ns, inst).await? {
-            members.insert("database.sql".to_string(), db);
-        }
-        for (volume, data) in dump::volumes(rt, ns, inst).await? {
-            members.insert(format!("volumes/{volume}.tar"), data);
-        }
-        // The instance file as it was, so a clone can start from the same template and values.
-        let file = self.ctl.host().instances_dir.join(format!("{tenant}.yaml"));
-        if let Ok(data) = std::fs::read(&file) {
-            members.insert(INSTANCE_MEMBER.to_string(), data);
-        }
-        let root = self.ctl.layout().tenant(tenant);
-        for path in files_under(&root) {
-            let rel = path.strip_prefix(&root).expect("under root");
-            let data = std::fs::read(&path).map_err(io(&path))?;
-            members.insert(format!("files/{}", rel.display()), data);
-        }
+        atomic::create_dir(dir, 0o700).map_err(io(dir))?;
+        let spool = Spool::new(dir)?;
+        let members = self.spool_members(inst, spool.path()).await?;
         let created = now();
         let id = new_id(created);
         let manifest = Manifest {
@@ -132,18 +115,50 @@ impl Backups {
             created,
             members: vec![],
         };
-        let bytes = archive::build(manifest, &members);
-        atomic::create_dir(dir, 0o700).map_err(io(dir))?;
         let path = dir.join(format!("{id}.tar"));
-        atomic::write(&path, &bytes, 0o600).map_err(io(&path))?;
-        tracing::info!(tenant, id, bytes = bytes.len(), "backup written");
+        let bytes = archive::build_file(manifest, &members, &path).map_err(io(&path))?;
+        tracing::info!(tenant, id, bytes, "backup written");
         Ok(BackupInfo {
             id,
             tenant: tenant.into(),
             version: inst.version.clone(),
             created,
-            bytes: bytes.len() as u64,
+            bytes,
         })
+    }
+
+    /// Every member of `inst`'s backup as a file in `spool`: database dump and volume tars
+    /// streamed from the containers, the instance file and the tenant's files copied.
+    async fn spool_members(
+        &self,
+        inst: &Instance,
+        spool: &std::path::Path,
+    ) -> Result<BTreeMap<String, PathBuf>, BackupError> {
+        let tenant = inst.tenant.as_str();
+        let rt = self.ctl.runtime().as_ref();
+        let ns = &self.ctl.host().namespace;
+        let mut members = BTreeMap::new();
+        let db = spool.join("database.sql");
+        if dump::database(rt, ns, inst, &db).await? {
+            members.insert("database.sql".to_string(), db);
+        }
+        for (volume, file) in dump::volumes(rt, ns, inst, spool).await? {
+            members.insert(format!("volumes/{volume}.tar"), file);
+        }
+        // The instance file as it was, so a clone can start from the same template and values.
+        let file = self.ctl.host().instances_dir.join(format!("{tenant}.yaml"));
+        let copy = spool.join("instance.yaml");
+        if std::fs::copy(&file, &copy).is_ok() {
+            members.insert(INSTANCE_MEMBER.to_string(), copy);
+        }
+        let root = self.ctl.layout().tenant(tenant);
+        for (n, path) in files_under(&root).into_iter().enumerate() {
+            let rel = path.strip_prefix(&root).expect("under root");
+            let copy = spool.join(format!("file-{n}"));
+            std::fs::copy(&path, &copy).map_err(io(&path))?;
+            members.insert(format!("files/{}", rel.display()), copy);
+        }
+        Ok(members)
     }
 
     /// Newest first.
@@ -176,6 +191,30 @@ impl Backups {
         for old in self.list(tenant).into_iter().skip(keep.max(1)) {
             let _ = std::fs::remove_file(self.dir(tenant).join(format!("{}.tar", old.id)));
         }
+    }
+}
+
+/// A scratch directory (0700) beside the archives for members on their way into or out of one,
+/// removed with everything in it when dropped.
+pub(crate) struct Spool(PathBuf);
+
+impl Spool {
+    pub(crate) fn new(parent: &std::path::Path) -> Result<Spool, BackupError> {
+        let mut r = [0u8; 6];
+        let _ = getrandom::fill(&mut r);
+        let path = parent.join(format!(".spool-{}", hex::encode(r)));
+        atomic::create_dir(&path, 0o700).map_err(io(&path))?;
+        Ok(Spool(path))
+    }
+
+    pub(crate) fn path(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl Drop for Spool {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 

@@ -5,7 +5,7 @@
 //! its next start and finishes the restore (or, failing that, puts the safety backup back):
 //! the tenant ends on its old data or on the restored data, never on a mix.
 
-use super::{BackupError, Backups, archive::Manifest, dump, io};
+use super::{BackupError, Backups, Spool, archive::Manifest, dump, io};
 use crate::store::atomic;
 use serde::{Deserialize, Serialize};
 use std::{collections::BTreeMap, path::PathBuf};
@@ -31,7 +31,8 @@ impl Backups {
     /// Restores `tenant`'s database and volumes from backup `id` in place. Secrets and rendered
     /// files stay as they are: the running containers already use them.
     pub async fn restore(&self, tenant: &str, id: &str) -> Result<Manifest, BackupError> {
-        let (manifest, members) = self.open(tenant, id)?;
+        let spool = Spool::new(&self.dir(tenant))?;
+        let (manifest, members) = self.open(tenant, id, spool.path())?;
         let inst = self.instance(tenant)?;
         let held = self.ctl.is_held(tenant);
         if !held {
@@ -50,7 +51,7 @@ impl Backups {
         &self,
         inst: &crate::desired::Instance,
         id: &str,
-        members: &BTreeMap<String, Vec<u8>>,
+        members: &BTreeMap<String, PathBuf>,
     ) -> Result<(), BackupError> {
         let tenant = inst.tenant.as_str();
         let safety_dir = self.safety_dir(tenant);
@@ -74,7 +75,8 @@ impl Backups {
     /// Loads the safety backup `safety` back into `tenant`.
     async fn put_back(&self, tenant: &str, safety: &str) -> Result<(), BackupError> {
         let path = self.safety_dir(tenant).join(format!("{safety}.tar"));
-        let (_, members) = super::archive::open(&path)?;
+        let spool = Spool::new(&self.dir(tenant))?;
+        let (_, members) = super::archive::unpack(&path, spool.path())?;
         self.restore_members(tenant, &members).await
     }
 
@@ -132,7 +134,8 @@ impl Backups {
             id = j.id,
             "finishing a restore the agent was stopped in"
         );
-        let r = match self.open(tenant, &j.id) {
+        let spool = Spool::new(&self.dir(tenant))?;
+        let r = match self.open(tenant, &j.id, spool.path()) {
             Ok((_, members)) => self.restore_members(tenant, &members).await,
             Err(e) => Err(e),
         };
@@ -144,12 +147,13 @@ impl Backups {
         Ok(())
     }
 
-    /// Reads and checks archive `id` of `tenant`.
+    /// Checks archive `id` of `tenant` and unpacks its members into `spool`.
     pub(super) fn open(
         &self,
         tenant: &str,
         id: &str,
-    ) -> Result<(Manifest, BTreeMap<String, Vec<u8>>), BackupError> {
+        spool: &std::path::Path,
+    ) -> Result<(Manifest, BTreeMap<String, PathBuf>), BackupError> {
         let path = self.dir(tenant).join(format!("{id}.tar"));
         if id.contains('/') || id.contains("..") || !path.exists() {
             return Err(BackupError::NotFound {
@@ -157,14 +161,14 @@ impl Backups {
                 id: id.into(),
             });
         }
-        super::archive::open(&path)
+        super::archive::unpack(&path, spool)
     }
 
     /// Loads the database dump and volume archives into `tenant`'s running containers.
     pub(super) async fn restore_members(
         &self,
         tenant: &str,
-        members: &BTreeMap<String, Vec<u8>>,
+        members: &BTreeMap<String, PathBuf>,
     ) -> Result<(), BackupError> {
         let inst = self.instance(tenant)?;
         let rt = self.ctl.runtime().as_ref();
@@ -177,7 +181,7 @@ impl Backups {
                 .strip_prefix("volumes/")
                 .and_then(|n| n.strip_suffix(".tar"))
             {
-                dump::restore_volume(rt, ns, &inst, volume, data.clone()).await?;
+                dump::restore_volume(rt, ns, &inst, volume, data).await?;
             }
         }
         Ok(())

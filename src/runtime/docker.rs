@@ -29,7 +29,7 @@ use std::{
     sync::atomic::{AtomicU64, Ordering},
     time::Duration,
 };
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
 pub struct DockerRuntime {
     docker: Docker,
@@ -54,6 +54,12 @@ fn pull_reason(e: BollardError) -> String {
         BollardError::DockerStreamError { error } => error,
         other => other.to_string(),
     }
+}
+
+/// Where an exec's stdin comes from and its stdout goes (None: no stdin; kept in memory).
+struct ExecIo<'a> {
+    stdin: Option<&'a mut (dyn AsyncRead + Unpin + Send)>,
+    sink: Option<&'a mut (dyn AsyncWrite + Unpin + Send)>,
 }
 
 impl DockerRuntime {
@@ -81,9 +87,28 @@ impl DockerRuntime {
         stdin: Option<Vec<u8>>,
         limit: Option<Duration>,
     ) -> Result<ExecOutput, RuntimeError> {
+        let mut data = stdin.as_deref();
+        let io = ExecIo {
+            stdin: data
+                .as_mut()
+                .map(|d| d as &mut (dyn AsyncRead + Unpin + Send)),
+            sink: None,
+        };
+        self.exec_io(name, cmd, io, limit).await
+    }
+
+    /// One exec with stdin read from a stream as the command takes it (fed while its output
+    /// is read, so neither side can block the other) and stdout kept or written to a sink.
+    async fn exec_io(
+        &self,
+        name: &str,
+        cmd: &[&str],
+        io: ExecIo<'_>,
+        limit: Option<Duration>,
+    ) -> Result<ExecOutput, RuntimeError> {
         self.count();
         let cfg = ExecConfig {
-            attach_stdin: Some(stdin.is_some()),
+            attach_stdin: Some(io.stdin.is_some()),
             attach_stdout: Some(true),
             attach_stderr: Some(true),
             cmd: Some(cmd.iter().map(|s| s.to_string()).collect()),
@@ -106,62 +131,103 @@ impl DockerRuntime {
             )
             .await
             .map_err(|e| call_err("container", name, e))?;
-        let mut output = String::new();
-        let mut stdout = Vec::new();
-        let mut timed_out = false;
-        let deadline = limit.map(|l| tokio::time::Instant::now() + l);
-        if let StartExecResults::Attached {
-            output: mut out,
-            mut input,
-        } = started
-        {
-            if let Some(data) = stdin {
-                input
-                    .write_all(&data)
-                    .await
-                    .map_err(|e| RuntimeError::Call {
-                        kind: "exec",
-                        name: name.into(),
-                        message: e.to_string(),
-                    })?;
-                input.shutdown().await.ok();
-            }
-            drop(input);
-            loop {
-                let next = match deadline {
-                    Some(d) if !timed_out => match tokio::time::timeout_at(d, out.next()).await {
-                        Ok(n) => n,
-                        Err(_) => {
-                            timed_out = true;
-                            self.kill_exec(&exec.id).await;
-                            continue;
-                        }
-                    },
-                    // Killed: what is left to read arrives at once, or is given up.
-                    Some(_) => tokio::time::timeout(Duration::from_secs(10), out.next())
-                        .await
-                        .unwrap_or(None),
-                    None => out.next().await,
-                };
-                let Some(chunk) = next else { break };
-                let chunk = chunk.map_err(|e| call_err("container", name, e))?;
-                if let bollard::container::LogOutput::StdOut { message } = &chunk {
-                    stdout.extend_from_slice(message);
+        let mut result = ExecOutput {
+            exit_code: -1,
+            output: String::new(),
+            stdout: Vec::new(),
+            timed_out: false,
+        };
+        if let StartExecResults::Attached { output, input } = started {
+            let io_err = |e: std::io::Error| RuntimeError::Call {
+                kind: "exec",
+                name: name.into(),
+                message: e.to_string(),
+            };
+            let feed = async move {
+                let mut input = input;
+                if let Some(src) = io.stdin {
+                    tokio::io::copy(src, &mut input).await?;
+                    input.shutdown().await.ok();
                 }
-                output.push_str(&String::from_utf8_lossy(&chunk.into_bytes()));
-            }
+                Ok::<_, std::io::Error>(())
+            };
+            let drain = self.drain(name, &exec.id, output, io.sink, limit, &mut result);
+            let (fed, drained) = tokio::join!(feed, drain);
+            drained?;
+            fed.map_err(io_err)?;
         }
         let inspect = self
             .docker
             .inspect_exec(&exec.id)
             .await
             .map_err(|e| call_err("container", name, e))?;
-        Ok(ExecOutput {
-            exit_code: inspect.exit_code.unwrap_or(-1),
-            output,
-            stdout,
-            timed_out,
-        })
+        result.exit_code = inspect.exit_code.unwrap_or(-1);
+        Ok(result)
+    }
+
+    /// Reads an exec's output to its end: stdout to `sink` (or kept), everything as text for
+    /// messages (stdout left out when it goes to a sink; capped at 64 KiB then).
+    async fn drain(
+        &self,
+        name: &str,
+        exec_id: &str,
+        mut out: std::pin::Pin<
+            Box<
+                dyn futures_util::Stream<
+                        Item = Result<bollard::container::LogOutput, bollard::errors::Error>,
+                    > + Send,
+            >,
+        >,
+        mut sink: Option<&mut (dyn AsyncWrite + Unpin + Send)>,
+        limit: Option<Duration>,
+        r: &mut ExecOutput,
+    ) -> Result<(), RuntimeError> {
+        let deadline = limit.map(|l| tokio::time::Instant::now() + l);
+        loop {
+            let next = match deadline {
+                Some(d) if !r.timed_out => match tokio::time::timeout_at(d, out.next()).await {
+                    Ok(n) => n,
+                    Err(_) => {
+                        r.timed_out = true;
+                        self.kill_exec(exec_id).await;
+                        continue;
+                    }
+                },
+                // Killed: what is left to read arrives at once, or is given up.
+                Some(_) => tokio::time::timeout(Duration::from_secs(10), out.next())
+                    .await
+                    .unwrap_or(None),
+                None => out.next().await,
+            };
+            let Some(chunk) = next else { break };
+            let chunk = chunk.map_err(|e| call_err("container", name, e))?;
+            match (&chunk, sink.as_mut()) {
+                (bollard::container::LogOutput::StdOut { message }, Some(w)) => {
+                    w.write_all(message).await.map_err(|e| RuntimeError::Call {
+                        kind: "exec",
+                        name: name.into(),
+                        message: format!("writing its output: {e}"),
+                    })?;
+                    continue;
+                }
+                (bollard::container::LogOutput::StdOut { message }, None) => {
+                    r.stdout.extend_from_slice(message)
+                }
+                _ => {}
+            }
+            if sink.is_none() || r.output.len() < 64 * 1024 {
+                r.output
+                    .push_str(&String::from_utf8_lossy(&chunk.into_bytes()));
+            }
+        }
+        if let Some(w) = sink {
+            w.flush().await.map_err(|e| RuntimeError::Call {
+                kind: "exec",
+                name: name.into(),
+                message: format!("writing its output: {e}"),
+            })?;
+        }
+        Ok(())
     }
 
     /// SIGKILL to a running exec's process and its descendants (by host PID).
@@ -711,6 +777,32 @@ impl Runtime for DockerRuntime {
         stdin: Option<Vec<u8>>,
     ) -> Result<ExecOutput, RuntimeError> {
         self.exec_with(name, cmd, stdin, None).await
+    }
+
+    async fn exec_out(
+        &self,
+        name: &str,
+        cmd: &[&str],
+        sink: &mut (dyn AsyncWrite + Unpin + Send),
+    ) -> Result<ExecOutput, RuntimeError> {
+        let io = ExecIo {
+            stdin: None,
+            sink: Some(sink),
+        };
+        self.exec_io(name, cmd, io, None).await
+    }
+
+    async fn exec_in(
+        &self,
+        name: &str,
+        cmd: &[&str],
+        source: &mut (dyn AsyncRead + Unpin + Send),
+    ) -> Result<ExecOutput, RuntimeError> {
+        let io = ExecIo {
+            stdin: Some(source),
+            sink: None,
+        };
+        self.exec_io(name, cmd, io, None).await
     }
 
     async fn list_images(&self) -> Result<Vec<super::ImageInfo>, RuntimeError> {

@@ -263,6 +263,32 @@ impl Runtime for FakeRuntime {
         Ok(Box::pin(futures_util::stream::iter(vec![Ok(line)])))
     }
 
+    async fn exec_out(
+        &self,
+        name: &str,
+        cmd: &[&str],
+        sink: &mut (dyn tokio::io::AsyncWrite + Unpin + Send),
+    ) -> Result<ExecOutput, RuntimeError> {
+        let out = self.exec(name, cmd, None).await?;
+        tokio::io::AsyncWriteExt::write_all(sink, &out.stdout)
+            .await
+            .map_err(|e| RuntimeError::Unreachable(e.to_string()))?;
+        Ok(out)
+    }
+
+    async fn exec_in(
+        &self,
+        name: &str,
+        cmd: &[&str],
+        source: &mut (dyn tokio::io::AsyncRead + Unpin + Send),
+    ) -> Result<ExecOutput, RuntimeError> {
+        let mut data = Vec::new();
+        tokio::io::AsyncReadExt::read_to_end(source, &mut data)
+            .await
+            .map_err(|e| RuntimeError::Unreachable(e.to_string()))?;
+        self.exec(name, cmd, Some(data)).await
+    }
+
     async fn exec(
         &self,
         name: &str,

@@ -180,6 +180,21 @@ pub trait Runtime: Send + Sync + 'static {
         cmd: &[&str],
         stdin: Option<Vec<u8>>,
     ) -> Result<ExecOutput, RuntimeError>;
+    /// Like `exec` without stdin, its stdout written to `sink` as it arrives (never held whole:
+    /// dumps and archives); `output` holds its stderr only (capped), `stdout` stays empty.
+    async fn exec_out(
+        &self,
+        name: &str,
+        cmd: &[&str],
+        sink: &mut (dyn tokio::io::AsyncWrite + Unpin + Send),
+    ) -> Result<ExecOutput, RuntimeError>;
+    /// Like `exec`, its stdin read from `source` as the command takes it.
+    async fn exec_in(
+        &self,
+        name: &str,
+        cmd: &[&str],
+        source: &mut (dyn tokio::io::AsyncRead + Unpin + Send),
+    ) -> Result<ExecOutput, RuntimeError>;
     /// Pulls `image` with optional (username, password) credentials, reporting progress.
     async fn pull_image(
         &self,

@@ -17,6 +17,16 @@ pub fn write(path: &Path, data: &[u8], mode: u32) -> io::Result<()> {
 /// Like `write`, with the file owned by `owner` (uid, gid) before it becomes visible; used for
 /// files a container reads as a non-root user.
 pub fn write_owned(path: &Path, data: &[u8], mode: u32, owner: (u32, u32)) -> io::Result<()> {
+    write_with(path, mode, owner, |f| f.write_all(data))
+}
+
+/// Like `write_owned`, the content written by `fill` (streamed, e.g. a large archive).
+pub fn write_with(
+    path: &Path,
+    mode: u32,
+    owner: (u32, u32),
+    fill: impl FnOnce(&mut File) -> io::Result<()>,
+) -> io::Result<()> {
     let dir = path
         .parent()
         .ok_or_else(|| io::Error::other("path has no parent directory"))?;
@@ -35,7 +45,7 @@ pub fn write_owned(path: &Path, data: &[u8], mode: u32, owner: (u32, u32)) -> io
             .truncate(true)
             .mode(mode)
             .open(&tmp)?;
-        f.write_all(data)?;
+        fill(&mut f)?;
         if owner != (0, 0) {
             std::os::unix::fs::fchown(&f, Some(owner.0), Some(owner.1))?;
         }

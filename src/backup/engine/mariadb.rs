@@ -111,14 +111,16 @@ impl Engine for MariaDb {
         with_password("MYSQL_PWD", c.password_file.as_deref(), cmd)
     }
 
-    fn load_input(&self, c: &Conn, dump: &[u8]) -> Vec<u8> {
+    fn load_prefix(&self, c: &Conn) -> Vec<u8> {
         let db = ident(&c.database);
-        let mut v = format!(
-            "DROP DATABASE IF EXISTS {db};\nCREATE DATABASE {db} CHARACTER SET utf8mb4;\nUSE {db};\n"
-        )
-        .into_bytes();
-        v.extend(strip_definers(dump));
-        v
+        format!("DROP DATABASE IF EXISTS {db};\nCREATE DATABASE {db} CHARACTER SET utf8mb4;\nUSE {db};\n")
+            .into_bytes()
+    }
+
+    fn rewrite_line(&self, line: &[u8]) -> Option<Vec<u8>> {
+        line.windows(8)
+            .any(|w| w == b"DEFINER=")
+            .then(|| strip_definers(line))
     }
 }
 
@@ -157,8 +159,15 @@ mod tests {
             password_file: None,
             port: 3306,
         };
-        let v = String::from_utf8(MARIADB.load_input(&c, b"INSERT 1;")).unwrap();
+        let v = String::from_utf8(MARIADB.load_prefix(&c)).unwrap();
         assert!(v.starts_with("DROP DATABASE IF EXISTS `wp``x`;\nCREATE DATABASE `wp``x`"));
-        assert!(v.ends_with("USE `wp``x`;\nINSERT 1;"));
+        assert!(v.ends_with("USE `wp``x`;\n"));
+        assert_eq!(MARIADB.rewrite_line(b"INSERT INTO t VALUES (1);\n"), None);
+        assert_eq!(
+            MARIADB
+                .rewrite_line(b"/*!50017 DEFINER=`u`@`%`*/ x\n")
+                .unwrap(),
+            b"/*!50017 */ x\n"
+        );
     }
 }

@@ -32,8 +32,12 @@ pub trait Engine: Send + Sync {
     /// A command that reads a dump on stdin into the database, after emptying it: nothing the
     /// database held before survives (tables created after the backup included).
     fn load(&self, c: &Conn) -> Vec<String>;
-    /// What `load` is fed: the dump, wrapped with whatever empties the database first.
-    fn load_input(&self, c: &Conn, dump: &[u8]) -> Vec<u8>;
+    /// What `load` is fed before the dump: the statements that empty the database.
+    fn load_prefix(&self, c: &Conn) -> Vec<u8>;
+    /// A dump line as it must be loaded (None: as it is). Lines are streamed, never the dump.
+    fn rewrite_line(&self, _line: &[u8]) -> Option<Vec<u8>> {
+        None
+    }
 }
 
 /// The engine that speaks `e`'s protocol and tools.

@@ -61,9 +61,7 @@ impl Engine for Postgres {
         cmd
     }
 
-    fn load_input(&self, _: &Conn, dump: &[u8]) -> Vec<u8> {
-        let mut v = RESET.as_bytes().to_vec();
-        v.extend_from_slice(dump);
-        v
+    fn load_prefix(&self, _: &Conn) -> Vec<u8> {
+        RESET.as_bytes().to_vec()
     }
 }
