@@ -9,7 +9,7 @@
 #     archive size and the agent's peak RSS (VmHWM), against `mariadb-dump` + `tar` run by hand
 #     through `docker exec` on the same data.
 # Usage: scripts/bench-wordpress.sh [UPLOAD_MIB=1024]. Needs scripts/build-images.sh lamp.
-set -euo pipefail
+set -eEuo pipefail
 cd "$(dirname "$0")/.."
 MIB=${1:-1024}
 REG=19494
@@ -56,6 +56,7 @@ cleanup() {
   rm -rf "$W"
 }
 trap cleanup EXIT
+trap 'echo "bench-wordpress: failed at line $LINENO; agent log:" >&2; tail -n 20 "$W/agent.log" >&2' ERR
 b() { "$B" --config "$W/berth.yaml" "$@"; }
 now() { date +%s%3N; }
 ms_since() { echo $(( $(now) - $1 )); }
@@ -71,9 +72,13 @@ done
 
 forget_images() { # every name of the stand-ins' images, so the next start pulls for real
   local ids
-  ids=$(for p in $STAND_INS; do docker image inspect -f '{{.Id}}' "${p%%=*}" "${p#*=}" 2>/dev/null; done | sort -u)
-  for i in $ids; do docker image inspect -f '{{join .RepoTags " "}}' "$i"; done | tr ' ' '\n' | sort -u \
-    | xargs -r docker rmi >/dev/null 2>&1 || true
+  ids=$(for p in $STAND_INS; do
+           for n in "${p%%=*}" "${p#*=}" "127.0.0.1:$REG/library/${p#*=}"; do
+             docker image inspect -f '{{.Id}}' "$n" 2>/dev/null || true
+           done
+         done | sort -u)
+  for i in $ids; do docker image inspect -f '{{join .RepoTags " "}}' "$i" || true; done | tr ' ' '\n' \
+    | sort -u | xargs -r docker rmi >/dev/null 2>&1 || true
   docker image ls --format '{{.Repository}}:{{.Tag}}' | grep -E '^berth/(wordpress|lamp|mariadb)' \
     | xargs -r docker rmi >/dev/null 2>&1 || true
 }
@@ -132,28 +137,41 @@ run_raw() { # n pull → ms from the first docker command to the first 200 on th
   ms_since "$t0"
 }
 
-echo "== 1. WordPress tenant to first 200 (images present)"
-for i in 1 2; do
+raw_down() { # n: the by-hand containers, network and volumes gone
+  docker rm -f "wpraw$1-db" "wpraw$1-web" >/dev/null
+  docker network rm "wpraw$1" >/dev/null
+  docker volume rm "wpraw$1-db" "wpraw$1-web" >/dev/null
+}
+berth_down() { # tenant: purged and gone
+  b rm "$1" --purge >/dev/null
+  while docker ps -aq --filter "label=io.berth.tenant=$1" | grep -q .; do sleep 0.2; done
+}
+
+# Cold first, while no container holds the images (an image in use cannot be removed).
+echo "== 1. WordPress tenant to first 200, cold pull from the loopback registry"
+forget_images
+echo "by hand (docker pull + run): $(run_raw 1 pull) ms"
+raw_down 1
+forget_images
+echo "berth add (pull + create): $(add_berth cold) ms"
+berth_down cold
+echo "== 1b. with the images present"
+for i in 2 3; do
   echo "by hand, run $i: $(run_raw "$i" present) ms"
   echo "berth add, run $i: $(add_berth "warm$i") ms"
 done
-echo "== 1b. with a cold pull from the loopback registry"
-forget_images
-echo "by hand (docker pull + run): $(run_raw 3 pull) ms"
-forget_images
-echo "berth add (pull + create): $(add_berth cold) ms"
 
-echo "== 2. backup and restore with $MIB MiB of uploads (tenant warm1)"
-WEB=wpbench-warm1-web DB=wpbench-warm1-db
+echo "== 2. backup and restore with $MIB MiB of uploads (tenant warm2)"
+WEB=wpbench-warm2-web DB=wpbench-warm2-db
 docker exec "$WEB" sh -c "mkdir -p /var/www/html/wp-content/uploads/bench && cd /var/www/html/wp-content/uploads/bench && \
   for i in \$(seq 1 $((MIB / 16))); do head -c 16777216 /dev/urandom > f\$i.bin; done && chown -R www-data: ."
 hwm() { grep VmHWM "/proc/$AGENT/status" | awk '{print $2}'; }
 echo "agent peak RSS before: $(hwm) KiB"
-t0=$(now); out=$(b backup warm1); t=$(ms_since "$t0")
+t0=$(now); out=$(b backup warm2); t=$(ms_since "$t0")
 id=$(echo "$out" | awk '{print $3}')
-size=$(stat -c %s "$W/state/backups/warm1/$id.tar")
+size=$(stat -c %s "$W/state/backups/warm2/$id.tar")
 echo "berth backup: $t ms, archive $size bytes, agent peak RSS $(hwm) KiB"
-t0=$(now); b restore warm1 --from "$id" >/dev/null; t=$(ms_since "$t0")
+t0=$(now); b restore warm2 --from "$id" >/dev/null; t=$(ms_since "$t0")
 echo "berth restore (safety backup + restore): $t ms, agent peak RSS $(hwm) KiB"
 pw='MYSQL_PWD="$(cat /run/secrets/db_password)"; export MYSQL_PWD'
 t0=$(now)
