@@ -33,6 +33,7 @@ pub fn host() -> HostConfig {
         plans: BTreeMap::new(),
         default_plan: None,
         shared_database: None,
+        shared_mariadb: None,
         db_name_key: None,
         registries: BTreeMap::new(),
         registry_mirrors: BTreeMap::new(),

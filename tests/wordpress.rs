@@ -8,39 +8,11 @@
 
 mod common;
 use common::*;
-use std::{path::Path, process::Command, time::Duration};
+use std::{process::Command, time::Duration};
 
 const SLOT: u16 = 93;
 const REG: u16 = 19493;
 const ADMIN_PW: &str = "Berth-test-pass-93";
-
-fn start_registry(dir: &Path) -> Registry {
-    let d = dir.display();
-    let config = format!(
-        "version: 0.1\nlog: {{level: warn}}\nstorage: {{filesystem: {{rootdirectory: {d}/data}}}}\n\
-             http: {{addr: 127.0.0.1:{REG}}}\n"
-    );
-    start_registry_with(dir, REG, &config)
-}
-
-/// The stand-ins, under the official names (Docker Hub's `library/`), in the registry; none
-/// of those names left on the engine, so berth has to pull them.
-const STAND_INS: [(&str, &str); 4] = [
-    ("berth/mariadb:10.11", "mariadb:11.4"),
-    ("berth/wordpress:6.1", "wordpress:6.6-apache"),
-    ("berth/wordpress:6.1-p2", "wordpress:6.7-apache"),
-    ("berth/wordpress:6.1-broken", "wordpress:6.8-apache"),
-];
-
-fn publish() {
-    for (local, official) in STAND_INS {
-        let remote = format!("127.0.0.1:{REG}/library/{official}");
-        docker_ok(&["tag", local, &remote]);
-        docker_ok(&["push", "-q", &remote]);
-        docker_ok(&["rmi", &remote]);
-        let _ = docker(&["rmi", official]);
-    }
-}
 
 /// The shipped template in this harness's own templates dir, with a third (broken) version
 /// and cron every ten seconds, the host config switched to it.
@@ -57,14 +29,8 @@ fn own_template(h: &Harness) {
             "  \"6.8\":\n    images: { web: \"wordpress:6.8-apache\" }\n    strategy: recreate\ndefault_version:",
         );
     std::fs::write(&file, t).unwrap();
-    let cfg = std::fs::read_to_string(h.path("berth.yaml")).unwrap();
-    let mut cfg: String = cfg
-        .lines()
-        .map(|l| match l.starts_with("templates_dir:") {
-            true => format!("templates_dir: {}\n", h.path("templates").display()),
-            false => format!("{l}\n"),
-        })
-        .collect();
+    h.use_own_templates();
+    let mut cfg = std::fs::read_to_string(h.path("berth.yaml")).unwrap();
     cfg.push_str(&format!(
         "registry_mirrors: {{docker.io: \"127.0.0.1:{REG}\"}}\n"
     ));
@@ -323,15 +289,15 @@ fn wordpress_is_pulled_installed_used_backed_up_restored_cloned_and_upgraded() {
     let (_, https) = h.with_proxy(SLOT);
     let dir = h.path("registry");
     std::fs::create_dir_all(&dir).unwrap();
-    let _registry = start_registry(&dir);
-    publish();
+    let _registry = plain_registry(&dir, REG);
+    publish_stand_ins(REG);
     own_template(&h);
     instance(&h, "wpa");
     instance(&h, "wpb");
     h.start();
     h.wait_running_within(&["wpa", "wpb"], Duration::from_secs(300));
     std::fs::write(h.path("ca.pem"), h.cli_ok(&["ca"])).unwrap();
-    for (_, official) in STAND_INS.iter().take(2) {
+    for (_, official) in common::STAND_INS.iter().take(2) {
         assert!(
             docker(&["image", "inspect", official]).status.success(),
             "berth pulled {official}"

@@ -54,8 +54,7 @@ impl Backups {
                 why: "not a valid tenant name (a DNS label: a-z, 0-9, inner -)".into(),
             });
         }
-        let spool = super::Spool::new(&self.dir(from))?;
-        let (manifest, members) = self.open(from, id, spool.path())?;
+        let (_spool, manifest, members) = self.open(from, id)?;
         let instance = match members.get(INSTANCE_MEMBER) {
             Some(f) => Some(std::fs::read(f).map_err(super::io(f))?),
             None => None,

@@ -31,8 +31,7 @@ impl Backups {
     /// Restores `tenant`'s database and volumes from backup `id` in place. Secrets and rendered
     /// files stay as they are: the running containers already use them.
     pub async fn restore(&self, tenant: &str, id: &str) -> Result<Manifest, BackupError> {
-        let spool = Spool::new(&self.dir(tenant))?;
-        let (manifest, members) = self.open(tenant, id, spool.path())?;
+        let (_spool, manifest, members) = self.open(tenant, id)?;
         let inst = self.instance(tenant)?;
         let held = self.ctl.is_held(tenant);
         if !held {
@@ -134,9 +133,8 @@ impl Backups {
             id = j.id,
             "finishing a restore the agent was stopped in"
         );
-        let spool = Spool::new(&self.dir(tenant))?;
-        let r = match self.open(tenant, &j.id, spool.path()) {
-            Ok((_, members)) => self.restore_members(tenant, &members).await,
+        let r = match self.open(tenant, &j.id) {
+            Ok((_spool, _, members)) => self.restore_members(tenant, &members).await,
             Err(e) => Err(e),
         };
         if let Err(e) = r {
@@ -147,13 +145,13 @@ impl Backups {
         Ok(())
     }
 
-    /// Checks archive `id` of `tenant` and unpacks its members into `spool`.
+    /// Checks archive `id` of `tenant` and unpacks its members into a spool of their own
+    /// (removed when the returned `Spool` is dropped). Nothing is made for an unknown archive.
     pub(super) fn open(
         &self,
         tenant: &str,
         id: &str,
-        spool: &std::path::Path,
-    ) -> Result<(Manifest, BTreeMap<String, PathBuf>), BackupError> {
+    ) -> Result<(Spool, Manifest, BTreeMap<String, PathBuf>), BackupError> {
         let path = self.dir(tenant).join(format!("{id}.tar"));
         if id.contains('/') || id.contains("..") || !path.exists() {
             return Err(BackupError::NotFound {
@@ -161,7 +159,9 @@ impl Backups {
                 id: id.into(),
             });
         }
-        super::archive::unpack(&path, spool)
+        let spool = Spool::new(&self.dir(tenant))?;
+        let (manifest, members) = super::archive::unpack(&path, spool.path())?;
+        Ok((spool, manifest, members))
     }
 
     /// Loads the database dump and volume archives into `tenant`'s running containers.

@@ -3,6 +3,7 @@
 //! overcommit ratios.
 
 use super::{Desired, HostConfig, Instance};
+use crate::spec::template::DatabaseEngine;
 use crate::spec::units::format_bytes;
 
 /// A reservable resource: what one instance reserves of it and what the host has.
@@ -27,10 +28,10 @@ impl Resource {
         }
     }
 
-    /// What the host reserves beside instances: the shared database server's memory.
-    fn host_own(self, host: &HostConfig) -> u64 {
+    /// What the host reserves beside instances for the shared server of `engine`: its memory.
+    fn host_own(self, host: &HostConfig, engine: DatabaseEngine) -> u64 {
         match self {
-            Resource::Memory => host.shared_database.as_ref().map_or(0, |s| s.memory),
+            Resource::Memory => host.shared_for(engine).map_or(0, |s| s.memory),
             Resource::Disk => 0,
         }
     }
@@ -44,11 +45,16 @@ impl Resource {
     }
 }
 
-/// Whether the tenant's database lives on the host's shared server.
-fn uses_shared(i: &Instance) -> bool {
+/// The shared server the tenant's database lives on, as the engine it is configured for
+/// (MySQL templates share MariaDB's server).
+fn uses_shared(i: &Instance) -> Option<DatabaseEngine> {
     i.database
         .as_ref()
-        .is_some_and(|d| d.mode == crate::spec::template::DatabaseMode::Shared)
+        .filter(|d| d.mode == crate::spec::template::DatabaseMode::Shared)
+        .map(|d| match d.engine {
+            DatabaseEngine::Postgres => DatabaseEngine::Postgres,
+            _ => DatabaseEngine::Mariadb,
+        })
 }
 
 /// What every instance but `except` reserves of `r`, plus the host's own reservation while
@@ -60,12 +66,13 @@ pub fn reserved(r: Resource, host: &HostConfig, d: &Desired, except: Option<&str
             .filter(move |i| Some(i.tenant.as_str()) != except)
     };
     let instances: u64 = others().map(|i| r.of(i)).sum();
-    let server = if others().any(uses_shared) {
-        r.host_own(host)
-    } else {
-        0
-    };
-    instances + server
+    let servers: std::collections::BTreeSet<DatabaseEngine> =
+        others().filter_map(uses_shared).collect();
+    instances
+        + servers
+            .into_iter()
+            .map(|e| r.host_own(host, e))
+            .sum::<u64>()
 }
 
 /// What instances may reserve of `r` in all, when the host's total is known.
@@ -91,12 +98,16 @@ fn refusal(r: Resource, host: &HostConfig, d: &Desired, candidate: &Instance) ->
     let has = d.instances.get(&candidate.tenant).map_or(0, |i| r.of(i));
     let others = reserved(r, host, d, Some(&candidate.tenant));
     // The first tenant on the shared database server brings the server's reservation with it.
+    let server = uses_shared(candidate);
     let server_up = d
         .instances
         .values()
-        .any(|i| i.tenant != candidate.tenant && uses_shared(i));
-    let server_too = uses_shared(candidate) && !server_up;
-    let wants = wants + if server_too { r.host_own(host) } else { 0 };
+        .any(|i| i.tenant != candidate.tenant && server.is_some() && uses_shared(i) == server);
+    let wants = wants
+        + match server {
+            Some(e) if !server_up => r.host_own(host, e),
+            _ => 0,
+        };
     let total = others + wants;
     if wants <= has || total <= allowed {
         return None;
@@ -175,6 +186,43 @@ mod tests {
         shared.limits.memory = 257 << 20;
         let e = admit(&h, &d, &shared).join("");
         assert!(e.contains("needs 769m of memory"), "{e}");
+    }
+
+    #[test]
+    fn each_shared_server_in_use_is_reserved_once() {
+        let mut h = host(Some(4 << 30), 1.0);
+        let server = |mb: u64| crate::desired::host::SharedDatabase {
+            image: "x".into(),
+            memory: mb << 20,
+            connection_limit: 5,
+        };
+        h.shared_database = Some(server(512));
+        h.shared_mariadb = Some(server(300));
+        let (mut d, _) = fleet(&[]);
+        let shared = |t: &str, engine| {
+            let mut i = fixtures::demo_instance(t);
+            i.limits.memory = 100 << 20;
+            let db = i.database.as_mut().unwrap();
+            db.mode = crate::spec::template::DatabaseMode::Shared;
+            db.engine = engine;
+            i
+        };
+        d.instances
+            .insert("m1".into(), shared("m1", DatabaseEngine::Mariadb));
+        assert_eq!(reserved(Resource::Memory, &h, &d, None), (100 + 300) << 20);
+        d.instances
+            .insert("m2".into(), shared("m2", DatabaseEngine::Mysql));
+        assert_eq!(
+            reserved(Resource::Memory, &h, &d, None),
+            (200 + 300) << 20,
+            "MySQL templates share MariaDB's server"
+        );
+        d.instances
+            .insert("p1".into(), shared("p1", DatabaseEngine::Postgres));
+        assert_eq!(
+            reserved(Resource::Memory, &h, &d, None),
+            (300 + 300 + 512) << 20
+        );
     }
 
     #[test]

@@ -33,6 +33,8 @@ pub struct HostConfig {
     pub plans: BTreeMap<String, Plan>,
     pub default_plan: Option<String>,
     pub shared_database: Option<SharedDatabase>,
+    /// The shared MariaDB server (`shared_mariadb:`).
+    pub shared_mariadb: Option<SharedDatabase>,
     /// Secret key of the shared database's role and database names (`<state>/host/secrets/
     /// db_name_key`), set by the agent at start (`shared_db::ensure_name_key`); never read by
     /// the CLI.
@@ -94,6 +96,19 @@ pub struct Plan {
     pub backups: BackupPolicy,
     /// Destinations allowed beyond the default egress policy.
     pub egress: Vec<crate::egress::policy::Allow>,
+}
+
+impl HostConfig {
+    /// The shared server configured for `engine` (MariaDB's serves MySQL templates too).
+    pub fn shared_for(
+        &self,
+        engine: crate::spec::template::DatabaseEngine,
+    ) -> Option<&SharedDatabase> {
+        match engine {
+            crate::spec::template::DatabaseEngine::Postgres => self.shared_database.as_ref(),
+            _ => self.shared_mariadb.as_ref(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -357,9 +372,8 @@ pub fn build(file: &spec::Loaded<HostFile>, root: &Path) -> Result<HostConfig, S
             format!("plan {p:?} is not defined under plans"),
         );
     }
-    let shared_database =
-        h.shared_database
-            .as_ref()
+    let mut shared = |key: &str, f: &Option<crate::spec::host::SharedDatabaseFile>| {
+        f.as_ref()
             .and_then(|s| match units::parse_bytes(&s.memory) {
                 Ok(memory) => Some(SharedDatabase {
                     image: s.image.clone(),
@@ -367,10 +381,13 @@ pub fn build(file: &spec::Loaded<HostFile>, root: &Path) -> Result<HostConfig, S
                     connection_limit: s.connection_limit,
                 }),
                 Err(m) => {
-                    err("shared_database.memory", m);
+                    err(&format!("{key}.memory"), m);
                     None
                 }
-            });
+            })
+    };
+    let shared_database = shared("shared_database", &h.shared_database);
+    let shared_mariadb = shared("shared_mariadb", &h.shared_mariadb);
     let mut edge_err = |errs: Vec<(String, String)>| {
         for (f, m) in errs {
             err(&f, m);
@@ -419,6 +436,7 @@ pub fn build(file: &spec::Loaded<HostFile>, root: &Path) -> Result<HostConfig, S
         plans,
         default_plan: h.default_plan.clone(),
         shared_database,
+        shared_mariadb,
         db_name_key: None,
         registries: h
             .registries

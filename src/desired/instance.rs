@@ -322,18 +322,19 @@ fn database_of(
             )
         }
         DatabaseMode::Shared => {
-            if host.shared_database.is_none() {
+            let (key, _, alias) = shared_server(d.engine, &host.namespace);
+            if host.shared_for(d.engine).is_none() {
                 return Err(format!(
-                    "template {:?} uses a shared database but the host config has no shared_database section",
-                    i.template
+                    "template {:?} uses a shared {:?} database but the host config has no {key} section",
+                    i.template, d.engine
                 ));
             }
             let n = shared_db_name(host, &i.tenant);
-            (shared_db_host(&host.namespace), n.clone(), n)
+            (alias, n.clone(), n)
         }
     };
     let server_image = match d.mode {
-        DatabaseMode::Shared => host.shared_database.as_ref().map(|s| s.image.clone()),
+        DatabaseMode::Shared => host.shared_for(d.engine).map(|s| s.image.clone()),
         DatabaseMode::Sidecar => None,
     };
     Ok(Some(Database {
@@ -368,6 +369,24 @@ pub fn shared_db_name(host: &HostConfig, tenant: &str) -> String {
 
 pub fn shared_db_host(namespace: &str) -> String {
     format!("{namespace}-shared-postgres")
+}
+
+/// For a shared server of `engine`: its host config key, its service name (container
+/// `<ns>-_host-<service>`), and its network alias on tenant networks.
+pub fn shared_server(
+    engine: crate::spec::template::DatabaseEngine,
+    namespace: &str,
+) -> (&'static str, &'static str, String) {
+    match engine {
+        crate::spec::template::DatabaseEngine::Postgres => {
+            ("shared_database", "postgres", shared_db_host(namespace))
+        }
+        _ => (
+            "shared_mariadb",
+            "mariadb",
+            format!("{namespace}-shared-mariadb"),
+        ),
+    }
 }
 
 fn context(

@@ -138,14 +138,6 @@ fn check_database(f: &Loaded<TemplateFile>, err: &mut impl FnMut(&str, String)) 
             "database.service",
             format!("service {s:?} is not defined under services"),
         ),
-        (DatabaseMode::Shared, _)
-            if db.engine != crate::spec::template::DatabaseEngine::Postgres =>
-        {
-            err(
-                "database.mode",
-                "shared mode is available for postgres".into(),
-            )
-        }
         _ => {}
     }
 }

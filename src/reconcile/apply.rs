@@ -192,7 +192,19 @@ impl Applier<'_> {
             Step::PullImage(image) => self.pull(t, image),
             Step::WriteFiles => Ok(files::write(self.layout, need(inst))?),
             Step::EnsureSharedDatabase => {
-                Ok(shared_db::ensure(self.rt, self.host, self.layout, need(inst)).await?)
+                let i = need(inst);
+                let engine = i.database.as_ref().map(|d| d.engine);
+                match engine {
+                    Some(crate::spec::template::DatabaseEngine::Postgres) | None => {
+                        Ok(shared_db::ensure(self.rt, self.host, self.layout, i).await?)
+                    }
+                    Some(_) => {
+                        Ok(
+                            super::shared_mariadb::ensure(self.rt, self.host, self.layout, i)
+                                .await?,
+                        )
+                    }
+                }
             }
             Step::CreateContainer(svc) => {
                 let a = self.alloc(t)?;
@@ -221,10 +233,20 @@ impl Applier<'_> {
                         .await
                         .map_err(Self::rt_err(t))?;
                 }
+                if self.host.shared_mariadb.is_some() {
+                    let server = super::shared_mariadb::server_name(ns);
+                    self.rt
+                        .disconnect_network(name, &server)
+                        .await
+                        .map_err(Self::rt_err(t))?;
+                }
                 self.rt.remove_network(name).await.map_err(e)
             }
             Step::RemoveVolume(name) => self.rt.remove_volume(name).await.map_err(e),
-            Step::DropSharedDatabase => Ok(shared_db::drop_tenant(self.rt, self.host, t).await?),
+            Step::DropSharedDatabase => {
+                shared_db::drop_tenant(self.rt, self.host, t).await?;
+                Ok(super::shared_mariadb::drop_tenant(self.rt, self.host, t).await?)
+            }
             Step::PurgeFiles => {
                 if let Some(d) = self.disks.clone() {
                     let tenant = t.to_string();

@@ -36,13 +36,17 @@ impl Controller {
         inv: &crate::runtime::Inventory,
         purging: bool,
     ) {
-        if self.host.shared_database.is_none() {
-            return;
-        }
-        if let Err(e) =
-            shared_db::retire_if_unused(self.rt.as_ref(), &self.host, d, inv, purging).await
-        {
-            tracing::warn!(error = %e, "shared database server not stopped");
+        use crate::spec::template::DatabaseEngine;
+        for engine in [DatabaseEngine::Postgres, DatabaseEngine::Mariadb] {
+            if self.host.shared_for(engine).is_none() {
+                continue;
+            }
+            if let Err(e) =
+                shared_db::retire_if_unused(self.rt.as_ref(), &self.host, d, inv, purging, engine)
+                    .await
+            {
+                tracing::warn!(error = %e, ?engine, "shared database server not stopped");
+            }
         }
     }
 

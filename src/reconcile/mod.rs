@@ -7,6 +7,7 @@ pub mod backoff;
 pub mod files;
 pub mod plan;
 pub mod shared_db;
+pub mod shared_mariadb;
 pub mod status;
 
 use crate::{

@@ -69,7 +69,7 @@ pub async fn ensure(
         .ok_or_else(|| SharedDbError::NotConfigured {
             tenant: inst.tenant.clone(),
         })?;
-    let server = ensure_server(rt, host, layout, cfg).await?;
+    let server = ensure_server(rt, host, layout, cfg, &POSTGRES).await?;
     rt.connect_network(
         &spec::network_name(&host.namespace, &inst.tenant),
         &server,
@@ -141,16 +141,19 @@ pub async fn retire_if_unused(
     desired: &crate::desired::Desired,
     inv: &crate::runtime::Inventory,
     purging: bool,
+    engine: crate::spec::template::DatabaseEngine,
 ) -> Result<bool, SharedDbError> {
     use crate::spec::template::DatabaseMode;
+    let (_, service, _) = crate::desired::instance::shared_server(engine, &host.namespace);
     let used = desired
         .instances
         .values()
         .chain(desired.last_valid.values())
         .any(|i| {
-            i.database
-                .as_ref()
-                .is_some_and(|d| d.mode == DatabaseMode::Shared)
+            i.database.as_ref().is_some_and(|d| {
+                d.mode == DatabaseMode::Shared
+                    && crate::desired::instance::shared_server(d.engine, "").1 == service
+            })
         });
     let unknown = desired
         .frozen
@@ -159,7 +162,7 @@ pub async fn retire_if_unused(
     if used || unknown || purging {
         return Ok(false);
     }
-    let server = spec::container_name(&host.namespace, labels::HOST_TENANT, "postgres");
+    let server = spec::container_name(&host.namespace, labels::HOST_TENANT, service);
     if !inv.containers.iter().any(|c| c.name == server) {
         return Ok(false);
     }
@@ -205,14 +208,43 @@ async fn psql(
     Ok(())
 }
 
-async fn ensure_server(
+/// What differs between shared servers of different engines.
+pub(super) struct Kind {
+    /// Container `<ns>-_host-<service>`, volume `<service>-data`.
+    pub service: &'static str,
+    /// The superuser's password under the host secrets (a 999-owned copy is mounted).
+    pub secret: &'static str,
+    /// The server's container, given (namespace, name, network, volume, secret copy, cfg).
+    pub spec: fn(
+        &str,
+        &str,
+        &str,
+        &str,
+        &str,
+        &crate::desired::host::SharedDatabase,
+    ) -> spec::ContainerSpec,
+    /// A command that succeeds once the server accepts connections.
+    pub ready: &'static [&'static str],
+}
+
+const POSTGRES: Kind = Kind {
+    service: "postgres",
+    secret: SUPERUSER_SECRET,
+    spec: server_spec,
+    ready: &["pg_isready", "-q", "-h", "/var/run/postgresql"],
+};
+
+/// Creates (network, volume, superuser secret, container) and starts the shared server of
+/// `kind` if needed, and waits until it accepts connections; its container name.
+pub(super) async fn ensure_server(
     rt: &dyn Runtime,
     host: &HostConfig,
     layout: &Layout,
     cfg: &crate::desired::host::SharedDatabase,
+    kind: &Kind,
 ) -> Result<String, SharedDbError> {
     let ns = &host.namespace;
-    let name = spec::container_name(ns, labels::HOST_TENANT, "postgres");
+    let name = spec::container_name(ns, labels::HOST_TENANT, kind.service);
     let inv = rt.inventory(ns).await?;
     let existing = inv.containers.iter().find(|c| c.name == name);
     if existing.is_none() {
@@ -222,13 +254,13 @@ async fn ensure_server(
             source,
         };
         atomic::create_dir(&dir, 0o700).map_err(ferr)?;
-        let secret = dir.join(SUPERUSER_SECRET);
+        let secret = dir.join(kind.secret);
         if !secret.exists() {
             let pw = super::files::generate(32, Default::default())
                 .map_err(|m| ferr(std::io::Error::other(m)))?;
             atomic::write(&secret, pw.as_bytes(), 0o600).map_err(ferr)?;
         }
-        let copy = dir.join(format!("{SUPERUSER_SECRET}.999"));
+        let copy = dir.join(format!("{}.999", kind.secret));
         let pw = std::fs::read(&secret).map_err(ferr)?;
         atomic::write_owned(&copy, &pw, 0o400, (999, 999)).map_err(ferr)?;
         let labels = spec::owner_labels(ns, labels::HOST_TENANT);
@@ -242,14 +274,14 @@ async fn ensure_server(
             labels: labels.clone(),
         })
         .await?;
-        let vol = spec::volume_name(ns, labels::HOST_TENANT, "postgres-data");
+        let vol = spec::volume_name(ns, labels::HOST_TENANT, &format!("{}-data", kind.service));
         rt.create_volume(&spec::VolumeSpec {
             device: None,
             name: vol.clone(),
             labels: labels.clone(),
         })
         .await?;
-        rt.create_container(&server_spec(
+        rt.create_container(&(kind.spec)(
             ns,
             &name,
             &net,
@@ -263,13 +295,7 @@ async fn ensure_server(
         rt.start_container(&name).await?;
     }
     for _ in 0..120 {
-        let out = rt
-            .exec(
-                &name,
-                &["pg_isready", "-q", "-h", "/var/run/postgresql"],
-                None,
-            )
-            .await;
+        let out = rt.exec(&name, kind.ready, None).await;
         if out.is_ok_and(|o| o.exit_code == 0) {
             return Ok(name);
         }
@@ -278,51 +304,46 @@ async fn ensure_server(
     Err(SharedDbError::NotReady)
 }
 
-fn server_spec(
-    ns: &str,
-    name: &str,
-    net: &str,
-    vol: &str,
-    secret: &str,
+/// What a shared server's container has whatever its engine: owned by the host, on the
+/// host's network with `alias`, the data volume at `data` and the superuser's password file at
+/// `secret_at`, limits from `cfg`, every capability dropped, no new privileges, a read-only
+/// root filesystem with a `/tmp` tmpfs, never published.
+pub(super) struct ServerBase<'a> {
+    pub service: &'a str,
+    pub alias: String,
+    pub data: &'a str,
+    pub secret_at: &'a str,
+}
+
+pub(super) fn server_base(
+    (ns, name, net, vol, secret): (&str, &str, &str, &str, &str),
     cfg: &crate::desired::host::SharedDatabase,
+    b: ServerBase<'_>,
 ) -> spec::ContainerSpec {
     let mut labels: BTreeMap<String, String> = spec::owner_labels(ns, labels::HOST_TENANT);
-    labels.insert(labels::SERVICE.into(), "postgres".into());
+    labels.insert(labels::SERVICE.into(), b.service.into());
+    let mount = |kind, source: &str, target: &str, read_only| spec::Mount {
+        kind,
+        source: source.into(),
+        target: target.into(),
+        read_only,
+    };
     spec::ContainerSpec {
         name: name.into(),
         image: cfg.image.clone(),
         labels,
-        env: vec![
-            "POSTGRES_USER=postgres".into(),
-            "POSTGRES_PASSWORD_FILE=/run/secrets/postgres_password".into(),
-        ],
-        cmd: Some(vec!["-c".into(), "max_connections=500".into()]),
+        env: vec![],
+        cmd: None,
         entrypoint: None,
-        user: Some("999:999".into()),
+        user: None,
         working_dir: None,
         network: net.into(),
-        aliases: vec![crate::desired::instance::shared_db_host(ns)],
+        aliases: vec![b.alias],
         mounts: vec![
-            spec::Mount {
-                kind: spec::MountKind::Volume,
-                source: vol.into(),
-                target: "/var/lib/postgresql/data".into(),
-                read_only: false,
-            },
-            spec::Mount {
-                kind: spec::MountKind::File,
-                source: secret.into(),
-                target: "/run/secrets/postgres_password".into(),
-                read_only: true,
-            },
+            mount(spec::MountKind::Volume, vol, b.data, false),
+            mount(spec::MountKind::File, secret, b.secret_at, true),
         ],
-        tmpfs: BTreeMap::from([
-            (
-                "/var/run/postgresql".into(),
-                "rw,nosuid,size=1m,uid=999,gid=999".into(),
-            ),
-            ("/tmp".into(), "rw,noexec,nosuid,size=64m".into()),
-        ]),
+        tmpfs: BTreeMap::from([("/tmp".into(), "rw,noexec,nosuid,size=64m".into())]),
         publish: None,
         memory: cfg.memory as i64,
         nano_cpus: 1_000_000_000,
@@ -336,4 +357,32 @@ fn server_spec(
         stop_timeout_s: 30,
         files_digest: String::new(),
     }
+}
+
+fn server_spec(
+    ns: &str,
+    name: &str,
+    net: &str,
+    vol: &str,
+    secret: &str,
+    cfg: &crate::desired::host::SharedDatabase,
+) -> spec::ContainerSpec {
+    let base = ServerBase {
+        service: "postgres",
+        alias: crate::desired::instance::shared_db_host(ns),
+        data: "/var/lib/postgresql/data",
+        secret_at: "/run/secrets/postgres_password",
+    };
+    let mut c = server_base((ns, name, net, vol, secret), cfg, base);
+    c.env = vec![
+        "POSTGRES_USER=postgres".into(),
+        "POSTGRES_PASSWORD_FILE=/run/secrets/postgres_password".into(),
+    ];
+    c.cmd = Some(vec!["-c".into(), "max_connections=500".into()]);
+    c.user = Some("999:999".into());
+    c.tmpfs.insert(
+        "/var/run/postgresql".into(),
+        "rw,nosuid,size=1m,uid=999,gid=999".into(),
+    );
+    c
 }

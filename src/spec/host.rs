@@ -49,6 +49,9 @@ pub struct HostFile {
     pub default_plan: Option<String>,
     #[serde(default)]
     pub shared_database: Option<SharedDatabaseFile>,
+    /// The shared MariaDB server, for templates with `engine: mariadb|mysql, mode: shared`.
+    #[serde(default)]
+    pub shared_mariadb: Option<SharedDatabaseFile>,
     /// The edge proxy; absent means berth runs no proxy.
     #[serde(default)]
     pub proxy: Option<ProxyFile>,

@@ -125,6 +125,11 @@ impl Harness {
         let file = self.path("templates/demo/template.yaml");
         let t = std::fs::read_to_string(&file).unwrap();
         std::fs::write(&file, edit(t)).unwrap();
+        self.use_own_templates();
+    }
+
+    /// The host config switched to this harness's own `templates` dir.
+    pub fn use_own_templates(&self) {
         let cfg = std::fs::read_to_string(self.path("berth.yaml")).unwrap();
         let cfg: Vec<String> = cfg
             .lines()
@@ -524,4 +529,34 @@ pub fn start_registry_with(dir: &std::path::Path, port: u16, config: &str) -> Re
         "registry listening",
     );
     Registry(child)
+}
+
+/// A registry on loopback without TLS or users (the engine treats 127.0.0.0/8 as insecure).
+pub fn plain_registry(dir: &std::path::Path, port: u16) -> Registry {
+    let d = dir.display();
+    let config = format!(
+        "version: 0.1\nlog: {{level: warn}}\nstorage: {{filesystem: {{rootdirectory: {d}/data}}}}\n\
+         http: {{addr: 127.0.0.1:{port}}}\n"
+    );
+    start_registry_with(dir, port, &config)
+}
+
+/// scripts/build-images.sh's stand-ins and the official names they stand in for.
+pub const STAND_INS: [(&str, &str); 4] = [
+    ("berth/mariadb:10.11", "mariadb:11.4"),
+    ("berth/wordpress:6.1", "wordpress:6.6-apache"),
+    ("berth/wordpress:6.1-p2", "wordpress:6.7-apache"),
+    ("berth/wordpress:6.1-broken", "wordpress:6.8-apache"),
+];
+
+/// The stand-ins, under the official names (Docker Hub's `library/`), in the registry on
+/// `port`; none of those names left on the engine, so berth has to pull them.
+pub fn publish_stand_ins(port: u16) {
+    for (local, official) in STAND_INS {
+        let remote = format!("127.0.0.1:{port}/library/{official}");
+        docker_ok(&["tag", local, &remote]);
+        docker_ok(&["push", "-q", &remote]);
+        docker_ok(&["rmi", &remote]);
+        let _ = docker(&["rmi", official]);
+    }
 }

@@ -21,16 +21,24 @@ pub const MYSQL: MariaDb = MariaDb {
 };
 
 fn conn_args(c: &Conn) -> Vec<String> {
-    vec![
-        "--protocol=tcp".into(),
-        "-h".into(),
-        "127.0.0.1".into(),
-        "-P".into(),
-        c.port.to_string(),
+    let mut v: Vec<String> = match c.socket {
+        true => vec![],
+        false => [
+            "--protocol=tcp",
+            "-h",
+            "127.0.0.1",
+            "-P",
+            &c.port.to_string(),
+        ]
+        .map(String::from)
+        .into(),
+    };
+    v.extend([
         "-u".into(),
         c.user.clone(),
         "--default-character-set=utf8mb4".into(),
-    ]
+    ]);
+    v
 }
 
 /// `name` as a quoted identifier.
@@ -158,6 +166,7 @@ mod tests {
             database: "wp`x".into(),
             password_file: None,
             port: 3306,
+            socket: false,
         };
         let v = String::from_utf8(MARIADB.load_prefix(&c)).unwrap();
         assert!(v.starts_with("DROP DATABASE IF EXISTS `wp``x`;\nCREATE DATABASE `wp``x`"));

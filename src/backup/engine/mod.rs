@@ -21,6 +21,9 @@ pub struct Conn {
     /// socket and does not read it).
     pub password_file: Option<String>,
     pub port: u16,
+    /// Over the server's own socket (the shared servers' superusers exist only there), else
+    /// over TCP to 127.0.0.1 inside the container.
+    pub socket: bool,
 }
 
 /// One database engine's dump and load, as commands run in the server's container.
@@ -60,14 +63,25 @@ pub fn conn(ns: &str, inst: &Instance) -> Option<(&'static dyn Engine, Conn)> {
             database: db.name.clone(),
             password_file: Some(secret),
             port: db.port,
+            socket: false,
         },
         // The shared PostgreSQL server: its superuser, over the local socket.
-        DatabaseMode::Shared => Conn {
+        DatabaseMode::Shared if db.engine == DatabaseEngine::Postgres => Conn {
             container: spec::container_name(ns, labels::HOST_TENANT, "postgres"),
             user: "postgres".into(),
             database: db.name.clone(),
             password_file: None,
             port: db.port,
+            socket: true,
+        },
+        // The shared MariaDB server: root, which exists on its socket only.
+        DatabaseMode::Shared => Conn {
+            container: crate::reconcile::shared_mariadb::server_name(ns),
+            user: "root".into(),
+            database: db.name.clone(),
+            password_file: Some(crate::reconcile::shared_mariadb::ROOT_SECRET_PATH.into()),
+            port: db.port,
+            socket: true,
         },
     };
     Some((of(db.engine), c))
@@ -98,6 +112,7 @@ mod tests {
             database: "wordpress".into(),
             password_file: Some("/run/secrets/db_password".into()),
             port: 3306,
+            socket: false,
         }
     }
 
