@@ -8,7 +8,7 @@ use crate::{
     spec::template::DatabaseMode,
 };
 use std::path::{Path, PathBuf};
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWriteExt};
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt};
 
 /// What an exec said: its exit code checked, its messages kept for the error.
 fn checked(out: crate::runtime::ExecOutput, tenant: &str, step: &str) -> Result<(), BackupError> {
@@ -88,28 +88,63 @@ pub async fn restore_database(
         return Ok(());
     };
     let file = tokio::fs::File::open(dump).await.map_err(super::io(dump))?;
-    let (mut reader, mut writer) = tokio::io::duplex(256 * 1024);
+    let (reader, mut writer) = tokio::io::duplex(256 * 1024);
     let prefix = engine.load_prefix(&c);
     let feed = async move {
         writer.write_all(&prefix).await?;
-        let mut lines = tokio::io::BufReader::new(file);
-        let mut line = Vec::new();
-        while lines.read_until(b'\n', &mut line).await? > 0 {
-            match engine.rewrite_line(&line) {
-                Some(new) => writer.write_all(&new).await?,
-                None => writer.write_all(&line).await?,
-            }
-            line.clear();
-        }
+        feed_lines(engine, tokio::io::BufReader::new(file), &mut writer).await?;
         writer.shutdown().await
     };
     let cmd = engine.load(&c);
     let step = format!("loading the {} dump", engine.dump_tool());
     let at = (c.container.as_str(), inst.tenant.as_str(), step.as_str());
     let args = strs(&cmd);
-    let (fed, loaded) = tokio::join!(feed, run_from(rt, at, &args, &mut reader));
+    // The reader goes with the load: a load that ends early closes the pipe, so the feed
+    // stops with an error instead of waiting for room that never comes.
+    let load = async move {
+        let mut reader = reader;
+        run_from(rt, at, &args, &mut reader).await
+    };
+    let (fed, loaded) = tokio::join!(feed, load);
     loaded?;
     fed.map_err(super::io(dump))
+}
+
+/// Lines longer than this (a row of a large blob) are passed on in pieces, as they are, so
+/// no line is held whole; only lines that fit may be rewritten (definers sit in short DDL).
+const MAX_LINE: usize = 1 << 20;
+
+/// Copies `src` to `dst` line by line, each whole line of at most `MAX_LINE` bytes through the
+/// engine's rewrite.
+async fn feed_lines(
+    engine: &dyn engine::Engine,
+    mut src: impl AsyncBufRead + Unpin,
+    dst: &mut (impl AsyncWrite + Unpin),
+) -> std::io::Result<()> {
+    let mut line = Vec::new();
+    let mut long = false;
+    loop {
+        let buf = src.fill_buf().await?;
+        if buf.is_empty() {
+            break;
+        }
+        let room = MAX_LINE - line.len();
+        let (n, end) = match buf.iter().take(room).position(|b| *b == b'\n') {
+            Some(i) => (i + 1, true),
+            None => (buf.len().min(room), false),
+        };
+        line.extend_from_slice(&buf[..n]);
+        src.consume(n);
+        if end || line.len() >= MAX_LINE {
+            match (long, end.then(|| engine.rewrite_line(&line)).flatten()) {
+                (false, Some(new)) => dst.write_all(&new).await?,
+                _ => dst.write_all(&line).await?,
+            }
+            long = !end;
+            line.clear();
+        }
+    }
+    dst.write_all(&line).await
 }
 
 /// The service container and path through which a volume is read and written. Volumes of a
@@ -241,6 +276,26 @@ mod tests {
             .output()
             .unwrap();
         o.stdout
+    }
+
+    #[tokio::test]
+    async fn dump_lines_are_rewritten_whole_and_a_line_past_the_limit_passes_in_pieces() {
+        let engine = super::engine::of(crate::spec::template::DatabaseEngine::Mariadb);
+        let long = format!(
+            "INSERT DEFINER=`x`@`%` {}\n",
+            "a".repeat(super::MAX_LINE * 2 + 5)
+        );
+        let input = format!("/*!50017 DEFINER=`u`@`%`*/ x\n{long}tail without newline");
+        let mut out = Vec::new();
+        super::feed_lines(engine, input.as_bytes(), &mut out)
+            .await
+            .unwrap();
+        let want = format!("/*!50017 */ x\n{long}tail without newline");
+        assert_eq!(out.len(), want.len());
+        assert!(
+            out == want.as_bytes(),
+            "a long line is passed as it is, the short one rewritten"
+        );
     }
 
     #[test]

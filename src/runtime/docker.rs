@@ -137,12 +137,13 @@ impl DockerRuntime {
             stdout: Vec::new(),
             timed_out: false,
         };
+        let io_err = |e: std::io::Error| RuntimeError::Call {
+            kind: "exec",
+            name: name.into(),
+            message: format!("feeding its input: {e}"),
+        };
+        let mut fed_err = None;
         if let StartExecResults::Attached { output, input } = started {
-            let io_err = |e: std::io::Error| RuntimeError::Call {
-                kind: "exec",
-                name: name.into(),
-                message: e.to_string(),
-            };
             let feed = async move {
                 let mut input = input;
                 if let Some(src) = io.stdin {
@@ -154,7 +155,7 @@ impl DockerRuntime {
             let drain = self.drain(name, &exec.id, output, io.sink, limit, &mut result);
             let (fed, drained) = tokio::join!(feed, drain);
             drained?;
-            fed.map_err(io_err)?;
+            fed_err = fed.err();
         }
         let inspect = self
             .docker
@@ -162,7 +163,12 @@ impl DockerRuntime {
             .await
             .map_err(|e| call_err("container", name, e))?;
         result.exit_code = inspect.exit_code.unwrap_or(-1);
-        Ok(result)
+        // A command that stopped reading because it failed says why in its output and exit
+        // code; the broken pipe it left is only an error when it claims success.
+        match fed_err {
+            Some(e) if result.exit_code == 0 => Err(io_err(e)),
+            _ => Ok(result),
+        }
     }
 
     /// Reads an exec's output to its end: stdout to `sink` (or kept), everything as text for
