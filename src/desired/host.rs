@@ -497,6 +497,33 @@ mod tests {
     }
 
     #[test]
+    fn a_shared_server_section_with_a_bad_size_or_unknown_key_names_its_field() {
+        let text = "state_dir: /tmp/s\nshared_mariadb: {image: \"mariadb:11.4\", memory: 12zz}\n";
+        let loaded = spec::parse_yaml::<HostFile>(Path::new("berth.yaml"), text).unwrap();
+        let e = build(&loaded, Path::new("/tmp")).unwrap_err().to_string();
+        assert!(
+            e.contains("berth.yaml:2:") && e.contains("shared_mariadb.memory"),
+            "{e}"
+        );
+        let text = "state_dir: /tmp/s\nshared_mariadb: {image: x, root_password: hunter2}\n";
+        let e = spec::parse_yaml::<HostFile>(Path::new("berth.yaml"), text)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("root_password"), "unknown keys are refused: {e}");
+        let ok = "state_dir: /tmp/s\nshared_mariadb: {image: \"mariadb:11.4\", memory: 1g}\n";
+        let loaded = spec::parse_yaml::<HostFile>(Path::new("berth.yaml"), ok).unwrap();
+        let h = build(&loaded, Path::new("/tmp")).unwrap();
+        let m = h
+            .shared_for(crate::spec::template::DatabaseEngine::Mysql)
+            .unwrap();
+        assert_eq!(m.memory, 1 << 30, "MySQL templates use MariaDB's server");
+        assert!(
+            h.shared_for(crate::spec::template::DatabaseEngine::Postgres)
+                .is_none()
+        );
+    }
+
+    #[test]
     fn a_slash_16_pool_of_slash_28_subnets_holds_4096_tenants() {
         let p = SubnetPool::parse("10.240.0.0/16", 28).unwrap();
         assert_eq!(p.capacity(), 4096);
