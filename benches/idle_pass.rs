@@ -36,14 +36,19 @@ fn main() {
         .build()
         .unwrap();
     rt.block_on(async {
-        let ctl = Controller::new(Arc::new(FakeRuntime::new()), host(dir.path(), n)).unwrap();
+        let checker = Arc::new(berth::probe::FakeChecker::default());
+        let ctl =
+            Controller::with_checker(Arc::new(FakeRuntime::new()), host(dir.path(), n), checker)
+                .unwrap();
         let t0 = Instant::now();
         let mut passes = 0;
         while ctl.pass().await.unwrap().steps > 0 {
+            ctl.probes().tick().await;
             passes += 1;
         }
         println!("provisioned {n} instances on the fake runtime in {passes} passes, {:.0} ms", t0.elapsed().as_secs_f64() * 1e3);
         let mut ms: Vec<f64> = Vec::new();
+        ctl.probes().tick().await;
         for _ in 0..20 {
             let r = ctl.pass().await.unwrap();
             assert_eq!(r.mutations, 0, "idle pass mutated");

@@ -169,6 +169,7 @@ pub async fn run(mut host: HostConfig) -> Result<(), DaemonError> {
         servers.spawn(serve_tcp(tcp, app, stop_rx.clone()));
     }
     tokio::spawn(follow_engine_events(ctl.clone(), metrics.clone()));
+    servers.spawn(ctl.probes().clone().run(stop_rx.clone()));
     if let Err(e) = ctl.pass().await {
         tracing::error!(error = %e, "first reconcile pass failed; retrying");
     }
@@ -313,6 +314,9 @@ async fn follow_engine_events(ctl: Arc<Controller>, metrics: Arc<crate::metrics:
             Ok(mut events) => {
                 while let Some(e) = events.next().await {
                     metrics.on_event(&e);
+                    if matches!(e.action.as_str(), "start" | "die" | "restart") {
+                        ctl.probes().reset(&e.container);
+                    }
                     ctl.kick();
                 }
             }

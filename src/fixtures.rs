@@ -29,6 +29,7 @@ pub fn host() -> HostConfig {
             listen: None,
             interval: Duration::from_secs(15),
         },
+        probes: Default::default(),
         backup_dir: "/var/lib/berth/backups".into(),
         plans: BTreeMap::new(),
         default_plan: None,

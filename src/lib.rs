@@ -16,6 +16,7 @@ pub mod egress;
 pub mod images;
 pub mod jobs;
 pub mod metrics;
+pub mod probe;
 pub mod proxy;
 pub mod reconcile;
 pub mod runtime;

@@ -15,7 +15,8 @@ fn state() -> (tempfile::TempDir, AppState) {
     host.state_dir = dir.path().join("state");
     host.instances_dir = dir.path().join("instances");
     host.ports = (42000, 42999);
-    let ctl = Controller::new(Arc::new(FakeRuntime::new()), host).unwrap();
+    let checker = Arc::new(crate::probe::FakeChecker::default());
+    let ctl = Controller::with_checker(Arc::new(FakeRuntime::new()), host, checker).unwrap();
     let book =
         Arc::new(crate::domains::DomainBook::open(dir.path().join("state/domains.json")).unwrap());
     let ctl = Arc::new(ctl);
@@ -57,9 +58,10 @@ async fn adding_an_instance_writes_its_file_and_the_next_pass_runs_it() {
     assert_eq!(st, StatusCode::CREATED, "{body}");
     let text = std::fs::read_to_string(dir.path().join("instances/acme.yaml")).unwrap();
     assert!(text.contains("site_title: Acme"), "{text}");
-    for _ in 0..2 {
+    for _ in 0..3 {
         let (st, _) = call(&s, "POST", "/v1/reconcile", serde_json::json!({})).await;
         assert_eq!(st, StatusCode::OK);
+        s.ctl.probes().tick().await;
     }
     let (_, one) = call(&s, "GET", "/v1/instances/acme", serde_json::Value::Null).await;
     assert_eq!(one["phase"], "running");
@@ -227,6 +229,7 @@ async fn logs_default_to_the_web_service_and_take_another_by_name() {
     .await;
     for _ in 0..2 {
         call(&s, "POST", "/v1/reconcile", serde_json::json!({})).await;
+        s.ctl.probes().tick().await;
     }
     let text = |uri: &'static str| {
         let s = s.clone();

@@ -5,7 +5,8 @@
 use super::{BackupError, Backups, INSTANCE_MEMBER, archive::Manifest};
 use crate::{
     desired::{self, host::is_dns_label},
-    proxy::{health, target::Target},
+    probe::http as health,
+    proxy::target::Target,
     reconcile::Phase,
     spec::instance::{InstanceFile, RunState},
     store::atomic,

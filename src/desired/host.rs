@@ -29,6 +29,7 @@ pub struct HostConfig {
     pub parallelism: usize,
     pub admission: Admission,
     pub metrics: MetricsConfig,
+    pub probes: crate::probe::ProbeConfig,
     pub backup_dir: PathBuf,
     pub plans: BTreeMap<String, Plan>,
     pub default_plan: Option<String>,
@@ -355,6 +356,9 @@ pub fn build(file: &spec::Loaded<HostFile>, root: &Path) -> Result<HostConfig, S
             Err(e) => err("metrics.interval", e),
         }
     }
+    let probes = crate::probe::config::build(&h.probes)
+        .map_err(|errs| errs.into_iter().for_each(|(f, m)| err(&f, m)))
+        .unwrap_or_default();
     let mut plans = BTreeMap::new();
     for (name, lf) in &h.plans {
         match Plan::default().overlay(lf) {
@@ -428,6 +432,7 @@ pub fn build(file: &spec::Loaded<HostFile>, root: &Path) -> Result<HostConfig, S
         parallelism: h.parallelism.max(1),
         admission,
         metrics,
+        probes,
         backup_dir: resolve(
             h.backup_dir
                 .as_deref()

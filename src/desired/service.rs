@@ -72,7 +72,10 @@ pub fn build(
                 Some(StringOrList::String(s)) => vec!["CMD-SHELL".into(), s.clone()],
                 None => return Err("healthcheck needs a test".into()),
             },
-            interval: dur(&h.interval, Duration::from_secs(10))?,
+            interval: dur(
+                &h.interval,
+                crate::desired::template::MIN_HEALTHCHECK_INTERVAL,
+            )?,
             timeout: dur(&h.timeout, Duration::from_secs(5))?,
             retries: h.retries.unwrap_or(3),
             start_period: dur(&h.start_period, Duration::ZERO)?,

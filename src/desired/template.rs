@@ -117,6 +117,9 @@ pub fn validate(app: &str, source: TemplateSource) -> Result<Template, SpecError
     })
 }
 
+/// Docker healthchecks are opt-in and no more frequent than this (each is a runc exec).
+pub const MIN_HEALTHCHECK_INTERVAL: std::time::Duration = std::time::Duration::from_secs(30);
+
 fn check_database(f: &Loaded<TemplateFile>, err: &mut impl FnMut(&str, String)) {
     let t = &f.value;
     let Some(db) = &t.database else { return };
@@ -245,6 +248,17 @@ fn check_service(
         }
     }
     if let Some(h) = &s.healthcheck {
+        if let Some(Ok(d)) = h.interval.as_deref().map(units::parse_duration)
+            && d < MIN_HEALTHCHECK_INTERVAL
+            && !h.disable
+        {
+            err(
+                &at("healthcheck.interval"),
+                format!(
+                    "{d:?} is below the {MIN_HEALTHCHECK_INTERVAL:?} minimum: Docker runs every check as a process in the container; berth already probes web.health_path and the database itself, so leave healthcheck out unless the image needs it"
+                ),
+            );
+        }
         for (k, v) in [
             ("interval", &h.interval),
             ("timeout", &h.timeout),

@@ -5,6 +5,7 @@
 pub mod encode;
 pub mod instances;
 pub mod oom;
+pub mod probes;
 pub mod process;
 pub mod proxy;
 pub mod state;
@@ -89,6 +90,7 @@ impl Metrics {
             fleet: s.fleet,
             certs: s.certs,
         }));
+        registry.register_collector(Box::new(probes::Probes(s.ctl.clone())));
         registry.register_collector(Box::new(process::Process));
         Arc::new(Metrics {
             registry,

@@ -7,7 +7,6 @@ pub mod conn;
 pub mod forward;
 pub mod gate;
 pub mod headers;
-pub mod health;
 pub mod limit;
 pub mod pages;
 pub mod routes;

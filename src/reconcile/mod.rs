@@ -70,6 +70,8 @@ pub struct Controller {
     kept_valid: Mutex<BTreeMap<String, [u8; 32]>>,
     /// The egress policy, set by the daemon (unit tests run without one).
     egress: std::sync::OnceLock<Arc<crate::egress::Egress>>,
+    /// Health of every running tenant, probed by berth.
+    probes: Arc<crate::probe::Prober>,
 }
 
 /// Held tenants, and when each was last held or released: a pass that read the files and the
@@ -104,7 +106,17 @@ impl Holds {
 }
 
 impl Controller {
+    /// A controller whose tenants are probed over the network.
     pub fn new(rt: Arc<dyn Runtime>, host: HostConfig) -> Result<Controller, ReconcileError> {
+        Controller::with_checker(rt, host, Arc::new(crate::probe::NetChecker))
+    }
+
+    /// A controller whose probes go through `checker` (a fake in unit tests).
+    pub fn with_checker(
+        rt: Arc<dyn Runtime>,
+        host: HostConfig,
+        checker: Arc<dyn crate::probe::Checker>,
+    ) -> Result<Controller, ReconcileError> {
         let layout = Layout::new(host.state_dir.clone());
         for dir in [
             layout.root().to_path_buf(),
@@ -129,14 +141,17 @@ impl Controller {
             Some(layout.images()),
             Some(layout.image_pins()),
         );
+        let kick = Arc::new(Notify::new());
+        let probes = crate::probe::Prober::new(host.probes.clone(), checker, kick.clone());
         Ok(Controller {
+            probes,
             disks,
             rt,
             host,
             layout,
             allocs,
             pass_lock: tokio::sync::Mutex::new(0),
-            kick: Arc::new(Notify::new()),
+            kick,
             pulls,
             backoff: Mutex::default(),
             failures: Mutex::default(),
@@ -162,6 +177,11 @@ impl Controller {
     /// The notifier behind `kick`, for tasks that outlive a pass (a pull's end).
     pub fn kick_handle(&self) -> Arc<Notify> {
         self.kick.clone()
+    }
+
+    /// The prober: health of every running tenant (the daemon runs its loop).
+    pub fn probes(&self) -> &Arc<crate::probe::Prober> {
+        &self.probes
     }
 
     /// Image pulls under way (for `/metrics`).
@@ -274,6 +294,7 @@ impl Controller {
         // Frozen tenants keep their last valid state (for the edge and their egress allows).
         loaded.desired = self.carry_last_valid(std::mem::take(&mut loaded.desired));
         self.pulls.enforce_pins(&mut observed, &loaded.desired);
+        self.probe(&loaded.desired, &mut observed);
         let recorded = self.recorded(&loaded.desired);
         let synced = self.sync_disks(&loaded.desired).await;
         let ctx = plan::Context {
@@ -333,7 +354,9 @@ impl Controller {
             self.sync_egress(&loaded.desired).await;
         }
         let observed = if steps > 0 {
-            self.rt.inventory(&self.host.namespace).await?
+            let mut again = self.rt.inventory(&self.host.namespace).await?;
+            self.probe(&loaded.desired, &mut again);
+            again
         } else {
             observed
         };
@@ -361,6 +384,7 @@ impl Controller {
         let mut board = self.board.write().expect("board lock");
         board.instances = status::board(&desired, &observed, &failures, &ports);
         status::mark_pulls(&mut board.instances, &desired, &self.pulls.pulling());
+        status::mark_probes(&mut board.instances, self.probes.snapshot());
         board.spec_errors = loaded.errors.0.iter().map(ToString::to_string).collect();
         board.last_pass = Some(report.clone());
         board.engine_error = None;
@@ -374,6 +398,19 @@ impl Controller {
             "reconcile pass"
         );
         Ok(report)
+    }
+
+    /// Points the prober at what runs now and writes its results into the observation.
+    fn probe(&self, d: &desired::Desired, observed: &mut crate::runtime::Inventory) {
+        let scope = crate::probe::targets::Scope {
+            namespace: &self.host.namespace,
+            layout: &self.layout,
+            base_domain: self.host.base_domain.as_deref(),
+        };
+        let held = |t: &str| self.is_held(t);
+        let targets = crate::probe::targets::targets(&scope, d, observed, &held);
+        self.probes.sync(targets);
+        self.probes.overlay(observed);
     }
 
     fn recorded(&self, d: &desired::Desired) -> plan::Recorded {

@@ -190,10 +190,13 @@ fn plan_instance(
                 [crate::runtime::labels::SPEC_HASH]
                 .clone()
         });
-        // Compose's depends_on: a dependency with a healthcheck must be observed healthy before
-        // this service is created, so an app never crash-loops against a starting database.
+        // Compose's depends_on: a dependency berth probes (or with a healthcheck) must be
+        // observed healthy before this service is created, so an app never crash-loops
+        // against a starting database.
         let deps_ready = svc.depends_on.iter().all(|d| {
-            inst.service(d).is_none_or(|ds| ds.healthcheck.is_none())
+            let checked = crate::probe::targets::probed(inst, d)
+                || inst.service(d).is_some_and(|ds| ds.healthcheck.is_some());
+            !checked
                 || ours(&spec::container_name(ns, t, d))
                     .is_some_and(|c| c.health == Some(Health::Healthy))
         });

@@ -58,11 +58,10 @@ fn converged(insts: &[Instance]) -> (Inventory, Recorded) {
                 service: s.name.clone(),
                 spec_hash: cs.labels[labels::SPEC_HASH].clone(),
                 status: RunStatus::Running,
-                health: s
-                    .healthcheck
-                    .as_ref()
-                    .map(|_| crate::runtime::Health::Healthy),
+                health: (s.healthcheck.is_some() || crate::probe::targets::probed(i, &s.name))
+                    .then_some(crate::runtime::Health::Healthy),
                 host_port: cs.publish.map(|p| p.1),
+                ip: None,
             });
         }
     }
@@ -368,6 +367,7 @@ fn host_level_objects_are_not_collected_as_orphans() {
         status: RunStatus::Running,
         health: None,
         host_port: None,
+        ip: None,
     });
     assert!(run(&desired(vec![]), &inv, &Recorded::default()).is_empty());
 }

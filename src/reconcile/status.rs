@@ -16,6 +16,8 @@ pub enum Phase {
     /// Waiting for an image pull (progress in `pull`); nothing of the tenant is made before.
     Pulling,
     Starting,
+    /// Every container runs but a probe (or an opt-in healthcheck) fails: `error` says which.
+    Unhealthy,
     Provisioning,
     Stopped,
     Suspended,
@@ -43,6 +45,9 @@ pub struct InstanceStatus {
     /// An image pull the tenant waits for.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pull: Option<crate::images::Progress>,
+    /// berth's health probes of its running containers, with their latest result.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub probes: Vec<crate::probe::ProbeStatus>,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -74,6 +79,26 @@ pub fn mark_pulls(
                 st.phase = Phase::Pulling;
             }
         }
+    }
+}
+
+/// Adds each tenant's probe results; an unhealthy tenant with no other error shows why.
+pub fn mark_probes(
+    board: &mut BTreeMap<String, InstanceStatus>,
+    probes: Vec<crate::probe::ProbeStatus>,
+) {
+    for p in probes {
+        let Some(st) = board.get_mut(&p.tenant) else {
+            continue;
+        };
+        if st.phase == Phase::Unhealthy
+            && st.error.is_none()
+            && p.health == Health::Unhealthy
+            && let Some(e) = &p.last_error
+        {
+            st.error = Some(format!("{} {} probe failing: {e}", p.service, p.check));
+        }
+        st.probes.push(p);
     }
 }
 
@@ -111,6 +136,7 @@ pub fn board(
                 error: failures.get(t).cloned(),
                 containers,
                 pull: None,
+                probes: vec![],
             },
         );
     }
@@ -169,6 +195,7 @@ pub(crate) fn bare(
         error,
         containers,
         pull: None,
+        probes: vec![],
     }
 }
 
@@ -179,11 +206,10 @@ fn phase_of(state: RunState, services: usize, cs: &[ObservedContainer]) -> Phase
         RunState::Suspended if running == 0 => Phase::Suspended,
         RunState::Stopped | RunState::Suspended => Phase::Provisioning,
         RunState::Running if running < services => Phase::Provisioning,
-        RunState::Running
-            if cs
-                .iter()
-                .any(|c| matches!(c.health, Some(Health::Starting) | Some(Health::Unhealthy))) =>
-        {
+        RunState::Running if cs.iter().any(|c| c.health == Some(Health::Unhealthy)) => {
+            Phase::Unhealthy
+        }
+        RunState::Running if cs.iter().any(|c| c.health == Some(Health::Starting)) => {
             Phase::Starting
         }
         RunState::Running => Phase::Running,

@@ -1,7 +1,7 @@
 //! Controller tests on the fake runtime: whole passes over real spec files in a temp dir.
 
 use super::*;
-use crate::{fixtures, runtime::fake::FakeRuntime};
+use crate::{fixtures, probe::FakeChecker, runtime::fake::FakeRuntime};
 use std::path::Path;
 
 struct Env {
@@ -18,13 +18,14 @@ fn env() -> Env {
     host.instances_dir = dir.path().join("instances");
     host.ports = (41000, 41999);
     let rt = Arc::new(FakeRuntime::new());
-    let ctl = Controller::new(rt.clone(), host).unwrap();
+    let ctl = Controller::with_checker(rt.clone(), host, Arc::new(FakeChecker::default())).unwrap();
     Env { dir, rt, ctl }
 }
 
 /// Runs passes until one has nothing to do; returns how many passes it took.
 async fn converge(ctl: &Controller) -> usize {
     for n in 1..=10 {
+        ctl.probes().tick().await;
         if ctl.pass().await.unwrap().steps == 0 {
             return n;
         }
@@ -73,8 +74,11 @@ async fn a_failing_tenant_backs_off_without_blocking_the_others() {
     );
     assert_eq!(board.instances["beta"].phase, Phase::Provisioning);
     // Within the backoff window the failed tenant is not retried; the other one goes on.
+    e.ctl.probes().tick().await;
     let again = e.ctl.pass().await.unwrap();
     assert_eq!(again.tenants_changed, 1);
+    e.ctl.probes().tick().await;
+    e.ctl.pass().await.unwrap();
     assert_eq!(e.ctl.board().instances["beta"].phase, Phase::Running);
     assert_eq!(e.ctl.board().instances["acme"].phase, Phase::Failing);
     tokio::time::sleep(backoff::FIRST_DELAY).await;
@@ -137,7 +141,12 @@ async fn a_broken_file_keeps_the_tenant_on_the_edge_with_its_last_valid_state() 
     assert!(acme.hosts.contains(&"shop.example.org".to_string()));
     assert!(edge.cert_domains.contains_key("shop.example.org"));
     // An agent restarted while the file is still broken serves the kept last valid state.
-    let restarted = Controller::new(e.rt.clone(), e.ctl.host().clone()).unwrap();
+    let restarted = Controller::with_checker(
+        e.rt.clone(),
+        e.ctl.host().clone(),
+        Arc::new(FakeChecker::default()),
+    )
+    .unwrap();
     restarted.pass().await.unwrap();
     let edge = crate::proxy::sync::edge(
         &restarted.desired(),

@@ -333,6 +333,17 @@ fn ns_filter(ns: &str) -> HashMap<String, Vec<String>> {
     )])
 }
 
+/// The container's address on its tenant's network (not on a shared server's network).
+fn tenant_ip(
+    ns: &str,
+    l: &std::collections::HashMap<String, String>,
+    net: Option<&bollard::models::ContainerSummaryNetworkSettings>,
+) -> Option<std::net::Ipv4Addr> {
+    let want = super::spec::network_name(ns, l.get(labels::TENANT)?);
+    let ep = net?.networks.as_ref()?.get(&want)?;
+    ep.ip_address.as_deref()?.parse().ok()
+}
+
 /// Docker reports health only inside the status text ("Up 5 minutes (healthy)"); reading it
 /// from the list answer spares one inspect call per container per pass.
 fn health_from_status(status: &str) -> Option<Health> {
@@ -421,14 +432,22 @@ fn create_body(s: &ContainerSpec) -> ContainerCreateBody {
         exposed_ports: s
             .publish
             .map(|(p, _)| HashMap::from([(format!("{p}/tcp"), HashMap::new())])),
-        healthcheck: s.healthcheck.as_ref().map(|h| HealthConfig {
-            test: Some(h.test.clone()),
-            interval: Some(h.interval_ns),
-            timeout: Some(h.timeout_ns),
-            retries: Some(h.retries),
-            start_period: Some(h.start_period_ns),
-            ..Default::default()
-        }),
+        // Docker's exec checks are opt-in: without one in the template, an image's own
+        // HEALTHCHECK is switched off too (berth probes health itself).
+        healthcheck: Some(s.healthcheck.as_ref().map_or_else(
+            || HealthConfig {
+                test: Some(vec!["NONE".into()]),
+                ..Default::default()
+            },
+            |h| HealthConfig {
+                test: Some(h.test.clone()),
+                interval: Some(h.interval_ns),
+                timeout: Some(h.timeout_ns),
+                retries: Some(h.retries),
+                start_period: Some(h.start_period_ns),
+                ..Default::default()
+            },
+        )),
         stop_timeout: Some(s.stop_timeout_s),
         host_config: Some(host_config(s)),
         networking_config: Some(NetworkingConfig {
@@ -485,6 +504,7 @@ impl Runtime for DockerRuntime {
                     status,
                     health: health_from_status(c.status.as_deref().unwrap_or_default()),
                     host_port,
+                    ip: tenant_ip(ns, &l, c.network_settings.as_ref()),
                 }
             })
             .collect();

@@ -190,6 +190,7 @@ impl Runtime for FakeRuntime {
             s.with_healthcheck.insert(spec.name.clone());
         }
         let l = |k: &str| spec.labels.get(k).cloned().unwrap_or_default();
+        let ip = std::net::Ipv4Addr::from(0x0a00_0002 + s.containers.len() as u32);
         s.containers.insert(
             spec.name.clone(),
             ObservedContainer {
@@ -200,6 +201,7 @@ impl Runtime for FakeRuntime {
                 status: RunStatus::Stopped,
                 health: None,
                 host_port: spec.publish.map(|p| p.1),
+                ip: Some(ip),
             },
         );
         Ok(())

@@ -60,6 +60,8 @@ pub struct ObservedContainer {
     pub health: Option<Health>,
     /// Host port published on 127.0.0.1, if any.
     pub host_port: Option<u16>,
+    /// Its address on the tenant's own network (what berth's database probes connect to).
+    pub ip: Option<std::net::Ipv4Addr>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]

@@ -39,6 +39,9 @@ pub struct HostFile {
     pub admission: AdmissionFile,
     #[serde(default)]
     pub metrics: MetricsFile,
+    /// How berth probes tenants' health.
+    #[serde(default)]
+    pub probes: crate::probe::config::ProbesFile,
     /// Where backup archives go; default `<state_dir>/backups`.
     #[serde(default)]
     pub backup_dir: Option<PathBuf>,

@@ -7,7 +7,8 @@ use super::{
     transition::{Fail, next_name},
 };
 use crate::{
-    proxy::{health, target::Target},
+    probe::http as health,
+    proxy::target::Target,
     runtime::spec,
     spec::{instance::InstanceFile, template::UpgradeStrategy},
     store::atomic,

@@ -7,7 +7,8 @@ use super::{
 };
 use crate::{
     desired::{self, Instance},
-    proxy::{health, target::Target},
+    probe::http as health,
+    proxy::target::Target,
     spec::template::StringOrList,
 };
 use std::{sync::Arc, time::Duration};

@@ -94,8 +94,18 @@ impl Harness {
             metrics_port: 18500 + slot,
         };
         h.clean_docker();
-        // A network the engine will not remove (Docker 20.10 can keep a stale endpoint after a
-        // crash) would collide with this run's subnets: say so now, not as a timeout later.
+        // Docker 20.10 can keep a stale endpoint (no container) after a crash, and then will
+        // not remove the network: force the endpoints off, then remove it.
+        for n in h.owned("network") {
+            let f = "{{range .Containers}}{{.Name}} {{end}}";
+            let eps = docker(&["network", "inspect", "-f", f, &n]).stdout;
+            for ep in String::from_utf8_lossy(&eps).split_whitespace() {
+                docker(&["network", "disconnect", "-f", &n, ep]);
+            }
+            docker(&["network", "rm", &n]);
+        }
+        // A network still left would collide with this run's subnets: say so now, not as a
+        // timeout later.
         if let Some(n) = h.owned("network").first() {
             let o = docker(&["network", "rm", n]);
             panic!(

@@ -1,0 +1,92 @@
+//! What to probe, derived from the desired state and one observation of the engine: each
+//! tenant's running web container at its published port, and its running sidecar database at
+//! its address on the tenant network.
+
+use super::{Check, Target};
+use crate::{
+    desired::{Desired, Instance, model::Database},
+    runtime::{Inventory, ObservedContainer, RunStatus, spec},
+    spec::template::{DatabaseEngine, DatabaseMode},
+    store::Layout,
+};
+use std::net::{Ipv4Addr, SocketAddr};
+
+pub struct Scope<'a> {
+    pub namespace: &'a str,
+    pub layout: &'a Layout,
+    pub base_domain: Option<&'a str>,
+}
+
+/// Every target of every desired tenant whose container runs now; `fast` names tenants being
+/// changed (upgrades, restores), probed at the fast interval whatever their state.
+pub fn targets(
+    scope: &Scope<'_>,
+    d: &Desired,
+    inv: &Inventory,
+    fast: &dyn Fn(&str) -> bool,
+) -> Vec<Target> {
+    let running = |tenant: &str, service: &str| {
+        let name = spec::container_name(scope.namespace, tenant, service);
+        inv.containers
+            .iter()
+            .find(|c| c.name == name && c.status == RunStatus::Running)
+    };
+    let mut out = Vec::new();
+    for (t, inst) in &d.instances {
+        let target = |c: &ObservedContainer, check| Target {
+            container: c.name.clone(),
+            tenant: t.clone(),
+            service: c.service.clone(),
+            check,
+            fast: fast(t),
+        };
+        if let Some(c) = running(t, &inst.web.service)
+            && let Some(port) = c.host_port
+        {
+            out.push(target(c, web_check(scope, inst, port)));
+        }
+        if let Some(db) = inst
+            .database
+            .as_ref()
+            .filter(|d| d.mode == DatabaseMode::Sidecar)
+            && let Some(c) = running(t, &db.host)
+            && let Some(ip) = c.ip
+        {
+            out.push(target(c, db_check(scope, t, db, ip)));
+        }
+    }
+    out
+}
+
+fn web_check(scope: &Scope<'_>, inst: &Instance, port: u16) -> Check {
+    Check::Http {
+        addr: SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
+        path: inst.web.health_path.clone(),
+        host: super::http::probe_host(inst, scope.base_domain),
+    }
+}
+
+fn db_check(scope: &Scope<'_>, tenant: &str, db: &Database, ip: Ipv4Addr) -> Check {
+    let addr = SocketAddr::from((ip, db.port));
+    match db.engine {
+        DatabaseEngine::Postgres => Check::Postgres {
+            addr,
+            user: db.user.clone(),
+            database: db.name.clone(),
+        },
+        DatabaseEngine::Mariadb | DatabaseEngine::Mysql => Check::Mariadb {
+            addr,
+            user: db.user.clone(),
+            password_file: scope.layout.secret(tenant, &db.password_secret),
+        },
+    }
+}
+
+/// Whether berth probes `service` of `inst` (its web service, or its sidecar database).
+pub fn probed(inst: &Instance, service: &str) -> bool {
+    inst.web.service == service
+        || inst
+            .database
+            .as_ref()
+            .is_some_and(|d| d.mode == DatabaseMode::Sidecar && d.host == service)
+}
