@@ -120,11 +120,13 @@ pub async fn run(mut host: HostConfig) -> Result<(), DaemonError> {
     };
     // Before the first pass: tenants a crash left mid-upgrade must be held from the reconciler.
     let fleet = crate::upgrade::Fleet::open(ctl.clone(), edge.as_ref().map(|e| e.proxy.clone()));
+    let sleep_meters = crate::sleep::SleepMeters::default();
     let metrics = crate::metrics::Metrics::new(crate::metrics::Sources {
         ctl: ctl.clone(),
         fleet: fleet.clone(),
         proxy: edge.as_ref().map(|e| e.proxy.clone()),
         certs: edge.as_ref().map(|e| e.certs.clone()),
+        sleep: sleep_meters.clone(),
     });
     let mut state = AppState::new(
         ctl.clone(),
@@ -174,7 +176,9 @@ pub async fn run(mut host: HostConfig) -> Result<(), DaemonError> {
         tracing::error!(error = %e, "first reconcile pass failed; retrying");
     }
     if let Some(edge) = edge {
-        edge.go_live(&ctl, &book, &stop_rx, &mut servers);
+        let sleeper = crate::sleep::Sleeper::new(ctl.clone(), edge.proxy.clone(), sleep_meters);
+        edge.go_live(&ctl, &book, &sleeper, &stop_rx, &mut servers);
+        servers.spawn(sleeper.run(stop_rx.clone()));
     }
     fleet.upgrades.spawn();
     let (backups, unfinished) = (fleet.backups.clone(), fleet.unfinished_restores.clone());
@@ -243,10 +247,13 @@ impl Edge {
         self,
         ctl: &Arc<Controller>,
         book: &Arc<DomainBook>,
+        sleeper: &crate::sleep::Sleeper,
         stop: &tokio::sync::watch::Receiver<bool>,
         servers: &mut tokio::task::JoinSet<()>,
     ) {
         crate::proxy::sync::refresh(ctl, &self.proxy, &self.certs, book);
+        // Sleeping tenants' gates hold requests from the first one accepted.
+        sleeper.sync_gates();
         let (http, https) = self.listeners;
         let mut accept = self
             .proxy

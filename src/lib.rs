@@ -20,6 +20,7 @@ pub mod probe;
 pub mod proxy;
 pub mod reconcile;
 pub mod runtime;
+pub mod sleep;
 pub mod spec;
 pub mod store;
 pub mod upgrade;

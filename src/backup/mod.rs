@@ -88,6 +88,14 @@ impl Backups {
     /// Takes a consistent backup of `tenant` now and returns its id.
     pub async fn create(&self, tenant: &str) -> Result<BackupInfo, BackupError> {
         let inst = self.instance(tenant)?;
+        // A sleeping tenant is woken (its database dumps from a running server) and kept
+        // awake until the archive is written.
+        let _awake = crate::sleep::wake_for(&self.ctl, tenant, "backup", crate::sleep::WAKE_LIMIT)
+            .await
+            .map_err(|why| BackupError::NotReady {
+                tenant: tenant.into(),
+                why,
+            })?;
         let info = self.write(&inst, &self.dir(tenant)).await?;
         self.prune(tenant, inst.backups.keep as usize);
         Ok(info)

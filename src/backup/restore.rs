@@ -34,6 +34,17 @@ impl Backups {
         let (_spool, manifest, members) = self.open(tenant, id)?;
         let inst = self.instance(tenant)?;
         let held = self.ctl.is_held(tenant);
+        let _awake = match held {
+            false => Some(
+                crate::sleep::wake_for(&self.ctl, tenant, "restore", crate::sleep::WAKE_LIMIT)
+                    .await
+                    .map_err(|why| BackupError::NotReady {
+                        tenant: tenant.into(),
+                        why,
+                    })?,
+            ),
+            true => None,
+        };
         if !held {
             self.ctl.hold_settled(tenant).await;
         }

@@ -75,8 +75,18 @@ impl BackupSchedule {
                         .instances
                         .get(t)
                         .is_some_and(|s| s.phase == Phase::Running);
-                if serving {
+                // Asleep, nothing can change: a backup taken since it fell asleep still holds
+                // everything; without one, the backup wakes it.
+                let asleep_since = b.ctl.sleep().since(t);
+                let covered =
+                    asleep_since.is_some_and(|since| b.list(t).iter().any(|x| x.created >= since));
+                if serving || (asleep_since.is_some() && !covered && !b.ctl.is_held(t)) {
                     due.push(t.clone());
+                } else if covered {
+                    tracing::info!(
+                        tenant = t,
+                        "scheduled backup skipped: asleep, and backed up since it fell asleep"
+                    );
                 } else {
                     tracing::info!(tenant = t, "scheduled backup skipped: not running");
                 }

@@ -97,6 +97,8 @@ pub struct Plan {
     pub backups: BackupPolicy,
     /// Destinations allowed beyond the default egress policy.
     pub egress: Vec<crate::egress::policy::Allow>,
+    /// Idle this long, the tenant sleeps (containers stopped) until a request wakes it.
+    pub sleep_after: Option<Duration>,
 }
 
 impl HostConfig {
@@ -194,12 +196,35 @@ impl Plan {
             Some(list) => egress_allows(list)?,
             None => self.egress.clone(),
         };
+        let sleep_after = match file.sleep_after.as_deref() {
+            Some(s) => sleep_after(s)?,
+            None => self.sleep_after,
+        };
         Ok(Plan {
             limits: Limits::overlay(self.limits, file)?,
             quota: super::quota::Quota::overlay(self.quota, file)?,
             backups,
             egress,
+            sleep_after,
         })
+    }
+}
+
+/// Shortest idle window a plan may set: a wake costs a container start.
+pub const MIN_SLEEP_AFTER: Duration = Duration::from_secs(5);
+
+fn sleep_after(s: &str) -> Result<Option<Duration>, super::limits::LimitError> {
+    if s == "never" {
+        return Ok(None);
+    }
+    let bad = |message| super::limits::LimitError {
+        field: "sleep_after",
+        message,
+    };
+    match units::parse_duration(s) {
+        Ok(d) if d >= MIN_SLEEP_AFTER && d <= Duration::from_secs(365 * 86400) => Ok(Some(d)),
+        Ok(_) => Err(bad(format!("{s} is out of range (5s..=365d, or never)"))),
+        Err(m) => Err(bad(m)),
     }
 }
 

@@ -74,6 +74,7 @@ pub fn build(
         quota,
         backups,
         egress,
+        sleep_after,
     } = plan_of(i, host)
         .map_err(|(field, m)| err(&field, m))
         .unwrap_or_default();
@@ -184,6 +185,7 @@ pub fn build(
         quota,
         backups,
         egress,
+        sleep_after,
         parameters,
         web: Web {
             service: tf.web.service.clone(),
@@ -225,6 +227,7 @@ pub fn build(
                         // Checked with the template; a bad value cannot reach here.
                         timeout: crate::jobs::timeout_of(j.timeout.as_deref())
                             .unwrap_or(crate::jobs::DEFAULT_TIMEOUT),
+                        wake: j.wake,
                     },
                 )
             })

@@ -24,6 +24,8 @@ pub struct Instance {
     pub backups: super::backups::BackupPolicy,
     /// Destinations allowed beyond the default egress policy (plan or `limits.egress`).
     pub egress: Vec<crate::egress::policy::Allow>,
+    /// Idle this long (no request at the edge), the tenant sleeps until a request wakes it.
+    pub sleep_after: Option<Duration>,
     pub parameters: BTreeMap<String, String>,
     pub web: Web,
     pub database: Option<Database>,
@@ -46,6 +48,8 @@ pub struct Job {
     pub command: Vec<String>,
     /// A run still going after this is killed and recorded as timed out.
     pub timeout: std::time::Duration,
+    /// Runs wake a sleeping tenant (else they are skipped while it sleeps).
+    pub wake: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]

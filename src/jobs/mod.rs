@@ -58,6 +58,9 @@ pub struct JobRecord {
     pub last_success: Option<u64>,
     /// Times the schedule fired while the previous run was still going.
     pub skipped_overlap: u64,
+    /// Times the schedule fired while the tenant slept (jobs without `wake: true`).
+    #[serde(default)]
+    pub skipped_asleep: u64,
     #[serde(skip_deserializing)]
     pub running: bool,
     #[serde(skip_deserializing)]
@@ -187,7 +190,12 @@ impl Scheduler {
                 });
                 if due <= now {
                     slot.next = schedule::next_after(&cron, now);
-                    if !serving {
+                    let asleep = self.ctl.sleep().is_asleep(t);
+                    if asleep && !job.wake {
+                        self.load(t);
+                        let mut r = self.records.lock().expect("records lock");
+                        r.entry(key.clone()).or_default().skipped_asleep += 1;
+                    } else if !serving && !asleep {
                         // A stopped or upgrading tenant skips its runs; nothing to catch up.
                     } else if slot.running {
                         self.load(t);
@@ -215,6 +223,10 @@ impl Scheduler {
     }
 
     async fn run(&self, key: (String, String), job: crate::desired::model::Job, container: String) {
+        // Wakes a sleeping tenant (`wake: true` jobs only get here asleep) and keeps it from
+        // falling asleep mid-run.
+        let limit = crate::sleep::WAKE_LIMIT;
+        let _awake = crate::sleep::wake_for(&self.ctl, &key.0, "job", limit).await;
         let started = SystemTime::now();
         let clock = Instant::now();
         let args: Vec<&str> = job.command.iter().map(String::as_str).collect();

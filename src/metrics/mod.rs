@@ -42,6 +42,7 @@ pub struct Sources {
     pub fleet: Fleet,
     pub proxy: Option<Arc<crate::proxy::Proxy>>,
     pub certs: Option<Arc<CertManager>>,
+    pub sleep: crate::sleep::SleepMeters,
 }
 
 pub struct Metrics {
@@ -81,6 +82,27 @@ impl Metrics {
         if let Some(p) = &s.proxy {
             p.metrics.register(&mut registry);
         }
+        registry.register(
+            "berth_tenants_asleep",
+            "Tenants asleep (containers stopped while idle)",
+            s.sleep.asleep.clone(),
+        );
+        registry.register(
+            "berth_wakes",
+            "Sleeping tenants woken by a request and found healthy",
+            s.sleep.wakes.clone(),
+        );
+        registry.register(
+            "berth_late_wakes",
+            "Wakes that took longer than the edge's max_pause (held requests got the maintenance page)",
+            s.sleep.late_wakes.clone(),
+        );
+        registry.register_with_unit(
+            "berth_wake_duration",
+            "From the first request to a sleeping tenant to its being healthy",
+            Unit::Seconds,
+            s.sleep.wake_seconds.clone(),
+        );
         registry.register_collector(Box::new(instances::Instances {
             ctl: s.ctl.clone(),
             sweep: sweep.clone(),

@@ -243,6 +243,9 @@ impl Prober {
         match e.health {
             Health::Healthy if e.fail == 0 && !e.target.fast => c.interval,
             Health::Unhealthy if !e.target.fast => (c.fast_interval * 5).min(c.interval),
+            // A starting target (new, restarted, waking) is looked at sooner: a wake's held
+            // requests wait for this probe.
+            Health::Starting => (c.fast_interval / 4).max(Duration::from_millis(100)),
             _ => c.fast_interval,
         }
     }

@@ -11,7 +11,7 @@ use arc_swap::ArcSwapOption;
 use std::{
     sync::{
         Arc,
-        atomic::{AtomicBool, Ordering::SeqCst},
+        atomic::{AtomicBool, AtomicU64, Ordering::Relaxed, Ordering::SeqCst},
     },
     time::Duration,
 };
@@ -26,6 +26,22 @@ pub struct Gate {
     /// The plan's rate and in-flight limits.
     pub limiter: Limiter,
     pub meter: TenantMeter,
+    /// Asleep: requests are held (as when paused) and the first one asks for a wake.
+    asleep: AtomicBool,
+    wake_asked: AtomicBool,
+    /// Where wake requests go (the sleeper), set by the proxy.
+    waker: std::sync::OnceLock<tokio::sync::mpsc::UnboundedSender<String>>,
+    /// When the last request arrived, in ms since the process's clock origin.
+    last_request_ms: AtomicU64,
+}
+
+/// The clock origin of `last_request_ms`.
+fn clock() -> u64 {
+    static ORIGIN: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    ORIGIN
+        .get_or_init(std::time::Instant::now)
+        .elapsed()
+        .as_millis() as u64
 }
 
 /// Why a request was not admitted to the tenant's app.
@@ -50,7 +66,53 @@ impl Gate {
             paused: watch::channel(false).0,
             limiter: Limiter::default(),
             meter,
+            asleep: AtomicBool::new(false),
+            wake_asked: AtomicBool::new(false),
+            waker: std::sync::OnceLock::new(),
+            last_request_ms: AtomicU64::new(clock()),
         })
+    }
+
+    /// Sends this gate's wake requests to `tx` (once; later calls are ignored).
+    pub fn set_waker(&self, tx: tokio::sync::mpsc::UnboundedSender<String>) {
+        let _ = self.waker.set(tx);
+    }
+
+    /// How long since a request last arrived (or since the gate was made).
+    pub fn idle(&self) -> Duration {
+        Duration::from_millis(clock().saturating_sub(self.last_request_ms.load(Relaxed)))
+    }
+
+    /// Requests in flight to the current target.
+    pub fn in_flight(&self) -> usize {
+        self.current().map_or(0, |t| t.in_flight())
+    }
+
+    /// The tenant fell asleep: hold requests; the first one asks for a wake.
+    pub fn sleep(&self) {
+        self.wake_asked.store(false, SeqCst);
+        self.asleep.store(true, SeqCst);
+        self.pause();
+    }
+
+    pub fn is_asleep(&self) -> bool {
+        self.asleep.load(SeqCst)
+    }
+
+    /// The tenant is up again: held requests go on.
+    pub fn woke(&self) {
+        self.asleep.store(false, SeqCst);
+        self.last_request_ms.store(clock(), Relaxed);
+        self.resume();
+    }
+
+    fn ask_wake(&self) {
+        if self.asleep.load(SeqCst)
+            && !self.wake_asked.swap(true, SeqCst)
+            && let Some(tx) = self.waker.get()
+        {
+            let _ = tx.send(self.tenant.clone());
+        }
     }
 
     pub fn current(&self) -> Option<Arc<Target>> {
@@ -68,7 +130,9 @@ impl Gate {
     /// Admits a request: waits while paused (up to `max_pause`), then registers it on the
     /// current target.
     pub async fn admit(&self, max_pause: Duration) -> Result<Ticket, Refusal> {
+        self.last_request_ms.store(clock(), Relaxed);
         if *self.paused.borrow() {
+            self.ask_wake();
             let mut rx = self.paused.subscribe();
             match tokio::time::timeout(max_pause, rx.wait_for(|p| !*p)).await {
                 Ok(Ok(_)) => {}
@@ -153,6 +217,30 @@ mod tests {
         assert!(!held.is_finished());
         g.resume();
         assert!(held.await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn a_sleeping_gate_holds_requests_and_asks_for_one_wake_however_many_arrive() {
+        let g = Gate::new("acme");
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        g.set_waker(tx);
+        g.replace(Some(target(1)), Duration::from_secs(1));
+        g.sleep();
+        let held: Vec<_> = (0..20)
+            .map(|_| {
+                let g = g.clone();
+                tokio::spawn(async move { g.admit(Duration::from_secs(5)).await.is_ok() })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(rx.recv().await.as_deref(), Some("acme"));
+        assert!(rx.try_recv().is_err(), "one wake request");
+        assert!(held.iter().all(|h| !h.is_finished()));
+        g.woke();
+        for h in held {
+            assert!(h.await.unwrap());
+        }
+        assert!(g.idle() < Duration::from_secs(1));
     }
 
     #[tokio::test]

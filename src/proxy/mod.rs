@@ -60,6 +60,11 @@ pub struct Proxy {
     pub metrics: crate::metrics::proxy::ProxyMetrics,
     tls: Arc<rustls::ServerConfig>,
     gates: Mutex<HashMap<String, Arc<Gate>>>,
+    /// Wake requests from sleeping tenants' gates (the receiver goes to the sleeper).
+    wakes: (
+        tokio::sync::mpsc::UnboundedSender<String>,
+        Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<String>>>,
+    ),
 }
 
 impl Proxy {
@@ -72,6 +77,7 @@ impl Proxy {
         .with_no_client_auth()
         .with_cert_resolver(certs);
         tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        let (wake_tx, wake_rx) = tokio::sync::mpsc::unbounded_channel();
         Arc::new(Proxy {
             cfg,
             routes: ArcSwap::from_pointee(RouteTable::default()),
@@ -79,6 +85,7 @@ impl Proxy {
             metrics: Default::default(),
             tls: Arc::new(tls),
             gates: Mutex::default(),
+            wakes: (wake_tx, Mutex::new(Some(wake_rx))),
         })
     }
 
@@ -92,6 +99,11 @@ impl Proxy {
             443 => host.to_string(),
             p => format!("{host}:{p}"),
         }
+    }
+
+    /// The stream of wake requests (tenant names), for the one sleeper; None after the first.
+    pub fn take_wakes(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<String>> {
+        self.wakes.1.lock().expect("wakes lock").take()
     }
 
     pub fn gate(&self, tenant: &str) -> Option<Arc<Gate>> {
@@ -108,9 +120,11 @@ impl Proxy {
         let mut seen = std::collections::HashSet::new();
         for t in tenants {
             seen.insert(t.tenant.clone());
-            let gate = gates
-                .entry(t.tenant.clone())
-                .or_insert_with(|| Gate::with_meter(&t.tenant, self.metrics.tenant(&t.tenant)));
+            let gate = gates.entry(t.tenant.clone()).or_insert_with(|| {
+                let g = Gate::with_meter(&t.tenant, self.metrics.tenant(&t.tenant));
+                g.set_waker(self.wakes.0.clone());
+                g
+            });
             gate.limiter.set(t.quota);
             let current = gate.current().map(|c| c.addr);
             // While pinned, target and maintenance belong to the upgrade driving the tenant.

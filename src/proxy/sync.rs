@@ -94,7 +94,8 @@ pub fn refresh(
     let verified = |d: &str, t: &str| book.bound_to(d).as_deref() == Some(t);
     let mut e = edge(&ctl.desired(), &ctl.board(), ctl.host(), &verified);
     for t in &mut e.tenants {
-        t.pinned = ctl.is_held(&t.tenant);
+        // Held by an upgrade, or asleep/waking: the upgrader or the sleeper owns the gate.
+        t.pinned = ctl.is_held(&t.tenant) || ctl.sleep().is_dozing(&t.tenant);
     }
     certs.set_domains(e.cert_domains);
     proxy.apply(&e.tenants);

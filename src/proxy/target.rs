@@ -79,6 +79,11 @@ impl Target {
         })
     }
 
+    /// Requests registered on this target and not finished.
+    pub fn in_flight(&self) -> usize {
+        self.inflight.load(SeqCst)
+    }
+
     fn finish(&self) {
         if self.inflight.fetch_sub(1, SeqCst) == 1 {
             self.idle.notify_waiters();

@@ -72,6 +72,8 @@ pub struct Controller {
     egress: std::sync::OnceLock<Arc<crate::egress::Egress>>,
     /// Health of every running tenant, probed by berth.
     probes: Arc<crate::probe::Prober>,
+    /// Tenants asleep (containers stopped while idle) or waking.
+    sleep: Arc<crate::sleep::state::SleepSet>,
 }
 
 /// Held tenants, and when each was last held or released: a pass that read the files and the
@@ -144,6 +146,7 @@ impl Controller {
         let kick = Arc::new(Notify::new());
         let probes = crate::probe::Prober::new(host.probes.clone(), checker, kick.clone());
         Ok(Controller {
+            sleep: Arc::new(crate::sleep::state::SleepSet::open(layout.sleep())),
             probes,
             disks,
             rt,
@@ -182,6 +185,11 @@ impl Controller {
     /// The prober: health of every running tenant (the daemon runs its loop).
     pub fn probes(&self) -> &Arc<crate::probe::Prober> {
         &self.probes
+    }
+
+    /// Tenants asleep or waking (the sleeper changes it; passes plan asleep tenants stopped).
+    pub fn sleep(&self) -> &Arc<crate::sleep::state::SleepSet> {
+        &self.sleep
     }
 
     /// Image pulls under way (for `/metrics`).
@@ -297,11 +305,13 @@ impl Controller {
         self.probe(&loaded.desired, &mut observed);
         let recorded = self.recorded(&loaded.desired);
         let synced = self.sync_disks(&loaded.desired).await;
+        let asleep = self.sleep.asleep();
         let ctx = plan::Context {
             namespace: &self.host.namespace,
             layout: &self.layout,
             disks: self.disks.is_ok(),
             grow_stopped: &synced.grow_stopped,
+            asleep: &asleep,
         };
         let planned = plan::plan(&ctx, &loaded.desired, &observed, &recorded);
         let disk_failures: BTreeSet<String> = synced.failed.into_keys().collect();
@@ -385,6 +395,11 @@ impl Controller {
         board.instances = status::board(&desired, &observed, &failures, &ports);
         status::mark_pulls(&mut board.instances, &desired, &self.pulls.pulling());
         status::mark_probes(&mut board.instances, self.probes.snapshot());
+        status::mark_sleep(
+            &mut board.instances,
+            &self.sleep.asleep(),
+            &self.sleep.wake_errors(),
+        );
         board.spec_errors = loaded.errors.0.iter().map(ToString::to_string).collect();
         board.last_pass = Some(report.clone());
         board.engine_error = None;

@@ -66,6 +66,8 @@ pub struct Context<'a> {
     pub disks: bool,
     /// Tenants whose mounted filesystem must grow with their containers stopped.
     pub grow_stopped: &'a BTreeSet<String>,
+    /// Tenants asleep: planned stopped (their containers kept) until a request wakes them.
+    pub asleep: &'a BTreeSet<String>,
 }
 
 /// Steps per tenant. Tenants whose files are broken (`desired.frozen`) get none: a typo in an
@@ -139,7 +141,7 @@ fn plan_instance(
     if ctx.grow_stopped.contains(t) {
         return grow_stopped(inst, observed, ns);
     }
-    if inst.state != RunState::Running {
+    if inst.state != RunState::Running || ctx.asleep.contains(t) {
         return stop_running(inst, observed, ns);
     }
     let missing = missing_images(inst, observed);

@@ -86,6 +86,7 @@ fn run_on(
         layout: &l,
         disks,
         grow_stopped: &none,
+        asleep: &none,
     };
     plan(&ctx, d, inv, rec)
 }
@@ -435,6 +436,7 @@ fn a_disk_that_cannot_grow_online_grows_with_its_tenant_stopped_and_started_agai
         layout: &l,
         disks: true,
         grow_stopped: &growing,
+        asleep: &BTreeSet::new(),
     };
     let steps = plan(&ctx, &desired(insts), &inv, &rec);
     assert_eq!(
@@ -450,5 +452,46 @@ fn a_disk_that_cannot_grow_online_grows_with_its_tenant_stopped_and_started_agai
             ]
         )]),
         "beta is not touched"
+    );
+}
+
+#[test]
+fn an_asleep_tenant_is_planned_stopped_with_its_containers_kept_and_started_on_waking() {
+    let insts = vec![demo_instance("acme"), demo_instance("beta")];
+    let (mut inv, rec) = converged(&insts);
+    let d = desired(insts);
+    let l = layout();
+    let (none, asleep) = (BTreeSet::new(), BTreeSet::from([s("acme")]));
+    let ctx = |asleep| Context {
+        namespace: "berth",
+        layout: &l,
+        disks: false,
+        grow_stopped: &none,
+        asleep,
+    };
+    let steps = plan(&ctx(&asleep), &d, &inv, &rec);
+    assert_eq!(
+        steps["acme"],
+        vec![
+            Step::StopContainer(s("berth-acme-app")),
+            Step::StopContainer(s("berth-acme-db")),
+        ]
+    );
+    assert!(!steps.contains_key("beta"));
+    for c in inv.containers.iter_mut().filter(|c| c.tenant == "acme") {
+        c.status = RunStatus::Stopped;
+        c.health = None;
+    }
+    assert!(
+        plan(&ctx(&asleep), &d, &inv, &rec).is_empty(),
+        "asleep: nothing to do"
+    );
+    let woken = plan(&ctx(&none), &d, &inv, &rec);
+    assert_eq!(
+        woken["acme"],
+        vec![
+            Step::StartContainer(s("berth-acme-db")),
+            Step::StartContainer(s("berth-acme-app")),
+        ]
     );
 }

@@ -16,6 +16,8 @@ pub enum Phase {
     /// Waiting for an image pull (progress in `pull`); nothing of the tenant is made before.
     Pulling,
     Starting,
+    /// Idle past its plan's `sleep_after`: containers stopped until a request wakes it.
+    Asleep,
     /// Every container runs but a probe (or an opt-in healthcheck) fails: `error` says which.
     Unhealthy,
     Provisioning,
@@ -78,6 +80,26 @@ pub fn mark_pulls(
             if st.phase != Phase::Running {
                 st.phase = Phase::Pulling;
             }
+        }
+    }
+}
+
+/// Asleep tenants show `asleep`; a tenant that failed to wake shows why.
+pub fn mark_sleep(
+    board: &mut BTreeMap<String, InstanceStatus>,
+    asleep: &std::collections::BTreeSet<String>,
+    wake_errors: &BTreeMap<String, String>,
+) {
+    for t in asleep {
+        if let Some(st) = board.get_mut(t)
+            && st.phase != Phase::Failing
+        {
+            st.phase = Phase::Asleep;
+        }
+    }
+    for (t, e) in wake_errors {
+        if let Some(st) = board.get_mut(t) {
+            st.error.get_or_insert_with(|| e.clone());
         }
     }
 }

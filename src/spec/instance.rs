@@ -58,6 +58,10 @@ pub struct LimitsFile {
     /// Destinations beyond the default egress policy: `CIDR`, `CIDR:PORT`, `CIDR:PORT/udp`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub egress: Option<Vec<String>>,
+    /// With no request for this long the tenant's containers stop (`asleep`) until the next
+    /// request wakes it; `never` turns it off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sleep_after: Option<String>,
 }
 
 /// How often a tenant is backed up on its own and how many archives it keeps.

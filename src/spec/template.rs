@@ -202,6 +202,9 @@ pub struct JobFile {
     /// Longest a run may take before it is killed (default 10m).
     #[serde(default)]
     pub timeout: Option<String>,
+    /// Wake a sleeping tenant for this job (default: skip runs while asleep).
+    #[serde(default)]
+    pub wake: bool,
 }
 
 /// Compose accepts both `command: a b c` and `command: [a, b, c]`.

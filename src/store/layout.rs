@@ -68,6 +68,10 @@ impl Layout {
     pub fn images(&self) -> PathBuf {
         self.root.join("images.json")
     }
+    /// Tenants asleep (stopped while idle) and since when: they stay asleep across restarts.
+    pub fn sleep(&self) -> PathBuf {
+        self.root.join("sleep.json")
+    }
     pub fn image_pins(&self) -> PathBuf {
         self.root.join("image-pins.json")
     }

@@ -39,6 +39,19 @@ pub(super) fn next_name(canonical: &str) -> String {
 impl Upgrader {
     pub(super) async fn upgrade_tenant(self: &Arc<Self>, t: &str) {
         let started = std::time::Instant::now();
+        // A sleeping tenant moves awake, through the same backup and health gate as the rest;
+        // it falls asleep again after its window.
+        let limit = std::time::Duration::from_secs(self.progress(t).map_or(120, |p| p.2.timeout_s));
+        let _awake = match crate::sleep::wake_for(&self.ctl, t, "upgrade", limit).await {
+            Ok(a) => a,
+            Err(e) => {
+                self.update(t, |p| {
+                    p.phase = Phase::Failed;
+                    p.error = Some(e);
+                });
+                return;
+            }
+        };
         self.ctl.hold_settled(t).await;
         let strategy = self.progress(t).map(|p| p.0.strategy);
         let outcome = self.transition(t).await;

@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# Density on the real engine: N tenants, all awake, nobody visiting. One run per health mode,
+# side by side: `exec` (the demo template with Docker exec healthchecks, as berth shipped it
+# before: pg_isready every 5 s, wget every 10 s) and `probe` (the shipped template: berth
+# probes the health path and the PostgreSQL handshake itself). For each: provisioning rate,
+# then after SETTLE seconds, over WINDOW seconds: load average, agent CPU, dockerd + containerd
+# (+ shims) CPU, agent RSS, idle reconcile pass.
+# The exec intervals are below today's 30 s minimum: the exec run uses the agent binary in
+# $EXEC_BIN, built from the commit before probes (89cc4c3), e.g.
+#   git worktree add /tmp/berth-exec 89cc4c3 && (cd /tmp/berth-exec && cargo build --release)
+#   EXEC_BIN=/tmp/berth-exec/target/release/berth scripts/bench-density.sh 100
+# Usage: scripts/bench-density.sh [N=100] [MODES="exec probe"] [TEMPLATE=demo]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+N=${1:-100}
+MODES=${2:-exec probe}
+TEMPLATE=${3:-demo}
+SETTLE=${SETTLE:-60}
+WINDOW=${WINDOW:-60}
+./scripts/setup-docker.sh >/dev/null
+cargo build --release --quiet
+B="$PWD/target/release/berth"
+W=$(mktemp -d /tmp/berth-density.XXXX)
+cleanup() {
+  [ -n "${AGENT:-}" ] && kill "$AGENT" 2>/dev/null && sleep 1 || true
+  docker ps -aq --filter label=io.berth.namespace=dens | xargs -r docker rm -f >/dev/null
+  docker network ls -q --filter label=io.berth.namespace=dens | xargs -r docker network rm >/dev/null
+  docker volume ls -q --filter label=io.berth.namespace=dens | xargs -r docker volume rm >/dev/null
+}
+trap 'cleanup; rm -rf "$W"' EXIT
+now() { date +%s%3N; }
+# CPU seconds (user+system) of the given pids, and of their children already reaped.
+cpu() { local t=0 p; for p in "$@"; do [ -r "/proc/$p/stat" ] && t=$((t + $(awk '{print $14+$15}' "/proc/$p/stat"))); done; echo $t; }
+engine_pids() { pgrep -x dockerd; pgrep -x containerd; pgrep -f containerd-shim; pgrep -x docker-proxy; }
+median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+
+run_mode() { # mode
+  local mode=$1 tdir="$W/templates-$1"
+  cp -r templates "$tdir"
+  if [ "$mode" = exec ]; then
+    python3 - "$tdir/$TEMPLATE/template.yaml" <<'PY'
+import sys
+p = sys.argv[1]; s = open(p).read()
+db = '    healthcheck:\n      test: ["CMD", "pg_isready", "-q", "-h", "/var/run/postgresql"]\n      interval: 5s\n      timeout: 3s\n      retries: 6\n'
+app = '    healthcheck:\n      test: ["CMD", "/bin/busybox", "wget", "-q", "-O", "/dev/null", "http://127.0.0.1:8080/cgi-bin/health"]\n      interval: 10s\n      timeout: 3s\n      retries: 3\n'
+if "  db:\n" in s:
+    s = s.replace("    resource_share: 2\n", db + "    resource_share: 2\n", 1)
+s = s.replace("      - /tmp\n    depends_on:", "      - /tmp\n" + app + "    depends_on:", 1) if "depends_on:" in s else s.rstrip("\n") + "\n"
+if app not in s:
+    i = s.index("\nversions:")
+    s = s[:i] + "\n" + app.rstrip("\n") + s[i:]
+open(p, "w").write(s)
+PY
+  fi
+  rm -rf "$W/state" "$W/instances"; mkdir -p "$W/instances"
+  cat > "$W/berth.yaml" <<YAML
+state_dir: state
+templates_dir: $tdir
+instances_dir: instances
+namespace: dens
+api: {socket: berth.sock}
+network: {subnet_pool: 10.232.0.0/14, subnet_prefix: 28}
+ports: {first: 30000, last: 32700}
+resync_interval: 30s
+metrics: {listen: none}
+shared_database: {image: berth/postgres:15, memory: 4g, connection_limit: 5}
+YAML
+  local B=$B
+  [ "$mode" = exec ] && B=${EXEC_BIN:?EXEC_BIN: the agent built before probes (see the header)}
+  setsid "$B" --config "$W/berth.yaml" serve >"$W/agent-$mode.log" 2>&1 < /dev/null &
+  AGENT=$!
+  until "$B" --config "$W/berth.yaml" reconcile >/dev/null 2>&1; do sleep 0.2; done
+  local t0; t0=$(now)
+  for i in $(seq 1 "$N"); do printf 'tenant: d%04d\ntemplate: %s\n' "$i" "$TEMPLATE" > "$W/instances/d$(printf %04d "$i").yaml"; done
+  until [ "$("$B" --config "$W/berth.yaml" ls -o json | grep -c '"phase": "running"')" -ge "$N" ]; do sleep 5; done
+  local secs=$(( ($(now) - t0) / 1000 ))
+  echo "[$mode] $N tenants running after ${secs} s: $(awk "BEGIN{printf \"%.0f\", $N*60/$secs}") tenants/min ($(docker ps -q --filter label=io.berth.namespace=dens | wc -l) containers)"
+  sleep "$SETTLE"
+  local hz; hz=$(getconf CLK_TCK)
+  local a0 e0; a0=$(cpu "$AGENT"); e0=$(cpu $(engine_pids))
+  sleep "$WINDOW"
+  local a1 e1; a1=$(cpu "$AGENT"); e1=$(cpu $(engine_pids))
+  local load; load=$(cut -d' ' -f1-3 /proc/loadavg)
+  local passes; passes=$(for _ in 1 2 3 4 5; do "$B" --config "$W/berth.yaml" reconcile | tr -d ' \n' | grep -o '"duration_ms":[0-9.]*' | grep -o '[0-9.]*$'; done | median)
+  echo "[$mode] over ${WINDOW} s idle: load avg (1/5/15 min) $load; agent CPU $(awk "BEGIN{printf \"%.2f\", ($a1-$a0)/$hz*60/$WINDOW}") s/min; dockerd+containerd+shims CPU $(awk "BEGIN{printf \"%.2f\", ($e1-$e0)/$hz*60/$WINDOW}") s/min; agent RSS $(( $(ps -o rss= -p "$AGENT") / 1024 )) MiB; idle pass p50 ${passes} ms"
+  kill "$AGENT"; wait "$AGENT" 2>/dev/null || true; AGENT=
+  cleanup
+}
+
+for m in $MODES; do run_mode "$m"; done

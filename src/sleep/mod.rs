@@ -1,0 +1,251 @@
+//! Idle tenants sleep and wake on their first request. A tenant whose plan sets `sleep_after`
+//! and that had no request at the edge for that long is recorded asleep (`sleep.json`), its
+//! gate starts holding requests, and passes plan its containers stopped. The first request
+//! to a sleeping tenant asks for a wake (once, however many arrive): the tenant leaves the
+//! asleep set, a pass starts its containers, berth's probes find it healthy, and the gate
+//! lets the held requests through. Past the edge's `max_pause` they get the maintenance page
+//! and `berth status` says why the wake is late; the wake goes on until the tenant is up.
+
+pub mod state;
+
+use crate::{
+    proxy::Proxy,
+    reconcile::{Controller, Phase},
+    spec::instance::RunState,
+};
+use prometheus_client::metrics::{
+    counter::Counter,
+    gauge::Gauge,
+    histogram::{Histogram, exponential_buckets},
+};
+use std::{sync::Arc, time::Duration};
+use tokio::time::Instant;
+
+/// How long an operation (upgrade, backup, job) waits for a sleeping tenant to wake.
+pub const WAKE_LIMIT: Duration = Duration::from_secs(120);
+
+/// How often idle tenants are looked for.
+const DOZE_TICK: Duration = Duration::from_secs(2);
+
+/// The figures `/metrics` shows about sleep.
+#[derive(Debug, Clone)]
+pub struct SleepMeters {
+    pub asleep: Gauge,
+    pub wakes: Counter,
+    /// Wakes that took longer than the edge's `max_pause`.
+    pub late_wakes: Counter,
+    pub wake_seconds: Histogram,
+}
+
+impl Default for SleepMeters {
+    fn default() -> Self {
+        SleepMeters {
+            asleep: Gauge::default(),
+            wakes: Counter::default(),
+            late_wakes: Counter::default(),
+            wake_seconds: Histogram::new(exponential_buckets(0.125, 2.0, 10)),
+        }
+    }
+}
+
+/// Wakes `t` if it is asleep, as a request would but without the edge (for an upgrade, a
+/// backup or a job), and waits until it runs healthy. While the returned guard lives the
+/// tenant does not fall asleep again.
+pub async fn wake_for(
+    ctl: &Controller,
+    t: &str,
+    why: &str,
+    limit: Duration,
+) -> Result<state::Busy, String> {
+    let busy = ctl.sleep().busy(t);
+    if ctl.is_held(t) && ctl.sleep().is_asleep(t) {
+        return Err("asleep, and held by another operation that cannot wait for a wake".into());
+    }
+    if !ctl.sleep().start_wake(t).map_err(|e| e.to_string())? {
+        return Ok(busy);
+    }
+    tracing::info!(tenant = t, why, "waking");
+    ctl.kick();
+    let mut passes = ctl.subscribe();
+    let deadline = Instant::now() + limit;
+    let up = loop {
+        if ctl.board().instances.get(t).map(|s| s.phase) == Some(Phase::Running) {
+            break true;
+        }
+        if Instant::now() >= deadline {
+            break false;
+        }
+        tokio::select! {
+            _ = passes.changed() => {}
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+        }
+    };
+    ctl.sleep().end_wake(t);
+    match up {
+        true => Ok(busy),
+        false => Err(format!(
+            "asleep, and not running healthy within {limit:?} of waking it"
+        )),
+    }
+}
+
+pub struct Sleeper {
+    ctl: Arc<Controller>,
+    proxy: Arc<Proxy>,
+    meters: SleepMeters,
+}
+
+impl Sleeper {
+    pub fn new(ctl: Arc<Controller>, proxy: Arc<Proxy>, meters: SleepMeters) -> Arc<Sleeper> {
+        Arc::new(Sleeper { ctl, proxy, meters })
+    }
+
+    /// Gates follow the asleep set: after a restart, before the edge accepts, a sleeping
+    /// tenant's gate holds requests again; a gate whose tenant may no longer sleep lets go.
+    pub fn sync_gates(&self) {
+        let sleep = self.ctl.sleep();
+        let d = self.ctl.desired();
+        sleep.retain(|t| {
+            d.instances
+                .get(t)
+                .is_some_and(|i| i.sleep_after.is_some() && i.state == RunState::Running)
+        });
+        for t in d.instances.keys() {
+            let Some(g) = self.proxy.gate(t) else {
+                continue;
+            };
+            if sleep.is_asleep(t) && !g.is_asleep() {
+                g.sleep();
+            } else if g.is_asleep() && !sleep.is_dozing(t) {
+                g.woke();
+            }
+        }
+        self.meters.asleep.set(sleep.asleep().len() as i64);
+    }
+
+    /// Puts to sleep every running tenant idle past its plan's window.
+    fn doze(&self) {
+        let d = self.ctl.desired();
+        let board = self.ctl.board();
+        for (t, inst) in &d.instances {
+            let Some(after) = inst.sleep_after else {
+                continue;
+            };
+            let running = board.instances.get(t).map(|s| s.phase) == Some(Phase::Running);
+            let sleep = self.ctl.sleep();
+            if !running || self.ctl.is_held(t) || sleep.is_dozing(t) || sleep.is_busy(t) {
+                continue;
+            }
+            let Some(gate) = self.proxy.gate(t) else {
+                continue;
+            };
+            if gate.idle() < after || gate.in_flight() > 0 {
+                continue;
+            }
+            gate.sleep();
+            // A request that got in between is let through, and the tenant stays up.
+            if gate.in_flight() > 0 {
+                gate.woke();
+                continue;
+            }
+            if let Err(e) = self.ctl.sleep().put(t) {
+                tracing::warn!(tenant = t, error = %e, "cannot record the tenant asleep; it stays up");
+                gate.woke();
+                continue;
+            }
+            tracing::info!(tenant = t, idle_s = gate.idle().as_secs(), "tenant asleep");
+            self.ctl.kick();
+        }
+    }
+
+    /// Wakes `t` and lets its held requests through once it is healthy.
+    async fn wake(self: Arc<Self>, t: String) {
+        let started = Instant::now();
+        let Some(gate) = self.proxy.gate(&t) else {
+            return;
+        };
+        match self.ctl.sleep().start_wake(&t) {
+            Ok(true) => {}
+            Ok(false) => {
+                if !self.ctl.sleep().is_dozing(&t) {
+                    gate.woke();
+                }
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(tenant = %t, error = %e, "cannot record the wake; retrying at the next request");
+                gate.sleep();
+                return;
+            }
+        }
+        tracing::info!(tenant = %t, "waking");
+        self.ctl.kick();
+        let up = self.until_running(&t, started).await;
+        gate.woke();
+        self.ctl.sleep().end_wake(&t);
+        if up {
+            let took = started.elapsed();
+            self.meters.wakes.inc();
+            self.meters.wake_seconds.observe(took.as_secs_f64());
+            tracing::info!(tenant = %t, ms = took.as_millis() as u64, "tenant awake");
+        }
+        self.ctl.touch();
+    }
+
+    /// Waits for the tenant to run healthy; false when it went away or was stopped meanwhile.
+    async fn until_running(&self, t: &str, started: Instant) -> bool {
+        let max_pause = self.proxy.cfg.timeouts.max_pause;
+        let mut passes = self.ctl.subscribe();
+        let mut late = false;
+        loop {
+            let d = self.ctl.desired();
+            if d.instances
+                .get(t)
+                .is_none_or(|i| i.state != RunState::Running)
+            {
+                return false;
+            }
+            let st = self.ctl.board().instances.get(t).cloned();
+            if st.as_ref().map(|s| s.phase) == Some(Phase::Running) {
+                return true;
+            }
+            if !late && started.elapsed() > max_pause {
+                late = true;
+                self.meters.late_wakes.inc();
+                let why = st
+                    .and_then(|s| {
+                        s.error
+                            .or(Some(format!("still {:?}", s.phase).to_lowercase()))
+                    })
+                    .unwrap_or_default();
+                let e = format!("did not wake within {max_pause:?} (max_pause): {why}");
+                tracing::warn!(tenant = t, error = %e, "late wake");
+                self.ctl.sleep().set_wake_error(t, e);
+            }
+            tokio::select! {
+                _ = passes.changed() => {}
+                _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+            }
+        }
+    }
+
+    /// Looks for idle tenants and answers wake requests until `stop` flips.
+    pub async fn run(self: Arc<Self>, mut stop: tokio::sync::watch::Receiver<bool>) {
+        let Some(mut wakes) = self.proxy.take_wakes() else {
+            return;
+        };
+        let mut tick = tokio::time::interval(DOZE_TICK);
+        loop {
+            tokio::select! {
+                _ = stop.wait_for(|s| *s) => return,
+                Some(t) = wakes.recv() => {
+                    tokio::spawn(self.clone().wake(t));
+                }
+                _ = tick.tick() => {
+                    self.doze();
+                    self.sync_gates();
+                }
+            }
+        }
+    }
+}
