@@ -9,13 +9,18 @@
 # $EXEC_BIN, built from the commit before probes (89cc4c3), e.g.
 #   git worktree add /tmp/berth-exec 89cc4c3 && (cd /tmp/berth-exec && cargo build --release)
 #   EXEC_BIN=/tmp/berth-exec/target/release/berth scripts/bench-density.sh 100
+# With SLEEP=1 (probe mode), then: all but AWAKE=50 tenants get `sleep_after: 20s`; once they
+# sleep, the idle figures again, then WAKES=20 sleeping tenants woken one at a time by an HTTPS
+# request through berth's edge (first request → 200), against the same app container started
+# by hand (`docker start` of a stopped container → first 200 on its port), interleaved.
 # Usage: scripts/bench-density.sh [N=100] [MODES="exec probe"] [TEMPLATE=demo]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${1:-100}
 MODES=${2:-exec probe}
 TEMPLATE=${3:-demo}
-SETTLE=${SETTLE:-60}
+# The 1-minute load average needs minutes to forget provisioning.
+SETTLE=${SETTLE:-240}
 WINDOW=${WINDOW:-60}
 ./scripts/setup-docker.sh >/dev/null
 cargo build --release --quiet
@@ -24,15 +29,72 @@ W=$(mktemp -d /tmp/berth-density.XXXX)
 cleanup() {
   [ -n "${AGENT:-}" ] && kill "$AGENT" 2>/dev/null && sleep 1 || true
   docker ps -aq --filter label=io.berth.namespace=dens | xargs -r docker rm -f >/dev/null
+  docker ps -aq --filter name='^densraw' | xargs -r docker rm -f >/dev/null
   docker network ls -q --filter label=io.berth.namespace=dens | xargs -r docker network rm >/dev/null
   docker volume ls -q --filter label=io.berth.namespace=dens | xargs -r docker volume rm >/dev/null
 }
 trap 'cleanup; rm -rf "$W"' EXIT
 now() { date +%s%3N; }
 # CPU seconds (user+system) of the given pids, and of their children already reaped.
-cpu() { local t=0 p; for p in "$@"; do [ -r "/proc/$p/stat" ] && t=$((t + $(awk '{print $14+$15}' "/proc/$p/stat"))); done; echo $t; }
+cpu() { local t=0 p; for p in "$@"; do [ -r "/proc/$p/stat" ] && t=$((t + $(awk '{print $14+$15+$16+$17}' "/proc/$p/stat"))); done; echo $t; }
+# Busy jiffies of the whole host (everything but idle and iowait).
+busy() { awk '/^cpu /{print $2+$3+$4+$7+$8+$9}' /proc/stat; }
 engine_pids() { pgrep -x dockerd; pgrep -x containerd; pgrep -f containerd-shim; pgrep -x docker-proxy; }
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+
+idle_figures() { # label binary
+  local hz; hz=$(getconf CLK_TCK)
+  local a0 e0 h0; a0=$(cpu "$AGENT"); e0=$(cpu $(engine_pids)); h0=$(busy)
+  sleep "$WINDOW"
+  local a1 e1 h1; a1=$(cpu "$AGENT"); e1=$(cpu $(engine_pids)); h1=$(busy)
+  local load; load=$(cut -d' ' -f1-3 /proc/loadavg)
+  local passes; passes=$(for _ in 1 2 3 4 5; do "$2" --config "$W/berth.yaml" reconcile | tr -d ' \n' | grep -o '"duration_ms":[0-9.]*' | grep -o '[0-9.]*$'; done | median)
+  echo "[$1] over ${WINDOW} s idle: load avg (1/5/15 min) $load; agent CPU $(awk "BEGIN{printf \"%.2f\", ($a1-$a0)/$hz*60/$WINDOW}") s/min; dockerd+containerd+shims CPU $(awk "BEGIN{printf \"%.2f\", ($e1-$e0)/$hz*60/$WINDOW}") s/min (with reaped children: runc); host CPU busy $(awk "BEGIN{printf \"%.0f\", ($h1-$h0)/$hz/$WINDOW/$(nproc)*100}") %; agent RSS $(( $(ps -o rss= -p "$AGENT") / 1024 )) MiB; idle pass p50 ${passes} ms; $(docker ps -q | wc -l) containers running; memory used $(free -m | awk '/Mem:/{print $3}') MiB"
+}
+
+pct() { # p → the p-th percentile of stdin
+  sort -n | awk -v p="$1" '{a[NR]=$1} END {i=int(NR*p/100+0.999); if(i<1)i=1; print a[i]}'
+}
+
+sleep_phase() { # binary
+  local B=$1 AWAKE=${AWAKE:-50} WAKES=${WAKES:-20}
+  for i in $(seq $((AWAKE + 1)) "$N"); do
+    printf 'tenant: d%04d\ntemplate: %s\nlimits: {sleep_after: 20s}\n' "$i" "$TEMPLATE" > "$W/instances/d$(printf %04d "$i").yaml"
+  done
+  local t0; t0=$(now)
+  until [ "$("$B" --config "$W/berth.yaml" ls -o json | grep -c '"phase": "asleep"')" -ge $((N - AWAKE)) ]; do sleep 5; done
+  echo "[sleep] $((N - AWAKE)) tenants asleep after $(( ($(now) - t0) / 1000 )) s (20 s window); $AWAKE awake"
+  sleep "$SETTLE"
+  idle_figures "asleep" "$B"
+  "$B" --config "$W/berth.yaml" ca > "$W/ca.pem"
+  local site; site=$(mktemp -d)
+  printf "TENANT='raw'\nTITLE='raw'\nCOLOR='#fff'\n" > "$site/site.conf"; chmod 444 "$site/site.conf"
+  local berth_ms=() raw_ms=()
+  for k in $(seq 1 "$WAKES"); do
+    local t; t=$(printf 'd%04d' $((N - k + 1)))
+    local s0; s0=$(now)
+    code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 60 --cacert "$W/ca.pem" --resolve "$t.apps.test:18943:127.0.0.1" "https://$t.apps.test:18943/")
+    berth_ms+=($(( $(now) - s0 )))
+    [ "$code" = 200 ] || echo "wake of $t answered $code"
+    local r="densraw$k" port=$((33000 + k))
+    docker run -d --name "$r" --user 65534:65534 --read-only --tmpfs /tmp -p "127.0.0.1:$port:8080" \
+      -v "$site/site.conf:/etc/demo/site.conf:ro" berth/demo:1 >/dev/null
+    until curl -fsS -o /dev/null --max-time 1 "http://127.0.0.1:$port/cgi-bin/health" 2>/dev/null; do sleep 0.02; done
+    docker stop -t 2 "$r" >/dev/null
+    s0=$(now)
+    docker start "$r" >/dev/null
+    until curl -fsS -o /dev/null --max-time 1 "http://127.0.0.1:$port/cgi-bin/health" 2>/dev/null; do sleep 0.02; done
+    raw_ms+=($(( $(now) - s0 )))
+    docker rm -f "$r" >/dev/null
+  done
+  local bp50 bp99 rp50 rp99
+  bp50=$(printf '%s\n' "${berth_ms[@]}" | pct 50); bp99=$(printf '%s\n' "${berth_ms[@]}" | pct 99)
+  rp50=$(printf '%s\n' "${raw_ms[@]}" | pct 50); rp99=$(printf '%s\n' "${raw_ms[@]}" | pct 99)
+  echo "[wake] $WAKES wakes through the edge: p50 ${bp50} ms, p99 ${bp99} ms (all: ${berth_ms[*]})"
+  echo "[wake] docker start + first 200 by hand: p50 ${rp50} ms, p99 ${rp99} ms (all: ${raw_ms[*]})"
+  echo "[wake] ratio berth/by hand: p50 $(awk "BEGIN{printf \"%.2f\", $bp50/$rp50}"), p99 $(awk "BEGIN{printf \"%.2f\", $bp99/$rp99}")"
+  rm -rf "$site"
+}
 
 run_mode() { # mode
   local mode=$1 tdir="$W/templates-$1"
@@ -63,7 +125,9 @@ network: {subnet_pool: 10.232.0.0/14, subnet_prefix: 28}
 ports: {first: 30000, last: 32700}
 resync_interval: 30s
 metrics: {listen: none}
+base_domain: apps.test
 shared_database: {image: berth/postgres:15, memory: 4g, connection_limit: 5}
+proxy: {http: 127.0.0.1:18980, https: 127.0.0.1:18943}
 YAML
   local B=$B
   [ "$mode" = exec ] && B=${EXEC_BIN:?EXEC_BIN: the agent built before probes (see the header)}
@@ -76,13 +140,8 @@ YAML
   local secs=$(( ($(now) - t0) / 1000 ))
   echo "[$mode] $N tenants running after ${secs} s: $(awk "BEGIN{printf \"%.0f\", $N*60/$secs}") tenants/min ($(docker ps -q --filter label=io.berth.namespace=dens | wc -l) containers)"
   sleep "$SETTLE"
-  local hz; hz=$(getconf CLK_TCK)
-  local a0 e0; a0=$(cpu "$AGENT"); e0=$(cpu $(engine_pids))
-  sleep "$WINDOW"
-  local a1 e1; a1=$(cpu "$AGENT"); e1=$(cpu $(engine_pids))
-  local load; load=$(cut -d' ' -f1-3 /proc/loadavg)
-  local passes; passes=$(for _ in 1 2 3 4 5; do "$B" --config "$W/berth.yaml" reconcile | tr -d ' \n' | grep -o '"duration_ms":[0-9.]*' | grep -o '[0-9.]*$'; done | median)
-  echo "[$mode] over ${WINDOW} s idle: load avg (1/5/15 min) $load; agent CPU $(awk "BEGIN{printf \"%.2f\", ($a1-$a0)/$hz*60/$WINDOW}") s/min; dockerd+containerd+shims CPU $(awk "BEGIN{printf \"%.2f\", ($e1-$e0)/$hz*60/$WINDOW}") s/min; agent RSS $(( $(ps -o rss= -p "$AGENT") / 1024 )) MiB; idle pass p50 ${passes} ms"
+  idle_figures "$mode" "$B"
+  [ "${SLEEP:-0}" = 1 ] && [ "$mode" = probe ] && sleep_phase "$B"
   kill "$AGENT"; wait "$AGENT" 2>/dev/null || true; AGENT=
   cleanup
 }

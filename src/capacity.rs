@@ -42,7 +42,10 @@ pub struct Report {
     pub memory_total: Option<u64>,
     pub memory_overcommit: f64,
     pub memory_allowed: Option<u64>,
+    /// What admission counts: tenants that may sleep at their plan's `sleep_memory` share.
     pub memory_reserved: u64,
+    /// Every instance's memory limit in full (what all would use awake at once).
+    pub memory_limits: u64,
     pub memory_used: u64,
     /// The disk admission counts with (configured, or measured at start).
     pub disk_total: Option<u64>,
@@ -55,6 +58,9 @@ pub struct Report {
     pub cpus: usize,
     pub cpus_reserved: f64,
     pub instances: usize,
+    /// Instances whose plan lets them sleep, and how many are asleep now.
+    pub sleepers: usize,
+    pub asleep: usize,
 }
 
 pub fn report(host: &HostConfig, d: &Desired, now: Measured) -> Report {
@@ -63,6 +69,7 @@ pub fn report(host: &HostConfig, d: &Desired, now: Measured) -> Report {
         memory_overcommit: host.admission.memory_overcommit,
         memory_allowed: admission::allowed(Resource::Memory, host),
         memory_reserved: admission::reserved(Resource::Memory, host, d, None),
+        memory_limits: d.instances.values().map(|i| i.limits.memory).sum(),
         memory_used: now.memory_used,
         disk_total: host.admission.disk_total,
         disk_overcommit: host.admission.disk_overcommit,
@@ -72,5 +79,11 @@ pub fn report(host: &HostConfig, d: &Desired, now: Measured) -> Report {
         cpus: now.cpus,
         cpus_reserved: d.instances.values().fold(0.0, |a, i| a + i.limits.cpus),
         instances: d.instances.len(),
+        sleepers: d
+            .instances
+            .values()
+            .filter(|i| i.sleep_after.is_some())
+            .count(),
+        asleep: 0,
     }
 }

@@ -116,7 +116,10 @@ async fn capacity(State(s): State<AppState>) -> Result<Json<crate::capacity::Rep
     })
     .await;
     match report {
-        Ok(r) => Ok(Json(r)),
+        Ok(mut r) => {
+            r.asleep = s.ctl.sleep().asleep().len();
+            Ok(Json(r))
+        }
         Err(e) => Err(ApiError::Internal(e.to_string())),
     }
 }

@@ -401,7 +401,11 @@ fn capacity_table(v: &serde_json::Value) -> String {
             "memory".to_string(),
             bytes("memory_total"),
             format!("{} (× {})", bytes("memory_allowed"), v["memory_overcommit"]),
-            bytes("memory_reserved"),
+            format!(
+                "{} (limits {})",
+                bytes("memory_reserved"),
+                bytes("memory_limits")
+            ),
             bytes("memory_used"),
         ],
         vec![
@@ -420,7 +424,10 @@ fn capacity_table(v: &serde_json::Value) -> String {
         ],
     ];
     let mut out = table::render(&["RESOURCE", "TOTAL", "ALLOWED", "RESERVED", "USED"], &rows);
-    out.push_str(&format!("{} instances\n", v["instances"]));
+    out.push_str(&format!(
+        "{} instances; {} may sleep, {} asleep\n",
+        v["instances"], v["sleepers"], v["asleep"]
+    ));
     out
 }
 

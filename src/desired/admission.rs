@@ -21,8 +21,13 @@ impl Resource {
         }
     }
 
+    /// What `i` reserves: its memory limit (a tenant that may sleep: at its plan's
+    /// `sleep_memory` share), its disk quota in full.
     fn of(self, i: &Instance) -> u64 {
         match self {
+            Resource::Memory if i.sleep_after.is_some() => {
+                (i.limits.memory as f64 * i.sleep_memory.unwrap_or(1.0)) as u64
+            }
             Resource::Memory => i.limits.memory,
             Resource::Disk => i.quota.disk.unwrap_or(0),
         }
@@ -151,6 +156,28 @@ mod tests {
             ..Admission::default()
         };
         h
+    }
+
+    #[test]
+    fn a_tenant_that_may_sleep_reserves_its_plans_share_of_memory_and_all_its_disk() {
+        let h = host(Some(1 << 30), 1.0);
+        let (d, _) = fleet(&[512 << 20]);
+        let mut sleeper = fixtures::demo_instance("s1");
+        sleeper.limits.memory = 1 << 30;
+        sleeper.quota.disk = Some(1 << 30);
+        assert!(
+            !admit(&h, &d, &sleeper).is_empty(),
+            "1g awake does not fit beside 512m"
+        );
+        sleeper.sleep_after = Some(std::time::Duration::from_secs(1800));
+        sleeper.sleep_memory = Some(0.25);
+        assert!(admit(&h, &d, &sleeper).is_empty(), "256m counted: fits");
+        assert_eq!(Resource::Disk.of(&sleeper), 1 << 30);
+        sleeper.sleep_memory = None;
+        assert!(
+            !admit(&h, &d, &sleeper).is_empty(),
+            "no share set: counted in full"
+        );
     }
 
     #[test]

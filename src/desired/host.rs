@@ -99,6 +99,8 @@ pub struct Plan {
     pub egress: Vec<crate::egress::policy::Allow>,
     /// Idle this long, the tenant sleeps (containers stopped) until a request wakes it.
     pub sleep_after: Option<Duration>,
+    /// Share of memory a tenant that may sleep reserves at admission (None: all of it).
+    pub sleep_memory: Option<f64>,
 }
 
 impl HostConfig {
@@ -200,12 +202,23 @@ impl Plan {
             Some(s) => sleep_after(s)?,
             None => self.sleep_after,
         };
+        let sleep_memory = match file.sleep_memory {
+            Some(r) if r > 0.0 && r <= 1.0 => Some(r),
+            Some(r) => {
+                return Err(super::limits::LimitError {
+                    field: "sleep_memory",
+                    message: format!("{r} is out of range (0 < ratio <= 1)"),
+                });
+            }
+            None => self.sleep_memory,
+        };
         Ok(Plan {
             limits: Limits::overlay(self.limits, file)?,
             quota: super::quota::Quota::overlay(self.quota, file)?,
             backups,
             egress,
             sleep_after,
+            sleep_memory,
         })
     }
 }

@@ -75,6 +75,7 @@ pub fn build(
         backups,
         egress,
         sleep_after,
+        sleep_memory,
     } = plan_of(i, host)
         .map_err(|(field, m)| err(&field, m))
         .unwrap_or_default();
@@ -186,6 +187,7 @@ pub fn build(
         backups,
         egress,
         sleep_after,
+        sleep_memory,
         parameters,
         web: Web {
             service: tf.web.service.clone(),

@@ -26,6 +26,8 @@ pub struct Instance {
     pub egress: Vec<crate::egress::policy::Allow>,
     /// Idle this long (no request at the edge), the tenant sleeps until a request wakes it.
     pub sleep_after: Option<Duration>,
+    /// Share of `limits.memory` admission counts for it when it may sleep (None: all).
+    pub sleep_memory: Option<f64>,
     pub parameters: BTreeMap<String, String>,
     pub web: Web,
     pub database: Option<Database>,

@@ -105,11 +105,16 @@ impl Sleeper {
     pub fn sync_gates(&self) {
         let sleep = self.ctl.sleep();
         let d = self.ctl.desired();
-        sleep.retain(|t| {
-            d.instances
-                .get(t)
-                .is_some_and(|i| i.sleep_after.is_some() && i.state == RunState::Running)
-        });
+        // Only from a pass that read the files (not the empty view before the first), and a
+        // tenant whose file is broken stays as it is, asleep included.
+        if self.ctl.board().last_pass.is_some() {
+            sleep.retain(|t| {
+                d.frozen.contains_key(t)
+                    || d.instances
+                        .get(t)
+                        .is_some_and(|i| i.sleep_after.is_some() && i.state == RunState::Running)
+            });
+        }
         for t in d.instances.keys() {
             let Some(g) = self.proxy.gate(t) else {
                 continue;

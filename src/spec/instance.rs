@@ -62,6 +62,10 @@ pub struct LimitsFile {
     /// request wakes it; `never` turns it off.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sleep_after: Option<String>,
+    /// Share of its memory a tenant that may sleep reserves at admission (0 < r <= 1; default
+    /// 1): sleepers are mostly asleep, so a provider may count them at less.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sleep_memory: Option<f64>,
 }
 
 /// How often a tenant is backed up on its own and how many archives it keeps.
