@@ -106,6 +106,18 @@ pub async fn run(mut host: HostConfig) -> Result<(), DaemonError> {
     let layout = Layout::new(host.state_dir.clone());
     let _lock = lock_state_dir(&layout)?;
     fill_admission_totals(&mut host);
+    match crate::host_tuning::ensure_neighbour_table(
+        Path::new("/proc/sys"),
+        host.subnet_pool.capacity(),
+    ) {
+        Ok(Some(what)) => {
+            tracing::info!(%what, "raised the kernel's neighbour table for this subnet pool")
+        }
+        Ok(None) => {}
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot size the kernel's neighbour table; past ~1,000 reachable containers new connections may stall")
+        }
+    }
     crate::reconcile::shared_db::ensure_name_key(&mut host)?;
     let rt: Arc<dyn Runtime> = Arc::new(DockerRuntime::connect().await?);
     let ctl = Arc::new(Controller::new(rt, host.clone())?);

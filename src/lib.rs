@@ -13,6 +13,7 @@ pub mod desired;
 pub mod disk;
 pub mod domains;
 pub mod egress;
+pub mod host_tuning;
 pub mod images;
 pub mod jobs;
 pub mod metrics;
