@@ -540,6 +540,41 @@ mod tests {
     }
 
     #[test]
+    fn hostile_sleep_and_probe_settings_are_refused_at_their_field() {
+        for (plan, field) in [
+            ("{sleep_after: 1s}", "plans.p.sleep_after"),
+            ("{sleep_after: forever}", "plans.p.sleep_after"),
+            (
+                "{sleep_after: 99999999999999999999h}",
+                "plans.p.sleep_after",
+            ),
+            ("{sleep_memory: 0}", "plans.p.sleep_memory"),
+            ("{sleep_memory: -1}", "plans.p.sleep_memory"),
+            ("{sleep_memory: .nan}", "plans.p.sleep_memory"),
+            ("{sleep_memory: 1.5}", "plans.p.sleep_memory"),
+        ] {
+            let text = format!("state_dir: /tmp/s\nplans:\n  p: {plan}\n");
+            let loaded = spec::parse_yaml::<HostFile>(Path::new("berth.yaml"), &text).unwrap();
+            let e = build(&loaded, Path::new("/tmp")).unwrap_err().to_string();
+            assert!(
+                e.contains("berth.yaml:3:") && e.contains(field),
+                "{plan}: {e}"
+            );
+        }
+        let text = "state_dir: /tmp/s\nprobes: {timeout: 0s, concurrency: 100000}\n";
+        let loaded = spec::parse_yaml::<HostFile>(Path::new("berth.yaml"), text).unwrap();
+        let e = build(&loaded, Path::new("/tmp")).unwrap_err().to_string();
+        assert!(
+            e.contains("probes.timeout") && e.contains("probes.concurrency"),
+            "{e}"
+        );
+        let ok = "state_dir: /tmp/s\nplans:\n  p: {sleep_after: never, sleep_memory: 0.25}\n";
+        let loaded = spec::parse_yaml::<HostFile>(Path::new("berth.yaml"), ok).unwrap();
+        let p = &build(&loaded, Path::new("/tmp")).unwrap().plans["p"];
+        assert_eq!((p.sleep_after, p.sleep_memory), (None, Some(0.25)));
+    }
+
+    #[test]
     fn a_shared_server_section_with_a_bad_size_or_unknown_key_names_its_field() {
         let text = "state_dir: /tmp/s\nshared_mariadb: {image: \"mariadb:11.4\", memory: 12zz}\n";
         let loaded = spec::parse_yaml::<HostFile>(Path::new("berth.yaml"), text).unwrap();

@@ -96,10 +96,6 @@ impl Prober {
         })
     }
 
-    pub fn config(&self) -> &ProbeConfig {
-        &self.cfg
-    }
-
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Entry>> {
         self.table.lock().expect("probe table lock")
     }

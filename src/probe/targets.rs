@@ -25,11 +25,16 @@ pub fn targets(
     inv: &Inventory,
     fast: &dyn Fn(&str) -> bool,
 ) -> Vec<Target> {
+    // Indexed once: a pass at 1,000 tenants looks up 2,000 containers among 2,000.
+    let by_name: std::collections::HashMap<&str, &ObservedContainer> = inv
+        .containers
+        .iter()
+        .filter(|c| c.status == RunStatus::Running)
+        .map(|c| (c.name.as_str(), c))
+        .collect();
     let running = |tenant: &str, service: &str| {
         let name = spec::container_name(scope.namespace, tenant, service);
-        inv.containers
-            .iter()
-            .find(|c| c.name == name && c.status == RunStatus::Running)
+        by_name.get(name.as_str()).copied()
     };
     let mut out = Vec::new();
     for (t, inst) in &d.instances {

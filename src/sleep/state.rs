@@ -117,10 +117,6 @@ impl SleepSet {
         i.asleep.contains_key(t) || i.waking.contains(t)
     }
 
-    pub fn is_waking(&self, t: &str) -> bool {
-        self.lock().waking.contains(t)
-    }
-
     /// Records `t` asleep (written before its containers are stopped).
     pub fn put(&self, t: &str) -> std::io::Result<()> {
         let mut i = self.lock();
