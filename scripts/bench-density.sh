@@ -12,7 +12,9 @@
 # With SLEEP=1 (probe mode), then: all but AWAKE=50 tenants get `sleep_after: 20s`; once they
 # sleep, the idle figures again, then WAKES=20 sleeping tenants woken one at a time by an HTTPS
 # request through berth's edge (first request → 200), against the same app container started
-# by hand (`docker start` of a stopped container → first 200 on its port), interleaved.
+# by hand (`docker start` of a stopped container → first 200 on its port), interleaved; the
+# awake tenants get RATE=20 requests a second (open loop, scripts/rate-load.py) for WINDOW
+# seconds with nobody waking, then throughout the wakes.
 # Usage: scripts/bench-density.sh [N=100] [MODES="exec probe"] [TEMPLATE=demo]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -69,6 +71,13 @@ sleep_phase() { # binary
   "$B" --config "$W/berth.yaml" ca > "$W/ca.pem"
   local site; site=$(mktemp -d)
   printf "TENANT='raw'\nTITLE='raw'\nCOLOR='#fff'\n" > "$site/site.conf"; chmod 444 "$site/site.conf"
+  # The awake tenants under a fixed request rate: alone, then while the wakes below run.
+  local awake_hosts=() RATE=${RATE:-20}
+  for i in $(seq 1 "$AWAKE"); do awake_hosts+=("$(printf 'd%04d' "$i").apps.test"); done
+  local quiet; quiet=$(timeout -s TERM "${WINDOW}" python3 scripts/rate-load.py "$W/ca.pem" 18943 "$RATE" "${awake_hosts[@]}" || true)
+  echo "[load] $AWAKE awake tenants, nobody waking, ${WINDOW} s: $quiet"
+  python3 scripts/rate-load.py "$W/ca.pem" 18943 "$RATE" "${awake_hosts[@]}" > "$W/load-waking.txt" &
+  local LOADER=$!
   local berth_ms=() raw_ms=()
   for k in $(seq 1 "$WAKES"); do
     local t; t=$(printf 'd%04d' $((N - k + 1)))
@@ -87,6 +96,8 @@ sleep_phase() { # binary
     raw_ms+=($(( $(now) - s0 )))
     docker rm -f "$r" >/dev/null
   done
+  kill -TERM "$LOADER"; wait "$LOADER" || true
+  echo "[load] $AWAKE awake tenants while the wakes ran: $(cat "$W/load-waking.txt")"
   local bp50 bp99 rp50 rp99
   bp50=$(printf '%s\n' "${berth_ms[@]}" | pct 50); bp99=$(printf '%s\n' "${berth_ms[@]}" | pct 99)
   rp50=$(printf '%s\n' "${raw_ms[@]}" | pct 50); rp99=$(printf '%s\n' "${raw_ms[@]}" | pct 99)

@@ -48,10 +48,8 @@ fn wait_asleep(h: &Harness, t: &str) {
     );
 }
 
-#[test]
-fn an_idle_tenant_sleeps_and_its_first_https_request_wakes_it_once() {
-    let Some(_g) = docker_test() else { return };
-    let mut h = Harness::new(SLOT);
+/// A plan `napping` whose tenants sleep after 5 idle seconds, and probes every 500 ms.
+fn napping_plan(h: &Harness) {
     let mut cfg = std::fs::read_to_string(h.path("berth.yaml")).unwrap();
     cfg = cfg.replace(
         "plans:\n",
@@ -59,6 +57,13 @@ fn an_idle_tenant_sleeps_and_its_first_https_request_wakes_it_once() {
     );
     cfg.push_str("probes:\n  fast_interval: 500ms\n");
     std::fs::write(h.path("berth.yaml"), cfg).unwrap();
+}
+
+#[test]
+fn an_idle_tenant_sleeps_and_its_first_https_request_wakes_it_once() {
+    let Some(_g) = docker_test() else { return };
+    let mut h = Harness::new(SLOT);
+    napping_plan(&h);
     let (_, https) = h.with_proxy(SLOT);
     let mut cfg = std::fs::read_to_string(h.path("berth.yaml")).unwrap();
     cfg.push_str("  timeouts:\n    max_pause: 6s\n");
@@ -146,4 +151,150 @@ fn an_idle_tenant_sleeps_and_its_first_https_request_wakes_it_once() {
         "the late wake in status",
     );
     assert_eq!(sample(&h.metrics(), "berth_late_wakes_total"), Some(1.0));
+}
+
+fn waking(log: &str, t: &str, why: &str) -> usize {
+    count_both(
+        log,
+        &format!("waking tenant=\"{t}\""),
+        &format!("why=\"{why}\""),
+    )
+}
+
+fn count_both(log: &str, a: &str, b: &str) -> usize {
+    log.lines()
+        .filter(|l| l.contains(a) && l.contains(b))
+        .count()
+}
+
+/// What berth does with a sleeping tenant's scheduled work, as README "Health and sleep"
+/// documents: a job without `wake` is skipped, one with `wake: true` wakes it; a scheduled
+/// backup wakes it once and is then skipped while nothing can have changed; a fleet upgrade
+/// and a restore wake it, do their work, and it falls asleep again on the new version.
+#[test]
+fn a_sleeping_tenants_jobs_backups_upgrade_and_restore_behave_as_documented() {
+    let Some(_g) = docker_test() else { return };
+    let mut h = Harness::new(99);
+    h.own_demo_template(|t| t);
+    // A second template, the demo with two jobs: one skipped while asleep, one that wakes.
+    let demo = std::fs::read_to_string(h.path("templates/demo/template.yaml")).unwrap();
+    let dir = h.path("templates/jobby");
+    std::fs::create_dir_all(&dir).unwrap();
+    for f in std::fs::read_dir(h.path("templates/demo")).unwrap() {
+        let f = f.unwrap().path();
+        std::fs::copy(&f, dir.join(f.file_name().unwrap())).unwrap();
+    }
+    std::fs::write(
+        dir.join("template.yaml"),
+        demo.replace("name: demo\n", "name: jobby\n")
+            + "\njobs:\n  tidy:\n    schedule: \"*/2 * * * * *\"\n    service: app\n    command: [\"/bin/busybox\", \"true\"]\n  \
+             report:\n    schedule: \"*/15 * * * * *\"\n    service: app\n    wake: true\n    command: [\"/bin/busybox\", \"echo\", \"reported\"]\n",
+    )
+    .unwrap();
+    napping_plan(&h);
+    let (_, https) = h.with_proxy(99);
+    common::write_instance(
+        &h,
+        "z1",
+        "template: demo\nversion: \"1\"\nplan: napping\nlimits:\n  backups:\n    keep: 5\n    schedule: \"*/3 * * * * *\"\n",
+    );
+    common::write_instance(&h, "z2", "template: jobby\nversion: \"1\"\nplan: napping\n");
+    h.start();
+    for t in ["z1", "z2"] {
+        wait_for(
+            Duration::from_secs(120),
+            || matches!(phase(&h, t).as_str(), "running" | "asleep"),
+            "running (or already asleep)",
+        );
+    }
+    wait_asleep(&h, "z1");
+
+    // z1: the first scheduled backup after it falls asleep wakes it; later ones find nothing
+    // can have changed since and leave it asleep.
+    let backups = || -> usize {
+        let v: serde_json::Value =
+            serde_json::from_str(&h.cli_ok(&["backup", "z1", "--list", "-o", "json"])).unwrap();
+        v["backups"].as_array().map_or(0, Vec::len)
+    };
+    let covered = |log: &str| count_both(log, "backed up since it fell asleep", "tenant=\"z1\"");
+    wait_for(
+        Duration::from_secs(60),
+        || {
+            let log = h.agent_log();
+            waking(&log, "z1", "backup") >= 1 && covered(&log) >= 1
+        },
+        "a scheduled backup waking z1, then one skipped",
+    );
+    wait_asleep(&h, "z1");
+    let (n, wakes, skips) = (
+        backups(),
+        waking(&h.agent_log(), "z1", "backup"),
+        covered(&h.agent_log()),
+    );
+    std::thread::sleep(Duration::from_secs(10));
+    let log = h.agent_log();
+    assert!(covered(&log) >= skips + 2, "skipped every 3 s: {log}");
+    assert_eq!(
+        waking(&log, "z1", "backup"),
+        wakes,
+        "not woken again: {log}"
+    );
+    assert_eq!(backups(), n);
+    assert_eq!(phase(&h, "z1"), "asleep");
+
+    // z2: the 2 s job is skipped while asleep; the `wake: true` one (every 15 s) wakes it.
+    let jobs = || -> serde_json::Value {
+        serde_json::from_str(&h.cli_ok(&["jobs", "z2", "-o", "json"])).unwrap()
+    };
+    wait_for(
+        Duration::from_secs(60),
+        || {
+            let j = jobs();
+            j["tidy"]["skipped_asleep"].as_u64().unwrap_or(0) >= 2
+                && waking(&h.agent_log(), "z2", "job") >= 1
+                && j["report"]["runs"].as_array().is_some_and(|r| {
+                    r.iter().any(|r| {
+                        r["exit_code"] == 0
+                            && r["output_tail"]
+                                .as_str()
+                                .is_some_and(|o| o.contains("reported"))
+                    })
+                })
+        },
+        "z2's tidy skipped, and report run after waking it",
+    );
+
+    // A fleet upgrade moves z1 awake, through the health gate, and it sleeps again on v2.
+    // (Its backup schedule goes first: a scheduled backup's wake would race the upgrade's.)
+    common::write_instance(&h, "z1", "template: demo\nversion: \"1\"\nplan: napping\n");
+    std::thread::sleep(Duration::from_secs(2));
+    wait_asleep(&h, "z1");
+    let up = h.cli(&["upgrade", "demo", "--to", "2", "--tenants", "z1", "--wait"]);
+    assert!(
+        up.status.success(),
+        "{}",
+        String::from_utf8_lossy(&up.stderr)
+    );
+    assert_eq!(waking(&h.agent_log(), "z1", "upgrade"), 1);
+    assert_eq!(h.status("z1")["version"], "2");
+    wait_asleep(&h, "z1");
+    let image = docker_ok(&[
+        "inspect",
+        "-f",
+        "{{.Config.Image}}",
+        &h.container("z1", "app"),
+    ]);
+    assert!(image.ends_with("berth/demo:2"), "{image}");
+    std::fs::write(h.path("ca.pem"), h.cli_ok(&["ca"])).unwrap();
+    let (code, body) = get(&h, https, "z1");
+    assert_eq!(code, "200", "{body}");
+
+    // A restore while asleep: woken, restored, and asleep again after its window.
+    wait_asleep(&h, "z1");
+    let listed: serde_json::Value =
+        serde_json::from_str(&h.cli_ok(&["backup", "z1", "--list", "-o", "json"])).unwrap();
+    let id = listed["backups"][0]["id"].as_str().unwrap().to_string();
+    h.cli_ok(&["restore", "z1", "--from", &id]);
+    assert_eq!(waking(&h.agent_log(), "z1", "restore"), 1);
+    wait_asleep(&h, "z1");
 }

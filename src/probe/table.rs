@@ -101,12 +101,53 @@ impl Prober {
     }
 
     /// Makes `targets` the probed set: new (or changed) targets start over as starting and
-    /// are due at once; targets no longer given are dropped.
-    pub fn sync(&self, targets: Vec<Target>) {
+    /// are due at once; targets no longer given are dropped. Tenants in `skip` (a wake is
+    /// starting them, outside the pass that observed `targets`) keep their entries.
+    pub fn sync(&self, targets: Vec<Target>, skip: &BTreeSet<String>) {
+        let targets = targets
+            .into_iter()
+            .filter(|t| !skip.contains(&t.tenant))
+            .collect();
+        self.replace(targets, |e| !skip.contains(&e.target.tenant));
+    }
+
+    /// Makes `targets` the probed set of `tenant` alone.
+    pub fn sync_tenant(&self, tenant: &str, targets: Vec<Target>) {
+        self.replace(targets, |e| e.target.tenant == tenant);
+    }
+
+    /// Whether every target of `tenant` is healthy (None when it has none).
+    pub fn tenant_healthy(&self, tenant: &str) -> Option<bool> {
+        let tab = self.lock();
+        let mut of = tab
+            .values()
+            .filter(|e| e.target.tenant == tenant)
+            .peekable();
+        of.peek()?;
+        Some(of.all(|e| e.health == Health::Healthy))
+    }
+
+    /// The first failing probe of `tenant`, as `berth status` words it.
+    pub fn tenant_error(&self, tenant: &str) -> Option<String> {
+        let tab = self.lock();
+        tab.values()
+            .filter(|e| e.target.tenant == tenant && e.health != Health::Healthy)
+            .find_map(|e| {
+                let why = e.last_error.as_deref()?;
+                Some(format!(
+                    "{} {} probe failing: {why}",
+                    e.target.service,
+                    e.target.check.kind()
+                ))
+            })
+    }
+
+    /// Replaces the entries `within` covers by `targets`, keeping unchanged ones as they are.
+    fn replace(&self, targets: Vec<Target>, within: impl Fn(&Entry) -> bool) {
         let now = Instant::now();
         let mut tab = self.lock();
         let keep: BTreeSet<String> = targets.iter().map(|t| t.container.clone()).collect();
-        tab.retain(|k, _| keep.contains(k));
+        tab.retain(|k, e| keep.contains(k) || !within(e));
         let mut added = false;
         for t in targets {
             match tab.get_mut(&t.container) {

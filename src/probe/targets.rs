@@ -38,27 +38,40 @@ pub fn targets(
     };
     let mut out = Vec::new();
     for (t, inst) in &d.instances {
-        let target = |c: &ObservedContainer, check| Target {
-            container: c.name.clone(),
-            tenant: t.clone(),
-            service: c.service.clone(),
-            check,
-            fast: fast(t),
-        };
-        if let Some(c) = running(t, &inst.web.service)
-            && let Some(port) = c.host_port
-        {
-            out.push(target(c, web_check(scope, inst, port)));
-        }
-        if let Some(db) = inst
-            .database
-            .as_ref()
-            .filter(|d| d.mode == DatabaseMode::Sidecar)
-            && let Some(c) = running(t, &db.host)
-            && let Some(ip) = c.ip
-        {
-            out.push(target(c, db_check(scope, t, db, ip)));
-        }
+        out.extend(of_tenant(scope, inst, &running, fast(t)));
+    }
+    out
+}
+
+/// The targets of one tenant, whose running containers `running` finds by tenant and service.
+pub fn of_tenant<'c>(
+    scope: &Scope<'_>,
+    inst: &Instance,
+    running: &dyn Fn(&str, &str) -> Option<&'c ObservedContainer>,
+    fast: bool,
+) -> Vec<Target> {
+    let t = &inst.tenant;
+    let target = |c: &ObservedContainer, check| Target {
+        container: c.name.clone(),
+        tenant: t.clone(),
+        service: c.service.clone(),
+        check,
+        fast,
+    };
+    let mut out = Vec::new();
+    if let Some(c) = running(t, &inst.web.service)
+        && let Some(port) = c.host_port
+    {
+        out.push(target(c, web_check(scope, inst, port)));
+    }
+    if let Some(db) = inst
+        .database
+        .as_ref()
+        .filter(|d| d.mode == DatabaseMode::Sidecar)
+        && let Some(c) = running(t, &db.host)
+        && let Some(ip) = c.ip
+    {
+        out.push(target(c, db_check(scope, t, db, ip)));
     }
     out
 }

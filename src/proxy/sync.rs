@@ -18,20 +18,23 @@ pub struct Edge {
     pub cert_domains: BTreeMap<String, String>,
 }
 
-/// `verified(domain, tenant)` says whether a custom domain's proof is on record for the tenant.
+/// `verified(domain, tenant)` says whether a custom domain's proof is on record for the tenant;
+/// `dozing(tenant)` whether it is asleep or waking (its gate holds requests until it is up, so
+/// containers seen still starting are no reason for the maintenance page).
 pub fn edge(
     desired: &Desired,
     board: &Board,
     host: &HostConfig,
     verified: &dyn Fn(&str, &str) -> bool,
+    dozing: &dyn Fn(&str) -> bool,
 ) -> Edge {
     let mut tenants = Vec::new();
     let mut cert_domains = BTreeMap::new();
     // A frozen tenant (broken file or template) keeps the routes of its last valid state.
     for (t, i) in desired.instances.iter().chain(&desired.last_valid) {
         let status = board.instances.get(t);
-        let provisioning =
-            status.is_none_or(|s| matches!(s.phase, Phase::Provisioning | Phase::Pulling));
+        let provisioning = !dozing(t)
+            && status.is_none_or(|s| matches!(s.phase, Phase::Provisioning | Phase::Pulling));
         let target = status
             .and_then(|s| s.port)
             .map(|p| SocketAddr::from(([127, 0, 0, 1], p)));
@@ -92,10 +95,11 @@ pub fn refresh(
     book: &crate::domains::DomainBook,
 ) {
     let verified = |d: &str, t: &str| book.bound_to(d).as_deref() == Some(t);
-    let mut e = edge(&ctl.desired(), &ctl.board(), ctl.host(), &verified);
+    let dozing = |t: &str| ctl.sleep().is_dozing(t);
+    let mut e = edge(&ctl.desired(), &ctl.board(), ctl.host(), &verified, &dozing);
     for t in &mut e.tenants {
         // Held by an upgrade, or asleep/waking: the upgrader or the sleeper owns the gate.
-        t.pinned = ctl.is_held(&t.tenant) || ctl.sleep().is_dozing(&t.tenant);
+        t.pinned = ctl.is_held(&t.tenant) || dozing(&t.tenant);
     }
     certs.set_domains(e.cert_domains);
     proxy.apply(&e.tenants);
@@ -148,7 +152,7 @@ mod tests {
     #[test]
     fn only_verified_custom_domains_are_routed_and_the_subdomain_always_is() {
         let (d, b, host) = world(RunState::Running, Phase::Running);
-        let e = edge(&d, &b, &host, &proven);
+        let e = edge(&d, &b, &host, &proven, &|_| false);
         let t = &e.tenants[0];
         let sub = format!("acme.{}", host.base_domain.clone().unwrap());
         assert_eq!(t.hosts, vec!["acme.example.org".to_string(), sub.clone()]);
@@ -170,10 +174,20 @@ mod tests {
         ] {
             let (d, b, host) = world(state, phase);
             assert_eq!(
-                edge(&d, &b, &host, &proven).tenants[0].maintenance,
+                edge(&d, &b, &host, &proven, &|_| false).tenants[0].maintenance,
                 maintenance,
                 "{state:?} {phase:?}"
             );
         }
+    }
+
+    #[test]
+    fn a_waking_tenant_seen_with_its_containers_still_starting_is_not_in_maintenance() {
+        let (d, b, host) = world(RunState::Running, Phase::Provisioning);
+        let e = edge(&d, &b, &host, &proven, &|t| t == "acme");
+        assert!(!e.tenants[0].maintenance, "its gate holds the requests");
+        let (d, b, host) = world(RunState::Stopped, Phase::Provisioning);
+        let e = edge(&d, &b, &host, &proven, &|t| t == "acme");
+        assert!(e.tenants[0].maintenance, "stopped by its operator");
     }
 }

@@ -218,7 +218,7 @@ impl Applier<'_> {
             Step::StartContainer(name) => self.rt.start_container(name).await.map_err(e),
             Step::StopContainer(name) => self
                 .rt
-                .stop_container(name, Duration::from_secs(10))
+                .stop_container(name, grace(ns, inst, name))
                 .await
                 .map_err(e),
             Step::RemoveContainer(name) => self.rt.remove_container(name).await.map_err(e),
@@ -313,4 +313,16 @@ impl Applier<'_> {
 
 fn need(inst: Option<&Instance>) -> &Instance {
     inst.expect("plan emits instance steps only for desired instances")
+}
+
+/// The service's `stop_grace_period` (10 s when it sets none, or the container is not one of
+/// the instance's services).
+fn grace(ns: &str, inst: Option<&Instance>, container: &str) -> Duration {
+    inst.and_then(|i| {
+        i.services
+            .iter()
+            .find(|s| spec::container_name(ns, &i.tenant, &s.name) == container)
+            .and_then(|s| s.stop_grace)
+    })
+    .unwrap_or(Duration::from_secs(10))
 }

@@ -5,6 +5,8 @@ pub mod apply;
 mod aside;
 pub mod backoff;
 pub mod files;
+mod holds;
+mod one;
 pub mod plan;
 pub mod shared_db;
 pub mod shared_mariadb;
@@ -16,6 +18,7 @@ use crate::{
     store::{AllocError, Allocations, Layout},
 };
 use futures_util::StreamExt;
+use holds::Holds;
 use std::{
     collections::{BTreeMap, BTreeSet},
     sync::{Arc, Mutex, RwLock},
@@ -74,37 +77,6 @@ pub struct Controller {
     probes: Arc<crate::probe::Prober>,
     /// Tenants asleep (containers stopped while idle) or waking.
     sleep: Arc<crate::sleep::state::SleepSet>,
-}
-
-/// Held tenants, and when each was last held or released: a pass that read the files and the
-/// engine before a release saw the tenant mid-change and must leave it to the next pass.
-#[derive(Default)]
-struct Holds {
-    held: BTreeSet<String>,
-    epoch: u64,
-    touched: BTreeMap<String, u64>,
-}
-
-impl Holds {
-    fn hold(&mut self, t: &str) {
-        self.held.insert(t.into());
-        self.bump(t);
-    }
-
-    fn release(&mut self, t: &str) {
-        self.held.remove(t);
-        self.bump(t);
-    }
-
-    fn bump(&mut self, t: &str) {
-        self.epoch += 1;
-        self.touched.insert(t.into(), self.epoch);
-    }
-
-    /// Not held now, and neither held nor released since `epoch`.
-    fn free_since(&self, t: &str, epoch: u64) -> bool {
-        !self.held.contains(t) && self.touched.get(t).is_none_or(|e| *e <= epoch)
-    }
 }
 
 impl Controller {
@@ -302,7 +274,7 @@ impl Controller {
         // Frozen tenants keep their last valid state (for the edge and their egress allows).
         loaded.desired = self.carry_last_valid(std::mem::take(&mut loaded.desired));
         self.pulls.enforce_pins(&mut observed, &loaded.desired);
-        self.probe(&loaded.desired, &mut observed);
+        self.probe(&loaded.desired, &mut observed, epoch);
         let recorded = self.recorded(&loaded.desired);
         let synced = self.sync_disks(&loaded.desired).await;
         let asleep = self.sleep.asleep();
@@ -318,28 +290,19 @@ impl Controller {
         let now = Instant::now();
         let due: Vec<(String, Vec<plan::Step>)> = {
             let b = self.backoff.lock().expect("backoff lock");
-            let holds = self.holds.lock().expect("holds lock");
-            planned
+            let due = planned
                 .into_iter()
-                .filter(|(t, _)| holds.free_since(t, epoch))
                 .filter(|(t, _)| b.get(t).is_none_or(|x| x.next_attempt <= now))
                 .filter(|(t, _)| !disk_failures.contains(t))
-                .collect()
+                .collect();
+            self.holds.lock().expect("holds lock").take_due(due, epoch)
         };
         let steps: usize = due.iter().map(|(_, s)| s.len()).sum();
         let tenants_changed = due.len();
         // Before any container starts: the pool-wide rules cover a new tenant from its first
         // packet; its own allows are added once its subnet is allocated (below, or next pass).
         self.sync_egress(&loaded.desired).await;
-        let applier = apply::Applier {
-            rt: self.rt.as_ref(),
-            host: &self.host,
-            layout: &self.layout,
-            allocs: &self.allocs,
-            disks: self.disks.as_ref().ok().cloned(),
-            pulls: &self.pulls,
-            kick: self.kick.clone(),
-        };
+        let applier = self.applier();
         let errors = std::sync::atomic::AtomicUsize::new(disk_failures.len());
         futures_util::stream::iter(due)
             .for_each_concurrent(self.host.parallelism, |(t, steps)| {
@@ -356,6 +319,7 @@ impl Controller {
                         errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     }
                     self.record_result(&t, result.err().map(|e| e.to_string()));
+                    self.holds.lock().expect("holds lock").applied(&t);
                 }
             })
             .await;
@@ -365,7 +329,7 @@ impl Controller {
         }
         let observed = if steps > 0 {
             let mut again = self.rt.inventory(&self.host.namespace).await?;
-            self.probe(&loaded.desired, &mut again);
+            self.probe(&loaded.desired, &mut again, epoch);
             again
         } else {
             observed
@@ -415,8 +379,20 @@ impl Controller {
         Ok(report)
     }
 
+    fn applier(&self) -> apply::Applier<'_> {
+        apply::Applier {
+            rt: self.rt.as_ref(),
+            host: &self.host,
+            layout: &self.layout,
+            allocs: &self.allocs,
+            disks: self.disks.as_ref().ok().cloned(),
+            pulls: &self.pulls,
+            kick: self.kick.clone(),
+        }
+    }
+
     /// Points the prober at what runs now and writes its results into the observation.
-    fn probe(&self, d: &desired::Desired, observed: &mut crate::runtime::Inventory) {
+    fn probe(&self, d: &desired::Desired, observed: &mut crate::runtime::Inventory, epoch: u64) {
         let scope = crate::probe::targets::Scope {
             namespace: &self.host.namespace,
             layout: &self.layout,
@@ -424,7 +400,8 @@ impl Controller {
         };
         let held = |t: &str| self.is_held(t);
         let targets = crate::probe::targets::targets(&scope, d, observed, &held);
-        self.probes.sync(targets);
+        let unsettled = self.holds.lock().expect("holds lock").unsettled(epoch);
+        self.probes.sync(targets, &unsettled);
         self.probes.overlay(observed);
     }
 

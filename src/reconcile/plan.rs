@@ -130,7 +130,8 @@ fn missing_images(inst: &Instance, observed: &Inventory) -> Vec<String> {
     out
 }
 
-fn plan_instance(
+/// The steps of one desired tenant (a wake plans its tenant alone with this).
+pub fn plan_instance(
     ctx: &Context<'_>,
     inst: &Instance,
     observed: &Inventory,

@@ -11,6 +11,10 @@ struct Env {
 }
 
 fn env() -> Env {
+    env_probed_by(Arc::new(FakeChecker::default()))
+}
+
+fn env_probed_by(checker: Arc<FakeChecker>) -> Env {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(dir.path().join("instances")).unwrap();
     let mut host = fixtures::host();
@@ -18,7 +22,7 @@ fn env() -> Env {
     host.instances_dir = dir.path().join("instances");
     host.ports = (41000, 41999);
     let rt = Arc::new(FakeRuntime::new());
-    let ctl = Controller::with_checker(rt.clone(), host, Arc::new(FakeChecker::default())).unwrap();
+    let ctl = Controller::with_checker(rt.clone(), host, checker).unwrap();
     Env { dir, rt, ctl }
 }
 
@@ -122,6 +126,14 @@ async fn a_broken_instance_file_leaves_the_running_tenant_untouched() {
     );
 }
 
+/// The edge's routes from the controller's last pass, every domain proven, nobody asleep.
+fn edge_of(ctl: &Controller) -> crate::proxy::sync::Edge {
+    let verified = |_: &str, _: &str| true;
+    crate::proxy::sync::edge(&ctl.desired(), &ctl.board(), ctl.host(), &verified, &|_| {
+        false
+    })
+}
+
 #[tokio::test]
 async fn a_broken_file_keeps_the_tenant_on_the_edge_with_its_last_valid_state() {
     let e = env();
@@ -130,8 +142,7 @@ async fn a_broken_file_keeps_the_tenant_on_the_edge_with_its_last_valid_state() 
     write_instance(e.dir.path(), "acme", "limits:\n  memroy: 1g\n");
     e.ctl.pass().await.unwrap();
     e.ctl.pass().await.unwrap(); // carried from pass to pass, not only from the last valid one
-    let verified = |_: &str, _: &str| true;
-    let edge = crate::proxy::sync::edge(&e.ctl.desired(), &e.ctl.board(), e.ctl.host(), &verified);
+    let edge = edge_of(&e.ctl);
     let acme = edge
         .tenants
         .iter()
@@ -148,12 +159,7 @@ async fn a_broken_file_keeps_the_tenant_on_the_edge_with_its_last_valid_state() 
     )
     .unwrap();
     restarted.pass().await.unwrap();
-    let edge = crate::proxy::sync::edge(
-        &restarted.desired(),
-        &restarted.board(),
-        restarted.host(),
-        &verified,
-    );
+    let edge = edge_of(&restarted);
     let acme = edge
         .tenants
         .iter()
@@ -163,7 +169,7 @@ async fn a_broken_file_keeps_the_tenant_on_the_edge_with_its_last_valid_state() 
     // Removed: gone from the edge too.
     std::fs::remove_file(e.dir.path().join("instances/acme.yaml")).unwrap();
     e.ctl.pass().await.unwrap();
-    let edge = crate::proxy::sync::edge(&e.ctl.desired(), &e.ctl.board(), e.ctl.host(), &verified);
+    let edge = edge_of(&e.ctl);
     assert!(edge.tenants.iter().all(|t| t.tenant != "acme"));
 }
 
@@ -200,24 +206,65 @@ async fn a_frozen_tenant_keeps_its_egress_allows_and_a_purged_one_loses_them() {
     assert!(!has_allow(), "a purged tenant kept its allow");
 }
 
-#[test]
-fn a_pass_that_began_before_a_release_leaves_the_tenant_to_the_next_pass() {
-    let mut h = Holds::default();
-    let before_hold = h.epoch;
-    h.hold("acme");
-    assert!(!h.free_since("acme", before_hold), "held now");
-    let during_hold = h.epoch;
-    h.release("acme");
-    assert!(
-        !h.free_since("acme", during_hold),
-        "the pass saw the tenant mid-change"
-    );
-    assert!(
-        h.free_since("acme", h.epoch),
-        "a pass begun after the release"
-    );
-    assert!(
-        h.free_since("other", before_hold),
-        "other tenants are untouched"
-    );
+async fn running(e: &Env, tenant: &str) -> usize {
+    let inv = e.rt.inventory("berth").await.unwrap();
+    inv.containers
+        .iter()
+        .filter(|c| c.tenant == tenant && c.status == crate::runtime::RunStatus::Running)
+        .count()
+}
+
+#[tokio::test]
+async fn a_woken_tenant_is_started_and_probed_healthy_without_waiting_for_a_pass() {
+    let e = env();
+    write_instance(e.dir.path(), "acme", "");
+    write_instance(e.dir.path(), "beta", "");
+    converge(&e.ctl).await;
+    e.ctl.sleep().put("acme", 0).unwrap();
+    converge(&e.ctl).await;
+    assert_eq!(running(&e, "acme").await, 0, "asleep");
+    assert_eq!(e.ctl.board().instances["acme"].phase, Phase::Asleep);
+    let (stop, rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(e.ctl.probes().clone().run(rx));
+
+    // Held by an upgrade: the fast path is refused and the passes stay in charge.
+    e.ctl.hold("acme");
+    let held = e.ctl.converge_tenant("acme", Duration::from_secs(5)).await;
+    assert!(held.unwrap_err().contains("held"));
+    e.ctl.release("acme");
+
+    assert!(e.ctl.sleep().start_wake("acme", true).unwrap());
+    e.ctl
+        .converge_tenant("acme", Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(running(&e, "acme").await, 2, "started with no pass");
+    assert_eq!(e.ctl.probes().tenant_healthy("acme"), Some(true));
+    // The pass after it finds nothing left to do, and shows the tenant running.
+    let after = e.ctl.pass().await.unwrap();
+    assert_eq!((after.steps, after.mutations), (0, 0));
+    assert_eq!(e.ctl.board().instances["acme"].phase, Phase::Running);
+    stop.send(true).unwrap();
+}
+
+#[tokio::test]
+async fn a_woken_tenant_that_never_gets_healthy_is_handed_back_to_the_passes_with_the_reason() {
+    let fake = Arc::new(FakeChecker::default());
+    let Env { dir, ctl, .. } = env_probed_by(fake.clone());
+    write_instance(dir.path(), "acme", "");
+    converge(&ctl).await;
+    ctl.sleep().put("acme", 0).unwrap();
+    converge(&ctl).await;
+    fake.fail("berth-acme-app", true);
+    let (stop, rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(ctl.probes().clone().run(rx));
+    assert!(ctl.sleep().start_wake("acme", true).unwrap());
+    let why = ctl
+        .converge_tenant("acme", Duration::from_secs(2))
+        .await
+        .unwrap_err();
+    assert!(why.contains("app http probe failing"), "{why}");
+    // Not claimed any more: a pass may apply to the tenant again.
+    assert!(ctl.holds.lock().unwrap().unsettled(u64::MAX).is_empty());
+    stop.send(true).unwrap();
 }

@@ -57,17 +57,29 @@ pub async fn wake_for(
     why: &str,
     limit: Duration,
 ) -> Result<state::Busy, String> {
+    // Only a backup leaves the tenant's data as it was.
+    let changes = why != "backup";
     let busy = ctl.sleep().busy(t);
     if ctl.is_held(t) && ctl.sleep().is_asleep(t) {
         return Err("asleep, and held by another operation that cannot wait for a wake".into());
     }
-    if !ctl.sleep().start_wake(t).map_err(|e| e.to_string())? {
+    if !ctl
+        .sleep()
+        .start_wake(t, changes)
+        .map_err(|e| e.to_string())?
+    {
         return Ok(busy);
     }
     tracing::info!(tenant = t, why, "waking");
-    ctl.kick();
-    let mut passes = ctl.subscribe();
     let deadline = Instant::now() + limit;
+    if let Err(why) = ctl.converge_tenant(t, limit).await {
+        tracing::info!(
+            tenant = t,
+            why,
+            "not awake on the fast path; waiting for the reconciler"
+        );
+    }
+    let mut passes = ctl.subscribe();
     let up = loop {
         if ctl.board().instances.get(t).map(|s| s.phase) == Some(Phase::Running) {
             break true;
@@ -153,7 +165,8 @@ impl Sleeper {
                 gate.woke();
                 continue;
             }
-            if let Err(e) = self.ctl.sleep().put(t) {
+            let last_request = state::unix_now().saturating_sub(gate.idle().as_secs());
+            if let Err(e) = self.ctl.sleep().put(t, last_request) {
                 tracing::warn!(tenant = t, error = %e, "cannot record the tenant asleep; it stays up");
                 gate.woke();
                 continue;
@@ -169,7 +182,7 @@ impl Sleeper {
         let Some(gate) = self.proxy.gate(&t) else {
             return;
         };
-        match self.ctl.sleep().start_wake(&t) {
+        match self.ctl.sleep().start_wake(&t, true) {
             Ok(true) => {}
             Ok(false) => {
                 if !self.ctl.sleep().is_dozing(&t) {
@@ -184,8 +197,14 @@ impl Sleeper {
             }
         }
         tracing::info!(tenant = %t, "waking");
-        self.ctl.kick();
-        let up = self.until_running(&t, started).await;
+        let max_pause = self.proxy.cfg.timeouts.max_pause;
+        let up = match self.ctl.converge_tenant(&t, max_pause).await {
+            Ok(()) => true,
+            Err(why) => {
+                tracing::info!(tenant = %t, why, "not awake on the fast path; waiting for the reconciler");
+                self.until_running(&t, started, why).await
+            }
+        };
         gate.woke();
         self.ctl.sleep().end_wake(&t);
         if up {
@@ -197,8 +216,9 @@ impl Sleeper {
         self.ctl.touch();
     }
 
-    /// Waits for the tenant to run healthy; false when it went away or was stopped meanwhile.
-    async fn until_running(&self, t: &str, started: Instant) -> bool {
+    /// Waits for the passes to show the tenant running healthy; false when it went away or
+    /// was stopped meanwhile. `why` is what the fast path last saw wrong.
+    async fn until_running(&self, t: &str, started: Instant, why: String) -> bool {
         let max_pause = self.proxy.cfg.timeouts.max_pause;
         let mut passes = self.ctl.subscribe();
         let mut late = false;
@@ -217,12 +237,7 @@ impl Sleeper {
             if !late && started.elapsed() > max_pause {
                 late = true;
                 self.meters.late_wakes.inc();
-                let why = st
-                    .and_then(|s| {
-                        s.error
-                            .or(Some(format!("still {:?}", s.phase).to_lowercase()))
-                    })
-                    .unwrap_or_default();
+                let why = st.and_then(|s| s.error).unwrap_or_else(|| why.clone());
                 let e = format!("did not wake within {max_pause:?} (max_pause): {why}");
                 tracing::warn!(tenant = t, error = %e, "late wake");
                 self.ctl.sleep().set_wake_error(t, e);

@@ -10,13 +10,18 @@ use std::{
 
 #[derive(Default, Serialize, Deserialize)]
 struct File {
-    /// Tenant → when it fell asleep (Unix seconds).
+    /// Tenant → since when it has been asleep (Unix seconds): when it fell asleep, or, if it
+    /// was woken since only for work that changes nothing (a backup), when it first did.
     asleep: BTreeMap<String, u64>,
+    /// Tenants awake for such work only → when they first fell asleep.
+    #[serde(default)]
+    quiet: BTreeMap<String, u64>,
 }
 
 #[derive(Default)]
 struct Inner {
     asleep: BTreeMap<String, u64>,
+    quiet: BTreeMap<String, u64>,
     waking: BTreeSet<String>,
     wake_errors: BTreeMap<String, String>,
     /// Operations under way in the tenant's containers (backups, jobs): it may not sleep.
@@ -46,7 +51,7 @@ pub struct SleepSet {
     inner: Mutex<Inner>,
 }
 
-fn unix_now() -> u64 {
+pub fn unix_now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
@@ -55,19 +60,18 @@ fn unix_now() -> u64 {
 impl SleepSet {
     /// The recorded set; an unreadable file counts as nobody asleep (every tenant runs).
     pub fn open(path: PathBuf) -> SleepSet {
-        let asleep = match std::fs::read(&path) {
-            Ok(b) => serde_json::from_slice::<File>(&b)
-                .map(|f| f.asleep)
-                .unwrap_or_else(|e| {
-                    tracing::warn!(path = %path.display(), error = %e, "unreadable sleep record; every tenant wakes");
-                    BTreeMap::new()
-                }),
-            Err(_) => BTreeMap::new(),
+        let f = match std::fs::read(&path) {
+            Ok(b) => serde_json::from_slice::<File>(&b).unwrap_or_else(|e| {
+                tracing::warn!(path = %path.display(), error = %e, "unreadable sleep record; every tenant wakes");
+                File::default()
+            }),
+            Err(_) => File::default(),
         };
         SleepSet {
             path,
             inner: Mutex::new(Inner {
-                asleep,
+                asleep: f.asleep,
+                quiet: f.quiet,
                 ..Default::default()
             }),
         }
@@ -80,6 +84,7 @@ impl SleepSet {
     fn save(&self, i: &Inner) -> std::io::Result<()> {
         let f = File {
             asleep: i.asleep.clone(),
+            quiet: i.quiet.clone(),
         };
         let json = serde_json::to_vec_pretty(&f).map_err(std::io::Error::other)?;
         crate::store::atomic::write(&self.path, &json, 0o600)
@@ -98,7 +103,7 @@ impl SleepSet {
         self.lock().busy.contains_key(t)
     }
 
-    /// When `t` fell asleep (Unix seconds), if it is asleep.
+    /// Since when `t` has been asleep (Unix seconds), if it is: nothing in it changed since.
     pub fn since(&self, t: &str) -> Option<u64> {
         self.lock().asleep.get(t).copied()
     }
@@ -117,24 +122,45 @@ impl SleepSet {
         i.asleep.contains_key(t) || i.waking.contains(t)
     }
 
-    /// Records `t` asleep (written before its containers are stopped).
-    pub fn put(&self, t: &str) -> std::io::Result<()> {
+    /// Records `t` asleep (written before its containers are stopped). `last_request` (Unix
+    /// seconds) is when its edge last let a request through: when none came since it was woken
+    /// only for a backup, it has been asleep since it first fell asleep.
+    pub fn put(&self, t: &str, last_request: u64) -> std::io::Result<()> {
         let mut i = self.lock();
-        i.asleep.insert(t.into(), unix_now());
+        let quiet = i.quiet.remove(t);
+        let since = quiet
+            .filter(|s| last_request <= *s)
+            .unwrap_or_else(unix_now);
+        i.asleep.insert(t.into(), since);
         self.save(&i).inspect_err(|_| {
             i.asleep.remove(t);
+            if let Some(q) = quiet {
+                i.quiet.insert(t.into(), q);
+            }
         })
     }
 
     /// Takes `t` out of the asleep set and marks it waking; false when it was not asleep (a
-    /// wake is already under way, or it never slept).
-    pub fn start_wake(&self, t: &str) -> std::io::Result<bool> {
+    /// wake is already under way, or it never slept). `changes`: the wake is for work that may
+    /// change the tenant's data (a request, a job, an upgrade, a restore), not a backup.
+    pub fn start_wake(&self, t: &str, changes: bool) -> std::io::Result<bool> {
         let mut i = self.lock();
         let Some(since) = i.asleep.remove(t) else {
+            if changes {
+                i.quiet.remove(t);
+            }
             return Ok(false);
         };
+        let quiet_before = i.quiet.remove(t);
+        if !changes {
+            i.quiet.insert(t.into(), since);
+        }
         if let Err(e) = self.save(&i) {
             i.asleep.insert(t.into(), since);
+            i.quiet.remove(t);
+            if let Some(q) = quiet_before {
+                i.quiet.insert(t.into(), q);
+            }
             return Err(e);
         }
         i.waking.insert(t.into());
@@ -160,6 +186,7 @@ impl SleepSet {
         let mut i = self.lock();
         let before = i.asleep.len();
         i.asleep.retain(|t, _| keep(t));
+        i.quiet.retain(|t, _| keep(t));
         if i.asleep.len() != before
             && let Err(e) = self.save(&i)
         {
@@ -177,14 +204,43 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("sleep.json");
         let s = SleepSet::open(p.clone());
-        s.put("acme").unwrap();
-        s.put("beta").unwrap();
-        assert!(s.start_wake("beta").unwrap());
-        assert!(!s.start_wake("beta").unwrap(), "one wake per sleep");
+        s.put("acme", 0).unwrap();
+        s.put("beta", 0).unwrap();
+        assert!(s.start_wake("beta", true).unwrap());
+        assert!(!s.start_wake("beta", true).unwrap(), "one wake per sleep");
         assert!(s.is_dozing("beta") && !s.is_asleep("beta"));
         let again = SleepSet::open(p.clone());
         assert_eq!(again.asleep(), BTreeSet::from(["acme".to_string()]));
         std::fs::write(&p, b"{not json").unwrap();
         assert!(SleepSet::open(p).asleep().is_empty());
+    }
+
+    #[test]
+    fn a_tenant_woken_only_for_a_backup_stays_asleep_since_it_first_fell_asleep() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("sleep.json");
+        let s = SleepSet::open(p.clone());
+        let now = unix_now();
+        s.put("acme", now - 100).unwrap();
+        let first = s.since("acme").unwrap();
+        assert!(first >= now);
+        // A backup wakes it and it falls asleep again with no request: still asleep since first.
+        assert!(s.start_wake("acme", false).unwrap());
+        s.end_wake("acme");
+        s.put("acme", now - 100).unwrap();
+        assert_eq!(s.since("acme"), Some(first));
+        assert_eq!(SleepSet::open(p.clone()).since("acme"), Some(first));
+        // Woken for a backup, then a request came in: asleep since the new sleep.
+        assert!(s.start_wake("acme", false).unwrap());
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+        s.put("acme", unix_now()).unwrap();
+        assert!(s.since("acme").unwrap() > first);
+        // A job, upgrade or restore changes the data: no carrying over either.
+        let second = s.since("acme").unwrap();
+        assert!(s.start_wake("acme", false).unwrap());
+        assert!(!s.start_wake("acme", true).unwrap(), "already waking");
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+        s.put("acme", 0).unwrap();
+        assert!(s.since("acme").unwrap() > second);
     }
 }

@@ -45,7 +45,7 @@ async fn step(p: &Arc<Prober>, by: Duration) {
 async fn a_target_is_healthy_after_its_first_answer_and_unhealthy_after_three_failures_in_a_row() {
     let fake = Arc::new(FakeChecker::default());
     let (p, kick) = prober(fake.clone());
-    p.sync(vec![target("a")]);
+    p.sync(vec![target("a")], &Default::default());
     assert_eq!(health(&p, "a"), Health::Starting);
     p.tick().await;
     assert_eq!(health(&p, "a"), Health::Healthy);
@@ -76,7 +76,7 @@ async fn a_target_is_healthy_after_its_first_answer_and_unhealthy_after_three_fa
 #[tokio::test(start_paused = true)]
 async fn a_healthy_target_is_probed_at_the_slow_interval_not_every_tick() {
     let (p, _) = prober(Arc::new(FakeChecker::default()));
-    p.sync(vec![target("a")]);
+    p.sync(vec![target("a")], &Default::default());
     p.tick().await;
     for _ in 0..20 {
         step(&p, Duration::from_secs(1)).await;
@@ -95,7 +95,7 @@ async fn a_target_that_never_answers_stays_starting_until_its_start_period_ends(
     let fake = Arc::new(FakeChecker::default());
     fake.fail("a", true);
     let (p, _) = prober(fake);
-    p.sync(vec![target("a")]);
+    p.sync(vec![target("a")], &Default::default());
     for _ in 0..10 {
         step(&p, Duration::from_millis(1100)).await;
     }
@@ -107,7 +107,7 @@ async fn a_target_that_never_answers_stays_starting_until_its_start_period_ends(
 #[tokio::test(start_paused = true)]
 async fn a_changed_check_or_a_restart_starts_over_and_dropped_targets_go() {
     let (p, _) = prober(Arc::new(FakeChecker::default()));
-    p.sync(vec![target("a"), target("b")]);
+    p.sync(vec![target("a"), target("b")], &Default::default());
     p.tick().await;
     let mut moved = target("a");
     moved.check = Check::Http {
@@ -115,7 +115,7 @@ async fn a_changed_check_or_a_restart_starts_over_and_dropped_targets_go() {
         path: "/".into(),
         host: "x".into(),
     };
-    p.sync(vec![moved]);
+    p.sync(vec![moved], &Default::default());
     let snap = p.snapshot();
     assert_eq!(snap.len(), 1);
     assert_eq!(snap[0].health, Health::Starting);
@@ -127,7 +127,10 @@ async fn a_changed_check_or_a_restart_starts_over_and_dropped_targets_go() {
 #[tokio::test]
 async fn the_overlay_shows_the_worse_of_docker_and_probe_on_running_containers_only() {
     let (p, _) = prober(Arc::new(FakeChecker::default()));
-    p.sync(vec![target("a"), target("b"), target("c")]);
+    p.sync(
+        vec![target("a"), target("b"), target("c")],
+        &Default::default(),
+    );
     p.tick().await;
     let c = |name: &str, status, health| ObservedContainer {
         name: name.into(),
@@ -183,8 +186,40 @@ async fn probes_in_flight_never_exceed_the_bound() {
         ..Default::default()
     };
     let p = Prober::new(cfg, slow.clone(), Arc::new(Notify::new()));
-    p.sync((0..20).map(|i| target(&format!("t{i}"))).collect());
+    p.sync(
+        (0..20).map(|i| target(&format!("t{i}"))).collect(),
+        &Default::default(),
+    );
     p.tick().await;
     assert_eq!(slow.max.load(SeqCst), 3);
     assert!(p.snapshot().iter().all(|s| s.health == Health::Healthy));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_tenant_being_woken_keeps_its_targets_through_a_pass_that_saw_it_stopped() {
+    let fake = Arc::new(FakeChecker::default());
+    let (p, _) = prober(fake.clone());
+    p.sync(vec![target("a"), target("b")], &Default::default());
+    assert_eq!(p.tenant_healthy("a"), Some(false), "starting");
+    p.tick().await;
+    assert_eq!(p.tenant_healthy("a"), Some(true));
+    // The wake started "c" and gave its targets; a pass that observed it stopped skips it.
+    p.sync_tenant("c", vec![target("c")]);
+    let waking: BTreeSet<String> = ["c".to_string()].into();
+    p.sync(vec![target("a")], &waking);
+    assert_eq!(p.tenant_healthy("c"), Some(false), "kept, still starting");
+    assert_eq!(p.tenant_healthy("b"), None, "b is gone");
+    fake.fail("c", true);
+    step(&p, Duration::from_secs(1)).await;
+    assert!(
+        p.tenant_error("c")
+            .unwrap()
+            .contains("web http probe failing")
+    );
+    fake.fail("c", false);
+    step(&p, Duration::from_secs(1)).await;
+    assert_eq!(p.tenant_healthy("c"), Some(true));
+    p.sync_tenant("c", vec![]);
+    assert_eq!(p.tenant_healthy("c"), None);
+    assert_eq!(p.tenant_healthy("a"), Some(true), "other tenants untouched");
 }
