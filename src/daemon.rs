@@ -163,7 +163,7 @@ pub async fn run(mut host: HostConfig) -> Result<(), DaemonError> {
     servers.spawn(metrics.clone().follow_passes(stop_rx.clone()));
     let unix = bind_unix(&host.api_socket)?;
     let mut rx = stop_rx.clone();
-    let app = api::router(state.clone());
+    let app = api::socket_router(state.clone());
     servers.spawn(async move {
         let _ = axum::serve(unix, app)
             .with_graceful_shutdown(
@@ -171,15 +171,20 @@ pub async fn run(mut host: HostConfig) -> Result<(), DaemonError> {
             )
             .await;
     });
-    if let (Some(addr), Some(token_file)) = (&host.api_tcp, &host.api_token_file) {
-        let token = std::fs::read_to_string(token_file)
-            .map_err(io_err(token_file))?
-            .trim()
-            .to_string();
+    if let Some(addr) = &host.api_tcp {
+        let token = match &host.api_token_file {
+            Some(f) => Some(
+                std::fs::read_to_string(f)
+                    .map_err(io_err(f))?
+                    .trim()
+                    .to_string(),
+            ),
+            None => None,
+        };
         let tcp = tokio::net::TcpListener::bind(addr)
             .await
             .map_err(io_err(Path::new(addr)))?;
-        let app = api::router_with_token(state, token);
+        let app = api::tcp_router(state, token);
         servers.spawn(serve_tcp(tcp, app, stop_rx.clone()));
     }
     tokio::spawn(follow_engine_events(ctl.clone(), metrics.clone()));

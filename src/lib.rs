@@ -4,6 +4,8 @@
 //! (observe → plan → apply) → `runtime` (Docker via bollard); `store` records allocations.
 
 pub mod api;
+pub mod audit;
+pub mod auth;
 pub mod backup;
 pub mod capacity;
 pub mod certs;

@@ -45,6 +45,12 @@ async fn run(args: cli::Cli) -> Result<i32> {
             daemon::run(host).await?;
             Ok(0)
         }
+        cli::Command::Completions { shell } => {
+            use clap::CommandFactory;
+            let mut cmd = cli::Cli::command();
+            clap_complete::generate(*shell, &mut cmd, "berth", &mut std::io::stdout());
+            Ok(0)
+        }
         _ => cli::run(args).await,
     }
 }

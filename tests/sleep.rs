@@ -297,4 +297,23 @@ fn a_sleeping_tenants_jobs_backups_upgrade_and_restore_behave_as_documented() {
     h.cli_ok(&["restore", "z1", "--from", &id]);
     assert_eq!(waking(&h.agent_log(), "z1", "restore"), 1);
     wait_asleep(&h, "z1");
+
+    // Each automatic action is in the audit log, beside the operator's restore.
+    let rows: serde_json::Value =
+        serde_json::from_str(&h.cli_ok(&["audit", "--tenant", "z1", "-o", "json"])).unwrap();
+    let has = |actor: &str, action: &str| {
+        rows.as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["actor"]["name"] == actor && r["action"] == action && r["result"] == "ok")
+    };
+    for (actor, action) in [
+        ("sleeper", "tenant.sleep"),
+        ("sleeper", "tenant.wake"),
+        ("scheduler", "backup.scheduled"),
+        ("upgrader", "upgrade.wave"),
+        ("socket", "backup.restore"),
+    ] {
+        assert!(has(actor, action), "no {actor} {action} row: {rows}");
+    }
 }

@@ -3,6 +3,7 @@
 
 use super::{
     AppState,
+    body::JsonBody,
     error::ApiError,
     instances,
     params::{Domain, Tenant, TenantDomain},
@@ -80,7 +81,7 @@ fn holder(s: &AppState, domain: &str, tenant: &str) -> Option<String> {
 pub async fn domain_add(
     State(s): State<AppState>,
     Tenant(tenant): Tenant,
-    Json(req): Json<DomainRequest>,
+    JsonBody(req): JsonBody<DomainRequest>,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
     check_custom(&req.domain, &tenant, s.ctl.host()).map_err(ApiError::BadRequest)?;
     let path = instances::instance_path(&s, &tenant)?;
@@ -125,7 +126,7 @@ pub struct VerifyRequest {
 pub async fn domain_verify(
     State(s): State<AppState>,
     TenantDomain(tenant, domain): TenantDomain,
-    Json(req): Json<VerifyRequest>,
+    JsonBody(req): JsonBody<VerifyRequest>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let path = instances::instance_path(&s, &tenant)?;
     let pending = s.domains.pending(&domain, &tenant).ok_or_else(|| {

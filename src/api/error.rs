@@ -16,6 +16,10 @@ pub enum ApiError {
     Conflict(String),
     #[error("{0}")]
     Unauthorized(String),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    MethodNotAllowed(String),
     /// Logged with its detail; the client sees only "internal error".
     #[error("internal error: {0}")]
     Internal(String),
@@ -28,6 +32,8 @@ impl IntoResponse for ApiError {
             ApiError::NotFound(m) => (StatusCode::NOT_FOUND, m.clone()),
             ApiError::Conflict(m) => (StatusCode::CONFLICT, m.clone()),
             ApiError::Unauthorized(m) => (StatusCode::UNAUTHORIZED, m.clone()),
+            ApiError::Forbidden(m) => (StatusCode::FORBIDDEN, m.clone()),
+            ApiError::MethodNotAllowed(m) => (StatusCode::METHOD_NOT_ALLOWED, m.clone()),
             ApiError::Internal(detail) => {
                 tracing::error!(error = %detail, "api internal error");
                 (
@@ -36,6 +42,16 @@ impl IntoResponse for ApiError {
                 )
             }
         };
-        (status, Json(serde_json::json!({ "error": message }))).into_response()
+        let mut resp = (
+            status,
+            Json(serde_json::json!({ "error": message.clone() })),
+        )
+            .into_response();
+        resp.extensions_mut().insert(ErrorText(message));
+        resp
     }
 }
+
+/// The message an error response carries, for the audit log.
+#[derive(Debug, Clone)]
+pub struct ErrorText(pub String);

@@ -2,16 +2,18 @@
 
 use super::{
     AppState,
+    body::JsonBody,
     error::ApiError,
     instances,
     params::{Tenant, TenantBackup},
 };
 use crate::{
+    auth::{Principal, policy::Need},
     backup::BackupError,
     upgrade::{UpgradeError, UpgradeRequest, state::UpgradeState},
 };
 use axum::{
-    Json,
+    Extension, Json,
     extract::{Path, State},
     http::StatusCode,
 };
@@ -50,7 +52,7 @@ impl From<BackupError> for ApiError {
 
 pub async fn upgrade_start(
     State(s): State<AppState>,
-    Json(req): Json<UpgradeRequest>,
+    JsonBody(req): JsonBody<UpgradeRequest>,
 ) -> Result<(StatusCode, Json<UpgradeState>), ApiError> {
     let up = s.fleet.upgrades.clone();
     let started = tokio::task::spawn_blocking(move || up.start(req))
@@ -138,11 +140,13 @@ pub struct RestoreRequest {
 /// another tenant, cloned into this new one).
 pub async fn restore(
     State(s): State<AppState>,
+    Extension(who): Extension<Principal>,
     Tenant(tenant): Tenant,
-    Json(req): Json<RestoreRequest>,
+    JsonBody(req): JsonBody<RestoreRequest>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     instances::instance_path(&s, &tenant)?;
     let (source, id) = backup_ref(&req.from, &tenant)?;
+    who.check(Need::Manage, Some(&source))?;
     if source == tenant {
         let m = s.fleet.upgrades.restore(&tenant, &id).await?;
         return Ok(Json(serde_json::to_value(m).unwrap_or_default()));
@@ -154,10 +158,12 @@ pub async fn restore(
 /// Brings backup `id` up in a scratch tenant, checks its health, and removes it.
 pub async fn backup_verify(
     State(s): State<AppState>,
+    Extension(who): Extension<Principal>,
     TenantBackup(tenant, id): TenantBackup,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     instances::instance_path(&s, &tenant)?;
     let (source, id) = backup_ref(&id, &tenant)?;
+    who.check(Need::Manage, Some(&source))?;
     let r = s.fleet.backups.verify(&source, &id).await?;
     Ok(Json(serde_json::to_value(r).unwrap_or_default()))
 }

@@ -1,7 +1,13 @@
 //! Instance handlers: list, show, create, delete, change state, stream logs.
 
-use super::{AppState, error::ApiError, params::Tenant};
+use super::{
+    AppState,
+    body::{JsonBody, Q},
+    error::ApiError,
+    params::Tenant,
+};
 use crate::{
+    auth::Principal,
     desired,
     reconcile::InstanceStatus,
     runtime::spec::container_name,
@@ -12,9 +18,9 @@ use crate::{
     store::atomic,
 };
 use axum::{
-    Json,
+    Extension, Json,
     body::Body,
-    extract::{Query, State},
+    extract::State,
     http::StatusCode,
     response::{IntoResponse, Response},
 };
@@ -22,8 +28,16 @@ use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
-pub async fn index(State(s): State<AppState>) -> Json<Vec<InstanceStatus>> {
-    Json(s.ctl.board().instances.into_values().collect())
+/// Every instance the caller may see (a tenant token: its own).
+pub async fn index(
+    State(s): State<AppState>,
+    Extension(who): Extension<Principal>,
+) -> Json<Vec<InstanceStatus>> {
+    let mut all = s.ctl.board().instances;
+    if let Some(own) = who.visible() {
+        all.retain(|t, _| own.contains(t));
+    }
+    Json(all.into_values().collect())
 }
 
 /// One instance as `berth status` shows it: the board's entry and its disk quota.
@@ -127,7 +141,7 @@ pub(super) async fn save(
 /// `instances/<tenant>.yaml` atomically. Nothing is written when anything is wrong.
 pub async fn create(
     State(s): State<AppState>,
-    Json(req): Json<CreateRequest>,
+    JsonBody(req): JsonBody<CreateRequest>,
 ) -> Result<Response, ApiError> {
     let path = instance_path(&s, &req.tenant)?;
     let _guard = s.write_lock.lock().await;
@@ -179,7 +193,7 @@ pub struct DeleteQuery {
 pub async fn delete(
     State(s): State<AppState>,
     Tenant(tenant): Tenant,
-    Query(q): Query<DeleteQuery>,
+    Q(q): Q<DeleteQuery>,
 ) -> Result<StatusCode, ApiError> {
     let path = instance_path(&s, &tenant)?;
     let _guard = s.write_lock.lock().await;
@@ -214,8 +228,9 @@ pub struct StateRequest {
 /// Rewrites the instance file with a new desired state (running | stopped | suspended).
 pub async fn set_state(
     State(s): State<AppState>,
+    Extension(who): Extension<Principal>,
     Tenant(tenant): Tenant,
-    Json(req): Json<StateRequest>,
+    JsonBody(req): JsonBody<StateRequest>,
 ) -> Result<StatusCode, ApiError> {
     let path = instance_path(&s, &tenant)?;
     let _guard = s.write_lock.lock().await;
@@ -226,6 +241,13 @@ pub async fn set_state(
     let mut file = spec::load_yaml::<InstanceFile>(&path, &shown)
         .map_err(|e| ApiError::Conflict(format!("fix the instance file first: {e}")))?
         .value;
+    // Suspension is the provider's lever (an unpaid bill): only the operator sets or lifts it.
+    let suspension = [file.state, req.state].contains(&RunState::Suspended);
+    if suspension && !who.is_operator() {
+        return Err(ApiError::Forbidden(
+            "only the operator suspends a tenant or lifts a suspension".into(),
+        ));
+    }
     file.state = req.state;
     save(&s, &path, &file).await?;
     s.ctl.reset_backoff(&tenant);
@@ -251,7 +273,7 @@ fn default_tail() -> usize {
 pub async fn logs(
     State(s): State<AppState>,
     Tenant(tenant): Tenant,
-    Query(q): Query<LogsQuery>,
+    Q(q): Q<LogsQuery>,
 ) -> Result<Response, ApiError> {
     let status = s
         .ctl

@@ -1,7 +1,10 @@
-//! Management API (axum): JSON over a Unix socket, optionally over TCP with a bearer token.
-//! It changes instance files and reads the reconciler's board; Docker is never called from here
-//! except to stream logs.
+//! Management API (axum): JSON over a Unix socket (the operator), optionally over TCP with a
+//! bearer token (the host's operator token or a `berth token`). Every route's access is checked
+//! and its changes audited by `auth::authorize`. It changes instance files and reads the
+//! reconciler's board; Docker is never called from here except to stream logs.
 
+pub mod access;
+pub mod body;
 pub mod edge;
 pub mod error;
 pub mod fleet;
@@ -12,11 +15,9 @@ pub mod params;
 use crate::{certs::CertManager, domains::DomainBook, reconcile::Controller};
 use axum::{
     Json, Router,
-    extract::{Request, State},
-    http::header,
-    middleware::{self, Next},
-    response::Response,
-    routing::{get, post, put},
+    extract::State,
+    middleware,
+    routing::{delete, get, post, put},
 };
 use error::ApiError;
 use std::sync::Arc;
@@ -32,6 +33,10 @@ pub struct AppState {
     pub fleet: crate::upgrade::Fleet,
     /// Set by the daemon; `berth top` reads it.
     pub metrics: Option<Arc<crate::metrics::Metrics>>,
+    /// Tokens made with `berth token create`.
+    pub tokens: Arc<crate::auth::tokens::TokenStore>,
+    /// The host's operator token (`api.token_file`), for the TCP listener.
+    pub host_token: Option<String>,
 }
 
 impl AppState {
@@ -43,6 +48,10 @@ impl AppState {
     ) -> AppState {
         AppState {
             write_lock: ctl.files_lock(),
+            tokens: Arc::new(crate::auth::tokens::TokenStore::open(
+                ctl.layout().root().join("tokens.json"),
+            )),
+            host_token: None,
             ctl,
             domains,
             certs,
@@ -96,8 +105,29 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/v1/instances/{tenant}/restore", post(fleet::restore))
         .route("/v1/instances/{tenant}/jobs", get(fleet::jobs))
+        .route(
+            "/v1/tokens",
+            get(access::token_index).post(access::token_create),
+        )
+        .route("/v1/tokens/{id}", delete(access::token_revoke))
+        .route("/v1/audit", get(access::audit_index))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            crate::auth::authorize,
+        ))
         .fallback(no_route)
+        .method_not_allowed_fallback(wrong_method)
         .with_state(state)
+}
+
+/// A known path with a method it does not take: a JSON 405 like every other error.
+async fn wrong_method(method: axum::http::Method, uri: axum::http::Uri) -> ApiError {
+    ApiError::MethodNotAllowed(format!("{} does not take {method}", uri.path()))
+}
+
+/// The router as the Unix socket serves it: every caller is the operator.
+pub fn socket_router(state: AppState) -> Router {
+    router(state).layer(middleware::from_fn(crate::auth::socket))
 }
 
 /// Every path the router does not know: a JSON 404 that names it, never an empty body.
@@ -132,31 +162,14 @@ async fn top(State(s): State<AppState>) -> Result<Json<crate::metrics::top::Top>
     }
 }
 
-/// The router behind a bearer-token check, for the TCP listener.
-pub fn router_with_token(state: AppState, token: String) -> Router {
-    router(state).layer(middleware::from_fn(move |req: Request, next: Next| {
-        let token = token.clone();
-        async move { check_token(&token, req, next).await }
-    }))
-}
-
-async fn check_token(token: &str, req: Request, next: Next) -> Result<Response, ApiError> {
-    let given = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    match given {
-        Some(g) if constant_time_eq(g.as_bytes(), token.as_bytes()) => Ok(next.run(req).await),
-        _ => Err(ApiError::Unauthorized(
-            "missing or wrong bearer token".into(),
-        )),
-    }
-}
-
-/// Compares without an early exit, so response time says nothing about the token.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+/// The router behind a bearer-token check, for the TCP listener: the host's operator token
+/// (`api.token_file`) or a token made with `berth token create`.
+pub fn tcp_router(mut state: AppState, host_token: Option<String>) -> Router {
+    state.host_token = host_token;
+    router(state.clone()).layer(middleware::from_fn_with_state(
+        state,
+        crate::auth::authenticate,
+    ))
 }
 
 async fn agent_show(State(s): State<AppState>) -> Json<serde_json::Value> {
@@ -184,5 +197,7 @@ async fn reconcile_run(
         .map_err(|e| ApiError::Internal(e.to_string()))
 }
 
+#[cfg(test)]
+mod access_tests;
 #[cfg(test)]
 mod tests;

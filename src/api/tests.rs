@@ -8,7 +8,7 @@ use axum::{
 };
 use tower::ServiceExt;
 
-fn state() -> (tempfile::TempDir, AppState) {
+pub(super) fn state() -> (tempfile::TempDir, AppState) {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(dir.path().join("instances")).unwrap();
     let mut host = fixtures::host();
@@ -30,21 +30,7 @@ async fn call(
     uri: &str,
     body: serde_json::Value,
 ) -> (StatusCode, serde_json::Value) {
-    let req = Request::builder()
-        .method(method)
-        .uri(uri)
-        .header("content-type", "application/json")
-        .body(Body::from(body.to_string()))
-        .unwrap();
-    let resp = router(s.clone()).oneshot(req).await.unwrap();
-    let status = resp.status();
-    let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20)
-        .await
-        .unwrap();
-    (
-        status,
-        serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null),
-    )
+    super::access_tests::send(socket_router(s.clone()), method, uri, None, body).await
 }
 
 async fn add(s: &AppState, body: serde_json::Value) -> (StatusCode, serde_json::Value) {
@@ -190,7 +176,7 @@ async fn state_changes_and_removal_edit_the_files() {
 #[tokio::test]
 async fn the_tcp_router_wants_the_bearer_token() {
     let (_dir, s) = state();
-    let app = router_with_token(s, "s3cret-token".into());
+    let app = tcp_router(s, Some("s3cret-token".into()));
     let req = |auth: Option<&str>| {
         let mut b = Request::builder().uri("/v1/agent");
         if let Some(a) = auth {
@@ -234,7 +220,7 @@ async fn logs_default_to_the_web_service_and_take_another_by_name() {
     let text = |uri: &'static str| {
         let s = s.clone();
         async move {
-            let resp = router(s)
+            let resp = socket_router(s)
                 .oneshot(Request::builder().uri(uri).body(Body::empty()).unwrap())
                 .await
                 .unwrap();

@@ -109,6 +109,17 @@ impl BackupSchedule {
             let (due, wait) = self.due(&backups, SystemTime::now());
             for t in due {
                 let r = backups.create(&t).await;
+                let e = crate::audit::Event::system(
+                    "scheduler",
+                    Some(&t),
+                    "backup.scheduled",
+                    r.as_ref().map(|_| ()).map_err(ToString::to_string),
+                );
+                let e = match &r {
+                    Ok(info) => e.target(info.id.clone()),
+                    Err(_) => e,
+                };
+                backups.ctl.audit().record(&e);
                 let at = SystemTime::now()
                     .duration_since(SystemTime::UNIX_EPOCH)
                     .unwrap_or_default()

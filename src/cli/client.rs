@@ -58,7 +58,8 @@ impl Client {
         let mut req = Request::builder()
             .method(method)
             .uri(path)
-            .header("host", "berth");
+            .header("host", "berth")
+            .header("x-berth-source", "cli");
         if let Target::Tcp { token, .. } = &self.target {
             req = req.header("authorization", format!("Bearer {token}"));
         }

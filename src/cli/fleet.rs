@@ -272,19 +272,6 @@ async fn follow(c: &Client) -> Result<i32> {
     }
 }
 
-fn ago(unix_s: u64) -> String {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_secs() as i64;
-    let d = unix_s as i64 - now;
-    if d >= 0 {
-        format!("in {d}s")
-    } else {
-        format!("{}s ago", -d)
-    }
-}
-
 pub fn jobs_table(v: &Value) -> String {
     let rows: Vec<Vec<String>> = v
         .as_object()
@@ -296,7 +283,7 @@ pub fn jobs_table(v: &Value) -> String {
                 name.clone(),
                 j["schedule"].as_str().unwrap_or("").into(),
                 last.and_then(|r| r["started_ms"].as_u64())
-                    .map(|ms| ago(ms / 1000))
+                    .map(|ms| super::table::relative(ms / 1000))
                     .unwrap_or("-".into()),
                 last.map(|r| match r["timed_out"].as_bool() {
                     Some(true) => "timed out".to_string(),
@@ -308,13 +295,16 @@ pub fn jobs_table(v: &Value) -> String {
                     .unwrap_or("-".into()),
                 j["last_success"]
                     .as_u64()
-                    .map(ago)
+                    .map(super::table::relative)
                     .unwrap_or("never".into()),
                 j["skipped_overlap"].to_string(),
                 if j["running"] == true {
                     "running".into()
                 } else {
-                    j["next_run"].as_u64().map(ago).unwrap_or("-".into())
+                    j["next_run"]
+                        .as_u64()
+                        .map(super::table::relative)
+                        .unwrap_or("-".into())
                 },
             ]
         })

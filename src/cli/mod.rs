@@ -1,6 +1,7 @@
 //! The `berth` command line: a thin client of the agent's API (plus offline `validate` and
 //! the agent itself, `serve`).
 
+pub mod access;
 pub mod client;
 pub mod edge;
 pub mod fleet;
@@ -46,6 +47,11 @@ pub enum Output {
 pub enum Command {
     /// Run the agent (reconciler + API).
     Serve,
+    /// Print a shell completion script: `berth completions bash > /etc/bash_completion.d/berth`.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
     /// Check templates and instances offline; non-zero exit on any problem.
     Validate {
         /// Directory holding berth.yaml and/or templates/ and instances/ (default: .).
@@ -165,6 +171,24 @@ pub enum Command {
         #[arg(short, long, value_enum, default_value = "table")]
         output: Output,
     },
+    /// API tokens: operator, tenant-admin or tenant-viewer, bound to tenants, with an expiry.
+    Token {
+        #[command(subcommand)]
+        cmd: access::TokenCmd,
+    },
+    /// Who changed what: API changes, refusals and automatic actions (newest last).
+    Audit {
+        #[arg(long, value_parser = tenant_arg)]
+        tenant: Option<String>,
+        /// Only rows this recent, e.g. 1h, 7d.
+        #[arg(long, value_parser = access::since)]
+        since: Option<u64>,
+        /// The newest this many rows (default 1000).
+        #[arg(long)]
+        limit: Option<usize>,
+        #[arg(short, long, value_enum, default_value = "table")]
+        output: Output,
+    },
     /// Host memory, disk and CPUs: total, what admission allows, what instances reserve, what is used.
     Capacity {
         #[arg(short, long, value_enum, default_value = "table")]
@@ -255,7 +279,9 @@ impl Cli {
 pub async fn run(cli: Cli) -> Result<i32> {
     let c = cli.client()?;
     match cli.command {
-        Command::Serve | Command::Validate { .. } => unreachable!("handled in main"),
+        Command::Serve | Command::Validate { .. } | Command::Completions { .. } => {
+            unreachable!("handled in main")
+        }
         Command::Ls { output } => {
             let v = c.json(Method::GET, "/v1/instances", None).await?;
             print(output, &v, table::instances);
@@ -383,6 +409,13 @@ pub async fn run(cli: Cli) -> Result<i32> {
             };
             print(output, &v, table);
         }
+        Command::Token { cmd } => return access::token(&c, cmd).await,
+        Command::Audit {
+            tenant,
+            since,
+            limit,
+            output,
+        } => return access::audit(&c, tenant, since, limit, output).await,
         Command::Capacity { output } => {
             let v = c.json(Method::GET, "/v1/capacity", None).await?;
             print(output, &v, capacity_table);
@@ -431,7 +464,11 @@ fn capacity_table(v: &serde_json::Value) -> String {
     out
 }
 
-fn print(output: Output, v: &serde_json::Value, table: fn(&serde_json::Value) -> String) {
+pub(crate) fn print(
+    output: Output,
+    v: &serde_json::Value,
+    table: fn(&serde_json::Value) -> String,
+) {
     match output {
         Output::Json => println!("{}", serde_json::to_string_pretty(v).unwrap_or_default()),
         Output::Table => print!("{}", table(v)),

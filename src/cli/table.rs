@@ -192,6 +192,110 @@ pub fn pruned(v: &Value) -> String {
     out
 }
 
+/// A Unix time relative to now in the largest whole unit: `42s ago`, `3m ago`, `in 29d`.
+pub fn relative(unix_s: u64) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs() as i64;
+    let d = unix_s as i64 - now;
+    let a = d.unsigned_abs();
+    let span = match a {
+        0..60 => format!("{a}s"),
+        60..3600 => format!("{}m", a / 60),
+        3600..86400 => format!("{}h", a / 3600),
+        _ => format!("{}d", a / 86400),
+    };
+    if d >= 0 {
+        format!("in {span}")
+    } else {
+        format!("{span} ago")
+    }
+}
+
+/// `berth token ls`.
+pub fn tokens(v: &Value) -> String {
+    let when = |x: &Value| x.as_u64().map_or("-".to_string(), relative);
+    let rows: Vec<Vec<String>> = v
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|t| {
+            let state = if !t["revoked"].is_null() {
+                "revoked"
+            } else if t["expires"]
+                .as_u64()
+                .is_some_and(|e| relative(e).ends_with("ago"))
+            {
+                "expired"
+            } else {
+                "active"
+            };
+            vec![
+                format!("bth_{}", s(&t["id"])),
+                s(&t["name"]),
+                s(&t["role"]),
+                joined(&t["tenants"], ","),
+                if t["expires"].is_null() {
+                    "never".into()
+                } else {
+                    when(&t["expires"])
+                },
+                when(&t["last_used"]),
+                state.into(),
+            ]
+        })
+        .collect();
+    render(
+        &[
+            "PREFIX",
+            "NAME",
+            "ROLE",
+            "TENANTS",
+            "EXPIRES",
+            "LAST USED",
+            "STATE",
+        ],
+        &rows,
+    )
+}
+
+/// `berth audit`.
+pub fn audit(v: &Value) -> String {
+    let rows: Vec<Vec<String>> = v
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|e| {
+            let actor = match e["actor"]["prefix"].as_str() {
+                Some(p) => format!("{} ({p})", s(&e["actor"]["name"])),
+                None => format!("{}:{}", s(&e["actor"]["kind"]), s(&e["actor"]["name"])),
+            };
+            let result = match e["error"].as_str() {
+                Some(err) => format!("{}: {err}", s(&e["result"])),
+                None => s(&e["result"]),
+            };
+            vec![
+                e["time"]
+                    .as_u64()
+                    .map_or("-".into(), |ms| relative(ms / 1000)),
+                actor,
+                s(&e["source"]),
+                s(&e["tenant"]),
+                s(&e["action"]),
+                s(&e["target"]),
+                result,
+            ]
+        })
+        .collect();
+    render(
+        &[
+            "WHEN", "ACTOR", "SOURCE", "TENANT", "ACTION", "TARGET", "RESULT",
+        ],
+        &rows,
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -327,11 +327,22 @@ pub fn build(file: &spec::Loaded<HostFile>, root: &Path) -> Result<HostConfig, S
             ),
         );
     }
-    if h.api.tcp.is_some() && h.api.token_file.is_none() {
-        err(
-            "api.tcp",
-            "a TCP listener needs api.token_file (bearer token)".into(),
-        );
+    if let Some(tcp) = &h.api.tcp {
+        match tcp.parse::<std::net::SocketAddr>() {
+            Err(_) => err(
+                "api.tcp",
+                format!("{tcp:?} is not an address:port (e.g. 127.0.0.1:7070)"),
+            ),
+            // Bearer tokens in plain text stay on this host: the API serves no TLS yet.
+            Ok(a) if !a.ip().is_loopback() => err(
+                "api.tcp",
+                format!(
+                    "{tcp}: the API listens on loopback only (tokens travel in plain text); \
+                     put a TLS terminator in front to reach it from elsewhere"
+                ),
+            ),
+            Ok(_) => {}
+        }
     }
     let mut admission = Admission::default();
     let ratios = [
@@ -537,6 +548,39 @@ mod tests {
         );
         assert!(!e.contains("r.example.com"), "{e}");
         assert!(e.lines().all(|l| l.starts_with("berth.yaml:")), "{e}");
+    }
+
+    #[test]
+    fn the_tcp_api_listens_on_loopback_only() {
+        let build_with = |tcp: &str| {
+            let text = format!("state_dir: /tmp/s\napi:\n  tcp: \"{tcp}\"\n");
+            let loaded = spec::parse_yaml::<HostFile>(Path::new("berth.yaml"), &text).unwrap();
+            build(&loaded, Path::new("/tmp"))
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        };
+        assert!(build_with("127.0.0.1:7070").is_ok());
+        assert!(build_with("[::1]:7070").is_ok());
+        for bad in ["0.0.0.0:7070", "10.0.0.5:7070", "[::]:7070"] {
+            let e = build_with(bad).unwrap_err();
+            assert!(
+                e.contains("berth.yaml:3:") && e.contains("api.tcp") && e.contains("loopback only"),
+                "{e}"
+            );
+        }
+        for bad in [
+            "localhost:7070",
+            "127.0.0.1",
+            "",
+            ":7070",
+            "127.0.0.1:99999",
+        ] {
+            let e = build_with(bad).unwrap_err();
+            assert!(
+                e.contains("api.tcp") && e.contains("not an address:port"),
+                "{e}"
+            );
+        }
     }
 
     #[test]

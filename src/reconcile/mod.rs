@@ -77,6 +77,8 @@ pub struct Controller {
     probes: Arc<crate::probe::Prober>,
     /// Tenants asleep (containers stopped while idle) or waking.
     sleep: Arc<crate::sleep::state::SleepSet>,
+    /// The audit log, for the API and for automatic actions.
+    audit: Arc<crate::audit::Audit>,
 }
 
 impl Controller {
@@ -119,6 +121,7 @@ impl Controller {
         let probes = crate::probe::Prober::new(host.probes.clone(), checker, kick.clone());
         Ok(Controller {
             sleep: Arc::new(crate::sleep::state::SleepSet::open(layout.sleep())),
+            audit: Arc::new(crate::audit::Audit::open(&layout.root().join("audit"))),
             probes,
             disks,
             rt,
@@ -165,6 +168,10 @@ impl Controller {
     }
 
     /// Image pulls under way (for `/metrics`).
+    pub fn audit(&self) -> &Arc<crate::audit::Audit> {
+        &self.audit
+    }
+
     pub fn pulls(&self) -> &Arc<crate::images::Pulls> {
         &self.pulls
     }

@@ -93,6 +93,13 @@ pub async fn wake_for(
         }
     };
     ctl.sleep().end_wake(t);
+    let result = match up {
+        true => Ok(()),
+        false => Err(format!("not running healthy within {limit:?}")),
+    };
+    ctl.audit().record(
+        &crate::audit::Event::system("sleeper", Some(t), "tenant.wake", result).target(why),
+    );
     match up {
         true => Ok(busy),
         false => Err(format!(
@@ -172,6 +179,9 @@ impl Sleeper {
                 continue;
             }
             tracing::info!(tenant = t, idle_s = gate.idle().as_secs(), "tenant asleep");
+            let e = crate::audit::Event::system("sleeper", Some(t), "tenant.sleep", Ok(()))
+                .target(format!("idle {} s", gate.idle().as_secs()));
+            self.ctl.audit().record(&e);
             self.ctl.kick();
         }
     }
@@ -207,6 +217,13 @@ impl Sleeper {
         };
         gate.woke();
         self.ctl.sleep().end_wake(&t);
+        let result = match up {
+            true => Ok(()),
+            false => Err("stopped or removed while waking".to_string()),
+        };
+        let e = crate::audit::Event::system("sleeper", Some(&t), "tenant.wake", result)
+            .target(format!("request, {} ms", started.elapsed().as_millis()));
+        self.ctl.audit().record(&e);
         if up {
             let took = started.elapsed();
             self.meters.wakes.inc();

@@ -240,7 +240,8 @@ fn default_proof_port() -> u16 {
 pub struct ApiFile {
     #[serde(default = "HostFile::default_socket")]
     pub socket: PathBuf,
-    /// Optional TCP listener (e.g. 127.0.0.1:7070); requires `token_file`.
+    /// Optional TCP listener on loopback (e.g. 127.0.0.1:7070): the host's operator token
+    /// (`token_file`) and tokens made with `berth token create`.
     #[serde(default)]
     pub tcp: Option<String>,
     #[serde(default)]

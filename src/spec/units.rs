@@ -33,10 +33,10 @@ pub fn parse_bytes(s: &str) -> Result<u64, String> {
     Ok(b as u64)
 }
 
-/// A duration like `500ms`, `30s`, `5m`, `2h`; a bare number means seconds.
+/// A duration like `500ms`, `30s`, `5m`, `2h`, `30d`; a bare number means seconds.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let t = s.trim();
-    let bad = || format!("{s:?} is not a duration (examples: 500ms, 30s, 5m, 1h)");
+    let bad = || format!("{s:?} is not a duration (examples: 500ms, 30s, 5m, 1h, 30d)");
     let (num, unit) = match t.find(|c: char| !(c.is_ascii_digit() || c == '.')) {
         Some(i) => (&t[..i], &t[i..]),
         None => (t, "s"),
@@ -47,6 +47,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         "s" => n,
         "m" => n * 60.0,
         "h" => n * 3600.0,
+        "d" => n * 86400.0,
         _ => return Err(bad()),
     };
     // A huge number of hours does not fit a Duration: an error, never a panic.

@@ -62,14 +62,15 @@ impl Upgrader {
                     .filter(|t| s.tenants.get(t).is_some_and(|p| p.phase == Phase::Pending))
                     .collect()
             };
-            futures_util::future::join_all(todo.into_iter().map(|t| {
+            futures_util::future::join_all(todo.iter().map(|t| {
                 let me = self.clone();
-                async move { me.upgrade_tenant(&t).await }
+                async move { me.upgrade_tenant(t).await }
             }))
             .await;
             let halt = {
                 let mut cur = self.state.lock().expect("upgrade lock");
                 let s = cur.as_mut().expect("present");
+                self.audit_wave(s, &todo);
                 s.wave += 1;
                 let failures = s.failures();
                 let halt = failures > s.max_failures;
@@ -87,6 +88,30 @@ impl Upgrader {
                 tracing::warn!(reason, "fleet upgrade halted");
                 return self.finish(FleetStatus::Halted, Some(reason));
             }
+        }
+    }
+
+    /// One audit row per tenant of the wave just run, with how it ended.
+    fn audit_wave(&self, s: &super::state::UpgradeState, wave: &[String]) {
+        for t in wave {
+            let Some(p) = s.tenants.get(t) else { continue };
+            let result = match &p.error {
+                Some(e) => Err(e.clone()),
+                None => Ok(()),
+            };
+            let e = crate::audit::Event::system("upgrader", Some(t), "upgrade.wave", result)
+                .target(
+                    format!(
+                        "{} wave {} {} → {} ({:?})",
+                        s.app,
+                        s.wave + 1,
+                        p.from,
+                        s.to,
+                        p.phase
+                    )
+                    .to_lowercase(),
+                );
+            self.ctl.audit().record(&e);
         }
     }
 

@@ -1,0 +1,102 @@
+//! Tokens (through the Unix socket only) and the audit log over the API.
+
+use super::{
+    AppState,
+    body::{JsonBody, Q},
+    error::ApiError,
+};
+use crate::{
+    audit::{Event, Filter},
+    auth::{
+        Principal,
+        tokens::{NewToken, TokenError, TokenRecord},
+    },
+};
+use axum::{
+    Extension, Json,
+    extract::{Path, State},
+    http::StatusCode,
+};
+use serde::{Deserialize, Serialize};
+
+impl From<TokenError> for ApiError {
+    fn from(e: TokenError) -> ApiError {
+        match e {
+            TokenError::Invalid(m) => ApiError::BadRequest(m),
+            TokenError::NotFound(_) => ApiError::NotFound(e.to_string()),
+            TokenError::Write { .. } => ApiError::Internal(e.to_string()),
+        }
+    }
+}
+
+/// A new token: its record and, this once, its text.
+#[derive(Debug, Serialize)]
+pub struct Created {
+    #[serde(flatten)]
+    pub record: TokenRecord,
+    pub token: String,
+}
+
+pub async fn token_index(State(s): State<AppState>) -> Json<Vec<TokenRecord>> {
+    Json(s.tokens.list())
+}
+
+pub async fn token_create(
+    State(s): State<AppState>,
+    JsonBody(req): JsonBody<NewToken>,
+) -> Result<(StatusCode, Json<Created>), ApiError> {
+    let (rec, token) = s.tokens.create(&req)?;
+    tracing::info!(prefix = %rec.prefix(), name = %rec.name, role = ?rec.role, "token created");
+    Ok((
+        StatusCode::CREATED,
+        Json(Created {
+            record: rec.public(),
+            token,
+        }),
+    ))
+}
+
+pub async fn token_revoke(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<TokenRecord>, ApiError> {
+    Ok(Json(s.tokens.revoke(&id)?))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditQuery {
+    #[serde(default)]
+    pub tenant: Option<String>,
+    /// Unix milliseconds.
+    #[serde(default)]
+    pub since: Option<u64>,
+    #[serde(default)]
+    pub limit: Option<usize>,
+}
+
+/// The audit rows the caller may see: a tenant token, only its own tenants'.
+pub async fn audit_index(
+    State(s): State<AppState>,
+    Extension(who): Extension<Principal>,
+    Q(q): Q<AuditQuery>,
+) -> Result<Json<Vec<Event>>, ApiError> {
+    let mut tenants = who.visible();
+    if let Some(t) = q.tenant {
+        super::params::tenant(&t).map_err(ApiError::BadRequest)?;
+        if !who.may_read(&t) {
+            return Err(ApiError::NotFound(format!("no instance {t:?}")));
+        }
+        tenants = Some([t].into());
+    }
+    let filter = Filter {
+        tenants,
+        since_ms: q.since,
+        limit: Some(q.limit.unwrap_or(1000).min(100_000)),
+    };
+    let audit = s.ctl.audit().clone();
+    let rows = tokio::task::spawn_blocking(move || audit.query(&filter))
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    Ok(Json(rows))
+}

@@ -1,0 +1,452 @@
+//! Access control over every route: each endpoint × role, the policy table against the
+//! router, and an audit row for every mutating endpoint.
+
+use super::*;
+use crate::auth::policy::{Need, ROUTES};
+use axum::{
+    body::Body,
+    http::{Request, StatusCode},
+};
+use tower::ServiceExt;
+
+struct World {
+    _dir: tempfile::TempDir,
+    s: AppState,
+}
+
+fn world() -> World {
+    let (dir, s) = super::tests::state();
+    World { _dir: dir, s }
+}
+
+pub(super) async fn send(
+    app: Router,
+    method: &str,
+    uri: &str,
+    bearer: Option<&str>,
+    body: serde_json::Value,
+) -> (StatusCode, serde_json::Value) {
+    let mut b = Request::builder()
+        .method(method)
+        .uri(uri)
+        .header("content-type", "application/json");
+    if let Some(t) = bearer {
+        b = b.header("authorization", format!("Bearer {t}"));
+    }
+    let resp = app
+        .oneshot(b.body(Body::from(body.to_string())).unwrap())
+        .await
+        .unwrap();
+    let status = resp.status();
+    let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20)
+        .await
+        .unwrap();
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null),
+    )
+}
+
+async fn socket(
+    w: &World,
+    method: &str,
+    uri: &str,
+    body: serde_json::Value,
+) -> (StatusCode, serde_json::Value) {
+    send(socket_router(w.s.clone()), method, uri, None, body).await
+}
+
+async fn tcp(
+    w: &World,
+    token: &str,
+    method: &str,
+    uri: &str,
+    body: serde_json::Value,
+) -> (StatusCode, serde_json::Value) {
+    send(
+        tcp_router(w.s.clone(), Some("host-operator-token".into())),
+        method,
+        uri,
+        Some(token),
+        body,
+    )
+    .await
+}
+
+async fn token(w: &World, role: &str, tenants: &[&str]) -> String {
+    let (st, v) = socket(
+        w,
+        "POST",
+        "/v1/tokens",
+        serde_json::json!({"role": role, "tenants": tenants, "expires_in": 3600}),
+    )
+    .await;
+    assert_eq!(st, StatusCode::CREATED, "{v}");
+    v["token"].as_str().unwrap().to_string()
+}
+
+/// A world with tenants acme and globex, and tokens: acme's admin, acme's viewer, an operator.
+async fn populated() -> (World, String, String, String) {
+    let w = world();
+    for t in ["acme", "globex"] {
+        let (st, v) = socket(
+            &w,
+            "POST",
+            "/v1/instances",
+            serde_json::json!({"tenant": t, "template": "demo"}),
+        )
+        .await;
+        assert_eq!(st, StatusCode::CREATED, "{v}");
+    }
+    socket(&w, "POST", "/v1/reconcile", serde_json::json!({})).await;
+    let admin = token(&w, "tenant-admin", &["acme"]).await;
+    let viewer = token(&w, "tenant-viewer", &["acme"]).await;
+    let op = token(&w, "operator", &[]).await;
+    (w, admin, viewer, op)
+}
+
+fn uri(path: &str, tenant: &str) -> String {
+    path.replace("{tenant}", tenant)
+        .replace("{domain}", "shop.example.org")
+        .replace("{id}", "20260101T000000Z-abcd")
+        .replace("{action}", "pause")
+}
+
+/// Refused by the policy: 403, or 404 naming a tenant the token does not see.
+fn refused(st: StatusCode, v: &serde_json::Value) -> bool {
+    st == StatusCode::FORBIDDEN
+        || (st == StatusCode::NOT_FOUND
+            && v["error"]
+                .as_str()
+                .is_some_and(|e| e.starts_with("no instance")))
+}
+
+/// What each role may do, written out here rather than read from the policy table, so a
+/// wrong entry in the table fails this test.
+const ADMIN_MAY: &[&str] = &[
+    "instance.list",
+    "instance.show",
+    "instance.state",
+    "instance.logs",
+    "domain.add",
+    "domain.verify",
+    "ca.show",
+    "backup.list",
+    "backup.create",
+    "backup.verify",
+    "backup.restore",
+    "job.list",
+    "audit.list",
+];
+const VIEWER_MAY: &[&str] = &[
+    "instance.list",
+    "instance.show",
+    "instance.logs",
+    "ca.show",
+    "backup.list",
+    "job.list",
+    "audit.list",
+];
+/// Routes that name no tenant and show each caller only its own.
+const ANYONE_MAY: &[&str] = &["instance.list", "ca.show", "audit.list"];
+
+#[tokio::test]
+async fn a_tenant_admin_reaches_nothing_of_another_tenant_and_no_operator_route() {
+    let (w, admin, viewer, op) = populated().await;
+    for r in ROUTES {
+        let method = r.method.as_str();
+        let on_globex = uri(r.path, "globex");
+        for tok in [&admin, &viewer] {
+            let (st, v) = tcp(&w, tok, method, &on_globex, serde_json::json!({})).await;
+            let may = ANYONE_MAY.contains(&r.action);
+            assert_eq!(!refused(st, &v), may, "{method} {on_globex}: {st} {v}");
+        }
+        let on_acme = uri(r.path, "acme");
+        let (st, v) = tcp(&w, &admin, method, &on_acme, serde_json::json!({})).await;
+        let may = ADMIN_MAY.contains(&r.action);
+        assert_eq!(!refused(st, &v), may, "admin {method} {on_acme}: {st} {v}");
+        let (st, v) = tcp(&w, &viewer, method, &on_acme, serde_json::json!({})).await;
+        let may = VIEWER_MAY.contains(&r.action);
+        assert_eq!(!refused(st, &v), may, "viewer {method} {on_acme}: {st} {v}");
+        if r.action == "instance.delete" {
+            continue; // the operator may; it would take acme away from the routes after it
+        }
+        let (st, v) = tcp(&w, &op, method, &on_acme, serde_json::json!({})).await;
+        let may = !r.action.starts_with("token.");
+        assert_eq!(
+            !refused(st, &v),
+            may,
+            "operator token {method} {on_acme}: {st} {v}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn what_a_tenant_admin_may_do_stays_inside_its_own_tenant() {
+    let (w, admin, viewer, _) = populated().await;
+    let (st, v) = tcp(&w, &admin, "GET", "/v1/instances", serde_json::json!({})).await;
+    assert_eq!(st, StatusCode::OK);
+    let names: Vec<&str> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["tenant"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["acme"], "{v}");
+    // Stop and start, yes; suspend or lift a suspension, no.
+    let set = |tok: String, state: &'static str| {
+        let w = &w;
+        async move {
+            let body = serde_json::json!({ "state": state });
+            tcp(w, &tok, "PUT", "/v1/instances/acme/state", body)
+                .await
+                .0
+        }
+    };
+    assert_eq!(set(admin.clone(), "stopped").await, StatusCode::ACCEPTED);
+    assert_eq!(set(admin.clone(), "suspended").await, StatusCode::FORBIDDEN);
+    assert_eq!(set(viewer.clone(), "running").await, StatusCode::FORBIDDEN);
+    let suspend = serde_json::json!({"state": "suspended"});
+    socket(&w, "PUT", "/v1/instances/acme/state", suspend).await;
+    assert_eq!(set(admin.clone(), "running").await, StatusCode::FORBIDDEN);
+    // A clone or verify of another tenant's backup is refused as if it did not exist.
+    let from = serde_json::json!({"from": "globex:20260101T000000Z-abcd"});
+    let (st, v) = tcp(&w, &admin, "POST", "/v1/instances/acme/restore", from).await;
+    assert!(refused(st, &v), "{st} {v}");
+    let (st, v) = tcp(
+        &w,
+        &admin,
+        "POST",
+        "/v1/instances/acme/backups/globex:20260101T000000Z-abcd/verify",
+        serde_json::json!({}),
+    )
+    .await;
+    assert!(refused(st, &v), "{st} {v}");
+    // Audit rows: its own only.
+    let (_, rows) = tcp(&w, &admin, "GET", "/v1/audit", serde_json::json!({})).await;
+    let rows = rows.as_array().unwrap();
+    assert!(!rows.is_empty());
+    assert!(rows.iter().all(|r| r["tenant"] == "acme"), "{rows:?}");
+    let (st, _) = tcp(
+        &w,
+        &admin,
+        "GET",
+        "/v1/audit?tenant=globex",
+        serde_json::json!({}),
+    )
+    .await;
+    assert_eq!(st, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn tokens_are_minted_through_the_socket_only_and_die_when_revoked() {
+    let (w, admin, _, op) = populated().await;
+    let body = serde_json::json!({"role": "operator", "expires_in": 60});
+    assert_eq!(
+        tcp(&w, &op, "POST", "/v1/tokens", body.clone()).await.0,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        tcp(&w, "host-operator-token", "POST", "/v1/tokens", body)
+            .await
+            .0,
+        StatusCode::FORBIDDEN
+    );
+    let (_, list) = socket(&w, "GET", "/v1/tokens", serde_json::json!({})).await;
+    assert_eq!(list.as_array().unwrap().len(), 3);
+    assert!(
+        !list.to_string().contains(admin.rsplit('_').next().unwrap()),
+        "no secret listed"
+    );
+    let prefix = admin.rsplit_once('_').unwrap().0;
+    assert_eq!(
+        socket(
+            &w,
+            "DELETE",
+            &format!("/v1/tokens/{prefix}"),
+            serde_json::json!({})
+        )
+        .await
+        .0,
+        StatusCode::OK
+    );
+    assert_eq!(
+        tcp(
+            &w,
+            &admin,
+            "GET",
+            "/v1/instances/acme",
+            serde_json::json!({})
+        )
+        .await
+        .0,
+        StatusCode::UNAUTHORIZED
+    );
+    // Nonsense is refused with the reason, and nothing is made.
+    for bad in [
+        serde_json::json!({"role": "tenant-admin", "tenants": [], "expires_in": 60}),
+        serde_json::json!({"role": "root", "expires_in": 60}),
+        serde_json::json!({"role": "operator"}),
+        serde_json::json!({"role": "operator", "expires_in": 60, "scopes": ["all"]}),
+    ] {
+        let (st, v) = socket(&w, "POST", "/v1/tokens", bad.clone()).await;
+        assert!(st.is_client_error(), "{bad}: {st} {v}");
+    }
+    assert_eq!(
+        socket(&w, "GET", "/v1/tokens", serde_json::json!({}))
+            .await
+            .1
+            .as_array()
+            .unwrap()
+            .len(),
+        3
+    );
+}
+
+#[tokio::test]
+async fn every_mutating_call_and_every_refusal_leaves_an_audit_row() {
+    let (w, admin, _, _) = populated().await;
+    let mutating: Vec<_> = ROUTES
+        .iter()
+        .filter(|r| r.method != axum::http::Method::GET)
+        .collect();
+    for r in &mutating {
+        socket(
+            &w,
+            r.method.as_str(),
+            &uri(r.path, "acme"),
+            serde_json::json!({}),
+        )
+        .await;
+    }
+    tcp(
+        &w,
+        &admin,
+        "DELETE",
+        "/v1/instances/globex",
+        serde_json::json!({}),
+    )
+    .await;
+    let rows = w.s.ctl.audit().query(&crate::audit::Filter::default());
+    for r in &mutating {
+        assert!(
+            rows.iter().any(|e| e.action == r.action),
+            "no row for {} {}: {rows:?}",
+            r.method,
+            r.path
+        );
+    }
+    let denied = rows
+        .iter()
+        .find(|e| e.result == "denied")
+        .expect("the refusal is recorded");
+    assert_eq!(denied.action, "instance.delete");
+    assert_eq!(denied.actor.kind, "token");
+    assert!(
+        denied
+            .actor
+            .prefix
+            .as_deref()
+            .is_some_and(|p| admin.starts_with(p))
+    );
+    let text = std::fs::read_to_string(w.s.ctl.layout().root().join("audit/audit.log")).unwrap();
+    assert!(
+        !text.contains(admin.rsplit('_').next().unwrap()),
+        "a token's secret in the audit log"
+    );
+    let created = rows.iter().find(|e| e.action == "token.create").unwrap();
+    assert_eq!(
+        (created.actor.name.as_str(), created.status),
+        ("socket", Some(201))
+    );
+}
+
+/// The policy table and the router name the same routes: a route added to the router
+/// without a policy would be the operator's only (default deny), and this says so.
+#[test]
+fn the_policy_table_lists_exactly_the_routers_routes() {
+    let src = include_str!("mod.rs");
+    let router =
+        &src[src.find("pub fn router(").unwrap()..src.find("pub fn socket_router(").unwrap()];
+    let re = regex::Regex::new(r#""(/v1/[^"]*)""#).unwrap();
+    let in_router: std::collections::BTreeSet<&str> = re
+        .captures_iter(router)
+        .map(|c| c.get(1).unwrap().as_str())
+        .collect();
+    let in_table: std::collections::BTreeSet<&str> = ROUTES.iter().map(|r| r.path).collect();
+    assert_eq!(in_router, in_table);
+    for r in ROUTES {
+        let scoped = matches!(r.need, Need::Read | Need::Manage);
+        let names_tenant = r.path.contains("{tenant}") && r.need != Need::Operator;
+        assert_eq!(names_tenant, scoped, "{} {}", r.method, r.path);
+    }
+}
+
+#[tokio::test]
+async fn every_route_in_the_table_is_served_with_its_method() {
+    let w = world();
+    for r in ROUTES {
+        let (st, v) = socket(
+            &w,
+            r.method.as_str(),
+            &uri(r.path, "acme"),
+            serde_json::json!({}),
+        )
+        .await;
+        assert_ne!(
+            st,
+            StatusCode::METHOD_NOT_ALLOWED,
+            "{} {}",
+            r.method,
+            r.path
+        );
+        assert!(
+            !v["error"]
+                .as_str()
+                .is_some_and(|e| e.starts_with("no such endpoint")),
+            "{} {}: {v}",
+            r.method,
+            r.path
+        );
+    }
+}
+
+#[tokio::test]
+async fn every_error_answers_in_one_json_shape() {
+    let w = world();
+    let cases: [(&str, &str, Option<&str>, &str); 6] = [
+        (
+            "POST",
+            "/v1/instances",
+            Some(r#"{"tenant": "a", "template": "demo", "colour": 1}"#),
+            "colour",
+        ),
+        ("POST", "/v1/instances", Some("{not json"), "body"),
+        ("POST", "/v1/instances", None, "Content-Type"),
+        ("GET", "/v1/audit?since=yesterday", None, "query"),
+        ("PATCH", "/v1/instances", None, "does not take PATCH"),
+        ("GET", "/v2/nothing", None, "no such endpoint"),
+    ];
+    for (method, uri, body, says) in cases {
+        let mut b = Request::builder().method(method).uri(uri);
+        if body.is_some() {
+            b = b.header("content-type", "application/json");
+        }
+        let req = b.body(Body::from(body.unwrap_or("").to_string())).unwrap();
+        let resp = socket_router(w.s.clone()).oneshot(req).await.unwrap();
+        let status = resp.status();
+        let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_else(|_| {
+            panic!(
+                "{method} {uri}: not JSON: {}",
+                String::from_utf8_lossy(&bytes)
+            )
+        });
+        assert!(status.is_client_error(), "{method} {uri}: {status}");
+        let msg = v["error"].as_str().unwrap_or_default();
+        assert!(msg.contains(says), "{method} {uri}: {v}");
+        assert_eq!(v.as_object().unwrap().len(), 1, "{v}");
+    }
+}

@@ -1,0 +1,388 @@
+//! API tokens: `bth_<id>_<secret>`, the 8-hex-digit id shown as the display prefix, the
+//! 256-bit secret from the OS's CSPRNG. Only the SHA-256 digest of the secret is kept, in
+//! `<state>/tokens.json` (0600, written atomically); the token text is shown once, at creation.
+
+use super::{Principal, Role};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    path::PathBuf,
+    sync::Mutex,
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum TokenError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("no such token: {0}")]
+    NotFound(String),
+    #[error("cannot write {path}: {source}")]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// A token as kept on disk and listed: everything but the secret.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TokenRecord {
+    pub id: String,
+    pub name: String,
+    pub role: Role,
+    /// The tenants a tenant role is bound to (empty for the operator role).
+    pub tenants: BTreeSet<String>,
+    /// Hex SHA-256 of the secret.
+    #[serde(skip_serializing_if = "String::is_empty", default)]
+    pub digest: String,
+    /// Unix seconds.
+    pub created: u64,
+    pub expires: Option<u64>,
+    pub last_used: Option<u64>,
+    pub revoked: Option<u64>,
+}
+
+impl TokenRecord {
+    pub fn prefix(&self) -> String {
+        format!("bth_{}", self.id)
+    }
+
+    /// The record without its digest, for listings.
+    pub fn public(&self) -> TokenRecord {
+        TokenRecord {
+            digest: String::new(),
+            ..self.clone()
+        }
+    }
+}
+
+#[derive(Default, Serialize, Deserialize)]
+struct File {
+    tokens: Vec<TokenRecord>,
+}
+
+/// What `berth token create` asks for.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewToken {
+    pub role: Role,
+    #[serde(default)]
+    pub tenants: BTreeSet<String>,
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Seconds from now; None only with `no_expiry`.
+    #[serde(default)]
+    pub expires_in: Option<u64>,
+    #[serde(default)]
+    pub no_expiry: bool,
+}
+
+pub struct TokenStore {
+    path: PathBuf,
+    inner: Mutex<Vec<TokenRecord>>,
+}
+
+/// How often a token's last use is written to disk (it is kept in memory between).
+const LAST_USED_EVERY: u64 = 60;
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+fn digest(secret: &str) -> String {
+    hex::encode(Sha256::digest(secret.as_bytes()))
+}
+
+fn random_hex(bytes: usize) -> Result<String, TokenError> {
+    let mut b = vec![0u8; bytes];
+    getrandom::fill(&mut b).map_err(|e| TokenError::Invalid(format!("no randomness: {e}")))?;
+    Ok(hex::encode(b))
+}
+
+impl TokenStore {
+    /// The kept tokens; an unreadable file means none (every token is refused, the socket
+    /// still works), said in the log.
+    pub fn open(path: PathBuf) -> TokenStore {
+        let tokens = match std::fs::read(&path) {
+            Ok(b) => serde_json::from_slice::<File>(&b)
+                .map(|f| f.tokens)
+                .unwrap_or_else(|e| {
+                    tracing::error!(path = %path.display(), error = %e, "unreadable token file: every token is refused");
+                    vec![]
+                }),
+            Err(_) => vec![],
+        };
+        TokenStore {
+            path,
+            inner: Mutex::new(tokens),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<TokenRecord>> {
+        self.inner.lock().expect("token lock")
+    }
+
+    fn save(&self, tokens: &[TokenRecord]) -> Result<(), TokenError> {
+        let f = File {
+            tokens: tokens.to_vec(),
+        };
+        let json = serde_json::to_vec_pretty(&f).expect("tokens serialize");
+        crate::store::atomic::write(&self.path, &json, 0o600).map_err(|source| TokenError::Write {
+            path: self.path.clone(),
+            source,
+        })
+    }
+
+    /// Makes a token; returns its record and its text (shown once, never kept).
+    pub fn create(&self, req: &NewToken) -> Result<(TokenRecord, String), TokenError> {
+        validate(req)?;
+        let id = random_hex(4)?;
+        let secret = random_hex(32)?;
+        let now = unix_now();
+        let rec = TokenRecord {
+            name: req.name.clone().unwrap_or_else(|| format!("token-{id}")),
+            id: id.clone(),
+            role: req.role,
+            tenants: req.tenants.clone(),
+            digest: digest(&secret),
+            created: now,
+            expires: req.expires_in.map(|s| now.saturating_add(s)),
+            last_used: None,
+            revoked: None,
+        };
+        let mut tokens = self.lock();
+        if tokens
+            .iter()
+            .any(|t| t.name == rec.name && t.revoked.is_none())
+        {
+            return Err(TokenError::Invalid(format!(
+                "a token named {:?} exists; revoke it or pick another name",
+                rec.name
+            )));
+        }
+        let mut next = tokens.clone();
+        next.push(rec.clone());
+        self.save(&next)?;
+        *tokens = next;
+        Ok((rec, format!("bth_{id}_{secret}")))
+    }
+
+    pub fn list(&self) -> Vec<TokenRecord> {
+        self.lock().iter().map(TokenRecord::public).collect()
+    }
+
+    /// Revokes the token with this id or display prefix.
+    pub fn revoke(&self, id: &str) -> Result<TokenRecord, TokenError> {
+        let id = id.strip_prefix("bth_").unwrap_or(id);
+        let mut tokens = self.lock();
+        let mut next = tokens.clone();
+        let rec = next
+            .iter_mut()
+            .find(|t| t.id == id)
+            .ok_or_else(|| TokenError::NotFound(id.to_string()))?;
+        rec.revoked.get_or_insert_with(unix_now);
+        let rec = rec.public();
+        self.save(&next)?;
+        *tokens = next;
+        Ok(rec)
+    }
+
+    /// The principal a presented token stands for; Err says why it is refused (without
+    /// saying whether the id exists).
+    pub fn authenticate(&self, presented: &str) -> Result<Principal, &'static str> {
+        let refused = "unknown, expired or revoked token";
+        let (id, secret) = presented
+            .strip_prefix("bth_")
+            .and_then(|r| r.split_once('_'))
+            .ok_or(refused)?;
+        let given = digest(secret);
+        let now = unix_now();
+        let mut tokens = self.lock();
+        let rec = tokens.iter_mut().find(|t| t.id == id).ok_or(refused)?;
+        if !super::constant_time_eq(given.as_bytes(), rec.digest.as_bytes())
+            || rec.revoked.is_some()
+            || rec.expires.is_some_and(|e| e <= now)
+        {
+            return Err(refused);
+        }
+        let stale = rec.last_used.is_none_or(|u| now >= u + LAST_USED_EVERY);
+        rec.last_used = Some(now);
+        let p = Principal::token(rec);
+        if stale {
+            let snapshot = tokens.clone();
+            drop(tokens);
+            if let Err(e) = self.save(&snapshot) {
+                tracing::warn!(error = %e, "cannot record a token's last use");
+            }
+        }
+        Ok(p)
+    }
+}
+
+fn validate(req: &NewToken) -> Result<(), TokenError> {
+    let bad = |m: &str| Err(TokenError::Invalid(m.into()));
+    match (req.role, req.tenants.is_empty()) {
+        (Role::Operator, false) => {
+            return bad("an operator token is bound to no tenant (--tenant)");
+        }
+        (Role::TenantAdmin | Role::TenantViewer, true) => {
+            return bad("a tenant token needs at least one --tenant");
+        }
+        _ => {}
+    }
+    if let Some(t) = req
+        .tenants
+        .iter()
+        .find(|t| !crate::desired::instance::is_tenant_name(t))
+    {
+        return Err(TokenError::Invalid(format!(
+            "--tenant {t:?} is not a tenant name (a DNS label of at most 40 characters)"
+        )));
+    }
+    if let Some(n) = &req.name
+        && (n.is_empty()
+            || n.len() > 64
+            || !n
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)))
+    {
+        return bad("--name: 1 to 64 of a-z, A-Z, 0-9, '-', '_', '.'");
+    }
+    match (req.expires_in, req.no_expiry) {
+        (None, false) => bad("a token needs --expires (e.g. 30d), or --no-expiry"),
+        (Some(_), true) => bad("--expires and --no-expiry exclude each other"),
+        (Some(0), _) => bad("--expires must be in the future"),
+        _ => Ok(()),
+    }
+}
+
+/// Tenant → the tokens bound to it, for `berth token ls --tenant`.
+pub fn by_tenant(tokens: &[TokenRecord]) -> BTreeMap<String, Vec<String>> {
+    let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for t in tokens {
+        for tenant in &t.tenants {
+            out.entry(tenant.clone()).or_default().push(t.prefix());
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn new(role: Role, tenants: &[&str], expires: Option<u64>) -> NewToken {
+        NewToken {
+            role,
+            tenants: tenants.iter().map(|s| s.to_string()).collect(),
+            name: None,
+            expires_in: expires,
+            no_expiry: expires.is_none(),
+        }
+    }
+
+    #[test]
+    fn a_token_authenticates_until_revoked_and_only_its_digest_is_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tokens.json");
+        let s = TokenStore::open(path.clone());
+        let (rec, text) = s
+            .create(&new(Role::TenantAdmin, &["acme"], Some(3600)))
+            .unwrap();
+        assert!(text.starts_with(&format!("{}_", rec.prefix())));
+        let on_disk = std::fs::read_to_string(&path).unwrap();
+        let secret = text.rsplit('_').next().unwrap();
+        assert!(!on_disk.contains(secret), "the secret is never written");
+        let mode = std::os::unix::fs::PermissionsExt::mode(
+            &std::fs::metadata(&path).unwrap().permissions(),
+        );
+        assert_eq!(mode & 0o777, 0o600);
+        let p = s.authenticate(&text).unwrap();
+        assert!(p.may_read("acme") && p.may_manage("acme") && !p.may_read("globex"));
+        assert!(!p.is_operator());
+        // Reopened from disk: the same token still works, last use recorded.
+        let again = TokenStore::open(path.clone());
+        assert!(again.authenticate(&text).is_ok());
+        assert!(again.list()[0].last_used.is_some());
+        assert!(
+            again.list()[0].digest.is_empty(),
+            "listings carry no digest"
+        );
+        again.revoke(&rec.prefix()).unwrap();
+        assert!(again.authenticate(&text).is_err());
+        assert!(TokenStore::open(path).authenticate(&text).is_err());
+    }
+
+    #[test]
+    fn wrong_expired_and_malformed_tokens_are_refused_alike() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = TokenStore::open(dir.path().join("tokens.json"));
+        let (_, text) = s
+            .create(&new(Role::TenantViewer, &["acme"], Some(1)))
+            .unwrap();
+        let mut wrong = text.clone();
+        wrong.pop();
+        wrong.push('x');
+        for t in [
+            wrong.as_str(),
+            "",
+            "bth_",
+            "bth__",
+            "Bearer x",
+            "bth_zz_zz",
+            "\u{0}\u{ffff}",
+        ] {
+            assert_eq!(
+                s.authenticate(t).unwrap_err(),
+                "unknown, expired or revoked token"
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+        assert!(s.authenticate(&text).is_err(), "expired");
+    }
+
+    #[test]
+    fn a_token_request_that_makes_no_sense_is_refused_with_the_argument_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = TokenStore::open(dir.path().join("tokens.json"));
+        let cases = [
+            (new(Role::Operator, &["acme"], Some(60)), "--tenant"),
+            (new(Role::TenantAdmin, &[], Some(60)), "--tenant"),
+            (new(Role::TenantAdmin, &["../etc"], Some(60)), "--tenant"),
+            (
+                NewToken {
+                    no_expiry: false,
+                    ..new(Role::TenantAdmin, &["acme"], None)
+                },
+                "--expires",
+            ),
+            (
+                NewToken {
+                    no_expiry: true,
+                    ..new(Role::TenantAdmin, &["acme"], Some(5))
+                },
+                "--no-expiry",
+            ),
+            (
+                NewToken {
+                    name: Some("a b".into()),
+                    ..new(Role::TenantAdmin, &["acme"], Some(5))
+                },
+                "--name",
+            ),
+        ];
+        for (req, named) in cases {
+            let e = s.create(&req).unwrap_err().to_string();
+            assert!(e.contains(named), "{e}");
+        }
+        assert!(s.list().is_empty(), "nothing half-made");
+        let named = NewToken {
+            name: Some("ci".into()),
+            ..new(Role::Operator, &[], Some(60))
+        };
+        s.create(&named).unwrap();
+        assert!(s.create(&named).unwrap_err().to_string().contains("exists"));
+    }
+}

@@ -1,0 +1,145 @@
+//! Tenant access end to end: the operator mints a tenant-admin token through the socket; with
+//! it, the CLI over TCP manages exactly its own tenant and nothing else; every change is in
+//! the audit log with the token's name; a revoked token is refused.
+
+mod common;
+
+use common::{Harness, docker_test};
+use std::os::unix::fs::PermissionsExt;
+
+const SLOT: u16 = 100;
+
+#[test]
+fn a_tenant_admin_token_manages_its_own_tenant_through_the_cli_and_nothing_else() {
+    let Some(_g) = docker_test() else { return };
+    let mut h = Harness::new(SLOT);
+    let api = format!("127.0.0.1:{}", 18300 + SLOT);
+    let cfg = std::fs::read_to_string(h.path("berth.yaml")).unwrap();
+    let cfg = cfg.replace(
+        "api:\n  socket: berth.sock\n",
+        &format!("api:\n  socket: berth.sock\n  tcp: {api}\n"),
+    );
+    std::fs::write(h.path("berth.yaml"), cfg).unwrap();
+    for t in ["acme", "globex"] {
+        common::write_instance(&h, t, "template: demo\nversion: \"1\"\nplan: small\n");
+    }
+    h.start();
+    h.wait_running(&["acme", "globex"]);
+
+    // Minted through the socket; an expiry is required.
+    let create = |extra: &[&str]| {
+        let mut args = vec![
+            "token",
+            "create",
+            "--role",
+            "tenant-admin",
+            "--tenant",
+            "acme",
+        ];
+        args.extend_from_slice(extra);
+        h.cli(&args)
+    };
+    let no_expiry = create(&[]);
+    assert!(!no_expiry.status.success());
+    assert!(String::from_utf8_lossy(&no_expiry.stderr).contains("--expires"));
+    let made = create(&["--expires", "1h", "--name", "acme-admin"]);
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let token = String::from_utf8_lossy(&made.stdout).to_string();
+    let token = token.trim().to_string();
+    assert!(token.starts_with("bth_"), "{token}");
+    let file = h.path("acme.token");
+    std::fs::write(&file, &token).unwrap();
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let as_acme = |args: &[&str]| {
+        let mut all = vec!["--api", &api, "--token-file", file.to_str().unwrap()];
+        all.extend_from_slice(args);
+        h.cli(&all)
+    };
+    let ok = |args: &[&str]| {
+        let o = as_acme(args);
+        assert!(
+            o.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8_lossy(&o.stdout).to_string()
+    };
+    let refused = |args: &[&str]| {
+        let o = as_acme(args);
+        assert!(
+            !o.status.success(),
+            "{args:?} was let through: {}",
+            String::from_utf8_lossy(&o.stdout)
+        );
+        String::from_utf8_lossy(&o.stderr).to_string()
+    };
+
+    // Its own tenant: listed alone, shown, backed up, stopped and started.
+    let ls: serde_json::Value = serde_json::from_str(&ok(&["ls", "-o", "json"])).unwrap();
+    let names: Vec<&str> = ls
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["tenant"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["acme"]);
+    ok(&["status", "acme"]);
+    let backup = ok(&["backup", "acme"]);
+    assert!(backup.contains("backup"), "{backup}");
+    ok(&["stop", "acme"]);
+    ok(&["start", "acme"]);
+
+    // Nothing else: another tenant looks absent, operator and token commands are refused.
+    assert!(refused(&["status", "globex"]).contains("no instance"));
+    assert!(refused(&["backup", "globex"]).contains("no instance"));
+    refused(&["rm", "globex"]);
+    refused(&["rm", "acme"]);
+    refused(&["add", "evil", "--template", "demo"]);
+    refused(&["suspend", "acme"]);
+    refused(&["capacity"]);
+    refused(&["token", "ls"]);
+    refused(&["token", "create", "--role", "operator", "--expires", "1h"]);
+
+    // The audit log: the token's own rows over TCP, everything through the socket.
+    let rows: serde_json::Value = serde_json::from_str(&ok(&["audit", "-o", "json"])).unwrap();
+    let rows = rows.as_array().unwrap();
+    assert!(rows.iter().all(|r| r["tenant"] == "acme"), "{rows:?}");
+    let by_token = |action: &str, result: &str| {
+        rows.iter().any(|r| {
+            r["action"] == action
+                && r["result"] == result
+                && r["actor"]["name"] == "acme-admin"
+                && r["source"] == "cli"
+        })
+    };
+    assert!(by_token("backup.create", "ok"), "{rows:?}");
+    assert!(by_token("instance.state", "ok"), "{rows:?}");
+    assert!(
+        by_token("instance.state", "denied"),
+        "the refused suspend: {rows:?}"
+    );
+    let all = h.cli_ok(&["audit", "-o", "json"]);
+    assert!(
+        all.contains("\"globex\""),
+        "the operator sees the refusals on globex"
+    );
+    assert!(
+        !all.contains(token.rsplit('_').next().unwrap()),
+        "a secret in the audit log"
+    );
+    let table = h.cli_ok(&["token", "ls"]);
+    assert!(
+        table.contains("acme-admin") && table.contains("tenant-admin") && table.contains("in 59m"),
+        "{table}"
+    );
+
+    // Revoked: refused from the next call on.
+    let prefix = token.rsplit_once('_').unwrap().0.to_string();
+    h.cli_ok(&["token", "revoke", &prefix]);
+    assert!(refused(&["status", "acme"]).contains("bearer token"));
+    h.kill9();
+}
