@@ -65,7 +65,12 @@ sleep_phase() { # binary
   done
   local t0; t0=$(now)
   until [ "$("$B" --config "$W/berth.yaml" ls -o json | grep -c '"phase": "asleep"')" -ge $((N - AWAKE)) ]; do sleep 5; done
-  echo "[sleep] $((N - AWAKE)) tenants asleep after $(( ($(now) - t0) / 1000 )) s (20 s window); $AWAKE awake"
+  echo "[sleep] $((N - AWAKE)) tenants recorded asleep after $(( ($(now) - t0) / 1000 )) s (20 s window); $AWAKE awake"
+  # Their containers are stopped by passes after that (Docker takes ~1 s a stop at 1,000
+  # networks): the asleep figures wait for the last one.
+  local want; want=$(docker ps -q --filter label=io.berth.namespace=dens | wc -l)
+  until [ "$(docker ps -q --filter label=io.berth.namespace=dens --filter label=io.berth.service=app | wc -l)" -le "$AWAKE" ]; do sleep 5; done
+  echo "[sleep] their containers stopped after $(( ($(now) - t0) / 1000 )) s ($want → $(docker ps -q --filter label=io.berth.namespace=dens | wc -l) running)"
   sleep "$SETTLE"
   idle_figures "asleep" "$B"
   "$B" --config "$W/berth.yaml" ca > "$W/ca.pem"

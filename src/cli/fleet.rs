@@ -87,9 +87,9 @@ pub async fn backup(c: &Client, tenant: &str, list: bool, output: Output) -> Res
     } else {
         let v = c.json(Method::POST, &path, None).await?;
         println!(
-            "{tenant}: backup {} ({} bytes, version {})",
+            "{tenant}: backup {} ({}, version {})",
             v["id"].as_str().unwrap_or("?"),
-            v["bytes"],
+            super::table::human_bytes(v["bytes"].as_u64().unwrap_or(0)),
             v["version"].as_str().unwrap_or("?")
         );
     }
@@ -160,11 +160,12 @@ fn backups_table(v: &Value) -> String {
             vec![
                 b["id"].as_str().unwrap_or("").into(),
                 b["version"].as_str().unwrap_or("").into(),
-                b["bytes"].to_string(),
+                table::human_bytes(b["bytes"].as_u64().unwrap_or(0)),
+                b["created"].as_u64().map_or("-".into(), table::relative),
             ]
         })
         .collect();
-    let mut out = table::render(&["ID", "VERSION", "BYTES"], &rows);
+    let mut out = table::render(&["ID", "VERSION", "SIZE", "TAKEN"], &rows);
     let p = &v["policy"];
     if p.is_object() {
         out.push_str(&format!(

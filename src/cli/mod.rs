@@ -427,7 +427,7 @@ pub async fn run(cli: Cli) -> Result<i32> {
 fn capacity_table(v: &serde_json::Value) -> String {
     let bytes = |k: &str| {
         v[k].as_u64()
-            .map_or("unknown".to_string(), crate::spec::units::format_bytes)
+            .map_or("unknown".to_string(), table::human_bytes)
     };
     let rows = vec![
         vec![

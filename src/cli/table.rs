@@ -1,6 +1,5 @@
 //! Readable tables for the read commands.
 
-use crate::spec::units::format_bytes;
 use serde_json::Value;
 
 /// Left-aligned columns, two spaces apart, header first.
@@ -99,16 +98,16 @@ pub fn status(v: &Value) -> String {
     if let Some(q) = v["disk"]["quota"].as_u64() {
         let used = v["disk"]["usage"]["used"]
             .as_u64()
-            .map_or("-".to_string(), format_bytes);
+            .map_or("-".to_string(), human_bytes);
         out += &format!(
             "\ndisk: {} quota, {used} used ({})\n",
-            format_bytes(q),
+            human_bytes(q),
             s(&v["disk"]["state"])
         );
     }
     out += &egress_line(&v["egress"]);
     if let Some(p) = v["pull"].as_object() {
-        let b = |k: &str| format_bytes(p.get(k).and_then(|x| x.as_u64()).unwrap_or(0));
+        let b = |k: &str| human_bytes(p.get(k).and_then(|x| x.as_u64()).unwrap_or(0));
         out += &format!(
             "pulling: {} — {}/{} layers, {} of {}\n",
             s(&p["image"]),
@@ -148,7 +147,7 @@ pub fn images(v: &Value) -> String {
             vec![
                 s(&r["reference"]),
                 s(&r["id"]),
-                r["size"].as_u64().map_or("-".into(), format_bytes),
+                r["size"].as_u64().map_or("-".into(), human_bytes),
                 r["digest"]
                     .as_str()
                     .map_or("-".into(), |d| d.chars().take(19).collect()),
@@ -190,6 +189,11 @@ pub fn pruned(v: &Value) -> String {
         out = "nothing to prune\n".into();
     }
     out
+}
+
+/// Bytes in binary units with one decimal: `512 B`, `23.5 GiB`.
+pub fn human_bytes(b: u64) -> String {
+    bytesize::ByteSize::b(b).display().iec().to_string()
 }
 
 /// A Unix time relative to now in the largest whole unit: `42s ago`, `3m ago`, `in 29d`.
@@ -299,6 +303,22 @@ pub fn audit(v: &Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sizes_and_times_read_in_human_units() {
+        assert_eq!(human_bytes(0), "0 B");
+        assert_eq!(human_bytes(512), "512 B");
+        assert_eq!(human_bytes(1536), "1.5 KiB");
+        assert_eq!(human_bytes(25_232_932_864), "23.5 GiB");
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        assert_eq!(relative(now - 180), "3m ago");
+        assert_eq!(relative(now - 7200), "2h ago");
+        assert!(relative(now + 30 * 86400 + 5).starts_with("in 30d"));
+        assert_eq!(relative(0).chars().last(), Some('o'), "the epoch, long ago");
+    }
 
     #[test]
     fn columns_line_up() {

@@ -1,8 +1,9 @@
 //! `berth top`: the per-tenant figures of `/metrics`, live in the terminal (CPU as a share
 //! of one core between two stats sweeps).
 
+use super::table::human_bytes;
 use super::{client::Client, table};
-use crate::{metrics::top::Top, spec::units::format_bytes};
+use crate::metrics::top::Top;
 use anyhow::Result;
 use hyper::Method;
 use std::{collections::BTreeMap, time::Duration};
@@ -51,7 +52,7 @@ fn render(top: &Top, prev: Option<&Top>) -> String {
                 _ => "-".into(),
             };
             let disk = match (t.disk_used, t.disk_quota) {
-                (Some(u), Some(q)) => format!("{}/{}", format_bytes(u), format_bytes(q)),
+                (Some(u), Some(q)) => format!("{}/{}", human_bytes(u), human_bytes(q)),
                 _ => "-".into(),
             };
             vec![
@@ -59,14 +60,10 @@ fn render(top: &Top, prev: Option<&Top>) -> String {
                 format!("{}:{}", t.app, t.version),
                 t.phase.clone(),
                 cpu,
-                format!(
-                    "{}/{}",
-                    format_bytes(t.memory),
-                    format_bytes(t.memory_limit)
-                ),
+                format!("{}/{}", human_bytes(t.memory), human_bytes(t.memory_limit)),
                 t.pids.to_string(),
                 disk,
-                format!("{}/{}", format_bytes(t.rx_bytes), format_bytes(t.tx_bytes)),
+                format!("{}/{}", human_bytes(t.rx_bytes), human_bytes(t.tx_bytes)),
                 t.restarts.to_string(),
                 t.oom_kills.to_string(),
                 t.requests.to_string(),
