@@ -42,6 +42,10 @@ impl Holds {
         self.bump(t);
     }
 
+    pub(super) fn is_claimed(&self, t: &str) -> bool {
+        self.claimed.contains(t)
+    }
+
     /// Tenants claimed now, or held, claimed or let go since `epoch`: what a pass observed of
     /// them may already be out of date.
     pub(super) fn unsettled(&self, epoch: u64) -> BTreeSet<String> {

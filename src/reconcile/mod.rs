@@ -243,6 +243,10 @@ impl Controller {
     pub async fn hold_settled(&self, tenant: &str) {
         self.hold(tenant);
         drop(self.pass_lock.lock().await);
+        // A wake starting the tenant outside the pass sees the hold and lets go.
+        while self.holds.lock().expect("holds lock").is_claimed(tenant) {
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
     }
 
     /// Hands `tenant` back to the reconciler and asks for a pass.

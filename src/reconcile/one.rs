@@ -46,6 +46,9 @@ impl Controller {
             tokio::time::sleep(HEALTH_POLL).await;
         }
         loop {
+            if self.is_held(t) {
+                return Err("taken over by an upgrade or restore".into());
+            }
             let d = self.desired();
             let inst = d.instances.get(t).ok_or("no longer desired")?;
             if inst.state != RunState::Running {
@@ -147,7 +150,7 @@ impl Controller {
     /// Whether every probe of `t` turns healthy within `within`.
     async fn healthy_within(&self, t: &str, within: Duration) -> bool {
         let until = tokio::time::Instant::now() + within;
-        while tokio::time::Instant::now() < until {
+        while tokio::time::Instant::now() < until && !self.is_held(t) {
             if self.probes.tenant_healthy(t) == Some(true) {
                 return true;
             }

@@ -268,3 +268,30 @@ async fn a_woken_tenant_that_never_gets_healthy_is_handed_back_to_the_passes_wit
     assert!(ctl.holds.lock().unwrap().unsettled(u64::MAX).is_empty());
     stop.send(true).unwrap();
 }
+
+#[tokio::test]
+async fn an_upgrade_or_restore_that_holds_a_waking_tenant_takes_it_over_at_once() {
+    let fake = Arc::new(FakeChecker::default());
+    let e = env_probed_by(fake.clone());
+    let ctl = Arc::new(e.ctl);
+    write_instance(e.dir.path(), "acme", "");
+    converge(&ctl).await;
+    ctl.sleep().put("acme", 0).unwrap();
+    converge(&ctl).await;
+    fake.fail("berth-acme-app", true);
+    let (stop, rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(ctl.probes().clone().run(rx));
+    assert!(ctl.sleep().start_wake("acme", true).unwrap());
+    let waking = {
+        let ctl = ctl.clone();
+        tokio::spawn(async move { ctl.converge_tenant("acme", Duration::from_secs(30)).await })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    tokio::time::timeout(Duration::from_secs(3), ctl.hold_settled("acme"))
+        .await
+        .expect("the hold waited out the whole wake");
+    let why = waking.await.unwrap().unwrap_err();
+    assert!(why.contains("taken over"), "{why}");
+    ctl.release("acme");
+    stop.send(true).unwrap();
+}
