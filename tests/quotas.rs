@@ -143,7 +143,8 @@ fn a_tenant_s_fork_bomb_memory_hog_disk_filler_and_flood_stay_its_own() {
         "{disk}"
     );
     assert!(
-        h.cli_ok(&["status", "a"]).contains("disk: 200m quota, "),
+        h.cli_ok(&["status", "a"])
+            .contains("disk: 200.0 MiB quota, "),
         "status table shows the quota"
     );
     exec(&a_db, "rm -f /var/lib/postgresql/data/fill");

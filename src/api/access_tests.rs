@@ -259,6 +259,27 @@ async fn tokens_are_minted_through_the_socket_only_and_die_when_revoked() {
         "no secret listed"
     );
     let prefix = admin.rsplit_once('_').unwrap().0;
+    let bad = format!("{prefix}_{}", "0".repeat(64));
+    assert_eq!(
+        tcp(&w, &bad, "GET", "/v1/instances", serde_json::json!({}))
+            .await
+            .0,
+        StatusCode::UNAUTHORIZED
+    );
+    let rows = w.s.ctl.audit().query(&crate::audit::Filter::default());
+    let login = rows
+        .iter()
+        .find(|e| e.action == "auth.login")
+        .expect("a refused token is audited");
+    assert_eq!(
+        (login.result.as_str(), login.target.as_deref()),
+        ("denied", Some("GET /v1/instances"))
+    );
+    let text = std::fs::read_to_string(w.s.ctl.layout().root().join("audit/audit.log")).unwrap();
+    assert!(
+        !text.contains(&"0".repeat(64)),
+        "what a caller sent is never logged"
+    );
     assert_eq!(
         socket(
             &w,

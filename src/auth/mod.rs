@@ -175,12 +175,42 @@ pub async fn authenticate(
     let principal = if !host.is_empty() && constant_time_eq(given.as_bytes(), host.as_bytes()) {
         Principal::host_token()
     } else {
-        s.tokens.authenticate(given).map_err(|why| {
-            ApiError::Unauthorized(format!("missing or wrong bearer token ({why})"))
-        })?
+        match s.tokens.authenticate(given) {
+            Ok(p) => p,
+            Err(why) => {
+                let e = ApiError::Unauthorized(format!("missing or wrong bearer token ({why})"));
+                s.ctl.audit().record(&refused_login(&req, &e));
+                return Err(e);
+            }
+        }
     };
     req.extensions_mut().insert(principal);
     Ok(next.run(req).await)
+}
+
+/// The audit row of a call whose token was refused: what it asked for, never what it sent.
+fn refused_login(req: &Request, e: &ApiError) -> Event {
+    let path = req.uri().path();
+    Event {
+        time: crate::audit::now_ms(),
+        request_id: Some(request_id()),
+        actor: Actor {
+            kind: "anonymous".into(),
+            name: "-".into(),
+            prefix: None,
+        },
+        source: source(req),
+        tenant: None,
+        action: "auth.login".into(),
+        target: Some(format!(
+            "{} {}",
+            req.method(),
+            path.chars().take(200).collect::<String>()
+        )),
+        result: "denied".into(),
+        status: Some(401),
+        error: Some(e.to_string()),
+    }
 }
 
 /// Checks the route's need, runs the handler, and records changes and refusals in the

@@ -210,7 +210,7 @@ pub fn relative(unix_s: u64) -> String {
         3600..86400 => format!("{}h", a / 3600),
         _ => format!("{}d", a / 86400),
     };
-    if d >= 0 {
+    if d > 0 {
         format!("in {span}")
     } else {
         format!("{span} ago")
@@ -315,6 +315,7 @@ mod tests {
             .unwrap()
             .as_secs();
         assert_eq!(relative(now - 180), "3m ago");
+        assert!(relative(now).ends_with("s ago"), "now is no future");
         assert_eq!(relative(now - 7200), "2h ago");
         assert!(relative(now + 30 * 86400 + 5).starts_with("in 30d"));
         assert_eq!(relative(0).chars().last(), Some('o'), "the epoch, long ago");
