@@ -193,11 +193,7 @@ fn a_sleeping_tenants_jobs_backups_upgrade_and_restore_behave_as_documented() {
     .unwrap();
     napping_plan(&h);
     let (_, https) = h.with_proxy(99);
-    common::write_instance(
-        &h,
-        "z1",
-        "template: demo\nversion: \"1\"\nplan: napping\nlimits:\n  backups:\n    keep: 5\n    schedule: \"*/3 * * * * *\"\n",
-    );
+    common::write_instance(&h, "z1", "template: demo\nversion: \"1\"\nplan: napping\n");
     common::write_instance(&h, "z2", "template: jobby\nversion: \"1\"\nplan: napping\n");
     h.start();
     for t in ["z1", "z2"] {
@@ -209,8 +205,13 @@ fn a_sleeping_tenants_jobs_backups_upgrade_and_restore_behave_as_documented() {
     }
     wait_asleep(&h, "z1");
 
-    // z1: the first scheduled backup after it falls asleep wakes it; later ones find nothing
-    // can have changed since and leave it asleep.
+    // z1, asleep and never backed up, gets a schedule: the first scheduled backup wakes it;
+    // later ones find nothing can have changed since and leave it asleep.
+    common::write_instance(
+        &h,
+        "z1",
+        "template: demo\nversion: \"1\"\nplan: napping\nlimits:\n  backups:\n    keep: 5\n    schedule: \"*/3 * * * * *\"\n",
+    );
     let backups = || -> usize {
         let v: serde_json::Value =
             serde_json::from_str(&h.cli_ok(&["backup", "z1", "--list", "-o", "json"])).unwrap();

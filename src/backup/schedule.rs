@@ -69,15 +69,17 @@ impl BackupSchedule {
                 .get_or_insert_with(|| schedule::next_after(&cron, now).unwrap_or(now));
             if at <= now {
                 slot.next = schedule::next_after(&cron, now);
+                // Asleep, nothing can change: a backup taken since it fell asleep still holds
+                // everything; without one, the backup wakes it. (The board may still say
+                // running while the pass that stops a dozing tenant is under way.)
+                let asleep_since = b.ctl.sleep().since(t);
                 let serving = inst.state == RunState::Running
+                    && asleep_since.is_none()
                     && !b.ctl.is_held(t)
                     && board
                         .instances
                         .get(t)
                         .is_some_and(|s| s.phase == Phase::Running);
-                // Asleep, nothing can change: a backup taken since it fell asleep still holds
-                // everything; without one, the backup wakes it.
-                let asleep_since = b.ctl.sleep().since(t);
                 let covered =
                     asleep_since.is_some_and(|since| b.list(t).iter().any(|x| x.created >= since));
                 if serving || (asleep_since.is_some() && !covered && !b.ctl.is_held(t)) {
