@@ -5,11 +5,7 @@
 use super::{Principal, Role};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use std::{
-    collections::{BTreeMap, BTreeSet},
-    path::PathBuf,
-    sync::Mutex,
-};
+use std::{collections::BTreeSet, path::PathBuf, sync::Mutex};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TokenError {
@@ -256,17 +252,6 @@ fn validate(req: &NewToken) -> Result<(), TokenError> {
         (Some(0), _) => bad("--expires must be in the future"),
         _ => Ok(()),
     }
-}
-
-/// Tenant → the tokens bound to it, for `berth token ls --tenant`.
-pub fn by_tenant(tokens: &[TokenRecord]) -> BTreeMap<String, Vec<String>> {
-    let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for t in tokens {
-        for tenant in &t.tenants {
-            out.entry(tenant.clone()).or_default().push(t.prefix());
-        }
-    }
-    out
 }
 
 #[cfg(test)]
