@@ -16,6 +16,7 @@ pub mod disk;
 pub mod domains;
 pub mod egress;
 pub mod host_tuning;
+pub mod human;
 pub mod images;
 pub mod jobs;
 pub mod metrics;
@@ -26,6 +27,7 @@ pub mod runtime;
 pub mod sleep;
 pub mod spec;
 pub mod store;
+pub mod ui;
 pub mod upgrade;
 
 #[cfg(test)]

@@ -37,6 +37,8 @@ pub struct AppState {
     pub tokens: Arc<crate::auth::tokens::TokenStore>,
     /// The host's operator token (`api.token_file`), for the TCP listener.
     pub host_token: Option<String>,
+    /// The dashboard's sessions.
+    pub ui: Arc<crate::ui::Ui>,
 }
 
 impl AppState {
@@ -52,6 +54,7 @@ impl AppState {
                 ctl.layout().root().join("tokens.json"),
             )),
             host_token: None,
+            ui: Arc::default(),
             ctl,
             domains,
             certs,
@@ -163,13 +166,21 @@ async fn top(State(s): State<AppState>) -> Result<Json<crate::metrics::top::Top>
 }
 
 /// The router behind a bearer-token check, for the TCP listener: the host's operator token
-/// (`api.token_file`) or a token made with `berth token create`.
+/// (`api.token_file`) or a token made with `berth token create`; and the dashboard at `/ui`.
 pub fn tcp_router(mut state: AppState, host_token: Option<String>) -> Router {
     state.host_token = host_token;
-    router(state.clone()).layer(middleware::from_fn_with_state(
-        state,
+    let api = router(state.clone()).layer(middleware::from_fn_with_state(
+        state.clone(),
         crate::auth::authenticate,
-    ))
+    ));
+    // The dashboard has its own login (a session cookie, not a bearer header).
+    Router::new()
+        .route(
+            "/ui",
+            get(|| async { axum::response::Redirect::to("/ui/") }),
+        )
+        .nest("/ui/", crate::ui::router(state))
+        .fallback_service(api)
 }
 
 async fn agent_show(State(s): State<AppState>) -> Json<serde_json::Value> {
@@ -200,4 +211,4 @@ async fn reconcile_run(
 #[cfg(test)]
 mod access_tests;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

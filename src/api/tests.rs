@@ -8,7 +8,7 @@ use axum::{
 };
 use tower::ServiceExt;
 
-pub(super) fn state() -> (tempfile::TempDir, AppState) {
+pub(crate) fn state() -> (tempfile::TempDir, AppState) {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(dir.path().join("instances")).unwrap();
     let mut host = fixtures::host();

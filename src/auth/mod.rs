@@ -136,7 +136,7 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 /// Where a call came from, as the client says (`x-berth-source`): `cli`, `ui`, else `api`.
-fn source(req: &Request) -> String {
+pub fn source(req: &Request) -> String {
     match req
         .headers()
         .get("x-berth-source")
@@ -147,7 +147,7 @@ fn source(req: &Request) -> String {
     }
 }
 
-fn request_id() -> String {
+pub fn request_id() -> String {
     let mut b = [0u8; 8];
     getrandom::fill(&mut b).unwrap_or_default();
     hex::encode(b)
@@ -171,21 +171,25 @@ pub async fn authenticate(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or("");
-    let host = s.host_token.as_deref().unwrap_or("");
-    let principal = if !host.is_empty() && constant_time_eq(given.as_bytes(), host.as_bytes()) {
-        Principal::host_token()
-    } else {
-        match s.tokens.authenticate(given) {
-            Ok(p) => p,
-            Err(why) => {
-                let e = ApiError::Unauthorized(format!("missing or wrong bearer token ({why})"));
-                s.ctl.audit().record(&refused_login(&req, &e));
-                return Err(e);
-            }
+    let principal = match principal_for(&s, given) {
+        Ok(p) => p,
+        Err(why) => {
+            let e = ApiError::Unauthorized(format!("missing or wrong bearer token ({why})"));
+            s.ctl.audit().record(&refused_login(&req, &e));
+            return Err(e);
         }
     };
     req.extensions_mut().insert(principal);
     Ok(next.run(req).await)
+}
+
+/// The principal a token names: the host's operator token or a live `berth token`.
+pub fn principal_for(s: &AppState, given: &str) -> Result<Principal, String> {
+    let host = s.host_token.as_deref().unwrap_or("");
+    if !host.is_empty() && constant_time_eq(given.as_bytes(), host.as_bytes()) {
+        return Ok(Principal::host_token());
+    }
+    s.tokens.authenticate(given).map_err(|e| e.to_string())
 }
 
 /// The audit row of a call whose token was refused: what it asked for, never what it sent.

@@ -1,0 +1,154 @@
+//! The dashboard's forms: each checks its CSRF token and the request's origin, then makes the
+//! API call the CLI would make, as the logged-in principal, and returns to the tenant's page
+//! with the outcome.
+
+use super::{Viewer, call, render, session};
+use crate::api::AppState;
+use axum::{
+    Form,
+    extract::{Path, State},
+    http::{HeaderMap, Method, StatusCode},
+    response::{IntoResponse, Redirect, Response},
+};
+use serde::Deserialize;
+use serde_json::json;
+
+#[derive(Debug, Deserialize)]
+pub struct ActionForm {
+    #[serde(default)]
+    csrf: String,
+    /// `running` or `stopped` (state); a backup id (restore, verify); a domain (domain-add,
+    /// domain-verify).
+    #[serde(default)]
+    value: String,
+}
+
+/// The API call a form stands for, or why it is refused.
+fn request(
+    t: &str,
+    action: &str,
+    value: &str,
+) -> Result<(Method, String, Option<serde_json::Value>, String), String> {
+    let base = format!("/v1/instances/{t}");
+    let id = || {
+        crate::api::params::backup_ref(value)
+            .map(|_| value.to_string())
+            .map_err(|e| format!("backup: {e}"))
+    };
+    let domain = || {
+        url::Host::parse(value)
+            .ok()
+            .filter(|h| matches!(h, url::Host::Domain(_)) && !value.contains('/'))
+            .map(|_| value.to_string())
+            .ok_or_else(|| format!("{value:?} is not a domain name"))
+    };
+    Ok(match action {
+        "start" | "stop" => {
+            let state = if action == "start" {
+                "running"
+            } else {
+                "stopped"
+            };
+            let body = json!({ "state": state });
+            (
+                Method::PUT,
+                format!("{base}/state"),
+                Some(body),
+                format!("{action} requested"),
+            )
+        }
+        "backup" => (
+            Method::POST,
+            format!("{base}/backups"),
+            None,
+            "backed up".into(),
+        ),
+        "restore" => {
+            let id = id()?;
+            let body = json!({ "from": id });
+            let done = format!("restored {id}");
+            (Method::POST, format!("{base}/restore"), Some(body), done)
+        }
+        "verify-backup" => {
+            let id = id()?;
+            let done = format!("backup {id} verified");
+            (
+                Method::POST,
+                format!("{base}/backups/{id}/verify"),
+                Some(json!({})),
+                done,
+            )
+        }
+        "domain-add" => {
+            let d = domain()?;
+            let done = format!("{d} added: publish its proof, then verify");
+            (
+                Method::POST,
+                format!("{base}/domains"),
+                Some(json!({ "domain": d })),
+                done,
+            )
+        }
+        "domain-verify" => {
+            let d = domain()?;
+            let uri = format!("{base}/domains/{d}/verify");
+            (Method::POST, uri, Some(json!({})), format!("{d} verified"))
+        }
+        other => return Err(format!("no such action {other:?}")),
+    })
+}
+
+pub async fn act(
+    v: Viewer,
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Path((t, action)): Path<(String, String)>,
+    Form(f): Form<ActionForm>,
+) -> Response {
+    let csrf_ok = crate::auth::constant_time_eq(f.csrf.as_bytes(), v.csrf.as_bytes());
+    if !csrf_ok || session::cross_site(&headers) {
+        return render::error(
+            StatusCode::FORBIDDEN,
+            "the form's CSRF token is missing or stale",
+        );
+    }
+    if let Err(e) = crate::api::params::tenant(&t) {
+        return render::error(StatusCode::BAD_REQUEST, &e);
+    }
+    let (method, uri, body, done) = match request(&t, &action, f.value.trim()) {
+        Ok(r) => r,
+        Err(e) => return render::error(StatusCode::BAD_REQUEST, &e),
+    };
+    let a = call(&s, &v.who, method, &uri, body).await;
+    if matches!(a.status.as_u16(), 403 | 404) {
+        // Not this caller's tenant, or not its to change: no page to go back to.
+        return render::error(a.status, &a.error());
+    }
+    let msg = if a.status.is_success() {
+        done
+    } else {
+        format!("{action} failed: {}", a.error())
+    };
+    s.ui.sessions.flash(&v.sid, msg);
+    Redirect::to(&format!("/ui/t/{t}")).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::request;
+
+    #[test]
+    fn a_form_names_only_a_known_action_and_a_plain_value() {
+        assert!(request("acme", "backup", "").is_ok());
+        assert!(request("acme", "rm", "").is_err());
+        assert!(request("acme", "restore", "../../etc").is_err());
+        assert!(request("acme", "restore", "").is_err());
+        assert!(request("acme", "domain-add", "shop.example.com").is_ok());
+        for bad in ["", "a/b", "1.2.3.4", "x y", "?q=1"] {
+            assert!(request("acme", "domain-verify", bad).is_err(), "{bad:?}");
+        }
+        let (_, uri, body, _) = request("acme", "stop", "").unwrap();
+        assert_eq!(uri, "/v1/instances/acme/state");
+        assert_eq!(body.unwrap()["state"], "stopped");
+    }
+}
