@@ -21,6 +21,11 @@ if ! command -v docker-registry >/dev/null 2>&1 || ! command -v htpasswd >/dev/n
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends docker-registry apache2-utils >/dev/null
   systemctl disable --now docker-registry >/dev/null 2>&1 || true
 fi
+# Chromium and its WebDriver for the dashboard's browser test (tests/dashboard.rs).
+if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium chromium-driver >/dev/null
+fi
 export BERTH_REQUIRE_DOCKER=1
 cargo fmt --all -- --check
 cargo clippy --all-targets --quiet -- -D warnings
