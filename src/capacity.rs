@@ -36,7 +36,7 @@ pub fn measure(state_dir: &Path) -> Measured {
 }
 
 /// What `berth capacity` shows: totals, what instances reserve, what is in use.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Report {
     /// The memory admission counts with (configured, or measured at start).
     pub memory_total: Option<u64>,

@@ -30,17 +30,21 @@ impl From<TokenError> for ApiError {
 }
 
 /// A new token: its record and, this once, its text.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Created {
     #[serde(flatten)]
     pub record: TokenRecord,
     pub token: String,
 }
 
+#[utoipa::path(get, path = "/v1/tokens", tag = "access",
+    responses((status = 200, description = "Every token (Unix socket only)", body = Vec<TokenRecord>)))]
 pub async fn token_index(State(s): State<AppState>) -> Json<Vec<TokenRecord>> {
     Json(s.tokens.list())
 }
 
+#[utoipa::path(post, path = "/v1/tokens", tag = "access", request_body = NewToken,
+    responses((status = 201, description = "The token, shown this once (Unix socket only)", body = Created)))]
 pub async fn token_create(
     State(s): State<AppState>,
     JsonBody(req): JsonBody<NewToken>,
@@ -56,6 +60,9 @@ pub async fn token_create(
     ))
 }
 
+#[utoipa::path(delete, path = "/v1/tokens/{id}", tag = "access",
+    params(("id" = String, Path, description = "The token's id or bth_ prefix")),
+    responses((status = 200, description = "Revoked", body = TokenRecord)))]
 pub async fn token_revoke(
     State(s): State<AppState>,
     Path(id): Path<String>,
@@ -63,7 +70,8 @@ pub async fn token_revoke(
     Ok(Json(s.tokens.revoke(&id)?))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct AuditQuery {
     #[serde(default)]
@@ -76,11 +84,19 @@ pub struct AuditQuery {
 }
 
 /// The audit rows the caller may see: a tenant token, only its own tenants'.
+#[utoipa::path(get, path = "/v1/audit", tag = "access", params(AuditQuery),
+    responses((status = 200, description = "Audit rows the caller may see, oldest first", body = Vec<Event>)))]
 pub async fn audit_index(
     State(s): State<AppState>,
     Extension(who): Extension<Principal>,
     Q(q): Q<AuditQuery>,
 ) -> Result<Json<Vec<Event>>, ApiError> {
+    // Documented as int64 (Unix milliseconds), as JSON tools read it.
+    if q.since.is_some_and(|s| s > i64::MAX as u64) {
+        return Err(ApiError::BadRequest(
+            "since: Unix milliseconds up to 2^63-1".into(),
+        ));
+    }
     let mut tenants = who.visible();
     if let Some(t) = q.tenant {
         super::params::tenant(&t).map_err(ApiError::BadRequest)?;

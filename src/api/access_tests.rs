@@ -137,6 +137,7 @@ const ADMIN_MAY: &[&str] = &[
     "backup.restore",
     "job.list",
     "audit.list",
+    "openapi.show",
 ];
 const VIEWER_MAY: &[&str] = &[
     "instance.list",
@@ -146,9 +147,10 @@ const VIEWER_MAY: &[&str] = &[
     "backup.list",
     "job.list",
     "audit.list",
+    "openapi.show",
 ];
 /// Routes that name no tenant and show each caller only its own.
-const ANYONE_MAY: &[&str] = &["instance.list", "ca.show", "audit.list"];
+const ANYONE_MAY: &[&str] = &["instance.list", "ca.show", "audit.list", "openapi.show"];
 
 #[tokio::test]
 async fn a_tenant_admin_reaches_nothing_of_another_tenant_and_no_operator_route() {

@@ -27,12 +27,16 @@ fn certs(s: &AppState) -> Result<&std::sync::Arc<crate::certs::CertManager>, Api
     })
 }
 
+#[utoipa::path(get, path = "/v1/certs", tag = "edge",
+    responses((status = 200, description = "Every certificate the edge serves", body = Vec<crate::certs::CertRow>)))]
 pub async fn cert_index(
     State(s): State<AppState>,
 ) -> Result<Json<Vec<crate::certs::CertRow>>, ApiError> {
     Ok(Json(certs(&s)?.rows()))
 }
 
+#[utoipa::path(post, path = "/v1/certs/{domain}/renew", tag = "edge", params(("domain" = String, Path, description = "A domain name")),
+    responses((status = 200, description = "Renewed")))]
 pub async fn cert_renew(
     State(s): State<AppState>,
     Domain(domain): Domain,
@@ -47,17 +51,21 @@ pub async fn cert_renew(
     Ok(StatusCode::OK)
 }
 
+#[utoipa::path(get, path = "/v1/ca", tag = "edge",
+    responses((status = 200, description = "berth's internal CA certificate", body = String, content_type = "application/x-pem-file")))]
 pub async fn ca_show(State(s): State<AppState>) -> Result<impl IntoResponse, ApiError> {
     let pem = certs(&s)?.ca_pem().to_string();
     Ok(([(header::CONTENT_TYPE, "application/x-pem-file")], pem))
 }
 
+#[utoipa::path(get, path = "/v1/domains", tag = "edge",
+    responses((status = 200, description = "Proven domains and pending claims", body = serde_json::Value)))]
 pub async fn domain_index(State(s): State<AppState>) -> Json<serde_json::Value> {
     let (bound, pending) = s.domains.list();
     Json(serde_json::json!({ "bound": bound, "pending": pending }))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DomainRequest {
     pub domain: String,
@@ -78,6 +86,9 @@ fn holder(s: &AppState, domain: &str, tenant: &str) -> Option<String> {
 /// Starts a claim: returns the token to publish. The domain is added to the tenant's file now
 /// (it is routed only after proof) unless another tenant holds it, in which case it moves on
 /// proof.
+#[utoipa::path(post, path = "/v1/instances/{tenant}/domains", tag = "edge", params(("tenant" = String, Path, description = "The tenant (a DNS label)")),
+    request_body = DomainRequest,
+    responses((status = 201, description = "Claimed: the proof to publish", body = serde_json::Value)))]
 pub async fn domain_add(
     State(s): State<AppState>,
     Tenant(tenant): Tenant,
@@ -115,7 +126,7 @@ pub async fn domain_add(
     ))
 }
 
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct VerifyRequest {
     /// `dns`, `http`, or absent for DNS then HTTP.
@@ -123,6 +134,9 @@ pub struct VerifyRequest {
     pub method: Option<String>,
 }
 
+#[utoipa::path(post, path = "/v1/instances/{tenant}/domains/{domain}/verify", tag = "edge",
+    params(("tenant" = String, Path, description = "The tenant (a DNS label)"), ("domain" = String, Path, description = "A domain name")), request_body = VerifyRequest,
+    responses((status = 200, description = "Proven and bound to the tenant", body = serde_json::Value)))]
 pub async fn domain_verify(
     State(s): State<AppState>,
     TenantDomain(tenant, domain): TenantDomain,

@@ -50,6 +50,8 @@ impl From<BackupError> for ApiError {
     }
 }
 
+#[utoipa::path(post, path = "/v1/upgrades", tag = "fleet", request_body = crate::upgrade::UpgradeRequest,
+    responses((status = 201, description = "Started", body = UpgradeState)))]
 pub async fn upgrade_start(
     State(s): State<AppState>,
     JsonBody(req): JsonBody<UpgradeRequest>,
@@ -61,6 +63,8 @@ pub async fn upgrade_start(
     Ok((StatusCode::CREATED, Json(started)))
 }
 
+#[utoipa::path(get, path = "/v1/upgrades/current", tag = "fleet",
+    responses((status = 200, description = "The current (or last) fleet upgrade", body = UpgradeState)))]
 pub async fn upgrade_show(State(s): State<AppState>) -> Result<Json<UpgradeState>, ApiError> {
     s.fleet
         .upgrades
@@ -69,6 +73,9 @@ pub async fn upgrade_show(State(s): State<AppState>) -> Result<Json<UpgradeState
         .ok_or_else(|| UpgradeError::NoUpgrade.into())
 }
 
+#[utoipa::path(post, path = "/v1/upgrades/current/{action}", tag = "fleet",
+    params(("action" = String, Path, description = "pause, resume or abort")),
+    responses((status = 200, description = "The upgrade after the action", body = UpgradeState)))]
 pub async fn upgrade_control(
     State(s): State<AppState>,
     Path(action): Path<String>,
@@ -87,6 +94,8 @@ pub async fn upgrade_control(
     Ok(Json(r?))
 }
 
+#[utoipa::path(post, path = "/v1/instances/{tenant}/rollback", tag = "fleet", params(("tenant" = String, Path, description = "The tenant (a DNS label)")),
+    responses((status = 201, description = "A rollback to the previous version, started", body = UpgradeState)))]
 pub async fn rollback(
     State(s): State<AppState>,
     Tenant(tenant): Tenant,
@@ -99,6 +108,8 @@ pub async fn rollback(
     Ok((StatusCode::CREATED, Json(started)))
 }
 
+#[utoipa::path(get, path = "/v1/instances/{tenant}/backups", tag = "backups", params(("tenant" = String, Path, description = "The tenant (a DNS label)")),
+    responses((status = 200, description = "Policy, last scheduled run and backups", body = serde_json::Value)))]
 pub async fn backup_index(
     State(s): State<AppState>,
     Tenant(tenant): Tenant,
@@ -118,6 +129,8 @@ pub async fn backup_index(
     })))
 }
 
+#[utoipa::path(post, path = "/v1/instances/{tenant}/backups", tag = "backups", params(("tenant" = String, Path, description = "The tenant (a DNS label)")),
+    responses((status = 201, description = "The new backup", body = crate::backup::BackupInfo)))]
 pub async fn backup_create(
     State(s): State<AppState>,
     Tenant(tenant): Tenant,
@@ -130,14 +143,18 @@ pub async fn backup_create(
     ))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RestoreRequest {
+    /// `ID` (this tenant's backup, restored in place) or `SOURCE:ID` (cloned from another).
     pub from: String,
 }
 
 /// `from` is `ID` (a backup of this tenant, restored in place) or `SOURCE:ID` (a backup of
 /// another tenant, cloned into this new one).
+#[utoipa::path(post, path = "/v1/instances/{tenant}/restore", tag = "backups", params(("tenant" = String, Path, description = "The tenant (a DNS label)")),
+    request_body = RestoreRequest,
+    responses((status = 200, description = "Restored", body = serde_json::Value)))]
 pub async fn restore(
     State(s): State<AppState>,
     Extension(who): Extension<Principal>,
@@ -156,6 +173,9 @@ pub async fn restore(
 }
 
 /// Brings backup `id` up in a scratch tenant, checks its health, and removes it.
+#[utoipa::path(post, path = "/v1/instances/{tenant}/backups/{id}/verify", tag = "backups",
+    params(("tenant" = String, Path, description = "The tenant (a DNS label)"), ("id" = String, Path, description = "ID or SOURCE:ID")),
+    responses((status = 200, description = "Verified in a scratch tenant", body = serde_json::Value)))]
 pub async fn backup_verify(
     State(s): State<AppState>,
     Extension(who): Extension<Principal>,
@@ -175,6 +195,8 @@ fn backup_ref(from: &str, default: &str) -> Result<(String, String), ApiError> {
     Ok((source.into(), id.into()))
 }
 
+#[utoipa::path(get, path = "/v1/instances/{tenant}/jobs", tag = "jobs", params(("tenant" = String, Path, description = "The tenant (a DNS label)")),
+    responses((status = 200, description = "The template's jobs and their last runs", body = std::collections::BTreeMap<String, crate::jobs::JobRecord>)))]
 pub async fn jobs(
     State(s): State<AppState>,
     Tenant(tenant): Tenant,

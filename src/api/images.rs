@@ -9,6 +9,8 @@ fn internal(e: impl std::fmt::Display) -> ApiError {
     ApiError::Internal(e.to_string())
 }
 
+#[utoipa::path(get, path = "/v1/images", tag = "images",
+    responses((status = 200, description = "Images tenants use or berth pulled", body = Vec<report::ImageRow>)))]
 pub async fn index(State(s): State<AppState>) -> Result<Json<Vec<report::ImageRow>>, ApiError> {
     let engine = s.ctl.runtime().list_images().await.map_err(internal)?;
     let ledger = ledger::load(&s.ctl.layout().images());
@@ -17,6 +19,8 @@ pub async fn index(State(s): State<AppState>) -> Result<Json<Vec<report::ImageRo
     Ok(Json(rows))
 }
 
+#[utoipa::path(post, path = "/v1/images/prune", tag = "images",
+    responses((status = 200, description = "What was removed and what was kept", body = serde_json::Value)))]
 pub async fn prune(State(s): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
     if s.fleet
         .upgrades

@@ -29,6 +29,8 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 /// Every instance the caller may see (a tenant token: its own).
+#[utoipa::path(get, path = "/v1/instances", tag = "instances",
+    responses((status = 200, description = "The instances", body = Vec<InstanceStatus>)))]
 pub async fn index(
     State(s): State<AppState>,
     Extension(who): Extension<Principal>,
@@ -41,7 +43,7 @@ pub async fn index(
 }
 
 /// One instance as `berth status` shows it: the board's entry and its disk quota.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct InstanceView {
     #[serde(flatten)]
     pub status: InstanceStatus,
@@ -51,6 +53,8 @@ pub struct InstanceView {
     pub egress: Option<crate::egress::TenantEgress>,
 }
 
+#[utoipa::path(get, path = "/v1/instances/{tenant}", tag = "instances", params(("tenant" = String, Path, description = "The tenant (a DNS label)")),
+    responses((status = 200, description = "The instance", body = InstanceView)))]
 pub async fn show(
     State(s): State<AppState>,
     Tenant(tenant): Tenant,
@@ -88,7 +92,7 @@ pub(super) fn not_found(tenant: &str) -> ApiError {
     ApiError::NotFound(format!("no instance {tenant:?}"))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateRequest {
     pub tenant: String,
@@ -139,6 +143,8 @@ pub(super) async fn save(
 
 /// Validates the new instance against templates and all other instances, then writes
 /// `instances/<tenant>.yaml` atomically. Nothing is written when anything is wrong.
+#[utoipa::path(post, path = "/v1/instances", tag = "instances", request_body = CreateRequest,
+    responses((status = 201, description = "Written; the next pass runs it", body = serde_json::Value)))]
 pub async fn create(
     State(s): State<AppState>,
     JsonBody(req): JsonBody<CreateRequest>,
@@ -182,14 +188,18 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(serde_json::json!({ "tenant": inst.tenant, "template": inst.template, "version": inst.version }))).into_response())
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct DeleteQuery {
+    /// Also remove its volumes, secrets and allocation.
     #[serde(default)]
     pub purge: bool,
 }
 
 /// Removes the instance file. With `purge`, a tombstone is written first, so volumes, secrets
 /// and the allocation go too even if the agent crashes in between.
+#[utoipa::path(delete, path = "/v1/instances/{tenant}", tag = "instances", params(("tenant" = String, Path, description = "The tenant (a DNS label)"), DeleteQuery),
+    responses((status = 202, description = "Removed; the next pass removes its containers")))]
 pub async fn delete(
     State(s): State<AppState>,
     Tenant(tenant): Tenant,
@@ -219,13 +229,16 @@ pub async fn delete(
     Ok(StatusCode::ACCEPTED)
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StateRequest {
     pub state: RunState,
 }
 
 /// Rewrites the instance file with a new desired state (running | stopped | suspended).
+#[utoipa::path(put, path = "/v1/instances/{tenant}/state", tag = "instances", params(("tenant" = String, Path, description = "The tenant (a DNS label)")),
+    request_body = StateRequest,
+    responses((status = 202, description = "Written; the next pass applies it")))]
 pub async fn set_state(
     State(s): State<AppState>,
     Extension(who): Extension<Principal>,
@@ -255,12 +268,16 @@ pub async fn set_state(
     Ok(StatusCode::ACCEPTED)
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct LogsQuery {
+    /// A service of the template (default: its web service).
     #[serde(default)]
     pub service: Option<String>,
+    /// Keep streaming new lines.
     #[serde(default)]
     pub follow: bool,
+    /// Lines from the end.
     #[serde(default = "default_tail")]
     pub tail: usize,
 }
@@ -270,6 +287,8 @@ fn default_tail() -> usize {
 }
 
 /// Streams the logs of one service (default: the web service) as plain text.
+#[utoipa::path(get, path = "/v1/instances/{tenant}/logs", tag = "instances", params(("tenant" = String, Path, description = "The tenant (a DNS label)"), LogsQuery),
+    responses((status = 200, description = "The log lines", body = String, content_type = "text/plain")))]
 pub async fn logs(
     State(s): State<AppState>,
     Tenant(tenant): Tenant,

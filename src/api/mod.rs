@@ -10,6 +10,7 @@ pub mod error;
 pub mod fleet;
 pub mod images;
 pub mod instances;
+pub mod openapi;
 pub mod params;
 
 use crate::{certs::CertManager, domains::DomainBook, reconcile::Controller};
@@ -114,6 +115,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/v1/tokens/{id}", delete(access::token_revoke))
         .route("/v1/audit", get(access::audit_index))
+        .route("/v1/openapi.json", get(openapi::serve))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             crate::auth::authorize,
@@ -139,7 +141,11 @@ async fn no_route(method: axum::http::Method, uri: axum::http::Uri) -> ApiError 
 }
 
 /// Host totals, what instances reserve and what is in use (`berth capacity`).
-async fn capacity(State(s): State<AppState>) -> Result<Json<crate::capacity::Report>, ApiError> {
+#[utoipa::path(get, path = "/v1/capacity", tag = "host",
+    responses((status = 200, description = "Host capacity", body = crate::capacity::Report)))]
+pub async fn capacity(
+    State(s): State<AppState>,
+) -> Result<Json<crate::capacity::Report>, ApiError> {
     // The files as they are now, as admission reads them, not the last pass's view.
     let host = s.ctl.host().clone();
     let report = tokio::task::spawn_blocking(move || {
@@ -158,7 +164,9 @@ async fn capacity(State(s): State<AppState>) -> Result<Json<crate::capacity::Rep
 }
 
 /// Live figures per tenant (`berth top`), from the last stats sweep and the proxy's meters.
-async fn top(State(s): State<AppState>) -> Result<Json<crate::metrics::top::Top>, ApiError> {
+#[utoipa::path(get, path = "/v1/top", tag = "host",
+    responses((status = 200, description = "Per-tenant figures", body = crate::metrics::top::Top)))]
+pub async fn top(State(s): State<AppState>) -> Result<Json<crate::metrics::top::Top>, ApiError> {
     match &s.metrics {
         Some(m) => Ok(Json(m.top())),
         None => Err(ApiError::NotFound("this agent collects no metrics".into())),
@@ -183,7 +191,9 @@ pub fn tcp_router(mut state: AppState, host_token: Option<String>) -> Router {
         .fallback_service(api)
 }
 
-async fn agent_show(State(s): State<AppState>) -> Json<serde_json::Value> {
+#[utoipa::path(get, path = "/v1/agent", tag = "host",
+    responses((status = 200, description = "The agent: version, last pass, errors", body = serde_json::Value)))]
+pub async fn agent_show(State(s): State<AppState>) -> Json<serde_json::Value> {
     let b = s.ctl.board();
     Json(serde_json::json!({
         "version": env!("CARGO_PKG_VERSION"),
@@ -198,7 +208,9 @@ async fn agent_show(State(s): State<AppState>) -> Json<serde_json::Value> {
 }
 
 /// Runs a pass now and answers with its report (used by `--wait` and tests).
-async fn reconcile_run(
+#[utoipa::path(post, path = "/v1/reconcile", tag = "host",
+    responses((status = 200, description = "The pass's report", body = crate::reconcile::PassReport)))]
+pub async fn reconcile_run(
     State(s): State<AppState>,
 ) -> Result<Json<crate::reconcile::PassReport>, ApiError> {
     s.ctl

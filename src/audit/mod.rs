@@ -15,7 +15,7 @@ pub const MAX_BYTES: u64 = 8 << 20;
 pub const KEEP: usize = 4;
 
 /// Who acted.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Actor {
     /// `operator` (the Unix socket or the host's operator token), `token`, or `system`.
     pub kind: String,
@@ -37,7 +37,7 @@ impl Actor {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Event {
     /// Unix milliseconds.
     pub time: u64,

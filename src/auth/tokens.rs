@@ -21,7 +21,7 @@ pub enum TokenError {
 }
 
 /// A token as kept on disk and listed: everything but the secret.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TokenRecord {
     pub id: String,
     pub name: String,
@@ -30,6 +30,7 @@ pub struct TokenRecord {
     pub tenants: BTreeSet<String>,
     /// Hex SHA-256 of the secret.
     #[serde(skip_serializing_if = "String::is_empty", default)]
+    #[schema(ignore)]
     pub digest: String,
     /// Unix seconds.
     pub created: u64,
@@ -58,7 +59,7 @@ struct File {
 }
 
 /// What `berth token create` asks for.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewToken {
     pub role: Role,

@@ -47,7 +47,7 @@ pub enum BackupError {
 }
 
 /// One line of `berth backup ls`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct BackupInfo {
     pub id: String,
     pub tenant: String,

@@ -41,7 +41,7 @@ pub struct CertManager {
 }
 
 /// One line of `berth cert ls`.
-#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct CertRow {
     pub domain: String,
     pub tenant: String,

@@ -39,7 +39,7 @@ pub enum DiskError {
 }
 
 /// What a tenant's filesystem holds now.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Usage {
     pub size: u64,
     pub used: u64,

@@ -3,7 +3,7 @@
 use super::{Disks, Usage};
 use serde::Serialize;
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct DiskStatus {
     /// The plan's `disk`, None when the tenant has none.
     pub quota: Option<u64>,

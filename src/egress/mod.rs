@@ -41,7 +41,7 @@ pub struct EgressState {
 }
 
 /// One tenant's policy as `berth status` shows it.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct TenantEgress {
     pub enforced: bool,
     pub allowed: Vec<String>,

@@ -36,7 +36,7 @@ pub struct RegistryAuth {
 }
 
 /// A pull under way: layers seen and finished, bytes downloaded of those known.
-#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct Progress {
     pub image: String,
     pub layers: usize,

@@ -6,7 +6,7 @@ use crate::{desired::Desired, runtime::ImageInfo};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct ImageRow {
     pub reference: String,
     pub id: String,

@@ -36,7 +36,7 @@ pub fn timeout_of(t: Option<&str>) -> Result<Duration, String> {
     Ok(d)
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct Run {
     /// Unix milliseconds.
     pub started_ms: u64,
@@ -49,10 +49,11 @@ pub struct Run {
     pub timed_out: bool,
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct JobRecord {
     pub schedule: String,
     pub service: String,
+    #[schema(value_type = Vec<Run>)]
     pub runs: VecDeque<Run>,
     /// Unix seconds of the last run that exited 0.
     pub last_success: Option<u64>,

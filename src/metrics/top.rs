@@ -5,7 +5,7 @@ use super::Metrics;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct TenantTop {
     pub tenant: String,
     pub app: String,
@@ -26,7 +26,7 @@ pub struct TenantTop {
     pub limited: u64,
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Top {
     /// Unix seconds of the stats sweep the figures come from.
     pub at: u64,

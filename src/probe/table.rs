@@ -47,7 +47,7 @@ impl Entry {
 }
 
 /// One target's latest result (for `berth status` and `/metrics`).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ProbeStatus {
     pub container: String,
     pub tenant: String,

@@ -8,7 +8,7 @@ use crate::{
 use serde::Serialize;
 use std::collections::BTreeMap;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Phase {
     /// Every container runs and none reports unhealthy or starting.
@@ -31,7 +31,7 @@ pub enum Phase {
     Removing,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct InstanceStatus {
     pub tenant: String,
     pub template: Option<String>,
@@ -52,7 +52,7 @@ pub struct InstanceStatus {
     pub probes: Vec<crate::probe::ProbeStatus>,
 }
 
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, utoipa::ToSchema)]
 pub struct PassReport {
     pub pass: u64,
     pub duration_ms: f64,

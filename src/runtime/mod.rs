@@ -33,7 +33,7 @@ pub enum RuntimeError {
     Pull { image: String, reason: String },
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum RunStatus {
     Running,
@@ -42,7 +42,7 @@ pub enum RunStatus {
     Other,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Health {
     Starting,
@@ -50,7 +50,7 @@ pub enum Health {
     Unhealthy,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct ObservedContainer {
     pub name: String,
     pub tenant: String,
@@ -61,6 +61,7 @@ pub struct ObservedContainer {
     /// Host port published on 127.0.0.1, if any.
     pub host_port: Option<u16>,
     /// Its address on the tenant's own network (what berth's database probes connect to).
+    #[schema(value_type = Option<String>, format = Ipv4)]
     pub ip: Option<std::net::Ipv4Addr>,
 }
 

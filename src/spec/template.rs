@@ -185,7 +185,7 @@ pub struct VersionFile {
     pub strategy: Option<UpgradeStrategy>,
 }
 
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum UpgradeStrategy {
     BlueGreen,

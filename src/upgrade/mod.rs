@@ -64,7 +64,7 @@ pub enum UpgradeError {
 }
 
 /// `berth upgrade APP --to V …`, as the API receives it.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpgradeRequest {
     pub app: String,

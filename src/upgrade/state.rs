@@ -6,7 +6,7 @@ use crate::spec::template::UpgradeStrategy;
 use serde::{Deserialize, Serialize};
 use std::{collections::BTreeMap, path::Path};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum FleetStatus {
     Running,
@@ -25,8 +25,9 @@ impl FleetStatus {
 }
 
 /// Where one tenant is. The order of the variants is the order of the steps.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
+#[schema(as = UpgradePhase)]
 pub enum Phase {
     Pending,
     BackingUp,
@@ -56,7 +57,7 @@ impl Phase {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct TenantProgress {
     pub from: String,
     pub phase: Phase,
@@ -78,7 +79,7 @@ pub struct TenantProgress {
     pub gate_seconds: Option<f64>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct HealthGate {
     /// Consecutive 2xx answers needed.
     pub passes: u32,
@@ -97,7 +98,7 @@ impl Default for HealthGate {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct UpgradeState {
     pub id: String,
     pub app: String,

@@ -3,7 +3,9 @@
 use std::str::FromStr;
 
 /// `--batch`: a number of tenants, or a share of the selected fleet.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema,
+)]
 pub enum Batch {
     Count(usize),
     Percent(u32),
