@@ -184,8 +184,25 @@ pub async fn run(mut host: HostConfig) -> Result<(), DaemonError> {
         let tcp = tokio::net::TcpListener::bind(addr)
             .await
             .map_err(io_err(Path::new(addr)))?;
-        let app = api::tcp_router(state, token);
-        servers.spawn(serve_tcp(tcp, app, stop_rx.clone()));
+        match &host.api_tls {
+            Some(tls) => {
+                let cert = api::tls::ApiCert::new(tls, &layout.certs().join("ca"))?;
+                let listener = api::tls::TlsListener::new(tcp, Arc::new(cert).server_config())
+                    .map_err(io_err(Path::new(addr)))?;
+                state
+                    .ui
+                    .secure
+                    .store(true, std::sync::atomic::Ordering::Relaxed);
+                tracing::info!(%addr, "api listening (tls)");
+                let app = api::tcp_router(state, token);
+                servers.spawn(serve_tcp(listener, app, stop_rx.clone()));
+            }
+            None => {
+                tracing::info!(%addr, "api listening");
+                let app = api::tcp_router(state, token);
+                servers.spawn(serve_tcp(tcp, app, stop_rx.clone()));
+            }
+        }
     }
     tokio::spawn(follow_engine_events(ctl.clone(), metrics.clone()));
     servers.spawn(ctl.probes().clone().run(stop_rx.clone()));
@@ -289,11 +306,11 @@ impl Edge {
 }
 
 /// Serves `app` on `tcp` until shutdown flips, finishing requests in flight.
-async fn serve_tcp(
-    tcp: tokio::net::TcpListener,
-    app: axum::Router,
-    mut stop: tokio::sync::watch::Receiver<bool>,
-) {
+async fn serve_tcp<L>(tcp: L, app: axum::Router, mut stop: tokio::sync::watch::Receiver<bool>)
+where
+    L: axum::serve::Listener,
+    L::Addr: std::fmt::Debug,
+{
     let _ = axum::serve(tcp, app)
         .with_graceful_shutdown(
             async move { stop.wait_for(|s| *s).await.map(|_| ()).unwrap_or(()) },

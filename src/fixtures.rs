@@ -20,6 +20,7 @@ pub fn host() -> HostConfig {
         api_socket: "/run/berth/berth.sock".into(),
         api_tcp: None,
         api_token_file: None,
+        api_tls: None,
         subnet_pool: SubnetPool::parse("10.240.0.0/16", 28).unwrap(),
         ports: (20000, 29999),
         resync: Duration::from_secs(30),

@@ -145,3 +145,86 @@ fn a_tenant_admin_token_manages_its_own_tenant_through_the_cli_and_nothing_else(
     assert!(refused(&["status", "acme"]).contains("bearer token"));
     h.kill9();
 }
+
+/// The TCP API over TLS with a certificate from berth's own CA: the CLI reaches it with
+/// `--api https://…` and `--ca-file`, refuses it without the CA, and the listener answers no
+/// plain-text request. (Listening beyond loopback needs this TLS; the config check refuses a
+/// plain non-loopback listener, and the CLI refuses to send a token there in plain text.)
+#[test]
+fn the_api_serves_tls_from_berths_ca_and_the_cli_verifies_it() {
+    const SLOT: u16 = 103;
+    let Some(_g) = docker_test() else { return };
+    let mut h = Harness::new(SLOT);
+    let port = 18300 + SLOT;
+    let cfg = std::fs::read_to_string(h.path("berth.yaml")).unwrap();
+    let cfg = cfg.replace(
+        "api:\n  socket: berth.sock\n",
+        &format!(
+            "api:\n  socket: berth.sock\n  tcp: 127.0.0.1:{port}\n  tls:\n    names: [localhost, 127.0.0.1]\n"
+        ),
+    );
+    std::fs::write(h.path("berth.yaml"), cfg).unwrap();
+    common::write_instance(&h, "acme", "template: demo\nversion: \"1\"\nplan: small\n");
+    h.start();
+    h.wait_running(&["acme"]);
+    let token = h.cli_ok(&[
+        "token",
+        "create",
+        "--role",
+        "tenant-viewer",
+        "--tenant",
+        "acme",
+        "--expires",
+        "1h",
+    ]);
+    let file = h.path("acme.token");
+    std::fs::write(&file, token.trim()).unwrap();
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let ca = h.path("state/certs/ca/ca.pem");
+    assert!(ca.exists(), "berth's CA at {}", ca.display());
+    let tf = file.to_str().unwrap();
+    for api in [
+        format!("https://127.0.0.1:{port}"),
+        format!("https://localhost:{port}"),
+    ] {
+        let out = h.cli_ok(&[
+            "--api",
+            &api,
+            "--token-file",
+            tf,
+            "--ca-file",
+            ca.to_str().unwrap(),
+            "ls",
+        ]);
+        assert!(out.contains("acme"), "{api}: {out}");
+    }
+    // Without berth's CA the certificate is not trusted.
+    let o = h.cli(&[
+        "--api",
+        &format!("https://127.0.0.1:{port}"),
+        "--token-file",
+        tf,
+        "ls",
+    ]);
+    assert!(!o.status.success());
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(e.contains("TLS") && e.contains("--ca-file"), "{e}");
+    // Plain text to the TLS listener: no answer, and the token was never sent in the clear
+    // to a non-loopback address (the CLI refuses before connecting).
+    let plain = common::sh(&format!(
+        "curl -s -o /dev/null -w '%{{http_code}}' --max-time 5 http://127.0.0.1:{port}/v1/instances || true"
+    ));
+    assert_eq!(plain.trim(), "000", "{plain}");
+    let o = h.cli(&["--api", "192.0.2.1:7070", "--token-file", tf, "ls"]);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("plain text only to loopback"));
+    // The dashboard's session cookie is Secure over TLS.
+    let headers = common::sh(&format!(
+        "curl -s -D - -o /dev/null --cacert {} -d token=$(cat {tf}) https://127.0.0.1:{port}/ui/login",
+        ca.display()
+    ));
+    assert!(
+        headers.contains("Secure") && headers.contains("HttpOnly"),
+        "{headers}"
+    );
+    h.kill9();
+}

@@ -12,6 +12,7 @@ pub mod images;
 pub mod instances;
 pub mod openapi;
 pub mod params;
+pub mod tls;
 
 use crate::{certs::CertManager, domains::DomainBook, reconcile::Controller};
 use axum::{

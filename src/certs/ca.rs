@@ -55,10 +55,25 @@ impl InternalCa {
 
     /// A fresh key and a certificate for `domain`, chained to this CA: (chain PEM, key PEM).
     pub fn issue(&self, domain: &str, lifetime: Duration) -> Result<(String, String), CertError> {
+        self.issue_names(&[domain.to_string()], lifetime)
+    }
+
+    /// A certificate for several names: DNS names, and IP addresses as IP addresses (the
+    /// API's listener, reached as `https://10.0.0.5:7443`).
+    pub fn issue_names(
+        &self,
+        names: &[String],
+        lifetime: Duration,
+    ) -> Result<(String, String), CertError> {
+        let first = names
+            .first()
+            .ok_or_else(|| CertError::Invalid("a certificate needs a name".into()))?;
         let key = KeyPair::generate().map_err(rc)?;
-        let mut params = CertificateParams::new(vec![domain.to_string()]).map_err(rc)?;
+        let mut params = CertificateParams::new(names.to_vec()).map_err(rc)?;
         params.distinguished_name = DistinguishedName::new();
-        params.distinguished_name.push(DnType::CommonName, domain);
+        params
+            .distinguished_name
+            .push(DnType::CommonName, first.as_str());
         params.use_authority_key_identifier_extension = true;
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];

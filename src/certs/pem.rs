@@ -10,14 +10,20 @@ use std::{
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
-/// A certificate chain and key ready for the TLS resolver.
-pub fn certified_key(chain_pem: &str, key_pem: &str) -> Result<Arc<CertifiedKey>, CertError> {
-    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(chain_pem.as_bytes())
+/// The certificates in a PEM text (at least one).
+pub fn certs(pem: &str) -> Result<Vec<CertificateDer<'static>>, CertError> {
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(pem.as_bytes())
         .collect::<Result<_, _>>()
         .map_err(|e| CertError::Invalid(format!("certificate chain: {e}")))?;
     if chain.is_empty() {
         return Err(CertError::Invalid("certificate chain is empty".into()));
     }
+    Ok(chain)
+}
+
+/// A certificate chain and key ready for the TLS resolver.
+pub fn certified_key(chain_pem: &str, key_pem: &str) -> Result<Arc<CertifiedKey>, CertError> {
+    let chain = certs(chain_pem)?;
     let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes())
         .map_err(|e| CertError::Invalid(format!("private key: {e}")))?;
     let signer = rustls::crypto::ring::sign::any_supported_type(&key)

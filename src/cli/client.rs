@@ -5,12 +5,97 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::{Method, Request, StatusCode};
 use hyper_util::rt::TokioIo;
-use std::path::PathBuf;
+use std::{path::PathBuf, sync::Arc};
 
 #[derive(Debug, Clone)]
 pub enum Target {
     Unix(PathBuf),
-    Tcp { addr: String, token: String },
+    Tcp {
+        addr: String,
+        token: String,
+        /// `https://…`: the server name to verify and the roots to trust.
+        tls: Option<Tls>,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct Tls {
+    pub name: rustls::pki_types::ServerName<'static>,
+    pub config: Arc<rustls::ClientConfig>,
+}
+
+/// Where `--api` points: `https://HOST:PORT` (TLS), or `HOST:PORT` / `http://HOST:PORT` in
+/// plain text, which the CLI uses on loopback only: it will not send a token across a network
+/// unencrypted. Returns the address to connect to and, for https, the name to verify.
+pub fn parse_api(api: &str) -> Result<(String, Option<String>)> {
+    let with_scheme = if api.contains("://") {
+        api.to_string()
+    } else {
+        format!("http://{api}")
+    };
+    let u = url::Url::parse(&with_scheme)
+        .with_context(|| format!("--api {api:?} is not HOST:PORT or https://HOST:PORT"))?;
+    let host = match u.host() {
+        Some(url::Host::Domain(d)) => d.to_string(),
+        Some(url::Host::Ipv4(ip)) => ip.to_string(),
+        Some(url::Host::Ipv6(ip)) => ip.to_string(),
+        None => bail!("--api {api:?} names no host"),
+    };
+    if u.path() != "/" || u.query().is_some() || !u.username().is_empty() {
+        bail!("--api {api:?}: give only the scheme, host and port");
+    }
+    let port = u.port_or_known_default().context("--api needs a port")?;
+    let addr = match u.host() {
+        Some(url::Host::Ipv6(_)) => format!("[{host}]:{port}"),
+        _ => format!("{host}:{port}"),
+    };
+    match u.scheme() {
+        "https" => Ok((addr, Some(host))),
+        "http" => {
+            let loopback = host == "localhost"
+                || host
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback());
+            if !loopback {
+                bail!(
+                    "--api {api:?}: a token goes in plain text only to loopback; use https://{addr}"
+                );
+            }
+            Ok((addr, None))
+        }
+        other => bail!("--api {api:?}: scheme {other:?} is not http or https"),
+    }
+}
+
+/// The TLS settings for `name`: the roots of `ca_file` (berth's CA, say), else the system's.
+pub fn tls(name: &str, ca_file: Option<&std::path::Path>) -> Result<Tls> {
+    let mut roots = rustls::RootCertStore::empty();
+    match ca_file {
+        Some(f) => {
+            let pem =
+                std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?;
+            for c in crate::certs::pem::certs(&pem).with_context(|| f.display().to_string())? {
+                roots.add(c).with_context(|| f.display().to_string())?;
+            }
+        }
+        None => {
+            for c in rustls_native_certs::load_native_certs().certs {
+                let _ = roots.add(c);
+            }
+        }
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let name = rustls::pki_types::ServerName::try_from(name.to_string())
+        .with_context(|| format!("{name:?} is not a server name"))?;
+    Ok(Tls {
+        name,
+        config: Arc::new(config),
+    })
 }
 
 /// An API path with every segment and query pair percent-encoded by `url`, never pasted in:
@@ -81,10 +166,22 @@ impl Client {
                 })?;
                 hyper::client::conn::http1::handshake(TokioIo::new(s)).await?
             }
-            Target::Tcp { addr, .. } => {
+            Target::Tcp { addr, tls, .. } => {
                 let s = tokio::net::TcpStream::connect(addr)
                     .await
                     .with_context(|| format!("cannot reach the berth agent at {addr}"))?;
+                let Some(tls) = tls else {
+                    let (mut sender, conn) =
+                        hyper::client::conn::http1::handshake(TokioIo::new(s)).await?;
+                    tokio::spawn(conn);
+                    return Ok(sender.send_request(req).await?);
+                };
+                let s = tokio_rustls::TlsConnector::from(tls.config.clone())
+                    .connect(tls.name.clone(), s)
+                    .await
+                    .with_context(|| {
+                        format!("TLS with the berth agent at {addr} (trust its CA with --ca-file)")
+                    })?;
                 let (mut sender, conn) =
                     hyper::client::conn::http1::handshake(TokioIo::new(s)).await?;
                 tokio::spawn(conn);
@@ -168,5 +265,34 @@ mod tests {
             error_message(StatusCode::BAD_REQUEST, br#"{"error":"no"}"#),
             "no"
         );
+    }
+
+    #[test]
+    fn a_token_goes_in_plain_text_to_loopback_only() {
+        assert_eq!(
+            parse_api("127.0.0.1:7070").unwrap(),
+            ("127.0.0.1:7070".into(), None)
+        );
+        assert_eq!(parse_api("http://localhost:7070").unwrap().1, None);
+        assert_eq!(parse_api("[::1]:7070").unwrap().0, "[::1]:7070");
+        let (addr, name) = parse_api("https://berth.example.net:7443").unwrap();
+        assert_eq!(
+            (addr.as_str(), name.as_deref()),
+            ("berth.example.net:7443", Some("berth.example.net"))
+        );
+        assert_eq!(parse_api("https://10.0.0.5").unwrap().0, "10.0.0.5:443");
+        for bad in [
+            "10.0.0.5:7070",
+            "http://berth.example.net:7070",
+            "ftp://127.0.0.1:21",
+            "https://x:7443/v1?a=b",
+            "https://user@x:7443",
+            "",
+            "https://",
+        ] {
+            assert!(parse_api(bad).is_err(), "{bad:?}");
+        }
+        let e = parse_api("10.0.0.5:7070").unwrap_err().to_string();
+        assert!(e.contains("https://10.0.0.5:7070"), "{e}");
     }
 }

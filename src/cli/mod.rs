@@ -28,11 +28,16 @@ pub struct Cli {
     /// API socket (default: the host config's api.socket, else /run/berth/berth.sock).
     #[arg(long, global = true, env = "BERTH_SOCKET")]
     pub socket: Option<PathBuf>,
-    /// API over TCP instead of the socket, e.g. 127.0.0.1:7070 (needs --token-file).
+    /// API over TCP instead of the socket: https://HOST:PORT, or 127.0.0.1:PORT in plain
+    /// text on loopback (needs --token-file).
     #[arg(long, global = true, env = "BERTH_API")]
     pub api: Option<String>,
     #[arg(long, global = true, env = "BERTH_TOKEN_FILE")]
     pub token_file: Option<PathBuf>,
+    /// CA certificate(s) to trust for https --api (berth's own: <state>/certs/ca/ca.pem);
+    /// default: the system's roots.
+    #[arg(long, global = true, env = "BERTH_CA_FILE")]
+    pub ca_file: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -253,11 +258,12 @@ impl Cli {
                 .with_context(|| format!("reading {}", tf.display()))?
                 .trim()
                 .to_string();
+            let (addr, name) = client::parse_api(addr)?;
+            let tls = name
+                .map(|n| client::tls(&n, self.ca_file.as_deref()))
+                .transpose()?;
             return Ok(Client {
-                target: Target::Tcp {
-                    addr: addr.clone(),
-                    token,
-                },
+                target: Target::Tcp { addr, token, tls },
             });
         }
         let socket = match &self.socket {

@@ -23,6 +23,8 @@ pub struct HostConfig {
     pub api_socket: PathBuf,
     pub api_tcp: Option<String>,
     pub api_token_file: Option<PathBuf>,
+    /// TLS on the TCP listener.
+    pub api_tls: Option<super::api::ApiTls>,
     pub subnet_pool: SubnetPool,
     pub ports: (u16, u16),
     pub resync: Duration,
@@ -327,23 +329,7 @@ pub fn build(file: &spec::Loaded<HostFile>, root: &Path) -> Result<HostConfig, S
             ),
         );
     }
-    if let Some(tcp) = &h.api.tcp {
-        match tcp.parse::<std::net::SocketAddr>() {
-            Err(_) => err(
-                "api.tcp",
-                format!("{tcp:?} is not an address:port (e.g. 127.0.0.1:7070)"),
-            ),
-            // Bearer tokens in plain text stay on this host: the API serves no TLS yet.
-            Ok(a) if !a.ip().is_loopback() => err(
-                "api.tcp",
-                format!(
-                    "{tcp}: the API listens on loopback only (tokens travel in plain text); \
-                     put a TLS terminator in front to reach it from elsewhere"
-                ),
-            ),
-            Ok(_) => {}
-        }
-    }
+    let api_tls = super::api::check(&h.api, resolve, &mut err);
     let mut admission = Admission::default();
     let ratios = [
         (
@@ -475,6 +461,7 @@ pub fn build(file: &spec::Loaded<HostFile>, root: &Path) -> Result<HostConfig, S
         api_socket: resolve(&h.api.socket),
         api_tcp: h.api.tcp.clone(),
         api_token_file: h.api.token_file.as_deref().map(resolve),
+        api_tls,
         subnet_pool: pool.expect("checked above"),
         ports: (h.ports.first, h.ports.last),
         resync: resync.expect("checked above"),
@@ -551,7 +538,7 @@ mod tests {
     }
 
     #[test]
-    fn the_tcp_api_listens_on_loopback_only() {
+    fn the_tcp_api_listens_beyond_loopback_only_with_tls() {
         let build_with = |tcp: &str| {
             let text = format!("state_dir: /tmp/s\napi:\n  tcp: \"{tcp}\"\n");
             let loaded = spec::parse_yaml::<HostFile>(Path::new("berth.yaml"), &text).unwrap();
@@ -561,10 +548,17 @@ mod tests {
         };
         assert!(build_with("127.0.0.1:7070").is_ok());
         assert!(build_with("[::1]:7070").is_ok());
+        let text = "state_dir: /tmp/s\napi:\n  tcp: 0.0.0.0:7443\n  tls:\n    names: [\"a b\"]\n";
+        let loaded = spec::parse_yaml::<HostFile>(Path::new("berth.yaml"), text).unwrap();
+        let e = build(&loaded, Path::new("/tmp")).unwrap_err().to_string();
+        assert!(
+            e.contains("berth.yaml:") && e.contains("api.tls.names"),
+            "{e}"
+        );
         for bad in ["0.0.0.0:7070", "10.0.0.5:7070", "[::]:7070"] {
             let e = build_with(bad).unwrap_err();
             assert!(
-                e.contains("berth.yaml:3:") && e.contains("api.tcp") && e.contains("loopback only"),
+                e.contains("berth.yaml:3:") && e.contains("api.tcp") && e.contains("TLS only"),
                 "{e}"
             );
         }

@@ -246,6 +246,22 @@ pub struct ApiFile {
     pub tcp: Option<String>,
     #[serde(default)]
     pub token_file: Option<PathBuf>,
+    /// TLS on the TCP listener (needed beyond loopback).
+    #[serde(default)]
+    pub tls: Option<ApiTlsFile>,
+}
+
+/// The TCP listener's certificate: files the operator provides, or one from berth's internal
+/// CA for `names`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiTlsFile {
+    #[serde(default)]
+    pub cert_file: Option<PathBuf>,
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
+    #[serde(default)]
+    pub names: Vec<String>,
 }
 
 impl Default for ApiFile {
@@ -254,6 +270,7 @@ impl Default for ApiFile {
             socket: HostFile::default_socket(),
             tcp: None,
             token_file: None,
+            tls: None,
         }
     }
 }
