@@ -90,7 +90,17 @@ fn a_tenant_admin_token_manages_its_own_tenant_through_the_cli_and_nothing_else(
     ok(&["status", "acme"]);
     let backup = ok(&["backup", "acme"]);
     assert!(backup.contains("backup"), "{backup}");
-    ok(&["stop", "acme"]);
+    // Mutating commands answer in JSON too.
+    let made: serde_json::Value =
+        serde_json::from_str(&ok(&["backup", "acme", "-o", "json"])).unwrap();
+    assert_eq!(made["tenant"], "acme", "{made}");
+    assert!(made["id"].as_str().is_some_and(|i| !i.is_empty()), "{made}");
+    let stopped: serde_json::Value =
+        serde_json::from_str(&ok(&["stop", "acme", "-o", "json"])).unwrap();
+    assert_eq!(
+        stopped,
+        serde_json::json!({"tenant": "acme", "desired": "stopped"})
+    );
     ok(&["start", "acme"]);
 
     // Nothing else: another tenant looks absent, operator and token commands are refused.

@@ -27,8 +27,14 @@ const RECHECK: Duration = Duration::from_secs(10);
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 enum Source {
-    Files { cert: PathBuf, key: PathBuf },
-    Internal { ca: Box<InternalCa>, names: Vec<String> },
+    Files {
+        cert: PathBuf,
+        key: PathBuf,
+    },
+    Internal {
+        ca: Box<InternalCa>,
+        names: Vec<String>,
+    },
 }
 
 struct Current {

@@ -34,7 +34,11 @@ pub enum TokenCmd {
         output: Output,
     },
     /// Revoke a token by its prefix (`bth_1a2b3c4d`) or id.
-    Revoke { id: String },
+    Revoke {
+        id: String,
+        #[arg(short, long, value_enum, default_value = "table")]
+        output: Output,
+    },
 }
 
 /// `30d` → seconds.
@@ -87,11 +91,13 @@ pub async fn token(c: &Client, cmd: TokenCmd) -> Result<i32> {
             let v = c.json(Method::GET, "/v1/tokens", None).await?;
             print(output, &v, table::tokens);
         }
-        TokenCmd::Revoke { id } => {
+        TokenCmd::Revoke { id, output } => {
             let v = c
                 .json(Method::DELETE, &api_path(&["v1", "tokens", &id], &[]), None)
                 .await?;
-            println!("revoked bth_{}", v["id"].as_str().unwrap_or_default());
+            print(output, &v, |v| {
+                format!("revoked bth_{}\n", v["id"].as_str().unwrap_or_default())
+            });
         }
     }
     Ok(0)

@@ -3,7 +3,7 @@
 use super::{
     Output,
     client::{Client, api_path},
-    domain_arg, print, table, tenant_arg,
+    domain_arg, print, progress, table, tenant_arg,
 };
 use anyhow::Result;
 use clap::Subcommand;
@@ -21,6 +21,8 @@ pub enum CertCommand {
     Renew {
         #[arg(value_parser = domain_arg)]
         domain: String,
+        #[arg(short, long, value_enum, default_value = "table")]
+        output: Output,
     },
 }
 
@@ -32,6 +34,8 @@ pub enum DomainCommand {
         tenant: String,
         #[arg(value_parser = domain_arg)]
         domain: String,
+        #[arg(short, long, value_enum, default_value = "table")]
+        output: Output,
     },
     /// Check the published token and, if found, route the domain to the tenant.
     Verify {
@@ -42,6 +46,8 @@ pub enum DomainCommand {
         /// dns or http (default: DNS, then HTTP).
         #[arg(long)]
         method: Option<String>,
+        #[arg(short, long, value_enum, default_value = "table")]
+        output: Output,
     },
     /// List bound domains and pending claims.
     Ls {
@@ -124,14 +130,14 @@ pub async fn cert(c: &Client, cmd: CertCommand) -> Result<()> {
             &c.json(Method::GET, "/v1/certs", None).await?,
             certs_table,
         ),
-        CertCommand::Renew { domain } => {
-            c.json(
-                Method::POST,
-                &api_path(&["v1", "certs", &domain, "renew"], &[]),
-                None,
-            )
-            .await?;
-            println!("{domain}: new certificate installed");
+        CertCommand::Renew { domain, output } => {
+            let path = api_path(&["v1", "certs", &domain, "renew"], &[]);
+            let call = c.json(Method::POST, &path, None);
+            progress::during(format!("{domain}: ordering a certificate"), call).await?;
+            let v = json!({ "domain": domain, "renewed": true });
+            print(output, &v, |_| {
+                format!("{domain}: new certificate installed\n")
+            });
         }
     }
     Ok(())
@@ -139,7 +145,11 @@ pub async fn cert(c: &Client, cmd: CertCommand) -> Result<()> {
 
 pub async fn domain(c: &Client, cmd: DomainCommand) -> Result<()> {
     match cmd {
-        DomainCommand::Add { tenant, domain } => {
+        DomainCommand::Add {
+            tenant,
+            domain,
+            output,
+        } => {
             let v = c
                 .json(
                     Method::POST,
@@ -147,6 +157,10 @@ pub async fn domain(c: &Client, cmd: DomainCommand) -> Result<()> {
                     Some(json!({ "domain": domain })),
                 )
                 .await?;
+            if output == Output::Json {
+                print(output, &v, |_| String::new());
+                return Ok(());
+            }
             println!("Prove control of {domain} by publishing either:");
             println!(
                 "  DNS:  {} TXT \"{}\"",
@@ -169,21 +183,20 @@ pub async fn domain(c: &Client, cmd: DomainCommand) -> Result<()> {
             tenant,
             domain,
             method,
+            output,
         } => {
-            let v = c
-                .json(
-                    Method::POST,
-                    &api_path(
-                        &["v1", "instances", &tenant, "domains", &domain, "verify"],
-                        &[],
-                    ),
-                    Some(json!({ "method": method })),
-                )
-                .await?;
-            println!(
-                "{domain}: verified by {} for tenant {tenant}; routed now",
-                v["method"].as_str().unwrap_or("?")
+            let path = api_path(
+                &["v1", "instances", &tenant, "domains", &domain, "verify"],
+                &[],
             );
+            let call = c.json(Method::POST, &path, Some(json!({ "method": method })));
+            let v = progress::during(format!("{domain}: looking for the proof"), call).await?;
+            print(output, &v, |v| {
+                format!(
+                    "{domain}: verified by {} for tenant {tenant}; routed now\n",
+                    v["method"].as_str().unwrap_or("?")
+                )
+            });
         }
         DomainCommand::Ls { output } => print(
             output,

@@ -4,7 +4,7 @@
 use super::{
     Output,
     client::{Client, api_path},
-    print, table,
+    print, progress, table,
 };
 use anyhow::Result;
 use clap::Args;
@@ -66,13 +66,13 @@ pub async fn upgrade(c: &Client, a: UpgradeArgs) -> Result<i32> {
     Ok(0)
 }
 
-pub async fn rollback(c: &Client, tenant: &str, wait: bool) -> Result<i32> {
+pub async fn rollback(c: &Client, tenant: &str, wait: bool, output: Output) -> Result<i32> {
     let path = api_path(&["v1", "instances", tenant, "rollback"], &[]);
     let v = c.json(Method::POST, &path, None).await?;
-    println!(
-        "{tenant}: rolling back to version {}",
-        v["to"].as_str().unwrap_or("?")
-    );
+    let to = v["to"].as_str().unwrap_or("?").to_string();
+    print(output, &v, |_| {
+        format!("{tenant}: rolling back to version {to}\n")
+    });
     if wait {
         return follow(c).await;
     }
@@ -85,23 +85,28 @@ pub async fn backup(c: &Client, tenant: &str, list: bool, output: Output) -> Res
         let v = c.json(Method::GET, &path, None).await?;
         print(output, &v, backups_table);
     } else {
-        let v = c.json(Method::POST, &path, None).await?;
-        println!(
-            "{tenant}: backup {} ({}, version {})",
-            v["id"].as_str().unwrap_or("?"),
-            super::table::human_bytes(v["bytes"].as_u64().unwrap_or(0)),
-            v["version"].as_str().unwrap_or("?")
-        );
+        let making = format!("{tenant}: backing up");
+        let v = progress::during(making, c.json(Method::POST, &path, None)).await?;
+        print(output, &v, |v| {
+            format!(
+                "{}: backup {} ({}, version {})\n",
+                v["tenant"].as_str().unwrap_or("?"),
+                v["id"].as_str().unwrap_or("?"),
+                super::table::human_bytes(v["bytes"].as_u64().unwrap_or(0)),
+                v["version"].as_str().unwrap_or("?")
+            )
+        });
     }
     Ok(())
 }
 
-pub async fn restore(c: &Client, tenant: &str, from: &str) -> Result<()> {
+pub async fn restore(c: &Client, tenant: &str, from: &str, output: Output) -> Result<()> {
     let path = api_path(&["v1", "instances", tenant, "restore"], &[]);
-    let v = c
-        .json(Method::POST, &path, Some(json!({ "from": from })))
-        .await?;
-    if v["restored"].is_array() {
+    let call = c.json(Method::POST, &path, Some(json!({ "from": from })));
+    let v = progress::during(format!("{tenant}: restoring {from}"), call).await?;
+    if output == Output::Json {
+        print(output, &v, |_| String::new());
+    } else if v["restored"].is_array() {
         println!(
             "{tenant}: created from backup {from} (version {}, healthy, {:.1}s)",
             v["version"].as_str().unwrap_or("?"),
@@ -123,7 +128,8 @@ pub async fn verify(c: &Client, backup: &str, output: Output) -> Result<()> {
         );
     };
     let path = api_path(&["v1", "instances", tenant, "backups", id, "verify"], &[]);
-    let v = c.json(Method::POST, &path, None).await?;
+    let call = c.json(Method::POST, &path, None);
+    let v = progress::during(format!("verifying {backup} in a scratch tenant"), call).await?;
     print(output, &v, verified);
     Ok(())
 }

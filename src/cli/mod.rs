@@ -5,11 +5,13 @@ pub mod access;
 pub mod client;
 pub mod edge;
 pub mod fleet;
+pub mod instances;
+pub mod progress;
 pub mod table;
 pub mod top;
 pub mod validate;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 use client::{Client, Target, api_path};
 use hyper::Method;
@@ -75,50 +77,43 @@ pub enum Command {
         output: Output,
     },
     /// Add an instance (writes instances/<tenant>.yaml).
-    Add {
-        #[arg(value_parser = tenant_arg)]
-        tenant: String,
-        #[arg(long)]
-        template: String,
-        #[arg(long)]
-        version: Option<String>,
-        #[arg(long = "domain")]
-        domains: Vec<String>,
-        #[arg(long)]
-        plan: Option<String>,
-        /// Parameter value, key=value (repeatable).
-        #[arg(long = "set", value_parser = parse_kv)]
-        set: Vec<(String, String)>,
-        /// Wait until the instance runs (or fails).
-        #[arg(long)]
-        wait: bool,
-    },
+    Add(instances::AddArgs),
     /// Remove an instance; volumes and secrets are kept unless --purge.
     Rm {
         #[arg(value_parser = tenant_arg)]
         tenant: String,
         #[arg(long)]
         purge: bool,
+        #[arg(short, long, value_enum, default_value = "table")]
+        output: Output,
     },
     /// Stop an instance's containers (kept, restartable).
     Stop {
         #[arg(value_parser = tenant_arg)]
         tenant: String,
+        #[arg(short, long, value_enum, default_value = "table")]
+        output: Output,
     },
     /// Start a stopped or suspended instance.
     Start {
         #[arg(value_parser = tenant_arg)]
         tenant: String,
+        #[arg(short, long, value_enum, default_value = "table")]
+        output: Output,
     },
     /// Stop an instance and mark it suspended.
     Suspend {
         #[arg(value_parser = tenant_arg)]
         tenant: String,
+        #[arg(short, long, value_enum, default_value = "table")]
+        output: Output,
     },
     /// Same as start, for a suspended instance.
     Resume {
         #[arg(value_parser = tenant_arg)]
         tenant: String,
+        #[arg(short, long, value_enum, default_value = "table")]
+        output: Output,
     },
     /// Show an instance's logs.
     Logs {
@@ -154,6 +149,8 @@ pub enum Command {
         tenant: String,
         #[arg(long)]
         wait: bool,
+        #[arg(short, long, value_enum, default_value = "table")]
+        output: Output,
     },
     /// Back a tenant up now (database dump, volumes, files), or list its backups;
     /// `berth backup verify T:ID` restores a backup into a scratch tenant, checks its health
@@ -224,6 +221,8 @@ pub enum Command {
         tenant: String,
         #[arg(long, value_parser = backup_arg)]
         from: String,
+        #[arg(short, long, value_enum, default_value = "table")]
+        output: Output,
     },
 }
 
@@ -302,49 +301,21 @@ pub async fn run(cli: Cli) -> Result<i32> {
                 .await?;
             print(output, &v, table::status);
         }
-        Command::Add {
+        Command::Add(a) => return instances::add(&c, a).await,
+        Command::Rm {
             tenant,
-            template,
-            version,
-            domains,
-            plan,
-            set,
-            wait,
-        } => {
-            let body = serde_json::json!({
-                "tenant": tenant, "template": template, "version": version, "domains": domains, "plan": plan,
-                "parameters": set.into_iter().collect::<std::collections::BTreeMap<_, _>>(),
-            });
-            c.json(Method::POST, "/v1/instances", Some(body)).await?;
-            println!("added {tenant}");
-            if wait {
-                return wait_running(&c, &tenant).await;
-            }
+            purge,
+            output,
+        } => instances::rm(&c, &tenant, purge, output).await?,
+        Command::Stop { tenant, output } => {
+            instances::set_state(&c, &tenant, "stopped", output).await?
         }
-        Command::Rm { tenant, purge } => {
-            c.json(
-                Method::DELETE,
-                &api_path(
-                    &["v1", "instances", &tenant],
-                    &[("purge", if purge { "true" } else { "false" })],
-                ),
-                None,
-            )
-            .await?;
-            println!(
-                "removing {tenant}{}",
-                if purge {
-                    " (purging volumes and secrets)"
-                } else {
-                    " (volumes and secrets kept)"
-                }
-            );
+        Command::Start { tenant, output } | Command::Resume { tenant, output } => {
+            instances::set_state(&c, &tenant, "running", output).await?
         }
-        Command::Stop { tenant } => set_state(&c, &tenant, "stopped").await?,
-        Command::Start { tenant } | Command::Resume { tenant } => {
-            set_state(&c, &tenant, "running").await?
+        Command::Suspend { tenant, output } => {
+            instances::set_state(&c, &tenant, "suspended", output).await?
         }
-        Command::Suspend { tenant } => set_state(&c, &tenant, "suspended").await?,
         Command::Logs {
             tenant,
             follow,
@@ -367,7 +338,11 @@ pub async fn run(cli: Cli) -> Result<i32> {
         Command::Domain { cmd } => edge::domain(&c, cmd).await?,
         Command::Ca => c.stream("/v1/ca").await?,
         Command::Upgrade(a) => return fleet::upgrade(&c, a).await,
-        Command::Rollback { tenant, wait } => return fleet::rollback(&c, &tenant, wait).await,
+        Command::Rollback {
+            tenant,
+            wait,
+            output,
+        } => return fleet::rollback(&c, &tenant, wait, output).await,
         Command::Backup {
             tenant,
             backup: Some(b),
@@ -387,7 +362,11 @@ pub async fn run(cli: Cli) -> Result<i32> {
             output,
             ..
         } => fleet::backup(&c, &tenant, list, output).await?,
-        Command::Restore { tenant, from } => fleet::restore(&c, &tenant, &from).await?,
+        Command::Restore {
+            tenant,
+            from,
+            output,
+        } => fleet::restore(&c, &tenant, &from, output).await?,
         Command::Jobs { tenant, output } => {
             let v = c
                 .json(
@@ -473,82 +452,10 @@ fn capacity_table(v: &serde_json::Value) -> String {
 pub(crate) fn print(
     output: Output,
     v: &serde_json::Value,
-    table: fn(&serde_json::Value) -> String,
+    table: impl Fn(&serde_json::Value) -> String,
 ) {
     match output {
         Output::Json => println!("{}", serde_json::to_string_pretty(v).unwrap_or_default()),
         Output::Table => print!("{}", table(v)),
     }
-}
-
-async fn set_state(c: &Client, tenant: &str, state: &str) -> Result<()> {
-    c.json(
-        Method::PUT,
-        &api_path(&["v1", "instances", tenant, "state"], &[]),
-        Some(serde_json::json!({ "state": state })),
-    )
-    .await?;
-    println!("{tenant}: desired state {state}");
-    Ok(())
-}
-
-/// Polls the instance's status until it runs (exit 0) or is invalid (error), 5 min at most.
-/// The agent drives the passes itself (file watch, engine events); this only watches.
-async fn wait_running(c: &Client, tenant: &str) -> Result<i32> {
-    let bar = indicatif::ProgressBar::hidden();
-    bar.set_style(
-        indicatif::ProgressStyle::with_template("{bar:30} {bytes}/{total_bytes}  {msg}")
-            .expect("a static template"),
-    );
-    let r = wait_running_with(c, tenant, &bar).await;
-    bar.finish_and_clear();
-    r
-}
-
-/// Shows an image pull the tenant waits for on `bar` (drawn only while one runs).
-fn show_pull(bar: &indicatif::ProgressBar, v: &serde_json::Value) {
-    let p = &v["pull"];
-    if p.is_null() {
-        return;
-    }
-    if bar.is_hidden() {
-        bar.set_draw_target(indicatif::ProgressDrawTarget::stderr());
-    }
-    bar.set_length(p["bytes_total"].as_u64().unwrap_or(0));
-    bar.set_position(p["bytes"].as_u64().unwrap_or(0));
-    bar.set_message(format!(
-        "pulling {} ({}/{} layers)",
-        p["image"].as_str().unwrap_or("?"),
-        p["layers_done"],
-        p["layers"]
-    ));
-}
-
-async fn wait_running_with(c: &Client, tenant: &str, bar: &indicatif::ProgressBar) -> Result<i32> {
-    for _ in 0..600 {
-        // Until the first pass after the write, the board does not list the instance yet.
-        let v = match c
-            .json(
-                Method::GET,
-                &api_path(&["v1", "instances", tenant], &[]),
-                None,
-            )
-            .await
-        {
-            Ok(v) => v,
-            Err(e) if e.to_string().starts_with("no instance") => serde_json::Value::Null,
-            Err(e) => return Err(e),
-        };
-        show_pull(bar, &v);
-        match v["phase"].as_str() {
-            Some("running") => {
-                bar.finish_and_clear();
-                println!("{tenant} is running on 127.0.0.1:{}", v["port"]);
-                return Ok(0);
-            }
-            Some("invalid") => bail!("{tenant}: {}", v["error"].as_str().unwrap_or("invalid")),
-            _ => tokio::time::sleep(std::time::Duration::from_millis(500)).await,
-        }
-    }
-    bail!("{tenant} did not reach running within 5 minutes; see `berth status {tenant}`")
 }
