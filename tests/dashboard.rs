@@ -258,8 +258,46 @@ fn operators_and_tenant_admins_use_the_dashboard_in_a_real_browser() {
             .unwrap();
         assert!(!logs.starts_with("(no logs"), "{logs}");
         shot(&c, "5-acme-backed-up").await;
+
+        // A parameter within the template, set from the page, reaches the app.
+        let input = c
+            .find(Locator::Css(
+                "#parameters input[name=value][aria-label=site_title]",
+            ))
+            .await
+            .unwrap();
+        input.clear().await.unwrap();
+        input.send_keys("Acme Shop").await.unwrap();
+        let form = c
+            .find(Locator::Css(
+                "#parameters form:has(input[aria-label=site_title])",
+            ))
+            .await
+            .unwrap();
+        form.find(Locator::Css("button"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        let flash = c
+            .wait()
+            .for_element(Locator::Css("#flash"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert_eq!(flash, "site_title set");
+        shot(&c, "6-acme-parameter-set").await;
         c.close().await.unwrap();
     });
+    let port = h.port("acme");
+    common::wait_for(
+        Duration::from_secs(90),
+        || common::http_get(port, "/").is_some_and(|(_, b)| b.contains("Acme Shop")),
+        "the new site title served by acme's app",
+    );
 
     // The dashboard's change is in the audit log: acme's admin, from the ui.
     let audit = h.cli_ok(&["audit", "--tenant", "acme", "-o", "json"]);

@@ -127,6 +127,8 @@ const ADMIN_MAY: &[&str] = &[
     "instance.list",
     "instance.show",
     "instance.state",
+    "instance.restart",
+    "instance.parameters",
     "instance.logs",
     "domain.add",
     "domain.verify",

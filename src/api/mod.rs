@@ -10,6 +10,7 @@ pub mod error;
 pub mod fleet;
 pub mod images;
 pub mod instances;
+pub mod lifecycle;
 pub mod openapi;
 pub mod params;
 pub mod tls;
@@ -79,6 +80,11 @@ pub fn router(state: AppState) -> Router {
             get(instances::show).delete(instances::delete),
         )
         .route("/v1/instances/{tenant}/state", put(instances::set_state))
+        .route("/v1/instances/{tenant}/restart", post(lifecycle::restart))
+        .route(
+            "/v1/instances/{tenant}/parameters",
+            put(lifecycle::set_parameters),
+        )
         .route("/v1/instances/{tenant}/logs", get(instances::logs))
         .route("/v1/instances/{tenant}/domains", post(edge::domain_add))
         .route(

@@ -2,7 +2,7 @@
 //! and served at `/v1/openapi.json`. Every operation answers errors in one shape
 //! (`{"error": "…"}`), described once as each operation's default response.
 
-use super::{access, edge, fleet, images, instances};
+use super::{access, edge, fleet, images, instances, lifecycle};
 use axum::Json;
 use utoipa::{
     Modify, OpenApi,
@@ -26,7 +26,7 @@ pub struct ErrorBody {
     paths(
         super::agent_show, super::reconcile_run, super::capacity, super::top, serve,
         instances::index, instances::create, instances::show, instances::delete,
-        instances::set_state, instances::logs,
+        instances::set_state, instances::logs, lifecycle::restart, lifecycle::set_parameters,
         edge::domain_add, edge::domain_verify, edge::domain_index, edge::cert_index,
         edge::cert_renew, edge::ca_show,
         images::index, images::prune,

@@ -47,6 +47,8 @@ pub const ROUTES: &[Route] = &[
     r(Method::GET, "/v1/instances/{tenant}", Read, "instance.show"),
     r(Method::DELETE, "/v1/instances/{tenant}", Operator, "instance.delete"),
     r(Method::PUT, "/v1/instances/{tenant}/state", Manage, "instance.state"),
+    r(Method::POST, "/v1/instances/{tenant}/restart", Manage, "instance.restart"),
+    r(Method::PUT, "/v1/instances/{tenant}/parameters", Manage, "instance.parameters"),
     r(Method::GET, "/v1/instances/{tenant}/logs", Read, "instance.logs"),
     r(Method::POST, "/v1/instances/{tenant}/domains", Manage, "domain.add"),
     r(Method::POST, "/v1/instances/{tenant}/domains/{domain}/verify", Manage, "domain.verify"),

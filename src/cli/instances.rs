@@ -88,6 +88,52 @@ pub async fn set_state(c: &Client, tenant: &str, state: &str, output: Output) ->
     Ok(())
 }
 
+pub async fn restart(c: &Client, tenant: &str, output: Output) -> Result<()> {
+    let path = api_path(&["v1", "instances", tenant, "restart"], &[]);
+    let call = c.json(Method::POST, &path, None);
+    let v = progress::during(format!("{tenant}: restarting"), call).await?;
+    let names: Vec<&str> = v
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect();
+    say(
+        output,
+        &v,
+        format!("{tenant}: restarted {}", names.join(", ")),
+    );
+    Ok(())
+}
+
+pub async fn set(
+    c: &Client,
+    tenant: &str,
+    pairs: Vec<(String, String)>,
+    unset: Vec<String>,
+    output: Output,
+) -> Result<()> {
+    if pairs.is_empty() && unset.is_empty() {
+        bail!("name at least one key=value or --unset KEY");
+    }
+    let set: std::collections::BTreeMap<_, _> = pairs.into_iter().collect();
+    let path = api_path(&["v1", "instances", tenant, "parameters"], &[]);
+    let body = json!({ "set": set, "unset": unset });
+    let v = c.json(Method::PUT, &path, Some(body)).await?;
+    let now: Vec<String> = v
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(|(k, x)| format!("{k}={}", x.as_str().unwrap_or_default()))
+        .collect();
+    say(
+        output,
+        &v,
+        format!("{tenant}: parameters {}", now.join(" ")),
+    );
+    Ok(())
+}
+
 /// Polls the instance's status until it runs (its status) or is invalid (an error), 5 min at
 /// most, showing its phase, or an image pull's bytes, as it goes. The agent drives the passes
 /// itself (file watch, engine events); this only watches.

@@ -115,6 +115,25 @@ pub enum Command {
         #[arg(short, long, value_enum, default_value = "table")]
         output: Output,
     },
+    /// Restart a running instance's containers (database first).
+    Restart {
+        #[arg(value_parser = tenant_arg)]
+        tenant: String,
+        #[arg(short, long, value_enum, default_value = "table")]
+        output: Output,
+    },
+    /// Set template parameters of an instance (key=value …), checked against its template.
+    Set {
+        #[arg(value_parser = tenant_arg)]
+        tenant: String,
+        #[arg(value_parser = parse_kv)]
+        pairs: Vec<(String, String)>,
+        /// Drop a parameter back to the template's default (repeatable).
+        #[arg(long)]
+        unset: Vec<String>,
+        #[arg(short, long, value_enum, default_value = "table")]
+        output: Output,
+    },
     /// Show an instance's logs.
     Logs {
         #[arg(value_parser = tenant_arg)]
@@ -316,6 +335,13 @@ pub async fn run(cli: Cli) -> Result<i32> {
         Command::Suspend { tenant, output } => {
             instances::set_state(&c, &tenant, "suspended", output).await?
         }
+        Command::Restart { tenant, output } => instances::restart(&c, &tenant, output).await?,
+        Command::Set {
+            tenant,
+            pairs,
+            unset,
+            output,
+        } => instances::set(&c, &tenant, pairs, unset, output).await?,
         Command::Logs {
             tenant,
             follow,

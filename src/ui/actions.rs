@@ -21,6 +21,9 @@ pub struct ActionForm {
     /// domain-verify).
     #[serde(default)]
     value: String,
+    /// The parameter a `parameter` form sets.
+    #[serde(default)]
+    key: String,
 }
 
 /// The API call a form stands for, or why it is refused.
@@ -28,6 +31,7 @@ fn request(
     t: &str,
     action: &str,
     value: &str,
+    key: &str,
 ) -> Result<(Method, String, Option<serde_json::Value>, String), String> {
     let base = format!("/v1/instances/{t}");
     let id = || {
@@ -63,6 +67,17 @@ fn request(
             None,
             "backed up".into(),
         ),
+        "restart" => (
+            Method::POST,
+            format!("{base}/restart"),
+            None,
+            "restarted".into(),
+        ),
+        "parameter" if !key.is_empty() => {
+            let body = json!({ "set": { key: value } });
+            let done = format!("{key} set");
+            (Method::PUT, format!("{base}/parameters"), Some(body), done)
+        }
         "restore" => {
             let id = id()?;
             let body = json!({ "from": id });
@@ -115,7 +130,7 @@ pub async fn act(
     if let Err(e) = crate::api::params::tenant(&t) {
         return render::error(StatusCode::BAD_REQUEST, &e);
     }
-    let (method, uri, body, done) = match request(&t, &action, f.value.trim()) {
+    let (method, uri, body, done) = match request(&t, &action, f.value.trim(), f.key.trim()) {
         Ok(r) => r,
         Err(e) => return render::error(StatusCode::BAD_REQUEST, &e),
     };
@@ -137,17 +152,40 @@ pub async fn act(
 mod tests {
     use super::request;
 
+    fn request_(
+        t: &str,
+        action: &str,
+        value: &str,
+    ) -> Result<
+        (
+            axum::http::Method,
+            String,
+            Option<serde_json::Value>,
+            String,
+        ),
+        String,
+    > {
+        request(t, action, value, "")
+    }
+
     #[test]
     fn a_form_names_only_a_known_action_and_a_plain_value() {
-        assert!(request("acme", "backup", "").is_ok());
-        assert!(request("acme", "rm", "").is_err());
-        assert!(request("acme", "restore", "../../etc").is_err());
-        assert!(request("acme", "restore", "").is_err());
-        assert!(request("acme", "domain-add", "shop.example.com").is_ok());
+        assert!(request_("acme", "backup", "").is_ok());
+        assert!(request_("acme", "rm", "").is_err());
+        assert!(request_("acme", "restore", "../../etc").is_err());
+        assert!(request_("acme", "restore", "").is_err());
+        assert!(request_("acme", "domain-add", "shop.example.com").is_ok());
         for bad in ["", "a/b", "1.2.3.4", "x y", "?q=1"] {
-            assert!(request("acme", "domain-verify", bad).is_err(), "{bad:?}");
+            assert!(request_("acme", "domain-verify", bad).is_err(), "{bad:?}");
         }
-        let (_, uri, body, _) = request("acme", "stop", "").unwrap();
+        assert!(
+            request_("acme", "parameter", "x").is_err(),
+            "a parameter form names its key"
+        );
+        let (_, uri, body, _) = request("acme", "parameter", "Shop", "site_title").unwrap();
+        assert_eq!(uri, "/v1/instances/acme/parameters");
+        assert_eq!(body.unwrap()["set"]["site_title"], "Shop");
+        let (_, uri, body, _) = request_("acme", "stop", "").unwrap();
         assert_eq!(uri, "/v1/instances/acme/state");
         assert_eq!(body.unwrap()["state"], "stopped");
     }

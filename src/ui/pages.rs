@@ -306,6 +306,7 @@ pub async fn tenant(v: Viewer, State(s): State<AppState>, Path(t): Path<String>)
     audit.reverse();
     let ctx = context! {
         who => who_view(&v), csrf => v.csrf, flash => s.ui.sessions.take_flash(&v.sid),
+        parameters => s.ctl.desired().instances.get(&t).map(|i| i.parameters.clone()),
         tenant => t, inst, domains => domains(&s, &t, &inst), backups, jobs => jobs.json(),
         logs => logs_text(&logs), audit, manage => v.who.may_manage(&t),
         operator => v.who.is_operator(),
