@@ -43,6 +43,7 @@ pub fn router(state: AppState) -> Router {
         .route("/logout", post(logout))
         .route("/t/{tenant}", get(pages::tenant))
         .route("/t/{tenant}/logs", get(pages::logs))
+        .route("/t/{tenant}/confirm-restore", get(pages::confirm_restore))
         .route("/t/{tenant}/{action}", post(actions::act))
         .route("/static/berth.css", get(css))
         .route("/static/berth.js", get(js))

@@ -368,3 +368,32 @@ pub async fn logs(v: Viewer, State(s): State<AppState>, Path(t): Path<String>) -
     )
         .into_response()
 }
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfirmQuery {
+    id: String,
+}
+
+/// A restore replaces data: the page that asks first (a link, so it works without script).
+pub async fn confirm_restore(
+    v: Viewer,
+    Path(t): Path<String>,
+    q: Result<Query<ConfirmQuery>, QueryRejection>,
+) -> Response {
+    let Query(q) = match q {
+        Ok(q) => q,
+        Err(e) => return bad_query(e),
+    };
+    let checked =
+        crate::api::params::tenant(&t).and_then(|()| crate::api::params::backup_ref(&q.id));
+    if let Err(e) = checked {
+        return render::error(StatusCode::BAD_REQUEST, &e);
+    }
+    if let Err(e) = v.who.check(Need::Manage, Some(&t)) {
+        let status = axum::response::IntoResponse::into_response(e).status();
+        return render::error(status, &format!("no instance {t:?}"));
+    }
+    let ctx = context! { who => who_view(&v), csrf => v.csrf, tenant => t, id => q.id };
+    render::page("confirm.html", ctx, StatusCode::OK)
+}

@@ -14,6 +14,7 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("tenant.html", include_str!("templates/tenant.html")),
     ("error.html", include_str!("templates/error.html")),
     ("audit.html", include_str!("templates/audit.html")),
+    ("confirm.html", include_str!("templates/confirm.html")),
 ];
 
 fn env() -> &'static Environment<'static> {

@@ -262,3 +262,38 @@ async fn a_revoked_token_ends_its_sessions_and_logout_ends_one() {
         StatusCode::SEE_OTHER
     );
 }
+
+#[tokio::test]
+async fn a_restore_asks_first_on_a_page_of_its_own() {
+    let (_d, s, acme) = world().await;
+    let ad = login(&s, &acme).await;
+    let p = send(
+        &s,
+        "GET",
+        "/ui/t/acme/confirm-restore?id=20261205T053716Z-f8d1",
+        Some(&ad),
+        "",
+    )
+    .await;
+    assert_eq!(p.status, StatusCode::OK, "{}", p.html);
+    assert!(p.html.contains("action=\"/ui/t/acme/restore\"") && p.html.contains("Restore now"));
+    assert_eq!(csrf(&p.html).len(), 64);
+    for (uri, want) in [
+        ("/ui/t/globex/confirm-restore?id=x", StatusCode::NOT_FOUND),
+        (
+            "/ui/t/acme/confirm-restore?id=../../etc",
+            StatusCode::BAD_REQUEST,
+        ),
+        ("/ui/t/acme/confirm-restore", StatusCode::BAD_REQUEST),
+        (
+            "/ui/t/acme/confirm-restore?id=x&more=1",
+            StatusCode::BAD_REQUEST,
+        ),
+    ] {
+        assert_eq!(
+            send(&s, "GET", uri, Some(&ad), "").await.status,
+            want,
+            "{uri}"
+        );
+    }
+}
