@@ -26,15 +26,16 @@ if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium chromium-driver >/dev/null
 fi
-# schemathesis and openapi-spec-validator (PyPI) for the OpenAPI test (tests/openapi.rs), in a
-# virtualenv under target/ so the system's Python is left alone.
-if [ ! -x target/py/bin/st ] || [ ! -x target/py/bin/openapi-spec-validator ]; then
+# schemathesis and openapi-spec-validator (PyPI) for the OpenAPI test (tests/openapi.rs) and
+# kubernetes-validate for the Kubernetes export (tests/kubernetes.rs), in a virtualenv under
+# target/ so the system's Python is left alone.
+if [ ! -x target/py/bin/st ] || [ ! -x target/py/bin/openapi-spec-validator ] || [ ! -x target/py/bin/kubernetes-validate ]; then
   if ! python3 -m venv target/py >/dev/null 2>&1; then
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends python3-venv >/dev/null
     python3 -m venv target/py
   fi
-  target/py/bin/pip install -q --disable-pip-version-check schemathesis==4.32.5 openapi-spec-validator==0.9.0
+  target/py/bin/pip install -q --disable-pip-version-check schemathesis==4.32.5 openapi-spec-validator==0.9.0 kubernetes-validate==1.37.0
 fi
 export BERTH_REQUIRE_DOCKER=1
 cargo fmt --all -- --check

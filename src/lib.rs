@@ -15,6 +15,7 @@ pub mod desired;
 pub mod disk;
 pub mod domains;
 pub mod egress;
+pub mod export;
 pub mod host_tuning;
 pub mod human;
 pub mod images;

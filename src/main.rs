@@ -45,6 +45,13 @@ async fn run(args: cli::Cli) -> Result<i32> {
             daemon::run(host).await?;
             Ok(0)
         }
+        cli::Command::Export { cmd } => {
+            let path = args
+                .config
+                .clone()
+                .unwrap_or_else(|| DEFAULT_CONFIG_PATH.into());
+            cli::export::run(&path, cmd)
+        }
         cli::Command::Completions { shell } => {
             use clap::CommandFactory;
             let mut cmd = cli::Cli::command();

@@ -4,6 +4,7 @@
 pub mod access;
 pub mod client;
 pub mod edge;
+pub mod export;
 pub mod fleet;
 pub mod instances;
 pub mod progress;
@@ -114,6 +115,11 @@ pub enum Command {
         tenant: String,
         #[arg(short, long, value_enum, default_value = "table")]
         output: Output,
+    },
+    /// Export tenants for another engine (offline, from the files): `berth export kubernetes`.
+    Export {
+        #[command(subcommand)]
+        cmd: export::ExportCmd,
     },
     /// Restart a running instance's containers (database first).
     Restart {
@@ -303,7 +309,10 @@ impl Cli {
 pub async fn run(cli: Cli) -> Result<i32> {
     let c = cli.client()?;
     match cli.command {
-        Command::Serve | Command::Validate { .. } | Command::Completions { .. } => {
+        Command::Serve
+        | Command::Validate { .. }
+        | Command::Completions { .. }
+        | Command::Export { .. } => {
             unreachable!("handled in main")
         }
         Command::Ls { output } => {
