@@ -190,10 +190,9 @@ pub async fn overview(
     let shown: Vec<&Row> = all.iter().filter(|r| filter.keeps(r)).collect();
     let operator = v.who.is_operator();
     let (capacity, upgrade) = if operator {
-        let c = call(&s, &v.who, Method::GET, "/v1/capacity", None).await;
         let u = call(&s, &v.who, Method::GET, "/v1/upgrades/current", None).await;
         (
-            c.json(),
+            capacity(&s).await,
             u.status.is_success().then(|| upgrade_view(u.json())),
         )
     } else {
@@ -224,6 +223,25 @@ const PHASES: &[&str] = &[
     "invalid",
     "removing",
 ];
+
+/// Host capacity from the last pass's desired state: `GET /v1/capacity` reads every instance
+/// file again (as admission does), which a page view need not pay for.
+async fn capacity(s: &AppState) -> serde_json::Value {
+    let (host, desired) = (s.ctl.host().clone(), s.ctl.desired());
+    let asleep = s.ctl.sleep().asleep().len();
+    let report = tokio::task::spawn_blocking(move || {
+        let now = crate::capacity::measure(&host.state_dir);
+        crate::capacity::report(&host, &desired, now)
+    })
+    .await;
+    match report {
+        Ok(mut r) => {
+            r.asleep = asleep;
+            serde_json::to_value(r).unwrap_or_default()
+        }
+        Err(_) => serde_json::Value::Null,
+    }
+}
 
 /// A fleet upgrade with its waves and how far it got.
 fn upgrade_view(u: serde_json::Value) -> serde_json::Value {
