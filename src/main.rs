@@ -7,6 +7,7 @@ use std::path::PathBuf;
 
 fn main() {
     let args = cli::Cli::parse();
+    berth::certs::install_crypto_provider();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("BERTH_LOG")

@@ -53,6 +53,8 @@ impl AcmeIssuer {
 
 /// Restores the account from `<certs>/<scope>/account.json`, or registers one and saves it.
 async fn connect(cfg: &AcmeConfig, certs_root: &Path) -> Result<Account, CertError> {
+    // instant-acme builds its TLS client from the process default provider.
+    super::install_crypto_provider();
     {
         let scope = acme_scope(&cfg.directory);
         let dir = certs_root.join(&scope);

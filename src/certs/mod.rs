@@ -2,6 +2,14 @@
 //! in-memory table the proxy's TLS listener resolves SNI against.
 
 pub mod acme;
+
+/// Makes ring the process's rustls provider, as berth's own TLS configs name explicitly, for
+/// the libraries that take the default (instant-acme's client). Without it a build that
+/// compiles in a second provider (a test dependency's aws-lc-rs) panics on first use.
+/// Idempotent.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
 pub mod ca;
 pub mod http01;
 pub mod issuer;
