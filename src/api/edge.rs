@@ -11,7 +11,6 @@ use super::{
 use crate::{
     desired::domains::check_custom,
     domains::{self, DomainError},
-    spec::{self, instance::InstanceFile},
 };
 use axum::{
     Json,
@@ -71,13 +70,6 @@ pub struct DomainRequest {
     pub domain: String,
 }
 
-fn load(path: &std::path::Path) -> Result<InstanceFile, ApiError> {
-    let shown = spec::shown_path(path, 2);
-    spec::load_yaml::<InstanceFile>(path, &shown)
-        .map(|l| l.value)
-        .map_err(|e| ApiError::Conflict(format!("fix the instance file first: {e}")))
-}
-
 /// The other tenant that has proven `domain`, if any: only a proof holds a domain.
 fn holder(s: &AppState, domain: &str, tenant: &str) -> Option<String> {
     s.domains.bound_to(domain).filter(|t| t != tenant)
@@ -103,7 +95,7 @@ pub async fn domain_add(
     let held_by = holder(&s, &req.domain, &tenant);
     // The file first (validated: plan's domain count, the provider's names), then the claim.
     if held_by.is_none() {
-        let mut file = load(&path)?;
+        let mut file = instances::load_file(&path)?;
         if !file.domains.contains(&req.domain) {
             file.domains.push(req.domain.clone());
             instances::save(&s, &path, &file).await?;
@@ -170,7 +162,7 @@ pub async fn domain_verify(
     }
     .map_err(|e| ApiError::Conflict(e.to_string()))?;
     let _guard = s.write_lock.lock().await;
-    let mut file = load(&path)?;
+    let mut file = instances::load_file(&path)?;
     if !file.domains.contains(&domain) && !file.aliases.contains(&domain) {
         file.domains.push(domain.clone());
     }
@@ -201,7 +193,9 @@ async fn drop_domain(s: &AppState, other: &str, domain: &str) {
     let Ok(path) = instances::instance_path(s, other) else {
         return;
     };
-    let Ok(mut f) = load(&path) else { return };
+    let Ok(mut f) = instances::load_file(&path) else {
+        return;
+    };
     f.domains.retain(|d| d != domain);
     f.aliases.retain(|d| d != domain);
     if let Err(e) = instances::save(s, &path, &f).await {

@@ -115,6 +115,14 @@ pub struct CreateRequest {
     pub state: RunState,
 }
 
+/// The instance file as written; one that does not parse must be fixed by hand first.
+pub(super) fn load_file(path: &std::path::Path) -> Result<InstanceFile, ApiError> {
+    let shown = spec::shown_path(path, 2);
+    spec::load_yaml::<InstanceFile>(path, &shown)
+        .map(|l| l.value)
+        .map_err(|e| ApiError::Conflict(format!("fix the instance file first: {e}")))
+}
+
 pub(super) fn instance_path(s: &AppState, tenant: &str) -> Result<std::path::PathBuf, ApiError> {
     // Checked before any path is built from it: a tenant name is a DNS label, never `../x`.
     super::params::tenant(tenant).map_err(ApiError::BadRequest)?;
@@ -250,10 +258,7 @@ pub async fn set_state(
     if !path.exists() {
         return Err(not_found(&tenant));
     }
-    let shown = spec::shown_path(&path, 2);
-    let mut file = spec::load_yaml::<InstanceFile>(&path, &shown)
-        .map_err(|e| ApiError::Conflict(format!("fix the instance file first: {e}")))?
-        .value;
+    let mut file = load_file(&path)?;
     // Suspension is the provider's lever (an unpaid bill): only the operator sets or lifts it.
     let suspension = [file.state, req.state].contains(&RunState::Suspended);
     if suspension && !who.is_operator() {

@@ -5,13 +5,12 @@ use super::{
     AppState,
     body::JsonBody,
     error::ApiError,
-    instances::{instance_path, not_found, save},
+    instances::{instance_path, load_file, not_found, save},
     params::Tenant,
 };
 use crate::{
     reconcile::Phase,
     runtime::{RunStatus, spec::container_name},
-    spec::{self, instance::InstanceFile},
 };
 use axum::{Json, extract::State};
 use serde::Deserialize;
@@ -105,10 +104,7 @@ pub async fn set_parameters(
     if !path.exists() {
         return Err(not_found(&tenant));
     }
-    let shown = spec::shown_path(&path, 2);
-    let mut file = spec::load_yaml::<InstanceFile>(&path, &shown)
-        .map_err(|e| ApiError::Conflict(format!("fix the instance file first: {e}")))?
-        .value;
+    let mut file = load_file(&path)?;
     for k in &req.unset {
         file.parameters.remove(k);
     }
