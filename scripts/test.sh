@@ -31,6 +31,7 @@ fi
 # target/ so the system's Python is left alone.
 if [ ! -x target/py/bin/st ] || [ ! -x target/py/bin/openapi-spec-validator ] || [ ! -x target/py/bin/kubernetes-validate ]; then
   if ! python3 -m venv target/py >/dev/null 2>&1; then
+    rm -rf target/py  # a half-made venv (no ensurepip) is made again once python3-venv is in
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends python3-venv >/dev/null
     python3 -m venv target/py

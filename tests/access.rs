@@ -13,13 +13,7 @@ const SLOT: u16 = 100;
 fn a_tenant_admin_token_manages_its_own_tenant_through_the_cli_and_nothing_else() {
     let Some(_g) = docker_test() else { return };
     let mut h = Harness::new(SLOT);
-    let api = format!("127.0.0.1:{}", 18300 + SLOT);
-    let cfg = std::fs::read_to_string(h.path("berth.yaml")).unwrap();
-    let cfg = cfg.replace(
-        "api:\n  socket: berth.sock\n",
-        &format!("api:\n  socket: berth.sock\n  tcp: {api}\n"),
-    );
-    std::fs::write(h.path("berth.yaml"), cfg).unwrap();
+    let api = h.with_tcp_api(SLOT, "");
     for t in ["acme", "globex"] {
         common::write_instance(&h, t, "template: demo\nversion: \"1\"\nplan: small\n");
     }
@@ -166,14 +160,7 @@ fn the_api_serves_tls_from_berths_ca_and_the_cli_verifies_it() {
     let Some(_g) = docker_test() else { return };
     let mut h = Harness::new(SLOT);
     let port = 18300 + SLOT;
-    let cfg = std::fs::read_to_string(h.path("berth.yaml")).unwrap();
-    let cfg = cfg.replace(
-        "api:\n  socket: berth.sock\n",
-        &format!(
-            "api:\n  socket: berth.sock\n  tcp: 127.0.0.1:{port}\n  tls:\n    names: [localhost, 127.0.0.1]\n"
-        ),
-    );
-    std::fs::write(h.path("berth.yaml"), cfg).unwrap();
+    h.with_tcp_api(SLOT, "  tls:\n    names: [localhost, 127.0.0.1]\n");
     common::write_instance(&h, "acme", "template: demo\nversion: \"1\"\nplan: small\n");
     h.start();
     h.wait_running(&["acme"]);

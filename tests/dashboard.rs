@@ -142,13 +142,7 @@ fn token(h: &Harness, args: &[&str]) -> String {
 fn operators_and_tenant_admins_use_the_dashboard_in_a_real_browser() {
     let Some(_g) = docker_test() else { return };
     let mut h = Harness::new(SLOT);
-    let api = format!("127.0.0.1:{}", 18300 + SLOT);
-    let cfg = std::fs::read_to_string(h.path("berth.yaml")).unwrap();
-    let cfg = cfg.replace(
-        "api:\n  socket: berth.sock\n",
-        &format!("api:\n  socket: berth.sock\n  tcp: {api}\n"),
-    );
-    std::fs::write(h.path("berth.yaml"), cfg).unwrap();
+    let api = h.with_tcp_api(SLOT, "");
     for t in ["acme", "globex"] {
         common::write_instance(&h, t, "template: demo\nversion: \"1\"\nplan: small\n");
     }

@@ -25,13 +25,7 @@ fn tool(name: &str) -> String {
 fn the_running_agent_answers_as_its_openapi_description_says() {
     let Some(_g) = docker_test() else { return };
     let mut h = Harness::new(SLOT);
-    let api = format!("127.0.0.1:{}", 18300 + SLOT);
-    let cfg = std::fs::read_to_string(h.path("berth.yaml")).unwrap();
-    let cfg = cfg.replace(
-        "api:\n  socket: berth.sock\n",
-        &format!("api:\n  socket: berth.sock\n  tcp: {api}\n"),
-    );
-    std::fs::write(h.path("berth.yaml"), cfg).unwrap();
+    let api = h.with_tcp_api(SLOT, "");
     for t in ["acme", "globex"] {
         common::write_instance(&h, t, "template: demo\nversion: \"1\"\nplan: small\n");
     }

@@ -127,6 +127,19 @@ impl Harness {
         (http, https)
     }
 
+    /// Adds the API's TCP listener on this slot's loopback port, with `extra` lines (indented
+    /// under `api:`, e.g. `  tls: …`); returns its address.
+    pub fn with_tcp_api(&self, slot: u16, extra: &str) -> String {
+        let api = format!("127.0.0.1:{}", 18300 + slot);
+        let cfg = std::fs::read_to_string(self.path("berth.yaml")).unwrap();
+        let cfg = cfg.replace(
+            "api:\n  socket: berth.sock\n",
+            &format!("api:\n  socket: berth.sock\n  tcp: {api}\n{extra}"),
+        );
+        std::fs::write(self.path("berth.yaml"), cfg).unwrap();
+        api
+    }
+
     /// A copy of the repo's demo template in this harness's own templates dir (`templates/demo`,
     /// the host config switched to it), its template.yaml changed by `edit`.
     pub fn own_demo_template(&self, edit: impl FnOnce(String) -> String) {
