@@ -13,6 +13,10 @@
 #                         WORDPRESS_TABLE_PREFIX, WORDPRESS_CONFIG_EXTRA, /var/www/html); :6.1-p2
 #                         adds a must-use plugin whose first load creates a table, :6.1-broken
 #                         answers 500 everywhere (upgrade tests). Built with `lamp` as argument.
+#   berth/netguard:bookworm  with `swarm` as argument: minbase + iptables, the egress guard
+#                         berth runs on every swarm node
+#   berth/swarm-node:bookworm  with `swarm`: Debian's docker.io as a container, the nodes of
+#                         the local test swarm (scripts/swarm-nodes.sh)
 #   berth/systemd:bookworm  with `systemd` as argument: Debian with systemd as PID 1, where
 #                         tests/systemd.rs installs berth's units and runs the agent for real
 # An image whose inputs did not change is not rebuilt (label berth.inputs = hash of images/).
@@ -133,11 +137,35 @@ ENTRYPOINT [\"/berth/docker-entrypoint.sh\"]
 CMD [\"apache2-foreground\"]"
   done
 }
+build_swarm() {
+  if ! have berth/netguard:bookworm "$inputs"; then
+    local dir=$cache/guardroot
+    if [ ! -x "$dir/usr/sbin/iptables-nft" ]; then
+      echo "build-images: debootstrap bookworm with iptables (about a minute)"
+      bootstrap "$dir" guard-debootstrap.log iptables
+      rm -rf "$dir"/var/cache/apt/archives/*.deb "$dir"/var/lib/apt/lists/*
+    fi
+    echo "build-images: importing berth/netguard:bookworm"
+    tar -C "$dir" -c . | docker import -c "LABEL berth.inputs=$inputs" - berth/netguard:bookworm >/dev/null
+  fi
+  if ! have berth/swarm-node:bookworm "$inputs"; then
+    local dir=$cache/noderoot
+    if [ ! -x "$dir/usr/sbin/dockerd" ]; then
+      echo "build-images: debootstrap bookworm with docker.io (about a minute)"
+      bootstrap "$dir" node-debootstrap.log docker.io,iptables,iproute2,ca-certificates,procps
+      rm -rf "$dir"/var/cache/apt/archives/*.deb "$dir"/var/lib/apt/lists/*
+    fi
+    echo "build-images: importing berth/swarm-node:bookworm"
+    tar -C "$dir" -c . | docker import -c "LABEL berth.inputs=$inputs" \
+      -c 'ENTRYPOINT ["/usr/sbin/dockerd"]' - berth/swarm-node:bookworm >/dev/null
+  fi
+}
 for extra in "$@"; do
   case "$extra" in
     systemd) build_systemd ;;
     lamp) build_lamp ;;
-    *) echo "build-images: unknown image set $extra (systemd, lamp)" >&2; exit 2 ;;
+    swarm) build_swarm ;;
+    *) echo "build-images: unknown image set $extra (systemd, lamp, swarm)" >&2; exit 2 ;;
   esac
 done
 echo "build-images: done"

@@ -4,8 +4,9 @@
 use crate::{
     api::{self, AppState},
     desired::HostConfig,
+    desired::engine::Engine,
     reconcile::Controller,
-    runtime::{Runtime, docker::DockerRuntime},
+    runtime::{Runtime, docker::DockerRuntime, swarm::SwarmRuntime},
     store::{Layout, atomic},
 };
 use crate::{
@@ -92,9 +93,16 @@ fn fill_admission_totals(host: &mut HostConfig) {
 
 /// The kernel-enforced egress policy, or (warned, and shown by status and metrics) why this
 /// host cannot have it.
-fn egress_policy(host: &HostConfig) -> crate::egress::Egress {
+/// In swarm mode `nodes` is the nodes' guards, which stand in for this host's firewall.
+fn egress_policy(
+    host: &HostConfig,
+    nodes: Option<Box<dyn crate::egress::Firewall>>,
+) -> crate::egress::Egress {
     use crate::egress::{Egress, Firewall, iptables::Iptables};
-    let fw = Iptables::probe(&host.namespace).map(|f| Box::new(f) as Box<dyn Firewall>);
+    let fw = match nodes {
+        Some(guards) => Ok(guards),
+        None => Iptables::probe(&host.namespace).map(|f| Box::new(f) as Box<dyn Firewall>),
+    };
     if let Err(why) = &fw {
         tracing::warn!(reason = %why, "the egress policy cannot be enforced on this host; tenants can reach the host's networks");
     }
@@ -119,9 +127,17 @@ pub async fn run(mut host: HostConfig) -> Result<(), DaemonError> {
         }
     }
     crate::reconcile::shared_db::ensure_name_key(&mut host)?;
-    let rt: Arc<dyn Runtime> = Arc::new(DockerRuntime::connect().await?);
+    let (rt, node_fw): (Arc<dyn Runtime>, Option<Box<dyn crate::egress::Firewall>>) =
+        match &host.engine {
+            Engine::Docker => (Arc::new(DockerRuntime::connect().await?), None),
+            Engine::Swarm(s) => {
+                let rt = SwarmRuntime::connect(s).await?;
+                let guards = Box::new(rt.guards(&host.namespace));
+                (Arc::new(rt), Some(guards))
+            }
+        };
     let ctl = Arc::new(Controller::new(rt, host.clone())?);
-    ctl.set_egress(Arc::new(egress_policy(&host)));
+    ctl.set_egress(Arc::new(egress_policy(&host, node_fw)));
     let _watcher = watch(&host, ctl.clone())?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let book = Arc::new(DomainBook::open(layout.domains())?);

@@ -45,6 +45,7 @@ pub fn host() -> HostConfig {
             resolver: None,
             http_port: 80,
         },
+        engine: crate::desired::engine::Engine::Docker,
     }
 }
 

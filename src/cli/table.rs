@@ -43,6 +43,24 @@ fn joined(v: &Value, sep: &str) -> String {
     }
 }
 
+/// Where the tenant's web port answers: its swarm node (`node/10.0.0.3`, `DOWN` if the swarm
+/// says so) or this host's loopback.
+fn web_host(i: &Value) -> String {
+    let web = &i["web_service"];
+    let node = i["containers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|c| c["service"] == *web)
+        .map(|c| &c["node"])
+        .filter(|n| n.is_object());
+    match node {
+        Some(n) if n["ready"] == false => format!("{} DOWN {}", s(&n["name"]), s(&n["addr"])),
+        Some(n) => format!("{}/{}", s(&n["name"]), s(&n["addr"])),
+        None => "127.0.0.1".into(),
+    }
+}
+
 pub fn instances(v: &Value) -> String {
     let rows: Vec<Vec<String>> = v
         .as_array()
@@ -57,7 +75,7 @@ pub fn instances(v: &Value) -> String {
                 s(&i["phase"]),
                 i["port"]
                     .as_u64()
-                    .map(|p| format!("127.0.0.1:{p}"))
+                    .map(|p| format!("{}:{p}", web_host(i)))
                     .unwrap_or("-".into()),
                 joined(&i["domains"], ","),
             ]

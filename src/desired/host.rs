@@ -49,6 +49,8 @@ pub struct HostConfig {
     pub proxy: Option<ProxyConfig>,
     pub acme: Option<AcmeConfig>,
     pub domains: DomainsConfig,
+    /// The engine tenants run on (`engine:`).
+    pub engine: super::engine::Engine,
 }
 
 /// Where `/metrics` listens (None: off) and how often container stats are swept.
@@ -330,6 +332,7 @@ pub fn build(file: &spec::Loaded<HostFile>, root: &Path) -> Result<HostConfig, S
         );
     }
     let api_tls = super::api::check(&h.api, resolve, &mut err);
+    let engine = super::engine::check(&h.engine, resolve, &mut err);
     let mut admission = Admission::default();
     let ratios = [
         (
@@ -462,6 +465,7 @@ pub fn build(file: &spec::Loaded<HostFile>, root: &Path) -> Result<HostConfig, S
         api_tcp: h.api.tcp.clone(),
         api_token_file: h.api.token_file.as_deref().map(resolve),
         api_tls,
+        engine,
         subnet_pool: pool.expect("checked above"),
         ports: (h.ports.first, h.ports.last),
         resync: resync.expect("checked above"),

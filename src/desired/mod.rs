@@ -6,6 +6,7 @@ pub mod api;
 pub mod backups;
 pub mod domains;
 pub mod edge;
+pub mod engine;
 pub mod host;
 pub mod instance;
 pub mod last_valid;

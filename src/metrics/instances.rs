@@ -30,6 +30,13 @@ pub struct InstanceLabels {
     pub version: String,
 }
 
+/// A tenant and the swarm node that holds it.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct NodeLabels {
+    tenant: String,
+    node: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PhaseLabel {
     phase: String,
@@ -156,6 +163,22 @@ impl Instances {
             "1 when every container of the instance runs and none is unhealthy",
             None,
             up,
+        )?;
+        // Swarm mode: where each tenant is, and whether that node is up.
+        let nodes = board.instances.iter().filter_map(|(t, s)| {
+            let n = s.containers.iter().find_map(|c| c.node.as_ref())?;
+            let labels = NodeLabels {
+                tenant: t.clone(),
+                node: n.name.clone(),
+            };
+            Some((labels, super::state::flag(n.ready)))
+        });
+        encode::gauges(
+            enc,
+            "berth_instance_node_ready",
+            "Swarm mode: 1 while the node holding the tenant is ready, 0 when it is down",
+            None,
+            nodes,
         )?;
         let mut by_phase = std::collections::BTreeMap::<String, f64>::new();
         for s in board.instances.values() {

@@ -40,6 +40,9 @@ pub enum Check {
         user: String,
         password_file: PathBuf,
     },
+    /// A command run in the container through its engine, exit 0 passing: for a database on a
+    /// swarm node, whose overlay address the agent cannot reach.
+    Exec { cmd: Vec<String> },
 }
 
 impl Check {
@@ -48,6 +51,7 @@ impl Check {
             Check::Http { .. } => "http",
             Check::Postgres { .. } => "postgres",
             Check::Mariadb { .. } => "mariadb",
+            Check::Exec { .. } => "exec",
         }
     }
 }
@@ -70,8 +74,19 @@ pub trait Checker: Send + Sync + 'static {
     async fn check(&self, t: &Target) -> Result<(), String>;
 }
 
-/// Probes over the network (the agent's checker).
-pub struct NetChecker;
+/// Probes over the network (the agent's checker), and exec checks through the runtime.
+pub struct NetChecker {
+    rt: std::sync::Arc<dyn crate::runtime::Runtime>,
+}
+
+impl NetChecker {
+    pub fn new(rt: std::sync::Arc<dyn crate::runtime::Runtime>) -> NetChecker {
+        NetChecker { rt }
+    }
+}
+
+/// An exec check's time limit (the prober bounds the whole check too).
+const EXEC_LIMIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 #[async_trait::async_trait]
 impl Checker for NetChecker {
@@ -92,6 +107,14 @@ impl Checker for NetChecker {
                 let pw = tokio::fs::read(password_file).await.unwrap_or_default();
                 let end = pw.iter().rposition(|b| *b != b'\n').map_or(0, |i| i + 1);
                 db::mariadb(*addr, user, &pw[..end]).await
+            }
+            Check::Exec { cmd } => {
+                let argv: Vec<&str> = cmd.iter().map(String::as_str).collect();
+                let out = self.rt.exec_timed(&t.container, &argv, EXEC_LIMIT).await;
+                match out.map_err(|e| e.to_string())? {
+                    o if o.exit_code == 0 => Ok(()),
+                    o => Err(format!("exit {}: {}", o.exit_code, o.output.trim())),
+                }
             }
         }
     }

@@ -62,23 +62,30 @@ pub fn of_tenant<'c>(
     if let Some(c) = running(t, &inst.web.service)
         && let Some(port) = c.host_port
     {
-        out.push(target(c, web_check(scope, inst, port)));
+        let host = c.node.as_ref().map_or(Ipv4Addr::LOCALHOST, |n| n.addr);
+        out.push(target(
+            c,
+            web_check(scope, inst, SocketAddr::from((host, port))),
+        ));
     }
     if let Some(db) = inst
         .database
         .as_ref()
         .filter(|d| d.mode == DatabaseMode::Sidecar)
         && let Some(c) = running(t, &db.host)
-        && let Some(ip) = c.ip
     {
-        out.push(target(c, db_check(scope, t, db, ip)));
+        match (c.ip, &c.node) {
+            (Some(ip), _) => out.push(target(c, db_check(scope, t, db, ip))),
+            (None, Some(_)) => out.push(target(c, db_exec_check(db))),
+            (None, None) => {}
+        }
     }
     out
 }
 
-fn web_check(scope: &Scope<'_>, inst: &Instance, port: u16) -> Check {
+fn web_check(scope: &Scope<'_>, inst: &Instance, addr: SocketAddr) -> Check {
     Check::Http {
-        addr: SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
+        addr,
         path: inst.web.health_path.clone(),
         host: super::http::probe_host(inst, scope.base_domain),
     }
@@ -98,6 +105,38 @@ fn db_check(scope: &Scope<'_>, tenant: &str, db: &Database, ip: Ipv4Addr) -> Che
             password_file: scope.layout.secret(tenant, &db.password_secret),
         },
     }
+}
+
+/// The database's own readiness tool, run in its container on its node (no password: a
+/// server that answers at all, even with "access denied", is up).
+fn db_exec_check(db: &Database) -> Check {
+    let port = db.port.to_string();
+    let cmd = match db.engine {
+        DatabaseEngine::Postgres => vec![
+            "pg_isready",
+            "-q",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port,
+            "-U",
+            &db.user,
+            "-d",
+            &db.name,
+        ]
+        .into_iter()
+        .map(String::from)
+        .collect(),
+        DatabaseEngine::Mariadb | DatabaseEngine::Mysql => vec![
+            "sh".to_string(),
+            "-c".into(),
+            format!(
+                "mariadb-admin --protocol=tcp -h 127.0.0.1 -P {port} ping >/dev/null 2>&1 \
+                 || mysqladmin --protocol=tcp -h 127.0.0.1 -P {port} ping >/dev/null"
+            ),
+        ],
+    };
+    Check::Exec { cmd }
 }
 
 /// Whether berth probes `service` of `inst` (its web service, or its sidecar database).

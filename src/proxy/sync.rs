@@ -9,6 +9,15 @@ use crate::{
 };
 use std::{collections::BTreeMap, net::SocketAddr};
 
+/// Where a tenant's web port is published: its swarm node, or this host's loopback.
+fn host_of(s: &crate::reconcile::InstanceStatus) -> std::net::Ipv4Addr {
+    s.containers
+        .iter()
+        .find(|c| Some(&c.service) == s.web_service.as_ref())
+        .and_then(|c| c.node.as_ref())
+        .map_or(std::net::Ipv4Addr::LOCALHOST, |n| n.addr)
+}
+
 /// Tenant name used for certificates of the provider's own shared domains.
 pub const SHARED_OWNER: &str = "_shared";
 
@@ -35,9 +44,7 @@ pub fn edge(
         let status = board.instances.get(t);
         let provisioning = !dozing(t)
             && status.is_none_or(|s| matches!(s.phase, Phase::Provisioning | Phase::Pulling));
-        let target = status
-            .and_then(|s| s.port)
-            .map(|p| SocketAddr::from(([127, 0, 0, 1], p)));
+        let target = status.and_then(|s| Some(SocketAddr::from((host_of(s), s.port?))));
         let mut hosts: Vec<String> = i
             .domains
             .iter()

@@ -60,6 +60,8 @@ pub struct Controller {
     pulls: Arc<crate::images::Pulls>,
     backoff: Mutex<BTreeMap<String, backoff::Backoff>>,
     failures: Mutex<BTreeMap<String, String>>,
+    /// Tenants whose last apply in a pass failed (the failures a converged pass clears).
+    apply_failed: Mutex<BTreeSet<String>>,
     board: RwLock<Board>,
     /// The desired state of the last pass, for the proxy and certificates.
     last_desired: RwLock<Arc<desired::Desired>>,
@@ -84,7 +86,8 @@ pub struct Controller {
 impl Controller {
     /// A controller whose tenants are probed over the network.
     pub fn new(rt: Arc<dyn Runtime>, host: HostConfig) -> Result<Controller, ReconcileError> {
-        Controller::with_checker(rt, host, Arc::new(crate::probe::NetChecker))
+        let checker = Arc::new(crate::probe::NetChecker::new(rt.clone()));
+        Controller::with_checker(rt, host, checker)
     }
 
     /// A controller whose probes go through `checker` (a fake in unit tests).
@@ -106,7 +109,12 @@ impl Controller {
         }
         crate::store::atomic::clean_temp_files(layout.root());
         let allocs = Allocations::open(layout.allocations())?;
-        let disks = crate::disk::Disks::probe(&layout.disks()).map(Arc::new);
+        let disks = match host.engine.is_swarm() {
+            // Volumes live on the nodes; a loop-mounted filesystem here would bound nothing.
+            true => Err("swarm mode: volumes live on the swarm's nodes".to_string()),
+            false => crate::disk::Disks::probe(&layout.disks()),
+        }
+        .map(Arc::new);
         if let Err(why) = &disks {
             tracing::warn!(reason = %why, "disk quotas cannot be enforced on this host; plans' disk limits are not applied");
         }
@@ -133,6 +141,7 @@ impl Controller {
             pulls,
             backoff: Mutex::default(),
             failures: Mutex::default(),
+            apply_failed: Mutex::default(),
             board: RwLock::default(),
             last_desired: RwLock::default(),
             passes: tokio::sync::watch::channel(0).0,
@@ -298,6 +307,7 @@ impl Controller {
         };
         let planned = plan::plan(&ctx, &loaded.desired, &observed, &recorded);
         let disk_failures: BTreeSet<String> = synced.failed.into_keys().collect();
+        self.clear_converged(&planned, &disk_failures);
         let now = Instant::now();
         let due: Vec<(String, Vec<plan::Step>)> = {
             let b = self.backoff.lock().expect("backoff lock");
@@ -329,6 +339,12 @@ impl Controller {
                     if result.is_err() {
                         errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     }
+                    let mut failed = self.apply_failed.lock().expect("apply_failed lock");
+                    match result.is_err() {
+                        true => failed.insert(t.clone()),
+                        false => failed.remove(&t),
+                    };
+                    drop(failed);
                     self.record_result(&t, result.err().map(|e| e.to_string()));
                     self.holds.lock().expect("holds lock").applied(&t);
                 }
@@ -483,6 +499,28 @@ impl Controller {
                 b.insert(tenant.into(), next);
                 f.insert(tenant.into(), e);
             }
+        }
+    }
+
+    /// A tenant whose apply failed and that now has nothing left to do has converged (its
+    /// node came back, say): the error no longer holds, nor does its backoff.
+    fn clear_converged(
+        &self,
+        planned: &BTreeMap<String, Vec<plan::Step>>,
+        disk_failures: &BTreeSet<String>,
+    ) {
+        let stale: Vec<String> = {
+            let mut failed = self.apply_failed.lock().expect("apply_failed lock");
+            let stale = failed
+                .iter()
+                .filter(|t| !planned.contains_key(*t) && !disk_failures.contains(*t))
+                .cloned()
+                .collect();
+            failed.retain(|t| planned.contains_key(t) || disk_failures.contains(t));
+            stale
+        };
+        for t in stale {
+            self.record_result(&t, None);
         }
     }
 

@@ -62,6 +62,7 @@ fn converged(insts: &[Instance]) -> (Inventory, Recorded) {
                     .then_some(crate::runtime::Health::Healthy),
                 host_port: cs.publish.map(|p| p.1),
                 ip: None,
+                node: None,
             });
         }
     }
@@ -369,6 +370,7 @@ fn host_level_objects_are_not_collected_as_orphans() {
         health: None,
         host_port: None,
         ip: None,
+        node: None,
     });
     assert!(run(&desired(vec![]), &inv, &Recorded::default()).is_empty());
 }

@@ -155,7 +155,7 @@ pub fn board(
                 port: ports.get(t).copied(),
                 domains: i.domains.clone(),
                 web_service: Some(i.web.service.clone()),
-                error: failures.get(t).cloned(),
+                error: node_down(&containers).or_else(|| failures.get(t).cloned()),
                 containers,
                 pull: None,
                 probes: vec![],
@@ -195,6 +195,19 @@ pub fn board(
         }
     }
     out
+}
+
+/// What to say when the swarm node holding the tenant is not ready: berth waits for it.
+fn node_down(cs: &[ObservedContainer]) -> Option<String> {
+    let n = cs
+        .iter()
+        .filter_map(|c| c.node.as_ref())
+        .find(|n| !n.ready)?;
+    Some(format!(
+        "node {} ({}) is down or unreachable; the tenant's containers and volumes are there, \
+         so berth waits for it to return",
+        n.name, n.addr
+    ))
 }
 
 /// A status with nothing known beyond the tenant name and what is passed.

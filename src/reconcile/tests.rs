@@ -295,3 +295,26 @@ async fn an_upgrade_or_restore_that_holds_a_waking_tenant_takes_it_over_at_once(
     ctl.release("acme");
     stop.send(true).unwrap();
 }
+
+#[tokio::test]
+async fn a_failure_is_forgotten_once_the_tenant_converges_without_berth() {
+    let e = env();
+    write_instance(e.dir.path(), "acme", "");
+    converge(&e.ctl).await;
+    e.rt.set_status("berth-acme-app", crate::runtime::RunStatus::Stopped);
+    e.rt.fail_on("start_container berth-acme-app");
+    e.ctl.pass().await.unwrap();
+    let failing = &e.ctl.board().instances["acme"];
+    assert_eq!(failing.phase, Phase::Failing, "{failing:?}");
+    // Started by its engine (a swarm node that came back, a restart policy): nothing to do.
+    e.rt.set_status("berth-acme-app", crate::runtime::RunStatus::Running);
+    converge(&e.ctl).await;
+    e.ctl.probes().tick().await;
+    e.ctl.pass().await.unwrap();
+    let s = &e.ctl.board().instances["acme"];
+    assert_eq!(
+        (s.phase, s.error.as_deref()),
+        (Phase::Running, None),
+        "{s:?}"
+    );
+}

@@ -1,4 +1,5 @@
-//! The real runtime: Docker Engine through bollard. The only file that imports bollard.
+//! The real runtime: Docker Engine through bollard. With `swarm/`, the only code that imports
+//! bollard.
 
 use super::{
     ExecOutput, Health, Inventory, LogStream, ObservedContainer, ObservedNetwork, ObservedVolume,
@@ -257,6 +258,43 @@ impl DockerRuntime {
     pub async fn connect() -> Result<DockerRuntime, RuntimeError> {
         let docker = Docker::connect_with_local_defaults()
             .map_err(|e| RuntimeError::Unreachable(e.to_string()))?;
+        Self::open(
+            docker,
+            std::env::var(STATS_SOURCE_ENV).as_deref() != Ok("engine"),
+        )
+        .await
+    }
+
+    /// The engine answering on the unix socket `path` (a swarm node's); `kernel_stats` reads
+    /// figures from this host's cgroups, which only the local engine's containers have.
+    pub async fn connect_socket(
+        path: &std::path::Path,
+        kernel_stats: bool,
+    ) -> Result<DockerRuntime, RuntimeError> {
+        let at = path.to_string_lossy();
+        let docker = Docker::connect_with_unix(&at, 120, bollard::API_DEFAULT_VERSION)
+            .map_err(|e| RuntimeError::Unreachable(format!("{at}: {e}")))?;
+        Self::open(docker, kernel_stats).await
+    }
+
+    /// The engine on the unix socket `path`, spoken to at `version` (the swarm manager's),
+    /// without a call now: a node that is down when the agent starts is one it can wait for.
+    pub fn lazy_socket(
+        path: &std::path::Path,
+        version: &bollard::ClientVersion,
+    ) -> Result<DockerRuntime, RuntimeError> {
+        let at = path.to_string_lossy();
+        let docker = Docker::connect_with_unix(&at, 120, version)
+            .map_err(|e| RuntimeError::Unreachable(format!("{at}: {e}")))?;
+        Ok(DockerRuntime {
+            docker,
+            mutations: AtomicU64::new(0),
+            crash_after: None,
+            kernel_stats: false,
+        })
+    }
+
+    async fn open(docker: Docker, kernel_stats: bool) -> Result<DockerRuntime, RuntimeError> {
         let docker = docker
             .negotiate_version()
             .await
@@ -272,11 +310,16 @@ impl DockerRuntime {
             docker,
             mutations: AtomicU64::new(0),
             crash_after,
-            kernel_stats: std::env::var(STATS_SOURCE_ENV).as_deref() != Ok("engine"),
+            kernel_stats,
         })
     }
 
-    fn count(&self) {
+    /// The bollard client (for `swarm/`, which speaks to the same engine API).
+    pub(super) fn client(&self) -> &Docker {
+        &self.docker
+    }
+
+    pub(super) fn count(&self) {
         let done = self.mutations.fetch_add(1, Ordering::SeqCst);
         if self.crash_after == Some(done) {
             eprintln!(
@@ -288,23 +331,23 @@ impl DockerRuntime {
     }
 }
 
-fn status_of(e: &BollardError) -> Option<u16> {
+pub(super) fn status_of(e: &BollardError) -> Option<u16> {
     match e {
         BollardError::DockerResponseServerError { status_code, .. } => Some(*status_code),
         _ => None,
     }
 }
 
-fn call_err(kind: &'static str, name: &str, e: BollardError) -> RuntimeError {
+pub(super) fn call_err(kind: &'static str, name: &str, e: BollardError) -> RuntimeError {
     match e {
         BollardError::DockerResponseServerError { message, .. } => RuntimeError::Call {
             kind,
             name: name.into(),
             message,
         },
-        BollardError::HyperResponseError { .. } | BollardError::IOError { .. } => {
-            RuntimeError::Unreachable(e.to_string())
-        }
+        BollardError::HyperResponseError { .. }
+        | BollardError::IOError { .. }
+        | BollardError::SocketNotFoundError(_) => RuntimeError::Unreachable(e.to_string()),
         other => RuntimeError::Call {
             kind,
             name: name.into(),
@@ -314,7 +357,7 @@ fn call_err(kind: &'static str, name: &str, e: BollardError) -> RuntimeError {
 }
 
 /// Maps "already in that state" answers to success: 304 (not modified), and `ok` codes.
-fn tolerate(
+pub(super) fn tolerate(
     r: Result<(), BollardError>,
     ok: &[u16],
     kind: &'static str,
@@ -326,7 +369,7 @@ fn tolerate(
     }
 }
 
-fn ns_filter(ns: &str) -> HashMap<String, Vec<String>> {
+pub(super) fn ns_filter(ns: &str) -> HashMap<String, Vec<String>> {
     HashMap::from([(
         "label".to_string(),
         vec![format!("{}={ns}", labels::NAMESPACE)],
@@ -419,6 +462,37 @@ fn host_config(s: &ContainerSpec) -> HostConfig {
     }
 }
 
+/// The engine's health check: the template's, or none at all (an image's own HEALTHCHECK
+/// switched off too).
+pub(super) fn health_config(s: &ContainerSpec) -> HealthConfig {
+    s.healthcheck.as_ref().map_or_else(
+        || HealthConfig {
+            test: Some(vec!["NONE".into()]),
+            ..Default::default()
+        },
+        |h| HealthConfig {
+            test: Some(h.test.clone()),
+            interval: Some(h.interval_ns),
+            timeout: Some(h.timeout_ns),
+            retries: Some(h.retries),
+            start_period: Some(h.start_period_ns),
+            ..Default::default()
+        },
+    )
+}
+
+/// A network's one address range.
+pub(super) fn ipam(s: &NetworkSpec) -> Ipam {
+    Ipam {
+        config: Some(vec![IpamConfig {
+            subnet: Some(s.subnet.clone()),
+            gateway: Some(s.gateway.clone()),
+            ..Default::default()
+        }]),
+        ..Default::default()
+    }
+}
+
 fn create_body(s: &ContainerSpec) -> ContainerCreateBody {
     ContainerCreateBody {
         image: Some(s.image.clone()),
@@ -434,20 +508,7 @@ fn create_body(s: &ContainerSpec) -> ContainerCreateBody {
             .map(|(p, _)| HashMap::from([(format!("{p}/tcp"), HashMap::new())])),
         // Docker's exec checks are opt-in: without one in the template, an image's own
         // HEALTHCHECK is switched off too (berth probes health itself).
-        healthcheck: Some(s.healthcheck.as_ref().map_or_else(
-            || HealthConfig {
-                test: Some(vec!["NONE".into()]),
-                ..Default::default()
-            },
-            |h| HealthConfig {
-                test: Some(h.test.clone()),
-                interval: Some(h.interval_ns),
-                timeout: Some(h.timeout_ns),
-                retries: Some(h.retries),
-                start_period: Some(h.start_period_ns),
-                ..Default::default()
-            },
-        )),
+        healthcheck: Some(health_config(s)),
         stop_timeout: Some(s.stop_timeout_s),
         host_config: Some(host_config(s)),
         networking_config: Some(NetworkingConfig {
@@ -505,6 +566,7 @@ impl Runtime for DockerRuntime {
                     health: health_from_status(c.status.as_deref().unwrap_or_default()),
                     host_port,
                     ip: tenant_ip(ns, &l, c.network_settings.as_ref()),
+                    node: None,
                 }
             })
             .collect();
@@ -595,14 +657,7 @@ impl Runtime for DockerRuntime {
         let req = NetworkCreateRequest {
             name: s.name.clone(),
             driver: Some("bridge".into()),
-            ipam: Some(Ipam {
-                config: Some(vec![IpamConfig {
-                    subnet: Some(s.subnet.clone()),
-                    gateway: Some(s.gateway.clone()),
-                    ..Default::default()
-                }]),
-                ..Default::default()
-            }),
+            ipam: Some(ipam(s)),
             labels: Some(s.labels.clone().into_iter().collect()),
             ..Default::default()
         };

@@ -202,6 +202,7 @@ impl Runtime for FakeRuntime {
                 health: None,
                 host_port: spec.publish.map(|p| p.1),
                 ip: Some(ip),
+                node: None,
             },
         );
         Ok(())

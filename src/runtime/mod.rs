@@ -7,6 +7,7 @@ pub mod fake;
 pub mod labels;
 pub mod proctree;
 pub mod spec;
+pub mod swarm;
 
 use bytes::Bytes;
 use futures_util::stream::BoxStream;
@@ -63,6 +64,32 @@ pub struct ObservedContainer {
     /// Its address on the tenant's own network (what berth's database probes connect to).
     #[schema(value_type = Option<String>, format = Ipv4)]
     pub ip: Option<std::net::Ipv4Addr>,
+    /// The swarm node that runs it (swarm mode only); the edge reaches `host_port` there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<NodeRef>,
+}
+
+/// A swarm node as a tenant's container sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct NodeRef {
+    pub name: String,
+    /// The node's address, where host-mode published ports answer.
+    #[schema(value_type = String, format = Ipv4)]
+    pub addr: std::net::Ipv4Addr,
+    /// Swarm reports it ready (false: down, or unreachable from the managers).
+    pub ready: bool,
+}
+
+/// A node of the engine, for placement (`Runtime::nodes`; empty on one host).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct NodeInfo {
+    pub name: String,
+    pub addr: std::net::Ipv4Addr,
+    pub ready: bool,
+    /// Available for new tasks (not drained or paused).
+    pub active: bool,
+    pub memory: u64,
+    pub cpus: f64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -228,6 +255,10 @@ pub trait Runtime: Send + Sync + 'static {
     ) -> Result<BoxStream<'static, EngineEvent>, RuntimeError>;
     /// One reading of a running container's resource use.
     async fn stats(&self, name: &str) -> Result<ContainerStats, RuntimeError>;
+    /// The engine's nodes (swarm mode); empty on one host.
+    async fn nodes(&self) -> Result<Vec<NodeInfo>, RuntimeError> {
+        Ok(vec![])
+    }
     /// Mutating calls made so far (create/start/stop/remove/connect/exec).
     fn mutations(&self) -> u64;
 }

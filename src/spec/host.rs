@@ -68,6 +68,26 @@ pub struct HostFile {
     /// Registry host → the host to pull its images from instead (a pull-through cache).
     #[serde(default)]
     pub registry_mirrors: BTreeMap<String, String>,
+    /// Which engine runs the tenants: one Docker host (default) or a Docker Swarm.
+    #[serde(default)]
+    pub engine: EngineFile,
+}
+
+/// `engine:` — `mode: docker` (this host's engine) or `mode: swarm` (the swarm whose manager
+/// answers on `manager`; `nodes` names each node's own engine socket, for exec, stats, logs and
+/// volumes, which Swarm does not proxy).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EngineFile {
+    #[serde(default)]
+    pub mode: Option<String>,
+    #[serde(default)]
+    pub manager: Option<PathBuf>,
+    #[serde(default)]
+    pub nodes: BTreeMap<String, PathBuf>,
+    /// The image of the per-node egress guard (iptables; built by build-images.sh).
+    #[serde(default)]
+    pub netguard_image: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

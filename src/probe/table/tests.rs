@@ -141,6 +141,7 @@ async fn the_overlay_shows_the_worse_of_docker_and_probe_on_running_containers_o
         health,
         host_port: None,
         ip: None,
+        node: None,
     };
     let mut inv = Inventory {
         containers: vec![

@@ -1,0 +1,596 @@
+//! The second runtime: Docker Swarm. The reconciler is the same; only these calls differ. A
+//! tenant's whole instance (services, volumes, database) lives on one node, chosen when its
+//! overlay network is made and recorded as a label on that network. Services are created
+//! through a manager; exec, logs, stats, volumes and images go to the node's own engine (Swarm
+//! does not proxy them), each a `DockerRuntime` on that node's socket.
+
+mod calls;
+pub mod guard;
+pub mod nodes;
+pub mod observe;
+pub mod service;
+
+use super::{
+    ContainerStats, ExecOutput, ImageInfo, Inventory, LogStream, NodeInfo, ObservedContainer,
+    PullEvent, Runtime, RuntimeError,
+    docker::DockerRuntime,
+    labels,
+    spec::{ContainerSpec, MountKind, NetworkSpec, VolumeSpec},
+};
+use crate::desired::engine::SwarmEngine;
+use bollard::{
+    Docker,
+    models::{NetworkCreateRequest, SecretSpec, ServiceSpec},
+    query_parameters::{
+        InspectServiceOptions, ListNetworksOptions, ListNodesOptions, ListSecretsOptions,
+        UpdateServiceOptions,
+    },
+};
+use futures_util::stream::BoxStream;
+use service::{FOR_LABEL, FileSecret, NODE_LABEL};
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+pub use calls::PlacedNetwork;
+
+pub struct SwarmRuntime {
+    manager: Docker,
+    nodes: nodes::NodeConns,
+    /// Tenant → node, read from network labels (a network never moves, so this only grows
+    /// until the network is removed).
+    placed: Mutex<HashMap<String, String>>,
+    mutations: AtomicU64,
+    netguard_image: String,
+}
+
+fn unsupported(kind: &'static str, name: &str, what: &str) -> RuntimeError {
+    RuntimeError::Call {
+        kind,
+        name: name.into(),
+        message: format!("{what} is not available in swarm mode"),
+    }
+}
+
+fn err(kind: &'static str, name: &str) -> impl FnOnce(bollard::errors::Error) -> RuntimeError {
+    move |e| super::docker::call_err(kind, name, e)
+}
+
+fn filters(k: &str, v: String) -> Option<HashMap<String, Vec<String>>> {
+    Some(HashMap::from([(k.to_string(), vec![v])]))
+}
+
+fn label_of(l: &BTreeMap<String, String>, key: &str) -> String {
+    l.get(key).cloned().unwrap_or_default()
+}
+
+impl SwarmRuntime {
+    /// Connects to the manager (refusing an engine that is not a swarm manager); each node's
+    /// engine is connected on first use.
+    pub async fn connect(e: &SwarmEngine) -> Result<SwarmRuntime, RuntimeError> {
+        let manager = DockerRuntime::connect_socket(&e.manager, false).await?;
+        let manager = manager.client().clone();
+        manager.inspect_swarm().await.map_err(|x| {
+            RuntimeError::Unreachable(format!(
+                "{} is not a swarm manager: {x}",
+                e.manager.display()
+            ))
+        })?;
+        let nodes = nodes::NodeConns::new(manager.client_version(), &e.nodes);
+        Ok(SwarmRuntime {
+            manager,
+            nodes,
+            placed: Mutex::new(HashMap::new()),
+            mutations: AtomicU64::new(0),
+            netguard_image: e.netguard_image.clone(),
+        })
+    }
+
+    /// The egress guards of every node, as the agent's firewall.
+    pub fn guards(&self, ns: &str) -> Arc<guard::NodeGuards> {
+        guard::NodeGuards::new(self.nodes.clone(), ns, &self.netguard_image)
+    }
+
+    fn count(&self) {
+        self.mutations.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn node_rt(&self, node: &str) -> Result<Arc<DockerRuntime>, RuntimeError> {
+        self.nodes.get(node)
+    }
+
+    /// The swarm's nodes as the manager reports them.
+    async fn swarm_nodes(&self) -> Result<Vec<NodeInfo>, RuntimeError> {
+        let list = self
+            .manager
+            .list_nodes(None::<ListNodesOptions>)
+            .await
+            .map_err(err("nodes", "swarm"))?;
+        Ok(list.into_iter().filter_map(calls::node_info).collect())
+    }
+
+    /// The node that holds `tenant`, from its network's label.
+    async fn node_of(&self, ns: &str, tenant: &str) -> Result<String, RuntimeError> {
+        if let Some(n) = self.placed.lock().expect("placed").get(tenant) {
+            return Ok(n.clone());
+        }
+        let name = super::spec::network_name(ns, tenant);
+        let nets = self
+            .manager
+            .list_networks(Some(ListNetworksOptions {
+                filters: filters("name", name.clone()),
+            }))
+            .await
+            .map_err(err("network", &name))?;
+        let node = nets
+            .into_iter()
+            .filter(|n| n.name.as_deref() == Some(&name))
+            .find_map(|n| n.labels?.get(NODE_LABEL).cloned())
+            .ok_or_else(|| RuntimeError::Call {
+                kind: "tenant",
+                name: tenant.into(),
+                message: "has no network yet, so no node".into(),
+            })?;
+        self.placed
+            .lock()
+            .expect("placed")
+            .insert(tenant.into(), node.clone());
+        Ok(node)
+    }
+
+    /// A node for a new tenant: among the ready nodes whose egress guard runs, the one with the
+    /// most memory not yet promised to tenants.
+    async fn choose_node(&self, ns: &str) -> Result<String, RuntimeError> {
+        let mut nodes = self.swarm_nodes().await?;
+        for n in nodes.iter_mut().filter(|n| n.active && n.ready) {
+            let guarded = match self.nodes.get(&n.name) {
+                Ok(rt) => guard::ensure(rt.client(), ns, &self.netguard_image).await,
+                Err(e) => Err(e),
+            };
+            if let Err(e) = guarded {
+                tracing::warn!(node = %n.name, error = %e, "no egress guard on this node; it takes no new tenants");
+                n.active = false;
+            }
+        }
+        let (reserved, tenants) = calls::load(&self.manager, ns).await?;
+        observe::place(&nodes, &reserved, &tenants)
+            .map(|n| n.name.clone())
+            .ok_or_else(|| RuntimeError::Call {
+                kind: "swarm",
+                name: ns.into(),
+                message: "no node is ready, active and guarded to take a new tenant".into(),
+            })
+    }
+
+    /// The engine of the node that holds `service`'s tenant.
+    async fn service_node(&self, service: &str) -> Result<Arc<DockerRuntime>, RuntimeError> {
+        let svc = self
+            .manager
+            .inspect_service(service, None::<InspectServiceOptions>)
+            .await
+            .map_err(err("service", service))?;
+        let l: BTreeMap<String, String> = svc
+            .spec
+            .and_then(|s| s.labels)
+            .unwrap_or_default()
+            .into_iter()
+            .collect();
+        let node = self
+            .node_of(
+                &label_of(&l, labels::NAMESPACE),
+                &label_of(&l, labels::TENANT),
+            )
+            .await?;
+        self.node_rt(&node)
+    }
+
+    /// The node and container id of `service`'s running task.
+    async fn locate(&self, service: &str) -> Result<(Arc<DockerRuntime>, String), RuntimeError> {
+        let rt = self.service_node(service).await?;
+        let id = calls::running_task(rt.client(), service).await?;
+        Ok((rt, id))
+    }
+
+    /// Ensures a secret per rendered file of `s`; returns them with their ids.
+    async fn secrets(&self, s: &ContainerSpec) -> Result<Vec<(FileSecret, String)>, RuntimeError> {
+        let ns = label_of(&s.labels, labels::NAMESPACE);
+        let mut out = vec![];
+        for m in s.mounts.iter().filter(|m| m.kind == MountKind::File) {
+            let data = std::fs::read(&m.source).map_err(|e| RuntimeError::Call {
+                kind: "file",
+                name: m.source.clone(),
+                message: e.to_string(),
+            })?;
+            let f = service::file_secret(&ns, &s.name, &m.target, data);
+            let id = self.ensure_secret(s, &f).await?;
+            out.push((f, id));
+        }
+        Ok(out)
+    }
+
+    async fn ensure_secret(
+        &self,
+        s: &ContainerSpec,
+        f: &FileSecret,
+    ) -> Result<String, RuntimeError> {
+        let found = self
+            .manager
+            .list_secrets(Some(ListSecretsOptions {
+                filters: filters("name", f.name.clone()),
+            }))
+            .await
+            .map_err(err("secret", &f.name))?;
+        if let Some(id) = found
+            .into_iter()
+            .find(|x| x.spec.as_ref().and_then(|s| s.name.as_deref()) == Some(&f.name))
+            .and_then(|x| x.id)
+        {
+            return Ok(id);
+        }
+        self.count();
+        let mut l: HashMap<String, String> = s.labels.clone().into_iter().collect();
+        l.remove(labels::SPEC_HASH);
+        l.insert(FOR_LABEL.into(), s.name.clone());
+        use base64::Engine as _;
+        let spec = SecretSpec {
+            name: Some(f.name.clone()),
+            labels: Some(l),
+            data: Some(base64::engine::general_purpose::STANDARD.encode(&f.data)),
+            ..Default::default()
+        };
+        let r = self.manager.create_secret(spec).await;
+        r.map(|r| r.id).map_err(err("secret", &f.name))
+    }
+
+    /// Sets a service's replica count (0 or 1), then waits for its task to match.
+    async fn scale(&self, name: &str, replicas: i64, wait: Duration) -> Result<(), RuntimeError> {
+        let svc = match self
+            .manager
+            .inspect_service(name, None::<InspectServiceOptions>)
+            .await
+        {
+            Err(e) if replicas == 0 && super::docker::status_of(&e) == Some(404) => return Ok(()),
+            r => r.map_err(err("service", name))?,
+        };
+        let mut spec: ServiceSpec = svc.spec.unwrap_or_default();
+        let now = spec
+            .mode
+            .as_ref()
+            .and_then(|m| m.replicated.as_ref())
+            .and_then(|r| r.replicas);
+        if now != Some(replicas) {
+            self.count();
+            if let Some(r) = spec.mode.as_mut().and_then(|m| m.replicated.as_mut()) {
+                r.replicas = Some(replicas);
+            }
+            let version = svc.version.and_then(|v| v.index).unwrap_or(0) as i32;
+            let opts = UpdateServiceOptions {
+                version,
+                ..Default::default()
+            };
+            self.manager
+                .update_service(name, spec, opts, None)
+                .await
+                .map_err(err("service", name))?;
+        }
+        // Already scaled: a task that is not there yet (its node is down, say) is the
+        // status's to report, not a reason to hold this pass for long.
+        let wait = if now == Some(replicas) {
+            wait.min(Duration::from_secs(5))
+        } else {
+            wait
+        };
+        calls::wait_tasks(&self.manager, name, replicas > 0, wait).await
+    }
+
+    async fn on_every_node<F, Fut>(&self, f: F) -> Result<(), RuntimeError>
+    where
+        F: Fn(Arc<DockerRuntime>) -> Fut,
+        Fut: std::future::Future<Output = Result<(), RuntimeError>>,
+    {
+        for (_, rt) in self.nodes.all() {
+            f(rt?).await?;
+        }
+        Ok(())
+    }
+
+    /// Each reachable, ready node's own view of berth's containers, volumes and images.
+    async fn node_views(&self, ns: &str, nodes: &[NodeInfo]) -> BTreeMap<String, Inventory> {
+        let mut seen = BTreeMap::new();
+        for name in self.nodes.names() {
+            let up = nodes.iter().any(|n| n.name == *name && n.ready);
+            if up
+                && let Ok(rt) = self.nodes.get(name)
+                && let Ok(inv) = rt.inventory(ns).await
+            {
+                seen.insert(name.clone(), inv);
+            }
+        }
+        seen
+    }
+}
+
+#[async_trait::async_trait]
+impl Runtime for SwarmRuntime {
+    async fn inventory(&self, ns: &str) -> Result<Inventory, RuntimeError> {
+        let nodes = self.swarm_nodes().await?;
+        let seen = self.node_views(ns, &nodes).await;
+        let nets = calls::networks(&self.manager, ns).await?;
+        for n in &nets {
+            if let Some(node) = &n.node {
+                self.placed
+                    .lock()
+                    .expect("placed")
+                    .insert(n.net.tenant.clone(), node.clone());
+            }
+        }
+        let mut inv = Inventory {
+            networks: nets.into_iter().map(|n| n.net).collect(),
+            ..Default::default()
+        };
+        for (svc, replicas) in calls::services(&self.manager, ns).await? {
+            let node_name = self
+                .placed
+                .lock()
+                .expect("placed")
+                .get(&svc.tenant)
+                .cloned();
+            let node = node_name
+                .as_ref()
+                .and_then(|n| nodes.iter().find(|x| x.name == *n));
+            let tasks: Vec<&ObservedContainer> = node_name
+                .as_ref()
+                .and_then(|n| seen.get(n))
+                .map(|i| {
+                    i.containers
+                        .iter()
+                        .filter(|c| observe::service_of(&c.name) == svc.name)
+                        .collect()
+                })
+                .unwrap_or_default();
+            inv.containers
+                .push(observe::observed(svc, replicas, &tasks, node));
+        }
+        calls::merge_nodes(&mut inv, seen.into_values());
+        Ok(inv)
+    }
+
+    async fn nodes(&self) -> Result<Vec<NodeInfo>, RuntimeError> {
+        self.swarm_nodes().await
+    }
+
+    async fn create_network(&self, s: &NetworkSpec) -> Result<(), RuntimeError> {
+        let tenant = label_of(&s.labels, labels::TENANT);
+        let ns = label_of(&s.labels, labels::NAMESPACE);
+        if self.node_of(&ns, &tenant).await.is_ok() {
+            return Ok(());
+        }
+        let node = self.choose_node(&ns).await?;
+        self.count();
+        let mut l: HashMap<String, String> = s.labels.clone().into_iter().collect();
+        l.insert(NODE_LABEL.into(), node.clone());
+        let req = NetworkCreateRequest {
+            name: s.name.clone(),
+            driver: Some("overlay".into()),
+            attachable: Some(true),
+            ipam: Some(super::docker::ipam(s)),
+            labels: Some(l),
+            ..Default::default()
+        };
+        self.manager
+            .create_network(req)
+            .await
+            .map_err(err("network", &s.name))?;
+        tracing::info!(%tenant, %node, "tenant placed");
+        self.placed.lock().expect("placed").insert(tenant, node);
+        Ok(())
+    }
+
+    async fn remove_network(&self, name: &str) -> Result<(), RuntimeError> {
+        self.count();
+        let r = self.manager.remove_network(name).await;
+        super::docker::tolerate(r, &[404], "network", name)?;
+        self.placed
+            .lock()
+            .expect("placed")
+            .retain(|t, _| !name.ends_with(&format!("-{t}")));
+        Ok(())
+    }
+
+    async fn connect_network(&self, n: &str, c: &str, _: &str) -> Result<(), RuntimeError> {
+        Err(unsupported(
+            "network",
+            n,
+            &format!("attaching {c} (a shared database server)"),
+        ))
+    }
+
+    async fn disconnect_network(&self, n: &str, c: &str) -> Result<(), RuntimeError> {
+        Err(unsupported("network", n, &format!("detaching {c}")))
+    }
+
+    async fn create_volume(&self, s: &VolumeSpec) -> Result<(), RuntimeError> {
+        if s.device.is_some() {
+            return Err(unsupported(
+                "volume",
+                &s.name,
+                "a disk quota (a volume on a tenant filesystem)",
+            ));
+        }
+        let ns = label_of(&s.labels, labels::NAMESPACE);
+        let node = self
+            .node_of(&ns, &label_of(&s.labels, labels::TENANT))
+            .await?;
+        self.count();
+        self.node_rt(&node)?.create_volume(s).await
+    }
+
+    async fn remove_volume(&self, name: &str) -> Result<(), RuntimeError> {
+        self.count();
+        self.on_every_node(|rt| async move { rt.remove_volume(name).await })
+            .await
+    }
+
+    async fn create_container(&self, s: &ContainerSpec) -> Result<(), RuntimeError> {
+        if calls::service_exists(&self.manager, &s.name).await? {
+            return Ok(());
+        }
+        let ns = label_of(&s.labels, labels::NAMESPACE);
+        let node = self
+            .node_of(&ns, &label_of(&s.labels, labels::TENANT))
+            .await?;
+        let secrets = self.secrets(s).await?;
+        self.count();
+        let spec = service::service_spec(s, &node, 0, &secrets);
+        match self.manager.create_service(spec, None).await {
+            Ok(_) => Ok(()),
+            Err(e) if super::docker::status_of(&e) == Some(409) => Ok(()),
+            Err(e) => Err(super::docker::call_err("service", &s.name, e)),
+        }
+    }
+
+    async fn start_container(&self, name: &str) -> Result<(), RuntimeError> {
+        self.scale(name, 1, Duration::from_secs(120)).await
+    }
+
+    async fn stop_container(&self, name: &str, grace: Duration) -> Result<(), RuntimeError> {
+        self.scale(name, 0, grace + Duration::from_secs(30)).await
+    }
+
+    async fn remove_container(&self, name: &str) -> Result<(), RuntimeError> {
+        let node = self.service_node(name).await.ok();
+        self.count();
+        let r = self.manager.delete_service(name).await;
+        super::docker::tolerate(r, &[404], "service", name)?;
+        calls::wait_tasks(&self.manager, name, false, Duration::from_secs(60)).await?;
+        calls::remove_secrets_for(&self.manager, name).await?;
+        match node {
+            Some(rt) => {
+                calls::wait_containers_gone(rt.client(), name, Duration::from_secs(60)).await?;
+                calls::remove_volumes_for(rt.client(), name).await
+            }
+            None => Ok(()),
+        }
+    }
+
+    async fn rename_container(&self, from: &str, _to: &str) -> Result<(), RuntimeError> {
+        Err(unsupported(
+            "service",
+            from,
+            "renaming (blue-green upgrades)",
+        ))
+    }
+
+    async fn logs(&self, name: &str, follow: bool, tail: usize) -> Result<LogStream, RuntimeError> {
+        let (rt, id) = self.locate(name).await?;
+        rt.logs(&id, follow, tail).await
+    }
+
+    async fn exec(
+        &self,
+        name: &str,
+        cmd: &[&str],
+        stdin: Option<Vec<u8>>,
+    ) -> Result<ExecOutput, RuntimeError> {
+        let (rt, id) = self.locate(name).await?;
+        rt.exec(&id, cmd, stdin).await
+    }
+
+    async fn exec_out(
+        &self,
+        name: &str,
+        cmd: &[&str],
+        sink: &mut (dyn tokio::io::AsyncWrite + Unpin + Send),
+    ) -> Result<ExecOutput, RuntimeError> {
+        let (rt, id) = self.locate(name).await?;
+        rt.exec_out(&id, cmd, sink).await
+    }
+
+    async fn exec_in(
+        &self,
+        name: &str,
+        cmd: &[&str],
+        source: &mut (dyn tokio::io::AsyncRead + Unpin + Send),
+    ) -> Result<ExecOutput, RuntimeError> {
+        let (rt, id) = self.locate(name).await?;
+        rt.exec_in(&id, cmd, source).await
+    }
+
+    async fn pull_image(
+        &self,
+        image: &str,
+        auth: Option<(String, String)>,
+        progress: &(dyn for<'e> Fn(&'e PullEvent) + Send + Sync),
+    ) -> Result<(), RuntimeError> {
+        for (_, rt) in self.nodes.all() {
+            rt?.pull_image(image, auth.clone(), progress).await?;
+        }
+        Ok(())
+    }
+
+    async fn list_images(&self) -> Result<Vec<ImageInfo>, RuntimeError> {
+        let mut by_id: BTreeMap<String, ImageInfo> = BTreeMap::new();
+        for (_, rt) in self.nodes.all() {
+            let Ok(rt) = rt else { continue };
+            for i in rt.list_images().await? {
+                by_id.entry(i.id.clone()).or_insert(i);
+            }
+        }
+        Ok(by_id.into_values().collect())
+    }
+
+    async fn remove_image(&self, reference: &str) -> Result<(), RuntimeError> {
+        self.on_every_node(|rt| async move { rt.remove_image(reference).await })
+            .await
+    }
+
+    async fn tag_image(&self, source: &str, target: &str) -> Result<(), RuntimeError> {
+        self.on_every_node(|rt| async move { rt.tag_image(source, target).await })
+            .await
+    }
+
+    async fn exec_timed(
+        &self,
+        name: &str,
+        cmd: &[&str],
+        limit: Duration,
+    ) -> Result<ExecOutput, RuntimeError> {
+        let (rt, id) = self.locate(name).await?;
+        rt.exec_timed(&id, cmd, limit).await
+    }
+
+    async fn events(
+        &self,
+        ns: &str,
+    ) -> Result<BoxStream<'static, super::EngineEvent>, RuntimeError> {
+        let mut streams = vec![];
+        for (_, rt) in self.nodes.all() {
+            if let Ok(rt) = rt
+                && let Ok(s) = rt.events(ns).await
+            {
+                streams.push(s);
+            }
+        }
+        use futures_util::StreamExt;
+        Ok(futures_util::stream::select_all(streams)
+            .map(|mut e| {
+                e.container = observe::service_of(&e.container).to_string();
+                e
+            })
+            .boxed())
+    }
+
+    async fn stats(&self, name: &str) -> Result<ContainerStats, RuntimeError> {
+        let (rt, id) = self.locate(name).await?;
+        rt.stats(&id).await
+    }
+
+    fn mutations(&self) -> u64 {
+        self.mutations.load(Ordering::Relaxed) + self.nodes.mutations()
+    }
+}
