@@ -238,6 +238,17 @@ impl Controller {
         self.files_lock.clone()
     }
 
+    /// Where `tenant`'s `port` is published: on its swarm node, or on this host's loopback.
+    pub fn published_at(&self, tenant: &str, port: u16) -> std::net::SocketAddr {
+        let board = self.board.read().expect("board lock");
+        let node = board
+            .instances
+            .get(tenant)
+            .and_then(|s| s.containers.iter().find_map(|c| c.node.as_ref()));
+        let host = node.map_or(std::net::Ipv4Addr::LOCALHOST, |n| n.addr);
+        std::net::SocketAddr::from((host, port))
+    }
+
     pub fn allocations(&self) -> &Allocations {
         &self.allocs
     }

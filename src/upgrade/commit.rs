@@ -13,7 +13,7 @@ use crate::{
     spec::{instance::InstanceFile, template::UpgradeStrategy},
     store::atomic,
 };
-use std::{net::SocketAddr, time::Duration};
+use std::time::Duration;
 
 impl Upgrader {
     /// After the switch: the file names the new version, the old container goes and the new
@@ -34,7 +34,17 @@ impl Upgrader {
                 .inventory(&self.ctl.host().namespace)
                 .await
                 .map_err(|e| e.to_string())?;
+            // Swarm cannot rename: the service is made again under its name, so requests wait
+            // at the gate meanwhile, and the gate's pool must not keep the old connections.
+            let held = self
+                .proxy
+                .as_ref()
+                .and_then(|p| p.gate(t))
+                .filter(|_| self.ctl.host().engine.is_swarm());
             if inv.containers.iter().any(|c| c.name == green) {
+                if let Some(g) = &held {
+                    g.pause();
+                }
                 // The proxy has drained it already; only stragglers from outside remain.
                 rt.stop_container(&canonical, Duration::from_secs(2))
                     .await
@@ -45,6 +55,14 @@ impl Upgrader {
                 rt.rename_container(&green, &canonical)
                     .await
                     .map_err(|e| e.to_string())?;
+                if let Some(g) = &held {
+                    let port = self.ctl.allocations().get(t).ok_or("no allocation")?.port;
+                    let at = self.ctl.published_at(t, port);
+                    g.replace(
+                        Some(Target::new(at, Duration::from_secs(2))),
+                        Duration::ZERO,
+                    );
+                }
             }
         }
         if let Some(g) = self.proxy.as_ref().and_then(|p| p.gate(t)) {
@@ -89,10 +107,8 @@ impl Upgrader {
                         .map_err(|f| match f {
                             Fail::Failed(e) | Fail::NotStarted(e) => e,
                         })?;
-                    let target = Target::new(
-                        SocketAddr::from(([127, 0, 0, 1], alloc.port)),
-                        Duration::from_secs(2),
-                    );
+                    let target =
+                        Target::new(self.ctl.published_at(t, alloc.port), Duration::from_secs(2));
                     // Best effort: the old version was healthy before; give it the usual time.
                     let _ = health::wait_healthy(
                         &target,

@@ -12,7 +12,7 @@ use crate::{
     spec::template::UpgradeStrategy,
     store::{Allocation, Layout, atomic},
 };
-use std::{net::SocketAddr, sync::Arc, time::Duration};
+use std::{sync::Arc, time::Duration};
 
 /// Why a tenant did not move: before anything changed, or after (so it is rolled back).
 pub(super) enum Fail {
@@ -265,10 +265,7 @@ impl Upgrader {
         let clock = std::time::Instant::now();
         self.start_web(inst, alloc, port, name).await?;
         self.migrate(t, name).await?;
-        let target = Target::new(
-            SocketAddr::from(([127, 0, 0, 1], port)),
-            Duration::from_secs(2),
-        );
+        let target = Target::new(self.ctl.published_at(t, port), Duration::from_secs(2));
         self.health_gate(t, &target, inst).await?;
         self.update(t, |p| p.gate_seconds = Some(clock.elapsed().as_secs_f64()));
         Ok(target)

@@ -278,16 +278,25 @@ pub async fn wait_containers_gone(
     }
 }
 
-/// Removes the secrets made for `service` (each is in use until its tasks are gone).
-pub async fn remove_secrets_for(m: &Docker, service: &str) -> Result<(), RuntimeError> {
-    let list = m
+/// Removes the secrets of `tenant` that no service uses any more: those of a removed service,
+/// and the earlier versions of a file that changed (a renamed service keeps using its
+/// predecessor's).
+pub async fn prune_secrets(m: &Docker, ns: &str, tenant: &str) -> Result<(), RuntimeError> {
+    let used: BTreeSet<String> = list_services(m, ns)
+        .await?
+        .into_iter()
+        .filter_map(|s| s.spec?.task_template?.container_spec?.secrets)
+        .flatten()
+        .filter_map(|r| r.secret_id)
+        .collect();
+    let mine = m
         .list_secrets(Some(ListSecretsOptions {
-            filters: filters("label", format!("{}={service}", super::FOR_LABEL)),
+            filters: filters("label", format!("{}={tenant}", labels::TENANT)),
         }))
         .await
-        .map_err(err("secrets", service))?;
-    for s in list {
-        if let Some(id) = s.id {
+        .map_err(err("secrets", tenant))?;
+    for id in mine.into_iter().filter_map(|s| s.id) {
+        if !used.contains(&id) {
             let r = m.delete_secret(&id).await;
             super::super::docker::tolerate(r, &[404], "secret", &id)?;
         }

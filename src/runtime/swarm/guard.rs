@@ -4,7 +4,7 @@
 //! NET_RAW only, read-only) that installs berth's chains, hooked first into `DOCKER-USER` and
 //! `INPUT`, for everything entering from `docker_gwbridge`: private, shared, link-local
 //! (metadata), loopback and reserved ranges are dropped, and so is the node itself (other
-//! tenants' host-mode ports included). It re-applies them every 10 s, so a dockerd restart that
+//! tenants' host-mode ports included). It checks them every 10 s, so a dockerd restart that
 //! rewrites the chains is repaired. Replies (conntrack ESTABLISHED) and the edge's connections
 //! into the tenants' published ports are untouched.
 
@@ -47,8 +47,8 @@ pub fn rules(ns: &str) -> String {
 }
 
 /// The guard's shell script: picks the iptables flavour dockerd uses (the one whose DOCKER
-/// chain exists), then every 10 s replaces the chains in one commit and makes each jump the
-/// first rule of its parent.
+/// chain exists), then every 10 s checks the chains (replaced in one commit when they differ)
+/// and makes each jump the first rule of its parent.
 pub fn script(ns: &str) -> String {
     let (fwd, input) = crate::egress::policy::chains(ns);
     format!(
@@ -61,12 +61,19 @@ hook() {{
   while $IPT -w -D "$1" -j "$2" 2>/dev/null; do :; done
   $IPT -w -I "$1" 1 -j "$2"
 }}
+chains() {{ $IPT -w -S {fwd} 2>/dev/null; $IPT -w -S {input} 2>/dev/null; }}
+applied=never
 while :; do
-  if printf '%s' "$RULES" | $IPT-restore -w --noflush && hook DOCKER-USER {fwd} && hook INPUT {input}; then
-    [ -e /tmp/ok ] || {{ echo "netguard: rules in force ($IPT)"; : > /tmp/ok; }}
-  else
-    echo "netguard: could not install the rules" >&2; rm -f /tmp/ok
+  # Replaced only when they differ from what was installed (a dockerd restart, a hand
+  # edit): the packet counters of the drops stay readable.
+  if [ "$(chains)" != "$applied" ]; then
+    if printf '%s' "$RULES" | $IPT-restore -w --noflush; then
+      applied=$(chains); echo "netguard: rules in force ($IPT)"
+    else
+      applied=; echo "netguard: could not install the rules" >&2
+    fi
   fi
+  hook DOCKER-USER {fwd} && hook INPUT {input} || echo "netguard: could not hook the chains" >&2
   sleep 10
 done
 "#

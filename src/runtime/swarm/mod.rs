@@ -47,6 +47,8 @@ pub struct SwarmRuntime {
     placed: Mutex<HashMap<String, String>>,
     mutations: AtomicU64,
     netguard_image: String,
+    /// One placement at a time: each sees the tenants placed before it.
+    placing: tokio::sync::Mutex<()>,
 }
 
 fn unsupported(kind: &'static str, name: &str, what: &str) -> RuntimeError {
@@ -88,6 +90,7 @@ impl SwarmRuntime {
             placed: Mutex::new(HashMap::new()),
             mutations: AtomicU64::new(0),
             netguard_image: e.netguard_image.clone(),
+            placing: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -167,8 +170,8 @@ impl SwarmRuntime {
             })
     }
 
-    /// The engine of the node that holds `service`'s tenant.
-    async fn service_node(&self, service: &str) -> Result<Arc<DockerRuntime>, RuntimeError> {
+    /// The namespace and tenant of `service`, from its labels.
+    async fn owner(&self, service: &str) -> Result<(String, String), RuntimeError> {
         let svc = self
             .manager
             .inspect_service(service, None::<InspectServiceOptions>)
@@ -180,13 +183,16 @@ impl SwarmRuntime {
             .unwrap_or_default()
             .into_iter()
             .collect();
-        let node = self
-            .node_of(
-                &label_of(&l, labels::NAMESPACE),
-                &label_of(&l, labels::TENANT),
-            )
-            .await?;
-        self.node_rt(&node)
+        Ok((
+            label_of(&l, labels::NAMESPACE),
+            label_of(&l, labels::TENANT),
+        ))
+    }
+
+    /// The engine of the node that holds `service`'s tenant.
+    async fn service_node(&self, service: &str) -> Result<Arc<DockerRuntime>, RuntimeError> {
+        let (ns, tenant) = self.owner(service).await?;
+        self.node_rt(&self.node_of(&ns, &tenant).await?)
     }
 
     /// The node and container id of `service`'s running task.
@@ -249,12 +255,46 @@ impl SwarmRuntime {
 
     /// Sets a service's replica count (0 or 1), then waits for its task to match.
     async fn scale(&self, name: &str, replicas: i64, wait: Duration) -> Result<(), RuntimeError> {
+        // The manager refuses an update made against an older version of the service ("update
+        // out of sequence", e.g. right after it was created): read it again and retry.
+        let mut tries = 0;
+        let now = loop {
+            match self.set_replicas(name, replicas).await {
+                Err(RuntimeError::Call { message, .. })
+                    if message.contains("out of sequence") && tries < 5 =>
+                {
+                    tries += 1;
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                r => break r?,
+            }
+        };
+        let Some(now) = now else { return Ok(()) };
+        // Already scaled: a task that is not there yet (its node is down, say) is the
+        // status's to report, not a reason to hold this pass for long.
+        let wait = if now == Some(replicas) {
+            wait.min(Duration::from_secs(5))
+        } else {
+            wait
+        };
+        calls::wait_tasks(&self.manager, name, replicas > 0, wait).await
+    }
+
+    /// Updates the service's replica count if it differs; returns the count it had (None:
+    /// there is no such service, and 0 was wanted).
+    async fn set_replicas(
+        &self,
+        name: &str,
+        replicas: i64,
+    ) -> Result<Option<Option<i64>>, RuntimeError> {
         let svc = match self
             .manager
             .inspect_service(name, None::<InspectServiceOptions>)
             .await
         {
-            Err(e) if replicas == 0 && super::docker::status_of(&e) == Some(404) => return Ok(()),
+            Err(e) if replicas == 0 && super::docker::status_of(&e) == Some(404) => {
+                return Ok(None);
+            }
             r => r.map_err(err("service", name))?,
         };
         let mut spec: ServiceSpec = svc.spec.unwrap_or_default();
@@ -278,14 +318,7 @@ impl SwarmRuntime {
                 .await
                 .map_err(err("service", name))?;
         }
-        // Already scaled: a task that is not there yet (its node is down, say) is the
-        // status's to report, not a reason to hold this pass for long.
-        let wait = if now == Some(replicas) {
-            wait.min(Duration::from_secs(5))
-        } else {
-            wait
-        };
-        calls::wait_tasks(&self.manager, name, replicas > 0, wait).await
+        Ok(Some(now))
     }
 
     async fn on_every_node<F, Fut>(&self, f: F) -> Result<(), RuntimeError>
@@ -367,6 +400,10 @@ impl Runtime for SwarmRuntime {
     async fn create_network(&self, s: &NetworkSpec) -> Result<(), RuntimeError> {
         let tenant = label_of(&s.labels, labels::TENANT);
         let ns = label_of(&s.labels, labels::NAMESPACE);
+        if self.node_of(&ns, &tenant).await.is_ok() {
+            return Ok(());
+        }
+        let _one = self.placing.lock().await;
         if self.node_of(&ns, &tenant).await.is_ok() {
             return Ok(());
         }
@@ -463,27 +500,45 @@ impl Runtime for SwarmRuntime {
     }
 
     async fn remove_container(&self, name: &str) -> Result<(), RuntimeError> {
-        let node = self.service_node(name).await.ok();
+        if !calls::service_exists(&self.manager, name).await? {
+            return Ok(());
+        }
+        let (ns, tenant) = self.owner(name).await?;
+        let node = self.node_rt(&self.node_of(&ns, &tenant).await?)?;
         self.count();
         let r = self.manager.delete_service(name).await;
         super::docker::tolerate(r, &[404], "service", name)?;
         calls::wait_tasks(&self.manager, name, false, Duration::from_secs(60)).await?;
-        calls::remove_secrets_for(&self.manager, name).await?;
-        match node {
-            Some(rt) => {
-                calls::wait_containers_gone(rt.client(), name, Duration::from_secs(60)).await?;
-                calls::remove_volumes_for(rt.client(), name).await
-            }
-            None => Ok(()),
-        }
+        calls::prune_secrets(&self.manager, &ns, &tenant).await?;
+        calls::wait_containers_gone(node.client(), name, Duration::from_secs(60)).await?;
+        calls::remove_volumes_for(node.client(), name).await
     }
 
-    async fn rename_container(&self, from: &str, _to: &str) -> Result<(), RuntimeError> {
-        Err(unsupported(
-            "service",
-            from,
-            "renaming (blue-green upgrades)",
-        ))
+    /// Swarm cannot rename a service: `to` is created from `from`'s spec once `from` is gone
+    /// (its host port must be free first), so the task restarts; the caller holds requests.
+    async fn rename_container(&self, from: &str, to: &str) -> Result<(), RuntimeError> {
+        let svc = match self
+            .manager
+            .inspect_service(from, None::<InspectServiceOptions>)
+            .await
+        {
+            Err(e) if super::docker::status_of(&e) == Some(404) => return Ok(()),
+            r => r.map_err(err("service", from))?,
+        };
+        let mut spec = svc.spec.unwrap_or_default();
+        let node = self.service_node(from).await?;
+        self.count();
+        let r = self.manager.delete_service(from).await;
+        super::docker::tolerate(r, &[404], "service", from)?;
+        calls::wait_tasks(&self.manager, from, false, Duration::from_secs(60)).await?;
+        calls::wait_containers_gone(node.client(), from, Duration::from_secs(60)).await?;
+        spec.name = Some(to.into());
+        match self.manager.create_service(spec, None).await {
+            Ok(_) => {}
+            Err(e) if super::docker::status_of(&e) == Some(409) => {}
+            Err(e) => return Err(super::docker::call_err("service", to, e)),
+        }
+        calls::wait_tasks(&self.manager, to, true, Duration::from_secs(120)).await
     }
 
     async fn logs(&self, name: &str, follow: bool, tail: usize) -> Result<LogStream, RuntimeError> {
