@@ -161,13 +161,9 @@ fn tenants_run_on_a_three_node_swarm_through_the_same_cli_and_edge() {
     // Swarm mode has no shared database server (it would need one per node): the harness's
     // default section goes, the swarm's engine section comes.
     let cfg = std::fs::read_to_string(h.path("berth.yaml")).unwrap();
-    let cfg = cfg.split("shared_database:").next().unwrap().to_string()
-        + &cfg
-            .split_once("connection_limit: 5\n")
-            .unwrap()
-            .1
-            .to_string()
-        + &sw.engine;
+    let (before, rest) = cfg.split_once("shared_database:").unwrap();
+    let after = rest.split_once("connection_limit: 5\n").unwrap().1;
+    let cfg = format!("{before}{after}{}", sw.engine);
     std::fs::write(h.path("berth.yaml"), cfg).unwrap();
     h.start();
     std::fs::write(h.path("ca.pem"), h.cli_ok(&["ca"])).unwrap();
