@@ -61,6 +61,56 @@ pub struct Report {
     /// Instances whose plan lets them sleep, and how many are asleep now.
     pub sleepers: usize,
     pub asleep: usize,
+    /// Swarm mode: each node, and the tenants placed on it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub nodes: Vec<NodeCapacity>,
+}
+
+/// One swarm node as placement sees it.
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct NodeCapacity {
+    pub name: String,
+    pub addr: String,
+    pub ready: bool,
+    /// Takes new tenants (not drained or paused).
+    pub active: bool,
+    pub memory_total: u64,
+    pub cpus: f64,
+    pub tenants: usize,
+    /// The memory limits of the tenants placed on it, in full.
+    pub memory_limits: u64,
+}
+
+/// Each node with the tenants `placed` (tenant → node) on it, their limits from `d`.
+pub fn nodes(
+    nodes: &[crate::runtime::NodeInfo],
+    placed: &std::collections::BTreeMap<String, String>,
+    d: &Desired,
+) -> Vec<NodeCapacity> {
+    nodes
+        .iter()
+        .map(|n| {
+            let mine: Vec<&String> = placed
+                .iter()
+                .filter(|(_, node)| **node == n.name)
+                .map(|(t, _)| t)
+                .collect();
+            NodeCapacity {
+                name: n.name.clone(),
+                addr: n.addr.to_string(),
+                ready: n.ready,
+                active: n.active,
+                memory_total: n.memory,
+                cpus: n.cpus,
+                tenants: mine.len(),
+                memory_limits: mine
+                    .iter()
+                    .filter_map(|t| d.instances.get(*t))
+                    .map(|i| i.limits.memory)
+                    .sum(),
+            }
+        })
+        .collect()
 }
 
 pub fn report(host: &HostConfig, d: &Desired, now: Measured) -> Report {
@@ -85,5 +135,6 @@ pub fn report(host: &HostConfig, d: &Desired, now: Measured) -> Report {
             .filter(|i| i.sleep_after.is_some())
             .count(),
         asleep: 0,
+        nodes: vec![],
     }
 }

@@ -191,6 +191,15 @@ fn tenants_run_on_a_three_node_swarm_through_the_same_cli_and_edge() {
         ls.contains(&format!("{}/{}", placed[1].0, placed[1].1)),
         "{ls}"
     );
+    let cap: Value = serde_json::from_str(&h.cli_ok(&["capacity", "-o", "json"])).unwrap();
+    let per_node: Vec<u64> = cap["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["tenants"].as_u64().unwrap())
+        .collect();
+    assert_eq!(per_node, [1, 1, 1], "one tenant on each node: {cap}");
+    assert!(h.cli_ok(&["capacity"]).contains("MEMORY LIMITS"));
 
     // Isolation across nodes. The host reaches globex's published port (the edge's path) …
     let (acme_node, acme_addr, _) = placed[0].clone();

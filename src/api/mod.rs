@@ -155,10 +155,23 @@ pub async fn capacity(
 ) -> Result<Json<crate::capacity::Report>, ApiError> {
     // The files as they are now, as admission reads them, not the last pass's view.
     let host = s.ctl.host().clone();
+    let nodes = s.ctl.runtime().nodes().await.unwrap_or_default();
+    let placed: std::collections::BTreeMap<String, String> = s
+        .ctl
+        .board()
+        .instances
+        .into_iter()
+        .filter_map(|(t, st)| {
+            let node = st.containers.iter().find_map(|c| c.node.as_ref())?;
+            Some((t, node.name.clone()))
+        })
+        .collect();
     let report = tokio::task::spawn_blocking(move || {
         let d = crate::desired::load(&host).desired;
         let now = crate::capacity::measure(&host.state_dir);
-        crate::capacity::report(&host, &d, now)
+        let mut r = crate::capacity::report(&host, &d, now);
+        r.nodes = crate::capacity::nodes(&nodes, &placed, &d);
+        r
     })
     .await;
     match report {

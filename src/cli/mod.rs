@@ -481,7 +481,45 @@ fn capacity_table(v: &serde_json::Value) -> String {
         "{} instances; {} may sleep, {} asleep\n",
         v["instances"], v["sleepers"], v["asleep"]
     ));
+    if let Some(nodes) = v["nodes"].as_array().filter(|n| !n.is_empty()) {
+        out.push('\n');
+        out.push_str(&nodes_table(nodes));
+    }
     out
+}
+
+/// Swarm mode: each node, its state and what its tenants' limits promise.
+fn nodes_table(nodes: &[serde_json::Value]) -> String {
+    let rows: Vec<Vec<String>> = nodes
+        .iter()
+        .map(|n| {
+            let state = match (n["ready"].as_bool(), n["active"].as_bool()) {
+                (Some(true), Some(true)) => "ready",
+                (Some(true), _) => "drained",
+                _ => "DOWN",
+            };
+            let mem = |k: &str| table::human_bytes(n[k].as_u64().unwrap_or(0));
+            vec![
+                n["name"].as_str().unwrap_or("?").to_string(),
+                n["addr"].as_str().unwrap_or("?").to_string(),
+                state.to_string(),
+                n["tenants"].to_string(),
+                format!("{} of {}", mem("memory_limits"), mem("memory_total")),
+                n["cpus"].to_string(),
+            ]
+        })
+        .collect();
+    table::render(
+        &[
+            "NODE",
+            "ADDRESS",
+            "STATE",
+            "TENANTS",
+            "MEMORY LIMITS",
+            "CPUS",
+        ],
+        &rows,
+    )
 }
 
 pub(crate) fn print(

@@ -87,6 +87,18 @@ fn swarm(
             );
         }
     }
+    if let Some(i) = &e.netguard_image {
+        let ok = !i.is_empty()
+            && i.len() <= 255
+            && i.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-/:@".contains(&b));
+        if !ok {
+            err(
+                "engine.netguard_image",
+                format!("{i:?} is not an image reference (e.g. berth/netguard:bookworm)"),
+            );
+        }
+    }
     Engine::Swarm(SwarmEngine {
         manager,
         nodes: e

@@ -430,6 +430,21 @@ pub fn build(file: &spec::Loaded<HostFile>, root: &Path) -> Result<HostConfig, S
     };
     let shared_database = shared("shared_database", &h.shared_database);
     let shared_mariadb = shared("shared_mariadb", &h.shared_mariadb);
+    if engine.is_swarm() {
+        for (field, set) in [
+            ("shared_database", shared_database.is_some()),
+            ("shared_mariadb", shared_mariadb.is_some()),
+        ] {
+            if set {
+                err(
+                    field,
+                    "swarm mode has no shared database server (tenants on several nodes would \
+                     share one node's); remove it, or use sidecar databases"
+                        .into(),
+                );
+            }
+        }
+    }
     let mut edge_err = |errs: Vec<(String, String)>| {
         for (f, m) in errs {
             err(&f, m);
@@ -539,6 +554,18 @@ mod tests {
         );
         assert!(!e.contains("r.example.com"), "{e}");
         assert!(e.lines().all(|l| l.starts_with("berth.yaml:")), "{e}");
+    }
+
+    #[test]
+    fn swarm_mode_refuses_a_shared_database_server_by_field() {
+        let text = "state_dir: /tmp/s\nshared_database: {image: berth/postgres:15}\n\
+                    engine: {mode: swarm, nodes: {m1: /run/m1.sock}}\n";
+        let loaded = spec::parse_yaml::<HostFile>(Path::new("berth.yaml"), text).unwrap();
+        let e = build(&loaded, Path::new("/tmp")).unwrap_err().to_string();
+        assert!(
+            e.contains("berth.yaml:") && e.contains("shared_database: swarm mode"),
+            "{e}"
+        );
     }
 
     #[test]
