@@ -32,9 +32,14 @@ stop_agent() {
 }
 cleanup() {
   stop_agent
-  docker ps -aq --filter "label=io.berth.namespace=$NS" | xargs -r docker rm -f >/dev/null
-  docker network ls -q --filter "label=io.berth.namespace=$NS" | xargs -r docker network rm >/dev/null
-  docker volume ls -q --filter "label=io.berth.namespace=$NS" | xargs -r docker volume rm -f >/dev/null
+  docker ps -aq --filter "label=io.berth.namespace=$NS" | xargs -r docker rm -f >/dev/null || true
+  # An endpoint can outlive its container for a moment: try the networks again.
+  for _ in 1 2 3; do
+    docker network ls -q --filter "label=io.berth.namespace=$NS" | xargs -r docker network rm \
+      >/dev/null 2>&1 && break
+    sleep 2
+  done
+  docker volume ls -q --filter "label=io.berth.namespace=$NS" | xargs -r docker volume rm -f >/dev/null || true
   ./scripts/swarm-nodes.sh down "$SW" bsw >/dev/null 2>&1 || true
 }
 trap cleanup EXIT

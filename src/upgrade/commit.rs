@@ -42,9 +42,6 @@ impl Upgrader {
                 .and_then(|p| p.gate(t))
                 .filter(|_| self.ctl.host().engine.is_swarm());
             if inv.containers.iter().any(|c| c.name == green) {
-                if let Some(g) = &held {
-                    g.pause();
-                }
                 // The proxy has drained it already; only stragglers from outside remain.
                 rt.stop_container(&canonical, Duration::from_secs(2))
                     .await
@@ -52,16 +49,23 @@ impl Upgrader {
                 rt.remove_container(&canonical)
                     .await
                     .map_err(|e| e.to_string())?;
+                // Held only while the serving service is made again (the old one is gone).
+                if let Some(g) = &held {
+                    g.pause();
+                }
                 rt.rename_container(&green, &canonical)
                     .await
                     .map_err(|e| e.to_string())?;
                 if let Some(g) = &held {
                     let port = self.ctl.allocations().get(t).ok_or("no allocation")?.port;
-                    let at = self.ctl.published_at(t, port);
-                    g.replace(
-                        Some(Target::new(at, Duration::from_secs(2))),
-                        Duration::ZERO,
-                    );
+                    let at = Target::new(self.ctl.published_at(t, port), Duration::from_secs(2));
+                    // Released once it answers (it passed the gate as green moments ago).
+                    let new = self.instance_at(t, to)?;
+                    let host = health::probe_host(&new, self.ctl.host().base_domain.as_deref());
+                    let path = &new.web.health_path;
+                    let _ =
+                        health::wait_healthy(&at, path, &host, 1, Duration::from_secs(60)).await;
+                    g.replace(Some(at), Duration::ZERO);
                 }
             }
         }
