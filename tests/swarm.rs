@@ -4,8 +4,9 @@
 //! placed on different nodes; a tenant's container cannot reach another tenant's published
 //! port, its own node or anything private (each node's egress guard), but reaches its own
 //! database; a backup and a restore run on a worker; a fleet upgrade crosses the nodes; a node
-//! stopped is reported by status and /metrics and its tenant comes back with it; a purge
-//! leaves nothing behind on the swarm.
+//! stopped is reported by status and /metrics and its tenant comes back with it; a tenant whose
+//! node is gone for good is moved to another node from its backup; a purge leaves nothing
+//! behind on the swarm.
 
 mod common;
 
@@ -306,6 +307,33 @@ fn tenants_run_on_a_three_node_swarm_through_the_same_cli_and_edge() {
     assert!(page(&h, https, "initech").contains("tenant=initech version=2"));
     let (code, _) = https_status(&h.path("ca.pem"), "initech.apps.test", https, 10);
     assert_eq!(code, "200");
+
+    // The node lost for good: the operator moves initech to acme's node from its backup.
+    psql(
+        &sw,
+        &h,
+        "initech",
+        "create table notes(t text); insert into notes values ('moved')",
+    );
+    h.cli_ok(&["backup", "initech"]);
+    common::docker_ok(&["stop", "-t", "1", &lost_node]);
+    wait_for(
+        Duration::from_secs(90),
+        || {
+            h.reconcile();
+            !placement(&h, "initech").2
+        },
+        "initech's node reported down again",
+    );
+    let refused = h.cli(&["move", "initech", "--to", &acme_node]);
+    assert!(!refused.status.success(), "a move without --from-backup");
+    let o = h.cli(&["move", "initech", "--to", "no-such-node", "--from-backup"]);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("no swarm node named"));
+    h.cli_ok(&["move", "initech", "--to", &acme_node, "--from-backup"]);
+    assert_eq!(placement(&h, "initech").0, acme_node);
+    assert_eq!(psql(&sw, &h, "initech", "select t from notes"), "moved");
+    assert!(page(&h, https, "initech").contains("tenant=initech version=2"));
+    common::docker_ok(&["start", &lost_node]);
 
     // A purge leaves no service, network or secret of the tenant on the swarm.
     h.cli_ok(&["rm", "globex", "--purge"]);

@@ -11,6 +11,7 @@ pub mod fleet;
 pub mod images;
 pub mod instances;
 pub mod lifecycle;
+pub mod moves;
 pub mod openapi;
 pub mod params;
 pub mod tls;
@@ -81,6 +82,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/v1/instances/{tenant}/state", put(instances::set_state))
         .route("/v1/instances/{tenant}/restart", post(lifecycle::restart))
+        .route("/v1/instances/{tenant}/move", post(moves::move_tenant))
         .route(
             "/v1/instances/{tenant}/parameters",
             put(lifecycle::set_parameters),

@@ -2,7 +2,7 @@
 //! and served at `/v1/openapi.json`. Every operation answers errors in one shape
 //! (`{"error": "…"}`), described once as each operation's default response.
 
-use super::{access, edge, fleet, images, instances, lifecycle};
+use super::{access, edge, fleet, images, instances, lifecycle, moves};
 use axum::Json;
 use utoipa::{
     Modify, OpenApi,
@@ -27,6 +27,7 @@ pub struct ErrorBody {
         super::agent_show, super::reconcile_run, super::capacity, super::top, serve,
         instances::index, instances::create, instances::show, instances::delete,
         instances::set_state, instances::logs, lifecycle::restart, lifecycle::set_parameters,
+        moves::move_tenant,
         edge::domain_add, edge::domain_verify, edge::domain_index, edge::cert_index,
         edge::cert_renew, edge::ca_show,
         images::index, images::prune,

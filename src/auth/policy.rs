@@ -48,6 +48,7 @@ pub const ROUTES: &[Route] = &[
     r(Method::DELETE, "/v1/instances/{tenant}", Operator, "instance.delete"),
     r(Method::PUT, "/v1/instances/{tenant}/state", Manage, "instance.state"),
     r(Method::POST, "/v1/instances/{tenant}/restart", Manage, "instance.restart"),
+    r(Method::POST, "/v1/instances/{tenant}/move", Operator, "instance.move"),
     r(Method::PUT, "/v1/instances/{tenant}/parameters", Manage, "instance.parameters"),
     r(Method::GET, "/v1/instances/{tenant}/logs", Read, "instance.logs"),
     r(Method::POST, "/v1/instances/{tenant}/domains", Manage, "domain.add"),

@@ -88,6 +88,26 @@ pub async fn set_state(c: &Client, tenant: &str, state: &str, output: Output) ->
     Ok(())
 }
 
+pub async fn move_to(
+    c: &Client,
+    tenant: &str,
+    to: &str,
+    from_backup: bool,
+    output: Output,
+) -> Result<()> {
+    let path = api_path(&["v1", "instances", tenant, "move"], &[]);
+    let body = serde_json::json!({ "to": to, "from_backup": from_backup });
+    let call = c.json(Method::POST, &path, Some(body));
+    let v = progress::during(format!("{tenant}: moving to {to}"), call).await?;
+    let backup = v["backup"].as_str().unwrap_or("?");
+    say(
+        output,
+        &v,
+        format!("{tenant}: moved to {to}, restored backup {backup}"),
+    );
+    Ok(())
+}
+
 pub async fn restart(c: &Client, tenant: &str, output: Output) -> Result<()> {
     let path = api_path(&["v1", "instances", tenant, "restart"], &[]);
     let call = c.json(Method::POST, &path, None);

@@ -128,6 +128,20 @@ pub enum Command {
         #[arg(short, long, value_enum, default_value = "table")]
         output: Output,
     },
+    /// Swarm mode: move a tenant to another node, rebuilt there from its latest backup (for a
+    /// node that is gone; its volumes stay on the old node).
+    Move {
+        #[arg(value_parser = tenant_arg)]
+        tenant: String,
+        /// The node to move to (its hostname, as `berth capacity` lists it).
+        #[arg(long)]
+        to: String,
+        /// Restore the latest backup there (required: berth does not copy volumes between nodes).
+        #[arg(long)]
+        from_backup: bool,
+        #[arg(short, long, value_enum, default_value = "table")]
+        output: Output,
+    },
     /// Set template parameters of an instance (key=value …), checked against its template.
     Set {
         #[arg(value_parser = tenant_arg)]
@@ -345,6 +359,12 @@ pub async fn run(cli: Cli) -> Result<i32> {
             instances::set_state(&c, &tenant, "suspended", output).await?
         }
         Command::Restart { tenant, output } => instances::restart(&c, &tenant, output).await?,
+        Command::Move {
+            tenant,
+            to,
+            from_backup,
+            output,
+        } => instances::move_to(&c, &tenant, &to, from_backup, output).await?,
         Command::Set {
             tenant,
             pairs,

@@ -259,6 +259,14 @@ pub trait Runtime: Send + Sync + 'static {
     async fn nodes(&self) -> Result<Vec<NodeInfo>, RuntimeError> {
         Ok(vec![])
     }
+    /// Places `tenant`'s next network (and so the whole tenant) on `node` (swarm mode).
+    async fn pin_tenant(&self, tenant: &str, node: &str) -> Result<(), RuntimeError> {
+        Err(RuntimeError::Call {
+            kind: "tenant",
+            name: tenant.into(),
+            message: format!("cannot be placed on {node}: one host has no nodes"),
+        })
+    }
     /// Mutating calls made so far (create/start/stop/remove/connect/exec).
     fn mutations(&self) -> u64;
 }

@@ -49,6 +49,8 @@ pub struct SwarmRuntime {
     netguard_image: String,
     /// One placement at a time: each sees the tenants placed before it.
     placing: tokio::sync::Mutex<()>,
+    /// Tenants the operator moves, and the node their next network goes to.
+    pinned: Mutex<HashMap<String, String>>,
 }
 
 fn unsupported(kind: &'static str, name: &str, what: &str) -> RuntimeError {
@@ -91,6 +93,7 @@ impl SwarmRuntime {
             mutations: AtomicU64::new(0),
             netguard_image: e.netguard_image.clone(),
             placing: tokio::sync::Mutex::new(()),
+            pinned: Mutex::new(HashMap::new()),
         })
     }
 
@@ -397,6 +400,15 @@ impl Runtime for SwarmRuntime {
         self.swarm_nodes().await
     }
 
+    async fn pin_tenant(&self, tenant: &str, node: &str) -> Result<(), RuntimeError> {
+        self.node_rt(node)?;
+        self.pinned
+            .lock()
+            .expect("pinned")
+            .insert(tenant.into(), node.into());
+        Ok(())
+    }
+
     async fn create_network(&self, s: &NetworkSpec) -> Result<(), RuntimeError> {
         let tenant = label_of(&s.labels, labels::TENANT);
         let ns = label_of(&s.labels, labels::NAMESPACE);
@@ -407,7 +419,11 @@ impl Runtime for SwarmRuntime {
         if self.node_of(&ns, &tenant).await.is_ok() {
             return Ok(());
         }
-        let node = self.choose_node(&ns).await?;
+        let pinned = self.pinned.lock().expect("pinned").remove(&tenant);
+        let node = match pinned {
+            Some(n) => n,
+            None => self.choose_node(&ns).await?,
+        };
         self.count();
         let mut l: HashMap<String, String> = s.labels.clone().into_iter().collect();
         l.insert(NODE_LABEL.into(), node.clone());
@@ -504,14 +520,26 @@ impl Runtime for SwarmRuntime {
             return Ok(());
         }
         let (ns, tenant) = self.owner(name).await?;
-        let node = self.node_rt(&self.node_of(&ns, &tenant).await?)?;
+        let node = self.node_of(&ns, &tenant).await?;
+        let up = self
+            .swarm_nodes()
+            .await?
+            .iter()
+            .any(|n| n.name == node && n.ready);
         self.count();
         let r = self.manager.delete_service(name).await;
         super::docker::tolerate(r, &[404], "service", name)?;
+        if !up {
+            // Its node is gone (a move): the manager forgets the service; what is on the node
+            // stays there until it returns.
+            tracing::warn!(service = name, %node, "removed while its node is down");
+            return calls::prune_secrets(&self.manager, &ns, &tenant).await;
+        }
         calls::wait_tasks(&self.manager, name, false, Duration::from_secs(60)).await?;
         calls::prune_secrets(&self.manager, &ns, &tenant).await?;
-        calls::wait_containers_gone(node.client(), name, Duration::from_secs(60)).await?;
-        calls::remove_volumes_for(node.client(), name).await
+        let rt = self.node_rt(&node)?;
+        calls::wait_containers_gone(rt.client(), name, Duration::from_secs(60)).await?;
+        calls::remove_volumes_for(rt.client(), name).await
     }
 
     /// Swarm cannot rename a service: `to` is created from `from`'s spec once `from` is gone
