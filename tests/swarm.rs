@@ -121,6 +121,19 @@ fn placement(h: &Harness, tenant: &str) -> (String, String, bool) {
     )
 }
 
+/// Stops `node` (its container) and waits until `tenant`, which it holds, is reported down.
+fn stop_node(h: &Harness, node: &str, tenant: &str) {
+    common::docker_ok(&["stop", "-t", "1", node]);
+    wait_for(
+        Duration::from_secs(90),
+        || {
+            h.reconcile();
+            !placement(h, tenant).2
+        },
+        "the node reported down",
+    );
+}
+
 fn page(h: &Harness, https: u16, tenant: &str) -> String {
     let out = Command::new("curl")
         .args(["-sS", "--max-time", "10", "--cacert"])
@@ -277,15 +290,7 @@ fn tenants_run_on_a_three_node_swarm_through_the_same_cli_and_edge() {
     // A node lost: status and /metrics say so; the others keep serving; it comes back.
     let (lost_node, lost_addr, _) = placement(&h, "initech");
     assert!(lost_node.contains("-w"), "initech on a worker: {lost_node}");
-    common::docker_ok(&["stop", "-t", "1", &lost_node]);
-    wait_for(
-        Duration::from_secs(90),
-        || {
-            h.reconcile();
-            !placement(&h, "initech").2
-        },
-        "initech's node reported down",
-    );
+    stop_node(&h, &lost_node, "initech");
     let st = h.status("initech");
     let err = st["error"].as_str().unwrap_or_default();
     assert!(err.contains(&lost_node) && err.contains("down"), "{st}");
@@ -316,15 +321,7 @@ fn tenants_run_on_a_three_node_swarm_through_the_same_cli_and_edge() {
         "create table notes(t text); insert into notes values ('moved')",
     );
     h.cli_ok(&["backup", "initech"]);
-    common::docker_ok(&["stop", "-t", "1", &lost_node]);
-    wait_for(
-        Duration::from_secs(90),
-        || {
-            h.reconcile();
-            !placement(&h, "initech").2
-        },
-        "initech's node reported down again",
-    );
+    stop_node(&h, &lost_node, "initech");
     let refused = h.cli(&["move", "initech", "--to", &acme_node]);
     assert!(!refused.status.success(), "a move without --from-backup");
     let o = h.cli(&["move", "initech", "--to", "no-such-node", "--from-backup"]);
