@@ -10,7 +10,7 @@
 
 mod common;
 
-use common::{Harness, docker_test, https_status, sample, sh, wait_for};
+use common::{Harness, curl, docker_test, https_status, sample, sh, wait_for};
 use serde_json::Value;
 use std::{
     path::{Path, PathBuf},
@@ -135,17 +135,8 @@ fn stop_node(h: &Harness, node: &str, tenant: &str) {
 }
 
 fn page(h: &Harness, https: u16, tenant: &str) -> String {
-    let out = Command::new("curl")
-        .args(["-sS", "--max-time", "10", "--cacert"])
-        .arg(h.path("ca.pem"))
-        .args([
-            "--resolve",
-            &format!("{tenant}.apps.test:{https}:127.0.0.1"),
-        ])
-        .arg(format!("https://{tenant}.apps.test:{https}/"))
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout).to_string()
+    let host = format!("{tenant}.apps.test");
+    curl(h, https, "https", &host, "/", &["--max-time", "10"]).1
 }
 
 /// One statement in the tenant's database, run in its task on its node.

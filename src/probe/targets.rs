@@ -62,11 +62,8 @@ pub fn of_tenant<'c>(
     if let Some(c) = running(t, &inst.web.service)
         && let Some(port) = c.host_port
     {
-        let host = c.node.as_ref().map_or(Ipv4Addr::LOCALHOST, |n| n.addr);
-        out.push(target(
-            c,
-            web_check(scope, inst, SocketAddr::from((host, port))),
-        ));
+        let addr = SocketAddr::from((c.published_host(), port));
+        out.push(target(c, web_check(scope, inst, addr)));
     }
     if let Some(db) = inst
         .database

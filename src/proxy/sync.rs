@@ -14,8 +14,7 @@ fn host_of(s: &crate::reconcile::InstanceStatus) -> std::net::Ipv4Addr {
     s.containers
         .iter()
         .find(|c| Some(&c.service) == s.web_service.as_ref())
-        .and_then(|c| c.node.as_ref())
-        .map_or(std::net::Ipv4Addr::LOCALHOST, |n| n.addr)
+        .map_or(std::net::Ipv4Addr::LOCALHOST, |c| c.published_host())
 }
 
 /// Tenant name used for certificates of the provider's own shared domains.

@@ -241,11 +241,11 @@ impl Controller {
     /// Where `tenant`'s `port` is published: on its swarm node, or on this host's loopback.
     pub fn published_at(&self, tenant: &str, port: u16) -> std::net::SocketAddr {
         let board = self.board.read().expect("board lock");
-        let node = board
+        let host = board
             .instances
             .get(tenant)
-            .and_then(|s| s.containers.iter().find_map(|c| c.node.as_ref()));
-        let host = node.map_or(std::net::Ipv4Addr::LOCALHOST, |n| n.addr);
+            .and_then(|s| s.containers.first())
+            .map_or(std::net::Ipv4Addr::LOCALHOST, |c| c.published_host());
         std::net::SocketAddr::from((host, port))
     }
 

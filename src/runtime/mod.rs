@@ -69,6 +69,15 @@ pub struct ObservedContainer {
     pub node: Option<NodeRef>,
 }
 
+impl ObservedContainer {
+    /// Where its published port answers: its swarm node, or this host's loopback.
+    pub fn published_host(&self) -> std::net::Ipv4Addr {
+        self.node
+            .as_ref()
+            .map_or(std::net::Ipv4Addr::LOCALHOST, |n| n.addr)
+    }
+}
+
 /// A swarm node as a tenant's container sees it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct NodeRef {

@@ -448,10 +448,7 @@ impl Runtime for SwarmRuntime {
         self.count();
         let r = self.manager.remove_network(name).await;
         super::docker::tolerate(r, &[404], "network", name)?;
-        self.placed
-            .lock()
-            .expect("placed")
-            .retain(|t, _| !name.ends_with(&format!("-{t}")));
+        self.placed.lock().expect("placed").clear(); // refilled from the networks' labels; a name says too little
         Ok(())
     }
 
@@ -479,12 +476,10 @@ impl Runtime for SwarmRuntime {
         let node = self
             .node_of(&ns, &label_of(&s.labels, labels::TENANT))
             .await?;
-        self.count();
         self.node_rt(&node)?.create_volume(s).await
     }
 
     async fn remove_volume(&self, name: &str) -> Result<(), RuntimeError> {
-        self.count();
         self.on_every_node(|rt| async move { rt.remove_volume(name).await })
             .await
     }
