@@ -121,6 +121,24 @@ mod tests {
     }
 
     #[test]
+    fn swarm_mode_refuses_an_instance_s_egress_allows_by_field() {
+        let yaml = "tenant: shop\ntemplate: demo\nlimits: {egress: [\"10.1.2.3:5432\"]}\n";
+        let loaded = spec::parse_yaml(std::path::Path::new("shop.yaml"), yaml).unwrap();
+        let mut h = host();
+        h.engine = desired::engine::Engine::Swarm(desired::engine::SwarmEngine {
+            manager: "/run/m1.sock".into(),
+            nodes: [("m1".to_string(), "/run/m1.sock".into())].into(),
+            netguard_image: "berth/netguard:bookworm".into(),
+        });
+        let err = desired::instance::build(&loaded, "shop", &templates(), &h).unwrap_err();
+        assert!(
+            err.to_string().contains("limits.egress: swarm mode"),
+            "{err}"
+        );
+        assert!(desired::instance::build(&loaded, "shop", &templates(), &host()).is_ok());
+    }
+
+    #[test]
     fn a_missing_required_parameter_is_named() {
         let err = instance_from("shop", "tenant: shop\ntemplate: wordpress\n").unwrap_err();
         assert!(

@@ -6,7 +6,8 @@
 //! database; a backup and a restore run on a worker; a fleet upgrade crosses the nodes; a node
 //! stopped is reported by status and /metrics and its tenant comes back with it; a tenant whose
 //! node is gone for good is moved to another node from its backup; a purge leaves nothing
-//! behind on the swarm.
+//! behind on the swarm. Jobs run and the stats sweep reads containers on the nodes; a tenant
+//! on a sleeping plan scales to nothing and its first request wakes it.
 
 mod common;
 
@@ -162,13 +163,20 @@ fn tenants_run_on_a_three_node_swarm_through_the_same_cli_and_edge() {
         ],
     );
     let mut h = Harness::new(SLOT);
+    // The demo plus a job every five seconds; a plan whose tenants sleep after 5 idle seconds.
+    h.own_demo_template(|t| {
+        t + "\njobs:\n  tick:\n    schedule: \"*/5 * * * * *\"\n    service: app\n    command: [\"/bin/busybox\", \"date\", \"+tick-%s\"]\n"
+    });
     let (_, https) = h.with_proxy(SLOT);
     // Swarm mode has no shared database server (it would need one per node): the harness's
     // default section goes, the swarm's engine section comes.
     let cfg = std::fs::read_to_string(h.path("berth.yaml")).unwrap();
     let (before, rest) = cfg.split_once("shared_database:").unwrap();
     let after = rest.split_once("connection_limit: 5\n").unwrap().1;
-    let cfg = format!("{before}{after}{}", sw.engine);
+    let cfg = format!("{before}{after}{}", sw.engine).replace(
+        "plans:\n",
+        "plans:\n  napping: {memory: 256m, cpus: 0.5, pids: 200, sleep_after: 5s}\n",
+    );
     std::fs::write(h.path("berth.yaml"), cfg).unwrap();
     h.start();
     std::fs::write(h.path("ca.pem"), h.cli_ok(&["ca"])).unwrap();
@@ -278,6 +286,37 @@ fn tenants_run_on_a_three_node_swarm_through_the_same_cli_and_edge() {
         );
     }
 
+    // Jobs run on the node holding the tenant, through its engine; the stats sweep reads the
+    // tasks' containers there.
+    wait_for(
+        Duration::from_secs(60),
+        || {
+            let j: Value =
+                serde_json::from_str(&h.cli_ok(&["jobs", "acme", "-o", "json"])).unwrap();
+            j["tick"]["runs"].as_array().is_some_and(|runs| {
+                runs.iter().any(|r| {
+                    r["exit_code"] == 0 && r["output_tail"].as_str().unwrap_or("").contains("tick-")
+                })
+            })
+        },
+        "acme's job ran on its node",
+    );
+    wait_for(
+        Duration::from_secs(60),
+        || {
+            let m = h.metrics();
+            ["app", "db"].iter().all(|s| {
+                m.lines().any(|l| {
+                    l.starts_with("berth_container_memory_bytes{")
+                        && l.contains("tenant=\"acme\"")
+                        && l.contains(&format!("service=\"{s}\""))
+                        && l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()) > Some(0.0)
+                })
+            })
+        },
+        "acme's containers' memory in /metrics",
+    );
+
     // A node lost: status and /metrics say so; the others keep serving; it comes back.
     let (lost_node, lost_addr, _) = placement(&h, "initech");
     assert!(lost_node.contains("-w"), "initech on a worker: {lost_node}");
@@ -338,5 +377,40 @@ fn tenants_run_on_a_three_node_swarm_through_the_same_cli_and_edge() {
         },
         "globex gone from the swarm",
     );
+
+    // A tenant on a sleeping plan: idle, its services scale to nothing; the first request
+    // through the edge wakes it on its node and is answered.
+    h.cli_ok(&["add", "hooli", "--template", "demo", "--plan", "napping"]);
+    // (It may fall asleep before a pass shows it running: only a running tenant does.)
+    wait_for(
+        Duration::from_secs(180),
+        || {
+            h.reconcile();
+            matches!(
+                h.status("hooli")["phase"].as_str(),
+                Some("running" | "asleep")
+            )
+        },
+        "hooli running (or already asleep)",
+    );
+    wait_for(
+        Duration::from_secs(60),
+        || h.status("hooli")["phase"] == "asleep",
+        "hooli asleep",
+    );
+    let (node, _, _) = placement(&h, "hooli");
+    let app = h.container("hooli", "app");
+    wait_for(
+        Duration::from_secs(30),
+        || {
+            sw.docker_ok(&node, &["ps", "-q", "-f", &format!("name={app}.")])
+                .is_empty()
+        },
+        "hooli's app task gone",
+    );
+    let wakes = sample(&h.metrics(), "berth_wakes_total").unwrap_or(0.0);
+    assert!(page(&h, https, "hooli").contains("tenant=hooli"));
+    assert_eq!(h.status("hooli")["phase"], "running");
+    assert_eq!(sample(&h.metrics(), "berth_wakes_total"), Some(wakes + 1.0));
     h.kill9();
 }

@@ -13,6 +13,10 @@ use std::{
     time::Duration,
 };
 
+/// Why a plan's egress allows are refused in swarm mode.
+pub const SWARM_EGRESS: &str = "swarm mode applies no egress allows (a node's tenants share one \
+     bridge to the outside, where one tenant's packets cannot be told from another's); remove it";
+
 #[derive(Debug, Clone)]
 pub struct HostConfig {
     pub state_dir: PathBuf,
@@ -401,6 +405,9 @@ pub fn build(file: &spec::Loaded<HostFile>, root: &Path) -> Result<HostConfig, S
     for (name, lf) in &h.plans {
         match Plan::default().overlay(lf) {
             Ok(p) => {
+                if engine.is_swarm() && !p.egress.is_empty() {
+                    err(&format!("plans.{name}.egress"), SWARM_EGRESS.into());
+                }
                 plans.insert(name.clone(), p);
             }
             Err(e) => err(&format!("plans.{name}.{}", e.field), e.message),
@@ -554,6 +561,15 @@ mod tests {
         );
         assert!(!e.contains("r.example.com"), "{e}");
         assert!(e.lines().all(|l| l.starts_with("berth.yaml:")), "{e}");
+    }
+
+    #[test]
+    fn swarm_mode_refuses_a_plan_s_egress_allows_by_field() {
+        let text = "state_dir: /tmp/s\nplans:\n  p: {egress: [\"10.1.2.3:5432\"]}\n\
+                    engine: {mode: swarm, nodes: {m1: /run/m1.sock}}\n";
+        let loaded = spec::parse_yaml::<HostFile>(Path::new("berth.yaml"), text).unwrap();
+        let e = build(&loaded, Path::new("/tmp")).unwrap_err().to_string();
+        assert!(e.contains("plans.p.egress: swarm mode"), "{e}");
     }
 
     #[test]

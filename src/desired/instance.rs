@@ -252,12 +252,14 @@ fn plan_of(i: &InstanceFile, host: &HostConfig) -> Result<Plan, (String, String)
             )
         })?,
     };
-    match &i.limits {
-        None => Ok(base),
-        Some(l) => base
-            .overlay(l)
-            .map_err(|e| (format!("limits.{}", e.field), e.message)),
+    let Some(l) = &i.limits else { return Ok(base) };
+    let plan = base
+        .overlay(l)
+        .map_err(|e| (format!("limits.{}", e.field), e.message))?;
+    if host.engine.is_swarm() && l.egress.is_some() && !plan.egress.is_empty() {
+        return Err(("limits.egress".into(), super::host::SWARM_EGRESS.into()));
     }
+    Ok(plan)
 }
 
 fn parameters_of(
