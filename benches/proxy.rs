@@ -125,11 +125,7 @@ async fn main() {
         tokio::spawn(conn::serve(
             p,
             s,
-            conn::ConnInfo {
-                peer,
-                tls: true,
-                sni: Some("bench.test".into()),
-            },
+            conn::ConnInfo::new(peer, true, Some("bench.test".into())),
             rx,
         ));
     }

@@ -3,6 +3,10 @@
 //! Data flows one way: `spec` (parse YAML) → `desired` (validated) → `reconcile`
 //! (observe → plan → apply) → `runtime` (Docker via bollard); `store` records allocations.
 
+/// mimalloc for every binary built on this crate (the agent, the CLI, the benches and tests).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 pub mod api;
 pub mod audit;
 pub mod auth;

@@ -34,8 +34,8 @@ pub fn probe_host(inst: &crate::desired::Instance, base_domain: Option<&str>) ->
 /// forces its login page to https) answer probes as they answer their visitors.
 pub async fn probe(t: &Target, path: &str, host: &str) -> Result<u16, String> {
     let req = request(t.addr, path, host)?;
-    match tokio::time::timeout(Duration::from_secs(5), t.client().request(req)).await {
-        Ok(Ok(r)) => Ok(r.status().as_u16()),
+    match tokio::time::timeout(Duration::from_secs(5), t.send(req)).await {
+        Ok(Ok((r, _))) => Ok(r.status().as_u16()),
         Ok(Err(e)) => Err(e.to_string()),
         Err(_) => Err("timed out".into()),
     }

@@ -30,6 +30,19 @@ pub struct ConnInfo {
     pub tls: bool,
     /// The SNI name the certificate was chosen for (TLS only).
     pub sni: Option<String>,
+    /// The peer's address as an X-Forwarded-For value, formatted once per connection.
+    pub peer_value: hyper::header::HeaderValue,
+}
+
+impl ConnInfo {
+    pub fn new(peer: SocketAddr, tls: bool, sni: Option<String>) -> ConnInfo {
+        ConnInfo {
+            peer,
+            tls,
+            sni,
+            peer_value: super::headers::peer_value(peer.ip()),
+        }
+    }
 }
 
 /// Requests in progress on a connection and when the last one ended, for the idle timeout.
@@ -82,8 +95,9 @@ fn builder(p: &Proxy, tls: bool) -> auto::Builder<TokioExecutor> {
     b.http1()
         .timer(TokioTimer::new())
         .header_read_timeout(p.cfg.timeouts.header_read)
-        .max_buf_size(p.cfg.max_header_bytes.max(8192))
-        .max_headers(100);
+        .max_buf_size(p.cfg.max_header_bytes.max(8192));
+    // (hyper's default limit of 100 headers; setting it explicitly makes hyper allocate and
+    // fill the header index array on every request instead of using an uninitialised one.)
     b.http2()
         .timer(TokioTimer::new())
         .max_concurrent_streams(100)
@@ -111,7 +125,9 @@ pub async fn serve<I>(
     let svc = service_fn(move |req: Request<Incoming>| {
         let (p, info, busy) = (proxy.clone(), info.clone(), act.begin());
         async move {
-            let resp = forward::handle(&p, &info, req).await;
+            // Boxed: the request future is kilobytes; hyper moves the service future into
+            // place (and h2 into a task of its own per stream), copying it each time.
+            let resp = Box::pin(forward::handle(&p, &info, req)).await;
             Ok::<_, Infallible>(resp.map(|b| -> ProxyBody { Guarded::new(b, busy).boxed_unsync() }))
         }
     });

@@ -11,9 +11,10 @@ use super::{
     pages,
     routes::{Route, rewrite_path},
     target::Ticket,
+    upstream::Leased,
 };
 use http_body_util::{BodyExt, Limited};
-use hyper::{Request, Response, StatusCode, Uri, body::Incoming, header};
+use hyper::{Request, Response, StatusCode, Uri, body::Incoming, header, http::uri::PathAndQuery};
 use hyper_util::rt::TokioIo;
 use std::{sync::Arc, time::Instant};
 
@@ -49,20 +50,22 @@ async fn route(p: &Proxy, conn: &ConnInfo, req: Request<Incoming>) -> Outcome {
     let Ok(host) = headers::authority(req.uri(), req.headers()) else {
         return (pages::bad_request(), None, None);
     };
-    let path = req
+    // A clone shares the request's bytes; `path` borrows it, not the request (which moves on).
+    let pq = req
         .uri()
         .path_and_query()
-        .map_or("/", |pq| pq.as_str())
-        .to_string();
+        .cloned()
+        .unwrap_or_else(|| PathAndQuery::from_static("/"));
+    let path = pq.as_str();
     if !conn.tls {
-        return (plain_http(p, &host, &path), None, Some(host));
+        return (plain_http(p, &host, path), None, Some(host));
     }
     // Browsers reuse a connection for every name its certificate covers; ours cover one name.
     if conn.sni.as_deref() != Some(host.as_str()) {
         return (pages::misdirected(), None, Some(host));
     }
     let routes = p.routes.load();
-    let (gate, prefix) = match routes.lookup(&host, &path) {
+    let (gate, prefix) = match routes.lookup(&host, path) {
         None => return (pages::not_found(), None, Some(host)),
         Some(Route::Redirect { host: to }) => {
             return (
@@ -87,8 +90,11 @@ async fn route(p: &Proxy, conn: &ConnInfo, req: Request<Incoming>) -> Outcome {
         }
     };
     let upstream_path = match &prefix {
-        Some((seg, strip)) => rewrite_path(&path, seg, *strip),
-        None => path,
+        None => pq.clone(),
+        Some((seg, strip)) => match rewrite_path(path, seg, *strip).parse() {
+            Ok(pq) => pq,
+            Err(_) => return (pages::bad_request(), Some(gate), Some(host)),
+        },
     };
     let resp = forward(
         p,
@@ -100,7 +106,7 @@ async fn route(p: &Proxy, conn: &ConnInfo, req: Request<Incoming>) -> Outcome {
             gate: gate.clone(),
         },
         &host,
-        &upstream_path,
+        upstream_path,
         prefix.as_ref().map(|(s, _)| s.as_str()),
     )
     .await;
@@ -158,7 +164,7 @@ async fn forward(
     mut req: Request<Incoming>,
     held: Held,
     host: &str,
-    path: &str,
+    path: PathAndQuery,
     mount: Option<&str>,
 ) -> Response<ProxyBody> {
     let meter = held.gate.meter.clone();
@@ -181,43 +187,34 @@ async fn forward(
             .insert(header::CONNECTION, "upgrade".parse().expect("static"));
         parts.headers.insert(header::UPGRADE, proto.clone());
     }
+    let host = header::HeaderValue::from_str(host)
+        .unwrap_or_else(|_| header::HeaderValue::from_static("invalid"));
     headers::set_forwarded(
         &mut parts.headers,
-        conn.peer.ip(),
+        (conn.peer.ip(), &conn.peer_value),
         "https",
-        host,
+        &host,
         &p.cfg.trusted_proxies,
     );
     if let Some(seg) = mount
         && let Ok(v) = format!("/{seg}").parse()
     {
-        parts.headers.insert("x-forwarded-prefix", v);
+        parts.headers.insert(headers::X_FORWARDED_PREFIX, v);
     }
     let target = held.ticket.target().clone();
-    let Ok(uri) = Uri::builder()
-        .scheme("http")
-        .authority(target.addr.to_string())
-        .path_and_query(path)
-        .build()
-    else {
-        return pages::bad_request();
-    };
-    parts.uri = uri;
+    // Origin form on the wire (`GET /path`): what every app expects from a proxy.
+    parts.uri = Uri::from(path);
     parts.version = hyper::Version::HTTP_11;
-    parts.headers.insert(
-        header::HOST,
-        host.parse()
-            .unwrap_or_else(|_| header::HeaderValue::from_static("invalid")),
-    );
+    parts.headers.insert(header::HOST, host);
     let body: ProxyBody = Metered::new(Limited::new(body, max_body as usize), meter.received)
         .map_err(BoxError::from)
         .boxed_unsync();
-    let sent = target.client().request(Request::from_parts(parts, body));
+    let sent = target.send(Request::from_parts(parts, body));
     let resp = tokio::select! {
         r = tokio::time::timeout(p.cfg.timeouts.upstream_response, sent) => r,
         _ = target.cancelled() => return pages::gateway_timeout(),
     };
-    let mut resp = match resp {
+    let (mut resp, lease) = match resp {
         Ok(Ok(r)) => r,
         Ok(Err(e)) => {
             tracing::debug!(error = %e, addr = %target.addr, "upstream failed");
@@ -240,6 +237,7 @@ async fn forward(
     }
     let (mut parts, body) = resp.into_parts();
     headers::strip_hop_by_hop(&mut parts.headers);
+    let body = Leased::new(body, lease);
     let body = Guarded::new(Metered::new(body, meter.sent), (held.ticket, held.slot))
         .map_err(BoxError::from)
         .boxed_unsync();

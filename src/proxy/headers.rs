@@ -52,69 +52,131 @@ pub fn upgrade_of(h: &HeaderMap) -> Option<HeaderValue> {
     wants.then(|| h.get(header::UPGRADE).cloned()).flatten()
 }
 
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+pub const X_FORWARDED_PREFIX: HeaderName = HeaderName::from_static("x-forwarded-prefix");
+/// Client-supplied headers that would claim a client address, protocol or mount: dropped.
+const SPOOFABLE: [HeaderName; 3] = [
+    header::FORWARDED,
+    HeaderName::from_static("x-real-ip"),
+    X_FORWARDED_PREFIX,
+];
+
+/// Which of `names` are present, as a bit mask: one pass over the names in the map, each
+/// placed by `index` (a match on its text), since most requests carry none of them and a
+/// removal hashes even when nothing is there.
+fn present(h: &HeaderMap, index: fn(&str) -> Option<usize>) -> u16 {
+    h.keys()
+        .filter_map(|k| index(k.as_str()))
+        .fold(0, |m, i| m | 1 << i)
+}
+
+fn remove_present(h: &mut HeaderMap, names: &[HeaderName], mask: u16) {
+    for (i, n) in names.iter().enumerate() {
+        if mask & 1 << i != 0 {
+            h.remove(n);
+        }
+    }
+}
+
+fn hop_index(n: &str) -> Option<usize> {
+    Some(match n {
+        "connection" => 0,
+        "keep-alive" => 1,
+        "proxy-authenticate" => 2,
+        "proxy-authorization" => 3,
+        "te" => 4,
+        "trailer" => 5,
+        "transfer-encoding" => 6,
+        "upgrade" => 7,
+        _ => return None,
+    })
+}
+
+fn spoofable_index(n: &str) -> Option<usize> {
+    Some(match n {
+        "forwarded" => 0,
+        "x-real-ip" => 1,
+        "x-forwarded-prefix" => 2,
+        _ => return None,
+    })
+}
+
 /// Removes hop-by-hop headers, including any named in Connection.
 pub fn strip_hop_by_hop(h: &mut HeaderMap) {
+    let mask = present(h, hop_index);
+    if mask == 0 {
+        return; // no Connection header either, so nothing is named in one
+    }
     let named: Vec<HeaderName> = h
         .get_all(header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .filter(|n| hop_index(n.as_str()).is_none())
         .collect();
-    for n in named.iter().chain(HOP_BY_HOP.iter()) {
+    remove_present(h, &HOP_BY_HOP, mask);
+    for n in &named {
         h.remove(n);
     }
 }
 
-/// Sets X-Forwarded-For/-Proto/-Host (and drops Forwarded/X-Real-IP). A client's own
-/// X-Forwarded-For is kept only if the peer is a trusted proxy; then the rightmost address
-/// that is not itself trusted counts as the client.
-pub fn set_forwarded(h: &mut HeaderMap, peer: IpAddr, proto: &str, host: &str, trusted: &[Cidr]) {
-    let peer_trusted = trusted.iter().any(|c| c.contains(peer));
+/// The peer's address as X-Forwarded-For gives it (worked out once per connection).
+pub fn peer_value(peer: IpAddr) -> HeaderValue {
+    HeaderValue::from_str(&peer.to_canonical().to_string())
+        .expect("an IP address is a valid header value")
+}
+
+/// Sets X-Forwarded-For/-Proto/-Host (and drops Forwarded/X-Real-IP/X-Forwarded-Prefix). A
+/// client's own X-Forwarded-For is kept only if the peer is a trusted proxy; then the rightmost
+/// address that is not itself trusted counts as the client. `peer_value` is `peer_value(peer)`.
+pub fn set_forwarded(
+    h: &mut HeaderMap,
+    (peer, peer_value): (IpAddr, &HeaderValue),
+    proto: &'static str,
+    host: &HeaderValue,
+    trusted: &[Cidr],
+) {
+    let chain = if trusted.iter().any(|c| c.contains(peer)) {
+        trusted_chain(h, peer, trusted)
+    } else {
+        peer_value.clone()
+    };
+    remove_present(h, &SPOOFABLE, present(h, spoofable_index));
+    h.insert(X_FORWARDED_FOR, chain);
+    h.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
+    h.insert(X_FORWARDED_HOST, host.clone());
+}
+
+/// X-Forwarded-For from a trusted proxy: its chain up to and including the rightmost
+/// untrusted hop, then the peer.
+fn trusted_chain(h: &HeaderMap, peer: IpAddr, trusted: &[Cidr]) -> HeaderValue {
     let mut chain: Vec<String> = Vec::new();
-    if peer_trusted {
-        for v in h.get_all("x-forwarded-for").iter() {
-            if let Ok(s) = v.to_str() {
-                chain.extend(
-                    s.split(',')
-                        .map(|p| p.trim().to_string())
-                        .filter(|p| !p.is_empty()),
-                );
-            }
+    for v in h.get_all(&X_FORWARDED_FOR).iter() {
+        if let Ok(s) = v.to_str() {
+            chain.extend(
+                s.split(',')
+                    .map(|p| p.trim().to_string())
+                    .filter(|p| !p.is_empty()),
+            );
         }
-        // Keep the chain up to and including the rightmost untrusted hop.
-        while let Some(last) = chain.last() {
-            match last.parse::<IpAddr>() {
-                Ok(ip) if trusted.iter().any(|c| c.contains(ip)) => {
-                    chain.pop();
-                }
-                Ok(_) => break,
-                Err(_) => {
-                    chain.clear();
-                    break;
-                }
+    }
+    while let Some(last) = chain.last() {
+        match last.parse::<IpAddr>() {
+            Ok(ip) if trusted.iter().any(|c| c.contains(ip)) => {
+                chain.pop();
+            }
+            Ok(_) => break,
+            Err(_) => {
+                chain.clear();
+                break;
             }
         }
     }
     chain.push(peer.to_canonical().to_string());
-    for n in [
-        "x-forwarded-for",
-        "x-forwarded-proto",
-        "x-forwarded-host",
-        "x-forwarded-prefix",
-        "forwarded",
-        "x-real-ip",
-    ] {
-        h.remove(n);
-    }
-    let set = |h: &mut HeaderMap, n: &'static str, v: &str| {
-        if let Ok(v) = HeaderValue::from_str(v) {
-            h.insert(n, v);
-        }
-    };
-    set(h, "x-forwarded-for", &chain.join(", "));
-    set(h, "x-forwarded-proto", proto);
-    set(h, "x-forwarded-host", host);
+    HeaderValue::from_str(&chain.join(", ")).unwrap_or_else(|_| peer_value(peer))
 }
 
 /// The request's authority, lowercased and without port or trailing dot. `Host` and an
@@ -189,6 +251,17 @@ mod tests {
     }
 
     #[test]
+    fn each_removable_header_is_found_at_its_own_place() {
+        for (i, n) in HOP_BY_HOP.iter().enumerate() {
+            assert_eq!(hop_index(n.as_str()), Some(i), "{n}");
+        }
+        for (i, n) in SPOOFABLE.iter().enumerate() {
+            assert_eq!(spoofable_index(n.as_str()), Some(i), "{n}");
+        }
+        assert_eq!(hop_index("x-app"), None);
+    }
+
+    #[test]
     fn hop_by_hop_headers_and_those_named_in_connection_are_removed() {
         let mut h = headers(&[
             ("connection", "close, x-secret"),
@@ -208,31 +281,27 @@ mod tests {
             ("x-forwarded-for", "6.6.6.6"),
             ("x-real-ip", "6.6.6.6"),
             ("x-forwarded-proto", "http"),
+            ("forwarded", "for=6.6.6.6"),
+            ("x-forwarded-prefix", "/admin"),
         ]);
-        set_forwarded(
-            &mut h,
-            "203.0.113.9".parse().unwrap(),
-            "https",
-            "acme.example.com",
-            &[],
-        );
+        let peer = "203.0.113.9".parse().unwrap();
+        let host = HeaderValue::from_static("acme.example.com");
+        set_forwarded(&mut h, (peer, &peer_value(peer)), "https", &host, &[]);
         assert_eq!(h["x-forwarded-for"], "203.0.113.9");
         assert_eq!(h["x-forwarded-proto"], "https");
         assert_eq!(h["x-forwarded-host"], "acme.example.com");
-        assert!(!h.contains_key("x-real-ip"));
+        for gone in ["x-real-ip", "forwarded", "x-forwarded-prefix"] {
+            assert!(!h.contains_key(gone), "{gone}");
+        }
     }
 
     #[test]
     fn trusted_proxies_pass_on_the_rightmost_untrusted_client() {
         let trusted = [Cidr::parse("10.0.0.0/8").unwrap()];
         let mut h = headers(&[("x-forwarded-for", "6.6.6.6, 198.51.100.7, 10.1.1.1")]);
-        set_forwarded(
-            &mut h,
-            "10.0.0.2".parse().unwrap(),
-            "https",
-            "a.example.com",
-            &trusted,
-        );
+        let peer = "10.0.0.2".parse().unwrap();
+        let host = HeaderValue::from_static("a.example.com");
+        set_forwarded(&mut h, (peer, &peer_value(peer)), "https", &host, &trusted);
         assert_eq!(h["x-forwarded-for"], "6.6.6.6, 198.51.100.7, 10.0.0.2");
     }
 

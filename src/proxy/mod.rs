@@ -13,6 +13,7 @@ pub mod routes;
 pub mod server;
 pub mod sync;
 pub mod target;
+pub mod upstream;
 
 #[cfg(test)]
 mod tests;

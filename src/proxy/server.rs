@@ -97,12 +97,7 @@ pub async fn accept_loop(
             if tls {
                 serve_tls(p, stream, peer, rx).await;
             } else {
-                let info = ConnInfo {
-                    peer,
-                    tls: false,
-                    sni: None,
-                };
-                conn::serve(p, stream, info, rx).await;
+                conn::serve(p, stream, ConnInfo::new(peer, false, None), rx).await;
             }
         });
     }
@@ -138,19 +133,7 @@ async fn serve_tls(
         Some((tls, sni))
     };
     match tokio::time::timeout(deadline, handshake).await {
-        Ok(Some((tls, sni))) => {
-            conn::serve(
-                p,
-                tls,
-                ConnInfo {
-                    peer,
-                    tls: true,
-                    sni,
-                },
-                rx,
-            )
-            .await
-        }
+        Ok(Some((tls, sni))) => conn::serve(p, tls, ConnInfo::new(peer, true, sni), rx).await,
         Ok(None) => tracing::debug!(%peer, "TLS handshake failed"),
         Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
     }

@@ -1,10 +1,9 @@
 //! One upstream target (an instance's published port) with its own connection pool, in-flight
 //! count and drain: a blue and a green never share a pooled connection.
 
-use super::body::ProxyBody;
-use hyper_util::{
-    client::legacy::{Client, connect::HttpConnector},
-    rt::{TokioExecutor, TokioTimer},
+use super::{
+    body::ProxyBody,
+    upstream::{Lease, Pool, UpstreamError},
 };
 use std::{
     net::SocketAddr,
@@ -22,7 +21,7 @@ pub struct Target {
     pub addr: SocketAddr,
     /// Unique per target object: two targets on one address still get separate pools.
     pub id: u64,
-    client: Client<HttpConnector, ProxyBody>,
+    pool: Arc<Pool>,
     inflight: AtomicUsize,
     draining: AtomicBool,
     idle: Notify,
@@ -41,19 +40,10 @@ pub struct DrainReport {
 
 impl Target {
     pub fn new(addr: SocketAddr, connect_timeout: Duration) -> Arc<Target> {
-        let mut http = HttpConnector::new();
-        http.set_connect_timeout(Some(connect_timeout));
-        http.set_nodelay(true);
-        let client = Client::builder(TokioExecutor::new())
-            .timer(TokioTimer::new())
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(Duration::from_secs(30))
-            .pool_max_idle_per_host(256)
-            .build(http);
         Arc::new(Target {
             addr,
             id: NEXT_ID.fetch_add(1, SeqCst),
-            client,
+            pool: Pool::new(addr, connect_timeout),
             inflight: AtomicUsize::new(0),
             draining: AtomicBool::new(false),
             idle: Notify::new(),
@@ -61,8 +51,18 @@ impl Target {
         })
     }
 
-    pub fn client(&self) -> &Client<HttpConnector, ProxyBody> {
-        &self.client
+    /// Sends `req` to this target on a pooled connection; the lease goes back with the
+    /// response body (`upstream::Leased`).
+    pub async fn send(
+        &self,
+        req: hyper::Request<ProxyBody>,
+    ) -> Result<(hyper::Response<hyper::body::Incoming>, Lease), UpstreamError> {
+        self.pool.send(req).await
+    }
+
+    /// Idle pooled connections to this target.
+    pub fn idle_connections(&self) -> usize {
+        self.pool.idle()
     }
 
     /// Registers a request. Fails if the target is draining; the caller then re-reads the
