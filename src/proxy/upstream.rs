@@ -17,13 +17,18 @@ use hyper_util::rt::TokioIo;
 use std::{
     net::SocketAddr,
     pin::Pin,
-    sync::{Arc, Mutex},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering::Relaxed},
+    },
     task::{Context, Poll},
     time::{Duration, Instant},
 };
 
 /// How long a connection may wait on the stack before it is closed.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a released connection may take to be ready for the next request.
+const READY_WAIT: Duration = Duration::from_millis(50);
 /// Idle connections kept per target; more are closed when released.
 const MAX_IDLE: usize = 256;
 
@@ -45,7 +50,10 @@ pub enum UpstreamError {
 pub struct Pool {
     addr: SocketAddr,
     connect_timeout: Duration,
+    idle_timeout: Duration,
     idle: Mutex<Vec<(SendRequest<ProxyBody>, Instant)>>,
+    /// Whether the task that closes connections idle too long has started (on first release).
+    reaping: AtomicBool,
 }
 
 /// A connection lent to one exchange; given back by `Leased` when the response body ends.
@@ -56,10 +64,16 @@ pub struct Lease {
 
 impl Pool {
     pub fn new(addr: SocketAddr, connect_timeout: Duration) -> Arc<Pool> {
+        Pool::with_idle_timeout(addr, connect_timeout, IDLE_TIMEOUT)
+    }
+
+    pub fn with_idle_timeout(addr: SocketAddr, connect: Duration, idle: Duration) -> Arc<Pool> {
         Arc::new(Pool {
             addr,
-            connect_timeout,
+            connect_timeout: connect,
+            idle_timeout: idle,
             idle: Mutex::new(Vec::new()),
+            reaping: AtomicBool::new(false),
         })
     }
 
@@ -102,12 +116,17 @@ impl Pool {
     async fn checkout(&self) -> Option<SendRequest<ProxyBody>> {
         loop {
             let (mut tx, since) = self.idle.lock().expect("pool lock").pop()?;
-            if tx.is_closed() || since.elapsed() > IDLE_TIMEOUT {
+            if tx.is_closed() || since.elapsed() > self.idle_timeout {
                 continue;
             }
-            // Released after its response ended, it is ready now or as soon as its connection
-            // task has seen that end; an error means the app closed it.
-            if tx.is_ready() || tx.ready().await.is_ok() {
+            if tx.is_ready() {
+                return Some(tx);
+            }
+            // Released after its response ended, it is ready as soon as its connection task
+            // has seen that end, unless the app answered before the request body was all
+            // sent and the client is still sending it (or stalls): wait briefly, never for a
+            // client. A connection given up on closes when its exchange ends.
+            if let Ok(Ok(())) = tokio::time::timeout(READY_WAIT, tx.ready()).await {
                 return Some(tx);
             }
         }
@@ -131,25 +150,46 @@ impl Pool {
         Ok(tx)
     }
 
-    fn release(&self, tx: SendRequest<ProxyBody>) {
+    fn release(self: &Arc<Self>, tx: SendRequest<ProxyBody>) {
         if tx.is_closed() {
             return;
         }
-        let mut idle = self.idle.lock().expect("pool lock");
-        // The bottom of the stack waited longest: close what waited too long.
-        let stale = idle
-            .iter()
-            .take_while(|(_, since)| since.elapsed() > IDLE_TIMEOUT)
-            .count();
-        idle.drain(..stale);
-        if idle.len() < MAX_IDLE {
-            idle.push((tx, Instant::now()));
+        {
+            let mut idle = self.idle.lock().expect("pool lock");
+            if idle.len() < MAX_IDLE {
+                idle.push((tx, Instant::now()));
+            }
         }
+        if !self.reaping.swap(true, Relaxed) {
+            tokio::spawn(reap(Arc::downgrade(self)));
+        }
+    }
+
+    /// Closes the connections that waited longer than the idle timeout (the bottom of the
+    /// stack waited longest) and those the app closed.
+    fn prune(&self) {
+        let mut idle = self.idle.lock().expect("pool lock");
+        idle.retain(|(tx, since)| !tx.is_closed() && since.elapsed() <= self.idle_timeout);
     }
 
     /// Idle connections on the stack (for tests).
     pub fn idle(&self) -> usize {
         self.idle.lock().expect("pool lock").len()
+    }
+}
+
+/// Prunes the pool every idle timeout for as long as it exists (a target nobody sends to any
+/// more still has its idle connections closed).
+async fn reap(pool: std::sync::Weak<Pool>) {
+    loop {
+        let Some(every) = pool.upgrade().map(|p| p.idle_timeout) else {
+            return;
+        };
+        tokio::time::sleep(every).await;
+        match pool.upgrade() {
+            Some(p) => p.prune(),
+            None => return,
+        }
     }
 }
 
@@ -307,6 +347,56 @@ mod tests {
             assert_eq!(read_all(&pool, addr).await, "ok");
         }
         assert_eq!(accepted.load(SeqCst), 50);
+    }
+
+    /// A request body that never ends (a client that stalls its upload).
+    struct Endless;
+
+    impl Body for Endless {
+        type Data = Bytes;
+        type Error = super::super::body::BoxError;
+
+        fn poll_frame(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+            Poll::Pending
+        }
+    }
+
+    #[tokio::test]
+    async fn a_connection_still_sending_a_stalled_request_body_is_not_waited_for() {
+        let (addr, accepted) = app(b"early", false).await;
+        let pool = Pool::new(addr, Duration::from_secs(1));
+        // The app answers before it has the body; the client never finishes sending it.
+        let req = Request::post(format!("http://{addr}/"))
+            .header("content-length", "10")
+            .body(Endless.boxed_unsync())
+            .unwrap();
+        let (resp, lease) = pool.send(req).await.unwrap();
+        let body = Leased::new(resp.into_body(), lease);
+        assert_eq!(body.collect().await.unwrap().to_bytes(), "early");
+        let next = tokio::time::timeout(Duration::from_secs(2), read_all(&pool, addr)).await;
+        assert_eq!(
+            next.expect("the next request does not wait on another client's upload"),
+            "early"
+        );
+        assert_eq!(accepted.load(SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn connections_idle_longer_than_the_timeout_are_closed_without_traffic() {
+        let (addr, _) = app(b"hi", false).await;
+        let idle = Duration::from_millis(200);
+        let pool = Pool::with_idle_timeout(addr, Duration::from_secs(1), idle);
+        assert_eq!(read_all(&pool, addr).await, "hi");
+        assert_eq!(pool.idle(), 1);
+        tokio::time::sleep(idle * 3).await;
+        assert_eq!(
+            pool.idle(),
+            0,
+            "closed by the pool's own timer, no request needed"
+        );
     }
 
     #[tokio::test]
