@@ -26,6 +26,10 @@ pub const WAKE_LIMIT: Duration = Duration::from_secs(120);
 
 /// How often idle tenants are looked for.
 const DOZE_TICK: Duration = Duration::from_secs(2);
+/// How soon a tenant passed over only because a job, backup or wake was running is looked at
+/// again: a job on a schedule that is a multiple of the tick would otherwise be running at
+/// every tick, and its tenant would never sleep.
+const BUSY_RETRY: Duration = Duration::from_millis(250);
 
 /// The figures `/metrics` shows about sleep.
 #[derive(Debug, Clone)]
@@ -147,8 +151,10 @@ impl Sleeper {
         self.meters.asleep.set(sleep.asleep().len() as i64);
     }
 
-    /// Puts to sleep every running tenant idle past its plan's window.
-    fn doze(&self) {
+    /// Puts to sleep every running tenant idle past its plan's window. True if one was passed
+    /// over only because it was busy.
+    fn doze(&self) -> bool {
+        let mut busy = false;
         let d = self.ctl.desired();
         let board = self.ctl.board();
         for (t, inst) in &d.instances {
@@ -157,7 +163,11 @@ impl Sleeper {
             };
             let running = board.instances.get(t).map(|s| s.phase) == Some(Phase::Running);
             let sleep = self.ctl.sleep();
-            if !running || self.ctl.is_held(t) || sleep.is_dozing(t) || sleep.is_busy(t) {
+            if !running || self.ctl.is_held(t) || sleep.is_dozing(t) {
+                continue;
+            }
+            if sleep.is_busy(t) {
+                busy |= self.proxy.gate(t).is_some_and(|g| g.idle() >= after);
                 continue;
             }
             let Some(gate) = self.proxy.gate(t) else {
@@ -184,6 +194,7 @@ impl Sleeper {
             self.ctl.audit().record(&e);
             self.ctl.kick();
         }
+        busy
     }
 
     /// Wakes `t` and lets its held requests through once it is healthy.
@@ -279,7 +290,9 @@ impl Sleeper {
                     tokio::spawn(self.clone().wake(t));
                 }
                 _ = tick.tick() => {
-                    self.doze();
+                    if self.doze() {
+                        tick.reset_after(BUSY_RETRY);
+                    }
                     self.sync_gates();
                 }
             }
