@@ -60,11 +60,6 @@ impl Target {
         self.pool.send(req).await
     }
 
-    /// Idle pooled connections to this target.
-    pub fn idle_connections(&self) -> usize {
-        self.pool.idle()
-    }
-
     /// Registers a request. Fails if the target is draining; the caller then re-reads the
     /// tenant's current target. Increment-then-check pairs with drain's set-then-read so a
     /// request is either counted by the drain or sent to the new target, never lost.

@@ -161,30 +161,27 @@ impl Pool {
             }
         }
         if !self.reaping.swap(true, Relaxed) {
-            tokio::spawn(reap(Arc::downgrade(self)));
+            tokio::spawn(reap(Arc::downgrade(self), self.idle_timeout));
         }
     }
 
-    /// Closes the connections that waited longer than the idle timeout (the bottom of the
-    /// stack waited longest) and those the app closed.
+    /// Closes the connections that waited longer than the idle timeout and those the app
+    /// closed.
     fn prune(&self) {
         let mut idle = self.idle.lock().expect("pool lock");
         idle.retain(|(tx, since)| !tx.is_closed() && since.elapsed() <= self.idle_timeout);
     }
 
-    /// Idle connections on the stack (for tests).
-    pub fn idle(&self) -> usize {
+    #[cfg(test)]
+    fn idle(&self) -> usize {
         self.idle.lock().expect("pool lock").len()
     }
 }
 
 /// Prunes the pool every idle timeout for as long as it exists (a target nobody sends to any
 /// more still has its idle connections closed).
-async fn reap(pool: std::sync::Weak<Pool>) {
+async fn reap(pool: std::sync::Weak<Pool>, every: Duration) {
     loop {
-        let Some(every) = pool.upgrade().map(|p| p.idle_timeout) else {
-            return;
-        };
         tokio::time::sleep(every).await;
         match pool.upgrade() {
             Some(p) => p.prune(),

@@ -166,13 +166,13 @@ impl Sleeper {
             if !running || self.ctl.is_held(t) || sleep.is_dozing(t) {
                 continue;
             }
-            if sleep.is_busy(t) {
-                busy |= self.proxy.gate(t).is_some_and(|g| g.idle() >= after);
-                continue;
-            }
             let Some(gate) = self.proxy.gate(t) else {
                 continue;
             };
+            if sleep.is_busy(t) {
+                busy |= gate.idle() >= after;
+                continue;
+            }
             if gate.idle() < after || gate.in_flight() > 0 {
                 continue;
             }
