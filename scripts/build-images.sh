@@ -17,6 +17,8 @@
 #                         berth runs on every swarm node
 #   berth/swarm-node:bookworm  with `swarm`: Debian's docker.io as a container, the nodes of
 #                         the local test swarm (scripts/swarm-nodes.sh)
+#   berth/mailrelay:bookworm  with `mail` as argument: Postfix (submission on 587, SASL and
+#                         policy answered by berth's agent) + OpenDKIM, the shared mail relay
 #   berth/systemd:bookworm  with `systemd` as argument: Debian with systemd as PID 1, where
 #                         tests/systemd.rs installs berth's units and runs the agent for real
 # An image whose inputs did not change is not rebuilt (label berth.inputs = hash of images/).
@@ -82,6 +84,7 @@ for v in 1 2 3; do
   build_from_base "berth/demo:$v" images/demo "FROM berth/base:bookworm
 COPY www /www
 COPY run-httpd.sh /usr/local/bin/run-httpd
+COPY smtp-send /usr/local/bin/smtp-send
 RUN echo $v > /etc/demo-version && mkdir -p /etc/demo
 $health_fix
 USER 65534:65534
@@ -160,12 +163,30 @@ build_swarm() {
       -c 'ENTRYPOINT ["/usr/sbin/dockerd"]' - berth/swarm-node:bookworm >/dev/null
   fi
 }
+build_mail() {
+  if ! have berth/mailroot:bookworm "$inputs"; then
+    local dir=$cache/mailroot
+    if [ ! -x "$dir/usr/sbin/opendkim" ]; then
+      echo "build-images: debootstrap bookworm with Postfix and OpenDKIM (about a minute)"
+      bootstrap "$dir" mail-debootstrap.log postfix,opendkim,opendkim-tools,libsasl2-modules,ca-certificates
+      rm -rf "$dir"/var/cache/apt/archives/*.deb "$dir"/var/lib/apt/lists/*
+    fi
+    echo "build-images: importing berth/mailroot:bookworm"
+    tar -C "$dir" -c . | docker import -c "LABEL berth.inputs=$inputs" - berth/mailroot:bookworm >/dev/null
+  fi
+  build_from_base berth/mailrelay:bookworm images/mailrelay "FROM berth/mailroot:bookworm
+COPY prepare.sh entrypoint.sh /usr/local/bin/
+RUN /usr/local/bin/prepare.sh
+EXPOSE 587
+ENTRYPOINT [\"/usr/local/bin/entrypoint.sh\"]"
+}
 for extra in "$@"; do
   case "$extra" in
     systemd) build_systemd ;;
     lamp) build_lamp ;;
     swarm) build_swarm ;;
-    *) echo "build-images: unknown image set $extra (systemd, lamp, swarm)" >&2; exit 2 ;;
+    mail) build_mail ;;
+    *) echo "build-images: unknown image set $extra (systemd, lamp, swarm, mail)" >&2; exit 2 ;;
   esac
 done
 echo "build-images: done"

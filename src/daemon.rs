@@ -48,6 +48,8 @@ pub enum DaemonError {
     Listen(#[from] crate::proxy::ListenError),
     #[error(transparent)]
     SharedDb(#[from] crate::reconcile::shared_db::SharedDbError),
+    #[error(transparent)]
+    Mail(#[from] crate::mail::MailError),
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> DaemonError + '_ {
@@ -149,12 +151,20 @@ pub async fn run(mut host: HostConfig) -> Result<(), DaemonError> {
     // Before the first pass: tenants a crash left mid-upgrade must be held from the reconciler.
     let fleet = crate::upgrade::Fleet::open(ctl.clone(), edge.as_ref().map(|e| e.proxy.clone()));
     let sleep_meters = crate::sleep::SleepMeters::default();
+    let mail = host
+        .mail
+        .clone()
+        .map(|cfg| Arc::new(crate::mail::Mail::open(cfg, &host.namespace, &layout)));
+    if let Some(m) = &mail {
+        m.listen(&mut servers, &stop_rx)?;
+    }
     let metrics = crate::metrics::Metrics::new(crate::metrics::Sources {
         ctl: ctl.clone(),
         fleet: fleet.clone(),
         proxy: edge.as_ref().map(|e| e.proxy.clone()),
         certs: edge.as_ref().map(|e| e.certs.clone()),
         sleep: sleep_meters.clone(),
+        mail: mail.clone(),
     });
     let mut state = AppState::new(
         ctl.clone(),
@@ -163,6 +173,7 @@ pub async fn run(mut host: HostConfig) -> Result<(), DaemonError> {
         fleet.clone(),
     );
     state.metrics = Some(metrics.clone());
+    state.mail = mail.clone();
     if let Some(addr) = host.metrics.listen {
         let tcp = tokio::net::TcpListener::bind(addr)
             .await
@@ -229,6 +240,10 @@ pub async fn run(mut host: HostConfig) -> Result<(), DaemonError> {
         let sleeper = crate::sleep::Sleeper::new(ctl.clone(), edge.proxy.clone(), sleep_meters);
         edge.go_live(&ctl, &book, &sleeper, &stop_rx, &mut servers);
         servers.spawn(sleeper.run(stop_rx.clone()));
+    }
+    if let Some(m) = mail {
+        servers.spawn(m.clone().run(ctl.clone(), book.clone(), stop_rx.clone()));
+        servers.spawn(m.follow(ctl.runtime().clone(), stop_rx.clone()));
     }
     fleet.upgrades.spawn();
     let (backups, unfinished) = (fleet.backups.clone(), fleet.unfinished_restores.clone());

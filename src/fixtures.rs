@@ -36,6 +36,7 @@ pub fn host() -> HostConfig {
         default_plan: None,
         shared_database: None,
         shared_mariadb: None,
+        mail: None,
         db_name_key: None,
         registries: BTreeMap::new(),
         registry_mirrors: BTreeMap::new(),

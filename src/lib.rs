@@ -24,6 +24,7 @@ pub mod host_tuning;
 pub mod human;
 pub mod images;
 pub mod jobs;
+pub mod mail;
 pub mod metrics;
 pub mod probe;
 pub mod proxy;

@@ -138,6 +138,8 @@ const ADMIN_MAY: &[&str] = &[
     "backup.verify",
     "backup.restore",
     "job.list",
+    "mail.show",
+    "mail.dns",
     "audit.list",
     "openapi.show",
 ];
@@ -148,6 +150,8 @@ const VIEWER_MAY: &[&str] = &[
     "ca.show",
     "backup.list",
     "job.list",
+    "mail.show",
+    "mail.dns",
     "audit.list",
     "openapi.show",
 ];

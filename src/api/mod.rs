@@ -11,6 +11,7 @@ pub mod fleet;
 pub mod images;
 pub mod instances;
 pub mod lifecycle;
+pub mod mail;
 pub mod moves;
 pub mod openapi;
 pub mod params;
@@ -43,6 +44,8 @@ pub struct AppState {
     pub host_token: Option<String>,
     /// The dashboard's sessions.
     pub ui: Arc<crate::ui::Ui>,
+    /// The shared mail relay (None: the host runs none).
+    pub mail: Option<Arc<crate::mail::Mail>>,
 }
 
 impl AppState {
@@ -64,6 +67,7 @@ impl AppState {
             certs,
             fleet,
             metrics: None,
+            mail: None,
         }
     }
 }
@@ -118,6 +122,8 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/v1/instances/{tenant}/restore", post(fleet::restore))
         .route("/v1/instances/{tenant}/jobs", get(fleet::jobs))
+        .route("/v1/instances/{tenant}/mail", get(mail::show))
+        .route("/v1/instances/{tenant}/mail/dns", get(mail::dns))
         .route(
             "/v1/tokens",
             get(access::token_index).post(access::token_create),

@@ -2,7 +2,7 @@
 //! and served at `/v1/openapi.json`. Every operation answers errors in one shape
 //! (`{"error": "…"}`), described once as each operation's default response.
 
-use super::{access, edge, fleet, images, instances, lifecycle, moves};
+use super::{access, edge, fleet, images, instances, lifecycle, mail, moves};
 use axum::Json;
 use utoipa::{
     Modify, OpenApi,
@@ -33,7 +33,7 @@ pub struct ErrorBody {
         images::index, images::prune,
         fleet::upgrade_start, fleet::upgrade_show, fleet::upgrade_control, fleet::rollback,
         fleet::backup_index, fleet::backup_create, fleet::backup_verify, fleet::restore,
-        fleet::jobs,
+        fleet::jobs, mail::show, mail::dns,
         access::token_index, access::token_create, access::token_revoke, access::audit_index,
     ),
     components(schemas(ErrorBody)),

@@ -70,6 +70,8 @@ pub const ROUTES: &[Route] = &[
     r(Method::POST, "/v1/instances/{tenant}/backups/{id}/verify", Manage, "backup.verify"),
     r(Method::POST, "/v1/instances/{tenant}/restore", Manage, "backup.restore"),
     r(Method::GET, "/v1/instances/{tenant}/jobs", Read, "job.list"),
+    r(Method::GET, "/v1/instances/{tenant}/mail", Read, "mail.show"),
+    r(Method::GET, "/v1/instances/{tenant}/mail/dns", Read, "mail.dns"),
     r(Method::GET, "/v1/tokens", Socket, "token.list"),
     r(Method::POST, "/v1/tokens", Socket, "token.create"),
     r(Method::DELETE, "/v1/tokens/{id}", Socket, "token.revoke"),

@@ -7,6 +7,7 @@ pub mod edge;
 pub mod export;
 pub mod fleet;
 pub mod instances;
+pub mod mail;
 pub mod progress;
 pub mod table;
 pub mod top;
@@ -246,6 +247,17 @@ pub enum Command {
         #[arg(long, default_value = "2s", value_parser = crate::spec::units::parse_duration)]
         interval: std::time::Duration,
     },
+    /// A tenant's mail at the shared relay (`berth mail T`: limits, use, sent, deferred,
+    /// bounced, refused, queued, last errors), or the DNS records to publish for its DKIM keys
+    /// (`berth mail dns T`).
+    Mail {
+        /// The tenant, or `dns`.
+        first: String,
+        /// With `dns`: the tenant.
+        second: Option<String>,
+        #[arg(short, long, value_enum, default_value = "table")]
+        output: Output,
+    },
     /// A tenant's scheduled jobs: last runs, exit status, duration, next run.
     Jobs {
         #[arg(value_parser = tenant_arg)]
@@ -422,6 +434,21 @@ pub async fn run(cli: Cli) -> Result<i32> {
             from,
             output,
         } => fleet::restore(&c, &tenant, &from, output).await?,
+        Command::Mail {
+            first,
+            second,
+            output,
+        } => {
+            let (dns, tenant) =
+                mail::target(&first, second.as_deref()).map_err(anyhow::Error::msg)?;
+            tenant_arg(&tenant).map_err(anyhow::Error::msg)?;
+            let mut parts = vec!["v1", "instances", &tenant, "mail"];
+            if dns {
+                parts.push("dns");
+            }
+            let v = c.json(Method::GET, &api_path(&parts, &[]), None).await?;
+            print(output, &v, if dns { mail::dns } else { mail::report });
+        }
         Command::Jobs { tenant, output } => {
             let v = c
                 .json(

@@ -42,6 +42,8 @@ pub struct HostConfig {
     pub shared_database: Option<SharedDatabase>,
     /// The shared MariaDB server (`shared_mariadb:`).
     pub shared_mariadb: Option<SharedDatabase>,
+    /// The shared outbound mail relay (`mail:`).
+    pub mail: Option<super::mail::MailConfig>,
     /// Secret key of the shared database's role and database names (`<state>/host/secrets/
     /// db_name_key`), set by the agent at start (`shared_db::ensure_name_key`); never read by
     /// the CLI.
@@ -109,6 +111,8 @@ pub struct Plan {
     pub sleep_after: Option<Duration>,
     /// Share of memory a tenant that may sleep reserves at admission (None: all of it).
     pub sleep_memory: Option<f64>,
+    /// What a tenant may send through the shared mail relay.
+    pub mail: super::mail::MailLimits,
 }
 
 impl HostConfig {
@@ -220,7 +224,12 @@ impl Plan {
             }
             None => self.sleep_memory,
         };
+        let mail = match &file.mail {
+            Some(m) => self.mail.overlay(m)?,
+            None => self.mail,
+        };
         Ok(Plan {
+            mail,
             limits: Limits::overlay(self.limits, file)?,
             quota: super::quota::Quota::overlay(self.quota, file)?,
             backups,
@@ -475,6 +484,22 @@ pub fn build(file: &spec::Loaded<HostFile>, root: &Path) -> Result<HostConfig, S
         .ok()
         .flatten();
     let domains = edge::build_domains(&h.domains).map_err(&mut edge_err).ok();
+    let mail = h
+        .mail
+        .as_ref()
+        .map(|m| super::mail::build(m, h.base_domain.as_deref(), &resolve))
+        .transpose()
+        .map_err(&mut edge_err)
+        .ok()
+        .flatten();
+    if engine.is_swarm() && mail.is_some() {
+        err(
+            "mail",
+            "swarm mode has no shared mail relay (tenants on several nodes would need one \
+             node's); remove it"
+                .into(),
+        );
+    }
     check_registries(h, &mut err);
     errors.into_result()?;
     Ok(HostConfig {
@@ -504,6 +529,7 @@ pub fn build(file: &spec::Loaded<HostFile>, root: &Path) -> Result<HostConfig, S
         default_plan: h.default_plan.clone(),
         shared_database,
         shared_mariadb,
+        mail,
         db_name_key: None,
         registries: h
             .registries

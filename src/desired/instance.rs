@@ -76,6 +76,7 @@ pub fn build(
         egress,
         sleep_after,
         sleep_memory,
+        mail: mail_limits,
     } = plan_of(i, host)
         .map_err(|(field, m)| err(&field, m))
         .unwrap_or_default();
@@ -118,7 +119,16 @@ pub fn build(
     errs.into_result()?;
     let mut err = |field: &str, msg: String| errors.push(f.error_at(field, msg));
 
-    let ctx = context(i, &version, &parameters, database.as_ref(), t, host);
+    let mail = mail_of(i, t, host, mail_limits);
+    let ctx = context(
+        i,
+        &version,
+        &parameters,
+        database.as_ref(),
+        mail.as_ref(),
+        t,
+        host,
+    );
     let env = render::environment();
     let mut configs = BTreeMap::new();
     for (name, src) in &t.source.config_sources {
@@ -234,7 +244,38 @@ pub fn build(
                 )
             })
             .collect(),
+        mail,
     })
+}
+
+/// The tenant's relay account when its template asks for mail and the host runs a relay.
+fn mail_of(
+    i: &InstanceFile,
+    t: &Template,
+    host: &HostConfig,
+    limits: super::mail::MailLimits,
+) -> Option<super::model::Mail> {
+    let m = t.file().mail.as_ref()?;
+    host.mail.as_ref()?;
+    Some(super::model::Mail {
+        user: i.tenant.clone(),
+        password_secret: m.password_secret.clone(),
+        from_domain: primary_domain(i, host),
+        limits,
+    })
+}
+
+/// The first custom domain, else the subdomain, else empty.
+fn primary_domain(i: &InstanceFile, host: &HostConfig) -> String {
+    i.domains
+        .first()
+        .cloned()
+        .or_else(|| {
+            host.base_domain
+                .as_ref()
+                .map(|b| format!("{}.{b}", i.tenant))
+        })
+        .unwrap_or_default()
 }
 
 fn plan_of(i: &InstanceFile, host: &HostConfig) -> Result<Plan, (String, String)> {
@@ -401,6 +442,7 @@ fn context(
     version: &str,
     p: &BTreeMap<String, String>,
     db: Option<&Database>,
+    mail: Option<&super::model::Mail>,
     t: &Template,
     host: &HostConfig,
 ) -> Value {
@@ -408,12 +450,7 @@ fn context(
         .base_domain
         .as_ref()
         .map(|b| format!("{}.{b}", i.tenant));
-    let primary = i
-        .domains
-        .first()
-        .cloned()
-        .or(subdomain.clone())
-        .unwrap_or_default();
+    let primary = primary_domain(i, host);
     let secrets: BTreeMap<String, String> = t
         .file()
         .secrets
@@ -424,9 +461,15 @@ fn context(
         minijinja::context! { host => d.host, port => d.port, name => d.name, user => d.user,
         password_file => format!("/run/secrets/{}", d.password_secret) }
     });
+    let mail = mail.map(|m| {
+        minijinja::context! { host => super::mail::relay_alias(&host.namespace),
+        port => super::mail::RELAY_PORT, user => m.user, from_domain => m.from_domain,
+        password_file => format!("/run/secrets/{}", m.password_secret) }
+    });
     minijinja::context! {
         tenant => i.tenant, app => i.template, version => version, domains => i.domains,
         primary_domain => primary, subdomain => subdomain, params => p, db => db, secrets => secrets,
+        mail => mail,
     }
 }
 

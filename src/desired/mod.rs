@@ -11,6 +11,7 @@ pub mod host;
 pub mod instance;
 pub mod last_valid;
 pub mod limits;
+pub mod mail;
 pub mod model;
 pub mod params;
 pub mod quota;

@@ -39,6 +39,22 @@ pub struct Instance {
     pub configs: BTreeMap<String, String>,
     /// Scheduled commands from the template, by name.
     pub jobs: BTreeMap<String, Job>,
+    /// The tenant's account at the shared mail relay (its template asks for mail and the host
+    /// runs a relay).
+    pub mail: Option<Mail>,
+}
+
+/// A tenant's login at the shared mail relay and what it may send.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Mail {
+    /// The SASL login: the tenant's name.
+    pub user: String,
+    /// The template's secret holding the password.
+    pub password_secret: String,
+    /// The domain the app is told to send from (its primary domain).
+    pub from_domain: String,
+    #[serde(skip)]
+    pub limits: super::mail::MailLimits,
 }
 
 /// A command berth runs inside one of the tenant's containers on a cron schedule.

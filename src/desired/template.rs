@@ -63,6 +63,7 @@ pub fn validate(app: &str, source: TemplateSource) -> Result<Template, SpecError
         err("web.health_path", "must start with /".into());
     }
     check_database(f, &mut err);
+    check_mail(f, &mut err);
     check_parameters(t, &mut err);
     for (name, s) in &t.secrets {
         if s.bytes < 16 {
@@ -119,6 +120,21 @@ pub fn validate(app: &str, source: TemplateSource) -> Result<Template, SpecError
 
 /// Docker healthchecks are opt-in and no more frequent than this (each is a runc exec).
 pub const MIN_HEALTHCHECK_INTERVAL: std::time::Duration = std::time::Duration::from_secs(30);
+
+fn check_mail(f: &Loaded<TemplateFile>, err: &mut impl FnMut(&str, String)) {
+    let t = &f.value;
+    if let Some(m) = &t.mail
+        && !t.secrets.contains_key(&m.password_secret)
+    {
+        err(
+            "mail.password_secret",
+            format!(
+                "secret {:?} is not defined under secrets",
+                m.password_secret
+            ),
+        );
+    }
+}
 
 fn check_database(f: &Loaded<TemplateFile>, err: &mut impl FnMut(&str, String)) {
     let t = &f.value;

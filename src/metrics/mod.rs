@@ -43,6 +43,7 @@ pub struct Sources {
     pub proxy: Option<Arc<crate::proxy::Proxy>>,
     pub certs: Option<Arc<CertManager>>,
     pub sleep: crate::sleep::SleepMeters,
+    pub mail: Option<Arc<crate::mail::Mail>>,
 }
 
 pub struct Metrics {
@@ -81,6 +82,9 @@ impl Metrics {
         );
         if let Some(p) = &s.proxy {
             p.metrics.register(&mut registry);
+        }
+        if let Some(m) = &s.mail {
+            m.register(&mut registry);
         }
         registry.register(
             "berth_tenants_asleep",

@@ -233,6 +233,13 @@ impl Applier<'_> {
                         .await
                         .map_err(Self::rt_err(t))?;
                 }
+                if self.host.mail.is_some() {
+                    let relay = crate::mail::relay::container_name(ns);
+                    self.rt
+                        .disconnect_network(name, &relay)
+                        .await
+                        .map_err(Self::rt_err(t))?;
+                }
                 if self.host.shared_mariadb.is_some() {
                     let server = super::shared_mariadb::server_name(ns);
                     self.rt
@@ -252,6 +259,10 @@ impl Applier<'_> {
                     let tenant = t.to_string();
                     self.blocking(t, "disk removal", move || d.remove(&tenant))
                         .await?;
+                }
+                let mail = crate::mail::relay::Paths::new(self.layout);
+                if let Err(e) = crate::mail::relay::purge(&mail, t) {
+                    tracing::warn!(tenant = %t, error = %e, "mail keys not removed");
                 }
                 self.purge(t)
             }

@@ -34,7 +34,8 @@ pub struct VolumeSpec {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub enum MountKind {
     Volume,
-    /// A file berth rendered under its state dir (secret or config).
+    /// A file berth rendered under its state dir (secret or config), or a directory of its
+    /// own there (the mail relay's sockets and DKIM tables): a bind mount.
     File,
 }
 

@@ -55,6 +55,9 @@ pub struct HostFile {
     /// The shared MariaDB server, for templates with `engine: mariadb|mysql, mode: shared`.
     #[serde(default)]
     pub shared_mariadb: Option<SharedDatabaseFile>,
+    /// The shared outbound mail relay, for templates with a `mail:` section.
+    #[serde(default)]
+    pub mail: Option<MailFile>,
     /// The edge proxy; absent means berth runs no proxy.
     #[serde(default)]
     pub proxy: Option<ProxyFile>,
@@ -332,6 +335,41 @@ impl Default for PortsFile {
             last: default_last_port(),
         }
     }
+}
+
+/// `mail:` — the relay every mail-sending tenant submits to (Postfix + OpenDKIM in one
+/// container; berth answers its SASL and policy sockets).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MailFile {
+    #[serde(default = "default_mail_image")]
+    pub image: String,
+    /// The relay's name in HELO and Received headers (default `mail.<base_domain>`).
+    #[serde(default)]
+    pub hostname: Option<String>,
+    #[serde(default = "default_mail_memory")]
+    pub memory: String,
+    /// `host:port` of the provider's smarthost; absent: direct delivery to each domain's MX.
+    #[serde(default)]
+    pub smarthost: Option<String>,
+    /// Login at the smarthost (with `smarthost_password_file`).
+    #[serde(default)]
+    pub smarthost_user: Option<String>,
+    #[serde(default)]
+    pub smarthost_password_file: Option<PathBuf>,
+    /// `required` (STARTTLS or no delivery) or `may` (default).
+    #[serde(default)]
+    pub smarthost_tls: Option<String>,
+    /// The DKIM selector of every tenant domain's key (default `berth`).
+    #[serde(default)]
+    pub dkim_selector: Option<String>,
+}
+
+fn default_mail_image() -> String {
+    "berth/mailrelay:bookworm".into()
+}
+fn default_mail_memory() -> String {
+    "256m".into()
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -68,6 +68,27 @@ pub struct LimitsFile {
     /// 1): sleepers are mostly asleep, so a provider may count them at less.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sleep_memory: Option<f64>,
+    /// What the tenant may send through the shared mail relay.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mail: Option<MailLimitsFile>,
+}
+
+/// Per-tenant limits of the shared mail relay; each refusal is an SMTP 4xx/5xx with the reason.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MailLimitsFile {
+    /// Messages accepted per rolling hour.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub per_hour: Option<u32>,
+    /// Messages accepted per rolling day.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub per_day: Option<u32>,
+    /// Recipients of one message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recipients: Option<u32>,
+    /// Largest message (headers and body), e.g. `10m`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_size: Option<String>,
 }
 
 /// How often a tenant is backed up on its own and how many archives it keeps.

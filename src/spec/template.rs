@@ -13,6 +13,9 @@ pub struct TemplateFile {
     pub web: WebFile,
     #[serde(default)]
     pub database: Option<DatabaseFile>,
+    /// Asks for the host's shared mail relay: the secret that holds the tenant's SASL password.
+    #[serde(default)]
+    pub mail: Option<MailFile>,
     #[serde(default)]
     pub parameters: BTreeMap<String, ParameterFile>,
     #[serde(default)]
@@ -70,6 +73,13 @@ pub enum DatabaseEngine {
     Postgres,
     Mariadb,
     Mysql,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MailFile {
+    /// A secret of this template (`secrets:`): berth's relay accepts it as the tenant's password.
+    pub password_secret: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -1,0 +1,472 @@
+//! The relay's container and files: Postfix and OpenDKIM in `<ns>-_host-mail` on the host's
+//! network (its way out), attached to each mail-sending tenant's network under
+//! `<ns>-mail`; berth's SASL and policy sockets and the DKIM tables mounted read-only; the queue
+//! on a volume of its own.
+
+use super::MailError;
+use crate::{
+    desired::{HostConfig, mail::MailConfig},
+    runtime::{Runtime, labels, spec},
+    store::{Layout, atomic},
+};
+use sha2::Digest;
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+pub const SERVICE: &str = "mail";
+/// OpenDKIM's uid and gid in the relay image (keys are chowned to it).
+const OPENDKIM_ID: (u32, u32) = (990, 990);
+/// Where the tables and keys are inside the relay.
+const DKIM_AT: &str = "/etc/berth-mail/dkim";
+
+pub fn container_name(ns: &str) -> String {
+    spec::container_name(ns, labels::HOST_TENANT, SERVICE)
+}
+
+/// The relay's files under `<state>/host/mail`.
+#[derive(Debug, Clone)]
+pub struct Paths {
+    pub root: PathBuf,
+}
+
+impl Paths {
+    pub fn new(layout: &Layout) -> Paths {
+        Paths {
+            root: layout.root().join("host").join("mail"),
+        }
+    }
+    /// berth's sockets (mounted at /run/berth-mail).
+    pub fn run(&self) -> PathBuf {
+        self.root.join("run")
+    }
+    pub fn dkim(&self) -> PathBuf {
+        self.root.join("dkim")
+    }
+    /// A tenant's private keys, one per domain.
+    pub fn keys(&self, tenant: &str) -> PathBuf {
+        self.dkim().join("keys").join(tenant)
+    }
+    /// A tenant's DNS records (`<domain>.txt`), never mounted.
+    pub fn records(&self, tenant: &str) -> PathBuf {
+        self.root.join("records").join(tenant)
+    }
+    pub fn smarthost_auth(&self) -> PathBuf {
+        self.root.join("smarthost_auth")
+    }
+    /// Each tenant's accepted messages of the last day (rates survive a restart).
+    pub fn windows(&self) -> PathBuf {
+        self.root.join("windows.json")
+    }
+}
+
+fn ferr(path: &Path) -> impl FnOnce(std::io::Error) -> MailError + '_ {
+    move |source| MailError::Files {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+/// The directories, made once: 0711 where the relay's unprivileged users must pass.
+pub fn prepare(paths: &Paths) -> Result<(), MailError> {
+    for (dir, mode) in [
+        (paths.root.clone(), 0o711),
+        (paths.run(), 0o711),
+        (paths.dkim(), 0o711),
+        (paths.dkim().join("keys"), 0o711),
+        (paths.root.join("records"), 0o700),
+    ] {
+        atomic::create_dir(&dir, mode).map_err(ferr(&dir))?;
+        std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(mode))
+            .map_err(ferr(&dir))?;
+    }
+    for table in ["KeyTable", "SigningTable"] {
+        let p = paths.dkim().join(table);
+        if !p.exists() {
+            atomic::write(&p, b"", 0o644).map_err(ferr(&p))?;
+        }
+    }
+    Ok(())
+}
+
+/// The largest message any plan allows: Postfix's own limit.
+pub fn max_size(host: &HostConfig) -> u64 {
+    host.plans
+        .values()
+        .map(|p| p.mail.max_size)
+        .chain([crate::desired::mail::MailLimits::default().max_size])
+        .max()
+        .unwrap_or_default()
+}
+
+/// The relay's container.
+pub fn container_spec(host: &HostConfig, cfg: &MailConfig, paths: &Paths) -> spec::ContainerSpec {
+    let ns = &host.namespace;
+    let mut labels: BTreeMap<String, String> = spec::owner_labels(ns, labels::HOST_TENANT);
+    labels.insert(labels::SERVICE.into(), SERVICE.into());
+    let mount = |kind: spec::MountKind, source: &Path, target: &str| spec::Mount {
+        read_only: kind != spec::MountKind::Volume,
+        kind,
+        source: source.display().to_string(),
+        target: target.into(),
+    };
+    let mut mounts = vec![
+        mount(
+            spec::MountKind::Volume,
+            Path::new(&spec::volume_name(ns, labels::HOST_TENANT, "mail-queue")),
+            "/var/spool/postfix",
+        ),
+        mount(spec::MountKind::File, &paths.run(), "/run/berth-mail"),
+        mount(spec::MountKind::File, &paths.dkim(), DKIM_AT),
+    ];
+    let mut env = vec![
+        format!("BERTH_MAIL_HOSTNAME={}", cfg.hostname),
+        format!("BERTH_MAIL_MAX_SIZE={}", max_size(host)),
+    ];
+    if let Some(s) = &cfg.smarthost {
+        env.push(format!("BERTH_MAIL_RELAYHOST={}", s.relayhost()));
+        if s.tls_required {
+            env.push("BERTH_MAIL_SMARTHOST_TLS=required".into());
+        }
+        if s.auth.is_some() {
+            mounts.push(mount(
+                spec::MountKind::File,
+                &paths.smarthost_auth(),
+                "/etc/berth-mail/smarthost_auth",
+            ));
+        }
+    }
+    let tmpfs = [
+        ("/etc/postfix", "rw,nosuid,size=8m"),
+        ("/run", "rw,nosuid,size=8m"),
+        ("/tmp", "rw,noexec,nosuid,size=16m"),
+        ("/var/lib/postfix", "rw,nosuid,size=8m"),
+    ];
+    let mut c = spec::ContainerSpec {
+        name: container_name(ns),
+        image: cfg.image.clone(),
+        labels,
+        env,
+        cmd: None,
+        entrypoint: None,
+        user: None,
+        working_dir: None,
+        network: spec::network_name(ns, labels::HOST_TENANT),
+        aliases: vec![crate::desired::mail::relay_alias(ns)],
+        mounts,
+        tmpfs: tmpfs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        publish: None,
+        memory: cfg.memory as i64,
+        nano_cpus: 1_000_000_000,
+        cpu_shares: 1024,
+        pids_limit: 512,
+        cap_drop: vec!["ALL".into()],
+        // Postfix's master starts as root and runs its daemons as postfix; OpenDKIM drops to
+        // opendkim; the queue's ownership is fixed at start.
+        cap_add: [
+            "CHOWN",
+            "DAC_OVERRIDE",
+            "FOWNER",
+            "SETGID",
+            "SETUID",
+            "KILL",
+            "NET_BIND_SERVICE",
+        ]
+        .map(String::from)
+        .into(),
+        no_new_privileges: true,
+        read_only_rootfs: true,
+        healthcheck: None,
+        stop_timeout_s: 30,
+        files_digest: String::new(),
+    };
+    let hash = hex::encode(sha2::Sha256::digest(format!("{c:?}").as_bytes()));
+    c.labels.insert(labels::SPEC_HASH.into(), hash);
+    c
+}
+
+/// Writes the smarthost's login for Postfix (`[host]:port user:password`, 0600).
+fn write_smarthost_auth(cfg: &MailConfig, paths: &Paths) -> Result<(), MailError> {
+    let Some((host, (user, file))) = cfg
+        .smarthost
+        .as_ref()
+        .and_then(|s| s.auth.as_ref().map(|a| (s.relayhost(), a)))
+    else {
+        return Ok(());
+    };
+    let pw = std::fs::read_to_string(file).map_err(ferr(file))?;
+    let pw = pw.trim();
+    if pw.is_empty() || pw.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(MailError::Config(format!(
+            "{}: the smarthost password must be one line without spaces",
+            file.display()
+        )));
+    }
+    let p = paths.smarthost_auth();
+    atomic::write(&p, format!("{host} {user}:{pw}\n").as_bytes(), 0o600).map_err(ferr(&p))
+}
+
+/// Creates (network, volume, container) and starts the relay if needed — again when its
+/// settings changed — and waits until Postfix answers; its container name.
+pub async fn ensure(
+    rt: &dyn Runtime,
+    host: &HostConfig,
+    cfg: &MailConfig,
+    paths: &Paths,
+) -> Result<String, MailError> {
+    prepare(paths)?;
+    write_smarthost_auth(cfg, paths)?;
+    let want = container_spec(host, cfg, paths);
+    let inv = rt.inventory(&host.namespace).await?;
+    let have = inv.containers.iter().find(|c| c.name == want.name);
+    let stale = have.is_some_and(|c| c.spec_hash != want.labels[labels::SPEC_HASH]);
+    if stale {
+        tracing::info!("mail relay settings changed: re-creating its container");
+        rt.stop_container(&want.name, Duration::from_secs(30))
+            .await?;
+        rt.remove_container(&want.name).await?;
+    }
+    if have.is_none() || stale {
+        crate::reconcile::shared_db::ensure_host_network(rt, host).await?;
+        let vol = spec::volume_name(&host.namespace, labels::HOST_TENANT, "mail-queue");
+        rt.create_volume(&spec::VolumeSpec {
+            device: None,
+            name: vol,
+            labels: spec::owner_labels(&host.namespace, labels::HOST_TENANT),
+        })
+        .await?;
+        rt.create_container(&want).await?;
+    }
+    let running = have.is_some_and(|c| c.status == crate::runtime::RunStatus::Running);
+    if !running || stale {
+        rt.start_container(&want.name).await?;
+    }
+    for _ in 0..60 {
+        let out = rt
+            .exec(
+                &want.name,
+                &["test", "-S", "/run/opendkim/opendkim.sock"],
+                None,
+            )
+            .await;
+        let status = rt.exec(&want.name, &["postfix", "status"], None).await;
+        if out.is_ok_and(|o| o.exit_code == 0) && status.is_ok_and(|o| o.exit_code == 0) {
+            return Ok(want.name);
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    Err(MailError::NotReady)
+}
+
+/// Stops and removes the relay once no tenant sends mail (its queue volume stays).
+pub async fn retire(rt: &dyn Runtime, ns: &str) -> Result<(), MailError> {
+    let name = container_name(ns);
+    let inv = rt.inventory(ns).await?;
+    if inv.containers.iter().any(|c| c.name == name) {
+        rt.stop_container(&name, Duration::from_secs(30)).await?;
+        rt.remove_container(&name).await?;
+        tracing::info!("mail relay stopped: no tenant sends mail");
+    }
+    Ok(())
+}
+
+/// A DKIM key of one tenant domain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Signer {
+    pub tenant: String,
+    pub domain: String,
+}
+
+/// Generates (in the relay, with Debian's opendkim-genkey) each signer's key that is missing:
+/// the private key to `keys/<tenant>/<domain>.private` (opendkim's, 0600), the DNS record to
+/// `records/<tenant>/<domain>.txt`.
+pub async fn ensure_keys(
+    rt: &dyn Runtime,
+    relay: &str,
+    paths: &Paths,
+    selector: &str,
+    signers: &[Signer],
+) -> Result<(), MailError> {
+    for s in signers {
+        let key = paths.keys(&s.tenant).join(format!("{}.private", s.domain));
+        let record = paths.records(&s.tenant).join(format!("{}.txt", s.domain));
+        if key.exists() && record.exists() {
+            continue;
+        }
+        let script = "umask 077; d=$(mktemp -d) && opendkim-genkey -b 2048 -h sha256 -D \"$d\" \
+                      -d \"$0\" -s \"$1\" && cat \"$d/$1.private\" && echo '-----RECORD-----' && \
+                      cat \"$d/$1.txt\"; r=$?; rm -rf \"$d\"; exit $r";
+        let out = rt
+            .exec(relay, &["sh", "-c", script, &s.domain, selector], None)
+            .await?;
+        let (pem, txt) = out
+            .output
+            .split_once("-----RECORD-----")
+            .filter(|_| out.exit_code == 0)
+            .ok_or_else(|| MailError::Dkim {
+                domain: s.domain.clone(),
+                output: out.output.chars().take(300).collect(),
+            })?;
+        let value = record_value(txt).ok_or_else(|| MailError::Dkim {
+            domain: s.domain.clone(),
+            output: "no p= in the generated record".into(),
+        })?;
+        let pem = pem.trim_start();
+        for dir in [paths.keys(&s.tenant), paths.records(&s.tenant)] {
+            atomic::create_dir(&dir, 0o711).map_err(ferr(&dir))?;
+        }
+        atomic::write_owned(&key, pem.as_bytes(), 0o600, OPENDKIM_ID).map_err(ferr(&key))?;
+        atomic::write(&record, value.as_bytes(), 0o644).map_err(ferr(&record))?;
+        tracing::info!(tenant = %s.tenant, domain = %s.domain, "DKIM key made");
+    }
+    Ok(())
+}
+
+/// The TXT value from opendkim-genkey's zone-file snippet: its quoted strings, joined.
+pub fn record_value(txt: &str) -> Option<String> {
+    let mut out = String::new();
+    for (i, part) in txt.split('"').enumerate() {
+        if i % 2 == 1 {
+            out.push_str(part);
+        }
+    }
+    let out = out.split_whitespace().collect::<Vec<_>>().join(" ");
+    out.contains("p=").then_some(out)
+}
+
+/// The key and signing tables for `signers` with keys; whether they changed.
+pub fn write_tables(paths: &Paths, selector: &str, signers: &[Signer]) -> Result<bool, MailError> {
+    let (mut keys, mut signing) = (String::new(), String::new());
+    for s in signers {
+        if !paths
+            .keys(&s.tenant)
+            .join(format!("{}.private", s.domain))
+            .exists()
+        {
+            continue;
+        }
+        let d = &s.domain;
+        keys.push_str(&format!(
+            "{selector}._domainkey.{d} {d}:{selector}:{DKIM_AT}/keys/{}/{d}.private\n",
+            s.tenant
+        ));
+        signing.push_str(&format!("*@{d} {selector}._domainkey.{d}\n"));
+    }
+    let mut changed = false;
+    for (name, text) in [("KeyTable", keys), ("SigningTable", signing)] {
+        let p = paths.dkim().join(name);
+        if std::fs::read_to_string(&p).ok().as_deref() != Some(text.as_str()) {
+            atomic::write(&p, text.as_bytes(), 0o644).map_err(ferr(&p))?;
+            changed = true;
+        }
+    }
+    Ok(changed)
+}
+
+/// Makes OpenDKIM read its tables again (SIGUSR1).
+pub async fn reload_dkim(rt: &dyn Runtime, relay: &str) -> Result<(), MailError> {
+    let out = rt
+        .exec(
+            relay,
+            &[
+                "sh",
+                "-c",
+                "kill -USR1 \"$(cat /run/opendkim/opendkim.pid)\"",
+            ],
+            None,
+        )
+        .await?;
+    if out.exit_code != 0 {
+        return Err(MailError::Dkim {
+            domain: "*".into(),
+            output: out.output,
+        });
+    }
+    Ok(())
+}
+
+/// Removes a purged tenant's keys and records.
+pub fn purge(paths: &Paths, tenant: &str) -> Result<(), MailError> {
+    for dir in [paths.keys(tenant), paths.records(tenant)] {
+        match std::fs::remove_dir_all(&dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(ferr(&dir)(e)),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_record_is_the_generated_snippet_s_quoted_strings_joined() {
+        let txt = "berth._domainkey\tIN\tTXT\t( \"v=DKIM1; h=sha256; k=rsa; \"\n\t  \"p=MIIB\"\n\t  \"IjAN\" )  ; ----- DKIM key berth for a.test\n";
+        assert_eq!(
+            record_value(txt).unwrap(),
+            "v=DKIM1; h=sha256; k=rsa; p=MIIBIjAN"
+        );
+        assert_eq!(record_value("nothing"), None);
+    }
+
+    #[test]
+    fn tables_name_only_signers_with_keys_and_report_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = Paths {
+            root: dir.path().to_path_buf(),
+        };
+        prepare(&paths).unwrap();
+        let s = |t: &str, d: &str| Signer {
+            tenant: t.into(),
+            domain: d.into(),
+        };
+        std::fs::create_dir_all(paths.keys("acme")).unwrap();
+        std::fs::write(paths.keys("acme").join("acme.test.private"), "k").unwrap();
+        let signers = [s("acme", "acme.test"), s("globex", "globex.test")];
+        assert!(write_tables(&paths, "berth", &signers).unwrap());
+        assert!(!write_tables(&paths, "berth", &signers).unwrap());
+        let kt = std::fs::read_to_string(paths.dkim().join("KeyTable")).unwrap();
+        assert_eq!(
+            kt,
+            "berth._domainkey.acme.test acme.test:berth:/etc/berth-mail/dkim/keys/acme/acme.test.private\n"
+        );
+        let st = std::fs::read_to_string(paths.dkim().join("SigningTable")).unwrap();
+        assert_eq!(st, "*@acme.test berth._domainkey.acme.test\n");
+        purge(&paths, "acme").unwrap();
+        assert!(write_tables(&paths, "berth", &signers).unwrap());
+        purge(&paths, "nobody").unwrap();
+    }
+
+    #[test]
+    fn the_relay_runs_hardened_and_is_never_published() {
+        let mut host = crate::fixtures::host();
+        let f: crate::spec::host::MailFile =
+            serde_yaml::from_str("{smarthost: \"10.9.9.9:25\"}").unwrap();
+        let cfg = crate::desired::mail::build(&f, None, &|p| p.to_path_buf()).unwrap();
+        host.mail = Some(cfg.clone());
+        let paths = Paths {
+            root: "/s/host/mail".into(),
+        };
+        let c = container_spec(&host, &cfg, &paths);
+        assert!(c.no_new_privileges && c.read_only_rootfs && c.publish.is_none());
+        assert_eq!(c.cap_drop, vec!["ALL".to_string()]);
+        assert!(
+            c.env
+                .contains(&"BERTH_MAIL_RELAYHOST=[10.9.9.9]:25".to_string())
+        );
+        assert!(
+            c.mounts
+                .iter()
+                .all(|m| m.read_only || m.target == "/var/spool/postfix")
+        );
+        assert!(!c.mounts.iter().any(|m| m.source.contains("docker.sock")));
+        let again = container_spec(&host, &cfg, &paths);
+        assert_eq!(c.labels[labels::SPEC_HASH], again.labels[labels::SPEC_HASH]);
+    }
+}

@@ -1,0 +1,268 @@
+//! The relay's tasks in the agent: accounts and the relay brought to desired state after each
+//! reconcile pass, the SASL and milter sockets served, the relay's log followed.
+
+use super::{
+    Mail, MailError,
+    policy::Account,
+    relay::{self, Signer},
+};
+use crate::{desired::Desired, reconcile::Controller, runtime::Runtime, spec::instance::RunState};
+use futures_util::StreamExt;
+use std::{collections::BTreeMap, path::PathBuf, sync::Arc, time::Duration};
+use tokio::sync::watch;
+
+/// How often the relay is looked at without a reconcile pass (a failure is retried).
+const RESYNC: Duration = Duration::from_secs(30);
+
+/// Each mail-sending tenant's account: its subdomain and verified custom domains, its plan's
+/// limits, whether it is suspended, and its password file.
+pub fn accounts(
+    desired: &Desired,
+    base_domain: Option<&str>,
+    layout: &crate::store::Layout,
+    verified: &dyn Fn(&str, &str) -> bool,
+) -> BTreeMap<String, (Account, PathBuf)> {
+    let mut out = BTreeMap::new();
+    for (t, i) in desired.instances.iter().chain(&desired.last_valid) {
+        let Some(m) = &i.mail else { continue };
+        if out.contains_key(t) {
+            continue;
+        }
+        let mut domains: Vec<String> = base_domain
+            .map(|b| format!("{t}.{b}"))
+            .into_iter()
+            .collect();
+        domains.extend(i.domains.iter().filter(|d| verified(d, t)).cloned());
+        let acct = Account {
+            tenant: t.clone(),
+            domains,
+            limits: m.limits,
+            suspended: i.state == RunState::Suspended,
+        };
+        out.insert(t.clone(), (acct, layout.secret(t, &m.password_secret)));
+    }
+    out
+}
+
+impl Mail {
+    /// Sets the accounts; with any, the relay runs, is attached to their networks and signs
+    /// for their domains; with none, it is stopped.
+    pub async fn sync(
+        &self,
+        rt: &dyn Runtime,
+        host: &crate::desired::HostConfig,
+        accounts: BTreeMap<String, (Account, PathBuf)>,
+    ) -> Result<(), MailError> {
+        let tenants: Vec<Account> = accounts.values().map(|(a, _)| a.clone()).collect();
+        *self.accounts.write().expect("accounts") = accounts;
+        if tenants.is_empty() {
+            return relay::retire(rt, &self.namespace).await;
+        }
+        let name = relay::ensure(rt, host, &self.cfg, &self.paths).await?;
+        for a in &tenants {
+            let net = crate::runtime::spec::network_name(&self.namespace, &a.tenant);
+            let alias = crate::desired::mail::relay_alias(&self.namespace);
+            if let Err(e) = rt.connect_network(&net, &name, &alias).await {
+                // Its network is made by its first reconcile; the next pass attaches it.
+                tracing::debug!(tenant = %a.tenant, error = %e, "mail relay not attached yet");
+            }
+        }
+        let signers: Vec<Signer> = tenants
+            .iter()
+            .flat_map(|a| {
+                a.domains.iter().map(|d| Signer {
+                    tenant: a.tenant.clone(),
+                    domain: d.clone(),
+                })
+            })
+            .collect();
+        let sel = &self.cfg.dkim_selector;
+        relay::ensure_keys(rt, &name, &self.paths, sel, &signers).await?;
+        if relay::write_tables(&self.paths, sel, &signers)? {
+            relay::reload_dkim(rt, &name).await?;
+        }
+        Ok(())
+    }
+
+    /// Writes the windows when messages were accepted since the last save.
+    fn save_windows(&self) {
+        if !self.dirty.swap(false, std::sync::atomic::Ordering::Relaxed) {
+            return;
+        }
+        let saved: BTreeMap<String, Vec<u64>> = self
+            .books
+            .lock()
+            .expect("mail books")
+            .iter()
+            .map(|(t, b)| (t.clone(), b.window.times()))
+            .collect();
+        let p = self.paths.windows();
+        let json = serde_json::to_vec(&saved).unwrap_or_default();
+        if let Err(e) = crate::store::atomic::write(&p, &json, 0o600) {
+            tracing::warn!(error = %e, "cannot save the mail windows");
+        }
+    }
+
+    /// After every reconcile pass (and every 30 s): accounts from desired state, then the relay.
+    pub async fn run(
+        self: Arc<Self>,
+        ctl: Arc<Controller>,
+        book: Arc<crate::domains::DomainBook>,
+        mut stop: watch::Receiver<bool>,
+    ) {
+        let mut passes = ctl.subscribe();
+        loop {
+            let verified = |d: &str, t: &str| book.bound_to(d).as_deref() == Some(t);
+            let host = ctl.host();
+            let accts = accounts(
+                &ctl.desired(),
+                host.base_domain.as_deref(),
+                ctl.layout(),
+                &verified,
+            );
+            let result = self.sync(ctl.runtime().as_ref(), host, accts).await;
+            if let Err(e) = &result {
+                tracing::error!(error = %e, "mail relay");
+            }
+            *self.error.lock().expect("mail error") = result.err().map(|e| e.to_string());
+            self.save_windows();
+            tokio::select! {
+                r = passes.changed() => if r.is_err() { return },
+                _ = tokio::time::sleep(RESYNC) => {}
+                _ = stop.changed() => { self.save_windows(); return }
+            }
+        }
+    }
+
+    /// Follows the relay's log while it runs (from now on), applying each line.
+    pub async fn follow(self: Arc<Self>, rt: Arc<dyn Runtime>, mut stop: watch::Receiver<bool>) {
+        let name = relay::container_name(&self.namespace);
+        loop {
+            if let Ok(mut logs) = rt.logs(&name, true, 0).await {
+                let mut pending = Vec::new();
+                loop {
+                    tokio::select! {
+                        chunk = logs.next() => match chunk {
+                            Some(Ok(bytes)) => self.lines(&mut pending, &bytes),
+                            _ => break,
+                        },
+                        _ = stop.changed() => { self.save_windows(); return }
+                    }
+                }
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+                _ = stop.changed() => return,
+            }
+        }
+    }
+
+    fn lines(&self, pending: &mut Vec<u8>, bytes: &[u8]) {
+        pending.extend_from_slice(bytes);
+        while let Some(i) = pending.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = pending.drain(..=i).collect();
+            if let Some(e) = super::log::parse(String::from_utf8_lossy(&line).trim_end()) {
+                self.on_event(e);
+            }
+        }
+        if pending.len() > 64 << 10 {
+            pending.clear();
+        }
+    }
+
+    /// Binds the SASL and milter sockets (before the relay starts) and serves them.
+    pub fn listen(
+        self: &Arc<Self>,
+        servers: &mut tokio::task::JoinSet<()>,
+        stop: &watch::Receiver<bool>,
+    ) -> Result<(), MailError> {
+        relay::prepare(&self.paths)?;
+        for kind in [Socket::Auth, Socket::Milter] {
+            let path = self.paths.run().join(kind.file());
+            let ferr = |source| MailError::Files {
+                path: path.display().to_string(),
+                source,
+            };
+            let _ = std::fs::remove_file(&path);
+            let l = tokio::net::UnixListener::bind(&path).map_err(ferr)?;
+            // Reached only through the relay's read-only mount (the directory is root's).
+            std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o666))
+                .map_err(ferr)?;
+            servers.spawn(self.clone().accept(l, kind, stop.clone()));
+        }
+        Ok(())
+    }
+
+    async fn accept(
+        self: Arc<Self>,
+        l: tokio::net::UnixListener,
+        kind: Socket,
+        mut stop: watch::Receiver<bool>,
+    ) {
+        loop {
+            let conn = tokio::select! {
+                c = l.accept() => c,
+                _ = stop.changed() => return,
+            };
+            let Ok((stream, _)) = conn else {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            };
+            let me = self.clone();
+            tokio::spawn(async move {
+                let r = match kind {
+                    Socket::Auth => super::auth::serve(stream, me.as_ref()).await,
+                    Socket::Milter => super::milter::serve(stream, me.as_ref()).await,
+                };
+                if let Err(e) = r {
+                    tracing::debug!(error = %e, socket = kind.file(), "mail relay connection ended");
+                }
+            });
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Socket {
+    Auth,
+    Milter,
+}
+
+impl Socket {
+    fn file(self) -> &'static str {
+        match self {
+            Socket::Auth => "auth.sock",
+            Socket::Milter => "milter.sock",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accounts_hold_the_subdomain_and_verified_domains_of_mail_sending_tenants_only() {
+        let mut d = Desired::default();
+        let mut i = crate::fixtures::demo_instance("acme");
+        i.domains = vec!["acme.example".into(), "unproven.example".into()];
+        i.state = RunState::Suspended;
+        i.mail = Some(crate::desired::model::Mail {
+            user: "acme".into(),
+            password_secret: "mail_password".into(),
+            from_domain: "acme.example".into(),
+            limits: Default::default(),
+        });
+        d.instances.insert("acme".into(), i);
+        d.instances
+            .insert("quiet".into(), crate::fixtures::demo_instance("quiet"));
+        let layout = crate::store::Layout::new("/s".into());
+        let verified = |dom: &str, t: &str| dom == "acme.example" && t == "acme";
+        let a = accounts(&d, Some("apps.test"), &layout, &verified);
+        assert_eq!(a.keys().collect::<Vec<_>>(), ["acme"]);
+        let (acct, pw) = &a["acme"];
+        assert_eq!(acct.domains, ["acme.apps.test", "acme.example"]);
+        assert!(acct.suspended);
+        assert_eq!(pw, &layout.secret("acme", "mail_password"));
+    }
+}
