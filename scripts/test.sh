@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 ./scripts/setup-docker.sh
-./scripts/build-images.sh systemd lamp swarm
+./scripts/build-images.sh systemd lamp swarm mail
 # promtool and a real Prometheus for the metrics test (tests only: the demo does not need them).
 # Debian starts the packaged server on every interface; the test runs its own on loopback.
 if ! command -v prometheus >/dev/null 2>&1; then
@@ -28,15 +28,18 @@ if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null
 fi
 # schemathesis and openapi-spec-validator (PyPI) for the OpenAPI test (tests/openapi.rs) and
 # kubernetes-validate for the Kubernetes export (tests/kubernetes.rs), in a virtualenv under
-# target/ so the system's Python is left alone.
-if [ ! -x target/py/bin/st ] || [ ! -x target/py/bin/openapi-spec-validator ] || [ ! -x target/py/bin/kubernetes-validate ]; then
+# target/ so the system's Python is left alone; aiosmtpd (the internet's mail servers, a sink
+# on a test host) and dkimpy (signature checks) for the mail relay (tests/mail.rs).
+if [ ! -x target/py/bin/st ] || [ ! -x target/py/bin/openapi-spec-validator ] || [ ! -x target/py/bin/kubernetes-validate ] \
+   || ! target/py/bin/python -c 'import aiosmtpd, dkim' 2>/dev/null; then
   if ! python3 -m venv target/py >/dev/null 2>&1; then
     rm -rf target/py  # a half-made venv (no ensurepip) is made again once python3-venv is in
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends python3-venv >/dev/null
     python3 -m venv target/py
   fi
-  target/py/bin/pip install -q --disable-pip-version-check schemathesis==4.32.5 openapi-spec-validator==0.9.0 kubernetes-validate==1.37.0
+  target/py/bin/pip install -q --disable-pip-version-check schemathesis==4.32.5 openapi-spec-validator==0.9.0 kubernetes-validate==1.37.0 \
+    aiosmtpd==1.4.6 dkimpy==1.1.8
 fi
 export BERTH_REQUIRE_DOCKER=1
 cargo fmt --all -- --check

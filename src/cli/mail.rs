@@ -50,7 +50,9 @@ pub fn report(v: &Value) -> String {
     let keys = [
         "accepted", "sent", "deferred", "bounced", "refused", "queued",
     ];
-    out += &render(&keys, &[keys.iter().map(|k| n(k)).collect()]);
+    let header: Vec<String> = keys.iter().map(|k| k.to_uppercase()).collect();
+    let header: Vec<&str> = header.iter().map(String::as_str).collect();
+    out += &render(&header, &[keys.iter().map(|k| n(k)).collect()]);
     if let Some(e) = v["relay_error"].as_str() {
         out += &format!("\nrelay not up: {e}\n");
     }

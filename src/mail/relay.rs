@@ -212,13 +212,14 @@ fn write_smarthost_auth(cfg: &MailConfig, paths: &Paths) -> Result<(), MailError
 }
 
 /// Creates (network, volume, container) and starts the relay if needed — again when its
-/// settings changed — and waits until Postfix answers; its container name.
+/// settings changed — and then waits until Postfix and OpenDKIM answer; its container name,
+/// and whether it was (re)started now.
 pub async fn ensure(
     rt: &dyn Runtime,
     host: &HostConfig,
     cfg: &MailConfig,
     paths: &Paths,
-) -> Result<String, MailError> {
+) -> Result<(String, bool), MailError> {
     prepare(paths)?;
     write_smarthost_auth(cfg, paths)?;
     let want = container_spec(host, cfg, paths);
@@ -243,9 +244,10 @@ pub async fn ensure(
         rt.create_container(&want).await?;
     }
     let running = have.is_some_and(|c| c.status == crate::runtime::RunStatus::Running);
-    if !running || stale {
-        rt.start_container(&want.name).await?;
+    if running && !stale {
+        return Ok((want.name, false));
     }
+    rt.start_container(&want.name).await?;
     for _ in 0..60 {
         let out = rt
             .exec(
@@ -256,7 +258,7 @@ pub async fn ensure(
             .await;
         let status = rt.exec(&want.name, &["postfix", "status"], None).await;
         if out.is_ok_and(|o| o.exit_code == 0) && status.is_ok_and(|o| o.exit_code == 0) {
-            return Ok(want.name);
+            return Ok((want.name, true));
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }

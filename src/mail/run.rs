@@ -56,15 +56,35 @@ impl Mail {
         let tenants: Vec<Account> = accounts.values().map(|(a, _)| a.clone()).collect();
         *self.accounts.write().expect("accounts") = accounts;
         if tenants.is_empty() {
+            self.attached.lock().expect("attached").clear();
             return relay::retire(rt, &self.namespace).await;
         }
-        let name = relay::ensure(rt, host, &self.cfg, &self.paths).await?;
+        let (name, fresh) = relay::ensure(rt, host, &self.cfg, &self.paths).await?;
+        {
+            // A tenant gone (its network with it) is attached again if it comes back.
+            let mut attached = self.attached.lock().expect("attached");
+            if fresh {
+                attached.clear();
+            }
+            attached.retain(|t| tenants.iter().any(|a| &a.tenant == t));
+        }
         for a in &tenants {
+            if self.attached.lock().expect("attached").contains(&a.tenant) {
+                continue;
+            }
             let net = crate::runtime::spec::network_name(&self.namespace, &a.tenant);
             let alias = crate::desired::mail::relay_alias(&self.namespace);
-            if let Err(e) = rt.connect_network(&net, &name, &alias).await {
+            match rt.connect_network(&net, &name, &alias).await {
+                Ok(()) => {
+                    self.attached
+                        .lock()
+                        .expect("attached")
+                        .insert(a.tenant.clone());
+                }
                 // Its network is made by its first reconcile; the next pass attaches it.
-                tracing::debug!(tenant = %a.tenant, error = %e, "mail relay not attached yet");
+                Err(e) => {
+                    tracing::debug!(tenant = %a.tenant, error = %e, "mail relay not attached yet")
+                }
             }
         }
         let signers: Vec<Signer> = tenants

@@ -70,6 +70,8 @@ pub struct Mail {
     pub(super) dirty: AtomicBool,
     /// The last failure to bring the relay up, if any.
     pub(super) error: Mutex<Option<String>>,
+    /// Tenants whose network the running relay is attached to.
+    pub(super) attached: Mutex<BTreeSet<String>>,
 }
 
 fn epoch(t: SystemTime) -> u64 {
@@ -112,6 +114,7 @@ impl Mail {
             queue: Family::default(),
             dirty: AtomicBool::new(false),
             error: Mutex::default(),
+            attached: Mutex::default(),
         }
     }
 
@@ -163,9 +166,15 @@ impl Mail {
     /// Applies one line of the relay's log.
     pub(super) fn on_event(&self, e: Event) {
         match e {
+            // Whose a queue id is, for its results (also of messages accepted before the agent
+            // restarted); only messages the milter accepted count as queued.
             Event::Queued { qid, login } => {
                 if self.accounts.read().expect("accounts").contains_key(&login) {
-                    self.remember(&qid, &login);
+                    let mut qids = self.qids.lock().expect("qids");
+                    if qids.len() >= MAX_QIDS {
+                        qids.clear();
+                    }
+                    qids.insert(qid, login);
                 }
             }
             Event::Status {
@@ -194,6 +203,7 @@ impl Mail {
         }
     }
 
+    /// A message the milter accepted: in the tenant's queue until the log says `removed`.
     fn remember(&self, qid: &str, tenant: &str) {
         let mut qids = self.qids.lock().expect("qids");
         if qids.len() >= MAX_QIDS {

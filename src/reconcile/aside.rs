@@ -13,18 +13,33 @@ impl Controller {
             return;
         };
         let pool = self.host.subnet_pool;
-        let subnets = self
+        let mut subnets: BTreeMap<String, ipnet::Ipv4Net> = self
             .allocs
             .snapshot()
             .into_iter()
             .filter_map(|(t, a)| Some((t, pool.subnet(a.subnet).0.parse().ok()?)))
             .collect();
-        let allows = d
+        let mut allows: BTreeMap<String, Vec<_>> = d
             .instances
             .iter()
             .chain(&d.last_valid)
             .map(|(t, i)| (t.clone(), i.egress.clone()))
             .collect();
+        // The mail relay (on the host's network, the pool's last subnet) reaches its smarthost
+        // when that is an address tenants are denied (a provider's internal relay).
+        let relay = self
+            .host
+            .mail
+            .as_ref()
+            .and_then(|m| m.smarthost.as_ref()?.allow());
+        if let Some(allow) = relay {
+            let host_net = crate::runtime::labels::HOST_TENANT.to_string();
+            let (net, _) = pool.subnet(pool.capacity() - 1);
+            if let Ok(net) = net.parse() {
+                subnets.insert(host_net.clone(), net);
+                allows.insert(host_net, vec![allow]);
+            }
+        }
         let _ = tokio::task::spawn_blocking(move || e.sync(&subnets, &allows)).await;
     }
 

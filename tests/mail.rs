@@ -1,0 +1,483 @@
+//! The shared mail relay on the real engine: two tenants send through berth's Postfix relay
+//! with their own logins; the messages reach "the internet" (an aiosmtpd sink on a test host in
+//! a network namespace of this test, at 198.18.121.25, the relay's smarthost) signed with DKIM
+//! for each sender's own domain (checked with dkimpy against `berth mail dns`). One tenant
+//! cannot send as the other, past its limits, without its login, or once suspended or purged;
+//! tenants reach nothing of the relay but its submission port, and a tenant whose template does
+//! not ask for mail does not reach it at all.
+
+mod common;
+use common::*;
+use std::{
+    io::Write,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::Duration,
+};
+
+const NS: &str = "berth-mail-t";
+const SINK: &str = "198.18.121.25";
+const SLOT: u16 = 121;
+
+/// The test host: a network namespace with the sink on port 2525, and the host side of its
+/// veth at 198.18.121.1.
+struct TestHost(Child);
+
+impl TestHost {
+    fn start(out: &Path) -> TestHost {
+        Self::cleanup();
+        sh(&format!(
+            "ip netns add {NS} && ip link add bt-ml-h type veth peer name bt-ml-n && \
+             ip link set bt-ml-n netns {NS} && ip addr add 198.18.121.1/24 dev bt-ml-h && \
+             ip link set bt-ml-h up && ip -n {NS} addr add {SINK}/24 dev bt-ml-n && \
+             ip -n {NS} link set bt-ml-n up && ip -n {NS} link set lo up && \
+             ip -n {NS} route add default via 198.18.121.1"
+        ));
+        let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+        let py = repo.join("target/py/bin/python");
+        assert!(
+            py.exists(),
+            "{} is missing: scripts/test.sh installs aiosmtpd and dkimpy there",
+            py.display()
+        );
+        let child = Command::new("ip")
+            .args(["netns", "exec", NS])
+            .arg(&py)
+            .arg(repo.join("tests/support/mail_sink.py"))
+            .args([out.to_str().unwrap(), SINK, "2525"])
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        TestHost(child)
+    }
+
+    fn cleanup() {
+        let _ = Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "ip netns pids {NS} 2>/dev/null | xargs -r kill; ip netns del {NS} 2>/dev/null; \
+                 ip link del bt-ml-h 2>/dev/null"
+            ))
+            .status();
+    }
+}
+
+impl Drop for TestHost {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        Self::cleanup();
+    }
+}
+
+/// One submission from inside `container` with smtp-send (the demo image's client): whether
+/// the relay accepted it, and its replies.
+fn send(
+    container: &str,
+    login: &str,
+    pw_file: &str,
+    from: &str,
+    to: &[&str],
+    header_from: &str,
+) -> (bool, String) {
+    let relay = format!("bt{SLOT}-mail");
+    let mut args = vec![
+        "exec",
+        "-i",
+        container,
+        "smtp-send",
+        &relay,
+        "587",
+        login,
+        pw_file,
+        from,
+    ];
+    args.extend_from_slice(to);
+    let mut child = Command::new("docker")
+        .args(&args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let msg = format!(
+        "From: {header_from}\nTo: {}\nSubject: test from {login}\nMessage-ID: <{}@test>\n\nhello from {login}\n",
+        to.join(", "),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    );
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(msg.as_bytes())
+        .unwrap();
+    let o = child.wait_with_output().unwrap();
+    let out = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    (o.status.success(), out)
+}
+
+/// The envelope sender of each message the sink holds, with the message's path.
+fn received(out: &Path) -> Vec<(String, PathBuf)> {
+    let mut v: Vec<(String, PathBuf)> = std::fs::read_dir(out)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .map(|p| {
+            let j: serde_json::Value = serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap();
+            (
+                j["from"].as_str().unwrap_or("").to_string(),
+                p.with_extension("eml"),
+            )
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+/// dkimpy's verdict on a message against the tenant's published records.
+fn dkim_check(h: &Harness, tenant: &str, eml: &Path) -> String {
+    let records = h.cli_ok(&["mail", "dns", tenant, "-o", "json"]);
+    let file = h.path(&format!("{tenant}-dns.json"));
+    std::fs::write(&file, records).unwrap();
+    let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let o = Command::new(repo.join("target/py/bin/python"))
+        .arg(repo.join("tests/support/dkim_verify.py"))
+        .arg(eml)
+        .arg(&file)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&o.stdout).trim().to_string()
+}
+
+/// A TCP connection from inside `container` to `addr` (host/port) within 3 s.
+fn reaches(container: &str, addr: &str) -> bool {
+    let script = format!("exec 3<>/dev/tcp/{addr}");
+    docker(&["exec", container, "timeout", "3", "bash", "-c", &script])
+        .status
+        .success()
+}
+
+fn instance(tenant: &str, template: &str, plan: &str) -> String {
+    format!(
+        "tenant: {tenant}\ntemplate: {template}\nversion: \"1\"\nplan: {plan}\nparameters:\n  site_title: {tenant}\n  admin_email: ops@{tenant}.example\n"
+    )
+}
+
+#[test]
+fn tenants_send_signed_mail_through_the_relay_only_as_themselves_and_within_their_limits() {
+    let Some(_serial) = docker_test() else { return };
+    let mut h = Harness::new(SLOT);
+    let out = h.path("sink");
+    std::fs::create_dir_all(&out).unwrap();
+    let _host = TestHost::start(&out);
+    // A template like demo that asks for no mail.
+    h.own_demo_template(|t| t);
+    let demo = h.path("templates/demo");
+    copy_dir(&demo, &h.path("templates/nomail"));
+    let t = std::fs::read_to_string(demo.join("template.yaml")).unwrap();
+    let nomail = t
+        .replace("name: demo\n", "name: nomail\n")
+        .replace("mail:\n  password_secret: mail_password\n", "");
+    assert_ne!(nomail, t.replace("name: demo\n", "name: nomail\n"));
+    std::fs::write(h.path("templates/nomail/template.yaml"), nomail).unwrap();
+    let cfg = std::fs::read_to_string(h.path("berth.yaml")).unwrap().replace(
+        "plans:\n",
+        "plans:\n  limited: {memory: 256m, cpus: 0.5, pids: 200, mail: {per_hour: 2, recipients: 2}}\n",
+    ) + &format!("mail:\n  smarthost: \"{SINK}:2525\"\n");
+    std::fs::write(h.path("berth.yaml"), cfg).unwrap();
+    for (t, tpl, plan) in [
+        ("ma", "demo", "limited"),
+        ("mb", "demo", "small"),
+        ("mq", "nomail", "small"),
+    ] {
+        std::fs::write(
+            h.path(&format!("instances/{t}.yaml")),
+            instance(t, tpl, plan),
+        )
+        .unwrap();
+    }
+    h.start();
+    h.wait_running(&["ma", "mb", "mq"]);
+    wait_for(
+        Duration::from_secs(90),
+        || {
+            let o = h.cli(&["mail", "dns", "mb", "-o", "json"]);
+            String::from_utf8_lossy(&o.stdout).contains("p=")
+        },
+        "the relay up and mb's DKIM key made",
+    );
+    let (a, b, q) = (
+        h.container("ma", "app"),
+        h.container("mb", "app"),
+        h.container("mq", "app"),
+    );
+    let pw = "/run/secrets/mail_password";
+
+    // The demo's page sends its admin a message (mb, through the relay, to the sink).
+    let page = Command::new("curl")
+        .args([
+            "-s",
+            "-X",
+            "POST",
+            &format!("http://127.0.0.1:{}/cgi-bin/mail", h.port("mb")),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&page.stdout).contains("sent to ops@mb.example"),
+        "{page:?}"
+    );
+    let (ok, log) = send(
+        &a,
+        "ma",
+        pw,
+        "news@ma.apps.test",
+        &["x@dest.example"],
+        "Ma <news@ma.apps.test>",
+    );
+    assert!(ok, "{log}");
+    wait_for(
+        Duration::from_secs(60),
+        || received(&out).len() == 2,
+        "two messages at the sink",
+    );
+    for (from, eml) in received(&out) {
+        let tenant = if from.ends_with("@ma.apps.test") {
+            "ma"
+        } else {
+            "mb"
+        };
+        assert_eq!(
+            dkim_check(&h, tenant, &eml),
+            format!("ok {tenant}.apps.test"),
+            "{from}"
+        );
+    }
+
+    // Not as the other tenant: envelope, header, or the other's login.
+    let (ok, log) = send(
+        &a,
+        "ma",
+        pw,
+        "ceo@mb.apps.test",
+        &["x@dest.example"],
+        "ceo@mb.apps.test",
+    );
+    assert!(!ok && log.contains("553 5.7.1"), "{log}");
+    let (ok, log) = send(
+        &a,
+        "ma",
+        pw,
+        "news@ma.apps.test",
+        &["x@dest.example"],
+        "CEO <ceo@mb.apps.test>",
+    );
+    assert!(
+        !ok && log.contains("550 5.7.1 From: domain mb.apps.test"),
+        "{log}"
+    );
+    let (ok, log) = send(
+        &a,
+        "mb",
+        pw,
+        "news@mb.apps.test",
+        &["x@dest.example"],
+        "news@mb.apps.test",
+    );
+    assert!(
+        !ok && log.contains("535"),
+        "ma's password is not mb's: {log}"
+    );
+    let (ok, log) = send(
+        &a,
+        "",
+        pw,
+        "news@ma.apps.test",
+        &["x@dest.example"],
+        "news@ma.apps.test",
+    );
+    assert!(!ok, "no login, no relay: {log}");
+
+    // Limits: 2 recipients, 2 messages an hour for ma; mb goes on.
+    let (ok, log) = send(
+        &a,
+        "ma",
+        pw,
+        "news@ma.apps.test",
+        &["1@d.example", "2@d.example", "3@d.example"],
+        "news@ma.apps.test",
+    );
+    assert!(!ok && log.contains("452 4.5.3"), "{log}");
+    let (ok, log) = send(
+        &a,
+        "ma",
+        pw,
+        "news@ma.apps.test",
+        &["x@dest.example"],
+        "news@ma.apps.test",
+    );
+    assert!(ok, "the second message of the hour: {log}");
+    let (ok, log) = send(
+        &a,
+        "ma",
+        pw,
+        "news@ma.apps.test",
+        &["x@dest.example"],
+        "news@ma.apps.test",
+    );
+    assert!(
+        !ok && log.contains("451 4.7.1 tenant ma reached its limit of 2 messages per hour"),
+        "{log}"
+    );
+    let (ok, log) = send(
+        &b,
+        "mb",
+        pw,
+        "news@mb.apps.test",
+        &["x@dest.example"],
+        "news@mb.apps.test",
+    );
+    assert!(ok, "mb keeps sending: {log}");
+    wait_for(
+        Duration::from_secs(60),
+        || received(&out).len() == 4,
+        "four messages at the sink",
+    );
+
+    // Only the relay's submission port, only for tenants that asked for mail, never the sink.
+    let relay = format!("bt{SLOT}-mail");
+    assert!(reaches(&a, &format!("{relay}/587")));
+    for port in [25, 465, 8891, 10025] {
+        assert!(
+            !reaches(&a, &format!("{relay}/{port}")),
+            "relay port {port} reached"
+        );
+    }
+    assert!(
+        !reaches(&a, &format!("{SINK}/2525")),
+        "a tenant reached the smarthost itself"
+    );
+    let relay_ip = docker_ok(&[
+        "inspect",
+        "-f",
+        &format!("{{{{(index .NetworkSettings.Networks \"bt{SLOT}-_host\").IPAddress}}}}"),
+        &format!("bt{SLOT}-_host-mail"),
+    ]);
+    assert!(
+        !reaches(&q, &format!("{relay}/587")),
+        "mq asked for no mail"
+    );
+    assert!(
+        !reaches(&q, &format!("{relay_ip}/587")),
+        "mq reached the relay on the host network"
+    );
+
+    // The tenant's view, and the metrics.
+    let v: serde_json::Value =
+        serde_json::from_str(&h.cli_ok(&["mail", "ma", "-o", "json"])).unwrap();
+    assert_eq!(v["accepted"], 2, "{v}");
+    assert!(v["refused"].as_u64().unwrap() >= 4, "{v}");
+    assert_eq!(v["last_hour"], 2, "{v}");
+    assert!(
+        v["last_errors"].to_string().contains("messages per hour"),
+        "{v}"
+    );
+    wait_for(
+        Duration::from_secs(30),
+        || {
+            let v: serde_json::Value =
+                serde_json::from_str(&h.cli_ok(&["mail", "ma", "-o", "json"])).unwrap();
+            v["sent"] == 2 && v["queued"] == 0
+        },
+        "ma's two deliveries seen in the relay's log",
+    );
+    let table = h.cli_ok(&["mail", "ma"]);
+    assert!(
+        table.contains("ACCEPTED") && table.contains("last errors:"),
+        "{table}"
+    );
+    let m = h.metrics();
+    assert_eq!(
+        sample(
+            &m,
+            "berth_mail_messages_total{tenant=\"ma\",result=\"sent\"}"
+        ),
+        Some(2.0),
+        "{m}"
+    );
+    assert!(
+        sample(
+            &m,
+            "berth_mail_messages_total{tenant=\"ma\",result=\"refused\"}"
+        )
+        .unwrap()
+            >= 4.0
+    );
+    let o = h.cli(&["mail", "mq"]);
+    assert!(
+        !o.status.success() && String::from_utf8_lossy(&o.stderr).contains("asks for no mail"),
+        "{o:?}"
+    );
+
+    // Suspended: mb's login sends nothing (tried from ma's container: mb's are stopped).
+    let mb_pw = std::fs::read_to_string(h.path("state/tenants/mb/secrets/mail_password")).unwrap();
+    docker_ok(&[
+        "exec",
+        &a,
+        "sh",
+        "-c",
+        &format!("printf %s '{}' > /tmp/mbpw", mb_pw.trim()),
+    ]);
+    h.cli_ok(&["suspend", "mb"]);
+    wait_for(
+        Duration::from_secs(30),
+        || {
+            send(
+                &a,
+                "mb",
+                "/tmp/mbpw",
+                "news@mb.apps.test",
+                &["x@d.example"],
+                "news@mb.apps.test",
+            )
+            .1
+            .contains("451 4.7.1 sending is suspended")
+        },
+        "mb's mail refused while suspended",
+    );
+    // What mb sent before the suspension took hold has been delivered by now.
+    std::thread::sleep(Duration::from_secs(3));
+    let delivered = received(&out).len();
+    // Purged: its login and keys are gone.
+    h.cli_ok(&["rm", "mb", "--purge"]);
+    wait_for(
+        Duration::from_secs(60),
+        || !h.path("state/host/mail/dkim/keys/mb").exists(),
+        "mb's DKIM keys removed",
+    );
+    let (ok, log) = send(
+        &a,
+        "mb",
+        "/tmp/mbpw",
+        "news@mb.apps.test",
+        &["x@d.example"],
+        "news@mb.apps.test",
+    );
+    assert!(
+        !ok && log.contains("535"),
+        "a purged login still works: {log}"
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        received(&out).len(),
+        delivered,
+        "nothing more reached the sink"
+    );
+}
