@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 
 command -v cargo >/dev/null || { echo "demo: cargo not found; install Rust >= 1.89 (rustup) first" >&2; exit 1; }
 ./scripts/setup-docker.sh
-./scripts/build-images.sh
+./scripts/build-images.sh mail
 echo "demo: building berth (release)"
 cargo build --release --quiet
 berth="$PWD/target/release/berth"
@@ -46,6 +46,14 @@ for t in $("$berth" --config berth.yaml ls -o json | grep -o '"tenant": *"[a-z0-
     "$(curl -fsS --cacert .berth-demo/ca.pem --resolve "$host:8443:127.0.0.1" "https://$host:8443/" | grep -o 'tenant=[a-z0-9-]* version=[0-9]*')"
 done
 "$berth" --config berth.yaml cert ls
+echo
+echo "demo: acme's page sends its admin a message through the shared mail relay"
+curl -fsS -X POST "http://127.0.0.1:$("$berth" --config berth.yaml status acme -o json | grep -o '"port": *[0-9]*' | head -n1 | grep -o '[0-9]*$')/cgi-bin/mail" || true
+sleep 3
+"$berth" --config berth.yaml mail acme
+echo
+echo "demo: the DKIM record acme publishes"
+"$berth" --config berth.yaml mail dns acme
 echo
 echo "demo: try  curl --cacert .berth-demo/ca.pem --resolve acme.apps.example.test:8443:127.0.0.1 https://acme.apps.example.test:8443/"
 echo "      or   $berth --config berth.yaml status acme"

@@ -10,64 +10,11 @@ mod common;
 use common::*;
 use std::{
     io::Write,
-    path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    process::{Command, Stdio},
     time::Duration,
 };
 
-const NS: &str = "berth-mail-t";
-const SINK: &str = "198.18.121.25";
 const SLOT: u16 = 121;
-
-/// The test host: a network namespace with the sink on port 2525, and the host side of its
-/// veth at 198.18.121.1.
-struct TestHost(Child);
-
-impl TestHost {
-    fn start(out: &Path) -> TestHost {
-        Self::cleanup();
-        sh(&format!(
-            "ip netns add {NS} && ip link add bt-ml-h type veth peer name bt-ml-n && \
-             ip link set bt-ml-n netns {NS} && ip addr add 198.18.121.1/24 dev bt-ml-h && \
-             ip link set bt-ml-h up && ip -n {NS} addr add {SINK}/24 dev bt-ml-n && \
-             ip -n {NS} link set bt-ml-n up && ip -n {NS} link set lo up && \
-             ip -n {NS} route add default via 198.18.121.1"
-        ));
-        let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-        let py = repo.join("target/py/bin/python");
-        assert!(
-            py.exists(),
-            "{} is missing: scripts/test.sh installs aiosmtpd and dkimpy there",
-            py.display()
-        );
-        let child = Command::new("ip")
-            .args(["netns", "exec", NS])
-            .arg(&py)
-            .arg(repo.join("tests/support/mail_sink.py"))
-            .args([out.to_str().unwrap(), SINK, "2525"])
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap();
-        TestHost(child)
-    }
-
-    fn cleanup() {
-        let _ = Command::new("sh")
-            .arg("-c")
-            .arg(format!(
-                "ip netns pids {NS} 2>/dev/null | xargs -r kill; ip netns del {NS} 2>/dev/null; \
-                 ip link del bt-ml-h 2>/dev/null"
-            ))
-            .status();
-    }
-}
-
-impl Drop for TestHost {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        Self::cleanup();
-    }
-}
 
 /// One submission from inside `container` with smtp-send (the demo image's client): whether
 /// the relay accepted it, and its replies.
@@ -122,40 +69,6 @@ fn send(
     (o.status.success(), out)
 }
 
-/// The envelope sender of each message the sink holds, with the message's path.
-fn received(out: &Path) -> Vec<(String, PathBuf)> {
-    let mut v: Vec<(String, PathBuf)> = std::fs::read_dir(out)
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|x| x == "json"))
-        .map(|p| {
-            let j: serde_json::Value = serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap();
-            (
-                j["from"].as_str().unwrap_or("").to_string(),
-                p.with_extension("eml"),
-            )
-        })
-        .collect();
-    v.sort();
-    v
-}
-
-/// dkimpy's verdict on a message against the tenant's published records.
-fn dkim_check(h: &Harness, tenant: &str, eml: &Path) -> String {
-    let records = h.cli_ok(&["mail", "dns", tenant, "-o", "json"]);
-    let file = h.path(&format!("{tenant}-dns.json"));
-    std::fs::write(&file, records).unwrap();
-    let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let o = Command::new(repo.join("target/py/bin/python"))
-        .arg(repo.join("tests/support/dkim_verify.py"))
-        .arg(eml)
-        .arg(&file)
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&o.stdout).trim().to_string()
-}
-
 /// A TCP connection from inside `container` to `addr` (host/port) within 3 s.
 fn reaches(container: &str, addr: &str) -> bool {
     let script = format!("exec 3<>/dev/tcp/{addr}");
@@ -174,9 +87,7 @@ fn instance(tenant: &str, template: &str, plan: &str) -> String {
 fn tenants_send_signed_mail_through_the_relay_only_as_themselves_and_within_their_limits() {
     let Some(_serial) = docker_test() else { return };
     let mut h = Harness::new(SLOT);
-    let out = h.path("sink");
-    std::fs::create_dir_all(&out).unwrap();
-    let _host = TestHost::start(&out);
+    let sink = common::mail::MailSink::start(&h.path("sink"), SLOT);
     // A template like demo that asks for no mail.
     h.own_demo_template(|t| t);
     let demo = h.path("templates/demo");
@@ -187,12 +98,20 @@ fn tenants_send_signed_mail_through_the_relay_only_as_themselves_and_within_thei
         .replace("mail:\n  password_secret: mail_password\n", "");
     assert_ne!(nomail, t.replace("name: demo\n", "name: nomail\n"));
     std::fs::write(h.path("templates/nomail/template.yaml"), nomail).unwrap();
+    // A tenant on the shared PostgreSQL server too: that server and the relay share the host's
+    // network, whichever of them makes it first.
+    let repo = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    copy_dir(
+        &repo.join("templates/demo-shared"),
+        &h.path("templates/demo-shared"),
+    );
     let cfg = std::fs::read_to_string(h.path("berth.yaml")).unwrap().replace(
         "plans:\n",
         "plans:\n  limited: {memory: 256m, cpus: 0.5, pids: 200, mail: {per_hour: 2, recipients: 2}}\n",
-    ) + &format!("mail:\n  smarthost: \"{SINK}:2525\"\n");
+    ) + &format!("mail:\n  smarthost: \"{}\"\n", sink.addr);
     std::fs::write(h.path("berth.yaml"), cfg).unwrap();
     for (t, tpl, plan) in [
+        ("ms", "demo-shared", "small"),
         ("ma", "demo", "limited"),
         ("mb", "demo", "small"),
         ("mq", "nomail", "small"),
@@ -204,7 +123,7 @@ fn tenants_send_signed_mail_through_the_relay_only_as_themselves_and_within_thei
         .unwrap();
     }
     h.start();
-    h.wait_running(&["ma", "mb", "mq"]);
+    h.wait_running(&["ms", "ma", "mb", "mq"]);
     wait_for(
         Duration::from_secs(90),
         || {
@@ -245,17 +164,17 @@ fn tenants_send_signed_mail_through_the_relay_only_as_themselves_and_within_thei
     assert!(ok, "{log}");
     wait_for(
         Duration::from_secs(60),
-        || received(&out).len() == 2,
+        || sink.received().len() == 2,
         "two messages at the sink",
     );
-    for (from, eml) in received(&out) {
+    for (from, eml) in sink.received() {
         let tenant = if from.ends_with("@ma.apps.test") {
             "ma"
         } else {
             "mb"
         };
         assert_eq!(
-            dkim_check(&h, tenant, &eml),
+            common::mail::dkim_check(&h, tenant, &eml),
             format!("ok {tenant}.apps.test"),
             "{from}"
         );
@@ -347,7 +266,7 @@ fn tenants_send_signed_mail_through_the_relay_only_as_themselves_and_within_thei
     assert!(ok, "mb keeps sending: {log}");
     wait_for(
         Duration::from_secs(60),
-        || received(&out).len() == 4,
+        || sink.received().len() == 4,
         "four messages at the sink",
     );
 
@@ -361,7 +280,7 @@ fn tenants_send_signed_mail_through_the_relay_only_as_themselves_and_within_thei
         );
     }
     assert!(
-        !reaches(&a, &format!("{SINK}/2525")),
+        !reaches(&a, &sink.addr.replace(':', "/")),
         "a tenant reached the smarthost itself"
     );
     let relay_ip = docker_ok(&[
@@ -454,7 +373,7 @@ fn tenants_send_signed_mail_through_the_relay_only_as_themselves_and_within_thei
     );
     // What mb sent before the suspension took hold has been delivered by now.
     std::thread::sleep(Duration::from_secs(3));
-    let delivered = received(&out).len();
+    let delivered = sink.received().len();
     // Purged: its login and keys are gone.
     h.cli_ok(&["rm", "mb", "--purge"]);
     wait_for(
@@ -476,7 +395,7 @@ fn tenants_send_signed_mail_through_the_relay_only_as_themselves_and_within_thei
     );
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(
-        received(&out).len(),
+        sink.received().len(),
         delivered,
         "nothing more reached the sink"
     );

@@ -16,7 +16,7 @@ const ADMIN_PW: &str = "Berth-test-pass-93";
 
 /// The shipped template in this harness's own templates dir, with a third (broken) version
 /// and cron every ten seconds, the host config switched to it.
-fn own_template(h: &Harness) {
+fn own_template(h: &Harness, smarthost: &str) {
     let repo = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let dir = h.path("templates/wordpress");
     copy_dir(&repo.join("templates/wordpress"), &dir);
@@ -32,7 +32,7 @@ fn own_template(h: &Harness) {
     h.use_own_templates();
     let mut cfg = std::fs::read_to_string(h.path("berth.yaml")).unwrap();
     cfg.push_str(&format!(
-        "registry_mirrors: {{docker.io: \"127.0.0.1:{REG}\"}}\n"
+        "registry_mirrors: {{docker.io: \"127.0.0.1:{REG}\"}}\nmail:\n  smarthost: \"{smarthost}\"\n"
     ));
     let cfg = cfg.replace(
         "plans:\n",
@@ -291,7 +291,8 @@ fn wordpress_is_pulled_installed_used_backed_up_restored_cloned_and_upgraded() {
     std::fs::create_dir_all(&dir).unwrap();
     let _registry = plain_registry(&dir, REG);
     publish_stand_ins(REG);
-    own_template(&h);
+    let sink = common::mail::MailSink::start(&h.path("sink"), SLOT);
+    own_template(&h, &sink.addr);
     instance(&h, "wpa");
     instance(&h, "wpb");
     h.start();
@@ -314,6 +315,29 @@ fn wordpress_is_pulled_installed_used_backed_up_restored_cloned_and_upgraded() {
         install(&h, https, t);
         assert_eq!(wp(&h, https, t, "/wp-login.php", &[]).0, 200);
     }
+    // WordPress's own mail (a password reset) leaves through berth's relay, signed for the
+    // tenant's domain.
+    let (code, body) = wp(
+        &h,
+        https,
+        "wpa",
+        "/wp-login.php?action=lostpassword",
+        &[
+            "--data",
+            "user_login=admin&redirect_to=&wp-submit=Get+New+Password",
+        ],
+    );
+    assert!(code == 302 || code == 200, "lost password: {code} {body}");
+    wait_for(
+        Duration::from_secs(60),
+        || !sink.received().is_empty(),
+        "WordPress's password-reset message at the sink",
+    );
+    let (from, eml) = &sink.received()[0];
+    assert_eq!(from, "wordpress@wpa.apps.test");
+    let text = std::fs::read_to_string(eml).unwrap();
+    assert!(text.to_lowercase().contains("password reset"), "{text}");
+    assert_eq!(common::mail::dkim_check(&h, "wpa", eml), "ok wpa.apps.test");
     let post_a = publish_post(&h, https, "wpa", "Kept by berth");
     publish_post(&h, https, "wpb", "Only on b");
     let data = payload("wpa", 300_000);

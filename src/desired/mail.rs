@@ -43,6 +43,9 @@ impl Smarthost {
     /// are denied (a provider's internal relay).
     pub fn allow(&self) -> Option<crate::egress::policy::Allow> {
         let ip: std::net::Ipv4Addr = self.host.parse().ok()?;
+        if ip.is_loopback() {
+            return None; // the relay's own loopback: never forwarded
+        }
         crate::egress::policy::parse_allow(&format!("{ip}:{}", self.port)).ok()
     }
 }

@@ -208,7 +208,11 @@ fn write_smarthost_auth(cfg: &MailConfig, paths: &Paths) -> Result<(), MailError
         )));
     }
     let p = paths.smarthost_auth();
-    atomic::write(&p, format!("{host} {user}:{pw}\n").as_bytes(), 0o600).map_err(ferr(&p))
+    let text = format!("{host} {user}:{pw}\n");
+    if std::fs::read(&p).ok().as_deref() == Some(text.as_bytes()) {
+        return Ok(());
+    }
+    atomic::write(&p, text.as_bytes(), 0o600).map_err(ferr(&p))
 }
 
 /// Creates (network, volume, container) and starts the relay if needed — again when its

@@ -664,7 +664,19 @@ impl Runtime for DockerRuntime {
         match self.docker.create_network(req).await {
             Ok(_) => Ok(()),
             Err(e) if status_of(&e) == Some(409) => Ok(()),
-            Err(e) => Err(call_err("network", &s.name, e)),
+            // Engines before API 1.44 do not check names by default: creating a network that
+            // exists fails on its subnet ("Pool overlaps"). The one of that name is the one.
+            Err(e) => match self
+                .docker
+                .inspect_network(
+                    &s.name,
+                    None::<bollard::query_parameters::InspectNetworkOptions>,
+                )
+                .await
+            {
+                Ok(_) => Ok(()),
+                Err(_) => Err(call_err("network", &s.name, e)),
+            },
         }
     }
 

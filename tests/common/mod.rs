@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod challtest;
+pub mod mail;
 
 use std::{
     path::PathBuf,

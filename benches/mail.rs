@@ -1,0 +1,314 @@
+//! The shared mail relay, for scripts/bench-mail.sh (numbers in docs/BENCHMARKS.md):
+//!  1. messages per second submitted through berth's relay (SASL and policy answered by this
+//!     process as the agent does, OpenDKIM signing, Postfix queueing and relaying) against the
+//!     same image's Postfix alone (no SASL, no milter, no signing), both relaying to Postfix's
+//!     smtp-sink, the same load generator (CONC connections at once, one message each);
+//!  2. the relay's and this process's memory with 100 and 1,000 tenants' accounts and DKIM keys.
+
+use berth::{
+    mail::{Mail, policy::Account},
+    runtime::{Runtime, docker::DockerRuntime, labels::HOST_TENANT, spec},
+};
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+    process::Command,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+
+const NS: &str = "bmail";
+
+fn env(name: &str, default: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| default.into())
+}
+
+fn docker(args: &[&str]) -> String {
+    let o = Command::new("docker").args(args).output().unwrap();
+    String::from_utf8_lossy(&o.stdout).trim().to_string()
+}
+
+fn rss_kib() -> u64 {
+    let s = std::fs::read_to_string("/proc/self/status").unwrap();
+    s.lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or_default()
+}
+
+/// One message on a new connection: (AUTH PLAIN when `login`), MAIL, RCPT, DATA.
+async fn submit(addr: &str, login: Option<(&str, &str)>, from: &str) -> Result<(), String> {
+    let s = tokio::net::TcpStream::connect(addr)
+        .await
+        .map_err(|e| e.to_string())?;
+    let (r, mut w) = s.into_split();
+    let mut r = BufReader::new(r);
+    let mut expect = async |code: &str| -> Result<(), String> {
+        loop {
+            let mut line = String::new();
+            if r.read_line(&mut line).await.map_err(|e| e.to_string())? == 0 {
+                return Err("closed".into());
+            }
+            if !line.starts_with(code) {
+                return Err(line);
+            }
+            if line.as_bytes().get(3) != Some(&b'-') {
+                return Ok(());
+            }
+        }
+    };
+    expect("220").await?;
+    let auth = login.map(|(u, p)| {
+        use base64::Engine;
+        let raw = format!("\0{u}\0{p}");
+        base64::engine::general_purpose::STANDARD.encode(raw)
+    });
+    let mut steps: Vec<(String, &str)> = vec![("EHLO bench.invalid\r\n".into(), "250")];
+    if let Some(a) = auth {
+        steps.push((format!("AUTH PLAIN {a}\r\n"), "235"));
+    }
+    steps.push((format!("MAIL FROM:<{from}>\r\n"), "250"));
+    steps.push(("RCPT TO:<x@dest.example>\r\n".into(), "250"));
+    steps.push(("DATA\r\n".into(), "354"));
+    let body = format!(
+        "From: <{from}>\r\nTo: <x@dest.example>\r\nSubject: bench\r\n\r\n{}\r\n.\r\n",
+        "A line of a typical notification, about sixty characters long.\r\n".repeat(30)
+    );
+    steps.push((body, "250"));
+    for (cmd, code) in steps {
+        w.write_all(cmd.as_bytes())
+            .await
+            .map_err(|e| e.to_string())?;
+        expect(code).await?;
+    }
+    let _ = w.write_all(b"QUIT\r\n").await;
+    Ok(())
+}
+
+/// `n` messages, `conc` at once; `who(i)` is the i-th message's login and sender.
+async fn load(
+    addr: &str,
+    n: usize,
+    conc: usize,
+    who: Arc<dyn Fn(usize) -> (Option<(String, String)>, String) + Send + Sync>,
+) -> f64 {
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let start = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..conc {
+        let (next, who, addr) = (next.clone(), who.clone(), addr.to_string());
+        tasks.spawn(async move {
+            loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if i >= n {
+                    return;
+                }
+                let (login, from) = who(i);
+                let l = login.as_ref().map(|(u, p)| (u.as_str(), p.as_str()));
+                if let Err(e) = submit(&addr, l, &from).await {
+                    panic!("message {i} refused: {e}");
+                }
+            }
+        });
+    }
+    while tasks.join_next().await.is_some() {}
+    n as f64 / start.elapsed().as_secs_f64()
+}
+
+/// Waits until the container's queue is empty; the seconds it took.
+async fn drain(rt: &dyn Runtime, name: &str) -> f64 {
+    let start = Instant::now();
+    loop {
+        let o = rt
+            .exec(name, &["sh", "-c", "postqueue -p | tail -n1"], None)
+            .await
+            .unwrap();
+        if o.output.contains("Mail queue is empty") {
+            return start.elapsed().as_secs_f64();
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn ip_on(container: &str, net: &str) -> String {
+    docker(&[
+        "inspect",
+        "-f",
+        &format!("{{{{(index .NetworkSettings.Networks \"{net}\").IPAddress}}}}"),
+        container,
+    ])
+}
+
+fn accounts(dir: &Path, n: usize) -> BTreeMap<String, (Account, PathBuf)> {
+    (1..=n)
+        .map(|i| {
+            let t = format!("t{i:04}");
+            let pw = dir.join(format!("{t}.pw"));
+            std::fs::write(&pw, format!("pw-{t}")).unwrap();
+            let mut acct = Account {
+                tenant: t.clone(),
+                domains: vec![format!("{t}.bench.test")],
+                limits: Default::default(),
+                suspended: false,
+            };
+            acct.limits.per_hour = 10_000_000;
+            acct.limits.per_day = 10_000_000;
+            (t, (acct, pw))
+        })
+        .collect()
+}
+
+fn cleanup() {
+    for c in [format!("{NS}-sink"), format!("{NS}-plain")] {
+        docker(&["rm", "-f", &c]);
+    }
+    let ids = docker(&[
+        "ps",
+        "-aq",
+        "--filter",
+        &format!("label=io.berth.namespace={NS}"),
+    ]);
+    for id in ids.split_whitespace() {
+        docker(&["rm", "-f", id]);
+    }
+    docker(&["network", "rm", &format!("{NS}-_host")]);
+    docker(&["volume", "rm", &format!("{NS}-_host-mail-queue")]);
+}
+
+#[tokio::main]
+async fn main() {
+    if std::env::var("BERTH_BENCH_MAIL").is_err() {
+        return; // `cargo bench` without scripts/bench-mail.sh
+    }
+    let n: usize = env("MESSAGES", "2000").parse().unwrap();
+    let conc: usize = env("CONC", "8").parse().unwrap();
+    cleanup();
+    let work = PathBuf::from(env("OUT_DIR", "/tmp/berth-bench-mail"));
+    let _ = std::fs::remove_dir_all(&work);
+    std::fs::create_dir_all(work.join("pw")).unwrap();
+    let cfg = format!(
+        "state_dir: {w}/state\ntemplates_dir: {w}\ninstances_dir: {w}\nnamespace: {NS}\n\
+         network: {{subnet_pool: 10.252.0.0/16, subnet_prefix: 28}}\n\
+         mail: {{smarthost: \"{NS}-sink:2525\", memory: 512m}}\n",
+        w = work.display()
+    );
+    std::fs::write(work.join("berth.yaml"), cfg).unwrap();
+    let host = berth::desired::host::load(&work.join("berth.yaml")).unwrap();
+    let layout = berth::store::Layout::new(host.state_dir.clone());
+    let rt: Arc<dyn Runtime> = Arc::new(DockerRuntime::connect().await.unwrap());
+    let pool = host.subnet_pool;
+    let (subnet, gateway) = pool.subnet(pool.capacity() - 1);
+    let net = spec::network_name(NS, HOST_TENANT);
+    rt.create_network(&spec::NetworkSpec {
+        name: net.clone(),
+        subnet,
+        gateway,
+        labels: spec::owner_labels(NS, HOST_TENANT),
+    })
+    .await
+    .unwrap();
+    let img = "berth/mailrelay:bookworm";
+    let sink = format!("{NS}-sink");
+    docker(&[
+        "run",
+        "-d",
+        "--name",
+        &sink,
+        "--network",
+        &net,
+        "--entrypoint",
+        "smtp-sink",
+        img,
+        "-u",
+        "postfix",
+        "-c",
+        "0.0.0.0:2525",
+        "1000",
+    ]);
+    let plain = format!("{NS}-plain");
+    let script = format!(
+        "cp -a /etc/postfix.dist/. /etc/postfix/ && postconf -e 'smtpd_milters=' \
+         'smtpd_sasl_auth_enable=no' 'mynetworks=0.0.0.0/0' \
+         'smtpd_relay_restrictions=permit_mynetworks, reject' \
+         'smtpd_recipient_restrictions=permit_mynetworks, reject' \
+         'relayhost=[{sink}]:2525' && exec postfix start-fg"
+    );
+    docker(&[
+        "run",
+        "-d",
+        "--name",
+        &plain,
+        "--network",
+        &net,
+        "--memory",
+        "512m",
+        "--entrypoint",
+        "sh",
+        img,
+        "-c",
+        &script,
+    ]);
+
+    let mail = Arc::new(Mail::open(host.mail.clone().unwrap(), NS, &layout));
+    let (_stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut servers = tokio::task::JoinSet::new();
+    mail.listen(&mut servers, &stop_rx).unwrap();
+    let mut rows = Vec::new();
+    for tenants in [100usize, 1000] {
+        let before = rss_kib();
+        let accts = accounts(&work.join("pw"), tenants);
+        let start = Instant::now();
+        mail.sync(rt.as_ref(), &host, accts).await.unwrap();
+        let sync_s = start.elapsed().as_secs_f64();
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let relay = berth::mail::relay::container_name(NS);
+        let stats = rt.stats(&relay).await.unwrap();
+        rows.push(format!(
+            "tenants {tenants}: sync (relay up, DKIM keys made) {sync_s:.1} s; relay memory {:.1} MiB; \
+             this process RSS +{} KiB for the accounts (now {} KiB)",
+            stats.memory_bytes as f64 / 1048576.0,
+            rss_kib().saturating_sub(before),
+            rss_kib()
+        ));
+        println!("{}", rows.last().unwrap());
+    }
+    let relay = berth::mail::relay::container_name(NS);
+    let relay_addr = format!("{}:587", ip_on(&relay, &net));
+    let plain_addr = format!("{}:587", ip_on(&plain, &net));
+    let berth_who: Arc<dyn Fn(usize) -> (Option<(String, String)>, String) + Send + Sync> =
+        Arc::new(|i| {
+            let t = format!("t{:04}", i % 100 + 1);
+            (
+                Some((t.clone(), format!("pw-{t}"))),
+                format!("app@{t}.bench.test"),
+            )
+        });
+    let plain_who: Arc<dyn Fn(usize) -> (Option<(String, String)>, String) + Send + Sync> =
+        Arc::new(|i| (None, format!("app@t{:04}.bench.test", i % 100 + 1)));
+    // Warm both (first connections, queue directories), then two rounds, interleaved.
+    load(&plain_addr, 50, conc, plain_who.clone()).await;
+    load(&relay_addr, 50, conc, berth_who.clone()).await;
+    drain(rt.as_ref(), &plain).await;
+    drain(rt.as_ref(), &relay).await;
+    for round in 1..=2 {
+        for (name, addr, who, container) in [
+            ("postfix alone", &plain_addr, plain_who.clone(), &plain),
+            ("berth relay", &relay_addr, berth_who.clone(), &relay),
+        ] {
+            let start = Instant::now();
+            let rate = load(addr, n, conc, who).await;
+            let drained = drain(rt.as_ref(), container).await;
+            let total = start.elapsed().as_secs_f64();
+            let row = format!(
+                "round {round} {name}: {n} messages, {conc} at once: submitted {rate:.0} msg/s; \
+                 all relayed to the sink after {total:.1} s ({:.0} msg/s end to end; queue drained {drained:.1} s after the last)",
+                n as f64 / total
+            );
+            println!("{row}");
+            rows.push(row);
+        }
+    }
+    std::fs::write(work.join("results.txt"), rows.join("\n") + "\n").unwrap();
+    cleanup();
+}
