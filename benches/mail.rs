@@ -20,6 +20,9 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 const NS: &str = "bmail";
 
+/// The i-th message's login (user, password) if any, and its sender.
+type Who = Arc<dyn Fn(usize) -> (Option<(String, String)>, String) + Send + Sync>;
+
 fn env(name: &str, default: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| default.into())
 }
@@ -87,12 +90,7 @@ async fn submit(addr: &str, login: Option<(&str, &str)>, from: &str) -> Result<(
 }
 
 /// `n` messages, `conc` at once; `who(i)` is the i-th message's login and sender.
-async fn load(
-    addr: &str,
-    n: usize,
-    conc: usize,
-    who: Arc<dyn Fn(usize) -> (Option<(String, String)>, String) + Send + Sync>,
-) -> f64 {
+async fn load(addr: &str, n: usize, conc: usize, who: Who) -> f64 {
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let start = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
@@ -276,16 +274,14 @@ async fn main() {
     let relay = berth::mail::relay::container_name(NS);
     let relay_addr = format!("{}:587", ip_on(&relay, &net));
     let plain_addr = format!("{}:587", ip_on(&plain, &net));
-    let berth_who: Arc<dyn Fn(usize) -> (Option<(String, String)>, String) + Send + Sync> =
-        Arc::new(|i| {
-            let t = format!("t{:04}", i % 100 + 1);
-            (
-                Some((t.clone(), format!("pw-{t}"))),
-                format!("app@{t}.bench.test"),
-            )
-        });
-    let plain_who: Arc<dyn Fn(usize) -> (Option<(String, String)>, String) + Send + Sync> =
-        Arc::new(|i| (None, format!("app@t{:04}.bench.test", i % 100 + 1)));
+    let berth_who: Who = Arc::new(|i| {
+        let t = format!("t{:04}", i % 100 + 1);
+        (
+            Some((t.clone(), format!("pw-{t}"))),
+            format!("app@{t}.bench.test"),
+        )
+    });
+    let plain_who: Who = Arc::new(|i| (None, format!("app@t{:04}.bench.test", i % 100 + 1)));
     // Warm both (first connections, queue directories), then two rounds, interleaved.
     load(&plain_addr, 50, conc, plain_who.clone()).await;
     load(&relay_addr, 50, conc, berth_who.clone()).await;
