@@ -107,12 +107,27 @@ mod tests {
             memory: 1 << 30,
             connection_limit: 5,
         });
-        for (template, extra) in cases {
+        let f: crate::spec::host::MailFile = serde_yaml::from_str("{}").unwrap();
+        let with_mail = {
+            let mut h = h.clone();
+            h.mail = Some(
+                crate::desired::mail::build(&f, Some("apps.test"), &|p| p.to_path_buf()).unwrap(),
+            );
+            h
+        };
+        for ((template, extra), h) in cases
+            .iter()
+            .flat_map(|c| [(c, &h), (c, &with_mail)])
+            .map(|((t, e), h)| ((*t, *e), h))
+        {
             let yaml = format!("tenant: shop\ntemplate: {template}\ndomains: [shop.test]\n{extra}");
             let shown = PathBuf::from("instances/shop.yaml");
             let loaded = spec::parse_yaml::<InstanceFile>(&shown, &yaml).unwrap();
-            let inst = desired::instance::build(&loaded, "shop", &templates(), &h)
+            let inst = desired::instance::build(&loaded, "shop", &templates(), h)
                 .unwrap_or_else(|e| panic!("{template}: {e}"));
+            if template != "demo-shared" {
+                assert_eq!(inst.mail.is_some(), h.mail.is_some(), "{template}");
+            }
             assert!(!inst.services.is_empty(), "{template}");
             assert!(
                 inst.services.iter().all(|s| !s.image.is_empty()),

@@ -8,6 +8,7 @@ groupmod -g 990 opendkim && usermod -u 990 -g 990 opendkim
 usermod -a -G opendkim postfix
 # No chroot (the sockets berth serves are outside the queue directory), no local delivery,
 # no port 25 listener: 587 only, with SASL required (berth's agent answers the SASL socket).
+# Clients are tenant containers on private bridges: no reverse DNS lookup of them.
 postconf -F '*/*/chroot = n'
 postconf -MX smtp/inet
 postconf -M '587/inet=587 inet n - n - - smtpd'
@@ -30,7 +31,8 @@ postconf -e \
   'smtp_sasl_security_options=noanonymous' 'smtp_sasl_tls_security_options=noanonymous' \
   'maillog_file=/dev/stdout' 'smtpd_banner=$myhostname ESMTP' \
   'bounce_queue_lifetime=1d' 'maximal_queue_lifetime=3d' \
-  'smtp_address_preference=ipv4' 'disable_vrfy_command=yes'
+  'smtp_address_preference=ipv4' 'disable_vrfy_command=yes' \
+  'smtpd_peername_lookup=no'
 # The pristine config; the entrypoint copies it onto the tmpfs at /etc/postfix.
 cp -a /etc/postfix /etc/postfix.dist
 cat > /etc/opendkim.conf <<'CONF'

@@ -611,6 +611,27 @@ mod tests {
     }
 
     #[test]
+    fn swarm_mode_refuses_the_mail_relay_and_bad_mail_settings_name_their_line() {
+        let text =
+            "state_dir: /tmp/s\nmail: {}\nengine: {mode: swarm, nodes: {m1: /run/m1.sock}}\n";
+        let loaded = spec::parse_yaml::<HostFile>(Path::new("berth.yaml"), text).unwrap();
+        let e = build(&loaded, Path::new("/tmp")).unwrap_err().to_string();
+        assert!(
+            e.contains("mail: swarm mode has no shared mail relay"),
+            "{e}"
+        );
+        let text = "state_dir: /tmp/s\nmail:\n  smarthost: \"relay.example.com\"\n";
+        let loaded = spec::parse_yaml::<HostFile>(Path::new("berth.yaml"), text).unwrap();
+        let e = build(&loaded, Path::new("/tmp")).unwrap_err().to_string();
+        assert!(
+            e.contains("berth.yaml:3:") && e.contains("mail.smarthost"),
+            "{e}"
+        );
+        let text = "state_dir: /tmp/s\nmail: {smarthost: \"a:25\", password: x}\n";
+        assert!(spec::parse_yaml::<HostFile>(Path::new("berth.yaml"), text).is_err());
+    }
+
+    #[test]
     fn the_tcp_api_listens_beyond_loopback_only_with_tls() {
         let build_with = |tcp: &str| {
             let text = format!("state_dir: /tmp/s\napi:\n  tcp: \"{tcp}\"\n");

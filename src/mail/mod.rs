@@ -5,6 +5,7 @@
 //! tenant domain's DKIM key.
 
 pub mod auth;
+pub mod dkim;
 pub mod log;
 pub mod milter;
 pub mod policy;

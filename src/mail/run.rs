@@ -3,8 +3,9 @@
 
 use super::{
     Mail, MailError,
+    dkim::{self, Signer},
     policy::Account,
-    relay::{self, Signer},
+    relay,
 };
 use crate::{desired::Desired, reconcile::Controller, runtime::Runtime, spec::instance::RunState};
 use futures_util::StreamExt;
@@ -97,9 +98,9 @@ impl Mail {
             })
             .collect();
         let sel = &self.cfg.dkim_selector;
-        relay::ensure_keys(rt, &name, &self.paths, sel, &signers).await?;
-        if relay::write_tables(&self.paths, sel, &signers)? {
-            relay::reload_dkim(rt, &name).await?;
+        dkim::ensure_keys(rt, &name, &self.paths, sel, &signers).await?;
+        if dkim::write_tables(&self.paths, sel, &signers)? {
+            dkim::reload_dkim(rt, &name).await?;
         }
         Ok(())
     }
