@@ -257,10 +257,16 @@ fn mail_of(
 ) -> Option<super::model::Mail> {
     let m = t.file().mail.as_ref()?;
     host.mail.as_ref()?;
+    // The subdomain: always the tenant's. A custom domain is allowed only once its proof is
+    // on record, which this file cannot know; an app may send from one then.
+    let from_domain = match &host.base_domain {
+        Some(b) => format!("{}.{b}", i.tenant),
+        None => primary_domain(i, host),
+    };
     Some(super::model::Mail {
         user: i.tenant.clone(),
         password_secret: m.password_secret.clone(),
-        from_domain: primary_domain(i, host),
+        from_domain,
         limits,
     })
 }

@@ -51,7 +51,7 @@ pub struct Mail {
     pub user: String,
     /// The template's secret holding the password.
     pub password_secret: String,
-    /// The domain the app is told to send from (its primary domain).
+    /// The domain the app is told to send from: its subdomain (else its first custom domain).
     pub from_domain: String,
     #[serde(skip)]
     pub limits: super::mail::MailLimits,
