@@ -158,7 +158,12 @@ fn accounts(dir: &Path, n: usize) -> BTreeMap<String, (Account, PathBuf)> {
 }
 
 fn cleanup() {
-    for c in [format!("{NS}-sink"), format!("{NS}-plain")] {
+    for c in [
+        format!("{NS}-sink"),
+        format!("{NS}-plain"),
+        format!("{NS}-dkim"),
+        format!("{NS}-sasl"),
+    ] {
         docker(&["rm", "-f", &c]);
     }
     let ids = docker(&[
@@ -274,8 +279,72 @@ async fn main() {
         ));
         println!("{}", rows.last().unwrap());
     }
+    // Postfix + OpenDKIM without berth: the same signing (the keys just made), no SASL, no
+    // berth milter; it separates the signature's cost from berth's logins and policy.
+    let dkim_only = format!("{NS}-dkim");
+    let dkim_dir = layout.root().join("host/mail/dkim");
+    let script = format!(
+        "cp -a /etc/postfix.dist/. /etc/postfix/ && postconf -e \
+         'smtpd_milters=local:/run/opendkim/opendkim.sock' \
+         'smtpd_sasl_auth_enable=no' 'mynetworks=0.0.0.0/0' \
+         'smtpd_relay_restrictions=permit_mynetworks, reject' \
+         'smtpd_recipient_restrictions=permit_mynetworks, reject' \
+         'relayhost=[{sink}]:2525' && mkdir -p /run/opendkim && \
+         chown opendkim:opendkim /run/opendkim && opendkim -x /etc/opendkim.conf && sleep 1 && \
+         exec postfix start-fg"
+    );
+    docker(&[
+        "run",
+        "-d",
+        "--name",
+        &dkim_only,
+        "--network",
+        &net,
+        "--memory",
+        "512m",
+        "-v",
+        &format!("{}:/etc/berth-mail/dkim:ro", dkim_dir.display()),
+        "--entrypoint",
+        "sh",
+        img,
+        "-c",
+        &script,
+    ]);
+    // The same plus berth's SASL logins (its auth socket), without berth's policy milter:
+    // separates the login's cost from the policy's.
+    let sasl_only = format!("{NS}-sasl");
+    let run_dir = layout.root().join("host/mail/run");
+    let script = format!(
+        "cp -a /etc/postfix.dist/. /etc/postfix/ && postconf -e \
+         'smtpd_milters=local:/run/opendkim/opendkim.sock' 'mynetworks=127.0.0.0/8' \
+         'relayhost=[{sink}]:2525' && mkdir -p /run/opendkim && \
+         chown opendkim:opendkim /run/opendkim && opendkim -x /etc/opendkim.conf && sleep 1 && \
+         exec postfix start-fg"
+    );
+    docker(&[
+        "run",
+        "-d",
+        "--name",
+        &sasl_only,
+        "--network",
+        &net,
+        "--memory",
+        "512m",
+        "-v",
+        &format!("{}:/etc/berth-mail/dkim:ro", dkim_dir.display()),
+        "-v",
+        &format!("{}:/run/berth-mail:ro", run_dir.display()),
+        "--entrypoint",
+        "sh",
+        img,
+        "-c",
+        &script,
+    ]);
+    tokio::time::sleep(Duration::from_secs(3)).await;
     let relay = berth::mail::relay::container_name(NS);
+    let sasl_addr = format!("{}:587", ip_on(&sasl_only, &net));
     let relay_addr = format!("{}:587", ip_on(&relay, &net));
+    let dkim_addr = format!("{}:587", ip_on(&dkim_only, &net));
     let plain_addr = format!("{}:587", ip_on(&plain, &net));
     let berth_who: Who = Arc::new(|i| {
         let t = format!("t{:04}", i % 100 + 1);
@@ -287,12 +356,28 @@ async fn main() {
     let plain_who: Who = Arc::new(|i| (None, format!("app@t{:04}.bench.test", i % 100 + 1)));
     // Warm both (first connections, queue directories), then two rounds, interleaved.
     load(&plain_addr, 50, conc, plain_who.clone()).await;
+    load(&dkim_addr, 50, conc, plain_who.clone()).await;
     load(&relay_addr, 50, conc, berth_who.clone()).await;
+    load(&sasl_addr, 50, conc, berth_who.clone()).await;
     drain(rt.as_ref(), &plain).await;
+    drain(rt.as_ref(), &sasl_only).await;
+    drain(rt.as_ref(), &dkim_only).await;
     drain(rt.as_ref(), &relay).await;
     for round in 1..=2 {
         for (name, addr, who, container) in [
             ("postfix alone", &plain_addr, plain_who.clone(), &plain),
+            (
+                "postfix + opendkim",
+                &dkim_addr,
+                plain_who.clone(),
+                &dkim_only,
+            ),
+            (
+                "postfix + opendkim + berth's SASL",
+                &sasl_addr,
+                berth_who.clone(),
+                &sasl_only,
+            ),
             ("berth relay", &relay_addr, berth_who.clone(), &relay),
         ] {
             let start = Instant::now();
@@ -308,7 +393,11 @@ async fn main() {
             rows.push(row);
         }
     }
-    for (name, c) in [("berth relay", &relay), ("postfix alone", &plain)] {
+    for (name, c) in [
+        ("berth relay", &relay),
+        ("postfix + opendkim", &dkim_only),
+        ("postfix alone", &plain),
+    ] {
         let stats = rt.stats(c).await.unwrap();
         let row = format!(
             "after the load, 1000 tenants' keys: {name} memory {:.1} MiB",
