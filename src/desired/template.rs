@@ -484,6 +484,31 @@ mod tests {
     }
 
     #[test]
+    fn a_mail_section_naming_no_secret_of_the_template_is_refused_at_its_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = crate::fixtures::repo_templates().join("wordpress");
+        let app = dir.path().join("wordpress");
+        std::fs::create_dir_all(&app).unwrap();
+        let text = std::fs::read_to_string(repo.join("template.yaml"))
+            .unwrap()
+            .replace(
+                "password_secret: mail_password",
+                "password_secret: db_root_pw",
+            );
+        std::fs::write(app.join("template.yaml"), text).unwrap();
+        let (mut sources, errors) = crate::spec::load_templates(dir.path());
+        assert!(errors.is_empty(), "{errors}");
+        let e = validate("wordpress", sources.remove("wordpress").unwrap())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("template.yaml:")
+                && e.contains("mail.password_secret: secret \"db_root_pw\" is not defined"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn files_owner_owns_the_secret_files_of_a_service_that_starts_as_root() {
         let i = crate::fixtures::instance_from(
             "blog",

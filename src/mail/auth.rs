@@ -10,6 +10,8 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 
 /// Lines longer than this end the connection.
 const MAX_LINE: usize = 8192;
+/// Conversations waiting for a client's line at once, per connection.
+const MAX_PENDING: usize = 16;
 
 /// Checks a login and password; the tenant's name when they match.
 pub trait Verifier: Send + Sync {
@@ -85,12 +87,24 @@ impl Conversation {
         }
     }
 
+    /// Keeps a conversation waiting for the client's next line; refused past a few at once
+    /// (Postfix has one at a time per connection; more is a client growing our memory).
+    fn wait(&mut self, id: &str, p: Pending) -> bool {
+        if self.pending.len() >= MAX_PENDING && !self.pending.contains_key(id) {
+            return false;
+        }
+        self.pending.insert(id.into(), p);
+        true
+    }
+
     fn auth(&mut self, v: &dyn Verifier, id: &str, mech: &str, params: &[&str]) -> Answer {
         let resp = params.iter().find_map(|p| p.strip_prefix("resp="));
         match (mech.to_ascii_uppercase().as_str(), resp) {
             ("PLAIN", Some(r)) => plain(v, id, r),
             ("PLAIN", None) => {
-                self.pending.insert(id.into(), Pending::Plain);
+                if !self.wait(id, Pending::Plain) {
+                    return fail(id, None);
+                }
                 Answer {
                     line: format!("CONT\t{id}\t\n"),
                     failed: false,
@@ -98,13 +112,17 @@ impl Conversation {
             }
             ("LOGIN", Some(r)) => match decode(r) {
                 Some(user) => {
-                    self.pending.insert(id.into(), Pending::LoginPass(user));
+                    if !self.wait(id, Pending::LoginPass(user)) {
+                        return fail(id, None);
+                    }
                     cont(id, "Password:")
                 }
                 None => fail(id, None),
             },
             ("LOGIN", None) => {
-                self.pending.insert(id.into(), Pending::LoginUser);
+                if !self.wait(id, Pending::LoginUser) {
+                    return fail(id, None);
+                }
                 cont(id, "Username:")
             }
             _ => fail(id, None),
@@ -117,7 +135,9 @@ impl Conversation {
             Some(Pending::Plain) => plain(v, id, data),
             Some(Pending::LoginUser) => match decode(data) {
                 Some(user) => {
-                    self.pending.insert(id.into(), Pending::LoginPass(user));
+                    if !self.wait(id, Pending::LoginPass(user)) {
+                        return fail(id, None);
+                    }
                     cont(id, "Password:")
                 }
                 None => fail(id, None),
@@ -257,6 +277,17 @@ mod tests {
             );
             assert!(!a.line.contains("root"), "{a:?}");
         }
+    }
+
+    #[test]
+    fn a_client_cannot_keep_unbounded_conversations_open() {
+        let mut c = Conversation::default();
+        for n in 0..1000 {
+            let _ = c.line(&One, &format!("AUTH\t{n}\tLOGIN\tservice=smtp"));
+        }
+        assert_eq!(c.pending.len(), MAX_PENDING);
+        let a = c.line(&One, "AUTH\tx\tPLAIN\tservice=smtp").unwrap();
+        assert!(a.failed, "{a:?}");
     }
 
     #[tokio::test]

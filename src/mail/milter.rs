@@ -101,11 +101,13 @@ impl Session {
             if k.is_empty() {
                 break;
             }
-            let key = String::from_utf8_lossy(k)
-                .trim_matches(['{', '}'])
-                .to_string();
-            self.macros
-                .insert(key, String::from_utf8_lossy(v).into_owned());
+            // Only the two berth reads: a hostile MTA cannot grow the map.
+            let key = String::from_utf8_lossy(k);
+            let key = key.trim_matches(['{', '}']);
+            if key == "auth_authen" || key == "i" {
+                self.macros
+                    .insert(key.into(), String::from_utf8_lossy(v).into_owned());
+            }
         }
     }
 
@@ -411,6 +413,10 @@ mod tests {
             let _ = serve(milter, &l).await;
         }
         let mut s = Session::default();
+        for n in 0..1000 {
+            let _ = s.handle(&l, b'D', format!("M{{junk{n}}}\0x\0").as_bytes());
+        }
+        assert!(s.macros.is_empty(), "macros berth never reads are not kept");
         for cmd in [b'R', b'L', b'N', b'B', b'E', b'D', b'M', b'Z'] {
             let _ = s.handle(&l, cmd, &[]);
             let _ = s.handle(&l, cmd, b"\0\0\0");

@@ -159,7 +159,9 @@ impl Mail {
     pub async fn follow(self: Arc<Self>, rt: Arc<dyn Runtime>, mut stop: watch::Receiver<bool>) {
         let name = relay::container_name(&self.namespace);
         loop {
-            if let Ok(mut logs) = rt.logs(&name, true, 0).await {
+            // No account, no relay: no call to the engine.
+            let idle = self.accounts.read().expect("accounts").is_empty();
+            if !idle && let Ok(mut logs) = rt.logs(&name, true, 0).await {
                 let mut pending = Vec::new();
                 loop {
                     tokio::select! {
