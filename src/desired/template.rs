@@ -460,21 +460,25 @@ mod tests {
         assert_eq!(parse_owner(Some("www-data")), None);
     }
 
-    #[test]
-    fn a_files_owner_that_is_not_numeric_is_refused_at_its_line() {
+    /// The shipped wordpress template with `from` replaced by `to`: its validation error.
+    fn wordpress_edited(from: &str, to: &str) -> String {
         let dir = tempfile::tempdir().unwrap();
         let repo = crate::fixtures::repo_templates().join("wordpress");
         let app = dir.path().join("wordpress");
         std::fs::create_dir_all(&app).unwrap();
-        let text = std::fs::read_to_string(repo.join("template.yaml"))
-            .unwrap()
-            .replace("files_owner: \"999:999\"", "files_owner: mysql");
-        std::fs::write(app.join("template.yaml"), text).unwrap();
+        let text = std::fs::read_to_string(repo.join("template.yaml")).unwrap();
+        assert!(text.contains(from), "{from}");
+        std::fs::write(app.join("template.yaml"), text.replace(from, to)).unwrap();
         let (mut sources, errors) = crate::spec::load_templates(dir.path());
         assert!(errors.is_empty(), "{errors}");
-        let e = validate("wordpress", sources.remove("wordpress").unwrap())
+        validate("wordpress", sources.remove("wordpress").unwrap())
             .unwrap_err()
-            .to_string();
+            .to_string()
+    }
+
+    #[test]
+    fn a_files_owner_that_is_not_numeric_is_refused_at_its_line() {
+        let e = wordpress_edited("files_owner: \"999:999\"", "files_owner: mysql");
         assert!(
             e.contains("services.db.files_owner")
                 && e.contains("\"mysql\" is not a numeric uid[:gid]"),
@@ -485,22 +489,10 @@ mod tests {
 
     #[test]
     fn a_mail_section_naming_no_secret_of_the_template_is_refused_at_its_line() {
-        let dir = tempfile::tempdir().unwrap();
-        let repo = crate::fixtures::repo_templates().join("wordpress");
-        let app = dir.path().join("wordpress");
-        std::fs::create_dir_all(&app).unwrap();
-        let text = std::fs::read_to_string(repo.join("template.yaml"))
-            .unwrap()
-            .replace(
-                "password_secret: mail_password",
-                "password_secret: db_root_pw",
-            );
-        std::fs::write(app.join("template.yaml"), text).unwrap();
-        let (mut sources, errors) = crate::spec::load_templates(dir.path());
-        assert!(errors.is_empty(), "{errors}");
-        let e = validate("wordpress", sources.remove("wordpress").unwrap())
-            .unwrap_err()
-            .to_string();
+        let e = wordpress_edited(
+            "password_secret: mail_password",
+            "password_secret: db_root_pw",
+        );
         assert!(
             e.contains("template.yaml:")
                 && e.contains("mail.password_secret: secret \"db_root_pw\" is not defined"),
