@@ -40,7 +40,11 @@ pub struct Created {
 #[utoipa::path(get, path = "/v1/tokens", tag = "access",
     responses((status = 200, description = "Every token (Unix socket only)", body = Vec<TokenRecord>)))]
 pub async fn token_index(State(s): State<AppState>) -> Json<Vec<TokenRecord>> {
-    Json(s.tokens.list())
+    let layout = s.ctl.layout();
+    Json(
+        s.tokens
+            .list(&|t| crate::auth::tenant_identity(layout, t)),
+    )
 }
 
 #[utoipa::path(post, path = "/v1/tokens", tag = "access", request_body = NewToken,
@@ -49,7 +53,16 @@ pub async fn token_create(
     State(s): State<AppState>,
     JsonBody(req): JsonBody<NewToken>,
 ) -> Result<(StatusCode, Json<Created>), ApiError> {
-    let (rec, token) = s.tokens.create(&req)?;
+    // Only tenants that exist: an instance file, and its identity (made now if the first pass
+    // has not run yet).
+    let (layout, host) = (s.ctl.layout(), s.ctl.host());
+    let exists = |t: &str| {
+        let file = host.instances_dir.join(format!("{t}.yaml"));
+        let live = file.exists() && !layout.purge_marker(t).exists();
+        live.then(|| crate::store::identity::ensure(layout, t, Some(&host.backup_dir)).ok())
+            .flatten()
+    };
+    let (rec, token) = s.tokens.create(&req, &exists)?;
     tracing::info!(prefix = %rec.prefix(), name = %rec.name, role = ?rec.role, "token created");
     Ok((
         StatusCode::CREATED,

@@ -41,6 +41,7 @@ impl From<BackupError> for ApiError {
         match e {
             BackupError::UnknownTenant(_) | BackupError::NotFound { .. } => ApiError::NotFound(m),
             BackupError::Invalid { .. } => ApiError::BadRequest(m),
+            BackupError::Foreign { .. } => ApiError::Forbidden(m),
             BackupError::Corrupt { .. }
             | BackupError::Command { .. }
             | BackupError::Exists(_)
@@ -164,6 +165,13 @@ pub async fn restore(
     instances::instance_path(&s, &tenant)?;
     let (source, id) = backup_ref(&req.from, &tenant)?;
     who.check(Need::Manage, Some(&source))?;
+    // A clone makes a tenant, and making tenants is the operator's alone: a tenant token
+    // bound to a name no tenant has yet must not bring one into being.
+    if source != tenant && !who.is_operator() {
+        return Err(ApiError::Forbidden(format!(
+            "cloning {source}'s backup into a new tenant {tenant:?} creates a tenant: operators only"
+        )));
+    }
     if source == tenant {
         let m = s.fleet.upgrades.restore(&tenant, &id).await?;
         return Ok(Json(serde_json::to_value(m).unwrap_or_default()));

@@ -191,7 +191,20 @@ pub fn principal_for(s: &AppState, given: &str) -> Result<Principal, String> {
     if !host.is_empty() && constant_time_eq(given.as_bytes(), host.as_bytes()) {
         return Ok(Principal::host_token());
     }
-    s.tokens.authenticate(given).map_err(|e| e.to_string())
+    let layout = s.ctl.layout();
+    s.tokens
+        .authenticate(given, &|t| tenant_identity(layout, t))
+        .map_err(|e| e.to_string())
+}
+
+/// The identity of tenant `t` as tokens are checked against it: a tenant that still has its
+/// directory (running, or removed without purge) has one (made now for a tenant from before
+/// identities); a purged one has none.
+pub fn tenant_identity(layout: &crate::store::Layout, t: &str) -> Option<String> {
+    if !layout.tenant(t).exists() {
+        return None;
+    }
+    crate::store::identity::ensure(layout, t, None).ok()
 }
 
 /// The audit row of a call whose token was refused: what it asked for, never what it sent.

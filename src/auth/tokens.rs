@@ -5,7 +5,14 @@
 use super::{Principal, Role};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use std::{collections::BTreeSet, path::PathBuf, sync::Mutex};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    path::PathBuf,
+    sync::Mutex,
+};
+
+/// A tenant's identity now (None: no such tenant).
+pub type Identities<'a> = &'a dyn Fn(&str) -> Option<String>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TokenError {
@@ -28,6 +35,12 @@ pub struct TokenRecord {
     pub role: Role,
     /// The tenants a tenant role is bound to (empty for the operator role).
     pub tenants: BTreeSet<String>,
+    /// Each bound tenant's identity when the token was made (`store::identity`): once a
+    /// tenant of that name has another identity (purged, perhaps added again), the token is
+    /// revoked.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schema(ignore)]
+    pub tenant_ids: BTreeMap<String, String>,
     /// Hex SHA-256 of the secret.
     #[serde(skip_serializing_if = "String::is_empty", default)]
     #[schema(ignore)]
@@ -132,9 +145,23 @@ impl TokenStore {
         })
     }
 
-    /// Makes a token; returns its record and its text (shown once, never kept).
-    pub fn create(&self, req: &NewToken) -> Result<(TokenRecord, String), TokenError> {
+    /// Makes a token; returns its record and its text (shown once, never kept). A tenant
+    /// token only for tenants that exist, bound to their identities.
+    pub fn create(
+        &self,
+        req: &NewToken,
+        ids: Identities,
+    ) -> Result<(TokenRecord, String), TokenError> {
         validate(req)?;
+        let mut tenant_ids = BTreeMap::new();
+        for t in &req.tenants {
+            let id = ids(t).ok_or_else(|| {
+                TokenError::Invalid(format!(
+                    "--tenant {t:?}: no such tenant (a token is made for tenants that exist)"
+                ))
+            })?;
+            tenant_ids.insert(t.clone(), id);
+        }
         let id = random_hex(4)?;
         let secret = random_hex(32)?;
         let now = unix_now();
@@ -143,6 +170,7 @@ impl TokenStore {
             id: id.clone(),
             role: req.role,
             tenants: req.tenants.clone(),
+            tenant_ids,
             digest: digest(&secret),
             created: now,
             expires: req.expires_in.map(|s| now.saturating_add(s)),
@@ -166,8 +194,18 @@ impl TokenStore {
         Ok((rec, format!("bth_{id}_{secret}")))
     }
 
-    pub fn list(&self) -> Vec<TokenRecord> {
-        self.lock().iter().map(TokenRecord::public).collect()
+    /// Every token; those whose tenants have another identity now are revoked first.
+    pub fn list(&self, ids: Identities) -> Vec<TokenRecord> {
+        let mut tokens = self.lock();
+        let mut next = tokens.clone();
+        let changed = next.iter_mut().fold(false, |c, t| bind(t, ids) | c);
+        if changed {
+            match self.save(&next) {
+                Ok(()) => *tokens = next,
+                Err(e) => tracing::warn!(error = %e, "cannot record revoked tokens"),
+            }
+        }
+        tokens.iter().map(TokenRecord::public).collect()
     }
 
     /// Revokes the token with this id or display prefix.
@@ -187,8 +225,13 @@ impl TokenStore {
     }
 
     /// The principal a presented token stands for; Err says why it is refused (without
-    /// saying whether the id exists).
-    pub fn authenticate(&self, presented: &str) -> Result<Principal, &'static str> {
+    /// saying whether the id exists). A token whose tenant is no longer the identity it was
+    /// made for is revoked here.
+    pub fn authenticate(
+        &self,
+        presented: &str,
+        ids: Identities,
+    ) -> Result<Principal, &'static str> {
         let refused = "unknown, expired or revoked token";
         let (id, secret) = presented
             .strip_prefix("bth_")
@@ -204,7 +247,16 @@ impl TokenStore {
         {
             return Err(refused);
         }
-        let stale = rec.last_used.is_none_or(|u| now >= u + LAST_USED_EVERY);
+        let rebound = bind(rec, ids);
+        if rec.revoked.is_some() {
+            let snapshot = tokens.clone();
+            drop(tokens);
+            if let Err(e) = self.save(&snapshot) {
+                tracing::warn!(error = %e, "cannot record a revoked token");
+            }
+            return Err(refused);
+        }
+        let stale = rebound || rec.last_used.is_none_or(|u| now >= u + LAST_USED_EVERY);
         rec.last_used = Some(now);
         let p = Principal::token(rec);
         if stale {
@@ -216,6 +268,32 @@ impl TokenStore {
         }
         Ok(p)
     }
+}
+
+/// Checks a tenant token against its tenants' identities now: one made before identities is
+/// bound to them; one whose tenant is gone or is another identity now is revoked. Whether the
+/// record changed.
+fn bind(rec: &mut TokenRecord, ids: Identities) -> bool {
+    if rec.revoked.is_some() || rec.tenants.is_empty() {
+        return false;
+    }
+    let now: BTreeMap<String, Option<String>> =
+        rec.tenants.iter().map(|t| (t.clone(), ids(t))).collect();
+    if rec.tenant_ids.is_empty() {
+        rec.tenant_ids = now
+            .into_iter()
+            .filter_map(|(t, id)| Some((t, id?)))
+            .collect();
+        return true;
+    }
+    let same = now
+        .iter()
+        .all(|(t, id)| id.is_some() && rec.tenant_ids.get(t) == id.as_ref());
+    if !same {
+        tracing::warn!(token = %rec.prefix(), "token revoked: a tenant it was made for is gone");
+        rec.revoked = Some(unix_now());
+    }
+    !same
 }
 
 fn validate(req: &NewToken) -> Result<(), TokenError> {
@@ -259,6 +337,10 @@ fn validate(req: &NewToken) -> Result<(), TokenError> {
 mod tests {
     use super::*;
 
+    fn ids(t: &str) -> Option<String> {
+        Some(format!("{t}-id"))
+    }
+
     fn new(role: Role, tenants: &[&str], expires: Option<u64>) -> NewToken {
         NewToken {
             role,
@@ -275,7 +357,7 @@ mod tests {
         let path = dir.path().join("tokens.json");
         let s = TokenStore::open(path.clone());
         let (rec, text) = s
-            .create(&new(Role::TenantAdmin, &["acme"], Some(3600)))
+            .create(&new(Role::TenantAdmin, &["acme"], Some(3600)), &ids)
             .unwrap();
         assert!(text.starts_with(&format!("{}_", rec.prefix())));
         let on_disk = std::fs::read_to_string(&path).unwrap();
@@ -285,20 +367,20 @@ mod tests {
             &std::fs::metadata(&path).unwrap().permissions(),
         );
         assert_eq!(mode & 0o777, 0o600);
-        let p = s.authenticate(&text).unwrap();
+        let p = s.authenticate(&text, &ids).unwrap();
         assert!(p.may_read("acme") && p.may_manage("acme") && !p.may_read("globex"));
         assert!(!p.is_operator());
         // Reopened from disk: the same token still works, last use recorded.
         let again = TokenStore::open(path.clone());
-        assert!(again.authenticate(&text).is_ok());
-        assert!(again.list()[0].last_used.is_some());
+        assert!(again.authenticate(&text, &ids).is_ok());
+        assert!(again.list(&ids)[0].last_used.is_some());
         assert!(
-            again.list()[0].digest.is_empty(),
+            again.list(&ids)[0].digest.is_empty(),
             "listings carry no digest"
         );
         again.revoke(&rec.prefix()).unwrap();
-        assert!(again.authenticate(&text).is_err());
-        assert!(TokenStore::open(path).authenticate(&text).is_err());
+        assert!(again.authenticate(&text, &ids).is_err());
+        assert!(TokenStore::open(path).authenticate(&text, &ids).is_err());
     }
 
     #[test]
@@ -306,7 +388,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let s = TokenStore::open(dir.path().join("tokens.json"));
         let (_, text) = s
-            .create(&new(Role::TenantViewer, &["acme"], Some(1)))
+            .create(&new(Role::TenantViewer, &["acme"], Some(1)), &ids)
             .unwrap();
         let mut wrong = text.clone();
         wrong.pop();
@@ -321,12 +403,12 @@ mod tests {
             "\u{0}\u{ffff}",
         ] {
             assert_eq!(
-                s.authenticate(t).unwrap_err(),
+                s.authenticate(t, &ids).unwrap_err(),
                 "unknown, expired or revoked token"
             );
         }
         std::thread::sleep(std::time::Duration::from_millis(1100));
-        assert!(s.authenticate(&text).is_err(), "expired");
+        assert!(s.authenticate(&text, &ids).is_err(), "expired");
     }
 
     #[test]
@@ -360,15 +442,70 @@ mod tests {
             ),
         ];
         for (req, named) in cases {
-            let e = s.create(&req).unwrap_err().to_string();
+            let e = s.create(&req, &ids).unwrap_err().to_string();
             assert!(e.contains(named), "{e}");
         }
-        assert!(s.list().is_empty(), "nothing half-made");
+        assert!(s.list(&ids).is_empty(), "nothing half-made");
         let named = NewToken {
             name: Some("ci".into()),
             ..new(Role::Operator, &[], Some(60))
         };
-        s.create(&named).unwrap();
-        assert!(s.create(&named).unwrap_err().to_string().contains("exists"));
+        s.create(&named, &ids).unwrap();
+        assert!(s.create(&named, &ids).unwrap_err().to_string().contains("exists"));
+    }
+
+    #[test]
+    fn a_token_is_only_made_for_tenants_that_exist() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = TokenStore::open(dir.path().join("tokens.json"));
+        let only_acme = |t: &str| (t == "acme").then(|| "acme-1".to_string());
+        let e = s
+            .create(&new(Role::TenantAdmin, &["acme", "newco"], Some(60)), &only_acme)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("newco") && e.contains("no such tenant"), "{e}");
+        assert!(s.list(&only_acme).is_empty(), "nothing made");
+    }
+
+    #[test]
+    fn a_token_dies_with_the_identity_of_its_tenant_not_with_the_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = TokenStore::open(dir.path().join("tokens.json"));
+        let first = |_: &str| Some("id-1".to_string());
+        let (_, text) = s
+            .create(&new(Role::TenantAdmin, &["chkpg"], Some(3600)), &first)
+            .unwrap();
+        assert!(s.authenticate(&text, &first).is_ok());
+        // Purged and added again under the same name: another identity.
+        let second = |_: &str| Some("id-2".to_string());
+        assert!(s.authenticate(&text, &second).is_err());
+        assert!(s.authenticate(&text, &first).is_err(), "stays revoked");
+        assert!(s.list(&second)[0].revoked.is_some());
+        // Purged, not added again.
+        let (_, other) = s
+            .create(&new(Role::TenantViewer, &["chkpg"], Some(3600)), &second)
+            .unwrap();
+        assert!(s.authenticate(&other, &|_: &str| None).is_err());
+    }
+
+    #[test]
+    fn a_token_from_before_identities_is_bound_at_its_next_use() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tokens.json");
+        let s = TokenStore::open(path.clone());
+        let (_, text) = s
+            .create(&new(Role::TenantAdmin, &["acme"], Some(3600)), &ids)
+            .unwrap();
+        // As written by a berth without identities.
+        let mut f: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        f["tokens"][0].as_object_mut().unwrap().remove("tenant_ids");
+        std::fs::write(&path, serde_json::to_vec(&f).unwrap()).unwrap();
+        let s = TokenStore::open(path.clone());
+        let old = |_: &str| Some("legacy".to_string());
+        assert!(s.authenticate(&text, &old).is_ok());
+        assert!(TokenStore::open(path.clone()).authenticate(&text, &old).is_ok());
+        let new_one = |_: &str| Some("new".to_string());
+        assert!(TokenStore::open(path).authenticate(&text, &new_one).is_err());
     }
 }

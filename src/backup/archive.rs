@@ -19,6 +19,10 @@ pub struct Manifest {
     pub format: u32,
     pub id: String,
     pub tenant: String,
+    /// The identity of the tenant the backup was made of (`store::identity`); archives from
+    /// before identities have none and belong to the tenant whose directory holds them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant_id: Option<String>,
     pub template: String,
     pub version: String,
     /// Unix seconds.
@@ -209,6 +213,7 @@ mod tests {
 
     fn manifest() -> Manifest {
         Manifest {
+            tenant_id: None,
             format: FORMAT,
             id: "x".into(),
             tenant: "acme".into(),

@@ -123,6 +123,7 @@ impl Backups {
             })?;
         let yaml = serde_yaml::to_string(file).expect("instance file serializes");
         atomic::write(&path, yaml.as_bytes(), 0o644).map_err(super::io(&path))?;
+        self.identity(t)?;
         self.ctl.reset_backoff(t);
         self.ctl.kick();
         Ok(())
@@ -260,6 +261,7 @@ mod tests {
 
     fn manifest() -> Manifest {
         Manifest {
+            tenant_id: None,
             format: super::super::archive::FORMAT,
             id: "20261123T000000Z-abcd".into(),
             tenant: "acme".into(),

@@ -6,6 +6,7 @@ use crate::{
     desired::Instance,
     runtime::{Runtime, spec},
     spec::template::DatabaseMode,
+    store::Layout,
 };
 use std::path::{Path, PathBuf};
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt};
@@ -27,6 +28,7 @@ async fn run_to(
     rt: &dyn Runtime,
     (container, tenant, step): (&str, &str, &str),
     cmd: &[&str],
+    stdin: Option<Vec<u8>>,
     to: &Path,
 ) -> Result<(), BackupError> {
     let mut f = tokio::fs::OpenOptions::new()
@@ -36,7 +38,7 @@ async fn run_to(
         .open(to)
         .await
         .map_err(super::io(to))?;
-    let out = rt.exec_out(container, cmd, &mut f).await?;
+    let out = rt.exec_out(container, cmd, stdin, &mut f).await?;
     checked(out, tenant, step)
 }
 
@@ -55,10 +57,26 @@ fn strs(v: &[String]) -> Vec<&str> {
     v.iter().map(String::as_str).collect()
 }
 
-/// The engine's consistent dump of the tenant's database, streamed into `to`; false without a
-/// database.
+/// The tenant's database password as the first line of stdin, for a connection that asks for
+/// it there (a shared server holds no tenant's secret file); read from the tenant's own secret.
+fn password_line(
+    layout: &Layout,
+    inst: &Instance,
+    c: &engine::Conn,
+) -> Result<Option<Vec<u8>>, BackupError> {
+    let Some(db) = inst.database.as_ref().filter(|_| c.password_stdin) else {
+        return Ok(None);
+    };
+    let path = layout.secret(&inst.tenant, &db.password_secret);
+    let pw = std::fs::read_to_string(&path).map_err(super::io(&path))?;
+    Ok(Some(format!("{}\n", pw.trim()).into_bytes()))
+}
+
+/// The engine's consistent dump of the tenant's database, made as the tenant's own database
+/// user and streamed into `to`; false without a database.
 pub async fn database(
     rt: &dyn Runtime,
+    layout: &Layout,
     ns: &str,
     inst: &Instance,
     to: &Path,
@@ -72,14 +90,17 @@ pub async fn database(
         inst.tenant.as_str(),
         engine.dump_tool(),
     );
-    run_to(rt, at, &strs(&cmd), to).await?;
+    run_to(rt, at, &strs(&cmd), password_line(layout, inst, &c)?, to).await?;
     Ok(true)
 }
 
-/// Empties the tenant's database and loads the dump in the file `dump` into it, streamed line
-/// by line (the engine may rewrite a line; the dump is never held whole).
+/// Empties the tenant's database and loads the dump in the file `dump` into it, as the
+/// tenant's own database user (a dump is tenant content: it never runs with more privilege
+/// than the tenant has), streamed line by line (the engine may rewrite a line; the dump is
+/// never held whole).
 pub async fn restore_database(
     rt: &dyn Runtime,
+    layout: &Layout,
     ns: &str,
     inst: &Instance,
     dump: &Path,
@@ -89,7 +110,8 @@ pub async fn restore_database(
     };
     let file = tokio::fs::File::open(dump).await.map_err(super::io(dump))?;
     let (reader, mut writer) = tokio::io::duplex(256 * 1024);
-    let prefix = engine.load_prefix(&c);
+    let mut prefix = password_line(layout, inst, &c)?.unwrap_or_default();
+    prefix.extend(engine.load_prefix(&c));
     let feed = async move {
         writer.write_all(&prefix).await?;
         feed_lines(engine, tokio::io::BufReader::new(file), &mut writer).await?;
@@ -123,6 +145,7 @@ async fn feed_lines(
 ) -> std::io::Result<()> {
     let mut line = Vec::new();
     let mut long = false;
+    let mut rewriter = engine.rewriter();
     loop {
         let buf = src.fill_buf().await?;
         if buf.is_empty() {
@@ -136,15 +159,18 @@ async fn feed_lines(
         line.extend_from_slice(&buf[..n]);
         src.consume(n);
         if end || line.len() >= MAX_LINE {
-            match (long, end.then(|| engine.rewrite_line(&line)).flatten()) {
-                (false, Some(new)) => dst.write_all(&new).await?,
-                _ => dst.write_all(&line).await?,
+            match rewriter.as_mut() {
+                Some(r) => dst.write_all(&r.line(&line, end && !long)).await?,
+                None => dst.write_all(&line).await?,
             }
             long = !end;
             line.clear();
         }
     }
-    dst.write_all(&line).await
+    match rewriter.as_mut() {
+        Some(r) => dst.write_all(&r.line(&line, !long)).await,
+        None => dst.write_all(&line).await,
+    }
 }
 
 /// The service container and path through which a volume is read and written. Volumes of a
@@ -188,7 +214,7 @@ pub async fn volumes(
         let cmd = ["tar", "-c", "-f", "-", "-C", &target, &exclude, "."];
         let step = format!("tar of {volume}");
         let to = dir.join(format!("volume-{n}.tar"));
-        run_to(rt, (&container, &inst.tenant, &step), &cmd, &to).await?;
+        run_to(rt, (&container, &inst.tenant, &step), &cmd, None, &to).await?;
         out.push((volume, to));
     }
     Ok(out)

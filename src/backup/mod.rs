@@ -29,6 +29,14 @@ pub enum BackupError {
         step: String,
         output: String,
     },
+    #[error(
+        "backup {id} in {tenant}'s directory was made of another tenant ({of}, or an earlier tenant of this name): refused"
+    )]
+    Foreign {
+        tenant: String,
+        id: String,
+        of: String,
+    },
     #[error("tenant {0} already exists (or is still being purged)")]
     Exists(String),
     #[error("tenant {tenant}: {why}")]
@@ -114,10 +122,12 @@ impl Backups {
         let members = self.spool_members(inst, spool.path()).await?;
         let created = now();
         let id = new_id(created);
+        let tenant_id = self.identity(tenant)?;
         let manifest = Manifest {
             format: archive::FORMAT,
             id: id.clone(),
             tenant: tenant.into(),
+            tenant_id: Some(tenant_id),
             template: inst.template.clone(),
             version: inst.version.clone(),
             created,
@@ -147,7 +157,7 @@ impl Backups {
         let ns = &self.ctl.host().namespace;
         let mut members = BTreeMap::new();
         let db = spool.join("database.sql");
-        if dump::database(rt, ns, inst, &db).await? {
+        if dump::database(rt, self.ctl.layout(), ns, inst, &db).await? {
             members.insert("database.sql".to_string(), db);
         }
         for (volume, file) in dump::volumes(rt, ns, inst, spool).await? {
@@ -169,7 +179,26 @@ impl Backups {
         Ok(members)
     }
 
-    /// Newest first.
+    /// `tenant`'s identity, made if the tenant has none yet.
+    fn identity(&self, tenant: &str) -> Result<String, BackupError> {
+        let layout = self.ctl.layout();
+        crate::store::identity::ensure(layout, tenant, Some(&self.ctl.host().backup_dir))
+            .map_err(io(&layout.tenant(tenant)))
+    }
+
+    /// Whether archive `m` was made of the tenant that now has the name `tenant`: the same
+    /// name and the same identity (an archive from before identities: the same name).
+    pub(crate) fn belongs(&self, tenant: &str, m: &Manifest) -> bool {
+        m.tenant == tenant
+            && match &m.tenant_id {
+                None => true,
+                Some(id) => {
+                    crate::store::identity::current(self.ctl.layout(), tenant).as_ref() == Some(id)
+                }
+            }
+    }
+
+    /// Newest first; only archives made of this tenant (not of an earlier one of its name).
     pub fn list(&self, tenant: &str) -> Vec<BackupInfo> {
         let Ok(rd) = std::fs::read_dir(self.dir(tenant)) else {
             return vec![];
@@ -181,6 +210,9 @@ impl Backups {
                 let id = name.strip_suffix(".tar")?.to_string();
                 // The manifest alone: listing reads no archive through.
                 let m = archive::manifest(&e.path()).ok()?;
+                if !self.belongs(tenant, &m) {
+                    return None;
+                }
                 Some(BackupInfo {
                     id,
                     tenant: tenant.into(),

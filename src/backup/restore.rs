@@ -170,8 +170,24 @@ impl Backups {
                 id: id.into(),
             });
         }
+        // Whose archive it is, from its manifest alone, before anything is unpacked: never
+        // one made of another tenant, or of an earlier tenant that had this name.
+        let m = super::archive::manifest(&path)?;
+        if !self.belongs(tenant, &m) {
+            return Err(BackupError::Foreign {
+                tenant: tenant.into(),
+                id: id.into(),
+                of: m.tenant,
+            });
+        }
         let spool = Spool::new(&self.dir(tenant))?;
         let (manifest, members) = super::archive::unpack(&path, spool.path())?;
+        if manifest != m {
+            return Err(BackupError::Corrupt {
+                path: path.display().to_string(),
+                why: "its manifest changed while it was read".into(),
+            });
+        }
         Ok((spool, manifest, members))
     }
 
@@ -185,7 +201,7 @@ impl Backups {
         let rt = self.ctl.runtime().as_ref();
         let ns = &self.ctl.host().namespace;
         if let Some(sql) = members.get("database.sql") {
-            dump::restore_database(rt, ns, &inst, sql).await?;
+            dump::restore_database(rt, self.ctl.layout(), ns, &inst, sql).await?;
         }
         for (name, data) in members {
             if let Some(volume) = name

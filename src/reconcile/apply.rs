@@ -51,6 +51,11 @@ pub enum ApplyError {
         path: String,
         source: std::io::Error,
     },
+    #[error("tenant {tenant}: cannot record its identity: {source}")]
+    Identity {
+        tenant: String,
+        source: std::io::Error,
+    },
 }
 
 pub struct Applier<'a> {
@@ -190,7 +195,15 @@ impl Applier<'_> {
                     .map_err(e)
             }
             Step::PullImage(image) => self.pull(t, image),
-            Step::WriteFiles => Ok(files::write(self.layout, need(inst))?),
+            Step::WriteFiles => {
+                // A tenant written by hand gets its identity here, before anything of it.
+                crate::store::identity::ensure(self.layout, t, Some(&self.host.backup_dir))
+                    .map_err(|source| ApplyError::Identity {
+                        tenant: t.into(),
+                        source,
+                    })?;
+                Ok(files::write(self.layout, need(inst))?)
+            }
             Step::EnsureSharedDatabase => {
                 let i = need(inst);
                 let engine = i.database.as_ref().map(|d| d.engine);
@@ -305,10 +318,17 @@ impl Applier<'_> {
                 source,
             }
         };
+        // The tenant's backups go with it (a later tenant of this name starts empty), then its
+        // directory with its identity: its tokens are refused from here on.
+        let backups = self.host.backup_dir.join(t);
         let dir = self.layout.tenant(t);
-        match std::fs::remove_dir_all(&dir) {
-            Err(err) if err.kind() != std::io::ErrorKind::NotFound => return Err(perr(&dir)(err)),
-            _ => {}
+        for d in [&backups, &dir] {
+            match std::fs::remove_dir_all(d) {
+                Err(err) if err.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(perr(d)(err));
+                }
+                _ => {}
+            }
         }
         self.allocs.release(t).map_err(|source| ApplyError::Alloc {
             tenant: t.into(),

@@ -103,7 +103,35 @@ pub async fn ensure(
         pw = password.trim(),
         limit = cfg.connection_limit,
     );
-    psql(rt, &server, &inst.tenant, sql).await
+    psql(rt, &server, &inst.tenant, "postgres", sql).await?;
+    psql(rt, &server, &inst.tenant, &r, reown_sql(&r)).await
+}
+
+/// Gives the tenant's role back everything in its database that another role owns: schemas,
+/// tables, views, sequences, routines and types. Restores before berth loaded dumps as the
+/// tenant ran as the superuser and left objects (a tenant's `SECURITY DEFINER` functions
+/// among them) owned by `postgres`. Object names come from the catalog, quoted by `%I` and
+/// the reg* types; nothing of the tenant's content is run.
+fn reown_sql(r: &str) -> String {
+    format!(
+        "DO $$ DECLARE o record; BEGIN\n\
+         FOR o IN SELECT nspname FROM pg_namespace WHERE nspname NOT LIKE 'pg\\_%' AND nspname <> 'information_schema' AND nspowner NOT IN ('{r}'::regrole, 'pg_database_owner'::regrole) LOOP\n\
+           EXECUTE format('ALTER SCHEMA %I OWNER TO {r}', o.nspname); END LOOP;\n\
+         FOR o IN SELECT c.oid::regclass AS c FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace\n\
+           WHERE n.nspname NOT LIKE 'pg\\_%' AND n.nspname <> 'information_schema' AND c.relowner <> '{r}'::regrole\n\
+           AND c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f')\n\
+           AND NOT EXISTS (SELECT FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid\n\
+                           AND d.refclassid = 'pg_class'::regclass AND d.deptype IN ('a', 'i')) LOOP\n\
+           EXECUTE format('ALTER TABLE %s OWNER TO {r}', o.c); END LOOP;\n\
+         FOR o IN SELECT p.oid::regprocedure AS p FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace\n\
+           WHERE n.nspname NOT LIKE 'pg\\_%' AND n.nspname <> 'information_schema' AND p.proowner <> '{r}'::regrole LOOP\n\
+           EXECUTE format('ALTER ROUTINE %s OWNER TO {r}', o.p); END LOOP;\n\
+         FOR o IN SELECT t.oid::regtype AS t FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace\n\
+           WHERE n.nspname NOT LIKE 'pg\\_%' AND n.nspname <> 'information_schema' AND t.typowner <> '{r}'::regrole\n\
+           AND t.typtype IN ('d', 'e', 'r', 'm') LOOP\n\
+           EXECUTE format('ALTER TYPE %s OWNER TO {r}', o.t); END LOOP;\n\
+         END $$;\n"
+    )
 }
 
 /// Drops the tenant's database and role (purge). No server, nothing to drop.
@@ -123,6 +151,7 @@ pub async fn drop_tenant(
         rt,
         &server,
         tenant,
+        "postgres",
         format!(
             "DROP DATABASE IF EXISTS {r} WITH (FORCE);\nDROP ROLE IF EXISTS {r};\n\
              DROP DATABASE IF EXISTS {old} WITH (FORCE);\nDROP ROLE IF EXISTS {old};\n"
@@ -172,10 +201,12 @@ pub async fn retire_if_unused(
     Ok(true)
 }
 
+/// Runs `sql` as the superuser in `database`.
 async fn psql(
     rt: &dyn Runtime,
     server: &str,
     tenant: &str,
+    database: &str,
     sql: String,
 ) -> Result<(), SharedDbError> {
     // SQL (and the password in it) goes through stdin, never argv: argv shows in `ps` and events.
@@ -192,7 +223,7 @@ async fn psql(
                 "-U",
                 "postgres",
                 "-d",
-                "postgres",
+                database,
                 "-f",
                 "-",
             ],

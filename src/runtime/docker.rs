@@ -876,10 +876,14 @@ impl Runtime for DockerRuntime {
         &self,
         name: &str,
         cmd: &[&str],
+        stdin: Option<Vec<u8>>,
         sink: &mut (dyn AsyncWrite + Unpin + Send),
     ) -> Result<ExecOutput, RuntimeError> {
+        let mut data = stdin.as_deref();
         let io = ExecIo {
-            stdin: None,
+            stdin: data
+                .as_mut()
+                .map(|d| d as &mut (dyn AsyncRead + Unpin + Send)),
             sink: Some(sink),
         };
         self.exec_io(name, cmd, io, None).await

@@ -270,9 +270,10 @@ impl Runtime for FakeRuntime {
         &self,
         name: &str,
         cmd: &[&str],
+        stdin: Option<Vec<u8>>,
         sink: &mut (dyn tokio::io::AsyncWrite + Unpin + Send),
     ) -> Result<ExecOutput, RuntimeError> {
-        let out = self.exec(name, cmd, None).await?;
+        let out = self.exec(name, cmd, stdin).await?;
         tokio::io::AsyncWriteExt::write_all(sink, &out.stdout)
             .await
             .map_err(|e| RuntimeError::Unreachable(e.to_string()))?;

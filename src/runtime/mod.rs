@@ -219,12 +219,14 @@ pub trait Runtime: Send + Sync + 'static {
         cmd: &[&str],
         stdin: Option<Vec<u8>>,
     ) -> Result<ExecOutput, RuntimeError>;
-    /// Like `exec` without stdin, its stdout written to `sink` as it arrives (never held whole:
-    /// dumps and archives); `output` holds its stderr only (capped), `stdout` stays empty.
+    /// Like `exec` (with a small `stdin`, e.g. a password line), its stdout written to `sink`
+    /// as it arrives (never held whole: dumps and archives); `output` holds its stderr only
+    /// (capped), `stdout` stays empty.
     async fn exec_out(
         &self,
         name: &str,
         cmd: &[&str],
+        stdin: Option<Vec<u8>>,
         sink: &mut (dyn tokio::io::AsyncWrite + Unpin + Send),
     ) -> Result<ExecOutput, RuntimeError>;
     /// Like `exec`, its stdin read from `source` as the command takes it.

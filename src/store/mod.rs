@@ -2,6 +2,7 @@
 
 pub mod alloc;
 pub mod atomic;
+pub mod identity;
 pub mod layout;
 
 pub use alloc::{AllocError, Allocation, Allocations};

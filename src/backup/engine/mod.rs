@@ -2,6 +2,7 @@
 //! loaded into a clean database. Each engine is one small file; the commands run in the
 //! container that serves the database (the tenant's sidecar, or the host's shared server).
 
+mod definers;
 mod mariadb;
 mod postgres;
 
@@ -21,9 +22,11 @@ pub struct Conn {
     /// socket and does not read it).
     pub password_file: Option<String>,
     pub port: u16,
-    /// Over the server's own socket (the shared servers' superusers exist only there), else
-    /// over TCP to 127.0.0.1 inside the container.
+    /// Over the server's own socket, else over TCP to 127.0.0.1 inside the container.
     pub socket: bool,
+    /// The password is not a file in the container (a shared server holds no tenant's
+    /// secret): the caller writes it as the first line of the command's stdin.
+    pub password_stdin: bool,
 }
 
 /// One database engine's dump and load, as commands run in the server's container.
@@ -37,9 +40,23 @@ pub trait Engine: Send + Sync {
     fn load(&self, c: &Conn) -> Vec<String>;
     /// What `load` is fed before the dump: the statements that empty the database.
     fn load_prefix(&self, c: &Conn) -> Vec<u8>;
-    /// A dump line as it must be loaded (None: as it is). Lines are streamed, never the dump.
-    fn rewrite_line(&self, _line: &[u8]) -> Option<Vec<u8>> {
+    /// What rewrites a dump's lines on their way into `load` (None: loaded as they are).
+    /// Lines are streamed, never the dump.
+    fn rewriter(&self) -> Option<Box<dyn Rewriter>> {
         None
+    }
+}
+
+/// A dump's lines as they must be loaded, in order; state may run across lines.
+pub trait Rewriter: Send {
+    /// `line` (with its newline), or with `whole` false a piece of a line too long to hold:
+    /// followed, never rewritten.
+    fn line(&mut self, line: &[u8], whole: bool) -> Vec<u8>;
+}
+
+impl Rewriter for definers::Definers {
+    fn line(&mut self, line: &[u8], whole: bool) -> Vec<u8> {
+        definers::Definers::line(self, line, whole)
     }
 }
 
@@ -64,33 +81,53 @@ pub fn conn(ns: &str, inst: &Instance) -> Option<(&'static dyn Engine, Conn)> {
             password_file: Some(secret),
             port: db.port,
             socket: false,
+            password_stdin: false,
         },
-        // The shared PostgreSQL server: its superuser, over the local socket.
+        // The shared PostgreSQL server: the tenant's own role (which owns its database and
+        // everything in it) over the local socket, never the superuser: a dump is tenant
+        // content, and what it creates must be owned by, and run as, the tenant.
         DatabaseMode::Shared if db.engine == DatabaseEngine::Postgres => Conn {
             container: spec::container_name(ns, labels::HOST_TENANT, "postgres"),
-            user: "postgres".into(),
+            user: db.user.clone(),
             database: db.name.clone(),
             password_file: None,
             port: db.port,
             socket: true,
+            password_stdin: false,
         },
-        // The shared MariaDB server: root, which exists on its socket only.
+        // The shared MariaDB server: the tenant's own user (privileges on its database only),
+        // its password given on stdin, never root.
         DatabaseMode::Shared => Conn {
             container: crate::reconcile::shared_mariadb::server_name(ns),
-            user: "root".into(),
+            user: db.user.clone(),
             database: db.name.clone(),
-            password_file: Some(crate::reconcile::shared_mariadb::ROOT_SECRET_PATH.into()),
+            password_file: None,
             port: db.port,
             socket: true,
+            password_stdin: true,
         },
     };
     Some((of(db.engine), c))
 }
 
-/// `sh -c` that exports the password from its file as `var`, then runs `cmd`: the password
-/// never appears in an argument list (visible in `ps`) or in the exec request.
-fn with_password(var: &str, file: Option<&str>, cmd: Vec<String>) -> Vec<String> {
-    let Some(file) = file else { return cmd };
+/// `sh -c` that exports the password as `var`, then runs `cmd`: read from its file in the
+/// container, or (`password_stdin`) from the first line of stdin, which the tool then reads on
+/// from where the line ended. The password never appears in an argument list (visible in
+/// `ps`) or in the exec request.
+fn with_password(var: &str, c: &Conn, cmd: Vec<String>) -> Vec<String> {
+    if c.password_stdin {
+        let mut v = vec![
+            "sh".into(),
+            "-c".into(),
+            format!("IFS= read -r {var} && export {var} && exec \"$@\""),
+            "sh".into(),
+        ];
+        v.extend(cmd);
+        return v;
+    }
+    let Some(file) = c.password_file.as_deref() else {
+        return cmd;
+    };
     let mut v = vec![
         "sh".into(),
         "-c".into(),
@@ -113,6 +150,7 @@ mod tests {
             password_file: Some("/run/secrets/db_password".into()),
             port: 3306,
             socket: false,
+            password_stdin: false,
         }
     }
 
@@ -133,9 +171,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("pw");
         std::fs::write(&f, "s3cret").unwrap();
+        let c = Conn {
+            password_file: Some(f.to_str().unwrap().into()),
+            ..conn()
+        };
         let cmd = with_password(
             "MYSQL_PWD",
-            Some(f.to_str().unwrap()),
+            &c,
             vec![
                 "sh".into(),
                 "-c".into(),
@@ -148,5 +190,34 @@ mod tests {
             .output()
             .unwrap();
         assert_eq!(String::from_utf8_lossy(&out.stdout), "s3cret|a b\n");
+    }
+
+    #[test]
+    fn a_password_on_the_first_line_of_stdin_leaves_the_rest_for_the_tool() {
+        use std::io::Write;
+        let c = Conn {
+            password_stdin: true,
+            password_file: None,
+            ..conn()
+        };
+        let cmd = with_password(
+            "MYSQL_PWD",
+            &c,
+            vec!["sh".into(), "-c".into(), "echo \"$MYSQL_PWD|$(cat)\"".into()],
+        );
+        let mut child = std::process::Command::new(&cmd[0])
+            .args(&cmd[1..])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(b"p w\\x\nSELECT 1;\n")
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "p w\\x|SELECT 1;\n");
     }
 }

@@ -583,10 +583,11 @@ impl Runtime for SwarmRuntime {
         &self,
         name: &str,
         cmd: &[&str],
+        stdin: Option<Vec<u8>>,
         sink: &mut (dyn tokio::io::AsyncWrite + Unpin + Send),
     ) -> Result<ExecOutput, RuntimeError> {
         let (rt, id) = self.locate(name).await?;
-        rt.exec_out(&id, cmd, sink).await
+        rt.exec_out(&id, cmd, stdin, sink).await
     }
 
     async fn exec_in(
