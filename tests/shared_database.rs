@@ -106,6 +106,52 @@ fn shared_mode_gives_each_tenant_its_own_database_that_no_other_tenant_can_open(
         "select rolconnlimit from pg_roles where rolname = '{mike_db}'"
     ));
     assert_eq!(limit, "5");
+    // A tenant's SECURITY DEFINER function goes through its own backup and restore still
+    // owned by its role and running as it. (Before, the dump was loaded by the superuser and
+    // the function came back owned by postgres: the tenant was superuser of the server.)
+    let as_november = |sql: &str| tenant_sql(&h, "november", &november_db, sql);
+    let (ok, out) = as_november(
+        "CREATE TABLE notes (v text); INSERT INTO notes VALUES ('keep me');\n\
+         CREATE FUNCTION public.whoami() RETURNS text LANGUAGE sql SECURITY DEFINER\n\
+         AS $$ SELECT current_user::text || ' ' || (SELECT rolsuper::text FROM pg_roles WHERE rolname = current_user) $$;",
+    );
+    assert!(ok, "{out}");
+    let made = h.cli_ok(&["backup", "november"]);
+    let id = made.split_whitespace().nth(2).unwrap().to_string();
+    h.cli_ok(&["restore", "november", "--from", &id]);
+    let owner = |name: &str| {
+        superuser_in(
+            &november_db,
+            &format!("select pg_get_userbyid(proowner) from pg_proc where proname = '{name}'"),
+        )
+    };
+    assert_eq!(owner("whoami"), november_db, "the function's owner");
+    let (ok, out) = as_november("SELECT public.whoami();");
+    assert!(ok && out == format!("{november_db} false"), "{out}");
+    let (ok, out) = as_november("COPY (SELECT 1) TO PROGRAM 'true';");
+    assert!(!ok && out.contains("must be superuser"), "{out}");
+    let (ok, out) = as_november("SELECT v FROM notes;");
+    assert!(ok && out == "keep me", "{out}");
+    let port = h.port("november");
+    wait_for(
+        Duration::from_secs(30),
+        || http_get(port, "/cgi-bin/db").is_some_and(|(_, b)| b.contains("db-ok")),
+        "november's app on its restored database",
+    );
+    // Objects a restore of the old kind left owned by the superuser are given back to the
+    // tenant's role at its next change.
+    superuser_in(
+        &november_db,
+        "create function public.legacy() returns int language sql security definer as 'select 1'",
+    );
+    assert_eq!(owner("legacy"), "postgres");
+    h.cli_ok(&["set", "november", "site_title=Restored"]);
+    wait_for(
+        Duration::from_secs(30),
+        || owner("legacy") == november_db,
+        "the superuser's function given back to the tenant",
+    );
+
     // A database of the old naming (`t_<tenant>`) is renamed to the keyed name, data and all.
     superuser_sql("create role t_oscar login");
     superuser_sql("create database t_oscar owner t_oscar");
@@ -159,4 +205,40 @@ fn shared_mode_gives_each_tenant_its_own_database_that_no_other_tenant_can_open(
         "the unused shared database server removed",
     );
     assert_eq!(reserved(&h), 0, "the stopped server is still reserved");
+}
+
+/// `sql` through `psql -f -` in `t`'s app container as its own role against the shared
+/// server: (succeeded, output).
+fn tenant_sql(h: &Harness, t: &str, db: &str, sql: &str) -> (bool, String) {
+    use std::io::Write;
+    let mut child = std::process::Command::new("docker")
+        .args([
+            "exec",
+            "-i",
+            &h.container(t, "app"),
+            "sh",
+            "-c",
+            &format!(
+                "PGPASSWORD=$(cat /run/secrets/db_password) HOME=/tmp exec psql -h {}-shared-postgres -U {db} -d {db} -v ON_ERROR_STOP=1 -qtA -f -",
+                h.ns
+            ),
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(sql.as_bytes())
+        .unwrap();
+    let o = child.wait_with_output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    (o.status.success(), text.trim().to_string())
 }
