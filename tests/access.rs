@@ -225,3 +225,110 @@ fn the_api_serves_tls_from_berths_ca_and_the_cli_verifies_it() {
     );
     h.kill9();
 }
+
+/// A tenant is an identity, not a name. Found on main: a name reused after `rm --purge`
+/// listed the old tenant's backups and the old tenant's token still managed it; a token could
+/// be minted for a tenant that did not exist and then create it by cloning into it.
+#[test]
+fn a_name_reused_after_purge_starts_empty_and_tenant_tokens_never_create_tenants() {
+    const SLOT: u16 = 104;
+    let Some(_g) = docker_test() else { return };
+    let mut h = Harness::new(SLOT);
+    let api = h.with_tcp_api(SLOT, "");
+    for t in ["acme", "chkpg"] {
+        common::write_instance(&h, t, "template: demo\nversion: \"1\"\nplan: small\n");
+    }
+    h.start();
+    h.wait_running(&["acme", "chkpg"]);
+    let mint = |tenants: &[&str], name: &str| {
+        let mut args = vec!["token", "create", "--role", "tenant-admin"];
+        for t in tenants {
+            args.extend(["--tenant", t]);
+        }
+        args.extend(["--expires", "1h", "--name", name]);
+        h.cli(&args)
+    };
+    // No token for a tenant that does not exist.
+    let o = mint(&["acme", "newco"], "with-newco");
+    let err = String::from_utf8_lossy(&o.stderr).to_string();
+    assert!(!o.status.success() && err.contains("newco"), "{err}");
+    assert!(!h.cli_ok(&["token", "ls"]).contains("with-newco"));
+
+    let made = mint(&["acme", "chkpg"], "two");
+    assert!(made.status.success());
+    let file = h.path("two.token");
+    std::fs::write(&file, String::from_utf8_lossy(&made.stdout).trim()).unwrap();
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let as_token = |args: &[&str]| {
+        let mut all = vec!["--api", &api, "--token-file", file.to_str().unwrap()];
+        all.extend_from_slice(args);
+        h.cli(&all)
+    };
+    let backup_id = |t: &str| {
+        let o = as_token(&["backup", t, "-o", "json"]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        v["id"].as_str().unwrap().to_string()
+    };
+    let (acme_id, chk_id) = (backup_id("acme"), backup_id("chkpg"));
+
+    // Cloning makes a tenant: the operator's alone, whatever the token's tenants.
+    let o = as_token(&["restore", "chkpg", "--from", &format!("acme:{acme_id}")]);
+    let err = String::from_utf8_lossy(&o.stderr).to_string();
+    assert!(!o.status.success() && err.contains("operators only"), "{err}");
+
+    // Purged: its backups go, and the token bound to it is revoked (for acme too).
+    h.cli_ok(&["rm", "chkpg", "--purge"]);
+    common::wait_for(
+        std::time::Duration::from_secs(60),
+        || {
+            h.reconcile();
+            !h.path("state/tenants/chkpg").exists()
+        },
+        "chkpg purged",
+    );
+    assert!(!h.path("state/backups/chkpg").exists());
+    let o = as_token(&["status", "acme"]);
+    let err = String::from_utf8_lossy(&o.stderr).to_string();
+    assert!(!o.status.success() && err.contains("bearer token"), "{err}");
+    let listed = h.cli_ok(&["token", "ls"]);
+    assert!(
+        listed
+            .lines()
+            .any(|l| l.contains("two") && l.contains("revoked")),
+        "{listed}"
+    );
+
+    // The same name again is a new tenant: no backups, none of the old ones restorable.
+    common::write_instance(&h, "chkpg", "template: demo\nversion: \"1\"\nplan: small\n");
+    h.wait_running(&["chkpg"]);
+    let count = || {
+        let v: serde_json::Value =
+            serde_json::from_str(&h.cli_ok(&["backup", "chkpg", "--list", "-o", "json"])).unwrap();
+        v["backups"].as_array().map_or(0, Vec::len)
+    };
+    assert_eq!(count(), 0);
+    let o = h.cli(&["restore", "chkpg", "--from", &chk_id]);
+    assert!(!o.status.success());
+    // An archive of another tenant put into its directory is neither listed nor restored.
+    std::fs::copy(
+        h.path(&format!("state/backups/acme/{acme_id}.tar")),
+        h.path(&format!("state/backups/chkpg/{acme_id}.tar")),
+    )
+    .or_else(|_| {
+        std::fs::create_dir_all(h.path("state/backups/chkpg"))?;
+        std::fs::copy(
+            h.path(&format!("state/backups/acme/{acme_id}.tar")),
+            h.path(&format!("state/backups/chkpg/{acme_id}.tar")),
+        )
+    })
+    .unwrap();
+    assert_eq!(count(), 0);
+    let o = h.cli(&["restore", "chkpg", "--from", &acme_id]);
+    let err = String::from_utf8_lossy(&o.stderr).to_string();
+    assert!(
+        !o.status.success() && err.contains("another tenant"),
+        "{err}"
+    );
+    h.kill9();
+}

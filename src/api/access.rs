@@ -118,8 +118,18 @@ pub async fn audit_index(
         }
         tenants = Some([t].into());
     }
+    // A tenant token reads its tenants' rows of their present identities only.
+    let ids = match (&tenants, who.is_operator()) {
+        (Some(set), false) => Some(
+            set.iter()
+                .filter_map(|t| Some((t.clone(), crate::store::identity::current(s.ctl.layout(), t)?)))
+                .collect(),
+        ),
+        _ => None,
+    };
     let filter = Filter {
         tenants,
+        ids,
         since_ms: q.since,
         limit: Some(q.limit.unwrap_or(1000).min(100_000)),
     };

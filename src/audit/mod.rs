@@ -48,6 +48,11 @@ pub struct Event {
     pub source: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tenant: Option<String>,
+    /// The tenant's identity when the row was written (`store::identity`), filled in by the
+    /// log: a tenant token reads only its own tenants' rows of their present identities, never
+    /// those of an earlier tenant of the same name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant_id: Option<String>,
     /// What was done, e.g. `backup.create`, `upgrade.wave`, `tenant.wake`.
     pub action: String,
     /// What it was done to beyond the tenant (a backup id, a domain, a token prefix).
@@ -75,6 +80,7 @@ impl Event {
             actor: Actor::system(part),
             source: "system".into(),
             tenant: tenant.map(String::from),
+            tenant_id: None,
             action: action.into(),
             target: None,
             result: if result.is_ok() { "ok" } else { "error" }.into(),
@@ -100,6 +106,8 @@ pub fn now_ms() -> u64 {
 pub struct Filter {
     /// Only these tenants' rows (a tenant token's own); None: every row.
     pub tenants: Option<std::collections::BTreeSet<String>>,
+    /// With `tenants`: only rows written for these identities of them (tenant → id).
+    pub ids: Option<std::collections::BTreeMap<String, String>>,
     pub since_ms: Option<u64>,
     /// The newest this many.
     pub limit: Option<usize>,
@@ -111,6 +119,11 @@ impl Filter {
             None => true,
             Some(set) => e.tenant.as_ref().is_some_and(|t| set.contains(t)),
         };
+        let id_ok = match (&self.ids, &e.tenant) {
+            (Some(ids), Some(t)) => ids.get(t).is_some_and(|id| e.tenant_id.as_ref() == Some(id)),
+            _ => true,
+        };
+        let tenant_ok = tenant_ok && id_ok;
         tenant_ok && self.since_ms.is_none_or(|s| e.time >= s)
     }
 }
@@ -119,6 +132,8 @@ pub struct Audit {
     path: PathBuf,
     max_bytes: u64,
     lock: Mutex<()>,
+    /// Where tenants' identities are read to stamp rows (None: rows carry none).
+    identities: Option<crate::store::Layout>,
 }
 
 impl Audit {
@@ -131,12 +146,30 @@ impl Audit {
             path: dir.join("audit.log"),
             max_bytes,
             lock: Mutex::new(()),
+            identities: None,
         }
+    }
+
+    /// Rows about a tenant are stamped with its identity, read from `layout`.
+    pub fn with_identities(mut self, layout: crate::store::Layout) -> Audit {
+        self.identities = Some(layout);
+        self
     }
 
     /// Appends `e`; a log that cannot be written is reported in the agent's log, and the
     /// action it records is not undone.
     pub fn record(&self, e: &Event) {
+        let stamped;
+        let e = match (&self.identities, &e.tenant, &e.tenant_id) {
+            (Some(layout), Some(t), None) => {
+                stamped = Event {
+                    tenant_id: crate::store::identity::current(layout, t),
+                    ..e.clone()
+                };
+                &stamped
+            }
+            _ => e,
+        };
         let _g = self.lock.lock().expect("audit lock");
         if let Err(err) = self.append(e) {
             tracing::error!(error = %err, path = %self.path.display(), "cannot write the audit log");
@@ -255,5 +288,29 @@ mod tests {
         let rows = a.query(&Filter::default());
         assert_eq!(rows.len(), 2);
         assert_eq!(rows[1].action, "tenant.wake");
+    }
+
+    #[test]
+    fn rows_are_stamped_with_the_tenants_identity_and_read_back_by_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = crate::store::Layout::new(dir.path().join("state"));
+        let a = Audit::open(dir.path()).with_identities(layout.clone());
+        let first = crate::store::identity::ensure(&layout, "chkpg", None).unwrap();
+        a.record(&ev("chkpg", "backup.create"));
+        std::fs::remove_dir_all(layout.tenant("chkpg")).unwrap();
+        let second = crate::store::identity::ensure(&layout, "chkpg", None).unwrap();
+        a.record(&ev("chkpg", "instance.state"));
+        let of = |id: &str| {
+            a.query(&Filter {
+                tenants: Some(["chkpg".to_string()].into()),
+                ids: Some([("chkpg".to_string(), id.to_string())].into()),
+                ..Default::default()
+            })
+        };
+        let new_rows = of(&second);
+        assert_eq!(new_rows.len(), 1);
+        assert_eq!(new_rows[0].action, "instance.state");
+        assert_eq!(of(&first)[0].action, "backup.create");
+        assert_eq!(a.query(&Filter::default()).len(), 2, "the operator sees both");
     }
 }

@@ -220,6 +220,7 @@ fn refused_login(req: &Request, e: &ApiError) -> Event {
         },
         source: source(req),
         tenant: None,
+        tenant_id: None,
         action: "auth.login".into(),
         target: Some(format!(
             "{} {}",
@@ -263,6 +264,7 @@ pub async fn authorize(
         actor: principal.actor.clone(),
         source: source(&req),
         tenant: tenant.clone(),
+        tenant_id: None,
         action: route.map_or("unknown", |r| r.action).to_string(),
         target: (!target.is_empty()).then(|| target.join(" ")),
         result: "ok".into(),

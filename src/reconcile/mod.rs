@@ -129,7 +129,10 @@ impl Controller {
         let probes = crate::probe::Prober::new(host.probes.clone(), checker, kick.clone());
         Ok(Controller {
             sleep: Arc::new(crate::sleep::state::SleepSet::open(layout.sleep())),
-            audit: Arc::new(crate::audit::Audit::open(&layout.root().join("audit"))),
+            audit: Arc::new(
+                crate::audit::Audit::open(&layout.root().join("audit"))
+                    .with_identities(layout.clone()),
+            ),
             probes,
             disks,
             rt,

@@ -178,6 +178,7 @@ fn login_event(
         actor,
         source: "ui".into(),
         tenant: None,
+        tenant_id: None,
         action: "auth.login".into(),
         target: Some("POST /ui/login".into()),
         result: result.into(),
