@@ -246,6 +246,7 @@ pub async fn run(mut host: HostConfig) -> Result<(), DaemonError> {
         servers.spawn(m.follow(ctl.runtime().clone(), stop_rx.clone()));
     }
     fleet.upgrades.spawn();
+    fleet.backups.discard_scratch();
     let (backups, unfinished) = (fleet.backups.clone(), fleet.unfinished_restores.clone());
     tokio::spawn(async move { backups.resume(unfinished).await });
     servers.spawn(fleet.jobs.clone().run_loop(stop_rx.clone()));

@@ -26,6 +26,7 @@ pub mod images;
 pub mod jobs;
 pub mod mail;
 pub mod metrics;
+pub mod ops;
 pub mod probe;
 pub mod proxy;
 pub mod reconcile;

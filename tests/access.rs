@@ -275,7 +275,10 @@ fn a_name_reused_after_purge_starts_empty_and_tenant_tokens_never_create_tenants
     // Cloning makes a tenant: the operator's alone, whatever the token's tenants.
     let o = as_token(&["restore", "chkpg", "--from", &format!("acme:{acme_id}")]);
     let err = String::from_utf8_lossy(&o.stderr).to_string();
-    assert!(!o.status.success() && err.contains("operators only"), "{err}");
+    assert!(
+        !o.status.success() && err.contains("operators only"),
+        "{err}"
+    );
 
     // Purged: its backups go, and the token bound to it is revoked (for acme too).
     h.cli_ok(&["rm", "chkpg", "--purge"]);
@@ -330,5 +333,116 @@ fn a_name_reused_after_purge_starts_empty_and_tenant_tokens_never_create_tenants
         !o.status.success() && err.contains("another tenant"),
         "{err}"
     );
+    h.kill9();
+}
+
+/// Long operations belong to the agent. Found on main: `curl --max-time 1 … /verify` left the
+/// verify's scratch tenant and its containers behind for good, and a restore dropped the same
+/// way could leave the tenant held (later changes never applied).
+#[test]
+fn a_client_that_drops_a_long_request_changes_nothing_and_leaves_nothing_behind() {
+    const SLOT: u16 = 105;
+    let Some(_g) = docker_test() else { return };
+    let mut h = Harness::new(SLOT);
+    common::write_instance(&h, "acme", "template: demo\nversion: \"1\"\nplan: small\n");
+    h.start();
+    h.wait_running(&["acme"]);
+    let made: serde_json::Value =
+        serde_json::from_str(&h.cli_ok(&["backup", "acme", "-o", "json"])).unwrap();
+    let id = made["id"].as_str().unwrap().to_string();
+    let audited = |action: &str| {
+        let rows: Vec<serde_json::Value> =
+            serde_json::from_str(&h.cli_ok(&["audit", "-o", "json"])).unwrap();
+        rows.into_iter()
+            .filter(|r| r["action"] == action)
+            .collect::<Vec<_>>()
+    };
+    fn scratch_left(h: &Harness) -> bool {
+        let files = std::fs::read_dir(h.path("instances"))
+            .unwrap()
+            .flatten()
+            .any(|e| e.file_name().to_string_lossy().starts_with("verify-"));
+        let containers = common::docker_ok(&[
+            "ps",
+            "-a",
+            "--filter",
+            &format!("name={}-verify-", h.ns),
+            "--format",
+            "{{.Names}}",
+        ]);
+        files || !containers.is_empty() || h.cli_ok(&["ls"]).contains("verify-")
+    }
+    let verify = format!("acme:{id}");
+    for (args, action) in [
+        (vec!["backup", "verify", verify.as_str()], "backup.verify"),
+        (
+            vec!["restore", "acme", "--from", id.as_str()],
+            "backup.restore",
+        ),
+    ] {
+        let mut client = std::process::Command::new(env!("CARGO_BIN_EXE_berth"))
+            .args(["--config", h.path("berth.yaml").to_str().unwrap()])
+            .args(&args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(400));
+        client.kill().unwrap();
+        let _ = client.wait();
+        // The operation runs on to its end and is audited once, with its outcome.
+        common::wait_for(
+            std::time::Duration::from_secs(180),
+            || !audited(action).is_empty(),
+            action,
+        );
+        let rows = audited(action);
+        assert_eq!(rows.len(), 1, "{rows:?}");
+        assert_eq!(rows[0]["result"], "ok", "{rows:?}");
+    }
+    assert!(!scratch_left(&h), "the verify's scratch tenant is gone");
+    // Nothing holds the tenant: a later change is applied.
+    h.cli_ok(&["stop", "acme"]);
+    common::wait_for(
+        std::time::Duration::from_secs(60),
+        || {
+            h.reconcile();
+            h.status("acme")["phase"] == "stopped"
+        },
+        "acme stopped after the dropped restore",
+    );
+    h.cli_ok(&["start", "acme"]);
+    h.wait_running(&["acme"]);
+
+    // An agent stopped in the middle of a verify: at its next start the operation ends as
+    // interrupted and the scratch tenant is removed.
+    let started: serde_json::Value =
+        serde_json::from_str(&h.cli_ok(&["backup", "verify", &verify, "--detach", "-o", "json"]))
+            .unwrap();
+    let op = started["id"].as_str().unwrap().to_string();
+    common::wait_for(
+        std::time::Duration::from_secs(60),
+        || scratch_left(&h),
+        "the scratch tenant being made",
+    );
+    h.kill9();
+    h.start();
+    let shown = h.cli(&["op", &op, "-o", "json"]);
+    assert_eq!(shown.status.code(), Some(1), "a failed operation exits 1");
+    let shown: serde_json::Value = serde_json::from_slice(&shown.stdout).unwrap();
+    assert_eq!(shown["state"], "failed", "{shown}");
+    assert!(
+        shown["error"].as_str().unwrap().contains("interrupted"),
+        "{shown}"
+    );
+    common::wait_for(
+        std::time::Duration::from_secs(120),
+        || {
+            h.reconcile();
+            !scratch_left(&h)
+        },
+        "the interrupted verify's scratch tenant removed",
+    );
+    h.wait_running(&["acme"]);
     h.kill9();
 }

@@ -41,10 +41,7 @@ pub struct Created {
     responses((status = 200, description = "Every token (Unix socket only)", body = Vec<TokenRecord>)))]
 pub async fn token_index(State(s): State<AppState>) -> Json<Vec<TokenRecord>> {
     let layout = s.ctl.layout();
-    Json(
-        s.tokens
-            .list(&|t| crate::auth::tenant_identity(layout, t)),
-    )
+    Json(s.tokens.list(&|t| crate::auth::tenant_identity(layout, t)))
 }
 
 #[utoipa::path(post, path = "/v1/tokens", tag = "access", request_body = NewToken,
@@ -122,7 +119,12 @@ pub async fn audit_index(
     let ids = match (&tenants, who.is_operator()) {
         (Some(set), false) => Some(
             set.iter()
-                .filter_map(|t| Some((t.clone(), crate::store::identity::current(s.ctl.layout(), t)?)))
+                .filter_map(|t| {
+                    Some((
+                        t.clone(),
+                        crate::store::identity::current(s.ctl.layout(), t)?,
+                    ))
+                })
                 .collect(),
         ),
         _ => None,

@@ -142,6 +142,7 @@ const ADMIN_MAY: &[&str] = &[
     "mail.dns",
     "audit.list",
     "openapi.show",
+    "operation.show",
 ];
 const VIEWER_MAY: &[&str] = &[
     "instance.list",
@@ -154,9 +155,16 @@ const VIEWER_MAY: &[&str] = &[
     "mail.dns",
     "audit.list",
     "openapi.show",
+    "operation.show",
 ];
 /// Routes that name no tenant and show each caller only its own.
-const ANYONE_MAY: &[&str] = &["instance.list", "ca.show", "audit.list", "openapi.show"];
+const ANYONE_MAY: &[&str] = &[
+    "instance.list",
+    "ca.show",
+    "audit.list",
+    "openapi.show",
+    "operation.show",
+];
 
 #[tokio::test]
 async fn a_tenant_admin_reaches_nothing_of_another_tenant_and_no_operator_route() {
@@ -340,13 +348,19 @@ async fn every_mutating_call_and_every_refusal_leaves_an_audit_row() {
         .filter(|r| r.method != axum::http::Method::GET)
         .collect();
     for r in &mutating {
-        socket(
+        let (st, v) = socket(
             &w,
             r.method.as_str(),
             &uri(r.path, "acme"),
             serde_json::json!({}),
         )
         .await;
+        // A long operation writes its row when it ends.
+        if st == StatusCode::ACCEPTED
+            && let Some(id) = v["id"].as_str()
+        {
+            w.s.ops.wait(id).await;
+        }
     }
     tcp(
         &w,
@@ -478,4 +492,33 @@ async fn every_error_answers_in_one_json_shape() {
         assert!(msg.contains(says), "{method} {uri}: {v}");
         assert_eq!(v.as_object().unwrap().len(), 1, "{v}");
     }
+}
+
+#[tokio::test]
+async fn an_operation_is_shown_to_the_operator_and_its_own_tenants_tokens_only() {
+    let (w, admin, _, _) = populated().await;
+    let mut ids = vec![];
+    for t in ["acme", "globex"] {
+        let (st, v) = socket(
+            &w,
+            "POST",
+            &format!("/v1/instances/{t}/backups"),
+            serde_json::json!({}),
+        )
+        .await;
+        assert_eq!(st, StatusCode::ACCEPTED, "{v}");
+        assert_eq!(v["state"], "running", "{v}");
+        ids.push(v["id"].as_str().unwrap().to_string());
+    }
+    for id in &ids {
+        w.s.ops.wait(id).await;
+    }
+    let path = |id: &str| format!("/v1/operations/{id}");
+    let (st, v) = tcp(&w, &admin, "GET", &path(&ids[0]), serde_json::json!({})).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    assert_eq!(v["kind"], "backup.create");
+    let (st, v) = tcp(&w, &admin, "GET", &path(&ids[1]), serde_json::json!({})).await;
+    assert_eq!(st, StatusCode::NOT_FOUND, "globex's operation: {v}");
+    let (st, _) = socket(&w, "GET", &path(&ids[1]), serde_json::json!({})).await;
+    assert_eq!(st, StatusCode::OK);
 }

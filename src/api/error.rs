@@ -25,9 +25,11 @@ pub enum ApiError {
     Internal(String),
 }
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let (status, message) = match &self {
+impl ApiError {
+    /// The status and the message a client is shown (an internal error's detail is logged,
+    /// not shown).
+    pub fn parts(&self) -> (StatusCode, String) {
+        match self {
             ApiError::BadRequest(m) => (StatusCode::BAD_REQUEST, m.clone()),
             ApiError::NotFound(m) => (StatusCode::NOT_FOUND, m.clone()),
             ApiError::Conflict(m) => (StatusCode::CONFLICT, m.clone()),
@@ -41,7 +43,13 @@ impl IntoResponse for ApiError {
                     "internal error".to_string(),
                 )
             }
-        };
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, message) = self.parts();
         let mut resp = (
             status,
             Json(serde_json::json!({ "error": message.clone() })),

@@ -5,10 +5,11 @@ use super::{
     body::JsonBody,
     error::ApiError,
     instances,
+    operations::accepted,
     params::{Tenant, TenantBackup},
 };
 use crate::{
-    auth::{Principal, policy::Need},
+    auth::{PendingAudit, Principal, policy::Need},
     backup::BackupError,
     upgrade::{UpgradeError, UpgradeRequest, state::UpgradeState},
 };
@@ -16,6 +17,7 @@ use axum::{
     Extension, Json,
     extract::{Path, State},
     http::StatusCode,
+    response::Response,
 };
 use serde::Deserialize;
 
@@ -130,18 +132,24 @@ pub async fn backup_index(
     })))
 }
 
+/// Starts a backup of the tenant as an operation (`GET /v1/operations/{id}` follows it; its
+/// result is the new backup).
 #[utoipa::path(post, path = "/v1/instances/{tenant}/backups", tag = "backups", params(("tenant" = String, Path, description = "The tenant (a DNS label)")),
-    responses((status = 201, description = "The new backup", body = crate::backup::BackupInfo)))]
+    responses((status = 202, description = "The backup, started as an operation", body = crate::ops::Operation)))]
 pub async fn backup_create(
     State(s): State<AppState>,
+    pending: Option<Extension<PendingAudit>>,
     Tenant(tenant): Tenant,
-) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+) -> Result<Response, ApiError> {
     instances::instance_path(&s, &tenant)?;
-    let info = s.fleet.backups.create(&tenant).await?;
-    Ok((
-        StatusCode::CREATED,
-        Json(serde_json::to_value(info).unwrap_or_default()),
-    ))
+    if !s.ctl.desired().instances.contains_key(&tenant) {
+        return Err(instances::not_found(&tenant));
+    }
+    let (backups, t) = (s.fleet.backups.clone(), tenant.clone());
+    accepted(&s, "backup.create", &tenant, pending, async move {
+        let info = backups.create(&t).await?;
+        Ok(serde_json::to_value(info).unwrap_or_default())
+    })
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -155,13 +163,14 @@ pub struct RestoreRequest {
 /// another tenant, cloned into this new one).
 #[utoipa::path(post, path = "/v1/instances/{tenant}/restore", tag = "backups", params(("tenant" = String, Path, description = "The tenant (a DNS label)")),
     request_body = RestoreRequest,
-    responses((status = 200, description = "Restored", body = serde_json::Value)))]
+    responses((status = 202, description = "The restore (or clone), started as an operation", body = crate::ops::Operation)))]
 pub async fn restore(
     State(s): State<AppState>,
     Extension(who): Extension<Principal>,
+    pending: Option<Extension<PendingAudit>>,
     Tenant(tenant): Tenant,
     JsonBody(req): JsonBody<RestoreRequest>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Response, ApiError> {
     instances::instance_path(&s, &tenant)?;
     let (source, id) = backup_ref(&req.from, &tenant)?;
     who.check(Need::Manage, Some(&source))?;
@@ -172,28 +181,41 @@ pub async fn restore(
             "cloning {source}'s backup into a new tenant {tenant:?} creates a tenant: operators only"
         )));
     }
+    let fleet = s.fleet.clone();
+    let t = tenant.clone();
     if source == tenant {
-        let m = s.fleet.upgrades.restore(&tenant, &id).await?;
-        return Ok(Json(serde_json::to_value(m).unwrap_or_default()));
+        if !s.ctl.desired().instances.contains_key(&tenant) {
+            return Err(instances::not_found(&tenant));
+        }
+        return accepted(&s, "backup.restore", &tenant, pending, async move {
+            let m = fleet.upgrades.restore(&t, &id).await?;
+            Ok(serde_json::to_value(m).unwrap_or_default())
+        });
     }
-    let r = s.fleet.backups.clone_as(&source, &id, &tenant).await?;
-    Ok(Json(serde_json::to_value(r).unwrap_or_default()))
+    accepted(&s, "backup.restore", &tenant, pending, async move {
+        let r = fleet.backups.clone_as(&source, &id, &t).await?;
+        Ok(serde_json::to_value(r).unwrap_or_default())
+    })
 }
 
 /// Brings backup `id` up in a scratch tenant, checks its health, and removes it.
 #[utoipa::path(post, path = "/v1/instances/{tenant}/backups/{id}/verify", tag = "backups",
     params(("tenant" = String, Path, description = "The tenant (a DNS label)"), ("id" = String, Path, description = "ID or SOURCE:ID")),
-    responses((status = 200, description = "Verified in a scratch tenant", body = serde_json::Value)))]
+    responses((status = 202, description = "The verify, started as an operation", body = crate::ops::Operation)))]
 pub async fn backup_verify(
     State(s): State<AppState>,
     Extension(who): Extension<Principal>,
+    pending: Option<Extension<PendingAudit>>,
     TenantBackup(tenant, id): TenantBackup,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Response, ApiError> {
     instances::instance_path(&s, &tenant)?;
     let (source, id) = backup_ref(&id, &tenant)?;
     who.check(Need::Manage, Some(&source))?;
-    let r = s.fleet.backups.verify(&source, &id).await?;
-    Ok(Json(serde_json::to_value(r).unwrap_or_default()))
+    let (backups, of) = (s.fleet.backups.clone(), source.clone());
+    accepted(&s, "backup.verify", &of, pending, async move {
+        let r = backups.verify(&source, &id).await?;
+        Ok(serde_json::to_value(r).unwrap_or_default())
+    })
 }
 
 /// Splits `SOURCE:ID` (or a bare `ID` of `default`), checking both parts are plain names.

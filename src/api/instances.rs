@@ -192,11 +192,9 @@ pub async fn create(
     let inst = save(&s, &path, &file).await?;
     // Its identity at once: backups an earlier tenant of this name left are set aside before
     // anything can list them, and tokens can be bound to it.
-    if let Err(e) = crate::store::identity::ensure(
-        s.ctl.layout(),
-        &req.tenant,
-        Some(&s.ctl.host().backup_dir),
-    ) {
+    if let Err(e) =
+        crate::store::identity::ensure(s.ctl.layout(), &req.tenant, Some(&s.ctl.host().backup_dir))
+    {
         tracing::error!(tenant = %req.tenant, error = %e, "cannot record the tenant's identity; the next pass will");
     }
     s.ctl.reset_backoff(&req.tenant);

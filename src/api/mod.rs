@@ -14,6 +14,7 @@ pub mod lifecycle;
 pub mod mail;
 pub mod moves;
 pub mod openapi;
+pub mod operations;
 pub mod params;
 pub mod tls;
 
@@ -46,6 +47,8 @@ pub struct AppState {
     pub ui: Arc<crate::ui::Ui>,
     /// The shared mail relay (None: the host runs none).
     pub mail: Option<Arc<crate::mail::Mail>>,
+    /// Long operations (backup, restore, clone, verify, move), owned by the agent.
+    pub ops: Arc<crate::ops::Operations>,
 }
 
 impl AppState {
@@ -62,6 +65,10 @@ impl AppState {
             )),
             host_token: None,
             ui: Arc::default(),
+            ops: crate::ops::Operations::open(
+                ctl.layout().root().join("operations.json"),
+                ctl.audit().clone(),
+            ),
             ctl,
             domains,
             certs,
@@ -130,6 +137,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/v1/tokens/{id}", delete(access::token_revoke))
         .route("/v1/audit", get(access::audit_index))
+        .route("/v1/operations/{id}", get(operations::show))
         .route("/v1/openapi.json", get(openapi::serve))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),

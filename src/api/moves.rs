@@ -10,11 +10,12 @@ use super::{
     instances::{instance_path, not_found},
     params::Tenant,
 };
+use crate::auth::PendingAudit;
 use crate::{
     reconcile::Phase,
     runtime::spec::{container_name, network_name},
 };
-use axum::{Json, extract::State};
+use axum::{Extension, extract::State, response::Response};
 use serde::{Deserialize, Serialize};
 use std::time::{Duration, Instant};
 
@@ -43,12 +44,13 @@ const UP_WITHIN: Duration = Duration::from_secs(300);
 #[utoipa::path(post, path = "/v1/instances/{tenant}/move", tag = "instances",
     params(("tenant" = String, Path, description = "The tenant (a DNS label)")),
     request_body = MoveRequest,
-    responses((status = 200, description = "Moved and restored", body = Moved)))]
+    responses((status = 202, description = "The move, started as an operation (its result: Moved)", body = crate::ops::Operation)))]
 pub async fn move_tenant(
     State(s): State<AppState>,
+    pending: Option<Extension<PendingAudit>>,
     Tenant(tenant): Tenant,
     JsonBody(req): JsonBody<MoveRequest>,
-) -> Result<Json<Moved>, ApiError> {
+) -> Result<Response, ApiError> {
     instance_path(&s, &tenant)?;
     if !s.ctl.desired().instances.contains_key(&tenant) {
         return Err(not_found(&tenant));
@@ -69,19 +71,34 @@ pub async fn move_tenant(
         .max_by_key(|b| b.created)
         .map(|b| b.id)
         .ok_or_else(|| ApiError::Conflict(format!("{tenant} has no backup to move from")))?;
-    s.ctl.hold_settled(&tenant).await;
-    let cleared = clear(&s, &tenant, &req.to).await;
-    s.ctl.release(&tenant);
+    let (st, t) = (s.clone(), tenant.clone());
+    super::operations::accepted(&s, "instance.move", &tenant, pending, async move {
+        let moved = move_now(&st, t, req.to, backup).await?;
+        Ok(serde_json::to_value(moved).unwrap_or_default())
+    })
+}
+
+/// Clears the tenant from its old node, waits for it on the new one, restores the backup.
+async fn move_now(
+    s: &AppState,
+    tenant: String,
+    to: String,
+    backup: String,
+) -> Result<Moved, ApiError> {
+    let cleared = {
+        let _hold = s.ctl.hold_guard(&tenant).await;
+        clear(s, &tenant, &to).await
+    };
     s.ctl.kick();
     cleared?;
-    wait_running(&s, &tenant).await?;
+    wait_running(s, &tenant).await?;
     s.fleet.upgrades.restore(&tenant, &backup).await?;
-    tracing::info!(%tenant, node = %req.to, %backup, "tenant moved");
-    Ok(Json(Moved {
+    tracing::info!(%tenant, node = %to, %backup, "tenant moved");
+    Ok(Moved {
         tenant,
-        node: req.to,
+        node: to,
         backup,
-    }))
+    })
 }
 
 /// The target must be a ready, active swarm node other than the tenant's own.

@@ -21,7 +21,8 @@ pub struct ErrorBody {
 #[derive(OpenApi)]
 #[openapi(
     info(title = "berth", description = "berth's management API: instances, domains, \
-        certificates, fleet upgrades, backups, jobs, tokens and the audit log. Over TCP every \
+        certificates, fleet upgrades, backups (long ones run as operations: `202` with the \
+        operation, followed at `/v1/operations/{id}`), jobs, tokens and the audit log. Over TCP every \
         call needs `Authorization: Bearer <token>`; the Unix socket is the operator."),
     paths(
         super::agent_show, super::reconcile_run, super::capacity, super::top, serve,
@@ -35,6 +36,7 @@ pub struct ErrorBody {
         fleet::backup_index, fleet::backup_create, fleet::backup_verify, fleet::restore,
         fleet::jobs, mail::show, mail::dns,
         access::token_index, access::token_create, access::token_revoke, access::audit_index,
+        super::operations::show,
     ),
     components(schemas(ErrorBody)),
     modifiers(&Common)

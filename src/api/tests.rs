@@ -13,6 +13,7 @@ pub(crate) fn state() -> (tempfile::TempDir, AppState) {
     std::fs::create_dir_all(dir.path().join("instances")).unwrap();
     let mut host = fixtures::host();
     host.state_dir = dir.path().join("state");
+    host.backup_dir = dir.path().join("state/backups");
     host.instances_dir = dir.path().join("instances");
     host.ports = (42000, 42999);
     let checker = Arc::new(crate::probe::FakeChecker::default());

@@ -120,7 +120,9 @@ impl Filter {
             Some(set) => e.tenant.as_ref().is_some_and(|t| set.contains(t)),
         };
         let id_ok = match (&self.ids, &e.tenant) {
-            (Some(ids), Some(t)) => ids.get(t).is_some_and(|id| e.tenant_id.as_ref() == Some(id)),
+            (Some(ids), Some(t)) => ids
+                .get(t)
+                .is_some_and(|id| e.tenant_id.as_ref() == Some(id)),
             _ => true,
         };
         let tenant_ok = tenant_ok && id_ok;
@@ -311,6 +313,10 @@ mod tests {
         assert_eq!(new_rows.len(), 1);
         assert_eq!(new_rows[0].action, "instance.state");
         assert_eq!(of(&first)[0].action, "backup.create");
-        assert_eq!(a.query(&Filter::default()).len(), 2, "the operator sees both");
+        assert_eq!(
+            a.query(&Filter::default()).len(),
+            2,
+            "the operator sees both"
+        );
     }
 }

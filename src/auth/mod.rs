@@ -207,6 +207,15 @@ pub fn tenant_identity(layout: &crate::store::Layout, t: &str) -> Option<String>
     crate::store::identity::ensure(layout, t, None).ok()
 }
 
+/// The audit row of the request being served, for a handler that hands its work to a long
+/// operation (which writes the row when the work ends).
+#[derive(Debug, Clone)]
+pub struct PendingAudit(pub Event);
+
+/// On a response: its audit row is written by the operation it started, not by the layer.
+#[derive(Debug, Clone, Copy)]
+pub struct Deferred;
+
 /// The audit row of a call whose token was refused: what it asked for, never what it sent.
 fn refused_login(req: &Request, e: &ApiError) -> Event {
     let path = req.uri().path();
@@ -284,8 +293,11 @@ pub async fn authorize(
         Ok(()) => {
             let mut req = req;
             req.extensions_mut().insert(principal);
+            req.extensions_mut().insert(PendingAudit(event.clone()));
             let resp = next.run(req).await;
-            if mutating {
+            // A long operation writes this row itself, with its outcome, when it ends.
+            let deferred = resp.extensions().get::<Deferred>().is_some();
+            if mutating && !deferred {
                 event.status = Some(resp.status().as_u16());
                 if !resp.status().is_success() {
                     let refused = matches!(resp.status().as_u16(), 401 | 403);

@@ -76,6 +76,7 @@ pub const ROUTES: &[Route] = &[
     r(Method::POST, "/v1/tokens", Socket, "token.create"),
     r(Method::DELETE, "/v1/tokens/{id}", Socket, "token.revoke"),
     r(Method::GET, "/v1/audit", Any, "audit.list"),
+    r(Method::GET, "/v1/operations/{id}", Any, "operation.show"),
     r(Method::GET, "/v1/openapi.json", Any, "openapi.show"),
 ];
 

@@ -451,7 +451,12 @@ mod tests {
             ..new(Role::Operator, &[], Some(60))
         };
         s.create(&named, &ids).unwrap();
-        assert!(s.create(&named, &ids).unwrap_err().to_string().contains("exists"));
+        assert!(
+            s.create(&named, &ids)
+                .unwrap_err()
+                .to_string()
+                .contains("exists")
+        );
     }
 
     #[test]
@@ -460,7 +465,10 @@ mod tests {
         let s = TokenStore::open(dir.path().join("tokens.json"));
         let only_acme = |t: &str| (t == "acme").then(|| "acme-1".to_string());
         let e = s
-            .create(&new(Role::TenantAdmin, &["acme", "newco"], Some(60)), &only_acme)
+            .create(
+                &new(Role::TenantAdmin, &["acme", "newco"], Some(60)),
+                &only_acme,
+            )
             .unwrap_err()
             .to_string();
         assert!(e.contains("newco") && e.contains("no such tenant"), "{e}");
@@ -504,8 +512,16 @@ mod tests {
         let s = TokenStore::open(path.clone());
         let old = |_: &str| Some("legacy".to_string());
         assert!(s.authenticate(&text, &old).is_ok());
-        assert!(TokenStore::open(path.clone()).authenticate(&text, &old).is_ok());
+        assert!(
+            TokenStore::open(path.clone())
+                .authenticate(&text, &old)
+                .is_ok()
+        );
         let new_one = |_: &str| Some("new".to_string());
-        assert!(TokenStore::open(path).authenticate(&text, &new_one).is_err());
+        assert!(
+            TokenStore::open(path)
+                .authenticate(&text, &new_one)
+                .is_err()
+        );
     }
 }

@@ -96,11 +96,37 @@ impl Backups {
             why: format!("no randomness for a scratch name: {e}"),
         })?;
         let scratch = format!("verify-{}", hex::encode(r));
+        // Marked before it exists and removed on every way out (an error, a panic): a scratch
+        // tenant never outlives its verify; one an agent was stopped in goes at its next start.
+        let dir = self.ctl.layout().scratch_dir();
+        atomic::create_dir(&dir, 0o700).map_err(super::io(&dir))?;
+        let mark = dir.join(&scratch);
+        atomic::write(&mark, b"", 0o600).map_err(super::io(&mark))?;
+        let guard = Scratch {
+            backups: self,
+            tenant: scratch.clone(),
+        };
         let mut report = self.clone_as(from, id, &scratch).await?;
-        self.discard(&scratch);
+        drop(guard);
         report.removed = Some(self.wait_gone(&scratch).await);
         report.seconds = started.elapsed().as_secs_f64();
         Ok(report)
+    }
+
+    /// Removes the scratch tenants an agent stopped in the middle of a verify left behind.
+    pub fn discard_scratch(&self) {
+        let dir = self.ctl.layout().scratch_dir();
+        for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let t = e.file_name().to_string_lossy().to_string();
+            if crate::desired::instance::is_tenant_name(&t) {
+                tracing::warn!(
+                    tenant = t,
+                    "removing the scratch tenant of an interrupted verify"
+                );
+                self.discard(&t);
+            }
+            let _ = std::fs::remove_file(e.path());
+        }
     }
 
     /// Writes the clone's instance file after the same checks `berth add` makes.
@@ -206,6 +232,19 @@ impl Backups {
             tokio::time::sleep(Duration::from_millis(300)).await;
         }
         false
+    }
+}
+
+/// A verify's scratch tenant, removed (as `rm --purge`) when this is dropped.
+struct Scratch<'a> {
+    backups: &'a Backups,
+    tenant: String,
+}
+
+impl Drop for Scratch<'_> {
+    fn drop(&mut self) {
+        self.backups.discard(&self.tenant);
+        let _ = std::fs::remove_file(self.backups.ctl.layout().scratch_dir().join(&self.tenant));
     }
 }
 

@@ -45,14 +45,12 @@ impl Backups {
             ),
             true => None,
         };
-        if !held {
-            self.ctl.hold_settled(tenant).await;
-        }
-        let r = self.restore_safely(&inst, id, &members).await;
-        if !held {
-            self.ctl.release(tenant);
-        }
-        r?;
+        // Released on every way out, a panic or a dropped future included.
+        let _hold = match held {
+            false => Some(self.ctl.hold_guard(tenant).await),
+            true => None,
+        };
+        self.restore_safely(&inst, id, &members).await?;
         tracing::info!(tenant, id, "backup restored");
         Ok(manifest)
     }

@@ -4,7 +4,7 @@
 use super::{
     Output,
     client::{Client, api_path},
-    print, progress, table,
+    print, table,
 };
 use anyhow::Result;
 use clap::Args;
@@ -79,31 +79,49 @@ pub async fn rollback(c: &Client, tenant: &str, wait: bool, output: Output) -> R
     Ok(0)
 }
 
-pub async fn backup(c: &Client, tenant: &str, list: bool, output: Output) -> Result<()> {
+pub async fn backup(
+    c: &Client,
+    tenant: &str,
+    list: bool,
+    detach: bool,
+    output: Output,
+) -> Result<()> {
     let path = api_path(&["v1", "instances", tenant, "backups"], &[]);
     if list {
         let v = c.json(Method::GET, &path, None).await?;
         print(output, &v, backups_table);
-    } else {
-        let making = format!("{tenant}: backing up");
-        let v = progress::during(making, c.json(Method::POST, &path, None)).await?;
-        print(output, &v, |v| {
-            format!(
-                "{}: backup {} ({}, version {})\n",
-                v["tenant"].as_str().unwrap_or("?"),
-                v["id"].as_str().unwrap_or("?"),
-                super::table::human_bytes(v["bytes"].as_u64().unwrap_or(0)),
-                v["version"].as_str().unwrap_or("?")
-            )
-        });
+        return Ok(());
     }
+    let making = format!("{tenant}: backing up");
+    let call = (Method::POST, path.as_str(), None);
+    let Some(v) = super::ops::run(c, call, making, detach, output).await? else {
+        return Ok(());
+    };
+    print(output, &v, |v| {
+        format!(
+            "{}: backup {} ({}, version {})\n",
+            v["tenant"].as_str().unwrap_or("?"),
+            v["id"].as_str().unwrap_or("?"),
+            super::table::human_bytes(v["bytes"].as_u64().unwrap_or(0)),
+            v["version"].as_str().unwrap_or("?")
+        )
+    });
     Ok(())
 }
 
-pub async fn restore(c: &Client, tenant: &str, from: &str, output: Output) -> Result<()> {
+pub async fn restore(
+    c: &Client,
+    tenant: &str,
+    from: &str,
+    detach: bool,
+    output: Output,
+) -> Result<()> {
     let path = api_path(&["v1", "instances", tenant, "restore"], &[]);
-    let call = c.json(Method::POST, &path, Some(json!({ "from": from })));
-    let v = progress::during(format!("{tenant}: restoring {from}"), call).await?;
+    let call = (Method::POST, path.as_str(), Some(json!({ "from": from })));
+    let msg = format!("{tenant}: restoring {from}");
+    let Some(v) = super::ops::run(c, call, msg, detach, output).await? else {
+        return Ok(());
+    };
     if output == Output::Json {
         print(output, &v, |_| String::new());
     } else if v["restored"].is_array() {
@@ -121,16 +139,18 @@ pub async fn restore(c: &Client, tenant: &str, from: &str, output: Output) -> Re
     Ok(())
 }
 
-pub async fn verify(c: &Client, backup: &str, output: Output) -> Result<()> {
+pub async fn verify(c: &Client, backup: &str, detach: bool, output: Output) -> Result<()> {
     let Some((tenant, id)) = backup.split_once(':') else {
         anyhow::bail!(
             "{backup:?}: name the backup as TENANT:ID (see `berth backup TENANT --list`)"
         );
     };
     let path = api_path(&["v1", "instances", tenant, "backups", id, "verify"], &[]);
-    let call = c.json(Method::POST, &path, None);
-    let v = progress::during(format!("verifying {backup} in a scratch tenant"), call).await?;
-    print(output, &v, verified);
+    let msg = format!("verifying {backup} in a scratch tenant");
+    let call = (Method::POST, path.as_str(), None);
+    if let Some(v) = super::ops::run(c, call, msg, detach, output).await? {
+        print(output, &v, verified);
+    }
     Ok(())
 }
 

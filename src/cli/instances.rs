@@ -91,14 +91,17 @@ pub async fn set_state(c: &Client, tenant: &str, state: &str, output: Output) ->
 pub async fn move_to(
     c: &Client,
     tenant: &str,
-    to: &str,
-    from_backup: bool,
+    (to, from_backup): (&str, bool),
+    detach: bool,
     output: Output,
 ) -> Result<()> {
     let path = api_path(&["v1", "instances", tenant, "move"], &[]);
     let body = serde_json::json!({ "to": to, "from_backup": from_backup });
-    let call = c.json(Method::POST, &path, Some(body));
-    let v = progress::during(format!("{tenant}: moving to {to}"), call).await?;
+    let call = (Method::POST, path.as_str(), Some(body));
+    let msg = format!("{tenant}: moving to {to}");
+    let Some(v) = super::ops::run(c, call, msg, detach, output).await? else {
+        return Ok(());
+    };
     let backup = v["backup"].as_str().unwrap_or("?");
     say(
         output,

@@ -8,6 +8,7 @@ pub mod export;
 pub mod fleet;
 pub mod instances;
 pub mod mail;
+pub mod ops;
 pub mod progress;
 pub mod table;
 pub mod top;
@@ -140,6 +141,9 @@ pub enum Command {
         /// Restore the latest backup there (required: berth does not copy volumes between nodes).
         #[arg(long)]
         from_backup: bool,
+        /// Start it and return at once, printing the operation (follow it with `berth op ID`).
+        #[arg(long)]
+        detach: bool,
         #[arg(short, long, value_enum, default_value = "table")]
         output: Output,
     },
@@ -202,6 +206,9 @@ pub enum Command {
         backup: Option<String>,
         #[arg(long)]
         list: bool,
+        /// Start it and return at once, printing the operation (follow it with `berth op ID`).
+        #[arg(long)]
+        detach: bool,
         #[arg(short, long, value_enum, default_value = "table")]
         output: Output,
     },
@@ -258,6 +265,15 @@ pub enum Command {
         #[arg(short, long, value_enum, default_value = "table")]
         output: Output,
     },
+    /// A long operation (backup, restore, clone, verify, move) the agent runs: its state,
+    /// result or error; `--wait` follows it to its end.
+    Op {
+        id: String,
+        #[arg(long)]
+        wait: bool,
+        #[arg(short, long, value_enum, default_value = "table")]
+        output: Output,
+    },
     /// A tenant's scheduled jobs: last runs, exit status, duration, next run.
     Jobs {
         #[arg(value_parser = tenant_arg)]
@@ -272,6 +288,9 @@ pub enum Command {
         tenant: String,
         #[arg(long, value_parser = backup_arg)]
         from: String,
+        /// Start it and return at once, printing the operation (follow it with `berth op ID`).
+        #[arg(long)]
+        detach: bool,
         #[arg(short, long, value_enum, default_value = "table")]
         output: Output,
     },
@@ -375,8 +394,10 @@ pub async fn run(cli: Cli) -> Result<i32> {
             tenant,
             to,
             from_backup,
+            detach,
             output,
-        } => instances::move_to(&c, &tenant, &to, from_backup, output).await?,
+        } => instances::move_to(&c, &tenant, (&to, from_backup), detach, output).await?,
+        Command::Op { id, wait, output } => return ops::show(&c, &id, wait, output).await,
         Command::Set {
             tenant,
             pairs,
@@ -413,9 +434,10 @@ pub async fn run(cli: Cli) -> Result<i32> {
         Command::Backup {
             tenant,
             backup: Some(b),
+            detach,
             output,
             ..
-        } if tenant == "verify" => fleet::verify(&c, &b, output).await?,
+        } if tenant == "verify" => fleet::verify(&c, &b, detach, output).await?,
         Command::Backup {
             tenant,
             backup: Some(b),
@@ -426,14 +448,16 @@ pub async fn run(cli: Cli) -> Result<i32> {
         Command::Backup {
             tenant,
             list,
+            detach,
             output,
             ..
-        } => fleet::backup(&c, &tenant, list, output).await?,
+        } => fleet::backup(&c, &tenant, list, detach, output).await?,
         Command::Restore {
             tenant,
             from,
+            detach,
             output,
-        } => fleet::restore(&c, &tenant, &from, output).await?,
+        } => fleet::restore(&c, &tenant, &from, detach, output).await?,
         Command::Mail {
             first,
             second,

@@ -273,6 +273,18 @@ impl Controller {
     }
 
     /// Hands `tenant` back to the reconciler and asks for a pass.
+    /// Holds `tenant` like `hold_settled`; the hold ends when the guard is dropped, so every
+    /// way out of an operation (an error, a panic, its future dropped, even mid-wait) releases
+    /// the tenant.
+    pub async fn hold_guard(&self, tenant: &str) -> Held<'_> {
+        let held = Held {
+            ctl: self,
+            tenant: tenant.into(),
+        };
+        self.hold_settled(tenant).await;
+        held
+    }
+
     pub fn release(&self, tenant: &str) {
         self.holds.lock().expect("holds lock").release(tenant);
         self.kick();
@@ -603,3 +615,15 @@ impl Controller {
 
 #[cfg(test)]
 mod tests;
+
+/// A tenant held from the reconciler until this is dropped (`Controller::hold_guard`).
+pub struct Held<'a> {
+    ctl: &'a Controller,
+    tenant: String,
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        self.ctl.release(&self.tenant);
+    }
+}

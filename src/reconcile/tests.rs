@@ -19,6 +19,7 @@ fn env_probed_by(checker: Arc<FakeChecker>) -> Env {
     std::fs::create_dir_all(dir.path().join("instances")).unwrap();
     let mut host = fixtures::host();
     host.state_dir = dir.path().join("state");
+    host.backup_dir = dir.path().join("state/backups");
     host.instances_dir = dir.path().join("instances");
     host.ports = (41000, 41999);
     let rt = Arc::new(FakeRuntime::new());

@@ -82,6 +82,10 @@ impl Layout {
     pub fn disks(&self) -> PathBuf {
         self.root.join("disks")
     }
+    /// Marks of scratch tenants (a verify's): removed whole at the agent's start if one is left.
+    pub fn scratch_dir(&self) -> PathBuf {
+        self.root.join("scratch")
+    }
     pub fn purge_dir(&self) -> PathBuf {
         self.root.join("purge")
     }

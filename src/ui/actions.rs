@@ -139,13 +139,30 @@ pub async fn act(
         // Not this caller's tenant, or not its to change: no page to go back to.
         return render::error(a.status, &a.error());
     }
-    let msg = if a.status.is_success() {
-        done
-    } else {
-        format!("{action} failed: {}", a.error())
+    let msg = match outcome(&s, &a).await {
+        Ok(()) => done,
+        Err(e) => format!("{action} failed: {e}"),
     };
     s.ui.sessions.flash(&v.sid, msg);
     Redirect::to(&format!("/ui/t/{t}")).into_response()
+}
+
+/// An answer's outcome; for a long operation (202), its end, waited for here: the operation
+/// is the agent's, so a browser that leaves changes nothing.
+async fn outcome(s: &AppState, a: &crate::ui::Answer) -> Result<(), String> {
+    if a.status == StatusCode::ACCEPTED
+        && let Some(id) = a.json()["id"].as_str()
+    {
+        return match s.ops.wait(id).await {
+            Some(op) if op.state == crate::ops::OpState::Succeeded => Ok(()),
+            Some(op) => Err(op.error.unwrap_or_else(|| "the operation failed".into())),
+            None => Err(format!("operation {id} is gone")),
+        };
+    }
+    match a.status.is_success() {
+        true => Ok(()),
+        false => Err(a.error()),
+    }
 }
 
 #[cfg(test)]

@@ -347,14 +347,8 @@ impl Upgrader {
         id: &str,
     ) -> Result<crate::backup::archive::Manifest, crate::backup::BackupError> {
         let gate = self.proxy.as_ref().and_then(|p| p.gate(tenant));
-        if let Some(g) = &gate {
-            g.pause();
-        }
-        let r = self.backups.restore(tenant, id).await;
-        if let Some(g) = &gate {
-            g.resume();
-        }
-        r
+        let _paused = Paused::new(gate);
+        self.backups.restore(tenant, id).await
     }
 
     fn save(&self, s: &UpgradeState) -> Result<(), UpgradeError> {
@@ -384,5 +378,26 @@ impl Upgrader {
             s.to.clone(),
             s.health.clone(),
         ))
+    }
+}
+
+/// A tenant's edge gate paused (its requests held) until this is dropped: a restore that
+/// fails, panics or is dropped never leaves the gate paused.
+struct Paused(Option<Arc<crate::proxy::gate::Gate>>);
+
+impl Paused {
+    fn new(gate: Option<Arc<crate::proxy::gate::Gate>>) -> Paused {
+        if let Some(g) = &gate {
+            g.pause();
+        }
+        Paused(gate)
+    }
+}
+
+impl Drop for Paused {
+    fn drop(&mut self) {
+        if let Some(g) = &self.0 {
+            g.resume();
+        }
     }
 }

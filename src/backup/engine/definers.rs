@@ -100,8 +100,7 @@ impl Definers {
     /// line as it must be loaded. Row data and routine bodies come back unchanged.
     pub fn line(&mut self, line: &[u8], whole: bool) -> Vec<u8> {
         let mut out = Vec::with_capacity(line.len());
-        if self.at == At::Code && self.fresh && !self.exec_comment && self.delimiter_command(line)
-        {
+        if self.at == At::Code && self.fresh && !self.exec_comment && self.delimiter_command(line) {
             out.extend_from_slice(line);
             return out;
         }
@@ -133,9 +132,9 @@ impl Definers {
         let b = s[i];
         match self.at {
             At::Quote(q) => {
-                let n = if b == b'\\' && q != b'`' && i + 1 < s.len() {
-                    2
-                } else if b == q && s.get(i + 1) == Some(&q) {
+                // A backslash escape (not in identifiers) or a doubled quote: two bytes.
+                let escaped = b == b'\\' && q != b'`' && i + 1 < s.len();
+                let n = if escaped || (b == q && s.get(i + 1) == Some(&q)) {
                     2
                 } else {
                     if b == q {
@@ -212,7 +211,10 @@ impl Definers {
         }
         let end = i + rest.iter().take_while(|c| is_word(**c)).count();
         let word = &s[i..end];
-        if self.head && rewrite && word.eq_ignore_ascii_case(b"DEFINER") && s.get(end) == Some(&b'=')
+        if self.head
+            && rewrite
+            && word.eq_ignore_ascii_case(b"DEFINER")
+            && s.get(end) == Some(&b'=')
         {
             // The clause goes; the loading user (the tenant) becomes the definer.
             return account_end(s, end + 1);

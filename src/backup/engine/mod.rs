@@ -203,7 +203,11 @@ mod tests {
         let cmd = with_password(
             "MYSQL_PWD",
             &c,
-            vec!["sh".into(), "-c".into(), "echo \"$MYSQL_PWD|$(cat)\"".into()],
+            vec![
+                "sh".into(),
+                "-c".into(),
+                "echo \"$MYSQL_PWD|$(cat)\"".into(),
+            ],
         );
         let mut child = std::process::Command::new(&cmd[0])
             .args(&cmd[1..])
