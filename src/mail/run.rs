@@ -55,6 +55,7 @@ impl Mail {
         accounts: BTreeMap<String, (Account, PathBuf)>,
     ) -> Result<(), MailError> {
         let tenants: Vec<Account> = accounts.values().map(|(a, _)| a.clone()).collect();
+        self.bind_books(&host.state_dir, &tenants);
         *self.accounts.write().expect("accounts") = accounts;
         if tenants.is_empty() {
             self.attached.lock().expect("attached").clear();
@@ -105,17 +106,45 @@ impl Mail {
         Ok(())
     }
 
+    /// Each account's book is of its tenant's present identity: a tenant purged and added
+    /// again under its name starts with empty windows, counts and errors.
+    pub(super) fn bind_books(&self, state_dir: &std::path::Path, tenants: &[Account]) {
+        let layout = crate::store::Layout::new(state_dir.to_path_buf());
+        let mut books = self.books.lock().expect("mail books");
+        for a in tenants {
+            let id = crate::store::identity::current(&layout, &a.tenant);
+            let book = books.entry(a.tenant.clone()).or_default();
+            match (&book.id, &id) {
+                (None, _) => book.id = id,
+                (Some(old), Some(new)) if old == new => {}
+                _ => {
+                    *book = super::service::Book {
+                        id,
+                        ..Default::default()
+                    };
+                    self.dirty.store(true, std::sync::atomic::Ordering::Relaxed);
+                }
+            }
+        }
+    }
+
     /// Writes the windows when messages were accepted since the last save.
     fn save_windows(&self) {
         if !self.dirty.swap(false, std::sync::atomic::Ordering::Relaxed) {
             return;
         }
-        let saved: BTreeMap<String, Vec<u64>> = self
+        let saved: BTreeMap<String, super::service::SavedWindow> = self
             .books
             .lock()
             .expect("mail books")
             .iter()
-            .map(|(t, b)| (t.clone(), b.window.times()))
+            .map(|(t, b)| {
+                let w = super::service::SavedWindow::Of {
+                    id: b.id.clone(),
+                    times: b.window.times(),
+                };
+                (t.clone(), w)
+            })
             .collect();
         let p = self.paths.windows();
         let json = serde_json::to_vec(&saved).unwrap_or_default();

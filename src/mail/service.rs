@@ -48,10 +48,25 @@ pub struct LastError {
 /// A tenant's ledger.
 #[derive(Debug, Default)]
 pub(super) struct Book {
+    /// The identity of the tenant these figures are of (`store::identity`); a later tenant of
+    /// the same name starts with a book of its own.
+    pub id: Option<String>,
     pub window: Window,
     pub counts: BTreeMap<&'static str, u64>,
     pub last_errors: VecDeque<LastError>,
     pub queued: BTreeSet<String>,
+}
+
+/// A tenant's sending window as saved across agent restarts.
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(untagged)]
+pub(super) enum SavedWindow {
+    Of {
+        id: Option<String>,
+        times: Vec<u64>,
+    },
+    /// As written before identities.
+    Legacy(Vec<u64>),
 }
 
 /// The relay's state in the agent.
@@ -89,14 +104,19 @@ impl Mail {
     /// The relay of `cfg`, with the windows saved by the last agent.
     pub fn open(cfg: MailConfig, namespace: &str, layout: &crate::store::Layout) -> Mail {
         let paths = Paths::new(layout);
-        let saved: BTreeMap<String, Vec<u64>> = std::fs::read(paths.windows())
+        let saved: BTreeMap<String, SavedWindow> = std::fs::read(paths.windows())
             .ok()
             .and_then(|b| serde_json::from_slice(&b).ok())
             .unwrap_or_default();
         let books = saved
             .into_iter()
-            .map(|(t, times)| {
+            .map(|(t, w)| {
+                let (id, times) = match w {
+                    SavedWindow::Legacy(times) => (None, times),
+                    SavedWindow::Of { id, times } => (id, times),
+                };
                 let book = Book {
+                    id,
                     window: Window::from_times(&times),
                     ..Book::default()
                 };
@@ -437,5 +457,27 @@ mod tests {
         assert_eq!((r.accepted, r.sent, r.deferred, r.queued), (1, 1, 1, 0));
         assert_eq!(r.last_hour, 1);
         assert_eq!(r.last_errors[0].text, "connect refused");
+    }
+
+    #[test]
+    fn a_tenant_purged_and_added_again_starts_with_its_own_book() {
+        let (m, dir) = mail();
+        let layout = crate::store::Layout::new(dir.path().to_path_buf());
+        crate::store::identity::ensure(&layout, "acme", None).unwrap();
+        let acct = m.account("acme").unwrap();
+        m.bind_books(dir.path(), std::slice::from_ref(&acct));
+        m.accept(&acct, Some("Q1"), SystemTime::now()).unwrap();
+        m.failed("acme");
+        m.bind_books(dir.path(), std::slice::from_ref(&acct));
+        assert_eq!(
+            m.report("acme").unwrap().last_hour,
+            1,
+            "same identity, same book"
+        );
+        std::fs::remove_dir_all(layout.tenant("acme")).unwrap();
+        crate::store::identity::ensure(&layout, "acme", None).unwrap();
+        m.bind_books(dir.path(), std::slice::from_ref(&acct));
+        let r = m.report("acme").unwrap();
+        assert_eq!((r.last_hour, r.accepted, r.refused), (0, 0, 0));
     }
 }
