@@ -145,11 +145,28 @@ fn shared_mode_gives_each_tenant_its_own_database_that_no_other_tenant_can_open(
         "create function public.legacy() returns int language sql security definer as 'select 1'",
     );
     assert_eq!(owner("legacy"), "postgres");
+    // The repair runs as the superuser inside the tenant's own database: an operator the tenant
+    // planted there for the repair to call (it would make the tenant superuser) is not called.
+    let (ok, out) = as_november(
+        "CREATE FUNCTION public.planted(oid, regrole) RETURNS boolean LANGUAGE plpgsql AS $$\n\
+         BEGIN EXECUTE format('ALTER ROLE %I SUPERUSER', current_database()); RETURN $1 <> $2::oid; END $$;\n\
+         CREATE OPERATOR public.<> (LEFTARG = oid, RIGHTARG = regrole, FUNCTION = public.planted);\n\
+         CREATE FUNCTION public.format(text, name) RETURNS text LANGUAGE plpgsql AS $$\n\
+         BEGIN EXECUTE pg_catalog.format('ALTER ROLE %I SUPERUSER', current_database()); RETURN $1; END $$;",
+    );
+    assert!(ok, "{out}");
     h.cli_ok(&["set", "november", "site_title=Restored"]);
     wait_for(
         Duration::from_secs(30),
         || owner("legacy") == november_db,
         "the superuser's function given back to the tenant",
+    );
+    assert_eq!(
+        superuser_sql(&format!(
+            "select rolsuper from pg_roles where rolname = '{november_db}'"
+        )),
+        "f",
+        "the tenant's planted operator ran as the superuser"
     );
 
     // A database of the old naming (`t_<tenant>`) is renamed to the keyed name, data and all.

@@ -23,6 +23,10 @@ pub enum FilesError {
 
 /// What the files of `inst` are made of: secret declarations, rendered configs and who reads
 /// them. Plan compares it with the digest recorded on disk to know when to rewrite.
+/// Raised when the shared database's ensure gains a step existing tenants need (2: the
+/// ownership repair after restores that loaded dumps as the superuser).
+const SHARED_ENSURE_VERSION: u32 = 2;
+
 pub fn digest(inst: &Instance) -> String {
     let mut h = Sha256::new();
     for (name, s) in &inst.secrets {
@@ -40,6 +44,11 @@ pub fn digest(inst: &Instance) -> String {
     }
     if let Some(db) = &inst.database {
         h.update(format!("db {:?} {} {}\n", db.mode, db.name, db.user));
+        if db.mode == crate::spec::template::DatabaseMode::Shared {
+            // The shared database's ensure (and its ownership repair) runs once more for every
+            // shared tenant when this changes.
+            h.update(format!("shared ensure {SHARED_ENSURE_VERSION}\n"));
+        }
     }
     hex::encode(&h.finalize()[..12])
 }

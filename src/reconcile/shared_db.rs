@@ -108,29 +108,48 @@ pub async fn ensure(
 }
 
 /// Gives the tenant's role back everything in its database that another role owns: schemas,
-/// tables, views, sequences, routines and types. Restores before berth loaded dumps as the
-/// tenant ran as the superuser and left objects (a tenant's `SECURITY DEFINER` functions
-/// among them) owned by `postgres`. Object names come from the catalog, quoted by `%I` and
-/// the reg* types; nothing of the tenant's content is run.
+/// tables, views, sequences, routines and types; drops event triggers (only a superuser makes
+/// them, so any there came in through a restore that loaded a dump as the superuser, and they
+/// would fire as the superuser on the statements below). Restores before berth loaded dumps as
+/// the tenant left objects (a tenant's `SECURITY DEFINER` functions among them) owned by
+/// `postgres`. This runs as the superuser inside a database the tenant owns, so nothing of the
+/// tenant's may be found by name: the search path is the catalog's alone, every operator and
+/// function is the catalog's (`OPERATOR(pg_catalog.<>)`, `pg_catalog.format`), object names
+/// come from the catalog, quoted by `%I` and the reg* output functions.
 fn reown_sql(r: &str) -> String {
+    let ne = "OPERATOR(pg_catalog.<>)";
+    let user_ns = "n.nspname OPERATOR(pg_catalog.!~~) 'pg\\_%' AND n.nspname OPERATOR(pg_catalog.<>) 'information_schema'";
+    let not_r = |col: &str| format!("{col} {ne} '{r}'::pg_catalog.regrole");
     format!(
-        "DO $$ DECLARE o record; BEGIN\n\
-         FOR o IN SELECT nspname FROM pg_namespace WHERE nspname NOT LIKE 'pg\\_%' AND nspname <> 'information_schema' AND nspowner NOT IN ('{r}'::regrole, 'pg_database_owner'::regrole) LOOP\n\
-           EXECUTE format('ALTER SCHEMA %I OWNER TO {r}', o.nspname); END LOOP;\n\
-         FOR o IN SELECT c.oid::regclass AS c FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace\n\
-           WHERE n.nspname NOT LIKE 'pg\\_%' AND n.nspname <> 'information_schema' AND c.relowner <> '{r}'::regrole\n\
-           AND c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f')\n\
-           AND NOT EXISTS (SELECT FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid\n\
-                           AND d.refclassid = 'pg_class'::regclass AND d.deptype IN ('a', 'i')) LOOP\n\
-           EXECUTE format('ALTER TABLE %s OWNER TO {r}', o.c); END LOOP;\n\
-         FOR o IN SELECT p.oid::regprocedure AS p FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace\n\
-           WHERE n.nspname NOT LIKE 'pg\\_%' AND n.nspname <> 'information_schema' AND p.proowner <> '{r}'::regrole LOOP\n\
-           EXECUTE format('ALTER ROUTINE %s OWNER TO {r}', o.p); END LOOP;\n\
-         FOR o IN SELECT t.oid::regtype AS t FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace\n\
-           WHERE n.nspname NOT LIKE 'pg\\_%' AND n.nspname <> 'information_schema' AND t.typowner <> '{r}'::regrole\n\
-           AND t.typtype IN ('d', 'e', 'r', 'm') LOOP\n\
-           EXECUTE format('ALTER TYPE %s OWNER TO {r}', o.t); END LOOP;\n\
-         END $$;\n"
+        "SET search_path = pg_catalog, pg_temp;\n\
+         DO $$ DECLARE o record; BEGIN\n\
+         FOR o IN SELECT evtname FROM pg_catalog.pg_event_trigger LOOP\n\
+           EXECUTE pg_catalog.format('DROP EVENT TRIGGER %I', o.evtname); END LOOP;\n\
+         FOR o IN SELECT n.nspname FROM pg_catalog.pg_namespace n WHERE {user_ns} AND {ns_owner}\n\
+           AND n.nspowner {ne} 'pg_database_owner'::pg_catalog.regrole LOOP\n\
+           EXECUTE pg_catalog.format('ALTER SCHEMA %I OWNER TO {r}', o.nspname); END LOOP;\n\
+         FOR o IN SELECT c.oid::pg_catalog.regclass AS c FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace\n\
+           WHERE {user_ns} AND {rel_owner} AND c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f', 'c')\n\
+           AND NOT EXISTS (SELECT FROM pg_catalog.pg_depend d WHERE d.classid OPERATOR(pg_catalog.=) 'pg_catalog.pg_class'::pg_catalog.regclass\n\
+             AND d.objid OPERATOR(pg_catalog.=) c.oid AND d.refclassid OPERATOR(pg_catalog.=) 'pg_catalog.pg_class'::pg_catalog.regclass\n\
+             AND d.deptype IN ('a', 'i')) LOOP\n\
+           IF (SELECT relkind FROM pg_catalog.pg_class WHERE oid OPERATOR(pg_catalog.=) o.c) OPERATOR(pg_catalog.=) 'c' THEN\n\
+             EXECUTE pg_catalog.format('ALTER TYPE %s OWNER TO {r}', o.c);\n\
+           ELSE EXECUTE pg_catalog.format('ALTER TABLE %s OWNER TO {r}', o.c); END IF; END LOOP;\n\
+         FOR o IN SELECT p.oid::pg_catalog.regprocedure AS p FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) p.pronamespace\n\
+           WHERE {user_ns} AND {proc_owner} LOOP\n\
+           EXECUTE pg_catalog.format('ALTER ROUTINE %s OWNER TO {r}', o.p); END LOOP;\n\
+         FOR o IN SELECT t.oid::pg_catalog.regtype AS t FROM pg_catalog.pg_type t JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) t.typnamespace\n\
+           WHERE {user_ns} AND {type_owner} AND t.typtype IN ('d', 'e', 'r') LOOP\n\
+           EXECUTE pg_catalog.format('ALTER TYPE %s OWNER TO {r}', o.t); END LOOP;\n\
+         FOR o IN SELECT oid FROM pg_catalog.pg_largeobject_metadata WHERE {lo_owner} LOOP\n\
+           EXECUTE pg_catalog.format('ALTER LARGE OBJECT %s OWNER TO {r}', o.oid); END LOOP;\n\
+         END $$;\n",
+        ns_owner = not_r("n.nspowner"),
+        rel_owner = not_r("c.relowner"),
+        proc_owner = not_r("p.proowner"),
+        type_owner = not_r("t.typowner"),
+        lo_owner = not_r("lomowner"),
     )
 }
 

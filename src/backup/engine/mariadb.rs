@@ -10,16 +10,22 @@ use super::{Conn, Engine, with_password};
 pub struct MariaDb {
     dump: &'static str,
     client: &'static str,
+    /// The client refuses its own commands that reach the file system or a shell (`system`,
+    /// `source`, `tee`): a dump is tenant content. MariaDB ≥ 10.11.8 has it (and its dumps
+    /// turn it on themselves); MySQL's client has no such switch.
+    sandbox: bool,
 }
 
 pub const MARIADB: MariaDb = MariaDb {
     dump: "mariadb-dump",
     client: "mariadb",
+    sandbox: true,
 };
 /// MySQL's images ship only the `mysql*` names.
 pub const MYSQL: MariaDb = MariaDb {
     dump: "mysqldump",
     client: "mysql",
+    sandbox: false,
 };
 
 fn conn_args(c: &Conn) -> Vec<String> {
@@ -75,6 +81,9 @@ impl Engine for MariaDb {
         let mut cmd: Vec<String> = vec![self.client.into()];
         cmd.extend(conn_args(c));
         cmd.push("--binary-mode".into());
+        if self.sandbox {
+            cmd.push("--sandbox".into());
+        }
         with_password("MYSQL_PWD", c, cmd)
     }
 

@@ -2,7 +2,7 @@
 //! loaded into a clean database. Each engine is one small file; the commands run in the
 //! container that serves the database (the tenant's sidecar, or the host's shared server).
 
-mod definers;
+pub mod definers;
 mod mariadb;
 mod postgres;
 
