@@ -10,7 +10,8 @@ use std::time::Instant;
 /// About `mib` MiB of dump: DDL heads with definers every 64 lines, INSERTs between.
 fn dump(mib: usize) -> Vec<Vec<u8>> {
     let mut lines = vec![b"DELIMITER ;;\n".to_vec()];
-    let row = "(42,'How to use DEFINER=`app`@`%` in views','it''s \\'quoted\\' and \\\\ back','yes')";
+    let row =
+        "(42,'How to use DEFINER=`app`@`%` in views','it''s \\'quoted\\' and \\\\ back','yes')";
     let insert = format!(
         "INSERT INTO `wp_options` VALUES {};;\n",
         vec![row; 120].join(",")

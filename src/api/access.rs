@@ -56,8 +56,9 @@ pub async fn token_create(
     let exists = |t: &str| {
         let file = host.instances_dir.join(format!("{t}.yaml"));
         let live = file.exists() && !layout.purge_marker(t).exists();
-        live.then(|| crate::store::identity::ensure(layout, t, Some(&host.backup_dir)).ok())
-            .flatten()
+        let id =
+            live.then(|| crate::store::identity::ensure(layout, t, Some(&host.backup_dir)).ok());
+        id.flatten().map(|id| (id, 0))
     };
     let (rec, token) = s.tokens.create(&req, &exists)?;
     tracing::info!(prefix = %rec.prefix(), name = %rec.name, role = ?rec.role, "token created");

@@ -29,9 +29,10 @@ where
 {
     let work = async move { work.await.map_err(failure) };
     let event = pending.map(|Extension(p)| p.0);
+    let id = crate::store::identity::current(s.ctl.layout(), tenant);
     let op = s
         .ops
-        .start(kind, Some(tenant), event, work)
+        .start(kind, (Some(tenant), id), event, work)
         .map_err(|e| ApiError::Conflict(e.to_string()))?;
     let location = format!("/v1/operations/{}", op.id);
     let mut resp = (
@@ -64,9 +65,12 @@ pub async fn show(
 ) -> Result<Json<Operation>, ApiError> {
     let hidden = || ApiError::NotFound(format!("no operation {id:?}"));
     let op = s.ops.get(&id).ok_or_else(hidden)?;
+    let layout = s.ctl.layout();
     let visible = match &op.tenant {
-        Some(t) => who.may_read(t),
-        None => who.is_operator(),
+        _ if who.is_operator() => true,
+        // A tenant token: its tenant, of the identity the operation was started for.
+        Some(t) => who.may_read(t) && op.tenant_id == crate::store::identity::current(layout, t),
+        None => false,
     };
     if !visible {
         return Err(hidden());

@@ -200,11 +200,12 @@ pub fn principal_for(s: &AppState, given: &str) -> Result<Principal, String> {
 /// The identity of tenant `t` as tokens are checked against it: a tenant that still has its
 /// directory (running, or removed without purge) has one (made now for a tenant from before
 /// identities); a purged one has none.
-pub fn tenant_identity(layout: &crate::store::Layout, t: &str) -> Option<String> {
-    if !layout.tenant(t).exists() {
-        return None;
-    }
-    crate::store::identity::ensure(layout, t, None).ok()
+pub fn tenant_identity(layout: &crate::store::Layout, t: &str) -> Option<(String, u64)> {
+    let id = crate::store::identity::of_existing(layout, t)?;
+    Some((
+        id,
+        crate::store::identity::born(layout, t).unwrap_or(u64::MAX),
+    ))
 }
 
 /// The audit row of the request being served, for a handler that hands its work to a long

@@ -11,8 +11,8 @@ use std::{
     sync::Mutex,
 };
 
-/// A tenant's identity now (None: no such tenant).
-pub type Identities<'a> = &'a dyn Fn(&str) -> Option<String>;
+/// A tenant's identity now and when it came to be, in Unix seconds (None: no such tenant).
+pub type Identities<'a> = &'a dyn Fn(&str) -> Option<(String, u64)>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TokenError {
@@ -155,7 +155,7 @@ impl TokenStore {
         validate(req)?;
         let mut tenant_ids = BTreeMap::new();
         for t in &req.tenants {
-            let id = ids(t).ok_or_else(|| {
+            let (id, _) = ids(t).ok_or_else(|| {
                 TokenError::Invalid(format!(
                     "--tenant {t:?}: no such tenant (a token is made for tenants that exist)"
                 ))
@@ -277,23 +277,32 @@ fn bind(rec: &mut TokenRecord, ids: Identities) -> bool {
     if rec.revoked.is_some() || rec.tenants.is_empty() {
         return false;
     }
-    let now: BTreeMap<String, Option<String>> =
+    let now: BTreeMap<String, Option<(String, u64)>> =
         rec.tenants.iter().map(|t| (t.clone(), ids(t))).collect();
-    if rec.tenant_ids.is_empty() {
-        rec.tenant_ids = now
-            .into_iter()
-            .filter_map(|(t, id)| Some((t, id?)))
-            .collect();
-        return true;
-    }
-    let same = now
-        .iter()
-        .all(|(t, id)| id.is_some() && rec.tenant_ids.get(t) == id.as_ref());
+    let same = match rec.tenant_ids.is_empty() {
+        // From before identities: bound only if each tenant exists and came to be before the
+        // token was made (a name purged and reused since is another tenant).
+        true => now
+            .values()
+            .all(|v| v.as_ref().is_some_and(|(_, born)| *born <= rec.created)),
+        false => now.iter().all(|(t, v)| {
+            v.as_ref()
+                .is_some_and(|(id, _)| rec.tenant_ids.get(t) == Some(id))
+        }),
+    };
     if !same {
         tracing::warn!(token = %rec.prefix(), "token revoked: a tenant it was made for is gone");
         rec.revoked = Some(unix_now());
+        return true;
     }
-    !same
+    if rec.tenant_ids.is_empty() {
+        rec.tenant_ids = now
+            .into_iter()
+            .filter_map(|(t, v)| Some((t, v?.0)))
+            .collect();
+        return true;
+    }
+    false
 }
 
 fn validate(req: &NewToken) -> Result<(), TokenError> {
@@ -337,8 +346,8 @@ fn validate(req: &NewToken) -> Result<(), TokenError> {
 mod tests {
     use super::*;
 
-    fn ids(t: &str) -> Option<String> {
-        Some(format!("{t}-id"))
+    fn ids(t: &str) -> Option<(String, u64)> {
+        Some((format!("{t}-id"), 0))
     }
 
     fn new(role: Role, tenants: &[&str], expires: Option<u64>) -> NewToken {
@@ -463,7 +472,7 @@ mod tests {
     fn a_token_is_only_made_for_tenants_that_exist() {
         let dir = tempfile::tempdir().unwrap();
         let s = TokenStore::open(dir.path().join("tokens.json"));
-        let only_acme = |t: &str| (t == "acme").then(|| "acme-1".to_string());
+        let only_acme = |t: &str| (t == "acme").then(|| ("acme-1".to_string(), 0));
         let e = s
             .create(
                 &new(Role::TenantAdmin, &["acme", "newco"], Some(60)),
@@ -479,13 +488,13 @@ mod tests {
     fn a_token_dies_with_the_identity_of_its_tenant_not_with_the_name() {
         let dir = tempfile::tempdir().unwrap();
         let s = TokenStore::open(dir.path().join("tokens.json"));
-        let first = |_: &str| Some("id-1".to_string());
+        let first = |_: &str| Some(("id-1".to_string(), 0));
         let (_, text) = s
             .create(&new(Role::TenantAdmin, &["chkpg"], Some(3600)), &first)
             .unwrap();
         assert!(s.authenticate(&text, &first).is_ok());
         // Purged and added again under the same name: another identity.
-        let second = |_: &str| Some("id-2".to_string());
+        let second = |_: &str| Some(("id-2".to_string(), 0));
         assert!(s.authenticate(&text, &second).is_err());
         assert!(s.authenticate(&text, &first).is_err(), "stays revoked");
         assert!(s.list(&second)[0].revoked.is_some());
@@ -497,30 +506,42 @@ mod tests {
     }
 
     #[test]
-    fn a_token_from_before_identities_is_bound_at_its_next_use() {
+    fn a_token_from_before_identities_is_bound_at_its_next_use_if_its_tenant_is_older() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("tokens.json");
         let s = TokenStore::open(path.clone());
-        let (_, text) = s
+        let (rec, text) = s
+            .create(&new(Role::TenantAdmin, &["acme"], Some(3600)), &ids)
+            .unwrap();
+        let (_, later) = s
             .create(&new(Role::TenantAdmin, &["acme"], Some(3600)), &ids)
             .unwrap();
         // As written by a berth without identities.
         let mut f: serde_json::Value =
             serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
-        f["tokens"][0].as_object_mut().unwrap().remove("tenant_ids");
+        for t in f["tokens"].as_array_mut().unwrap() {
+            t.as_object_mut().unwrap().remove("tenant_ids");
+        }
         std::fs::write(&path, serde_json::to_vec(&f).unwrap()).unwrap();
         let s = TokenStore::open(path.clone());
-        let old = |_: &str| Some("legacy".to_string());
+        let old = |_: &str| Some(("legacy".to_string(), rec.created));
         assert!(s.authenticate(&text, &old).is_ok());
         assert!(
             TokenStore::open(path.clone())
                 .authenticate(&text, &old)
                 .is_ok()
         );
-        let new_one = |_: &str| Some("new".to_string());
+        let new_one = |_: &str| Some(("new".to_string(), rec.created));
+        assert!(
+            TokenStore::open(path.clone())
+                .authenticate(&text, &new_one)
+                .is_err()
+        );
+        // The name purged and reused after the token was made: another tenant.
+        let reborn = |_: &str| Some(("reborn".to_string(), rec.created + 10));
         assert!(
             TokenStore::open(path)
-                .authenticate(&text, &new_one)
+                .authenticate(&later, &reborn)
                 .is_err()
         );
     }

@@ -98,6 +98,15 @@ impl Backups {
         let scratch = format!("verify-{}", hex::encode(r));
         // Marked before it exists and removed on every way out (an error, a panic): a scratch
         // tenant never outlives its verify; one an agent was stopped in goes at its next start.
+        let file = self
+            .ctl
+            .host()
+            .instances_dir
+            .join(format!("{scratch}.yaml"));
+        if file.exists() || self.ctl.layout().tenant(&scratch).exists() {
+            // A tenant of that name exists: never the verify's to remove.
+            return Err(BackupError::Exists(scratch));
+        }
         let dir = self.ctl.layout().scratch_dir();
         atomic::create_dir(&dir, 0o700).map_err(super::io(&dir))?;
         let mark = dir.join(&scratch);
@@ -148,8 +157,10 @@ impl Backups {
                 why: e.to_string(),
             })?;
         let yaml = serde_yaml::to_string(file).expect("instance file serializes");
+        let layout = self.ctl.layout();
+        crate::store::identity::ensure(layout, t, Some(&self.ctl.host().backup_dir))
+            .map_err(super::io(&layout.tenant(t)))?;
         atomic::write(&path, yaml.as_bytes(), 0o644).map_err(super::io(&path))?;
-        self.identity(t)?;
         self.ctl.reset_backoff(t);
         self.ctl.kick();
         Ok(())

@@ -179,22 +179,25 @@ impl Backups {
         Ok(members)
     }
 
-    /// `tenant`'s identity, made if the tenant has none yet.
+    /// `tenant`'s identity (made for a tenant from before identities); a tenant purged while
+    /// its backup ran has none, and its backup is not written.
     fn identity(&self, tenant: &str) -> Result<String, BackupError> {
-        let layout = self.ctl.layout();
-        crate::store::identity::ensure(layout, tenant, Some(&self.ctl.host().backup_dir))
-            .map_err(io(&layout.tenant(tenant)))
+        crate::store::identity::of_existing(self.ctl.layout(), tenant)
+            .ok_or_else(|| BackupError::UnknownTenant(tenant.into()))
     }
 
     /// Whether archive `m` was made of the tenant that now has the name `tenant`: the same
-    /// name and the same identity (an archive from before identities: the same name).
+    /// name and the same identity (an archive from before identities: the same name, and made
+    /// after this tenant's first secret was).
     pub(crate) fn belongs(&self, tenant: &str, m: &Manifest) -> bool {
+        let layout = self.ctl.layout();
         m.tenant == tenant
             && match &m.tenant_id {
-                None => true,
-                Some(id) => {
-                    crate::store::identity::current(self.ctl.layout(), tenant).as_ref() == Some(id)
+                // From before identities: only if made since this tenant came to be.
+                None => {
+                    crate::store::identity::born(layout, tenant).is_some_and(|b| m.created >= b)
                 }
+                Some(id) => crate::store::identity::current(layout, tenant).as_ref() == Some(id),
             }
     }
 

@@ -37,6 +37,10 @@ pub struct Operation {
     pub kind: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tenant: Option<String>,
+    /// The tenant's identity when it started: tenant tokens see operations of their tenants'
+    /// present identities only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant_id: Option<String>,
     pub state: OpState,
     /// Unix milliseconds.
     pub started: u64,
@@ -151,7 +155,7 @@ impl Operations {
     pub fn start<F>(
         self: &Arc<Self>,
         kind: &str,
-        tenant: Option<&str>,
+        (tenant, tenant_id): (Option<&str>, Option<String>),
         event: Option<Event>,
         work: F,
     ) -> Result<Operation, OpsError>
@@ -162,6 +166,7 @@ impl Operations {
             id: new_id(),
             kind: kind.into(),
             tenant: tenant.map(String::from),
+            tenant_id,
             state: OpState::Running,
             started: now_ms(),
             finished: None,

@@ -35,7 +35,7 @@ async fn an_operation_ends_and_is_audited_once_with_its_outcome() {
     let op = ops
         .start(
             "backup.create",
-            Some("acme"),
+            (Some("acme"), None),
             Some(event("backup.create")),
             async {
                 tokio::time::sleep(Duration::from_millis(50)).await;
@@ -60,7 +60,7 @@ async fn a_failed_or_panicking_operation_is_an_outcome_not_a_lost_one() {
     let failed = ops
         .start(
             "backup.restore",
-            Some("acme"),
+            (Some("acme"), None),
             Some(event("backup.restore")),
             async {
                 Err(Failure {
@@ -75,7 +75,7 @@ async fn a_failed_or_panicking_operation_is_an_outcome_not_a_lost_one() {
     let panicked = ops
         .start(
             "backup.verify",
-            Some("acme"),
+            (Some("acme"), None),
             Some(event("backup.verify")),
             async {
                 if now_ms() > 0 {
@@ -98,25 +98,25 @@ async fn a_tenant_runs_one_operation_at_a_time() {
     let (_d, _audit, ops) = setup();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let first = ops
-        .start("backup.create", Some("acme"), None, async move {
+        .start("backup.create", (Some("acme"), None), None, async move {
             let _ = rx.await;
             Ok(serde_json::Value::Null)
         })
         .unwrap();
     let busy = ops
-        .start("backup.create", Some("acme"), None, async {
+        .start("backup.create", (Some("acme"), None), None, async {
             Ok(serde_json::Value::Null)
         })
         .unwrap_err()
         .to_string();
     assert!(busy.contains(&first.id), "{busy}");
-    ops.start("backup.create", Some("globex"), None, async {
+    ops.start("backup.create", (Some("globex"), None), None, async {
         Ok(serde_json::Value::Null)
     })
     .unwrap();
     tx.send(()).unwrap();
     ops.wait(&first.id).await;
-    ops.start("backup.create", Some("acme"), None, async {
+    ops.start("backup.create", (Some("acme"), None), None, async {
         Ok(serde_json::Value::Null)
     })
     .unwrap();
@@ -132,7 +132,7 @@ async fn an_operation_the_agent_stopped_in_ends_as_interrupted_at_the_next_start
         let op = ops
             .start(
                 "backup.restore",
-                Some("acme"),
+                (Some("acme"), None),
                 Some(event("backup.restore")),
                 async {
                     std::future::pending::<()>().await;

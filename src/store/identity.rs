@@ -38,8 +38,50 @@ pub fn ensure(layout: &Layout, t: &str, backup_dir: Option<&Path>) -> std::io::R
     let mut b = [0u8; 16];
     getrandom::fill(&mut b).map_err(|e| std::io::Error::other(format!("no randomness: {e}")))?;
     let id = hex::encode(b);
-    atomic::write(&path(layout, t), id.as_bytes(), 0o600)?;
-    Ok(id)
+    // Written whole under a name of its own, then linked into place, which never replaces:
+    // of two callers racing to make the id, one wins and both return the winner's.
+    let tmp = dir.join(format!(".id-{}", hex::encode(&b[..6])));
+    atomic::write(&tmp, id.as_bytes(), 0o600)?;
+    let linked = std::fs::hard_link(&tmp, path(layout, t));
+    let _ = std::fs::remove_file(&tmp);
+    match linked {
+        Ok(()) => Ok(id),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => current(layout, t)
+            .ok_or_else(|| std::io::Error::other("the tenant's id file is unreadable")),
+        Err(e) => Err(e),
+    }
+}
+
+/// `t`'s id if the tenant exists (its directory is there: running, or removed without purge),
+/// made now for a tenant from before identities; None for a purged or unknown name. Nothing is
+/// made for a name without a directory, so an operation still running when its tenant is
+/// purged cannot give the name an identity a later tenant would inherit.
+pub fn of_existing(layout: &Layout, t: &str) -> Option<String> {
+    if !layout.tenant(t).exists() {
+        return None;
+    }
+    ensure(layout, t, None).ok()
+}
+
+/// When tenant `t` came to be, in Unix seconds: its oldest secret (made once, when the tenant
+/// was first provisioned, and never rewritten), else its id file. Records from before
+/// identities (archives, tokens) are trusted as `t`'s only if they are no older than this: a
+/// name purged and reused before berth had identities gets a new birth.
+pub fn born(layout: &Layout, t: &str) -> Option<u64> {
+    let secs = |m: std::fs::Metadata| {
+        m.modified()
+            .ok()?
+            .duration_since(std::time::UNIX_EPOCH)
+            .ok()
+            .map(|d| d.as_secs())
+    };
+    let secrets = std::fs::read_dir(layout.tenant(t).join("secrets"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.metadata().ok().and_then(secs))
+        .min();
+    secrets.or_else(|| std::fs::metadata(path(layout, t)).ok().and_then(secs))
 }
 
 /// Moves `<backups>/<t>` (another, earlier tenant's) to `<backups>/.orphaned/<t>-<unix time>`.
@@ -88,6 +130,25 @@ mod tests {
             .unwrap()
             .collect();
         assert_eq!(aside.len(), 1);
+    }
+
+    #[test]
+    fn callers_racing_to_make_an_id_all_get_the_same_one() {
+        let d = tempfile::tempdir().unwrap();
+        let layout = Layout::new(d.path().join("state"));
+        let ids: Vec<String> = std::thread::scope(|s| {
+            let hs: Vec<_> = (0..8)
+                .map(|_| s.spawn(|| ensure(&layout, "acme", None).unwrap()))
+                .collect();
+            hs.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        assert!(ids.windows(2).all(|w| w[0] == w[1]), "{ids:?}");
+        assert_eq!(current(&layout, "acme").unwrap(), ids[0]);
+        assert!(of_existing(&layout, "gone").is_none());
+        assert!(
+            !layout.tenant("gone").exists(),
+            "nothing made for a purged name"
+        );
     }
 
     #[test]
