@@ -45,6 +45,15 @@ pub struct Definers {
     head: bool,
     /// Nothing but blanks and comments since the statement began.
     fresh: bool,
+    /// A backslash escapes in strings (false under `NO_BACKSLASH_ESCAPES`, which a dump sets
+    /// before a routine or trigger created in that mode and restores after it).
+    backslash: bool,
+    /// A string's backslash was the last byte of a piece: the next byte is escaped.
+    escape_pending: bool,
+    /// `sql_mode` was the last word: its value (a string, or `@saved_sql_mode`) comes next.
+    mode_next: bool,
+    /// Where in this line's output the string holding a new `sql_mode` began.
+    mode_from: Option<usize>,
 }
 
 impl Default for Definers {
@@ -55,6 +64,10 @@ impl Default for Definers {
             delimiter: b";".to_vec(),
             head: true,
             fresh: true,
+            backslash: true,
+            escape_pending: false,
+            mode_next: false,
+            mode_from: None,
         }
     }
 }
@@ -131,20 +144,7 @@ impl Definers {
     fn step(&mut self, s: &[u8], i: usize, rewrite: bool, out: &mut Vec<u8>) -> usize {
         let b = s[i];
         match self.at {
-            At::Quote(q) => {
-                // A backslash escape (not in identifiers) or a doubled quote: two bytes.
-                let escaped = b == b'\\' && q != b'`' && i + 1 < s.len();
-                let n = if escaped || (b == q && s.get(i + 1) == Some(&q)) {
-                    2
-                } else {
-                    if b == q {
-                        self.at = At::Code;
-                    }
-                    1
-                };
-                out.extend_from_slice(&s[i..i + n]);
-                i + n
-            }
+            At::Quote(q) => self.quoted(s, i, q, out),
             At::LineComment => {
                 if b == b'\n' {
                     self.at = At::Code;
@@ -163,6 +163,35 @@ impl Definers {
             }
             At::Code => self.code(s, i, rewrite, out),
         }
+    }
+
+    /// Inside a string or quoted identifier opened by `q`.
+    fn quoted(&mut self, s: &[u8], i: usize, q: u8, out: &mut Vec<u8>) -> usize {
+        let b = s[i];
+        if std::mem::take(&mut self.escape_pending) {
+            out.push(b);
+            return i + 1;
+        }
+        if b == b'\\' && q != b'`' && self.backslash {
+            // An escape: the next byte is the string's, whatever it is (even in the next piece).
+            let n = if i + 1 < s.len() { 2 } else { 1 };
+            self.escape_pending = n == 1;
+            out.extend_from_slice(&s[i..i + n]);
+            return i + n;
+        }
+        if b == q && s.get(i + 1) == Some(&q) {
+            out.extend_from_slice(&s[i..i + 2]);
+            return i + 2;
+        }
+        out.push(b);
+        if b == q {
+            self.at = At::Code;
+            if let Some(from) = self.mode_from.take() {
+                let mode = String::from_utf8_lossy(&out[from.min(out.len())..]).to_uppercase();
+                self.backslash = !mode.contains("NO_BACKSLASH_ESCAPES");
+            }
+        }
+        i + 1
     }
 
     fn code(&mut self, s: &[u8], i: usize, rewrite: bool, out: &mut Vec<u8>) -> usize {
@@ -187,7 +216,11 @@ impl Definers {
             out.extend_from_slice(b"/*");
             return i + 2;
         }
-        if rest.starts_with(b"-- ") || rest.starts_with(b"--\n") || rest[0] == b'#' {
+        let dashes = rest.starts_with(b"--")
+            && rest
+                .get(2)
+                .is_none_or(|c| c.is_ascii_whitespace() || c.is_ascii_control());
+        if dashes || rest[0] == b'#' {
             self.at = At::LineComment;
             out.push(rest[0]);
             return i + 1;
@@ -201,11 +234,19 @@ impl Definers {
         if matches!(b, b'\'' | b'"' | b'`') {
             self.at = At::Quote(b);
             self.head = false;
+            if std::mem::take(&mut self.mode_next) {
+                self.mode_from = Some(out.len());
+            }
             out.push(b);
             return i + 1;
         }
         if !is_word(b) {
             self.head &= b == b'=';
+            if b == b'@' && self.mode_next {
+                // `sql_mode = @saved_sql_mode`: the dump's own mode, with backslash escapes.
+                self.backslash = true;
+            }
+            self.mode_next &= b == b'=';
             out.push(b);
             return i + 1;
         }
@@ -220,6 +261,7 @@ impl Definers {
             return account_end(s, end + 1);
         }
         self.head &= HEAD.iter().any(|h| word.eq_ignore_ascii_case(h.as_bytes()));
+        self.mode_next = word.eq_ignore_ascii_case(b"sql_mode");
         out.extend_from_slice(word);
         end
     }
@@ -297,6 +339,35 @@ mod tests {
         }
         assert!(out.contains("CREATE  FUNCTION f()"), "{out}");
         assert!(out.contains("CREATE  PROCEDURE p()"), "{out}");
+    }
+
+    #[test]
+    fn routines_made_without_backslash_escapes_and_odd_comments_keep_the_lexer_in_step() {
+        let dump = "/*!40101 SET @OLD_SQL_MODE=@@SQL_MODE, SQL_MODE='NO_AUTO_VALUE_ON_ZERO' */;\n\
+            DELIMITER ;;\n\
+            /*!50003 SET sql_mode = 'STRICT_TRANS_TABLES,NO_BACKSLASH_ESCAPES' */ ;;\n\
+            CREATE DEFINER=`a`@`%` FUNCTION f() RETURNS text RETURN 'C:\\' ;;\n\
+            /*!50003 SET sql_mode = @saved_sql_mode */ ;;\n\
+            CREATE DEFINER=`a`@`%` PROCEDURE p() SELECT 'it\\'s' ;;\n\
+            DELIMITER ;\n\
+            --\tDEFINER=`x`@`%` a comment after a tab\n\
+            INSERT INTO t VALUES ('DEFINER=`r`@`%`');\n";
+        let out = run(dump);
+        assert!(out.contains("CREATE  FUNCTION f()"), "{out}");
+        assert!(out.contains("CREATE  PROCEDURE p()"), "{out}");
+        assert!(out.contains("--\tDEFINER=`x`@`%`"), "{out}");
+        assert!(out.contains("('DEFINER=`r`@`%`')"), "{out}");
+    }
+
+    #[test]
+    fn a_backslash_at_the_end_of_a_piece_escapes_the_first_byte_of_the_next() {
+        let mut d = Definers::default();
+        let mut out = d.line(b"INSERT INTO t VALUES ('a\\", false);
+        out.extend(d.line(b"'b'),('CREATE DEFINER=`r`@`%` x');\n", true));
+        out.extend(d.line(b"CREATE DEFINER=`a`@`%` VIEW v AS SELECT 1;\n", true));
+        let out = String::from_utf8(out).unwrap();
+        assert!(out.contains("('CREATE DEFINER=`r`@`%` x')"), "{out}");
+        assert!(out.contains("CREATE  VIEW v"), "{out}");
     }
 
     #[test]

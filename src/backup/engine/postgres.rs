@@ -1,5 +1,9 @@
 //! PostgreSQL: `pg_dump` (a snapshot, consistent while the app writes) and `psql` in one
 //! transaction that first drops every schema of the database: a failed load changes nothing.
+//! Both run as the tenant's own role (on a shared server) or the app's user (on a sidecar):
+//! what a load creates is owned by, and runs as, that role. The dump is plain SQL; pg_dump ≥
+//! 15.14 fences it with `\restrict`, so psql runs no client command a crafted object name
+//! might smuggle into it.
 
 use super::{Conn, Engine};
 
@@ -37,9 +41,17 @@ impl Engine for Postgres {
     }
 
     fn dump(&self, c: &Conn) -> Vec<String> {
-        let mut cmd: Vec<String> = ["pg_dump", "--clean", "--if-exists", "--no-owner"]
-            .map(String::from)
-            .into();
+        // A lock the tenant holds on one of its tables fails the backup after two minutes
+        // instead of keeping it (and the tenant's one operation) waiting for ever.
+        let mut cmd: Vec<String> = [
+            "pg_dump",
+            "--clean",
+            "--if-exists",
+            "--no-owner",
+            "--lock-wait-timeout=120s",
+        ]
+        .map(String::from)
+        .into();
         // One role per tenant: a clone restores as another role, which old grants would name.
         cmd.push("--no-privileges".into());
         cmd.extend(socket_args(c));
