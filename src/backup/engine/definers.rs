@@ -183,6 +183,16 @@ impl Definers {
             out.extend_from_slice(&s[i..i + 2]);
             return i + 2;
         }
+        if b != q {
+            // Plain string bytes up to the next quote or backslash, copied at once: rows are
+            // most of a dump, and most of a row is inside strings.
+            let n = s[i..]
+                .iter()
+                .position(|&c| c == q || c == b'\\')
+                .unwrap_or(s.len() - i);
+            out.extend_from_slice(&s[i..i + n.max(1)]);
+            return i + n.max(1);
+        }
         out.push(b);
         if b == q {
             self.at = At::Code;
