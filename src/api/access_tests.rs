@@ -522,3 +522,29 @@ async fn an_operation_is_shown_to_the_operator_and_its_own_tenants_tokens_only()
     let (st, _) = socket(&w, "GET", &path(&ids[1]), serde_json::json!({})).await;
     assert_eq!(st, StatusCode::OK);
 }
+
+#[tokio::test]
+async fn a_tenant_token_learns_that_another_tenant_holds_a_domain_but_not_which() {
+    let (w, admin, _, op) = populated().await;
+    w.s.domains
+        .bind("shop.example.org", "globex", "dns")
+        .unwrap();
+    let body = serde_json::json!({"domain": "shop.example.org"});
+    let (st, v) = tcp(
+        &w,
+        &admin,
+        "POST",
+        "/v1/instances/acme/domains",
+        body.clone(),
+    )
+    .await;
+    assert_eq!(st, StatusCode::CREATED, "{v}");
+    assert_eq!(v["claimed_elsewhere"], true, "{v}");
+    assert!(
+        v["held_by"].is_null() && !v.to_string().contains("globex"),
+        "{v}"
+    );
+    let (st, v) = tcp(&w, &op, "POST", "/v1/instances/acme/domains", body).await;
+    assert_eq!(st, StatusCode::CREATED, "{v}");
+    assert_eq!(v["held_by"], "globex", "the operator is told: {v}");
+}

@@ -13,7 +13,7 @@ use crate::{
     domains::{self, DomainError},
 };
 use axum::{
-    Json,
+    Extension, Json,
     extract::State,
     http::{StatusCode, header},
     response::IntoResponse,
@@ -83,6 +83,7 @@ fn holder(s: &AppState, domain: &str, tenant: &str) -> Option<String> {
     responses((status = 201, description = "Claimed: the proof to publish", body = serde_json::Value)))]
 pub async fn domain_add(
     State(s): State<AppState>,
+    Extension(who): Extension<crate::auth::Principal>,
     Tenant(tenant): Tenant,
     JsonBody(req): JsonBody<DomainRequest>,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
@@ -111,7 +112,10 @@ pub async fn domain_add(
             "tenant": tenant,
             "token": pending.token,
             "verified": verified,
-            "held_by": held_by,
+            // Which tenant holds it is the operator's to know; a tenant token learns only that
+            // another tenant does.
+            "claimed_elsewhere": held_by.is_some(),
+            "held_by": held_by.filter(|_| who.is_operator()),
             "dns": { "name": format!("_berth.{}", req.domain), "type": "TXT", "value": pending.token },
             "http": { "url": format!("http://{}{}", req.domain, domains::verify::HTTP_PATH), "body": pending.token },
         })),

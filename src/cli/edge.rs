@@ -172,10 +172,14 @@ pub async fn domain(c: &Client, cmd: DomainCommand) -> Result<()> {
                 v["http"]["url"].as_str().unwrap_or(""),
                 v["token"].as_str().unwrap_or("")
             );
-            if let Some(h) = v["held_by"].as_str() {
-                println!(
+            match v["held_by"].as_str() {
+                Some(h) => println!(
                     "{domain} is currently used by tenant {h}; it moves once the proof is checked."
-                );
+                ),
+                None if v["claimed_elsewhere"] == true => println!(
+                    "{domain} is claimed by another tenant; it moves to {tenant} once the proof is checked."
+                ),
+                None => {}
             }
             println!("then run: berth domain verify {tenant} {domain}");
         }
