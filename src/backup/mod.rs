@@ -186,19 +186,14 @@ impl Backups {
             .ok_or_else(|| BackupError::UnknownTenant(tenant.into()))
     }
 
-    /// Whether archive `m` was made of the tenant that now has the name `tenant`: the same
-    /// name and the same identity (an archive from before identities: the same name, and made
-    /// after this tenant's first secret was).
-    pub(crate) fn belongs(&self, tenant: &str, m: &Manifest) -> bool {
+    /// Who `tenant` is now, read once for any number of archives.
+    pub(crate) fn owner(&self, tenant: &str) -> Owner {
         let layout = self.ctl.layout();
-        m.tenant == tenant
-            && match &m.tenant_id {
-                // From before identities: only if made since this tenant came to be.
-                None => {
-                    crate::store::identity::born(layout, tenant).is_some_and(|b| m.created >= b)
-                }
-                Some(id) => crate::store::identity::current(layout, tenant).as_ref() == Some(id),
-            }
+        Owner {
+            tenant: tenant.into(),
+            id: crate::store::identity::current(layout, tenant),
+            born: crate::store::identity::born(layout, tenant),
+        }
     }
 
     /// Newest first; only archives made of this tenant (not of an earlier one of its name).
@@ -206,6 +201,7 @@ impl Backups {
         let Ok(rd) = std::fs::read_dir(self.dir(tenant)) else {
             return vec![];
         };
+        let owner = self.owner(tenant);
         let mut v: Vec<BackupInfo> = rd
             .filter_map(|e| e.ok())
             .filter_map(|e| {
@@ -213,7 +209,7 @@ impl Backups {
                 let id = name.strip_suffix(".tar")?.to_string();
                 // The manifest alone: listing reads no archive through.
                 let m = archive::manifest(&e.path()).ok()?;
-                if !self.belongs(tenant, &m) {
+                if !owner.owns(&m) {
                     return None;
                 }
                 Some(BackupInfo {
@@ -234,6 +230,26 @@ impl Backups {
         for old in self.list(tenant).into_iter().skip(keep.max(1)) {
             let _ = std::fs::remove_file(self.dir(tenant).join(format!("{}.tar", old.id)));
         }
+    }
+}
+
+/// The tenant that has a name now: its identity and when it came to be.
+pub(crate) struct Owner {
+    tenant: String,
+    id: Option<String>,
+    born: Option<u64>,
+}
+
+impl Owner {
+    /// Whether archive `m` was made of this tenant: the same name and the same identity (an
+    /// archive from before identities: the same name, and made after this tenant's first
+    /// secret was).
+    pub(crate) fn owns(&self, m: &Manifest) -> bool {
+        m.tenant == self.tenant
+            && match &m.tenant_id {
+                None => self.born.is_some_and(|b| m.created >= b),
+                Some(id) => self.id.as_ref() == Some(id),
+            }
     }
 }
 

@@ -171,7 +171,7 @@ impl Backups {
         // Whose archive it is, from its manifest alone, before anything is unpacked: never
         // one made of another tenant, or of an earlier tenant that had this name.
         let m = super::archive::manifest(&path)?;
-        if !self.belongs(tenant, &m) {
+        if !self.owner(tenant).owns(&m) {
             return Err(BackupError::Foreign {
                 tenant: tenant.into(),
                 id: id.into(),
