@@ -42,16 +42,30 @@ fn push(dir: &Path, repo: &str) {
     push_labelled(dir, repo, repo);
 }
 
+/// Built and pushed under a staging tag no version names, then tagged in the registry by its
+/// API: the agent, which puts a moved tag back on its pin, never sees the name mid-push.
 fn push_labelled(dir: &Path, repo: &str, label: &str) {
     let conf = dir.join("docker-cli");
     std::fs::create_dir_all(&conf).unwrap();
     let env = [("DOCKER_CONFIG", conf.as_path())];
-    let tag = format!("127.0.0.1:{PORT}/{repo}");
+    let (path, tag) = repo.split_once(':').unwrap();
+    let label_tag: String = label
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .collect();
+    let staging = format!("127.0.0.1:{PORT}/{path}:staging-{label_tag}");
+    let api = format!("https://127.0.0.1:{PORT}/v2/{path}/manifests");
+    let manifest = dir.join("manifest.json");
+    let (m, d) = (manifest.display(), dir.display());
+    let media = "application/vnd.docker.distribution.manifest.v2+json";
+    let curl = format!("curl -sSf --cacert {d}/cert.pem -u pusher:s3cret-pw");
     sh_env(
         &format!(
-            "printf 'FROM berth/demo:1\\nLABEL berth.test.pushed={label}\\n' | DOCKER_BUILDKIT=0 docker build -q -t {tag} - && \
+            "printf 'FROM berth/demo:1\\nLABEL berth.test.pushed={label}\\n' | DOCKER_BUILDKIT=0 docker build -q -t {staging} - && \
              printf s3cret-pw | docker login 127.0.0.1:{PORT} -u pusher --password-stdin && \
-             docker push -q {tag} && docker rmi {tag}"
+             docker push -q {staging} && docker rmi {staging} && \
+             {curl} -H 'Accept: {media}' -o {m} {api}/staging-{label_tag} && \
+             {curl} -X PUT -H 'Content-Type: {media}' --data-binary @{m} {api}/{tag}"
         ),
         &env,
     );
