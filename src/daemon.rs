@@ -268,6 +268,7 @@ pub async fn run(mut host: HostConfig) -> Result<(), DaemonError> {
     let _ = stop_tx.send(true);
     let _ = reconciler.await;
     while servers.join_next().await.is_some() {}
+    ctl.audit().flush(crate::audit::now_ms(), true);
     let _ = std::fs::remove_file(&host.api_socket);
     Ok(())
 }
@@ -338,11 +339,14 @@ impl Edge {
 }
 
 /// Serves `app` on `tcp` until shutdown flips, finishing requests in flight.
+/// Handlers see the client's address (`ConnectInfo`), which the audit log records.
 async fn serve_tcp<L>(tcp: L, app: axum::Router, mut stop: tokio::sync::watch::Receiver<bool>)
 where
-    L: axum::serve::Listener,
-    L::Addr: std::fmt::Debug,
+    L: axum::serve::Listener<Addr = std::net::SocketAddr>,
+    for<'a> crate::auth::Peer:
+        axum::extract::connect_info::Connected<axum::serve::IncomingStream<'a, L>>,
 {
+    let app = app.into_make_service_with_connect_info::<crate::auth::Peer>();
     let _ = axum::serve(tcp, app)
         .with_graceful_shutdown(
             async move { stop.wait_for(|s| *s).await.map(|_| ()).unwrap_or(()) },

@@ -117,7 +117,9 @@ fn a_tenant_admin_token_manages_its_own_tenant_through_the_cli_and_nothing_else(
             r["action"] == action
                 && r["result"] == result
                 && r["actor"]["name"] == "acme-admin"
-                && r["source"] == "cli"
+                // Over TCP a client cannot name its source: only the socket's calls are `cli`.
+                && r["source"] == "api"
+                && r["client"] == "127.0.0.1"
         })
     };
     assert!(by_token("backup.create", "ok"), "{rows:?}");
@@ -141,6 +143,29 @@ fn a_tenant_admin_token_manages_its_own_tenant_through_the_cli_and_nothing_else(
             && table.contains("tenant-admin")
             && (table.contains("in 59m") || table.contains("in 1h")),
         "{table}"
+    );
+
+    // An anonymous flood: 5,000 wrong tokens never rotate a change's row away. They are
+    // counted in the refusal stream, one row for the run; the log of changes does not grow.
+    let audit_log = h.path("state/audit/audit.log");
+    let before = std::fs::metadata(&audit_log).unwrap().len();
+    let codes = common::sh(&format!(
+        "curl -s -o /dev/null -w '%{{http_code}}\\n' -H 'Authorization: Bearer bth_x_{}' \
+         '{api}/v1/instances?n=[1-5000]' | sort | uniq -c",
+        "0".repeat(64)
+    ));
+    assert!(codes.trim().starts_with("5000 401"), "{codes}");
+    assert_eq!(std::fs::metadata(&audit_log).unwrap().len(), before);
+    let stream = std::fs::read_to_string(h.path("state/audit/refused.log")).unwrap();
+    let flood: Vec<&str> = stream
+        .lines()
+        .filter(|l| l.contains("GET /v1/instances") && l.contains("127.0.0.1"))
+        .collect();
+    assert_eq!(flood.len(), 1, "one row while the minute runs: {flood:?}");
+    let all = h.cli_ok(&["audit", "-o", "json"]);
+    assert!(
+        all.contains("acme-admin"),
+        "the token's rows are all still there"
     );
 
     // Revoked: refused from the next call on.

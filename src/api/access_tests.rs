@@ -291,7 +291,12 @@ async fn tokens_are_minted_through_the_socket_only_and_die_when_revoked() {
         (login.result.as_str(), login.target.as_deref()),
         ("denied", Some("GET /v1/instances"))
     );
-    let text = std::fs::read_to_string(w.s.ctl.layout().root().join("audit/audit.log")).unwrap();
+    let dir = w.s.ctl.layout().root().join("audit");
+    let text: String = ["audit.log", "refused.log"]
+        .iter()
+        .filter_map(|f| std::fs::read_to_string(dir.join(f)).ok())
+        .collect();
+    assert!(text.contains("auth.login"), "the refusal is in one of them");
     assert!(
         !text.contains(&"0".repeat(64)),
         "what a caller sent is never logged"
@@ -547,4 +552,48 @@ async fn a_tenant_token_learns_that_another_tenant_holds_a_domain_but_not_which(
     let (st, v) = tcp(&w, &op, "POST", "/v1/instances/acme/domains", body).await;
     assert_eq!(st, StatusCode::CREATED, "{v}");
     assert_eq!(v["held_by"], "globex", "the operator is told: {v}");
+}
+
+#[tokio::test]
+async fn a_tcp_client_cannot_name_its_source_and_the_favicon_is_no_refused_login() {
+    let (w, admin, _, _) = populated().await;
+    let app = tcp_router(w.s.clone(), None);
+    let req = |uri: &str, source: &str| {
+        Request::builder()
+            .method("PUT")
+            .uri(uri)
+            .header("authorization", format!("Bearer {admin}"))
+            .header("x-berth-source", source)
+            .header("content-type", "application/json")
+            .body(Body::from(r#"{"state":"stopped"}"#))
+            .unwrap()
+    };
+    let resp = app
+        .clone()
+        .oneshot(req("/v1/instances/acme/state", "cli"))
+        .await
+        .unwrap();
+    assert!(resp.status().is_success(), "{}", resp.status());
+    let sock = socket_router(w.s.clone());
+    let resp = sock
+        .oneshot(req("/v1/instances/acme/state", "cli"))
+        .await
+        .unwrap();
+    assert!(resp.status().is_success(), "{}", resp.status());
+    let favicon = Request::get("/favicon.ico").body(Body::empty()).unwrap();
+    assert_eq!(
+        app.oneshot(favicon).await.unwrap().status(),
+        StatusCode::NO_CONTENT
+    );
+    let rows = w.s.ctl.audit().query(&crate::audit::Filter::default());
+    let sources: Vec<(&str, &str)> = rows
+        .iter()
+        .filter(|e| e.action == "instance.state")
+        .map(|e| (e.actor.kind.as_str(), e.source.as_str()))
+        .collect();
+    assert_eq!(sources, [("token", "api"), ("operator", "cli")], "{rows:?}");
+    assert!(
+        !rows.iter().any(|e| e.action == "auth.login"),
+        "the favicon is not a login: {rows:?}"
+    );
 }

@@ -224,6 +224,11 @@ pub fn tcp_router(mut state: AppState, host_token: Option<String>) -> Router {
             get(|| async { axum::response::Redirect::to("/ui/") }),
         )
         .nest("/ui/", crate::ui::router(state))
+        // What every browser asks for on its own: answered, not recorded as a refused login.
+        .route(
+            "/favicon.ico",
+            get(|| async { axum::http::StatusCode::NO_CONTENT }),
+        )
         .fallback_service(api)
 }
 

@@ -1,18 +1,22 @@
 //! The audit log: one JSON line per change made through the API (and per refusal), and per
 //! automatic action (upgrade waves, scheduled backups, sleeps and wakes), appended to
-//! `<state>/audit/audit.log` (0600) and rotated by size. Never a secret or a token: actors
-//! are named by their token's name and display prefix.
+//! `<state>/audit/audit.log` (0600) and rotated by size. Refusals go to `refused.log`, counted
+//! per client (`refusals`), so anonymous traffic never rotates a change's row away. Never a
+//! secret or a token: actors are named by their token's name and display prefix.
+
+mod refusals;
+mod stream;
 
 use serde::{Deserialize, Serialize};
-use std::{
-    io::Write,
-    path::{Path, PathBuf},
-    sync::Mutex,
-};
+use std::{path::Path, sync::Mutex};
+use stream::Stream;
 
 /// Rotated past this size: `audit.log` → `audit.log.1` → … → `audit.log.{KEEP}` (dropped).
 pub const MAX_BYTES: u64 = 8 << 20;
 pub const KEEP: usize = 4;
+/// The refusal stream: `refused.log` and two older files of this size.
+pub const REFUSED_MAX_BYTES: u64 = 2 << 20;
+pub const REFUSED_KEEP: usize = 2;
 
 /// Who acted.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -64,6 +68,15 @@ pub struct Event {
     pub status: Option<u16>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The client's address, for calls over TCP.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client: Option<String>,
+    /// On a summary of refusals: how many more like the first were refused since `since`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub count: Option<u64>,
+    /// On a summary of refusals: when its tally began (Unix milliseconds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<u64>,
 }
 
 impl Event {
@@ -86,6 +99,9 @@ impl Event {
             result: if result.is_ok() { "ok" } else { "error" }.into(),
             status: None,
             error: result.err(),
+            client: None,
+            count: None,
+            since: None,
         }
     }
 
@@ -131,9 +147,9 @@ impl Filter {
 }
 
 pub struct Audit {
-    path: PathBuf,
-    max_bytes: u64,
-    lock: Mutex<()>,
+    rows: Stream,
+    refused: Stream,
+    tally: Mutex<refusals::Tally>,
     /// Where tenants' identities are read to stamp rows (None: rows carry none).
     identities: Option<crate::store::Layout>,
 }
@@ -145,9 +161,13 @@ impl Audit {
 
     pub fn with_limit(dir: &Path, max_bytes: u64) -> Audit {
         Audit {
-            path: dir.join("audit.log"),
-            max_bytes,
-            lock: Mutex::new(()),
+            rows: Stream::new(dir.join("audit.log"), max_bytes, KEEP),
+            refused: Stream::new(
+                dir.join("refused.log"),
+                REFUSED_MAX_BYTES.min(max_bytes),
+                REFUSED_KEEP,
+            ),
+            tally: Mutex::default(),
             identities: None,
         }
     }
@@ -158,8 +178,8 @@ impl Audit {
         self
     }
 
-    /// Appends `e`; a log that cannot be written is reported in the agent's log, and the
-    /// action it records is not undone.
+    /// Appends `e` (a refusal to the refusal stream, counted); a log that cannot be written is
+    /// reported in the agent's log, and the action it records is not undone.
     pub fn record(&self, e: &Event) {
         let stamped;
         let e = match (&self.identities, &e.tenant, &e.tenant_id) {
@@ -172,63 +192,40 @@ impl Audit {
             }
             _ => e,
         };
-        let _g = self.lock.lock().expect("audit lock");
-        if let Err(err) = self.append(e) {
-            tracing::error!(error = %err, path = %self.path.display(), "cannot write the audit log");
+        let now = now_ms();
+        if e.result == "denied" {
+            let rows = self.tally.lock().expect("tally lock").add(e, now);
+            self.write(&self.refused, &rows);
+        } else {
+            self.write(&self.rows, std::slice::from_ref(e));
+            self.flush(now, false);
         }
     }
 
-    fn append(&self, e: &Event) -> std::io::Result<()> {
-        use std::os::unix::fs::OpenOptionsExt;
-        if let Some(dir) = self.path.parent() {
-            crate::store::atomic::create_dir(dir, 0o700)?;
-        }
-        if std::fs::metadata(&self.path).is_ok_and(|m| m.len() >= self.max_bytes) {
-            self.rotate()?;
-        }
-        let mut line = serde_json::to_vec(e).map_err(std::io::Error::other)?;
-        line.push(b'\n');
-        let mut f = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .mode(0o600)
-            .open(&self.path)?;
-        f.write_all(&line)
+    /// Writes the summaries of refusal tallies that have ended (of all with `all`, as the
+    /// agent stops).
+    pub fn flush(&self, now: u64, all: bool) {
+        let rows = self.tally.lock().expect("tally lock").sweep(now, all);
+        self.write(&self.refused, &rows);
     }
 
-    fn rotated(&self, n: usize) -> PathBuf {
-        let mut p = self.path.clone().into_os_string();
-        p.push(format!(".{n}"));
-        p.into()
-    }
-
-    fn rotate(&self) -> std::io::Result<()> {
-        for n in (1..KEEP).rev() {
-            let from = self.rotated(n);
-            if from.exists() {
-                std::fs::rename(&from, self.rotated(n + 1))?;
-            }
+    fn write(&self, stream: &Stream, rows: &[Event]) {
+        if rows.is_empty() {
+            return;
         }
-        std::fs::rename(&self.path, self.rotated(1))
+        if let Err(err) = stream.append(rows) {
+            tracing::error!(error = %err, "cannot write the audit log");
+        }
     }
 
-    /// The rows `f` keeps, oldest first; lines that do not parse are skipped.
+    /// The rows `f` keeps (changes and refusals together), oldest first; lines that do not
+    /// parse are skipped. Never holds a lock a writer needs while reading.
     pub fn query(&self, f: &Filter) -> Vec<Event> {
-        let _g = self.lock.lock().expect("audit lock");
-        let files = (1..=KEEP)
-            .rev()
-            .map(|n| self.rotated(n))
-            .chain([self.path.clone()]);
-        let mut out: Vec<Event> = files
-            .filter_map(|p| std::fs::read(p).ok())
-            .flat_map(|bytes| {
-                String::from_utf8_lossy(&bytes)
-                    .lines()
-                    .filter_map(|l| serde_json::from_str::<Event>(l).ok())
-                    .collect::<Vec<_>>()
-            })
-            .filter(|e| f.keeps(e))
-            .collect();
+        self.flush(now_ms(), false);
+        let (rows, refused) = (self.rows.snapshot(), self.refused.snapshot());
+        let mut out = Stream::rows(rows, |e| f.keeps(e));
+        out.extend(Stream::rows(refused, |e| f.keeps(e)));
+        out.sort_by_key(|e| e.time);
         if let Some(n) = f.limit {
             let skip = out.len().saturating_sub(n);
             out.drain(..skip);
@@ -240,6 +237,7 @@ impl Audit {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Write;
 
     fn ev(tenant: &str, action: &str) -> Event {
         Event::system("scheduler", Some(tenant), action, Ok(()))
@@ -318,5 +316,61 @@ mod tests {
             2,
             "the operator sees both"
         );
+    }
+
+    fn refusal(client: &str) -> Event {
+        let mut e = Event::system("x", None, "auth.login", Err("wrong token".into()));
+        e.result = "denied".into();
+        e.client = Some(client.into());
+        e
+    }
+
+    #[test]
+    fn a_flood_of_refusals_never_rotates_a_change_away() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = Audit::with_limit(dir.path(), 4096);
+        a.record(&ev("acme", "backup.create"));
+        let live = dir.path().join("audit.log");
+        let before = std::fs::metadata(&live).unwrap().len();
+        for i in 0..20_000u32 {
+            a.record(&refusal(&std::net::Ipv4Addr::from(i % 3000).to_string()));
+        }
+        assert_eq!(std::fs::metadata(&live).unwrap().len(), before);
+        assert!(!dir.path().join("audit.log.1").exists());
+        let rows = a.query(&Filter::default());
+        assert_eq!(rows[0].action, "backup.create", "kept: {}", rows.len());
+        assert!(dir.path().join("refused.log").exists());
+        assert!(
+            !dir.path()
+                .join(format!("refused.log.{}", REFUSED_KEEP + 1))
+                .exists()
+        );
+    }
+
+    #[test]
+    fn a_reader_holding_a_snapshot_does_not_stop_writers() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = std::sync::Arc::new(Audit::with_limit(dir.path(), 2048));
+        for i in 0..50 {
+            a.record(&ev("acme", &format!("a.{i}")));
+        }
+        // A reader between opening the files and reading them, like a slow viewer.
+        let held = a.rows.snapshot();
+        let writer = {
+            let a = a.clone();
+            std::thread::spawn(move || {
+                for i in 0..200 {
+                    a.record(&ev("globex", &format!("b.{i}")));
+                }
+            })
+        };
+        writer.join().unwrap();
+        let old = Stream::rows(held, |_| true);
+        assert!(
+            old.iter().any(|e| e.action == "a.0"),
+            "the snapshot reads what it opened"
+        );
+        let now = a.query(&Filter::default());
+        assert_eq!(now.last().unwrap().action, "b.199");
     }
 }

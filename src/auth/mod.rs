@@ -137,16 +137,52 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// Where a call came from, as the client says (`x-berth-source`): `cli`, `ui`, else `api`.
+/// Where a call came from, set by the listener, never by a TCP client: the Unix socket takes
+/// the client's `x-berth-source` (`cli`), the dashboard's own calls are `ui`; anything else is
+/// `api`, whatever its headers say.
+#[derive(Debug, Clone, Copy)]
+pub struct Source(pub &'static str);
+
 pub fn source(req: &Request) -> String {
-    match req
-        .headers()
-        .get("x-berth-source")
-        .and_then(|v| v.to_str().ok())
-    {
-        Some(s @ ("cli" | "ui")) => s.to_string(),
-        _ => "api".to_string(),
+    req.extensions()
+        .get::<Source>()
+        .map_or("api", |s| s.0)
+        .to_string()
+}
+
+/// The peer of a TCP connection (plain or TLS), as handlers see it in `ConnectInfo`.
+#[derive(Debug, Clone, Copy)]
+pub struct Peer(pub std::net::SocketAddr);
+
+impl
+    axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, tokio::net::TcpListener>>
+    for Peer
+{
+    fn connect_info(stream: axum::serve::IncomingStream<'_, tokio::net::TcpListener>) -> Peer {
+        Peer(*stream.remote_addr())
     }
+}
+
+impl
+    axum::extract::connect_info::Connected<
+        axum::serve::IncomingStream<'_, crate::api::tls::TlsListener>,
+    > for Peer
+{
+    fn connect_info(stream: axum::serve::IncomingStream<'_, crate::api::tls::TlsListener>) -> Peer {
+        Peer(*stream.remote_addr())
+    }
+}
+
+/// The calling client's address, as the TCP listener saw it (None on the Unix socket).
+pub fn client(req: &Request) -> Option<String> {
+    req.extensions()
+        .get::<axum::extract::ConnectInfo<Peer>>()
+        .map(|c| client_ip(c.0.0))
+}
+
+/// An address as the audit log names a client (an IPv4-mapped IPv6 address as IPv4).
+pub fn client_ip(addr: std::net::SocketAddr) -> String {
+    addr.ip().to_canonical().to_string()
 }
 
 pub fn request_id() -> String {
@@ -155,8 +191,18 @@ pub fn request_id() -> String {
     hex::encode(b)
 }
 
-/// The Unix socket's principal: the operator.
+/// The Unix socket's principal: the operator, and the source its client names.
 pub async fn socket(mut req: Request, next: Next) -> Response {
+    let named = req
+        .headers()
+        .get("x-berth-source")
+        .and_then(|v| v.to_str().ok());
+    let source = match named {
+        Some("cli") => "cli",
+        Some("ui") => "ui",
+        _ => "api",
+    };
+    req.extensions_mut().insert(Source(source));
     req.extensions_mut().insert(Principal::socket());
     next.run(req).await
 }
@@ -240,6 +286,9 @@ fn refused_login(req: &Request, e: &ApiError) -> Event {
         result: "denied".into(),
         status: Some(401),
         error: Some(e.to_string()),
+        client: client(req),
+        count: None,
+        since: None,
     }
 }
 
@@ -280,6 +329,9 @@ pub async fn authorize(
         result: "ok".into(),
         status: None,
         error: None,
+        client: client(&req),
+        count: None,
+        since: None,
     };
     let mutating = !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
     let mut resp = match principal.check(need, tenant.as_deref()) {

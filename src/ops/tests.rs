@@ -15,6 +15,9 @@ fn event(action: &str) -> Event {
         result: "ok".into(),
         status: None,
         error: None,
+        client: None,
+        count: None,
+        since: None,
     }
 }
 

@@ -138,15 +138,19 @@ pub struct LoginForm {
 async fn login(
     State(s): State<AppState>,
     headers: HeaderMap,
+    conn: Option<axum::Extension<axum::extract::ConnectInfo<crate::auth::Peer>>>,
     Form(f): Form<LoginForm>,
 ) -> Response {
+    let client = conn.map(|c| crate::auth::client_ip(c.0.0.0));
     if session::cross_site(&headers) {
         return render::error(StatusCode::FORBIDDEN, "a form from another site");
     }
     let token = f.token.trim().to_string();
     match crate::auth::principal_for(&s, &token) {
         Ok(who) => {
-            s.ctl.audit().record(&login_event(who.actor, "ok", None));
+            s.ctl
+                .audit()
+                .record(&login_event(who.actor, "ok", None, client));
             let id = s.ui.sessions.open(token);
             let secure = s.ui.secure.load(std::sync::atomic::Ordering::Relaxed);
             let cookie = session::set_cookie(&id, secure);
@@ -160,7 +164,7 @@ async fn login(
             };
             s.ctl
                 .audit()
-                .record(&login_event(anonymous, "denied", Some(why.clone())));
+                .record(&login_event(anonymous, "denied", Some(why.clone()), client));
             let ctx = minijinja::context! { error => format!("That token was refused: {why}.") };
             render::page("login.html", ctx, StatusCode::UNAUTHORIZED)
         }
@@ -171,6 +175,7 @@ fn login_event(
     actor: crate::audit::Actor,
     result: &str,
     error: Option<String>,
+    client: Option<String>,
 ) -> crate::audit::Event {
     crate::audit::Event {
         time: crate::audit::now_ms(),
@@ -184,6 +189,9 @@ fn login_event(
         result: result.into(),
         status: Some(if result == "ok" { 303 } else { 401 }),
         error,
+        client,
+        count: None,
+        since: None,
     }
 }
 
@@ -240,11 +248,11 @@ pub async fn call(
     let mut req = Request::builder()
         .method(method)
         .uri(uri)
-        .header("x-berth-source", "ui")
         .header(header::CONTENT_TYPE, "application/json")
         .body(body)
         .expect("a request from a checked path");
     req.extensions_mut().insert(who.clone());
+    req.extensions_mut().insert(crate::auth::Source("ui"));
     let resp = match crate::api::router(s.clone()).oneshot(req).await {
         Ok(r) => r,
         Err(never) => match never {},
