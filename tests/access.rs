@@ -168,10 +168,69 @@ fn a_tenant_admin_token_manages_its_own_tenant_through_the_cli_and_nothing_else(
         "the token's rows are all still there"
     );
 
+    // The dashboard: 50 logins with the tenant's token end none of the operator's sessions
+    // (sessions are capped per token, the flooder's own oldest go).
+    let op = h.cli_ok(&["token", "create", "--role", "operator", "--expires", "1h"]);
+    let jar = h.path("operator.jar");
+    let login = |token: &str, extra: &str| {
+        common::sh(&format!(
+            "curl -s -o /dev/null -w '%{{http_code}}\\n' {extra} --data-urlencode token@- \
+             '{api}/ui/login' <<'EOF'\n{token}\nEOF"
+        ))
+    };
+    assert_eq!(login(op.trim(), &format!("-c {}", jar.display())), "303");
+    let floods: Vec<String> = (0..50).map(|_| login(&token, "")).collect();
+    assert!(floods.iter().all(|c| c == "303"), "{floods:?}");
+    let page = common::sh(&format!(
+        "curl -s -o /dev/null -w '%{{http_code}}' -b {} '{api}/ui/'",
+        jar.display()
+    ));
+    assert_eq!(
+        page, "200",
+        "the operator's session outlived the tenant's logins"
+    );
+
+    // Following log streams: four per token, the fifth refused; revoking the token ends them.
+    let follow = |n: usize| {
+        std::process::Command::new("curl")
+            .args([
+                "-s",
+                "-N",
+                "-m",
+                "60",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+            ])
+            .arg("-H")
+            .arg(format!("Authorization: Bearer {token}"))
+            .arg(format!("{api}/v1/instances/acme/logs?follow=true&n={n}"))
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    h.wait_running(&["acme"]);
+    let mut streams: Vec<std::process::Child> = (0..4).map(follow).collect();
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    for c in &mut streams {
+        assert!(
+            c.try_wait().unwrap().is_none(),
+            "a following stream ended early"
+        );
+    }
+    let fifth = follow(4).wait_with_output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&fifth.stdout), "429");
+
     // Revoked: refused from the next call on.
     let prefix = token.rsplit_once('_').unwrap().0.to_string();
     h.cli_ok(&["token", "revoke", &prefix]);
     assert!(refused(&["status", "acme"]).contains("bearer token"));
+    common::wait_for(
+        std::time::Duration::from_secs(30),
+        || streams.iter_mut().all(|c| c.try_wait().unwrap().is_some()),
+        "the following streams to end after the revoke",
+    );
     h.kill9();
 }
 

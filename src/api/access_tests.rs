@@ -597,3 +597,55 @@ async fn a_tcp_client_cannot_name_its_source_and_the_favicon_is_no_refused_login
         "the favicon is not a login: {rows:?}"
     );
 }
+
+#[tokio::test]
+async fn following_log_streams_are_capped_per_token_and_end_when_it_is_revoked() {
+    use super::follow::{PER_PRINCIPAL, RECHECK};
+    use futures_util::StreamExt;
+    let (w, admin, _, _) = populated().await;
+    for _ in 0..2 {
+        w.s.ctl.probes().tick().await;
+        socket(&w, "POST", "/v1/reconcile", serde_json::json!({})).await;
+    }
+    let app = tcp_router(w.s.clone(), None);
+    let follow = || {
+        Request::get("/v1/instances/acme/logs?follow=true")
+            .header("authorization", format!("Bearer {admin}"))
+            .body(Body::empty())
+            .unwrap()
+    };
+    let mut bodies = Vec::new();
+    for _ in 0..PER_PRINCIPAL {
+        let r = app.clone().oneshot(follow()).await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        bodies.push(r.into_body());
+    }
+    let r = app.clone().oneshot(follow()).await.unwrap();
+    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+    drop(bodies.pop());
+    let r = app.clone().oneshot(follow()).await.unwrap();
+    assert_eq!(
+        r.status(),
+        StatusCode::OK,
+        "a closed stream gives its slot back"
+    );
+    let mut first = bodies.remove(0).into_data_stream();
+    let line = first.next().await.unwrap().unwrap();
+    assert!(String::from_utf8_lossy(&line).contains("fake log"));
+    let pending = tokio::time::timeout(std::time::Duration::from_millis(300), first.next()).await;
+    assert!(pending.is_err(), "a following stream waits for more lines");
+    let prefix = admin.rsplit_once('_').unwrap().0;
+    let (st, _) = socket(
+        &w,
+        "DELETE",
+        &format!("/v1/tokens/{prefix}"),
+        serde_json::json!({}),
+    )
+    .await;
+    assert!(st.is_success(), "{st}");
+    let end = tokio::time::timeout(RECHECK * 3, first.next()).await;
+    assert!(
+        matches!(end, Ok(None)),
+        "the stream ends once its token is revoked"
+    );
+}

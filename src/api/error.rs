@@ -20,6 +20,9 @@ pub enum ApiError {
     Forbidden(String),
     #[error("{0}")]
     MethodNotAllowed(String),
+    /// A per-principal limit is reached (429).
+    #[error("{0}")]
+    TooMany(String),
     /// Logged with its detail; the client sees only "internal error".
     #[error("internal error: {0}")]
     Internal(String),
@@ -36,6 +39,7 @@ impl ApiError {
             ApiError::Unauthorized(m) => (StatusCode::UNAUTHORIZED, m.clone()),
             ApiError::Forbidden(m) => (StatusCode::FORBIDDEN, m.clone()),
             ApiError::MethodNotAllowed(m) => (StatusCode::METHOD_NOT_ALLOWED, m.clone()),
+            ApiError::TooMany(m) => (StatusCode::TOO_MANY_REQUESTS, m.clone()),
             ApiError::Internal(detail) => {
                 tracing::error!(error = %detail, "api internal error");
                 (

@@ -303,9 +303,16 @@ fn default_tail() -> usize {
     responses((status = 200, description = "The log lines", body = String, content_type = "text/plain")))]
 pub async fn logs(
     State(s): State<AppState>,
+    Extension(who): Extension<Principal>,
+    cred: Option<Extension<super::follow::Credential>>,
     Tenant(tenant): Tenant,
     Q(q): Q<LogsQuery>,
 ) -> Result<Response, ApiError> {
+    let slot = if q.follow {
+        s.follows.take(&who)?
+    } else {
+        None
+    };
     let status = s
         .ctl
         .board()
@@ -330,7 +337,15 @@ pub async fn logs(
         .logs(&name, q.follow, q.tail)
         .await
         .map_err(|e| ApiError::Internal(e.to_string()))?;
-    let body = Body::from_stream(stream.map(|r| r.map_err(std::io::Error::other)));
+    let stream = stream.map(|r| r.map_err(std::io::Error::other));
+    let cred = cred.filter(|_| q.follow).map(|c| c.0);
+    let body = Body::from_stream(super::follow::guarded(
+        s.clone(),
+        cred,
+        tenant,
+        slot,
+        stream,
+    ));
     Ok((
         [(
             axum::http::header::CONTENT_TYPE,

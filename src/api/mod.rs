@@ -8,6 +8,7 @@ pub mod body;
 pub mod edge;
 pub mod error;
 pub mod fleet;
+pub mod follow;
 pub mod images;
 pub mod instances;
 pub mod lifecycle;
@@ -49,6 +50,8 @@ pub struct AppState {
     pub mail: Option<Arc<crate::mail::Mail>>,
     /// Long operations (backup, restore, clone, verify, move), owned by the agent.
     pub ops: Arc<crate::ops::Operations>,
+    /// Following log streams per principal.
+    pub follows: Arc<follow::Follows>,
 }
 
 impl AppState {
@@ -75,6 +78,7 @@ impl AppState {
             fleet,
             metrics: None,
             mail: None,
+            follows: Arc::default(),
         }
     }
 }

@@ -218,8 +218,9 @@ pub async fn authenticate(
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("");
-    let principal = match principal_for(&s, given) {
+        .unwrap_or("")
+        .to_string();
+    let principal = match principal_for(&s, &given) {
         Ok(p) => p,
         Err(why) => {
             let e = ApiError::Unauthorized(format!("missing or wrong bearer token ({why})"));
@@ -228,6 +229,8 @@ pub async fn authenticate(
         }
     };
     req.extensions_mut().insert(principal);
+    req.extensions_mut()
+        .insert(crate::api::follow::Credential(given));
     Ok(next.run(req).await)
 }
 

@@ -259,11 +259,17 @@ impl Runtime for FakeRuntime {
     async fn logs(
         &self,
         name: &str,
-        _follow: bool,
+        follow: bool,
         _tail: usize,
     ) -> Result<LogStream, RuntimeError> {
         let line = bytes::Bytes::from(format!("fake log of {name}\n"));
-        Ok(Box::pin(futures_util::stream::iter(vec![Ok(line)])))
+        let lines = futures_util::stream::iter(vec![Ok(line)]);
+        // Following, like the engine's: more lines may come, the stream does not end.
+        let more = futures_util::StreamExt::take(
+            futures_util::stream::pending::<Result<bytes::Bytes, RuntimeError>>(),
+            usize::from(follow),
+        );
+        Ok(Box::pin(futures_util::StreamExt::chain(lines, more)))
     }
 
     async fn exec_out(

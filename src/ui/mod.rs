@@ -148,10 +148,11 @@ async fn login(
     let token = f.token.trim().to_string();
     match crate::auth::principal_for(&s, &token) {
         Ok(who) => {
+            let owner = who.actor.prefix.clone().unwrap_or(who.actor.name.clone());
             s.ctl
                 .audit()
                 .record(&login_event(who.actor, "ok", None, client));
-            let id = s.ui.sessions.open(token);
+            let id = s.ui.sessions.open(token, owner);
             let secure = s.ui.secure.load(std::sync::atomic::Ordering::Relaxed);
             let cookie = session::set_cookie(&id, secure);
             ([(header::SET_COOKIE, cookie)], Redirect::to("/ui/")).into_response()

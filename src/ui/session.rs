@@ -13,12 +13,18 @@ use std::{
 pub const COOKIE: &str = "berth_session";
 /// A session ends this long after login, whatever its use.
 pub const LIFETIME: Duration = Duration::from_secs(8 * 3600);
-/// At most this many sessions live at once; the oldest goes first.
-const MAX: usize = 1024;
+/// At most this many sessions of one principal (one token) live at once; its oldest goes
+/// first, so logging in again and again never ends anyone else's session.
+pub const PER_PRINCIPAL: usize = 8;
+/// At most this many sessions live at once; past it, the oldest of whichever principal holds
+/// the most goes.
+const MAX: usize = 4096;
 
 #[derive(Clone)]
 pub struct Session {
     pub token: String,
+    /// Whose it is: the token's prefix (or the host token's name).
+    pub owner: String,
     pub csrf: String,
     created: Instant,
     /// A message for the next page ("backup 2026… created"), shown once.
@@ -37,14 +43,27 @@ pub fn random_hex(bytes: usize) -> String {
 }
 
 impl Sessions {
-    /// A new session for `token`; returns its id (the cookie's value).
-    pub fn open(&self, token: String) -> String {
+    /// A new session for `token` of principal `owner`; returns its id (the cookie's value).
+    pub fn open(&self, token: String, owner: String) -> String {
         let id = random_hex(32);
         let mut map = self.map.lock().expect("sessions lock");
         map.retain(|_, s| s.created.elapsed() < LIFETIME);
-        if map.len() >= MAX
+        let count =
+            |map: &HashMap<String, Session>, o: &str| map.values().filter(|s| s.owner == o).count();
+        let victim = if count(&map, &owner) >= PER_PRINCIPAL {
+            Some(owner.clone())
+        } else if map.len() >= MAX {
+            map.values()
+                .map(|s| s.owner.as_str())
+                .max_by_key(|o| count(&map, o))
+                .map(str::to_string)
+        } else {
+            None
+        };
+        if let Some(o) = victim
             && let Some(oldest) = map
                 .iter()
+                .filter(|(_, s)| s.owner == o)
                 .min_by_key(|(_, s)| s.created)
                 .map(|(k, _)| k.clone())
         {
@@ -52,6 +71,7 @@ impl Sessions {
         }
         let session = Session {
             token,
+            owner,
             csrf: random_hex(32),
             created: Instant::now(),
             flash: None,
@@ -179,7 +199,7 @@ mod tests {
     #[test]
     fn sessions_end_at_logout_and_carry_their_flash_once() {
         let s = Sessions::default();
-        let id = s.open("bth_x_y".into());
+        let id = s.open("bth_x_y".into(), "bth_x".into());
         let got = s.get(&id).unwrap();
         assert_eq!(got.token, "bth_x_y");
         assert_eq!(got.csrf.len(), 64);
@@ -188,5 +208,24 @@ mod tests {
         assert_eq!(s.take_flash(&id), None);
         s.close(&id);
         assert!(s.get(&id).is_none());
+    }
+
+    #[test]
+    fn logging_in_again_and_again_ends_only_ones_own_oldest_sessions() {
+        let s = Sessions::default();
+        let operator = s.open("op".into(), "api.token_file".into());
+        let first = s.open("bth_a_1".into(), "bth_a".into());
+        let mut last = String::new();
+        for _ in 0..2000 {
+            last = s.open("bth_a_1".into(), "bth_a".into());
+        }
+        assert!(s.get(&operator).is_some(), "the operator's session lives");
+        assert!(s.get(&first).is_none(), "the flooder's oldest went");
+        assert!(s.get(&last).is_some());
+        let held = s.map.lock().unwrap();
+        assert_eq!(
+            held.values().filter(|x| x.owner == "bth_a").count(),
+            PER_PRINCIPAL
+        );
     }
 }
