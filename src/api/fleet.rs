@@ -47,6 +47,7 @@ impl From<BackupError> for ApiError {
             BackupError::Corrupt { .. }
             | BackupError::Command { .. }
             | BackupError::Exists(_)
+            | BackupError::NoRoom { .. }
             | BackupError::NotReady { .. } => ApiError::Conflict(m),
             BackupError::Io { .. } | BackupError::Runtime(_) => ApiError::Internal(m),
         }

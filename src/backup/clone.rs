@@ -90,6 +90,7 @@ impl Backups {
     /// removes it again; the archive is proven usable, not just readable.
     pub async fn verify(&self, from: &str, id: &str) -> Result<CloneReport, BackupError> {
         let started = Instant::now();
+        let _turn = self.turn().await;
         let mut r = [0u8; 4];
         getrandom::fill(&mut r).map_err(|e| BackupError::Invalid {
             tenant: from.into(),

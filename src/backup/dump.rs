@@ -30,16 +30,21 @@ async fn run_to(
     cmd: &[&str],
     stdin: Option<Vec<u8>>,
     to: &Path,
+    room: &super::room::Room,
 ) -> Result<(), BackupError> {
-    let mut f = tokio::fs::OpenOptions::new()
+    let f = tokio::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
         .open(to)
         .await
         .map_err(super::io(to))?;
-    let out = rt.exec_out(container, cmd, stdin, &mut f).await?;
-    checked(out, tenant, step)
+    let mut f = super::room::Counted { inner: f, room };
+    let out = rt.exec_out(container, cmd, stdin, &mut f).await;
+    if let Some(full) = room.refused() {
+        return Err(full);
+    }
+    checked(out?, tenant, step)
 }
 
 /// Runs `cmd` in `container` with `src` streamed to its stdin.
@@ -80,6 +85,7 @@ pub async fn database(
     ns: &str,
     inst: &Instance,
     to: &Path,
+    room: &super::room::Room,
 ) -> Result<bool, BackupError> {
     let Some((engine, c)) = engine::conn(ns, inst) else {
         return Ok(false);
@@ -90,7 +96,8 @@ pub async fn database(
         inst.tenant.as_str(),
         engine.dump_tool(),
     );
-    run_to(rt, at, &strs(&cmd), password_line(layout, inst, &c)?, to).await?;
+    let stdin = password_line(layout, inst, &c)?;
+    run_to(rt, at, &strs(&cmd), stdin, to, room).await?;
     Ok(true)
 }
 
@@ -206,6 +213,7 @@ pub async fn volumes(
     ns: &str,
     inst: &Instance,
     dir: &Path,
+    room: &super::room::Room,
 ) -> Result<Vec<(String, PathBuf)>, BackupError> {
     let mut out = vec![];
     for (n, (volume, container, target)) in volume_mounts(ns, inst).into_iter().enumerate() {
@@ -214,7 +222,7 @@ pub async fn volumes(
         let cmd = ["tar", "-c", "-f", "-", "-C", &target, &exclude, "."];
         let step = format!("tar of {volume}");
         let to = dir.join(format!("volume-{n}.tar"));
-        run_to(rt, (&container, &inst.tenant, &step), &cmd, None, &to).await?;
+        run_to(rt, (&container, &inst.tenant, &step), &cmd, None, &to, room).await?;
         out.push((volume, to));
     }
     Ok(out)

@@ -7,6 +7,7 @@ mod clone;
 mod dump;
 pub mod engine;
 mod restore;
+pub mod room;
 pub mod schedule;
 
 /// The archive member holding the tenant's instance file.
@@ -43,6 +44,8 @@ pub enum BackupError {
     Invalid { tenant: String, why: String },
     #[error("tenant {tenant} did not come up: {why}")]
     NotReady { tenant: String, why: String },
+    #[error("tenant {tenant}: no room for its backup: {why}")]
+    NoRoom { tenant: String, why: String },
     #[error("backup {path} is damaged: {why}")]
     Corrupt { path: String, why: String },
     #[error("{path}: {source}")]
@@ -66,6 +69,8 @@ pub struct BackupInfo {
 
 pub struct Backups {
     ctl: Arc<Controller>,
+    /// Backups, restores and verifies running at once (`room::CONCURRENT`).
+    slots: Arc<tokio::sync::Semaphore>,
 }
 
 fn io(path: &std::path::Path) -> impl FnOnce(std::io::Error) -> BackupError + '_ {
@@ -77,7 +82,36 @@ fn io(path: &std::path::Path) -> impl FnOnce(std::io::Error) -> BackupError + '_
 
 impl Backups {
     pub fn new(ctl: Arc<Controller>) -> Backups {
-        Backups { ctl }
+        Backups {
+            ctl,
+            slots: Arc::new(tokio::sync::Semaphore::new(room::CONCURRENT)),
+        }
+    }
+
+    /// A turn among the host's backups, restores and verifies (waits for one to end).
+    async fn turn(&self) -> tokio::sync::OwnedSemaphorePermit {
+        self.slots
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("the backup semaphore is never closed")
+    }
+
+    /// The room `tenant`'s new archive has: its plan's budget less the archives kept besides
+    /// it (none for a safety backup), and the backup filesystem's free space.
+    fn room(&self, inst: &Instance, budgeted: bool) -> Result<room::Room, BackupError> {
+        let tenant = inst.tenant.as_str();
+        let budget = inst.backups.budget.filter(|_| budgeted).map(|b| {
+            let keep = (inst.backups.keep as usize).saturating_sub(1);
+            let kept = self.list(tenant).iter().take(keep).map(|i| i.bytes).sum();
+            (b, kept)
+        });
+        room::Room::new(
+            tenant,
+            &self.dir(tenant),
+            &self.ctl.layout().disks(),
+            budget,
+        )
     }
 
     fn dir(&self, tenant: &str) -> PathBuf {
@@ -96,6 +130,8 @@ impl Backups {
     /// Takes a consistent backup of `tenant` now and returns its id.
     pub async fn create(&self, tenant: &str) -> Result<BackupInfo, BackupError> {
         let inst = self.instance(tenant)?;
+        let _turn = self.turn().await;
+        let room = self.room(&inst, true)?;
         // A sleeping tenant is woken (its database dumps from a running server) and kept
         // awake until the archive is written.
         let _awake = crate::sleep::wake_for(&self.ctl, tenant, "backup", crate::sleep::WAKE_LIMIT)
@@ -104,7 +140,7 @@ impl Backups {
                 tenant: tenant.into(),
                 why,
             })?;
-        let info = self.write(&inst, &self.dir(tenant)).await?;
+        let info = self.write(&inst, &self.dir(tenant), &room).await?;
         self.prune(tenant, inst.backups.keep as usize);
         Ok(info)
     }
@@ -115,11 +151,15 @@ impl Backups {
         &self,
         inst: &Instance,
         dir: &std::path::Path,
+        room: &room::Room,
     ) -> Result<BackupInfo, BackupError> {
         let tenant = inst.tenant.as_str();
         atomic::create_dir(dir, 0o700).map_err(io(dir))?;
         let spool = Spool::new(dir)?;
-        let members = self.spool_members(inst, spool.path()).await?;
+        let members = self.spool_members(inst, spool.path(), room).await;
+        // A stream cut because the room is full says only "broken pipe": say why.
+        let members = members.map_err(|e| room.refused().unwrap_or(e))?;
+        room.before_archive()?;
         let created = now();
         let id = new_id(created);
         let tenant_id = self.identity(tenant)?;
@@ -135,6 +175,10 @@ impl Backups {
         };
         let path = dir.join(format!("{id}.tar"));
         let bytes = archive::build_file(manifest, &members, &path).map_err(io(&path))?;
+        if let Err(e) = room.take(bytes.saturating_sub(room.written())) {
+            let _ = std::fs::remove_file(&path);
+            return Err(e);
+        }
         tracing::info!(tenant, id, bytes, "backup written");
         Ok(BackupInfo {
             id,
@@ -151,16 +195,17 @@ impl Backups {
         &self,
         inst: &Instance,
         spool: &std::path::Path,
+        room: &room::Room,
     ) -> Result<BTreeMap<String, PathBuf>, BackupError> {
         let tenant = inst.tenant.as_str();
         let rt = self.ctl.runtime().as_ref();
         let ns = &self.ctl.host().namespace;
         let mut members = BTreeMap::new();
         let db = spool.join("database.sql");
-        if dump::database(rt, self.ctl.layout(), ns, inst, &db).await? {
+        if dump::database(rt, self.ctl.layout(), ns, inst, &db, room).await? {
             members.insert("database.sql".to_string(), db);
         }
-        for (volume, file) in dump::volumes(rt, ns, inst, spool).await? {
+        for (volume, file) in dump::volumes(rt, ns, inst, spool, room).await? {
             members.insert(format!("volumes/{volume}.tar"), file);
         }
         // The instance file as it was, so a clone can start from the same template and values.

@@ -31,6 +31,7 @@ impl Backups {
     /// Restores `tenant`'s database and volumes from backup `id` in place. Secrets and rendered
     /// files stay as they are: the running containers already use them.
     pub async fn restore(&self, tenant: &str, id: &str) -> Result<Manifest, BackupError> {
+        let _turn = self.turn().await;
         let (_spool, manifest, members) = self.open(tenant, id)?;
         let inst = self.instance(tenant)?;
         let held = self.ctl.is_held(tenant);
@@ -63,7 +64,10 @@ impl Backups {
     ) -> Result<(), BackupError> {
         let tenant = inst.tenant.as_str();
         let safety_dir = self.safety_dir(tenant);
-        let safety = self.write(inst, &safety_dir).await?;
+        // The safety backup is not counted against the plan's budget (it goes when the
+        // restore ends), only against the filesystem's room.
+        let room = self.room(inst, false)?;
+        let safety = self.write(inst, &safety_dir, &room).await?;
         let journal = Journal {
             id: id.into(),
             safety: safety.id.clone(),

@@ -12,13 +12,19 @@ pub struct BackupPolicy {
     pub keep: u32,
     /// Cron expression (UTC); None: only on demand and before upgrades.
     pub schedule: Option<String>,
+    /// Bytes the archives kept may use together; None: no budget.
+    pub budget: Option<u64>,
 }
+
+/// The smallest budget a plan may set.
+pub const MIN_BUDGET: u64 = 1 << 20;
 
 impl Default for BackupPolicy {
     fn default() -> Self {
         BackupPolicy {
             keep: DEFAULT_KEEP,
             schedule: None,
+            budget: None,
         }
     }
 }
@@ -43,6 +49,18 @@ impl BackupPolicy {
             })?;
             out.schedule = Some(s.clone());
         }
+        if let Some(b) = &file.budget {
+            let field = "backups.budget";
+            let bytes = crate::spec::units::parse_bytes(b)
+                .map_err(|message| LimitError { field, message })?;
+            if bytes < MIN_BUDGET {
+                return Err(LimitError {
+                    field,
+                    message: format!("{b} is below the minimum of 1m"),
+                });
+            }
+            out.budget = Some(bytes);
+        }
         Ok(out)
     }
 }
@@ -58,6 +76,7 @@ mod tests {
             &BackupsFile {
                 keep: Some(14),
                 schedule: Some("0 3 * * *".into()),
+                budget: Some("2g".into()),
             },
         )
         .unwrap();
@@ -66,12 +85,13 @@ mod tests {
             &BackupsFile {
                 keep: Some(30),
                 schedule: None,
+                budget: None,
             },
         )
         .unwrap();
         assert_eq!(
-            (mine.keep, mine.schedule.as_deref()),
-            (30, Some("0 3 * * *"))
+            (mine.keep, mine.schedule.as_deref(), mine.budget),
+            (30, Some("0 3 * * *"), Some(2 << 30))
         );
     }
 
@@ -81,12 +101,21 @@ mod tests {
         let e = bad(BackupsFile {
             keep: None,
             schedule: Some("every day".into()),
+            budget: None,
         });
         assert_eq!(e.field, "backups.schedule");
         let e = bad(BackupsFile {
             keep: Some(0),
             schedule: None,
+            budget: None,
         });
         assert_eq!(e.field, "backups.keep");
+        for b in ["lots", "10k", "-1g"] {
+            let e = bad(BackupsFile {
+                budget: Some(b.into()),
+                ..Default::default()
+            });
+            assert_eq!(e.field, "backups.budget", "{b}");
+        }
     }
 }

@@ -100,6 +100,9 @@ pub struct BackupsFile {
     /// Cron expression (UTC), five fields or six with seconds first.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schedule: Option<String>,
+    /// Bytes the archives kept may use together (`5g`); a backup that would pass it stops.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
