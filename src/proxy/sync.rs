@@ -26,6 +26,26 @@ pub struct Edge {
     pub cert_domains: BTreeMap<String, String>,
 }
 
+impl Edge {
+    /// A verify's scratch tenant is berth's own check, not a site: no route and no
+    /// certificate, so a verify never spends the ACME order budget and a restored copy of a
+    /// tenant's data is never on the web (the verify probes its container directly).
+    pub fn drop_scratch(&mut self, scratch: &std::collections::BTreeSet<String>) {
+        self.tenants.retain(|r| !scratch.contains(&r.tenant));
+        self.cert_domains.retain(|_, t| !scratch.contains(t));
+    }
+}
+
+/// The tenants a verify made (each marked in the layout's scratch directory).
+fn scratch_tenants(layout: &crate::store::Layout) -> std::collections::BTreeSet<String> {
+    std::fs::read_dir(layout.scratch_dir())
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().to_string())
+        .collect()
+}
+
 /// `verified(domain, tenant)` says whether a custom domain's proof is on record for the tenant;
 /// `dozing(tenant)` whether it is asleep or waking (its gate holds requests until it is up, so
 /// containers seen still starting are no reason for the maintenance page).
@@ -103,6 +123,7 @@ pub fn refresh(
     let verified = |d: &str, t: &str| book.bound_to(d).as_deref() == Some(t);
     let dozing = |t: &str| ctl.sleep().is_dozing(t);
     let mut e = edge(&ctl.desired(), &ctl.board(), ctl.host(), &verified, &dozing);
+    e.drop_scratch(&scratch_tenants(ctl.layout()));
     for t in &mut e.tenants {
         // Held by an upgrade, or asleep/waking: the upgrader or the sleeper owns the gate.
         t.pinned = ctl.is_held(&t.tenant) || dozing(&t.tenant);
@@ -195,5 +216,32 @@ mod tests {
         let (d, b, host) = world(RunState::Stopped, Phase::Provisioning);
         let e = edge(&d, &b, &host, &proven, &|t| t == "acme");
         assert!(e.tenants[0].maintenance, "stopped by its operator");
+    }
+
+    #[test]
+    fn a_verifys_scratch_tenant_gets_no_route_and_no_certificate() {
+        let (mut d, mut b, host) = world(RunState::Running, Phase::Running);
+        let scratch = fixtures::demo_instance("verify-1a2b3c4d");
+        d.instances.insert("verify-1a2b3c4d".into(), scratch);
+        b.instances.insert(
+            "verify-1a2b3c4d".into(),
+            crate::reconcile::status::bare(
+                "verify-1a2b3c4d",
+                Phase::Running,
+                None,
+                Some(20002),
+                vec![],
+            ),
+        );
+        let mut e = edge(&d, &b, &host, &proven, &|_| false);
+        assert_eq!(e.tenants.len(), 2);
+        e.drop_scratch(&["verify-1a2b3c4d".to_string()].into());
+        assert_eq!(e.tenants.len(), 1);
+        assert_eq!(e.tenants[0].tenant, "acme");
+        assert!(
+            e.cert_domains.values().all(|t| t == "acme"),
+            "{:?}",
+            e.cert_domains
+        );
     }
 }
