@@ -36,6 +36,8 @@ pub enum DaemonError {
     },
     #[error(transparent)]
     Runtime(#[from] crate::runtime::RuntimeError),
+    #[error("api.token_file {0}")]
+    Secret(crate::store::private::PrivateError),
     #[error(transparent)]
     Reconcile(#[from] crate::reconcile::ReconcileError),
     #[error("file watcher: {0}")]
@@ -201,8 +203,8 @@ pub async fn run(mut host: HostConfig) -> Result<(), DaemonError> {
     if let Some(addr) = &host.api_tcp {
         let token = match &host.api_token_file {
             Some(f) => Some(
-                std::fs::read_to_string(f)
-                    .map_err(io_err(f))?
+                crate::store::private::read(f)
+                    .map_err(DaemonError::Secret)?
                     .trim()
                     .to_string(),
             ),

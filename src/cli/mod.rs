@@ -323,8 +323,8 @@ impl Cli {
                 .token_file
                 .as_ref()
                 .context("--api needs --token-file")?;
-            let token = std::fs::read_to_string(tf)
-                .with_context(|| format!("reading {}", tf.display()))?
+            let token = crate::store::private::read(tf)
+                .context("--token-file")?
                 .trim()
                 .to_string();
             let (addr, name) = client::parse_api(addr)?;

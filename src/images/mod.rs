@@ -209,13 +209,8 @@ impl Pulls {
             path: a.password_file.display().to_string(),
             reason,
         };
-        let meta = std::fs::metadata(&a.password_file).map_err(|e| err(e.to_string()))?;
-        if std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o077 != 0 {
-            return Err(err(
-                "readable by others than its owner (make it 0600)".into()
-            ));
-        }
-        let password = std::fs::read_to_string(&a.password_file).map_err(|e| err(e.to_string()))?;
+        let password =
+            crate::store::private::read(&a.password_file).map_err(|e| err(e.to_string()))?;
         Ok(Some((a.username.clone(), password.trim_end().to_string())))
     }
 

@@ -197,7 +197,7 @@ fn write_smarthost_auth(cfg: &MailConfig, paths: &Paths) -> Result<(), MailError
     else {
         return Ok(());
     };
-    let pw = std::fs::read_to_string(file).map_err(ferr(file))?;
+    let pw = crate::store::private::read(file).map_err(|e| MailError::Config(e.to_string()))?;
     let pw = pw.trim();
     if pw.is_empty() || pw.chars().any(|c| c.is_whitespace() || c.is_control()) {
         return Err(MailError::Config(format!(

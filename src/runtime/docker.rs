@@ -239,11 +239,15 @@ impl DockerRuntime {
 
     /// SIGKILL to a running exec's process and its descendants (by host PID).
     async fn kill_exec(&self, id: &str) {
-        let pid = self.docker.inspect_exec(id).await.ok().and_then(|i| i.pid);
+        let info = self.docker.inspect_exec(id).await.ok();
+        let container = info
+            .as_ref()
+            .and_then(|i| i.container_id.clone())
+            .unwrap_or_default();
+        let pid = info.and_then(|i| i.pid);
         if let Some(pid) = pid.filter(|p| *p > 1) {
-            let n = tokio::task::spawn_blocking(move || super::proctree::kill_tree(pid as i32))
-                .await
-                .unwrap_or(0);
+            let kill = move || super::proctree::kill_tree(pid as i32, &container);
+            let n = tokio::task::spawn_blocking(kill).await.unwrap_or(0);
             tracing::info!(
                 exec = id,
                 pid,

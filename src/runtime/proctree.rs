@@ -1,5 +1,8 @@
 //! Killing an exec'd command and everything it started, by host PID: the engine has no call to
-//! stop an exec, so a timed-out job's processes are found in /proc and sent SIGKILL.
+//! stop an exec, so a timed-out job's processes are found in /proc and sent SIGKILL. A PID is
+//! only a number: the exec may have ended and its PID gone to another process by the time the
+//! signal is sent. So only processes still in the container's own cgroup are signalled (a
+//! reused PID of a host process, or of another tenant's, never is).
 
 use std::collections::BTreeMap;
 
@@ -35,13 +38,23 @@ pub fn tree(root: i32, parents: &BTreeMap<i32, i32>) -> Vec<i32> {
     out
 }
 
-/// SIGKILL to `root` and its descendants; how many were signalled.
-pub fn kill_tree(root: i32) -> usize {
+/// Whether process `pid` is in a cgroup whose path names `container` (Docker's cgroup of a
+/// container is `…/docker-<id>.scope` or `…/docker/<id>`).
+fn in_cgroup(pid: i32, container: &str) -> bool {
+    !container.is_empty()
+        && std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
+            .is_ok_and(|c| c.lines().any(|l| l.contains(container)))
+}
+
+/// SIGKILL to `root` and its descendants that are in `container`'s cgroup; how many were
+/// signalled.
+pub fn kill_tree(root: i32, container: &str) -> usize {
     if root <= 1 {
         return 0;
     }
     let pids = tree(root, &parents());
     pids.iter()
+        .filter(|p| in_cgroup(**p, container))
         .filter_map(|p| rustix::process::Pid::from_raw(*p))
         .filter(|p| rustix::process::kill_process(*p, rustix::process::Signal::KILL).is_ok())
         .count()
@@ -72,10 +85,23 @@ mod tests {
             .spawn()
             .unwrap();
         std::thread::sleep(std::time::Duration::from_millis(200));
-        assert!(
-            kill_tree(child.id() as i32) >= 2,
-            "sleep not found as a child"
+        let pid = child.id() as i32;
+        assert_eq!(
+            kill_tree(pid, &"0a".repeat(32)),
+            0,
+            "a process outside the container's cgroup is never signalled"
         );
+        assert!(child.try_wait().unwrap().is_none(), "still running");
+        let mine = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+        let path = mine
+            .lines()
+            .next()
+            .unwrap()
+            .rsplit(':')
+            .next()
+            .unwrap()
+            .to_string();
+        assert!(kill_tree(pid, &path) >= 2, "sleep not found as a child");
         let status = child.wait().unwrap();
         assert!(!status.success());
     }

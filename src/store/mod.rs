@@ -4,6 +4,7 @@ pub mod alloc;
 pub mod atomic;
 pub mod identity;
 pub mod layout;
+pub mod private;
 
 pub use alloc::{AllocError, Allocation, Allocations};
 pub use layout::Layout;
