@@ -99,6 +99,8 @@ async fn main() {
         max_header_bytes: 65536,
         max_body: 100 << 20,
         access_log,
+        max_wakes: 4,
+        client_wakes_per_minute: 10,
     };
     let proxy = Proxy::new(cfg, certs.table(), Arc::new(Http01Tokens::default()));
     proxy.apply(&routes);

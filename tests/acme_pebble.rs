@@ -126,6 +126,8 @@ async fn certificates_are_issued_renewed_and_retried_against_a_real_acme_server(
         max_header_bytes: 65536,
         max_body: 1 << 20,
         access_log: false,
+        max_wakes: 4,
+        client_wakes_per_minute: 10,
     };
     let proxy = Proxy::new(pcfg, certs.table(), http01);
     let (_stop, rx) = tokio::sync::watch::channel(false);

@@ -318,3 +318,77 @@ fn a_sleeping_tenants_jobs_backups_upgrade_and_restore_behave_as_documented() {
         assert!(has(actor, action), "no {actor} {action} row: {rows}");
     }
 }
+
+/// A wake storm, contained: wakes run one at a time here (`max_wakes: 1`), a wake that would
+/// take the awake tenants past the host's memory is refused at once with the maintenance page
+/// (not after max_pause) and the reason in status, one client wakes at most three sleepers a
+/// minute (then 429 and nothing woken), and an awake neighbour keeps answering throughout.
+#[test]
+fn a_wake_storm_is_queued_refused_past_host_memory_and_limited_per_client() {
+    let Some(_g) = docker_test() else { return };
+    let mut h = Harness::new(97);
+    let mut cfg = std::fs::read_to_string(h.path("berth.yaml")).unwrap();
+    cfg = cfg.replace(
+        "plans:\n",
+        "admission:\n  memory: 800m\nplans:\n  napping: {memory: 256m, cpus: 0.5, pids: 200, sleep_after: 15s, sleep_memory: 0.25}\n",
+    );
+    cfg.push_str("probes:\n  fast_interval: 500ms\n");
+    std::fs::write(h.path("berth.yaml"), cfg).unwrap();
+    let (_, https) = h.with_proxy(97);
+    let mut cfg = std::fs::read_to_string(h.path("berth.yaml")).unwrap();
+    cfg.push_str("  max_wakes: 1\n  client_wakes_per_minute: 3\n  timeouts:\n    max_pause: 20s\n");
+    std::fs::write(h.path("berth.yaml"), cfg).unwrap();
+    let sleepers = ["s1", "s2", "s3", "s4"];
+    for t in sleepers {
+        common::write_instance(&h, t, "template: demo\nversion: \"1\"\nplan: napping\n");
+    }
+    common::write_instance(&h, "n1", "template: demo\nversion: \"1\"\nplan: small\n");
+    h.start();
+    h.wait_running(&["n1"]);
+    std::fs::write(h.path("ca.pem"), h.cli_ok(&["ca"])).unwrap();
+    wait_for(
+        Duration::from_secs(180),
+        || sleepers.iter().all(|t| phase(&h, t) == "asleep"),
+        "all four asleep",
+    );
+    for t in sleepers {
+        wait_asleep(&h, t);
+    }
+    // Two wakes at once, one at a time: both answered. With n1 that is 768m of the 800m.
+    let hr = &h;
+    let codes: Vec<String> = std::thread::scope(|s| {
+        let hs: Vec<_> = ["s1", "s2"]
+            .map(|t| s.spawn(move || get(hr, https, t).0))
+            .into_iter()
+            .collect();
+        hs.into_iter().map(|j| j.join().unwrap()).collect()
+    });
+    assert_eq!(codes, ["200", "200"]);
+    let log = h.agent_log();
+    let woke = |t: &str| count_both(&log, "waking", &format!("tenant={t}"));
+    assert_eq!((woke("s1"), woke("s2")), (1, 1), "{log}");
+    // A third would need 1,024m: refused at once, with why.
+    let t0 = Instant::now();
+    let (code, body) = get(&h, https, "s3");
+    assert_eq!(code, "503", "{body}");
+    assert!(
+        t0.elapsed() < Duration::from_secs(10),
+        "not held for max_pause"
+    );
+    let err = h.status("s3")["error"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(err.contains("not woken") && err.contains("800m"), "{err}");
+    assert_eq!(phase(&h, "s3"), "asleep");
+    assert_eq!(sample(&h.metrics(), "berth_wakes_refused_total"), Some(1.0));
+    // This client has used its three wakes this minute: the fourth sleeper is not woken.
+    let (code, _) = get(&h, https, "s4");
+    assert_eq!(code, "429");
+    assert_eq!(phase(&h, "s4"), "asleep");
+    assert!(sample(&h.metrics(), "berth_wakes_client_limited_total") >= Some(1.0));
+    assert_eq!(sample(&h.metrics(), "berth_wakes_queued"), Some(0.0));
+    // The neighbour never noticed.
+    assert_eq!(get(&h, https, "n1").0, "200");
+    h.kill9();
+}

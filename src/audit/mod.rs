@@ -111,6 +111,16 @@ impl Event {
     }
 }
 
+/// A client as refusals and wakes are counted: an IPv4 address as it is, an IPv6 one by its
+/// /64 (what one host is usually given).
+pub fn client_network(client: &str) -> String {
+    match client.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V6(a)) => ipnet::Ipv6Net::new(a, 64)
+            .map_or_else(|_| client.to_string(), |n| n.trunc().to_string()),
+        _ => client.to_string(),
+    }
+}
+
 pub fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

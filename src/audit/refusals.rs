@@ -104,19 +104,12 @@ fn key_of(e: &Event) -> String {
         e.actor.kind,
         e.actor.name,
         e.actor.prefix.as_deref().unwrap_or(""),
-        e.client.as_deref().map_or_else(String::new, network),
+        e.client
+            .as_deref()
+            .map_or_else(String::new, super::client_network),
         e.action,
         e.tenant.as_deref().unwrap_or(""),
     )
-}
-
-/// An IPv4 address as it is; an IPv6 one by its /64 (what one host is usually given).
-fn network(client: &str) -> String {
-    match client.parse::<std::net::IpAddr>() {
-        Ok(std::net::IpAddr::V6(a)) => ipnet::Ipv6Net::new(a, 64)
-            .map_or_else(|_| client.to_string(), |n| n.trunc().to_string()),
-        _ => client.to_string(),
-    }
 }
 
 #[cfg(test)]

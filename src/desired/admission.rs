@@ -80,6 +80,43 @@ pub fn reserved(r: Resource, host: &HostConfig, d: &Desired, except: Option<&str
             .sum::<u64>()
 }
 
+/// Why waking sleeping tenant `t` now would take the memory of the tenants awake past what the
+/// host allows (admission counts a sleeper at its `sleep_memory` share; awake, it may use its
+/// whole limit). Tenants awake count at their limit, sleeping and stopped ones at nothing, the
+/// shared servers in use at theirs. None: the wake fits (or the host's memory is not known).
+pub fn wake_refusal(
+    host: &HostConfig,
+    d: &Desired,
+    asleep: &dyn Fn(&str) -> bool,
+    t: &str,
+) -> Option<String> {
+    let allowed = allowed(Resource::Memory, host)?;
+    let candidate = d.instances.get(t)?;
+    let awake = || {
+        d.instances.values().filter(|i| {
+            i.tenant == t
+                || (i.state == crate::spec::instance::RunState::Running && !asleep(&i.tenant))
+        })
+    };
+    let tenants: u64 = awake().map(|i| i.limits.memory).sum();
+    let servers: std::collections::BTreeSet<DatabaseEngine> =
+        awake().filter_map(uses_shared).collect();
+    let servers: u64 = servers
+        .into_iter()
+        .map(|e| Resource::Memory.host_own(host, e))
+        .sum();
+    let total = tenants + servers;
+    (total > allowed).then(|| {
+        format!(
+            "not woken: the tenants awake would need {} of memory with it ({} its own), more \
+             than the {} the host allows",
+            format_bytes(total),
+            format_bytes(candidate.limits.memory),
+            format_bytes(allowed)
+        )
+    })
+}
+
 /// What instances may reserve of `r` in all, when the host's total is known.
 pub fn allowed(r: Resource, host: &HostConfig) -> Option<u64> {
     let (total, ratio) = r.total_and_ratio(host);
@@ -348,5 +385,31 @@ mod tests {
             e[0].contains("of memory") && e[1].contains("of disk"),
             "{e:?}"
         );
+    }
+
+    #[test]
+    fn a_wake_that_would_take_the_awake_tenants_past_host_memory_is_refused() {
+        let mut host = fixtures::host();
+        host.admission.memory_total = Some(1 << 30);
+        let mut d = Desired::default();
+        for t in ["s1", "s2", "s3", "s4", "s5"] {
+            let mut i = fixtures::demo_instance(t);
+            i.limits.memory = 256 << 20;
+            i.sleep_after = Some(std::time::Duration::from_secs(60));
+            i.sleep_memory = Some(0.25);
+            d.instances.insert(t.into(), i);
+        }
+        // Admitted: five sleepers at a quarter each. Awake, four fit in 1 GiB, five do not.
+        assert!(admit(&host, &d, &d.instances["s5"]).is_empty());
+        let asleep_of = |awake: &'static [&'static str]| move |t: &str| !awake.contains(&t);
+        assert_eq!(
+            wake_refusal(&host, &d, &asleep_of(&["s1", "s2"]), "s3"),
+            None
+        );
+        let why = wake_refusal(&host, &d, &asleep_of(&["s1", "s2", "s3", "s4"]), "s5").unwrap();
+        assert!(why.contains("1.3 GiB") || why.contains("1280"), "{why}");
+        let mut unknown = host.clone();
+        unknown.admission.memory_total = None;
+        assert_eq!(wake_refusal(&unknown, &d, &|_| false, "s5"), None);
     }
 }

@@ -108,6 +108,8 @@ mod tests {
             max_header_bytes: 65536,
             max_body: 1 << 20,
             access_log: false,
+            max_wakes: 4,
+            client_wakes_per_minute: 10,
         });
         for d in ["sites.example.org", "acme.sites.example.org"] {
             let e = check_custom(d, "acme", &h).unwrap_err();

@@ -22,7 +22,14 @@ pub struct ProxyConfig {
     pub max_header_bytes: usize,
     pub max_body: u64,
     pub access_log: bool,
+    /// Wakes in flight at once (`max_wakes`, default [`DEFAULT_MAX_WAKES`]).
+    pub max_wakes: usize,
+    /// Wakes one client may cause per minute (default [`DEFAULT_CLIENT_WAKES`]).
+    pub client_wakes_per_minute: u32,
 }
+
+pub const DEFAULT_MAX_WAKES: usize = 4;
+pub const DEFAULT_CLIENT_WAKES: u32 = 10;
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct ProxyTimeouts {
@@ -178,6 +185,20 @@ pub fn build_proxy(p: &ProxyFile) -> Result<ProxyConfig, Vec<FieldError>> {
     let max_body = units::parse_bytes(&p.max_body)
         .map_err(|m| errs.push(("proxy.max_body".into(), m)))
         .unwrap_or_default();
+    let max_wakes = p.max_wakes.unwrap_or(DEFAULT_MAX_WAKES);
+    if !(1..=1024).contains(&max_wakes) {
+        errs.push((
+            "proxy.max_wakes".into(),
+            format!("{max_wakes} is out of range (1..=1024)"),
+        ));
+    }
+    let client_wakes = p.client_wakes_per_minute.unwrap_or(DEFAULT_CLIENT_WAKES);
+    if !(1..=100_000).contains(&client_wakes) {
+        errs.push((
+            "proxy.client_wakes_per_minute".into(),
+            format!("{client_wakes} is out of range (1..=100000)"),
+        ));
+    }
     if !errs.is_empty() {
         return Err(errs);
     }
@@ -192,6 +213,8 @@ pub fn build_proxy(p: &ProxyFile) -> Result<ProxyConfig, Vec<FieldError>> {
         max_header_bytes: max_header_bytes as usize,
         max_body,
         access_log: p.access_log,
+        max_wakes,
+        client_wakes_per_minute: client_wakes,
     })
 }
 

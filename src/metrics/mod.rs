@@ -97,6 +97,21 @@ impl Metrics {
             s.sleep.wakes.clone(),
         );
         registry.register(
+            "berth_wakes_queued",
+            "Wakes waiting for one of the host's proxy.max_wakes turns",
+            s.sleep.wakes_queued.clone(),
+        );
+        registry.register(
+            "berth_wakes_refused",
+            "Wakes refused: the tenants awake would need more memory than the host allows",
+            s.sleep.refused_wakes.clone(),
+        );
+        registry.register(
+            "berth_wakes_client_limited",
+            "Requests to sleeping tenants refused (429): their client passed proxy.client_wakes_per_minute",
+            s.sleep.client_limited.clone(),
+        );
+        registry.register(
             "berth_late_wakes",
             "Wakes that took longer than the edge's max_pause (held requests got the maintenance page)",
             s.sleep.late_wakes.clone(),

@@ -79,6 +79,14 @@ async fn route(p: &Proxy, conn: &ConnInfo, req: Request<Incoming>) -> Outcome {
         }
     };
     drop(routes);
+    // A sleeping tenant is woken only within its client's share of wakes.
+    let client = || headers::client_ip(req.headers(), conn.peer.ip(), &p.cfg.trusted_proxies);
+    if gate.is_asleep()
+        && let Err(retry) = p.wake_clients.allow(client(), &gate.tenant)
+    {
+        let secs = retry.as_secs_f64().ceil().max(1.0) as u64;
+        return (pages::too_many_requests(secs), Some(gate), Some(host));
+    }
     let slot = match gate.limiter.admit(&gate.meter.active) {
         Ok(s) => s,
         Err(l) => return (limited(&gate, l), Some(gate), Some(host)),

@@ -33,6 +33,8 @@ pub struct Gate {
     waker: std::sync::OnceLock<tokio::sync::mpsc::UnboundedSender<String>>,
     /// When the last request arrived, in ms since the process's clock origin.
     last_request_ms: AtomicU64,
+    /// Bumped when a wake is refused: the requests held then are turned away at once.
+    turned_away: AtomicU64,
 }
 
 /// The clock origin of `last_request_ms`.
@@ -70,6 +72,7 @@ impl Gate {
             wake_asked: AtomicBool::new(false),
             waker: std::sync::OnceLock::new(),
             last_request_ms: AtomicU64::new(clock()),
+            turned_away: AtomicU64::new(0),
         })
     }
 
@@ -106,6 +109,14 @@ impl Gate {
         self.resume();
     }
 
+    /// A wake was refused (the host has no room for it now): the requests held now get the
+    /// maintenance page at once, and the next request asks again.
+    pub fn turn_away(&self) {
+        self.wake_asked.store(false, SeqCst);
+        self.turned_away.fetch_add(1, SeqCst);
+        self.paused.send_modify(|_| {});
+    }
+
     fn ask_wake(&self) {
         if self.asleep.load(SeqCst)
             && !self.wake_asked.swap(true, SeqCst)
@@ -132,9 +143,12 @@ impl Gate {
     pub async fn admit(&self, max_pause: Duration) -> Result<Ticket, Refusal> {
         self.last_request_ms.store(clock(), Relaxed);
         if *self.paused.borrow() {
+            let turn = self.turned_away.load(SeqCst);
             self.ask_wake();
             let mut rx = self.paused.subscribe();
-            match tokio::time::timeout(max_pause, rx.wait_for(|p| !*p)).await {
+            let away = || self.turned_away.load(SeqCst) != turn;
+            match tokio::time::timeout(max_pause, rx.wait_for(|p| !*p || away())).await {
+                Ok(Ok(p)) if *p => return Err(Refusal::Maintenance),
                 Ok(Ok(_)) => {}
                 _ => return Err(Refusal::PauseExpired),
             }
@@ -265,5 +279,39 @@ mod tests {
             g.admit(Duration::ZERO).await.err(),
             Some(Refusal::Maintenance)
         );
+    }
+
+    #[tokio::test]
+    async fn a_refused_wake_turns_the_held_requests_away_at_once() {
+        let g = Gate::new("s1");
+        g.replace(Some(target(1)), Duration::from_secs(1));
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        g.set_waker(tx);
+        g.sleep();
+        let held: Vec<_> = (0..3)
+            .map(|_| {
+                let g = g.clone();
+                tokio::spawn(async move { g.admit(Duration::from_secs(30)).await.err() })
+            })
+            .collect();
+        assert_eq!(rx.recv().await.as_deref(), Some("s1"), "one wake asked");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let started = std::time::Instant::now();
+        g.turn_away();
+        for h in held {
+            assert_eq!(h.await.unwrap(), Some(Refusal::Maintenance));
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "not held for max_pause"
+        );
+        let g2 = g.clone();
+        let next = tokio::spawn(async move { g2.admit(Duration::from_millis(200)).await.err() });
+        assert_eq!(
+            rx.recv().await.as_deref(),
+            Some("s1"),
+            "the next request asks again"
+        );
+        assert_eq!(next.await.unwrap(), Some(Refusal::PauseExpired));
     }
 }

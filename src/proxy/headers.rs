@@ -150,6 +150,22 @@ pub fn set_forwarded(
     h.insert(X_FORWARDED_HOST, host.clone());
 }
 
+/// The client a request is from: the peer, or behind a trusted proxy the rightmost address
+/// of its X-Forwarded-For that is not itself trusted (the peer when there is none).
+pub fn client_ip(h: &HeaderMap, peer: IpAddr, trusted: &[Cidr]) -> IpAddr {
+    if !trusted.iter().any(|c| c.contains(peer)) {
+        return peer;
+    }
+    let chain = trusted_chain(h, peer, trusted);
+    let hops: Vec<&str> = chain.to_str().unwrap_or("").split(", ").collect();
+    // The chain ends with the peer; the hop before it is the client, if any.
+    hops.iter()
+        .rev()
+        .nth(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(peer)
+}
+
 /// X-Forwarded-For from a trusted proxy: its chain up to and including the rightmost
 /// untrusted hop, then the peer.
 fn trusted_chain(h: &HeaderMap, peer: IpAddr, trusted: &[Cidr]) -> HeaderValue {
@@ -303,6 +319,15 @@ mod tests {
         let host = HeaderValue::from_static("a.example.com");
         set_forwarded(&mut h, (peer, &peer_value(peer)), "https", &host, &trusted);
         assert_eq!(h["x-forwarded-for"], "6.6.6.6, 198.51.100.7, 10.0.0.2");
+        let h = headers(&[("x-forwarded-for", "6.6.6.6, 198.51.100.7, 10.1.1.1")]);
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert_eq!(client_ip(&h, peer, &trusted), ip("198.51.100.7"));
+        assert_eq!(
+            client_ip(&h, ip("172.16.0.9"), &trusted),
+            ip("172.16.0.9"),
+            "an untrusted peer's header says nothing"
+        );
+        assert_eq!(client_ip(&HeaderMap::new(), peer, &trusted), peer);
     }
 
     #[test]

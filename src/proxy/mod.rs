@@ -14,6 +14,7 @@ pub mod server;
 pub mod sync;
 pub mod target;
 pub mod upstream;
+pub mod wakers;
 
 #[cfg(test)]
 mod tests;
@@ -61,6 +62,8 @@ pub struct Proxy {
     pub metrics: crate::metrics::proxy::ProxyMetrics,
     tls: Arc<rustls::ServerConfig>,
     gates: Mutex<HashMap<String, Arc<Gate>>>,
+    /// Which clients may still wake sleeping tenants this minute.
+    pub wake_clients: wakers::WakeClients,
     /// Wake requests from sleeping tenants' gates (the receiver goes to the sleeper).
     wakes: (
         tokio::sync::mpsc::UnboundedSender<String>,
@@ -80,6 +83,7 @@ impl Proxy {
         tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         let (wake_tx, wake_rx) = tokio::sync::mpsc::unbounded_channel();
         Arc::new(Proxy {
+            wake_clients: wakers::WakeClients::new(cfg.client_wakes_per_minute),
             cfg,
             routes: ArcSwap::from_pointee(RouteTable::default()),
             http01,

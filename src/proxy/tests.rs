@@ -119,6 +119,8 @@ fn config() -> ProxyConfig {
         max_header_bytes: 64 * 1024,
         max_body: 1024 * 1024,
         access_log: false,
+        max_wakes: 4,
+        client_wakes_per_minute: 10,
     }
 }
 

@@ -39,6 +39,12 @@ pub struct SleepMeters {
     /// Wakes that took longer than the edge's `max_pause`.
     pub late_wakes: Counter,
     pub wake_seconds: Histogram,
+    /// Wakes waiting for a turn (`proxy.max_wakes` run at once).
+    pub wakes_queued: Gauge,
+    /// Wakes refused for the host's memory.
+    pub refused_wakes: Counter,
+    /// Requests to sleeping tenants refused for their client's wake limit.
+    pub client_limited: Counter,
 }
 
 impl Default for SleepMeters {
@@ -48,6 +54,9 @@ impl Default for SleepMeters {
             wakes: Counter::default(),
             late_wakes: Counter::default(),
             wake_seconds: Histogram::new(exponential_buckets(0.125, 2.0, 10)),
+            wakes_queued: Gauge::default(),
+            refused_wakes: Counter::default(),
+            client_limited: Counter::default(),
         }
     }
 }
@@ -116,11 +125,46 @@ pub struct Sleeper {
     ctl: Arc<Controller>,
     proxy: Arc<Proxy>,
     meters: SleepMeters,
+    /// Turns for wakes (`proxy.max_wakes`); waiting ones are served in arrival order.
+    turns: Arc<tokio::sync::Semaphore>,
 }
 
 impl Sleeper {
     pub fn new(ctl: Arc<Controller>, proxy: Arc<Proxy>, meters: SleepMeters) -> Arc<Sleeper> {
-        Arc::new(Sleeper { ctl, proxy, meters })
+        let turns = Arc::new(tokio::sync::Semaphore::new(proxy.cfg.max_wakes));
+        let _ = proxy
+            .wake_clients
+            .limited
+            .set(meters.client_limited.clone());
+        Arc::new(Sleeper {
+            ctl,
+            proxy,
+            meters,
+            turns,
+        })
+    }
+
+    /// Why the host has no room to wake `t` now (its memory), if it has none.
+    fn no_room(&self, t: &str) -> Option<String> {
+        let sleep = self.ctl.sleep();
+        crate::desired::admission::wake_refusal(
+            self.ctl.host(),
+            &self.ctl.desired(),
+            &|x| sleep.is_asleep(x),
+            t,
+        )
+    }
+
+    /// Turns the wake of `t` down: its held requests get the maintenance page now, status and
+    /// the audit log say why, and the next request asks again.
+    fn refuse(&self, t: &str, gate: &crate::proxy::gate::Gate, why: String) {
+        gate.turn_away();
+        self.meters.refused_wakes.inc();
+        tracing::warn!(tenant = t, why, "wake refused");
+        self.ctl.sleep().set_wake_error(t, why.clone());
+        let mut e = crate::audit::Event::system("sleeper", Some(t), "tenant.wake", Err(why));
+        e.result = "denied".into();
+        self.ctl.audit().record(&e);
     }
 
     /// Gates follow the asleep set: after a restart, before the edge accepts, a sleeping
@@ -203,6 +247,15 @@ impl Sleeper {
         let Some(gate) = self.proxy.gate(&t) else {
             return;
         };
+        self.meters.wakes_queued.inc();
+        let turn = self.turns.clone().acquire_owned().await;
+        self.meters.wakes_queued.dec();
+        let Ok(_turn) = turn else { return };
+        if self.ctl.sleep().is_asleep(&t)
+            && let Some(why) = self.no_room(&t)
+        {
+            return self.refuse(&t, &gate, why);
+        }
         match self.ctl.sleep().start_wake(&t, true) {
             Ok(true) => {}
             Ok(false) => {

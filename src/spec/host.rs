@@ -160,6 +160,12 @@ pub struct ProxyFile {
     /// One structured event per request (target `berth::access`).
     #[serde(default)]
     pub access_log: bool,
+    /// Sleeping tenants woken at once on the host; further wakes queue in arrival order.
+    #[serde(default)]
+    pub max_wakes: Option<usize>,
+    /// Sleeping tenants one client (an address; IPv6 by its /64) may wake per minute.
+    #[serde(default)]
+    pub client_wakes_per_minute: Option<u32>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
