@@ -115,7 +115,7 @@ async fn route(p: &Proxy, conn: &ConnInfo, req: Request<Incoming>) -> Outcome {
         },
         &host,
         upstream_path,
-        prefix.as_ref().map(|(s, _)| s.as_str()),
+        prefix.as_ref().map(|(s, k)| (s.as_str(), *k)),
     )
     .await;
     (resp, Some(gate), Some(host))
@@ -173,7 +173,7 @@ async fn forward(
     held: Held,
     host: &str,
     path: PathAndQuery,
-    mount: Option<&str>,
+    mount: Option<(&str, bool)>,
 ) -> Response<ProxyBody> {
     let meter = held.gate.meter.clone();
     let max_body = held.gate.limiter.quota().max_body.unwrap_or(p.cfg.max_body);
@@ -195,6 +195,7 @@ async fn forward(
             .insert(header::CONNECTION, "upgrade".parse().expect("static"));
         parts.headers.insert(header::UPGRADE, proto.clone());
     }
+    let host_name = host;
     let host = header::HeaderValue::from_str(host)
         .unwrap_or_else(|_| header::HeaderValue::from_static("invalid"));
     headers::set_forwarded(
@@ -204,10 +205,12 @@ async fn forward(
         &host,
         &p.cfg.trusted_proxies,
     );
-    if let Some(seg) = mount
-        && let Ok(v) = format!("/{seg}").parse()
-    {
-        parts.headers.insert(headers::X_FORWARDED_PREFIX, v);
+    if let Some((seg, _)) = mount {
+        p.cookie_owners
+            .filter_request(&mut parts.headers, host_name, seg);
+        if let Ok(v) = format!("/{seg}").parse() {
+            parts.headers.insert(headers::X_FORWARDED_PREFIX, v);
+        }
     }
     let target = held.ticket.target().clone();
     // Origin form on the wire (`GET /path`): what every app expects from a proxy.
@@ -245,6 +248,10 @@ async fn forward(
     }
     let (mut parts, body) = resp.into_parts();
     headers::strip_hop_by_hop(&mut parts.headers);
+    if let Some((seg, strip)) = mount {
+        p.cookie_owners
+            .scope_response(&mut parts.headers, host_name, seg, strip);
+    }
     let body = Leased::new(body, lease);
     let body = Guarded::new(Metered::new(body, meter.sent), (held.ticket, held.slot))
         .map_err(BoxError::from)

@@ -4,6 +4,7 @@
 
 pub mod body;
 pub mod conn;
+pub mod cookies;
 pub mod forward;
 pub mod gate;
 pub mod headers;
@@ -62,6 +63,8 @@ pub struct Proxy {
     pub metrics: crate::metrics::proxy::ProxyMetrics,
     tls: Arc<rustls::ServerConfig>,
     gates: Mutex<HashMap<String, Arc<Gate>>>,
+    /// Which mounts of each shared domain set which cookies.
+    pub cookie_owners: cookies::Owners,
     /// Which clients may still wake sleeping tenants this minute.
     pub wake_clients: wakers::WakeClients,
     /// Wake requests from sleeping tenants' gates (the receiver goes to the sleeper).
@@ -84,6 +87,7 @@ impl Proxy {
         let (wake_tx, wake_rx) = tokio::sync::mpsc::unbounded_channel();
         Arc::new(Proxy {
             wake_clients: wakers::WakeClients::new(cfg.client_wakes_per_minute),
+            cookie_owners: cookies::Owners::default(),
             cfg,
             routes: ArcSwap::from_pointee(RouteTable::default()),
             http01,

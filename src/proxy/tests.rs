@@ -72,15 +72,24 @@ async fn backend(name: &'static str) -> Backend {
                                 .to_string()
                         };
                         let text = format!(
-                            "tenant={name} path={} xff={} xfp={} xfh={} prefix={}",
+                            "tenant={name} path={} xff={} xfp={} xfh={} prefix={} cookie={}",
                             req.uri().path_and_query().map_or("", |p| p.as_str()),
                             hv("x-forwarded-for"),
                             hv("x-forwarded-proto"),
                             hv("x-forwarded-host"),
                             hv("x-forwarded-prefix"),
+                            hv("cookie"),
                         );
+                        let login = req.uri().path() == "/login";
                         let _ = req.into_body().collect().await;
-                        Ok(Response::new(Full::new(Bytes::from(text))))
+                        let mut resp = Response::new(Full::new(Bytes::from(text)));
+                        if login {
+                            // As an app that thinks it owns the site: Path=/, the domain.
+                            let c =
+                                format!("{name}_sid=s3cret; Path=/; Domain=shared.test; HttpOnly");
+                            resp.headers_mut().insert("set-cookie", c.parse().unwrap());
+                        }
+                        Ok(resp)
                     }
                 });
                 let _ = hyper::server::conn::http1::Builder::new()
@@ -607,3 +616,6 @@ async fn a_pinned_tenant_keeps_the_target_its_upgrade_switched_to_until_released
 
 #[path = "tests_timeouts.rs"]
 mod timeouts;
+
+#[path = "tests_cookies.rs"]
+mod cookies;
