@@ -34,23 +34,39 @@ impl Outcome {
     }
 }
 
-/// Parses `... postfix/<daemon>[pid]: <QID>: <rest>`; anything else is None.
+/// Parses `... postfix/<daemon>[pid]: <QID>: <rest>`; anything else is None. Each event is
+/// read only from the daemon that writes it, at its fixed place in the line: a login from
+/// smtpd's `client=…, sasl_username=…` line, an outcome from a delivery agent's `to=<…>` line,
+/// a removal from qmgr. A recipient address or a remote server's reply is text a sender
+/// controls (`"sasl_username=globex x"@…`); it never names the tenant a queue id belongs to.
 pub fn parse(line: &str) -> Option<Event> {
     let at = line.find(" postfix/")?;
     let rest = &line[at + 9..];
+    let (daemon, rest) = rest.split_once('[')?;
     let (_, rest) = rest.split_once("]: ")?;
     let (qid, rest) = rest.split_once(": ")?;
     if qid.is_empty() || !qid.bytes().all(|b| b.is_ascii_alphanumeric()) || qid.len() > 20 {
         return None;
     }
     let qid = qid.to_string();
-    if rest == "removed" {
-        return Some(Event::Removed { qid });
+    match daemon {
+        "qmgr" if rest == "removed" => Some(Event::Removed { qid }),
+        "smtpd" if rest.starts_with("client=") => {
+            let login = field(rest, ", sasl_username=")?;
+            Some(Event::Queued { qid, login })
+        }
+        "smtp" | "lmtp" | "local" | "virtual" | "error" | "discard" if rest.starts_with("to=<") => {
+            status(qid, rest)
+        }
+        _ => None,
     }
-    if let Some(login) = field(rest, "sasl_username=") {
-        return Some(Event::Queued { qid, login });
-    }
-    let status = rest.find(", status=").map(|i| &rest[i + 9..])?;
+}
+
+/// A delivery agent's outcome for one recipient: the `status=` after the last `dsn=` field
+/// that precedes the reply in parentheses.
+fn status(qid: String, rest: &str) -> Option<Event> {
+    let head = rest.find(" (").map_or(rest, |i| &rest[..i]);
+    let status = head.rfind(", status=").map(|i| &rest[i + 9..])?;
     let (word, reason) = status.split_once(' ').unwrap_or((status, ""));
     let result = match word {
         "sent" => Outcome::Sent,
@@ -72,11 +88,13 @@ pub fn parse(line: &str) -> Option<Event> {
     })
 }
 
-/// The value of `key` in a `k=v, k=v` list.
+/// The value of `key` (e.g. `, sasl_username=`) in smtpd's `k=v, k=v` list: up to the next
+/// `,` or space; a login is a tenant name, which has neither.
 fn field(rest: &str, key: &str) -> Option<String> {
     let i = rest.find(key)?;
     let v = &rest[i + key.len()..];
-    Some(v.split([',', ' ']).next().unwrap_or_default().to_string())
+    let v = v.split([',', ' ']).next().unwrap_or_default();
+    (!v.is_empty()).then(|| v.to_string())
 }
 
 #[cfg(test)]
@@ -115,6 +133,18 @@ mod tests {
                 ..
             })
         ));
+        let tricky = "x postfix/smtp[90]: 4F1C21A0: to=<\"x, status=sent y\"@b.example>, relay=r[1.2.3.4]:25, dsn=5.1.1, status=bounced (550 no, status=sent z)";
+        assert!(
+            matches!(
+                parse(tricky),
+                Some(Event::Status {
+                    result: Outcome::Bounced,
+                    ..
+                })
+            ),
+            "{:?}",
+            parse(tricky)
+        );
         let r = "Dec  5 15:20:02 mail postfix/qmgr[70]: 4F1C21A0: removed";
         assert_eq!(
             parse(r),
@@ -127,6 +157,10 @@ mod tests {
             "Dec  5 15:20:02 mail postfix/master[1]: daemon started",
             "garbage",
             "x postfix/smtp[1]: bad id!: removed",
+            // A recipient or a reply naming another tenant's login charges nobody.
+            "x postfix/smtp[90]: 4F1C21A0: to=<\"sasl_username=globex x\"@b.example>, relay=none, status=bogus",
+            "x postfix/cleanup[9]: 4F1C21A0: message-id=<sasl_username=globex@x>",
+            "x postfix/smtpd[88]: 4F1C21A0: reject: RCPT from x: <\"a, sasl_username=globex\"@b>",
             "",
         ] {
             assert_eq!(parse(other), None, "{other}");

@@ -37,6 +37,7 @@ struct Message {
     recipients: u32,
     bytes: u64,
     from_headers: Vec<String>,
+    sender_headers: Vec<String>,
     refused: bool,
 }
 
@@ -148,9 +149,12 @@ impl Session {
         let name = parts.next().unwrap_or_default();
         let value = parts.next().unwrap_or_default();
         self.msg.bytes += (name.len() + value.len() + 4) as u64;
+        let v = || String::from_utf8_lossy(value).replace(['\r', '\n'], " ");
         if name.eq_ignore_ascii_case(b"from") && self.msg.from_headers.len() < 8 {
-            let v = String::from_utf8_lossy(value).replace(['\r', '\n'], " ");
-            self.msg.from_headers.push(v);
+            self.msg.from_headers.push(v());
+        }
+        if name.eq_ignore_ascii_case(b"sender") && self.msg.sender_headers.len() < 8 {
+            self.msg.sender_headers.push(v());
         }
         let acct = self.account()?;
         policy::size(acct, self.msg.bytes)
@@ -158,7 +162,8 @@ impl Session {
 
     fn end_of_headers(&mut self) -> Result<(), Refusal> {
         let acct = self.account()?;
-        policy::header_from(acct, &self.msg.from_headers)
+        policy::header_from(acct, &self.msg.from_headers)?;
+        policy::header_sender(acct, &self.msg.sender_headers)
     }
 
     fn body(&mut self, n: usize) -> Result<(), Refusal> {

@@ -6,6 +6,7 @@
 
 pub mod auth;
 pub mod dkim;
+mod encoded;
 pub mod log;
 pub mod milter;
 pub mod policy;

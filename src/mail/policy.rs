@@ -183,16 +183,33 @@ pub fn header_from(acct: &Account, values: &[String]) -> Result<(), Refusal> {
     if values.is_empty() {
         return refuse("the message has no From header".into());
     }
-    if values.len() > 1 {
-        return refuse("the message has more than one From header".into());
+    own_addresses(acct, "From", values)
+}
+
+/// A `Sender:` header is optional; when there is one, it is held to what `From:` is.
+pub fn header_sender(acct: &Account, values: &[String]) -> Result<(), Refusal> {
+    if values.is_empty() {
+        return Ok(());
     }
-    let domains = addresses(&values[0]);
+    own_addresses(acct, "Sender", values)
+}
+
+/// One header `name` whose every address, as written and with its RFC 2047 encoded words
+/// decoded (`=?utf-8?q?ceo=40globex.example?=`), is in the tenant's domains.
+fn own_addresses(acct: &Account, name: &str, values: &[String]) -> Result<(), Refusal> {
+    let refuse = |why: String| Err(Refusal::new(550, "5.7.1", why));
+    if values.len() > 1 {
+        return refuse(format!("the message has more than one {name} header"));
+    }
+    let decoded = super::encoded::decode_words(&values[0]);
+    let mut domains = addresses(&values[0]);
+    domains.extend(addresses(&decoded));
     if domains.is_empty() {
-        return refuse(format!("From: {:?} has no address", clip(&values[0])));
+        return refuse(format!("{name}: {:?} has no address", clip(&values[0])));
     }
     if let Some(d) = domains.iter().find(|d| !acct.domains.contains(d)) {
         return refuse(format!(
-            "From: domain {d} is not a domain of tenant {} ({})",
+            "{name}: domain {d} is not a domain of tenant {} ({})",
             acct.tenant,
             shown(&acct.domains)
         ));
@@ -291,6 +308,19 @@ mod tests {
             let r = ok(bad).unwrap_err();
             assert_eq!(r.code, 550, "{bad}: {r:?}");
         }
+        for encoded in [
+            "=?utf-8?q?ceo=40globex.example?= <news@acme.example>",
+            "=?UTF-8?B?Y2VvQGdsb2JleC5leGFtcGxl?= <news@acme.example>",
+            "=?iso-8859-1?Q?CEO_=3Cceo=40globex=2Eexample=3E?= <news@acme.example>",
+        ] {
+            let r = ok(encoded).unwrap_err();
+            assert!(r.text.contains("globex.example"), "{encoded}: {r:?}");
+        }
+        assert!(ok("=?utf-8?q?Acme_News?= <news@acme.example>").is_ok());
+        assert!(header_sender(&a, &[]).is_ok(), "no Sender: fine");
+        assert!(header_sender(&a, &["ops@acme.example".into()]).is_ok());
+        let r = header_sender(&a, &["ceo@globex.example".into()]).unwrap_err();
+        assert!(r.text.contains("Sender"), "{r:?}");
         assert!(header_from(&a, &[]).is_err());
         let two = ["a@acme.example".to_string(), "b@acme.example".to_string()];
         assert!(header_from(&a, &two).is_err());

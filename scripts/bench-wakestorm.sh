@@ -1,0 +1,125 @@
+#!/usr/bin/env bash
+# A wake storm on the real engine (issue 29): N tenants of `demo-shared` (one app container
+# each, on the shared PostgreSQL), AWAKE of them awake under a fixed request rate, the rest
+# asleep; then one request to every sleeper at once (a client that read the names from
+# certificate transparency logs). Two rounds, side by side in one run, each from the same
+# asleep state:
+#   uncapped  max_wakes 1024, no per-client limit, host memory not limiting (berth before)
+#   capped    max_wakes 4, admission memory MEM: wakes past it are refused at once
+# For each: the awake tenants' latency (p50/p99, errors) during the storm, the host's memory
+# peak (`free`, every 0.5 s), how the storm's requests were answered, and how long it took.
+# Usage: scripts/bench-wakestorm.sh [N=250] [AWAKE=50] [MEM=18g]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+N=${1:-250}
+AWAKE=${2:-50}
+MEM=${3:-18g}
+RATE=${RATE:-20}
+./scripts/setup-docker.sh >/dev/null
+cargo build --release --quiet
+B="$PWD/target/release/berth"
+W=$(mktemp -d /tmp/berth-storm.XXXX)
+cleanup() {
+  [ -n "${AGENT:-}" ] && kill "$AGENT" 2>/dev/null && sleep 1 || true
+  docker ps -aq --filter label=io.berth.namespace=storm | xargs -r docker rm -f >/dev/null
+  docker network ls -q --filter label=io.berth.namespace=storm | xargs -r docker network rm >/dev/null
+  docker volume ls -q --filter label=io.berth.namespace=storm | xargs -r docker volume rm >/dev/null
+}
+trap 'cleanup; rm -rf "$W"' EXIT
+now() { date +%s%3N; }
+pct() { sort -n | awk -v p="$1" '{a[NR]=$1} END {i=int(NR*p/100+0.999); if(i<1)i=1; print a[i]}'; }
+name() { printf 'd%04d' "$1"; }
+used_mib() { free -m | awk '/Mem:/{print $3}'; }
+
+config() { # max_wakes client_wakes admission_memory
+  cat > "$W/berth.yaml" <<YAML
+state_dir: state
+templates_dir: $PWD/templates
+instances_dir: instances
+namespace: storm
+api: {socket: berth.sock}
+network: {subnet_pool: 10.232.0.0/14, subnet_prefix: 28}
+ports: {first: 30000, last: 32700}
+resync_interval: 30s
+metrics: {listen: none}
+base_domain: apps.test
+admission: {memory: $3}
+plans:
+  awake: {memory: 128m, cpus: 0.5, pids: 100}
+  napping: {memory: 128m, cpus: 0.5, pids: 100, sleep_after: 20s, sleep_memory: 0.25}
+shared_database: {image: berth/postgres:15, memory: 4g, connection_limit: 5}
+proxy: {http: 127.0.0.1:18980, https: 127.0.0.1:18943, max_wakes: $1, client_wakes_per_minute: $2,
+        timeouts: {max_pause: 30s}}
+YAML
+}
+
+start_agent() {
+  setsid "$B" --config "$W/berth.yaml" serve >>"$W/agent.log" 2>&1 < /dev/null &
+  AGENT=$!
+  until "$B" --config "$W/berth.yaml" reconcile >/dev/null 2>&1; do sleep 0.2; done
+}
+
+stop_agent() { kill "$AGENT"; wait "$AGENT" 2>/dev/null || true; AGENT=; }
+
+all_asleep() {
+  local t0; t0=$(now)
+  until [ "$("$B" --config "$W/berth.yaml" ls -o json | grep -c '"phase": "asleep"')" -ge $((N - AWAKE)) ]; do sleep 5; done
+  until [ "$(docker ps -q --filter label=io.berth.namespace=storm --filter label=io.berth.service=app | wc -l)" -le "$AWAKE" ]; do sleep 5; done
+  echo "[sleep] $((N - AWAKE)) asleep, their containers stopped, after $(( ($(now) - t0) / 1000 )) s"
+}
+
+storm() { # label
+  local label=$1 hosts=()
+  for i in $(seq 1 "$AWAKE"); do hosts+=("$(name "$i").apps.test"); done
+  python3 scripts/rate-load.py "$W/ca.pem" 18943 "$RATE" "${hosts[@]}" > "$W/load-$label.txt" &
+  local loader=$!
+  (while :; do used_mib; sleep 0.5; done) > "$W/mem-$label.txt" &
+  local sampler=$!
+  sleep 5
+  local base; base=$(used_mib)
+  local t0; t0=$(now)
+  seq $((AWAKE + 1)) "$N" | xargs -P $((N - AWAKE)) -I{} sh -c \
+    't=$(printf "d%04d" {}); curl -s -o /dev/null -w "%{http_code} %{time_total}\n" --max-time 120 --cacert '"$W"'/ca.pem --resolve "$t.apps.test:18943:127.0.0.1" "https://$t.apps.test:18943/"' \
+    > "$W/storm-$label.txt"
+  local took=$(( $(now) - t0 ))
+  sleep 5
+  kill -TERM "$loader"; wait "$loader" || true
+  kill "$sampler"; wait "$sampler" 2>/dev/null || true
+  local peak; peak=$(sort -n "$W/mem-$label.txt" | tail -1)
+  local codes; codes=$(cut -d' ' -f1 "$W/storm-$label.txt" | sort | uniq -c | awk '{printf "%s×%s ", $1, $2}')
+  local p50 p99
+  p50=$(awk '$1==200{print $2*1000}' "$W/storm-$label.txt" | pct 50)
+  p99=$(awk '$1==200{print $2*1000}' "$W/storm-$label.txt" | pct 99)
+  echo "[$label] storm of $((N - AWAKE)) first requests: answered ${codes}in ${took} ms; woken ones answered p50 ${p50:-–} ms, p99 ${p99:-–} ms"
+  echo "[$label] host memory used: ${base} MiB before, peak ${peak} MiB (+$((peak - base)) MiB); awake now: $("$B" --config "$W/berth.yaml" ls -o json | grep -c '"phase": "running"')"
+  echo "[$label] $AWAKE awake tenants at $RATE req/s during the storm: $(cat "$W/load-$label.txt")"
+}
+
+mkdir -p "$W/instances"
+config 1024 100000 "$MEM"
+start_agent
+t0=$(now)
+for i in $(seq 1 "$N"); do
+  plan=awake; [ "$i" -gt "$AWAKE" ] && plan=napping
+  printf 'tenant: %s\ntemplate: demo-shared\nplan: %s\n' "$(name "$i")" "$plan" > "$W/instances/$(name "$i").yaml"
+done
+until [ "$("$B" --config "$W/berth.yaml" ls -o json | grep -cE '"phase": "(running|asleep)"')" -ge "$N" ]; do sleep 5; done
+echo "[setup] $N tenants up after $(( ($(now) - t0) / 1000 )) s"
+"$B" --config "$W/berth.yaml" ca > "$W/ca.pem"
+all_asleep
+quiet=$(timeout -s TERM 30 python3 scripts/rate-load.py "$W/ca.pem" 18943 "$RATE" $(for i in $(seq 1 "$AWAKE"); do echo "$(name "$i").apps.test"; done) || true)
+echo "[idle] $AWAKE awake tenants at $RATE req/s, nobody waking, 30 s: $quiet"
+# Round 1, uncapped: the admission memory is set far above the host so nothing is refused.
+stop_agent; config 1024 100000 1t; start_agent
+storm uncapped
+all_asleep
+# Round 2, capped.
+stop_agent; config 4 100000 "$MEM"; start_agent
+storm capped
+"$B" --config "$W/berth.yaml" ls -o json | grep -o '"error": "not woken[^"]*"' | head -1 || true
+# One client and the per-client limit (default 10 a minute) on what is still asleep.
+stop_agent; config 4 10 "$MEM"; start_agent
+limited=$(seq $((N - 30)) "$N" | xargs -P 30 -I{} sh -c \
+  't=$(printf "d%04d" {}); curl -s -o /dev/null -w "%{http_code}\n" --max-time 60 --cacert '"$W"'/ca.pem --resolve "$t.apps.test:18943:127.0.0.1" "https://$t.apps.test:18943/"' | sort | uniq -c | awk '{printf "%s×%s ", $1, $2}')
+echo "[client] one client, 31 sleepers at once, client_wakes_per_minute 10: $limited"
+stop_agent
