@@ -202,6 +202,19 @@ fn tenants_send_signed_mail_through_the_relay_only_as_themselves_and_within_thei
         !ok && log.contains("550 5.7.1 From: domain mb.apps.test"),
         "{log}"
     );
+    // Nor behind an RFC 2047 encoded display name, nor in Sender:.
+    let (ok, log) = send(
+        &a,
+        "ma",
+        pw,
+        "news@ma.apps.test",
+        &["x@dest.example"],
+        "=?utf-8?q?ceo=40mb.apps.test?= <news@ma.apps.test>",
+    );
+    assert!(
+        !ok && log.contains("550 5.7.1 From: domain mb.apps.test"),
+        "{log}"
+    );
     let (ok, log) = send(
         &a,
         "mb",
@@ -270,8 +283,37 @@ fn tenants_send_signed_mail_through_the_relay_only_as_themselves_and_within_thei
         "four messages at the sink",
     );
 
-    // Only the relay's submission port, only for tenants that asked for mail, never the sink.
+    // ma holds every connection it can: ten, the eleventh on is refused; mb still sends.
     let relay = format!("bt{SLOT}-mail");
+    let hold = format!(
+        "for i in $(seq 15); do exec {{fd}}<>/dev/tcp/{relay}/587 && read -r -t 10 l <&$fd; \
+         echo \"${{l%% *}}\"; done; sleep 30"
+    );
+    let mut holder = Command::new("docker")
+        .args(["exec", &a, "bash", "-c", &hold])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let banners: Vec<String> = {
+        use std::io::BufRead;
+        let out = std::io::BufReader::new(holder.stdout.take().unwrap());
+        out.lines().take(15).map(|l| l.unwrap()).collect()
+    };
+    let count = |code: &str| banners.iter().filter(|b| b.as_str() == code).count();
+    assert_eq!((count("220"), count("421")), (10, 5), "{banners:?}");
+    let (ok, log) = send(
+        &b,
+        "mb",
+        pw,
+        "news@mb.apps.test",
+        &["x@dest.example"],
+        "news@mb.apps.test",
+    );
+    let _ = holder.kill();
+    let _ = holder.wait();
+    assert!(ok, "mb could not send while ma held its connections: {log}");
+
+    // Only the relay's submission port, only for tenants that asked for mail, never the sink.
     assert!(reaches(&a, &format!("{relay}/587")));
     for port in [25, 465, 8891, 10025] {
         assert!(

@@ -8,7 +8,10 @@ groupmod -g 990 opendkim && usermod -u 990 -g 990 opendkim
 usermod -a -G opendkim postfix
 # No chroot (the sockets berth serves are outside the queue directory), no local delivery,
 # no port 25 listener: 587 only, with SASL required (berth's agent answers the SASL socket).
-# Clients are tenant containers on private bridges: no reverse DNS lookup of them.
+# Clients are tenant containers on private bridges: no reverse DNS lookup of them. Each
+# tenant's containers are their own clients (addresses on its own network), held to 10
+# connections at once, 120 a minute and 60 logins a minute (anvil, no exceptions), among 200
+# smtpd processes: one tenant holding all it may leaves the others sending.
 postconf -F '*/*/chroot = n'
 postconf -MX smtp/inet
 postconf -M '587/inet=587 inet n - n - - smtpd'
@@ -32,7 +35,10 @@ postconf -e \
   'maillog_file=/dev/stdout' 'smtpd_banner=$myhostname ESMTP' \
   'bounce_queue_lifetime=1d' 'maximal_queue_lifetime=3d' \
   'smtp_address_preference=ipv4' 'disable_vrfy_command=yes' \
-  'smtpd_peername_lookup=no'
+  'smtpd_peername_lookup=no' \
+  'default_process_limit=200' 'smtpd_client_event_limit_exceptions=' \
+  'smtpd_client_connection_count_limit=10' 'smtpd_client_connection_rate_limit=120' \
+  'smtpd_client_auth_rate_limit=60'
 # The pristine config; the entrypoint copies it onto the tmpfs at /etc/postfix.
 cp -a /etc/postfix /etc/postfix.dist
 cat > /etc/opendkim.conf <<'CONF'

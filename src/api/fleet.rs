@@ -48,6 +48,7 @@ impl From<BackupError> for ApiError {
             | BackupError::Command { .. }
             | BackupError::Exists(_)
             | BackupError::NoRoom { .. }
+            | BackupError::Busy(_)
             | BackupError::NotReady { .. } => ApiError::Conflict(m),
             BackupError::Io { .. } | BackupError::Runtime(_) => ApiError::Internal(m),
         }

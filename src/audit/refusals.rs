@@ -32,6 +32,7 @@ impl Tally {
     /// The rows to write for refusal `e` at `now`: summaries of tallies that have ended, and
     /// `e` itself when it is the first of its kind this minute.
     pub fn add(&mut self, e: &Event, now: u64) -> Vec<Event> {
+        let e = &clipped(e);
         let mut out = self.sweep(now, false);
         let mut key = key_of(e);
         if !self.windows.contains_key(&key) && self.windows.len() >= KEYS {
@@ -43,7 +44,15 @@ impl Tally {
             Entry::Vacant(v) => {
                 let mut sample = e.clone();
                 if overflow {
+                    // Many clients, actors and tenants: the row names none of them.
                     sample.client = None;
+                    sample.tenant = None;
+                    sample.tenant_id = None;
+                    sample.actor = super::Actor {
+                        kind: "anonymous".into(),
+                        name: "*".into(),
+                        prefix: None,
+                    };
                     sample.target = Some(format!(
                         "refusals from past the {KEYS} clients counted apart"
                     ));
@@ -95,6 +104,18 @@ fn summary(w: Window, now: u64) -> Event {
         )),
         ..w.sample
     }
+}
+
+/// `e` with what a caller chose cut short: a refusal's row (and the tally holding it) is
+/// small whatever the request was.
+fn clipped(e: &Event) -> Event {
+    let cut = |s: &str, n: usize| s.chars().take(n).collect::<String>();
+    let mut e = e.clone();
+    e.tenant = e.tenant.map(|t| cut(&t, 64));
+    e.target = e.target.map(|t| cut(&t, 200));
+    e.error = e.error.map(|t| cut(&t, 300));
+    e.actor.name = cut(&e.actor.name, 64);
+    e
 }
 
 /// What makes two refusals "the same": who, from where, at what.
@@ -182,5 +203,17 @@ mod tests {
         assert_eq!(flushed.len(), 1);
         assert_eq!(flushed[0].count, Some(50_000 - 1));
         assert_eq!(flushed[0].client, None);
+        assert_eq!(flushed[0].actor.name, "*");
+    }
+
+    #[test]
+    fn a_refusal_row_is_small_whatever_was_asked() {
+        let mut t = Tally::default();
+        let mut e = refusal("10.9.9.9");
+        e.tenant = Some("x".repeat(60_000));
+        e.error = Some("y".repeat(60_000));
+        let rows = t.add(&e, 1);
+        let bytes = serde_json::to_vec(&rows[0]).unwrap().len();
+        assert!(bytes < 1024, "{bytes}");
     }
 }

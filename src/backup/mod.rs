@@ -44,6 +44,8 @@ pub enum BackupError {
     Invalid { tenant: String, why: String },
     #[error("tenant {tenant} did not come up: {why}")]
     NotReady { tenant: String, why: String },
+    #[error("tenant {0} already has a backup or restore running; wait for it")]
+    Busy(String),
     #[error("tenant {tenant}: no room for its backup: {why}")]
     NoRoom { tenant: String, why: String },
     #[error("backup {path} is damaged: {why}")]
@@ -71,6 +73,20 @@ pub struct Backups {
     ctl: Arc<Controller>,
     /// Backups, restores and verifies running at once (`room::CONCURRENT`).
     slots: Arc<tokio::sync::Semaphore>,
+    /// Tenants with a backup or restore running (one at a time each, scheduled ones too).
+    running: Arc<std::sync::Mutex<std::collections::BTreeSet<String>>>,
+}
+
+/// A tenant's claim on its one backup or restore at a time, let go when dropped.
+struct Running {
+    set: Arc<std::sync::Mutex<std::collections::BTreeSet<String>>>,
+    tenant: String,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.set.lock().expect("running lock").remove(&self.tenant);
+    }
 }
 
 fn io(path: &std::path::Path) -> impl FnOnce(std::io::Error) -> BackupError + '_ {
@@ -85,7 +101,19 @@ impl Backups {
         Backups {
             ctl,
             slots: Arc::new(tokio::sync::Semaphore::new(room::CONCURRENT)),
+            running: Arc::default(),
         }
+    }
+
+    /// Claims `tenant` for one backup or restore; a second at once is refused.
+    fn claim(&self, tenant: &str) -> Result<Running, BackupError> {
+        if !self.running.lock().expect("running lock").insert(tenant.into()) {
+            return Err(BackupError::Busy(tenant.into()));
+        }
+        Ok(Running {
+            set: self.running.clone(),
+            tenant: tenant.into(),
+        })
     }
 
     /// A turn among the host's backups, restores and verifies (waits for one to end).
@@ -109,7 +137,10 @@ impl Backups {
         room::Room::new(
             tenant,
             &self.dir(tenant),
-            &self.ctl.layout().disks(),
+            (
+                &self.ctl.layout().disks(),
+                self.ctl.host().admission.disk_overcommit,
+            ),
             budget,
         )
     }
@@ -130,6 +161,7 @@ impl Backups {
     /// Takes a consistent backup of `tenant` now and returns its id.
     pub async fn create(&self, tenant: &str) -> Result<BackupInfo, BackupError> {
         let inst = self.instance(tenant)?;
+        let _claim = self.claim(tenant)?;
         let _turn = self.turn().await;
         let room = self.room(&inst, true)?;
         // A sleeping tenant is woken (its database dumps from a running server) and kept
@@ -156,7 +188,10 @@ impl Backups {
         let tenant = inst.tenant.as_str();
         atomic::create_dir(dir, 0o700).map_err(io(dir))?;
         let spool = Spool::new(dir)?;
-        let members = self.spool_members(inst, spool.path(), room).await;
+        let members = tokio::select! {
+            m = self.spool_members(inst, spool.path(), room) => m,
+            stalled = room.stalled(room::STALL) => Err(stalled),
+        };
         // A stream cut because the room is full says only "broken pipe": say why.
         let members = members.map_err(|e| room.refused().unwrap_or(e))?;
         room.before_archive()?;

@@ -31,6 +31,7 @@ impl Backups {
     /// Restores `tenant`'s database and volumes from backup `id` in place. Secrets and rendered
     /// files stay as they are: the running containers already use them.
     pub async fn restore(&self, tenant: &str, id: &str) -> Result<Manifest, BackupError> {
+        let _claim = self.claim(tenant)?;
         let _turn = self.turn().await;
         let (_spool, manifest, members) = self.open(tenant, id)?;
         let inst = self.instance(tenant)?;

@@ -23,18 +23,25 @@ pub const CONCURRENT: usize = 2;
 pub const MARGIN: u64 = 256 << 20;
 /// The filesystem is looked at again after this many bytes written.
 const CHECK_EVERY: u64 = 8 << 20;
+/// A backup that writes nothing for this long has stalled (a lock held in the tenant's
+/// database, its tar stopped by the tenant's own processes) and gives its turn back.
+pub const STALL: std::time::Duration = std::time::Duration::from_secs(600);
 
 pub struct Room {
     tenant: String,
     /// The backup directory (its filesystem is the one checked).
     dir: PathBuf,
-    /// Where tenants' disk images are.
-    disks: PathBuf,
+    /// Where tenants' disk images are, and the host's disk overcommit (a provider who
+    /// promises more disk than exists backs only that share of the promise).
+    disks: (PathBuf, f64),
     /// The plan's budget and what the archives kept besides this one use.
     budget: Option<(u64, u64)>,
     written: AtomicU64,
     next_check: AtomicU64,
     refused: Mutex<Option<String>>,
+    /// When bytes last came, in ms since `started`.
+    progress_ms: AtomicU64,
+    started: std::time::Instant,
 }
 
 impl Room {
@@ -43,17 +50,19 @@ impl Room {
     pub fn new(
         tenant: &str,
         dir: &Path,
-        disks: &Path,
+        disks: (&Path, f64),
         budget: Option<(u64, u64)>,
     ) -> Result<Room, BackupError> {
         let room = Room {
             tenant: tenant.into(),
             dir: dir.into(),
-            disks: disks.into(),
+            disks: (disks.0.into(), disks.1.max(1.0)),
             budget,
             written: AtomicU64::new(0),
             next_check: AtomicU64::new(CHECK_EVERY),
             refused: Mutex::new(None),
+            progress_ms: AtomicU64::new(0),
+            started: std::time::Instant::now(),
         };
         room.take(0)?;
         room.check_fs(0)?;
@@ -63,6 +72,10 @@ impl Room {
     /// `n` more bytes written into the spool.
     pub fn take(&self, n: u64) -> Result<(), BackupError> {
         let total = self.written.fetch_add(n, Ordering::Relaxed) + n;
+        if n > 0 {
+            let ms = self.started.elapsed().as_millis() as u64;
+            self.progress_ms.store(ms, Ordering::Relaxed);
+        }
         if let Some((budget, kept)) = self.budget
             && kept + total > budget
         {
@@ -81,6 +94,23 @@ impl Room {
             self.check_fs(0)?;
         }
         Ok(())
+    }
+
+    /// Resolves once nothing has been written for `limit`: the backup has stalled.
+    pub async fn stalled(&self, limit: std::time::Duration) -> BackupError {
+        let tick = (limit / 4).min(std::time::Duration::from_secs(10));
+        loop {
+            tokio::time::sleep(tick).await;
+            let last = self.progress_ms.load(Ordering::Relaxed);
+            let idle = (self.started.elapsed().as_millis() as u64).saturating_sub(last);
+            if idle >= limit.as_millis() as u64 {
+                return self.refuse(format!(
+                    "nothing was written for {}: the dump stalled (a lock held in the tenant's \
+                     database, or its tar stopped), so it was given up",
+                    format!("{limit:?}")
+                ));
+            }
+        }
     }
 
     /// Bytes written so far.
@@ -115,7 +145,7 @@ impl Room {
         let Some((free, dev)) = free_at(&self.dir) else {
             return Ok(());
         };
-        let reserve = promised(&self.disks, dev) + MARGIN;
+        let reserve = (promised(&self.disks.0, dev) as f64 / self.disks.1) as u64 + MARGIN;
         if free < reserve + need {
             let why = format!(
                 "the backup filesystem at {} has {} free; tenants' disks there may still claim \
@@ -204,7 +234,7 @@ mod tests {
     #[tokio::test]
     async fn a_backup_past_its_budget_stops_while_writing_and_says_why() {
         let dir = tempfile::tempdir().unwrap();
-        let room = Room::new("acme", dir.path(), dir.path(), Some((10 << 20, 4 << 20))).unwrap();
+        let room = Room::new("acme", dir.path(), (dir.path(), 1.0), Some((10 << 20, 4 << 20))).unwrap();
         let mut sink = Counted {
             inner: tokio::io::sink(),
             room: &room,
@@ -222,10 +252,29 @@ mod tests {
         );
     }
 
+    #[tokio::test]
+    async fn a_backup_that_writes_nothing_for_its_stall_limit_is_given_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let room = Room::new("acme", dir.path(), (dir.path(), 1.0), None).unwrap();
+        let limit = std::time::Duration::from_millis(200);
+        let writing = async {
+            for _ in 0..6 {
+                tokio::time::sleep(std::time::Duration::from_millis(60)).await;
+                room.take(1).unwrap();
+            }
+        };
+        tokio::select! {
+            e = room.stalled(limit) => panic!("a backup making progress was given up: {e}"),
+            () = writing => {}
+        }
+        let e = room.stalled(limit).await.to_string();
+        assert!(e.contains("stalled") && e.contains("200ms"), "{e}");
+    }
+
     #[test]
     fn a_budget_the_kept_archives_use_up_refuses_before_writing() {
         let dir = tempfile::tempdir().unwrap();
-        let Err(e) = Room::new("acme", dir.path(), dir.path(), Some((1 << 20, 2 << 20))) else {
+        let Err(e) = Room::new("acme", dir.path(), (dir.path(), 1.0), Some((1 << 20, 2 << 20))) else {
             panic!("let through");
         };
         assert!(e.to_string().contains("budget"), "{e}");
@@ -246,9 +295,13 @@ mod tests {
             0,
             "another filesystem's images"
         );
-        let Err(e) = Room::new("acme", dir.path(), dir.path(), None) else {
+        let Err(e) = Room::new("acme", dir.path(), (dir.path(), 1.0), None) else {
             panic!("a terabyte promised, and still room");
         };
         assert!(e.to_string().contains("may still claim"), "{e}");
+        assert!(
+            Room::new("acme", dir.path(), (dir.path(), 1e6), None).is_ok(),
+            "overcommitted a million times: only a millionth of the promise is backed"
+        );
     }
 }

@@ -14,8 +14,9 @@ use std::{
     sync::Mutex,
 };
 
-/// Cookie names remembered per shared domain.
-const NAMES: usize = 10_000;
+/// Cookie names remembered per shared domain, and the longest remembered.
+const NAMES: usize = 1_000;
+const NAME_BYTES: usize = 128;
 
 /// Which mounts of each shared domain set which cookie names.
 #[derive(Default)]
@@ -27,7 +28,8 @@ fn scoped_path(path: Option<&str>, seg: &str, strip: bool) -> String {
     let prefix = format!("/{seg}");
     let under = |p: &str| p == prefix || p.starts_with(&format!("{prefix}/"));
     match path.filter(|p| p.starts_with('/')) {
-        Some(p) if !strip && under(p) => p.to_string(),
+        // Already under the prefix (an app that reads X-Forwarded-Prefix): as it is.
+        Some(p) if under(p) => p.to_string(),
         Some(p) if strip && p != "/" => format!("{prefix}{p}"),
         _ => prefix,
     }
@@ -42,6 +44,11 @@ pub fn scope_set_cookie(v: &str, seg: &str, strip: bool) -> (String, String) {
         .map_or(pair, |(n, _)| n)
         .trim()
         .to_string();
+    // A `__Host-` cookie must keep `Path=/` and no `Domain`, or browsers drop it; it stays as
+    // it is (host-only already), and other mounts' requests lose it by name.
+    if name.starts_with("__Host-") {
+        return (v.to_string(), name);
+    }
     let mut path = None;
     let mut rest = Vec::new();
     for a in parts {
@@ -84,7 +91,8 @@ impl Owners {
         let names = owners.entry(host.to_string()).or_default();
         for v in values {
             let (scoped, name) = scope_set_cookie(&v, seg, strip);
-            if names.len() < NAMES || names.contains_key(&name) {
+            let room = names.len() < NAMES || names.contains_key(&name);
+            if room && name.len() <= NAME_BYTES {
                 names.entry(name).or_default().insert(seg.to_string());
             }
             if let Ok(v) = HeaderValue::from_str(&scoped) {
@@ -128,7 +136,8 @@ impl Owners {
 }
 
 /// A script's request (fetch, XHR, a subresource) whose page is on this host but outside the
-/// mount `seg`: another tenant's page asking on its own behalf.
+/// mount `seg`, or that hides its page (no `Referer`): possibly another tenant's page asking on
+/// its own behalf.
 fn from_another_mount(h: &HeaderMap, host: &str, seg: &str) -> bool {
     let mode = h.get("sec-fetch-mode").and_then(|v| v.to_str().ok());
     if mode.is_none_or(|m| m == "navigate") {
@@ -139,7 +148,7 @@ fn from_another_mount(h: &HeaderMap, host: &str, seg: &str) -> bool {
         .and_then(|v| v.to_str().ok())
         .and_then(|r| url::Url::parse(r).ok())
     else {
-        return false;
+        return true;
     };
     let prefix = format!("/{seg}");
     let inside = referer.path() == prefix || referer.path().starts_with(&format!("{prefix}/"));
@@ -170,6 +179,8 @@ mod tests {
                 "sid=1; Path=/acme",
             ),
             ("sid=1; Path=/acme/x", false, "sid=1; Path=/acme/x"),
+            ("sid=1; Path=/acme/x", true, "sid=1; Path=/acme/x"),
+            ("__Host-csrf=1; Path=/; Secure", true, "__Host-csrf=1; Path=/; Secure"),
             ("sid=1; Path=/acmecorp", false, "sid=1; Path=/acme"),
             ("sid=1; Path=../b", true, "sid=1; Path=/acme"),
             (

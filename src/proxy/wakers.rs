@@ -2,8 +2,9 @@
 //! `proxy.client_wakes_per_minute` different sleeping tenants a minute; its further requests
 //! to sleeping tenants get 429 with Retry-After, and wake nothing. Requests to a tenant the
 //! client already woke this minute (or to any tenant awake) are not counted. At most
-//! [`CLIENTS`] clients are counted apart in a minute; past that, new clients wake nothing
-//! until the minute ends, so a flood from many addresses cannot wake the whole host either.
+//! [`CLIENTS`] clients are counted apart in a minute; past that, new clients are let through
+//! uncounted (refusing them would lock every new visitor out), and what bounds a flood from
+//! many addresses is the host's: `proxy.max_wakes` at once, and no wake past its memory.
 
 use prometheus_client::metrics::counter::Counter;
 use std::{
@@ -51,7 +52,7 @@ impl WakeClients {
         let retry = WINDOW.saturating_sub(w.start.elapsed());
         let full = w.clients.len() >= CLIENTS;
         let woken = match w.clients.get_mut(&key) {
-            None if full => None,
+            None if full => return Ok(()),
             None => Some(w.clients.entry(key).or_default()),
             Some(set) => Some(set),
         };

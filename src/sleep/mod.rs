@@ -127,6 +127,8 @@ pub struct Sleeper {
     meters: SleepMeters,
     /// Turns for wakes (`proxy.max_wakes`); waiting ones are served in arrival order.
     turns: Arc<tokio::sync::Semaphore>,
+    /// Held while a wake's memory is checked and the wake recorded.
+    room: std::sync::Mutex<()>,
 }
 
 impl Sleeper {
@@ -141,6 +143,7 @@ impl Sleeper {
             proxy,
             meters,
             turns,
+            room: std::sync::Mutex::new(()),
         })
     }
 
@@ -250,13 +253,20 @@ impl Sleeper {
         self.meters.wakes_queued.inc();
         let turn = self.turns.clone().acquire_owned().await;
         self.meters.wakes_queued.dec();
-        let Ok(_turn) = turn else { return };
-        if self.ctl.sleep().is_asleep(&t)
-            && let Some(why) = self.no_room(&t)
-        {
-            return self.refuse(&t, &gate, why);
-        }
-        match self.ctl.sleep().start_wake(&t, true) {
+        let Ok(turn) = turn else { return };
+        // Checked and started under one lock: two wakes never both fit in the same room.
+        let started_wake = {
+            let _room = self.room.lock().expect("wake room lock");
+            match self.ctl.sleep().is_asleep(&t).then(|| self.no_room(&t)).flatten() {
+                Some(why) => Err(why),
+                None => Ok(self.ctl.sleep().start_wake(&t, true)),
+            }
+        };
+        let started_wake = match started_wake {
+            Err(why) => return self.refuse(&t, &gate, why),
+            Ok(s) => s,
+        };
+        match started_wake {
             Ok(true) => {}
             Ok(false) => {
                 if !self.ctl.sleep().is_dozing(&t) {
@@ -272,7 +282,11 @@ impl Sleeper {
         }
         tracing::info!(tenant = %t, "waking");
         let max_pause = self.proxy.cfg.timeouts.max_pause;
-        let up = match self.ctl.converge_tenant(&t, max_pause).await {
+        let fast = self.ctl.converge_tenant(&t, max_pause).await;
+        // The turn covers the fast path only (at most max_pause): an app that never gets
+        // healthy keeps its own requests waiting, never the other sleepers' wakes.
+        drop(turn);
+        let up = match fast {
             Ok(()) => true,
             Err(why) => {
                 tracing::info!(tenant = %t, why, "not awake on the fast path; waiting for the reconciler");

@@ -25,7 +25,9 @@ pub fn read(path: &Path) -> Result<String, PrivateError> {
         path: shown.clone(),
         source,
     };
-    let meta = std::fs::metadata(path).map_err(io)?;
+    // The file opened is the file checked (no swap between a look and a read).
+    let mut file = std::fs::File::open(path).map_err(io)?;
+    let meta = file.metadata().map_err(io)?;
     let mode = meta.mode() & 0o777;
     if mode & 0o077 != 0 {
         return Err(PrivateError::Exposed {
@@ -45,7 +47,9 @@ pub fn read(path: &Path) -> Result<String, PrivateError> {
             ),
         });
     }
-    std::fs::read_to_string(path).map_err(io)
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut file, &mut text).map_err(io)?;
+    Ok(text)
 }
 
 #[cfg(test)]
