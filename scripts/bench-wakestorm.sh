@@ -9,6 +9,7 @@
 # For each: the awake tenants' latency (p50/p99, errors) during the storm, the host's memory
 # peak (`free`, every 0.5 s), how the storm's requests were answered, and how long it took.
 # Usage: scripts/bench-wakestorm.sh [N=250] [AWAKE=50] [MEM=18g]
+# CAP_WAKES (default 4): the capped round's max_wakes. ONLY_CAPPED=1 skips the uncapped round.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${1:-250}
@@ -110,12 +111,14 @@ all_asleep
 quiet=$(timeout -s TERM 30 python3 scripts/rate-load.py "$W/ca.pem" 18943 "$RATE" $(for i in $(seq 1 "$AWAKE"); do echo "$(name "$i").apps.test"; done) || true)
 echo "[idle] $AWAKE awake tenants at $RATE req/s, nobody waking, 30 s: $quiet"
 # Round 1, uncapped: the admission memory is set far above the host so nothing is refused.
-stop_agent; config 1024 100000 1t; start_agent
-storm uncapped
-all_asleep
+if [ "${ONLY_CAPPED:-0}" != 1 ]; then
+  stop_agent; config 1024 100000 1t; start_agent
+  storm uncapped
+  all_asleep
+fi
 # Round 2, capped.
-stop_agent; config 4 100000 "$MEM"; start_agent
-storm capped
+stop_agent; config "${CAP_WAKES:-4}" 100000 "$MEM"; start_agent
+storm "capped-${CAP_WAKES:-4}"
 "$B" --config "$W/berth.yaml" ls -o json | grep -o '"error": "not woken[^"]*"' | head -1 || true
 # One client and the per-client limit (default 10 a minute) on what is still asleep.
 stop_agent; config 4 10 "$MEM"; start_agent

@@ -107,7 +107,12 @@ impl Backups {
 
     /// Claims `tenant` for one backup or restore; a second at once is refused.
     fn claim(&self, tenant: &str) -> Result<Running, BackupError> {
-        if !self.running.lock().expect("running lock").insert(tenant.into()) {
+        if !self
+            .running
+            .lock()
+            .expect("running lock")
+            .insert(tenant.into())
+        {
             return Err(BackupError::Busy(tenant.into()));
         }
         Ok(Running {

@@ -105,9 +105,8 @@ impl Room {
             let idle = (self.started.elapsed().as_millis() as u64).saturating_sub(last);
             if idle >= limit.as_millis() as u64 {
                 return self.refuse(format!(
-                    "nothing was written for {}: the dump stalled (a lock held in the tenant's \
-                     database, or its tar stopped), so it was given up",
-                    format!("{limit:?}")
+                    "nothing was written for {limit:?}: the dump stalled (a lock held in the \
+                     tenant's database, or its tar stopped), so it was given up"
                 ));
             }
         }
@@ -234,7 +233,13 @@ mod tests {
     #[tokio::test]
     async fn a_backup_past_its_budget_stops_while_writing_and_says_why() {
         let dir = tempfile::tempdir().unwrap();
-        let room = Room::new("acme", dir.path(), (dir.path(), 1.0), Some((10 << 20, 4 << 20))).unwrap();
+        let room = Room::new(
+            "acme",
+            dir.path(),
+            (dir.path(), 1.0),
+            Some((10 << 20, 4 << 20)),
+        )
+        .unwrap();
         let mut sink = Counted {
             inner: tokio::io::sink(),
             room: &room,
@@ -274,7 +279,12 @@ mod tests {
     #[test]
     fn a_budget_the_kept_archives_use_up_refuses_before_writing() {
         let dir = tempfile::tempdir().unwrap();
-        let Err(e) = Room::new("acme", dir.path(), (dir.path(), 1.0), Some((1 << 20, 2 << 20))) else {
+        let Err(e) = Room::new(
+            "acme",
+            dir.path(),
+            (dir.path(), 1.0),
+            Some((1 << 20, 2 << 20)),
+        ) else {
             panic!("let through");
         };
         assert!(e.to_string().contains("budget"), "{e}");

@@ -180,7 +180,11 @@ mod tests {
             ),
             ("sid=1; Path=/acme/x", false, "sid=1; Path=/acme/x"),
             ("sid=1; Path=/acme/x", true, "sid=1; Path=/acme/x"),
-            ("__Host-csrf=1; Path=/; Secure", true, "__Host-csrf=1; Path=/; Secure"),
+            (
+                "__Host-csrf=1; Path=/; Secure",
+                true,
+                "__Host-csrf=1; Path=/; Secure",
+            ),
             ("sid=1; Path=/acmecorp", false, "sid=1; Path=/acme"),
             ("sid=1; Path=../b", true, "sid=1; Path=/acme"),
             (

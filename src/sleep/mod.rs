@@ -257,7 +257,13 @@ impl Sleeper {
         // Checked and started under one lock: two wakes never both fit in the same room.
         let started_wake = {
             let _room = self.room.lock().expect("wake room lock");
-            match self.ctl.sleep().is_asleep(&t).then(|| self.no_room(&t)).flatten() {
+            match self
+                .ctl
+                .sleep()
+                .is_asleep(&t)
+                .then(|| self.no_room(&t))
+                .flatten()
+            {
                 Some(why) => Err(why),
                 None => Ok(self.ctl.sleep().start_wake(&t, true)),
             }
