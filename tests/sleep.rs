@@ -375,11 +375,22 @@ fn a_wake_storm_is_queued_refused_past_host_memory_and_limited_per_client() {
         t0.elapsed() < Duration::from_secs(10),
         "not held for max_pause"
     );
-    let err = h.status("s3")["error"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
-    assert!(err.contains("not woken") && err.contains("800m"), "{err}");
+    let err = || {
+        h.status("s3")["error"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    };
+    wait_for(
+        Duration::from_secs(5),
+        || err().contains("not woken"),
+        "the reason in status",
+    );
+    assert!(
+        err().contains("not woken") && err().contains("800m"),
+        "{}",
+        err()
+    );
     assert_eq!(phase(&h, "s3"), "asleep");
     assert_eq!(sample(&h.metrics(), "berth_wakes_refused_total"), Some(1.0));
     // This client has used its three wakes this minute: the fourth sleeper is not woken.

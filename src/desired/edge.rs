@@ -267,6 +267,36 @@ mod tests {
     use super::*;
 
     #[test]
+    fn wake_limits_out_of_range_name_their_field() {
+        let file = |extra: &str| -> ProxyFile {
+            serde_yaml::from_str(&format!(
+                "{{http: \"127.0.0.1:80\", https: \"127.0.0.1:443\"{extra}}}"
+            ))
+            .unwrap()
+        };
+        let ok = build_proxy(&file("")).unwrap();
+        assert_eq!(
+            (ok.max_wakes, ok.client_wakes_per_minute),
+            (DEFAULT_MAX_WAKES, DEFAULT_CLIENT_WAKES)
+        );
+        for (extra, field) in [
+            (", max_wakes: 0", "proxy.max_wakes"),
+            (", max_wakes: 100000", "proxy.max_wakes"),
+            (
+                ", client_wakes_per_minute: 0",
+                "proxy.client_wakes_per_minute",
+            ),
+            (
+                ", client_wakes_per_minute: 4000000000",
+                "proxy.client_wakes_per_minute",
+            ),
+        ] {
+            let errs = build_proxy(&file(extra)).unwrap_err();
+            assert!(errs.iter().any(|(f, _)| f == field), "{extra}: {errs:?}");
+        }
+    }
+
+    #[test]
     fn cidrs_contain_their_addresses_and_nothing_else() {
         let c = Cidr::parse("10.0.0.0/8").unwrap();
         assert!(c.contains("10.1.2.3".parse().unwrap()));

@@ -158,13 +158,27 @@ impl Sleeper {
         )
     }
 
+    /// Starts the wake of `t` if the host has room for it: checked and recorded under one
+    /// lock, so two wakes never both fit in the same room. Err: why there is no room.
+    fn admit_wake(&self, t: &str) -> Result<std::io::Result<bool>, String> {
+        let _room = self.room.lock().expect("wake room lock");
+        let sleep = self.ctl.sleep();
+        if sleep.is_asleep(t)
+            && let Some(why) = self.no_room(t)
+        {
+            return Err(why);
+        }
+        Ok(sleep.start_wake(t, true))
+    }
+
     /// Turns the wake of `t` down: its held requests get the maintenance page now, status and
     /// the audit log say why, and the next request asks again.
     fn refuse(&self, t: &str, gate: &crate::proxy::gate::Gate, why: String) {
-        gate.turn_away();
+        // Recorded before the held requests are answered: whoever they tell sees why.
         self.meters.refused_wakes.inc();
         tracing::warn!(tenant = t, why, "wake refused");
         self.ctl.sleep().set_wake_error(t, why.clone());
+        gate.turn_away();
         let mut e = crate::audit::Event::system("sleeper", Some(t), "tenant.wake", Err(why));
         e.result = "denied".into();
         self.ctl.audit().record(&e);
@@ -254,25 +268,11 @@ impl Sleeper {
         let turn = self.turns.clone().acquire_owned().await;
         self.meters.wakes_queued.dec();
         let Ok(turn) = turn else { return };
-        // Checked and started under one lock: two wakes never both fit in the same room.
-        let started_wake = {
-            let _room = self.room.lock().expect("wake room lock");
-            match self
-                .ctl
-                .sleep()
-                .is_asleep(&t)
-                .then(|| self.no_room(&t))
-                .flatten()
-            {
-                Some(why) => Err(why),
-                None => Ok(self.ctl.sleep().start_wake(&t, true)),
-            }
-        };
-        let started_wake = match started_wake {
+        let admitted = match self.admit_wake(&t) {
             Err(why) => return self.refuse(&t, &gate, why),
-            Ok(s) => s,
+            Ok(admitted) => admitted,
         };
-        match started_wake {
+        match admitted {
             Ok(true) => {}
             Ok(false) => {
                 if !self.ctl.sleep().is_dozing(&t) {
