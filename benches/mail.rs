@@ -3,7 +3,13 @@
 //!     process as the agent does, OpenDKIM signing, Postfix queueing and relaying) against the
 //!     same image's Postfix alone (no SASL, no milter, no signing), both relaying to Postfix's
 //!     smtp-sink, the same load generator (CONC connections at once, one message each);
-//!  2. the relay's and this process's memory with 100 and 1,000 tenants' accounts and DKIM keys.
+//!  2. the relay's and this process's memory with 100 and 1,000 tenants' accounts and DKIM keys;
+//!  3. one tenant flooding the relay (FLOOD_CONC connections looping for FLOOD_S seconds from its
+//!     own network) while another sends one message after another from its network: the
+//!     second's latency and refusals, against the same sends with nobody flooding.
+//!
+//! Part 1 exempts this process's one client address from the relay's per-client limits (they
+//! would cap it at 120 connections a minute); part 3 puts them back and measures them.
 
 use berth::{
     mail::{Mail, policy::Account},
@@ -175,7 +181,9 @@ fn cleanup() {
     for id in ids.split_whitespace() {
         docker(&["rm", "-f", id]);
     }
-    docker(&["network", "rm", &format!("{NS}-_host")]);
+    for t in ["_host", "t0001", "t0002"] {
+        docker(&["network", "rm", &format!("{NS}-{t}")]);
+    }
     docker(&["volume", "rm", &format!("{NS}-_host-mail-queue")]);
 }
 
@@ -205,6 +213,7 @@ async fn main() {
     let rt: Arc<dyn Runtime> = Arc::new(DockerRuntime::connect().await.unwrap());
     let pool = host.subnet_pool;
     let (subnet, gateway) = pool.subnet(pool.capacity() - 1);
+    let subnet_of_host = subnet.clone();
     let net = spec::network_name(NS, HOST_TENANT);
     rt.create_network(&spec::NetworkSpec {
         name: net.clone(),
@@ -260,6 +269,15 @@ async fn main() {
     let (_stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut servers = tokio::task::JoinSet::new();
     mail.listen(&mut servers, &stop_rx).unwrap();
+    if std::env::var("FLOOD_ONLY").is_ok() {
+        // Part 3 alone, with the two tenants' accounts only.
+        let relay = berth::mail::relay::container_name(NS);
+        let accts = accounts(&work.join("pw"), 2);
+        let rows = flood(rt.as_ref(), &mail, &host, accts, &relay).await;
+        std::fs::write(work.join("results.txt"), rows.join("\n") + "\n").unwrap();
+        cleanup();
+        return;
+    }
     let mut rows = Vec::new();
     for tenants in [100usize, 1000] {
         let before = rss_kib();
@@ -354,6 +372,8 @@ async fn main() {
         )
     });
     let plain_who: Who = Arc::new(|i| (None, format!("app@t{:04}.bench.test", i % 100 + 1)));
+    // Part 1 measures throughput from this one client: exempt it from the per-client limits.
+    set_limits(rt.as_ref(), &relay, &subnet_of_host).await;
     // Warm both (first connections, queue directories), then two rounds, interleaved.
     load(&plain_addr, 50, conc, plain_who.clone()).await;
     load(&dkim_addr, 50, conc, plain_who.clone()).await;
@@ -406,6 +426,112 @@ async fn main() {
         println!("{row}");
         rows.push(row);
     }
+    set_limits(rt.as_ref(), &relay, "").await;
+    let accts = accounts(&work.join("pw"), 1000);
+    rows.extend(flood(rt.as_ref(), &mail, &host, accts, &relay).await);
     std::fs::write(work.join("results.txt"), rows.join("\n") + "\n").unwrap();
     cleanup();
+}
+
+/// The relay's per-client limits exempt `exceptions` (Postfix syntax; empty: nobody).
+async fn set_limits(rt: &dyn Runtime, relay: &str, exceptions: &str) {
+    let cmd =
+        format!("postconf -e 'smtpd_client_event_limit_exceptions={exceptions}' && postfix reload");
+    let o = rt.exec(relay, &["sh", "-c", &cmd], None).await.unwrap();
+    assert_eq!(o.exit_code, 0, "{}", o.output);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+}
+
+fn percentile(v: &mut [f64], p: f64) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v.get(((v.len() as f64 - 1.0) * p).round() as usize)
+        .copied()
+        .unwrap_or(0.0)
+}
+
+/// `n` messages one after another as `t`: (sent, refused, latencies in ms).
+async fn steady(addr: &str, t: &str, n: usize) -> (usize, usize, Vec<f64>) {
+    let (mut ok, mut refused, mut ms) = (0, 0, vec![]);
+    for _ in 0..n {
+        let start = Instant::now();
+        let r = submit(
+            addr,
+            Some((t, &format!("pw-{t}"))),
+            &format!("app@{t}.bench.test"),
+        )
+        .await;
+        ms.push(start.elapsed().as_secs_f64() * 1000.0);
+        match r {
+            Ok(()) => ok += 1,
+            Err(_) => refused += 1,
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    (ok, refused, ms)
+}
+
+/// Part 3: t0001 floods from its network while t0002 sends from its own.
+async fn flood(
+    rt: &dyn Runtime,
+    mail: &Mail,
+    host: &berth::desired::HostConfig,
+    accts: BTreeMap<String, (Account, PathBuf)>,
+    relay: &str,
+) -> Vec<String> {
+    // As the agent does: the relay's per-client limits in its namespace, its route pinned.
+    rt.seal_with(berth::runtime::netns::Sealing {
+        resolvers: vec![],
+        host_network: spec::network_name(NS, HOST_TENANT),
+    });
+    let pool = host.subnet_pool;
+    for (i, t) in ["t0001", "t0002"].iter().enumerate() {
+        rt.create_network(&spec::network_spec(NS, t, pool.subnet(i as u32 + 1)))
+            .await
+            .unwrap();
+    }
+    mail.sync(rt, host, accts).await.unwrap();
+    let a = format!("{}:587", ip_on(relay, &spec::network_name(NS, "t0001")));
+    let b = format!("{}:587", ip_on(relay, &spec::network_name(NS, "t0002")));
+    let n: usize = env("STEADY", "50").parse().unwrap();
+    let conc: usize = env("FLOOD_CONC", "64").parse().unwrap();
+    let secs: u64 = env("FLOOD_S", "20").parse().unwrap();
+    let mut rows = vec![];
+    let (ok, refused, mut ms) = steady(&b, "t0002", n).await;
+    rows.push(format!(
+        "relay, nobody flooding: t0002 sent {ok}/{n} (refused {refused}), one at a time: p50 {:.0} ms, p99 {:.0} ms",
+        percentile(&mut ms, 0.5),
+        percentile(&mut ms, 0.99)
+    ));
+    println!("{}", rows.last().unwrap());
+    // Wait out the minute of the idle run's connections (anvil's window).
+    tokio::time::sleep(Duration::from_secs(61)).await;
+    let sent = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let turned = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let until = Instant::now() + Duration::from_secs(secs);
+    let mut flooders = tokio::task::JoinSet::new();
+    for _ in 0..conc {
+        let (a, sent, turned) = (a.clone(), sent.clone(), turned.clone());
+        flooders.spawn(async move {
+            while Instant::now() < until {
+                let r = submit(&a, Some(("t0001", "pw-t0001")), "app@t0001.bench.test").await;
+                let c = if r.is_ok() { &sent } else { &turned };
+                c.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        });
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (ok, refused, mut ms) = steady(&b, "t0002", n).await;
+    while flooders.join_next().await.is_some() {}
+    let peak = rt.stats(relay).await.map(|s| s.memory_bytes).unwrap_or(0);
+    rows.push(format!(
+        "relay, t0001 flooding ({conc} connections looping for {secs} s: {} messages accepted, {} connections refused or cut): \
+         t0002 sent {ok}/{n} (refused {refused}), one at a time: p50 {:.0} ms, p99 {:.0} ms; relay memory after {:.1} MiB",
+        sent.load(std::sync::atomic::Ordering::Relaxed),
+        turned.load(std::sync::atomic::Ordering::Relaxed),
+        percentile(&mut ms, 0.5),
+        percentile(&mut ms, 0.99),
+        peak as f64 / 1048576.0
+    ));
+    println!("{}", rows.last().unwrap());
+    rows
 }

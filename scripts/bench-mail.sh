@@ -3,7 +3,9 @@
 # through berth's relay (berth's SASL and policy, OpenDKIM signing, Postfix) against the same
 # image's Postfix alone, both relaying to Postfix's smtp-sink on the relay's private network;
 # and the relay's memory with 100 and 1,000 tenants' accounts and DKIM keys.
-# Usage: scripts/bench-mail.sh [MESSAGES=2000] [CONC=8]
+# Then one tenant flooding the relay from its network while another sends from its own
+# (FLOOD_CONC=64 connections for FLOOD_S=20 s; STEADY=50 messages one at a time).
+# Usage: scripts/bench-mail.sh [MESSAGES=2000] [CONC=8]; FLOOD_ONLY=1 for the flood alone.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/setup-docker.sh >/dev/null

@@ -141,7 +141,18 @@ pub async fn run(mut host: HostConfig) -> Result<(), DaemonError> {
             }
         };
     let ctl = Arc::new(Controller::new(rt, host.clone())?);
-    ctl.set_egress(Arc::new(egress_policy(&host, node_fw)));
+    let egress = Arc::new(egress_policy(&host, node_fw));
+    if egress.enforceable() {
+        // Each tenant container carries the policy in its own namespace from its start.
+        ctl.runtime().seal_with(crate::runtime::netns::Sealing {
+            resolvers: egress.resolvers().to_vec(),
+            host_network: crate::runtime::spec::network_name(
+                &host.namespace,
+                crate::runtime::labels::HOST_TENANT,
+            ),
+        });
+    }
+    ctl.set_egress(egress);
     let _watcher = watch(&host, ctl.clone())?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let book = Arc::new(DomainBook::open(layout.domains())?);
@@ -395,6 +406,10 @@ async fn follow_engine_events(ctl: Arc<Controller>, metrics: Arc<crate::metrics:
                     metrics.on_event(&e);
                     if matches!(e.action.as_str(), "start" | "die" | "restart") {
                         ctl.probes().reset(&e.container);
+                    }
+                    if e.action == "start" {
+                        let (rt, name) = (ctl.runtime().clone(), e.container.clone());
+                        tokio::spawn(async move { rt.started_elsewhere(&name).await });
                     }
                     ctl.kick();
                 }

@@ -72,9 +72,36 @@ fn fetch(container: &str, addr: &str) -> Option<String> {
         .then(|| out.trim().lines().last().unwrap_or("").to_string())
 }
 
+/// True when `container` runs and, asked from inside it, `addr` does not answer: the probe
+/// itself must work (a `docker exec` that fails proves nothing).
+fn blocked(container: &str, addr: &str) -> bool {
+    let running = docker_ok(&["inspect", "-f", "{{.State.Running}}", container]);
+    assert_eq!(
+        running, "true",
+        "{container} is not running: the probe would prove nothing"
+    );
+    let o = docker(&["exec", container, "true"]);
+    assert!(
+        o.status.success(),
+        "cannot exec in {container}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    fetch(container, addr).is_none()
+}
+
 /// A positive control: what must answer gets three tries (one once failed under CI load).
 fn fetch_ok(container: &str, addr: &str) -> Option<String> {
     (0..3).find_map(|_| fetch(container, addr))
+}
+
+/// dockerd stopped and started again the way setup-docker.sh starts it (with live-restore the
+/// containers keep running through it).
+fn restart_dockerd() {
+    sh(
+        "pkill -TERM -x dockerd; for i in $(seq 1 120); do pgrep -x dockerd >/dev/null || break; sleep 0.5; done; \
+        (setsid dockerd >>/var/log/dockerd.log 2>&1 </dev/null &); \
+        for i in $(seq 1 120); do docker info >/dev/null 2>&1 && exit 0; sleep 0.5; done; exit 1",
+    );
 }
 
 fn instance(tenant: &str, plan: &str) -> String {
@@ -173,24 +200,98 @@ fn tenants_reach_neither_metadata_nor_private_networks_nor_the_host_unless_their
     assert_eq!(v6, "1");
     assert!(h.metrics().contains("berth_egress_enforced 1"));
 
-    // Rules lost (a reboot, a flushed chain, a dockerd that rebuilt its chains): back within
-    // the recheck interval (30 s: the rules are read back at most that often).
+    // Each tenant container carries the policy in its own namespace (berth seals it when it
+    // starts it, and nothing else starts it: no restart policy), IPv6 off there too.
+    let pid = docker_ok(&["inspect", "-f", "{{.State.Pid}}", &e1]);
+    let sealed = sh(&format!("nsenter -t {pid} -n iptables -w -S OUTPUT"));
+    assert!(
+        sealed.contains("-A OUTPUT -d 169.254.0.0/16 -j DROP"),
+        "{sealed}"
+    );
+    let restart = docker_ok(&["inspect", "-f", "{{.HostConfig.RestartPolicy.Name}}", &e1]);
+    assert_eq!(
+        restart, "no",
+        "the engine would start e1 at boot before its rules"
+    );
+    let net = format!("{}-e1", h.ns);
+    assert_eq!(
+        docker_ok(&["network", "inspect", "-f", "{{.EnableIPv6}}", &net]),
+        "false"
+    );
+
+    // Fail closed: berth's chains flushed and unhooked (a firewall reload), then dockerd
+    // restarted: probed at once, the tenant reaches nothing it is denied.
     sh(
         "iptables -w -F b-bt81-fwd && iptables -w -D DOCKER-USER -j b-bt81-fwd && iptables -w -D INPUT -j b-bt81-in",
     );
     assert!(
-        fetch_ok(&e1, metadata).is_some(),
-        "the repair test needs the rules gone"
+        blocked(&e1, metadata),
+        "e1 read the metadata service: chains flushed"
     );
+    assert!(blocked(&e1, host), "e1 reached the host: chains flushed");
+    assert_eq!(
+        fetch_ok(&e2, private).as_deref(),
+        Some("metadata-credentials"),
+        "e2's allow is sealed with it"
+    );
+    restart_dockerd();
+    if docker_ok(&["inspect", "-f", "{{.State.Running}}", &e1]) == "true" {
+        assert!(
+            blocked(&e1, metadata),
+            "e1 read the metadata service: dockerd restarted"
+        );
+        assert!(
+            blocked(&e1, private),
+            "e1 reached a private network: dockerd restarted"
+        );
+    }
+    // Stopped behind berth's back (what a reboot does): the engine leaves it stopped and
+    // berth starts it sealed.
+    let _ = docker(&["kill", &e1]);
+    h.wait_running(&["e1"]);
+    assert!(
+        blocked(&e1, metadata),
+        "e1 read the metadata service after a restart"
+    );
+    assert!(
+        blocked(&e1, private),
+        "e1 reached a private network after a restart"
+    );
+    // Started by someone else (`docker restart`): sealed as the engine reports the start.
+    docker_ok(&["restart", "-t", "0", &e2]);
+    common::wait_for(
+        Duration::from_secs(20),
+        || {
+            let pid = docker_ok(&["inspect", "-f", "{{.State.Pid}}", &e2]);
+            let o = Command::new("nsenter")
+                .args(["-t", &pid, "-n", "iptables", "-w", "-S", "OUTPUT"])
+                .output()
+                .unwrap();
+            String::from_utf8_lossy(&o.stdout).contains("169.254.0.0/16")
+        },
+        "e2 sealed after a docker restart",
+    );
+    assert!(
+        blocked(&e2, metadata),
+        "e2 read the metadata service after docker restart"
+    );
+    // The host's chains come back within the recheck interval (30 s).
+    let hooked = || {
+        Command::new("iptables")
+            .args(["-w", "-C", "DOCKER-USER", "-j", "b-bt81-fwd"])
+            .status()
+            .unwrap()
+            .success()
+    };
     common::wait_for(
         Duration::from_secs(45),
         || {
             h.reconcile();
-            fetch(&e1, metadata).is_none()
+            hooked()
         },
-        "the rules restored within the recheck interval",
+        "the host's rules restored within the recheck interval",
     );
-    assert_eq!(fetch(&e1, host), None, "input rules not restored with them");
+    assert_eq!(fetch(&e1, host), None, "e1 reached the host");
 
     // Purge takes the tenant's rules with it.
     h.cli_ok(&["rm", "e2", "--purge"]);

@@ -113,7 +113,7 @@ fn tenants_send_signed_mail_through_the_relay_only_as_themselves_and_within_thei
     for (t, tpl, plan) in [
         ("ms", "demo-shared", "small"),
         ("ma", "demo", "limited"),
-        ("mb", "demo", "small"),
+        ("1mb", "demo", "small"),
         ("mq", "nomail", "small"),
     ] {
         std::fs::write(
@@ -123,34 +123,60 @@ fn tenants_send_signed_mail_through_the_relay_only_as_themselves_and_within_thei
         .unwrap();
     }
     h.start();
-    h.wait_running(&["ms", "ma", "mb", "mq"]);
+    h.wait_running(&["ms", "ma", "1mb", "mq"]);
     wait_for(
         Duration::from_secs(90),
         || {
-            let o = h.cli(&["mail", "dns", "mb", "-o", "json"]);
+            let o = h.cli(&["mail", "dns", "1mb", "-o", "json"]);
             String::from_utf8_lossy(&o.stdout).contains("p=")
         },
-        "the relay up and mb's DKIM key made",
+        "the relay up and 1mb's DKIM key made",
+    );
+    // The relay joined 1mb's network, whose name sorts before the host network's (Docker
+    // 20.10 would route the relay through it): its way out stays the host network.
+    let host_gw = docker_ok(&[
+        "network",
+        "inspect",
+        "-f",
+        "{{(index .IPAM.Config 0).Gateway}}",
+        &format!("bt{SLOT}-_host"),
+    ]);
+    wait_for(
+        Duration::from_secs(30),
+        || {
+            let pid = docker_ok(&[
+                "inspect",
+                "-f",
+                "{{.State.Pid}}",
+                &format!("bt{SLOT}-_host-mail"),
+            ]);
+            let o = Command::new("nsenter")
+                .args(["-t", &pid, "-n", "ip", "-4", "route", "show", "default"])
+                .output()
+                .unwrap();
+            String::from_utf8_lossy(&o.stdout).contains(&format!("via {host_gw} "))
+        },
+        "the relay's default route through the host network",
     );
     let (a, b, q) = (
         h.container("ma", "app"),
-        h.container("mb", "app"),
+        h.container("1mb", "app"),
         h.container("mq", "app"),
     );
     let pw = "/run/secrets/mail_password";
 
-    // The demo's page sends its admin a message (mb, through the relay, to the sink).
+    // The demo's page sends its admin a message (1mb, through the relay, to the sink).
     let page = Command::new("curl")
         .args([
             "-s",
             "-X",
             "POST",
-            &format!("http://127.0.0.1:{}/cgi-bin/mail", h.port("mb")),
+            &format!("http://127.0.0.1:{}/cgi-bin/mail", h.port("1mb")),
         ])
         .output()
         .unwrap();
     assert!(
-        String::from_utf8_lossy(&page.stdout).contains("sent to ops@mb.example"),
+        String::from_utf8_lossy(&page.stdout).contains("sent to ops@1mb.example"),
         "{page:?}"
     );
     let (ok, log) = send(
@@ -171,7 +197,7 @@ fn tenants_send_signed_mail_through_the_relay_only_as_themselves_and_within_thei
         let tenant = if from.ends_with("@ma.apps.test") {
             "ma"
         } else {
-            "mb"
+            "1mb"
         };
         assert_eq!(
             common::mail::dkim_check(&h, tenant, &eml),
@@ -185,9 +211,9 @@ fn tenants_send_signed_mail_through_the_relay_only_as_themselves_and_within_thei
         &a,
         "ma",
         pw,
-        "ceo@mb.apps.test",
+        "ceo@1mb.apps.test",
         &["x@dest.example"],
-        "ceo@mb.apps.test",
+        "ceo@1mb.apps.test",
     );
     assert!(!ok && log.contains("553 5.7.1"), "{log}");
     let (ok, log) = send(
@@ -196,10 +222,10 @@ fn tenants_send_signed_mail_through_the_relay_only_as_themselves_and_within_thei
         pw,
         "news@ma.apps.test",
         &["x@dest.example"],
-        "CEO <ceo@mb.apps.test>",
+        "CEO <ceo@1mb.apps.test>",
     );
     assert!(
-        !ok && log.contains("550 5.7.1 From: domain mb.apps.test"),
+        !ok && log.contains("550 5.7.1 From: domain 1mb.apps.test"),
         "{log}"
     );
     // Nor behind an RFC 2047 encoded display name, nor in Sender:.
@@ -209,23 +235,23 @@ fn tenants_send_signed_mail_through_the_relay_only_as_themselves_and_within_thei
         pw,
         "news@ma.apps.test",
         &["x@dest.example"],
-        "=?utf-8?q?ceo=40mb.apps.test?= <news@ma.apps.test>",
+        "=?utf-8?q?ceo=401mb.apps.test?= <news@ma.apps.test>",
     );
     assert!(
-        !ok && log.contains("550 5.7.1 From: domain mb.apps.test"),
+        !ok && log.contains("550 5.7.1 From: domain 1mb.apps.test"),
         "{log}"
     );
     let (ok, log) = send(
         &a,
-        "mb",
+        "1mb",
         pw,
-        "news@mb.apps.test",
+        "news@1mb.apps.test",
         &["x@dest.example"],
-        "news@mb.apps.test",
+        "news@1mb.apps.test",
     );
     assert!(
         !ok && log.contains("535"),
-        "ma's password is not mb's: {log}"
+        "ma's password is not 1mb's: {log}"
     );
     let (ok, log) = send(
         &a,
@@ -237,7 +263,7 @@ fn tenants_send_signed_mail_through_the_relay_only_as_themselves_and_within_thei
     );
     assert!(!ok, "no login, no relay: {log}");
 
-    // Limits: 2 recipients, 2 messages an hour for ma; mb goes on.
+    // Limits: 2 recipients, 2 messages an hour for ma; 1mb goes on.
     let (ok, log) = send(
         &a,
         "ma",
@@ -270,20 +296,20 @@ fn tenants_send_signed_mail_through_the_relay_only_as_themselves_and_within_thei
     );
     let (ok, log) = send(
         &b,
-        "mb",
+        "1mb",
         pw,
-        "news@mb.apps.test",
+        "news@1mb.apps.test",
         &["x@dest.example"],
-        "news@mb.apps.test",
+        "news@1mb.apps.test",
     );
-    assert!(ok, "mb keeps sending: {log}");
+    assert!(ok, "1mb keeps sending: {log}");
     wait_for(
         Duration::from_secs(60),
         || sink.received().len() == 4,
         "four messages at the sink",
     );
 
-    // ma holds every connection it can: ten, the eleventh on is refused; mb still sends.
+    // ma holds every connection it can: ten, the eleventh on is refused; 1mb still sends.
     let relay = format!("bt{SLOT}-mail");
     let hold = format!(
         "for i in $(seq 15); do exec {{fd}}<>/dev/tcp/{relay}/587 && read -r -t 10 l <&$fd; \
@@ -303,15 +329,18 @@ fn tenants_send_signed_mail_through_the_relay_only_as_themselves_and_within_thei
     assert_eq!((count("220"), count("421")), (10, 5), "{banners:?}");
     let (ok, log) = send(
         &b,
-        "mb",
+        "1mb",
         pw,
-        "news@mb.apps.test",
+        "news@1mb.apps.test",
         &["x@dest.example"],
-        "news@mb.apps.test",
+        "news@1mb.apps.test",
     );
     let _ = holder.kill();
     let _ = holder.wait();
-    assert!(ok, "mb could not send while ma held its connections: {log}");
+    assert!(
+        ok,
+        "1mb could not send while ma held its connections: {log}"
+    );
 
     // Only the relay's submission port, only for tenants that asked for mail, never the sink.
     assert!(reaches(&a, &format!("{relay}/587")));
@@ -387,8 +416,8 @@ fn tenants_send_signed_mail_through_the_relay_only_as_themselves_and_within_thei
         "{o:?}"
     );
 
-    // Suspended: mb's login sends nothing (tried from ma's container: mb's are stopped).
-    let mb_pw = std::fs::read_to_string(h.path("state/tenants/mb/secrets/mail_password")).unwrap();
+    // Suspended: 1mb's login sends nothing (tried from ma's container: 1mb's are stopped).
+    let mb_pw = std::fs::read_to_string(h.path("state/tenants/1mb/secrets/mail_password")).unwrap();
     docker_ok(&[
         "exec",
         &a,
@@ -396,40 +425,40 @@ fn tenants_send_signed_mail_through_the_relay_only_as_themselves_and_within_thei
         "-c",
         &format!("printf %s '{}' > /tmp/mbpw", mb_pw.trim()),
     ]);
-    h.cli_ok(&["suspend", "mb"]);
+    h.cli_ok(&["suspend", "1mb"]);
     wait_for(
         Duration::from_secs(30),
         || {
             send(
                 &a,
-                "mb",
+                "1mb",
                 "/tmp/mbpw",
-                "news@mb.apps.test",
+                "news@1mb.apps.test",
                 &["x@d.example"],
-                "news@mb.apps.test",
+                "news@1mb.apps.test",
             )
             .1
             .contains("451 4.7.1 sending is suspended")
         },
-        "mb's mail refused while suspended",
+        "1mb's mail refused while suspended",
     );
-    // What mb sent before the suspension took hold has been delivered by now.
+    // What 1mb sent before the suspension took hold has been delivered by now.
     std::thread::sleep(Duration::from_secs(3));
     let delivered = sink.received().len();
     // Purged: its login and keys are gone.
-    h.cli_ok(&["rm", "mb", "--purge"]);
+    h.cli_ok(&["rm", "1mb", "--purge"]);
     wait_for(
         Duration::from_secs(60),
-        || !h.path("state/host/mail/dkim/keys/mb").exists(),
-        "mb's DKIM keys removed",
+        || !h.path("state/host/mail/dkim/keys/1mb").exists(),
+        "1mb's DKIM keys removed",
     );
     let (ok, log) = send(
         &a,
-        "mb",
+        "1mb",
         "/tmp/mbpw",
-        "news@mb.apps.test",
+        "news@1mb.apps.test",
         &["x@d.example"],
-        "news@mb.apps.test",
+        "news@1mb.apps.test",
     );
     assert!(
         !ok && log.contains("535"),

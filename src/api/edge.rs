@@ -150,7 +150,31 @@ pub async fn domain_verify(
     })?;
     let cfg = &s.ctl.host().domains;
     let dns = || domains::verify::check_dns(cfg.resolver, &domain, &pending.token);
-    let http = || domains::verify::check_http(cfg.resolver, cfg.http_port, &domain, &pending.token);
+    // The tenant's own egress allows: berth fetches with no more reach than the tenant has.
+    let allow = s
+        .ctl
+        .desired()
+        .instances
+        .get(&tenant)
+        .map(|i| i.egress.clone())
+        .unwrap_or_default();
+    // Never the tenants' pool or the host, whatever the allows: berth fetches from the host.
+    let mut never = vec![s.ctl.host().subnet_pool.net()];
+    let host = tokio::task::spawn_blocking(crate::runtime::netns::host_addresses)
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?
+        .map_err(ApiError::Internal)?;
+    never.extend(host.into_iter().map(ipnet::Ipv4Net::from));
+    let http = || {
+        domains::verify::check_http(
+            cfg.resolver,
+            cfg.http_port,
+            &domain,
+            &pending.token,
+            &allow,
+            &never,
+        )
+    };
     let method = match req.method.as_deref() {
         Some("dns") => dns().await.map(|_| "dns"),
         Some("http") => http().await.map(|_| "http"),

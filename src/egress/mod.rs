@@ -147,6 +147,16 @@ impl Egress {
         state
     }
 
+    /// True when this host has a firewall berth can program.
+    pub fn enforceable(&self) -> bool {
+        self.fw.is_ok()
+    }
+
+    /// The host's resolvers tenants may reach on port 53.
+    pub fn resolvers(&self) -> &[Ipv4Addr] {
+        &self.resolvers
+    }
+
     pub fn state(&self) -> EgressState {
         self.state.lock().expect("egress lock").clone()
     }

@@ -157,6 +157,67 @@ pub fn rules(ns: &str, pool: Ipv4Net, tenants: &[TenantNet], resolvers: &[Ipv4Ad
     }
 }
 
+/// One network a container is attached to: its range and the host's address on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Attached {
+    pub subnet: Ipv4Net,
+    pub gateway: Ipv4Addr,
+}
+
+/// The same policy inside one tenant container's own network namespace (`iptables-restore`
+/// input for its filter table), so it holds while the host's chains are flushed or not yet
+/// back: loopback and replies to connections made to the container pass; its own networks (not the host's address on them), its
+/// plan's allows and the resolvers on port 53 are reached; the blocked ranges, the gateways
+/// and the host's own addresses are dropped. The tenant cannot change it (no NET_ADMIN).
+pub fn seal(
+    nets: &[Attached],
+    allow: &[Allow],
+    resolvers: &[Ipv4Addr],
+    host: &[Ipv4Addr],
+) -> String {
+    let mut r = vec![
+        "*filter".to_string(),
+        ":INPUT ACCEPT [0:0]".into(),
+        ":FORWARD DROP [0:0]".into(),
+        ":OUTPUT ACCEPT [0:0]".into(),
+        "-A OUTPUT -o lo -j ACCEPT".into(),
+        // Replies to connections made to the container only: a connection the tenant opened
+        // (in the moment before the seal, say) is checked packet by packet like a new one.
+        "-A OUTPUT -m conntrack --ctstate RELATED,ESTABLISHED --ctdir REPLY -j ACCEPT".into(),
+    ];
+    for d in resolvers {
+        for proto in ["udp", "tcp"] {
+            r.push(format!(
+                "-A OUTPUT -d {d}/32 -p {proto} -m {proto} --dport 53 -j ACCEPT"
+            ));
+        }
+    }
+    // The host, on every address it has (gateways included), before any allow: a plan's
+    // allow of a private range never opens the host itself (its INPUT chain agrees).
+    let gateways = nets.iter().map(|n| n.gateway);
+    let mut hosts: Vec<Ipv4Addr> = gateways.chain(host.iter().copied()).collect();
+    hosts.sort();
+    hosts.dedup();
+    for h in hosts {
+        r.push(format!("-A OUTPUT -d {h}/32 -j DROP"));
+    }
+    for n in nets {
+        r.push(format!("-A OUTPUT -d {} -j ACCEPT", n.subnet));
+    }
+    for a in allow {
+        r.push(format!(
+            "-A OUTPUT -d {}{} -j ACCEPT",
+            a.net,
+            port_match(a.port)
+        ));
+    }
+    for (net, _) in BLOCKED {
+        r.push(format!("-A OUTPUT -d {net} -j DROP"));
+    }
+    r.push("COMMIT".into());
+    r.join("\n") + "\n"
+}
+
 /// The host's DNS resolvers (nameserver lines of resolv.conf files), for the port-53 allow.
 pub fn resolvers(texts: &[String]) -> Vec<Ipv4Addr> {
     let mut out: Vec<Ipv4Addr> = texts
@@ -238,5 +299,35 @@ mod tests {
         let pool: Ipv4Net = "10.240.0.0/16".parse().unwrap();
         let r = rules("b", pool, &[], &["1.1.1.1".parse().unwrap()]);
         assert!(!r.forward.iter().any(|l| l.contains("--dport 53")));
+    }
+
+    #[test]
+    fn a_sealed_namespace_reaches_its_network_and_allows_but_no_gateway_range_or_host() {
+        let net = Attached {
+            subnet: "10.240.0.16/28".parse().unwrap(),
+            gateway: "10.240.0.17".parse().unwrap(),
+        };
+        let allow = [parse_allow("192.168.9.9:25").unwrap()];
+        let host: [Ipv4Addr; 2] = ["10.0.0.5".parse().unwrap(), "8.8.4.4".parse().unwrap()];
+        let allow = [allow[0].clone(), parse_allow("10.0.0.0/8:5432").unwrap()];
+        let text = seal(&[net], &allow, &["10.0.0.2".parse().unwrap()], &host);
+        let lines: Vec<&str> = text.lines().collect();
+        let pos = |x: &str| lines.iter().position(|l| *l == x).expect(x);
+        let gw = pos("-A OUTPUT -d 10.240.0.17/32 -j DROP");
+        let own = pos("-A OUTPUT -d 10.240.0.16/28 -j ACCEPT");
+        let smtp = pos("-A OUTPUT -d 192.168.9.9/32 -p tcp -m tcp --dport 25 -j ACCEPT");
+        let dns = pos("-A OUTPUT -d 10.0.0.2/32 -p udp -m udp --dport 53 -j ACCEPT");
+        let meta = pos("-A OUTPUT -d 169.254.0.0/16 -j DROP");
+        let private = pos("-A OUTPUT -d 10.0.0.0/8 -j DROP");
+        let pg = pos("-A OUTPUT -d 10.0.0.0/8 -p tcp -m tcp --dport 5432 -j ACCEPT");
+        assert!(pos("-A OUTPUT -o lo -j ACCEPT") < gw && gw < own);
+        assert!(own < private && smtp < private && dns < meta);
+        // Every address of the host is dropped before any allow (a private one too), and
+        // the resolvers on 53 before that.
+        for h in ["8.8.4.4", "10.0.0.5"] {
+            let at = pos(&format!("-A OUTPUT -d {h}/32 -j DROP"));
+            assert!(dns < at && at < smtp && at < pg && at < own, "{h}");
+        }
+        assert_eq!((lines[0], *lines.last().unwrap()), ("*filter", "COMMIT"));
     }
 }

@@ -104,6 +104,9 @@ pub fn container_spec(host: &HostConfig, cfg: &MailConfig, paths: &Paths) -> spe
     let ns = &host.namespace;
     let mut labels: BTreeMap<String, String> = spec::owner_labels(ns, labels::HOST_TENANT);
     labels.insert(labels::SERVICE.into(), SERVICE.into());
+    // The kernel's limits in front of Postfix's own (anvil: 10 connections, 120 a minute per
+    // client): a flood past twice those is dropped before Postfix wakes for it.
+    labels.insert(labels::CLIENT_LIMITS.into(), "587 20 240".into());
     let mount = |kind: spec::MountKind, source: &Path, target: &str| spec::Mount {
         read_only: kind != spec::MountKind::Volume,
         kind,
@@ -212,6 +215,9 @@ fn write_smarthost_auth(cfg: &MailConfig, paths: &Paths) -> Result<(), MailError
     }
     atomic::write(&p, text.as_bytes(), 0o600).map_err(ferr(&p))
 }
+
+/// How often the relay's default route is checked and pinned to the host network.
+pub const PIN_EVERY: Duration = Duration::from_secs(30);
 
 /// Creates (network, volume, container) and starts the relay if needed — again when its
 /// settings changed — and then waits until Postfix and OpenDKIM answer; its container name,

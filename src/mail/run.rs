@@ -89,6 +89,7 @@ impl Mail {
                 }
             }
         }
+        self.pin_route(rt, &name).await;
         let signers: Vec<Signer> = tenants
             .iter()
             .flat_map(|a| {
@@ -104,6 +105,23 @@ impl Mail {
             dkim::reload_dkim(rt, &name).await?;
         }
         Ok(())
+    }
+
+    /// Keeps the relay's way out on the host network: joining a tenant's network re-pins
+    /// it at once; this covers the engine restarting the relay with every network attached.
+    async fn pin_route(&self, rt: &dyn Runtime, name: &str) {
+        let due = self
+            .pinned
+            .lock()
+            .expect("pinned")
+            .is_none_or(|at| at.elapsed() >= relay::PIN_EVERY);
+        if !due {
+            return;
+        }
+        match rt.reseal(name).await {
+            Ok(()) => *self.pinned.lock().expect("pinned") = Some(std::time::Instant::now()),
+            Err(e) => tracing::warn!(error = %e, "mail relay route not pinned"),
+        }
     }
 
     /// Each account's book is of its tenant's present identity: a tenant purged and added

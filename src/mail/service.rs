@@ -87,6 +87,9 @@ pub struct Mail {
     pub(super) error: Mutex<Option<String>>,
     /// Tenants whose network the running relay is attached to.
     pub(super) attached: Mutex<BTreeSet<String>>,
+    /// When the relay's default route was last pinned to the host network (it is again every
+    /// `relay::PIN_EVERY`: the engine restarts the relay with whatever route it picks).
+    pub(super) pinned: Mutex<Option<std::time::Instant>>,
 }
 
 fn epoch(t: SystemTime) -> u64 {
@@ -135,6 +138,7 @@ impl Mail {
             dirty: AtomicBool::new(false),
             error: Mutex::default(),
             attached: Mutex::default(),
+            pinned: Mutex::default(),
         }
     }
 

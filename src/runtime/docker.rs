@@ -37,6 +37,9 @@ pub struct DockerRuntime {
     mutations: AtomicU64,
     crash_after: Option<u64>,
     kernel_stats: bool,
+    /// Set by the agent when its firewall works: tenant containers are sealed on start.
+    sealing: std::sync::OnceLock<super::netns::Sealing>,
+    restarts: super::netns::Restarts,
 }
 
 /// `BERTH_STATS_SOURCE=engine` reads container figures with the engine's stats call only: an
@@ -295,6 +298,8 @@ impl DockerRuntime {
             mutations: AtomicU64::new(0),
             crash_after: None,
             kernel_stats: false,
+            sealing: std::sync::OnceLock::new(),
+            restarts: Default::default(),
         })
     }
 
@@ -315,7 +320,22 @@ impl DockerRuntime {
             mutations: AtomicU64::new(0),
             crash_after,
             kernel_stats,
+            sealing: std::sync::OnceLock::new(),
+            restarts: Default::default(),
         })
+    }
+
+    /// How long the container's last run lasted (from the engine's start and finish times).
+    async fn last_run(&self, name: &str) -> Option<Duration> {
+        let info = self
+            .docker
+            .inspect_container(name, None::<InspectContainerOptions>)
+            .await
+            .ok()?;
+        let state = info.state?;
+        let at = |t: Option<String>| chrono::DateTime::parse_from_rfc3339(&t?).ok();
+        let (from, to) = (at(state.started_at)?, at(state.finished_at)?);
+        (to - from).to_std().ok()
     }
 
     /// The bollard client (for `swarm/`, which speaks to the same engine API).
@@ -451,8 +471,19 @@ fn host_config(s: &ContainerSpec) -> HostConfig {
         mounts: Some(mounts),
         network_mode: Some(s.network.clone()),
         port_bindings,
+        // A tenant's container is started by berth only, sealed (see `netns`): never by the
+        // engine at boot or after a crash, before its rules are in place.
         restart_policy: Some(RestartPolicy {
-            name: Some(RestartPolicyNameEnum::UNLESS_STOPPED),
+            name: Some(
+                match s
+                    .labels
+                    .get(labels::TENANT)
+                    .is_some_and(|t| t != labels::HOST_TENANT)
+                {
+                    true => RestartPolicyNameEnum::NO,
+                    false => RestartPolicyNameEnum::UNLESS_STOPPED,
+                },
+            ),
             maximum_retry_count: None,
         }),
         log_config: Some(HostConfigLogConfig {
@@ -661,6 +692,8 @@ impl Runtime for DockerRuntime {
         let req = NetworkCreateRequest {
             name: s.name.clone(),
             driver: Some("bridge".into()),
+            // Said, not left to the engine's defaults: tenants have no IPv6 path at all.
+            enable_ipv6: Some(false),
             ipam: Some(ipam(s)),
             labels: Some(s.labels.clone().into_iter().collect()),
             ..Default::default()
@@ -714,7 +747,9 @@ impl Runtime for DockerRuntime {
                 Ok(())
             }
             r => r.map_err(|e| call_err("network", network, e)),
-        }
+        }?;
+        // The engine may have moved the default route to the network just joined.
+        self.reseal(container).await
     }
 
     async fn disconnect_network(&self, network: &str, container: &str) -> Result<(), RuntimeError> {
@@ -749,11 +784,27 @@ impl Runtime for DockerRuntime {
             driver_opts,
             ..Default::default()
         };
-        self.docker
+        let made = self
+            .docker
             .create_volume(req)
             .await
-            .map(|_| ())
-            .map_err(|e| call_err("volume", &s.name, e))
+            .map_err(|e| call_err("volume", &s.name, e))?;
+        // The engine answers a create of an existing name with that volume, whoever made it:
+        // one without this tenant's labels (made by hand, or by another namespace) is not
+        // mounted into the tenant, and the reason shows in its status.
+        let theirs = s.labels.iter().all(|(k, v)| made.labels.get(k) == Some(v));
+        match theirs {
+            true => Ok(()),
+            false => Err(RuntimeError::Call {
+                kind: "volume",
+                name: s.name.clone(),
+                message: format!(
+                    "a volume of this name exists and is not this tenant's (its labels: {:?}); \
+                     berth does not mount it: remove or rename it",
+                    made.labels
+                ),
+            }),
+        }
     }
 
     async fn remove_volume(&self, name: &str) -> Result<(), RuntimeError> {
@@ -793,13 +844,56 @@ impl Runtime for DockerRuntime {
 
     async fn start_container(&self, name: &str) -> Result<(), RuntimeError> {
         self.count();
+        if let Some(wait) = self.restarts.backoff(name) {
+            return Err(RuntimeError::Call {
+                kind: "container",
+                name: name.into(),
+                message: format!(
+                    "exits within {} s of each start: started again in {} s",
+                    super::netns::SHORT.as_secs(),
+                    wait.as_secs() + 1
+                ),
+            });
+        }
+        let ran = match self.restarts.is_restart(name) {
+            true => self.last_run(name).await,
+            false => None,
+        };
         let none: Option<bollard::query_parameters::StartContainerOptions> = None;
-        tolerate(
-            self.docker.start_container(name, none).await,
-            &[304],
-            "container",
-            name,
-        )
+        match self.docker.start_container(name, none).await {
+            Ok(()) => self.restarts.started(name, ran),
+            // Running already: nothing started, nothing to count.
+            Err(e) if status_of(&e) == Some(304) => {}
+            Err(e) => return Err(call_err("container", name, e)),
+        }
+        let Err(e) = self.reseal(name).await else {
+            return Ok(());
+        };
+        // Fail closed: a tenant container whose namespace is not sealed does not run.
+        tracing::error!(container = name, error = %e, "container not sealed: stopping it");
+        let _ = self.stop_container(name, Duration::ZERO).await;
+        Err(e)
+    }
+
+    async fn started_elsewhere(&self, name: &str) {
+        if self.sealing.get().is_none() || self.restarts.started_lately(name) {
+            return;
+        }
+        if let Err(e) = self.reseal(name).await {
+            tracing::error!(container = name, error = %e, "started outside berth and not sealed: stopping it");
+            let _ = self.stop_container(name, Duration::ZERO).await;
+        }
+    }
+
+    fn seal_with(&self, sealing: super::netns::Sealing) {
+        let _ = self.sealing.set(sealing);
+    }
+
+    async fn reseal(&self, name: &str) -> Result<(), RuntimeError> {
+        match self.sealing.get() {
+            Some(s) => super::netns::seal(&self.docker, s, name).await,
+            None => Ok(()),
+        }
     }
 
     async fn stop_container(&self, name: &str, grace: Duration) -> Result<(), RuntimeError> {
@@ -808,6 +902,7 @@ impl Runtime for DockerRuntime {
             t: Some(grace.as_secs() as i32),
             signal: None,
         };
+        self.restarts.stopped(name);
         tolerate(
             self.docker.stop_container(name, Some(opts)).await,
             &[304, 404],
@@ -818,6 +913,7 @@ impl Runtime for DockerRuntime {
 
     async fn remove_container(&self, name: &str) -> Result<(), RuntimeError> {
         self.count();
+        self.restarts.removed(name);
         let opts = RemoveContainerOptions {
             force: true,
             v: false,
@@ -994,7 +1090,7 @@ impl Runtime for DockerRuntime {
             .inspect_container(name, None::<InspectContainerOptions>)
             .await
             .map_err(|e| call_err("container", name, e))?;
-        let restarts = info.restart_count.unwrap_or(0).max(0) as u64;
+        let restarts = info.restart_count.unwrap_or(0).max(0) as u64 + self.restarts.count(name);
         let pid = info.state.as_ref().and_then(|s| s.pid).unwrap_or(0);
         // The kernel's counters when this host shows them to us (pseudo-files: no disk wait);
         // the engine's stats call, ~0.5 s each on a busy engine, otherwise.

@@ -10,3 +10,10 @@ pub const TEMPLATE: &str = "io.berth.template";
 pub const VERSION: &str = "io.berth.version";
 /// Tenant label value of host-level objects (the shared database server).
 pub const HOST_TENANT: &str = "_host";
+/// On tenant containers only: the plan's egress allows (space-separated), sealed into the
+/// container's network namespace when berth starts it (see `netns`).
+pub const EGRESS: &str = "io.berth.egress";
+/// On berth's own listeners (the mail relay): `PORT CONNECTIONS PER_MINUTE`, the most
+/// connections one client address holds and opens a minute, enforced by the kernel inside the
+/// container's namespace (see `netns`); past them its new connections are dropped.
+pub const CLIENT_LIMITS: &str = "io.berth.client-limits";

@@ -5,6 +5,7 @@ pub mod cgroup;
 pub mod docker;
 pub mod fake;
 pub mod labels;
+pub mod netns;
 pub mod proctree;
 pub mod spec;
 pub mod swarm;
@@ -280,4 +281,15 @@ pub trait Runtime: Send + Sync + 'static {
     }
     /// Mutating calls made so far (create/start/stop/remove/connect/exec).
     fn mutations(&self) -> u64;
+    /// From now on every tenant container is sealed when started (see `netns`); an engine
+    /// without per-container namespaces on this host (swarm: its node guards) ignores it.
+    fn seal_with(&self, _sealing: netns::Sealing) {}
+    /// Seals (or pins the route of) one running container again, e.g. the relay after the
+    /// engine restarted it.
+    async fn reseal(&self, _name: &str) -> Result<(), RuntimeError> {
+        Ok(())
+    }
+    /// The engine says `name` started: when berth did not start it just now (someone ran
+    /// `docker start`, or a policy did), it is sealed now, or stopped if it cannot be.
+    async fn started_elsewhere(&self, _name: &str) {}
 }

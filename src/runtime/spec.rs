@@ -172,6 +172,9 @@ pub fn container_spec(
     labels.insert(labels::SERVICE.into(), svc.name.clone());
     labels.insert(labels::TEMPLATE.into(), inst.template.clone());
     labels.insert(labels::VERSION.into(), inst.version.clone());
+    // Sealed into the container's namespace at start (`netns`); a change recreates it.
+    let allows: Vec<String> = inst.egress.iter().map(ToString::to_string).collect();
+    labels.insert(labels::EGRESS.into(), allows.join(" "));
     let is_web = svc.name == inst.web.service;
     let mut spec = ContainerSpec {
         name: container_name(ns, t, &svc.name),
