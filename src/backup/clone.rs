@@ -42,7 +42,21 @@ pub struct CloneReport {
 impl Backups {
     /// Creates tenant `new` from backup `id` of `from`: same template, version and values, new
     /// secrets, its own subdomain and none of the source's custom domains or paths.
+    /// It takes a turn among the host's backups, restores and verifies, and claims `new`
+    /// (a second clone into the same name at once is refused).
     pub async fn clone_as(
+        &self,
+        from: &str,
+        id: &str,
+        new: &str,
+    ) -> Result<CloneReport, BackupError> {
+        let _turn = self.turn().await;
+        let _claim = self.claim(new)?;
+        self.clone_into(from, id, new).await
+    }
+
+    /// `clone_as` without a turn of its own (a verify holds one).
+    async fn clone_into(
         &self,
         from: &str,
         id: &str,
@@ -116,7 +130,7 @@ impl Backups {
             backups: self,
             tenant: scratch.clone(),
         };
-        let mut report = self.clone_as(from, id, &scratch).await?;
+        let mut report = self.clone_into(from, id, &scratch).await?;
         drop(guard);
         report.removed = Some(self.wait_gone(&scratch).await);
         report.seconds = started.elapsed().as_secs_f64();

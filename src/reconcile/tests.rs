@@ -319,3 +319,35 @@ async fn a_failure_is_forgotten_once_the_tenant_converges_without_berth() {
         "{s:?}"
     );
 }
+
+#[tokio::test]
+async fn an_operation_does_not_wake_a_tenant_the_host_has_no_memory_for() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("instances")).unwrap();
+    let mut host = fixtures::host();
+    host.state_dir = dir.path().join("state");
+    host.backup_dir = dir.path().join("state/backups");
+    host.instances_dir = dir.path().join("instances");
+    host.ports = (41000, 41999);
+    // Room for one tenant's limit (demo: 256 MiB) and not for two.
+    host.admission.memory_total = Some(300 << 20);
+    host.admission.memory_overcommit = 1.0;
+    let ctl = Controller::with_checker(
+        Arc::new(FakeRuntime::new()),
+        host,
+        Arc::new(FakeChecker::default()),
+    )
+    .unwrap();
+    write_instance(dir.path(), "acme", "");
+    write_instance(dir.path(), "beta", "");
+    converge(&ctl).await;
+    ctl.sleep().put("acme", 0).unwrap();
+    converge(&ctl).await;
+    let refused = crate::sleep::wake_for(&ctl, "acme", "job", Duration::from_secs(5)).await;
+    let why = refused.err().expect("woken past the host's memory");
+    assert!(why.contains("not woken") && why.contains("memory"), "{why}");
+    assert!(
+        ctl.sleep().is_asleep("acme"),
+        "the refused wake left it asleep"
+    );
+}

@@ -64,6 +64,12 @@ impl Default for SleepMeters {
 /// Wakes `t` if it is asleep, as a request would but without the edge (for an upgrade, a
 /// backup or a job), and waits until it runs healthy. While the returned guard lives the
 /// tenant does not fall asleep again.
+/// Why the host has no room to wake `t` now (its memory), if it has none.
+fn no_room(ctl: &Controller, t: &str) -> Option<String> {
+    let sleep = ctl.sleep();
+    crate::desired::admission::wake_refusal(ctl.host(), &ctl.desired(), &|x| sleep.is_asleep(x), t)
+}
+
 pub async fn wake_for(
     ctl: &Controller,
     t: &str,
@@ -76,9 +82,10 @@ pub async fn wake_for(
     if ctl.is_held(t) && ctl.sleep().is_asleep(t) {
         return Err("asleep, and held by another operation that cannot wait for a wake".into());
     }
+    // The same memory check as a request's wake: an operation does not overfill the host.
     if !ctl
         .sleep()
-        .start_wake(t, changes)
+        .admit_wake(t, changes, || no_room(ctl, t))?
         .map_err(|e| e.to_string())?
     {
         return Ok(busy);
@@ -127,8 +134,6 @@ pub struct Sleeper {
     meters: SleepMeters,
     /// Turns for wakes (`proxy.max_wakes`); waiting ones are served in arrival order.
     turns: Arc<tokio::sync::Semaphore>,
-    /// Held while a wake's memory is checked and the wake recorded.
-    room: std::sync::Mutex<()>,
 }
 
 impl Sleeper {
@@ -143,32 +148,14 @@ impl Sleeper {
             proxy,
             meters,
             turns,
-            room: std::sync::Mutex::new(()),
         })
     }
 
-    /// Why the host has no room to wake `t` now (its memory), if it has none.
-    fn no_room(&self, t: &str) -> Option<String> {
-        let sleep = self.ctl.sleep();
-        crate::desired::admission::wake_refusal(
-            self.ctl.host(),
-            &self.ctl.desired(),
-            &|x| sleep.is_asleep(x),
-            t,
-        )
-    }
-
-    /// Starts the wake of `t` if the host has room for it: checked and recorded under one
-    /// lock, so two wakes never both fit in the same room. Err: why there is no room.
+    /// Starts the wake of `t` if the host has room for it (`SleepSet::admit_wake`).
     fn admit_wake(&self, t: &str) -> Result<std::io::Result<bool>, String> {
-        let _room = self.room.lock().expect("wake room lock");
-        let sleep = self.ctl.sleep();
-        if sleep.is_asleep(t)
-            && let Some(why) = self.no_room(t)
-        {
-            return Err(why);
-        }
-        Ok(sleep.start_wake(t, true))
+        self.ctl
+            .sleep()
+            .admit_wake(t, true, || no_room(&self.ctl, t))
     }
 
     /// Turns the wake of `t` down: its held requests get the maintenance page now, status and

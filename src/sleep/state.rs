@@ -49,6 +49,9 @@ impl Drop for Busy {
 pub struct SleepSet {
     path: PathBuf,
     inner: Mutex<Inner>,
+    /// Held while a wake's memory is checked and the wake recorded (every waker: a request,
+    /// a job, a backup, an upgrade), so two wakes never both fit in the same room.
+    room: Mutex<()>,
 }
 
 pub fn unix_now() -> u64 {
@@ -69,6 +72,7 @@ impl SleepSet {
         };
         SleepSet {
             path,
+            room: Mutex::new(()),
             inner: Mutex::new(Inner {
                 asleep: f.asleep,
                 quiet: f.quiet,
@@ -143,6 +147,23 @@ impl SleepSet {
     /// Takes `t` out of the asleep set and marks it waking; false when it was not asleep (a
     /// wake is already under way, or it never slept). `changes`: the wake is for work that may
     /// change the tenant's data (a request, a job, an upgrade, a restore), not a backup.
+    /// `start_wake` when `no_room` (asked under the room lock, while `t` is asleep) finds the
+    /// host has room for it. Err: why it has none.
+    pub fn admit_wake(
+        &self,
+        t: &str,
+        changes: bool,
+        no_room: impl FnOnce() -> Option<String>,
+    ) -> Result<std::io::Result<bool>, String> {
+        let _room = self.room.lock().expect("wake room lock");
+        if self.is_asleep(t)
+            && let Some(why) = no_room()
+        {
+            return Err(why);
+        }
+        Ok(self.start_wake(t, changes))
+    }
+
     pub fn start_wake(&self, t: &str, changes: bool) -> std::io::Result<bool> {
         let mut i = self.lock();
         let Some(since) = i.asleep.remove(t) else {
