@@ -10,6 +10,9 @@
 # peak (`free`, every 0.5 s), how the storm's requests were answered, and how long it took.
 # Usage: scripts/bench-wakestorm.sh [N=250] [AWAKE=50] [MEM=18g]
 # CAP_WAKES (default 4): the capped round's max_wakes. ONLY_CAPPED=1 skips the uncapped round.
+# BASELINE=1 adds a round before the capped one with room for no wake at all: the same storm,
+# every request answered the maintenance page at once, no container started; it separates
+# what the storm's requests cost (the client's 200 curls, TLS, the pages) from the wakes'.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${1:-250}
@@ -115,6 +118,10 @@ if [ "${ONLY_CAPPED:-0}" != 1 ]; then
   stop_agent; config 1024 100000 1t; start_agent
   storm uncapped
   all_asleep
+fi
+if [ "${BASELINE:-0}" = 1 ]; then
+  stop_agent; config 4 100000 1m; start_agent
+  storm no-wakes
 fi
 # Round 2, capped.
 stop_agent; config "${CAP_WAKES:-4}" 100000 "$MEM"; start_agent

@@ -31,6 +31,14 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 const READY_WAIT: Duration = Duration::from_millis(50);
 /// Idle connections kept per target; more are closed when released.
 const MAX_IDLE: usize = 256;
+/// New connections to one target that may wait for their response head at once. Requests
+/// released together (a woken tenant's held ones) would otherwise open them all at once and
+/// overflow a small app's listen queue (busybox httpd's is 9): the kernel drops the SYNs past
+/// it and the client side sends them again after its 1 s initial timeout.
+const OPENING: usize = 8;
+/// How long a new connection keeps its turn while its response head is slow to come (a long
+/// poll never holds the others back for longer).
+const OPENING_HOLD: Duration = Duration::from_millis(250);
 
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
@@ -54,6 +62,8 @@ pub struct Pool {
     idle: Mutex<Vec<(SendRequest<ProxyBody>, Instant)>>,
     /// Whether the task that closes connections idle too long has started (on first release).
     reaping: AtomicBool,
+    /// Turns for new connections until their response head (`OPENING`).
+    opening: tokio::sync::Semaphore,
 }
 
 /// A connection lent to one exchange; given back by `Leased` when the response body ends.
@@ -74,6 +84,7 @@ impl Pool {
             idle_timeout: idle,
             idle: Mutex::new(Vec::new()),
             reaping: AtomicBool::new(false),
+            opening: tokio::sync::Semaphore::new(OPENING),
         })
     }
 
@@ -88,11 +99,27 @@ impl Pool {
             let pq = req.uri().path_and_query().cloned();
             *req.uri_mut() = pq.map_or_else(|| Uri::from_static("/"), Uri::from);
         }
-        let (mut tx, reused) = match self.checkout().await {
-            Some(tx) => (tx, true),
-            None => (self.connect().await?, false),
+        // A new connection's turn is held until its response head, or `OPENING_HOLD`.
+        let (mut tx, reused, turn) = match self.checkout().await {
+            Some(tx) => (tx, true, None),
+            None => {
+                let turn = self.opening.acquire().await.ok();
+                (self.connect().await?, false, turn)
+            }
         };
-        match tx.try_send_request(req).await {
+        let sent = tx.try_send_request(req);
+        tokio::pin!(sent);
+        let sent = match turn {
+            None => sent.await,
+            Some(turn) => tokio::select! {
+                r = &mut sent => r,
+                _ = tokio::time::sleep(OPENING_HOLD) => {
+                    drop(turn);
+                    sent.await
+                }
+            },
+        };
+        match sent {
             Ok(resp) => Ok((resp, self.lease(tx))),
             Err(mut e) => match e.take_message() {
                 Some(req) if reused => {
@@ -244,6 +271,10 @@ impl Drop for Leased {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "upstream_pacing.rs"]
+mod pacing;
 
 #[cfg(test)]
 mod tests {
