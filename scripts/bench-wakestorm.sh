@@ -13,6 +13,8 @@
 # BASELINE=1 adds a round before the capped one with room for no wake at all: the same storm,
 # every request answered the maintenance page at once, no container started; it separates
 # what the storm's requests cost (the client's 200 curls, TLS, the pages) from the wakes'.
+# CLIENT_CPU=0.2 runs the storm's curls in a cgroup (v1 or v2) with that much CPU: an attacker
+# on another machine spends its own cores, not the host's.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${1:-250}
@@ -72,6 +74,22 @@ all_asleep() {
   echo "[sleep] $((N - AWAKE)) asleep, their containers stopped, after $(( ($(now) - t0) / 1000 )) s"
 }
 
+# The storm client's cgroup (CLIENT_CPU), and a command run in it.
+CG=""
+confine() {
+  [ -z "${CLIENT_CPU:-}" ] && return 0
+  local quota; quota=$(awk -v c="$CLIENT_CPU" 'BEGIN{print int(c*100000)}')
+  if [ -d /sys/fs/cgroup/cpu ]; then
+    CG=/sys/fs/cgroup/cpu/berth-storm-client; mkdir -p "$CG"
+    echo 100000 > "$CG/cpu.cfs_period_us"; echo "$quota" > "$CG/cpu.cfs_quota_us"
+  else
+    CG=/sys/fs/cgroup/berth-storm-client; mkdir -p "$CG"; echo "$quota 100000" > "$CG/cpu.max"
+  fi
+}
+in_client() {
+  if [ -n "$CG" ]; then sh -c 'echo $$ > "$0/cgroup.procs"; exec "$@"' "$CG" "$@"; else "$@"; fi
+}
+
 storm() { # label
   local label=$1 hosts=()
   for i in $(seq 1 "$AWAKE"); do hosts+=("$(name "$i").apps.test"); done
@@ -82,7 +100,8 @@ storm() { # label
   sleep 5
   local base; base=$(used_mib)
   local t0; t0=$(now)
-  seq $((AWAKE + 1)) "$N" | xargs -P $((N - AWAKE)) -I{} sh -c \
+  confine
+  seq $((AWAKE + 1)) "$N" | in_client xargs -P $((N - AWAKE)) -I{} sh -c \
     't=$(printf "d%04d" {}); curl -s -o /dev/null -w "%{http_code} %{time_total}\n" --max-time 120 --cacert '"$W"'/ca.pem --resolve "$t.apps.test:18943:127.0.0.1" "https://$t.apps.test:18943/"' \
     > "$W/storm-$label.txt"
   local took=$(( $(now) - t0 ))
