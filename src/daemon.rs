@@ -151,6 +151,7 @@ pub async fn run(mut host: HostConfig) -> Result<(), DaemonError> {
                 crate::runtime::labels::HOST_TENANT,
             ),
         });
+        tokio::spawn(seal_running(ctl.clone()));
     }
     ctl.set_egress(egress);
     let _watcher = watch(&host, ctl.clone())?;
@@ -393,6 +394,24 @@ fn watch(
         w.watch(dir, notify::RecursiveMode::Recursive)?;
     }
     Ok(w)
+}
+
+/// Seals every container running when the agent starts: the engine may have started some
+/// while no agent watched (a reboot with containers made before tenant containers lost their
+/// restart policy, or a `docker start` meanwhile). A tenant container that cannot be sealed is
+/// stopped (`Runtime::started_elsewhere`).
+async fn seal_running(ctl: Arc<Controller>) {
+    let rt = ctl.runtime();
+    let Ok(inv) = rt.inventory(&ctl.host().namespace).await else {
+        return;
+    };
+    for c in inv
+        .containers
+        .iter()
+        .filter(|c| c.status == crate::runtime::RunStatus::Running)
+    {
+        rt.started_elsewhere(&c.name).await;
+    }
 }
 
 /// Kicks a pass on every engine event about our containers; reconnects if the stream ends
