@@ -101,6 +101,7 @@ async fn main() {
         access_log,
         max_wakes: 4,
         client_wakes_per_minute: 10,
+        wake_gap: std::time::Duration::ZERO,
     };
     let proxy = Proxy::new(cfg, certs.table(), Arc::new(Http01Tokens::default()));
     proxy.apply(&routes);

@@ -55,7 +55,7 @@ plans:
   napping: {memory: 128m, cpus: 0.5, pids: 100, sleep_after: 20s, sleep_memory: 0.25}
 shared_database: {image: berth/postgres:15, memory: 4g, connection_limit: 5}
 proxy: {http: 127.0.0.1:18980, https: 127.0.0.1:18943, max_wakes: $1, client_wakes_per_minute: $2,
-        timeouts: {max_pause: 30s}}
+        wake_gap: ${4:-0s}, timeouts: {max_pause: 30s}}
 YAML
 }
 
@@ -143,8 +143,8 @@ if [ "${BASELINE:-0}" = 1 ]; then
   storm no-wakes
 fi
 # Round 2, capped.
-stop_agent; config "${CAP_WAKES:-4}" 100000 "$MEM"; start_agent
-storm "capped-${CAP_WAKES:-4}"
+stop_agent; config "${CAP_WAKES:-4}" 100000 "$MEM" "${WAKE_GAP:-0s}"; start_agent
+storm "capped-${CAP_WAKES:-4}-gap-${WAKE_GAP:-0s}"
 "$B" --config "$W/berth.yaml" ls -o json | grep -o '"error": "not woken[^"]*"' | head -1 || true
 # One client and the per-client limit (default 10 a minute) on what is still asleep.
 stop_agent; config 4 10 "$MEM"; start_agent

@@ -128,6 +128,7 @@ async fn certificates_are_issued_renewed_and_retried_against_a_real_acme_server(
         access_log: false,
         max_wakes: 4,
         client_wakes_per_minute: 10,
+        wake_gap: std::time::Duration::ZERO,
     };
     let proxy = Proxy::new(pcfg, certs.table(), http01);
     let (_stop, rx) = tokio::sync::watch::channel(false);

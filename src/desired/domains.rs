@@ -110,6 +110,7 @@ mod tests {
             access_log: false,
             max_wakes: 4,
             client_wakes_per_minute: 10,
+            wake_gap: std::time::Duration::ZERO,
         });
         for d in ["sites.example.org", "acme.sites.example.org"] {
             let e = check_custom(d, "acme", &h).unwrap_err();

@@ -26,6 +26,8 @@ pub struct ProxyConfig {
     pub max_wakes: usize,
     /// Wakes one client may cause per minute (default [`DEFAULT_CLIENT_WAKES`]).
     pub client_wakes_per_minute: u32,
+    /// The least time between two wakes' starts (`wake_gap`, default none, at most 60 s).
+    pub wake_gap: Duration,
 }
 
 pub const DEFAULT_MAX_WAKES: usize = 4;
@@ -199,6 +201,16 @@ pub fn build_proxy(p: &ProxyFile) -> Result<ProxyConfig, Vec<FieldError>> {
             format!("{client_wakes} is out of range (1..=100000)"),
         ));
     }
+    let wake_gap = match p.wake_gap.as_deref() {
+        None => Duration::ZERO,
+        Some(v) => duration("proxy.wake_gap", v)
+            .and_then(|d| match d <= Duration::from_secs(60) {
+                true => Ok(d),
+                false => Err(("proxy.wake_gap".into(), format!("{v} is over 60s"))),
+            })
+            .map_err(|e| errs.push(e))
+            .unwrap_or_default(),
+    };
     if !errs.is_empty() {
         return Err(errs);
     }
@@ -215,6 +227,7 @@ pub fn build_proxy(p: &ProxyFile) -> Result<ProxyConfig, Vec<FieldError>> {
         access_log: p.access_log,
         max_wakes,
         client_wakes_per_minute: client_wakes,
+        wake_gap,
     })
 }
 
@@ -279,6 +292,9 @@ mod tests {
             (ok.max_wakes, ok.client_wakes_per_minute),
             (DEFAULT_MAX_WAKES, DEFAULT_CLIENT_WAKES)
         );
+        assert_eq!(ok.wake_gap, Duration::ZERO, "no gap unless asked for");
+        let gap = build_proxy(&file(", wake_gap: 500ms")).unwrap().wake_gap;
+        assert_eq!(gap, Duration::from_millis(500));
         for (extra, field) in [
             (", max_wakes: 0", "proxy.max_wakes"),
             (", max_wakes: 100000", "proxy.max_wakes"),
@@ -290,6 +306,8 @@ mod tests {
                 ", client_wakes_per_minute: 4000000000",
                 "proxy.client_wakes_per_minute",
             ),
+            (", wake_gap: 2m", "proxy.wake_gap"),
+            (", wake_gap: soon", "proxy.wake_gap"),
         ] {
             let errs = build_proxy(&file(extra)).unwrap_err();
             assert!(errs.iter().any(|(f, _)| f == field), "{extra}: {errs:?}");

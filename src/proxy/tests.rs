@@ -130,6 +130,7 @@ fn config() -> ProxyConfig {
         access_log: false,
         max_wakes: 4,
         client_wakes_per_minute: 10,
+        wake_gap: Duration::ZERO,
     }
 }
 

@@ -132,6 +132,8 @@ pub struct Sleeper {
     ctl: Arc<Controller>,
     proxy: Arc<Proxy>,
     meters: SleepMeters,
+    /// When the last wake started (`proxy.wake_gap` apart, under a turn).
+    last_start: tokio::sync::Mutex<Option<Instant>>,
     /// Turns for wakes (`proxy.max_wakes`); waiting ones are served in arrival order.
     turns: Arc<tokio::sync::Semaphore>,
 }
@@ -148,6 +150,7 @@ impl Sleeper {
             proxy,
             meters,
             turns,
+            last_start: tokio::sync::Mutex::new(None),
         })
     }
 
@@ -245,6 +248,19 @@ impl Sleeper {
         busy
     }
 
+    /// Waits until `proxy.wake_gap` has passed since the last wake started, and marks this one.
+    async fn keep_gap(&self) {
+        let gap = self.proxy.cfg.wake_gap;
+        if gap.is_zero() {
+            return;
+        }
+        let mut last = self.last_start.lock().await;
+        if let Some(at) = *last {
+            tokio::time::sleep_until(at + gap).await;
+        }
+        *last = Some(Instant::now());
+    }
+
     /// Wakes `t` and lets its held requests through once it is healthy.
     async fn wake(self: Arc<Self>, t: String) {
         let started = Instant::now();
@@ -255,6 +271,7 @@ impl Sleeper {
         let turn = self.turns.clone().acquire_owned().await;
         self.meters.wakes_queued.dec();
         let Ok(turn) = turn else { return };
+        self.keep_gap().await;
         let admitted = match self.admit_wake(&t) {
             Err(why) => return self.refuse(&t, &gate, why),
             Ok(admitted) => admitted,

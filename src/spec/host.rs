@@ -166,6 +166,9 @@ pub struct ProxyFile {
     /// Sleeping tenants one client (an address; IPv6 by its /64) may wake per minute.
     #[serde(default)]
     pub client_wakes_per_minute: Option<u32>,
+    /// The least time between two wakes' starts on the host (`0s`: none).
+    #[serde(default)]
+    pub wake_gap: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
