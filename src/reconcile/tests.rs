@@ -15,6 +15,11 @@ fn env() -> Env {
 }
 
 fn env_probed_by(checker: Arc<FakeChecker>) -> Env {
+    env_with(checker, |_| {})
+}
+
+/// A controller over a temp dir, its host config changed by `tweak` first.
+fn env_with(checker: Arc<FakeChecker>, tweak: impl FnOnce(&mut crate::desired::HostConfig)) -> Env {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(dir.path().join("instances")).unwrap();
     let mut host = fixtures::host();
@@ -22,6 +27,7 @@ fn env_probed_by(checker: Arc<FakeChecker>) -> Env {
     host.backup_dir = dir.path().join("state/backups");
     host.instances_dir = dir.path().join("instances");
     host.ports = (41000, 41999);
+    tweak(&mut host);
     let rt = Arc::new(FakeRuntime::new());
     let ctl = Controller::with_checker(rt.clone(), host, checker).unwrap();
     Env { dir, rt, ctl }
@@ -322,22 +328,11 @@ async fn a_failure_is_forgotten_once_the_tenant_converges_without_berth() {
 
 #[tokio::test]
 async fn an_operation_does_not_wake_a_tenant_the_host_has_no_memory_for() {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::create_dir_all(dir.path().join("instances")).unwrap();
-    let mut host = fixtures::host();
-    host.state_dir = dir.path().join("state");
-    host.backup_dir = dir.path().join("state/backups");
-    host.instances_dir = dir.path().join("instances");
-    host.ports = (41000, 41999);
     // Room for one tenant's limit (demo: 256 MiB) and not for two.
-    host.admission.memory_total = Some(300 << 20);
-    host.admission.memory_overcommit = 1.0;
-    let ctl = Controller::with_checker(
-        Arc::new(FakeRuntime::new()),
-        host,
-        Arc::new(FakeChecker::default()),
-    )
-    .unwrap();
+    let Env { dir, ctl, .. } = env_with(Arc::new(FakeChecker::default()), |host| {
+        host.admission.memory_total = Some(300 << 20);
+        host.admission.memory_overcommit = 1.0;
+    });
     write_instance(dir.path(), "acme", "");
     write_instance(dir.path(), "beta", "");
     converge(&ctl).await;

@@ -188,6 +188,13 @@ pub(super) async fn seal(docker: &Docker, s: &Sealing, name: &str) -> Result<(),
         }
         return Ok(());
     }
+    let netns = match &seen.netns {
+        Ok(p) => p,
+        Err(why) => {
+            unsealable(why);
+            return Ok(());
+        }
+    };
     let allow: Vec<policy::Allow> = seen
         .labels
         .get(labels::EGRESS)
@@ -200,13 +207,6 @@ pub(super) async fn seal(docker: &Docker, s: &Sealing, name: &str) -> Result<(),
         .map_err(|e| failed(name, e.to_string()))?
         .map_err(|e| failed(name, e))?;
     let rules = policy::seal(&nets, &allow, &s.resolvers, &host);
-    let netns = match &seen.netns {
-        Ok(p) => p,
-        Err(why) => {
-            unsealable(why);
-            return Ok(());
-        }
-    };
     in_namespace(netns, SEAL, &rules)
         .await
         .map_err(|e| failed(name, e))
