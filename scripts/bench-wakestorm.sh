@@ -15,6 +15,11 @@
 # what the storm's requests cost (the client's 200 curls, TLS, the pages) from the wakes'.
 # CLIENT_CPU=0.2 runs the storm's curls in a cgroup (v1 or v2) with that much CPU: an attacker
 # on another machine spends its own cores, not the host's.
+# ENGINE_WEIGHT=10 adds a last capped round with `engine: {cpu_weight: 10}`: the agent moves the
+# engine (dockerd, containerd, the shims) into a CPU cgroup of that weight (a plain process has
+# 100), so container starts yield to the tenants and the edge. Moved back afterwards.
+# Each round also reports where its CPU went: the engine, the agent (the edge included), the
+# containers (cpuacct of /docker) and the host in all.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${1:-250}
@@ -26,6 +31,7 @@ cargo build --release --quiet
 B="$PWD/target/release/berth"
 W=$(mktemp -d /tmp/berth-storm.XXXX)
 cleanup() {
+  [ -d /sys/fs/cgroup/cpu/berth-engine ] && declare -f engine_into >/dev/null && engine_into /sys/fs/cgroup/cpu
   [ -n "${AGENT:-}" ] && kill "$AGENT" 2>/dev/null && sleep 1 || true
   docker ps -aq --filter label=io.berth.namespace=storm | xargs -r docker rm -f >/dev/null
   docker network ls -q --filter label=io.berth.namespace=storm | xargs -r docker network rm >/dev/null
@@ -54,6 +60,7 @@ plans:
   awake: {memory: 128m, cpus: 0.5, pids: 100}
   napping: {memory: 128m, cpus: 0.5, pids: 100, sleep_after: 20s, sleep_memory: 0.25}
 shared_database: {image: berth/postgres:15, memory: 4g, connection_limit: 5}
+engine: {cpu_weight: ${5:-null}}
 proxy: {http: 127.0.0.1:18980, https: 127.0.0.1:18943, max_wakes: $1, client_wakes_per_minute: $2,
         wake_gap: ${4:-0s}, timeouts: {max_pause: 30s}}
 YAML
@@ -90,6 +97,33 @@ in_client() {
   if [ -n "$CG" ]; then sh -c 'echo $$ > "$0/cgroup.procs"; exec "$@"' "$CG" "$@"; else "$@"; fi
 }
 
+# CPU time in ms so far: engine agent containers host (children reaped included).
+ticks() { # pids...
+  local t=0 p
+  for p in "$@"; do
+    [ -r "/proc/$p/stat" ] && t=$((t + $(sed 's/^.*) //' "/proc/$p/stat" | awk '{print $12+$13+$14+$15}')))
+  done
+  echo "$t"
+}
+cpu_now() {
+  local hz; hz=$(getconf CLK_TCK)
+  local eng; eng=$(ticks $(pgrep -x dockerd) $(pgrep -x containerd) $(pgrep -f containerd-shim))
+  local agt; agt=$(ticks "$AGENT")
+  local ctr; ctr=$(cat /sys/fs/cgroup/cpuacct/docker/cpuacct.usage 2>/dev/null || echo 0)
+  local all; all=$(awk '/^cpu /{print $2+$3+$4+$6+$7+$8}' /proc/stat)
+  echo "$((eng * 1000 / hz)) $((agt * 1000 / hz)) $((ctr / 1000000)) $((all * 1000 / hz))"
+}
+cpu_delta() { # before after
+  read -r e0 a0 c0 h0 <<<"$1"; read -r e1 a1 c1 h1 <<<"$2"
+  echo "engine $((e1 - e0)) ms, agent $((a1 - a0)) ms, containers $((c1 - c0)) ms, host in all $((h1 - h0)) ms"
+}
+engine_into() { # cgroup dir: moves dockerd, containerd and the shims there
+  local p
+  for p in $(pgrep -x dockerd) $(pgrep -x containerd) $(pgrep -f containerd-shim); do
+    echo "$p" > "$1/cgroup.procs" 2>/dev/null || true
+  done
+}
+
 storm() { # label
   local label=$1 hosts=()
   for i in $(seq 1 "$AWAKE"); do hosts+=("$(name "$i").apps.test"); done
@@ -100,11 +134,13 @@ storm() { # label
   sleep 5
   local base; base=$(used_mib)
   local t0; t0=$(now)
+  local cpu0; cpu0=$(cpu_now)
   confine
   seq $((AWAKE + 1)) "$N" | in_client xargs -P $((N - AWAKE)) -I{} sh -c \
     't=$(printf "d%04d" {}); curl -s -o /dev/null -w "%{http_code} %{time_total}\n" --max-time 120 --cacert '"$W"'/ca.pem --resolve "$t.apps.test:18943:127.0.0.1" "https://$t.apps.test:18943/"' \
     > "$W/storm-$label.txt"
   local took=$(( $(now) - t0 ))
+  local cpu1; cpu1=$(cpu_now)
   sleep 5
   kill -TERM "$loader"; wait "$loader" || true
   kill "$sampler"; wait "$sampler" 2>/dev/null || true
@@ -115,6 +151,7 @@ storm() { # label
   p99=$(awk '$1==200{print $2*1000}' "$W/storm-$label.txt" | pct 99)
   echo "[$label] storm of $((N - AWAKE)) first requests: answered ${codes}in ${took} ms; woken ones answered p50 ${p50:-–} ms, p99 ${p99:-–} ms"
   echo "[$label] host memory used: ${base} MiB before, peak ${peak} MiB (+$((peak - base)) MiB); awake now: $("$B" --config "$W/berth.yaml" ls -o json | grep -c '"phase": "running"')"
+  echo "[$label] CPU during the storm (${took} ms on $(nproc) cores): $(cpu_delta "$cpu0" "$cpu1")"
   echo "[$label] $AWAKE awake tenants at $RATE req/s during the storm: $(cat "$W/load-$label.txt")"
 }
 
@@ -145,6 +182,13 @@ fi
 # Round 2, capped.
 stop_agent; config "${CAP_WAKES:-4}" 100000 "$MEM" "${WAKE_GAP:-0s}"; start_agent
 storm "capped-${CAP_WAKES:-4}-gap-${WAKE_GAP:-0s}"
+if [ -n "${ENGINE_WEIGHT:-}" ]; then
+  all_asleep
+  stop_agent; config "${CAP_WAKES:-4}" 100000 "$MEM" "${WAKE_GAP:-0s}" "$ENGINE_WEIGHT"; start_agent
+  grep -o 'engine processes[^"]*' "$W/agent.log" | tail -1 || true
+  storm "capped-${CAP_WAKES:-4}-engine-weight-$ENGINE_WEIGHT"
+  engine_into /sys/fs/cgroup/cpu
+fi
 "$B" --config "$W/berth.yaml" ls -o json | grep -o '"error": "not woken[^"]*"' | head -1 || true
 # One client and the per-client limit (default 10 a minute) on what is still asleep.
 stop_agent; config 4 10 "$MEM"; start_agent

@@ -23,7 +23,12 @@ use crate::{
     proxy::Proxy,
 };
 use notify::Watcher;
-use std::{fs::File, os::unix::fs::PermissionsExt, path::Path, sync::Arc};
+use std::{
+    fs::File,
+    os::unix::fs::PermissionsExt,
+    path::{Path, PathBuf},
+    sync::Arc,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
@@ -112,6 +117,33 @@ fn egress_policy(
     }
     let resolvers = Egress::host_resolvers();
     Egress::new(fw, &host.namespace, host.subnet_pool.net(), resolvers)
+}
+
+/// `engine.cpu_weight`: the local engine (found as the peer of its socket) moves to a CPU group
+/// of that weight, so container starts yield to the tenants and the edge. Called at each
+/// connection to the engine's events: an engine restarted since is moved again.
+fn place_engine(host: &HostConfig) {
+    let (Engine::Docker, Some(weight)) = (&host.engine, host.engine_cpu_weight) else {
+        return;
+    };
+    use crate::host_tuning::engine_cpu;
+    let socket = std::env::var("DOCKER_HOST")
+        .ok()
+        .and_then(|h| h.strip_prefix("unix://").map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from("/var/run/docker.sock"));
+    let placed = engine_cpu::engine_pid(&socket)
+        .map_err(|e| format!("{}: {e}", socket.display()))
+        .and_then(|pid| {
+            engine_cpu::place(&engine_cpu::Cgroups::default(), pid, weight)
+                .map_err(|e| e.to_string())
+        });
+    match placed {
+        Ok(Some(what)) => tracing::info!(%what, "engine.cpu_weight"),
+        Ok(None) => {}
+        Err(error) => {
+            tracing::warn!(%error, "cannot set the engine's CPU weight; container starts compete with the tenants")
+        }
+    }
 }
 
 pub async fn run(mut host: HostConfig) -> Result<(), DaemonError> {
@@ -419,6 +451,7 @@ async fn seal_running(ctl: Arc<Controller>) {
 async fn follow_engine_events(ctl: Arc<Controller>, metrics: Arc<crate::metrics::Metrics>) {
     use futures_util::StreamExt;
     loop {
+        place_engine(ctl.host());
         match ctl.runtime().events(&ctl.host().namespace).await {
             Ok(mut events) => {
                 while let Some(e) = events.next().await {

@@ -47,6 +47,7 @@ pub fn host() -> HostConfig {
             http_port: 80,
         },
         engine: crate::desired::engine::Engine::Docker,
+        engine_cpu_weight: None,
     }
 }
 

@@ -61,6 +61,31 @@ pub fn check(
     }
 }
 
+/// Checks `engine.cpu_weight` (this host's engine only: a swarm's nodes are placed by their
+/// own service managers).
+pub fn cpu_weight(e: &EngineFile, err: &mut impl FnMut(&str, String)) -> Option<u16> {
+    let w = e.cpu_weight?;
+    if e.mode.as_deref() == Some("swarm") {
+        err(
+            "engine.cpu_weight",
+            "set the weight on each node's engine service (CPUWeight=); berth places only its \
+             own host's engine"
+                .into(),
+        );
+        return None;
+    }
+    match u16::try_from(w) {
+        Ok(w @ 1..=10000) => Some(w),
+        _ => {
+            err(
+                "engine.cpu_weight",
+                format!("{w} is not a CPU weight; use 1 to 10000 (a plain process has 100)"),
+            );
+            None
+        }
+    }
+}
+
 fn swarm(
     e: &EngineFile,
     resolve: impl Fn(&Path) -> PathBuf,
@@ -135,6 +160,31 @@ mod tests {
             errs.push(format!("{k}: {m}"))
         });
         (e, errs)
+    }
+
+    #[test]
+    fn the_engines_cpu_weight_is_a_cgroup_weight_for_this_hosts_engine_only() {
+        let weight = |yaml: &str| {
+            let f: EngineFile = serde_yaml::from_str(yaml).unwrap();
+            let mut errs = vec![];
+            let w = cpu_weight(&f, &mut |k, m| errs.push(format!("{k}: {m}")));
+            (w, errs)
+        };
+        assert_eq!(weight("{}"), (None, vec![]), "left as it is unless asked");
+        assert_eq!(weight("{cpu_weight: 10}"), (Some(10), vec![]));
+        assert_eq!(weight("{cpu_weight: 10000}"), (Some(10000), vec![]));
+        for bad in [
+            "{cpu_weight: 0}",
+            "{cpu_weight: 10001}",
+            "{cpu_weight: 4294967295}",
+        ] {
+            let (w, errs) = weight(bad);
+            assert_eq!(w, None, "{bad}");
+            assert!(errs[0].starts_with("engine.cpu_weight: ") && errs[0].contains("1 to 10000"));
+        }
+        let (w, errs) = weight("{mode: swarm, cpu_weight: 10}");
+        assert_eq!(w, None);
+        assert!(errs[0].contains("each node's engine service"), "{errs:?}");
     }
 
     #[test]

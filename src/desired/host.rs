@@ -57,6 +57,8 @@ pub struct HostConfig {
     pub domains: DomainsConfig,
     /// The engine tenants run on (`engine:`).
     pub engine: super::engine::Engine,
+    /// The CPU weight the agent gives this host's engine (`engine.cpu_weight`), if any.
+    pub engine_cpu_weight: Option<u16>,
 }
 
 /// Where `/metrics` listens (None: off) and how often container stats are swept.
@@ -346,6 +348,7 @@ pub fn build(file: &spec::Loaded<HostFile>, root: &Path) -> Result<HostConfig, S
     }
     let api_tls = super::api::check(&h.api, resolve, &mut err);
     let engine = super::engine::check(&h.engine, resolve, &mut err);
+    let engine_cpu_weight = super::engine::cpu_weight(&h.engine, &mut err);
     let mut admission = Admission::default();
     let ratios = [
         (
@@ -513,6 +516,7 @@ pub fn build(file: &spec::Loaded<HostFile>, root: &Path) -> Result<HostConfig, S
         api_token_file: h.api.token_file.as_deref().map(resolve),
         api_tls,
         engine,
+        engine_cpu_weight,
         subnet_pool: pool.expect("checked above"),
         ports: (h.ports.first, h.ports.last),
         resync: resync.expect("checked above"),

@@ -91,6 +91,10 @@ pub struct EngineFile {
     /// The image of the per-node egress guard (iptables; built by build-images.sh).
     #[serde(default)]
     pub netguard_image: Option<String>,
+    /// The engine's CPU weight (1–10000; a plain process has 100), set by the agent at start
+    /// when no service manager placed the engine. Default: left as it is.
+    #[serde(default)]
+    pub cpu_weight: Option<u32>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -5,6 +5,8 @@
 //! which at ~1,000 tenants showed as probes timing out. The agent raises the thresholds to
 //! what its subnet pool can hold, never lowers them, and says what it did.
 
+pub mod engine_cpu;
+
 use std::path::Path;
 
 #[derive(Debug, thiserror::Error)]
