@@ -15,6 +15,7 @@
 # what the storm's requests cost (the client's 200 curls, TLS, the pages) from the wakes'.
 # CLIENT_CPU=0.2 runs the storm's curls in a cgroup (v1 or v2) with that much CPU: an attacker
 # on another machine spends its own cores, not the host's.
+# PROFILE=1 measures where the engine's CPU goes instead of running the storm (see below).
 # ENGINE_WEIGHT=10 adds a last capped round with `engine: {cpu_weight: 10}`: the agent moves the
 # engine (dockerd, containerd, the shims) into a CPU cgroup of that weight (a plain process has
 # 100), so container starts yield to the tenants and the edge. Moved back afterwards.
@@ -167,6 +168,33 @@ until [ "$("$B" --config "$W/berth.yaml" ls -o json | grep -cE '"phase": "(runni
 echo "[setup] $N tenants up after $(( ($(now) - t0) / 1000 )) s"
 "$B" --config "$W/berth.yaml" ca > "$W/ca.pem"
 all_asleep
+# PROFILE=1: instead of the storm rounds, where the engine's CPU goes on this host (idle, per
+# reconcile pass, per wake one after another, per list call, per raw stop + start); then exits.
+if [ "${PROFILE:-0}" = 1 ]; then
+  eng() { cpu_now | cut -d' ' -f1; }
+  agt() { cpu_now | cut -d' ' -f2; }
+  e0=$(eng); a0=$(agt); sleep 20
+  echo "[profile] idle 20 s: engine $(( $(eng) - e0 )) ms, agent $(( $(agt) - a0 )) ms"
+  e0=$(eng); a0=$(agt); t0=$(now)
+  for _ in $(seq 10); do "$B" --config "$W/berth.yaml" reconcile >/dev/null; done
+  echo "[profile] 10 passes in $(( $(now) - t0 )) ms: engine $(( $(eng) - e0 )) ms, agent $(( $(agt) - a0 )) ms"
+  e0=$(eng); a0=$(agt); t0=$(now)
+  for k in $(seq $((AWAKE + 1)) $((AWAKE + 10))); do
+    t=$(name "$k")
+    curl -s -o /dev/null --max-time 60 --cacert "$W/ca.pem" --resolve "$t.apps.test:18943:127.0.0.1" "https://$t.apps.test:18943/"
+  done
+  echo "[profile] 10 wakes one after another in $(( $(now) - t0 )) ms: engine $(( $(eng) - e0 )) ms, agent $(( $(agt) - a0 )) ms"
+  for what in "ps -a -q" "network ls -q" "volume ls -q"; do
+    e0=$(eng)
+    for _ in $(seq 10); do docker $what --filter label=io.berth.namespace=storm >/dev/null; done
+    echo "[profile] 10 × docker $what: engine $(( $(eng) - e0 )) ms"
+  done
+  c=$(docker ps -q --filter label=io.berth.namespace=storm --filter label=io.berth.service=app | head -1)
+  e0=$(eng)
+  for _ in $(seq 5); do docker stop -t 1 "$c" >/dev/null; docker start "$c" >/dev/null; done
+  echo "[profile] 5 raw docker stop + start: engine $(( $(eng) - e0 )) ms (the agent's passes on their events included)"
+  exit 0
+fi
 quiet=$(timeout -s TERM 30 python3 scripts/rate-load.py "$W/ca.pem" 18943 "$RATE" $(for i in $(seq 1 "$AWAKE"); do echo "$(name "$i").apps.test"; done) || true)
 echo "[idle] $AWAKE awake tenants at $RATE req/s, nobody waking, 30 s: $quiet"
 # Round 1, uncapped: the admission memory is set far above the host so nothing is refused.

@@ -173,6 +173,10 @@ pub async fn run(mut host: HostConfig) -> Result<(), DaemonError> {
             }
         };
     let ctl = Arc::new(Controller::new(rt, host.clone())?);
+    let mail_files = crate::mail::relay::Paths::new(&layout);
+    ctl.on_purge(Arc::new(move |t| {
+        crate::mail::relay::purge(&mail_files, t).map_err(Into::into)
+    }));
     let egress = Arc::new(egress_policy(&host, node_fw));
     if egress.enforceable() {
         // Each tenant container carries the policy in its own namespace from its start.
@@ -364,7 +368,7 @@ impl Edge {
         stop: &tokio::sync::watch::Receiver<bool>,
         servers: &mut tokio::task::JoinSet<()>,
     ) {
-        crate::proxy::sync::refresh(ctl, &self.proxy, &self.certs, book);
+        crate::reconcile::edge::refresh(ctl, &self.proxy, &self.certs, book);
         // Sleeping tenants' gates hold requests from the first one accepted.
         sleeper.sync_gates();
         let (http, https) = self.listeners;
@@ -374,7 +378,7 @@ impl Edge {
             .serve_listeners(http, https, stop.clone());
         servers.spawn(async move { while accept.join_next().await.is_some() {} });
         servers.spawn(self.certs.clone().run(stop.clone()));
-        servers.spawn(crate::proxy::sync::run(
+        servers.spawn(crate::reconcile::edge::run(
             ctl.clone(),
             self.proxy,
             self.certs,

@@ -5,7 +5,7 @@
 use super::{BackupError, Backups, INSTANCE_MEMBER, archive::Manifest};
 use crate::{
     desired::{self, host::is_dns_label},
-    probe::http as health,
+    proxy::health,
     proxy::target::Target,
     reconcile::Phase,
     spec::instance::{InstanceFile, RunState},

@@ -3,7 +3,7 @@
 //! tenants stopped or in an upgrade skip their turn. Retention is applied after every backup.
 
 use super::Backups;
-use crate::{jobs::schedule, reconcile::Phase, spec::instance::RunState};
+use crate::{desired::schedule, reconcile::Phase, spec::instance::RunState};
 use serde::Serialize;
 use std::{
     collections::BTreeMap,

@@ -43,7 +43,7 @@ impl BackupPolicy {
             out.keep = k;
         }
         if let Some(s) = &file.schedule {
-            crate::jobs::schedule::parse(s).map_err(|message| LimitError {
+            super::schedule::parse(s).map_err(|message| LimitError {
                 field: "backups.schedule",
                 message,
             })?;

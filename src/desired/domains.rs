@@ -54,7 +54,7 @@ pub fn check_custom(d: &str, tenant: &str, host: &HostConfig) -> Result<(), Stri
 /// Only these conflict between tenants; a claim still waiting for proof blocks nothing.
 pub fn proven(state_dir: &Path) -> BTreeMap<String, String> {
     let path = crate::store::Layout::new(state_dir.to_path_buf()).domains();
-    crate::domains::DomainBook::read_bindings(&path)
+    crate::store::domain_book::read_bindings(&path)
 }
 
 #[cfg(test)]

@@ -35,7 +35,7 @@ pub struct HostConfig {
     pub parallelism: usize,
     pub admission: Admission,
     pub metrics: MetricsConfig,
-    pub probes: crate::probe::ProbeConfig,
+    pub probes: super::probes::ProbeConfig,
     pub backup_dir: PathBuf,
     pub plans: BTreeMap<String, Plan>,
     pub default_plan: Option<String>,
@@ -49,7 +49,7 @@ pub struct HostConfig {
     /// the CLI.
     pub db_name_key: Option<String>,
     /// Registry credentials by registry host.
-    pub registries: BTreeMap<String, crate::images::RegistryAuth>,
+    pub registries: BTreeMap<String, super::image_ref::RegistryAuth>,
     /// Registry host → the host its images are pulled from here.
     pub registry_mirrors: BTreeMap<String, String>,
     pub proxy: Option<ProxyConfig>,
@@ -108,7 +108,7 @@ pub struct Plan {
     pub quota: super::quota::Quota,
     pub backups: BackupPolicy,
     /// Destinations allowed beyond the default egress policy.
-    pub egress: Vec<crate::egress::policy::Allow>,
+    pub egress: Vec<super::egress::Allow>,
     /// Idle this long, the tenant sleeps (containers stopped) until a request wakes it.
     pub sleep_after: Option<Duration>,
     /// Share of memory a tenant that may sleep reserves at admission (None: all of it).
@@ -260,12 +260,10 @@ fn sleep_after(s: &str) -> Result<Option<Duration>, super::limits::LimitError> {
     }
 }
 
-fn egress_allows(
-    list: &[String],
-) -> Result<Vec<crate::egress::policy::Allow>, super::limits::LimitError> {
+fn egress_allows(list: &[String]) -> Result<Vec<super::egress::Allow>, super::limits::LimitError> {
     let mut out = Vec::new();
     for (n, s) in list.iter().enumerate() {
-        let a = crate::egress::policy::parse_allow(s).map_err(|m| super::limits::LimitError {
+        let a = super::egress::parse_allow(s).map_err(|m| super::limits::LimitError {
             field: "egress",
             message: format!("entry {n}: {m}"),
         })?;
@@ -277,7 +275,7 @@ fn egress_allows(
 /// `registries` and `registry_mirrors`: registry hosts only (never a path or URL that would
 /// send credentials or pulls elsewhere), a username without control characters.
 fn check_registries(h: &HostFile, err: &mut impl FnMut(&str, String)) {
-    use crate::images::reference::check_registry;
+    use super::image_ref::check_registry;
     for (host, r) in &h.registries {
         if let Err(m) = check_registry(host) {
             err(&format!("registries.{host}"), m);
@@ -410,7 +408,7 @@ pub fn build(file: &spec::Loaded<HostFile>, root: &Path) -> Result<HostConfig, S
             Err(e) => err("metrics.interval", e),
         }
     }
-    let probes = crate::probe::config::build(&h.probes)
+    let probes = super::probes::build(&h.probes)
         .map_err(|errs| errs.into_iter().for_each(|(f, m)| err(&f, m)))
         .unwrap_or_default();
     let mut plans = BTreeMap::new();
@@ -539,7 +537,7 @@ pub fn build(file: &spec::Loaded<HostFile>, root: &Path) -> Result<HostConfig, S
             .registries
             .iter()
             .map(|(host, r)| {
-                let auth = crate::images::RegistryAuth {
+                let auth = super::image_ref::RegistryAuth {
                     username: r.username.clone(),
                     password_file: resolve(&r.password_file),
                 };

@@ -237,8 +237,8 @@ pub fn build(
                         service: j.service.clone(),
                         command,
                         // Checked with the template; a bad value cannot reach here.
-                        timeout: crate::jobs::timeout_of(j.timeout.as_deref())
-                            .unwrap_or(crate::jobs::DEFAULT_TIMEOUT),
+                        timeout: super::schedule::timeout_of(j.timeout.as_deref())
+                            .unwrap_or(super::schedule::DEFAULT_TIMEOUT),
                         wake: j.wake,
                     },
                 )

@@ -41,12 +41,12 @@ impl Smarthost {
 
     /// The egress allow the relay needs when the smarthost is an address in a range tenants
     /// are denied (a provider's internal relay).
-    pub fn allow(&self) -> Option<crate::egress::policy::Allow> {
+    pub fn allow(&self) -> Option<super::egress::Allow> {
         let ip: std::net::Ipv4Addr = self.host.parse().ok()?;
         if ip.is_loopback() {
             return None; // the relay's own loopback: never forwarded
         }
-        crate::egress::policy::parse_allow(&format!("{ip}:{}", self.port)).ok()
+        super::egress::parse_allow(&format!("{ip}:{}", self.port)).ok()
     }
 }
 

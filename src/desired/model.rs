@@ -23,7 +23,7 @@ pub struct Instance {
     pub quota: super::quota::Quota,
     pub backups: super::backups::BackupPolicy,
     /// Destinations allowed beyond the default egress policy (plan or `limits.egress`).
-    pub egress: Vec<crate::egress::policy::Allow>,
+    pub egress: Vec<super::egress::Allow>,
     /// Idle this long (no request at the edge), the tenant sleeps until a request wakes it.
     pub sleep_after: Option<Duration>,
     /// Share of `limits.memory` admission counts for it when it may sleep (None: all).

@@ -90,10 +90,10 @@ pub fn validate(app: &str, source: TemplateSource) -> Result<Template, SpecError
                 format!("service {:?} is not defined", j.service),
             );
         }
-        if let Err(e) = crate::jobs::schedule::parse(&j.schedule) {
+        if let Err(e) = super::schedule::parse(&j.schedule) {
             err(&format!("jobs.{name}.schedule"), e);
         }
-        if let Err(e) = crate::jobs::timeout_of(j.timeout.as_deref()) {
+        if let Err(e) = super::schedule::timeout_of(j.timeout.as_deref()) {
             err(&format!("jobs.{name}.timeout"), e);
         }
     }

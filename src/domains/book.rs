@@ -2,32 +2,12 @@
 //! proof, and the claims waiting for proof. Written atomically.
 
 use super::DomainError;
-use crate::store::atomic;
-use serde::{Deserialize, Serialize};
+pub use crate::store::domain_book::{Binding, Pending};
+use crate::store::{
+    atomic,
+    domain_book::{Book, read_bindings},
+};
 use std::{collections::BTreeMap, path::PathBuf, sync::Mutex};
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct Binding {
-    pub tenant: String,
-    /// `dns` or `http`.
-    pub method: String,
-    pub verified_at: u64,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct Pending {
-    pub domain: String,
-    pub tenant: String,
-    pub token: String,
-    pub created_at: u64,
-}
-
-#[derive(Debug, Default, Clone, Serialize, Deserialize)]
-struct Book {
-    bindings: BTreeMap<String, Binding>,
-    /// Keyed by `domain tenant`: several tenants may claim one domain; proof decides.
-    pending: BTreeMap<String, Pending>,
-}
 
 pub struct DomainBook {
     path: PathBuf,
@@ -153,11 +133,7 @@ impl DomainBook {
     /// Domain → tenant of every proven binding in the book's file at `path` (empty when there
     /// is none or it cannot be read): what validation needs, without opening the book.
     pub fn read_bindings(path: &std::path::Path) -> BTreeMap<String, String> {
-        std::fs::read(path)
-            .ok()
-            .and_then(|b| serde_json::from_slice::<Book>(&b).ok())
-            .map(|b| b.bindings.into_iter().map(|(d, b)| (d, b.tenant)).collect())
-            .unwrap_or_default()
+        read_bindings(path)
     }
 
     pub fn bound_to(&self, domain: &str) -> Option<String> {

@@ -3,7 +3,7 @@
 //! `http://<domain>/.well-known/berth-domain-verification`.
 
 use super::DomainError;
-use crate::egress::policy::{Allow, BLOCKED, Proto};
+use crate::desired::egress::{Allow, BLOCKED, Proto};
 use hickory_resolver::{
     Resolver,
     config::{ConnectionConfig, NameServerConfig, ResolverConfig},
@@ -170,7 +170,7 @@ pub async fn check_http(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::egress::policy::parse_allow;
+    use crate::desired::egress::parse_allow;
 
     #[test]
     fn a_proof_is_fetched_only_from_where_the_tenant_may_go() {

@@ -6,7 +6,8 @@
 
 pub mod ledger;
 pub mod pins;
-pub mod reference;
+pub use crate::desired::image_ref as reference;
+pub use crate::desired::image_ref::RegistryAuth;
 pub mod report;
 
 use crate::runtime::{PullEvent, Runtime};
@@ -25,14 +26,6 @@ pub enum ImageError {
         path: String,
         reason: String,
     },
-}
-
-/// Credentials for one registry host (`registries:` in the host config).
-#[derive(Debug, Clone, PartialEq)]
-pub struct RegistryAuth {
-    pub username: String,
-    /// Read at each pull; must be 0600 or stricter; never logged or shown.
-    pub password_file: PathBuf,
 }
 
 /// A pull under way: layers seen and finished, bytes downloaded of those known.

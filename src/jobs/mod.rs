@@ -2,8 +2,7 @@
 //! schedule, never overlapping itself; every run's exit status, duration and output tail are
 //! kept (in memory and in `tenants/<t>/jobs.json`) for `berth jobs T`.
 
-pub mod schedule;
-
+use crate::desired::schedule;
 use crate::{
     reconcile::{Controller, Phase},
     runtime::spec,
@@ -21,20 +20,6 @@ use std::{
 pub const KEEP_RUNS: usize = 20;
 /// Output kept per run, from its end.
 pub const TAIL_BYTES: usize = 2048;
-/// How long a run may take when its template says nothing.
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
-
-/// A job's `timeout:`: from one second to a day, default 10 minutes.
-pub fn timeout_of(t: Option<&str>) -> Result<Duration, String> {
-    let Some(t) = t else {
-        return Ok(DEFAULT_TIMEOUT);
-    };
-    let d = crate::spec::units::parse_duration(t)?;
-    if d < Duration::from_secs(1) || d > Duration::from_secs(86_400) {
-        return Err(format!("{t:?} is out of range (1s..=24h)"));
-    }
-    Ok(d)
-}
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct Run {
@@ -284,28 +269,6 @@ impl Scheduler {
                 _ = tokio::time::sleep(wait) => {}
                 _ = shutdown.changed() => return,
             }
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_job_timeout_is_a_duration_from_a_second_to_a_day() {
-        assert_eq!(timeout_of(None), Ok(DEFAULT_TIMEOUT));
-        assert_eq!(timeout_of(Some("90s")), Ok(Duration::from_secs(90)));
-        for bad in [
-            "0s",
-            "500ms",
-            "25h",
-            "forever",
-            "-1",
-            "99999999999999999999h",
-            "",
-        ] {
-            assert!(timeout_of(Some(bad)).is_err(), "{bad:?} accepted");
         }
     }
 }

@@ -16,7 +16,7 @@ use std::{
     time::Duration,
 };
 
-pub const SERVICE: &str = "mail";
+pub const SERVICE: &str = labels::MAIL_SERVICE;
 /// Where the tables and keys are inside the relay.
 pub(super) const DKIM_AT: &str = "/etc/berth-mail/dkim";
 
@@ -241,7 +241,7 @@ pub async fn ensure(
         rt.remove_container(&want.name).await?;
     }
     if have.is_none() || stale {
-        crate::reconcile::shared_db::ensure_host_network(rt, host).await?;
+        crate::runtime::host_net::ensure(rt, host).await?;
         let vol = spec::volume_name(&host.namespace, labels::HOST_TENANT, "mail-queue");
         rt.create_volume(&spec::VolumeSpec {
             device: None,

@@ -7,7 +7,7 @@ pub mod instances;
 pub mod oom;
 pub mod probes;
 pub mod process;
-pub mod proxy;
+
 pub mod state;
 pub mod sweep;
 pub mod text;

@@ -1,7 +1,8 @@
 //! Scrape-time figures from berth's own state: certificates, the fleet upgrade, scheduled
 //! jobs and backups, and whether the engine answers.
 
-use super::{encode, proxy::TenantLabel};
+use super::encode;
+use crate::proxy::meter::TenantLabel;
 use crate::{certs::CertManager, reconcile::Controller, upgrade::Fleet};
 use prometheus_client::{
     collector::Collector,

@@ -1,23 +1,12 @@
-//! HTTP probes: the prober's one-shot GET of a tenant's health path at its published address,
-//! and the gate used before a switch (a candidate target answering 2xx `passes` times in a row
-//! within a timeout). Both look like a request the edge forwards.
+//! HTTP probes: the prober's one-shot GET of a tenant's health path at its published address.
+//! It looks like a request the edge forwards. The gate before a switch, through the edge's own
+//! target, is `proxy::health`.
 
-use crate::proxy::{body::empty, target::Target};
+use bytes::Bytes;
+use http_body_util::Empty;
 use hyper::{Request, Uri};
 use hyper_util::rt::TokioIo;
-use std::{net::SocketAddr, sync::Arc, time::Duration};
-
-#[derive(Debug, thiserror::Error)]
-#[error(
-    "target {addr} did not pass {passes} health checks on {path} within {timeout:?} (last: {last})"
-)]
-pub struct Unhealthy {
-    pub addr: std::net::SocketAddr,
-    pub path: String,
-    pub passes: u32,
-    pub timeout: Duration,
-    pub last: String,
-}
+use std::net::SocketAddr;
 
 /// The Host a probe of `inst` sends: the name the edge serves it on (its first domain, else
 /// its subdomain), so an app that redirects to its canonical name answers as it would there.
@@ -29,23 +18,8 @@ pub fn probe_host(inst: &crate::desired::Instance, base_domain: Option<&str>) ->
     }
 }
 
-/// One probe: the status, or why there was none. It looks like a request the edge forwards
-/// (`X-Forwarded-Proto: https`): apps configured for https (WordPress with an https site URL
-/// forces its login page to https) answer probes as they answer their visitors.
-pub async fn probe(t: &Target, path: &str, host: &str) -> Result<u16, String> {
-    let req = request(t.addr, path, host)?;
-    match tokio::time::timeout(Duration::from_secs(5), t.send(req)).await {
-        Ok(Ok((r, _))) => Ok(r.status().as_u16()),
-        Ok(Err(e)) => Err(e.to_string()),
-        Err(_) => Err("timed out".into()),
-    }
-}
-
-fn request(
-    addr: SocketAddr,
-    path: &str,
-    host: &str,
-) -> Result<Request<crate::proxy::body::ProxyBody>, String> {
+/// The request a probe sends, with `body` (empty).
+pub fn request<B>(addr: SocketAddr, path: &str, host: &str, body: B) -> Result<Request<B>, String> {
     let uri: Uri = format!("http://{addr}{path}")
         .parse()
         .map_err(|e| format!("{e}"))?;
@@ -53,7 +27,7 @@ fn request(
         .header(hyper::header::HOST, host)
         .header(hyper::header::USER_AGENT, "berth-health")
         .header("x-forwarded-proto", "https")
-        .body(empty())
+        .body(body)
         .map_err(|e| e.to_string())
 }
 
@@ -72,7 +46,7 @@ pub async fn check(addr: SocketAddr, path: &str, host: &str) -> Result<(), Strin
     let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
         .await
         .map_err(|e| e.to_string())?;
-    let mut req = request(addr, path, host)?;
+    let mut req = request(addr, path, host, Empty::<Bytes>::new())?;
     *req.uri_mut() = path.parse().map_err(|e| format!("{e}"))?;
     tokio::pin!(conn);
     let status = tokio::select! {
@@ -87,42 +61,4 @@ pub async fn check(addr: SocketAddr, path: &str, host: &str) -> Result<(), Strin
     } else {
         Err(format!("status {}", status.as_u16()))
     }
-}
-
-pub async fn wait_healthy(
-    t: &Arc<Target>,
-    path: &str,
-    host: &str,
-    passes: u32,
-    timeout: Duration,
-) -> Result<(), Unhealthy> {
-    let deadline = tokio::time::Instant::now() + timeout;
-    let mut streak = 0;
-    let mut last = String::from("no probe yet");
-    while tokio::time::Instant::now() < deadline {
-        match probe(t, path, host).await {
-            Ok(s) if (200..300).contains(&s) => {
-                streak += 1;
-                if streak >= passes {
-                    return Ok(());
-                }
-            }
-            Ok(s) => {
-                streak = 0;
-                last = format!("status {s}");
-            }
-            Err(e) => {
-                streak = 0;
-                last = e;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    Err(Unhealthy {
-        addr: t.addr,
-        path: path.into(),
-        passes,
-        timeout,
-        last,
-    })
 }

@@ -8,13 +8,12 @@
 //! healthy, and every few fast intervals while unhealthy. At most `concurrency` probes run at
 //! once across all tenants.
 
-pub mod config;
 pub mod db;
 pub mod http;
 mod table;
 pub mod targets;
 
-pub use config::ProbeConfig;
+pub use crate::desired::probes::ProbeConfig;
 pub use table::{ProbeStatus, Prober};
 
 use std::{net::SocketAddr, path::PathBuf};

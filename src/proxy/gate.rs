@@ -2,11 +2,11 @@
 //! targets follows kamal-proxy's order: requests register on the target they load, the swap is
 //! atomic, and the old target is drained after the swap.
 
+use super::meter::TenantMeter;
 use super::{
     limit::Limiter,
     target::{DrainReport, Target, Ticket},
 };
-use crate::metrics::proxy::TenantMeter;
 use arc_swap::ArcSwapOption;
 use std::{
     sync::{

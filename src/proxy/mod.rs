@@ -8,11 +8,12 @@ pub mod cookies;
 pub mod forward;
 pub mod gate;
 pub mod headers;
+pub mod health;
 pub mod limit;
+pub mod meter;
 pub mod pages;
 pub mod routes;
 pub mod server;
-pub mod sync;
 pub mod target;
 pub mod upstream;
 pub mod wakers;
@@ -60,7 +61,7 @@ pub struct Proxy {
     pub cfg: ProxyConfig,
     pub routes: ArcSwap<RouteTable>,
     pub http01: Arc<Http01Tokens>,
-    pub metrics: crate::metrics::proxy::ProxyMetrics,
+    pub metrics: meter::ProxyMetrics,
     tls: Arc<rustls::ServerConfig>,
     gates: Mutex<HashMap<String, Arc<Gate>>>,
     /// Which mounts of each shared domain set which cookies.

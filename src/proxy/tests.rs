@@ -535,7 +535,7 @@ async fn a_switch_under_continuous_load_fails_no_request_and_drains_the_old_targ
     tokio::time::sleep(Duration::from_millis(500)).await;
     let gate = e.proxy.gate("acme").unwrap();
     let new = super::target::Target::new(green.addr, Duration::from_secs(1));
-    crate::probe::http::wait_healthy(&new, "/", "acme.test", 3, Duration::from_secs(5))
+    super::health::wait_healthy(&new, "/", "acme.test", 3, Duration::from_secs(5))
         .await
         .unwrap();
     let report = gate.switch(new, Duration::from_secs(5)).await;

@@ -68,7 +68,15 @@ pub struct Applier<'a> {
     pub pulls: &'a std::sync::Arc<crate::images::Pulls>,
     /// Asks for a pass (a pull ended).
     pub kick: std::sync::Arc<tokio::sync::Notify>,
+    /// What else a purge removes (`Controller::on_purge`).
+    pub purge_hooks: Vec<PurgeHook>,
 }
+
+/// A feature's part of a tenant's purge (its files of the tenant), given the tenant's name.
+/// A failure is logged; the purge goes on.
+pub type PurgeHook = std::sync::Arc<
+    dyn Fn(&str) -> Result<(), Box<dyn std::error::Error + Send + Sync>> + Send + Sync,
+>;
 
 impl Applier<'_> {
     /// Applies `steps` in order, stopping at the first failure (the next pass retries from the
@@ -247,7 +255,11 @@ impl Applier<'_> {
                         .map_err(Self::rt_err(t))?;
                 }
                 if self.host.mail.is_some() {
-                    let relay = crate::mail::relay::container_name(ns);
+                    let relay = spec::container_name(
+                        ns,
+                        crate::runtime::labels::HOST_TENANT,
+                        crate::runtime::labels::MAIL_SERVICE,
+                    );
                     self.rt
                         .disconnect_network(name, &relay)
                         .await
@@ -273,9 +285,10 @@ impl Applier<'_> {
                     self.blocking(t, "disk removal", move || d.remove(&tenant))
                         .await?;
                 }
-                let mail = crate::mail::relay::Paths::new(self.layout);
-                if let Err(e) = crate::mail::relay::purge(&mail, t) {
-                    tracing::warn!(tenant = %t, error = %e, "mail keys not removed");
+                for hook in &self.purge_hooks {
+                    if let Err(e) = hook(t) {
+                        tracing::warn!(tenant = %t, error = %e, "a feature's files of the tenant not removed");
+                    }
                 }
                 self.purge(t)
             }

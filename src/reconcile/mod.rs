@@ -4,6 +4,7 @@
 pub mod apply;
 mod aside;
 pub mod backoff;
+pub mod edge;
 pub mod files;
 mod holds;
 mod one;
@@ -81,6 +82,8 @@ pub struct Controller {
     sleep: Arc<crate::sleep::state::SleepSet>,
     /// The audit log, for the API and for automatic actions.
     audit: Arc<crate::audit::Audit>,
+    /// What else a purge removes (the mail relay's files of the tenant), set by the daemon.
+    purge_hooks: Mutex<Vec<apply::PurgeHook>>,
 }
 
 impl Controller {
@@ -128,6 +131,7 @@ impl Controller {
         let kick = Arc::new(Notify::new());
         let probes = crate::probe::Prober::new(host.probes.clone(), checker, kick.clone());
         Ok(Controller {
+            purge_hooks: Mutex::default(),
             sleep: Arc::new(crate::sleep::state::SleepSet::open(layout.sleep())),
             audit: Arc::new(
                 crate::audit::Audit::open(&layout.root().join("audit"))
@@ -441,7 +445,17 @@ impl Controller {
             disks: self.disks.as_ref().ok().cloned(),
             pulls: &self.pulls,
             kick: self.kick.clone(),
+            purge_hooks: self.purge_hooks(),
         }
+    }
+
+    /// Adds what a tenant's purge also removes (a feature's files of the tenant).
+    pub fn on_purge(&self, hook: apply::PurgeHook) {
+        self.purge_hooks.lock().expect("purge hooks").push(hook);
+    }
+
+    pub fn purge_hooks(&self) -> Vec<apply::PurgeHook> {
+        self.purge_hooks.lock().expect("purge hooks").clone()
     }
 
     /// Points the prober at what runs now and writes its results into the observation.

@@ -314,7 +314,7 @@ pub(super) async fn ensure_server(
         let pw = std::fs::read(&secret).map_err(ferr)?;
         atomic::write_owned(&copy, &pw, 0o400, (999, 999)).map_err(ferr)?;
         let labels = spec::owner_labels(ns, labels::HOST_TENANT);
-        let net = ensure_host_network(rt, host).await?;
+        let net = crate::runtime::host_net::ensure(rt, host).await?;
         let vol = spec::volume_name(ns, labels::HOST_TENANT, &format!("{}-data", kind.service));
         rt.create_volume(&spec::VolumeSpec {
             device: None,
@@ -343,25 +343,6 @@ pub(super) async fn ensure_server(
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     Err(SharedDbError::NotReady)
-}
-
-/// The host's own network (shared servers and the mail relay), created if missing; its name.
-/// The pool's last subnet is reserved for it (tenants never get it).
-pub(crate) async fn ensure_host_network(
-    rt: &dyn Runtime,
-    host: &HostConfig,
-) -> Result<String, RuntimeError> {
-    let ns = &host.namespace;
-    let net = spec::network_name(ns, labels::HOST_TENANT);
-    let (subnet, gateway) = host.subnet_pool.subnet(host.subnet_pool.capacity() - 1);
-    rt.create_network(&spec::NetworkSpec {
-        name: net.clone(),
-        subnet,
-        gateway,
-        labels: spec::owner_labels(ns, labels::HOST_TENANT),
-    })
-    .await?;
-    Ok(net)
 }
 
 /// What a shared server's container has whatever its engine: owned by the host, on the

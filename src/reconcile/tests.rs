@@ -134,9 +134,9 @@ async fn a_broken_instance_file_leaves_the_running_tenant_untouched() {
 }
 
 /// The edge's routes from the controller's last pass, every domain proven, nobody asleep.
-fn edge_of(ctl: &Controller) -> crate::proxy::sync::Edge {
+fn edge_of(ctl: &Controller) -> crate::reconcile::edge::Edge {
     let verified = |_: &str, _: &str| true;
-    crate::proxy::sync::edge(&ctl.desired(), &ctl.board(), ctl.host(), &verified, &|_| {
+    crate::reconcile::edge::edge(&ctl.desired(), &ctl.board(), ctl.host(), &verified, &|_| {
         false
     })
 }

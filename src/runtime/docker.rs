@@ -659,7 +659,7 @@ impl Runtime for DockerRuntime {
         progress: &(dyn for<'e> Fn(&'e super::PullEvent) + Send + Sync),
     ) -> Result<(), RuntimeError> {
         self.count();
-        let (from, tag) = crate::images::reference::pull_parts(image);
+        let (from, tag) = crate::desired::image_ref::pull_parts(image);
         let opts = CreateImageOptions {
             from_image: Some(from),
             tag: Some(tag),
@@ -668,7 +668,7 @@ impl Runtime for DockerRuntime {
         let creds = auth.map(|(username, password)| DockerCredentials {
             username: Some(username),
             password: Some(password),
-            serveraddress: Some(crate::images::reference::registry_of(image).to_string()),
+            serveraddress: Some(crate::desired::image_ref::registry_of(image).to_string()),
             ..Default::default()
         });
         let mut stream = self.docker.create_image(Some(opts), None, creds);
@@ -1011,7 +1011,7 @@ impl Runtime for DockerRuntime {
         let names = |v: Vec<String>| -> Vec<String> {
             v.into_iter()
                 .filter(|r| !r.starts_with("<none>"))
-                .map(|r| crate::images::reference::normalize(&r))
+                .map(|r| crate::desired::image_ref::normalize(&r))
                 .collect()
         };
         Ok(list
@@ -1040,7 +1040,7 @@ impl Runtime for DockerRuntime {
 
     async fn tag_image(&self, source: &str, target: &str) -> Result<(), RuntimeError> {
         self.count();
-        let (repo, tag) = crate::images::reference::pull_parts(target);
+        let (repo, tag) = crate::desired::image_ref::pull_parts(target);
         let opts = TagImageOptions {
             repo: Some(repo),
             tag: Some(tag),

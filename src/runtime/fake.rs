@@ -43,7 +43,7 @@ impl FakeRuntime {
         self.state.lock().unwrap().images = Some(
             images
                 .iter()
-                .map(|i| crate::images::reference::normalize(i))
+                .map(|i| crate::desired::image_ref::normalize(i))
                 .collect(),
         );
     }
@@ -115,7 +115,7 @@ impl Runtime for FakeRuntime {
             total: None,
         });
         if let Some(i) = &mut s.images {
-            i.insert(crate::images::reference::normalize(image));
+            i.insert(crate::desired::image_ref::normalize(image));
         }
         Ok(())
     }
@@ -331,7 +331,7 @@ impl Runtime for FakeRuntime {
     async fn remove_image(&self, reference: &str) -> Result<(), RuntimeError> {
         let mut s = self.record(format!("remove_image {reference}"))?;
         if let Some(i) = &mut s.images {
-            i.remove(&crate::images::reference::normalize(reference));
+            i.remove(&crate::desired::image_ref::normalize(reference));
         }
         Ok(())
     }
@@ -339,7 +339,7 @@ impl Runtime for FakeRuntime {
     async fn tag_image(&self, source: &str, target: &str) -> Result<(), RuntimeError> {
         let mut s = self.record(format!("tag_image {source} {target}"))?;
         if let Some(i) = &mut s.images {
-            i.insert(crate::images::reference::normalize(target));
+            i.insert(crate::desired::image_ref::normalize(target));
         }
         Ok(())
     }

@@ -10,6 +10,8 @@ pub const TEMPLATE: &str = "io.berth.template";
 pub const VERSION: &str = "io.berth.version";
 /// Tenant label value of host-level objects (the shared database server).
 pub const HOST_TENANT: &str = "_host";
+/// The service name of the host's mail relay (a host-owned container on tenant networks).
+pub const MAIL_SERVICE: &str = "mail";
 /// On tenant containers only: the plan's egress allows (space-separated), sealed into the
 /// container's network namespace when berth starts it (see `netns`).
 pub const EGRESS: &str = "io.berth.egress";

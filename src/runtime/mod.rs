@@ -4,6 +4,7 @@
 pub mod cgroup;
 pub mod docker;
 pub mod fake;
+pub mod host_net;
 pub mod labels;
 pub mod netns;
 pub mod proctree;
@@ -126,7 +127,7 @@ pub struct Inventory {
     pub containers: Vec<ObservedContainer>,
     pub networks: Vec<ObservedNetwork>,
     pub volumes: Vec<ObservedVolume>,
-    /// Images the engine has, as `images::reference::normalize` writes them (tags and
+    /// Images the engine has, as `desired::image_ref::normalize` writes them (tags and
     /// digests); None when not observed (then every image counts as present).
     pub images: Option<std::collections::BTreeSet<String>>,
     /// Each of those names → the engine's image id it points at (empty when not observed).

@@ -41,7 +41,7 @@ pub struct HostFile {
     pub metrics: MetricsFile,
     /// How berth probes tenants' health.
     #[serde(default)]
-    pub probes: crate::probe::config::ProbesFile,
+    pub probes: super::probes::ProbesFile,
     /// Where backup archives go; default `<state_dir>/backups`.
     #[serde(default)]
     pub backup_dir: Option<PathBuf>,

@@ -8,6 +8,7 @@ pub mod host;
 pub mod instance;
 pub mod lint;
 pub mod locate;
+pub mod probes;
 pub mod template;
 pub mod units;
 

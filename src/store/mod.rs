@@ -2,6 +2,7 @@
 
 pub mod alloc;
 pub mod atomic;
+pub mod domain_book;
 pub mod identity;
 pub mod layout;
 pub mod private;

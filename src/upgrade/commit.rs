@@ -7,7 +7,7 @@ use super::{
     transition::{Fail, next_name},
 };
 use crate::{
-    probe::http as health,
+    proxy::health,
     proxy::target::Target,
     runtime::spec,
     spec::{instance::InstanceFile, template::UpgradeStrategy},

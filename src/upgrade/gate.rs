@@ -7,7 +7,7 @@ use super::{
 };
 use crate::{
     desired::{self, Instance},
-    probe::http as health,
+    proxy::health,
     proxy::target::Target,
     spec::template::StringOrList,
 };

@@ -164,6 +164,7 @@ impl Upgrader {
             disks: self.ctl.disks().ok().cloned(),
             pulls: self.ctl.pulls(),
             kick: self.ctl.kick_handle(),
+            purge_hooks: self.ctl.purge_hooks(),
         }
     }
 

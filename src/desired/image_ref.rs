@@ -1,5 +1,16 @@
 //! Image references as Docker reads them (pure): which registry a reference names, and the
-//! form the engine lists it under, so "is it here?" is a set lookup.
+//! form the engine lists it under, so "is it here?" is a set lookup. And the credentials a
+//! registry host is pulled from with.
+
+use std::path::PathBuf;
+
+/// Credentials for one registry host (`registries:` in the host config).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RegistryAuth {
+    pub username: String,
+    /// Read at each pull; must be 0600 or stricter; never logged or shown.
+    pub password_file: PathBuf,
+}
 
 /// Docker Hub, as references name it when they name no registry.
 pub const DOCKER_HUB: &str = "docker.io";
@@ -30,11 +41,8 @@ pub fn check_registry(r: &str) -> Result<(), String> {
     if port.is_some_and(|p| !p.parse::<u16>().is_ok_and(|n| n > 0)) {
         return Err(bad());
     }
-    let name = || {
-        !host.is_empty()
-            && host.len() <= 253
-            && host.split('.').all(crate::desired::host::is_dns_label)
-    };
+    let name =
+        || !host.is_empty() && host.len() <= 253 && host.split('.').all(super::host::is_dns_label);
     if host.parse::<std::net::Ipv4Addr>().is_ok() || name() {
         Ok(())
     } else {

@@ -1,16 +1,16 @@
-//! From desired state to the edge: each tenant's routes (subdomain, verified custom domains,
+//! From desired state to the edge (the reconciler drives the proxy as it drives the engine): each tenant's routes (subdomain, verified custom domains,
 //! aliases, path mounts, target port, maintenance) and the domains that need certificates.
 
-use super::TenantRoutes;
+use super::{Board, Phase};
 use crate::{
     desired::{Desired, HostConfig},
-    reconcile::{Board, Phase},
+    proxy::TenantRoutes,
     spec::instance::RunState,
 };
 use std::{collections::BTreeMap, net::SocketAddr};
 
 /// Where a tenant's web port is published: its swarm node, or this host's loopback.
-fn host_of(s: &crate::reconcile::InstanceStatus) -> std::net::Ipv4Addr {
+fn host_of(s: &super::InstanceStatus) -> std::net::Ipv4Addr {
     s.containers
         .iter()
         .find(|c| Some(&c.service) == s.web_service.as_ref())
@@ -115,8 +115,8 @@ pub fn edge(
 
 /// One rebuild from the controller's current desired state and board.
 pub fn refresh(
-    ctl: &crate::reconcile::Controller,
-    proxy: &super::Proxy,
+    ctl: &super::Controller,
+    proxy: &crate::proxy::Proxy,
     certs: &std::sync::Arc<crate::certs::CertManager>,
     book: &crate::domains::DomainBook,
 ) {
@@ -135,8 +135,8 @@ pub fn refresh(
 /// Rebuilds routes and the certificate set after every reconcile pass (and domain proof):
 /// certificates first, so a newly routed host already has one.
 pub async fn run(
-    ctl: std::sync::Arc<crate::reconcile::Controller>,
-    proxy: std::sync::Arc<super::Proxy>,
+    ctl: std::sync::Arc<super::Controller>,
+    proxy: std::sync::Arc<crate::proxy::Proxy>,
     certs: std::sync::Arc<crate::certs::CertManager>,
     book: std::sync::Arc<crate::domains::DomainBook>,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
