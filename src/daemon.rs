@@ -119,31 +119,47 @@ fn egress_policy(
     Egress::new(fw, &host.namespace, host.subnet_pool.net(), resolvers)
 }
 
-/// `engine.cpu_weight`: the local engine (found as the peer of its socket) moves to a CPU group
-/// of that weight, so container starts yield to the tenants and the edge. Called at each
-/// connection to the engine's events: an engine restarted since is moved again.
+/// `engine.cpu_weight`: the local engine (found as the peer of its socket) and its programs
+/// move to a CPU group of that weight, so container starts yield to the tenants and the edge.
+/// Called once connected to the engine's events, each time: an engine restarted since is moved
+/// again. Blocking work (a connect, a walk of /proc), so off the runtime's threads.
 fn place_engine(host: &HostConfig) {
     let (Engine::Docker, Some(weight)) = (&host.engine, host.engine_cpu_weight) else {
         return;
     };
-    use crate::host_tuning::engine_cpu;
-    let socket = std::env::var("DOCKER_HOST")
-        .ok()
-        .and_then(|h| h.strip_prefix("unix://").map(PathBuf::from))
-        .unwrap_or_else(|| PathBuf::from("/var/run/docker.sock"));
-    let placed = engine_cpu::engine_pid(&socket)
-        .map_err(|e| format!("{}: {e}", socket.display()))
-        .and_then(|pid| {
-            engine_cpu::place(&engine_cpu::Cgroups::default(), pid, weight)
-                .map_err(|e| e.to_string())
-        });
-    match placed {
-        Ok(Some(what)) => tracing::info!(%what, "engine.cpu_weight"),
-        Ok(None) => {}
-        Err(error) => {
-            tracing::warn!(%error, "cannot set the engine's CPU weight; container starts compete with the tenants")
+    let socket = match std::env::var("DOCKER_HOST") {
+        Err(_) => PathBuf::from("/var/run/docker.sock"),
+        Ok(h) => match h.strip_prefix("unix://") {
+            Some(p) => PathBuf::from(p),
+            None => {
+                tracing::warn!(docker_host = %h, "engine.cpu_weight needs the engine on a unix socket; its weight is left as it is");
+                return;
+            }
+        },
+    };
+    tokio::task::spawn_blocking(move || {
+        use crate::host_tuning::engine_cpu;
+        let placed = engine_cpu::engine_pid(&socket)
+            .map_err(|e| format!("{}: {e}", socket.display()))
+            .and_then(|pid| {
+                engine_cpu::place(&engine_cpu::Cgroups::default(), pid, weight)
+                    .map_err(|e| e.to_string())
+            });
+        // Said once until it works: the events stream is retried every 2 s while the engine is down.
+        static WARNED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+        match placed {
+            Ok(what) => {
+                WARNED.store(false, std::sync::atomic::Ordering::Relaxed);
+                if let Some(what) = what {
+                    tracing::info!(%what, "engine.cpu_weight")
+                }
+            }
+            Err(error) if !WARNED.swap(true, std::sync::atomic::Ordering::Relaxed) => {
+                tracing::warn!(%error, "cannot set the engine's CPU weight; container starts compete with the tenants")
+            }
+            Err(_) => {}
         }
-    }
+    });
 }
 
 pub async fn run(mut host: HostConfig) -> Result<(), DaemonError> {
@@ -455,9 +471,9 @@ async fn seal_running(ctl: Arc<Controller>) {
 async fn follow_engine_events(ctl: Arc<Controller>, metrics: Arc<crate::metrics::Metrics>) {
     use futures_util::StreamExt;
     loop {
-        place_engine(ctl.host());
         match ctl.runtime().events(&ctl.host().namespace).await {
             Ok(mut events) => {
+                place_engine(ctl.host());
                 while let Some(e) = events.next().await {
                     metrics.on_event(&e);
                     if matches!(e.action.as_str(), "start" | "die" | "restart") {

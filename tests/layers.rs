@@ -87,7 +87,9 @@ fn strip_comments(text: &str) -> String {
     out
 }
 
-/// The text before the file's `#[cfg(test)]` module (unit tests sit at the end of a file).
+/// The text without its inline `#[cfg(test)] mod … { … }` (unit tests sit at the end of a
+/// file). A test module in a file of its own (`mod tests;`) is skipped as a file, and the
+/// text after its declaration is kept.
 fn without_tests(text: &str) -> String {
     let mut at = 0;
     while let Some(i) = text[at..].find("#[cfg(test)]") {
@@ -96,7 +98,13 @@ fn without_tests(text: &str) -> String {
             Some(r) => r.split_once(']').map_or("", |x| x.1).trim_start(),
             None => rest,
         };
-        if rest.starts_with("mod ") || rest.starts_with("pub mod ") {
+        let module = rest
+            .strip_prefix("pub ")
+            .unwrap_or(rest)
+            .strip_prefix("mod ");
+        let inline =
+            module.is_some_and(|m| m.find(['{', ';']).is_some_and(|j| m.as_bytes()[j] == b'{'));
+        if inline {
             return text[..at + i].to_string();
         }
         at += i + 12;
@@ -277,10 +285,13 @@ fn every_import_between_folders_goes_down_a_layer_or_is_a_named_exception() {
 #[test]
 fn the_reader_sees_what_it_must_and_nothing_else() {
     let text = "use crate::{a::b, c, d::{e, f}, self};\nfn x() { crate::g::h(); }\n\
+                #[cfg(test)]\nmod fuzz;\nuse crate::after_a_test_file;\n\
                 // crate::commented\nlet s = \"http://x\"; crate::after_url::y();\n\
                 #[cfg(test)]\nmod tests { use crate::test_only; }\n";
     let seen = imports(&without_tests(&strip_comments(text)));
-    let want: BTreeSet<String> = ["a", "c", "d", "g", "after_url"].map(String::from).into();
+    let want: BTreeSet<String> = ["a", "c", "d", "g", "after_a_test_file", "after_url"]
+        .map(String::from)
+        .into();
     assert_eq!(seen, want);
 }
 

@@ -3,12 +3,14 @@
 //! hundred tenant networks. A wake storm makes the engine start containers back to back, and a
 //! daemon started by hand or by an init without cgroups runs in the root CPU group, where each
 //! of its threads weighs as much as all tenant containers together. The awake tenants and the
-//! edge then wait behind it (measured: their p99 3.4× idle; with the engine at weight 10, 1.7×).
+//! edge then wait behind it (BENCHMARKS, "A wake storm", runs 6 and 7).
 //!
-//! With `engine.cpu_weight`, the agent moves the engine, its children and the container shims
-//! out of the root group into a group of that weight. An engine a service manager placed
-//! (systemd's `docker.service`) is left where it is: the weight belongs in its unit
-//! (`systemd/docker.service.d/berth-cpu.conf`).
+//! With `engine.cpu_weight`, the agent moves the engine's programs (dockerd, containerd, the
+//! container shims, docker-proxy; by name, and only those in the root group) into a group of
+//! that weight. The engine is the peer of the engine's socket and must be dockerd: with socket
+//! activation the peer is the service manager, which is never moved. An engine a service
+//! manager placed (systemd's `docker.service`) is left where it is: the weight belongs in its
+//! unit (`systemd/docker.service.d/berth-cpu.conf`).
 
 use std::{
     io,
@@ -21,16 +23,23 @@ pub enum EngineCpuError {
     Io { path: String, source: io::Error },
     #[error("engine process {0} has no CPU cgroup (neither a v1 cpu controller nor v2)")]
     NoCpuGroup(u32),
+    #[error(
+        "the engine's socket is held by {comm:?} (process {pid}), not the engine: with socket \
+         activation, set the weight in the engine's unit (CPUWeight=)"
+    )]
+    NotTheEngine { pid: u32, comm: String },
+    #[error("{0}: no cpu controller is mounted there")]
+    NoController(String),
 }
 
 /// Where the host's processes and CPU cgroups are seen (`/proc`, `/sys/fs/cgroup`), the
-/// name of the group the engine goes to, and how the engine's container shims are named
-/// (they detach from it, so are found by name).
+/// name of the group the engine goes to, and the engine's programs by process name (`comm`;
+/// a trailing `*` matches a prefix). The first names the engine itself.
 pub struct Cgroups {
     pub proc: PathBuf,
     pub root: PathBuf,
     pub group: String,
-    pub shims: Option<String>,
+    pub programs: Vec<String>,
 }
 
 impl Default for Cgroups {
@@ -39,7 +48,9 @@ impl Default for Cgroups {
             proc: "/proc".into(),
             root: "/sys/fs/cgroup".into(),
             group: "berth-engine".into(),
-            shims: Some("containerd-shim".into()),
+            programs: ["dockerd", "containerd", "containerd-shim*", "docker-proxy"]
+                .map(String::from)
+                .into(),
         }
     }
 }
@@ -51,9 +62,31 @@ pub fn engine_pid(socket: &Path) -> io::Result<u32> {
 }
 
 fn peer_pid(s: &std::os::unix::net::UnixStream) -> io::Result<u32> {
-    let cred = rustix::net::sockopt::socket_peercred(s)?;
-    u32::try_from(cred.pid.as_raw_nonzero().get())
-        .map_err(|_| io::Error::other("the peer has no process id"))
+    use std::os::fd::AsRawFd;
+    let mut cred = libc::ucred {
+        pid: 0,
+        uid: 0,
+        gid: 0,
+    };
+    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+    // SAFETY: `cred` and `len` are valid for writes of the sizes given; the fd is open.
+    let rc = unsafe {
+        libc::getsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            (&mut cred as *mut libc::ucred).cast(),
+            &mut len,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // 0: the peer is outside this process's PID namespace.
+    u32::try_from(cred.pid)
+        .ok()
+        .filter(|&p| p > 0)
+        .ok_or_else(|| io::Error::other("the socket's peer has no process id in this namespace"))
 }
 
 /// A process's CPU cgroup: v1 (the hierarchy with the `cpu` controller) or v2 (unified).
@@ -87,94 +120,123 @@ fn cpu_group(proc: &Path, pid: u32) -> Option<CpuGroup> {
     v2
 }
 
-/// The engine, every process descended from it, and the container shims, each still in the
-/// root CPU group.
-fn engine_processes(proc: &Path, engine: u32, shims: Option<&str>) -> Vec<u32> {
-    let mut all = Vec::new();
-    for entry in std::fs::read_dir(proc).into_iter().flatten().flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|n| n.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
-        // comm may hold spaces and parentheses: the fields after it follow the last ')'.
-        let comm = stat.get(stat.find('(').map_or(0, |i| i + 1)..stat.rfind(')').unwrap_or(0));
-        let ppid = stat
-            .rfind(')')
-            .and_then(|i| stat[i + 1..].split_whitespace().nth(1))
-            .and_then(|p| p.parse::<u32>().ok());
-        all.push((pid, ppid.unwrap_or(0), comm.unwrap_or("").to_string()));
-    }
-    let mut chosen = vec![engine];
-    let mut grew = true;
-    while grew {
-        grew = false;
-        for (pid, ppid, comm) in &all {
-            let shim = shims.is_some_and(|s| comm.starts_with(s));
-            let wanted = chosen.contains(ppid) || shim;
-            if wanted && !chosen.contains(pid) {
-                chosen.push(*pid);
-                grew = true;
-            }
-        }
-    }
-    chosen.retain(|&p| cpu_group(proc, p).is_some_and(|g| g.path() == "/"));
-    chosen.sort_unstable();
-    chosen
+fn comm(proc: &Path, pid: u32) -> Option<String> {
+    let c = std::fs::read_to_string(proc.join(pid.to_string()).join("comm")).ok()?;
+    Some(c.trim_end_matches('\n').to_string())
+}
+
+fn is_program(cg: &Cgroups, comm: &str) -> bool {
+    cg.programs.iter().any(|p| match p.strip_suffix('*') {
+        Some(prefix) => comm.starts_with(prefix),
+        None => comm == p,
+    })
+}
+
+/// An engine program still in the root CPU group, checked again just before it is moved.
+fn movable(cg: &Cgroups, pid: u32) -> bool {
+    comm(&cg.proc, pid).is_some_and(|c| is_program(cg, &c))
+        && cpu_group(&cg.proc, pid).is_some_and(|g| g.path() == "/")
+}
+
+/// The engine's programs (by name, whoever started them) still in the root CPU group. Tenant
+/// processes are never among them: they live in their containers' groups.
+fn engine_processes(cg: &Cgroups) -> Vec<u32> {
+    let mut out: Vec<u32> = std::fs::read_dir(&cg.proc)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&pid| pid > 1 && movable(cg, pid))
+        .collect();
+    out.sort_unstable();
+    out
 }
 
 /// Gives the engine answering as process `engine` the CPU weight `weight` (cgroup v2 scale,
-/// 1–10000; v1 shares are scaled from it). Returns what it did, in a sentence, or None when the
-/// engine is in that group already (what it starts later is born there).
+/// 1–10000; v1 shares are scaled from it), with its other programs. Returns what it did, in a
+/// sentence, or None when there was nothing left to move.
 pub fn place(cg: &Cgroups, engine: u32, weight: u16) -> Result<Option<String>, EngineCpuError> {
-    let group = cpu_group(&cg.proc, engine).ok_or(EngineCpuError::NoCpuGroup(engine))?;
-    if group.path() == format!("/{}", cg.group) {
-        return Ok(None);
+    let name = comm(&cg.proc, engine).unwrap_or_default();
+    if engine <= 1 || cg.programs.first().is_none_or(|p| *p != name) {
+        return Err(EngineCpuError::NotTheEngine {
+            pid: engine,
+            comm: name,
+        });
     }
-    if group.path() != "/" {
+    let group = cpu_group(&cg.proc, engine).ok_or(EngineCpuError::NoCpuGroup(engine))?;
+    if group.path() != "/" && group.path() != format!("/{}", cg.group) {
         return Ok(Some(format!(
             "the engine is in {} (its service manager's group): left as it is; set its weight \
              there (CPUWeight={weight})",
             group.path()
         )));
     }
-    let (dir, file, value) = match group {
+    let (dir, file, value) = target(cg, &group, weight)?;
+    let moved = engine_processes(cg);
+    if moved.is_empty() {
+        return Ok(None);
+    }
+    let (mut done, mut failed) = (0, None);
+    for pid in moved {
+        // Checked again: a process may have exited or changed since the scan.
+        if !movable(cg, pid) {
+            continue;
+        }
+        match write(&dir.join("cgroup.procs"), &pid.to_string()) {
+            Ok(()) => done += 1,
+            Err(e) => failed = failed.or(Some(e.to_string())),
+        }
+    }
+    let mut said = format!(
+        "{done} engine processes moved to {} with {file} {value}",
+        dir.display()
+    );
+    if let Some(e) = failed {
+        said.push_str(&format!("; some could not be moved ({e})"));
+    }
+    Ok(Some(said))
+}
+
+/// The group's directory (made if missing, under a mounted cpu controller), its weight file
+/// and the value written there.
+fn target(
+    cg: &Cgroups,
+    group: &CpuGroup,
+    weight: u16,
+) -> Result<(PathBuf, &'static str, u64), EngineCpuError> {
+    let (parent, file, value) = match group {
         CpuGroup::V1(_) => (
-            cg.root.join("cpu").join(&cg.group),
+            cg.root.join("cpu"),
             "cpu.shares",
             (u64::from(weight) * 1024 / 100).max(2),
         ),
-        CpuGroup::V2(_) => {
-            write(&cg.root.join("cgroup.subtree_control"), "+cpu")?;
-            (cg.root.join(&cg.group), "cpu.weight", u64::from(weight))
-        }
+        CpuGroup::V2(_) => (cg.root.clone(), "cpu.weight", u64::from(weight)),
     };
-    let io = |path: &Path| {
-        let path = path.display().to_string();
-        move |source| EngineCpuError::Io { path, source }
+    let controller = match group {
+        CpuGroup::V1(_) => parent.join("cpu.shares"),
+        CpuGroup::V2(_) => parent.join("cgroup.subtree_control"),
     };
-    std::fs::create_dir_all(&dir).map_err(io(&dir))?;
-    write(&dir.join(file), &value.to_string())?;
-    let moved = engine_processes(&cg.proc, engine, cg.shims.as_deref());
-    for pid in &moved {
-        // A process that exited since the scan is not an error.
-        match write(&dir.join("cgroup.procs"), &pid.to_string()) {
-            Err(EngineCpuError::Io { source, .. })
-                if source.raw_os_error() == Some(rustix::io::Errno::SRCH.raw_os_error()) => {}
-            other => other?,
-        }
+    if !controller.exists() {
+        return Err(EngineCpuError::NoController(parent.display().to_string()));
     }
-    Ok(Some(format!(
-        "{} engine processes (the engine {engine}, its children, the container shims) moved to \
-         {} with {file} {value}",
-        moved.len(),
-        dir.display()
-    )))
+    if matches!(group, CpuGroup::V2(_)) {
+        write(&controller, "+cpu")?;
+    }
+    let dir = parent.join(&cg.group);
+    match std::fs::create_dir(&dir) {
+        Err(e) if e.kind() != io::ErrorKind::AlreadyExists => {
+            return Err(EngineCpuError::Io {
+                path: dir.display().to_string(),
+                source: e,
+            });
+        }
+        _ => {}
+    }
+    write(&dir.join(file), &value.to_string())?;
+    Ok((dir, file, value))
 }
 
+/// One value written to an existing control file (never created: a missing one is an error).
 fn write(path: &Path, value: &str) -> Result<(), EngineCpuError> {
     use std::io::Write;
     let err = |source| EngineCpuError::Io {
@@ -184,12 +246,6 @@ fn write(path: &Path, value: &str) -> Result<(), EngineCpuError> {
     let mut f = std::fs::OpenOptions::new()
         .append(true)
         .open(path)
-        .or_else(|e| match e.kind() {
-            io::ErrorKind::NotFound if !path.ends_with("cgroup.subtree_control") => {
-                std::fs::File::create(path)
-            }
-            _ => Err(e),
-        })
         .map_err(err)?;
     f.write_all(value.as_bytes()).map_err(err)
 }

@@ -1,11 +1,11 @@
 use super::*;
 
-/// A fake /proc: (pid, ppid, comm, its /proc/<pid>/cgroup text).
-fn procs(dir: &Path, list: &[(u32, u32, &str, &str)]) {
-    for (pid, ppid, comm, cgroup) in list {
+/// A fake /proc: (pid, comm, its /proc/<pid>/cgroup text).
+fn procs(dir: &Path, list: &[(u32, &str, &str)]) {
+    for (pid, comm, cgroup) in list {
         let d = dir.join(pid.to_string());
         std::fs::create_dir_all(&d).unwrap();
-        std::fs::write(d.join("stat"), format!("{pid} ({comm}) S {ppid} 1 1 0 -1")).unwrap();
+        std::fs::write(d.join("comm"), format!("{comm}\n")).unwrap();
         std::fs::write(d.join("cgroup"), cgroup).unwrap();
     }
 }
@@ -13,76 +13,119 @@ fn procs(dir: &Path, list: &[(u32, u32, &str, &str)]) {
 const V1_ROOT: &str = "9:name=systemd:/\n2:cpu,cpuacct:/\n0::/\n";
 const V1_CONTAINER: &str = "2:cpu,cpuacct:/docker/abc\n0::/\n";
 
-fn fake(list: &[(u32, u32, &str, &str)]) -> (tempfile::TempDir, Cgroups) {
+/// A fake host: its processes, and a cgroup tree with the control files the kernel would make.
+fn fake(list: &[(u32, &str, &str)]) -> (tempfile::TempDir, Cgroups) {
     let dir = tempfile::tempdir().unwrap();
     procs(&dir.path().join("proc"), list);
-    std::fs::create_dir_all(dir.path().join("cg/cpu")).unwrap();
+    for d in ["cg/cpu/berth-engine", "cg/berth-engine"] {
+        let d = dir.path().join(d);
+        std::fs::create_dir_all(&d).unwrap();
+        for f in ["cpu.shares", "cpu.weight", "cgroup.procs"] {
+            std::fs::write(d.join(f), "").unwrap();
+        }
+    }
+    std::fs::write(dir.path().join("cg/cpu/cpu.shares"), "1024").unwrap();
     std::fs::write(dir.path().join("cg/cgroup.subtree_control"), "").unwrap();
     let cg = Cgroups {
         proc: dir.path().join("proc"),
         root: dir.path().join("cg"),
-        group: "berth-engine".into(),
-        shims: Some("containerd-shim".into()),
+        ..Cgroups::default()
     };
     (dir, cg)
 }
 
+fn read(cg: &Cgroups, p: &str) -> String {
+    std::fs::read_to_string(cg.root.join(p)).unwrap()
+}
+
 #[test]
-fn the_engine_its_children_and_the_shims_move_to_a_low_weight_group_and_nothing_else() {
+fn the_engines_programs_move_to_a_low_weight_group_and_nothing_else() {
     let (_d, cg) = fake(&[
-        (1, 0, "init", V1_ROOT),
-        (10, 1, "dockerd", V1_ROOT),
-        (11, 10, "containerd", V1_ROOT),
-        (12, 11, "iptables", V1_ROOT),
-        (20, 1, "containerd-shim", V1_ROOT),
-        (21, 20, "httpd (tenant)", V1_CONTAINER),
-        (30, 1, "berth", V1_ROOT),
+        (1, "systemd", V1_ROOT),
+        (10, "dockerd", V1_ROOT),
+        (11, "containerd", V1_ROOT),
+        (12, "iptables", V1_ROOT),
+        (20, "containerd-shim", V1_ROOT),
+        (21, "containerd", V1_CONTAINER),
+        (30, "berth", V1_ROOT),
+        (31, "docker-proxy", V1_ROOT),
     ]);
     let said = place(&cg, 10, 10).unwrap().unwrap();
     assert!(said.starts_with("4 engine processes"), "{said}");
-    let group = cg.root.join("cpu/berth-engine");
+    assert_eq!(read(&cg, "cpu/berth-engine/cpu.shares"), "102");
     assert_eq!(
-        std::fs::read_to_string(group.join("cpu.shares")).unwrap(),
-        "102"
+        read(&cg, "cpu/berth-engine/cgroup.procs"),
+        "10112031",
+        "dockerd, containerd, the shim, docker-proxy; not init, iptables, the agent, or a \
+         tenant's process named like the engine"
     );
-    assert_eq!(
-        std::fs::read_to_string(group.join("cgroup.procs")).unwrap(),
-        "10111220",
-        "dockerd, containerd, its child, the shim; not init, the tenant or the agent"
-    );
-    // Once there, a second look changes nothing.
-    std::fs::write(cg.proc.join("10/cgroup"), "2:cpu,cpuacct:/berth-engine\n").unwrap();
+    // Once they are there, a second look moves nothing.
+    for pid in [10, 11, 20, 31] {
+        std::fs::write(
+            cg.proc.join(format!("{pid}/cgroup")),
+            "2:cpu,cpuacct:/berth-engine\n",
+        )
+        .unwrap();
+    }
     assert_eq!(place(&cg, 10, 10).unwrap(), None);
+    // A containerd restarted on its own later is found by name.
+    procs(&cg.proc, &[(40, "containerd", V1_ROOT)]);
+    assert!(
+        place(&cg, 10, 10)
+            .unwrap()
+            .unwrap()
+            .starts_with("1 engine processes")
+    );
 }
 
 #[test]
 fn on_cgroup_v2_the_weight_is_written_as_is_and_the_cpu_controller_enabled() {
-    let (_d, cg) = fake(&[(10, 1, "dockerd", "0::/\n")]);
+    let (_d, cg) = fake(&[(10, "dockerd", "0::/\n")]);
     place(&cg, 10, 10).unwrap();
-    let read = |p: &str| std::fs::read_to_string(cg.root.join(p)).unwrap();
-    assert_eq!(read("berth-engine/cpu.weight"), "10");
-    assert_eq!(read("cgroup.subtree_control"), "+cpu");
-    assert_eq!(read("berth-engine/cgroup.procs"), "10");
+    assert_eq!(read(&cg, "berth-engine/cpu.weight"), "10");
+    assert_eq!(read(&cg, "cgroup.subtree_control"), "+cpu");
+    assert_eq!(read(&cg, "berth-engine/cgroup.procs"), "10");
 }
 
 #[test]
 fn an_engine_a_service_manager_placed_is_left_where_it_is() {
-    let (_d, cg) = fake(&[(10, 1, "dockerd", "0::/system.slice/docker.service\n")]);
+    let (_d, cg) = fake(&[(10, "dockerd", "0::/system.slice/docker.service\n")]);
     let said = place(&cg, 10, 10).unwrap().unwrap();
     assert!(said.contains("system.slice/docker.service") && said.contains("CPUWeight=10"));
-    assert!(!cg.root.join("berth-engine").exists());
+    assert_eq!(read(&cg, "berth-engine/cgroup.procs"), "");
 }
 
 #[test]
-fn an_engine_with_no_cpu_group_is_an_error_not_a_guess() {
-    let (_d, cg) = fake(&[(10, 1, "dockerd", "4:memory:/\n")]);
+fn a_socket_held_by_the_service_manager_or_anything_but_the_engine_moves_nothing() {
+    let (_d, cg) = fake(&[
+        (1, "systemd", V1_ROOT),
+        (7, "socat", V1_ROOT),
+        (10, "dockerd", V1_ROOT),
+    ]);
+    for pid in [1, 7] {
+        let e = place(&cg, pid, 10).unwrap_err();
+        assert!(matches!(e, EngineCpuError::NotTheEngine { .. }), "{e}");
+        assert!(e.to_string().contains("socket activation"));
+    }
+    assert_eq!(read(&cg, "cpu/berth-engine/cgroup.procs"), "");
+}
+
+#[test]
+fn no_cpu_group_or_no_cpu_controller_is_an_error_and_nothing_is_made() {
+    let (_d, cg) = fake(&[(10, "dockerd", "4:memory:/\n")]);
     assert!(matches!(
         place(&cg, 10, 10),
         Err(EngineCpuError::NoCpuGroup(10))
     ));
     assert!(matches!(
         place(&cg, 99, 10),
-        Err(EngineCpuError::NoCpuGroup(99))
+        Err(EngineCpuError::NotTheEngine { .. })
+    ));
+    let (_d, cg) = fake(&[(10, "dockerd", V1_ROOT)]);
+    std::fs::remove_file(cg.root.join("cpu/cpu.shares")).unwrap();
+    assert!(matches!(
+        place(&cg, 10, 10),
+        Err(EngineCpuError::NoController(_))
     ));
 }
 
@@ -93,65 +136,54 @@ fn the_peer_of_a_unix_socket_is_its_process() {
     assert!(engine_pid(Path::new("/nonexistent/docker.sock")).is_err());
 }
 
-/// On this machine's real cgroups: a stand-in engine (a `sleep` and its child) moves out of the
-/// root CPU group into a group of the asked weight. Needs root and a writable cgroup tree;
-/// runs where the real-engine tests run (BERTH_REQUIRE_DOCKER=1), skipped elsewhere.
+/// On this machine's real cgroups: a stand-in engine (two processes of a binary with a name
+/// nothing else has) moves out of the root CPU group into a group of the asked weight. Needs
+/// root and the root CPU group; runs where the real-engine tests run (BERTH_REQUIRE_DOCKER=1),
+/// skipped elsewhere.
 #[test]
 fn a_stand_in_engine_moves_on_the_real_kernel() {
+    let dir = tempfile::tempdir().unwrap();
+    let name = format!("bfe{}", std::process::id() % 1_000_000);
+    let bin = dir.path().join(&name);
+    std::fs::copy("/bin/sleep", &bin).unwrap();
+    let spawn = || std::process::Command::new(&bin).arg("60").spawn().unwrap();
+    let (mut engine, mut other) = (spawn(), spawn());
     let real = Cgroups {
         group: format!("berth-engine-test-{}", std::process::id()),
-        shims: None,
+        programs: vec![name.clone(), format!("{name}*")],
         ..Cgroups::default()
     };
-    let mut child = std::process::Command::new("sh")
-        .args(["-c", "sleep 60 & wait"])
-        .spawn()
-        .unwrap();
-    let pid = child.id();
-    let root_group = cpu_group(&real.proc, pid).is_some_and(|g| g.path() == "/");
-    if !root_group || !rustix::process::geteuid().is_root() {
-        let _ = child.kill();
-        let _ = child.wait();
+    let pids = [engine.id(), other.id()];
+    let stop = |e: &mut std::process::Child, o: &mut std::process::Child| {
+        let _ = (e.kill(), o.kill(), e.wait(), o.wait());
+    };
+    let in_root = cpu_group(&real.proc, pids[0]).is_some_and(|g| g.path() == "/");
+    if !in_root || !rustix::process::geteuid().is_root() {
+        stop(&mut engine, &mut other);
         assert!(
             std::env::var("BERTH_REQUIRE_DOCKER").as_deref() != Ok("1"),
             "this host's tests run as root in the root CPU group"
         );
         return;
     }
-    std::thread::sleep(std::time::Duration::from_millis(200));
-    let said = place(&real, pid, 10);
-    let after = cpu_group(&real.proc, pid).map(|g| g.path().to_string());
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    let said = place(&real, pids[0], 10);
+    let after: Vec<Option<String>> = pids
+        .iter()
+        .map(|&p| cpu_group(&real.proc, p).map(|g| g.path().to_string()))
+        .collect();
     // Back to the root group before any assertion, so the test group can be removed.
-    let back = match cpu_group(&real.proc, pid) {
+    let back = match cpu_group(&real.proc, pids[0]) {
         Some(CpuGroup::V1(_)) => real.root.join("cpu"),
         _ => real.root.clone(),
     };
-    let kids: Vec<u32> = engine_processes_in(&real, pid);
-    for p in std::iter::once(pid).chain(kids.iter().copied()) {
+    for p in pids {
         let _ = write(&back.join("cgroup.procs"), &p.to_string());
     }
-    let _ = child.kill();
-    let _ = child.wait();
+    stop(&mut engine, &mut other);
     let _ = std::fs::remove_dir(back.join(&real.group));
     let said = said.unwrap().unwrap();
     assert!(said.starts_with("2 engine processes"), "{said}");
-    assert_eq!(after.as_deref(), Some(format!("/{}", real.group).as_str()));
-    assert_eq!(kids.len(), 1, "the stand-in's child moved with it");
-}
-
-/// The stand-in's children, wherever they are now.
-fn engine_processes_in(cg: &Cgroups, pid: u32) -> Vec<u32> {
-    std::fs::read_dir(&cg.proc)
-        .unwrap()
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|p| {
-            let stat = std::fs::read_to_string(cg.proc.join(p.to_string()).join("stat"))
-                .unwrap_or_default();
-            stat.rfind(')')
-                .and_then(|i| stat[i + 1..].split_whitespace().nth(1))
-                .and_then(|x| x.parse::<u32>().ok())
-                == Some(pid)
-        })
-        .collect()
+    let want = Some(format!("/{}", real.group));
+    assert_eq!(after, vec![want.clone(), want]);
 }
