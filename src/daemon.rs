@@ -282,17 +282,15 @@ pub async fn run(mut host: HostConfig) -> Result<(), DaemonError> {
                 let cert = api::tls::ApiCert::new(tls, &layout.certs().join("ca"))?;
                 let listener = api::tls::TlsListener::new(tcp, Arc::new(cert).server_config())
                     .map_err(io_err(Path::new(addr)))?;
-                state
-                    .ui
-                    .secure
-                    .store(true, std::sync::atomic::Ordering::Relaxed);
+                let ui = Arc::new(crate::ui::Ui::default());
+                ui.secure.store(true, std::sync::atomic::Ordering::Relaxed);
                 tracing::info!(%addr, "api listening (tls)");
-                let app = api::tcp_router(state, token);
+                let app = crate::ui::tcp_router(state, ui, token);
                 servers.spawn(serve_tcp(listener, app, stop_rx.clone()));
             }
             None => {
                 tracing::info!(%addr, "api listening");
-                let app = api::tcp_router(state, token);
+                let app = crate::ui::tcp_router(state, Arc::default(), token);
                 servers.spawn(serve_tcp(tcp, app, stop_rx.clone()));
             }
         }

@@ -64,7 +64,7 @@ async fn tcp(
     body: serde_json::Value,
 ) -> (StatusCode, serde_json::Value) {
     send(
-        tcp_router(w.s.clone(), Some("host-operator-token".into())),
+        tcp_api(w.s.clone(), Some("host-operator-token".into())),
         method,
         uri,
         Some(token),
@@ -557,7 +557,7 @@ async fn a_tenant_token_learns_that_another_tenant_holds_a_domain_but_not_which(
 #[tokio::test]
 async fn a_tcp_client_cannot_name_its_source_and_the_favicon_is_no_refused_login() {
     let (w, admin, _, _) = populated().await;
-    let app = tcp_router(w.s.clone(), None);
+    let app = tcp_api(w.s.clone(), None);
     let req = |uri: &str, source: &str| {
         Request::builder()
             .method("PUT")
@@ -607,7 +607,7 @@ async fn following_log_streams_are_capped_per_token_and_end_when_it_is_revoked()
         w.s.ctl.probes().tick().await;
         socket(&w, "POST", "/v1/reconcile", serde_json::json!({})).await;
     }
-    let app = tcp_router(w.s.clone(), None);
+    let app = tcp_api(w.s.clone(), None);
     let follow = || {
         Request::get("/v1/instances/acme/logs?follow=true")
             .header("authorization", format!("Bearer {admin}"))

@@ -44,8 +44,6 @@ pub struct AppState {
     pub tokens: Arc<crate::auth::tokens::TokenStore>,
     /// The host's operator token (`api.token_file`), for the TCP listener.
     pub host_token: Option<String>,
-    /// The dashboard's sessions.
-    pub ui: Arc<crate::ui::Ui>,
     /// The shared mail relay (None: the host runs none).
     pub mail: Option<Arc<crate::mail::Mail>>,
     /// Long operations (backup, restore, clone, verify, move), owned by the agent.
@@ -67,7 +65,6 @@ impl AppState {
                 ctl.layout().root().join("tokens.json"),
             )),
             host_token: None,
-            ui: Arc::default(),
             ops: crate::ops::Operations::open(
                 ctl.layout().root().join("operations.json"),
                 ctl.audit().clone(),
@@ -213,21 +210,16 @@ pub async fn top(State(s): State<AppState>) -> Result<Json<crate::metrics::top::
     }
 }
 
-/// The router behind a bearer-token check, for the TCP listener: the host's operator token
-/// (`api.token_file`) or a token made with `berth token create`; and the dashboard at `/ui`.
-pub fn tcp_router(mut state: AppState, host_token: Option<String>) -> Router {
+/// The API behind a bearer-token check, for the TCP listener: the host's operator token
+/// (`api.token_file`) or a token made with `berth token create`. The daemon serves it with the
+/// dashboard beside it (`ui::tcp_router`).
+pub fn tcp_api(mut state: AppState, host_token: Option<String>) -> Router {
     state.host_token = host_token;
     let api = router(state.clone()).layer(middleware::from_fn_with_state(
-        state.clone(),
+        state,
         crate::auth::authenticate,
     ));
-    // The dashboard has its own login (a session cookie, not a bearer header).
     Router::new()
-        .route(
-            "/ui",
-            get(|| async { axum::response::Redirect::to("/ui/") }),
-        )
-        .nest("/ui/", crate::ui::router(state))
         // What every browser asks for on its own: answered, not recorded as a refused login.
         .route(
             "/favicon.ico",

@@ -3,7 +3,7 @@
 //! with the outcome.
 
 use super::{Viewer, call, render, session};
-use crate::api::AppState;
+use crate::ui::UiState;
 use axum::{
     Form,
     extract::{Path, State},
@@ -115,7 +115,7 @@ fn request(
 
 pub async fn act(
     v: Viewer,
-    State(s): State<AppState>,
+    State(s): State<UiState>,
     headers: HeaderMap,
     Path((t, action)): Path<(String, String)>,
     Form(f): Form<ActionForm>,
@@ -149,7 +149,7 @@ pub async fn act(
 
 /// An answer's outcome; for a long operation (202), its end, waited for here: the operation
 /// is the agent's, so a browser that leaves changes nothing.
-async fn outcome(s: &AppState, a: &crate::ui::Answer) -> Result<(), String> {
+async fn outcome(s: &UiState, a: &crate::ui::Answer) -> Result<(), String> {
     if a.status == StatusCode::ACCEPTED
         && let Some(id) = a.json()["id"].as_str()
     {

@@ -22,6 +22,7 @@ use axum::{
 };
 use serde::Deserialize;
 use session::Sessions;
+use std::sync::Arc;
 use tower::ServiceExt;
 
 /// The dashboard's own state: its sessions and the last two stats sweeps (for rates).
@@ -33,10 +34,36 @@ pub struct Ui {
     pub secure: std::sync::atomic::AtomicBool,
 }
 
+/// The dashboard's router state: the API's state (every read and change goes through it) and
+/// the dashboard's own.
+#[derive(Clone)]
+pub struct UiState {
+    pub api: AppState,
+    pub ui: Arc<Ui>,
+}
+
+impl std::ops::Deref for UiState {
+    type Target = AppState;
+    fn deref(&self) -> &AppState {
+        &self.api
+    }
+}
+
+/// The TCP listener's router: the dashboard at `/ui` (its own login: a session cookie, not a
+/// bearer header) beside the API behind its bearer check (`api::tcp_api`).
+pub fn tcp_router(mut state: AppState, ui: Arc<Ui>, host_token: Option<String>) -> Router {
+    state.host_token = host_token.clone();
+    let api = crate::api::tcp_api(state.clone(), host_token);
+    Router::new()
+        .route("/ui", get(|| async { Redirect::to("/ui/") }))
+        .nest("/ui/", router(UiState { api: state, ui }))
+        .fallback_service(api)
+}
+
 const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; \
                    connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 
-pub fn router(state: AppState) -> Router {
+pub fn router(state: UiState) -> Router {
     Router::new()
         .route("/", get(pages::overview))
         .route("/login", get(login_form).post(login))
@@ -101,10 +128,10 @@ pub struct Viewer {
     pub who: Principal,
 }
 
-impl FromRequestParts<AppState> for Viewer {
+impl FromRequestParts<UiState> for Viewer {
     type Rejection = Response;
 
-    async fn from_request_parts(p: &mut Parts, s: &AppState) -> Result<Viewer, Response> {
+    async fn from_request_parts(p: &mut Parts, s: &UiState) -> Result<Viewer, Response> {
         let to_login = || Redirect::to("/ui/login").into_response();
         let sid = session::cookie(&p.headers).ok_or_else(to_login)?;
         let session = s.ui.sessions.get(&sid).ok_or_else(to_login)?;
@@ -121,7 +148,7 @@ impl FromRequestParts<AppState> for Viewer {
     }
 }
 
-async fn login_form(headers: HeaderMap, State(s): State<AppState>) -> Response {
+async fn login_form(headers: HeaderMap, State(s): State<UiState>) -> Response {
     let signed_in = session::cookie(&headers).and_then(|id| s.ui.sessions.get(&id));
     if signed_in.is_some() {
         return Redirect::to("/ui/").into_response();
@@ -136,7 +163,7 @@ pub struct LoginForm {
 }
 
 async fn login(
-    State(s): State<AppState>,
+    State(s): State<UiState>,
     headers: HeaderMap,
     conn: Option<axum::Extension<axum::extract::ConnectInfo<crate::auth::Peer>>>,
     Form(f): Form<LoginForm>,
@@ -202,7 +229,7 @@ pub struct CsrfForm {
     csrf: String,
 }
 
-async fn logout(v: Viewer, State(s): State<AppState>, Form(f): Form<CsrfForm>) -> Response {
+async fn logout(v: Viewer, State(s): State<UiState>, Form(f): Form<CsrfForm>) -> Response {
     if !crate::auth::constant_time_eq(f.csrf.as_bytes(), v.csrf.as_bytes()) {
         return render::error(
             StatusCode::FORBIDDEN,
@@ -239,7 +266,7 @@ impl Answer {
 /// Calls the API's own router as `who`, from the dashboard: the same policy check, handler
 /// and audit row as the CLI's call.
 pub async fn call(
-    s: &AppState,
+    s: &UiState,
     who: &Principal,
     method: Method,
     uri: &str,
@@ -254,7 +281,7 @@ pub async fn call(
         .expect("a request from a checked path");
     req.extensions_mut().insert(who.clone());
     req.extensions_mut().insert(crate::auth::Source("ui"));
-    let resp = match crate::api::router(s.clone()).oneshot(req).await {
+    let resp = match crate::api::router(s.api.clone()).oneshot(req).await {
         Ok(r) => r,
         Err(never) => match never {},
     };

@@ -2,7 +2,7 @@
 //! the host, a running fleet upgrade and recent audit events) and a tenant's page.
 
 use super::{Viewer, call, render};
-use crate::{api::AppState, auth::policy::Need, metrics::top::Top, reconcile::InstanceStatus};
+use crate::{auth::policy::Need, metrics::top::Top, reconcile::InstanceStatus, ui::UiState};
 use axum::{
     extract::{Path, Query, State, rejection::QueryRejection},
     http::{Method, StatusCode, header},
@@ -118,7 +118,7 @@ impl Filter {
     }
 }
 
-fn rows(s: &AppState, v: &Viewer) -> Vec<Row> {
+fn rows(s: &UiState, v: &Viewer) -> Vec<Row> {
     let mut board = s.ctl.board().instances;
     if let Some(own) = v.who.visible() {
         board.retain(|t, _| own.contains(t));
@@ -160,7 +160,7 @@ fn rows(s: &AppState, v: &Viewer) -> Vec<Row> {
 }
 
 /// The soonest certificate expiry per tenant.
-fn cert_expiry(s: &AppState) -> HashMap<String, u64> {
+fn cert_expiry(s: &UiState) -> HashMap<String, u64> {
     let mut out = HashMap::<String, u64>::new();
     for c in s.certs.as_ref().map(|c| c.rows()).unwrap_or_default() {
         let e = out.entry(c.tenant).or_insert(c.not_after);
@@ -175,7 +175,7 @@ fn bad_query(e: QueryRejection) -> Response {
 
 pub async fn overview(
     v: Viewer,
-    State(s): State<AppState>,
+    State(s): State<UiState>,
     q: Result<Query<Filter>, QueryRejection>,
 ) -> Response {
     let Query(filter) = match q {
@@ -226,7 +226,7 @@ const PHASES: &[&str] = &[
 
 /// Host capacity from the last pass's desired state: `GET /v1/capacity` reads every instance
 /// file again (as admission does), which a page view need not pay for.
-async fn capacity(s: &AppState) -> serde_json::Value {
+async fn capacity(s: &UiState) -> serde_json::Value {
     let (host, desired) = (s.ctl.host().clone(), s.ctl.desired());
     let asleep = s.ctl.sleep().asleep().len();
     let report = tokio::task::spawn_blocking(move || {
@@ -283,7 +283,7 @@ fn who_view(v: &Viewer) -> serde_json::Value {
     })
 }
 
-pub async fn tenant(v: Viewer, State(s): State<AppState>, Path(t): Path<String>) -> Response {
+pub async fn tenant(v: Viewer, State(s): State<UiState>, Path(t): Path<String>) -> Response {
     if let Err(e) = crate::api::params::tenant(&t) {
         return render::error(StatusCode::BAD_REQUEST, &e);
     }
@@ -333,7 +333,7 @@ pub async fn tenant(v: Viewer, State(s): State<AppState>, Path(t): Path<String>)
 }
 
 /// The tenant's domains, each with its proof (what to publish) until it is verified.
-fn domains(s: &AppState, t: &str, inst: &serde_json::Value) -> Vec<serde_json::Value> {
+fn domains(s: &UiState, t: &str, inst: &serde_json::Value) -> Vec<serde_json::Value> {
     let mut names: Vec<String> = inst["domains"]
         .as_array()
         .into_iter()
@@ -371,7 +371,7 @@ fn logs_text(a: &super::Answer) -> String {
 }
 
 /// The log tail as text, for the page's script to refresh it.
-pub async fn logs(v: Viewer, State(s): State<AppState>, Path(t): Path<String>) -> Response {
+pub async fn logs(v: Viewer, State(s): State<UiState>, Path(t): Path<String>) -> Response {
     if crate::api::params::tenant(&t).is_err() {
         return render::error(StatusCode::BAD_REQUEST, "not a tenant name");
     }

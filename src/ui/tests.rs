@@ -2,7 +2,8 @@
 //! each role sees, CSRF, and its changes in the audit log. (A real browser drives it in
 //! `tests/dashboard.rs`.)
 
-use crate::api::{AppState, socket_router, tcp_router};
+use super::{UiState, tcp_router};
+use crate::api::{AppState, socket_router};
 use axum::{
     body::Body,
     http::{Request, StatusCode, header},
@@ -15,7 +16,7 @@ struct Page {
     html: String,
 }
 
-async fn send(s: &AppState, method: &str, uri: &str, cookie: Option<&str>, form: &str) -> Page {
+async fn send(s: &UiState, method: &str, uri: &str, cookie: Option<&str>, form: &str) -> Page {
     let mut b = Request::builder()
         .method(method)
         .uri(uri)
@@ -24,7 +25,11 @@ async fn send(s: &AppState, method: &str, uri: &str, cookie: Option<&str>, form:
     if let Some(c) = cookie {
         b = b.header(header::COOKIE, c);
     }
-    let app = tcp_router(s.clone(), Some("host-operator-token".into()));
+    let app = tcp_router(
+        s.api.clone(),
+        s.ui.clone(),
+        Some("host-operator-token".into()),
+    );
     let resp = app
         .oneshot(b.body(Body::from(form.to_string())).unwrap())
         .await
@@ -55,7 +60,7 @@ async fn api(s: &AppState, method: &str, uri: &str, body: serde_json::Value) -> 
 }
 
 /// Tenants acme and globex, and a token for acme's admin.
-async fn world() -> (tempfile::TempDir, AppState, String) {
+async fn world() -> (tempfile::TempDir, UiState, String) {
     let (dir, s) = crate::api::tests::state();
     for t in ["acme", "globex"] {
         api(
@@ -69,11 +74,15 @@ async fn world() -> (tempfile::TempDir, AppState, String) {
     api(&s, "POST", "/v1/reconcile", serde_json::json!({})).await;
     let body = serde_json::json!({"role": "tenant-admin", "tenants": ["acme"], "expires_in": 3600});
     let v = api(&s, "POST", "/v1/tokens", body).await;
+    let s = UiState {
+        api: s,
+        ui: Default::default(),
+    };
     (dir, s, v["token"].as_str().unwrap().to_string())
 }
 
 /// Logs in with `token`; returns the `Cookie` header value for the session.
-async fn login(s: &AppState, token: &str) -> String {
+async fn login(s: &UiState, token: &str) -> String {
     let p = send(s, "POST", "/ui/login", None, &format!("token={token}")).await;
     assert_eq!(p.status, StatusCode::SEE_OTHER, "{}", p.html);
     let set = p.headers[header::SET_COOKIE].to_str().unwrap().to_string();
