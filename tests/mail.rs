@@ -132,6 +132,22 @@ fn tenants_send_signed_mail_through_the_relay_only_as_themselves_and_within_thei
         },
         "the relay up and 1mb's DKIM key made",
     );
+    // The key is made before the signing table names it and OpenDKIM is told to read it again
+    // (every tenant's key first, then the tables, then SIGUSR1): wait until the table has
+    // named 1mb's domain for a second, so the first message is signed.
+    let signing = h.path("state/host/mail/dkim/SigningTable");
+    wait_for(
+        Duration::from_secs(60),
+        || {
+            let named =
+                std::fs::read_to_string(&signing).is_ok_and(|t| t.contains("*@1mb.apps.test "));
+            let settled = std::fs::metadata(&signing)
+                .and_then(|m| m.modified())
+                .is_ok_and(|t| t.elapsed().is_ok_and(|e| e >= Duration::from_secs(1)));
+            named && settled
+        },
+        "1mb's domain in the relay's signing table, read again by OpenDKIM",
+    );
     // The relay joined 1mb's network, whose name sorts before the host network's (Docker
     // 20.10 would route the relay through it): its way out stays the host network.
     let host_gw = docker_ok(&[
