@@ -175,7 +175,7 @@ async fn state_changes_and_removal_edit_the_files() {
 }
 
 #[tokio::test]
-async fn the_tcp_router_wants_the_bearer_token() {
+async fn the_tcp_api_wants_the_bearer_token() {
     let (_dir, s) = state();
     let app = tcp_api(s, Some("s3cret-token".into()));
     let req = |auth: Option<&str>| {
