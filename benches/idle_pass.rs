@@ -2,7 +2,7 @@
 //! berth itself (reading and validating 1,000 files, planning, status) when nothing changes.
 //! Run: cargo bench --bench idle_pass [-- N]
 
-use berth::{desired, reconcile::Controller, runtime::fake::FakeRuntime, spec};
+use berth::{desired, reconcile::Controller, runtime::fake::FakeRuntime, services::Services, spec};
 use std::{path::Path, sync::Arc, time::Instant};
 
 fn host(dir: &Path, n: usize) -> desired::HostConfig {
@@ -37,18 +37,18 @@ fn main() {
         .unwrap();
     rt.block_on(async {
         let checker = Arc::new(berth::probe::FakeChecker::default());
-        let ctl =
-            Controller::with_checker(Arc::new(FakeRuntime::new()), host(dir.path(), n), checker)
-                .unwrap();
+        let svc = Services::with_checker(Arc::new(FakeRuntime::new()), host(dir.path(), n), checker)
+            .unwrap();
+        let ctl = Controller::new(Arc::new(svc));
         let t0 = Instant::now();
         let mut passes = 0;
         while ctl.pass().await.unwrap().steps > 0 {
-            ctl.probes().tick().await;
+            ctl.services().probes().tick().await;
             passes += 1;
         }
         println!("provisioned {n} instances on the fake runtime in {passes} passes, {:.0} ms", t0.elapsed().as_secs_f64() * 1e3);
         let mut ms: Vec<f64> = Vec::new();
-        ctl.probes().tick().await;
+        ctl.services().probes().tick().await;
         for _ in 0..20 {
             let r = ctl.pass().await.unwrap();
             assert_eq!(r.mutations, 0, "idle pass mutated");

@@ -7,6 +7,7 @@ use crate::{
     desired::engine::Engine,
     reconcile::Controller,
     runtime::{Runtime, docker::DockerRuntime, swarm::SwarmRuntime},
+    services::{Cx, Services},
     store::{Layout, atomic},
 };
 use crate::{
@@ -44,7 +45,7 @@ pub enum DaemonError {
     #[error("api.token_file {0}")]
     Secret(crate::store::private::PrivateError),
     #[error(transparent)]
-    Reconcile(#[from] crate::reconcile::ReconcileError),
+    Alloc(#[from] crate::store::AllocError),
     #[error("file watcher: {0}")]
     Watch(#[from] notify::Error),
     #[error(transparent)]
@@ -188,25 +189,30 @@ pub async fn run(mut host: HostConfig) -> Result<(), DaemonError> {
                 (Arc::new(rt), Some(guards))
             }
         };
-    let ctl = Arc::new(Controller::new(rt, host.clone())?);
+    let svc = Arc::new(Services::new(rt, host.clone())?);
+    let ctl = Arc::new(Controller::new(svc.clone()));
+    let cx = Cx {
+        svc: svc.clone(),
+        passes: ctl.clone(),
+    };
     let mail_files = crate::mail::relay::Paths::new(&layout);
-    ctl.on_purge(Arc::new(move |t| {
+    svc.on_purge(Arc::new(move |t| {
         crate::mail::relay::purge(&mail_files, t).map_err(Into::into)
     }));
     let egress = Arc::new(egress_policy(&host, node_fw));
     if egress.enforceable() {
         // Each tenant container carries the policy in its own namespace from its start.
-        ctl.runtime().seal_with(crate::runtime::netns::Sealing {
+        svc.runtime().seal_with(crate::runtime::netns::Sealing {
             resolvers: egress.resolvers().to_vec(),
             host_network: crate::runtime::spec::network_name(
                 &host.namespace,
                 crate::runtime::labels::HOST_TENANT,
             ),
         });
-        tokio::spawn(seal_running(ctl.clone()));
+        tokio::spawn(seal_running(svc.clone()));
     }
-    ctl.set_egress(egress);
-    let _watcher = watch(&host, ctl.clone())?;
+    svc.set_egress(egress);
+    let _watcher = watch(&host, svc.clone())?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let book = Arc::new(DomainBook::open(layout.domains())?);
     let mut servers = tokio::task::JoinSet::new();
@@ -215,7 +221,7 @@ pub async fn run(mut host: HostConfig) -> Result<(), DaemonError> {
         None => None,
     };
     // Before the first pass: tenants a crash left mid-upgrade must be held from the reconciler.
-    let fleet = crate::upgrade::Fleet::open(ctl.clone(), edge.as_ref().map(|e| e.proxy.clone()));
+    let fleet = crate::upgrade::Fleet::open(cx.clone(), edge.as_ref().map(|e| e.proxy.clone()));
     let sleep_meters = crate::sleep::SleepMeters::default();
     let mail = host
         .mail
@@ -225,7 +231,7 @@ pub async fn run(mut host: HostConfig) -> Result<(), DaemonError> {
         m.listen(&mut servers, &stop_rx)?;
     }
     let metrics = crate::metrics::Metrics::new(crate::metrics::Sources {
-        ctl: ctl.clone(),
+        cx: cx.clone(),
         fleet: fleet.clone(),
         proxy: edge.as_ref().map(|e| e.proxy.clone()),
         certs: edge.as_ref().map(|e| e.certs.clone()),
@@ -233,7 +239,7 @@ pub async fn run(mut host: HostConfig) -> Result<(), DaemonError> {
         mail: mail.clone(),
     });
     let mut state = AppState::new(
-        ctl.clone(),
+        cx.clone(),
         book.clone(),
         edge.as_ref().map(|e| e.certs.clone()),
         fleet.clone(),
@@ -248,7 +254,7 @@ pub async fn run(mut host: HostConfig) -> Result<(), DaemonError> {
         servers.spawn(serve_tcp(tcp, metrics.clone().router(), stop_rx.clone()));
     }
     servers.spawn(metrics.sweep.clone().run(
-        ctl.runtime().clone(),
+        svc.runtime().clone(),
         host.namespace.clone(),
         host.metrics.interval,
         stop_rx.clone(),
@@ -295,19 +301,19 @@ pub async fn run(mut host: HostConfig) -> Result<(), DaemonError> {
             }
         }
     }
-    tokio::spawn(follow_engine_events(ctl.clone(), metrics.clone()));
-    servers.spawn(ctl.probes().clone().run(stop_rx.clone()));
+    tokio::spawn(follow_engine_events(svc.clone(), metrics.clone()));
+    servers.spawn(svc.probes().clone().run(stop_rx.clone()));
     if let Err(e) = ctl.pass().await {
         tracing::error!(error = %e, "first reconcile pass failed; retrying");
     }
     if let Some(edge) = edge {
-        let sleeper = crate::sleep::Sleeper::new(ctl.clone(), edge.proxy.clone(), sleep_meters);
+        let sleeper = crate::sleep::Sleeper::new(cx.clone(), edge.proxy.clone(), sleep_meters);
         edge.go_live(&ctl, &book, &sleeper, &stop_rx, &mut servers);
         servers.spawn(sleeper.run(stop_rx.clone()));
     }
     if let Some(m) = mail {
-        servers.spawn(m.clone().run(ctl.clone(), book.clone(), stop_rx.clone()));
-        servers.spawn(m.follow(ctl.runtime().clone(), stop_rx.clone()));
+        servers.spawn(m.clone().run(cx.clone(), book.clone(), stop_rx.clone()));
+        servers.spawn(m.follow(svc.runtime().clone(), stop_rx.clone()));
     }
     fleet.upgrades.spawn();
     fleet.backups.discard_scratch();
@@ -332,7 +338,7 @@ pub async fn run(mut host: HostConfig) -> Result<(), DaemonError> {
     let _ = stop_tx.send(true);
     let _ = reconciler.await;
     while servers.join_next().await.is_some() {}
-    ctl.audit().flush(crate::audit::now_ms(), true);
+    svc.audit().flush(crate::audit::now_ms(), true);
     let _ = std::fs::remove_file(&host.api_socket);
     Ok(())
 }
@@ -407,10 +413,10 @@ impl Edge {
 async fn serve_tcp<L>(tcp: L, app: axum::Router, mut stop: tokio::sync::watch::Receiver<bool>)
 where
     L: axum::serve::Listener<Addr = std::net::SocketAddr>,
-    for<'a> crate::auth::Peer:
+    for<'a> crate::api::auth::Peer:
         axum::extract::connect_info::Connected<axum::serve::IncomingStream<'a, L>>,
 {
-    let app = app.into_make_service_with_connect_info::<crate::auth::Peer>();
+    let app = app.into_make_service_with_connect_info::<crate::api::auth::Peer>();
     let _ = axum::serve(tcp, app)
         .with_graceful_shutdown(
             async move { stop.wait_for(|s| *s).await.map(|_| ()).unwrap_or(()) },
@@ -430,13 +436,10 @@ fn bind_unix(path: &Path) -> Result<tokio::net::UnixListener, DaemonError> {
 }
 
 /// Any change under templates/ or instances/ asks for a pass.
-fn watch(
-    host: &HostConfig,
-    ctl: Arc<Controller>,
-) -> Result<notify::RecommendedWatcher, DaemonError> {
+fn watch(host: &HostConfig, svc: Arc<Services>) -> Result<notify::RecommendedWatcher, DaemonError> {
     let mut w = notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
         if ev.is_ok_and(|e| !e.kind.is_access()) {
-            ctl.kick();
+            svc.kick();
         }
     })?;
     for dir in [&host.instances_dir, &host.templates_dir] {
@@ -450,9 +453,9 @@ fn watch(
 /// while no agent watched (a reboot with containers made before tenant containers lost their
 /// restart policy, or a `docker start` meanwhile). A tenant container that cannot be sealed is
 /// stopped (`Runtime::started_elsewhere`).
-async fn seal_running(ctl: Arc<Controller>) {
-    let rt = ctl.runtime();
-    let Ok(inv) = rt.inventory(&ctl.host().namespace).await else {
+async fn seal_running(svc: Arc<Services>) {
+    let rt = svc.runtime();
+    let Ok(inv) = rt.inventory(&svc.host().namespace).await else {
         return;
     };
     for c in inv
@@ -466,22 +469,22 @@ async fn seal_running(ctl: Arc<Controller>) {
 
 /// Kicks a pass on every engine event about our containers; reconnects if the stream ends
 /// (dockerd restart). The periodic resync covers anything missed in between.
-async fn follow_engine_events(ctl: Arc<Controller>, metrics: Arc<crate::metrics::Metrics>) {
+async fn follow_engine_events(svc: Arc<Services>, metrics: Arc<crate::metrics::Metrics>) {
     use futures_util::StreamExt;
     loop {
-        match ctl.runtime().events(&ctl.host().namespace).await {
+        match svc.runtime().events(&svc.host().namespace).await {
             Ok(mut events) => {
-                place_engine(ctl.host());
+                place_engine(svc.host());
                 while let Some(e) = events.next().await {
                     metrics.on_event(&e);
                     if matches!(e.action.as_str(), "start" | "die" | "restart") {
-                        ctl.probes().reset(&e.container);
+                        svc.probes().reset(&e.container);
                     }
                     if e.action == "start" {
-                        let (rt, name) = (ctl.runtime().clone(), e.container.clone());
+                        let (rt, name) = (svc.runtime().clone(), e.container.clone());
                         tokio::spawn(async move { rt.started_elsewhere(&name).await });
                     }
-                    ctl.kick();
+                    svc.kick();
                 }
             }
             Err(e) => tracing::warn!(error = %e, "engine events unavailable"),

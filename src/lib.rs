@@ -9,7 +9,6 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 pub mod api;
 pub mod audit;
-pub mod auth;
 pub mod backup;
 pub mod capacity;
 pub mod certs;
@@ -31,6 +30,7 @@ pub mod probe;
 pub mod proxy;
 pub mod reconcile;
 pub mod runtime;
+pub mod services;
 pub mod sleep;
 pub mod spec;
 pub mod store;

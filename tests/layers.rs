@@ -265,7 +265,7 @@ fn root() -> PathBuf {
 }
 
 #[test]
-fn every_import_between_folders_goes_down_a_layer_or_is_a_named_exception() {
+fn every_import_between_folders_goes_down_a_layer_or_is_a_named_exception_and_none_circles() {
     let doc = std::fs::read_to_string(root().join("docs/ARCHITECTURE.md")).unwrap();
     let edges = edges(&root().join("src"));
     let found = violations(&edges, &layers(&doc), &exceptions(&doc));
@@ -279,6 +279,10 @@ fn every_import_between_folders_goes_down_a_layer_or_is_a_named_exception() {
         "{} folder imports, {} named exceptions, circles: {circles:?}",
         edges.len(),
         exceptions(&doc).len()
+    );
+    assert!(
+        circles.is_empty(),
+        "folders import each other in a circle (even through named exceptions): {circles:?}"
     );
 }
 

@@ -6,11 +6,11 @@ use super::{
     error::ApiError,
 };
 use crate::{
-    audit::{Event, Filter},
-    auth::{
+    api::auth::{
         Principal,
         tokens::{NewToken, TokenError, TokenRecord},
     },
+    audit::{Event, Filter},
 };
 use axum::{
     Extension, Json,
@@ -40,8 +40,11 @@ pub struct Created {
 #[utoipa::path(get, path = "/v1/tokens", tag = "access",
     responses((status = 200, description = "Every token (Unix socket only)", body = Vec<TokenRecord>)))]
 pub async fn token_index(State(s): State<AppState>) -> Json<Vec<TokenRecord>> {
-    let layout = s.ctl.layout();
-    Json(s.tokens.list(&|t| crate::auth::tenant_identity(layout, t)))
+    let layout = s.cx.svc.layout();
+    Json(
+        s.tokens
+            .list(&|t| crate::api::auth::tenant_identity(layout, t)),
+    )
 }
 
 #[utoipa::path(post, path = "/v1/tokens", tag = "access", request_body = NewToken,
@@ -52,7 +55,7 @@ pub async fn token_create(
 ) -> Result<(StatusCode, Json<Created>), ApiError> {
     // Only tenants that exist: an instance file, and its identity (made now if the first pass
     // has not run yet).
-    let (layout, host) = (s.ctl.layout(), s.ctl.host());
+    let (layout, host) = (s.cx.svc.layout(), s.cx.svc.host());
     let exists = |t: &str| {
         let file = host.instances_dir.join(format!("{t}.yaml"));
         let live = file.exists() && !layout.purge_marker(t).exists();
@@ -123,7 +126,7 @@ pub async fn audit_index(
                 .filter_map(|t| {
                     Some((
                         t.clone(),
-                        crate::store::identity::current(s.ctl.layout(), t)?,
+                        crate::store::identity::current(s.cx.svc.layout(), t)?,
                     ))
                 })
                 .collect(),
@@ -136,7 +139,7 @@ pub async fn audit_index(
         since_ms: q.since,
         limit: Some(q.limit.unwrap_or(1000).min(100_000)),
     };
-    let audit = s.ctl.audit().clone();
+    let audit = s.cx.svc.audit().clone();
     let rows = tokio::task::spawn_blocking(move || audit.query(&filter))
         .await
         .map_err(|e| ApiError::Internal(e.to_string()))?;

@@ -2,7 +2,7 @@
 //! router, and an audit row for every mutating endpoint.
 
 use super::*;
-use crate::auth::policy::{Need, ROUTES};
+use crate::api::auth::policy::{Need, ROUTES};
 use axum::{
     body::Body,
     http::{Request, StatusCode},
@@ -282,7 +282,7 @@ async fn tokens_are_minted_through_the_socket_only_and_die_when_revoked() {
             .0,
         StatusCode::UNAUTHORIZED
     );
-    let rows = w.s.ctl.audit().query(&crate::audit::Filter::default());
+    let rows = w.s.cx.svc.audit().query(&crate::audit::Filter::default());
     let login = rows
         .iter()
         .find(|e| e.action == "auth.login")
@@ -291,7 +291,7 @@ async fn tokens_are_minted_through_the_socket_only_and_die_when_revoked() {
         (login.result.as_str(), login.target.as_deref()),
         ("denied", Some("GET /v1/instances"))
     );
-    let dir = w.s.ctl.layout().root().join("audit");
+    let dir = w.s.cx.svc.layout().root().join("audit");
     let text: String = ["audit.log", "refused.log"]
         .iter()
         .filter_map(|f| std::fs::read_to_string(dir.join(f)).ok())
@@ -375,7 +375,7 @@ async fn every_mutating_call_and_every_refusal_leaves_an_audit_row() {
         serde_json::json!({}),
     )
     .await;
-    let rows = w.s.ctl.audit().query(&crate::audit::Filter::default());
+    let rows = w.s.cx.svc.audit().query(&crate::audit::Filter::default());
     for r in &mutating {
         assert!(
             rows.iter().any(|e| e.action == r.action),
@@ -397,7 +397,7 @@ async fn every_mutating_call_and_every_refusal_leaves_an_audit_row() {
             .as_deref()
             .is_some_and(|p| admin.starts_with(p))
     );
-    let text = std::fs::read_to_string(w.s.ctl.layout().root().join("audit/audit.log")).unwrap();
+    let text = std::fs::read_to_string(w.s.cx.svc.layout().root().join("audit/audit.log")).unwrap();
     assert!(
         !text.contains(admin.rsplit('_').next().unwrap()),
         "a token's secret in the audit log"
@@ -585,7 +585,7 @@ async fn a_tcp_client_cannot_name_its_source_and_the_favicon_is_no_refused_login
         app.oneshot(favicon).await.unwrap().status(),
         StatusCode::NO_CONTENT
     );
-    let rows = w.s.ctl.audit().query(&crate::audit::Filter::default());
+    let rows = w.s.cx.svc.audit().query(&crate::audit::Filter::default());
     let sources: Vec<(&str, &str)> = rows
         .iter()
         .filter(|e| e.action == "instance.state")
@@ -604,7 +604,7 @@ async fn following_log_streams_are_capped_per_token_and_end_when_it_is_revoked()
     use futures_util::StreamExt;
     let (w, admin, _, _) = populated().await;
     for _ in 0..2 {
-        w.s.ctl.probes().tick().await;
+        w.s.cx.svc.probes().tick().await;
         socket(&w, "POST", "/v1/reconcile", serde_json::json!({})).await;
     }
     let app = tcp_api(w.s.clone(), None);

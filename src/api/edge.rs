@@ -83,11 +83,11 @@ fn holder(s: &AppState, domain: &str, tenant: &str) -> Option<String> {
     responses((status = 201, description = "Claimed: the proof to publish", body = serde_json::Value)))]
 pub async fn domain_add(
     State(s): State<AppState>,
-    Extension(who): Extension<crate::auth::Principal>,
+    Extension(who): Extension<crate::api::auth::Principal>,
     Tenant(tenant): Tenant,
     JsonBody(req): JsonBody<DomainRequest>,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
-    check_custom(&req.domain, &tenant, s.ctl.host()).map_err(ApiError::BadRequest)?;
+    check_custom(&req.domain, &tenant, s.cx.svc.host()).map_err(ApiError::BadRequest)?;
     let path = instances::instance_path(&s, &tenant)?;
     let _guard = s.write_lock.lock().await;
     if !path.exists() {
@@ -100,7 +100,7 @@ pub async fn domain_add(
         if !file.domains.contains(&req.domain) {
             file.domains.push(req.domain.clone());
             instances::save(&s, &path, &file).await?;
-            s.ctl.kick();
+            s.cx.passes.kick();
         }
     }
     let pending = s.domains.claim(&req.domain, &tenant).map_err(internal)?;
@@ -148,18 +148,18 @@ pub async fn domain_verify(
             .to_string(),
         )
     })?;
-    let cfg = &s.ctl.host().domains;
+    let cfg = &s.cx.svc.host().domains;
     let dns = || domains::verify::check_dns(cfg.resolver, &domain, &pending.token);
     // The tenant's own egress allows: berth fetches with no more reach than the tenant has.
-    let allow = s
-        .ctl
-        .desired()
-        .instances
-        .get(&tenant)
-        .map(|i| i.egress.clone())
-        .unwrap_or_default();
+    let allow =
+        s.cx.passes
+            .desired()
+            .instances
+            .get(&tenant)
+            .map(|i| i.egress.clone())
+            .unwrap_or_default();
     // Never the tenants' pool or the host, whatever the allows: berth fetches from the host.
-    let mut never = vec![s.ctl.host().subnet_pool.net()];
+    let mut never = vec![s.cx.svc.host().subnet_pool.net()];
     let host = tokio::task::spawn_blocking(crate::runtime::netns::host_addresses)
         .await
         .map_err(|e| ApiError::Internal(e.to_string()))?
@@ -208,8 +208,8 @@ pub async fn domain_verify(
     if let Some(other) = before.filter(|o| *o != tenant) {
         drop_domain(&s, &other, &domain).await;
     }
-    s.ctl.touch();
-    s.ctl.kick();
+    s.cx.passes.touch();
+    s.cx.passes.kick();
     Ok(Json(
         serde_json::json!({ "domain": domain, "tenant": tenant, "verified": true, "method": method }),
     ))

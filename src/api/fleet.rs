@@ -9,7 +9,7 @@ use super::{
     params::{Tenant, TenantBackup},
 };
 use crate::{
-    auth::{PendingAudit, Principal, policy::Need},
+    api::auth::{PendingAudit, Principal, policy::Need},
     backup::BackupError,
     upgrade::{UpgradeError, UpgradeRequest, state::UpgradeState},
 };
@@ -120,12 +120,12 @@ pub async fn backup_index(
     Tenant(tenant): Tenant,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     instances::instance_path(&s, &tenant)?;
-    let policy = s
-        .ctl
-        .desired()
-        .instances
-        .get(&tenant)
-        .map(|i| i.backups.clone());
+    let policy =
+        s.cx.passes
+            .desired()
+            .instances
+            .get(&tenant)
+            .map(|i| i.backups.clone());
     Ok(Json(serde_json::json!({
         "tenant": tenant,
         "policy": policy,
@@ -144,7 +144,7 @@ pub async fn backup_create(
     Tenant(tenant): Tenant,
 ) -> Result<Response, ApiError> {
     instances::instance_path(&s, &tenant)?;
-    if !s.ctl.desired().instances.contains_key(&tenant) {
+    if !s.cx.passes.desired().instances.contains_key(&tenant) {
         return Err(instances::not_found(&tenant));
     }
     let (backups, t) = (s.fleet.backups.clone(), tenant.clone());
@@ -186,7 +186,7 @@ pub async fn restore(
     let fleet = s.fleet.clone();
     let t = tenant.clone();
     if source == tenant {
-        if !s.ctl.desired().instances.contains_key(&tenant) {
+        if !s.cx.passes.desired().instances.contains_key(&tenant) {
             return Err(instances::not_found(&tenant));
         }
         return accepted(&s, "backup.restore", &tenant, pending, async move {
@@ -234,7 +234,7 @@ pub async fn jobs(
     Tenant(tenant): Tenant,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     instances::instance_path(&s, &tenant)?;
-    if !s.ctl.desired().instances.contains_key(&tenant) {
+    if !s.cx.passes.desired().instances.contains_key(&tenant) {
         return Err(instances::not_found(&tenant));
     }
     Ok(Json(

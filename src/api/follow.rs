@@ -4,7 +4,7 @@
 //! to name the tenant: revoked, expired, or its tenant purged and re-created.
 
 use super::{AppState, error::ApiError};
-use crate::auth::Principal;
+use crate::api::auth::Principal;
 use futures_util::{Stream, StreamExt};
 use std::{
     collections::HashMap,
@@ -83,7 +83,8 @@ pub fn guarded<S: Stream + Send + 'static>(
         };
         loop {
             tokio::time::sleep(RECHECK).await;
-            let still = crate::auth::principal_for(&s, &token).is_ok_and(|p| p.may_read(&tenant));
+            let still =
+                crate::api::auth::principal_for(&s, &token).is_ok_and(|p| p.may_read(&tenant));
             if !still {
                 tracing::info!(%tenant, "a following log stream ended: its token no longer reads the tenant");
                 return;

@@ -12,10 +12,10 @@ fn internal(e: impl std::fmt::Display) -> ApiError {
 #[utoipa::path(get, path = "/v1/images", tag = "images",
     responses((status = 200, description = "Images tenants use or berth pulled", body = Vec<report::ImageRow>)))]
 pub async fn index(State(s): State<AppState>) -> Result<Json<Vec<report::ImageRow>>, ApiError> {
-    let engine = s.ctl.runtime().list_images().await.map_err(internal)?;
-    let ledger = ledger::load(&s.ctl.layout().images());
-    let mut rows = report::rows(&s.ctl.desired(), &ledger, &engine);
-    report::mark_pins(&mut rows, &s.ctl.pulls().pins());
+    let engine = s.cx.svc.runtime().list_images().await.map_err(internal)?;
+    let ledger = ledger::load(&s.cx.svc.layout().images());
+    let mut rows = report::rows(&s.cx.passes.desired(), &ledger, &engine);
+    report::mark_pins(&mut rows, &s.cx.svc.pulls().pins());
     Ok(Json(rows))
 }
 
@@ -32,16 +32,16 @@ pub async fn prune(State(s): State<AppState>) -> Result<Json<serde_json::Value>,
         ));
     }
     let _guard = s.write_lock.lock().await;
-    let path = s.ctl.layout().images();
+    let path = s.cx.svc.layout().images();
     let mut ledger = ledger::load(&path);
-    let Some(candidates) = report::prunable(&s.ctl.desired(), &ledger) else {
+    let Some(candidates) = report::prunable(&s.cx.passes.desired(), &ledger) else {
         return Err(ApiError::Conflict(
             "a tenant's instance file is broken and its images are unknown; fix it first".into(),
         ));
     };
     let (mut removed, mut kept) = (vec![], vec![]);
     for r in candidates {
-        match s.ctl.runtime().remove_image(&r).await {
+        match s.cx.svc.runtime().remove_image(&r).await {
             Ok(()) => {
                 ledger.remove(&r);
                 removed.push(r);

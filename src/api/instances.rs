@@ -7,10 +7,10 @@ use super::{
     params::Tenant,
 };
 use crate::{
-    auth::Principal,
+    api::auth::Principal,
     desired,
-    reconcile::InstanceStatus,
     runtime::spec::container_name,
+    services::InstanceStatus,
     spec::{
         self,
         instance::{InstanceFile, LimitsFile, RunState},
@@ -35,7 +35,7 @@ pub async fn index(
     State(s): State<AppState>,
     Extension(who): Extension<Principal>,
 ) -> Json<Vec<InstanceStatus>> {
-    let mut all = s.ctl.board().instances;
+    let mut all = s.cx.passes.board().instances;
     if let Some(own) = who.visible() {
         all.retain(|t, _| own.contains(t));
     }
@@ -59,25 +59,25 @@ pub async fn show(
     State(s): State<AppState>,
     Tenant(tenant): Tenant,
 ) -> Result<Json<InstanceView>, ApiError> {
-    let status = s
-        .ctl
-        .board()
-        .instances
-        .remove(&tenant)
-        .ok_or_else(|| not_found(&tenant))?;
-    let (quota, volumes, allow) = s
-        .ctl
-        .desired()
-        .instances
-        .get(&tenant)
-        .map_or((None, vec![], vec![]), |i| {
-            (i.quota.disk, i.volumes.clone(), i.egress.clone())
-        });
-    let egress = s.ctl.egress().map(|e| e.view(&allow));
-    let ctl = s.ctl.clone();
+    let status =
+        s.cx.passes
+            .board()
+            .instances
+            .remove(&tenant)
+            .ok_or_else(|| not_found(&tenant))?;
+    let (quota, volumes, allow) =
+        s.cx.passes
+            .desired()
+            .instances
+            .get(&tenant)
+            .map_or((None, vec![], vec![]), |i| {
+                (i.quota.disk, i.volumes.clone(), i.egress.clone())
+            });
+    let egress = s.cx.svc.egress().map(|e| e.view(&allow));
+    let cx = s.cx.clone();
     // statvfs and /proc/mounts: blocking, however short.
     let disk = tokio::task::spawn_blocking(move || {
-        crate::disk::status(ctl.disks().map(|d| d.as_ref()), &tenant, quota, &volumes)
+        crate::disk::status(cx.svc.disks().map(|d| d.as_ref()), &tenant, quota, &volumes)
     })
     .await
     .map_err(|e| ApiError::Internal(e.to_string()))?;
@@ -126,7 +126,7 @@ pub(super) fn load_file(path: &std::path::Path) -> Result<InstanceFile, ApiError
 pub(super) fn instance_path(s: &AppState, tenant: &str) -> Result<std::path::PathBuf, ApiError> {
     // Checked before any path is built from it: a tenant name is a DNS label, never `../x`.
     super::params::tenant(tenant).map_err(ApiError::BadRequest)?;
-    Ok(s.ctl.host().instances_dir.join(format!("{tenant}.yaml")))
+    Ok(s.cx.svc.host().instances_dir.join(format!("{tenant}.yaml")))
 }
 
 /// The API's only way to write an instance file: the file as it will be is validated against
@@ -138,7 +138,7 @@ pub(super) async fn save(
     path: &std::path::Path,
     file: &InstanceFile,
 ) -> Result<desired::Instance, ApiError> {
-    let (host, checked) = (s.ctl.host().clone(), file.clone());
+    let (host, checked) = (s.cx.svc.host().clone(), file.clone());
     let inst = tokio::task::spawn_blocking(move || desired::check_candidate(&host, &checked))
         .await
         .map_err(|e| ApiError::Internal(e.to_string()))?
@@ -166,7 +166,7 @@ pub async fn create(
         )));
     }
     // A new tenant must not inherit volumes of a half-purged one, nor its tombstone.
-    if s.ctl.layout().purge_marker(&req.tenant).exists() {
+    if s.cx.svc.layout().purge_marker(&req.tenant).exists() {
         return Err(ApiError::Conflict(format!(
             "instance {:?} is still being purged; add it again once `berth ls` no longer lists it",
             req.tenant
@@ -192,13 +192,15 @@ pub async fn create(
     let inst = save(&s, &path, &file).await?;
     // Its identity at once: backups an earlier tenant of this name left are set aside before
     // anything can list them, and tokens can be bound to it.
-    if let Err(e) =
-        crate::store::identity::ensure(s.ctl.layout(), &req.tenant, Some(&s.ctl.host().backup_dir))
-    {
+    if let Err(e) = crate::store::identity::ensure(
+        s.cx.svc.layout(),
+        &req.tenant,
+        Some(&s.cx.svc.host().backup_dir),
+    ) {
         tracing::error!(tenant = %req.tenant, error = %e, "cannot record the tenant's identity; the next pass will");
     }
-    s.ctl.reset_backoff(&req.tenant);
-    s.ctl.kick();
+    s.cx.passes.reset_backoff(&req.tenant);
+    s.cx.passes.kick();
     tracing::info!(tenant = %req.tenant, template = %inst.template, version = %inst.version, "instance added");
     Ok((StatusCode::CREATED, Json(serde_json::json!({ "tenant": inst.tenant, "template": inst.template, "version": inst.version }))).into_response())
 }
@@ -223,12 +225,12 @@ pub async fn delete(
     let path = instance_path(&s, &tenant)?;
     let _guard = s.write_lock.lock().await;
     let exists = path.exists();
-    let retained = s.ctl.layout().tenant(&tenant).exists();
+    let retained = s.cx.svc.layout().tenant(&tenant).exists();
     if !(exists || q.purge && retained) {
         return Err(not_found(&tenant));
     }
     if q.purge {
-        let marker = s.ctl.layout().purge_marker(&tenant);
+        let marker = s.cx.svc.layout().purge_marker(&tenant);
         atomic::write(&marker, b"", 0o600).map_err(|e| ApiError::Internal(e.to_string()))?;
         // A tenant created later under the same name must prove its domains afresh.
         s.domains
@@ -239,7 +241,7 @@ pub async fn delete(
         std::fs::remove_file(&path)
             .map_err(|e| ApiError::Internal(format!("{}: {e}", path.display())))?;
     }
-    s.ctl.kick();
+    s.cx.passes.kick();
     tracing::info!(%tenant, purge = q.purge, "instance removed");
     Ok(StatusCode::ACCEPTED)
 }
@@ -275,8 +277,8 @@ pub async fn set_state(
     }
     file.state = req.state;
     save(&s, &path, &file).await?;
-    s.ctl.reset_backoff(&tenant);
-    s.ctl.kick();
+    s.cx.passes.reset_backoff(&tenant);
+    s.cx.passes.kick();
     Ok(StatusCode::ACCEPTED)
 }
 
@@ -313,30 +315,30 @@ pub async fn logs(
     } else {
         None
     };
-    let status = s
-        .ctl
-        .board()
-        .instances
-        .remove(&tenant)
-        .ok_or_else(|| not_found(&tenant))?;
+    let status =
+        s.cx.passes
+            .board()
+            .instances
+            .remove(&tenant)
+            .ok_or_else(|| not_found(&tenant))?;
     // The reconciler already knows the web service; no need to read the spec files again.
     let Some(service) = q.service.or(status.web_service.clone()) else {
         return Err(ApiError::BadRequest(format!(
             "instance {tenant:?} has no valid instance file; name the service with --service"
         )));
     };
-    let name = container_name(&s.ctl.host().namespace, &tenant, &service);
+    let name = container_name(&s.cx.svc.host().namespace, &tenant, &service);
     if !status.containers.iter().any(|c| c.name == name) {
         return Err(ApiError::NotFound(format!(
             "instance {tenant:?} has no container for service {service:?}"
         )));
     }
-    let stream = s
-        .ctl
-        .runtime()
-        .logs(&name, q.follow, q.tail)
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let stream =
+        s.cx.svc
+            .runtime()
+            .logs(&name, q.follow, q.tail)
+            .await
+            .map_err(|e| ApiError::Internal(e.to_string()))?;
     let stream = stream.map(|r| r.map_err(std::io::Error::other));
     let cred = cred.filter(|_| q.follow).map(|c| c.0);
     let body = Body::from_stream(super::follow::guarded(

@@ -9,8 +9,8 @@ use super::{
     params::Tenant,
 };
 use crate::{
-    reconcile::Phase,
     runtime::{RunStatus, spec::container_name},
+    services::Phase,
 };
 use axum::{Json, extract::State};
 use serde::Deserialize;
@@ -26,12 +26,12 @@ pub async fn restart(
     Tenant(tenant): Tenant,
 ) -> Result<Json<Vec<String>>, ApiError> {
     instance_path(&s, &tenant)?;
-    let status = s
-        .ctl
-        .board()
-        .instances
-        .remove(&tenant)
-        .ok_or_else(|| not_found(&tenant))?;
+    let status =
+        s.cx.passes
+            .board()
+            .instances
+            .remove(&tenant)
+            .ok_or_else(|| not_found(&tenant))?;
     // Asleep: a restart would wake it behind the sleeper's back; the rest have nothing running.
     let idle = [
         Phase::Stopped,
@@ -47,10 +47,10 @@ pub async fn restart(
             status.phase
         )));
     }
-    let Some(inst) = s.ctl.desired().instances.get(&tenant).cloned() else {
+    let Some(inst) = s.cx.passes.desired().instances.get(&tenant).cloned() else {
         return Err(not_found(&tenant));
     };
-    let ns = s.ctl.host().namespace.clone();
+    let ns = s.cx.svc.host().namespace.clone();
     let running: Vec<&str> = status
         .containers
         .iter()
@@ -64,12 +64,12 @@ pub async fn restart(
             continue;
         }
         let grace = svc.stop_grace.unwrap_or(Duration::from_secs(10));
-        let rt = s.ctl.runtime();
+        let rt = s.cx.svc.runtime();
         rt.stop_container(&name, grace).await.map_err(internal)?;
         rt.start_container(&name).await.map_err(internal)?;
         done.push(svc.name.clone());
     }
-    s.ctl.kick();
+    s.cx.passes.kick();
     tracing::info!(%tenant, services = ?done, "instance restarted");
     Ok(Json(done))
 }
@@ -112,8 +112,8 @@ pub async fn set_parameters(
         file.parameters.insert(k, serde_yaml::Value::String(v));
     }
     save(&s, &path, &file).await?;
-    s.ctl.reset_backoff(&tenant);
-    s.ctl.kick();
+    s.cx.passes.reset_backoff(&tenant);
+    s.cx.passes.kick();
     let shown = file
         .parameters
         .iter()

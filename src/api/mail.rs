@@ -9,7 +9,7 @@ fn account<T>(
     get: impl Fn(&crate::mail::Mail) -> Option<T>,
 ) -> Result<T, ApiError> {
     instances::instance_path(s, tenant)?;
-    if !s.ctl.desired().instances.contains_key(tenant) {
+    if !s.cx.passes.desired().instances.contains_key(tenant) {
         return Err(instances::not_found(tenant));
     }
     let Some(mail) = &s.mail else {

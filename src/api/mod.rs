@@ -4,6 +4,7 @@
 //! reconciler's board; Docker is never called from here except to stream logs.
 
 pub mod access;
+pub mod auth;
 pub mod body;
 pub mod edge;
 pub mod error;
@@ -19,7 +20,7 @@ pub mod operations;
 pub mod params;
 pub mod tls;
 
-use crate::{certs::CertManager, domains::DomainBook, reconcile::Controller};
+use crate::{certs::CertManager, domains::DomainBook, services::Cx};
 use axum::{
     Json, Router,
     extract::State,
@@ -31,7 +32,7 @@ use std::sync::Arc;
 
 #[derive(Clone)]
 pub struct AppState {
-    pub ctl: Arc<Controller>,
+    pub cx: Cx,
     /// Serialises file writes so two concurrent adds cannot both claim one domain.
     pub write_lock: Arc<tokio::sync::Mutex<()>>,
     pub domains: Arc<DomainBook>,
@@ -41,7 +42,7 @@ pub struct AppState {
     /// Set by the daemon; `berth top` reads it.
     pub metrics: Option<Arc<crate::metrics::Metrics>>,
     /// Tokens made with `berth token create`.
-    pub tokens: Arc<crate::auth::tokens::TokenStore>,
+    pub tokens: Arc<crate::api::auth::tokens::TokenStore>,
     /// The host's operator token (`api.token_file`), for the TCP listener.
     pub host_token: Option<String>,
     /// The shared mail relay (None: the host runs none).
@@ -54,22 +55,22 @@ pub struct AppState {
 
 impl AppState {
     pub fn new(
-        ctl: Arc<Controller>,
+        cx: Cx,
         domains: Arc<DomainBook>,
         certs: Option<Arc<CertManager>>,
         fleet: crate::upgrade::Fleet,
     ) -> AppState {
         AppState {
-            write_lock: ctl.files_lock(),
-            tokens: Arc::new(crate::auth::tokens::TokenStore::open(
-                ctl.layout().root().join("tokens.json"),
+            write_lock: cx.svc.files_lock(),
+            tokens: Arc::new(crate::api::auth::tokens::TokenStore::open(
+                cx.svc.layout().root().join("tokens.json"),
             )),
             host_token: None,
             ops: crate::ops::Operations::open(
-                ctl.layout().root().join("operations.json"),
-                ctl.audit().clone(),
+                cx.svc.layout().root().join("operations.json"),
+                cx.svc.audit().clone(),
             ),
-            ctl,
+            cx,
             domains,
             certs,
             fleet,
@@ -142,7 +143,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/openapi.json", get(openapi::serve))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
-            crate::auth::authorize,
+            crate::api::auth::authorize,
         ))
         .fallback(no_route)
         .method_not_allowed_fallback(wrong_method)
@@ -156,7 +157,7 @@ async fn wrong_method(method: axum::http::Method, uri: axum::http::Uri) -> ApiEr
 
 /// The router as the Unix socket serves it: every caller is the operator.
 pub fn socket_router(state: AppState) -> Router {
-    router(state).layer(middleware::from_fn(crate::auth::socket))
+    router(state).layer(middleware::from_fn(crate::api::auth::socket))
 }
 
 /// Every path the router does not know: a JSON 404 that names it, never an empty body.
@@ -171,18 +172,18 @@ pub async fn capacity(
     State(s): State<AppState>,
 ) -> Result<Json<crate::capacity::Report>, ApiError> {
     // The files as they are now, as admission reads them, not the last pass's view.
-    let host = s.ctl.host().clone();
-    let nodes = s.ctl.runtime().nodes().await.unwrap_or_default();
-    let placed: std::collections::BTreeMap<String, String> = s
-        .ctl
-        .board()
-        .instances
-        .into_iter()
-        .filter_map(|(t, st)| {
-            let node = st.containers.iter().find_map(|c| c.node.as_ref())?;
-            Some((t, node.name.clone()))
-        })
-        .collect();
+    let host = s.cx.svc.host().clone();
+    let nodes = s.cx.svc.runtime().nodes().await.unwrap_or_default();
+    let placed: std::collections::BTreeMap<String, String> =
+        s.cx.passes
+            .board()
+            .instances
+            .into_iter()
+            .filter_map(|(t, st)| {
+                let node = st.containers.iter().find_map(|c| c.node.as_ref())?;
+                Some((t, node.name.clone()))
+            })
+            .collect();
     let report = tokio::task::spawn_blocking(move || {
         let d = crate::desired::load(&host).desired;
         let now = crate::capacity::measure(&host.state_dir);
@@ -193,7 +194,7 @@ pub async fn capacity(
     .await;
     match report {
         Ok(mut r) => {
-            r.asleep = s.ctl.sleep().asleep().len();
+            r.asleep = s.cx.svc.sleep().asleep().len();
             Ok(Json(r))
         }
         Err(e) => Err(ApiError::Internal(e.to_string())),
@@ -217,7 +218,7 @@ pub fn tcp_api(mut state: AppState, host_token: Option<String>) -> Router {
     state.host_token = host_token;
     let api = router(state.clone()).layer(middleware::from_fn_with_state(
         state,
-        crate::auth::authenticate,
+        crate::api::auth::authenticate,
     ));
     Router::new()
         // What every browser asks for on its own: answered, not recorded as a refused login.
@@ -231,26 +232,26 @@ pub fn tcp_api(mut state: AppState, host_token: Option<String>) -> Router {
 #[utoipa::path(get, path = "/v1/agent", tag = "host",
     responses((status = 200, description = "The agent: version, last pass, errors", body = serde_json::Value)))]
 pub async fn agent_show(State(s): State<AppState>) -> Json<serde_json::Value> {
-    let b = s.ctl.board();
+    let b = s.cx.passes.board();
     Json(serde_json::json!({
         "version": env!("CARGO_PKG_VERSION"),
-        "namespace": s.ctl.host().namespace,
+        "namespace": s.cx.svc.host().namespace,
         "last_pass": b.last_pass,
         "spec_errors": b.spec_errors,
         "engine_error": b.engine_error,
-        "disk_quotas": s.ctl.disk_quotas(),
-        "egress": s.ctl.egress().map(|e| e.state()),
-        "mutations_total": s.ctl.runtime().mutations(),
+        "disk_quotas": s.cx.svc.disk_quotas(),
+        "egress": s.cx.svc.egress().map(|e| e.state()),
+        "mutations_total": s.cx.svc.runtime().mutations(),
     }))
 }
 
 /// Runs a pass now and answers with its report (used by `--wait` and tests).
 #[utoipa::path(post, path = "/v1/reconcile", tag = "host",
-    responses((status = 200, description = "The pass's report", body = crate::reconcile::PassReport)))]
+    responses((status = 200, description = "The pass's report", body = crate::services::PassReport)))]
 pub async fn reconcile_run(
     State(s): State<AppState>,
-) -> Result<Json<crate::reconcile::PassReport>, ApiError> {
-    s.ctl
+) -> Result<Json<crate::services::PassReport>, ApiError> {
+    s.cx.passes
         .pass()
         .await
         .map(Json)

@@ -10,10 +10,10 @@ use super::{
     instances::{instance_path, not_found},
     params::Tenant,
 };
-use crate::auth::PendingAudit;
+use crate::api::auth::PendingAudit;
 use crate::{
-    reconcile::Phase,
     runtime::spec::{container_name, network_name},
+    services::Phase,
 };
 use axum::{Extension, extract::State, response::Response};
 use serde::{Deserialize, Serialize};
@@ -52,7 +52,7 @@ pub async fn move_tenant(
     JsonBody(req): JsonBody<MoveRequest>,
 ) -> Result<Response, ApiError> {
     instance_path(&s, &tenant)?;
-    if !s.ctl.desired().instances.contains_key(&tenant) {
+    if !s.cx.passes.desired().instances.contains_key(&tenant) {
         return Err(not_found(&tenant));
     }
     if !req.from_backup {
@@ -86,10 +86,10 @@ async fn move_now(
     backup: String,
 ) -> Result<Moved, ApiError> {
     let cleared = {
-        let _hold = s.ctl.hold_guard(&tenant).await;
+        let _hold = s.cx.passes.hold_guard(&tenant).await;
         clear(s, &tenant, &to).await
     };
-    s.ctl.kick();
+    s.cx.passes.kick();
     cleared?;
     wait_running(s, &tenant).await?;
     s.fleet.upgrades.restore(&tenant, &backup).await?;
@@ -103,7 +103,7 @@ async fn move_now(
 
 /// The target must be a ready, active swarm node other than the tenant's own.
 async fn check_node(s: &AppState, tenant: &str, to: &str) -> Result<(), ApiError> {
-    let nodes = s.ctl.runtime().nodes().await.map_err(internal)?;
+    let nodes = s.cx.svc.runtime().nodes().await.map_err(internal)?;
     if nodes.is_empty() {
         return Err(ApiError::BadRequest(
             "moving a tenant between nodes needs swarm mode (engine.mode: swarm)".into(),
@@ -118,7 +118,7 @@ async fn check_node(s: &AppState, tenant: &str, to: &str) -> Result<(), ApiError
             "node {to} is not ready and active"
         )));
     }
-    let board = s.ctl.board();
+    let board = s.cx.passes.board();
     let now = board
         .instances
         .get(tenant)
@@ -132,10 +132,10 @@ async fn check_node(s: &AppState, tenant: &str, to: &str) -> Result<(), ApiError
 /// Removes the tenant's services and network (its volumes stay on the old node) and pins its
 /// next network to `to`.
 async fn clear(s: &AppState, tenant: &str, to: &str) -> Result<(), ApiError> {
-    let rt = s.ctl.runtime();
-    let ns = &s.ctl.host().namespace;
+    let rt = s.cx.svc.runtime();
+    let ns = &s.cx.svc.host().namespace;
     rt.pin_tenant(tenant, to).await.map_err(internal)?;
-    let inst = s.ctl.desired().instances.get(tenant).cloned();
+    let inst = s.cx.passes.desired().instances.get(tenant).cloned();
     for svc in inst.iter().flat_map(|i| &i.services) {
         let name = container_name(ns, tenant, &svc.name);
         rt.remove_container(&name).await.map_err(internal)?;
@@ -148,7 +148,7 @@ async fn clear(s: &AppState, tenant: &str, to: &str) -> Result<(), ApiError> {
 async fn wait_running(s: &AppState, tenant: &str) -> Result<(), ApiError> {
     let start = Instant::now();
     loop {
-        let phase = s.ctl.board().instances.get(tenant).map(|st| st.phase);
+        let phase = s.cx.passes.board().instances.get(tenant).map(|st| st.phase);
         if phase == Some(Phase::Running) {
             return Ok(());
         }
@@ -159,7 +159,7 @@ async fn wait_running(s: &AppState, tenant: &str) -> Result<(), ApiError> {
                 UP_WITHIN.as_secs()
             )));
         }
-        s.ctl.kick();
+        s.cx.passes.kick();
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }

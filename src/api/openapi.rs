@@ -86,7 +86,7 @@ impl Modify for Common {
 pub fn document() -> Doc {
     let mut doc = ApiDoc::openapi();
     doc.info.version = env!("CARGO_PKG_VERSION").into();
-    for route in crate::auth::policy::ROUTES {
+    for route in crate::api::auth::policy::ROUTES {
         let Some(item) = doc.paths.paths.get_mut(route.path) else {
             continue;
         };
@@ -113,7 +113,7 @@ pub async fn serve() -> Json<Doc> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::auth::policy::ROUTES;
+    use crate::api::auth::policy::ROUTES;
 
     #[test]
     fn the_description_lists_exactly_the_routes_the_policy_table_lists() {

@@ -4,7 +4,7 @@
 
 use super::{AppState, error::ApiError};
 use crate::{
-    auth::{Deferred, PendingAudit, Principal},
+    api::auth::{Deferred, PendingAudit, Principal},
     ops::{Failure, Operation},
 };
 use axum::{
@@ -29,7 +29,7 @@ where
 {
     let work = async move { work.await.map_err(failure) };
     let event = pending.map(|Extension(p)| p.0);
-    let id = crate::store::identity::current(s.ctl.layout(), tenant);
+    let id = crate::store::identity::current(s.cx.svc.layout(), tenant);
     let op = s
         .ops
         .start(kind, (Some(tenant), id), event, work)
@@ -65,7 +65,7 @@ pub async fn show(
 ) -> Result<Json<Operation>, ApiError> {
     let hidden = || ApiError::NotFound(format!("no operation {id:?}"));
     let op = s.ops.get(&id).ok_or_else(hidden)?;
-    let layout = s.ctl.layout();
+    let layout = s.cx.svc.layout();
     let visible = match &op.tenant {
         _ if who.is_operator() => true,
         // A tenant token: its tenant, of the identity the operation was started for.

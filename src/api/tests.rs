@@ -1,7 +1,12 @@
 //! API tests in process (`router(state).oneshot(…)`) over the fake runtime.
 
 use super::*;
-use crate::{fixtures, runtime::fake::FakeRuntime};
+use crate::{
+    fixtures,
+    reconcile::Controller,
+    runtime::fake::FakeRuntime,
+    services::{Cx, Services},
+};
 use axum::{
     body::Body,
     http::{Request, StatusCode},
@@ -17,12 +22,16 @@ pub(crate) fn state() -> (tempfile::TempDir, AppState) {
     host.instances_dir = dir.path().join("instances");
     host.ports = (42000, 42999);
     let checker = Arc::new(crate::probe::FakeChecker::default());
-    let ctl = Controller::with_checker(Arc::new(FakeRuntime::new()), host, checker).unwrap();
+    let svc = Services::with_checker(Arc::new(FakeRuntime::new()), host, checker).unwrap();
+    let svc = Arc::new(svc);
+    let cx = Cx {
+        passes: Arc::new(Controller::new(svc.clone())),
+        svc,
+    };
     let book =
         Arc::new(crate::domains::DomainBook::open(dir.path().join("state/domains.json")).unwrap());
-    let ctl = Arc::new(ctl);
-    let fleet = crate::upgrade::Fleet::open(ctl.clone(), None);
-    (dir, AppState::new(ctl, book, None, fleet))
+    let fleet = crate::upgrade::Fleet::open(cx.clone(), None);
+    (dir, AppState::new(cx, book, None, fleet))
 }
 
 async fn call(
@@ -48,7 +57,7 @@ async fn adding_an_instance_writes_its_file_and_the_next_pass_runs_it() {
     for _ in 0..3 {
         let (st, _) = call(&s, "POST", "/v1/reconcile", serde_json::json!({})).await;
         assert_eq!(st, StatusCode::OK);
-        s.ctl.probes().tick().await;
+        s.cx.svc.probes().tick().await;
     }
     let (_, one) = call(&s, "GET", "/v1/instances/acme", serde_json::Value::Null).await;
     assert_eq!(one["phase"], "running");
@@ -216,7 +225,7 @@ async fn logs_default_to_the_web_service_and_take_another_by_name() {
     .await;
     for _ in 0..2 {
         call(&s, "POST", "/v1/reconcile", serde_json::json!({})).await;
-        s.ctl.probes().tick().await;
+        s.cx.svc.probes().tick().await;
     }
     let text = |uri: &'static str| {
         let s = s.clone();
@@ -276,7 +285,7 @@ async fn an_encoded_query_in_a_tenant_name_is_refused_and_purges_nothing() {
     }
     assert!(dir.path().join("instances/chk5.yaml").exists());
     assert!(
-        !s.ctl.layout().purge_marker("chk5").exists(),
+        !s.cx.svc.layout().purge_marker("chk5").exists(),
         "purge marker written"
     );
     let (st, body) = call(&s, "GET", "/v1/nothing/here", serde_json::Value::Null).await;
@@ -320,7 +329,7 @@ async fn domain_add_is_validated_like_add_and_writes_nothing_when_refused() {
         "a refused claim was recorded"
     );
     // Another tenant's subdomain is never claimable, so it cannot block that tenant's add.
-    let base = s.ctl.host().base_domain.clone().unwrap();
+    let base = s.cx.svc.host().base_domain.clone().unwrap();
     let (st, body) = claim(&format!("chk9.{base}")).await;
     assert_eq!(st, StatusCode::BAD_REQUEST, "{body}");
     let (st, body) = add(

@@ -7,7 +7,7 @@ use crate::{
     desired::{self, host::is_dns_label},
     proxy::health,
     proxy::target::Target,
-    reconcile::Phase,
+    services::Phase,
     spec::instance::{InstanceFile, RunState},
     store::atomic,
 };
@@ -114,15 +114,16 @@ impl Backups {
         // Marked before it exists and removed on every way out (an error, a panic): a scratch
         // tenant never outlives its verify; one an agent was stopped in goes at its next start.
         let file = self
-            .ctl
+            .cx
+            .svc
             .host()
             .instances_dir
             .join(format!("{scratch}.yaml"));
-        if file.exists() || self.ctl.layout().tenant(&scratch).exists() {
+        if file.exists() || self.cx.svc.layout().tenant(&scratch).exists() {
             // A tenant of that name exists: never the verify's to remove.
             return Err(BackupError::Exists(scratch));
         }
-        let dir = self.ctl.layout().scratch_dir();
+        let dir = self.cx.svc.layout().scratch_dir();
         atomic::create_dir(&dir, 0o700).map_err(super::io(&dir))?;
         let mark = dir.join(&scratch);
         atomic::write(&mark, b"", 0o600).map_err(super::io(&mark))?;
@@ -139,7 +140,7 @@ impl Backups {
 
     /// Removes the scratch tenants an agent stopped in the middle of a verify left behind.
     pub fn discard_scratch(&self) {
-        let dir = self.ctl.layout().scratch_dir();
+        let dir = self.cx.svc.layout().scratch_dir();
         for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
             let t = e.file_name().to_string_lossy().to_string();
             if crate::desired::instance::is_tenant_name(&t) {
@@ -156,13 +157,13 @@ impl Backups {
     /// Writes the clone's instance file after the same checks `berth add` makes.
     async fn create_file(&self, file: &InstanceFile) -> Result<(), BackupError> {
         let t = &file.tenant;
-        let path = self.ctl.host().instances_dir.join(format!("{t}.yaml"));
-        let lock = self.ctl.files_lock();
+        let path = self.cx.svc.host().instances_dir.join(format!("{t}.yaml"));
+        let lock = self.cx.svc.files_lock();
         let _guard = lock.lock().await;
-        if path.exists() || self.ctl.layout().purge_marker(t).exists() {
+        if path.exists() || self.cx.svc.layout().purge_marker(t).exists() {
             return Err(BackupError::Exists(t.clone()));
         }
-        let host = self.ctl.host().clone();
+        let host = self.cx.svc.host().clone();
         let checked = file.clone();
         tokio::task::spawn_blocking(move || desired::check_candidate(&host, &checked))
             .await
@@ -172,12 +173,12 @@ impl Backups {
                 why: e.to_string(),
             })?;
         let yaml = serde_yaml::to_string(file).expect("instance file serializes");
-        let layout = self.ctl.layout();
-        crate::store::identity::ensure(layout, t, Some(&self.ctl.host().backup_dir))
+        let layout = self.cx.svc.layout();
+        crate::store::identity::ensure(layout, t, Some(&self.cx.svc.host().backup_dir))
             .map_err(super::io(&layout.tenant(t)))?;
         atomic::write(&path, yaml.as_bytes(), 0o644).map_err(super::io(&path))?;
-        self.ctl.reset_backoff(t);
-        self.ctl.kick();
+        self.cx.passes.reset_backoff(t);
+        self.cx.passes.kick();
         Ok(())
     }
 
@@ -191,7 +192,8 @@ impl Backups {
         self.restore_members(t, members).await?;
         let inst = self.instance(t)?;
         let port = self
-            .ctl
+            .cx
+            .svc
             .allocations()
             .get(t)
             .map(|a| a.port)
@@ -200,7 +202,7 @@ impl Backups {
             SocketAddr::from(([127, 0, 0, 1], port)),
             Duration::from_secs(2),
         );
-        let host = health::probe_host(&inst, self.ctl.host().base_domain.as_deref());
+        let host = health::probe_host(&inst, self.cx.svc.host().base_domain.as_deref());
         health::wait_healthy(&target, &inst.web.health_path, &host, 2, HEALTHY)
             .await
             .map_err(|e| not_ready(t, format!("unhealthy after the restore: {e}")))?;
@@ -215,7 +217,7 @@ impl Backups {
         let deadline = Instant::now() + COME_UP;
         let mut last = String::from("not seen by the reconciler yet");
         while Instant::now() < deadline {
-            if let Some(s) = self.ctl.board().instances.get(t) {
+            if let Some(s) = self.cx.passes.board().instances.get(t) {
                 match s.phase {
                     Phase::Running => return Ok(()),
                     Phase::Invalid => {
@@ -239,20 +241,20 @@ impl Backups {
 
     /// Removes tenant `t` with everything it has (tombstone first, as `berth rm --purge`).
     fn discard(&self, t: &str) {
-        let marker = self.ctl.layout().purge_marker(t);
+        let marker = self.cx.svc.layout().purge_marker(t);
         if let Err(e) = atomic::write(&marker, b"", 0o600) {
             tracing::error!(tenant = t, error = %e, "cannot mark for purge");
         }
-        let path = self.ctl.host().instances_dir.join(format!("{t}.yaml"));
+        let path = self.cx.svc.host().instances_dir.join(format!("{t}.yaml"));
         let _ = std::fs::remove_file(path);
-        self.ctl.kick();
+        self.cx.passes.kick();
     }
 
     async fn wait_gone(&self, t: &str) -> bool {
         let deadline = Instant::now() + COME_UP;
         while Instant::now() < deadline {
-            let listed = self.ctl.board().instances.contains_key(t);
-            if !listed && !self.ctl.layout().purge_marker(t).exists() {
+            let listed = self.cx.passes.board().instances.contains_key(t);
+            if !listed && !self.cx.svc.layout().purge_marker(t).exists() {
                 return true;
             }
             tokio::time::sleep(Duration::from_millis(300)).await;
@@ -270,7 +272,14 @@ struct Scratch<'a> {
 impl Drop for Scratch<'_> {
     fn drop(&mut self) {
         self.backups.discard(&self.tenant);
-        let _ = std::fs::remove_file(self.backups.ctl.layout().scratch_dir().join(&self.tenant));
+        let _ = std::fs::remove_file(
+            self.backups
+                .cx
+                .svc
+                .layout()
+                .scratch_dir()
+                .join(&self.tenant),
+        );
     }
 }
 

@@ -13,7 +13,7 @@ pub mod schedule;
 /// The archive member holding the tenant's instance file.
 pub const INSTANCE_MEMBER: &str = "instance.yaml";
 
-use crate::{desired::Instance, reconcile::Controller, store::atomic};
+use crate::{desired::Instance, services::Cx, store::atomic};
 use archive::Manifest;
 use serde::Serialize;
 use std::{collections::BTreeMap, path::PathBuf, sync::Arc};
@@ -70,7 +70,7 @@ pub struct BackupInfo {
 }
 
 pub struct Backups {
-    ctl: Arc<Controller>,
+    cx: Cx,
     /// Backups, restores and verifies running at once (`room::CONCURRENT`).
     slots: Arc<tokio::sync::Semaphore>,
     /// Tenants with a backup or restore running (one at a time each, scheduled ones too).
@@ -97,9 +97,9 @@ fn io(path: &std::path::Path) -> impl FnOnce(std::io::Error) -> BackupError + '_
 }
 
 impl Backups {
-    pub fn new(ctl: Arc<Controller>) -> Backups {
+    pub fn new(cx: Cx) -> Backups {
         Backups {
-            ctl,
+            cx,
             slots: Arc::new(tokio::sync::Semaphore::new(room::CONCURRENT)),
             running: Arc::default(),
         }
@@ -143,19 +143,20 @@ impl Backups {
             tenant,
             &self.dir(tenant),
             (
-                &self.ctl.layout().disks(),
-                self.ctl.host().admission.disk_overcommit,
+                &self.cx.svc.layout().disks(),
+                self.cx.svc.host().admission.disk_overcommit,
             ),
             budget,
         )
     }
 
     fn dir(&self, tenant: &str) -> PathBuf {
-        self.ctl.host().backup_dir.join(tenant)
+        self.cx.svc.host().backup_dir.join(tenant)
     }
 
     fn instance(&self, tenant: &str) -> Result<Instance, BackupError> {
-        self.ctl
+        self.cx
+            .passes
             .desired()
             .instances
             .get(tenant)
@@ -171,7 +172,7 @@ impl Backups {
         let room = self.room(&inst, true)?;
         // A sleeping tenant is woken (its database dumps from a running server) and kept
         // awake until the archive is written.
-        let _awake = crate::sleep::wake_for(&self.ctl, tenant, "backup", crate::sleep::WAKE_LIMIT)
+        let _awake = crate::sleep::wake_for(&self.cx, tenant, "backup", crate::sleep::WAKE_LIMIT)
             .await
             .map_err(|why| BackupError::NotReady {
                 tenant: tenant.into(),
@@ -238,23 +239,28 @@ impl Backups {
         room: &room::Room,
     ) -> Result<BTreeMap<String, PathBuf>, BackupError> {
         let tenant = inst.tenant.as_str();
-        let rt = self.ctl.runtime().as_ref();
-        let ns = &self.ctl.host().namespace;
+        let rt = self.cx.svc.runtime().as_ref();
+        let ns = &self.cx.svc.host().namespace;
         let mut members = BTreeMap::new();
         let db = spool.join("database.sql");
-        if dump::database(rt, self.ctl.layout(), ns, inst, &db, room).await? {
+        if dump::database(rt, self.cx.svc.layout(), ns, inst, &db, room).await? {
             members.insert("database.sql".to_string(), db);
         }
         for (volume, file) in dump::volumes(rt, ns, inst, spool, room).await? {
             members.insert(format!("volumes/{volume}.tar"), file);
         }
         // The instance file as it was, so a clone can start from the same template and values.
-        let file = self.ctl.host().instances_dir.join(format!("{tenant}.yaml"));
+        let file = self
+            .cx
+            .svc
+            .host()
+            .instances_dir
+            .join(format!("{tenant}.yaml"));
         let copy = spool.join("instance.yaml");
         if std::fs::copy(&file, &copy).is_ok() {
             members.insert(INSTANCE_MEMBER.to_string(), copy);
         }
-        let root = self.ctl.layout().tenant(tenant);
+        let root = self.cx.svc.layout().tenant(tenant);
         for (n, path) in files_under(&root).into_iter().enumerate() {
             let rel = path.strip_prefix(&root).expect("under root");
             let copy = spool.join(format!("file-{n}"));
@@ -267,13 +273,13 @@ impl Backups {
     /// `tenant`'s identity (made for a tenant from before identities); a tenant purged while
     /// its backup ran has none, and its backup is not written.
     fn identity(&self, tenant: &str) -> Result<String, BackupError> {
-        crate::store::identity::of_existing(self.ctl.layout(), tenant)
+        crate::store::identity::of_existing(self.cx.svc.layout(), tenant)
             .ok_or_else(|| BackupError::UnknownTenant(tenant.into()))
     }
 
     /// Who `tenant` is now, read once for any number of archives.
     pub(crate) fn owner(&self, tenant: &str) -> Owner {
-        let layout = self.ctl.layout();
+        let layout = self.cx.svc.layout();
         Owner {
             tenant: tenant.into(),
             id: crate::store::identity::current(layout, tenant),

@@ -35,10 +35,10 @@ impl Backups {
         let _turn = self.turn().await;
         let (_spool, manifest, members) = self.open(tenant, id)?;
         let inst = self.instance(tenant)?;
-        let held = self.ctl.is_held(tenant);
+        let held = self.cx.passes.is_held(tenant);
         let _awake = match held {
             false => Some(
-                crate::sleep::wake_for(&self.ctl, tenant, "restore", crate::sleep::WAKE_LIMIT)
+                crate::sleep::wake_for(&self.cx, tenant, "restore", crate::sleep::WAKE_LIMIT)
                     .await
                     .map_err(|why| BackupError::NotReady {
                         tenant: tenant.into(),
@@ -49,7 +49,7 @@ impl Backups {
         };
         // Released on every way out, a panic or a dropped future included.
         let _hold = match held {
-            false => Some(self.ctl.hold_guard(tenant).await),
+            false => Some(self.cx.passes.hold_guard(tenant).await),
             true => None,
         };
         self.restore_safely(&inst, id, &members).await?;
@@ -109,14 +109,14 @@ impl Backups {
     /// Tenants with an unfinished restore (a journal), held from the reconciler at once: the
     /// agent's first pass must not restart them half restored. `resume` then finishes them.
     pub fn hold_unfinished(&self) -> Vec<String> {
-        let Ok(rd) = std::fs::read_dir(&self.ctl.host().backup_dir) else {
+        let Ok(rd) = std::fs::read_dir(&self.cx.svc.host().backup_dir) else {
             return vec![];
         };
         let mut out = vec![];
         for e in rd.filter_map(|e| e.ok()) {
             let t = e.file_name().to_string_lossy().to_string();
             if self.journal_path(&t).exists() {
-                self.ctl.hold(&t);
+                self.cx.passes.hold(&t);
                 out.push(t);
             }
         }
@@ -131,7 +131,7 @@ impl Backups {
             if let Err(e) = &r {
                 tracing::error!(tenant = t, error = %e, "unfinished restore could not be finished");
             }
-            self.ctl.release(&t);
+            self.cx.passes.release(&t);
         }
     }
 
@@ -201,10 +201,10 @@ impl Backups {
         members: &BTreeMap<String, PathBuf>,
     ) -> Result<(), BackupError> {
         let inst = self.instance(tenant)?;
-        let rt = self.ctl.runtime().as_ref();
-        let ns = &self.ctl.host().namespace;
+        let rt = self.cx.svc.runtime().as_ref();
+        let ns = &self.cx.svc.host().namespace;
         if let Some(sql) = members.get("database.sql") {
-            dump::restore_database(rt, self.ctl.layout(), ns, &inst, sql).await?;
+            dump::restore_database(rt, self.cx.svc.layout(), ns, &inst, sql).await?;
         }
         for (name, data) in members {
             if let Some(volume) = name

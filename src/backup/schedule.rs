@@ -3,7 +3,7 @@
 //! tenants stopped or in an upgrade skip their turn. Retention is applied after every backup.
 
 use super::Backups;
-use crate::{desired::schedule, reconcile::Phase, spec::instance::RunState};
+use crate::{desired::schedule, services::Phase, spec::instance::RunState};
 use serde::Serialize;
 use std::{
     collections::BTreeMap,
@@ -39,8 +39,8 @@ impl BackupSchedule {
 
     /// Tenants due now (their slot moves on to the next time), and how long until the soonest.
     fn due(&self, b: &Backups, now: SystemTime) -> (Vec<String>, Duration) {
-        let desired = b.ctl.desired();
-        let board = b.ctl.board();
+        let desired = b.cx.passes.desired();
+        let board = b.cx.passes.board();
         let mut soonest = now + Duration::from_secs(60);
         let mut slots = self.slots.lock().expect("slots lock");
         slots.retain(|t, _| {
@@ -72,17 +72,17 @@ impl BackupSchedule {
                 // Asleep, nothing can change: a backup taken since it fell asleep still holds
                 // everything; without one, the backup wakes it. (The board may still say
                 // running while the pass that stops a dozing tenant is under way.)
-                let asleep_since = b.ctl.sleep().since(t);
+                let asleep_since = b.cx.svc.sleep().since(t);
                 let serving = inst.state == RunState::Running
                     && asleep_since.is_none()
-                    && !b.ctl.is_held(t)
+                    && !b.cx.passes.is_held(t)
                     && board
                         .instances
                         .get(t)
                         .is_some_and(|s| s.phase == Phase::Running);
                 let covered =
                     asleep_since.is_some_and(|since| b.list(t).iter().any(|x| x.created >= since));
-                if serving || (asleep_since.is_some() && !covered && !b.ctl.is_held(t)) {
+                if serving || (asleep_since.is_some() && !covered && !b.cx.passes.is_held(t)) {
                     due.push(t.clone());
                 } else if covered {
                     tracing::info!(
@@ -121,7 +121,7 @@ impl BackupSchedule {
                     Ok(info) => e.target(info.id.clone()),
                     Err(_) => e,
                 };
-                backups.ctl.audit().record(&e);
+                backups.cx.svc.audit().record(&e);
                 let at = SystemTime::now()
                     .duration_since(SystemTime::UNIX_EPOCH)
                     .unwrap_or_default()

@@ -1,7 +1,7 @@
 //! `berth token …` and `berth audit`.
 
 use super::{Output, client::Client, client::api_path, print, table};
-use crate::auth::Role;
+use crate::api::auth::Role;
 use anyhow::{Result, bail};
 use clap::Subcommand;
 use hyper::Method;

@@ -4,8 +4,8 @@
 
 use crate::desired::schedule;
 use crate::{
-    reconcile::{Controller, Phase},
     runtime::spec,
+    services::{Cx, Phase},
     spec::instance::RunState,
     store::atomic,
 };
@@ -60,7 +60,7 @@ struct Slot {
 }
 
 pub struct Scheduler {
-    ctl: Arc<Controller>,
+    cx: Cx,
     /// (tenant, job) → what is known.
     records: Mutex<BTreeMap<(String, String), JobRecord>>,
     slots: Mutex<BTreeMap<(String, String), Slot>>,
@@ -73,22 +73,22 @@ fn unix_ms(t: SystemTime) -> u64 {
 }
 
 impl Scheduler {
-    pub fn new(ctl: Arc<Controller>) -> Arc<Scheduler> {
+    pub fn new(cx: Cx) -> Arc<Scheduler> {
         Arc::new(Scheduler {
-            ctl,
+            cx,
             records: Mutex::default(),
             slots: Mutex::default(),
         })
     }
 
     fn path(&self, tenant: &str) -> std::path::PathBuf {
-        self.ctl.layout().tenant(tenant).join("jobs.json")
+        self.cx.svc.layout().tenant(tenant).join("jobs.json")
     }
 
     /// The tenant's jobs as `berth jobs T` shows them, including ones that never ran.
     pub fn jobs(&self, tenant: &str) -> BTreeMap<String, JobRecord> {
         self.load(tenant);
-        let Some(inst) = self.ctl.desired().instances.get(tenant).cloned() else {
+        let Some(inst) = self.cx.passes.desired().instances.get(tenant).cloned() else {
             return BTreeMap::new();
         };
         let slots = self.slots.lock().expect("slots lock");
@@ -142,12 +142,12 @@ impl Scheduler {
     /// Fires what is due and returns how long to sleep until the next schedule.
     pub fn tick(self: &Arc<Self>) -> Duration {
         let now = SystemTime::now();
-        let desired = self.ctl.desired();
-        let board = self.ctl.board();
+        let desired = self.cx.passes.desired();
+        let board = self.cx.passes.board();
         let mut soonest = now + Duration::from_secs(60);
         // A purged tenant (no allocation left) takes its history with it: a new tenant of
         // the same name starts with none.
-        let kept = self.ctl.allocations().snapshot();
+        let kept = self.cx.svc.allocations().snapshot();
         self.records
             .lock()
             .expect("records lock")
@@ -176,7 +176,7 @@ impl Scheduler {
                 });
                 if due <= now {
                     slot.next = schedule::next_after(&cron, now);
-                    let asleep = self.ctl.sleep().is_asleep(t);
+                    let asleep = self.cx.svc.sleep().is_asleep(t);
                     if asleep && !job.wake {
                         self.load(t);
                         let mut r = self.records.lock().expect("records lock");
@@ -191,7 +191,7 @@ impl Scheduler {
                     } else {
                         slot.running = true;
                         let container =
-                            spec::container_name(&self.ctl.host().namespace, t, &job.service);
+                            spec::container_name(&self.cx.svc.host().namespace, t, &job.service);
                         let me = self.clone();
                         let (job, key) = (job.clone(), key.clone());
                         tokio::spawn(async move { me.run(key, job, container).await });
@@ -212,11 +212,11 @@ impl Scheduler {
         // Wakes a sleeping tenant (`wake: true` jobs only get here asleep) and keeps it from
         // falling asleep mid-run.
         let limit = crate::sleep::WAKE_LIMIT;
-        let _awake = crate::sleep::wake_for(&self.ctl, &key.0, "job", limit).await;
+        let _awake = crate::sleep::wake_for(&self.cx, &key.0, "job", limit).await;
         let started = SystemTime::now();
         let clock = Instant::now();
         let args: Vec<&str> = job.command.iter().map(String::as_str).collect();
-        let rt = self.ctl.runtime();
+        let rt = self.cx.svc.runtime();
         let (exit_code, output, timed_out) =
             match rt.exec_timed(&container, &args, job.timeout).await {
                 Ok(o) => (Some(o.exit_code), o.output, o.timed_out),

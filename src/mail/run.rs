@@ -7,7 +7,7 @@ use super::{
     policy::Account,
     relay,
 };
-use crate::{desired::Desired, reconcile::Controller, runtime::Runtime, spec::instance::RunState};
+use crate::{desired::Desired, runtime::Runtime, services::Cx, spec::instance::RunState};
 use futures_util::StreamExt;
 use std::{collections::BTreeMap, path::PathBuf, sync::Arc, time::Duration};
 use tokio::sync::watch;
@@ -174,21 +174,21 @@ impl Mail {
     /// After every reconcile pass (and every 30 s): accounts from desired state, then the relay.
     pub async fn run(
         self: Arc<Self>,
-        ctl: Arc<Controller>,
+        cx: Cx,
         book: Arc<crate::domains::DomainBook>,
         mut stop: watch::Receiver<bool>,
     ) {
-        let mut passes = ctl.subscribe();
+        let mut passes = cx.passes.subscribe();
         loop {
             let verified = |d: &str, t: &str| book.bound_to(d).as_deref() == Some(t);
-            let host = ctl.host();
+            let host = cx.svc.host();
             let accts = accounts(
-                &ctl.desired(),
+                &cx.passes.desired(),
                 host.base_domain.as_deref(),
-                ctl.layout(),
+                cx.svc.layout(),
                 &verified,
             );
-            let result = self.sync(ctl.runtime().as_ref(), host, accts).await;
+            let result = self.sync(cx.svc.runtime().as_ref(), host, accts).await;
             if let Err(e) = &result {
                 tracing::error!(error = %e, "mail relay");
             }

@@ -4,7 +4,7 @@
 use super::{encode, sweep::Sweep};
 use crate::{
     desired::Desired,
-    reconcile::{Controller, Phase},
+    services::{Cx, Phase},
 };
 use prometheus_client::{
     collector::Collector,
@@ -43,7 +43,7 @@ struct PhaseLabel {
 }
 
 pub struct Instances {
-    pub ctl: Arc<Controller>,
+    pub cx: Cx,
     pub sweep: Arc<Sweep>,
 }
 
@@ -150,7 +150,7 @@ impl Instances {
     }
 
     fn tenants(&self, enc: &mut DescriptorEncoder, d: &Desired) -> std::fmt::Result {
-        let board = self.ctl.board();
+        let board = self.cx.passes.board();
         let up = board.instances.iter().map(|(t, s)| {
             (
                 instance_labels(d, t),
@@ -193,7 +193,7 @@ impl Instances {
                 .into_iter()
                 .map(|(phase, n)| (PhaseLabel { phase }, n)),
         )?;
-        let Ok(disks) = self.ctl.disks() else {
+        let Ok(disks) = self.cx.svc.disks() else {
             return Ok(());
         };
         let usage: Vec<_> = disks
@@ -228,7 +228,7 @@ impl Instances {
 impl Collector for Instances {
     fn encode(&self, mut enc: DescriptorEncoder) -> std::fmt::Result {
         // Labels for every row come from one view of the files.
-        let d = self.ctl.desired();
+        let d = self.cx.passes.desired();
         self.containers(&mut enc, &d)?;
         self.tenants(&mut enc, &d)
     }

@@ -13,7 +13,7 @@ pub mod sweep;
 pub mod text;
 pub mod top;
 
-use crate::{certs::CertManager, reconcile::Controller, runtime::EngineEvent, upgrade::Fleet};
+use crate::{certs::CertManager, runtime::EngineEvent, services::Cx, upgrade::Fleet};
 use prometheus_client::{
     encoding::EncodeLabelSet,
     metrics::{
@@ -38,7 +38,7 @@ pub struct ServiceLabels {
 
 /// Where the figures come from.
 pub struct Sources {
-    pub ctl: Arc<Controller>,
+    pub cx: Cx,
     pub fleet: Fleet,
     pub proxy: Option<Arc<crate::proxy::Proxy>>,
     pub certs: Option<Arc<CertManager>>,
@@ -48,7 +48,7 @@ pub struct Sources {
 
 pub struct Metrics {
     registry: Registry,
-    ctl: Arc<Controller>,
+    cx: Cx,
     proxy: Option<Arc<crate::proxy::Proxy>>,
     pub sweep: Arc<sweep::Sweep>,
     ooms: oom::Ooms,
@@ -123,19 +123,19 @@ impl Metrics {
             s.sleep.wake_seconds.clone(),
         );
         registry.register_collector(Box::new(instances::Instances {
-            ctl: s.ctl.clone(),
+            cx: s.cx.clone(),
             sweep: sweep.clone(),
         }));
         registry.register_collector(Box::new(state::State {
-            ctl: s.ctl.clone(),
+            cx: s.cx.clone(),
             fleet: s.fleet,
             certs: s.certs,
         }));
-        registry.register_collector(Box::new(probes::Probes(s.ctl.clone())));
+        registry.register_collector(Box::new(probes::Probes(s.cx.svc.clone())));
         registry.register_collector(Box::new(process::Process));
         Arc::new(Metrics {
             registry,
-            ctl: s.ctl,
+            cx: s.cx,
             proxy: s.proxy,
             sweep,
             ooms,
@@ -174,14 +174,14 @@ impl Metrics {
     /// Records each finished reconcile pass once, read from the board (which keeps only the
     /// last): passes that finish between two wake-ups of this task are sampled by the later.
     pub async fn follow_passes(self: Arc<Self>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
-        let ctl = self.ctl.clone();
-        let mut rx = ctl.subscribe();
+        let cx = self.cx.clone();
+        let mut rx = cx.passes.subscribe();
         loop {
             tokio::select! {
                 r = rx.changed() => if r.is_err() { return },
                 _ = shutdown.wait_for(|s| *s) => return,
             }
-            let Some(p) = ctl.board().last_pass else {
+            let Some(p) = cx.passes.board().last_pass else {
                 continue;
             };
             if self.last_pass.swap(p.pass, SeqCst) != p.pass {
@@ -189,7 +189,7 @@ impl Metrics {
                 self.pass_failures.inc_by(p.errors as u64);
             }
             // A tenant without an allocation has been purged: its counters go with it.
-            let kept = ctl.allocations().snapshot();
+            let kept = cx.svc.allocations().snapshot();
             self.ooms
                 .retain(|t| kept.contains_key(t) || t == crate::runtime::labels::HOST_TENANT);
         }

@@ -1,7 +1,7 @@
 //! berth's health probes at scrape time: up, last duration, probes and failures per target.
 
 use super::encode;
-use crate::{probe::ProbeStatus, reconcile::Controller, runtime::Health};
+use crate::{probe::ProbeStatus, runtime::Health, services::Services};
 use prometheus_client::{
     collector::Collector,
     encoding::{DescriptorEncoder, EncodeLabelSet},
@@ -16,7 +16,7 @@ struct ProbeLabels {
     check: String,
 }
 
-pub struct Probes(pub Arc<Controller>);
+pub struct Probes(pub Arc<Services>);
 
 impl std::fmt::Debug for Probes {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -3,7 +3,7 @@
 
 use super::encode;
 use crate::proxy::meter::TenantLabel;
-use crate::{certs::CertManager, reconcile::Controller, upgrade::Fleet};
+use crate::{certs::CertManager, services::Cx, upgrade::Fleet};
 use prometheus_client::{
     collector::Collector,
     encoding::{DescriptorEncoder, EncodeLabelSet},
@@ -39,7 +39,7 @@ struct JobLabels {
 }
 
 pub struct State {
-    pub ctl: Arc<Controller>,
+    pub cx: Cx,
     pub fleet: Fleet,
     pub certs: Option<Arc<CertManager>>,
 }
@@ -141,7 +141,7 @@ impl State {
     }
 
     fn jobs_and_backups(&self, enc: &mut DescriptorEncoder) -> std::fmt::Result {
-        let desired = self.ctl.desired();
+        let desired = self.cx.passes.desired();
         let mut jobs = vec![];
         for t in desired.instances.keys() {
             for (job, rec) in self.fleet.jobs.jobs(t) {
@@ -204,7 +204,7 @@ impl State {
     }
 
     fn agent(&self, enc: &mut DescriptorEncoder) -> std::fmt::Result {
-        let board = self.ctl.board();
+        let board = self.cx.passes.board();
         encode::gauges(
             enc,
             "berth_engine_up",
@@ -212,7 +212,7 @@ impl State {
             None,
             [(encode::NO_LABELS, flag(board.engine_error.is_none()))],
         )?;
-        let pulls = self.ctl.pulls().pulling();
+        let pulls = self.cx.svc.pulls().pulling();
         encode::gauges(
             enc,
             "berth_image_pull_bytes",
@@ -241,7 +241,7 @@ impl State {
                 )
             }),
         )?;
-        let egress = self.ctl.egress().map(|e| e.state()).unwrap_or_default();
+        let egress = self.cx.svc.egress().map(|e| e.state()).unwrap_or_default();
         encode::gauges(
             enc,
             "berth_egress_enforced",

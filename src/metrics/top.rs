@@ -37,11 +37,12 @@ pub struct Top {
 
 impl Metrics {
     pub fn top(&self) -> Top {
-        let board = self.ctl.board();
-        let desired = self.ctl.desired();
+        let board = self.cx.passes.board();
+        let desired = self.cx.passes.desired();
         let snap = self.sweep.snapshot();
         let disks: BTreeMap<String, crate::disk::Usage> = self
-            .ctl
+            .cx
+            .svc
             .disks()
             .map(|d| d.usage().into_iter().collect())
             .unwrap_or_default();
@@ -85,7 +86,7 @@ impl Metrics {
         Top {
             at: snap.at,
             sweep_seconds: snap.took_seconds,
-            disk_quotas: self.ctl.disk_quotas(),
+            disk_quotas: self.cx.svc.disk_quotas(),
             tenants: rows.into_values().collect(),
         }
     }

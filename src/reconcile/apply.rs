@@ -4,6 +4,7 @@ use super::{files, plan::Step, shared_db};
 use crate::{
     desired::{HostConfig, Instance},
     runtime::{Runtime, RuntimeError, spec},
+    services::{PurgeHook, Services},
     store::{AllocError, Allocation, Allocations, Layout},
 };
 use std::time::Duration;
@@ -68,15 +69,25 @@ pub struct Applier<'a> {
     pub pulls: &'a std::sync::Arc<crate::images::Pulls>,
     /// Asks for a pass (a pull ended).
     pub kick: std::sync::Arc<tokio::sync::Notify>,
-    /// What else a purge removes (`Controller::on_purge`).
+    /// What else a purge removes (`Services::on_purge`).
     pub purge_hooks: Vec<PurgeHook>,
 }
 
-/// A feature's part of a tenant's purge (its files of the tenant), given the tenant's name.
-/// A failure is logged; the purge goes on.
-pub type PurgeHook = std::sync::Arc<
-    dyn Fn(&str) -> Result<(), Box<dyn std::error::Error + Send + Sync>> + Send + Sync,
->;
+impl<'a> Applier<'a> {
+    /// An applier acting with the agent's shared services.
+    pub fn of(svc: &'a Services) -> Applier<'a> {
+        Applier {
+            rt: svc.runtime().as_ref(),
+            host: svc.host(),
+            layout: svc.layout(),
+            allocs: svc.allocations(),
+            disks: svc.disks().ok().cloned(),
+            pulls: svc.pulls(),
+            kick: svc.kick_handle(),
+            purge_hooks: svc.purge_hooks(),
+        }
+    }
+}
 
 impl Applier<'_> {
     /// Applies `steps` in order, stopping at the first failure (the next pass retries from the

@@ -9,12 +9,13 @@ impl Controller {
     /// Brings the kernel's egress rules to the allocations and the allows of the desired
     /// tenants and, for frozen ones, of their last valid state.
     pub(super) async fn sync_egress(&self, d: &desired::Desired) {
-        let Some(e) = self.egress.get().cloned() else {
+        let Some(e) = self.svc.egress().cloned() else {
             return;
         };
-        let pool = self.host.subnet_pool;
+        let pool = self.host().subnet_pool;
         let mut subnets: BTreeMap<String, ipnet::Ipv4Net> = self
-            .allocs
+            .svc
+            .allocations()
             .snapshot()
             .into_iter()
             .filter_map(|(t, a)| Some((t, pool.subnet(a.subnet).0.parse().ok()?)))
@@ -28,7 +29,7 @@ impl Controller {
         // The mail relay (on the host's network, the pool's last subnet) reaches its smarthost
         // when that is an address tenants are denied (a provider's internal relay).
         let relay = self
-            .host
+            .host()
             .mail
             .as_ref()
             .and_then(|m| m.smarthost.as_ref()?.allow());
@@ -53,12 +54,18 @@ impl Controller {
     ) {
         use crate::spec::template::DatabaseEngine;
         for engine in [DatabaseEngine::Postgres, DatabaseEngine::Mariadb] {
-            if self.host.shared_for(engine).is_none() {
+            if self.host().shared_for(engine).is_none() {
                 continue;
             }
-            if let Err(e) =
-                shared_db::retire_if_unused(self.rt.as_ref(), &self.host, d, inv, purging, engine)
-                    .await
+            if let Err(e) = shared_db::retire_if_unused(
+                self.svc.runtime().as_ref(),
+                self.host(),
+                d,
+                inv,
+                purging,
+                engine,
+            )
+            .await
             {
                 tracing::warn!(error = %e, ?engine, "shared database server not stopped");
             }
@@ -76,17 +83,17 @@ impl Controller {
         let mut kept = self.kept_valid.lock().expect("kept lock");
         kept.retain(|t, _| sources.contains_key(t));
         // A removed tenant (file gone, state kept) has no last valid state to serve later.
-        for t in self.allocs.snapshot().keys() {
+        for t in self.svc.allocations().snapshot().keys() {
             if !sources.contains_key(t) && !frozen.contains_key(t) {
-                let _ = std::fs::remove_file(desired::last_valid::path(&self.host, t));
+                let _ = std::fs::remove_file(desired::last_valid::path(self.host(), t));
             }
         }
         for (t, text) in sources {
             let d: [u8; 32] = sha2::Sha256::digest(text.as_bytes()).into();
-            if kept.get(t) == Some(&d) || !self.layout.tenant(t).is_dir() {
+            if kept.get(t) == Some(&d) || !self.svc.layout().tenant(t).is_dir() {
                 continue;
             }
-            let path = desired::last_valid::path(&self.host, t);
+            let path = desired::last_valid::path(self.host(), t);
             match crate::store::atomic::write(&path, text.as_bytes(), 0o600) {
                 Ok(()) => {
                     kept.insert(t.clone(), d);

@@ -121,9 +121,9 @@ pub fn refresh(
     book: &crate::domains::DomainBook,
 ) {
     let verified = |d: &str, t: &str| book.bound_to(d).as_deref() == Some(t);
-    let dozing = |t: &str| ctl.sleep().is_dozing(t);
+    let dozing = |t: &str| ctl.services().sleep().is_dozing(t);
     let mut e = edge(&ctl.desired(), &ctl.board(), ctl.host(), &verified, &dozing);
-    e.drop_scratch(&scratch_tenants(ctl.layout()));
+    e.drop_scratch(&scratch_tenants(ctl.services().layout()));
     for t in &mut e.tenants {
         // Held by an upgrade, or asleep/waking: the upgrader or the sleeper owns the gate.
         t.pinned = ctl.is_held(&t.tenant) || dozing(&t.tenant);

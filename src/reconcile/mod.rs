@@ -15,50 +15,26 @@ pub mod status;
 
 use crate::{
     desired::{self, HostConfig},
-    runtime::{Runtime, RuntimeError},
-    store::{AllocError, Allocations, Layout},
+    services::{Board, PassError, Services},
 };
-use futures_util::StreamExt;
+use futures_util::{StreamExt, future::BoxFuture};
 use holds::Holds;
 use std::{
     collections::{BTreeMap, BTreeSet},
     sync::{Arc, Mutex, RwLock},
     time::{Duration, Instant},
 };
-use tokio::sync::Notify;
 
-pub use status::{InstanceStatus, PassReport, Phase};
+pub use crate::services::{InstanceStatus, PassReport, Phase};
 
 /// Recheck interval while an instance is provisioning or starting.
 pub const CONVERGING_RECHECK: Duration = Duration::from_secs(1);
 
-#[derive(Debug, thiserror::Error)]
-pub enum ReconcileError {
-    #[error(transparent)]
-    Runtime(#[from] RuntimeError),
-    #[error(transparent)]
-    Alloc(#[from] AllocError),
-}
-
-/// What the API reads: the latest status of each instance and of the last pass.
-#[derive(Debug, Default, Clone, serde::Serialize)]
-pub struct Board {
-    pub instances: BTreeMap<String, InstanceStatus>,
-    pub spec_errors: Vec<String>,
-    pub last_pass: Option<PassReport>,
-    pub engine_error: Option<String>,
-}
-
+/// The reconciler: what passes need besides the shared services (backoff, failures, the
+/// board, holds, the last desired state).
 pub struct Controller {
-    rt: Arc<dyn Runtime>,
-    disks: Result<Arc<crate::disk::Disks>, String>,
-    host: HostConfig,
-    layout: Layout,
-    allocs: Allocations,
+    svc: Arc<Services>,
     pass_lock: tokio::sync::Mutex<u64>,
-    kick: Arc<Notify>,
-    /// Image pulls under way or failed, shared by every tenant that needs the image.
-    pulls: Arc<crate::images::Pulls>,
     backoff: Mutex<BTreeMap<String, backoff::Backoff>>,
     failures: Mutex<BTreeMap<String, String>>,
     /// Tenants whose last apply in a pass failed (the failures a converged pass clears).
@@ -70,82 +46,15 @@ pub struct Controller {
     passes: tokio::sync::watch::Sender<u64>,
     /// Tenants an upgrade or restore is changing: passes leave them alone until released.
     holds: Mutex<Holds>,
-    /// Serialises read-modify-write of instance files (API edits, upgrades, domain moves).
-    files_lock: Arc<tokio::sync::Mutex<()>>,
     /// Digest of each tenant's kept last valid file, so it is written only when it changes.
     kept_valid: Mutex<BTreeMap<String, [u8; 32]>>,
-    /// The egress policy, set by the daemon (unit tests run without one).
-    egress: std::sync::OnceLock<Arc<crate::egress::Egress>>,
-    /// Health of every running tenant, probed by berth.
-    probes: Arc<crate::probe::Prober>,
-    /// Tenants asleep (containers stopped while idle) or waking.
-    sleep: Arc<crate::sleep::state::SleepSet>,
-    /// The audit log, for the API and for automatic actions.
-    audit: Arc<crate::audit::Audit>,
-    /// What else a purge removes (the mail relay's files of the tenant), set by the daemon.
-    purge_hooks: Mutex<Vec<apply::PurgeHook>>,
 }
 
 impl Controller {
-    /// A controller whose tenants are probed over the network.
-    pub fn new(rt: Arc<dyn Runtime>, host: HostConfig) -> Result<Controller, ReconcileError> {
-        let checker = Arc::new(crate::probe::NetChecker::new(rt.clone()));
-        Controller::with_checker(rt, host, checker)
-    }
-
-    /// A controller whose probes go through `checker` (a fake in unit tests).
-    pub fn with_checker(
-        rt: Arc<dyn Runtime>,
-        host: HostConfig,
-        checker: Arc<dyn crate::probe::Checker>,
-    ) -> Result<Controller, ReconcileError> {
-        let layout = Layout::new(host.state_dir.clone());
-        for dir in [
-            layout.root().to_path_buf(),
-            layout.tenants(),
-            layout.purge_dir(),
-        ] {
-            crate::store::atomic::create_dir(&dir, 0o700).map_err(|source| AllocError::Write {
-                path: dir.clone(),
-                source,
-            })?;
-        }
-        crate::store::atomic::clean_temp_files(layout.root());
-        let allocs = Allocations::open(layout.allocations())?;
-        let disks = match host.engine.is_swarm() {
-            // Volumes live on the nodes; a loop-mounted filesystem here would bound nothing.
-            true => Err("swarm mode: volumes live on the swarm's nodes".to_string()),
-            false => crate::disk::Disks::probe(&layout.disks()),
-        }
-        .map(Arc::new);
-        if let Err(why) = &disks {
-            tracing::warn!(reason = %why, "disk quotas cannot be enforced on this host; plans' disk limits are not applied");
-        }
-        let pulls = crate::images::Pulls::new(
-            rt.clone(),
-            host.registries.clone(),
-            host.registry_mirrors.clone(),
-            Some(layout.images()),
-            Some(layout.image_pins()),
-        );
-        let kick = Arc::new(Notify::new());
-        let probes = crate::probe::Prober::new(host.probes.clone(), checker, kick.clone());
-        Ok(Controller {
-            purge_hooks: Mutex::default(),
-            sleep: Arc::new(crate::sleep::state::SleepSet::open(layout.sleep())),
-            audit: Arc::new(
-                crate::audit::Audit::open(&layout.root().join("audit"))
-                    .with_identities(layout.clone()),
-            ),
-            probes,
-            disks,
-            rt,
-            host,
-            layout,
-            allocs,
+    pub fn new(svc: Arc<Services>) -> Controller {
+        Controller {
+            svc,
             pass_lock: tokio::sync::Mutex::new(0),
-            kick,
-            pulls,
             backoff: Mutex::default(),
             failures: Mutex::default(),
             apply_failed: Mutex::default(),
@@ -153,70 +62,19 @@ impl Controller {
             last_desired: RwLock::default(),
             passes: tokio::sync::watch::channel(0).0,
             holds: Mutex::default(),
-            files_lock: Arc::default(),
-            egress: std::sync::OnceLock::new(),
             kept_valid: Mutex::default(),
-        })
-    }
-
-    /// Installs the egress policy; every pass from now on keeps the kernel's rules in step.
-    pub fn set_egress(&self, e: Arc<crate::egress::Egress>) {
-        let _ = self.egress.set(e);
-    }
-
-    pub fn egress(&self) -> Option<&Arc<crate::egress::Egress>> {
-        self.egress.get()
-    }
-
-    /// The notifier behind `kick`, for tasks that outlive a pass (a pull's end).
-    pub fn kick_handle(&self) -> Arc<Notify> {
-        self.kick.clone()
-    }
-
-    /// The prober: health of every running tenant (the daemon runs its loop).
-    pub fn probes(&self) -> &Arc<crate::probe::Prober> {
-        &self.probes
-    }
-
-    /// Tenants asleep or waking (the sleeper changes it; passes plan asleep tenants stopped).
-    pub fn sleep(&self) -> &Arc<crate::sleep::state::SleepSet> {
-        &self.sleep
-    }
-
-    /// Image pulls under way (for `/metrics`).
-    pub fn audit(&self) -> &Arc<crate::audit::Audit> {
-        &self.audit
-    }
-
-    pub fn pulls(&self) -> &Arc<crate::images::Pulls> {
-        &self.pulls
-    }
-
-    pub fn host(&self) -> &HostConfig {
-        &self.host
-    }
-    pub fn layout(&self) -> &Layout {
-        &self.layout
-    }
-    /// Per-tenant filesystems, or why this host cannot make them.
-    pub fn disks(&self) -> Result<&Arc<crate::disk::Disks>, &str> {
-        self.disks.as_ref().map_err(String::as_str)
-    }
-
-    /// `enforced`, or why this host cannot enforce disk quotas (then none is claimed).
-    pub fn disk_quotas(&self) -> String {
-        match &self.disks {
-            Ok(d) if d.grows_online() => "enforced".into(),
-            Ok(_) => {
-                "enforced (a growing disk stops its tenant briefly: no CAP_SYS_RESOURCE for online resize)".into()
-            }
-            Err(why) => format!("unavailable: {why}"),
         }
     }
 
-    pub fn runtime(&self) -> &Arc<dyn Runtime> {
-        &self.rt
+    /// What this reconciler shares with the rest of the agent.
+    pub fn services(&self) -> &Arc<Services> {
+        &self.svc
     }
+
+    fn host(&self) -> &HostConfig {
+        self.svc.host()
+    }
+
     pub fn board(&self) -> Board {
         self.board.read().expect("board lock").clone()
     }
@@ -238,11 +96,7 @@ impl Controller {
 
     /// Asks for a pass soon; many kicks before it starts make one pass.
     pub fn kick(&self) {
-        self.kick.notify_one();
-    }
-
-    pub fn files_lock(&self) -> Arc<tokio::sync::Mutex<()>> {
-        self.files_lock.clone()
+        self.svc.kick();
     }
 
     /// Where `tenant`'s `port` is published: on its swarm node, or on this host's loopback.
@@ -254,10 +108,6 @@ impl Controller {
             .and_then(|s| s.containers.first())
             .map_or(std::net::Ipv4Addr::LOCALHOST, |c| c.published_host());
         std::net::SocketAddr::from((host, port))
-    }
-
-    pub fn allocations(&self) -> &Allocations {
-        &self.allocs
     }
 
     /// Keeps passes away from `tenant` (its containers are being changed by an upgrade).
@@ -277,18 +127,6 @@ impl Controller {
     }
 
     /// Hands `tenant` back to the reconciler and asks for a pass.
-    /// Holds `tenant` like `hold_settled`; the hold ends when the guard is dropped, so every
-    /// way out of an operation (an error, a panic, its future dropped, even mid-wait) releases
-    /// the tenant.
-    pub async fn hold_guard(&self, tenant: &str) -> Held<'_> {
-        let held = Held {
-            ctl: self,
-            tenant: tenant.into(),
-        };
-        self.hold_settled(tenant).await;
-        held
-    }
-
     pub fn release(&self, tenant: &str) {
         self.holds.lock().expect("holds lock").release(tenant);
         self.kick();
@@ -304,17 +142,17 @@ impl Controller {
     }
 
     /// One full observe → plan → apply pass. Passes never overlap.
-    pub async fn pass(&self) -> Result<PassReport, ReconcileError> {
+    pub async fn pass(&self) -> Result<PassReport, PassError> {
         let mut n = self.pass_lock.lock().await;
         *n += 1;
         let started = Instant::now();
         let epoch = self.holds.lock().expect("holds lock").epoch;
-        let mutations_before = self.rt.mutations();
-        let host = self.host.clone();
+        let mutations_before = self.svc.runtime().mutations();
+        let host = self.host().clone();
         let mut loaded = tokio::task::spawn_blocking(move || desired::load(&host))
             .await
             .expect("spec loading does not panic");
-        let mut observed = match self.rt.inventory(&self.host.namespace).await {
+        let mut observed = match self.svc.runtime().inventory(&self.host().namespace).await {
             Ok(inv) => inv,
             Err(e) => {
                 self.board.write().expect("board lock").engine_error = Some(e.to_string());
@@ -323,15 +161,17 @@ impl Controller {
         };
         // Frozen tenants keep their last valid state (for the edge and their egress allows).
         loaded.desired = self.carry_last_valid(std::mem::take(&mut loaded.desired));
-        self.pulls.enforce_pins(&mut observed, &loaded.desired);
+        self.svc
+            .pulls()
+            .enforce_pins(&mut observed, &loaded.desired);
         self.probe(&loaded.desired, &mut observed, epoch);
         let recorded = self.recorded(&loaded.desired);
         let synced = self.sync_disks(&loaded.desired).await;
-        let asleep = self.sleep.asleep();
+        let asleep = self.svc.sleep().asleep();
         let ctx = plan::Context {
-            namespace: &self.host.namespace,
-            layout: &self.layout,
-            disks: self.disks.is_ok(),
+            namespace: &self.host().namespace,
+            layout: self.svc.layout(),
+            disks: self.svc.disks().is_ok(),
             grow_stopped: &synced.grow_stopped,
             asleep: &asleep,
         };
@@ -356,7 +196,7 @@ impl Controller {
         let applier = self.applier();
         let errors = std::sync::atomic::AtomicUsize::new(disk_failures.len());
         futures_util::stream::iter(due)
-            .for_each_concurrent(self.host.parallelism, |(t, steps)| {
+            .for_each_concurrent(self.host().parallelism, |(t, steps)| {
                 let inst = loaded.desired.instances.get(&t);
                 let (applier, errors) = (&applier, &errors);
                 async move {
@@ -385,7 +225,7 @@ impl Controller {
             self.sync_egress(&loaded.desired).await;
         }
         let observed = if steps > 0 {
-            let mut again = self.rt.inventory(&self.host.namespace).await?;
+            let mut again = self.svc.runtime().inventory(&self.host().namespace).await?;
             self.probe(&loaded.desired, &mut again, epoch);
             again
         } else {
@@ -397,7 +237,8 @@ impl Controller {
             .await;
         let failures = self.failures.lock().expect("failures lock").clone();
         let ports = self
-            .allocs
+            .svc
+            .allocations()
             .snapshot()
             .into_iter()
             .map(|(t, a)| (t, a.port))
@@ -408,18 +249,18 @@ impl Controller {
             instances: desired.instances.len(),
             tenants_changed,
             steps,
-            mutations: self.rt.mutations() - mutations_before,
+            mutations: self.svc.runtime().mutations() - mutations_before,
             failures: failures.len(),
             errors: errors.into_inner(),
         };
         let mut board = self.board.write().expect("board lock");
         board.instances = status::board(&desired, &observed, &failures, &ports);
-        status::mark_pulls(&mut board.instances, &desired, &self.pulls.pulling());
-        status::mark_probes(&mut board.instances, self.probes.snapshot());
+        status::mark_pulls(&mut board.instances, &desired, &self.svc.pulls().pulling());
+        status::mark_probes(&mut board.instances, self.svc.probes().snapshot());
         status::mark_sleep(
             &mut board.instances,
-            &self.sleep.asleep(),
-            &self.sleep.wake_errors(),
+            &self.svc.sleep().asleep(),
+            &self.svc.sleep().wake_errors(),
         );
         board.spec_errors = loaded.errors.0.iter().map(ToString::to_string).collect();
         board.last_pass = Some(report.clone());
@@ -437,43 +278,25 @@ impl Controller {
     }
 
     fn applier(&self) -> apply::Applier<'_> {
-        apply::Applier {
-            rt: self.rt.as_ref(),
-            host: &self.host,
-            layout: &self.layout,
-            allocs: &self.allocs,
-            disks: self.disks.as_ref().ok().cloned(),
-            pulls: &self.pulls,
-            kick: self.kick.clone(),
-            purge_hooks: self.purge_hooks(),
-        }
-    }
-
-    /// Adds what a tenant's purge also removes (a feature's files of the tenant).
-    pub fn on_purge(&self, hook: apply::PurgeHook) {
-        self.purge_hooks.lock().expect("purge hooks").push(hook);
-    }
-
-    pub fn purge_hooks(&self) -> Vec<apply::PurgeHook> {
-        self.purge_hooks.lock().expect("purge hooks").clone()
+        apply::Applier::of(&self.svc)
     }
 
     /// Points the prober at what runs now and writes its results into the observation.
     fn probe(&self, d: &desired::Desired, observed: &mut crate::runtime::Inventory, epoch: u64) {
         let scope = crate::probe::targets::Scope {
-            namespace: &self.host.namespace,
-            layout: &self.layout,
-            base_domain: self.host.base_domain.as_deref(),
+            namespace: &self.host().namespace,
+            layout: self.svc.layout(),
+            base_domain: self.host().base_domain.as_deref(),
         };
         let held = |t: &str| self.is_held(t);
         let targets = crate::probe::targets::targets(&scope, d, observed, &held);
         let unsettled = self.holds.lock().expect("holds lock").unsettled(epoch);
-        self.probes.sync(targets, &unsettled);
-        self.probes.overlay(observed);
+        self.svc.probes().sync(targets, &unsettled);
+        self.svc.probes().overlay(observed);
     }
 
     fn recorded(&self, d: &desired::Desired) -> plan::Recorded {
-        let purge: BTreeSet<String> = std::fs::read_dir(self.layout.purge_dir())
+        let purge: BTreeSet<String> = std::fs::read_dir(self.svc.layout().purge_dir())
             .map(|rd| {
                 rd.filter_map(|e| e.ok())
                     .map(|e| e.file_name().to_string_lossy().to_string())
@@ -483,10 +306,10 @@ impl Controller {
         let files_digest = d
             .instances
             .keys()
-            .filter_map(|t| files::read_digest(&self.layout, t).map(|x| (t.clone(), x)))
+            .filter_map(|t| files::read_digest(self.svc.layout(), t).map(|x| (t.clone(), x)))
             .collect();
         plan::Recorded {
-            allocations: self.allocs.snapshot(),
+            allocations: self.svc.allocations().snapshot(),
             files_digest,
             purge,
         }
@@ -495,7 +318,7 @@ impl Controller {
     /// Creates, mounts and grows the filesystems of tenants with a disk quota; tenants whose
     /// filesystem is not ready are failed for this pass (retried with backoff).
     async fn sync_disks(&self, d: &desired::Desired) -> crate::disk::Synced {
-        let Ok(disks) = &self.disks else {
+        let Ok(disks) = self.svc.disks() else {
             return Default::default();
         };
         let want: BTreeMap<String, crate::disk::Want> = d
@@ -606,13 +429,14 @@ impl Controller {
             .map(|b| b.next_attempt.saturating_duration_since(now))
             .min();
         soonest
-            .map_or(self.host.resync, |s| s.min(self.host.resync))
+            .map_or(self.host().resync, |s| s.min(self.host().resync))
             .max(Duration::from_millis(50))
     }
 
     /// Runs passes until `shutdown` resolves.
     pub async fn run(self: Arc<Self>, shutdown: impl std::future::Future<Output = ()>) {
         tokio::pin!(shutdown);
+        let kick = self.svc.kick_handle();
         loop {
             if let Err(e) = self.pass().await {
                 tracing::error!(error = %e, "reconcile pass failed");
@@ -620,24 +444,58 @@ impl Controller {
             let wait = self.next_wakeup();
             tokio::select! {
                 _ = &mut shutdown => return,
-                _ = self.kick.notified() => {}
+                _ = kick.notified() => {}
                 _ = tokio::time::sleep(wait) => {}
             }
         }
     }
 }
 
-#[cfg(test)]
-mod tests;
-
-/// A tenant held from the reconciler until this is dropped (`Controller::hold_guard`).
-pub struct Held<'a> {
-    ctl: &'a Controller,
-    tenant: String,
-}
-
-impl Drop for Held<'_> {
-    fn drop(&mut self) {
-        self.ctl.release(&self.tenant);
+impl crate::services::Reconciler for Controller {
+    fn kick(&self) {
+        Controller::kick(self);
+    }
+    fn pass(&self) -> BoxFuture<'_, Result<PassReport, PassError>> {
+        Box::pin(Controller::pass(self))
+    }
+    fn board(&self) -> Board {
+        Controller::board(self)
+    }
+    fn desired(&self) -> Arc<desired::Desired> {
+        Controller::desired(self)
+    }
+    fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        Controller::subscribe(self)
+    }
+    fn touch(&self) {
+        Controller::touch(self);
+    }
+    fn reset_backoff(&self, tenant: &str) {
+        Controller::reset_backoff(self, tenant);
+    }
+    fn published_at(&self, tenant: &str, port: u16) -> std::net::SocketAddr {
+        Controller::published_at(self, tenant, port)
+    }
+    fn hold(&self, tenant: &str) {
+        Controller::hold(self, tenant);
+    }
+    fn hold_settled<'a>(&'a self, tenant: &'a str) -> BoxFuture<'a, ()> {
+        Box::pin(Controller::hold_settled(self, tenant))
+    }
+    fn release(&self, tenant: &str) {
+        Controller::release(self, tenant);
+    }
+    fn is_held(&self, tenant: &str) -> bool {
+        Controller::is_held(self, tenant)
+    }
+    fn converge_tenant<'a>(
+        &'a self,
+        tenant: &'a str,
+        limit: Duration,
+    ) -> BoxFuture<'a, Result<(), String>> {
+        Box::pin(Controller::converge_tenant(self, tenant, limit))
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -35,7 +35,8 @@ impl Controller {
         self.kick();
         r.unwrap_or_else(|_| {
             Err(self
-                .probes
+                .svc
+                .probes()
                 .tenant_error(t)
                 .unwrap_or_else(|| format!("not healthy within {limit:?}")))
         })
@@ -62,7 +63,8 @@ impl Controller {
             }
             // A service waiting for a dependency has no container running (nor a target) yet.
             let all_running = inst.services.iter().all(|svc| {
-                let name = crate::runtime::spec::container_name(&self.host.namespace, t, &svc.name);
+                let name =
+                    crate::runtime::spec::container_name(&self.host().namespace, t, &svc.name);
                 observed
                     .containers
                     .iter()
@@ -73,7 +75,7 @@ impl Controller {
                 continue;
             }
             if self.healthy_within(t, REOBSERVE).await {
-                self.probes.overlay(&mut observed);
+                self.svc.probes().overlay(&mut observed);
                 self.show_running(t, observed);
                 return Ok(());
             }
@@ -85,49 +87,52 @@ impl Controller {
     async fn observe_tenant(&self, d: &Desired, inst: &Instance) -> Result<Inventory, String> {
         let t = &inst.tenant;
         let mut inv = self
-            .rt
-            .inventory(&self.host.namespace)
+            .svc
+            .runtime()
+            .inventory(&self.host().namespace)
             .await
             .map_err(|e| e.to_string())?;
         inv.containers.retain(|c| &c.tenant == t);
         inv.networks.retain(|n| &n.tenant == t);
         inv.volumes.retain(|v| &v.tenant == t);
-        self.pulls.enforce_pins(&mut inv, d);
+        self.svc.pulls().enforce_pins(&mut inv, d);
         let scope = crate::probe::targets::Scope {
-            namespace: &self.host.namespace,
-            layout: &self.layout,
-            base_domain: self.host.base_domain.as_deref(),
+            namespace: &self.host().namespace,
+            layout: self.svc.layout(),
+            base_domain: self.host().base_domain.as_deref(),
         };
         let running = |tenant: &str, service: &str| {
-            let name = crate::runtime::spec::container_name(&self.host.namespace, tenant, service);
+            let name =
+                crate::runtime::spec::container_name(&self.host().namespace, tenant, service);
             inv.containers
                 .iter()
                 .find(|c| c.name == name && c.status == RunStatus::Running)
         };
         let targets = crate::probe::targets::of_tenant(&scope, inst, &running, true);
-        self.probes.sync_tenant(t, targets);
-        self.probes.overlay(&mut inv);
+        self.svc.probes().sync_tenant(t, targets);
+        self.svc.probes().overlay(&mut inv);
         Ok(inv)
     }
 
     fn plan_tenant(&self, inst: &Instance, observed: &Inventory) -> Vec<plan::Step> {
         let t = &inst.tenant;
         let none = BTreeSet::new();
-        let asleep = self.sleep.asleep();
+        let asleep = self.svc.sleep().asleep();
         let ctx = plan::Context {
-            namespace: &self.host.namespace,
-            layout: &self.layout,
-            disks: self.disks.is_ok(),
+            namespace: &self.host().namespace,
+            layout: self.svc.layout(),
+            disks: self.svc.disks().is_ok(),
             grow_stopped: &none,
             asleep: &asleep,
         };
         let rec = plan::Recorded {
             allocations: self
-                .allocs
+                .svc
+                .allocations()
                 .get(t)
                 .map(|a| BTreeMap::from([(t.clone(), a)]))
                 .unwrap_or_default(),
-            files_digest: super::files::read_digest(&self.layout, t)
+            files_digest: super::files::read_digest(self.svc.layout(), t)
                 .map(|x| BTreeMap::from([(t.clone(), x)]))
                 .unwrap_or_default(),
             purge: BTreeSet::new(),
@@ -151,7 +156,7 @@ impl Controller {
     async fn healthy_within(&self, t: &str, within: Duration) -> bool {
         let until = tokio::time::Instant::now() + within;
         while tokio::time::Instant::now() < until && !self.is_held(t) {
-            if self.probes.tenant_healthy(t) == Some(true) {
+            if self.svc.probes().tenant_healthy(t) == Some(true) {
                 return true;
             }
             tokio::time::sleep(HEALTH_POLL).await;

@@ -1,70 +1,12 @@
-//! What the API reports about each instance, derived from desired state and observation.
+//! The board's statuses, derived from desired state and observation after each pass.
 
 use crate::{
     desired::Desired,
     runtime::{Health, Inventory, ObservedContainer, RunStatus},
+    services::{InstanceStatus, Phase},
     spec::instance::RunState,
 };
-use serde::Serialize;
 use std::collections::BTreeMap;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum Phase {
-    /// Every container runs and none reports unhealthy or starting.
-    Running,
-    /// Waiting for an image pull (progress in `pull`); nothing of the tenant is made before.
-    Pulling,
-    Starting,
-    /// Idle past its plan's `sleep_after`: containers stopped until a request wakes it.
-    Asleep,
-    /// Every container runs but a probe (or an opt-in healthcheck) fails: `error` says which.
-    Unhealthy,
-    Provisioning,
-    Stopped,
-    Suspended,
-    /// The last attempt failed; retried with backoff.
-    Failing,
-    /// The instance file (or its template) is invalid; nothing is changed until it is fixed.
-    Invalid,
-    /// No instance file; containers are being removed.
-    Removing,
-}
-
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
-pub struct InstanceStatus {
-    pub tenant: String,
-    pub template: Option<String>,
-    pub version: Option<String>,
-    pub desired: Option<RunState>,
-    pub phase: Phase,
-    pub port: Option<u16>,
-    pub domains: Vec<String>,
-    /// The template's web service: what `berth logs` shows by default.
-    pub web_service: Option<String>,
-    pub error: Option<String>,
-    pub containers: Vec<ObservedContainer>,
-    /// An image pull the tenant waits for.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub pull: Option<crate::images::Progress>,
-    /// berth's health probes of its running containers, with their latest result.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub probes: Vec<crate::probe::ProbeStatus>,
-}
-
-#[derive(Debug, Clone, Default, Serialize, utoipa::ToSchema)]
-pub struct PassReport {
-    pub pass: u64,
-    pub duration_ms: f64,
-    pub instances: usize,
-    pub tenants_changed: usize,
-    pub steps: usize,
-    pub mutations: u64,
-    /// Tenants failing now (in backoff or failed in this pass).
-    pub failures: usize,
-    /// Tenants whose apply (or disk) failed in this pass.
-    pub errors: usize,
-}
 
 /// Marks tenants whose images are being pulled: progress always, phase `pulling` unless their
 /// containers already run (a new version's image, say).

@@ -1,13 +1,18 @@
 //! Controller tests on the fake runtime: whole passes over real spec files in a temp dir.
 
 use super::*;
-use crate::{fixtures, probe::FakeChecker, runtime::fake::FakeRuntime};
+use crate::{
+    fixtures,
+    probe::FakeChecker,
+    runtime::{Runtime, fake::FakeRuntime},
+    services::Services,
+};
 use std::path::Path;
 
 struct Env {
     dir: tempfile::TempDir,
     rt: Arc<FakeRuntime>,
-    ctl: Controller,
+    ctl: Arc<Controller>,
 }
 
 fn env() -> Env {
@@ -29,14 +34,26 @@ fn env_with(checker: Arc<FakeChecker>, tweak: impl FnOnce(&mut crate::desired::H
     host.ports = (41000, 41999);
     tweak(&mut host);
     let rt = Arc::new(FakeRuntime::new());
-    let ctl = Controller::with_checker(rt.clone(), host, checker).unwrap();
-    Env { dir, rt, ctl }
+    Env {
+        dir,
+        ctl: controller(rt.clone(), host, checker),
+        rt,
+    }
+}
+
+fn controller(
+    rt: Arc<FakeRuntime>,
+    host: crate::desired::HostConfig,
+    checker: Arc<FakeChecker>,
+) -> Arc<Controller> {
+    let svc = Services::with_checker(rt, host, checker).unwrap();
+    Arc::new(Controller::new(Arc::new(svc)))
 }
 
 /// Runs passes until one has nothing to do; returns how many passes it took.
 async fn converge(ctl: &Controller) -> usize {
     for n in 1..=10 {
-        ctl.probes().tick().await;
+        ctl.services().probes().tick().await;
         if ctl.pass().await.unwrap().steps == 0 {
             return n;
         }
@@ -85,10 +102,10 @@ async fn a_failing_tenant_backs_off_without_blocking_the_others() {
     );
     assert_eq!(board.instances["beta"].phase, Phase::Provisioning);
     // Within the backoff window the failed tenant is not retried; the other one goes on.
-    e.ctl.probes().tick().await;
+    e.ctl.services().probes().tick().await;
     let again = e.ctl.pass().await.unwrap();
     assert_eq!(again.tenants_changed, 1);
-    e.ctl.probes().tick().await;
+    e.ctl.services().probes().tick().await;
     e.ctl.pass().await.unwrap();
     assert_eq!(e.ctl.board().instances["beta"].phase, Phase::Running);
     assert_eq!(e.ctl.board().instances["acme"].phase, Phase::Failing);
@@ -108,7 +125,13 @@ async fn removing_an_instance_file_removes_its_containers_but_keeps_its_volumes(
     assert!(inv.containers.is_empty());
     assert!(inv.networks.is_empty());
     assert_eq!(inv.volumes.len(), 1);
-    assert!(e.ctl.layout().secret("acme", "db_password").exists());
+    assert!(
+        e.ctl
+            .services()
+            .layout()
+            .secret("acme", "db_password")
+            .exists()
+    );
 }
 
 #[tokio::test]
@@ -159,12 +182,11 @@ async fn a_broken_file_keeps_the_tenant_on_the_edge_with_its_last_valid_state() 
     assert!(acme.hosts.contains(&"shop.example.org".to_string()));
     assert!(edge.cert_domains.contains_key("shop.example.org"));
     // An agent restarted while the file is still broken serves the kept last valid state.
-    let restarted = Controller::with_checker(
+    let restarted = controller(
         e.rt.clone(),
         e.ctl.host().clone(),
         Arc::new(FakeChecker::default()),
-    )
-    .unwrap();
+    );
     restarted.pass().await.unwrap();
     let edge = edge_of(&restarted);
     let acme = edge
@@ -186,7 +208,7 @@ async fn a_frozen_tenant_keeps_its_egress_allows_and_a_purged_one_loses_them() {
     let e = env();
     let fw = Arc::new(FakeFirewall::default());
     let pool = e.ctl.host().subnet_pool.net();
-    e.ctl.set_egress(Arc::new(Egress::new(
+    e.ctl.services().set_egress(Arc::new(Egress::new(
         Ok(Box::new(fw.clone())),
         "berth",
         pool,
@@ -208,7 +230,7 @@ async fn a_frozen_tenant_keeps_its_egress_allows_and_a_purged_one_loses_them() {
     e.ctl.pass().await.unwrap();
     assert!(has_allow(), "a frozen tenant lost its allow");
     std::fs::remove_file(e.dir.path().join("instances/acme.yaml")).unwrap();
-    std::fs::write(e.ctl.layout().purge_marker("acme"), b"").unwrap();
+    std::fs::write(e.ctl.services().layout().purge_marker("acme"), b"").unwrap();
     converge(&e.ctl).await;
     assert!(!has_allow(), "a purged tenant kept its allow");
 }
@@ -227,12 +249,12 @@ async fn a_woken_tenant_is_started_and_probed_healthy_without_waiting_for_a_pass
     write_instance(e.dir.path(), "acme", "");
     write_instance(e.dir.path(), "beta", "");
     converge(&e.ctl).await;
-    e.ctl.sleep().put("acme", 0).unwrap();
+    e.ctl.services().sleep().put("acme", 0).unwrap();
     converge(&e.ctl).await;
     assert_eq!(running(&e, "acme").await, 0, "asleep");
     assert_eq!(e.ctl.board().instances["acme"].phase, Phase::Asleep);
     let (stop, rx) = tokio::sync::watch::channel(false);
-    tokio::spawn(e.ctl.probes().clone().run(rx));
+    tokio::spawn(e.ctl.services().probes().clone().run(rx));
 
     // Held by an upgrade: the fast path is refused and the passes stay in charge.
     e.ctl.hold("acme");
@@ -240,13 +262,13 @@ async fn a_woken_tenant_is_started_and_probed_healthy_without_waiting_for_a_pass
     assert!(held.unwrap_err().contains("held"));
     e.ctl.release("acme");
 
-    assert!(e.ctl.sleep().start_wake("acme", true).unwrap());
+    assert!(e.ctl.services().sleep().start_wake("acme", true).unwrap());
     e.ctl
         .converge_tenant("acme", Duration::from_secs(5))
         .await
         .unwrap();
     assert_eq!(running(&e, "acme").await, 2, "started with no pass");
-    assert_eq!(e.ctl.probes().tenant_healthy("acme"), Some(true));
+    assert_eq!(e.ctl.services().probes().tenant_healthy("acme"), Some(true));
     // The pass after it finds nothing left to do, and shows the tenant running.
     let after = e.ctl.pass().await.unwrap();
     assert_eq!((after.steps, after.mutations), (0, 0));
@@ -260,12 +282,12 @@ async fn a_woken_tenant_that_never_gets_healthy_is_handed_back_to_the_passes_wit
     let Env { dir, ctl, .. } = env_probed_by(fake.clone());
     write_instance(dir.path(), "acme", "");
     converge(&ctl).await;
-    ctl.sleep().put("acme", 0).unwrap();
+    ctl.services().sleep().put("acme", 0).unwrap();
     converge(&ctl).await;
     fake.fail("berth-acme-app", true);
     let (stop, rx) = tokio::sync::watch::channel(false);
-    tokio::spawn(ctl.probes().clone().run(rx));
-    assert!(ctl.sleep().start_wake("acme", true).unwrap());
+    tokio::spawn(ctl.services().probes().clone().run(rx));
+    assert!(ctl.services().sleep().start_wake("acme", true).unwrap());
     let why = ctl
         .converge_tenant("acme", Duration::from_secs(2))
         .await
@@ -283,12 +305,12 @@ async fn an_upgrade_or_restore_that_holds_a_waking_tenant_takes_it_over_at_once(
     let ctl = Arc::new(e.ctl);
     write_instance(e.dir.path(), "acme", "");
     converge(&ctl).await;
-    ctl.sleep().put("acme", 0).unwrap();
+    ctl.services().sleep().put("acme", 0).unwrap();
     converge(&ctl).await;
     fake.fail("berth-acme-app", true);
     let (stop, rx) = tokio::sync::watch::channel(false);
-    tokio::spawn(ctl.probes().clone().run(rx));
-    assert!(ctl.sleep().start_wake("acme", true).unwrap());
+    tokio::spawn(ctl.services().probes().clone().run(rx));
+    assert!(ctl.services().sleep().start_wake("acme", true).unwrap());
     let waking = {
         let ctl = ctl.clone();
         tokio::spawn(async move { ctl.converge_tenant("acme", Duration::from_secs(30)).await })
@@ -316,7 +338,7 @@ async fn a_failure_is_forgotten_once_the_tenant_converges_without_berth() {
     // Started by its engine (a swarm node that came back, a restart policy): nothing to do.
     e.rt.set_status("berth-acme-app", crate::runtime::RunStatus::Running);
     converge(&e.ctl).await;
-    e.ctl.probes().tick().await;
+    e.ctl.services().probes().tick().await;
     e.ctl.pass().await.unwrap();
     let s = &e.ctl.board().instances["acme"];
     assert_eq!(
@@ -336,13 +358,17 @@ async fn an_operation_does_not_wake_a_tenant_the_host_has_no_memory_for() {
     write_instance(dir.path(), "acme", "");
     write_instance(dir.path(), "beta", "");
     converge(&ctl).await;
-    ctl.sleep().put("acme", 0).unwrap();
+    ctl.services().sleep().put("acme", 0).unwrap();
     converge(&ctl).await;
-    let refused = crate::sleep::wake_for(&ctl, "acme", "job", Duration::from_secs(5)).await;
+    let cx = crate::services::Cx {
+        svc: ctl.services().clone(),
+        passes: ctl.clone(),
+    };
+    let refused = crate::sleep::wake_for(&cx, "acme", "job", Duration::from_secs(5)).await;
     let why = refused.err().expect("woken past the host's memory");
     assert!(why.contains("not woken") && why.contains("memory"), "{why}");
     assert!(
-        ctl.sleep().is_asleep("acme"),
+        ctl.services().sleep().is_asleep("acme"),
         "the refused wake left it asleep"
     );
 }

@@ -6,12 +6,11 @@
 //! lets the held requests through. Past the edge's `max_pause` they get the maintenance page
 //! and `berth status` says why the wake is late; the wake goes on until the tenant is up.
 
-pub mod state;
-
 use crate::{
     proxy::Proxy,
-    reconcile::{Controller, Phase},
+    services::{Cx, Phase},
     spec::instance::RunState,
+    store::sleep as state,
 };
 use prometheus_client::metrics::{
     counter::Counter,
@@ -65,43 +64,44 @@ impl Default for SleepMeters {
 /// backup or a job), and waits until it runs healthy. While the returned guard lives the
 /// tenant does not fall asleep again.
 /// Why the host has no room to wake `t` now (its memory), if it has none.
-fn no_room(ctl: &Controller, t: &str) -> Option<String> {
-    let sleep = ctl.sleep();
-    crate::desired::admission::wake_refusal(ctl.host(), &ctl.desired(), &|x| sleep.is_asleep(x), t)
+fn no_room(cx: &Cx, t: &str) -> Option<String> {
+    let sleep = cx.svc.sleep();
+    crate::desired::admission::wake_refusal(
+        cx.svc.host(),
+        &cx.passes.desired(),
+        &|x| sleep.is_asleep(x),
+        t,
+    )
 }
 
-pub async fn wake_for(
-    ctl: &Controller,
-    t: &str,
-    why: &str,
-    limit: Duration,
-) -> Result<state::Busy, String> {
+pub async fn wake_for(cx: &Cx, t: &str, why: &str, limit: Duration) -> Result<state::Busy, String> {
     // Only a backup leaves the tenant's data as it was.
     let changes = why != "backup";
-    let busy = ctl.sleep().busy(t);
-    if ctl.is_held(t) && ctl.sleep().is_asleep(t) {
+    let busy = cx.svc.sleep().busy(t);
+    if cx.passes.is_held(t) && cx.svc.sleep().is_asleep(t) {
         return Err("asleep, and held by another operation that cannot wait for a wake".into());
     }
     // The same memory check as a request's wake: an operation does not overfill the host.
-    if !ctl
+    if !cx
+        .svc
         .sleep()
-        .admit_wake(t, changes, || no_room(ctl, t))?
+        .admit_wake(t, changes, || no_room(cx, t))?
         .map_err(|e| e.to_string())?
     {
         return Ok(busy);
     }
     tracing::info!(tenant = t, why, "waking");
     let deadline = Instant::now() + limit;
-    if let Err(why) = ctl.converge_tenant(t, limit).await {
+    if let Err(why) = cx.passes.converge_tenant(t, limit).await {
         tracing::info!(
             tenant = t,
             why,
             "not awake on the fast path; waiting for the reconciler"
         );
     }
-    let mut passes = ctl.subscribe();
+    let mut passes = cx.passes.subscribe();
     let up = loop {
-        if ctl.board().instances.get(t).map(|s| s.phase) == Some(Phase::Running) {
+        if cx.passes.board().instances.get(t).map(|s| s.phase) == Some(Phase::Running) {
             break true;
         }
         if Instant::now() >= deadline {
@@ -112,12 +112,12 @@ pub async fn wake_for(
             _ = tokio::time::sleep(Duration::from_millis(500)) => {}
         }
     };
-    ctl.sleep().end_wake(t);
+    cx.svc.sleep().end_wake(t);
     let result = match up {
         true => Ok(()),
         false => Err(format!("not running healthy within {limit:?}")),
     };
-    ctl.audit().record(
+    cx.svc.audit().record(
         &crate::audit::Event::system("sleeper", Some(t), "tenant.wake", result).target(why),
     );
     match up {
@@ -129,7 +129,7 @@ pub async fn wake_for(
 }
 
 pub struct Sleeper {
-    ctl: Arc<Controller>,
+    cx: Cx,
     proxy: Arc<Proxy>,
     meters: SleepMeters,
     /// When the last wake started (`proxy.wake_gap` apart, under a turn).
@@ -139,14 +139,14 @@ pub struct Sleeper {
 }
 
 impl Sleeper {
-    pub fn new(ctl: Arc<Controller>, proxy: Arc<Proxy>, meters: SleepMeters) -> Arc<Sleeper> {
+    pub fn new(cx: Cx, proxy: Arc<Proxy>, meters: SleepMeters) -> Arc<Sleeper> {
         let turns = Arc::new(tokio::sync::Semaphore::new(proxy.cfg.max_wakes));
         let _ = proxy
             .wake_clients
             .limited
             .set(meters.client_limited.clone());
         Arc::new(Sleeper {
-            ctl,
+            cx,
             proxy,
             meters,
             turns,
@@ -156,9 +156,10 @@ impl Sleeper {
 
     /// Starts the wake of `t` if the host has room for it (`SleepSet::admit_wake`).
     fn admit_wake(&self, t: &str) -> Result<std::io::Result<bool>, String> {
-        self.ctl
+        self.cx
+            .svc
             .sleep()
-            .admit_wake(t, true, || no_room(&self.ctl, t))
+            .admit_wake(t, true, || no_room(&self.cx, t))
     }
 
     /// Turns the wake of `t` down: its held requests get the maintenance page now, status and
@@ -167,21 +168,21 @@ impl Sleeper {
         // Recorded before the held requests are answered: whoever they tell sees why.
         self.meters.refused_wakes.inc();
         tracing::warn!(tenant = t, why, "wake refused");
-        self.ctl.sleep().set_wake_error(t, why.clone());
+        self.cx.svc.sleep().set_wake_error(t, why.clone());
         gate.turn_away();
         let mut e = crate::audit::Event::system("sleeper", Some(t), "tenant.wake", Err(why));
         e.result = "denied".into();
-        self.ctl.audit().record(&e);
+        self.cx.svc.audit().record(&e);
     }
 
     /// Gates follow the asleep set: after a restart, before the edge accepts, a sleeping
     /// tenant's gate holds requests again; a gate whose tenant may no longer sleep lets go.
     pub fn sync_gates(&self) {
-        let sleep = self.ctl.sleep();
-        let d = self.ctl.desired();
+        let sleep = self.cx.svc.sleep();
+        let d = self.cx.passes.desired();
         // Only from a pass that read the files (not the empty view before the first), and a
         // tenant whose file is broken stays as it is, asleep included.
-        if self.ctl.board().last_pass.is_some() {
+        if self.cx.passes.board().last_pass.is_some() {
             sleep.retain(|t| {
                 d.frozen.contains_key(t)
                     || d.instances
@@ -206,15 +207,15 @@ impl Sleeper {
     /// over only because it was busy.
     fn doze(&self) -> bool {
         let mut busy = false;
-        let d = self.ctl.desired();
-        let board = self.ctl.board();
+        let d = self.cx.passes.desired();
+        let board = self.cx.passes.board();
         for (t, inst) in &d.instances {
             let Some(after) = inst.sleep_after else {
                 continue;
             };
             let running = board.instances.get(t).map(|s| s.phase) == Some(Phase::Running);
-            let sleep = self.ctl.sleep();
-            if !running || self.ctl.is_held(t) || sleep.is_dozing(t) {
+            let sleep = self.cx.svc.sleep();
+            if !running || self.cx.passes.is_held(t) || sleep.is_dozing(t) {
                 continue;
             }
             let Some(gate) = self.proxy.gate(t) else {
@@ -234,7 +235,7 @@ impl Sleeper {
                 continue;
             }
             let last_request = state::unix_now().saturating_sub(gate.idle().as_secs());
-            if let Err(e) = self.ctl.sleep().put(t, last_request) {
+            if let Err(e) = self.cx.svc.sleep().put(t, last_request) {
                 tracing::warn!(tenant = t, error = %e, "cannot record the tenant asleep; it stays up");
                 gate.woke();
                 continue;
@@ -242,8 +243,8 @@ impl Sleeper {
             tracing::info!(tenant = t, idle_s = gate.idle().as_secs(), "tenant asleep");
             let e = crate::audit::Event::system("sleeper", Some(t), "tenant.sleep", Ok(()))
                 .target(format!("idle {} s", gate.idle().as_secs()));
-            self.ctl.audit().record(&e);
-            self.ctl.kick();
+            self.cx.svc.audit().record(&e);
+            self.cx.passes.kick();
         }
         busy
     }
@@ -279,7 +280,7 @@ impl Sleeper {
         match admitted {
             Ok(true) => {}
             Ok(false) => {
-                if !self.ctl.sleep().is_dozing(&t) {
+                if !self.cx.svc.sleep().is_dozing(&t) {
                     gate.woke();
                 }
                 return;
@@ -292,7 +293,7 @@ impl Sleeper {
         }
         tracing::info!(tenant = %t, "waking");
         let max_pause = self.proxy.cfg.timeouts.max_pause;
-        let fast = self.ctl.converge_tenant(&t, max_pause).await;
+        let fast = self.cx.passes.converge_tenant(&t, max_pause).await;
         // The turn covers the fast path only (at most max_pause): an app that never gets
         // healthy keeps its own requests waiting, never the other sleepers' wakes.
         drop(turn);
@@ -304,38 +305,38 @@ impl Sleeper {
             }
         };
         gate.woke();
-        self.ctl.sleep().end_wake(&t);
+        self.cx.svc.sleep().end_wake(&t);
         let result = match up {
             true => Ok(()),
             false => Err("stopped or removed while waking".to_string()),
         };
         let e = crate::audit::Event::system("sleeper", Some(&t), "tenant.wake", result)
             .target(format!("request, {} ms", started.elapsed().as_millis()));
-        self.ctl.audit().record(&e);
+        self.cx.svc.audit().record(&e);
         if up {
             let took = started.elapsed();
             self.meters.wakes.inc();
             self.meters.wake_seconds.observe(took.as_secs_f64());
             tracing::info!(tenant = %t, ms = took.as_millis() as u64, "tenant awake");
         }
-        self.ctl.touch();
+        self.cx.passes.touch();
     }
 
     /// Waits for the passes to show the tenant running healthy; false when it went away or
     /// was stopped meanwhile. `why` is what the fast path last saw wrong.
     async fn until_running(&self, t: &str, started: Instant, why: String) -> bool {
         let max_pause = self.proxy.cfg.timeouts.max_pause;
-        let mut passes = self.ctl.subscribe();
+        let mut passes = self.cx.passes.subscribe();
         let mut late = false;
         loop {
-            let d = self.ctl.desired();
+            let d = self.cx.passes.desired();
             if d.instances
                 .get(t)
                 .is_none_or(|i| i.state != RunState::Running)
             {
                 return false;
             }
-            let st = self.ctl.board().instances.get(t).cloned();
+            let st = self.cx.passes.board().instances.get(t).cloned();
             if st.as_ref().map(|s| s.phase) == Some(Phase::Running) {
                 return true;
             }
@@ -345,7 +346,7 @@ impl Sleeper {
                 let why = st.and_then(|s| s.error).unwrap_or_else(|| why.clone());
                 let e = format!("did not wake within {max_pause:?} (max_pause): {why}");
                 tracing::warn!(tenant = t, error = %e, "late wake");
-                self.ctl.sleep().set_wake_error(t, e);
+                self.cx.svc.sleep().set_wake_error(t, e);
             }
             tokio::select! {
                 _ = passes.changed() => {}

@@ -6,6 +6,7 @@ pub mod domain_book;
 pub mod identity;
 pub mod layout;
 pub mod private;
+pub mod sleep;
 
 pub use alloc::{AllocError, Allocation, Allocations};
 pub use layout::Layout;

@@ -120,7 +120,7 @@ pub async fn act(
     Path((t, action)): Path<(String, String)>,
     Form(f): Form<ActionForm>,
 ) -> Response {
-    let csrf_ok = crate::auth::constant_time_eq(f.csrf.as_bytes(), v.csrf.as_bytes());
+    let csrf_ok = crate::api::auth::constant_time_eq(f.csrf.as_bytes(), v.csrf.as_bytes());
     if !csrf_ok || session::cross_site(&headers) {
         return render::error(
             StatusCode::FORBIDDEN,

@@ -10,7 +10,7 @@ pub mod pages;
 pub mod render;
 pub mod session;
 
-use crate::{api::AppState, auth::Principal};
+use crate::api::{AppState, auth::Principal};
 use axum::{
     Form, Router,
     body::Body,
@@ -136,7 +136,7 @@ impl FromRequestParts<UiState> for Viewer {
         let sid = session::cookie(&p.headers).ok_or_else(to_login)?;
         let session = s.ui.sessions.get(&sid).ok_or_else(to_login)?;
         // Checked on every request: a revoked or expired token ends its sessions at once.
-        let Ok(who) = crate::auth::principal_for(s, &session.token) else {
+        let Ok(who) = crate::api::auth::principal_for(s, &session.token) else {
             s.ui.sessions.close(&sid);
             return Err(to_login());
         };
@@ -165,18 +165,18 @@ pub struct LoginForm {
 async fn login(
     State(s): State<UiState>,
     headers: HeaderMap,
-    conn: Option<axum::Extension<axum::extract::ConnectInfo<crate::auth::Peer>>>,
+    conn: Option<axum::Extension<axum::extract::ConnectInfo<crate::api::auth::Peer>>>,
     Form(f): Form<LoginForm>,
 ) -> Response {
-    let client = conn.map(|c| crate::auth::client_ip(c.0.0.0));
+    let client = conn.map(|c| crate::api::auth::client_ip(c.0.0.0));
     if session::cross_site(&headers) {
         return render::error(StatusCode::FORBIDDEN, "a form from another site");
     }
     let token = f.token.trim().to_string();
-    match crate::auth::principal_for(&s, &token) {
+    match crate::api::auth::principal_for(&s, &token) {
         Ok(who) => {
             let owner = who.actor.prefix.clone().unwrap_or(who.actor.name.clone());
-            s.ctl
+            s.cx.svc
                 .audit()
                 .record(&login_event(who.actor, "ok", None, client));
             let id = s.ui.sessions.open(token, owner);
@@ -190,7 +190,7 @@ async fn login(
                 name: "-".into(),
                 prefix: None,
             };
-            s.ctl
+            s.cx.svc
                 .audit()
                 .record(&login_event(anonymous, "denied", Some(why.clone()), client));
             let ctx = minijinja::context! { error => format!("That token was refused: {why}.") };
@@ -207,7 +207,7 @@ fn login_event(
 ) -> crate::audit::Event {
     crate::audit::Event {
         time: crate::audit::now_ms(),
-        request_id: Some(crate::auth::request_id()),
+        request_id: Some(crate::api::auth::request_id()),
         actor,
         source: "ui".into(),
         tenant: None,
@@ -230,7 +230,7 @@ pub struct CsrfForm {
 }
 
 async fn logout(v: Viewer, State(s): State<UiState>, Form(f): Form<CsrfForm>) -> Response {
-    if !crate::auth::constant_time_eq(f.csrf.as_bytes(), v.csrf.as_bytes()) {
+    if !crate::api::auth::constant_time_eq(f.csrf.as_bytes(), v.csrf.as_bytes()) {
         return render::error(
             StatusCode::FORBIDDEN,
             "the form's CSRF token is missing or stale",
@@ -280,7 +280,7 @@ pub async fn call(
         .body(body)
         .expect("a request from a checked path");
     req.extensions_mut().insert(who.clone());
-    req.extensions_mut().insert(crate::auth::Source("ui"));
+    req.extensions_mut().insert(crate::api::auth::Source("ui"));
     let resp = match crate::api::router(s.api.clone()).oneshot(req).await {
         Ok(r) => r,
         Err(never) => match never {},

@@ -2,7 +2,7 @@
 //! the host, a running fleet upgrade and recent audit events) and a tenant's page.
 
 use super::{Viewer, call, render};
-use crate::{auth::policy::Need, metrics::top::Top, reconcile::InstanceStatus, ui::UiState};
+use crate::{api::auth::policy::Need, metrics::top::Top, services::InstanceStatus, ui::UiState};
 use axum::{
     extract::{Path, Query, State, rejection::QueryRejection},
     http::{Method, StatusCode, header},
@@ -119,11 +119,11 @@ impl Filter {
 }
 
 fn rows(s: &UiState, v: &Viewer) -> Vec<Row> {
-    let mut board = s.ctl.board().instances;
+    let mut board = s.cx.passes.board().instances;
     if let Some(own) = v.who.visible() {
         board.retain(|t, _| own.contains(t));
     }
-    let desired = s.ctl.desired();
+    let desired = s.cx.passes.desired();
     let top = s.metrics.as_ref().map(|m| m.top()).unwrap_or_default();
     let rates = s.ui.rates.observe(&top);
     let top: HashMap<String, crate::metrics::top::TenantTop> = top
@@ -227,8 +227,8 @@ const PHASES: &[&str] = &[
 /// Host capacity from the last pass's desired state: `GET /v1/capacity` reads every instance
 /// file again (as admission does), which a page view need not pay for.
 async fn capacity(s: &UiState) -> serde_json::Value {
-    let (host, desired) = (s.ctl.host().clone(), s.ctl.desired());
-    let asleep = s.ctl.sleep().asleep().len();
+    let (host, desired) = (s.cx.svc.host().clone(), s.cx.passes.desired());
+    let asleep = s.cx.svc.sleep().asleep().len();
     let report = tokio::task::spawn_blocking(move || {
         let now = crate::capacity::measure(&host.state_dir);
         crate::capacity::report(&host, &desired, now)
@@ -324,7 +324,7 @@ pub async fn tenant(v: Viewer, State(s): State<UiState>, Path(t): Path<String>) 
     audit.reverse();
     let ctx = context! {
         who => who_view(&v), csrf => v.csrf, flash => s.ui.sessions.take_flash(&v.sid),
-        parameters => s.ctl.desired().instances.get(&t).map(|i| i.parameters.clone()),
+        parameters => s.cx.passes.desired().instances.get(&t).map(|i| i.parameters.clone()),
         tenant => t, inst, domains => domains(&s, &t, &inst), backups, jobs => jobs.json(),
         logs => logs_text(&logs), audit, manage => v.who.may_manage(&t),
         operator => v.who.is_operator(),
@@ -340,7 +340,7 @@ fn domains(s: &UiState, t: &str, inst: &serde_json::Value) -> Vec<serde_json::Va
         .flatten()
         .filter_map(|d| d.as_str().map(str::to_string))
         .collect();
-    if let Some(i) = s.ctl.desired().instances.get(t) {
+    if let Some(i) = s.cx.passes.desired().instances.get(t) {
         names.extend(i.domains.iter().cloned());
     }
     names.sort();

@@ -126,7 +126,7 @@ async fn without_a_session_every_page_sends_the_browser_to_the_login_form() {
         !bad.html.contains("bth_nope_nope"),
         "the refused token is not echoed"
     );
-    let rows = s.ctl.audit().query(&crate::audit::Filter::default());
+    let rows = s.cx.svc.audit().query(&crate::audit::Filter::default());
     assert!(
         rows.iter()
             .any(|e| e.action == "auth.login" && e.result == "denied" && e.source == "ui")
@@ -170,7 +170,7 @@ async fn a_form_without_its_csrf_token_or_from_another_site_changes_nothing() {
     let ad = login(&s, &acme).await;
     let page = send(&s, "GET", "/ui/t/acme", Some(&ad), "").await;
     let token = csrf(&page.html);
-    let path = s.ctl.host().instances_dir.join("acme.yaml");
+    let path = s.cx.svc.host().instances_dir.join("acme.yaml");
     let before = std::fs::read_to_string(&path).unwrap();
     for form in [
         String::new(),
@@ -206,7 +206,7 @@ async fn a_form_without_its_csrf_token_or_from_another_site_changes_nothing() {
         next.html.contains("stop requested"),
         "the outcome is shown once"
     );
-    let rows = s.ctl.audit().query(&crate::audit::Filter::default());
+    let rows = s.cx.svc.audit().query(&crate::audit::Filter::default());
     let row = rows
         .iter()
         .find(|e| e.action == "instance.state" && e.result == "ok")

@@ -27,11 +27,11 @@ impl Upgrader {
         self.set_version(t, to).await?;
         if strategy == UpgradeStrategy::BlueGreen {
             let web = self.instance_at(t, to)?.web.service;
-            let canonical = spec::container_name(&self.ctl.host().namespace, t, &web);
+            let canonical = spec::container_name(&self.cx.svc.host().namespace, t, &web);
             let green = next_name(&canonical);
-            let rt = self.ctl.runtime();
+            let rt = self.cx.svc.runtime();
             let inv = rt
-                .inventory(&self.ctl.host().namespace)
+                .inventory(&self.cx.svc.host().namespace)
                 .await
                 .map_err(|e| e.to_string())?;
             // Swarm cannot rename: the service is made again under its name, so requests wait
@@ -40,7 +40,7 @@ impl Upgrader {
                 .proxy
                 .as_ref()
                 .and_then(|p| p.gate(t))
-                .filter(|_| self.ctl.host().engine.is_swarm());
+                .filter(|_| self.cx.svc.host().engine.is_swarm());
             if inv.containers.iter().any(|c| c.name == green) {
                 // The proxy has drained it already; only stragglers from outside remain.
                 rt.stop_container(&canonical, Duration::from_secs(2))
@@ -57,11 +57,18 @@ impl Upgrader {
                     .await
                     .map_err(|e| e.to_string())?;
                 if let Some(g) = &held {
-                    let port = self.ctl.allocations().get(t).ok_or("no allocation")?.port;
-                    let at = Target::new(self.ctl.published_at(t, port), Duration::from_secs(2));
+                    let port = self
+                        .cx
+                        .svc
+                        .allocations()
+                        .get(t)
+                        .ok_or("no allocation")?
+                        .port;
+                    let at =
+                        Target::new(self.cx.passes.published_at(t, port), Duration::from_secs(2));
                     // Released once it answers (it passed the gate as green moments ago).
                     let new = self.instance_at(t, to)?;
-                    let host = health::probe_host(&new, self.ctl.host().base_domain.as_deref());
+                    let host = health::probe_host(&new, self.cx.svc.host().base_domain.as_deref());
                     let path = &new.web.health_path;
                     let _ =
                         health::wait_healthy(&at, path, &host, 1, Duration::from_secs(60)).await;
@@ -81,11 +88,12 @@ impl Upgrader {
         let Some((p, _, _)) = self.progress(t) else {
             return Ok(());
         };
-        let old = self.ctl.desired().instances.get(t).cloned();
-        let rt = self.ctl.runtime();
+        let old = self.cx.passes.desired().instances.get(t).cloned();
+        let rt = self.cx.svc.runtime();
         let result = async {
             let Some(old) = old else { return Ok(()) };
-            let canonical = spec::container_name(&self.ctl.host().namespace, t, &old.web.service);
+            let canonical =
+                spec::container_name(&self.cx.svc.host().namespace, t, &old.web.service);
             if p.migrated
                 && let Some(id) = &p.backup
             {
@@ -99,25 +107,28 @@ impl Upgrader {
                     rt.remove_container(&next_name(&canonical))
                         .await
                         .map_err(|e| e.to_string())?;
-                    self.ctl
+                    self.cx
+                        .svc
                         .allocations()
                         .drop_next(t)
                         .map_err(|e| e.to_string())?;
                 }
                 UpgradeStrategy::Recreate => {
-                    let alloc = self.ctl.allocations().get(t).ok_or("no allocation")?;
+                    let alloc = self.cx.svc.allocations().get(t).ok_or("no allocation")?;
                     self.start_web(&old, alloc, alloc.port, &canonical)
                         .await
                         .map_err(|f| match f {
                             Fail::Failed(e) | Fail::NotStarted(e) => e,
                         })?;
-                    let target =
-                        Target::new(self.ctl.published_at(t, alloc.port), Duration::from_secs(2));
+                    let target = Target::new(
+                        self.cx.passes.published_at(t, alloc.port),
+                        Duration::from_secs(2),
+                    );
                     // Best effort: the old version was healthy before; give it the usual time.
                     let _ = health::wait_healthy(
                         &target,
                         &old.web.health_path,
-                        &health::probe_host(&old, self.ctl.host().base_domain.as_deref()),
+                        &health::probe_host(&old, self.cx.svc.host().base_domain.as_deref()),
                         1,
                         Duration::from_secs(60),
                     )
@@ -138,7 +149,7 @@ impl Upgrader {
 
     /// Writes the version into the instance file (the source of truth), atomically.
     async fn set_version(&self, t: &str, version: &str) -> Result<(), String> {
-        let lock = self.ctl.files_lock();
+        let lock = self.cx.svc.files_lock();
         let _guard = lock.lock().await;
         let mut file: InstanceFile = self.read_file(t)?;
         if file.version.as_deref() == Some(version) {
@@ -146,7 +157,7 @@ impl Upgrader {
         }
         file.version = Some(version.into());
         let yaml = serde_yaml::to_string(&file).map_err(|e| e.to_string())?;
-        let path = self.ctl.host().instances_dir.join(format!("{t}.yaml"));
+        let path = self.cx.svc.host().instances_dir.join(format!("{t}.yaml"));
         atomic::write(&path, yaml.as_bytes(), 0o644)
             .map_err(|e| format!("{}: {e}", path.display()))?;
         tracing::info!(

@@ -27,7 +27,8 @@ impl Upgrader {
         self.update(t, |p| p.migrated = true);
         let args: Vec<&str> = cmd.iter().map(String::as_str).collect();
         let out = self
-            .ctl
+            .cx
+            .svc
             .runtime()
             .exec(container, &args, None)
             .await
@@ -44,7 +45,7 @@ impl Upgrader {
 
     fn migration(&self, to: &str) -> Option<Vec<String>> {
         let app = self.status()?.app;
-        let loaded = desired::load(self.ctl.host());
+        let loaded = desired::load(self.cx.svc.host());
         let v = loaded
             .templates
             .get(&app)?
@@ -67,7 +68,7 @@ impl Upgrader {
         inst: &Instance,
     ) -> Result<(), Fail> {
         let gate = self.progress(t).map(|p| p.2).unwrap_or_default();
-        let host = health::probe_host(inst, self.ctl.host().base_domain.as_deref());
+        let host = health::probe_host(inst, self.cx.svc.host().base_domain.as_deref());
         let path = &inst.web.health_path;
         health::wait_healthy(
             target,

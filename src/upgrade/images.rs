@@ -31,8 +31,8 @@ impl Upgrader {
     /// Waits until every target image is on the host; the first failed pull's reason.
     pub(super) async fn fetch_images(self: &Arc<Self>) -> Result<(), String> {
         let images = self.target_images()?;
-        let (rt, ns) = (self.ctl.runtime(), &self.ctl.host().namespace);
-        let pulls = self.ctl.pulls();
+        let (rt, ns) = (self.cx.svc.runtime(), &self.cx.svc.host().namespace);
+        let pulls = self.cx.svc.pulls();
         for image in images {
             loop {
                 let mut inv = rt.inventory(ns).await.map_err(|e| e.to_string())?;

@@ -14,7 +14,7 @@ use crate::{
     backup::Backups,
     desired,
     proxy::Proxy,
-    reconcile::Controller,
+    services::Cx,
     spec::{instance::InstanceFile, template::UpgradeStrategy},
 };
 use serde::Deserialize;
@@ -101,11 +101,11 @@ pub struct Fleet {
 
 impl Fleet {
     /// Must run before the agent's first pass (see `Upgrader::open`).
-    pub fn open(ctl: Arc<Controller>, proxy: Option<Arc<Proxy>>) -> Fleet {
-        let backups = Arc::new(Backups::new(ctl.clone()));
+    pub fn open(cx: Cx, proxy: Option<Arc<Proxy>>) -> Fleet {
+        let backups = Arc::new(Backups::new(cx.clone()));
         let unfinished_restores = backups.hold_unfinished();
-        let jobs = crate::jobs::Scheduler::new(ctl.clone());
-        let upgrades = Upgrader::open(ctl, proxy, backups.clone());
+        let jobs = crate::jobs::Scheduler::new(cx.clone());
+        let upgrades = Upgrader::open(cx, proxy, backups.clone());
         Fleet {
             backups,
             unfinished_restores,
@@ -117,7 +117,7 @@ impl Fleet {
 }
 
 pub struct Upgrader {
-    ctl: Arc<Controller>,
+    cx: Cx,
     proxy: Option<Arc<Proxy>>,
     backups: Arc<Backups>,
     path: PathBuf,
@@ -129,22 +129,18 @@ pub struct Upgrader {
 impl Upgrader {
     /// Loads the last upgrade. Tenants it left mid-step are held from the reconciler at once,
     /// before the agent's first pass can touch their containers; `spawn` then finishes them.
-    pub fn open(
-        ctl: Arc<Controller>,
-        proxy: Option<Arc<Proxy>>,
-        backups: Arc<Backups>,
-    ) -> Arc<Upgrader> {
-        let path = ctl.layout().root().join("upgrade.json");
+    pub fn open(cx: Cx, proxy: Option<Arc<Proxy>>, backups: Arc<Backups>) -> Arc<Upgrader> {
+        let path = cx.svc.layout().root().join("upgrade.json");
         let loaded = state::load(&path);
         if let Some(s) = &loaded {
             for (t, p) in &s.tenants {
                 if p.phase.in_flight() {
-                    ctl.hold(t);
+                    cx.passes.hold(t);
                 }
             }
         }
         Arc::new(Upgrader {
-            ctl,
+            cx,
             proxy,
             backups,
             path,
@@ -185,7 +181,7 @@ impl Upgrader {
 
     fn plan(&self, req: &UpgradeRequest) -> Result<UpgradeState, UpgradeError> {
         let batch: waves::Batch = req.batch.parse().map_err(UpgradeError::BadRequest)?;
-        let loaded = desired::load(self.ctl.host());
+        let loaded = desired::load(self.cx.svc.host());
         let template = loaded
             .templates
             .get(&req.app)
@@ -270,7 +266,12 @@ impl Upgrader {
     }
 
     fn read_file(&self, tenant: &str) -> Result<InstanceFile, String> {
-        let path = self.ctl.host().instances_dir.join(format!("{tenant}.yaml"));
+        let path = self
+            .cx
+            .svc
+            .host()
+            .instances_dir
+            .join(format!("{tenant}.yaml"));
         let shown = crate::spec::shown_path(&path, 2);
         crate::spec::load_yaml::<InstanceFile>(&path, &shown)
             .map(|l| l.value)
@@ -319,10 +320,11 @@ impl Upgrader {
 
     /// `berth rollback T`: a one-tenant upgrade back to the version it had before its last one.
     pub fn rollback(self: &Arc<Self>, tenant: &str) -> Result<UpgradeState, UpgradeError> {
-        let prev = transition::previous(self.ctl.layout(), tenant)
+        let prev = transition::previous(self.cx.svc.layout(), tenant)
             .ok_or_else(|| UpgradeError::NoPrevious(tenant.into()))?;
         let inst = self
-            .ctl
+            .cx
+            .passes
             .desired()
             .instances
             .get(tenant)

@@ -111,7 +111,7 @@ impl Upgrader {
                     )
                     .to_lowercase(),
                 );
-            self.ctl.audit().record(&e);
+            self.cx.svc.audit().record(&e);
         }
     }
 
@@ -150,7 +150,7 @@ impl Upgrader {
             })
             .unwrap_or_default();
         for (t, phase, strategy) in stuck {
-            self.ctl.hold_settled(&t).await;
+            self.cx.passes.hold_settled(&t).await;
             tracing::warn!(
                 tenant = t,
                 ?phase,
@@ -158,7 +158,7 @@ impl Upgrader {
             );
             let (progress, to, _) = self.progress(&t).expect("listed");
             let promoted = progress.next_port.is_some()
-                && self.ctl.allocations().get(&t).map(|a| a.port) == progress.next_port;
+                && self.cx.svc.allocations().get(&t).map(|a| a.port) == progress.next_port;
             if resume_forward(phase, promoted) {
                 match self.finish_tenant(&t, &to, strategy).await {
                     Ok(()) => self.update(&t, |p| p.phase = Phase::Done),
@@ -176,7 +176,7 @@ impl Upgrader {
                     p.migrated = false;
                 });
             }
-            self.ctl.release(&t);
+            self.cx.passes.release(&t);
         }
     }
 }

@@ -42,7 +42,7 @@ impl Upgrader {
         // A sleeping tenant moves awake, through the same backup and health gate as the rest;
         // it falls asleep again after its window.
         let limit = std::time::Duration::from_secs(self.progress(t).map_or(120, |p| p.2.timeout_s));
-        let _awake = match crate::sleep::wake_for(&self.ctl, t, "upgrade", limit).await {
+        let _awake = match crate::sleep::wake_for(&self.cx, t, "upgrade", limit).await {
             Ok(a) => a,
             Err(e) => {
                 self.update(t, |p| {
@@ -52,7 +52,7 @@ impl Upgrader {
                 return;
             }
         };
-        self.ctl.hold_settled(t).await;
+        self.cx.passes.hold_settled(t).await;
         let strategy = self.progress(t).map(|p| p.0.strategy);
         let outcome = self.transition(t).await;
         let (phase, error) = match outcome {
@@ -76,7 +76,7 @@ impl Upgrader {
             p.error = error;
             p.seconds = Some(started.elapsed().as_secs_f64());
         });
-        self.ctl.release(t);
+        self.cx.passes.release(t);
     }
 
     async fn transition(self: &Arc<Self>, t: &str) -> Result<(), Fail> {
@@ -92,14 +92,16 @@ impl Upgrader {
         self.update(t, |p| p.backup = Some(backup.id.clone()));
         let new = self.instance_at(t, &to).map_err(Fail::NotStarted)?;
         let old = self
-            .ctl
+            .cx
+            .passes
             .desired()
             .instances
             .get(t)
             .cloned()
             .ok_or_else(|| Fail::NotStarted("instance is gone".into()))?;
         let alloc = self
-            .ctl
+            .cx
+            .svc
             .allocations()
             .get(t)
             .ok_or_else(|| Fail::NotStarted("instance was never provisioned".into()))?;
@@ -115,7 +117,7 @@ impl Upgrader {
             .await
             .map_err(failed)?;
         let _ = atomic::write(
-            &self.ctl.layout().tenant(t).join("previous-version"),
+            &self.cx.svc.layout().tenant(t).join("previous-version"),
             progress.from.as_bytes(),
             0o600,
         );
@@ -126,7 +128,7 @@ impl Upgrader {
     pub(super) fn instance_at(&self, t: &str, version: &str) -> Result<Instance, String> {
         let mut file = self.read_file(t)?;
         file.version = Some(version.into());
-        desired::check_candidate(self.ctl.host(), &file).map_err(|e| e.to_string())
+        desired::check_candidate(self.cx.svc.host(), &file).map_err(|e| e.to_string())
     }
 
     /// Blue-green replaces the web container only; any other service must stay the same.
@@ -136,7 +138,7 @@ impl Upgrader {
         new: &Instance,
         a: &Allocation,
     ) -> Result<(), String> {
-        let (ns, layout) = (&self.ctl.host().namespace, self.ctl.layout());
+        let (ns, layout) = (&self.cx.svc.host().namespace, self.cx.svc.layout());
         for svc in old.services.iter().filter(|s| s.name != old.web.service) {
             let hash = |i: &Instance, s| {
                 spec::container_spec(ns, i, s, a, layout).labels[crate::runtime::labels::SPEC_HASH]
@@ -157,14 +159,14 @@ impl Upgrader {
 
     fn applier(&self) -> Applier<'_> {
         Applier {
-            rt: self.ctl.runtime().as_ref(),
-            host: self.ctl.host(),
-            layout: self.ctl.layout(),
-            allocs: self.ctl.allocations(),
-            disks: self.ctl.disks().ok().cloned(),
-            pulls: self.ctl.pulls(),
-            kick: self.ctl.kick_handle(),
-            purge_hooks: self.ctl.purge_hooks(),
+            rt: self.cx.svc.runtime().as_ref(),
+            host: self.cx.svc.host(),
+            layout: self.cx.svc.layout(),
+            allocs: self.cx.svc.allocations(),
+            disks: self.cx.svc.disks().ok().cloned(),
+            pulls: self.cx.svc.pulls(),
+            kick: self.cx.svc.kick_handle(),
+            purge_hooks: self.cx.svc.purge_hooks(),
         }
     }
 
@@ -184,10 +186,15 @@ impl Upgrader {
             .service(&inst.web.service)
             .ok_or_else(|| failed("template has no web service"))?;
         let a = Allocation { port, ..alloc };
-        let mut spec =
-            spec::container_spec(&self.ctl.host().namespace, inst, svc, &a, self.ctl.layout());
+        let mut spec = spec::container_spec(
+            &self.cx.svc.host().namespace,
+            inst,
+            svc,
+            &a,
+            self.cx.svc.layout(),
+        );
         spec.name = name.into();
-        let rt = self.ctl.runtime();
+        let rt = self.cx.svc.runtime();
         rt.remove_container(name).await.map_err(failed)?;
         rt.create_container(&spec).await.map_err(failed)?;
         rt.start_container(name).await.map_err(failed)
@@ -200,19 +207,20 @@ impl Upgrader {
         alloc: Allocation,
     ) -> Result<(), Fail> {
         let port = self
-            .ctl
+            .cx
+            .svc
             .allocations()
-            .reserve_next(t, self.ctl.host().ports)
+            .reserve_next(t, self.cx.svc.host().ports)
             .map_err(|e| Fail::NotStarted(e.to_string()))?;
         self.update(t, |p| {
             p.next_port = Some(port);
             p.phase = Phase::Starting;
         });
-        let canonical = spec::container_name(&self.ctl.host().namespace, t, &new.web.service);
+        let canonical = spec::container_name(&self.cx.svc.host().namespace, t, &new.web.service);
         let green = next_name(&canonical);
         let target = self.start_and_gate(t, new, alloc, port, &green).await?;
         self.update(t, |p| p.phase = Phase::Switching);
-        self.ctl.allocations().promote_next(t).map_err(failed)?;
+        self.cx.svc.allocations().promote_next(t).map_err(failed)?;
         if let Some(gate) = self.proxy.as_ref().and_then(|p| p.gate(t)) {
             let drain = self.proxy.as_ref().expect("has proxy").cfg.timeouts.drain;
             let report = gate.switch(target, drain).await;
@@ -233,8 +241,8 @@ impl Upgrader {
         if let Some(g) = &gate {
             g.pause();
         }
-        let canonical = spec::container_name(&self.ctl.host().namespace, t, &new.web.service);
-        let rt = self.ctl.runtime();
+        let canonical = spec::container_name(&self.cx.svc.host().namespace, t, &new.web.service);
+        let rt = self.cx.svc.runtime();
         let grace = new
             .service(&new.web.service)
             .and_then(|s| s.stop_grace)
@@ -266,7 +274,7 @@ impl Upgrader {
         let clock = std::time::Instant::now();
         self.start_web(inst, alloc, port, name).await?;
         self.migrate(t, name).await?;
-        let target = Target::new(self.ctl.published_at(t, port), Duration::from_secs(2));
+        let target = Target::new(self.cx.passes.published_at(t, port), Duration::from_secs(2));
         self.health_gate(t, &target, inst).await?;
         self.update(t, |p| p.gate_seconds = Some(clock.elapsed().as_secs_f64()));
         Ok(target)

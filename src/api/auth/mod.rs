@@ -224,7 +224,7 @@ pub async fn authenticate(
         Ok(p) => p,
         Err(why) => {
             let e = ApiError::Unauthorized(format!("missing or wrong bearer token ({why})"));
-            s.ctl.audit().record(&refused_login(&req, &e));
+            s.cx.svc.audit().record(&refused_login(&req, &e));
             return Err(e);
         }
     };
@@ -240,7 +240,7 @@ pub fn principal_for(s: &AppState, given: &str) -> Result<Principal, String> {
     if !host.is_empty() && constant_time_eq(given.as_bytes(), host.as_bytes()) {
         return Ok(Principal::host_token());
     }
-    let layout = s.ctl.layout();
+    let layout = s.cx.svc.layout();
     s.tokens
         .authenticate(given, &|t| tenant_identity(layout, t))
         .map_err(|e| e.to_string())
@@ -343,7 +343,7 @@ pub async fn authorize(
             event.error = Some(e.to_string());
             let resp = e.into_response();
             event.status = Some(resp.status().as_u16());
-            s.ctl.audit().record(&event);
+            s.cx.svc.audit().record(&event);
             resp
         }
         Ok(()) => {
@@ -363,7 +363,7 @@ pub async fn authorize(
                         .get::<crate::api::error::ErrorText>()
                         .map(|e| e.0.clone());
                 }
-                s.ctl.audit().record(&event);
+                s.cx.svc.audit().record(&event);
             }
             resp
         }

@@ -1,0 +1,69 @@
+//! The narrow handle to the reconciler that features hold: ask for a pass, read what the
+//! last pass published, and keep passes away from a tenant while an operation changes it.
+
+use super::{Board, PassError, PassReport};
+use crate::desired::Desired;
+use futures_util::future::BoxFuture;
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+pub trait Reconciler: Send + Sync {
+    /// Asks for a pass soon; many kicks before it starts make one pass.
+    fn kick(&self);
+    /// Runs one full pass now (passes never overlap) and answers with its report.
+    fn pass(&self) -> BoxFuture<'_, Result<PassReport, PassError>>;
+    /// The board the last pass published.
+    fn board(&self) -> Board;
+    /// The desired state seen by the last pass.
+    fn desired(&self) -> Arc<Desired>;
+    /// Resolves each time a pass has published a new board (or `touch` was called).
+    fn subscribe(&self) -> tokio::sync::watch::Receiver<u64>;
+    /// Tells subscribers something beside the files changed (a domain was verified).
+    fn touch(&self);
+    /// Forgets a tenant's backoff so the next pass retries it at once (after an operator fix).
+    fn reset_backoff(&self, tenant: &str);
+    /// Where `tenant`'s `port` is published: on its swarm node, or on this host's loopback.
+    fn published_at(&self, tenant: &str, port: u16) -> SocketAddr;
+
+    /// Keeps passes away from `tenant` (its containers are being changed by an operation).
+    fn hold(&self, tenant: &str);
+    /// Holds `tenant` and waits out a pass already running, which may be applying steps to
+    /// it: after this resolves, no pass touches the tenant until it is released.
+    fn hold_settled<'a>(&'a self, tenant: &'a str) -> BoxFuture<'a, ()>;
+    /// Hands `tenant` back to the reconciler and asks for a pass.
+    fn release(&self, tenant: &str);
+    fn is_held(&self, tenant: &str) -> bool;
+
+    /// Starts `tenant` now, outside the pass, and waits within `limit` until every probe of
+    /// it is healthy. Err says why not; the passes then carry on with the tenant.
+    fn converge_tenant<'a>(
+        &'a self,
+        tenant: &'a str,
+        limit: Duration,
+    ) -> BoxFuture<'a, Result<(), String>>;
+}
+
+impl dyn Reconciler + '_ {
+    /// Holds `tenant` like `hold_settled`; the hold ends when the guard is dropped, so every
+    /// way out of an operation (an error, a panic, its future dropped, even mid-wait) releases
+    /// the tenant.
+    pub async fn hold_guard(&self, tenant: &str) -> Held<'_> {
+        let held = Held {
+            passes: self,
+            tenant: tenant.into(),
+        };
+        self.hold_settled(tenant).await;
+        held
+    }
+}
+
+/// A tenant held from the reconciler until this is dropped (`hold_guard`).
+pub struct Held<'a> {
+    passes: &'a dyn Reconciler,
+    tenant: String,
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        self.passes.release(&self.tenant);
+    }
+}

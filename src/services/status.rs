@@ -1,0 +1,73 @@
+//! What the reconciler publishes after each pass and the rest of the agent reads: each
+//! instance's status and phase, and the pass's report.
+
+use crate::{runtime::ObservedContainer, spec::instance::RunState};
+use serde::Serialize;
+use std::collections::BTreeMap;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Phase {
+    /// Every container runs and none reports unhealthy or starting.
+    Running,
+    /// Waiting for an image pull (progress in `pull`); nothing of the tenant is made before.
+    Pulling,
+    Starting,
+    /// Idle past its plan's `sleep_after`: containers stopped until a request wakes it.
+    Asleep,
+    /// Every container runs but a probe (or an opt-in healthcheck) fails: `error` says which.
+    Unhealthy,
+    Provisioning,
+    Stopped,
+    Suspended,
+    /// The last attempt failed; retried with backoff.
+    Failing,
+    /// The instance file (or its template) is invalid; nothing is changed until it is fixed.
+    Invalid,
+    /// No instance file; containers are being removed.
+    Removing,
+}
+
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct InstanceStatus {
+    pub tenant: String,
+    pub template: Option<String>,
+    pub version: Option<String>,
+    pub desired: Option<RunState>,
+    pub phase: Phase,
+    pub port: Option<u16>,
+    pub domains: Vec<String>,
+    /// The template's web service: what `berth logs` shows by default.
+    pub web_service: Option<String>,
+    pub error: Option<String>,
+    pub containers: Vec<ObservedContainer>,
+    /// An image pull the tenant waits for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pull: Option<crate::images::Progress>,
+    /// berth's health probes of its running containers, with their latest result.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub probes: Vec<crate::probe::ProbeStatus>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, utoipa::ToSchema)]
+pub struct PassReport {
+    pub pass: u64,
+    pub duration_ms: f64,
+    pub instances: usize,
+    pub tenants_changed: usize,
+    pub steps: usize,
+    pub mutations: u64,
+    /// Tenants failing now (in backoff or failed in this pass).
+    pub failures: usize,
+    /// Tenants whose apply (or disk) failed in this pass.
+    pub errors: usize,
+}
+
+/// What the API reads: the latest status of each instance and of the last pass.
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct Board {
+    pub instances: BTreeMap<String, InstanceStatus>,
+    pub spec_errors: Vec<String>,
+    pub last_pass: Option<PassReport>,
+    pub engine_error: Option<String>,
+}
