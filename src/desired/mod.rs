@@ -20,6 +20,7 @@ pub mod probes;
 pub mod quota;
 pub mod render;
 pub mod schedule;
+pub mod secret;
 pub mod service;
 pub mod template;
 

@@ -17,5 +17,5 @@ pub enum ExportError {
     #[error("{0}")]
     Yaml(#[from] serde_yaml::Error),
     #[error("generating a secret: {0}")]
-    Random(String),
+    Random(getrandom::Error),
 }

@@ -6,12 +6,15 @@
 use super::MailError;
 use crate::{
     desired::{HostConfig, mail::MailConfig},
-    runtime::{Runtime, labels, spec},
+    runtime::{
+        Runtime,
+        host_net::{self, HostContainer},
+        labels, spec,
+    },
     store::{Layout, atomic},
 };
 use sha2::Digest;
 use std::{
-    collections::BTreeMap,
     path::{Path, PathBuf},
     time::Duration,
 };
@@ -102,11 +105,6 @@ pub fn max_size(host: &HostConfig) -> u64 {
 /// The relay's container.
 pub fn container_spec(host: &HostConfig, cfg: &MailConfig, paths: &Paths) -> spec::ContainerSpec {
     let ns = &host.namespace;
-    let mut labels: BTreeMap<String, String> = spec::owner_labels(ns, labels::HOST_TENANT);
-    labels.insert(labels::SERVICE.into(), SERVICE.into());
-    // The kernel's limits in front of Postfix's own (anvil: 10 connections, 120 a minute per
-    // client): a flood past twice those is dropped before Postfix wakes for it.
-    labels.insert(labels::CLIENT_LIMITS.into(), "587 20 240".into());
     let mount = |kind: spec::MountKind, source: &Path, target: &str| spec::Mount {
         read_only: kind != spec::MountKind::Volume,
         kind,
@@ -146,27 +144,12 @@ pub fn container_spec(host: &HostConfig, cfg: &MailConfig, paths: &Paths) -> spe
         ("/var/lib/postfix", "rw,nosuid,size=8m"),
     ];
     let mut c = spec::ContainerSpec {
-        name: container_name(ns),
-        image: cfg.image.clone(),
-        labels,
         env,
-        cmd: None,
-        entrypoint: None,
-        user: None,
-        working_dir: None,
-        network: spec::network_name(ns, labels::HOST_TENANT),
-        aliases: vec![crate::desired::mail::relay_alias(ns)],
         mounts,
         tmpfs: tmpfs
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect(),
-        publish: None,
-        memory: cfg.memory as i64,
-        nano_cpus: 1_000_000_000,
-        cpu_shares: 1024,
-        pids_limit: 512,
-        cap_drop: vec!["ALL".into()],
         // Postfix's master starts as root and runs its daemons as postfix; OpenDKIM drops to
         // opendkim; the queue's ownership is fixed at start.
         cap_add: [
@@ -180,12 +163,19 @@ pub fn container_spec(host: &HostConfig, cfg: &MailConfig, paths: &Paths) -> spe
         ]
         .map(String::from)
         .into(),
-        no_new_privileges: true,
-        read_only_rootfs: true,
-        healthcheck: None,
-        stop_timeout_s: 30,
-        files_digest: String::new(),
+        ..host_net::container(HostContainer {
+            ns,
+            service: SERVICE,
+            image: &cfg.image,
+            alias: crate::desired::mail::relay_alias(ns),
+            memory: cfg.memory,
+            pids_limit: 512,
+        })
     };
+    // The kernel's limits in front of Postfix's own (anvil: 10 connections, 120 a minute per
+    // client): a flood past twice those is dropped before Postfix wakes for it.
+    c.labels
+        .insert(labels::CLIENT_LIMITS.into(), "587 20 240".into());
     let hash = hex::encode(sha2::Sha256::digest(format!("{c:?}").as_bytes()));
     c.labels.insert(labels::SPEC_HASH.into(), hash);
     c

@@ -258,8 +258,11 @@ impl Applier<'_> {
                 // The shared database server may be attached; Docker refuses to remove a
                 // network with endpoints, so detach it first.
                 if self.host.shared_database.is_some() {
-                    let server =
-                        spec::container_name(ns, crate::runtime::labels::HOST_TENANT, "postgres");
+                    let server = spec::container_name(
+                        ns,
+                        crate::runtime::labels::HOST_TENANT,
+                        crate::runtime::labels::POSTGRES_SERVICE,
+                    );
                     self.rt
                         .disconnect_network(name, &server)
                         .await

@@ -2,8 +2,7 @@
 //! service that reads them, mode 0600 (or 0400 for the service copies), in 0700 directories.
 
 use crate::{
-    desired::Instance,
-    spec::template::SecretEncoding,
+    desired::{Instance, secret},
     store::{Layout, atomic},
 };
 use sha2::{Digest, Sha256};
@@ -17,8 +16,11 @@ pub enum FilesError {
         path: String,
         source: io::Error,
     },
-    #[error("tenant {tenant}: the OS random source failed: {message}")]
-    Random { tenant: String, message: String },
+    #[error("tenant {tenant}: the OS random source failed: {source}")]
+    Random {
+        tenant: String,
+        source: getrandom::Error,
+    },
 }
 
 /// What the files of `inst` are made of: secret declarations, rendered configs and who reads
@@ -77,10 +79,11 @@ pub fn write(layout: &Layout, inst: &Instance) -> Result<(), FilesError> {
     for (name, s) in &inst.secrets {
         let path = layout.secret(t, name);
         if !path.exists() {
-            let value = generate(s.bytes, s.encoding).map_err(|message| FilesError::Random {
-                tenant: t.clone(),
-                message,
-            })?;
+            let value =
+                secret::generate(s.bytes, s.encoding).map_err(|source| FilesError::Random {
+                    tenant: t.clone(),
+                    source,
+                })?;
             atomic::write(&path, value.as_bytes(), 0o600).map_err(werr(&path))?;
         }
     }
@@ -119,52 +122,11 @@ pub fn commit(layout: &Layout, inst: &Instance) -> Result<(), FilesError> {
     })
 }
 
-/// `bytes` from the OS CSPRNG, as lowercase hex or unpadded base64url (no quoting needed in
-/// URLs, DSNs or shell).
-pub fn generate(bytes: usize, encoding: SecretEncoding) -> Result<String, String> {
-    let mut buf = vec![0u8; bytes];
-    getrandom::fill(&mut buf).map_err(|e| e.to_string())?;
-    Ok(match encoding {
-        SecretEncoding::Hex => hex::encode(&buf),
-        SecretEncoding::Base64 => base64url(&buf),
-    })
-}
-
-fn base64url(data: &[u8]) -> String {
-    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    let mut out = String::with_capacity(data.len() * 4 / 3 + 3);
-    for chunk in data.chunks(3) {
-        let n = chunk
-            .iter()
-            .enumerate()
-            .fold(0u32, |acc, (i, b)| acc | u32::from(*b) << (16 - 8 * i));
-        for i in 0..=chunk.len() {
-            out.push(A[(n >> (18 - 6 * i) & 63) as usize] as char);
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::fixtures::demo_instance;
     use std::os::unix::fs::PermissionsExt;
-
-    #[test]
-    fn base64url_matches_the_rfc_vectors() {
-        assert_eq!(base64url(b"f"), "Zg");
-        assert_eq!(base64url(b"foob"), "Zm9vYg");
-        assert_eq!(base64url(b"foobar"), "Zm9vYmFy");
-        assert_eq!(base64url(&[0xfb, 0xff]), "-_8");
-    }
-
-    #[test]
-    fn secrets_are_random_and_long_enough() {
-        let a = generate(32, SecretEncoding::Hex).unwrap();
-        assert_eq!(a.len(), 64);
-        assert_ne!(a, generate(32, SecretEncoding::Hex).unwrap());
-    }
 
     #[test]
     fn files_are_private_and_secrets_survive_a_rewrite() {

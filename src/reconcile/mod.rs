@@ -488,6 +488,18 @@ impl crate::services::Reconciler for Controller {
     fn is_held(&self, tenant: &str) -> bool {
         Controller::is_held(self, tenant)
     }
+    fn write_files<'a>(
+        &'a self,
+        inst: &'a desired::Instance,
+    ) -> BoxFuture<'a, Result<(), Box<dyn std::error::Error + Send + Sync>>> {
+        Box::pin(async move {
+            let steps = [plan::Step::WriteFiles];
+            self.applier()
+                .apply(&inst.tenant, Some(inst), &steps)
+                .await?;
+            Ok(())
+        })
+    }
     fn converge_tenant<'a>(
         &'a self,
         tenant: &'a str,

@@ -4,7 +4,11 @@
 
 use crate::{
     desired::{HostConfig, Instance, instance::shared_db_host},
-    runtime::{Runtime, RuntimeError, labels, spec},
+    runtime::{
+        Runtime, RuntimeError,
+        host_net::{self, HostContainer},
+        labels, spec,
+    },
     store::{Layout, atomic},
 };
 use std::{collections::BTreeMap, time::Duration};
@@ -46,8 +50,8 @@ pub fn ensure_name_key(host: &mut HostConfig) -> Result<(), SharedDbError> {
         if let Some(dir) = path.parent() {
             atomic::create_dir(dir, 0o700).map_err(ferr)?;
         }
-        let key = super::files::generate(32, Default::default())
-            .map_err(|m| ferr(std::io::Error::other(m)))?;
+        let key = crate::desired::secret::generate(32, Default::default())
+            .map_err(|e| ferr(std::io::Error::other(e)))?;
         atomic::write(&path, key.as_bytes(), 0o600).map_err(ferr)?;
     }
     let key = std::fs::read_to_string(&path).map_err(ferr)?;
@@ -159,7 +163,11 @@ pub async fn drop_tenant(
     host: &HostConfig,
     tenant: &str,
 ) -> Result<(), SharedDbError> {
-    let server = spec::container_name(&host.namespace, labels::HOST_TENANT, "postgres");
+    let server = spec::container_name(
+        &host.namespace,
+        labels::HOST_TENANT,
+        labels::POSTGRES_SERVICE,
+    );
     let inv = rt.inventory(&host.namespace).await?;
     if host.shared_database.is_none() || !inv.containers.iter().any(|c| c.name == server) {
         return Ok(());
@@ -278,7 +286,7 @@ pub(super) struct Kind {
 }
 
 const POSTGRES: Kind = Kind {
-    service: "postgres",
+    service: labels::POSTGRES_SERVICE,
     secret: SUPERUSER_SECRET,
     spec: server_spec,
     ready: &["pg_isready", "-q", "-h", "/var/run/postgresql"],
@@ -306,8 +314,8 @@ pub(super) async fn ensure_server(
         atomic::create_dir(&dir, 0o700).map_err(ferr)?;
         let secret = dir.join(kind.secret);
         if !secret.exists() {
-            let pw = super::files::generate(32, Default::default())
-                .map_err(|m| ferr(std::io::Error::other(m)))?;
+            let pw = crate::desired::secret::generate(32, Default::default())
+                .map_err(|e| ferr(std::io::Error::other(e)))?;
             atomic::write(&secret, pw.as_bytes(), 0o600).map_err(ferr)?;
         }
         let copy = dir.join(format!("{}.999", kind.secret));
@@ -361,8 +369,6 @@ pub(super) fn server_base(
     cfg: &crate::desired::host::SharedDatabase,
     b: ServerBase<'_>,
 ) -> spec::ContainerSpec {
-    let mut labels: BTreeMap<String, String> = spec::owner_labels(ns, labels::HOST_TENANT);
-    labels.insert(labels::SERVICE.into(), b.service.into());
     let mount = |kind, source: &str, target: &str, read_only| spec::Mount {
         kind,
         source: source.into(),
@@ -371,32 +377,20 @@ pub(super) fn server_base(
     };
     spec::ContainerSpec {
         name: name.into(),
-        image: cfg.image.clone(),
-        labels,
-        env: vec![],
-        cmd: None,
-        entrypoint: None,
-        user: None,
-        working_dir: None,
         network: net.into(),
-        aliases: vec![b.alias],
         mounts: vec![
             mount(spec::MountKind::Volume, vol, b.data, false),
             mount(spec::MountKind::File, secret, b.secret_at, true),
         ],
         tmpfs: BTreeMap::from([("/tmp".into(), "rw,noexec,nosuid,size=64m".into())]),
-        publish: None,
-        memory: cfg.memory as i64,
-        nano_cpus: 1_000_000_000,
-        cpu_shares: 1024,
-        pids_limit: 1024,
-        cap_drop: vec!["ALL".into()],
-        cap_add: vec![],
-        no_new_privileges: true,
-        read_only_rootfs: true,
-        healthcheck: None,
-        stop_timeout_s: 30,
-        files_digest: String::new(),
+        ..host_net::container(HostContainer {
+            ns,
+            service: b.service,
+            image: &cfg.image,
+            alias: b.alias,
+            memory: cfg.memory,
+            pids_limit: 1024,
+        })
     }
 }
 
@@ -409,7 +403,7 @@ fn server_spec(
     cfg: &crate::desired::host::SharedDatabase,
 ) -> spec::ContainerSpec {
     let base = ServerBase {
-        service: "postgres",
+        service: labels::POSTGRES_SERVICE,
         alias: crate::desired::instance::shared_db_host(ns),
         data: "/var/lib/postgresql/data",
         secret_at: "/run/secrets/postgres_password",

@@ -24,7 +24,7 @@ const AS_ROOT: [&str; 4] = [
 ];
 
 const MARIADB: Kind = Kind {
-    service: "mariadb",
+    service: labels::MARIADB_SERVICE,
     secret: ROOT_SECRET,
     spec: server_spec,
     ready: &[

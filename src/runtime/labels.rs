@@ -12,6 +12,10 @@ pub const VERSION: &str = "io.berth.version";
 pub const HOST_TENANT: &str = "_host";
 /// The service name of the host's mail relay (a host-owned container on tenant networks).
 pub const MAIL_SERVICE: &str = "mail";
+/// The shared PostgreSQL server's service name (its container is the host tenant's).
+pub const POSTGRES_SERVICE: &str = "postgres";
+/// The shared MariaDB server's service name (its container is the host tenant's).
+pub const MARIADB_SERVICE: &str = "mariadb";
 /// On tenant containers only: the plan's egress allows (space-separated), sealed into the
 /// container's network namespace when berth starts it (see `netns`).
 pub const EGRESS: &str = "io.berth.egress";

@@ -2,7 +2,7 @@
 //! last pass published, and keep passes away from a tenant while an operation changes it.
 
 use super::{Board, PassError, PassReport};
-use crate::desired::Desired;
+use crate::desired::{Desired, Instance};
 use futures_util::future::BoxFuture;
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
@@ -32,6 +32,13 @@ pub trait Reconciler: Send + Sync {
     /// Hands `tenant` back to the reconciler and asks for a pass.
     fn release(&self, tenant: &str);
     fn is_held(&self, tenant: &str) -> bool;
+
+    /// Writes `inst`'s secrets and configs as a pass's `WriteFiles` step does, for an
+    /// operation that starts one of its containers outside the pass (an upgrade's new web).
+    fn write_files<'a>(
+        &'a self,
+        inst: &'a Instance,
+    ) -> BoxFuture<'a, Result<(), Box<dyn std::error::Error + Send + Sync>>>;
 
     /// Starts `tenant` now, outside the pass, and waits within `limit` until every probe of
     /// it is healthy. Err says why not; the passes then carry on with the tenant.

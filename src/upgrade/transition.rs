@@ -7,7 +7,6 @@ use super::{Upgrader, state::Phase};
 use crate::{
     desired::{self, Instance},
     proxy::target::Target,
-    reconcile::{apply::Applier, plan::Step},
     runtime::spec,
     spec::template::UpgradeStrategy,
     store::{Allocation, Layout, atomic},
@@ -157,19 +156,6 @@ impl Upgrader {
         Ok(())
     }
 
-    fn applier(&self) -> Applier<'_> {
-        Applier {
-            rt: self.cx.svc.runtime().as_ref(),
-            host: self.cx.svc.host(),
-            layout: self.cx.svc.layout(),
-            allocs: self.cx.svc.allocations(),
-            disks: self.cx.svc.disks().ok().cloned(),
-            pulls: self.cx.svc.pulls(),
-            kick: self.cx.svc.kick_handle(),
-            purge_hooks: self.cx.svc.purge_hooks(),
-        }
-    }
-
     /// Creates and starts the web container of `inst` as `name`, published on `port`.
     pub(super) async fn start_web(
         &self,
@@ -178,10 +164,7 @@ impl Upgrader {
         port: u16,
         name: &str,
     ) -> Result<(), Fail> {
-        self.applier()
-            .apply(&inst.tenant, Some(inst), &[Step::WriteFiles])
-            .await
-            .map_err(failed)?;
+        self.cx.passes.write_files(inst).await.map_err(failed)?;
         let svc = inst
             .service(&inst.web.service)
             .ok_or_else(|| failed("template has no web service"))?;

@@ -87,7 +87,7 @@ pub fn conn(ns: &str, inst: &Instance) -> Option<(&'static dyn Engine, Conn)> {
         // everything in it) over the local socket, never the superuser: a dump is tenant
         // content, and what it creates must be owned by, and run as, the tenant.
         DatabaseMode::Shared if db.engine == DatabaseEngine::Postgres => Conn {
-            container: spec::container_name(ns, labels::HOST_TENANT, "postgres"),
+            container: spec::container_name(ns, labels::HOST_TENANT, labels::POSTGRES_SERVICE),
             user: db.user.clone(),
             database: db.name.clone(),
             password_file: None,
@@ -98,7 +98,7 @@ pub fn conn(ns: &str, inst: &Instance) -> Option<(&'static dyn Engine, Conn)> {
         // The shared MariaDB server: the tenant's own user (privileges on its database only),
         // its password given on stdin, never root.
         DatabaseMode::Shared => Conn {
-            container: crate::reconcile::shared_mariadb::server_name(ns),
+            container: spec::container_name(ns, labels::HOST_TENANT, labels::MARIADB_SERVICE),
             user: db.user.clone(),
             database: db.name.clone(),
             password_file: None,

@@ -230,7 +230,7 @@ fn secret(i: &Input) -> Result<Secret, ExportError> {
     for (name, spec) in &i.inst.secrets {
         let value = match (i.secret)(name) {
             Some(v) => v,
-            None => crate::reconcile::files::generate(spec.bytes, spec.encoding)
+            None => crate::desired::secret::generate(spec.bytes, spec.encoding)
                 .map_err(ExportError::Random)?,
         };
         data.insert(name.clone(), value);
