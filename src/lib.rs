@@ -20,6 +20,7 @@ pub mod domains;
 pub mod egress;
 pub mod export;
 pub mod host_tuning;
+pub mod http1;
 pub mod human;
 pub mod images;
 pub mod jobs;

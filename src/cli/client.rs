@@ -4,7 +4,6 @@ use anyhow::{Context, Result, bail};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::{Method, Request, StatusCode};
-use hyper_util::rt::TokioIo;
 use std::{path::PathBuf, sync::Arc};
 
 #[derive(Debug, Clone)]
@@ -156,7 +155,7 @@ impl Client {
             None => Full::new(Bytes::new()),
         };
         let req = req.body(body)?;
-        let (mut sender, conn) = match &self.target {
+        match &self.target {
             Target::Unix(p) => {
                 let s = tokio::net::UnixStream::connect(p).await.with_context(|| {
                     format!(
@@ -164,17 +163,14 @@ impl Client {
                         p.display()
                     )
                 })?;
-                hyper::client::conn::http1::handshake(TokioIo::new(s)).await?
+                Ok(crate::http1::send(s, req).await?)
             }
             Target::Tcp { addr, tls, .. } => {
                 let s = tokio::net::TcpStream::connect(addr)
                     .await
                     .with_context(|| format!("cannot reach the berth agent at {addr}"))?;
                 let Some(tls) = tls else {
-                    let (mut sender, conn) =
-                        hyper::client::conn::http1::handshake(TokioIo::new(s)).await?;
-                    tokio::spawn(conn);
-                    return Ok(sender.send_request(req).await?);
+                    return Ok(crate::http1::send(s, req).await?);
                 };
                 let s = tokio_rustls::TlsConnector::from(tls.config.clone())
                     .connect(tls.name.clone(), s)
@@ -182,14 +178,9 @@ impl Client {
                     .with_context(|| {
                         format!("TLS with the berth agent at {addr} (trust its CA with --ca-file)")
                     })?;
-                let (mut sender, conn) =
-                    hyper::client::conn::http1::handshake(TokioIo::new(s)).await?;
-                tokio::spawn(conn);
-                return Ok(sender.send_request(req).await?);
+                Ok(crate::http1::send(s, req).await?)
             }
-        };
-        tokio::spawn(conn);
-        Ok(sender.send_request(req).await?)
+        }
     }
 
     /// Sends a request and returns the JSON answer; a 4xx/5xx becomes an error with the

@@ -134,16 +134,13 @@ pub async fn check_http(
         let stream = tokio::net::TcpStream::connect((ip, port))
             .await
             .map_err(|e| e.to_string())?;
-        let (mut send, conn) =
-            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-                .await
-                .map_err(|e| e.to_string())?;
-        tokio::spawn(conn);
         let req = hyper::Request::get(HTTP_PATH)
             .header(hyper::header::HOST, domain)
             .body(http_body_util::Empty::<bytes::Bytes>::new())
             .map_err(|e| e.to_string())?;
-        let resp = send.send_request(req).await.map_err(|e| e.to_string())?;
+        let resp = crate::http1::send(stream, req)
+            .await
+            .map_err(|e| e.to_string())?;
         if !resp.status().is_success() {
             return Err(format!("{HTTP_PATH} answered {}", resp.status()));
         }

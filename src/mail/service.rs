@@ -18,6 +18,7 @@ use std::{
     sync::{Mutex, RwLock, atomic::AtomicBool},
     time::SystemTime,
 };
+use subtle::ConstantTimeEq;
 
 /// Last errors kept per tenant.
 const LAST_ERRORS: usize = 10;
@@ -96,11 +97,6 @@ fn epoch(t: SystemTime) -> u64 {
     t.duration_since(SystemTime::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or_default()
-}
-
-/// Equal bytes, in time independent of where they differ.
-fn same(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 impl Mail {
@@ -383,7 +379,7 @@ impl super::auth::Verifier for Mail {
             Some((_, p)) => p.clone(),
             None => return false,
         };
-        std::fs::read(&path).is_ok_and(|pw| same(pw.trim_ascii(), password))
+        std::fs::read(&path).is_ok_and(|pw| pw.trim_ascii().ct_eq(password).into())
     }
 
     fn failed(&self, login: &str) {

@@ -5,7 +5,6 @@
 use bytes::Bytes;
 use http_body_util::Empty;
 use hyper::{Request, Uri};
-use hyper_util::rt::TokioIo;
 use std::net::SocketAddr;
 
 /// The Host a probe of `inst` sends: the name the edge serves it on (its first domain, else
@@ -32,7 +31,7 @@ pub fn request<B>(addr: SocketAddr, path: &str, host: &str, body: B) -> Result<R
 }
 
 /// The prober's check: one GET on a connection of its own (no pool to keep warm for 1,000
-/// tenants), closed as soon as the status line is in. The caller bounds time.
+/// tenants), closed as soon as the status line is in (its body is dropped unread). The caller bounds time.
 ///
 /// Any 2xx or 3xx passes (Kubernetes' httpGet rule, and `curl -f`'s): real apps redirect their
 /// login page to an installer until a tenant installs them (WordPress, Mautic, osTicket), and
@@ -43,19 +42,12 @@ pub async fn check(addr: SocketAddr, path: &str, host: &str) -> Result<(), Strin
         .await
         .map_err(|e| format!("connect {addr}: {e}"))?;
     let _ = tcp.set_nodelay(true);
-    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
-        .await
-        .map_err(|e| e.to_string())?;
     let mut req = request(addr, path, host, Empty::<Bytes>::new())?;
     *req.uri_mut() = path.parse().map_err(|e| format!("{e}"))?;
-    tokio::pin!(conn);
-    let status = tokio::select! {
-        r = send.send_request(req) => r.map_err(|e| e.to_string())?.status(),
-        c = &mut conn => return Err(match c {
-            Ok(()) => "connection closed before an answer".into(),
-            Err(e) => e.to_string(),
-        }),
-    };
+    let status = crate::http1::send(tcp, req)
+        .await
+        .map_err(|e| e.to_string())?
+        .status();
     if status.is_success() || status.is_redirection() {
         Ok(())
     } else {

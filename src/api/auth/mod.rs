@@ -132,9 +132,10 @@ impl Principal {
     }
 }
 
-/// Compares without an early exit, so response time says nothing about the token.
+/// Compares without an early exit (`subtle`), so response time says nothing about a token,
+/// a CSRF value or a password but its length.
 pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    subtle::ConstantTimeEq::ct_eq(a, b).into()
 }
 
 /// Where a call came from, set by the listener, never by a TCP client: the Unix socket takes

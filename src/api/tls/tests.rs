@@ -121,16 +121,11 @@ async fn the_listener_serves_https_to_a_client_that_trusts_berths_ca_and_nothing
         .connect(name, sock)
         .await
         .expect("berth's CA is trusted");
-    let (mut send, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
-        .await
-        .unwrap();
-    tokio::spawn(conn);
     let req = hyper::Request::get("/")
         .header("host", "localhost")
         .body(Empty::<bytes::Bytes>::new())
         .unwrap();
-    let body = send
-        .send_request(req)
+    let body = crate::http1::send(tls, req)
         .await
         .unwrap()
         .into_body()
