@@ -21,14 +21,8 @@ pub struct LastScheduled {
 }
 
 #[derive(Default)]
-struct Slot {
-    schedule: String,
-    next: Option<SystemTime>,
-}
-
-#[derive(Default)]
 pub struct BackupSchedule {
-    slots: Mutex<BTreeMap<String, Slot>>,
+    times: Mutex<schedule::Timetable<String>>,
     last: Mutex<BTreeMap<String, LastScheduled>>,
 }
 
@@ -40,65 +34,25 @@ impl BackupSchedule {
     /// Tenants due now (their slot moves on to the next time), and how long until the soonest.
     fn due(&self, b: &Backups, now: SystemTime) -> (Vec<String>, Duration) {
         let desired = b.cx.passes.desired();
+        let wanted = desired
+            .instances
+            .iter()
+            .filter_map(|(t, i)| Some((t.clone(), i.backups.schedule.as_deref()?)));
+        let mut times = self.times.lock().expect("times lock");
+        let fired = times.due(wanted, now);
+        let wait = times.wait(now);
+        drop(times);
         let board = b.cx.passes.board();
-        let mut soonest = now + Duration::from_secs(60);
-        let mut slots = self.slots.lock().expect("slots lock");
-        slots.retain(|t, _| {
-            desired
-                .instances
-                .get(t)
-                .is_some_and(|i| i.backups.schedule.is_some())
-        });
-        let mut due = vec![];
-        for (t, inst) in &desired.instances {
-            let Some(expr) = &inst.backups.schedule else {
-                continue;
-            };
-            let Ok(cron) = schedule::parse(expr) else {
-                continue;
-            };
-            let slot = slots.entry(t.clone()).or_default();
-            if slot.schedule != *expr {
-                *slot = Slot {
-                    schedule: expr.clone(),
-                    next: None,
-                };
-            }
-            let at = *slot
-                .next
-                .get_or_insert_with(|| schedule::next_after(&cron, now).unwrap_or(now));
-            if at <= now {
-                slot.next = schedule::next_after(&cron, now);
-                // Asleep, nothing can change: a backup taken since it fell asleep still holds
-                // everything; without one, the backup wakes it. (The board may still say
-                // running while the pass that stops a dozing tenant is under way.)
-                let asleep_since = b.cx.svc.sleep().since(t);
-                let serving = inst.state == RunState::Running
-                    && asleep_since.is_none()
-                    && !b.cx.passes.is_held(t)
-                    && board
-                        .instances
-                        .get(t)
-                        .is_some_and(|s| s.phase == Phase::Running);
-                let covered =
-                    asleep_since.is_some_and(|since| b.list(t).iter().any(|x| x.created >= since));
-                if serving || (asleep_since.is_some() && !covered && !b.cx.passes.is_held(t)) {
-                    due.push(t.clone());
-                } else if covered {
-                    tracing::info!(
-                        tenant = t,
-                        "scheduled backup skipped: asleep, and backed up since it fell asleep"
-                    );
-                } else {
-                    tracing::info!(tenant = t, "scheduled backup skipped: not running");
-                }
-            }
-            if let Some(n) = slot.next {
-                soonest = soonest.min(n);
-            }
-        }
-        let wait = soonest.duration_since(now).unwrap_or_default();
-        (due, wait.max(Duration::from_millis(50)))
+        let due = fired
+            .into_iter()
+            .filter(|t| {
+                desired
+                    .instances
+                    .get(t)
+                    .is_some_and(|inst| takes_its_turn(b, &board, t, inst.state))
+            })
+            .collect();
+        (due, wait)
     }
 
     /// Takes scheduled backups until shutdown.
@@ -149,4 +103,32 @@ impl BackupSchedule {
             }
         }
     }
+}
+
+/// Whether a tenant whose scheduled backup is due is backed up now. Asleep, nothing can
+/// change: a backup taken since it fell asleep still holds everything; without one, the
+/// backup wakes it. (The board may still say running while the pass that stops a dozing
+/// tenant is under way.) Stopped, upgrading or restoring: it skips its turn.
+fn takes_its_turn(b: &Backups, board: &crate::services::Board, t: &str, state: RunState) -> bool {
+    let asleep_since = b.cx.svc.sleep().since(t);
+    let held = b.cx.passes.is_held(t);
+    let serving = state == RunState::Running
+        && asleep_since.is_none()
+        && !held
+        && board
+            .instances
+            .get(t)
+            .is_some_and(|s| s.phase == Phase::Running);
+    let covered = asleep_since.is_some_and(|since| b.list(t).iter().any(|x| x.created >= since));
+    if serving || (asleep_since.is_some() && !covered && !held) {
+        return true;
+    }
+    match covered {
+        true => tracing::info!(
+            tenant = t,
+            "scheduled backup skipped: asleep, and backed up since it fell asleep"
+        ),
+        false => tracing::info!(tenant = t, "scheduled backup skipped: not running"),
+    }
+    false
 }

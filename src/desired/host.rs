@@ -2,7 +2,8 @@
 
 use super::{
     backups::BackupPolicy,
-    edge::{self, AcmeConfig, DomainsConfig, ProxyConfig},
+    edge::{AcmeConfig, DomainsConfig, ProxyConfig},
+    host_sections as sections,
     limits::Limits,
 };
 use crate::spec::{self, SpecErrors, host::HostFile, units};
@@ -313,194 +314,22 @@ pub fn build(file: &spec::Loaded<HostFile>, root: &Path) -> Result<HostConfig, S
     let root = &std::path::absolute(root).unwrap_or_else(|_| root.to_path_buf());
     let mut errors = SpecErrors::default();
     let mut err = |field: &str, msg: String| errors.push(file.error_at(field, msg));
-    let resolve = |p: &Path| {
-        if p.is_absolute() {
-            p.to_path_buf()
-        } else {
-            root.join(p)
-        }
+    let resolve = |p: &Path| match p.is_absolute() {
+        true => p.to_path_buf(),
+        false => root.join(p),
     };
-    let pool = SubnetPool::parse(&h.network.subnet_pool, h.network.subnet_prefix)
-        .map_err(|m| err("network.subnet_pool", m))
-        .ok();
-    if h.ports.first == 0 || h.ports.first > h.ports.last {
-        err(
-            "ports",
-            format!(
-                "first ({}) must be between 1 and last ({})",
-                h.ports.first, h.ports.last
-            ),
-        );
-    }
-    let resync = units::parse_duration(&h.resync_interval)
-        .map_err(|m| err("resync_interval", m))
-        .ok();
-    if !is_dns_label(&h.namespace) || h.namespace.len() > 20 {
-        err(
-            "namespace",
-            format!(
-                "{:?} must be a DNS label of at most 20 characters",
-                h.namespace
-            ),
-        );
-    }
+    let (pool, resync) = sections::basics(h, &mut err);
     let api_tls = super::api::check(&h.api, resolve, &mut err);
     let engine = super::engine::check(&h.engine, resolve, &mut err);
     let engine_cpu_weight = super::engine::cpu_weight(&h.engine, &mut err);
-    let mut admission = Admission::default();
-    let ratios = [
-        (
-            "admission.memory_overcommit",
-            h.admission.memory_overcommit,
-            &mut admission.memory_overcommit,
-        ),
-        (
-            "admission.disk_overcommit",
-            h.admission.disk_overcommit,
-            &mut admission.disk_overcommit,
-        ),
-    ];
-    for (field, given, into) in ratios {
-        match given {
-            Some(r) if r > 0.0 && r <= 100.0 => *into = r,
-            Some(r) => err(field, format!("{r} is out of range (0 < ratio <= 100)")),
-            None => {}
-        }
-    }
-    let totals = [
-        (
-            "admission.memory",
-            &h.admission.memory,
-            &mut admission.memory_total,
-        ),
-        (
-            "admission.disk",
-            &h.admission.disk,
-            &mut admission.disk_total,
-        ),
-    ];
-    for (field, given, into) in totals {
-        if let Some(m) = given {
-            match units::parse_bytes(m) {
-                Ok(b) => *into = Some(b),
-                Err(e) => err(field, e),
-            }
-        }
-    }
-    let mut metrics = MetricsConfig::default();
-    match h.metrics.listen.as_deref() {
-        None => {}
-        Some("none") => metrics.listen = None,
-        Some(l) => match l.parse() {
-            Ok(a) => metrics.listen = Some(a),
-            Err(_) => err(
-                "metrics.listen",
-                format!("{l:?} is not host:port (e.g. 127.0.0.1:9464) or none"),
-            ),
-        },
-    }
-    if let Some(i) = &h.metrics.interval {
-        match units::parse_duration(i) {
-            Ok(d) if d >= Duration::from_secs(1) && d <= Duration::from_secs(3600) => {
-                metrics.interval = d
-            }
-            Ok(_) => err("metrics.interval", format!("{i} is out of range (1s..=1h)")),
-            Err(e) => err("metrics.interval", e),
-        }
-    }
+    let admission = sections::admission(h, &mut err);
+    let metrics = sections::metrics(h, &mut err);
     let probes = super::probes::build(&h.probes)
         .map_err(|errs| errs.into_iter().for_each(|(f, m)| err(&f, m)))
         .unwrap_or_default();
-    let mut plans = BTreeMap::new();
-    for (name, lf) in &h.plans {
-        match Plan::default().overlay(lf) {
-            Ok(p) => {
-                if engine.is_swarm() && !p.egress.is_empty() {
-                    err(&format!("plans.{name}.egress"), SWARM_EGRESS.into());
-                }
-                plans.insert(name.clone(), p);
-            }
-            Err(e) => err(&format!("plans.{name}.{}", e.field), e.message),
-        }
-    }
-    if let Some(p) = &h.default_plan
-        && !plans.contains_key(p)
-    {
-        err(
-            "default_plan",
-            format!("plan {p:?} is not defined under plans"),
-        );
-    }
-    let mut shared = |key: &str, f: &Option<crate::spec::host::SharedDatabaseFile>| {
-        f.as_ref()
-            .and_then(|s| match units::parse_bytes(&s.memory) {
-                Ok(memory) => Some(SharedDatabase {
-                    image: s.image.clone(),
-                    memory,
-                    connection_limit: s.connection_limit,
-                }),
-                Err(m) => {
-                    err(&format!("{key}.memory"), m);
-                    None
-                }
-            })
-    };
-    let shared_database = shared("shared_database", &h.shared_database);
-    let shared_mariadb = shared("shared_mariadb", &h.shared_mariadb);
-    if engine.is_swarm() {
-        for (field, set) in [
-            ("shared_database", shared_database.is_some()),
-            ("shared_mariadb", shared_mariadb.is_some()),
-        ] {
-            if set {
-                err(
-                    field,
-                    "swarm mode has no shared database server (tenants on several nodes would \
-                     share one node's); remove it, or use sidecar databases"
-                        .into(),
-                );
-            }
-        }
-    }
-    let mut edge_err = |errs: Vec<(String, String)>| {
-        for (f, m) in errs {
-            err(&f, m);
-        }
-    };
-    let proxy = h
-        .proxy
-        .as_ref()
-        .map(edge::build_proxy)
-        .transpose()
-        .map_err(&mut edge_err)
-        .ok()
-        .flatten();
-    let acme = h
-        .tls
-        .acme
-        .as_ref()
-        .map(|a| edge::build_acme(a, resolve))
-        .transpose()
-        .map_err(&mut edge_err)
-        .ok()
-        .flatten();
-    let domains = edge::build_domains(&h.domains).map_err(&mut edge_err).ok();
-    let mail = h
-        .mail
-        .as_ref()
-        .map(|m| super::mail::build(m, h.base_domain.as_deref(), &resolve))
-        .transpose()
-        .map_err(&mut edge_err)
-        .ok()
-        .flatten();
-    if engine.is_swarm() && mail.is_some() {
-        err(
-            "mail",
-            "swarm mode has no shared mail relay (tenants on several nodes would need one \
-             node's); remove it"
-                .into(),
-        );
-    }
+    let plans = sections::plans(h, &engine, &mut err);
+    let (shared_database, shared_mariadb) = sections::shared_servers(h, &engine, &mut err);
+    let edge = sections::edge(h, &engine, &resolve, &mut err);
     check_registries(h, &mut err);
     errors.into_result()?;
     Ok(HostConfig {
@@ -531,23 +360,13 @@ pub fn build(file: &spec::Loaded<HostFile>, root: &Path) -> Result<HostConfig, S
         default_plan: h.default_plan.clone(),
         shared_database,
         shared_mariadb,
-        mail,
+        mail: edge.mail,
         db_name_key: None,
-        registries: h
-            .registries
-            .iter()
-            .map(|(host, r)| {
-                let auth = super::image_ref::RegistryAuth {
-                    username: r.username.clone(),
-                    password_file: resolve(&r.password_file),
-                };
-                (host.clone(), auth)
-            })
-            .collect(),
+        registries: sections::registries(h, &resolve),
         registry_mirrors: h.registry_mirrors.clone(),
-        proxy,
-        acme,
-        domains: domains.expect("checked above"),
+        proxy: edge.proxy,
+        acme: edge.acme,
+        domains: edge.domains.expect("checked above"),
     })
 }
 

@@ -2,16 +2,16 @@
 
 pub use super::domains::check_domain;
 use super::{
-    domains::check_custom,
     host::{HostConfig, Plan, is_dns_label},
-    model::{Database, Instance, Job, PathMount, SecretSpec, Web},
+    instance_parts as parts,
+    model::{Database, Instance, PathMount, Web},
     params, render,
     template::Template,
 };
 use crate::spec::{
     Loaded, SpecErrors,
     instance::InstanceFile,
-    template::{DatabaseMode, StringOrList},
+    template::{DatabaseMode, VersionFile},
 };
 use minijinja::Value;
 use std::collections::BTreeMap;
@@ -23,50 +23,10 @@ pub fn build(
     host: &HostConfig,
 ) -> Result<Instance, SpecErrors> {
     let i = &f.value;
-    let mut errors = SpecErrors::default();
-    let mut errs = std::mem::take(&mut errors);
+    let mut errs = SpecErrors::default();
     let mut err = |field: &str, msg: String| errs.push(f.error_at(field, msg));
-    if !is_tenant_name(&i.tenant) {
-        err(
-            "tenant",
-            format!(
-                "{:?} is not a valid tenant name: use a DNS label of at most 40 characters (a-z, 0-9, inner -)",
-                i.tenant
-            ),
-        );
-    } else if i.tenant != stem {
-        err(
-            "tenant",
-            format!("{:?} must equal the file name {stem:?}", i.tenant),
-        );
-    }
-    let Some(t) = templates.get(&i.template) else {
-        let known: Vec<_> = templates.keys().cloned().collect();
-        err(
-            "template",
-            format!(
-                "template {:?} does not exist; known: {}",
-                i.template,
-                known.join(", ")
-            ),
-        );
-        return Err(errs);
-    };
-    let tf = t.file();
-    let version = i
-        .version
-        .clone()
-        .unwrap_or_else(|| t.default_version.clone());
-    let Some(ver) = tf.versions.get(&version) else {
-        let known: Vec<_> = tf.versions.keys().cloned().collect();
-        err(
-            "version",
-            format!(
-                "version {version:?} of template {:?} does not exist; known: {}",
-                i.template,
-                known.join(", ")
-            ),
-        );
+    check_name(i, stem, &mut err);
+    let Some((t, version, ver)) = template_of(i, templates, &mut err) else {
         return Err(errs);
     };
     let Plan {
@@ -81,44 +41,16 @@ pub fn build(
         .map_err(|(field, m)| err(&field, m))
         .unwrap_or_default();
     let parameters = parameters_of(i, t, &mut err);
-    for (n, d) in i.domains.iter().enumerate() {
-        if let Err(m) = check_custom(d, &i.tenant, host) {
-            err(&format!("domains.{n}"), m);
-        } else if i.domains[..n].contains(d) {
-            err(&format!("domains.{n}"), format!("{d:?} is listed twice"));
-        }
-    }
-    for (n, d) in i.aliases.iter().enumerate() {
-        if let Err(m) = check_custom(d, &i.tenant, host) {
-            err(&format!("aliases.{n}"), m);
-        } else if i.domains.contains(d) || i.aliases[..n].contains(d) {
-            err(&format!("aliases.{n}"), format!("{d:?} is listed twice"));
-        }
-    }
-    let claimed = i.domains.len() + i.aliases.len();
-    if let Some(max) = quota.domains.filter(|m| claimed > *m as usize) {
-        err(
-            "domains",
-            format!("{claimed} domains and aliases claimed; the plan allows {max}"),
-        );
-    }
-    let mut paths = Vec::new();
-    for (n, p) in i.paths.iter().enumerate() {
-        match PathMount::parse(p, host) {
-            Ok(m) if paths.contains(&m) => {
-                err(&format!("paths.{n}"), format!("{p:?} is listed twice"))
-            }
-            Ok(m) => paths.push(m),
-            Err(m) => err(&format!("paths.{n}"), m),
-        }
-    }
+    parts::check_claims(i, host, quota.domains, &mut err);
+    let paths = parts::paths_of(i, host, &mut err);
     let database = database_of(i, t, host)
         .map_err(|m| err("template", m))
         .ok()
         .flatten();
     errs.into_result()?;
-    let mut err = |field: &str, msg: String| errors.push(f.error_at(field, msg));
-
+    // Rendering needs everything above valid; its own errors are reported together.
+    let mut errs = SpecErrors::default();
+    let mut err = |field: &str, msg: String| errs.push(f.error_at(field, msg));
     let mail = mail_of(i, t, host, mail_limits);
     let ctx = context(
         i,
@@ -130,59 +62,10 @@ pub fn build(
         host,
     );
     let env = render::environment();
-    let mut configs = BTreeMap::new();
-    for (name, src) in &t.source.config_sources {
-        match render::render(&env, src, &ctx) {
-            Ok(text) => {
-                configs.insert(name.clone(), text);
-            }
-            Err(m) => err(
-                "template",
-                format!(
-                    "config {name:?} of template {:?} failed to render: {m}",
-                    i.template
-                ),
-            ),
-        }
-    }
-    let skip = match &database {
-        Some(db) if db.mode == DatabaseMode::Shared => {
-            tf.database.as_ref().and_then(|d| d.service.clone())
-        }
-        _ => None,
-    };
-    let names: Vec<&String> = t
-        .order
-        .iter()
-        .filter(|n| Some(*n) != skip.as_ref())
-        .collect();
-    let total: u32 = names
-        .iter()
-        .map(|n| tf.services[*n].resource_share.unwrap_or(1))
-        .sum();
-    let mut services = Vec::new();
-    for name in names {
-        let s = &tf.services[name];
-        let image = ver
-            .images
-            .get(name)
-            .or(s.image.as_ref())
-            .cloned()
-            .unwrap_or_default();
-        match super::service::build(
-            name,
-            s,
-            image,
-            limits.part(s.resource_share.unwrap_or(1), total),
-            &env,
-            &ctx,
-            tf,
-        ) {
-            Ok(svc) => services.push(svc),
-            Err(m) => err("template", format!("service {name:?}: {m}")),
-        }
-    }
-    errors.into_result()?;
+    let configs = parts::configs_of(i, t, &env, &ctx, &mut err);
+    let services = parts::services_of(t, ver, database.as_ref(), &limits, &env, &ctx, &mut err);
+    errs.into_result()?;
+    let tf = t.file();
     Ok(Instance {
         tenant: i.tenant.clone(),
         template: i.template.clone(),
@@ -208,44 +91,66 @@ pub fn build(
         database,
         services,
         volumes: tf.volumes.keys().cloned().collect(),
-        secrets: tf
-            .secrets
-            .iter()
-            .map(|(k, s)| {
-                (
-                    k.clone(),
-                    SecretSpec {
-                        bytes: s.bytes,
-                        encoding: s.encoding,
-                    },
-                )
-            })
-            .collect(),
+        secrets: parts::secrets_of(tf),
         configs,
-        jobs: tf
-            .jobs
-            .iter()
-            .map(|(name, j)| {
-                let command = match &j.command {
-                    StringOrList::List(l) => l.clone(),
-                    StringOrList::String(s) => vec!["/bin/sh".into(), "-c".into(), s.clone()],
-                };
-                (
-                    name.clone(),
-                    Job {
-                        schedule: j.schedule.clone(),
-                        service: j.service.clone(),
-                        command,
-                        // Checked with the template; a bad value cannot reach here.
-                        timeout: super::schedule::timeout_of(j.timeout.as_deref())
-                            .unwrap_or(super::schedule::DEFAULT_TIMEOUT),
-                        wake: j.wake,
-                    },
-                )
-            })
-            .collect(),
+        jobs: parts::jobs_of(tf),
         mail,
     })
+}
+
+/// The tenant's name: a DNS label, the file's own name.
+fn check_name(i: &InstanceFile, stem: &str, err: &mut dyn FnMut(&str, String)) {
+    if !is_tenant_name(&i.tenant) {
+        err(
+            "tenant",
+            format!(
+                "{:?} is not a valid tenant name: use a DNS label of at most 40 characters (a-z, 0-9, inner -)",
+                i.tenant
+            ),
+        );
+    } else if i.tenant != stem {
+        err(
+            "tenant",
+            format!("{:?} must equal the file name {stem:?}", i.tenant),
+        );
+    }
+}
+
+/// The template and the version the file names (the template's default when it names none).
+fn template_of<'t>(
+    i: &InstanceFile,
+    templates: &'t BTreeMap<String, Template>,
+    err: &mut dyn FnMut(&str, String),
+) -> Option<(&'t Template, String, &'t VersionFile)> {
+    let Some(t) = templates.get(&i.template) else {
+        let known: Vec<_> = templates.keys().cloned().collect();
+        err(
+            "template",
+            format!(
+                "template {:?} does not exist; known: {}",
+                i.template,
+                known.join(", ")
+            ),
+        );
+        return None;
+    };
+    let version = i
+        .version
+        .clone()
+        .unwrap_or_else(|| t.default_version.clone());
+    let Some(ver) = t.file().versions.get(&version) else {
+        let known: Vec<_> = t.file().versions.keys().cloned().collect();
+        err(
+            "version",
+            format!(
+                "version {version:?} of template {:?} does not exist; known: {}",
+                i.template,
+                known.join(", ")
+            ),
+        );
+        return None;
+    };
+    Some((t, version, ver))
 }
 
 /// The tenant's relay account when its template asks for mail and the host runs a relay.

@@ -11,7 +11,7 @@ use crate::{
 };
 use serde::{Deserialize, Serialize};
 use std::{
-    collections::{BTreeMap, VecDeque},
+    collections::{BTreeMap, BTreeSet, VecDeque},
     sync::{Arc, Mutex},
     time::{Duration, Instant, SystemTime},
 };
@@ -53,17 +53,13 @@ pub struct JobRecord {
     pub next_run: Option<u64>,
 }
 
-#[derive(Default)]
-struct Slot {
-    next: Option<SystemTime>,
-    running: bool,
-}
-
 pub struct Scheduler {
     cx: Cx,
     /// (tenant, job) → what is known.
     records: Mutex<BTreeMap<(String, String), JobRecord>>,
-    slots: Mutex<BTreeMap<(String, String), Slot>>,
+    times: Mutex<schedule::Timetable<(String, String)>>,
+    /// (tenant, job) runs under way.
+    running: Mutex<BTreeSet<(String, String)>>,
 }
 
 fn unix_ms(t: SystemTime) -> u64 {
@@ -77,7 +73,8 @@ impl Scheduler {
         Arc::new(Scheduler {
             cx,
             records: Mutex::default(),
-            slots: Mutex::default(),
+            times: Mutex::default(),
+            running: Mutex::default(),
         })
     }
 
@@ -91,7 +88,8 @@ impl Scheduler {
         let Some(inst) = self.cx.passes.desired().instances.get(tenant).cloned() else {
             return BTreeMap::new();
         };
-        let slots = self.slots.lock().expect("slots lock");
+        let times = self.times.lock().expect("times lock");
+        let running = self.running.lock().expect("running lock");
         let records = self.records.lock().expect("records lock");
         inst.jobs
             .iter()
@@ -100,9 +98,8 @@ impl Scheduler {
                 let mut r = records.get(&key).cloned().unwrap_or_default();
                 r.schedule = job.schedule.clone();
                 r.service = job.service.clone();
-                let slot = slots.get(&key);
-                r.running = slot.is_some_and(|s| s.running);
-                r.next_run = slot.and_then(|s| s.next).map(|n| unix_ms(n) / 1000);
+                r.running = running.contains(&key);
+                r.next_run = times.next(&key).map(|n| unix_ms(n) / 1000);
                 (name.clone(), r)
             })
             .collect()
@@ -143,8 +140,6 @@ impl Scheduler {
     pub fn tick(self: &Arc<Self>) -> Duration {
         let now = SystemTime::now();
         let desired = self.cx.passes.desired();
-        let board = self.cx.passes.board();
-        let mut soonest = now + Duration::from_secs(60);
         // A purged tenant (no allocation left) takes its history with it: a new tenant of
         // the same name starts with none.
         let kept = self.cx.svc.allocations().snapshot();
@@ -152,60 +147,65 @@ impl Scheduler {
             .lock()
             .expect("records lock")
             .retain(|(t, _), _| kept.contains_key(t));
-        let mut slots = self.slots.lock().expect("slots lock");
-        slots.retain(|(t, j), _| {
-            desired
-                .instances
-                .get(t)
-                .is_some_and(|i| i.jobs.contains_key(j))
+        let wanted = desired.instances.iter().flat_map(|(t, inst)| {
+            inst.jobs
+                .iter()
+                .map(|(name, job)| ((t.clone(), name.clone()), job.schedule.as_str()))
         });
-        for (t, inst) in &desired.instances {
+        let mut times = self.times.lock().expect("times lock");
+        let due = times.due(wanted, now);
+        let wait = times.wait(now);
+        drop(times);
+        let board = self.cx.passes.board();
+        for key in due {
+            let Some(inst) = desired.instances.get(&key.0) else {
+                continue;
+            };
+            let Some(job) = inst.jobs.get(&key.1) else {
+                continue;
+            };
             let serving = inst.state == RunState::Running
                 && board
                     .instances
-                    .get(t)
+                    .get(&key.0)
                     .is_some_and(|s| s.phase == Phase::Running);
-            for (name, job) in &inst.jobs {
-                let Ok(cron) = schedule::parse(&job.schedule) else {
-                    continue;
-                };
-                let key = (t.clone(), name.clone());
-                let slot = slots.entry(key.clone()).or_default();
-                let due = *slot.next.get_or_insert_with(|| {
-                    schedule::next_after(&cron, now).unwrap_or(now + Duration::from_secs(3600))
-                });
-                if due <= now {
-                    slot.next = schedule::next_after(&cron, now);
-                    let asleep = self.cx.svc.sleep().is_asleep(t);
-                    if asleep && !job.wake {
-                        self.load(t);
-                        let mut r = self.records.lock().expect("records lock");
-                        r.entry(key.clone()).or_default().skipped_asleep += 1;
-                    } else if !serving && !asleep {
-                        // A stopped or upgrading tenant skips its runs; nothing to catch up.
-                    } else if slot.running {
-                        self.load(t);
-                        let mut r = self.records.lock().expect("records lock");
-                        r.entry(key.clone()).or_default().skipped_overlap += 1;
-                        tracing::info!(tenant = t, job = name, "previous run still going; skipped");
-                    } else {
-                        slot.running = true;
-                        let container =
-                            spec::container_name(&self.cx.svc.host().namespace, t, &job.service);
-                        let me = self.clone();
-                        let (job, key) = (job.clone(), key.clone());
-                        tokio::spawn(async move { me.run(key, job, container).await });
-                    }
-                }
-                if let Some(n) = slot.next {
-                    soonest = soonest.min(n);
-                }
-            }
+            self.fire(key, job, serving);
         }
-        soonest
-            .duration_since(SystemTime::now())
-            .unwrap_or_default()
-            .max(Duration::from_millis(50))
+        wait
+    }
+
+    /// A due run of `job`: started, or counted as skipped (asleep, overlapping), or dropped
+    /// (the tenant stopped or upgrading: nothing to catch up).
+    fn fire(
+        self: &Arc<Self>,
+        key: (String, String),
+        job: &crate::desired::model::Job,
+        serving: bool,
+    ) {
+        let t = key.0.as_str();
+        let asleep = self.cx.svc.sleep().is_asleep(t);
+        if asleep && !job.wake {
+            self.load(t);
+            let mut r = self.records.lock().expect("records lock");
+            r.entry(key).or_default().skipped_asleep += 1;
+        } else if !serving && !asleep {
+            // A stopped or upgrading tenant skips its runs; nothing to catch up.
+        } else if !self
+            .running
+            .lock()
+            .expect("running lock")
+            .insert(key.clone())
+        {
+            self.load(t);
+            tracing::info!(tenant = t, job = key.1, "previous run still going; skipped");
+            let mut r = self.records.lock().expect("records lock");
+            r.entry(key).or_default().skipped_overlap += 1;
+        } else {
+            let container = spec::container_name(&self.cx.svc.host().namespace, t, &job.service);
+            let me = self.clone();
+            let job = job.clone();
+            tokio::spawn(async move { me.run(key, job, container).await });
+        }
     }
 
     async fn run(&self, key: (String, String), job: crate::desired::model::Job, container: String) {
@@ -256,9 +256,7 @@ impl Scheduler {
             }
         }
         self.save(&key.0);
-        if let Some(s) = self.slots.lock().expect("slots lock").get_mut(&key) {
-            s.running = false;
-        }
+        self.running.lock().expect("running lock").remove(&key);
     }
 
     /// Fires jobs until shutdown.
