@@ -10,14 +10,14 @@ pub mod instances;
 pub mod mail;
 pub mod ops;
 pub mod progress;
+mod reads;
 pub mod table;
 pub mod top;
 pub mod validate;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
-use client::{Client, Target, api_path};
-use hyper::Method;
+use client::{Client, Target};
 use std::path::PathBuf;
 
 #[derive(Parser, Debug)]
@@ -360,20 +360,16 @@ pub async fn run(cli: Cli) -> Result<i32> {
         | Command::Export { .. } => {
             unreachable!("handled in main")
         }
-        Command::Ls { output } => {
-            let v = c.json(Method::GET, "/v1/instances", None).await?;
-            print(output, &v, table::instances);
-        }
-        Command::Status { tenant, output } => {
-            let v = c
-                .json(
-                    Method::GET,
-                    &api_path(&["v1", "instances", &tenant], &[]),
-                    None,
-                )
-                .await?;
-            print(output, &v, table::status);
-        }
+        cmd @ (Command::Ls { .. }
+        | Command::Status { .. }
+        | Command::Logs { .. }
+        | Command::Reconcile
+        | Command::Ca
+        | Command::Mail { .. }
+        | Command::Jobs { .. }
+        | Command::Top { .. }
+        | Command::Images { .. }
+        | Command::Capacity { .. }) => reads::run(&c, cmd).await?,
         Command::Add(a) => return instances::add(&c, a).await,
         Command::Rm {
             tenant,
@@ -404,40 +400,36 @@ pub async fn run(cli: Cli) -> Result<i32> {
             unset,
             output,
         } => instances::set(&c, &tenant, pairs, unset, output).await?,
-        Command::Logs {
-            tenant,
-            follow,
-            service,
-            tail,
-        } => {
-            let (follow, tail) = (follow.to_string(), tail.to_string());
-            let mut query = vec![("follow", follow.as_str()), ("tail", tail.as_str())];
-            if let Some(svc) = &service {
-                query.push(("service", svc));
-            }
-            c.stream(&api_path(&["v1", "instances", &tenant, "logs"], &query))
-                .await?;
-        }
-        Command::Reconcile => {
-            let v = c.json(Method::POST, "/v1/reconcile", None).await?;
-            println!("{}", serde_json::to_string_pretty(&v)?);
-        }
         Command::Cert { cmd } => edge::cert(&c, cmd).await?,
         Command::Domain { cmd } => edge::domain(&c, cmd).await?,
-        Command::Ca => c.stream("/v1/ca").await?,
         Command::Upgrade(a) => return fleet::upgrade(&c, a).await,
         Command::Rollback {
             tenant,
             wait,
             output,
         } => return fleet::rollback(&c, &tenant, wait, output).await,
+        cmd @ (Command::Backup { .. } | Command::Restore { .. }) => backups(&c, cmd).await?,
+        Command::Token { cmd } => return access::token(&c, cmd).await,
+        Command::Audit {
+            tenant,
+            since,
+            limit,
+            output,
+        } => return access::audit(&c, tenant, since, limit, output).await,
+    }
+    Ok(0)
+}
+
+/// `berth backup` (take, list, verify) and `berth restore`.
+async fn backups(c: &Client, cmd: Command) -> Result<()> {
+    match cmd {
         Command::Backup {
             tenant,
             backup: Some(b),
             detach,
             output,
             ..
-        } if tenant == "verify" => fleet::verify(&c, &b, detach, output).await?,
+        } if tenant == "verify" => fleet::verify(c, &b, detach, output).await,
         Command::Backup {
             tenant,
             backup: Some(b),
@@ -451,146 +443,15 @@ pub async fn run(cli: Cli) -> Result<i32> {
             detach,
             output,
             ..
-        } => fleet::backup(&c, &tenant, list, detach, output).await?,
+        } => fleet::backup(c, &tenant, list, detach, output).await,
         Command::Restore {
             tenant,
             from,
             detach,
             output,
-        } => fleet::restore(&c, &tenant, &from, detach, output).await?,
-        Command::Mail {
-            first,
-            second,
-            output,
-        } => {
-            let (dns, tenant) =
-                mail::target(&first, second.as_deref()).map_err(anyhow::Error::msg)?;
-            tenant_arg(&tenant).map_err(anyhow::Error::msg)?;
-            let mut parts = vec!["v1", "instances", &tenant, "mail"];
-            if dns {
-                parts.push("dns");
-            }
-            let v = c.json(Method::GET, &api_path(&parts, &[]), None).await?;
-            print(output, &v, if dns { mail::dns } else { mail::report });
-        }
-        Command::Jobs { tenant, output } => {
-            let v = c
-                .json(
-                    Method::GET,
-                    &api_path(&["v1", "instances", &tenant, "jobs"], &[]),
-                    None,
-                )
-                .await?;
-            print(output, &v, fleet::jobs_table);
-        }
-        Command::Top {
-            once,
-            output,
-            interval,
-        } => top::run(&c, once, matches!(output, Output::Json), interval).await?,
-        Command::Images { action, output } => {
-            let v = match action.as_deref() {
-                Some("prune") => c.json(Method::POST, "/v1/images/prune", None).await?,
-                _ => c.json(Method::GET, "/v1/images", None).await?,
-            };
-            let table = if action.is_some() {
-                table::pruned
-            } else {
-                table::images
-            };
-            print(output, &v, table);
-        }
-        Command::Token { cmd } => return access::token(&c, cmd).await,
-        Command::Audit {
-            tenant,
-            since,
-            limit,
-            output,
-        } => return access::audit(&c, tenant, since, limit, output).await,
-        Command::Capacity { output } => {
-            let v = c.json(Method::GET, "/v1/capacity", None).await?;
-            print(output, &v, capacity_table);
-        }
+        } => fleet::restore(c, &tenant, &from, detach, output).await,
+        _ => unreachable!("only backup and restore come here"),
     }
-    Ok(0)
-}
-
-fn capacity_table(v: &serde_json::Value) -> String {
-    let bytes = |k: &str| {
-        v[k].as_u64()
-            .map_or("unknown".to_string(), table::human_bytes)
-    };
-    let rows = vec![
-        vec![
-            "memory".to_string(),
-            bytes("memory_total"),
-            format!("{} (× {})", bytes("memory_allowed"), v["memory_overcommit"]),
-            format!(
-                "{} (limits {})",
-                bytes("memory_reserved"),
-                bytes("memory_limits")
-            ),
-            bytes("memory_used"),
-        ],
-        vec![
-            "disk".to_string(),
-            bytes("disk_total"),
-            format!("{} (× {})", bytes("disk_allowed"), v["disk_overcommit"]),
-            bytes("disk_reserved"),
-            bytes("disk_used"),
-        ],
-        vec![
-            "cpus".to_string(),
-            v["cpus"].to_string(),
-            "-".to_string(),
-            format!("{:.2}", v["cpus_reserved"].as_f64().unwrap_or(0.0)),
-            "-".to_string(),
-        ],
-    ];
-    let mut out = table::render(&["RESOURCE", "TOTAL", "ALLOWED", "RESERVED", "USED"], &rows);
-    out.push_str(&format!(
-        "{} instances; {} may sleep, {} asleep\n",
-        v["instances"], v["sleepers"], v["asleep"]
-    ));
-    if let Some(nodes) = v["nodes"].as_array().filter(|n| !n.is_empty()) {
-        out.push('\n');
-        out.push_str(&nodes_table(nodes));
-    }
-    out
-}
-
-/// Swarm mode: each node, its state and what its tenants' limits promise.
-fn nodes_table(nodes: &[serde_json::Value]) -> String {
-    let rows: Vec<Vec<String>> = nodes
-        .iter()
-        .map(|n| {
-            let state = match (n["ready"].as_bool(), n["active"].as_bool()) {
-                (Some(true), Some(true)) => "ready",
-                (Some(true), _) => "drained",
-                _ => "DOWN",
-            };
-            let mem = |k: &str| table::human_bytes(n[k].as_u64().unwrap_or(0));
-            vec![
-                n["name"].as_str().unwrap_or("?").to_string(),
-                n["addr"].as_str().unwrap_or("?").to_string(),
-                state.to_string(),
-                n["tenants"].to_string(),
-                format!("{} of {}", mem("memory_limits"), mem("memory_total")),
-                n["cpus"].to_string(),
-            ]
-        })
-        .collect();
-    table::render(
-        &[
-            "NODE",
-            "ADDRESS",
-            "STATE",
-            "TENANTS",
-            "MEMORY LIMITS",
-            "CPUS",
-        ],
-        &rows,
-    )
 }
 
 pub(crate) fn print(

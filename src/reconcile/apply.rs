@@ -126,7 +126,7 @@ impl Applier<'_> {
         }
     }
 
-    fn rt_err(tenant: &str) -> impl FnOnce(RuntimeError) -> ApplyError + '_ {
+    pub(super) fn rt_err(tenant: &str) -> impl FnOnce(RuntimeError) -> ApplyError + '_ {
         move |source| ApplyError::Runtime {
             tenant: tenant.into(),
             source,
@@ -150,69 +150,14 @@ impl Applier<'_> {
         match step {
             Step::CreateNetwork => {
                 let a = self.alloc(t)?;
-                self.rt
-                    .create_network(&spec::network_spec(
-                        ns,
-                        t,
-                        self.host.subnet_pool.subnet(a.subnet),
-                    ))
-                    .await
-                    .map_err(e)
+                let subnet = self.host.subnet_pool.subnet(a.subnet);
+                let net = spec::network_spec(ns, t, subnet);
+                self.rt.create_network(&net).await.map_err(e)
             }
-            Step::CheckVolumesFit(moves) => {
-                let d = self.disks_for(t, &moves[0].volume)?;
-                let (tenant, moves) = (t.to_string(), moves.clone());
-                self.blocking(t, "volume size check", move || {
-                    let from: Vec<&std::path::Path> = moves
-                        .iter()
-                        .map(|m| std::path::Path::new(&m.from))
-                        .collect();
-                    d.check_fit(&tenant, &from)
-                })
-                .await
-            }
-            Step::GrowDisk => {
-                let d = self.disks_for(t, "its disk")?;
-                let Some(bytes) = need(inst).quota.disk else {
-                    return Ok(());
-                };
-                let tenant = t.to_string();
-                self.blocking(t, "disk growth", move || d.grow_stopped(&tenant, bytes))
-                    .await
-            }
-            Step::MoveVolume(m) => {
-                let d = self.disks_for(t, &m.volume)?;
-                let (tenant, mv) = (t.to_string(), m.clone());
-                let to = self
-                    .blocking(t, "volume copy", move || {
-                        d.move_in(&tenant, &mv.volume, std::path::Path::new(&mv.from))
-                    })
-                    .await?;
-                // The copy is whole before the engine's volume goes; a crash between the two
-                // leaves no volume, and the next pass creates the bind onto the copy.
-                let name = spec::volume_name(ns, t, &m.volume);
-                self.rt
-                    .remove_volume(&name)
-                    .await
-                    .map_err(Self::rt_err(t))?;
-                let device = Some(to.to_string_lossy().into_owned());
-                self.rt
-                    .create_volume(&spec::volume_spec(ns, t, &m.volume, device))
-                    .await
-                    .map_err(e)
-            }
-            Step::CreateVolume(v) => {
-                let device = match &self.disks {
-                    Some(d) if need(inst).quota.disk.is_some() => {
-                        Some(d.prepare_volume(t, v)?.to_string_lossy().into_owned())
-                    }
-                    _ => None,
-                };
-                self.rt
-                    .create_volume(&spec::volume_spec(ns, t, v, device))
-                    .await
-                    .map_err(e)
-            }
+            Step::CheckVolumesFit(moves) => self.check_volumes_fit(t, moves).await,
+            Step::GrowDisk => self.grow_disk(t, need(inst)).await,
+            Step::MoveVolume(m) => self.move_volume(t, m).await,
+            Step::CreateVolume(v) => self.create_volume(t, need(inst), v).await,
             Step::PullImage(image) => self.pull(t, image),
             Step::WriteFiles => {
                 // A tenant written by hand gets its identity here, before anything of it.
@@ -223,117 +168,75 @@ impl Applier<'_> {
                     })?;
                 Ok(files::write(self.layout, need(inst))?)
             }
-            Step::EnsureSharedDatabase => {
-                let i = need(inst);
-                let engine = i.database.as_ref().map(|d| d.engine);
-                match engine {
-                    Some(crate::spec::template::DatabaseEngine::Postgres) | None => {
-                        Ok(shared_db::ensure(self.rt, self.host, self.layout, i).await?)
-                    }
-                    Some(_) => {
-                        Ok(
-                            super::shared_mariadb::ensure(self.rt, self.host, self.layout, i)
-                                .await?,
-                        )
-                    }
-                }
-            }
+            Step::EnsureSharedDatabase => self.ensure_shared_database(need(inst)).await,
             Step::CreateContainer(svc) => {
                 let a = self.alloc(t)?;
                 let i = need(inst);
                 let s = i.service(svc).expect("planned services exist");
-                self.rt
-                    .create_container(&spec::container_spec(ns, i, s, &a, self.layout))
-                    .await
-                    .map_err(e)
+                let spec = spec::container_spec(ns, i, s, &a, self.layout);
+                self.rt.create_container(&spec).await.map_err(e)
             }
             Step::StartContainer(name) => self.rt.start_container(name).await.map_err(e),
-            Step::StopContainer(name) => self
-                .rt
-                .stop_container(name, grace(ns, inst, name))
-                .await
-                .map_err(e),
-            Step::RemoveContainer(name) => self.rt.remove_container(name).await.map_err(e),
-            Step::RemoveNetwork(name) => {
-                // The shared database server may be attached; Docker refuses to remove a
-                // network with endpoints, so detach it first.
-                if self.host.shared_database.is_some() {
-                    let server = spec::container_name(
-                        ns,
-                        crate::runtime::labels::HOST_TENANT,
-                        crate::runtime::labels::POSTGRES_SERVICE,
-                    );
-                    self.rt
-                        .disconnect_network(name, &server)
-                        .await
-                        .map_err(Self::rt_err(t))?;
-                }
-                if self.host.mail.is_some() {
-                    let relay = spec::container_name(
-                        ns,
-                        crate::runtime::labels::HOST_TENANT,
-                        crate::runtime::labels::MAIL_SERVICE,
-                    );
-                    self.rt
-                        .disconnect_network(name, &relay)
-                        .await
-                        .map_err(Self::rt_err(t))?;
-                }
-                if self.host.shared_mariadb.is_some() {
-                    let server = super::shared_mariadb::server_name(ns);
-                    self.rt
-                        .disconnect_network(name, &server)
-                        .await
-                        .map_err(Self::rt_err(t))?;
-                }
-                self.rt.remove_network(name).await.map_err(e)
+            Step::StopContainer(name) => {
+                let grace = grace(ns, inst, name);
+                self.rt.stop_container(name, grace).await.map_err(e)
             }
+            Step::RemoveContainer(name) => self.rt.remove_container(name).await.map_err(e),
+            Step::RemoveNetwork(name) => self.remove_network(t, name).await,
             Step::RemoveVolume(name) => self.rt.remove_volume(name).await.map_err(e),
             Step::DropSharedDatabase => {
                 shared_db::drop_tenant(self.rt, self.host, t).await?;
                 Ok(super::shared_mariadb::drop_tenant(self.rt, self.host, t).await?)
             }
-            Step::PurgeFiles => {
-                if let Some(d) = self.disks.clone() {
-                    let tenant = t.to_string();
-                    self.blocking(t, "disk removal", move || d.remove(&tenant))
-                        .await?;
-                }
-                for hook in &self.purge_hooks {
-                    if let Err(e) = hook(t) {
-                        tracing::warn!(tenant = %t, error = %e, "a feature's files of the tenant not removed");
-                    }
-                }
-                self.purge(t)
+            Step::PurgeFiles => self.purge_files(t).await,
+        }
+    }
+
+    async fn ensure_shared_database(&self, i: &Instance) -> Result<(), ApplyError> {
+        let (rt, host, layout) = (self.rt, self.host, self.layout);
+        match i.database.as_ref().map(|d| d.engine) {
+            Some(crate::spec::template::DatabaseEngine::Postgres) | None => {
+                Ok(shared_db::ensure(rt, host, layout, i).await?)
+            }
+            Some(_) => Ok(super::shared_mariadb::ensure(rt, host, layout, i).await?),
+        }
+    }
+
+    /// Removes a tenant's network, detaching first what the host attached to it (the shared
+    /// servers, the mail relay): the engine refuses to remove a network with endpoints.
+    async fn remove_network(&self, t: &str, name: &str) -> Result<(), ApplyError> {
+        use crate::runtime::labels::{
+            HOST_TENANT, MAIL_SERVICE, MARIADB_SERVICE, POSTGRES_SERVICE,
+        };
+        let ns = &self.host.namespace;
+        let attached = [
+            (self.host.shared_database.is_some(), POSTGRES_SERVICE),
+            (self.host.mail.is_some(), MAIL_SERVICE),
+            (self.host.shared_mariadb.is_some(), MARIADB_SERVICE),
+        ];
+        for (_, service) in attached.iter().filter(|(on, _)| *on) {
+            let c = spec::container_name(ns, HOST_TENANT, service);
+            self.rt
+                .disconnect_network(name, &c)
+                .await
+                .map_err(Self::rt_err(t))?;
+        }
+        self.rt.remove_network(name).await.map_err(Self::rt_err(t))
+    }
+
+    /// Removes the tenant's disk and every feature's files of it, then its own.
+    async fn purge_files(&self, t: &str) -> Result<(), ApplyError> {
+        if let Some(d) = self.disks.clone() {
+            let tenant = t.to_string();
+            self.blocking(t, "disk removal", move || d.remove(&tenant))
+                .await?;
+        }
+        for hook in &self.purge_hooks {
+            if let Err(e) = hook(t) {
+                tracing::warn!(tenant = %t, error = %e, "a feature's files of the tenant not removed");
             }
         }
-    }
-
-    fn disks_for(
-        &self,
-        t: &str,
-        what: &str,
-    ) -> Result<std::sync::Arc<crate::disk::Disks>, ApplyError> {
-        self.disks.clone().ok_or_else(|| ApplyError::NoDisks {
-            tenant: t.into(),
-            what: what.into(),
-        })
-    }
-
-    /// Runs file work (copies, tree walks) off the async threads.
-    async fn blocking<T: Send + 'static>(
-        &self,
-        t: &str,
-        what: &'static str,
-        f: impl FnOnce() -> Result<T, crate::disk::DiskError> + Send + 'static,
-    ) -> Result<T, ApplyError> {
-        match tokio::task::spawn_blocking(f).await {
-            Ok(r) => Ok(r?),
-            Err(_) => Err(ApplyError::Blocking {
-                tenant: t.into(),
-                what,
-            }),
-        }
+        self.purge(t)
     }
 
     fn purge(&self, t: &str) -> Result<(), ApplyError> {

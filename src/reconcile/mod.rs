@@ -2,6 +2,7 @@
 //! per-instance backoff. Triggered by file changes, API calls and a periodic resync.
 
 pub mod apply;
+mod apply_disk;
 mod aside;
 pub mod backoff;
 pub mod edge;
