@@ -163,7 +163,7 @@ pub async fn domain_verify(
     let host = tokio::task::spawn_blocking(crate::runtime::netns::host_addresses)
         .await
         .map_err(|e| ApiError::Internal(e.to_string()))?
-        .map_err(ApiError::Internal)?;
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
     never.extend(host.into_iter().map(ipnet::Ipv4Net::from));
     let http = || {
         domains::verify::check_http(

@@ -7,7 +7,7 @@ use crate::desired::egress::{Allow, BLOCKED, Proto};
 use hickory_resolver::{
     Resolver,
     config::{ConnectionConfig, NameServerConfig, ResolverConfig},
-    net::runtime::TokioRuntimeProvider,
+    net::{NetError, runtime::TokioRuntimeProvider},
     proto::rr::RData,
 };
 use ipnet::Ipv4Net;
@@ -15,7 +15,7 @@ use std::{net::SocketAddr, time::Duration};
 
 pub const HTTP_PATH: &str = "/.well-known/berth-domain-verification";
 
-fn resolver(server: Option<SocketAddr>) -> Result<Resolver<TokioRuntimeProvider>, String> {
+fn resolver(server: Option<SocketAddr>) -> Result<Resolver<TokioRuntimeProvider>, NetError> {
     let b = match server {
         Some(addr) => {
             let mut udp = ConnectionConfig::udp();
@@ -28,9 +28,9 @@ fn resolver(server: Option<SocketAddr>) -> Result<Resolver<TokioRuntimeProvider>
                 TokioRuntimeProvider::default(),
             )
         }
-        None => Resolver::builder_tokio().map_err(|e| e.to_string())?,
+        None => Resolver::builder_tokio()?,
     };
-    b.build().map_err(|e| e.to_string())
+    b.build()
 }
 
 fn not_proven(domain: &str) -> impl Fn(String) -> DomainError + '_ {
@@ -45,7 +45,7 @@ pub async fn check_dns(
     domain: &str,
     token: &str,
 ) -> Result<(), DomainError> {
-    let r = resolver(server).map_err(not_proven(domain))?;
+    let r = resolver(server).map_err(|e| not_proven(domain)(e.to_string()))?;
     let name = format!("_berth.{domain}.");
     let found = r
         .txt_lookup(name.as_str())
@@ -69,6 +69,14 @@ pub async fn check_dns(
     }
 }
 
+/// Every address of a domain refused for a fetch on a tenant's behalf, each with why.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "refused to fetch: {} — tenants cannot reach it, so berth does not fetch it for them",
+    .0.join(", ")
+)]
+pub struct Refused(pub Vec<String>);
+
 /// The first of `ips` the tenant's own egress policy lets it reach: berth fetches on the
 /// tenant's behalf with no more reach than the tenant has (no private, link-local or loopback
 /// range unless its plan allows it; no IPv6, which tenants do not have). `never`: what no
@@ -79,7 +87,7 @@ pub fn reachable(
     allow: &[Allow],
     never: &[Ipv4Net],
     port: u16,
-) -> Result<std::net::Ipv4Addr, String> {
+) -> Result<std::net::Ipv4Addr, Refused> {
     let mut refused = vec![];
     for ip in ips {
         let std::net::IpAddr::V4(v4) = *ip else {
@@ -103,10 +111,7 @@ pub fn reachable(
             _ => return Ok(v4),
         }
     }
-    Err(format!(
-        "refused to fetch: {} — tenants cannot reach it, so berth does not fetch it for them",
-        refused.join(", ")
-    ))
+    Err(Refused(refused))
 }
 
 /// Resolves the domain through the same resolver and fetches the token over plain HTTP,
@@ -119,7 +124,7 @@ pub async fn check_http(
     allow: &[Allow],
     never: &[Ipv4Net],
 ) -> Result<(), DomainError> {
-    let r = resolver(server).map_err(not_proven(domain))?;
+    let r = resolver(server).map_err(|e| not_proven(domain)(e.to_string()))?;
     let ips: Vec<std::net::IpAddr> = r
         .lookup_ip(domain)
         .await
@@ -129,7 +134,7 @@ pub async fn check_http(
     if ips.is_empty() {
         return Err(not_proven(domain)("no address".into()));
     }
-    let ip = reachable(&ips, allow, never, port).map_err(not_proven(domain))?;
+    let ip = reachable(&ips, allow, never, port).map_err(|e| not_proven(domain)(e.to_string()))?;
     let fetch = async {
         let stream = tokio::net::TcpStream::connect((ip, port))
             .await
@@ -200,7 +205,7 @@ mod tests {
             ];
             match (reachable(&ips, &allow, &never, 80), want) {
                 (Ok(got), Ok(w)) => assert_eq!(got.to_string(), w),
-                (Err(e), Err(w)) => assert!(e.contains(w), "{e}"),
+                (Err(e), Err(w)) => assert!(e.to_string().contains(w), "{e}"),
                 (got, w) => panic!("{addrs:?} {allow:?}: {got:?}, want {w:?}"),
             }
         }

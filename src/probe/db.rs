@@ -2,6 +2,7 @@
 //! address on the tenant network: a port that accepts TCP but does not answer as the database
 //! does (or answers "starting up") is not healthy. The caller bounds time.
 
+use super::ProbeError;
 use sha1::Sha1;
 use sha2::{Digest, Sha256};
 use std::net::SocketAddr;
@@ -10,32 +11,33 @@ use tokio::{
     net::TcpStream,
 };
 
-async fn connect(addr: SocketAddr) -> Result<TcpStream, String> {
+async fn connect(addr: SocketAddr) -> Result<TcpStream, ProbeError> {
     TcpStream::connect(addr)
         .await
-        .map_err(|e| format!("connect {addr}: {e}"))
+        .map_err(|source| ProbeError::Connect { addr, source })
 }
 
-fn eof(e: std::io::Error) -> String {
-    match e.kind() {
-        std::io::ErrorKind::UnexpectedEof => "the server closed the connection".into(),
-        _ => e.to_string(),
-    }
+fn eof(e: std::io::Error) -> ProbeError {
+    ProbeError::io(e)
+}
+
+fn garbled(what: String) -> ProbeError {
+    ProbeError::Protocol(what)
 }
 
 /// PostgreSQL: a protocol 3.0 startup for the tenant's user and database, as `pg_isready`
 /// does. An authentication request (or an authentication error) means the server accepts
 /// connections; "the database system is starting up" (57P03) and anything unexpected do not.
 /// Nothing is authenticated and nothing is logged by the server.
-pub async fn postgres(addr: SocketAddr, user: &str, database: &str) -> Result<(), String> {
+pub async fn postgres(addr: SocketAddr, user: &str, database: &str) -> Result<(), ProbeError> {
     let mut s = connect(addr).await?;
     s.write_all(&startup_message(user, database))
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(eof)?;
     let tag = s.read_u8().await.map_err(eof)?;
     let len = s.read_u32().await.map_err(eof)? as usize;
     if !(4..=8192).contains(&len) {
-        return Err(format!("not a PostgreSQL answer (length {len})"));
+        return Err(garbled(format!("not a PostgreSQL answer (length {len})")));
     }
     let mut body = vec![0; len - 4];
     s.read_exact(&mut body).await.map_err(eof)?;
@@ -60,7 +62,7 @@ fn startup_message(user: &str, database: &str) -> Vec<u8> {
     msg
 }
 
-fn postgres_verdict(tag: u8, body: &[u8]) -> Result<(), String> {
+fn postgres_verdict(tag: u8, body: &[u8]) -> Result<(), ProbeError> {
     match tag {
         b'R' | b'v' => Ok(()),
         b'E' => {
@@ -76,10 +78,13 @@ fn postgres_verdict(tag: u8, body: &[u8]) -> Result<(), String> {
             if code.starts_with("28") || code == "3D000" {
                 Ok(())
             } else {
-                Err(format!("PostgreSQL {code}: {msg}"))
+                Err(ProbeError::Postgres { code, message: msg })
             }
         }
-        t => Err(format!("not a PostgreSQL answer (message {:?})", t as char)),
+        t => Err(garbled(format!(
+            "not a PostgreSQL answer (message {:?})",
+            t as char
+        ))),
     }
 }
 
@@ -87,7 +92,7 @@ fn postgres_verdict(tag: u8, body: &[u8]) -> Result<(), String> {
 /// counts no aborted handshake against `max_connect_errors` and logs no denied access), then
 /// quits. An error greeting (too many connections, host blocked) is unhealthy; a refused login
 /// still proves the server answers its protocol, as `healthcheck.sh --connect` would.
-pub async fn mariadb(addr: SocketAddr, user: &str, password: &[u8]) -> Result<(), String> {
+pub async fn mariadb(addr: SocketAddr, user: &str, password: &[u8]) -> Result<(), ProbeError> {
     let mut s = connect(addr).await?;
     let (_, greeting) = read_packet(&mut s).await?;
     let hello = Greeting::parse(&greeting)?;
@@ -98,7 +103,7 @@ pub async fn mariadb(addr: SocketAddr, user: &str, password: &[u8]) -> Result<()
     verdict
 }
 
-async fn after_login(s: &mut TcpStream, password: &[u8]) -> Result<(), String> {
+async fn after_login(s: &mut TcpStream, password: &[u8]) -> Result<(), ProbeError> {
     let (seq, p) = read_packet(s).await?;
     match p.first() {
         Some(0x00) => Ok(()),
@@ -120,12 +125,12 @@ async fn after_login(s: &mut TcpStream, password: &[u8]) -> Result<(), String> {
         // caching_sha2 "fast auth ok" or "full auth needed": the server speaks the protocol;
         // berth does not send a password in clear to find out more.
         Some(0x01) => Ok(()),
-        _ => Err("not a MariaDB/MySQL answer after the login".into()),
+        _ => Err(garbled("not a MariaDB/MySQL answer after the login".into())),
     }
 }
 
 /// ERR packet: 1045 (access denied) after a login means the server is up.
-fn mariadb_error(p: &[u8], after_login: bool) -> Result<(), String> {
+fn mariadb_error(p: &[u8], after_login: bool) -> Result<(), ProbeError> {
     let code = p.get(1..3).map_or(0, |c| u16::from_le_bytes([c[0], c[1]]));
     if after_login && code == 1045 {
         return Ok(());
@@ -134,10 +139,10 @@ fn mariadb_error(p: &[u8], after_login: bool) -> Result<(), String> {
     let msg = msg
         .strip_prefix(b"#")
         .map_or(msg, |m| m.get(5..).unwrap_or_default());
-    Err(format!(
-        "MariaDB error {code}: {}",
-        String::from_utf8_lossy(msg)
-    ))
+    Err(ProbeError::Mariadb {
+        code,
+        message: String::from_utf8_lossy(msg).to_string(),
+    })
 }
 
 struct Greeting {
@@ -146,13 +151,17 @@ struct Greeting {
 }
 
 impl Greeting {
-    fn parse(p: &[u8]) -> Result<Greeting, String> {
+    fn parse(p: &[u8]) -> Result<Greeting, ProbeError> {
         match p.first() {
             Some(0x0a) => {}
-            Some(0xff) => return Err(mariadb_error(p, false).err().unwrap_or_default()),
-            _ => return Err("not a MariaDB/MySQL greeting".into()),
+            Some(0xff) => {
+                return Err(mariadb_error(p, false)
+                    .err()
+                    .unwrap_or_else(|| garbled("an empty MariaDB/MySQL error".into())));
+            }
+            _ => return Err(garbled("not a MariaDB/MySQL greeting".into())),
         }
-        let bad = || "a truncated MariaDB/MySQL greeting".to_string();
+        let bad = || garbled("a truncated MariaDB/MySQL greeting".into());
         let version_end = 1 + p[1..].iter().position(|b| *b == 0).ok_or_else(bad)?;
         let at = version_end + 1 + 4;
         let mut nonce = p.get(at..at + 8).ok_or_else(bad)?.to_vec();
@@ -214,25 +223,25 @@ fn login(user: &str, auth: &[u8], plugin: &str) -> Vec<u8> {
     p
 }
 
-async fn read_packet(s: &mut TcpStream) -> Result<(u8, Vec<u8>), String> {
+async fn read_packet(s: &mut TcpStream) -> Result<(u8, Vec<u8>), ProbeError> {
     let mut head = [0; 4];
     s.read_exact(&mut head).await.map_err(eof)?;
     let len = u32::from_le_bytes([head[0], head[1], head[2], 0]) as usize;
     if len > 64 * 1024 {
-        return Err(format!(
+        return Err(garbled(format!(
             "not a MariaDB/MySQL answer (packet of {len} bytes)"
-        ));
+        )));
     }
     let mut p = vec![0; len];
     s.read_exact(&mut p).await.map_err(eof)?;
     Ok((head[3], p))
 }
 
-async fn write_packet(s: &mut TcpStream, seq: u8, p: &[u8]) -> Result<(), String> {
+async fn write_packet(s: &mut TcpStream, seq: u8, p: &[u8]) -> Result<(), ProbeError> {
     let mut msg = (p.len() as u32).to_le_bytes();
     msg[3] = seq;
-    s.write_all(&msg).await.map_err(|e| e.to_string())?;
-    s.write_all(p).await.map_err(|e| e.to_string())
+    s.write_all(&msg).await.map_err(eof)?;
+    s.write_all(p).await.map_err(eof)
 }
 
 #[cfg(test)]
@@ -281,7 +290,7 @@ mod tests {
             let _ = Greeting::parse(&g[..n]);
         }
         let blocked = b"\xff\x69\x04#HY000Host '10.0.0.1' is blocked";
-        let e = Greeting::parse(blocked).err().unwrap();
+        let e = Greeting::parse(blocked).err().unwrap().to_string();
         assert!(e.contains("1129") && e.contains("blocked"), "{e}");
     }
 }

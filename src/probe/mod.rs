@@ -16,7 +16,52 @@ pub mod targets;
 pub use crate::desired::probes::ProbeConfig;
 pub use table::{ProbeStatus, Prober};
 
-use std::{net::SocketAddr, path::PathBuf};
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+/// Why a probe found its target not healthy; `berth status` shows it as written here.
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeError {
+    #[error("connect {addr}: {source}")]
+    Connect {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("the server closed the connection")]
+    Closed,
+    #[error("{0}")]
+    Io(std::io::Error),
+    #[error("{0}")]
+    Http(#[from] hyper::Error),
+    #[error("{0}")]
+    Request(#[from] hyper::http::Error),
+    #[error("status {0}")]
+    Status(u16),
+    /// The peer does not speak the protocol as the engine does.
+    #[error("{0}")]
+    Protocol(String),
+    #[error("PostgreSQL {code}: {message}")]
+    Postgres { code: String, message: String },
+    #[error("MariaDB error {code}: {message}")]
+    Mariadb { code: u16, message: String },
+    #[error("{0}")]
+    Engine(#[from] crate::runtime::RuntimeError),
+    #[error("exit {code}: {output}")]
+    Exit { code: i64, output: String },
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+    #[error("injected probe failure")]
+    Injected,
+}
+
+impl ProbeError {
+    /// A read or write error, with an early end said plainly.
+    pub fn io(e: std::io::Error) -> ProbeError {
+        match e.kind() {
+            std::io::ErrorKind::UnexpectedEof => ProbeError::Closed,
+            _ => ProbeError::Io(e),
+        }
+    }
+}
 
 /// What one probe does.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,7 +115,7 @@ pub struct Target {
 #[async_trait::async_trait]
 pub trait Checker: Send + Sync + 'static {
     /// Ok when the target answers healthy; else why not. The caller bounds time.
-    async fn check(&self, t: &Target) -> Result<(), String>;
+    async fn check(&self, t: &Target) -> Result<(), ProbeError>;
 }
 
 /// Probes over the network (the agent's checker), and exec checks through the runtime.
@@ -85,11 +130,11 @@ impl NetChecker {
 }
 
 /// An exec check's time limit (the prober bounds the whole check too).
-const EXEC_LIMIT: std::time::Duration = std::time::Duration::from_secs(5);
+const EXEC_LIMIT: Duration = Duration::from_secs(5);
 
 #[async_trait::async_trait]
 impl Checker for NetChecker {
-    async fn check(&self, t: &Target) -> Result<(), String> {
+    async fn check(&self, t: &Target) -> Result<(), ProbeError> {
         match &t.check {
             Check::Http { addr, path, host } => http::check(*addr, path, host).await,
             Check::Postgres {
@@ -110,9 +155,12 @@ impl Checker for NetChecker {
             Check::Exec { cmd } => {
                 let argv: Vec<&str> = cmd.iter().map(String::as_str).collect();
                 let out = self.rt.exec_timed(&t.container, &argv, EXEC_LIMIT).await;
-                match out.map_err(|e| e.to_string())? {
+                match out? {
                     o if o.exit_code == 0 => Ok(()),
-                    o => Err(format!("exit {}: {}", o.exit_code, o.output.trim())),
+                    o => Err(ProbeError::Exit {
+                        code: o.exit_code,
+                        output: o.output.trim().to_string(),
+                    }),
                 }
             }
         }
@@ -138,14 +186,14 @@ impl FakeChecker {
 
 #[async_trait::async_trait]
 impl Checker for FakeChecker {
-    async fn check(&self, t: &Target) -> Result<(), String> {
+    async fn check(&self, t: &Target) -> Result<(), ProbeError> {
         match self
             .failing
             .lock()
             .expect("fake checker lock")
             .contains(&t.container)
         {
-            true => Err("injected probe failure".into()),
+            true => Err(ProbeError::Injected),
             false => Ok(()),
         }
     }

@@ -234,7 +234,8 @@ impl Prober {
         let started = Instant::now();
         let result = tokio::time::timeout(self.cfg.timeout, self.checker.check(&t))
             .await
-            .unwrap_or_else(|_| Err(format!("no answer within {:?}", self.cfg.timeout)));
+            .unwrap_or(Err(super::ProbeError::Timeout(self.cfg.timeout)))
+            .map_err(|e| e.to_string());
         self.record(&t, result, started.elapsed());
     }
 

@@ -19,15 +19,26 @@ pub struct Unhealthy {
     pub last: String,
 }
 
+/// Why a probe through the edge's target got no status.
+#[derive(Debug, thiserror::Error)]
+pub enum NoAnswer {
+    #[error("{0}")]
+    Request(#[from] hyper::http::Error),
+    #[error("{0}")]
+    Upstream(#[from] super::upstream::UpstreamError),
+    #[error("timed out")]
+    TimedOut,
+}
+
 /// One probe: the status, or why there was none. It looks like a request the edge forwards
 /// (`X-Forwarded-Proto: https`): apps configured for https (WordPress with an https site URL
 /// forces its login page to https) answer probes as they answer their visitors.
-pub async fn probe(t: &Target, path: &str, host: &str) -> Result<u16, String> {
+pub async fn probe(t: &Target, path: &str, host: &str) -> Result<u16, NoAnswer> {
     let req = request(t.addr, path, host, empty())?;
     match tokio::time::timeout(Duration::from_secs(5), t.send(req)).await {
         Ok(Ok((r, _))) => Ok(r.status().as_u16()),
-        Ok(Err(e)) => Err(e.to_string()),
-        Err(_) => Err("timed out".into()),
+        Ok(Err(e)) => Err(e.into()),
+        Err(_) => Err(NoAnswer::TimedOut),
     }
 }
 
@@ -55,7 +66,7 @@ pub async fn wait_healthy(
             }
             Err(e) => {
                 streak = 0;
-                last = e;
+                last = e.to_string();
             }
         }
         tokio::time::sleep(Duration::from_millis(250)).await;

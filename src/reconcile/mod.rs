@@ -505,7 +505,7 @@ impl crate::services::Reconciler for Controller {
         &'a self,
         tenant: &'a str,
         limit: Duration,
-    ) -> BoxFuture<'a, Result<(), String>> {
+    ) -> BoxFuture<'a, Result<(), crate::services::WakeError>> {
         Box::pin(Controller::converge_tenant(self, tenant, limit))
     }
 }

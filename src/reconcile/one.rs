@@ -7,6 +7,7 @@
 //! goes and the passes take the tenant over as before.
 
 use super::{Controller, apply, plan};
+use crate::services::WakeError;
 use crate::{
     desired::{Desired, Instance},
     runtime::{Inventory, RunStatus},
@@ -26,34 +27,35 @@ impl Controller {
     /// Starts `t` now and waits, within `limit`, until every probe of it is healthy. Err says
     /// why not (held by an upgrade or restore, an engine error, a probe failing, too slow);
     /// the passes then carry on with the tenant as they would have.
-    pub async fn converge_tenant(&self, t: &str, limit: Duration) -> Result<(), String> {
+    pub async fn converge_tenant(&self, t: &str, limit: Duration) -> Result<(), WakeError> {
         if !self.holds.lock().expect("holds lock").claim(t) {
-            return Err("held by another operation".into());
+            return Err(WakeError::Held);
         }
         let r = tokio::time::timeout(limit, self.converge_claimed(t)).await;
         self.holds.lock().expect("holds lock").unclaim(t);
         self.kick();
         r.unwrap_or_else(|_| {
-            Err(self
-                .svc
-                .probes()
-                .tenant_error(t)
-                .unwrap_or_else(|| format!("not healthy within {limit:?}")))
+            let probe = self.svc.probes().tenant_error(t);
+            Err(probe.map_or(WakeError::TooSlow(limit), WakeError::Probe))
         })
     }
 
-    async fn converge_claimed(&self, t: &str) -> Result<(), String> {
+    async fn converge_claimed(&self, t: &str) -> Result<(), WakeError> {
         while self.holds.lock().expect("holds lock").is_applying(t) {
             tokio::time::sleep(HEALTH_POLL).await;
         }
         loop {
             if self.is_held(t) {
-                return Err("taken over by an upgrade or restore".into());
+                return Err(WakeError::TakenOver);
             }
             let d = self.desired();
-            let inst = d.instances.get(t).ok_or("no longer desired")?;
+            let inst = d.instances.get(t).ok_or(WakeError::NotDesired)?;
             if inst.state != RunState::Running {
-                return Err(format!("its file says {:?}", inst.state).to_lowercase());
+                return Err(WakeError::NotRunning(match inst.state {
+                    RunState::Stopped => "stopped",
+                    RunState::Suspended => "suspended",
+                    RunState::Running => "running",
+                }));
             }
             let mut observed = self.observe_tenant(&d, inst).await?;
             let steps = self.plan_tenant(inst, &observed);
@@ -84,14 +86,9 @@ impl Controller {
 
     /// The engine's view of `inst`'s tenant alone, with its probe targets synced and their
     /// verdicts overlaid.
-    async fn observe_tenant(&self, d: &Desired, inst: &Instance) -> Result<Inventory, String> {
+    async fn observe_tenant(&self, d: &Desired, inst: &Instance) -> Result<Inventory, WakeError> {
         let t = &inst.tenant;
-        let mut inv = self
-            .svc
-            .runtime()
-            .inventory(&self.host().namespace)
-            .await
-            .map_err(|e| e.to_string())?;
+        let mut inv = self.svc.runtime().inventory(&self.host().namespace).await?;
         inv.containers.retain(|c| &c.tenant == t);
         inv.networks.retain(|n| &n.tenant == t);
         inv.volumes.retain(|v| &v.tenant == t);
@@ -140,7 +137,7 @@ impl Controller {
         plan::plan_instance(&ctx, inst, observed, &rec)
     }
 
-    async fn apply_tenant(&self, inst: &Instance, steps: &[plan::Step]) -> Result<(), String> {
+    async fn apply_tenant(&self, inst: &Instance, steps: &[plan::Step]) -> Result<(), WakeError> {
         let applier = self.applier();
         let r = applier.apply(&inst.tenant, Some(inst), steps).await;
         if let Err(e) = &r {
@@ -149,7 +146,7 @@ impl Controller {
                 self.record_result(&inst.tenant, Some(e.to_string()));
             }
         }
-        r.map_err(|e| e.to_string())
+        r.map_err(|e| WakeError::Apply(e.into()))
     }
 
     /// Whether every probe of `t` turns healthy within `within`.

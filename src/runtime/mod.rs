@@ -34,6 +34,11 @@ pub enum RuntimeError {
     MissingImage { image: String },
     #[error("pulling {image}: {reason}")]
     Pull { image: String, reason: String },
+    #[error("container seal {name}: {source}")]
+    Seal {
+        name: String,
+        source: netns::SealError,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]

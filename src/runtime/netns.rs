@@ -14,6 +14,41 @@ use bollard::{Docker, query_parameters::InspectContainerOptions};
 use std::{collections::HashMap, net::Ipv4Addr, process::Stdio};
 use tokio::{io::AsyncWriteExt, process::Command};
 
+/// Why a container's namespace could not be sealed (or berth's own container pinned).
+#[derive(Debug, thiserror::Error)]
+pub enum SealError {
+    #[error(
+        "its namespace is not visible to berth (neither {sandbox} nor process {pid} of this \
+         container: berth runs in a mount or PID namespace of its own)"
+    )]
+    NotVisible { sandbox: String, pid: u32 },
+    #[error("{0} is berth's own network namespace")]
+    OwnNamespace(String),
+    #[error("{path}: {source}")]
+    Namespace {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{program}: {source}")]
+    Spawn {
+        program: &'static str,
+        source: std::io::Error,
+    },
+    /// The script or program ran and failed: its standard error.
+    #[error("{0}")]
+    Refused(String),
+    #[error("sealing took over {0:?}")]
+    TooSlow(std::time::Duration),
+    #[error("client limits {0:?} are not numbers")]
+    LimitsNotNumbers(String),
+    #[error("client limits {0:?}: want PORT CONNECTIONS PER_MINUTE")]
+    LimitsShape(String),
+    #[error("{0}")]
+    Allow(String),
+    #[error("{0}")]
+    Join(#[from] tokio::task::JoinError),
+}
+
 /// What sealing needs from the host: set by the agent when its firewall works.
 #[derive(Debug, Clone, Default)]
 pub struct Sealing {
@@ -26,7 +61,7 @@ pub struct Sealing {
 /// A running container as sealing sees it.
 struct Seen {
     /// Its network namespace as a path berth can open, or why there is none.
-    netns: Result<String, String>,
+    netns: Result<String, SealError>,
     labels: HashMap<String, String>,
     nets: Vec<(String, Attached)>,
 }
@@ -40,18 +75,17 @@ impl Seen {
     }
 }
 
-fn failed(name: &str, message: String) -> RuntimeError {
-    RuntimeError::Call {
-        kind: "container seal",
+fn failed(name: &str) -> impl FnOnce(SealError) -> RuntimeError + '_ {
+    move |source| RuntimeError::Seal {
         name: name.into(),
-        message,
+        source,
     }
 }
 
 /// The namespace by the engine's own handle on it (`SandboxKey`, stable for the container's
 /// life), else by its process when that is the container's (its cgroup names the container):
 /// never a PID reused by another process since. Refused when it is berth's own namespace.
-fn namespace_of(id: &str, sandbox: Option<&str>, pid: u32) -> Result<String, String> {
+fn namespace_of(id: &str, sandbox: Option<&str>, pid: u32) -> Result<String, SealError> {
     use std::os::unix::fs::MetadataExt;
     let by_pid = format!("/proc/{pid}/ns/net");
     let path = match sandbox.filter(|k| std::path::Path::new(k).exists()) {
@@ -59,11 +93,10 @@ fn namespace_of(id: &str, sandbox: Option<&str>, pid: u32) -> Result<String, Str
         None => {
             let cgroup = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default();
             if id.is_empty() || !cgroup.contains(id) {
-                return Err(format!(
-                    "its namespace is not visible to berth (neither {} nor process {pid} of \
-                     this container: berth runs in a mount or PID namespace of its own)",
-                    sandbox.unwrap_or("a sandbox key")
-                ));
+                return Err(SealError::NotVisible {
+                    sandbox: sandbox.unwrap_or("a sandbox key").into(),
+                    pid,
+                });
             }
             by_pid
         }
@@ -71,8 +104,8 @@ fn namespace_of(id: &str, sandbox: Option<&str>, pid: u32) -> Result<String, Str
     let ino = |p: &str| std::fs::metadata(p).map(|m| (m.dev(), m.ino()));
     match (ino(&path), ino("/proc/self/ns/net")) {
         (Ok(a), Ok(b)) if a != b => Ok(path),
-        (Ok(_), Ok(_)) => Err(format!("{path} is berth's own network namespace")),
-        (Err(e), _) | (_, Err(e)) => Err(format!("{path}: {e}")),
+        (Ok(_), Ok(_)) => Err(SealError::OwnNamespace(path)),
+        (Err(source), _) | (_, Err(source)) => Err(SealError::Namespace { path, source }),
     }
 }
 
@@ -115,7 +148,7 @@ async fn inspect(docker: &Docker, name: &str) -> Result<Option<Seen>, RuntimeErr
 const LIMIT: std::time::Duration = std::time::Duration::from_secs(15);
 
 /// Runs `script` with `sh` inside the network namespace at `netns`, `input` on its stdin.
-async fn in_namespace(netns: &str, script: &str, input: &str) -> Result<(), String> {
+async fn in_namespace(netns: &str, script: &str, input: &str) -> Result<(), SealError> {
     let run = async {
         let mut child = Command::new("nsenter")
             .arg(format!("--net={netns}"))
@@ -125,25 +158,30 @@ async fn in_namespace(netns: &str, script: &str, input: &str) -> Result<(), Stri
             .stderr(Stdio::piped())
             .kill_on_drop(true)
             .spawn()
-            .map_err(|e| format!("nsenter: {e}"))?;
+            .map_err(nsenter)?;
         if let Some(mut stdin) = child.stdin.take() {
-            stdin
-                .write_all(input.as_bytes())
-                .await
-                .map_err(|e| format!("nsenter: {e}"))?;
+            stdin.write_all(input.as_bytes()).await.map_err(nsenter)?;
         }
-        let out = child
-            .wait_with_output()
-            .await
-            .map_err(|e| format!("nsenter: {e}"))?;
+        let out = child.wait_with_output().await.map_err(nsenter)?;
         match out.status.success() {
             true => Ok(()),
-            false => Err(String::from_utf8_lossy(&out.stderr).trim().to_string()),
+            false => Err(refused(&out.stderr)),
         }
     };
     tokio::time::timeout(LIMIT, run)
         .await
-        .map_err(|_| format!("sealing took over {LIMIT:?}"))?
+        .map_err(|_| SealError::TooSlow(LIMIT))?
+}
+
+fn nsenter(source: std::io::Error) -> SealError {
+    SealError::Spawn {
+        program: "nsenter",
+        source,
+    }
+}
+
+fn refused(stderr: &[u8]) -> SealError {
+    SealError::Refused(String::from_utf8_lossy(stderr).trim().to_string())
 }
 
 /// IPv6 off on every interface (and checked), then the rules in one commit.
@@ -154,16 +192,16 @@ const SEAL: &str = "if [ -d /proc/sys/net/ipv6 ]; then \
     exec iptables-restore -w 5";
 
 /// The host's own IPv4 addresses, for the seal's drop rules.
-pub fn host_addresses() -> Result<Vec<Ipv4Addr>, String> {
+pub fn host_addresses() -> Result<Vec<Ipv4Addr>, SealError> {
     let out = std::process::Command::new("ip")
         .args(["-4", "-o", "addr", "show"])
         .output()
-        .map_err(|e| format!("ip -4 addr: {e}"))?;
+        .map_err(|source| SealError::Spawn {
+            program: "ip -4 addr",
+            source,
+        })?;
     if !out.status.success() {
-        return Err(format!(
-            "ip -4 addr: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        ));
+        return Err(refused(&out.stderr));
     }
     Ok(String::from_utf8_lossy(&out.stdout)
         .lines()
@@ -183,7 +221,11 @@ pub(super) async fn seal(docker: &Docker, s: &Sealing, name: &str) -> Result<(),
         return Ok(());
     };
     if !seen.is_tenant() {
-        if let Err(e) = own(&seen, s).await {
+        let pinned = match &seen.netns {
+            Ok(netns) => own(&seen, netns, s).await,
+            Err(e) => Err(SealError::Refused(e.to_string())),
+        };
+        if let Err(e) = pinned {
             tracing::warn!(container = name, error = %e, "berth's own container: route or limits not set");
         }
         return Ok(());
@@ -191,7 +233,7 @@ pub(super) async fn seal(docker: &Docker, s: &Sealing, name: &str) -> Result<(),
     let netns = match &seen.netns {
         Ok(p) => p,
         Err(why) => {
-            unsealable(why);
+            unsealable(&why.to_string());
             return Ok(());
         }
     };
@@ -200,16 +242,16 @@ pub(super) async fn seal(docker: &Docker, s: &Sealing, name: &str) -> Result<(),
         .get(labels::EGRESS)
         .map(|a| a.split_whitespace().map(policy::parse_allow).collect())
         .unwrap_or(Ok(vec![]))
-        .map_err(|e| failed(name, e))?;
+        .map_err(|e| failed(name)(SealError::Allow(e)))?;
     let nets: Vec<Attached> = seen.nets.iter().map(|(_, a)| *a).collect();
     let host = tokio::task::spawn_blocking(host_addresses)
         .await
-        .map_err(|e| failed(name, e.to_string()))?
-        .map_err(|e| failed(name, e))?;
+        .map_err(|e| failed(name)(e.into()))?
+        .map_err(failed(name))?;
     let rules = policy::seal(&nets, &allow, &s.resolvers, &host);
     in_namespace(netns, SEAL, &rules)
         .await
-        .map_err(|e| failed(name, e))
+        .map_err(failed(name))
 }
 
 /// Berth cannot reach the engine's namespaces at all (it runs in a container of its own):
@@ -223,8 +265,7 @@ fn unsealable(why: &str) {
 
 /// Berth's own container: its default route through the host network when it is on others
 /// too, and its client limits when it has them.
-async fn own(seen: &Seen, s: &Sealing) -> Result<(), String> {
-    let netns = seen.netns.as_ref().map_err(Clone::clone)?;
+async fn own(seen: &Seen, netns: &str, s: &Sealing) -> Result<(), SealError> {
     let host_net = seen.nets.iter().find(|(n, _)| *n == s.host_network);
     if let Some((_, a)) = host_net.filter(|_| seen.nets.len() > 1) {
         let script = format!("ip -4 route replace default via {}", a.gateway);
@@ -256,13 +297,13 @@ async fn own(seen: &Seen, s: &Sealing) -> Result<(), String> {
 
 /// The rules of a `CLIENT_LIMITS` label (`PORT CONNECTIONS PER_MINUTE`): new connections
 /// past either limit, per client address, are dropped.
-fn client_limits(label: &str) -> Result<Vec<String>, String> {
+fn client_limits(label: &str) -> Result<Vec<String>, SealError> {
     let n: Vec<u32> = label
         .split_whitespace()
         .map(str::parse)
         .collect::<Result<_, _>>()
-        .map_err(|_| format!("client limits {label:?} are not numbers"))?;
-    let want = || format!("client limits {label:?}: want PORT CONNECTIONS PER_MINUTE");
+        .map_err(|_| SealError::LimitsNotNumbers(label.into()))?;
+    let want = || SealError::LimitsShape(label.into());
     let [port, conns, per_min] = n[..] else {
         return Err(want());
     };

@@ -6,6 +6,28 @@ use crate::desired::{Desired, Instance};
 use futures_util::future::BoxFuture;
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
+/// Why a tenant was not started and healthy outside the pass (the passes carry on with it).
+#[derive(Debug, thiserror::Error)]
+pub enum WakeError {
+    #[error("held by another operation")]
+    Held,
+    #[error("taken over by an upgrade or restore")]
+    TakenOver,
+    #[error("no longer desired")]
+    NotDesired,
+    #[error("its file says {0}")]
+    NotRunning(&'static str),
+    #[error("{0}")]
+    Engine(#[from] crate::runtime::RuntimeError),
+    #[error("{0}")]
+    Apply(Box<dyn std::error::Error + Send + Sync>),
+    /// A probe of the tenant fails: its words.
+    #[error("{0}")]
+    Probe(String),
+    #[error("not healthy within {0:?}")]
+    TooSlow(Duration),
+}
+
 pub trait Reconciler: Send + Sync {
     /// Asks for a pass soon; many kicks before it starts make one pass.
     fn kick(&self);
@@ -46,7 +68,7 @@ pub trait Reconciler: Send + Sync {
         &'a self,
         tenant: &'a str,
         limit: Duration,
-    ) -> BoxFuture<'a, Result<(), String>>;
+    ) -> BoxFuture<'a, Result<(), WakeError>>;
 }
 
 impl dyn Reconciler + '_ {

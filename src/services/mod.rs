@@ -10,7 +10,7 @@
 mod handle;
 pub mod status;
 
-pub use handle::{Held, Reconciler};
+pub use handle::{Held, Reconciler, WakeError};
 pub use status::{Board, InstanceStatus, PassReport, Phase};
 
 use crate::{

@@ -95,7 +95,7 @@ pub async fn wake_for(cx: &Cx, t: &str, why: &str, limit: Duration) -> Result<st
     if let Err(why) = cx.passes.converge_tenant(t, limit).await {
         tracing::info!(
             tenant = t,
-            why,
+            %why,
             "not awake on the fast path; waiting for the reconciler"
         );
     }
@@ -300,8 +300,8 @@ impl Sleeper {
         let up = match fast {
             Ok(()) => true,
             Err(why) => {
-                tracing::info!(tenant = %t, why, "not awake on the fast path; waiting for the reconciler");
-                self.until_running(&t, started, why).await
+                tracing::info!(tenant = %t, %why, "not awake on the fast path; waiting for the reconciler");
+                self.until_running(&t, started, why.to_string()).await
             }
         };
         gate.woke();

@@ -97,7 +97,7 @@ impl Upgrader {
                 Err(e) => {
                     tracing::info!(
                         tenant = t,
-                        error = e,
+                        error = %e,
                         "health probe unanswered; probing again"
                     );
                     unanswered += 1;

@@ -167,7 +167,7 @@ struct Slow {
 
 #[async_trait::async_trait]
 impl Checker for Slow {
-    async fn check(&self, _: &Target) -> Result<(), String> {
+    async fn check(&self, _: &Target) -> Result<(), crate::probe::ProbeError> {
         let n = self.now.fetch_add(1, SeqCst) + 1;
         self.max.fetch_max(n, SeqCst);
         tokio::time::sleep(Duration::from_millis(50)).await;
