@@ -26,7 +26,7 @@ impl Upgrader {
         tokio::spawn(async move {
             me.recover().await;
             if let Err(reason) = me.fetch_images().await {
-                me.finish(super::state::FleetStatus::Halted, Some(reason));
+                me.finish(super::state::FleetStatus::Halted, Some(reason.to_string()));
             }
             me.run().await;
             me.running.store(false, Ordering::SeqCst);
