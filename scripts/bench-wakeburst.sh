@@ -6,13 +6,14 @@
 # log ("waking" to "woke"). If the asleep burst's latency is the wake plus the awake burst's,
 # the requests wait in the app (its CPU limit), not in berth.
 # Usage: scripts/bench-wakeburst.sh [C=64] [ROUNDS=3]
+# BIN=path runs that berth binary (e.g. built from an older commit) instead of this tree's.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 C=${1:-64}
 ROUNDS=${2:-3}
 ./scripts/setup-docker.sh >/dev/null
-cargo build --release --quiet
-B="$PWD/target/release/berth"
+[ -n "${BIN:-}" ] || cargo build --release --quiet
+B="${BIN:-$PWD/target/release/berth}"
 W=$(mktemp -d /tmp/berth-burst.XXXX)
 cleanup() {
   [ -n "${AGENT:-}" ] && kill "$AGENT" 2>/dev/null && sleep 1 || true

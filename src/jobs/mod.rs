@@ -209,6 +209,8 @@ impl Scheduler {
     }
 
     async fn run(&self, key: (String, String), job: crate::desired::model::Job, container: String) {
+        // However the run ends (even by a panic), the job may run again at its next time.
+        let _running = Running(self, key.clone());
         // Wakes a sleeping tenant (`wake: true` jobs only get here asleep) and keeps it from
         // falling asleep mid-run.
         let limit = crate::sleep::WAKE_LIMIT;
@@ -256,7 +258,6 @@ impl Scheduler {
             }
         }
         self.save(&key.0);
-        self.running.lock().expect("running lock").remove(&key);
     }
 
     /// Fires jobs until shutdown.
@@ -267,6 +268,17 @@ impl Scheduler {
                 _ = tokio::time::sleep(wait) => {}
                 _ = shutdown.changed() => return,
             }
+        }
+    }
+}
+
+/// A job's run under way; it leaves the running set when dropped.
+struct Running<'a>(&'a Scheduler, (String, String));
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut running) = self.0.running.lock() {
+            running.remove(&self.1);
         }
     }
 }

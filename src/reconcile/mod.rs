@@ -9,6 +9,7 @@ pub mod edge;
 pub mod files;
 mod holds;
 mod one;
+mod pass;
 pub mod plan;
 pub mod shared_db;
 pub mod shared_mariadb;
@@ -18,7 +19,7 @@ use crate::{
     desired::{self, HostConfig},
     services::{Board, PassError, Services},
 };
-use futures_util::{StreamExt, future::BoxFuture};
+use futures_util::future::BoxFuture;
 use holds::Holds;
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -140,142 +141,6 @@ impl Controller {
     /// Forgets a tenant's backoff so the next pass retries it at once (after an operator fix).
     pub fn reset_backoff(&self, tenant: &str) {
         self.backoff.lock().expect("backoff lock").remove(tenant);
-    }
-
-    /// One full observe → plan → apply pass. Passes never overlap.
-    pub async fn pass(&self) -> Result<PassReport, PassError> {
-        let mut n = self.pass_lock.lock().await;
-        *n += 1;
-        let started = Instant::now();
-        let epoch = self.holds.lock().expect("holds lock").epoch;
-        let mutations_before = self.svc.runtime().mutations();
-        let host = self.host().clone();
-        let mut loaded = tokio::task::spawn_blocking(move || desired::load(&host))
-            .await
-            .expect("spec loading does not panic");
-        let mut observed = match self.svc.runtime().inventory(&self.host().namespace).await {
-            Ok(inv) => inv,
-            Err(e) => {
-                self.board.write().expect("board lock").engine_error = Some(e.to_string());
-                return Err(e.into());
-            }
-        };
-        // Frozen tenants keep their last valid state (for the edge and their egress allows).
-        loaded.desired = self.carry_last_valid(std::mem::take(&mut loaded.desired));
-        self.svc
-            .pulls()
-            .enforce_pins(&mut observed, &loaded.desired);
-        self.probe(&loaded.desired, &mut observed, epoch);
-        let recorded = self.recorded(&loaded.desired);
-        let synced = self.sync_disks(&loaded.desired).await;
-        let asleep = self.svc.sleep().asleep();
-        let ctx = plan::Context {
-            namespace: &self.host().namespace,
-            layout: self.svc.layout(),
-            disks: self.svc.disks().is_ok(),
-            grow_stopped: &synced.grow_stopped,
-            asleep: &asleep,
-        };
-        let planned = plan::plan(&ctx, &loaded.desired, &observed, &recorded);
-        let disk_failures: BTreeSet<String> = synced.failed.into_keys().collect();
-        self.clear_converged(&planned, &disk_failures);
-        let now = Instant::now();
-        let due: Vec<(String, Vec<plan::Step>)> = {
-            let b = self.backoff.lock().expect("backoff lock");
-            let due = planned
-                .into_iter()
-                .filter(|(t, _)| b.get(t).is_none_or(|x| x.next_attempt <= now))
-                .filter(|(t, _)| !disk_failures.contains(t))
-                .collect();
-            self.holds.lock().expect("holds lock").take_due(due, epoch)
-        };
-        let steps: usize = due.iter().map(|(_, s)| s.len()).sum();
-        let tenants_changed = due.len();
-        // Before any container starts: the pool-wide rules cover a new tenant from its first
-        // packet; its own allows are added once its subnet is allocated (below, or next pass).
-        self.sync_egress(&loaded.desired).await;
-        let applier = self.applier();
-        let errors = std::sync::atomic::AtomicUsize::new(disk_failures.len());
-        futures_util::stream::iter(due)
-            .for_each_concurrent(self.host().parallelism, |(t, steps)| {
-                let inst = loaded.desired.instances.get(&t);
-                let (applier, errors) = (&applier, &errors);
-                async move {
-                    let result = applier.apply(&t, inst, &steps).await;
-                    // Waiting for a pull is no failure: no backoff, no error shown.
-                    let result = match result {
-                        Err(apply::ApplyError::Pulling { .. }) => Ok(()),
-                        r => r,
-                    };
-                    if result.is_err() {
-                        errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    }
-                    let mut failed = self.apply_failed.lock().expect("apply_failed lock");
-                    match result.is_err() {
-                        true => failed.insert(t.clone()),
-                        false => failed.remove(&t),
-                    };
-                    drop(failed);
-                    self.record_result(&t, result.err().map(|e| e.to_string()));
-                    self.holds.lock().expect("holds lock").applied(&t);
-                }
-            })
-            .await;
-        self.clear_gone(&loaded.desired, &observed);
-        if steps > 0 {
-            self.sync_egress(&loaded.desired).await;
-        }
-        let observed = if steps > 0 {
-            let mut again = self.svc.runtime().inventory(&self.host().namespace).await?;
-            self.probe(&loaded.desired, &mut again, epoch);
-            again
-        } else {
-            observed
-        };
-        self.keep_last_valid(&loaded.sources, &loaded.desired.frozen);
-        let desired = loaded.desired;
-        self.retire_shared_db(&desired, &observed, !recorded.purge.is_empty())
-            .await;
-        let failures = self.failures.lock().expect("failures lock").clone();
-        let ports = self
-            .svc
-            .allocations()
-            .snapshot()
-            .into_iter()
-            .map(|(t, a)| (t, a.port))
-            .collect();
-        let report = PassReport {
-            pass: *n,
-            duration_ms: started.elapsed().as_secs_f64() * 1000.0,
-            instances: desired.instances.len(),
-            tenants_changed,
-            steps,
-            mutations: self.svc.runtime().mutations() - mutations_before,
-            failures: failures.len(),
-            errors: errors.into_inner(),
-        };
-        let mut board = self.board.write().expect("board lock");
-        board.instances = status::board(&desired, &observed, &failures, &ports);
-        status::mark_pulls(&mut board.instances, &desired, &self.svc.pulls().pulling());
-        status::mark_probes(&mut board.instances, self.svc.probes().snapshot());
-        status::mark_sleep(
-            &mut board.instances,
-            &self.svc.sleep().asleep(),
-            &self.svc.sleep().wake_errors(),
-        );
-        board.spec_errors = loaded.errors.0.iter().map(ToString::to_string).collect();
-        board.last_pass = Some(report.clone());
-        board.engine_error = None;
-        drop(board);
-        *self.last_desired.write().expect("desired lock") = Arc::new(desired);
-        self.touch();
-        tracing::debug!(
-            pass = report.pass,
-            ms = report.duration_ms,
-            steps,
-            "reconcile pass"
-        );
-        Ok(report)
     }
 
     fn applier(&self) -> apply::Applier<'_> {

@@ -201,7 +201,8 @@ pub fn host_addresses() -> Result<Vec<Ipv4Addr>, SealError> {
             source,
         })?;
     if !out.status.success() {
-        return Err(refused(&out.stderr));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        return Err(SealError::Refused(format!("ip -4 addr: {}", stderr.trim())));
     }
     Ok(String::from_utf8_lossy(&out.stdout)
         .lines()
