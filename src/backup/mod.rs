@@ -176,7 +176,7 @@ impl Backups {
             .await
             .map_err(|why| BackupError::NotReady {
                 tenant: tenant.into(),
-                why,
+                why: why.to_string(),
             })?;
         let info = self.write(&inst, &self.dir(tenant), &room).await?;
         self.prune(tenant, inst.backups.keep as usize);

@@ -42,7 +42,7 @@ impl Backups {
                     .await
                     .map_err(|why| BackupError::NotReady {
                         tenant: tenant.into(),
-                        why,
+                        why: why.to_string(),
                     })?,
             ),
             true => None,

@@ -28,7 +28,7 @@ impl OrderBudget {
     }
 
     /// Takes one order from both budgets, or says which one is empty.
-    pub fn take(&mut self, tenant: &str, now: SystemTime) -> Result<(), String> {
+    pub fn take(&mut self, tenant: &str, now: SystemTime) -> Result<(), Spent> {
         let elapsed = now
             .duration_since(self.refilled)
             .unwrap_or_default()
@@ -44,21 +44,27 @@ impl OrderBudget {
             recent.pop_front();
         }
         if recent.len() >= self.per_tenant_per_day as usize {
-            return Err(format!(
-                "tenant {tenant} reached its quota of {} certificate orders per day",
-                self.per_tenant_per_day
-            ));
+            return Err(Spent::TenantDay {
+                tenant: tenant.into(),
+                per_day: self.per_tenant_per_day,
+            });
         }
         if self.tokens < 1.0 {
-            return Err(format!(
-                "account order rate limit ({} per minute) reached",
-                self.per_minute
-            ));
+            return Err(Spent::AccountMinute(self.per_minute));
         }
         self.tokens -= 1.0;
         recent.push_back(now);
         Ok(())
     }
+}
+
+/// Which order budget is empty.
+#[derive(Debug, thiserror::Error)]
+pub enum Spent {
+    #[error("tenant {tenant} reached its quota of {per_day} certificate orders per day")]
+    TenantDay { tenant: String, per_day: u32 },
+    #[error("account order rate limit ({0} per minute) reached")]
+    AccountMinute(u32),
 }
 
 #[cfg(test)]
@@ -71,7 +77,7 @@ mod tests {
         let mut b = OrderBudget::new(100, 2, t0);
         assert!(b.take("a", t0).is_ok());
         assert!(b.take("a", t0).is_ok());
-        assert!(b.take("a", t0).unwrap_err().contains("quota"));
+        assert!(b.take("a", t0).unwrap_err().to_string().contains("quota"));
         assert!(b.take("b", t0).is_ok(), "other tenants are unaffected");
         assert!(b.take("a", t0 + DAY).is_ok(), "the quota is a rolling day");
     }
@@ -82,7 +88,12 @@ mod tests {
         let mut b = OrderBudget::new(2, 100, t0);
         assert!(b.take("a", t0).is_ok());
         assert!(b.take("b", t0).is_ok());
-        assert!(b.take("c", t0).unwrap_err().contains("per minute"));
+        assert!(
+            b.take("c", t0)
+                .unwrap_err()
+                .to_string()
+                .contains("per minute")
+        );
         assert!(b.take("c", t0 + Duration::from_secs(30)).is_ok());
     }
 }

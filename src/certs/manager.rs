@@ -280,7 +280,8 @@ impl CertManager {
             return Ok(None);
         }
         let now = self.clock.now();
-        if let Err(why) = self.budget.lock().expect("budget lock").take(tenant, now) {
+        if let Err(spent) = self.budget.lock().expect("budget lock").take(tenant, now) {
+            let why = spent.to_string();
             self.inflight.lock().expect("inflight lock").remove(domain);
             self.record_failure(domain, &why, false);
             return Err(CertError::RateLimited(why));

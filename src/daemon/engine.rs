@@ -62,7 +62,9 @@ fn egress_policy(
     use crate::egress::{Egress, Firewall, iptables::Iptables};
     let fw = match nodes {
         Some(guards) => Ok(guards),
-        None => Iptables::probe(&host.namespace).map(|f| Box::new(f) as Box<dyn Firewall>),
+        None => Iptables::probe(&host.namespace)
+            .map(|f| Box::new(f) as Box<dyn Firewall>)
+            .map_err(|e| e.to_string()),
     };
     if let Err(why) = &fw {
         tracing::warn!(reason = %why, "the egress policy cannot be enforced on this host; tenants can reach the host's networks");

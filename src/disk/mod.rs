@@ -79,15 +79,33 @@ fn can_resize_online() -> bool {
         .is_some_and(|caps| caps & (1 << 24) != 0)
 }
 
+/// Why this host cannot enforce disk quotas (then berth claims none).
+#[derive(Debug, thiserror::Error)]
+pub enum Unavailable {
+    #[error("berth does not run as root (loop mounts need it)")]
+    NotRoot,
+    #[error("no /dev/loop-control (loop devices unavailable)")]
+    NoLoopDevices,
+    #[error("{0} is not installed (e2fsprogs, mount)")]
+    Missing(&'static str),
+    #[error("{path}: {source}")]
+    Dir {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("swarm mode: volumes live on the swarm's nodes")]
+    Swarm,
+}
+
 impl Disks {
     /// Checks that this host can enforce disk quotas (root, loop devices, mkfs.ext4, mount);
     /// the error says what is missing, and berth then claims no quota.
-    pub fn probe(root: &Path) -> Result<Disks, String> {
+    pub fn probe(root: &Path) -> Result<Disks, Unavailable> {
         if !rustix::process::geteuid().is_root() {
-            return Err("berth does not run as root (loop mounts need it)".into());
+            return Err(Unavailable::NotRoot);
         }
         if !Path::new("/dev/loop-control").exists() {
-            return Err("no /dev/loop-control (loop devices unavailable)".into());
+            return Err(Unavailable::NoLoopDevices);
         }
         for tool in [
             "mkfs.ext4",
@@ -98,11 +116,13 @@ impl Disks {
             "losetup",
         ] {
             if image::which(tool).is_none() {
-                return Err(format!("{tool} is not installed (e2fsprogs, mount)"));
+                return Err(Unavailable::Missing(tool));
             }
         }
-        crate::store::atomic::create_dir(root, 0o700)
-            .map_err(|e| format!("{}: {e}", root.display()))?;
+        crate::store::atomic::create_dir(root, 0o700).map_err(|source| Unavailable::Dir {
+            path: root.display().to_string(),
+            source,
+        })?;
         Ok(Disks {
             root: root.to_path_buf(),
             online_grow: can_resize_online(),

@@ -17,7 +17,7 @@ pub struct DiskStatus {
 /// lives on the engine's disk (its move is pending or was refused), so the quota does not
 /// cover it yet.
 pub fn status(
-    disks: Result<&Disks, &str>,
+    disks: Result<&Disks, impl std::fmt::Display>,
     tenant: &str,
     quota: Option<u64>,
     volumes: &[String],

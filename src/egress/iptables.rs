@@ -15,11 +15,11 @@ pub struct Iptables {
 
 impl Iptables {
     /// The firewall for namespace `ns`, or why this host cannot have one.
-    pub fn probe(ns: &str) -> Result<Iptables, String> {
+    pub fn probe(ns: &str) -> Result<Iptables, EgressError> {
         let (forward, input) = super::policy::chains(ns);
         let fw = Iptables { forward, input };
         fw.run(&["-w", "-S", "INPUT"])
-            .map_err(|e| format!("iptables does not answer: {e}"))?;
+            .map_err(|e| EgressError::Command(format!("iptables does not answer: {e}")))?;
         Ok(fw)
     }
 

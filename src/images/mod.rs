@@ -26,6 +26,19 @@ pub enum ImageError {
         path: String,
         reason: String,
     },
+    #[error("{0}")]
+    Runtime(#[from] crate::runtime::RuntimeError),
+    #[error("pinned {digest}: {source}")]
+    PinnedPull {
+        digest: String,
+        source: crate::runtime::RuntimeError,
+    },
+    #[error("{image} is pinned to {digest} ({id}) and the registry served other content")]
+    PinMoved {
+        image: String,
+        digest: String,
+        id: String,
+    },
 }
 
 /// A pull under way: layers seen and finished, bytes downloaded of those known.
@@ -136,28 +149,24 @@ impl Pulls {
             }
             Err(reason) => {
                 tracing::warn!(image, %reason, "image pull failed");
-                states.insert(image.into(), State::Failed(reason));
+                states.insert(image.into(), State::Failed(reason.to_string()));
             }
         }
     }
 
     /// Pulls `image`, from its registry's mirror when one is configured (then tagged with the
     /// name the template gives it, so containers and `berth status` show that name).
-    async fn fetch(&self, image: &str) -> Result<(), String> {
+    async fn fetch(&self, image: &str) -> Result<(), ImageError> {
         if let Some(pin) = self.pin(image) {
             return self.restore_pin(image, &pin).await;
         }
         let source = self.source(image);
-        let auth = self.credentials(&source).map_err(|e| e.to_string())?;
+        let auth = self.credentials(&source)?;
         let on = |e: &PullEvent| self.progress(image, e);
         let rt = &self.rt;
-        rt.pull_image(&source, auth, &on)
-            .await
-            .map_err(|e| e.to_string())?;
+        rt.pull_image(&source, auth, &on).await?;
         if source != image {
-            rt.tag_image(&source, image)
-                .await
-                .map_err(|e| e.to_string())?;
+            rt.tag_image(&source, image).await?;
         }
         self.record(image).await;
         if source != image {

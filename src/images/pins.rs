@@ -6,6 +6,7 @@
 //! pinned image back under it (re-tagged if the engine still has it, else pulled by digest),
 //! so a moved tag never silently splits a fleet.
 
+use super::ImageError;
 use crate::{runtime::Inventory, store::atomic};
 use serde::{Deserialize, Serialize};
 use std::{collections::BTreeMap, path::Path};
@@ -134,28 +135,30 @@ impl super::Pulls {
 
     /// Puts `pin`'s image back under the name `image`: re-tagged when the engine still has it,
     /// else pulled by digest (from the mirror when one is configured) and tagged.
-    pub(super) async fn restore_pin(&self, image: &str, pin: &Pin) -> Result<(), String> {
+    pub(super) async fn restore_pin(&self, image: &str, pin: &Pin) -> Result<(), ImageError> {
         let rt = &self.rt;
-        let have = rt.list_images().await.map_err(|e| e.to_string())?;
+        let have = rt.list_images().await?;
         if !have.iter().any(|i| i.id == pin.id) {
             let source = self.source(&pin.digest);
-            let auth = self.credentials(&source).map_err(|e| e.to_string())?;
+            let auth = self.credentials(&source)?;
             let on = |e: &crate::runtime::PullEvent| self.progress(image, e);
             rt.pull_image(&source, auth, &on)
                 .await
-                .map_err(|e| format!("pinned {}: {e}", pin.digest))?;
+                .map_err(|source| ImageError::PinnedPull {
+                    digest: pin.digest.clone(),
+                    source,
+                })?;
         }
-        rt.tag_image(&pin.id, image)
-            .await
-            .map_err(|e| e.to_string())?;
-        let now = rt.list_images().await.map_err(|e| e.to_string())?;
+        rt.tag_image(&pin.id, image).await?;
+        let now = rt.list_images().await?;
         let name = super::reference::normalize(image);
         match now.iter().find(|i| i.tags.contains(&name)) {
             Some(i) if i.id == pin.id => Ok(()),
-            _ => Err(format!(
-                "{image} is pinned to {} ({}) and the registry served other content",
-                pin.digest, pin.id
-            )),
+            _ => Err(ImageError::PinMoved {
+                image: image.into(),
+                digest: pin.digest.clone(),
+                id: pin.id.clone(),
+            }),
         }
     }
 }

@@ -366,7 +366,10 @@ async fn an_operation_does_not_wake_a_tenant_the_host_has_no_memory_for() {
         passes: ctl.clone(),
     };
     let refused = crate::sleep::wake_for(&cx, "acme", "job", Duration::from_secs(5)).await;
-    let why = refused.err().expect("woken past the host's memory");
+    let why = refused
+        .err()
+        .expect("woken past the host's memory")
+        .to_string();
     assert!(why.contains("not woken") && why.contains("memory"), "{why}");
     assert!(
         ctl.services().sleep().is_asleep("acme"),

@@ -53,7 +53,7 @@ pub struct Services {
     layout: Layout,
     allocs: Allocations,
     /// Per-tenant filesystems, or why this host cannot make them.
-    disks: Result<Arc<Disks>, String>,
+    disks: Result<Arc<Disks>, crate::disk::Unavailable>,
     /// Image pulls under way or failed, shared by every tenant that needs the image.
     pulls: Arc<Pulls>,
     /// Health of every running tenant, probed by berth.
@@ -149,8 +149,8 @@ impl Services {
     }
 
     /// Per-tenant filesystems, or why this host cannot make them.
-    pub fn disks(&self) -> Result<&Arc<Disks>, &str> {
-        self.disks.as_ref().map_err(String::as_str)
+    pub fn disks(&self) -> Result<&Arc<Disks>, &crate::disk::Unavailable> {
+        self.disks.as_ref()
     }
 
     /// `enforced`, or why this host cannot enforce disk quotas (then none is claimed).
@@ -206,10 +206,10 @@ fn make_dirs(layout: &Layout) -> Result<(), AllocError> {
     Ok(())
 }
 
-fn open_disks(host: &HostConfig, layout: &Layout) -> Result<Arc<Disks>, String> {
+fn open_disks(host: &HostConfig, layout: &Layout) -> Result<Arc<Disks>, crate::disk::Unavailable> {
     let disks = match host.engine.is_swarm() {
         // Volumes live on the nodes; a loop-mounted filesystem here would bound nothing.
-        true => Err("swarm mode: volumes live on the swarm's nodes".to_string()),
+        true => Err(crate::disk::Unavailable::Swarm),
         false => Disks::probe(&layout.disks()),
     }
     .map(Arc::new);

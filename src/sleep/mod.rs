@@ -74,20 +74,33 @@ fn no_room(cx: &Cx, t: &str) -> Option<String> {
     )
 }
 
-pub async fn wake_for(cx: &Cx, t: &str, why: &str, limit: Duration) -> Result<state::Busy, String> {
+/// Why an operation could not have its sleeping tenant awake.
+#[derive(Debug, thiserror::Error)]
+pub enum WakeForError {
+    #[error("asleep, and held by another operation that cannot wait for a wake")]
+    HeldAsleep,
+    #[error("{0}")]
+    NoRoom(#[from] state::NoRoom),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("asleep, and not running healthy within {0:?} of waking it")]
+    NotUp(Duration),
+}
+
+pub async fn wake_for(
+    cx: &Cx,
+    t: &str,
+    why: &str,
+    limit: Duration,
+) -> Result<state::Busy, WakeForError> {
     // Only a backup leaves the tenant's data as it was.
     let changes = why != "backup";
     let busy = cx.svc.sleep().busy(t);
     if cx.passes.is_held(t) && cx.svc.sleep().is_asleep(t) {
-        return Err("asleep, and held by another operation that cannot wait for a wake".into());
+        return Err(WakeForError::HeldAsleep);
     }
     // The same memory check as a request's wake: an operation does not overfill the host.
-    if !cx
-        .svc
-        .sleep()
-        .admit_wake(t, changes, || no_room(cx, t))?
-        .map_err(|e| e.to_string())?
-    {
+    if !cx.svc.sleep().admit_wake(t, changes, || no_room(cx, t))?? {
         return Ok(busy);
     }
     tracing::info!(tenant = t, why, "waking");
@@ -122,9 +135,7 @@ pub async fn wake_for(cx: &Cx, t: &str, why: &str, limit: Duration) -> Result<st
     );
     match up {
         true => Ok(busy),
-        false => Err(format!(
-            "asleep, and not running healthy within {limit:?} of waking it"
-        )),
+        false => Err(WakeForError::NotUp(limit)),
     }
 }
 
@@ -155,7 +166,7 @@ impl Sleeper {
     }
 
     /// Starts the wake of `t` if the host has room for it (`SleepSet::admit_wake`).
-    fn admit_wake(&self, t: &str) -> Result<std::io::Result<bool>, String> {
+    fn admit_wake(&self, t: &str) -> Result<std::io::Result<bool>, state::NoRoom> {
         self.cx
             .svc
             .sleep()
@@ -274,7 +285,7 @@ impl Sleeper {
         let Ok(turn) = turn else { return };
         self.keep_gap().await;
         let admitted = match self.admit_wake(&t) {
-            Err(why) => return self.refuse(&t, &gate, why),
+            Err(why) => return self.refuse(&t, &gate, why.to_string()),
             Ok(admitted) => admitted,
         };
         match admitted {

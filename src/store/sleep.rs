@@ -46,6 +46,11 @@ impl Drop for Busy {
     }
 }
 
+/// The host has no room to wake a tenant now: admission's words for why.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct NoRoom(pub String);
+
 pub struct SleepSet {
     path: PathBuf,
     inner: Mutex<Inner>,
@@ -154,12 +159,12 @@ impl SleepSet {
         t: &str,
         changes: bool,
         no_room: impl FnOnce() -> Option<String>,
-    ) -> Result<std::io::Result<bool>, String> {
+    ) -> Result<std::io::Result<bool>, NoRoom> {
         let _room = self.room.lock().expect("wake room lock");
         if self.is_asleep(t)
             && let Some(why) = no_room()
         {
-            return Err(why);
+            return Err(NoRoom(why));
         }
         Ok(self.start_wake(t, changes))
     }

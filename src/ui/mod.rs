@@ -190,9 +190,12 @@ async fn login(
                 name: "-".into(),
                 prefix: None,
             };
-            s.cx.svc
-                .audit()
-                .record(&login_event(anonymous, "denied", Some(why.clone()), client));
+            s.cx.svc.audit().record(&login_event(
+                anonymous,
+                "denied",
+                Some(why.to_string()),
+                client,
+            ));
             let ctx = minijinja::context! { error => format!("That token was refused: {why}.") };
             render::page("login.html", ctx, StatusCode::UNAUTHORIZED)
         }

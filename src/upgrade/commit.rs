@@ -4,7 +4,7 @@
 use super::{
     Upgrader,
     runner::now,
-    transition::{Fail, next_name},
+    transition::{Fail, StepError, next_name},
 };
 use crate::{
     proxy::health,
@@ -23,17 +23,14 @@ impl Upgrader {
         t: &str,
         to: &str,
         strategy: UpgradeStrategy,
-    ) -> Result<(), String> {
+    ) -> Result<(), StepError> {
         self.set_version(t, to).await?;
         if strategy == UpgradeStrategy::BlueGreen {
             let web = self.instance_at(t, to)?.web.service;
             let canonical = spec::container_name(&self.cx.svc.host().namespace, t, &web);
             let green = next_name(&canonical);
             let rt = self.cx.svc.runtime();
-            let inv = rt
-                .inventory(&self.cx.svc.host().namespace)
-                .await
-                .map_err(|e| e.to_string())?;
+            let inv = rt.inventory(&self.cx.svc.host().namespace).await?;
             // Swarm cannot rename: the service is made again under its name, so requests wait
             // at the gate meanwhile, and the gate's pool must not keep the old connections.
             let held = self
@@ -44,25 +41,20 @@ impl Upgrader {
             if inv.containers.iter().any(|c| c.name == green) {
                 // The proxy has drained it already; only stragglers from outside remain.
                 rt.stop_container(&canonical, Duration::from_secs(2))
-                    .await
-                    .map_err(|e| e.to_string())?;
-                rt.remove_container(&canonical)
-                    .await
-                    .map_err(|e| e.to_string())?;
+                    .await?;
+                rt.remove_container(&canonical).await?;
                 // Held only while the serving service is made again (the old one is gone).
                 if let Some(g) = &held {
                     g.pause();
                 }
-                rt.rename_container(&green, &canonical)
-                    .await
-                    .map_err(|e| e.to_string())?;
+                rt.rename_container(&green, &canonical).await?;
                 if let Some(g) = &held {
                     let port = self
                         .cx
                         .svc
                         .allocations()
                         .get(t)
-                        .ok_or("no allocation")?
+                        .ok_or(StepError::NoAllocation)?
                         .port;
                     let at =
                         Target::new(self.cx.passes.published_at(t, port), Duration::from_secs(2));
@@ -84,7 +76,7 @@ impl Upgrader {
 
     /// Back to the old version: the candidate container goes, the database is restored if a
     /// migration touched it, and (recreate) the old web container is started again.
-    pub(super) async fn undo(&self, t: &str, strategy: UpgradeStrategy) -> Result<(), String> {
+    pub(super) async fn undo(&self, t: &str, strategy: UpgradeStrategy) -> Result<(), StepError> {
         let Some((p, _, _)) = self.progress(t) else {
             return Ok(());
         };
@@ -97,28 +89,24 @@ impl Upgrader {
             if p.migrated
                 && let Some(id) = &p.backup
             {
-                self.backups
-                    .restore(t, id)
-                    .await
-                    .map_err(|e| e.to_string())?;
+                self.backups.restore(t, id).await?;
             }
             match strategy {
                 UpgradeStrategy::BlueGreen => {
-                    rt.remove_container(&next_name(&canonical))
-                        .await
-                        .map_err(|e| e.to_string())?;
-                    self.cx
-                        .svc
-                        .allocations()
-                        .drop_next(t)
-                        .map_err(|e| e.to_string())?;
+                    rt.remove_container(&next_name(&canonical)).await?;
+                    self.cx.svc.allocations().drop_next(t)?;
                 }
                 UpgradeStrategy::Recreate => {
-                    let alloc = self.cx.svc.allocations().get(t).ok_or("no allocation")?;
+                    let alloc = self
+                        .cx
+                        .svc
+                        .allocations()
+                        .get(t)
+                        .ok_or(StepError::NoAllocation)?;
                     self.start_web(&old, alloc, alloc.port, &canonical)
                         .await
                         .map_err(|f| match f {
-                            Fail::Failed(e) | Fail::NotStarted(e) => e,
+                            Fail::Failed(e) | Fail::NotStarted(e) => StepError::Restart(e),
                         })?;
                     let target = Target::new(
                         self.cx.passes.published_at(t, alloc.port),
@@ -138,7 +126,7 @@ impl Upgrader {
                     }
                 }
             }
-            Ok::<(), String>(())
+            Ok::<(), StepError>(())
         }
         .await;
         if let Some(g) = self.proxy.as_ref().and_then(|p| p.gate(t)) {
@@ -148,7 +136,7 @@ impl Upgrader {
     }
 
     /// Writes the version into the instance file (the source of truth), atomically.
-    async fn set_version(&self, t: &str, version: &str) -> Result<(), String> {
+    async fn set_version(&self, t: &str, version: &str) -> Result<(), StepError> {
         let lock = self.cx.svc.files_lock();
         let _guard = lock.lock().await;
         let mut file: InstanceFile = self.read_file(t)?;
@@ -156,10 +144,12 @@ impl Upgrader {
             return Ok(());
         }
         file.version = Some(version.into());
-        let yaml = serde_yaml::to_string(&file).map_err(|e| e.to_string())?;
+        let yaml = serde_yaml::to_string(&file)?;
         let path = self.cx.svc.host().instances_dir.join(format!("{t}.yaml"));
-        atomic::write(&path, yaml.as_bytes(), 0o644)
-            .map_err(|e| format!("{}: {e}", path.display()))?;
+        atomic::write(&path, yaml.as_bytes(), 0o644).map_err(|source| StepError::Write {
+            path: path.display().to_string(),
+            source,
+        })?;
         tracing::info!(
             tenant = t,
             version,

@@ -180,7 +180,10 @@ impl Upgrader {
     }
 
     fn plan(&self, req: &UpgradeRequest) -> Result<UpgradeState, UpgradeError> {
-        let batch: waves::Batch = req.batch.parse().map_err(UpgradeError::BadRequest)?;
+        let batch: waves::Batch = req
+            .batch
+            .parse()
+            .map_err(|e: waves::BadBatch| UpgradeError::BadRequest(e.to_string()))?;
         let loaded = desired::load(self.cx.svc.host());
         let template = loaded
             .templates
@@ -265,7 +268,7 @@ impl Upgrader {
         self.read_file(tenant).is_ok_and(|f| f.pinned)
     }
 
-    fn read_file(&self, tenant: &str) -> Result<InstanceFile, String> {
+    fn read_file(&self, tenant: &str) -> Result<InstanceFile, crate::spec::SpecError> {
         let path = self
             .cx
             .svc
@@ -273,9 +276,7 @@ impl Upgrader {
             .instances_dir
             .join(format!("{tenant}.yaml"));
         let shown = crate::spec::shown_path(&path, 2);
-        crate::spec::load_yaml::<InstanceFile>(&path, &shown)
-            .map(|l| l.value)
-            .map_err(|e| e.to_string())
+        crate::spec::load_yaml::<InstanceFile>(&path, &shown).map(|l| l.value)
     }
 
     pub fn pause(&self) -> Result<UpgradeState, UpgradeError> {

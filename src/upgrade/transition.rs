@@ -13,6 +13,41 @@ use crate::{
 };
 use std::{sync::Arc, time::Duration};
 
+/// Why a step of one tenant's move (or of its undo) failed; the upgrade's state says it.
+#[derive(Debug, thiserror::Error)]
+pub enum StepError {
+    #[error("{0}")]
+    Spec(#[from] crate::spec::SpecError),
+    #[error("{0}")]
+    Invalid(#[from] crate::spec::SpecErrors),
+    #[error("{0}")]
+    Runtime(#[from] crate::runtime::RuntimeError),
+    #[error("{0}")]
+    Alloc(#[from] crate::store::AllocError),
+    #[error("{0}")]
+    Backup(#[from] crate::backup::BackupError),
+    #[error("{0}")]
+    Yaml(#[from] serde_yaml::Error),
+    #[error("{path}: {source}")]
+    Write {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("no allocation")]
+    NoAllocation,
+    #[error(
+        "service {service} changes between versions {from} and {to}: blue-green only swaps the web service; give the version `strategy: recreate`"
+    )]
+    NotWebOnly {
+        service: String,
+        from: String,
+        to: String,
+    },
+    /// The old version's web container did not start again.
+    #[error("{0}")]
+    Restart(String),
+}
+
 /// Why a tenant did not move: before anything changed, or after (so it is rolled back).
 pub(super) enum Fail {
     NotStarted(String),
@@ -21,6 +56,10 @@ pub(super) enum Fail {
 
 pub(super) fn failed(e: impl std::fmt::Display) -> Fail {
     Fail::Failed(e.to_string())
+}
+
+fn not_started(e: StepError) -> Fail {
+    Fail::NotStarted(e.to_string())
 }
 
 /// The version a tenant had before its last upgrade (for `berth rollback`).
@@ -46,7 +85,7 @@ impl Upgrader {
             Err(e) => {
                 self.update(t, |p| {
                     p.phase = Phase::Failed;
-                    p.error = Some(e);
+                    p.error = Some(e.to_string());
                 });
                 return;
             }
@@ -89,7 +128,7 @@ impl Upgrader {
             .await
             .map_err(|e| Fail::NotStarted(format!("no backup, no upgrade: {e}")))?;
         self.update(t, |p| p.backup = Some(backup.id.clone()));
-        let new = self.instance_at(t, &to).map_err(Fail::NotStarted)?;
+        let new = self.instance_at(t, &to).map_err(not_started)?;
         let old = self
             .cx
             .passes
@@ -107,7 +146,7 @@ impl Upgrader {
         match progress.strategy {
             UpgradeStrategy::BlueGreen => {
                 self.check_only_web_changes(&old, &new, &alloc)
-                    .map_err(Fail::NotStarted)?;
+                    .map_err(not_started)?;
                 self.blue_green(t, &new, alloc).await?;
             }
             UpgradeStrategy::Recreate => self.recreate(t, &new, alloc).await?,
@@ -124,10 +163,10 @@ impl Upgrader {
     }
 
     /// The tenant's instance as it will be at `version`, validated like an API edit.
-    pub(super) fn instance_at(&self, t: &str, version: &str) -> Result<Instance, String> {
+    pub(super) fn instance_at(&self, t: &str, version: &str) -> Result<Instance, StepError> {
         let mut file = self.read_file(t)?;
         file.version = Some(version.into());
-        desired::check_candidate(self.cx.svc.host(), &file).map_err(|e| e.to_string())
+        Ok(desired::check_candidate(self.cx.svc.host(), &file)?)
     }
 
     /// Blue-green replaces the web container only; any other service must stay the same.
@@ -136,7 +175,7 @@ impl Upgrader {
         old: &Instance,
         new: &Instance,
         a: &Allocation,
-    ) -> Result<(), String> {
+    ) -> Result<(), StepError> {
         let (ns, layout) = (&self.cx.svc.host().namespace, self.cx.svc.layout());
         for svc in old.services.iter().filter(|s| s.name != old.web.service) {
             let hash = |i: &Instance, s| {
@@ -147,10 +186,11 @@ impl Upgrader {
                 .service(&svc.name)
                 .is_some_and(|n| hash(new, n) == hash(old, svc));
             if !same {
-                return Err(format!(
-                    "service {} changes between versions {} and {}: blue-green only swaps the web service; give the version `strategy: recreate`",
-                    svc.name, old.version, new.version
-                ));
+                return Err(StepError::NotWebOnly {
+                    service: svc.name.clone(),
+                    from: old.version.clone(),
+                    to: new.version.clone(),
+                });
             }
         }
         Ok(())

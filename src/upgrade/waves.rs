@@ -11,10 +11,15 @@ pub enum Batch {
     Percent(u32),
 }
 
+/// A `--batch` that is neither a count nor a share.
+#[derive(Debug, PartialEq, thiserror::Error)]
+#[error("batch {0:?} is not a count (5) or a share (10%)")]
+pub struct BadBatch(String);
+
 impl FromStr for Batch {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Batch, String> {
-        let bad = || format!("batch {s:?} is not a count (5) or a share (10%)");
+    type Err = BadBatch;
+    fn from_str(s: &str) -> Result<Batch, BadBatch> {
+        let bad = || BadBatch(s.to_string());
         match s.strip_suffix('%') {
             Some(p) => match p.trim().parse::<u32>() {
                 Ok(n) if (1..=100).contains(&n) => Ok(Batch::Percent(n)),

@@ -236,7 +236,7 @@ pub async fn authenticate(
 }
 
 /// The principal a token names: the host's operator token or a live `berth token`.
-pub fn principal_for(s: &AppState, given: &str) -> Result<Principal, String> {
+pub fn principal_for(s: &AppState, given: &str) -> Result<Principal, &'static str> {
     let host = s.host_token.as_deref().unwrap_or("");
     if !host.is_empty() && constant_time_eq(given.as_bytes(), host.as_bytes()) {
         return Ok(Principal::host_token());
@@ -244,7 +244,6 @@ pub fn principal_for(s: &AppState, given: &str) -> Result<Principal, String> {
     let layout = s.cx.svc.layout();
     s.tokens
         .authenticate(given, &|t| tenant_identity(layout, t))
-        .map_err(|e| e.to_string())
 }
 
 /// The identity of tenant `t` as tokens are checked against it: a tenant that still has its
