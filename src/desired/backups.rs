@@ -52,6 +52,7 @@ impl BackupPolicy {
         if let Some(b) = &file.budget {
             let field = "backups.budget";
             let bytes = crate::spec::units::parse_bytes(b)
+                .map_err(String::from)
                 .map_err(|message| LimitError { field, message })?;
             if bytes < MIN_BUDGET {
                 return Err(LimitError {

@@ -130,7 +130,9 @@ fn field(name: &str) -> impl Fn(String) -> FieldError + '_ {
 }
 
 fn duration(name: &str, v: &str) -> Result<Duration, FieldError> {
-    units::parse_duration(v).map_err(field(name))
+    units::parse_duration(v)
+        .map_err(String::from)
+        .map_err(field(name))
 }
 
 fn addr(name: &str, v: &str) -> Result<SocketAddr, FieldError> {
@@ -176,6 +178,7 @@ pub fn build_proxy(p: &ProxyFile) -> Result<ProxyConfig, Vec<FieldError>> {
         }
     }
     let max_header_bytes = units::parse_bytes(&p.max_header_bytes)
+        .map_err(String::from)
         .map_err(|m| errs.push(("proxy.max_header_bytes".into(), m)))
         .unwrap_or_default();
     if !(8192..=1 << 20).contains(&max_header_bytes) && errs.is_empty() {
@@ -185,6 +188,7 @@ pub fn build_proxy(p: &ProxyFile) -> Result<ProxyConfig, Vec<FieldError>> {
         ));
     }
     let max_body = units::parse_bytes(&p.max_body)
+        .map_err(String::from)
         .map_err(|m| errs.push(("proxy.max_body".into(), m)))
         .unwrap_or_default();
     let max_wakes = p.max_wakes.unwrap_or(DEFAULT_MAX_WAKES);

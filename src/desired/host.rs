@@ -254,7 +254,7 @@ fn sleep_after(s: &str) -> Result<Option<Duration>, super::limits::LimitError> {
         field: "sleep_after",
         message,
     };
-    match units::parse_duration(s) {
+    match units::parse_duration(s).map_err(String::from) {
         Ok(d) if d >= MIN_SLEEP_AFTER && d <= Duration::from_secs(365 * 86400) => Ok(Some(d)),
         Ok(_) => Err(bad(format!("{s} is out of range (5s..=365d, or never)"))),
         Err(m) => Err(bad(m)),

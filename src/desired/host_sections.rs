@@ -36,6 +36,7 @@ pub(super) fn basics(h: &HostFile, err: Err) -> (Option<SubnetPool>, Option<Dura
         );
     }
     let resync = units::parse_duration(&h.resync_interval)
+        .map_err(String::from)
         .map_err(|m| err("resync_interval", m))
         .ok();
     if !is_dns_label(&h.namespace) || h.namespace.len() > 20 {
@@ -86,7 +87,7 @@ pub(super) fn admission(h: &HostFile, err: Err) -> Admission {
     ];
     for (field, given, into) in totals {
         if let Some(m) = given {
-            match units::parse_bytes(m) {
+            match units::parse_bytes(m).map_err(String::from) {
                 Ok(b) => *into = Some(b),
                 Err(e) => err(field, e),
             }
@@ -110,7 +111,7 @@ pub(super) fn metrics(h: &HostFile, err: Err) -> MetricsConfig {
         },
     }
     if let Some(i) = &h.metrics.interval {
-        match units::parse_duration(i) {
+        match units::parse_duration(i).map_err(String::from) {
             Ok(d) if d >= Duration::from_secs(1) && d <= Duration::from_secs(3600) => {
                 metrics.interval = d
             }
@@ -153,8 +154,8 @@ pub(super) fn shared_servers(
     err: Err,
 ) -> (Option<SharedDatabase>, Option<SharedDatabase>) {
     let mut shared = |key: &str, f: &Option<SharedDatabaseFile>| {
-        f.as_ref()
-            .and_then(|s| match units::parse_bytes(&s.memory) {
+        f.as_ref().and_then(
+            |s| match units::parse_bytes(&s.memory).map_err(String::from) {
                 Ok(memory) => Some(SharedDatabase {
                     image: s.image.clone(),
                     memory,
@@ -164,7 +165,8 @@ pub(super) fn shared_servers(
                     err(&format!("{key}.memory"), m);
                     None
                 }
-            })
+            },
+        )
     };
     let shared_database = shared("shared_database", &h.shared_database);
     let shared_mariadb = shared("shared_mariadb", &h.shared_mariadb);

@@ -41,10 +41,12 @@ impl Limits {
     pub fn overlay(base: Limits, file: &LimitsFile) -> Result<Limits, LimitError> {
         let mut out = base;
         if let Some(m) = &file.memory {
-            out.memory = units::parse_bytes(m).map_err(|message| LimitError {
-                field: "memory",
-                message,
-            })?;
+            out.memory = units::parse_bytes(m)
+                .map_err(String::from)
+                .map_err(|message| LimitError {
+                    field: "memory",
+                    message,
+                })?;
             if out.memory < MIN_MEMORY {
                 return Err(LimitError {
                     field: "memory",

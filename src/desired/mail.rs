@@ -87,7 +87,7 @@ impl MailLimits {
         };
         let max_size = match f.max_size.as_deref() {
             None => self.max_size,
-            Some(s) => match parse_bytes(s) {
+            Some(s) => match parse_bytes(s).map_err(String::from) {
                 Ok(b) if (1024..=MAX_SIZE).contains(&b) => b,
                 Ok(_) => {
                     return Err(LimitError {
@@ -148,10 +148,12 @@ pub fn build(
     if !is_host_name(&hostname) {
         err("hostname", format!("{hostname:?} is not a host name"));
     }
-    let memory = parse_bytes(&f.memory).unwrap_or_else(|m| {
-        err("memory", m);
-        0
-    });
+    let memory = parse_bytes(&f.memory)
+        .map_err(String::from)
+        .unwrap_or_else(|m| {
+            err("memory", m);
+            0
+        });
     if memory != 0 && memory < (32 << 20) {
         err("memory", format!("{} is below 32m", f.memory));
     }

@@ -48,7 +48,7 @@ fn duration(
     errs: &mut Vec<FieldError>,
 ) {
     let Some(s) = given else { return };
-    match units::parse_duration(s) {
+    match units::parse_duration(s).map_err(String::from) {
         Ok(d) if d >= range.0 && d <= range.1 => *into = d,
         Ok(_) => errs.push((
             format!("probes.{field}"),

@@ -46,7 +46,9 @@ fn range<T: PartialOrd + std::fmt::Display + Copy>(
 }
 
 fn bytes(field: &'static str, s: &str, min: u64, min_text: &str) -> Result<u64, LimitError> {
-    let b = units::parse_bytes(s).map_err(|message| LimitError { field, message })?;
+    let b = units::parse_bytes(s)
+        .map_err(String::from)
+        .map_err(|message| LimitError { field, message })?;
     if b < min {
         return Err(LimitError {
             field,

@@ -111,7 +111,7 @@ pub fn timeout_of(t: Option<&str>) -> Result<Duration, String> {
     let Some(t) = t else {
         return Ok(DEFAULT_TIMEOUT);
     };
-    let d = crate::spec::units::parse_duration(t)?;
+    let d = crate::spec::units::parse_duration(t).map_err(String::from)?;
     if d < Duration::from_secs(1) || d > Duration::from_secs(86_400) {
         return Err(format!("{t:?} is out of range (1s..=24h)"));
     }

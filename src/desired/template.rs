@@ -258,7 +258,7 @@ fn check_service(
     }
     for (k, v) in [("stop_grace_period", &s.stop_grace_period)] {
         if let Some(d) = v
-            && let Err(m) = units::parse_duration(d)
+            && let Err(m) = units::parse_duration(d).map_err(String::from)
         {
             err(&at(k), m);
         }
@@ -281,7 +281,7 @@ fn check_service(
             ("start_period", &h.start_period),
         ] {
             if let Some(d) = v
-                && let Err(m) = units::parse_duration(d)
+                && let Err(m) = units::parse_duration(d).map_err(String::from)
             {
                 err(&at(&format!("healthcheck.{k}")), m);
             }

@@ -2,9 +2,30 @@
 
 use std::time::Duration;
 
+/// A size or duration as written that is not one; the text is quoted back.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum UnitError {
+    #[error("{0:?} is not a size (examples: 512m, 1g, 65536)")]
+    NotSize(String),
+    #[error("{0:?} is not a size")]
+    NotFinite(String),
+    #[error("{0:?} is too large (at most 8 EiB)")]
+    TooLarge(String),
+    #[error("{0:?} is not a duration (examples: 500ms, 30s, 5m, 1h, 30d)")]
+    NotDuration(String),
+    #[error("{0:?} is too long a duration")]
+    TooLong(String),
+}
+
+impl From<UnitError> for String {
+    fn from(e: UnitError) -> String {
+        e.to_string()
+    }
+}
+
 /// Bytes from a Docker-style size: a number with an optional binary suffix
 /// (`k`, `m`, `g`, `t`, optionally followed by `i`/`b`/`ib`): `512m` = 512 MiB.
-pub fn parse_bytes(s: &str) -> Result<u64, String> {
+pub fn parse_bytes(s: &str) -> Result<u64, UnitError> {
     let t = s.trim().to_ascii_lowercase();
     let t = t
         .strip_suffix("ib")
@@ -21,22 +42,22 @@ pub fn parse_bytes(s: &str) -> Result<u64, String> {
     let n: f64 = num
         .trim()
         .parse()
-        .map_err(|_| format!("{s:?} is not a size (examples: 512m, 1g, 65536)"))?;
+        .map_err(|_| UnitError::NotSize(s.into()))?;
     let b = n * mult as f64;
     if !(b.is_finite() && b >= 0.0) {
-        return Err(format!("{s:?} is not a size"));
+        return Err(UnitError::NotFinite(s.into()));
     }
     // Past 8 EiB a size is a typo or an attack, never a quota; `as` would saturate silently.
     if b >= (1u64 << 63) as f64 {
-        return Err(format!("{s:?} is too large (at most 8 EiB)"));
+        return Err(UnitError::TooLarge(s.into()));
     }
     Ok(b as u64)
 }
 
 /// A duration like `500ms`, `30s`, `5m`, `2h`, `30d`; a bare number means seconds.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
+pub fn parse_duration(s: &str) -> Result<Duration, UnitError> {
     let t = s.trim();
-    let bad = || format!("{s:?} is not a duration (examples: 500ms, 30s, 5m, 1h, 30d)");
+    let bad = || UnitError::NotDuration(s.into());
     let (num, unit) = match t.find(|c: char| !(c.is_ascii_digit() || c == '.')) {
         Some(i) => (&t[..i], &t[i..]),
         None => (t, "s"),
@@ -51,7 +72,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         _ => return Err(bad()),
     };
     // A huge number of hours does not fit a Duration: an error, never a panic.
-    Duration::try_from_secs_f64(secs).map_err(|_| format!("{s:?} is too long a duration"))
+    Duration::try_from_secs_f64(secs).map_err(|_| UnitError::TooLong(s.into()))
 }
 
 /// Formats bytes the way specs write them, for messages and tables.
@@ -81,7 +102,12 @@ mod tests {
         assert_eq!(parse_bytes("2GiB"), Ok(2 << 30));
         assert_eq!(parse_bytes("1.5g"), Ok(3 << 29));
         assert_eq!(parse_bytes("4096"), Ok(4096));
-        assert!(parse_bytes("lots").unwrap_err().contains("not a size"));
+        assert!(
+            parse_bytes("lots")
+                .unwrap_err()
+                .to_string()
+                .contains("not a size")
+        );
     }
 
     #[test]
@@ -94,10 +120,12 @@ mod tests {
 
     #[test]
     fn values_too_large_for_their_type_are_errors_not_panics() {
-        let e = parse_duration("99999999999999999999999h").unwrap_err();
+        let e = parse_duration("99999999999999999999999h")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("too long"), "{e}");
         assert!(parse_duration("1e400").is_err());
-        let e = parse_bytes("99999999999t").unwrap_err();
+        let e = parse_bytes("99999999999t").unwrap_err().to_string();
         assert!(e.contains("too large"), "{e}");
         assert!(parse_bytes("1e400").is_err());
         assert!(parse_bytes("-1").is_err());
