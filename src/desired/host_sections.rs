@@ -19,10 +19,11 @@ use std::{
     time::Duration,
 };
 
-type Err<'a> = &'a mut dyn FnMut(&str, String);
+/// Where a section's field errors go.
+type Report<'a> = &'a mut dyn FnMut(&str, String);
 
 /// The address pool, the port range, the namespace and the resync interval.
-pub(super) fn basics(h: &HostFile, err: Err) -> (Option<SubnetPool>, Option<Duration>) {
+pub(super) fn basics(h: &HostFile, err: Report) -> (Option<SubnetPool>, Option<Duration>) {
     let pool = SubnetPool::parse(&h.network.subnet_pool, h.network.subnet_prefix)
         .map_err(|m| err("network.subnet_pool", m))
         .ok();
@@ -52,7 +53,7 @@ pub(super) fn basics(h: &HostFile, err: Err) -> (Option<SubnetPool>, Option<Dura
 }
 
 /// `admission:`: overcommit ratios and the memory and disk the host offers.
-pub(super) fn admission(h: &HostFile, err: Err) -> Admission {
+pub(super) fn admission(h: &HostFile, err: Report) -> Admission {
     let mut admission = Admission::default();
     let ratios = [
         (
@@ -97,7 +98,7 @@ pub(super) fn admission(h: &HostFile, err: Err) -> Admission {
 }
 
 /// `metrics:`: the listener and the sampling interval.
-pub(super) fn metrics(h: &HostFile, err: Err) -> MetricsConfig {
+pub(super) fn metrics(h: &HostFile, err: Report) -> MetricsConfig {
     let mut metrics = MetricsConfig::default();
     match h.metrics.listen.as_deref() {
         None => {}
@@ -123,7 +124,7 @@ pub(super) fn metrics(h: &HostFile, err: Err) -> MetricsConfig {
 }
 
 /// `plans:` and `default_plan`.
-pub(super) fn plans(h: &HostFile, engine: &Engine, err: Err) -> BTreeMap<String, Plan> {
+pub(super) fn plans(h: &HostFile, engine: &Engine, err: Report) -> BTreeMap<String, Plan> {
     let mut plans = BTreeMap::new();
     for (name, lf) in &h.plans {
         match Plan::default().overlay(lf) {
@@ -151,7 +152,7 @@ pub(super) fn plans(h: &HostFile, engine: &Engine, err: Err) -> BTreeMap<String,
 pub(super) fn shared_servers(
     h: &HostFile,
     engine: &Engine,
-    err: Err,
+    err: Report,
 ) -> (Option<SharedDatabase>, Option<SharedDatabase>) {
     let mut shared = |key: &str, f: &Option<SharedDatabaseFile>| {
         f.as_ref().and_then(
@@ -201,7 +202,7 @@ pub(super) fn edge(
     h: &HostFile,
     engine: &Engine,
     resolve: &dyn Fn(&Path) -> PathBuf,
-    err: Err,
+    err: Report,
 ) -> EdgeParts {
     let mut edge_err = |errs: Vec<(String, String)>| {
         for (f, m) in errs {

@@ -14,10 +14,11 @@ use crate::spec::{
 use minijinja::{Environment, Value};
 use std::collections::BTreeMap;
 
-type Err<'a> = &'a mut dyn FnMut(&str, String);
+/// Where a section's field errors go.
+type Report<'a> = &'a mut dyn FnMut(&str, String);
 
 /// Domains and aliases: each one the tenant may claim, none twice, within the plan's count.
-pub(super) fn check_claims(i: &InstanceFile, host: &HostConfig, max: Option<u32>, err: Err) {
+pub(super) fn check_claims(i: &InstanceFile, host: &HostConfig, max: Option<u32>, err: Report) {
     for (n, d) in i.domains.iter().enumerate() {
         if let Err(m) = super::domains::check_custom(d, &i.tenant, host) {
             err(&format!("domains.{n}"), m);
@@ -42,7 +43,7 @@ pub(super) fn check_claims(i: &InstanceFile, host: &HostConfig, max: Option<u32>
 }
 
 /// `paths:`: each a valid mount under a shared domain, none twice.
-pub(super) fn paths_of(i: &InstanceFile, host: &HostConfig, err: Err) -> Vec<PathMount> {
+pub(super) fn paths_of(i: &InstanceFile, host: &HostConfig, err: Report) -> Vec<PathMount> {
     let mut paths = Vec::new();
     for (n, p) in i.paths.iter().enumerate() {
         match PathMount::parse(p, host) {
@@ -62,7 +63,7 @@ pub(super) fn configs_of(
     t: &Template,
     env: &Environment<'_>,
     ctx: &Value,
-    err: Err,
+    err: Report,
 ) -> BTreeMap<String, String> {
     let mut configs = BTreeMap::new();
     for (name, src) in &t.source.config_sources {
@@ -91,7 +92,7 @@ pub(super) fn services_of(
     limits: &Limits,
     env: &Environment<'_>,
     ctx: &Value,
-    err: Err,
+    err: Report,
 ) -> Vec<Service> {
     let tf = t.file();
     let skip = match database {

@@ -17,14 +17,6 @@ async fn connect(addr: SocketAddr) -> Result<TcpStream, ProbeError> {
         .map_err(|source| ProbeError::Connect { addr, source })
 }
 
-fn eof(e: std::io::Error) -> ProbeError {
-    ProbeError::io(e)
-}
-
-fn garbled(what: String) -> ProbeError {
-    ProbeError::Protocol(what)
-}
-
 /// PostgreSQL: a protocol 3.0 startup for the tenant's user and database, as `pg_isready`
 /// does. An authentication request (or an authentication error) means the server accepts
 /// connections; "the database system is starting up" (57P03) and anything unexpected do not.
@@ -33,14 +25,16 @@ pub async fn postgres(addr: SocketAddr, user: &str, database: &str) -> Result<()
     let mut s = connect(addr).await?;
     s.write_all(&startup_message(user, database))
         .await
-        .map_err(eof)?;
-    let tag = s.read_u8().await.map_err(eof)?;
-    let len = s.read_u32().await.map_err(eof)? as usize;
+        .map_err(ProbeError::io)?;
+    let tag = s.read_u8().await.map_err(ProbeError::io)?;
+    let len = s.read_u32().await.map_err(ProbeError::io)? as usize;
     if !(4..=8192).contains(&len) {
-        return Err(garbled(format!("not a PostgreSQL answer (length {len})")));
+        return Err(ProbeError::Protocol(format!(
+            "not a PostgreSQL answer (length {len})"
+        )));
     }
     let mut body = vec![0; len - 4];
-    s.read_exact(&mut body).await.map_err(eof)?;
+    s.read_exact(&mut body).await.map_err(ProbeError::io)?;
     let verdict = postgres_verdict(tag, &body);
     if tag == b'R' {
         let _ = s.write_all(&[b'X', 0, 0, 0, 4]).await;
@@ -81,7 +75,7 @@ fn postgres_verdict(tag: u8, body: &[u8]) -> Result<(), ProbeError> {
                 Err(ProbeError::Postgres { code, message: msg })
             }
         }
-        t => Err(garbled(format!(
+        t => Err(ProbeError::Protocol(format!(
             "not a PostgreSQL answer (message {:?})",
             t as char
         ))),
@@ -107,7 +101,7 @@ async fn after_login(s: &mut TcpStream, password: &[u8]) -> Result<(), ProbeErro
     let (seq, p) = read_packet(s).await?;
     match p.first() {
         Some(0x00) => Ok(()),
-        Some(0xff) => mariadb_error(&p, true),
+        Some(0xff) => refused_login(&p),
         // Auth switch: answer once with the plugin the server asks for.
         Some(0xfe) if p.len() > 1 => {
             let rest = &p[1..];
@@ -118,31 +112,38 @@ async fn after_login(s: &mut TcpStream, password: &[u8]) -> Result<(), ProbeErro
             write_packet(s, seq.wrapping_add(1), &scramble(&plugin, password, nonce)).await?;
             let (_, p) = read_packet(s).await?;
             match p.first() {
-                Some(0xff) => mariadb_error(&p, true),
+                Some(0xff) => refused_login(&p),
                 _ => Ok(()),
             }
         }
         // caching_sha2 "fast auth ok" or "full auth needed": the server speaks the protocol;
         // berth does not send a password in clear to find out more.
         Some(0x01) => Ok(()),
-        _ => Err(garbled("not a MariaDB/MySQL answer after the login".into())),
+        _ => Err(ProbeError::Protocol(
+            "not a MariaDB/MySQL answer after the login".into(),
+        )),
     }
 }
 
-/// ERR packet: 1045 (access denied) after a login means the server is up.
-fn mariadb_error(p: &[u8], after_login: bool) -> Result<(), ProbeError> {
-    let code = p.get(1..3).map_or(0, |c| u16::from_le_bytes([c[0], c[1]]));
-    if after_login && code == 1045 {
-        return Ok(());
+/// An ERR packet after the login: 1045 (access denied) means the server is up.
+fn refused_login(p: &[u8]) -> Result<(), ProbeError> {
+    match mariadb_error(p) {
+        ProbeError::Mariadb { code: 1045, .. } => Ok(()),
+        e => Err(e),
     }
+}
+
+/// An ERR packet's code and message.
+fn mariadb_error(p: &[u8]) -> ProbeError {
+    let code = p.get(1..3).map_or(0, |c| u16::from_le_bytes([c[0], c[1]]));
     let msg = p.get(3..).unwrap_or_default();
     let msg = msg
         .strip_prefix(b"#")
         .map_or(msg, |m| m.get(5..).unwrap_or_default());
-    Err(ProbeError::Mariadb {
+    ProbeError::Mariadb {
         code,
         message: String::from_utf8_lossy(msg).to_string(),
-    })
+    }
 }
 
 struct Greeting {
@@ -154,14 +155,10 @@ impl Greeting {
     fn parse(p: &[u8]) -> Result<Greeting, ProbeError> {
         match p.first() {
             Some(0x0a) => {}
-            Some(0xff) => {
-                return Err(mariadb_error(p, false)
-                    .err()
-                    .unwrap_or_else(|| garbled("an empty MariaDB/MySQL error".into())));
-            }
-            _ => return Err(garbled("not a MariaDB/MySQL greeting".into())),
+            Some(0xff) => return Err(mariadb_error(p)),
+            _ => return Err(ProbeError::Protocol("not a MariaDB/MySQL greeting".into())),
         }
-        let bad = || garbled("a truncated MariaDB/MySQL greeting".into());
+        let bad = || ProbeError::Protocol("a truncated MariaDB/MySQL greeting".into());
         let version_end = 1 + p[1..].iter().position(|b| *b == 0).ok_or_else(bad)?;
         let at = version_end + 1 + 4;
         let mut nonce = p.get(at..at + 8).ok_or_else(bad)?.to_vec();
@@ -225,23 +222,23 @@ fn login(user: &str, auth: &[u8], plugin: &str) -> Vec<u8> {
 
 async fn read_packet(s: &mut TcpStream) -> Result<(u8, Vec<u8>), ProbeError> {
     let mut head = [0; 4];
-    s.read_exact(&mut head).await.map_err(eof)?;
+    s.read_exact(&mut head).await.map_err(ProbeError::io)?;
     let len = u32::from_le_bytes([head[0], head[1], head[2], 0]) as usize;
     if len > 64 * 1024 {
-        return Err(garbled(format!(
+        return Err(ProbeError::Protocol(format!(
             "not a MariaDB/MySQL answer (packet of {len} bytes)"
         )));
     }
     let mut p = vec![0; len];
-    s.read_exact(&mut p).await.map_err(eof)?;
+    s.read_exact(&mut p).await.map_err(ProbeError::io)?;
     Ok((head[3], p))
 }
 
 async fn write_packet(s: &mut TcpStream, seq: u8, p: &[u8]) -> Result<(), ProbeError> {
     let mut msg = (p.len() as u32).to_le_bytes();
     msg[3] = seq;
-    s.write_all(&msg).await.map_err(eof)?;
-    s.write_all(p).await.map_err(eof)
+    s.write_all(&msg).await.map_err(ProbeError::io)?;
+    s.write_all(p).await.map_err(ProbeError::io)
 }
 
 #[cfg(test)]

@@ -51,11 +51,7 @@ impl Controller {
             let d = self.desired();
             let inst = d.instances.get(t).ok_or(WakeError::NotDesired)?;
             if inst.state != RunState::Running {
-                return Err(WakeError::NotRunning(match inst.state {
-                    RunState::Stopped => "stopped",
-                    RunState::Suspended => "suspended",
-                    RunState::Running => "running",
-                }));
+                return Err(WakeError::NotRunning(inst.state.as_str()));
             }
             let mut observed = self.observe_tenant(&d, inst).await?;
             let steps = self.plan_tenant(inst, &observed);
