@@ -1,7 +1,8 @@
 //! The egress policy on the real engine and kernel: a test host in a network namespace of
 //! this test (veth; 169.254.169.254 standing in for a cloud metadata service, 192.168.77.2 for
 //! a host on the provider's private network) answers a container on a plain Docker network,
-//! and never a berth tenant, unless the tenant's plan allows it.
+//! and never a berth tenant, unless the tenant's plan allows it. Also here, as it restarts the
+//! engine too: a volume berth made is still berth's after the engine restarts.
 
 mod common;
 use common::*;
@@ -102,6 +103,44 @@ fn restart_dockerd() {
         (setsid dockerd >>/var/log/dockerd.log 2>&1 </dev/null &); \
         for i in $(seq 1 120); do docker info >/dev/null 2>&1 && exit 0; sleep 0.5; done; exit 1",
     );
+}
+
+/// After a restart the engine answers a create of an existing volume that no container mounts
+/// with `Labels: null` (it reads the stored labels only on inspect). The relay's queue volume
+/// is such a volume once its container is gone: berth refused it as "not this tenant's" until
+/// something inspected it. Berth's own volume stays berth's; one made by hand stays refused.
+#[test]
+fn a_volume_berth_made_is_still_berths_after_the_engine_restarts() {
+    use berth::runtime::{Runtime, VolumeSpec, docker::DockerRuntime, spec::owner_labels};
+    let Some(_serial) = docker_test() else { return };
+    let (ours, theirs) = ("bt82-_host-mail-queue", "bt82-handmade");
+    for v in [ours, theirs] {
+        let _ = docker(&["volume", "rm", "-f", v]);
+    }
+    let spec = |name: &str| VolumeSpec {
+        name: name.into(),
+        labels: owner_labels("bt82", berth::runtime::labels::HOST_TENANT),
+        device: None,
+    };
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let engine = DockerRuntime::connect().await.unwrap();
+        engine.create_volume(&spec(ours)).await.unwrap();
+    });
+    docker_ok(&["volume", "create", theirs]);
+    restart_dockerd();
+    rt.block_on(async {
+        let engine = DockerRuntime::connect().await.unwrap();
+        engine
+            .create_volume(&spec(ours))
+            .await
+            .expect("berth's own volume, after the engine restarted");
+        let e = engine.create_volume(&spec(theirs)).await.unwrap_err();
+        assert!(e.to_string().contains("is not this tenant's"), "{e}");
+    });
+    for v in [ours, theirs] {
+        docker_ok(&["volume", "rm", v]);
+    }
 }
 
 fn instance(tenant: &str, plan: &str) -> String {

@@ -113,7 +113,7 @@ pub async fn audit_index(
     }
     let mut tenants = who.visible();
     if let Some(t) = q.tenant {
-        super::params::tenant(&t).map_err(ApiError::BadRequest)?;
+        super::params::tenant(&t)?;
         if !who.may_read(&t) {
             return Err(ApiError::NotFound(format!("no instance {t:?}")));
         }

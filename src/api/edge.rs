@@ -87,7 +87,7 @@ pub async fn domain_add(
     Tenant(tenant): Tenant,
     JsonBody(req): JsonBody<DomainRequest>,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
-    check_custom(&req.domain, &tenant, s.cx.svc.host()).map_err(ApiError::BadRequest)?;
+    check_custom(&req.domain, &tenant, s.cx.svc.host())?;
     let path = instances::instance_path(&s, &tenant)?;
     let _guard = s.write_lock.lock().await;
     if !path.exists() {

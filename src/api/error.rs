@@ -28,6 +28,13 @@ pub enum ApiError {
     Internal(String),
 }
 
+/// A refused value in a request is the client's to fix: 400 with the rule's words.
+impl From<crate::desired::Invalid> for ApiError {
+    fn from(e: crate::desired::Invalid) -> Self {
+        ApiError::BadRequest(e.to_string())
+    }
+}
+
 impl ApiError {
     /// The status and the message a client is shown (an internal error's detail is logged,
     /// not shown).

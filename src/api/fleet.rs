@@ -222,7 +222,7 @@ pub async fn backup_verify(
 
 /// Splits `SOURCE:ID` (or a bare `ID` of `default`), checking both parts are plain names.
 fn backup_ref(from: &str, default: &str) -> Result<(String, String), ApiError> {
-    super::params::backup_ref(from).map_err(ApiError::BadRequest)?;
+    super::params::backup_ref(from)?;
     let (source, id) = from.split_once(':').unwrap_or((default, from));
     Ok((source.into(), id.into()))
 }

@@ -125,7 +125,7 @@ pub(super) fn load_file(path: &std::path::Path) -> Result<InstanceFile, ApiError
 
 pub(super) fn instance_path(s: &AppState, tenant: &str) -> Result<std::path::PathBuf, ApiError> {
     // Checked before any path is built from it: a tenant name is a DNS label, never `../x`.
-    super::params::tenant(tenant).map_err(ApiError::BadRequest)?;
+    super::params::tenant(tenant)?;
     Ok(s.cx.svc.host().instances_dir.join(format!("{tenant}.yaml")))
 }
 

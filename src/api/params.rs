@@ -3,7 +3,10 @@
 //! so `acme?purge=true` (an encoded `?` in the path) can never stand for `acme`.
 
 use super::error::ApiError;
-use crate::desired::instance::{check_domain, is_tenant_name};
+use crate::desired::{
+    Invalid,
+    instance::{check_domain, is_tenant_name},
+};
 use axum::{
     extract::{FromRequestParts, Path},
     http::request::Parts,
@@ -20,18 +23,16 @@ pub struct Domain(pub String);
 pub struct TenantBackup(pub String, pub String);
 
 /// A tenant name, or the reason it is not one.
-pub fn tenant(name: &str) -> Result<(), String> {
+pub fn tenant(name: &str) -> Result<(), Invalid> {
     if is_tenant_name(name) {
         Ok(())
     } else {
-        Err(format!(
-            "{name:?} is not a valid tenant name (a DNS label of at most 40 characters: a-z, 0-9, inner -)"
-        ))
+        Err(Invalid::NotTenant(name.into()))
     }
 }
 
 /// A backup reference: `ID` or `TENANT:ID`, ids being letters, digits, `-` and `_`.
-pub fn backup_ref(r: &str) -> Result<(), String> {
+pub fn backup_ref(r: &str) -> Result<(), Invalid> {
     let plain = |x: &str| {
         !x.is_empty()
             && x.len() <= 64
@@ -45,7 +46,7 @@ pub fn backup_ref(r: &str) -> Result<(), String> {
     if ok {
         Ok(())
     } else {
-        Err(format!("{r:?} is not a backup reference (ID or TENANT:ID)"))
+        Err(Invalid::NotBackupRef(r.into()))
     }
 }
 
@@ -62,7 +63,7 @@ async fn raw<S: Send + Sync>(
 fn take(
     m: &mut HashMap<String, String>,
     key: &str,
-    check: fn(&str) -> Result<(), String>,
+    check: fn(&str) -> Result<(), Invalid>,
 ) -> Result<String, ApiError> {
     let v = m.remove(key).unwrap_or_default();
     check(&v).map_err(|why| ApiError::BadRequest(format!("path parameter {key}: {why}")))?;

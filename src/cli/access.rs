@@ -42,16 +42,16 @@ pub enum TokenCmd {
 }
 
 /// `30d` → seconds.
-fn lifetime(s: &str) -> Result<u64, String> {
+fn lifetime(s: &str) -> anyhow::Result<u64> {
     let d = crate::spec::units::parse_duration(s)?;
     match d.as_secs() {
-        0 => Err(format!("{s:?} is not in the future")),
+        0 => anyhow::bail!("{s:?} is not in the future"),
         n => Ok(n),
     }
 }
 
 /// A relative age like `1h` or `7d` → Unix milliseconds that long ago.
-pub fn since(s: &str) -> Result<u64, String> {
+pub fn since(s: &str) -> Result<u64, crate::spec::units::UnitError> {
     let d = crate::spec::units::parse_duration(s)?;
     let now = crate::audit::now_ms();
     Ok(now.saturating_sub(d.as_millis().min(u128::from(u64::MAX)) as u64))

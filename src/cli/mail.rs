@@ -4,12 +4,12 @@ use super::table::{human_bytes, relative, render};
 use serde_json::Value;
 
 /// What the two positional arguments ask for: `dns T`, or `T`.
-pub fn target(first: &str, second: Option<&str>) -> Result<(bool, String), String> {
+pub fn target(first: &str, second: Option<&str>) -> anyhow::Result<(bool, String)> {
     match (first, second) {
         ("dns", Some(t)) => Ok((true, t.to_string())),
-        (_, Some(extra)) => Err(format!(
+        (_, Some(extra)) => anyhow::bail!(
             "unexpected argument {extra:?}: use `berth mail TENANT` or `berth mail dns TENANT`"
-        )),
+        ),
         (t, None) => Ok((false, t.to_string())),
     }
 }
@@ -100,9 +100,9 @@ mod tests {
 
     #[test]
     fn mail_dns_t_asks_for_records_and_a_third_word_is_refused() {
-        assert_eq!(target("acme", None), Ok((false, "acme".into())));
-        assert_eq!(target("dns", Some("acme")), Ok((true, "acme".into())));
-        assert_eq!(target("dns", None), Ok((false, "dns".into())));
+        assert_eq!(target("acme", None).unwrap(), (false, "acme".into()));
+        assert_eq!(target("dns", Some("acme")).unwrap(), (true, "acme".into()));
+        assert_eq!(target("dns", None).unwrap(), (false, "dns".into()));
         assert!(target("acme", Some("x")).is_err());
     }
 }

@@ -15,6 +15,7 @@ pub mod table;
 pub mod top;
 pub mod validate;
 
+use crate::desired::Invalid;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 use client::{Client, Target};
@@ -298,22 +299,22 @@ pub enum Command {
 
 /// A tenant argument is checked before any request: `../acme` or `acme?x=1` is refused here,
 /// with the reason, instead of reaching the agent.
-pub fn tenant_arg(s: &str) -> Result<String, String> {
+pub fn tenant_arg(s: &str) -> Result<String, Invalid> {
     crate::api::params::tenant(s).map(|()| s.to_string())
 }
 
-pub fn domain_arg(s: &str) -> Result<String, String> {
+pub fn domain_arg(s: &str) -> Result<String, Invalid> {
     crate::desired::instance::check_domain(s).map(|()| s.to_string())
 }
 
-pub fn backup_arg(s: &str) -> Result<String, String> {
+pub fn backup_arg(s: &str) -> Result<String, Invalid> {
     crate::api::params::backup_ref(s).map(|()| s.to_string())
 }
 
-fn parse_kv(s: &str) -> Result<(String, String), String> {
+fn parse_kv(s: &str) -> Result<(String, String), Invalid> {
     s.split_once('=')
         .map(|(k, v)| (k.to_string(), v.to_string()))
-        .ok_or_else(|| format!("{s:?} is not key=value"))
+        .ok_or_else(|| Invalid::NotKeyValue(s.into()))
 }
 
 impl Cli {

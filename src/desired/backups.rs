@@ -43,9 +43,9 @@ impl BackupPolicy {
             out.keep = k;
         }
         if let Some(s) = &file.schedule {
-            super::schedule::parse(s).map_err(|message| LimitError {
+            super::schedule::parse(s).map_err(|m| LimitError {
                 field: "backups.schedule",
-                message,
+                message: m.to_string(),
             })?;
             out.schedule = Some(s.clone());
         }

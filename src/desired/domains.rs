@@ -2,23 +2,21 @@
 //! two tenants name the same one: the provider's names (the base domain, shared domains) are
 //! never a tenant's to claim, IP literals are no domains, and an unproven claim blocks nothing.
 
-use super::{HostConfig, host::is_dns_label};
+use super::{HostConfig, Invalid, host::is_dns_label};
 use std::{collections::BTreeMap, path::Path};
 
 /// A lowercase host name of DNS labels with at least one dot, not an IP literal.
-pub fn check_domain(d: &str) -> Result<(), String> {
+pub fn check_domain(d: &str) -> Result<(), Invalid> {
     let ok = d.len() <= 253 && d.contains('.') && d.split('.').all(is_dns_label);
     if !ok {
-        return Err(format!(
-            "{d:?} is not a valid domain name (lowercase labels separated by dots)"
-        ));
+        return Err(Invalid::NotDomain(d.into()));
     }
     // A top-level label is never all digits: `10.1.2.3` is an address, not a name.
     if d.rsplit('.')
         .next()
         .is_some_and(|tld| tld.bytes().all(|b| b.is_ascii_digit()))
     {
-        return Err(format!("{d:?} is an IP address, not a domain name"));
+        return Err(Invalid::AddressNotDomain(d.into()));
     }
     Ok(())
 }
@@ -31,21 +29,24 @@ fn is_at_or_under(d: &str, parent: &str) -> bool {
 
 /// A custom domain or alias `tenant` may claim on `host`: a valid name that is not the base
 /// domain or under it (except the tenant's own subdomain), and not a shared domain or under one.
-pub fn check_custom(d: &str, tenant: &str, host: &HostConfig) -> Result<(), String> {
+pub fn check_custom(d: &str, tenant: &str, host: &HostConfig) -> Result<(), Invalid> {
     check_domain(d)?;
     if let Some(base) = &host.base_domain
         && is_at_or_under(d, base)
         && d != format!("{tenant}.{base}")
     {
-        return Err(format!(
-            "{d:?} is the host's base domain {base:?} or under it; tenants get their own subdomain {tenant}.{base} and may not claim others"
-        ));
+        return Err(Invalid::UnderBase {
+            domain: d.into(),
+            base: base.clone(),
+            tenant: tenant.into(),
+        });
     }
     let shared = host.proxy.iter().flat_map(|p| p.shared_domains.iter());
     if let Some(s) = shared.into_iter().find(|s| is_at_or_under(d, s)) {
-        return Err(format!(
-            "{d:?} is the shared domain {s:?} or under it; tenants are mounted there by path (paths:), never by name"
-        ));
+        return Err(Invalid::UnderShared {
+            domain: d.into(),
+            shared: s.clone(),
+        });
     }
     Ok(())
 }
@@ -74,7 +75,7 @@ mod tests {
         assert!(check_domain("localhost").is_err());
         for ip in ["10.1.2.3", "127.0.0.1", "1.2"] {
             let e = check_domain(ip).unwrap_err();
-            assert!(e.contains("is an IP address"), "{ip}: {e}");
+            assert!(e.to_string().contains("is an IP address"), "{ip}: {e}");
         }
         assert!(check_domain("1.example.com").is_ok());
     }
@@ -90,7 +91,7 @@ mod tests {
             "www.chk4.apps.example.test",
         ] {
             let e = check_custom(d, "chk4", &h).unwrap_err();
-            assert!(e.contains("base domain"), "{d}: {e}");
+            assert!(e.to_string().contains("base domain"), "{d}: {e}");
         }
         assert!(check_custom("xapps.example.test", "chk4", &h).is_ok());
     }
@@ -114,7 +115,7 @@ mod tests {
         });
         for d in ["sites.example.org", "acme.sites.example.org"] {
             let e = check_custom(d, "acme", &h).unwrap_err();
-            assert!(e.contains("shared domain"), "{d}: {e}");
+            assert!(e.to_string().contains("shared domain"), "{d}: {e}");
         }
         assert!(check_custom("mysites.example.org", "acme", &h).is_ok());
     }

@@ -83,11 +83,11 @@ pub struct Cidr {
 }
 
 impl Cidr {
-    pub fn parse(s: &str) -> Result<Cidr, String> {
+    pub fn parse(s: &str) -> Result<Cidr, super::Invalid> {
         let (ip, len) = s.split_once('/').unwrap_or((s, ""));
         let addr: IpAddr = ip
             .parse()
-            .map_err(|_| format!("{s:?} is not an IP network (a.b.c.d/n)"))?;
+            .map_err(|_| super::Invalid::NotNetwork(s.into()))?;
         let max = if addr.is_ipv4() { 32 } else { 128 };
         let prefix = if len.is_empty() {
             max
@@ -95,7 +95,7 @@ impl Cidr {
             len.parse()
                 .ok()
                 .filter(|p| *p <= max)
-                .ok_or_else(|| format!("{s:?} has an invalid prefix length"))?
+                .ok_or_else(|| super::Invalid::BadPrefix(s.into()))?
         };
         Ok(Cidr { addr, prefix })
     }
@@ -169,12 +169,12 @@ pub fn build_proxy(p: &ProxyFile) -> Result<ProxyConfig, Vec<FieldError>> {
     for (n, c) in p.trusted_proxies.iter().enumerate() {
         match Cidr::parse(c) {
             Ok(c) => trusted.push(c),
-            Err(m) => errs.push((format!("proxy.trusted_proxies.{n}"), m)),
+            Err(m) => errs.push((format!("proxy.trusted_proxies.{n}"), m.to_string())),
         }
     }
     for (n, d) in p.shared_domains.iter().enumerate() {
         if let Err(m) = super::instance::check_domain(d) {
-            errs.push((format!("proxy.shared_domains.{n}"), m));
+            errs.push((format!("proxy.shared_domains.{n}"), m.to_string()));
         }
     }
     let max_header_bytes = units::parse_bytes(&p.max_header_bytes)

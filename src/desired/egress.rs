@@ -55,8 +55,11 @@ impl fmt::Display for Allow {
 }
 
 /// `CIDR`, `CIDR:PORT` (TCP) or `CIDR:PORT/udp`; a bare address is a /32.
-pub fn parse_allow(s: &str) -> Result<Allow, String> {
-    let bad = |why: &str| format!("{s:?} {why} (expected CIDR, CIDR:PORT or CIDR:PORT/udp)");
+pub fn parse_allow(s: &str) -> Result<Allow, super::Invalid> {
+    let bad = |why| super::Invalid::BadAllow {
+        text: s.into(),
+        why,
+    };
     let (net, port) = match s.split_once(':') {
         Some((n, p)) => (n, Some(p)),
         None => (s, None),

@@ -147,23 +147,23 @@ pub struct SubnetPool {
 }
 
 impl SubnetPool {
-    pub fn parse(cidr: &str, subnet_prefix: u8) -> Result<SubnetPool, String> {
+    pub fn parse(cidr: &str, subnet_prefix: u8) -> Result<SubnetPool, super::Invalid> {
+        use super::Invalid;
         let (ip, len) = cidr
             .split_once('/')
-            .ok_or_else(|| format!("{cidr:?} is not a CIDR (a.b.c.d/n)"))?;
-        let base: Ipv4Addr = ip
-            .parse()
-            .map_err(|_| format!("{ip:?} is not an IPv4 address"))?;
+            .ok_or_else(|| Invalid::NotCidr(cidr.into()))?;
+        let base: Ipv4Addr = ip.parse().map_err(|_| Invalid::NotIpv4(ip.into()))?;
         let pool_prefix: u8 = len
             .parse()
-            .map_err(|_| format!("{len:?} is not a prefix length"))?;
+            .map_err(|_| Invalid::NotPrefixLength(len.into()))?;
         if pool_prefix > 30 || subnet_prefix > 29 || subnet_prefix < pool_prefix {
-            return Err(format!(
-                "subnet /{subnet_prefix} does not fit in pool /{pool_prefix} (subnets need /29 or larger)"
-            ));
+            return Err(Invalid::SubnetDoesNotFit {
+                subnet: subnet_prefix,
+                pool: pool_prefix,
+            });
         }
         if u32::from(base) & !mask(pool_prefix) != 0 {
-            return Err(format!("{cidr} has host bits set"));
+            return Err(Invalid::HostBits(cidr.into()));
         }
         Ok(SubnetPool {
             base,
@@ -279,7 +279,7 @@ fn check_registries(h: &HostFile, err: &mut impl FnMut(&str, String)) {
     use super::image_ref::check_registry;
     for (host, r) in &h.registries {
         if let Err(m) = check_registry(host) {
-            err(&format!("registries.{host}"), m);
+            err(&format!("registries.{host}"), m.to_string());
         }
         if r.username.is_empty() || r.username.chars().any(char::is_control) {
             err(
@@ -291,7 +291,7 @@ fn check_registries(h: &HostFile, err: &mut impl FnMut(&str, String)) {
     for (from, to) in &h.registry_mirrors {
         for checked in [check_registry(from), check_registry(to)] {
             if let Err(m) = checked {
-                err(&format!("registry_mirrors.{from}"), m);
+                err(&format!("registry_mirrors.{from}"), m.to_string());
             }
         }
     }
@@ -570,6 +570,7 @@ mod tests {
         assert!(
             SubnetPool::parse("10.240.0.1/16", 28)
                 .unwrap_err()
+                .to_string()
                 .contains("host bits")
         );
         assert!(SubnetPool::parse("10.240.0.0/16", 30).is_err());

@@ -25,7 +25,7 @@ type Report<'a> = &'a mut dyn FnMut(&str, String);
 /// The address pool, the port range, the namespace and the resync interval.
 pub(super) fn basics(h: &HostFile, err: Report) -> (Option<SubnetPool>, Option<Duration>) {
     let pool = SubnetPool::parse(&h.network.subnet_pool, h.network.subnet_prefix)
-        .map_err(|m| err("network.subnet_pool", m))
+        .map_err(|m| err("network.subnet_pool", m.to_string()))
         .ok();
     if h.ports.first == 0 || h.ports.first > h.ports.last {
         err(

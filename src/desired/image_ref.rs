@@ -28,12 +28,8 @@ pub fn registry_of(image: &str) -> &str {
 
 /// A registry host as the host config names one: `host` or `host:port`, the host a
 /// lowercase DNS name or an IPv4 address (no path, no scheme, no space).
-pub fn check_registry(r: &str) -> Result<(), String> {
-    let bad = || {
-        format!(
-            "{r:?} is not a registry host (host or host:port, e.g. registry.example.com or 127.0.0.1:5000)"
-        )
-    };
+pub fn check_registry(r: &str) -> Result<(), super::Invalid> {
+    let bad = || super::Invalid::NotRegistry(r.into());
     let (host, port) = match r.rsplit_once(':') {
         Some((h, p)) => (h, Some(p)),
         None => (r, None),
@@ -157,7 +153,10 @@ mod tests {
         ];
         for bad in hostile {
             let e = check_registry(bad).unwrap_err();
-            assert!(e.contains("is not a registry host"), "{bad:?}: {e}");
+            assert!(
+                e.to_string().contains("is not a registry host"),
+                "{bad:?}: {e}"
+            );
         }
     }
 

@@ -44,7 +44,7 @@ pub fn build(
     parts::check_claims(i, host, quota.domains, &mut err);
     let paths = parts::paths_of(i, host, &mut err);
     let database = database_of(i, t, host)
-        .map_err(|m| err("template", m))
+        .map_err(|m| err("template", m.to_string()))
         .ok()
         .flatten();
     errs.into_result()?;
@@ -238,7 +238,7 @@ fn parameters_of(
                 Ok(text) => {
                     out.insert(name.clone(), text);
                 }
-                Err(m) => err(&format!("parameters.{name}"), m),
+                Err(m) => err(&format!("parameters.{name}"), m.to_string()),
             },
         }
     }
@@ -266,7 +266,7 @@ fn database_of(
     i: &InstanceFile,
     t: &Template,
     host: &HostConfig,
-) -> Result<Option<Database>, String> {
+) -> Result<Option<Database>, super::Invalid> {
     let Some(d) = &t.file().database else {
         return Ok(None);
     };
@@ -283,10 +283,11 @@ fn database_of(
         DatabaseMode::Shared => {
             let (key, _, alias) = shared_server(d.engine, &host.namespace);
             if host.shared_for(d.engine).is_none() {
-                return Err(format!(
-                    "template {:?} uses a shared {:?} database but the host config has no {key} section",
-                    i.template, d.engine
-                ));
+                return Err(super::Invalid::NoSharedServer {
+                    template: i.template.clone(),
+                    engine: d.engine,
+                    section: key,
+                });
             }
             let n = shared_db_name(host, &i.tenant);
             (alias, n.clone(), n)
@@ -386,30 +387,28 @@ fn context(
 
 impl PathMount {
     /// `example.com/acme` (one path segment) under one of the host's shared domains.
-    pub fn parse(s: &str, host: &HostConfig) -> Result<PathMount, String> {
+    pub fn parse(s: &str, host: &HostConfig) -> Result<PathMount, super::Invalid> {
         let (h, seg) = s
             .split_once('/')
-            .ok_or_else(|| format!("{s:?} must be <shared domain>/<segment>"))?;
+            .ok_or_else(|| super::Invalid::NotPathMount(s.into()))?;
         let shared = host
             .proxy
             .as_ref()
             .map(|p| &p.shared_domains[..])
             .unwrap_or(&[]);
         if !shared.iter().any(|d| d == h) {
-            return Err(format!(
-                "{h:?} is not one of this host's shared domains (proxy.shared_domains: {})",
-                if shared.is_empty() {
+            return Err(super::Invalid::NotSharedDomain {
+                host: h.into(),
+                shared: if shared.is_empty() {
                     "none".to_string()
                 } else {
                     shared.join(", ")
-                }
-            ));
+                },
+            });
         }
         let seg = seg.trim_end_matches('/');
         if !is_dns_label(seg) {
-            return Err(format!(
-                "path segment {seg:?} must be lowercase letters, digits and inner hyphens"
-            ));
+            return Err(super::Invalid::BadSegment(seg.into()));
         }
         Ok(PathMount {
             host: h.to_string(),

@@ -21,14 +21,14 @@ type Report<'a> = &'a mut dyn FnMut(&str, String);
 pub(super) fn check_claims(i: &InstanceFile, host: &HostConfig, max: Option<u32>, err: Report) {
     for (n, d) in i.domains.iter().enumerate() {
         if let Err(m) = super::domains::check_custom(d, &i.tenant, host) {
-            err(&format!("domains.{n}"), m);
+            err(&format!("domains.{n}"), m.to_string());
         } else if i.domains[..n].contains(d) {
             err(&format!("domains.{n}"), format!("{d:?} is listed twice"));
         }
     }
     for (n, d) in i.aliases.iter().enumerate() {
         if let Err(m) = super::domains::check_custom(d, &i.tenant, host) {
-            err(&format!("aliases.{n}"), m);
+            err(&format!("aliases.{n}"), m.to_string());
         } else if i.domains.contains(d) || i.aliases[..n].contains(d) {
             err(&format!("aliases.{n}"), format!("{d:?} is listed twice"));
         }
@@ -51,7 +51,7 @@ pub(super) fn paths_of(i: &InstanceFile, host: &HostConfig, err: Report) -> Vec<
                 err(&format!("paths.{n}"), format!("{p:?} is listed twice"))
             }
             Ok(m) => paths.push(m),
-            Err(m) => err(&format!("paths.{n}"), m),
+            Err(m) => err(&format!("paths.{n}"), m.to_string()),
         }
     }
     paths

@@ -13,6 +13,7 @@ mod host_sections;
 pub mod image_ref;
 pub mod instance;
 mod instance_parts;
+mod invalid;
 pub mod last_valid;
 pub mod limits;
 pub mod mail;
@@ -27,6 +28,7 @@ pub mod service;
 pub mod template;
 
 pub use host::HostConfig;
+pub use invalid::Invalid;
 pub use model::{Desired, Instance, Service};
 
 use crate::spec::{self, SpecErrors};

@@ -1,16 +1,17 @@
 //! Checks instance parameter values against the template's declared types and rules.
 
+use super::Invalid;
 use crate::spec::template::{ParameterFile, ParameterType};
 use regex::Regex;
 use serde_yaml::Value;
 
 /// The value as text, or why it is not acceptable for `p`.
-pub fn check(p: &ParameterFile, v: &Value) -> Result<String, String> {
+pub fn check(p: &ParameterFile, v: &Value) -> Result<String, Invalid> {
     let text = match v {
         Value::String(s) => s.clone(),
         Value::Number(n) => n.to_string(),
         Value::Bool(b) => b.to_string(),
-        _ => return Err("must be a single value (text, number or boolean)".into()),
+        _ => return Err(Invalid::NotScalar),
     };
     match p.kind {
         ParameterType::String => {}
@@ -23,58 +24,64 @@ pub fn check(p: &ParameterFile, v: &Value) -> Result<String, String> {
                         .any(|c| c.is_whitespace() || "<>\"'`;,".contains(c))
             });
             if !ok {
-                return Err(format!("{text:?} is not an email address"));
+                return Err(Invalid::NotEmail(text));
             }
         }
         ParameterType::Color => {
             let hex = text.strip_prefix('#').unwrap_or("");
             if !(matches!(hex.len(), 3 | 6) && hex.chars().all(|c| c.is_ascii_hexdigit())) {
-                return Err(format!("{text:?} is not a colour like #3366cc"));
+                return Err(Invalid::NotColour(text));
             }
         }
         ParameterType::Integer => {
             let n: i64 = text
                 .parse()
-                .map_err(|_| format!("{text:?} is not an integer"))?;
+                .map_err(|_| Invalid::NotInteger(text.clone()))?;
             if p.min.is_some_and(|m| n < m) || p.max.is_some_and(|m| n > m) {
-                return Err(format!(
-                    "{n} is outside {}..={}",
-                    p.min.unwrap_or(i64::MIN),
-                    p.max.unwrap_or(i64::MAX)
-                ));
+                return Err(Invalid::OutOfRange {
+                    n,
+                    min: p.min.unwrap_or(i64::MIN),
+                    max: p.max.unwrap_or(i64::MAX),
+                });
             }
         }
         ParameterType::Boolean => {
             if !matches!(text.as_str(), "true" | "false") {
-                return Err(format!("{text:?} is not true or false"));
+                return Err(Invalid::NotBoolean(text));
             }
         }
         ParameterType::Enum => {
             if !p.values.contains(&text) {
-                return Err(format!("{text:?} is not one of {}", p.values.join(", ")));
+                return Err(Invalid::NotOneOf {
+                    text,
+                    values: p.values.join(", "),
+                });
             }
         }
     }
     if let Some(max) = p.max_length
         && text.chars().count() > max
     {
-        return Err(format!("is longer than {max} characters"));
+        return Err(Invalid::TooLong(max));
     }
     if text.chars().any(|c| c.is_control()) {
-        return Err("must not contain control characters (newlines, tabs …)".into());
+        return Err(Invalid::ControlCharacters);
     }
     if let Some(pat) = &p.pattern {
         let re = compile(pat)?;
         if !re.is_match(&text) {
-            return Err(format!("{text:?} does not match {pat}"));
+            return Err(Invalid::NoMatch {
+                text,
+                pattern: pat.clone(),
+            });
         }
     }
     Ok(text)
 }
 
 /// The rule as a regex anchored at both ends, so a pattern constrains the whole value.
-pub fn compile(pat: &str) -> Result<Regex, String> {
-    Regex::new(&format!("^(?:{pat})$")).map_err(|e| format!("invalid pattern: {e}"))
+pub fn compile(pat: &str) -> Result<Regex, Invalid> {
+    Regex::new(&format!("^(?:{pat})$")).map_err(|e| Invalid::BadPattern(e.to_string()))
 }
 
 #[cfg(test)]
@@ -102,6 +109,7 @@ mod tests {
         assert!(
             check(&email, &Value::from("nope"))
                 .unwrap_err()
+                .to_string()
                 .contains("not an email")
         );
         let color = param(ParameterType::Color);
@@ -119,6 +127,7 @@ mod tests {
         assert!(
             check(&s, &Value::from("a\nb"))
                 .unwrap_err()
+                .to_string()
                 .contains("control")
         );
     }

@@ -1,5 +1,6 @@
 //! Renders per-instance config files and environment values with minijinja.
 
+use super::Invalid;
 use minijinja::{Environment, UndefinedBehavior, Value};
 
 /// An environment that fails on undefined variables (a typo must not render as "") and offers
@@ -12,18 +13,15 @@ pub fn environment() -> Environment<'static> {
 }
 
 /// Renders `src` with `ctx`; the error names the template line.
-pub fn render(env: &Environment<'_>, src: &str, ctx: &Value) -> Result<String, String> {
-    env.render_str(src, ctx).map_err(|e| match e.line() {
-        Some(l) => format!("line {l}: {}", e.detail().unwrap_or(&e.kind().to_string())),
-        None => e.to_string(),
-    })
+pub fn render(env: &Environment<'_>, src: &str, ctx: &Value) -> Result<String, Invalid> {
+    env.render_str(src, ctx).map_err(|e| Invalid::render(&e))
 }
 
 /// Checks that `src` compiles, without rendering it.
-pub fn check_syntax(env: &Environment<'_>, src: &str) -> Result<(), String> {
+pub fn check_syntax(env: &Environment<'_>, src: &str) -> Result<(), Invalid> {
     env.template_from_str(src)
         .map(|_| ())
-        .map_err(|e| e.to_string())
+        .map_err(|e| Invalid::Render(e.to_string()))
 }
 
 #[cfg(test)]

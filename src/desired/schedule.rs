@@ -8,17 +8,18 @@ use std::{
     time::{Duration, SystemTime},
 };
 
-pub fn parse(expr: &str) -> Result<Cron, String> {
+pub fn parse(expr: &str) -> Result<Cron, super::Invalid> {
     let fields = expr.split_whitespace().count();
     if !(5..=6).contains(&fields) {
-        return Err(format!(
-            "{expr:?} is not a cron expression: five fields (minute hour day month weekday), or six with seconds first"
-        ));
+        return Err(super::Invalid::CronFields(expr.into()));
     }
     Cron::new(expr)
         .with_seconds_optional()
         .parse()
-        .map_err(|e| format!("{expr:?} is not a valid cron expression: {e}"))
+        .map_err(|e| super::Invalid::Cron {
+            expr: expr.into(),
+            why: e.to_string(),
+        })
 }
 
 /// The first time strictly after `t` the schedule fires.
@@ -107,13 +108,13 @@ impl<K: Ord + Clone> Timetable<K> {
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// A job's `timeout:`: from one second to a day, default 10 minutes.
-pub fn timeout_of(t: Option<&str>) -> Result<Duration, String> {
+pub fn timeout_of(t: Option<&str>) -> Result<Duration, super::Invalid> {
     let Some(t) = t else {
         return Ok(DEFAULT_TIMEOUT);
     };
-    let d = crate::spec::units::parse_duration(t).map_err(String::from)?;
+    let d = crate::spec::units::parse_duration(t)?;
     if d < Duration::from_secs(1) || d > Duration::from_secs(86_400) {
-        return Err(format!("{t:?} is out of range (1s..=24h)"));
+        return Err(super::Invalid::TimeoutRange(t.into()));
     }
     Ok(d)
 }

@@ -1,6 +1,7 @@
 //! Builds one validated service of an instance from its Compose-style template entry.
 
 use super::{
+    Invalid,
     limits::Limits,
     model::{Healthcheck, Service, VolumeMount},
     render,
@@ -24,12 +25,15 @@ pub fn build(
     env: &minijinja::Environment<'_>,
     ctx: &Value,
     tf: &TemplateFile,
-) -> Result<Service, String> {
+) -> Result<Service, Invalid> {
     let mut environment = BTreeMap::new();
     for (k, v) in env_pairs(&s.environment)? {
         environment.insert(
             k.clone(),
-            render::render(env, &v, ctx).map_err(|m| format!("environment {k}: {m}"))?,
+            render::render(env, &v, ctx).map_err(|m| Invalid::Env {
+                key: k.clone(),
+                why: Box::new(m),
+            })?,
         );
     }
     let volumes = s
@@ -70,7 +74,7 @@ pub fn build(
             test: match &h.test {
                 Some(StringOrList::List(l)) => l.clone(),
                 Some(StringOrList::String(s)) => vec!["CMD-SHELL".into(), s.clone()],
-                None => return Err("healthcheck needs a test".into()),
+                None => return Err(Invalid::NoHealthTest),
             },
             interval: dur(
                 &h.interval,
@@ -114,12 +118,12 @@ pub fn build(
     })
 }
 
-fn env_pairs(e: &Option<Environment>) -> Result<Vec<(String, String)>, String> {
+fn env_pairs(e: &Option<Environment>) -> Result<Vec<(String, String)>, Invalid> {
     let scalar = |v: &serde_yaml::Value| match v {
         serde_yaml::Value::String(s) => Ok(s.clone()),
         serde_yaml::Value::Number(n) => Ok(n.to_string()),
         serde_yaml::Value::Bool(b) => Ok(b.to_string()),
-        _ => Err("environment values must be text, numbers or booleans".to_string()),
+        _ => Err(Invalid::EnvNotScalar),
     };
     match e {
         None => Ok(vec![]),
@@ -128,9 +132,7 @@ fn env_pairs(e: &Option<Environment>) -> Result<Vec<(String, String)>, String> {
             .map(|(k, v)| match v {
                 Some(v) => Ok((k.clone(), scalar(v)?)),
                 // Compose would copy the variable from the host: a leak path between host and tenant.
-                None => Err(format!(
-                    "environment {k} has no value (host environment is not passed through)"
-                )),
+                None => Err(Invalid::EnvNoValue(k.clone())),
             })
             .collect(),
         Some(Environment::List(l)) => l
@@ -138,7 +140,7 @@ fn env_pairs(e: &Option<Environment>) -> Result<Vec<(String, String)>, String> {
             .map(|kv| {
                 kv.split_once('=')
                     .map(|(k, v)| (k.to_string(), v.to_string()))
-                    .ok_or(format!("environment entry {kv:?} is not KEY=value"))
+                    .ok_or_else(|| Invalid::EnvNotPair(kv.clone()))
             })
             .collect(),
     }

@@ -1,6 +1,6 @@
 //! Validates app templates: references between sections, safety rules, versions.
 
-use super::{params, render};
+use super::{Invalid, params, render};
 use crate::spec::{
     Loaded, SpecErrors, TemplateSource,
     template::{DatabaseMode, DependsOn, ServiceFile, TemplateFile},
@@ -76,7 +76,7 @@ pub fn validate(app: &str, source: TemplateSource) -> Result<Template, SpecError
     let env = render::environment();
     for (name, text) in &source.config_sources {
         if let Err(e) = render::check_syntax(&env, text) {
-            err(&format!("configs.{name}"), e);
+            err(&format!("configs.{name}"), e.to_string());
         }
     }
     for (name, s) in &t.services {
@@ -91,14 +91,14 @@ pub fn validate(app: &str, source: TemplateSource) -> Result<Template, SpecError
             );
         }
         if let Err(e) = super::schedule::parse(&j.schedule) {
-            err(&format!("jobs.{name}.schedule"), e);
+            err(&format!("jobs.{name}.schedule"), e.to_string());
         }
         if let Err(e) = super::schedule::timeout_of(j.timeout.as_deref()) {
-            err(&format!("jobs.{name}.timeout"), e);
+            err(&format!("jobs.{name}.timeout"), e.to_string());
         }
     }
     let order = start_order(t)
-        .map_err(|m| err("services", m))
+        .map_err(|m| err("services", m.to_string()))
         .unwrap_or_default();
     let default_version = t
         .default_version
@@ -167,12 +167,12 @@ fn check_parameters(t: &TemplateFile, err: &mut impl FnMut(&str, String)) {
         if let Some(pat) = &p.pattern
             && let Err(e) = params::compile(pat)
         {
-            err(&format!("{field}.pattern"), e);
+            err(&format!("{field}.pattern"), e.to_string());
         }
         if let Some(d) = &p.default
             && let Err(e) = params::check(p, d)
         {
-            err(&format!("{field}.default"), e);
+            err(&format!("{field}.default"), e.to_string());
         }
         if p.kind == crate::spec::template::ParameterType::Enum && p.values.is_empty() {
             err(
@@ -206,7 +206,7 @@ fn check_service(
     }
     for (i, v) in s.volumes.iter().enumerate() {
         if let Err(m) = parse_volume(v, &t.volumes) {
-            err(&at(&format!("volumes.{i}")), m);
+            err(&at(&format!("volumes.{i}")), m.to_string());
         }
     }
     for (i, v) in s.tmpfs.iter().enumerate() {
@@ -328,28 +328,26 @@ fn check_versions(t: &TemplateFile, err: &mut impl FnMut(&str, String)) {
 pub fn parse_volume(
     v: &str,
     declared: &BTreeMap<String, Option<crate::spec::template::VolumeFile>>,
-) -> Result<(String, String, bool), String> {
+) -> Result<(String, String, bool), Invalid> {
     let parts: Vec<&str> = v.split(':').collect();
     let (vol, target, mode) = match parts.as_slice() {
         [vol, target] => (*vol, *target, ""),
         [vol, target, mode] => (*vol, *target, *mode),
-        _ => return Err(format!("{v:?} is not volume:/path[:ro]")),
+        _ => return Err(Invalid::NotVolume(v.into())),
     };
     if vol.starts_with('/') || vol.starts_with('.') || vol.starts_with('~') {
-        return Err(format!(
-            "{v:?} mounts a host path; only named volumes are allowed"
-        ));
+        return Err(Invalid::HostPath(v.into()));
     }
     if !declared.contains_key(vol) {
-        return Err(format!("volume {vol:?} is not declared under volumes"));
+        return Err(Invalid::UndeclaredVolume(vol.into()));
     }
     if !target.starts_with('/') {
-        return Err(format!("target {target:?} must be an absolute path"));
+        return Err(Invalid::RelativeTarget(target.into()));
     }
     match mode {
         "" | "rw" => Ok((vol.into(), target.into(), false)),
         "ro" => Ok((vol.into(), target.into(), true)),
-        m => Err(format!("mode {m:?} must be ro or rw")),
+        m => Err(Invalid::BadMode(m.into())),
     }
 }
 
@@ -373,7 +371,7 @@ pub fn depends_on(s: &ServiceFile) -> Vec<String> {
 }
 
 /// Services ordered so each comes after what it depends on; a cycle is an error.
-fn start_order(t: &TemplateFile) -> Result<Vec<String>, String> {
+fn start_order(t: &TemplateFile) -> Result<Vec<String>, Invalid> {
     let mut order: Vec<String> = Vec::new();
     let mut visiting = Vec::new();
     fn visit(
@@ -381,15 +379,15 @@ fn start_order(t: &TemplateFile) -> Result<Vec<String>, String> {
         n: &str,
         order: &mut Vec<String>,
         visiting: &mut Vec<String>,
-    ) -> Result<(), String> {
+    ) -> Result<(), Invalid> {
         if order.iter().any(|o| o == n) {
             return Ok(());
         }
         if visiting.iter().any(|v| v == n) {
-            return Err(format!(
-                "depends_on has a cycle: {} -> {n}",
-                visiting.join(" -> ")
-            ));
+            return Err(Invalid::Cycle {
+                path: visiting.join(" -> "),
+                back_to: n.into(),
+            });
         }
         visiting.push(n.to_string());
         if let Some(s) = t.services.get(n) {
@@ -439,6 +437,7 @@ mod tests {
         assert!(
             parse_volume("/var/run/docker.sock:/sock", &declared)
                 .unwrap_err()
+                .to_string()
                 .contains("host path")
         );
         assert_eq!(
@@ -448,6 +447,7 @@ mod tests {
         assert!(
             parse_volume("other:/d", &declared)
                 .unwrap_err()
+                .to_string()
                 .contains("not declared")
         );
     }

@@ -792,16 +792,26 @@ impl Runtime for DockerRuntime {
         // The engine answers a create of an existing name with that volume, whoever made it:
         // one without this tenant's labels (made by hand, or by another namespace) is not
         // mounted into the tenant, and the reason shows in its status.
-        let theirs = s.labels.iter().all(|(k, v)| made.labels.get(k) == Some(v));
-        match theirs {
+        let ours = |l: &HashMap<String, String>| s.labels.iter().all(|(k, v)| l.get(k) == Some(v));
+        let mut labels = made.labels;
+        if !ours(&labels) {
+            // After an engine restart, the answer for a volume no container has mounted since
+            // carries no labels at all; inspect reads the ones stored with it.
+            labels = self
+                .docker
+                .inspect_volume(&s.name)
+                .await
+                .map_err(|e| call_err("volume", &s.name, e))?
+                .labels;
+        }
+        match ours(&labels) {
             true => Ok(()),
             false => Err(RuntimeError::Call {
                 kind: "volume",
                 name: s.name.clone(),
                 message: format!(
-                    "a volume of this name exists and is not this tenant's (its labels: {:?}); \
-                     berth does not mount it: remove or rename it",
-                    made.labels
+                    "a volume of this name exists and is not this tenant's (its labels: {labels:?}); \
+                     berth does not mount it: remove or rename it"
                 ),
             }),
         }

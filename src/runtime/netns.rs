@@ -43,8 +43,8 @@ pub enum SealError {
     LimitsNotNumbers(String),
     #[error("client limits {0:?}: want PORT CONNECTIONS PER_MINUTE")]
     LimitsShape(String),
-    #[error("{0}")]
-    Allow(String),
+    #[error(transparent)]
+    Allow(crate::desired::Invalid),
     #[error("{0}")]
     Join(#[from] tokio::task::JoinError),
 }

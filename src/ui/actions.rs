@@ -26,25 +26,39 @@ pub struct ActionForm {
     key: String,
 }
 
+/// Why a form was refused, or why what it asked for failed.
+#[derive(Debug, thiserror::Error)]
+pub enum FormError {
+    #[error("backup: {0}")]
+    Backup(crate::desired::Invalid),
+    #[error("{0:?} is not a domain name")]
+    NotDomain(String),
+    #[error("no such action {0:?}")]
+    NoSuchAction(String),
+    /// The operation's own error, or the API's answer.
+    #[error("{0}")]
+    Failed(String),
+    #[error("operation {0} is gone")]
+    Gone(String),
+}
+
+/// The API call a form stands for: method, path, body, and what the flash says when done.
+type Call = (Method, String, Option<serde_json::Value>, String);
+
 /// The API call a form stands for, or why it is refused.
-fn request(
-    t: &str,
-    action: &str,
-    value: &str,
-    key: &str,
-) -> Result<(Method, String, Option<serde_json::Value>, String), String> {
+fn request(t: &str, action: &str, value: &str, key: &str) -> Result<Call, FormError> {
     let base = format!("/v1/instances/{t}");
     let id = || {
         crate::api::params::backup_ref(value)
             .map(|_| value.to_string())
-            .map_err(|e| format!("backup: {e}"))
+            .map_err(FormError::Backup)
     };
     let domain = || {
         url::Host::parse(value)
             .ok()
             .filter(|h| matches!(h, url::Host::Domain(_)) && !value.contains('/'))
             .map(|_| value.to_string())
-            .ok_or_else(|| format!("{value:?} is not a domain name"))
+            .ok_or_else(|| FormError::NotDomain(value.into()))
     };
     Ok(match action {
         "start" | "stop" => {
@@ -109,7 +123,7 @@ fn request(
             let uri = format!("{base}/domains/{d}/verify");
             (Method::POST, uri, Some(json!({})), format!("{d} verified"))
         }
-        other => return Err(format!("no such action {other:?}")),
+        other => return Err(FormError::NoSuchAction(other.into())),
     })
 }
 
@@ -128,11 +142,11 @@ pub async fn act(
         );
     }
     if let Err(e) = crate::api::params::tenant(&t) {
-        return render::error(StatusCode::BAD_REQUEST, &e);
+        return render::error(StatusCode::BAD_REQUEST, &e.to_string());
     }
     let (method, uri, body, done) = match request(&t, &action, f.value.trim(), f.key.trim()) {
         Ok(r) => r,
-        Err(e) => return render::error(StatusCode::BAD_REQUEST, &e),
+        Err(e) => return render::error(StatusCode::BAD_REQUEST, &e.to_string()),
     };
     let a = call(&s, &v.who, method, &uri, body).await;
     if matches!(a.status.as_u16(), 403 | 404) {
@@ -149,19 +163,21 @@ pub async fn act(
 
 /// An answer's outcome; for a long operation (202), its end, waited for here: the operation
 /// is the agent's, so a browser that leaves changes nothing.
-async fn outcome(s: &UiState, a: &crate::ui::Answer) -> Result<(), String> {
+async fn outcome(s: &UiState, a: &crate::ui::Answer) -> Result<(), FormError> {
     if a.status == StatusCode::ACCEPTED
         && let Some(id) = a.json()["id"].as_str()
     {
         return match s.ops.wait(id).await {
             Some(op) if op.state == crate::ops::OpState::Succeeded => Ok(()),
-            Some(op) => Err(op.error.unwrap_or_else(|| "the operation failed".into())),
-            None => Err(format!("operation {id} is gone")),
+            Some(op) => Err(FormError::Failed(
+                op.error.unwrap_or_else(|| "the operation failed".into()),
+            )),
+            None => Err(FormError::Gone(id.into())),
         };
     }
     match a.status.is_success() {
         true => Ok(()),
-        false => Err(a.error()),
+        false => Err(FormError::Failed(a.error())),
     }
 }
 
@@ -169,19 +185,7 @@ async fn outcome(s: &UiState, a: &crate::ui::Answer) -> Result<(), String> {
 mod tests {
     use super::request;
 
-    fn request_(
-        t: &str,
-        action: &str,
-        value: &str,
-    ) -> Result<
-        (
-            axum::http::Method,
-            String,
-            Option<serde_json::Value>,
-            String,
-        ),
-        String,
-    > {
+    fn request_(t: &str, action: &str, value: &str) -> Result<super::Call, super::FormError> {
         request(t, action, value, "")
     }
 

@@ -285,7 +285,7 @@ fn who_view(v: &Viewer) -> serde_json::Value {
 
 pub async fn tenant(v: Viewer, State(s): State<UiState>, Path(t): Path<String>) -> Response {
     if let Err(e) = crate::api::params::tenant(&t) {
-        return render::error(StatusCode::BAD_REQUEST, &e);
+        return render::error(StatusCode::BAD_REQUEST, &e.to_string());
     }
     // The same check the API makes: another tenant's page answers like one that is not there.
     if let Err(e) = v.who.check(Need::Read, Some(&t)) {
@@ -406,7 +406,7 @@ pub async fn confirm_restore(
     let checked =
         crate::api::params::tenant(&t).and_then(|()| crate::api::params::backup_ref(&q.id));
     if let Err(e) = checked {
-        return render::error(StatusCode::BAD_REQUEST, &e);
+        return render::error(StatusCode::BAD_REQUEST, &e.to_string());
     }
     if let Err(e) = v.who.check(Need::Manage, Some(&t)) {
         let status = axum::response::IntoResponse::into_response(e).status();
