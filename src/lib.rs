@@ -9,6 +9,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 pub mod api;
 pub mod audit;
+pub mod backoff;
 pub mod backup;
 pub mod capacity;
 pub mod certs;

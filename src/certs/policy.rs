@@ -4,10 +4,8 @@ use std::time::{Duration, SystemTime};
 
 /// Backoff after `failures` consecutive failed orders: 1 min doubling, at most 6 h.
 pub fn backoff(failures: u32) -> Duration {
-    let base = Duration::from_secs(60);
-    let cap = Duration::from_secs(6 * 3600);
-    base.saturating_mul(1u32 << failures.saturating_sub(1).min(16))
-        .min(cap)
+    crate::backoff::Doubling::new(Duration::from_secs(60), Duration::from_secs(6 * 3600))
+        .after(failures.max(1))
 }
 
 /// The moment a certificate should be replaced. With an ARI window from the CA, a point in it

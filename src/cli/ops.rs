@@ -51,7 +51,9 @@ pub async fn run(
 pub async fn follow(c: &Client, id: &str) -> Result<Value> {
     let path = api_path(&["v1", "operations", id], &[]);
     let mut unreachable_since = None;
-    let mut pause = Duration::from_millis(20);
+    let pauses =
+        crate::backoff::Doubling::new(Duration::from_millis(20), Duration::from_millis(250));
+    let mut looks = 0u32;
     loop {
         match c.json(Method::GET, &path, None).await {
             Ok(op) if op["state"] != "running" => return Ok(op),
@@ -65,8 +67,8 @@ pub async fn follow(c: &Client, id: &str) -> Result<Value> {
             }
             Err(e) => return Err(e),
         }
-        tokio::time::sleep(pause).await;
-        pause = (pause * 2).min(Duration::from_millis(250));
+        looks = looks.saturating_add(1);
+        tokio::time::sleep(pauses.after(looks)).await;
     }
 }
 

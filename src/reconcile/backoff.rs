@@ -24,8 +24,7 @@ impl Backoff {
 
 /// Delay before attempt `failures + 1`.
 pub fn delay(failures: u32) -> Duration {
-    let exp = failures.saturating_sub(1).min(16);
-    (FIRST_DELAY * 2u32.pow(exp)).min(MAX_DELAY)
+    crate::backoff::Doubling::new(FIRST_DELAY, MAX_DELAY).after(failures)
 }
 
 #[cfg(test)]

@@ -360,8 +360,9 @@ impl Restarts {
     pub(super) fn backoff(&self, name: &str) -> Option<std::time::Duration> {
         let m = self.0.lock().expect("restarts lock");
         let r = m.get(name).filter(|r| !r.stopped && r.streak >= 3)?;
-        let wait =
-            (SHORT * 2u32.pow((r.streak - 3).min(5))).min(std::time::Duration::from_secs(300));
+        // 10 s after the third short run in a row, doubling to 5 min.
+        let wait = crate::backoff::Doubling::new(SHORT, std::time::Duration::from_secs(300))
+            .after(r.streak - 2);
         wait.checked_sub(r.last.elapsed()).filter(|w| !w.is_zero())
     }
 
