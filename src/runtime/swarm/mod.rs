@@ -8,6 +8,8 @@ mod calls;
 pub mod guard;
 pub mod nodes;
 pub mod observe;
+mod placement;
+mod replicas;
 pub mod service;
 
 use super::{
@@ -15,19 +17,12 @@ use super::{
     PullEvent, Runtime, RuntimeError,
     docker::DockerRuntime,
     labels,
-    spec::{ContainerSpec, MountKind, NetworkSpec, VolumeSpec},
+    spec::{ContainerSpec, NetworkSpec, VolumeSpec},
 };
 use crate::desired::engine::SwarmEngine;
-use bollard::{
-    Docker,
-    models::{NetworkCreateRequest, SecretSpec, ServiceSpec},
-    query_parameters::{
-        InspectServiceOptions, ListNetworksOptions, ListNodesOptions, ListSecretsOptions,
-        UpdateServiceOptions,
-    },
-};
+use bollard::{Docker, models::NetworkCreateRequest, query_parameters::InspectServiceOptions};
 use futures_util::stream::BoxStream;
-use service::{FOR_LABEL, FileSecret, NODE_LABEL};
+use service::{FOR_LABEL, NODE_LABEL};
 use std::{
     collections::{BTreeMap, HashMap},
     sync::{
@@ -108,246 +103,6 @@ impl SwarmRuntime {
 
     fn node_rt(&self, node: &str) -> Result<Arc<DockerRuntime>, RuntimeError> {
         self.nodes.get(node)
-    }
-
-    /// The swarm's nodes as the manager reports them.
-    async fn swarm_nodes(&self) -> Result<Vec<NodeInfo>, RuntimeError> {
-        let list = self
-            .manager
-            .list_nodes(None::<ListNodesOptions>)
-            .await
-            .map_err(err("nodes", "swarm"))?;
-        Ok(list.into_iter().filter_map(calls::node_info).collect())
-    }
-
-    /// The node that holds `tenant`, from its network's label.
-    async fn node_of(&self, ns: &str, tenant: &str) -> Result<String, RuntimeError> {
-        if let Some(n) = self.placed.lock().expect("placed").get(tenant) {
-            return Ok(n.clone());
-        }
-        let name = super::spec::network_name(ns, tenant);
-        let nets = self
-            .manager
-            .list_networks(Some(ListNetworksOptions {
-                filters: filters("name", name.clone()),
-            }))
-            .await
-            .map_err(err("network", &name))?;
-        let node = nets
-            .into_iter()
-            .filter(|n| n.name.as_deref() == Some(&name))
-            .find_map(|n| n.labels?.get(NODE_LABEL).cloned())
-            .ok_or_else(|| RuntimeError::Call {
-                kind: "tenant",
-                name: tenant.into(),
-                message: "has no network yet, so no node".into(),
-            })?;
-        self.placed
-            .lock()
-            .expect("placed")
-            .insert(tenant.into(), node.clone());
-        Ok(node)
-    }
-
-    /// A node for a new tenant: among the ready nodes whose egress guard runs, the one with the
-    /// most memory not yet promised to tenants.
-    async fn choose_node(&self, ns: &str) -> Result<String, RuntimeError> {
-        let mut nodes = self.swarm_nodes().await?;
-        for n in nodes.iter_mut().filter(|n| n.active && n.ready) {
-            let guarded = match self.nodes.get(&n.name) {
-                Ok(rt) => guard::ensure(rt.client(), ns, &self.netguard_image).await,
-                Err(e) => Err(e),
-            };
-            if let Err(e) = guarded {
-                tracing::warn!(node = %n.name, error = %e, "no egress guard on this node; it takes no new tenants");
-                n.active = false;
-            }
-        }
-        let (reserved, tenants) = calls::load(&self.manager, ns).await?;
-        observe::place(&nodes, &reserved, &tenants)
-            .map(|n| n.name.clone())
-            .ok_or_else(|| RuntimeError::Call {
-                kind: "swarm",
-                name: ns.into(),
-                message: "no node is ready, active and guarded to take a new tenant".into(),
-            })
-    }
-
-    /// The namespace and tenant of `service`, from its labels.
-    async fn owner(&self, service: &str) -> Result<(String, String), RuntimeError> {
-        let svc = self
-            .manager
-            .inspect_service(service, None::<InspectServiceOptions>)
-            .await
-            .map_err(err("service", service))?;
-        let l: BTreeMap<String, String> = svc
-            .spec
-            .and_then(|s| s.labels)
-            .unwrap_or_default()
-            .into_iter()
-            .collect();
-        Ok((
-            label_of(&l, labels::NAMESPACE),
-            label_of(&l, labels::TENANT),
-        ))
-    }
-
-    /// The engine of the node that holds `service`'s tenant.
-    async fn service_node(&self, service: &str) -> Result<Arc<DockerRuntime>, RuntimeError> {
-        let (ns, tenant) = self.owner(service).await?;
-        self.node_rt(&self.node_of(&ns, &tenant).await?)
-    }
-
-    /// The node and container id of `service`'s running task.
-    async fn locate(&self, service: &str) -> Result<(Arc<DockerRuntime>, String), RuntimeError> {
-        let rt = self.service_node(service).await?;
-        let id = calls::running_task(rt.client(), service).await?;
-        Ok((rt, id))
-    }
-
-    /// Ensures a secret per rendered file of `s`; returns them with their ids.
-    async fn secrets(&self, s: &ContainerSpec) -> Result<Vec<(FileSecret, String)>, RuntimeError> {
-        let ns = label_of(&s.labels, labels::NAMESPACE);
-        let mut out = vec![];
-        for m in s.mounts.iter().filter(|m| m.kind == MountKind::File) {
-            let data = std::fs::read(&m.source).map_err(|e| RuntimeError::Call {
-                kind: "file",
-                name: m.source.clone(),
-                message: e.to_string(),
-            })?;
-            let f = service::file_secret(&ns, &s.name, &m.target, data);
-            let id = self.ensure_secret(s, &f).await?;
-            out.push((f, id));
-        }
-        Ok(out)
-    }
-
-    async fn ensure_secret(
-        &self,
-        s: &ContainerSpec,
-        f: &FileSecret,
-    ) -> Result<String, RuntimeError> {
-        let found = self
-            .manager
-            .list_secrets(Some(ListSecretsOptions {
-                filters: filters("name", f.name.clone()),
-            }))
-            .await
-            .map_err(err("secret", &f.name))?;
-        if let Some(id) = found
-            .into_iter()
-            .find(|x| x.spec.as_ref().and_then(|s| s.name.as_deref()) == Some(&f.name))
-            .and_then(|x| x.id)
-        {
-            return Ok(id);
-        }
-        self.count();
-        let mut l: HashMap<String, String> = s.labels.clone().into_iter().collect();
-        l.remove(labels::SPEC_HASH);
-        l.insert(FOR_LABEL.into(), s.name.clone());
-        use base64::Engine as _;
-        let spec = SecretSpec {
-            name: Some(f.name.clone()),
-            labels: Some(l),
-            data: Some(base64::engine::general_purpose::STANDARD.encode(&f.data)),
-            ..Default::default()
-        };
-        let r = self.manager.create_secret(spec).await;
-        r.map(|r| r.id).map_err(err("secret", &f.name))
-    }
-
-    /// Sets a service's replica count (0 or 1), then waits for its task to match.
-    async fn scale(&self, name: &str, replicas: i64, wait: Duration) -> Result<(), RuntimeError> {
-        // The manager refuses an update made against an older version of the service ("update
-        // out of sequence", e.g. right after it was created): read it again and retry.
-        let mut tries = 0;
-        let now = loop {
-            match self.set_replicas(name, replicas).await {
-                Err(RuntimeError::Call { message, .. })
-                    if message.contains("out of sequence") && tries < 5 =>
-                {
-                    tries += 1;
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                }
-                r => break r?,
-            }
-        };
-        let Some(now) = now else { return Ok(()) };
-        // Already scaled: a task that is not there yet (its node is down, say) is the
-        // status's to report, not a reason to hold this pass for long.
-        let wait = if now == Some(replicas) {
-            wait.min(Duration::from_secs(5))
-        } else {
-            wait
-        };
-        calls::wait_tasks(&self.manager, name, replicas > 0, wait).await
-    }
-
-    /// Updates the service's replica count if it differs; returns the count it had (None:
-    /// there is no such service, and 0 was wanted).
-    async fn set_replicas(
-        &self,
-        name: &str,
-        replicas: i64,
-    ) -> Result<Option<Option<i64>>, RuntimeError> {
-        let svc = match self
-            .manager
-            .inspect_service(name, None::<InspectServiceOptions>)
-            .await
-        {
-            Err(e) if replicas == 0 && super::docker::status_of(&e) == Some(404) => {
-                return Ok(None);
-            }
-            r => r.map_err(err("service", name))?,
-        };
-        let mut spec: ServiceSpec = svc.spec.unwrap_or_default();
-        let now = spec
-            .mode
-            .as_ref()
-            .and_then(|m| m.replicated.as_ref())
-            .and_then(|r| r.replicas);
-        if now != Some(replicas) {
-            self.count();
-            if let Some(r) = spec.mode.as_mut().and_then(|m| m.replicated.as_mut()) {
-                r.replicas = Some(replicas);
-            }
-            let version = svc.version.and_then(|v| v.index).unwrap_or(0) as i32;
-            let opts = UpdateServiceOptions {
-                version,
-                ..Default::default()
-            };
-            self.manager
-                .update_service(name, spec, opts, None)
-                .await
-                .map_err(err("service", name))?;
-        }
-        Ok(Some(now))
-    }
-
-    async fn on_every_node<F, Fut>(&self, f: F) -> Result<(), RuntimeError>
-    where
-        F: Fn(Arc<DockerRuntime>) -> Fut,
-        Fut: std::future::Future<Output = Result<(), RuntimeError>>,
-    {
-        for (_, rt) in self.nodes.all() {
-            f(rt?).await?;
-        }
-        Ok(())
-    }
-
-    /// Each reachable, ready node's own view of berth's containers, volumes and images.
-    async fn node_views(&self, ns: &str, nodes: &[NodeInfo]) -> BTreeMap<String, Inventory> {
-        let mut seen = BTreeMap::new();
-        for name in self.nodes.names() {
-            let up = nodes.iter().any(|n| n.name == *name && n.ready);
-            if up
-                && let Ok(rt) = self.nodes.get(name)
-                && let Ok(inv) = rt.inventory(ns).await
-            {
-                seen.insert(name.clone(), inv);
-            }
-        }
-        seen
     }
 }
 

@@ -1,0 +1,270 @@
+//! The commands and their arguments, each argument checked by its parser before any request:
+//! `../acme` or `acme?x=1` is refused here, with the reason, instead of reaching the agent.
+
+use super::{Output, access, edge, export, fleet, instances};
+use crate::desired::Invalid;
+use clap::Subcommand;
+use std::path::PathBuf;
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the agent (reconciler + API).
+    Serve,
+    /// Print a shell completion script: `berth completions bash > /etc/bash_completion.d/berth`.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Check templates and instances offline; non-zero exit on any problem.
+    Validate {
+        /// Directory holding berth.yaml and/or templates/ and instances/ (default: .).
+        dir: Option<PathBuf>,
+    },
+    /// List instances.
+    Ls {
+        #[arg(short, long, value_enum, default_value = "table")]
+        output: Output,
+    },
+    /// Show one instance.
+    Status {
+        #[arg(value_parser = tenant_arg)]
+        tenant: String,
+        #[arg(short, long, value_enum, default_value = "table")]
+        output: Output,
+    },
+    /// Add an instance (writes instances/<tenant>.yaml).
+    Add(instances::AddArgs),
+    /// Remove an instance; volumes and secrets are kept unless --purge.
+    Rm {
+        #[arg(value_parser = tenant_arg)]
+        tenant: String,
+        #[arg(long)]
+        purge: bool,
+        #[arg(short, long, value_enum, default_value = "table")]
+        output: Output,
+    },
+    /// Stop an instance's containers (kept, restartable).
+    Stop {
+        #[arg(value_parser = tenant_arg)]
+        tenant: String,
+        #[arg(short, long, value_enum, default_value = "table")]
+        output: Output,
+    },
+    /// Start a stopped or suspended instance.
+    Start {
+        #[arg(value_parser = tenant_arg)]
+        tenant: String,
+        #[arg(short, long, value_enum, default_value = "table")]
+        output: Output,
+    },
+    /// Stop an instance and mark it suspended.
+    Suspend {
+        #[arg(value_parser = tenant_arg)]
+        tenant: String,
+        #[arg(short, long, value_enum, default_value = "table")]
+        output: Output,
+    },
+    /// Same as start, for a suspended instance.
+    Resume {
+        #[arg(value_parser = tenant_arg)]
+        tenant: String,
+        #[arg(short, long, value_enum, default_value = "table")]
+        output: Output,
+    },
+    /// Export tenants for another engine (offline, from the files): `berth export kubernetes`.
+    Export {
+        #[command(subcommand)]
+        cmd: export::ExportCmd,
+    },
+    /// Restart a running instance's containers (database first).
+    Restart {
+        #[arg(value_parser = tenant_arg)]
+        tenant: String,
+        #[arg(short, long, value_enum, default_value = "table")]
+        output: Output,
+    },
+    /// Swarm mode: move a tenant to another node, rebuilt there from its latest backup (for a
+    /// node that is gone; its volumes stay on the old node).
+    Move {
+        #[arg(value_parser = tenant_arg)]
+        tenant: String,
+        /// The node to move to (its hostname, as `berth capacity` lists it).
+        #[arg(long)]
+        to: String,
+        /// Restore the latest backup there (required: berth does not copy volumes between nodes).
+        #[arg(long)]
+        from_backup: bool,
+        /// Start it and return at once, printing the operation (follow it with `berth op ID`).
+        #[arg(long)]
+        detach: bool,
+        #[arg(short, long, value_enum, default_value = "table")]
+        output: Output,
+    },
+    /// Set template parameters of an instance (key=value …), checked against its template.
+    Set {
+        #[arg(value_parser = tenant_arg)]
+        tenant: String,
+        #[arg(value_parser = parse_kv)]
+        pairs: Vec<(String, String)>,
+        /// Drop a parameter back to the template's default (repeatable).
+        #[arg(long)]
+        unset: Vec<String>,
+        #[arg(short, long, value_enum, default_value = "table")]
+        output: Output,
+    },
+    /// Show an instance's logs.
+    Logs {
+        #[arg(value_parser = tenant_arg)]
+        tenant: String,
+        #[arg(short, long)]
+        follow: bool,
+        #[arg(long)]
+        service: Option<String>,
+        #[arg(long, default_value_t = 200)]
+        tail: usize,
+    },
+    /// Run a reconcile pass now and print its report.
+    Reconcile,
+    /// TLS certificates of routed domains.
+    Cert {
+        #[command(subcommand)]
+        cmd: edge::CertCommand,
+    },
+    /// Custom domains: claim, prove, list.
+    Domain {
+        #[command(subcommand)]
+        cmd: edge::DomainCommand,
+    },
+    /// Print the internal CA certificate (PEM), to trust berth's certificates in tests.
+    Ca,
+    /// Upgrade an app's tenants in waves (`berth upgrade APP --to V`), or
+    /// `berth upgrade status|pause|resume|abort`.
+    Upgrade(fleet::UpgradeArgs),
+    /// Return a tenant to the version it had before its last upgrade.
+    Rollback {
+        #[arg(value_parser = tenant_arg)]
+        tenant: String,
+        #[arg(long)]
+        wait: bool,
+        #[arg(short, long, value_enum, default_value = "table")]
+        output: Output,
+    },
+    /// Back a tenant up now (database dump, volumes, files), or list its backups;
+    /// `berth backup verify T:ID` restores a backup into a scratch tenant, checks its health
+    /// and removes it.
+    Backup {
+        #[arg(value_parser = tenant_arg)]
+        tenant: String,
+        /// With `verify`: the backup to verify, as TENANT:ID.
+        backup: Option<String>,
+        #[arg(long)]
+        list: bool,
+        /// Start it and return at once, printing the operation (follow it with `berth op ID`).
+        #[arg(long)]
+        detach: bool,
+        #[arg(short, long, value_enum, default_value = "table")]
+        output: Output,
+    },
+    /// Images tenants use or berth pulled (reference, id, size, digest, tenants);
+    /// `berth images prune` removes the ones berth pulled that no tenant names.
+    Images {
+        #[arg(value_parser = ["prune"])]
+        action: Option<String>,
+        #[arg(short, long, value_enum, default_value = "table")]
+        output: Output,
+    },
+    /// API tokens: operator, tenant-admin or tenant-viewer, bound to tenants, with an expiry.
+    Token {
+        #[command(subcommand)]
+        cmd: access::TokenCmd,
+    },
+    /// Who changed what: API changes, refusals and automatic actions (newest last).
+    Audit {
+        #[arg(long, value_parser = tenant_arg)]
+        tenant: Option<String>,
+        /// Only rows this recent, e.g. 1h, 7d.
+        #[arg(long, value_parser = access::since)]
+        since: Option<u64>,
+        /// The newest this many rows (default 1000).
+        #[arg(long)]
+        limit: Option<usize>,
+        #[arg(short, long, value_enum, default_value = "table")]
+        output: Output,
+    },
+    /// Host memory, disk and CPUs: total, what admission allows, what instances reserve, what is used.
+    Capacity {
+        #[arg(short, long, value_enum, default_value = "table")]
+        output: Output,
+    },
+    /// Live per-tenant figures: CPU, memory, pids, disk, network, restarts, OOM kills, requests.
+    Top {
+        /// Print one table and exit.
+        #[arg(long)]
+        once: bool,
+        #[arg(short, long, value_enum, default_value = "table")]
+        output: Output,
+        /// Refresh period.
+        #[arg(long, default_value = "2s", value_parser = crate::spec::units::parse_duration)]
+        interval: std::time::Duration,
+    },
+    /// A tenant's mail at the shared relay (`berth mail T`: limits, use, sent, deferred,
+    /// bounced, refused, queued, last errors), or the DNS records to publish for its DKIM keys
+    /// (`berth mail dns T`).
+    Mail {
+        /// The tenant, or `dns`.
+        first: String,
+        /// With `dns`: the tenant.
+        second: Option<String>,
+        #[arg(short, long, value_enum, default_value = "table")]
+        output: Output,
+    },
+    /// A long operation (backup, restore, clone, verify, move) the agent runs: its state,
+    /// result or error; `--wait` follows it to its end.
+    Op {
+        id: String,
+        #[arg(long)]
+        wait: bool,
+        #[arg(short, long, value_enum, default_value = "table")]
+        output: Output,
+    },
+    /// A tenant's scheduled jobs: last runs, exit status, duration, next run.
+    Jobs {
+        #[arg(value_parser = tenant_arg)]
+        tenant: String,
+        #[arg(short, long, value_enum, default_value = "table")]
+        output: Output,
+    },
+    /// Restore a tenant in place from one of its backups (`--from ID`), or create a new tenant
+    /// as a clone of another's backup (`--from TENANT:ID`; new secrets, no custom domains).
+    Restore {
+        #[arg(value_parser = tenant_arg)]
+        tenant: String,
+        #[arg(long, value_parser = backup_arg)]
+        from: String,
+        /// Start it and return at once, printing the operation (follow it with `berth op ID`).
+        #[arg(long)]
+        detach: bool,
+        #[arg(short, long, value_enum, default_value = "table")]
+        output: Output,
+    },
+}
+
+/// A tenant argument is checked before any request: `../acme` or `acme?x=1` is refused here,
+/// with the reason, instead of reaching the agent.
+pub fn tenant_arg(s: &str) -> Result<String, Invalid> {
+    crate::api::params::tenant(s).map(|()| s.to_string())
+}
+
+pub fn domain_arg(s: &str) -> Result<String, Invalid> {
+    crate::desired::instance::check_domain(s).map(|()| s.to_string())
+}
+
+pub fn backup_arg(s: &str) -> Result<String, Invalid> {
+    crate::api::params::backup_ref(s).map(|()| s.to_string())
+}
+
+pub(super) fn parse_kv(s: &str) -> Result<(String, String), Invalid> {
+    s.split_once('=')
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .ok_or_else(|| Invalid::NotKeyValue(s.into()))
+}
