@@ -61,9 +61,7 @@ pub async fn show(
 ) -> Result<Json<InstanceView>, ApiError> {
     let status =
         s.cx.passes
-            .board()
-            .instances
-            .remove(&tenant)
+            .status_of(&tenant)
             .ok_or_else(|| not_found(&tenant))?;
     let (quota, volumes, allow) =
         s.cx.passes
@@ -317,9 +315,7 @@ pub async fn logs(
     };
     let status =
         s.cx.passes
-            .board()
-            .instances
-            .remove(&tenant)
+            .status_of(&tenant)
             .ok_or_else(|| not_found(&tenant))?;
     // The reconciler already knows the web service; no need to read the spec files again.
     let Some(service) = q.service.or(status.web_service.clone()) else {

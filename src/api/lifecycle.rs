@@ -28,9 +28,7 @@ pub async fn restart(
     instance_path(&s, &tenant)?;
     let status =
         s.cx.passes
-            .board()
-            .instances
-            .remove(&tenant)
+            .status_of(&tenant)
             .ok_or_else(|| not_found(&tenant))?;
     // Asleep: a restart would wake it behind the sleeper's back; the rest have nothing running.
     let idle = [

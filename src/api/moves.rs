@@ -148,7 +148,7 @@ async fn clear(s: &AppState, tenant: &str, to: &str) -> Result<(), ApiError> {
 async fn wait_running(s: &AppState, tenant: &str) -> Result<(), ApiError> {
     let start = Instant::now();
     loop {
-        let phase = s.cx.passes.board().instances.get(tenant).map(|st| st.phase);
+        let phase = s.cx.passes.status_of(tenant).map(|st| st.phase);
         if phase == Some(Phase::Running) {
             return Ok(());
         }

@@ -217,7 +217,7 @@ impl Backups {
         let deadline = Instant::now() + COME_UP;
         let mut last = String::from("not seen by the reconciler yet");
         while Instant::now() < deadline {
-            if let Some(s) = self.cx.passes.board().instances.get(t) {
+            if let Some(s) = self.cx.passes.status_of(t) {
                 match s.phase {
                     Phase::Running => return Ok(()),
                     Phase::Invalid => {
@@ -253,7 +253,7 @@ impl Backups {
     async fn wait_gone(&self, t: &str) -> bool {
         let deadline = Instant::now() + COME_UP;
         while Instant::now() < deadline {
-            let listed = self.cx.passes.board().instances.contains_key(t);
+            let listed = self.cx.passes.status_of(t).is_some();
             if !listed && !self.cx.svc.layout().purge_marker(t).exists() {
                 return true;
             }

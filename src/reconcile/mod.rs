@@ -327,6 +327,14 @@ impl crate::services::Reconciler for Controller {
     fn board(&self) -> Board {
         Controller::board(self)
     }
+    fn status_of(&self, tenant: &str) -> Option<crate::services::InstanceStatus> {
+        self.board
+            .read()
+            .expect("board lock")
+            .instances
+            .get(tenant)
+            .cloned()
+    }
     fn desired(&self) -> Arc<desired::Desired> {
         Controller::desired(self)
     }

@@ -35,6 +35,8 @@ pub trait Reconciler: Send + Sync {
     fn pass(&self) -> BoxFuture<'_, Result<PassReport, PassError>>;
     /// The board the last pass published.
     fn board(&self) -> Board;
+    /// One tenant's status from the last pass (without copying the whole board).
+    fn status_of(&self, tenant: &str) -> Option<super::InstanceStatus>;
     /// The desired state seen by the last pass.
     fn desired(&self) -> Arc<Desired>;
     /// Resolves each time a pass has published a new board (or `touch` was called).
