@@ -20,7 +20,9 @@
 # engine (dockerd, containerd, the shims) into a CPU cgroup of that weight (a plain process has
 # 100), so container starts yield to the tenants and the edge. Moved back afterwards.
 # Each round also reports where its CPU went: the engine, the agent (the edge included), the
-# containers (cpuacct of /docker) and the host in all.
+# containers (cpuacct of /docker) and the host in all, and how many reconcile passes ran.
+# BASE_BIN=/path/to/an/older/berth runs the capped round first with that binary, then with this
+# tree's: the same storm, side by side in one run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${1:-250}
@@ -54,7 +56,7 @@ api: {socket: berth.sock}
 network: {subnet_pool: 10.232.0.0/14, subnet_prefix: 28}
 ports: {first: 30000, last: 32700}
 resync_interval: 30s
-metrics: {listen: none}
+metrics: {listen: 127.0.0.1:18964, interval: 15s}
 base_domain: apps.test
 admission: {memory: $3}
 plans:
@@ -68,7 +70,7 @@ YAML
 }
 
 start_agent() {
-  setsid "$B" --config "$W/berth.yaml" serve >>"$W/agent.log" 2>&1 < /dev/null &
+  setsid "${AGENT_BIN:-$B}" --config "$W/berth.yaml" serve >>"$W/agent.log" 2>&1 < /dev/null &
   AGENT=$!
   until "$B" --config "$W/berth.yaml" reconcile >/dev/null 2>&1; do sleep 0.2; done
 }
@@ -125,6 +127,8 @@ engine_into() { # cgroup dir: moves dockerd, containerd and the shims there
   done
 }
 
+passes() { curl -s http://127.0.0.1:18964/metrics | awk '/^berth_reconcile_pass_duration_seconds_count/{print $2}'; }
+
 storm() { # label
   local label=$1 hosts=()
   for i in $(seq 1 "$AWAKE"); do hosts+=("$(name "$i").apps.test"); done
@@ -136,12 +140,14 @@ storm() { # label
   local base; base=$(used_mib)
   local t0; t0=$(now)
   local cpu0; cpu0=$(cpu_now)
+  local passes0; passes0=$(passes)
   confine
   seq $((AWAKE + 1)) "$N" | in_client xargs -P $((N - AWAKE)) -I{} sh -c \
     't=$(printf "d%04d" {}); curl -s -o /dev/null -w "%{http_code} %{time_total}\n" --max-time 120 --cacert '"$W"'/ca.pem --resolve "$t.apps.test:18943:127.0.0.1" "https://$t.apps.test:18943/"' \
     > "$W/storm-$label.txt"
   local took=$(( $(now) - t0 ))
   local cpu1; cpu1=$(cpu_now)
+  local passes1; passes1=$(passes)
   sleep 5
   kill -TERM "$loader"; wait "$loader" || true
   kill "$sampler"; wait "$sampler" 2>/dev/null || true
@@ -152,7 +158,7 @@ storm() { # label
   p99=$(awk '$1==200{print $2*1000}' "$W/storm-$label.txt" | pct 99)
   echo "[$label] storm of $((N - AWAKE)) first requests: answered ${codes}in ${took} ms; woken ones answered p50 ${p50:-–} ms, p99 ${p99:-–} ms"
   echo "[$label] host memory used: ${base} MiB before, peak ${peak} MiB (+$((peak - base)) MiB); awake now: $("$B" --config "$W/berth.yaml" ls -o json | grep -c '"phase": "running"')"
-  echo "[$label] CPU during the storm (${took} ms on $(nproc) cores): $(cpu_delta "$cpu0" "$cpu1")"
+  echo "[$label] CPU during the storm (${took} ms on $(nproc) cores): $(cpu_delta "$cpu0" "$cpu1"); reconcile passes: $(( ${passes1%.*} - ${passes0%.*} ))"
   echo "[$label] $AWAKE awake tenants at $RATE req/s during the storm: $(cat "$W/load-$label.txt")"
 }
 
@@ -207,7 +213,12 @@ if [ "${BASELINE:-0}" = 1 ]; then
   stop_agent; config 4 100000 1m; start_agent
   storm no-wakes
 fi
-# Round 2, capped.
+# Round 2, capped (with BASE_BIN: first with that binary, then with this tree's).
+if [ -n "${BASE_BIN:-}" ]; then
+  stop_agent; config "${CAP_WAKES:-4}" 100000 "$MEM" "${WAKE_GAP:-0s}"; AGENT_BIN=$BASE_BIN start_agent
+  storm "base-capped-${CAP_WAKES:-4}"
+  all_asleep
+fi
 stop_agent; config "${CAP_WAKES:-4}" 100000 "$MEM" "${WAKE_GAP:-0s}"; start_agent
 storm "capped-${CAP_WAKES:-4}-gap-${WAKE_GAP:-0s}"
 if [ -n "${ENGINE_WEIGHT:-}" ]; then

@@ -134,8 +134,9 @@ async fn seal_running(svc: Arc<Services>) {
     }
 }
 
-/// Kicks a pass on every engine event about our containers; reconnects if the stream ends
-/// (dockerd restart). The periodic resync covers anything missed in between.
+/// Kicks a pass on every engine event about our containers but the starts berth made itself
+/// (their pass or wake looks after them); reconnects if the stream ends (dockerd restart). The
+/// periodic resync covers anything missed in between.
 pub(super) async fn follow_events(svc: Arc<Services>, metrics: Arc<crate::metrics::Metrics>) {
     use futures_util::StreamExt;
     loop {
@@ -148,6 +149,9 @@ pub(super) async fn follow_events(svc: Arc<Services>, metrics: Arc<crate::metric
                         svc.probes().reset(&e.container);
                     }
                     if e.action == "start" {
+                        if svc.runtime().started_by_berth(&e.container) {
+                            continue;
+                        }
                         let (rt, name) = (svc.runtime().clone(), e.container.clone());
                         tokio::spawn(async move { rt.started_elsewhere(&name).await });
                     }

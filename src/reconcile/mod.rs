@@ -299,22 +299,40 @@ impl Controller {
             .max(Duration::from_millis(50))
     }
 
-    /// Runs passes until `shutdown` resolves.
+    /// Runs passes until `shutdown` resolves. Kicks that come during a pass, or soon after it,
+    /// make one pass, which waits until the last one's own length has gone by since it ended
+    /// (at most `PACE_MAX`): passes keep at most half the agent's time, and the engine's
+    /// container lists with them, however many events a storm of wakes sends.
     pub async fn run(self: Arc<Self>, shutdown: impl std::future::Future<Output = ()>) {
         tokio::pin!(shutdown);
         let kick = self.svc.kick_handle();
         loop {
+            let started = Instant::now();
             if let Err(e) = self.pass().await {
                 tracing::error!(error = %e, "reconcile pass failed");
             }
+            let (took, ended) = (started.elapsed(), Instant::now());
             let wait = self.next_wakeup();
             tokio::select! {
                 _ = &mut shutdown => return,
                 _ = kick.notified() => {}
                 _ = tokio::time::sleep(wait) => {}
             }
+            let pace = pace_after(took).saturating_sub(ended.elapsed());
+            tokio::select! {
+                _ = &mut shutdown => return,
+                _ = tokio::time::sleep(pace) => {}
+            }
         }
     }
+}
+
+/// The longest a kicked pass waits for the one before it to be as far behind as it was long.
+pub const PACE_MAX: Duration = Duration::from_secs(1);
+
+/// How long after a pass that took `took` the next one may start.
+fn pace_after(took: Duration) -> Duration {
+    took.min(PACE_MAX)
 }
 
 impl crate::services::Reconciler for Controller {

@@ -376,3 +376,28 @@ async fn an_operation_does_not_wake_a_tenant_the_host_has_no_memory_for() {
         "the refused wake left it asleep"
     );
 }
+
+#[tokio::test]
+async fn a_storm_of_kicks_makes_passes_that_keep_at_most_half_the_time() {
+    let e = env();
+    write_instance(e.dir.path(), "acme", "");
+    converge(&e.ctl).await;
+    // An engine that takes 50 ms to list; an event every 5 ms for a second (a storm of wakes).
+    e.rt.set_inventory_delay(Duration::from_millis(50));
+    let before = e.rt.inventories();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let run = tokio::spawn(e.ctl.clone().run(async {
+        let _ = stopped.await;
+    }));
+    let until = Instant::now() + Duration::from_secs(1);
+    while Instant::now() < until {
+        e.ctl.kick();
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let _ = stop.send(());
+    run.await.unwrap();
+    // Back to back, a second held 15 passes here; paced, each pass (50 ms and more) is
+    // followed by as long a rest: 7 or 8 (and at least a few: kicks are not lost).
+    let passes = e.rt.inventories() - before;
+    assert!((4..=12).contains(&passes), "{passes} passes in a second");
+}

@@ -895,6 +895,10 @@ impl Runtime for DockerRuntime {
         }
     }
 
+    fn started_by_berth(&self, name: &str) -> bool {
+        self.restarts.started_lately(name)
+    }
+
     fn seal_with(&self, sealing: super::netns::Sealing) {
         let _ = self.sealing.set(sealing);
     }

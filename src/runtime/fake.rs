@@ -25,6 +25,9 @@ struct State {
     with_healthcheck: std::collections::BTreeSet<String>,
     /// None: every image counts as present (the default); Some: only these.
     images: Option<std::collections::BTreeSet<String>>,
+    /// How long each inventory takes (an engine listing a few hundred tenants), and how many.
+    inventory_delay: Duration,
+    inventories: u64,
 }
 
 #[derive(Default)]
@@ -36,6 +39,16 @@ pub struct FakeRuntime {
 impl FakeRuntime {
     pub fn new() -> FakeRuntime {
         FakeRuntime::default()
+    }
+
+    /// From now on each inventory takes `d`.
+    pub fn set_inventory_delay(&self, d: Duration) {
+        self.state.lock().unwrap().inventory_delay = d;
+    }
+
+    /// How many inventories were asked for so far.
+    pub fn inventories(&self) -> u64 {
+        self.state.lock().unwrap().inventories
     }
 
     /// From now on only these images are present (pulls add to them).
@@ -91,6 +104,12 @@ impl FakeRuntime {
 #[async_trait::async_trait]
 impl Runtime for FakeRuntime {
     async fn inventory(&self, _ns: &str) -> Result<Inventory, RuntimeError> {
+        let delay = {
+            let mut s = self.state.lock().unwrap();
+            s.inventories += 1;
+            s.inventory_delay
+        };
+        tokio::time::sleep(delay).await;
         let s = self.state.lock().unwrap();
         Ok(Inventory {
             containers: s.containers.values().cloned().collect(),

@@ -298,4 +298,10 @@ pub trait Runtime: Send + Sync + 'static {
     /// The engine says `name` started: when berth did not start it just now (someone ran
     /// `docker start`, or a policy did), it is sealed now, or stopped if it cannot be.
     async fn started_elsewhere(&self, _name: &str) {}
+    /// True when berth itself started `name` in the last few seconds: the engine's start
+    /// event is the echo of berth's own call, and whoever made it (a pass, which observes
+    /// again after its steps, or a wake's fast path) already looks after the tenant.
+    fn started_by_berth(&self, _name: &str) -> bool {
+        false
+    }
 }
