@@ -69,6 +69,9 @@ pub struct Prober {
     changed: Arc<Notify>,
     /// Wakes the loop when targets are added or reset.
     wake: Notify,
+    /// Tenants whose verdicts someone waits on by reading the table (a wake's fast path):
+    /// their changes kick no pass.
+    watched: Mutex<BTreeSet<String>>,
 }
 
 fn jittered(d: Duration) -> Duration {
@@ -93,7 +96,17 @@ impl Prober {
             table: Mutex::default(),
             changed,
             wake: Notify::new(),
+            watched: Mutex::default(),
         })
+    }
+
+    /// While `on`, a change of `tenant`'s health kicks no pass: its watcher reads the table.
+    pub fn watch(&self, tenant: &str, on: bool) {
+        let mut w = self.watched.lock().expect("watched lock");
+        match on {
+            true => w.insert(tenant.to_string()),
+            false => w.remove(tenant),
+        };
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Entry>> {
@@ -272,7 +285,14 @@ impl Prober {
         e.due = now + jittered(self.next_in(e));
         if e.health != before {
             tracing::info!(container = %t.container, from = ?before, to = ?e.health, error = e.last_error.as_deref(), "probe health changed");
-            self.changed.notify_one();
+            if !self
+                .watched
+                .lock()
+                .expect("watched lock")
+                .contains(&t.tenant)
+            {
+                self.changed.notify_one();
+            }
         }
     }
 

@@ -31,13 +31,21 @@ impl Controller {
         if !self.holds.lock().expect("holds lock").claim(t) {
             return Err(WakeError::Held);
         }
+        // Its probes' verdicts are this wake's to wait for: they kick no pass meanwhile.
+        self.svc.probes().watch(t, true);
         let r = tokio::time::timeout(limit, self.converge_claimed(t)).await;
+        self.svc.probes().watch(t, false);
         self.holds.lock().expect("holds lock").unclaim(t);
-        self.kick();
-        r.unwrap_or_else(|_| {
+        let r = r.unwrap_or_else(|_| {
             let probe = self.svc.probes().tenant_error(t);
             Err(probe.map_or(WakeError::TooSlow(limit), WakeError::Probe))
-        })
+        });
+        // Woken, the tenant is on the board as running; a wake that gave up leaves the tenant
+        // to the passes, at once.
+        if r.is_err() {
+            self.kick();
+        }
+        r
     }
 
     async fn converge_claimed(&self, t: &str) -> Result<(), WakeError> {
@@ -84,10 +92,8 @@ impl Controller {
     /// verdicts overlaid.
     async fn observe_tenant(&self, d: &Desired, inst: &Instance) -> Result<Inventory, WakeError> {
         let t = &inst.tenant;
-        let mut inv = self.svc.runtime().inventory(&self.host().namespace).await?;
-        inv.containers.retain(|c| &c.tenant == t);
-        inv.networks.retain(|n| &n.tenant == t);
-        inv.volumes.retain(|v| &v.tenant == t);
+        let ns = &self.host().namespace;
+        let mut inv = self.svc.runtime().inventory_of(ns, t).await?;
         self.svc.pulls().enforce_pins(&mut inv, d);
         let scope = crate::probe::targets::Scope {
             namespace: &self.host().namespace,

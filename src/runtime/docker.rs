@@ -67,6 +67,103 @@ struct ExecIo<'a> {
 }
 
 impl DockerRuntime {
+    /// berth's containers, networks and volumes of namespace `ns` that match `filters`
+    /// (labels), and every image.
+    async fn listed(
+        &self,
+        ns: &str,
+        filters: HashMap<String, Vec<String>>,
+    ) -> Result<Inventory, RuntimeError> {
+        let opts = ListContainersOptions {
+            all: true,
+            filters: Some(filters.clone()),
+            ..Default::default()
+        };
+        let containers = self
+            .docker
+            .list_containers(Some(opts))
+            .await
+            .map_err(|e| call_err("containers", ns, e))?;
+        let containers = containers
+            .into_iter()
+            .map(|c| {
+                let l = c.labels.unwrap_or_default();
+                let status = match c.state {
+                    Some(ContainerSummaryStateEnum::RUNNING) => RunStatus::Running,
+                    Some(ContainerSummaryStateEnum::EXITED)
+                    | Some(ContainerSummaryStateEnum::CREATED) => RunStatus::Stopped,
+                    _ => RunStatus::Other,
+                };
+                let host_port = c
+                    .ports
+                    .unwrap_or_default()
+                    .iter()
+                    .find_map(|p| p.public_port);
+                ObservedContainer {
+                    name: c
+                        .names
+                        .unwrap_or_default()
+                        .first()
+                        .map(|n| n.trim_start_matches('/').to_string())
+                        .unwrap_or_default(),
+                    tenant: label(&l, labels::TENANT),
+                    service: label(&l, labels::SERVICE),
+                    spec_hash: label(&l, labels::SPEC_HASH),
+                    status,
+                    health: health_from_status(c.status.as_deref().unwrap_or_default()),
+                    host_port,
+                    ip: tenant_ip(ns, &l, c.network_settings.as_ref()),
+                    node: None,
+                }
+            })
+            .collect();
+        let nets = self
+            .docker
+            .list_networks(Some(ListNetworksOptions {
+                filters: Some(filters.clone()),
+            }))
+            .await
+            .map_err(|e| call_err("networks", ns, e))?;
+        let networks = nets
+            .into_iter()
+            .map(|n| ObservedNetwork {
+                name: n.name.unwrap_or_default(),
+                tenant: label(&n.labels.unwrap_or_default(), labels::TENANT),
+                subnet: n
+                    .ipam
+                    .and_then(|i| i.config)
+                    .and_then(|c| c.into_iter().next())
+                    .and_then(|c| c.subnet),
+            })
+            .collect();
+        let vols = self
+            .docker
+            .list_volumes(Some(ListVolumesOptions {
+                filters: Some(filters),
+            }))
+            .await
+            .map_err(|e| call_err("volumes", ns, e))?;
+        let volumes = vols
+            .volumes
+            .unwrap_or_default()
+            .into_iter()
+            .map(|v| ObservedVolume {
+                tenant: label(&v.labels, labels::TENANT),
+                device: v.options.get("device").cloned(),
+                mountpoint: v.mountpoint,
+                name: v.name,
+            })
+            .collect();
+        let image_ids = self.images().await?;
+        Ok(Inventory {
+            containers,
+            networks,
+            volumes,
+            images: Some(image_ids.keys().cloned().collect()),
+            image_ids,
+        })
+    }
+
     /// Every tag and digest the engine lists, normalized for lookups, with the id of each.
     async fn images(&self) -> Result<std::collections::BTreeMap<String, String>, RuntimeError> {
         Ok(self
@@ -562,94 +659,15 @@ fn create_body(s: &ContainerSpec) -> ContainerCreateBody {
 #[async_trait::async_trait]
 impl Runtime for DockerRuntime {
     async fn inventory(&self, ns: &str) -> Result<Inventory, RuntimeError> {
-        let opts = ListContainersOptions {
-            all: true,
-            filters: Some(ns_filter(ns)),
-            ..Default::default()
-        };
-        let containers = self
-            .docker
-            .list_containers(Some(opts))
-            .await
-            .map_err(|e| call_err("containers", ns, e))?;
-        let containers = containers
-            .into_iter()
-            .map(|c| {
-                let l = c.labels.unwrap_or_default();
-                let status = match c.state {
-                    Some(ContainerSummaryStateEnum::RUNNING) => RunStatus::Running,
-                    Some(ContainerSummaryStateEnum::EXITED)
-                    | Some(ContainerSummaryStateEnum::CREATED) => RunStatus::Stopped,
-                    _ => RunStatus::Other,
-                };
-                let host_port = c
-                    .ports
-                    .unwrap_or_default()
-                    .iter()
-                    .find_map(|p| p.public_port);
-                ObservedContainer {
-                    name: c
-                        .names
-                        .unwrap_or_default()
-                        .first()
-                        .map(|n| n.trim_start_matches('/').to_string())
-                        .unwrap_or_default(),
-                    tenant: label(&l, labels::TENANT),
-                    service: label(&l, labels::SERVICE),
-                    spec_hash: label(&l, labels::SPEC_HASH),
-                    status,
-                    health: health_from_status(c.status.as_deref().unwrap_or_default()),
-                    host_port,
-                    ip: tenant_ip(ns, &l, c.network_settings.as_ref()),
-                    node: None,
-                }
-            })
-            .collect();
-        let nets = self
-            .docker
-            .list_networks(Some(ListNetworksOptions {
-                filters: Some(ns_filter(ns)),
-            }))
-            .await
-            .map_err(|e| call_err("networks", ns, e))?;
-        let networks = nets
-            .into_iter()
-            .map(|n| ObservedNetwork {
-                name: n.name.unwrap_or_default(),
-                tenant: label(&n.labels.unwrap_or_default(), labels::TENANT),
-                subnet: n
-                    .ipam
-                    .and_then(|i| i.config)
-                    .and_then(|c| c.into_iter().next())
-                    .and_then(|c| c.subnet),
-            })
-            .collect();
-        let vols = self
-            .docker
-            .list_volumes(Some(ListVolumesOptions {
-                filters: Some(ns_filter(ns)),
-            }))
-            .await
-            .map_err(|e| call_err("volumes", ns, e))?;
-        let volumes = vols
-            .volumes
-            .unwrap_or_default()
-            .into_iter()
-            .map(|v| ObservedVolume {
-                tenant: label(&v.labels, labels::TENANT),
-                device: v.options.get("device").cloned(),
-                mountpoint: v.mountpoint,
-                name: v.name,
-            })
-            .collect();
-        let image_ids = self.images().await?;
-        Ok(Inventory {
-            containers,
-            networks,
-            volumes,
-            images: Some(image_ids.keys().cloned().collect()),
-            image_ids,
-        })
+        self.listed(ns, ns_filter(ns)).await
+    }
+
+    async fn inventory_of(&self, ns: &str, tenant: &str) -> Result<Inventory, RuntimeError> {
+        let mut only = ns_filter(ns);
+        if let Some(l) = only.get_mut("label") {
+            l.push(format!("{}={tenant}", labels::TENANT));
+        }
+        self.listed(ns, only).await
     }
 
     async fn pull_image(

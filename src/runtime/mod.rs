@@ -199,6 +199,16 @@ pub type LogStream = BoxStream<'static, Result<Bytes, RuntimeError>>;
 #[async_trait::async_trait]
 pub trait Runtime: Send + Sync + 'static {
     async fn inventory(&self, namespace: &str) -> Result<Inventory, RuntimeError>;
+    /// `tenant`'s containers, networks and volumes alone (and every image). An engine that can
+    /// filter by label lists only those: a wake looks at its tenant a few times, and a list of
+    /// every tenant's containers costs the engine ~50 ms of CPU at 250 tenants.
+    async fn inventory_of(&self, namespace: &str, tenant: &str) -> Result<Inventory, RuntimeError> {
+        let mut inv = self.inventory(namespace).await?;
+        inv.containers.retain(|c| c.tenant == tenant);
+        inv.networks.retain(|n| n.tenant == tenant);
+        inv.volumes.retain(|v| v.tenant == tenant);
+        Ok(inv)
+    }
     async fn create_network(&self, spec: &NetworkSpec) -> Result<(), RuntimeError>;
     async fn remove_network(&self, name: &str) -> Result<(), RuntimeError>;
     /// Attaches a container (e.g. the shared database) to a network; already attached is fine.

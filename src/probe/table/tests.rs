@@ -224,3 +224,36 @@ async fn a_tenant_being_woken_keeps_its_targets_through_a_pass_that_saw_it_stopp
     assert_eq!(p.tenant_healthy("c"), None);
     assert_eq!(p.tenant_healthy("a"), Some(true), "other tenants untouched");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_watched_tenants_change_of_health_kicks_no_pass_and_others_still_do() {
+    let fake = Arc::new(FakeChecker::default());
+    let (p, kick) = prober(fake.clone());
+    p.sync(vec![target("a"), target("b")], &Default::default());
+    // A wake's fast path waits on "a" by reading the table.
+    p.watch("a", true);
+    p.tick().await;
+    assert_eq!(health(&p, "a"), Health::Healthy);
+    assert_eq!(health(&p, "b"), Health::Healthy);
+    // "b" became healthy too: one kick for it (a Notify keeps one permit).
+    tokio::time::timeout(Duration::from_millis(1), kick.notified())
+        .await
+        .unwrap();
+    // "a" alone changes now: no kick while watched, one once it is no longer.
+    fake.fail("a", true);
+    for _ in 0..4 {
+        step(&p, Duration::from_secs(34)).await;
+    }
+    assert_eq!(health(&p, "a"), Health::Unhealthy);
+    let quiet = tokio::time::timeout(Duration::from_millis(1), kick.notified()).await;
+    assert!(quiet.is_err(), "a watched tenant's change kicked a pass");
+    p.watch("a", false);
+    fake.fail("a", false);
+    for _ in 0..2 {
+        step(&p, Duration::from_secs(34)).await;
+    }
+    assert_eq!(health(&p, "a"), Health::Healthy);
+    tokio::time::timeout(Duration::from_millis(1), kick.notified())
+        .await
+        .unwrap();
+}
