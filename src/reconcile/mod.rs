@@ -7,6 +7,7 @@ mod aside;
 pub mod backoff;
 pub mod edge;
 pub mod files;
+mod handle;
 mod holds;
 mod one;
 mod pass;
@@ -17,9 +18,8 @@ pub mod status;
 
 use crate::{
     desired::{self, HostConfig},
-    services::{Board, PassError, Services},
+    services::{Board, Services},
 };
-use futures_util::future::BoxFuture;
 use holds::Holds;
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -333,72 +333,6 @@ pub const PACE_MAX: Duration = Duration::from_secs(1);
 /// How long after a pass that took `took` the next one may start.
 fn pace_after(took: Duration) -> Duration {
     took.min(PACE_MAX)
-}
-
-impl crate::services::Reconciler for Controller {
-    fn kick(&self) {
-        Controller::kick(self);
-    }
-    fn pass(&self) -> BoxFuture<'_, Result<PassReport, PassError>> {
-        Box::pin(Controller::pass(self))
-    }
-    fn board(&self) -> Board {
-        Controller::board(self)
-    }
-    fn status_of(&self, tenant: &str) -> Option<crate::services::InstanceStatus> {
-        self.board
-            .read()
-            .expect("board lock")
-            .instances
-            .get(tenant)
-            .cloned()
-    }
-    fn desired(&self) -> Arc<desired::Desired> {
-        Controller::desired(self)
-    }
-    fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
-        Controller::subscribe(self)
-    }
-    fn touch(&self) {
-        Controller::touch(self);
-    }
-    fn reset_backoff(&self, tenant: &str) {
-        Controller::reset_backoff(self, tenant);
-    }
-    fn published_at(&self, tenant: &str, port: u16) -> std::net::SocketAddr {
-        Controller::published_at(self, tenant, port)
-    }
-    fn hold(&self, tenant: &str) {
-        Controller::hold(self, tenant);
-    }
-    fn hold_settled<'a>(&'a self, tenant: &'a str) -> BoxFuture<'a, ()> {
-        Box::pin(Controller::hold_settled(self, tenant))
-    }
-    fn release(&self, tenant: &str) {
-        Controller::release(self, tenant);
-    }
-    fn is_held(&self, tenant: &str) -> bool {
-        Controller::is_held(self, tenant)
-    }
-    fn write_files<'a>(
-        &'a self,
-        inst: &'a desired::Instance,
-    ) -> BoxFuture<'a, Result<(), Box<dyn std::error::Error + Send + Sync>>> {
-        Box::pin(async move {
-            let steps = [plan::Step::WriteFiles];
-            self.applier()
-                .apply(&inst.tenant, Some(inst), &steps)
-                .await?;
-            Ok(())
-        })
-    }
-    fn converge_tenant<'a>(
-        &'a self,
-        tenant: &'a str,
-        limit: Duration,
-    ) -> BoxFuture<'a, Result<(), crate::services::WakeError>> {
-        Box::pin(Controller::converge_tenant(self, tenant, limit))
-    }
 }
 
 #[cfg(test)]
