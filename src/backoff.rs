@@ -31,6 +31,7 @@ impl Doubling {
             .build()
             .nth(n)
             .unwrap_or(self.cap)
+            .min(self.cap)
     }
 }
 

@@ -45,9 +45,8 @@ pub(super) async fn run(c: &Client, cmd: Command) -> Result<()> {
             second,
             output,
         } => {
-            let (dns, tenant) =
-                mail::target(&first, second.as_deref()).map_err(anyhow::Error::msg)?;
-            super::tenant_arg(&tenant).map_err(anyhow::Error::msg)?;
+            let (dns, tenant) = mail::target(&first, second.as_deref())?;
+            super::tenant_arg(&tenant)?;
             let mut parts = vec!["v1", "instances", &tenant, "mail"];
             if dns {
                 parts.push("dns");

@@ -23,6 +23,41 @@ const HEALTH_POLL: Duration = Duration::from_millis(25);
 /// How often the woken tenant's containers are observed again while it is not healthy.
 const REOBSERVE: Duration = Duration::from_secs(1);
 
+/// A wake's claim on its tenant, given up however the wake ends (dropped or unwound mid-way
+/// included): while it lasts the passes leave the tenant alone, and its probes' verdicts,
+/// which the wake reads from the table, kick no pass. Given up, it kicks a pass unless the
+/// wake put its tenant on the board as running with no pass under way (one that observed the
+/// tenant before the wake would publish it as it was).
+struct Claimed<'a> {
+    ctl: &'a Controller,
+    t: &'a str,
+    shown: bool,
+}
+
+impl<'a> Claimed<'a> {
+    fn new(ctl: &'a Controller, t: &'a str) -> Self {
+        ctl.svc.probes().watch(t, true);
+        Claimed {
+            ctl,
+            t,
+            shown: false,
+        }
+    }
+}
+
+impl Drop for Claimed<'_> {
+    fn drop(&mut self) {
+        self.ctl.svc.probes().watch(self.t, false);
+        // Never a second panic while unwinding: a poisoned lock's table is still the table.
+        let mut holds = self.ctl.holds.lock().unwrap_or_else(|e| e.into_inner());
+        holds.unclaim(self.t);
+        drop(holds);
+        if !self.shown || self.ctl.pass_lock.try_lock().is_err() {
+            self.ctl.kick();
+        }
+    }
+}
+
 impl Controller {
     /// Starts `t` now and waits, within `limit`, until every probe of it is healthy. Err says
     /// why not (held by an upgrade or restore, an engine error, a probe failing, too slow);
@@ -31,20 +66,17 @@ impl Controller {
         if !self.holds.lock().expect("holds lock").claim(t) {
             return Err(WakeError::Held);
         }
-        // Its probes' verdicts are this wake's to wait for: they kick no pass meanwhile.
-        self.svc.probes().watch(t, true);
-        let r = tokio::time::timeout(limit, self.converge_claimed(t)).await;
-        self.svc.probes().watch(t, false);
-        self.holds.lock().expect("holds lock").unclaim(t);
-        let r = r.unwrap_or_else(|_| {
-            let probe = self.svc.probes().tenant_error(t);
-            Err(probe.map_or(WakeError::TooSlow(limit), WakeError::Probe))
-        });
+        let mut claimed = Claimed::new(self, t);
+        let r = tokio::time::timeout(limit, self.converge_claimed(t))
+            .await
+            .unwrap_or_else(|_| {
+                let probe = self.svc.probes().tenant_error(t);
+                Err(probe.map_or(WakeError::TooSlow(limit), WakeError::Probe))
+            });
         // Woken, the tenant is on the board as running; a wake that gave up leaves the tenant
         // to the passes, at once.
-        if r.is_err() {
-            self.kick();
-        }
+        claimed.shown = r.is_ok();
+        drop(claimed);
         r
     }
 

@@ -827,10 +827,12 @@ impl Runtime for DockerRuntime {
             false => Err(RuntimeError::Call {
                 kind: "volume",
                 name: s.name.clone(),
-                message: format!(
-                    "a volume of this name exists and is not this tenant's (its labels: {labels:?}); \
-                     berth does not mount it: remove or rename it"
-                ),
+                // Whose it is stays out of the message: it lands in this tenant's status, and
+                // the volume may be another tenant's whose name happens to read the same.
+                message: "a volume of this name exists and is not this tenant's (made by hand, \
+                          or by another namespace or tenant); berth does not mount it: remove \
+                          or rename it"
+                    .into(),
             }),
         }
     }
