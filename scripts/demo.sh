@@ -48,7 +48,12 @@ done
 "$berth" --config berth.yaml cert ls
 echo
 echo "demo: acme's page sends its admin a message through the shared mail relay"
-curl -fsS -X POST "http://127.0.0.1:$("$berth" --config berth.yaml status acme -o json | grep -o '"port": *[0-9]*' | head -n1 | grep -o '[0-9]*$')/cgi-bin/mail" || true
+# The relay starts after the tenants' first pass: the page answers 502 until it is up.
+acme_port=$("$berth" --config berth.yaml status acme -o json | grep -o '"port": *[0-9]*' | head -n1 | grep -o '[0-9]*$')
+for _ in $(seq 1 30); do
+  curl -fsS -X POST "http://127.0.0.1:$acme_port/cgi-bin/mail" 2>/dev/null && break
+  sleep 1
+done
 sleep 3
 "$berth" --config berth.yaml mail acme
 echo

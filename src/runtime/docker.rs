@@ -663,10 +663,14 @@ impl Runtime for DockerRuntime {
     }
 
     async fn inventory_of(&self, ns: &str, tenant: &str) -> Result<Inventory, RuntimeError> {
-        let mut only = ns_filter(ns);
-        if let Some(l) = only.get_mut("label") {
-            l.push(format!("{}={tenant}", labels::TENANT));
-        }
+        // Label filters are ANDed: this namespace's objects of this tenant, nothing else.
+        let only = HashMap::from([(
+            "label".to_string(),
+            vec![
+                format!("{}={ns}", labels::NAMESPACE),
+                format!("{}={tenant}", labels::TENANT),
+            ],
+        )]);
         self.listed(ns, only).await
     }
 

@@ -31,8 +31,8 @@ pub struct ActionForm {
 pub enum FormError {
     #[error("backup: {0}")]
     Backup(crate::desired::Invalid),
-    #[error("{0:?} is not a domain name")]
-    NotDomain(String),
+    #[error("{0}")]
+    Domain(crate::desired::Invalid),
     #[error("no such action {0:?}")]
     NoSuchAction(String),
     /// The operation's own error, or the API's answer.
@@ -53,12 +53,11 @@ fn request(t: &str, action: &str, value: &str, key: &str) -> Result<Call, FormEr
             .map(|_| value.to_string())
             .map_err(FormError::Backup)
     };
+    // The API's own rule, so the form refuses what the API would, in its words.
     let domain = || {
-        url::Host::parse(value)
-            .ok()
-            .filter(|h| matches!(h, url::Host::Domain(_)) && !value.contains('/'))
-            .map(|_| value.to_string())
-            .ok_or_else(|| FormError::NotDomain(value.into()))
+        crate::desired::domains::check_domain(value)
+            .map(|()| value.to_string())
+            .map_err(FormError::Domain)
     };
     Ok(match action {
         "start" | "stop" => {
