@@ -219,6 +219,7 @@ async fn main() {
         name: net.clone(),
         subnet,
         gateway,
+        ip_range: None,
         labels: spec::owner_labels(NS, HOST_TENANT),
     })
     .await
@@ -485,9 +486,9 @@ async fn flood(
     });
     let pool = host.subnet_pool;
     for (i, t) in ["t0001", "t0002"].iter().enumerate() {
-        rt.create_network(&spec::network_spec(NS, t, pool.subnet(i as u32 + 1)))
-            .await
-            .unwrap();
+        let n = i as u32 + 1;
+        let net = spec::network_spec(NS, t, pool.subnet(n), pool.dynamic_range(n));
+        rt.create_network(&net).await.unwrap();
     }
     mail.sync(rt, host, accts).await.unwrap();
     let a = format!("{}:587", ip_on(relay, &spec::network_name(NS, "t0001")));

@@ -15,6 +15,9 @@
 # by hand (`docker start` of a stopped container → first 200 on its port), interleaved; the
 # awake tenants get RATE=20 requests a second (open loop, scripts/rate-load.py) for WINDOW
 # seconds with nobody waking, then throughout the wakes.
+# MODES may include `base`: today's template run by the agent at BASE_BIN (an older build), so
+# an agent change is measured side by side in one run, e.g.
+#   BASE_BIN=/tmp/berth-old MODES= scripts/bench-density.sh 300 "base probe"
 # Usage: scripts/bench-density.sh [N=100] [MODES="exec probe"] [TEMPLATE=demo]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -90,16 +93,19 @@ sleep_phase() { # binary
     code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 60 --cacert "$W/ca.pem" --resolve "$t.apps.test:18943:127.0.0.1" "https://$t.apps.test:18943/")
     berth_ms+=($(( $(now) - s0 )))
     [ "$code" = 200 ] || echo "wake of $t answered $code"
-    local r="densraw$k" port=$((33000 + k))
-    docker run -d --name "$r" --user 65534:65534 --read-only --tmpfs /tmp -p "127.0.0.1:$port:8080" \
+    # By hand as berth does it: a fixed address on its own network, nothing published.
+    local r="densraw$k" at="10.248.$k.14:8080"
+    docker network create --subnet "10.248.$k.0/28" --ip-range "10.248.$k.0/29" "$r" >/dev/null
+    docker run -d --name "$r" --network "$r" --ip "10.248.$k.14" --user 65534:65534 --read-only --tmpfs /tmp \
       -v "$site/site.conf:/etc/demo/site.conf:ro" berth/demo:1 >/dev/null
-    until curl -fsS -o /dev/null --max-time 1 "http://127.0.0.1:$port/cgi-bin/health" 2>/dev/null; do sleep 0.02; done
+    until curl -fsS -o /dev/null --max-time 1 "http://$at/cgi-bin/health" 2>/dev/null; do sleep 0.02; done
     docker stop -t 2 "$r" >/dev/null
     s0=$(now)
     docker start "$r" >/dev/null
-    until curl -fsS -o /dev/null --max-time 1 "http://127.0.0.1:$port/cgi-bin/health" 2>/dev/null; do sleep 0.02; done
+    until curl -fsS -o /dev/null --max-time 1 "http://$at/cgi-bin/health" 2>/dev/null; do sleep 0.02; done
     raw_ms+=($(( $(now) - s0 )))
     docker rm -f "$r" >/dev/null
+    docker network rm "$r" >/dev/null
   done
   kill -TERM "$LOADER"; wait "$LOADER" || true
   echo "[load] $AWAKE awake tenants while the wakes ran: $(cat "$W/load-waking.txt")"
@@ -147,14 +153,20 @@ proxy: {http: 127.0.0.1:18980, https: 127.0.0.1:18943}
 YAML
   local B=$B
   [ "$mode" = exec ] && B=${EXEC_BIN:?EXEC_BIN: the agent built before probes (see the header)}
+  [ "$mode" = base ] && B=${BASE_BIN:?BASE_BIN: an older agent to compare with (see the header)}
   setsid "$B" --config "$W/berth.yaml" serve >"$W/agent-$mode.log" 2>&1 < /dev/null &
   AGENT=$!
   until "$B" --config "$W/berth.yaml" reconcile >/dev/null 2>&1; do sleep 0.2; done
+  local rules0; rules0=$(iptables-save | grep -c '^-A')
+  local nat0; nat0=$(iptables-save -t nat | grep -c '^-A')
   local t0; t0=$(now)
   for i in $(seq 1 "$N"); do printf 'tenant: d%04d\ntemplate: %s\n' "$i" "$TEMPLATE" > "$W/instances/d$(printf %04d "$i").yaml"; done
   until [ "$("$B" --config "$W/berth.yaml" ls -o json | grep -c '"phase": "running"')" -ge "$N" ]; do sleep 5; done
   local secs=$(( ($(now) - t0) / 1000 ))
   echo "[$mode] $N tenants running after ${secs} s: $(awk "BEGIN{printf \"%.0f\", $N*60/$secs}") tenants/min ($(docker ps -q --filter label=io.berth.namespace=dens | wc -l) containers)"
+  local rules1; rules1=$(iptables-save | grep -c '^-A')
+  local nat1; nat1=$(iptables-save -t nat | grep -c '^-A')
+  echo "[$mode] iptables rules added for $N tenants: $((rules1 - rules0)) ($(awk "BEGIN{printf \"%.2f\", ($rules1-$rules0)/$N}") per tenant; nat: $((nat1 - nat0))); docker-proxy processes: $(pgrep -xc docker-proxy || true)"
   sleep "$SETTLE"
   idle_figures "$mode" "$B"
   [ "${SLEEP:-0}" = 1 ] && [ "$mode" = probe ] && sleep_phase "$B"

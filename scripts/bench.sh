@@ -38,29 +38,30 @@ cleanup() {
 trap cleanup EXIT
 b() { "$B" --config "$W/berth.yaml" "$@"; }
 now() { date +%s%3N; }
-wait_200() { until curl -fsS -o /dev/null --max-time 1 "http://127.0.0.1:$1/cgi-bin/health" 2>/dev/null; do sleep 0.02; done; }
+wait_200() { until curl -fsS -o /dev/null --max-time 1 "http://$1/cgi-bin/health" 2>/dev/null; do sleep 0.02; done; }
 
 setsid "$B" --config "$W/berth.yaml" serve >"$W/agent.log" 2>&1 < /dev/null &
 AGENT=$!
 until b reconcile >/dev/null 2>&1; do sleep 0.1; done
 
 provision_berth() { # tenant → ms
-  local t0 port
+  local t0 at
   t0=$(now)
   b add "$1" --template demo >/dev/null
-  until port=$(b status "$1" -o json 2>/dev/null | grep -o '"port": *[0-9]*' | grep -o '[0-9]*$'); do sleep 0.02; done
-  wait_200 "$port"
+  until at=$(b status "$1" -o json 2>/dev/null | grep -o '"address": *"[0-9.:]*"' | grep -oE '[0-9]+(\.[0-9]+){3}:[0-9]+'); do sleep 0.02; done
+  wait_200 "$at"
   echo $(( $(now) - t0 ))
 }
 
-provision_raw() { # n → ms ; the same containers berth makes, by hand
-  local n=benchraw$1 port=$((46000 + $1)) t0 d
+provision_raw() { # n (< 256) → ms ; the same containers berth makes, by hand (the app at a
+  # fixed address above the network's dynamic range, nothing published, as berth does)
+  local n=benchraw$1 net=10.249.$1 t0 d
   d=$(mktemp -d); printf '%s' "$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')" > "$d/pw"
   cp "$d/pw" "$d/pw-app"; chown 999:999 "$d/pw"; chown 65534:65534 "$d/pw-app"; chmod 400 "$d/pw" "$d/pw-app"
   printf "TENANT='%s'\nTITLE='raw'\nCOLOR='#fff'\nDB_HOST=db\nDB_PORT=5432\nDB_NAME=app\nDB_USER=app\nDB_PASSWORD_FILE=/run/secrets/db_password\n" "$n" > "$d/site.conf"
   chmod 444 "$d/site.conf"
   t0=$(now)
-  docker network create "$n" >/dev/null
+  docker network create --subnet "$net.0/28" --ip-range "$net.0/29" "$n" >/dev/null
   docker volume create "$n-pg" >/dev/null
   docker run -d --name "$n-db" --network "$n" --network-alias db --user 999:999 --read-only \
     --tmpfs /var/run/postgresql:rw,nosuid,size=1m,uid=999,gid=999 --tmpfs /tmp \
@@ -69,10 +70,10 @@ provision_raw() { # n → ms ; the same containers berth makes, by hand
     --health-cmd 'pg_isready -q -h /var/run/postgresql' --health-interval 5s --health-timeout 3s --health-retries 6 \
     berth/postgres:15 >/dev/null
   until [ "$(docker inspect -f '{{.State.Health.Status}}' "$n-db")" = healthy ]; do sleep 0.02; done
-  docker run -d --name "$n-app" --network "$n" --user 65534:65534 --read-only --tmpfs /tmp \
-    -p "127.0.0.1:$port:8080" -v "$d/site.conf:/etc/demo/site.conf:ro" -v "$d/pw-app:/run/secrets/db_password:ro" \
+  docker run -d --name "$n-app" --network "$n" --ip "$net.14" --user 65534:65534 --read-only --tmpfs /tmp \
+    -v "$d/site.conf:/etc/demo/site.conf:ro" -v "$d/pw-app:/run/secrets/db_password:ro" \
     berth/demo:1 >/dev/null
-  wait_200 "$port"
+  wait_200 "$net.14:8080"
   echo $(( $(now) - t0 ))
   rm -rf "$d"
 }

@@ -32,10 +32,11 @@ for _ in $(seq 1 180); do
 done
 "$berth" --config berth.yaml ls
 echo
-for port in $("$berth" --config berth.yaml ls -o json | grep -o '"port": *[0-9]*' | grep -o '[0-9]*$'); do
-  printf '127.0.0.1:%s  %s  |  /cgi-bin/db: %s\n' "$port" \
-    "$(curl -fsS "http://127.0.0.1:$port/" | grep -o 'tenant=[a-z0-9-]* version=[0-9]*')" \
-    "$(curl -fsS "http://127.0.0.1:$port/cgi-bin/db")"
+echo "demo: each app at its own address on its tenant's network (nothing is published on the host)"
+for at in $("$berth" --config berth.yaml ls -o json | grep -o '"address": *"[0-9.:]*"' | grep -oE '[0-9]+(\.[0-9]+){3}:[0-9]+'); do
+  printf '%s  %s  |  /cgi-bin/db: %s\n' "$at" \
+    "$(curl -fsS "http://$at/" | grep -o 'tenant=[a-z0-9-]* version=[0-9]*')" \
+    "$(curl -fsS "http://$at/cgi-bin/db")"
 done
 echo
 "$berth" --config berth.yaml ca > .berth-demo/ca.pem
@@ -49,9 +50,9 @@ done
 echo
 echo "demo: acme's page sends its admin a message through the shared mail relay"
 # The relay starts after the tenants' first pass: the page answers 502 until it is up.
-acme_port=$("$berth" --config berth.yaml status acme -o json | grep -o '"port": *[0-9]*' | head -n1 | grep -o '[0-9]*$')
+acme_at=$("$berth" --config berth.yaml status acme -o json | grep -o '"address": *"[0-9.:]*"' | head -n1 | grep -oE '[0-9]+(\.[0-9]+){3}:[0-9]+')
 for _ in $(seq 1 30); do
-  curl -fsS -X POST "http://127.0.0.1:$acme_port/cgi-bin/mail" 2>/dev/null && break
+  curl -fsS -X POST "http://$acme_at/cgi-bin/mail" 2>/dev/null && break
   sleep 1
 done
 sleep 3

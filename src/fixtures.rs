@@ -1,7 +1,7 @@
 //! Test fixtures: the shipped `demo` template turned into instances, and a host config.
 
 use crate::{
-    desired::{self, HostConfig, Instance, host::SubnetPool, template::Template},
+    desired::{self, HostConfig, Instance, subnet::SubnetPool, template::Template},
     spec::{self, instance::InstanceFile},
 };
 use std::{collections::BTreeMap, path::PathBuf, time::Duration};
@@ -21,7 +21,7 @@ pub fn host() -> HostConfig {
         api_tcp: None,
         api_token_file: None,
         api_tls: None,
-        subnet_pool: SubnetPool::parse("10.240.0.0/16", 28).unwrap(),
+        subnet_pool: pool(),
         ports: (20000, 29999),
         resync: Duration::from_secs(30),
         parallelism: 4,
@@ -68,6 +68,11 @@ pub fn instance_from(stem: &str, yaml: &str) -> Result<Instance, spec::SpecError
     desired::instance::build(&loaded, stem, &templates(), &host())
 }
 
+/// The tenants' address pool of [`host`]: /28s of 10.240.0.0/16.
+pub fn pool() -> SubnetPool {
+    SubnetPool::parse("10.240.0.0/16", 28).expect("a valid pool")
+}
+
 /// A running `demo` instance at version 1.
 pub fn demo_instance(tenant: &str) -> Instance {
     instance_from(tenant, &format!("tenant: {tenant}\ntemplate: demo\n")).unwrap()
@@ -83,8 +88,10 @@ pub fn container_spec(ns: &str, tenant: &str, service: &str) -> crate::runtime::
         &crate::store::Allocation {
             subnet: 0,
             port: 20001,
+            web_slot: 0,
             next_port: None,
         },
+        &pool(),
         &crate::store::Layout::new("/var/lib/berth".into()),
     )
 }

@@ -88,7 +88,7 @@ fn hand_made_drift_is_repaired_and_unlabelled_objects_are_never_touched() {
     h.start();
     write_instance(&h, "golf", "template: demo\n");
     h.wait_running(&["golf"]);
-    let port = h.port("golf");
+    let port = h.web("golf");
     docker_ok(&["stop", &h.container("golf", "app")]);
     docker_ok(&["rm", "-f", &h.container("golf", "db")]);
     h.wait_running(&["golf"]);
@@ -142,7 +142,7 @@ fn removal_keeps_volumes_and_secrets_unless_purged() {
         std::fs::read(h.path("state/tenants/hotel/secrets/db_password")).unwrap(),
         secret
     );
-    let port = h.port("hotel");
+    let port = h.web("hotel");
     wait_for(
         Duration::from_secs(30),
         || http_get(port, "/cgi-bin/db").is_some_and(|(c, _)| c == 200),
@@ -159,4 +159,52 @@ fn removal_keeps_volumes_and_secrets_unless_purged() {
     );
     assert!(!h.path("state/tenants/hotel").exists());
     assert!(!h.path("state/purge/hotel").exists());
+}
+
+#[test]
+fn a_network_an_older_berth_made_without_the_engine_s_range_is_made_again_and_the_app_moves_to_its_address()
+ {
+    let Some(_serial) = docker_test() else { return };
+    let mut h = Harness::new(25);
+    h.start();
+    h.cli_ok(&["add", "india", "--template", "demo", "--wait"]);
+    let at = h.web("india");
+    let net = format!("{}-india", h.ns);
+    let subnet = h.ipam("india", "Subnet");
+    // As an older berth left it: the network without a range, and another of the tenant's
+    // containers holding the web address the engine could have handed out there.
+    h.kill9();
+    for c in ["app", "db"] {
+        docker_ok(&["rm", "-f", &h.container("india", c)]);
+    }
+    docker_ok(&["network", "rm", &net]);
+    let owner = [
+        "--label".to_string(),
+        format!("io.berth.namespace={}", h.ns),
+        "--label".into(),
+        "io.berth.tenant=india".into(),
+    ];
+    let mut create = vec!["network", "create", "--subnet", &subnet];
+    create.extend(owner.iter().map(String::as_str));
+    create.push(&net);
+    docker_ok(&create);
+    let ip = at.ip().to_string();
+    let squat = h.container("india", "old");
+    let mut run = vec!["create", "--name", &squat, "--network", &net, "--ip", &ip];
+    run.extend(owner.iter().map(String::as_str));
+    run.push("berth/demo:1");
+    docker_ok(&run);
+    h.start();
+    h.wait_running(&["india"]);
+    wait_for(
+        Duration::from_secs(60),
+        || http_get(at, "/cgi-bin/db").is_some_and(|(c, _)| c == 200),
+        "the app at its address on the network made again",
+    );
+    let range = h.ipam("india", "IPRange");
+    assert!(!range.is_empty(), "the network has the engine's range now");
+    assert!(
+        !h.owned("container").contains(&squat),
+        "the old container is gone"
+    );
 }

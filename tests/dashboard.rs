@@ -296,7 +296,7 @@ fn operators_and_tenant_admins_use_the_dashboard_in_a_real_browser() {
         shot(&c, "6-acme-parameter-set").await;
         c.close().await.unwrap();
     });
-    let port = h.port("acme");
+    let port = h.web("acme");
     common::wait_for(
         Duration::from_secs(90),
         || common::http_get(port, "/").is_some_and(|(_, b)| b.contains("Acme Shop")),

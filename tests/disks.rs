@@ -11,7 +11,7 @@ use std::time::Duration;
 const DEMO: &str = "template: demo\nversion: \"1\"\nplan: small\nparameters:\n  site_title: d\n  admin_email: ops@d.test\n  brand_color: \"#336699\"\n";
 
 fn healthy(h: &Harness) -> bool {
-    http_get(h.port("d"), "/cgi-bin/health").is_some_and(|(s, _)| s == 200)
+    http_get(h.web("d"), "/cgi-bin/health").is_some_and(|(s, _)| s == 200)
 }
 
 #[test]

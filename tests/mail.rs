@@ -187,7 +187,7 @@ fn tenants_send_signed_mail_through_the_relay_only_as_themselves_and_within_thei
             "-s",
             "-X",
             "POST",
-            &format!("http://127.0.0.1:{}/cgi-bin/mail", h.port("1mb")),
+            &format!("http://{}/cgi-bin/mail", h.web("1mb")),
         ])
         .output()
         .unwrap();

@@ -4,7 +4,7 @@ mod common;
 use common::*;
 
 #[test]
-fn three_demo_tenants_answer_on_their_ports_and_reach_only_their_own_database() {
+fn three_demo_tenants_answer_at_their_own_addresses_and_reach_only_their_own_database() {
     let Some(_serial) = docker_test() else { return };
     let mut h = Harness::new(11);
     h.start();
@@ -28,7 +28,7 @@ fn three_demo_tenants_answer_on_their_ports_and_reach_only_their_own_database() 
     }
     h.wait_running(&["alpha", "bravo", "charlie"]);
     for t in ["alpha", "bravo", "charlie"] {
-        let port = h.port(t);
+        let port = h.web(t);
         let (code, page) = http_get(port, "/").expect("home page");
         assert_eq!(code, 200);
         assert!(page.contains(&format!("tenant={t} version=1")), "{page}");
@@ -40,9 +40,27 @@ fn three_demo_tenants_answer_on_their_ports_and_reach_only_their_own_database() 
             },
             "db query",
         );
-        // Published on loopback only.
-        let binding = docker_ok(&["port", &h.container(t, "app"), "8080/tcp"]);
-        assert_eq!(binding, format!("127.0.0.1:{port}"));
+        // Nothing published on the host: the app's fixed address on its own network, above
+        // the range the engine hands out on it.
+        let app = h.container(t, "app");
+        assert_eq!(docker_ok(&["port", &app]), "", "no published port");
+        let f = format!(
+            "{{{{(index .NetworkSettings.Networks \"{}-{t}\").IPAddress}}}}",
+            h.ns
+        );
+        assert_eq!(
+            docker_ok(&["inspect", "-f", &f, &app]),
+            port.ip().to_string()
+        );
+        let range = h.ipam(t, "IPRange");
+        let range: ipnet::Ipv4Net = range.parse().expect("a range");
+        let std::net::IpAddr::V4(v4) = port.ip() else {
+            panic!("{port}")
+        };
+        assert!(
+            !range.contains(&v4),
+            "{v4} is outside the engine's range {range}"
+        );
     }
 
     // Logs come through the API from the engine.

@@ -28,7 +28,7 @@ fn exec(container: &str, script: &str) -> (bool, String) {
 }
 
 fn healthy(h: &Harness, tenant: &str) -> bool {
-    http_get(h.port(tenant), "/cgi-bin/health").is_some_and(|(s, _)| s == 200)
+    http_get(h.web(tenant), "/cgi-bin/health").is_some_and(|(s, _)| s == 200)
 }
 
 #[test]

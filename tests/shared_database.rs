@@ -15,7 +15,7 @@ fn shared_mode_gives_each_tenant_its_own_database_that_no_other_tenant_can_open(
     // Each tenant's database and role: one opaque name (keyed digest), never the tenant's.
     let mut names = std::collections::BTreeMap::new();
     for t in ["mike", "november"] {
-        let port = h.port(t);
+        let port = h.web(t);
         let mut seen = String::new();
         wait_for(
             Duration::from_secs(30),
@@ -132,7 +132,7 @@ fn shared_mode_gives_each_tenant_its_own_database_that_no_other_tenant_can_open(
     assert!(!ok && out.contains("must be superuser"), "{out}");
     let (ok, out) = as_november("SELECT v FROM notes;");
     assert!(ok && out == "keep me", "{out}");
-    let port = h.port("november");
+    let port = h.web("november");
     wait_for(
         Duration::from_secs(30),
         || http_get(port, "/cgi-bin/db").is_some_and(|(_, b)| b.contains("db-ok")),

@@ -138,7 +138,7 @@ fn shared_mariadb_gives_each_tenant_its_own_database_that_no_other_tenant_can_op
     );
     // Each WordPress reaches its own database (the installer needs it).
     for t in ["sa", "sb"] {
-        let port = h.port(t);
+        let port = h.web(t);
         wait_for(
             Duration::from_secs(60),
             || http_get(port, "/wp-admin/install.php").is_some_and(|r| r.0 == 200),
@@ -218,7 +218,7 @@ fn shared_mariadb_gives_each_tenant_its_own_database_that_no_other_tenant_can_op
         ok && out == hex_upper(note.as_bytes()),
         "the row changed: {out}"
     );
-    let port = h.port("sa");
+    let port = h.web("sa");
     wait_for(
         Duration::from_secs(60),
         || http_get(port, "/wp-admin/install.php").is_some_and(|r| r.0 == 200),

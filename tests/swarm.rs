@@ -217,7 +217,7 @@ fn tenants_run_on_a_three_node_swarm_through_the_same_cli_and_edge() {
     // Isolation across nodes. The host reaches globex's published port (the edge's path) …
     let (acme_node, acme_addr, _) = placed[0].clone();
     let (_, globex_addr, _) = placed[1].clone();
-    let globex_port = h.port("globex");
+    let globex_port = h.web("globex").port();
     let direct = sh(&format!(
         "curl -s -o /dev/null -w '%{{http_code}}' --max-time 5 http://{globex_addr}:{globex_port}/"
     ));
@@ -225,7 +225,7 @@ fn tenants_run_on_a_three_node_swarm_through_the_same_cli_and_edge() {
     // … acme's container does not, nor its own node's ports, nor the node itself; it reaches
     // its own database on its overlay network.
     let app = h.container("acme", "app");
-    let acme_port = h.port("acme");
+    let acme_port = h.web("acme").port();
     for (addr, port, what) in [
         (globex_addr.as_str(), globex_port, "globex's published port"),
         (

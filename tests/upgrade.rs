@@ -118,11 +118,13 @@ fn a_fleet_moves_blue_green_without_a_failed_request_and_a_broken_release_stops_
     let (_, https) = h.with_proxy(61);
     let names: Vec<String> = (1..=20).map(|i| format!("u{i}")).collect();
     let tenants: Vec<&str> = names.iter().map(String::as_str).collect();
-    // Twenty tenants need more than the harness's sixteen /28s: /29s leave room for 32.
+    // Twenty tenants need more than the harness's sixteen /28s: a /23 of its own holds 32.
     let cfg = std::fs::read_to_string(h.path("berth.yaml")).unwrap();
+    let pool = "subnet_pool: 10.250.61.0/24";
+    assert!(cfg.contains(pool), "{cfg}");
     std::fs::write(
         h.path("berth.yaml"),
-        cfg.replace("subnet_prefix: 28", "subnet_prefix: 29"),
+        cfg.replace(pool, "subnet_pool: 10.237.0.0/23"),
     )
     .unwrap();
     for &t in &tenants {

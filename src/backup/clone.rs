@@ -14,7 +14,6 @@ use crate::{
 use serde::Serialize;
 use std::{
     collections::BTreeMap,
-    net::SocketAddr,
     time::{Duration, Instant},
 };
 
@@ -191,17 +190,14 @@ impl Backups {
         self.wait_running(t).await?;
         self.restore_members(t, members).await?;
         let inst = self.instance(t)?;
-        let port = self
+        let alloc = self
             .cx
             .svc
             .allocations()
             .get(t)
-            .map(|a| a.port)
-            .ok_or_else(|| not_ready(t, "no port allocated".into()))?;
-        let target = Target::new(
-            SocketAddr::from(([127, 0, 0, 1], port)),
-            Duration::from_secs(2),
-        );
+            .ok_or_else(|| not_ready(t, "no address allocated".into()))?;
+        let at = self.cx.passes.web_at(t, inst.web.port, &alloc);
+        let target = Target::new(at, Duration::from_secs(2));
         let host = health::probe_host(&inst, self.cx.svc.host().base_domain.as_deref());
         health::wait_healthy(&target, &inst.web.health_path, &host, 2, HEALTHY)
             .await

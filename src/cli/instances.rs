@@ -53,7 +53,11 @@ pub async fn add(c: &Client, a: AddArgs) -> Result<i32> {
     say(
         a.output,
         &status,
-        format!("{} is running on 127.0.0.1:{}", a.tenant, status["port"]),
+        format!(
+            "{} is running at {}",
+            a.tenant,
+            status["address"].as_str().unwrap_or("-")
+        ),
     );
     Ok(0)
 }

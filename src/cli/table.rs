@@ -43,9 +43,12 @@ fn joined(v: &Value, sep: &str) -> String {
     }
 }
 
-/// Where the tenant's web port answers: its swarm node (`node/10.0.0.3`, `DOWN` if the swarm
-/// says so) or this host's loopback.
-fn web_host(i: &Value) -> String {
+/// Where the tenant's web app answers: its address on its own network, or on its swarm node
+/// (`node/10.0.0.3:20001`, `DOWN` if the swarm says so).
+fn web_at(i: &Value) -> String {
+    let Some(addr) = i["address"].as_str() else {
+        return "-".into();
+    };
     let web = &i["web_service"];
     let node = i["containers"]
         .as_array()
@@ -55,9 +58,9 @@ fn web_host(i: &Value) -> String {
         .map(|c| &c["node"])
         .filter(|n| n.is_object());
     match node {
-        Some(n) if n["ready"] == false => format!("{} DOWN {}", s(&n["name"]), s(&n["addr"])),
-        Some(n) => format!("{}/{}", s(&n["name"]), s(&n["addr"])),
-        None => "127.0.0.1".into(),
+        Some(n) if n["ready"] == false => format!("{} DOWN {addr}", s(&n["name"])),
+        Some(n) => format!("{}/{addr}", s(&n["name"])),
+        None => addr.into(),
     }
 }
 
@@ -73,17 +76,14 @@ pub fn instances(v: &Value) -> String {
                 s(&i["version"]),
                 s(&i["desired"]),
                 s(&i["phase"]),
-                i["port"]
-                    .as_u64()
-                    .map(|p| format!("{}:{p}", web_host(i)))
-                    .unwrap_or("-".into()),
+                web_at(i),
                 joined(&i["domains"], ","),
             ]
         })
         .collect();
     render(
         &[
-            "TENANT", "TEMPLATE", "VERSION", "DESIRED", "PHASE", "PORT", "DOMAINS",
+            "TENANT", "TEMPLATE", "VERSION", "DESIRED", "PHASE", "ADDRESS", "DOMAINS",
         ],
         &rows,
     )

@@ -9,7 +9,6 @@ use super::{
 use crate::spec::{self, SpecErrors, host::HostFile, units};
 use std::{
     collections::BTreeMap,
-    net::Ipv4Addr,
     path::{Path, PathBuf},
     time::Duration,
 };
@@ -30,7 +29,7 @@ pub struct HostConfig {
     pub api_token_file: Option<PathBuf>,
     /// TLS on the TCP listener.
     pub api_tls: Option<super::api::ApiTls>,
-    pub subnet_pool: SubnetPool,
+    pub subnet_pool: super::subnet::SubnetPool,
     pub ports: (u16, u16),
     pub resync: Duration,
     pub parallelism: usize,
@@ -136,67 +135,6 @@ pub struct SharedDatabase {
     pub image: String,
     pub memory: u64,
     pub connection_limit: u32,
-}
-
-/// An IPv4 range cut into equal subnets, numbered from 0.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SubnetPool {
-    pub base: Ipv4Addr,
-    pub pool_prefix: u8,
-    pub subnet_prefix: u8,
-}
-
-impl SubnetPool {
-    pub fn parse(cidr: &str, subnet_prefix: u8) -> Result<SubnetPool, super::Invalid> {
-        use super::Invalid;
-        let (ip, len) = cidr
-            .split_once('/')
-            .ok_or_else(|| Invalid::NotCidr(cidr.into()))?;
-        let base: Ipv4Addr = ip.parse().map_err(|_| Invalid::NotIpv4(ip.into()))?;
-        let pool_prefix: u8 = len
-            .parse()
-            .map_err(|_| Invalid::NotPrefixLength(len.into()))?;
-        if pool_prefix > 30 || subnet_prefix > 29 || subnet_prefix < pool_prefix {
-            return Err(Invalid::SubnetDoesNotFit {
-                subnet: subnet_prefix,
-                pool: pool_prefix,
-            });
-        }
-        if u32::from(base) & !mask(pool_prefix) != 0 {
-            return Err(Invalid::HostBits(cidr.into()));
-        }
-        Ok(SubnetPool {
-            base,
-            pool_prefix,
-            subnet_prefix,
-        })
-    }
-
-    /// The whole pool as one network (the egress policy's default rules are keyed by it).
-    pub fn net(&self) -> ipnet::Ipv4Net {
-        ipnet::Ipv4Net::new(self.base, self.pool_prefix).expect("prefix checked at parse")
-    }
-
-    pub fn capacity(&self) -> u32 {
-        1u32 << (self.subnet_prefix - self.pool_prefix)
-    }
-
-    /// The n-th subnet as `a.b.c.d/p`, and its gateway (first address).
-    pub fn subnet(&self, n: u32) -> (String, String) {
-        let start = u32::from(self.base) + (n << (32 - self.subnet_prefix));
-        (
-            format!("{}/{}", Ipv4Addr::from(start), self.subnet_prefix),
-            Ipv4Addr::from(start + 1).to_string(),
-        )
-    }
-}
-
-fn mask(prefix: u8) -> u32 {
-    if prefix == 0 {
-        0
-    } else {
-        u32::MAX << (32 - prefix)
-    }
 }
 
 impl Plan {
@@ -552,28 +490,6 @@ mod tests {
             h.shared_for(crate::spec::template::DatabaseEngine::Postgres)
                 .is_none()
         );
-    }
-
-    #[test]
-    fn a_slash_16_pool_of_slash_28_subnets_holds_4096_tenants() {
-        let p = SubnetPool::parse("10.240.0.0/16", 28).unwrap();
-        assert_eq!(p.capacity(), 4096);
-        assert_eq!(p.subnet(0), ("10.240.0.0/28".into(), "10.240.0.1".into()));
-        assert_eq!(
-            p.subnet(17),
-            ("10.240.1.16/28".into(), "10.240.1.17".into())
-        );
-    }
-
-    #[test]
-    fn pools_with_host_bits_or_too_small_subnets_are_refused() {
-        assert!(
-            SubnetPool::parse("10.240.0.1/16", 28)
-                .unwrap_err()
-                .to_string()
-                .contains("host bits")
-        );
-        assert!(SubnetPool::parse("10.240.0.0/16", 30).is_err());
     }
 
     #[test]

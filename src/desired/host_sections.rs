@@ -1,11 +1,10 @@
 //! The host config's sections, each checked on its own; every error names its field.
 
+use super::subnet::SubnetPool;
 use super::{
     edge::{self, AcmeConfig, DomainsConfig, ProxyConfig},
     engine::Engine,
-    host::{
-        Admission, MetricsConfig, Plan, SWARM_EGRESS, SharedDatabase, SubnetPool, is_dns_label,
-    },
+    host::{Admission, MetricsConfig, Plan, SWARM_EGRESS, SharedDatabase, is_dns_label},
     image_ref::RegistryAuth,
     mail::MailConfig,
 };

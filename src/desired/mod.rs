@@ -25,6 +25,7 @@ pub mod render;
 pub mod schedule;
 pub mod secret;
 pub mod service;
+pub mod subnet;
 pub mod template;
 
 pub use host::HostConfig;

@@ -60,9 +60,8 @@ pub fn of_tenant<'c>(
     };
     let mut out = Vec::new();
     if let Some(c) = running(t, &inst.web.service)
-        && let Some(port) = c.host_port
+        && let Some(addr) = c.web_addr(inst.web.port)
     {
-        let addr = SocketAddr::from((c.published_host(), port));
         out.push(target(c, web_check(scope, inst, addr)));
     }
     if let Some(db) = inst

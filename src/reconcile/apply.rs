@@ -151,7 +151,8 @@ impl Applier<'_> {
             Step::CreateNetwork => {
                 let a = self.alloc(t)?;
                 let subnet = self.host.subnet_pool.subnet(a.subnet);
-                let net = spec::network_spec(ns, t, subnet);
+                let range = self.host.subnet_pool.dynamic_range(a.subnet);
+                let net = spec::network_spec(ns, t, subnet, range);
                 self.rt.create_network(&net).await.map_err(e)
             }
             Step::CheckVolumesFit(moves) => self.check_volumes_fit(t, moves).await,
@@ -173,7 +174,8 @@ impl Applier<'_> {
                 let a = self.alloc(t)?;
                 let i = need(inst);
                 let s = i.service(svc).expect("planned services exist");
-                let spec = spec::container_spec(ns, i, s, &a, self.layout);
+                let pool = &self.host.subnet_pool;
+                let spec = spec::container_spec(ns, i, s, &a, pool, self.layout);
                 self.rt.create_container(&spec).await.map_err(e)
             }
             Step::StartContainer(name) => self.rt.start_container(name).await.map_err(e),

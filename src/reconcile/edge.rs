@@ -7,15 +7,7 @@ use crate::{
     proxy::TenantRoutes,
     spec::instance::RunState,
 };
-use std::{collections::BTreeMap, net::SocketAddr};
-
-/// Where a tenant's web port is published: its swarm node, or this host's loopback.
-fn host_of(s: &super::InstanceStatus) -> std::net::Ipv4Addr {
-    s.containers
-        .iter()
-        .find(|c| Some(&c.service) == s.web_service.as_ref())
-        .map_or(std::net::Ipv4Addr::LOCALHOST, |c| c.published_host())
-}
+use std::collections::BTreeMap;
 
 /// Tenant name used for certificates of the provider's own shared domains.
 pub const SHARED_OWNER: &str = "_shared";
@@ -63,7 +55,7 @@ pub fn edge(
         let status = board.instances.get(t);
         let provisioning = !dozing(t)
             && status.is_none_or(|s| matches!(s.phase, Phase::Provisioning | Phase::Pulling));
-        let target = status.and_then(|s| Some(SocketAddr::from((host_of(s), s.port?))));
+        let target = status.and_then(|s| s.address);
         let mut hosts: Vec<String> = i
             .domains
             .iter()
@@ -156,6 +148,10 @@ mod tests {
     use super::*;
     use crate::fixtures;
 
+    fn at(port: u16) -> std::net::SocketAddr {
+        std::net::SocketAddr::from(([10, 240, 0, 14], port))
+    }
+
     fn world(state: RunState, phase: Phase) -> (Desired, Board, HostConfig) {
         let host = fixtures::host();
         let mut i = fixtures::demo_instance("acme");
@@ -167,7 +163,7 @@ mod tests {
         let mut b = Board::default();
         b.instances.insert(
             "acme".into(),
-            crate::reconcile::status::bare("acme", phase, None, Some(20001), vec![]),
+            crate::reconcile::status::bare("acme", phase, None, Some(at(20001)), vec![]),
         );
         (d, b, host)
     }
@@ -184,7 +180,7 @@ mod tests {
         let sub = format!("acme.{}", host.base_domain.clone().unwrap());
         assert_eq!(t.hosts, vec!["acme.example.org".to_string(), sub.clone()]);
         assert_eq!(t.aliases, vec!["www.acme.example.org".to_string()]);
-        assert_eq!(t.target, Some(SocketAddr::from(([127, 0, 0, 1], 20001))));
+        assert_eq!(t.target, Some(at(20001)));
         assert!(!t.maintenance);
         assert!(e.cert_domains.contains_key(&sub));
         assert!(!e.cert_domains.contains_key("unproven.example.org"));
@@ -229,7 +225,7 @@ mod tests {
                 "verify-1a2b3c4d",
                 Phase::Running,
                 None,
-                Some(20002),
+                Some(at(20002)),
                 vec![],
             ),
         );

@@ -38,8 +38,13 @@ impl crate::services::Reconciler for Controller {
     fn reset_backoff(&self, tenant: &str) {
         Controller::reset_backoff(self, tenant);
     }
-    fn published_at(&self, tenant: &str, port: u16) -> std::net::SocketAddr {
-        Controller::published_at(self, tenant, port)
+    fn web_at(
+        &self,
+        tenant: &str,
+        web_port: u16,
+        alloc: &crate::store::Allocation,
+    ) -> std::net::SocketAddr {
+        Controller::web_at(self, tenant, web_port, alloc)
     }
     fn hold(&self, tenant: &str) {
         Controller::hold(self, tenant);

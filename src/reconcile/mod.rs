@@ -101,15 +101,22 @@ impl Controller {
         self.svc.kick();
     }
 
-    /// Where `tenant`'s `port` is published: on its swarm node, or on this host's loopback.
-    pub fn published_at(&self, tenant: &str, port: u16) -> std::net::SocketAddr {
+    /// Where the edge reaches `tenant`'s web container placed by `alloc` (see
+    /// [`status::web_address`]); in swarm mode on the node the board shows it on.
+    pub fn web_at(
+        &self,
+        tenant: &str,
+        web_port: u16,
+        alloc: &crate::store::Allocation,
+    ) -> std::net::SocketAddr {
         let board = self.board.read().expect("board lock");
-        let host = board
+        let node = board
             .instances
             .get(tenant)
             .and_then(|s| s.containers.first())
-            .map_or(std::net::Ipv4Addr::LOCALHOST, |c| c.published_host());
-        std::net::SocketAddr::from((host, port))
+            .and_then(|c| c.node.as_ref())
+            .map(|n| n.addr);
+        status::web_address(self.host(), alloc, web_port, node)
     }
 
     /// Keeps passes away from `tenant` (its containers are being changed by an upgrade).

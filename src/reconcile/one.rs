@@ -155,6 +155,8 @@ impl Controller {
             disks: self.svc.disks().is_ok(),
             grow_stopped: &none,
             asleep: &asleep,
+            pool: &self.host().subnet_pool,
+            fixed_web: !self.host().engine.is_swarm(),
         };
         let rec = plan::Recorded {
             allocations: self

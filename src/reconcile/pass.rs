@@ -43,6 +43,8 @@ impl Controller {
             disks: self.svc.disks().is_ok(),
             grow_stopped: &synced.grow_stopped,
             asleep: &asleep,
+            pool: &self.host().subnet_pool,
+            fixed_web: !self.host().engine.is_swarm(),
         };
         let planned = plan::plan(&ctx, &loaded.desired, &observed, &recorded);
         let disk_failures: BTreeSet<String> = synced.failed.into_keys().collect();
@@ -157,16 +159,11 @@ impl Controller {
     fn publish(&self, loaded: Loaded, observed: &Inventory, report: PassReport) {
         let desired = loaded.desired;
         let failures = self.failures.lock().expect("failures lock").clone();
-        let ports = self
-            .svc
-            .allocations()
-            .snapshot()
-            .into_iter()
-            .map(|(t, a)| (t, a.port))
-            .collect();
+        let allocs = self.svc.allocations().snapshot();
+        let addresses = status::addresses(self.host(), &desired, observed, &allocs);
         let sleep = self.svc.sleep();
         let mut board = self.board.write().expect("board lock");
-        board.instances = status::board(&desired, observed, &failures, &ports);
+        board.instances = status::board(&desired, observed, &failures, &addresses);
         status::mark_pulls(&mut board.instances, &desired, &self.svc.pulls().pulling());
         status::mark_probes(&mut board.instances, self.svc.probes().snapshot());
         status::mark_sleep(&mut board.instances, &sleep.asleep(), &sleep.wake_errors());

@@ -2,7 +2,7 @@
 //! No I/O; every case is a table test below.
 
 use crate::{
-    desired::{Desired, Instance},
+    desired::{Desired, Instance, subnet::SubnetPool},
     runtime::{Health, Inventory, RunStatus, spec},
     spec::{instance::RunState, template::DatabaseMode},
     store::{Allocation, Layout},
@@ -68,6 +68,12 @@ pub struct Context<'a> {
     pub grow_stopped: &'a BTreeSet<String>,
     /// Tenants asleep: planned stopped (their containers kept) until a request wakes them.
     pub asleep: &'a BTreeSet<String>,
+    /// The tenants' address pool (a web container's fixed address comes from it).
+    pub pool: &'a SubnetPool,
+    /// Web containers take fixed addresses on their tenant's bridge (one engine; in swarm
+    /// mode the edge reaches node ports): a network made before that, without the engine's
+    /// range below the web addresses, is made again.
+    pub fixed_web: bool,
 }
 
 /// Steps per tenant. Tenants whose files are broken (`desired.frozen`) get none: a typo in an
@@ -154,19 +160,28 @@ pub fn plan_instance(
     if !moving.is_empty() {
         steps.extend(stop_for_move(inst, observed, &moving, ns));
     }
-    // Containers removed for a move are planned as absent: created again after it.
+    let network = observed
+        .networks
+        .iter()
+        .find(|n| n.name == spec::network_name(ns, t));
+    let remade = ctx.fixed_web && network.is_some_and(|n| n.ip_range.is_none());
+    if remade && moving.is_empty() {
+        steps.extend(stop_running(inst, observed, ns));
+        steps.extend(remove_all(&inst.tenant, observed));
+    }
+    if remade {
+        steps.push(Step::RemoveNetwork(spec::network_name(ns, t)));
+    }
+    // Containers removed for a move or a new network are planned as absent: made again after.
+    let absent = !moving.is_empty() || remade;
     let ours = |name: &str| {
         observed
             .containers
             .iter()
             .find(|c| c.name == name)
-            .filter(|_| moving.is_empty())
+            .filter(|_| !absent)
     };
-    if !observed
-        .networks
-        .iter()
-        .any(|n| n.name == spec::network_name(ns, t))
-    {
+    if network.is_none() || remade {
         steps.push(Step::CreateNetwork);
     }
     for v in &inst.volumes {
@@ -175,21 +190,24 @@ pub fn plan_instance(
             steps.push(Step::CreateVolume(v.clone()));
         }
     }
+    let shared = inst
+        .database
+        .as_ref()
+        .is_some_and(|d| d.mode == DatabaseMode::Shared);
     if rec.files_digest.get(t) != Some(&super::files::digest(inst)) {
         steps.push(Step::WriteFiles);
-        if inst
-            .database
-            .as_ref()
-            .is_some_and(|d| d.mode == DatabaseMode::Shared)
-        {
+        if shared {
             steps.push(Step::EnsureSharedDatabase);
         }
+    } else if remade && shared {
+        // The shared server is attached to the network made again.
+        steps.push(Step::EnsureSharedDatabase);
     }
     let alloc = rec.allocations.get(t);
     for svc in &inst.services {
         let name = spec::container_name(ns, t, &svc.name);
         let want = alloc.map(|a| {
-            spec::container_spec(ns, inst, svc, a, ctx.layout).labels
+            spec::container_spec(ns, inst, svc, a, ctx.pool, ctx.layout).labels
                 [crate::runtime::labels::SPEC_HASH]
                 .clone()
         });
@@ -227,7 +245,7 @@ pub fn plan_instance(
     for c in observed
         .containers
         .iter()
-        .filter(|c| c.tenant == *t && !wanted.contains(&c.name) && moving.is_empty())
+        .filter(|c| c.tenant == *t && !wanted.contains(&c.name) && !absent)
     {
         steps.push(Step::RemoveContainer(c.name.clone()));
     }
@@ -296,15 +314,19 @@ fn stop_for_move(
 ) -> Vec<Step> {
     let mut steps = vec![Step::CheckVolumesFit(moving.to_vec())];
     steps.extend(stop_running(inst, observed, ns));
-    steps.extend(
-        observed
-            .containers
-            .iter()
-            .filter(|c| c.tenant == inst.tenant)
-            .map(|c| Step::RemoveContainer(c.name.clone())),
-    );
+    steps.extend(remove_all(&inst.tenant, observed));
     steps.extend(moving.iter().cloned().map(Step::MoveVolume));
     steps
+}
+
+/// Every container of `tenant` removed (after [`stop_running`] stopped them in order).
+fn remove_all(tenant: &str, observed: &Inventory) -> Vec<Step> {
+    observed
+        .containers
+        .iter()
+        .filter(|c| c.tenant == tenant)
+        .map(|c| Step::RemoveContainer(c.name.clone()))
+        .collect()
 }
 
 /// A tenant without an instance file: containers and network go; volumes, secrets and the

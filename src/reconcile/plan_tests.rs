@@ -29,6 +29,7 @@ fn converged(insts: &[Instance]) -> (Inventory, Recorded) {
         let alloc = Allocation {
             subnet: n as u32,
             port: 20000 + n as u16,
+            web_slot: 0,
             next_port: None,
         };
         rec.allocations.insert(i.tenant.clone(), alloc);
@@ -38,6 +39,7 @@ fn converged(insts: &[Instance]) -> (Inventory, Recorded) {
             name: spec::network_name("berth", &i.tenant),
             tenant: i.tenant.clone(),
             subnet: None,
+            ip_range: Some(crate::fixtures::pool().dynamic_range(n as u32)),
         });
         for v in &i.volumes {
             inv.volumes.push(ObservedVolume {
@@ -51,7 +53,8 @@ fn converged(insts: &[Instance]) -> (Inventory, Recorded) {
             });
         }
         for s in &i.services {
-            let cs = spec::container_spec("berth", i, s, &alloc, &layout());
+            let cs =
+                spec::container_spec("berth", i, s, &alloc, &crate::fixtures::pool(), &layout());
             inv.containers.push(ObservedContainer {
                 name: cs.name.clone(),
                 tenant: i.tenant.clone(),
@@ -88,6 +91,8 @@ fn run_on(
         disks,
         grow_stopped: &none,
         asleep: &none,
+        pool: &crate::fixtures::pool(),
+        fixed_web: true,
     };
     plan(&ctx, d, inv, rec)
 }
@@ -439,6 +444,8 @@ fn a_disk_that_cannot_grow_online_grows_with_its_tenant_stopped_and_started_agai
         disks: true,
         grow_stopped: &growing,
         asleep: &BTreeSet::new(),
+        pool: &crate::fixtures::pool(),
+        fixed_web: true,
     };
     let steps = plan(&ctx, &desired(insts), &inv, &rec);
     assert_eq!(
@@ -464,12 +471,15 @@ fn an_asleep_tenant_is_planned_stopped_with_its_containers_kept_and_started_on_w
     let d = desired(insts);
     let l = layout();
     let (none, asleep) = (BTreeSet::new(), BTreeSet::from([s("acme")]));
+    let pool = crate::fixtures::pool();
     let ctx = |asleep| Context {
         namespace: "berth",
         layout: &l,
         disks: false,
         grow_stopped: &none,
         asleep,
+        pool: &pool,
+        fixed_web: true,
     };
     let steps = plan(&ctx(&asleep), &d, &inv, &rec);
     assert_eq!(
@@ -496,4 +506,35 @@ fn an_asleep_tenant_is_planned_stopped_with_its_containers_kept_and_started_on_w
             Step::StartContainer(s("berth-acme-app")),
         ]
     );
+}
+
+#[test]
+fn a_network_made_without_the_engine_s_range_is_made_again_with_the_tenant_stopped_in_order() {
+    let d = desired(vec![demo_instance("acme")]);
+    let (mut inv, rec) = converged(&[demo_instance("acme")]);
+    assert!(run(&d, &inv, &rec).is_empty(), "converged");
+    inv.networks[0].ip_range = None;
+    let steps = &run(&d, &inv, &rec)["acme"];
+    let pos = |s: &Step| steps.iter().position(|x| x == s).unwrap();
+    let net = Step::RemoveNetwork(s("berth-acme"));
+    assert!(
+        pos(&Step::StopContainer(s("berth-acme-app")))
+            < pos(&Step::StopContainer(s("berth-acme-db")))
+    );
+    assert!(pos(&Step::RemoveContainer(s("berth-acme-db"))) < pos(&net));
+    assert!(pos(&net) < pos(&Step::CreateNetwork));
+    assert!(pos(&Step::CreateNetwork) < pos(&Step::CreateContainer(s("db"))));
+    // In swarm mode the network keeps its own range: nothing to do.
+    let l = layout();
+    let none = BTreeSet::new();
+    let swarm = Context {
+        namespace: "berth",
+        layout: &l,
+        disks: true,
+        grow_stopped: &none,
+        asleep: &none,
+        pool: &crate::fixtures::pool(),
+        fixed_web: false,
+    };
+    assert!(plan(&swarm, &d, &inv, &rec).is_empty());
 }

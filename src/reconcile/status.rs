@@ -1,12 +1,55 @@
 //! The board's statuses, derived from desired state and observation after each pass.
 
 use crate::{
-    desired::Desired,
+    desired::{Desired, HostConfig},
     runtime::{Health, Inventory, ObservedContainer, RunStatus},
     services::{InstanceStatus, Phase},
     spec::instance::RunState,
+    store::Allocation,
 };
-use std::collections::BTreeMap;
+use std::{
+    collections::BTreeMap,
+    net::{Ipv4Addr, SocketAddr},
+};
+
+/// Where the edge reaches a web container placed by `a`: its fixed address on the tenant's
+/// bridge and its own `web_port`; in swarm mode `a`'s node port on `node` (the node the
+/// tenant runs on; loopback while none is known).
+pub fn web_address(
+    host: &HostConfig,
+    a: &Allocation,
+    web_port: u16,
+    node: Option<Ipv4Addr>,
+) -> SocketAddr {
+    if host.engine.is_swarm() {
+        SocketAddr::from((node.unwrap_or(Ipv4Addr::LOCALHOST), a.port))
+    } else {
+        SocketAddr::from((host.subnet_pool.web_ip(a.subnet, a.web_slot), web_port))
+    }
+}
+
+/// Every allocated tenant's web address (see [`web_address`]), from its instance (or the last
+/// valid one of a frozen tenant) and, in swarm mode, the node its web container is on.
+pub fn addresses(
+    host: &HostConfig,
+    desired: &Desired,
+    inv: &Inventory,
+    allocs: &BTreeMap<String, Allocation>,
+) -> BTreeMap<String, SocketAddr> {
+    allocs
+        .iter()
+        .filter_map(|(t, a)| {
+            let i = desired.instances.get(t).or(desired.last_valid.get(t))?;
+            let node = inv
+                .containers
+                .iter()
+                .find(|c| c.tenant == *t && c.service == i.web.service)
+                .and_then(|c| c.node.as_ref())
+                .map(|n| n.addr);
+            Some((t.clone(), web_address(host, a, i.web.port, node)))
+        })
+        .collect()
+}
 
 /// Marks tenants whose images are being pulled: progress always, phase `pulling` unless their
 /// containers already run (a new version's image, say).
@@ -71,7 +114,7 @@ pub fn board(
     desired: &Desired,
     inv: &Inventory,
     failures: &BTreeMap<String, String>,
-    ports: &BTreeMap<String, u16>,
+    addresses: &BTreeMap<String, SocketAddr>,
 ) -> BTreeMap<String, InstanceStatus> {
     let mut out = BTreeMap::new();
     for (t, i) in &desired.instances {
@@ -94,7 +137,7 @@ pub fn board(
                 version: Some(i.version.clone()),
                 desired: Some(i.state),
                 phase,
-                port: ports.get(t).copied(),
+                address: addresses.get(t).copied(),
                 domains: i.domains.clone(),
                 web_service: Some(i.web.service.clone()),
                 error: node_down(&containers).or_else(|| failures.get(t).cloned()),
@@ -117,7 +160,7 @@ pub fn board(
                 t,
                 Phase::Invalid,
                 Some(e.clone()),
-                ports.get(t).copied(),
+                addresses.get(t).copied(),
                 containers,
             ),
         );
@@ -157,7 +200,7 @@ pub(crate) fn bare(
     t: &str,
     phase: Phase,
     error: Option<String>,
-    port: Option<u16>,
+    address: Option<SocketAddr>,
     containers: Vec<ObservedContainer>,
 ) -> InstanceStatus {
     InstanceStatus {
@@ -166,7 +209,7 @@ pub(crate) fn bare(
         version: None,
         desired: None,
         phase,
-        port,
+        address,
         domains: vec![],
         web_service: None,
         error,

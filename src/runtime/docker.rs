@@ -12,10 +12,10 @@ use bollard::{
     errors::Error as BollardError,
     exec::{StartExecOptions, StartExecResults},
     models::{
-        ContainerCreateBody, ContainerSummaryStateEnum, EndpointSettings, ExecConfig, HealthConfig,
-        HostConfig, HostConfigLogConfig, Ipam, IpamConfig, Mount, MountTypeEnum,
-        NetworkConnectRequest, NetworkCreateRequest, NetworkDisconnectRequest, NetworkingConfig,
-        PortBinding, RestartPolicy, RestartPolicyNameEnum, VolumeCreateOptions,
+        ContainerCreateBody, ContainerSummaryStateEnum, EndpointIpamConfig, EndpointSettings,
+        ExecConfig, HealthConfig, HostConfig, HostConfigLogConfig, Ipam, IpamConfig, Mount,
+        MountTypeEnum, NetworkConnectRequest, NetworkCreateRequest, NetworkDisconnectRequest,
+        NetworkingConfig, RestartPolicy, RestartPolicyNameEnum, VolumeCreateOptions,
     },
     query_parameters::{
         CreateContainerOptions, CreateImageOptions, EventsOptions, InspectContainerOptions,
@@ -129,11 +129,8 @@ impl DockerRuntime {
             .map(|n| ObservedNetwork {
                 name: n.name.unwrap_or_default(),
                 tenant: label(&n.labels.unwrap_or_default(), labels::TENANT),
-                subnet: n
-                    .ipam
-                    .and_then(|i| i.config)
-                    .and_then(|c| c.into_iter().next())
-                    .and_then(|c| c.subnet),
+                subnet: first_ipam(&n.ipam).and_then(|c| c.subnet.clone()),
+                ip_range: first_ipam(&n.ipam).and_then(|c| c.ip_range.clone()),
             })
             .collect();
         let vols = self
@@ -541,15 +538,6 @@ fn host_config(s: &ContainerSpec) -> HostConfig {
             ..Default::default()
         })
         .collect();
-    let port_bindings = s.publish.map(|(cport, hport)| {
-        HashMap::from([(
-            format!("{cport}/tcp"),
-            Some(vec![PortBinding {
-                host_ip: Some("127.0.0.1".into()),
-                host_port: Some(hport.to_string()),
-            }]),
-        )])
-    });
     HostConfig {
         memory: Some(s.memory),
         // Equal to memory: no swap beyond the limit.
@@ -566,8 +554,9 @@ fn host_config(s: &ContainerSpec) -> HostConfig {
         readonly_rootfs: Some(s.read_only_rootfs),
         tmpfs: (!s.tmpfs.is_empty()).then(|| s.tmpfs.clone().into_iter().collect()),
         mounts: Some(mounts),
+        // Nothing published: no proxy process and no NAT rules per tenant. The edge and the
+        // probes reach the web container at its fixed address on the tenant's bridge.
         network_mode: Some(s.network.clone()),
-        port_bindings,
         // A tenant's container is started by berth only, sealed (see `netns`): never by the
         // engine at boot or after a crash, before its rules are in place.
         restart_policy: Some(RestartPolicy {
@@ -613,12 +602,18 @@ pub(super) fn health_config(s: &ContainerSpec) -> HealthConfig {
     )
 }
 
+/// The first address block of a network's IPAM, as the engine lists it.
+fn first_ipam(i: &Option<Ipam>) -> Option<&IpamConfig> {
+    i.as_ref()?.config.as_ref()?.first()
+}
+
 /// A network's one address range.
 pub(super) fn ipam(s: &NetworkSpec) -> Ipam {
     Ipam {
         config: Some(vec![IpamConfig {
             subnet: Some(s.subnet.clone()),
             gateway: Some(s.gateway.clone()),
+            ip_range: s.ip_range.clone(),
             ..Default::default()
         }]),
         ..Default::default()
@@ -648,6 +643,10 @@ fn create_body(s: &ContainerSpec) -> ContainerCreateBody {
                 s.network.clone(),
                 EndpointSettings {
                     aliases: Some(s.aliases.clone()),
+                    ipam_config: s.address.map(|a| EndpointIpamConfig {
+                        ipv4_address: Some(a.to_string()),
+                        ..Default::default()
+                    }),
                     ..Default::default()
                 },
             )])),

@@ -148,6 +148,7 @@ impl Runtime for FakeRuntime {
                 name: spec.name.clone(),
                 tenant,
                 subnet: Some(spec.subnet.clone()),
+                ip_range: spec.ip_range.clone(),
             },
         );
         Ok(())
@@ -209,7 +210,9 @@ impl Runtime for FakeRuntime {
             s.with_healthcheck.insert(spec.name.clone());
         }
         let l = |k: &str| spec.labels.get(k).cloned().unwrap_or_default();
-        let ip = std::net::Ipv4Addr::from(0x0a00_0002 + s.containers.len() as u32);
+        let ip = spec
+            .address
+            .unwrap_or_else(|| std::net::Ipv4Addr::from(0x0a00_0002 + s.containers.len() as u32));
         s.containers.insert(
             spec.name.clone(),
             ObservedContainer {

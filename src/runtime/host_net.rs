@@ -15,6 +15,7 @@ pub async fn ensure(rt: &dyn Runtime, host: &HostConfig) -> Result<String, Runti
         name: net.clone(),
         subnet,
         gateway,
+        ip_range: None,
         labels: spec::owner_labels(ns, labels::HOST_TENANT),
     })
     .await?;
@@ -54,6 +55,7 @@ pub fn container(c: HostContainer<'_>) -> spec::ContainerSpec {
         mounts: vec![],
         tmpfs: BTreeMap::new(),
         publish: None,
+        address: None,
         memory: c.memory as i64,
         nano_cpus: 1_000_000_000,
         cpu_shares: 1024,

@@ -66,7 +66,7 @@ pub struct ObservedContainer {
     pub spec_hash: String,
     pub status: RunStatus,
     pub health: Option<Health>,
-    /// Host port published on 127.0.0.1, if any.
+    /// Its node port (swarm mode only: the single-host engine publishes nothing).
     pub host_port: Option<u16>,
     /// Its address on the tenant's own network (what berth's database probes connect to).
     #[schema(value_type = Option<String>, format = Ipv4)]
@@ -77,11 +77,13 @@ pub struct ObservedContainer {
 }
 
 impl ObservedContainer {
-    /// Where its published port answers: its swarm node, or this host's loopback.
-    pub fn published_host(&self) -> std::net::Ipv4Addr {
-        self.node
-            .as_ref()
-            .map_or(std::net::Ipv4Addr::LOCALHOST, |n| n.addr)
+    /// Where a web app listening on `port` in it answers: its node port on its swarm node,
+    /// or its own address on the tenant's bridge. None while it has neither.
+    pub fn web_addr(&self, port: u16) -> Option<std::net::SocketAddr> {
+        match &self.node {
+            Some(n) => Some((n.addr, self.host_port?).into()),
+            None => Some((self.ip?, port).into()),
+        }
     }
 }
 
@@ -113,6 +115,8 @@ pub struct ObservedNetwork {
     pub name: String,
     pub tenant: String,
     pub subnet: Option<String>,
+    /// The range the engine picks addresses from, when the network has one.
+    pub ip_range: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]

@@ -3,7 +3,7 @@
 
 use super::labels;
 use crate::{
-    desired::{Instance, Service},
+    desired::{Instance, Service, subnet::SubnetPool},
     store::{Allocation, Layout},
 };
 use serde::Serialize;
@@ -19,6 +19,8 @@ pub struct NetworkSpec {
     pub name: String,
     pub subnet: String,
     pub gateway: String,
+    /// Where the engine picks addresses itself (`SubnetPool::dynamic_range`); None: anywhere.
+    pub ip_range: Option<String>,
     pub labels: BTreeMap<String, String>,
 }
 
@@ -72,8 +74,11 @@ pub struct ContainerSpec {
     pub aliases: Vec<String>,
     pub mounts: Vec<Mount>,
     pub tmpfs: BTreeMap<String, String>,
-    /// (container port, host port) published on 127.0.0.1 only.
+    /// (container port, node port) published in host mode on its swarm node; the single-host
+    /// engine publishes nothing (the edge reaches `address` on the tenant's bridge).
     pub publish: Option<(u16, u16)>,
+    /// The web container's fixed address on the tenant's network (`SubnetPool::web_ip`).
+    pub address: Option<std::net::Ipv4Addr>,
     pub memory: i64,
     pub nano_cpus: i64,
     pub cpu_shares: i64,
@@ -107,11 +112,18 @@ pub fn owner_labels(ns: &str, tenant: &str) -> BTreeMap<String, String> {
     ])
 }
 
-pub fn network_spec(ns: &str, tenant: &str, subnet: (String, String)) -> NetworkSpec {
+/// A tenant's network: `subnet` and gateway, the engine's own picks kept to `ip_range`.
+pub fn network_spec(
+    ns: &str,
+    tenant: &str,
+    subnet: (String, String),
+    ip_range: String,
+) -> NetworkSpec {
     NetworkSpec {
         name: network_name(ns, tenant),
         subnet: subnet.0,
         gateway: subnet.1,
+        ip_range: Some(ip_range),
         labels: owner_labels(ns, tenant),
     }
 }
@@ -130,6 +142,7 @@ pub fn container_spec(
     inst: &Instance,
     svc: &Service,
     alloc: &Allocation,
+    pool: &SubnetPool,
     layout: &Layout,
 ) -> ContainerSpec {
     let t = &inst.tenant;
@@ -194,6 +207,7 @@ pub fn container_spec(
         mounts,
         tmpfs: svc.tmpfs.clone(),
         publish: is_web.then_some((inst.web.port, alloc.port)),
+        address: is_web.then(|| pool.web_ip(alloc.subnet, alloc.web_slot)),
         memory: svc.limits.memory as i64,
         nano_cpus: (svc.limits.cpus * 1e9) as i64,
         cpu_shares: ((svc.limits.cpus * 1024.0) as i64).max(2),
@@ -252,6 +266,8 @@ mod tests {
     fn only_the_web_service_is_published_and_files_come_from_the_state_dir() {
         assert_eq!(spec_for("app").publish, Some((8080, 20001)));
         assert_eq!(spec_for("db").publish, None);
+        assert_eq!(spec_for("app").address, Some([10, 240, 0, 14].into()));
+        assert_eq!(spec_for("db").address, None);
         for m in spec_for("db").mounts {
             if m.kind == MountKind::File {
                 assert!(m.source.starts_with("/var/lib/berth/"), "{}", m.source);

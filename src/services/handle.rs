@@ -45,8 +45,9 @@ pub trait Reconciler: Send + Sync {
     fn touch(&self);
     /// Forgets a tenant's backoff so the next pass retries it at once (after an operator fix).
     fn reset_backoff(&self, tenant: &str);
-    /// Where `tenant`'s `port` is published: on its swarm node, or on this host's loopback.
-    fn published_at(&self, tenant: &str, port: u16) -> SocketAddr;
+    /// Where the edge reaches `tenant`'s web container placed by `alloc`: its fixed address
+    /// and `web_port` on the tenant's bridge, or (swarm) `alloc`'s node port on its node.
+    fn web_at(&self, tenant: &str, web_port: u16, alloc: &crate::store::Allocation) -> SocketAddr;
 
     /// Keeps passes away from `tenant` (its containers are being changed by an operation).
     fn hold(&self, tenant: &str);

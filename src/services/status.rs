@@ -35,7 +35,10 @@ pub struct InstanceStatus {
     pub version: Option<String>,
     pub desired: Option<RunState>,
     pub phase: Phase,
-    pub port: Option<u16>,
+    /// Where the edge reaches its web app: the web container's fixed address on the tenant's
+    /// own network, or (swarm) its node and node port. Known while it sleeps too.
+    #[schema(value_type = Option<String>, example = "10.240.0.14:8080")]
+    pub address: Option<std::net::SocketAddr>,
     pub domains: Vec<String>,
     /// The template's web service: what `berth logs` shows by default.
     pub web_service: Option<String>,

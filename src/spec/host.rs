@@ -334,7 +334,8 @@ impl Default for NetworkFile {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PortsFile {
-    /// Web ports are published on 127.0.0.1 from this range.
+    /// Swarm mode publishes web containers on their nodes at ports from this range (one
+    /// host publishes nothing: the edge reaches each at its address on its network).
     #[serde(default = "default_first_port")]
     pub first: u16,
     #[serde(default = "default_last_port")]

@@ -1,4 +1,5 @@
-//! Subnets and web ports handed to tenants, remembered across restarts.
+//! Subnets, web address slots and swarm node ports handed to tenants, remembered across
+//! restarts.
 
 use super::atomic;
 use serde::{Deserialize, Serialize};
@@ -13,12 +14,34 @@ use std::{
 pub struct Allocation {
     /// Index of the tenant's subnet in the pool.
     pub subnet: u32,
-    /// Web port published on 127.0.0.1.
+    /// Web port published on the tenant's swarm node (swarm mode only).
     pub port: u16,
+    /// Which of its subnet's two web addresses the web container has (0 or 1; see
+    /// `SubnetPool::web_ip`). A blue-green upgrade starts the new container in the other.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub web_slot: u8,
     /// The port of a blue-green upgrade's new container, recorded before it is used so a
-    /// crash never leaves a published port the table does not know.
+    /// crash never leaves a published port the table does not know. Its presence also marks
+    /// the other web slot as taken.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_port: Option<u16>,
+}
+
+fn is_zero(n: &u8) -> bool {
+    *n == 0
+}
+
+impl Allocation {
+    /// What a blue-green upgrade's new web container gets: the reserved next port and the
+    /// other web slot. None when no next port is reserved.
+    pub fn next(&self) -> Option<Allocation> {
+        Some(Allocation {
+            port: self.next_port?,
+            web_slot: self.web_slot ^ 1,
+            next_port: None,
+            ..*self
+        })
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -97,6 +120,7 @@ impl Allocations {
         let a = Allocation {
             subnet,
             port,
+            web_slot: 0,
             next_port: None,
         };
         t.insert(tenant.to_string(), a);
@@ -119,11 +143,12 @@ impl Allocations {
         Ok(p)
     }
 
-    /// Makes the next port the tenant's port (the old one is free again). No-op without one.
+    /// Makes the next port and web slot the tenant's (the old ones are free again). No-op
+    /// without a next port.
     pub fn promote_next(&self, tenant: &str) -> Result<(), AllocError> {
         self.update(tenant, |a| {
-            if let Some(p) = a.next_port.take() {
-                a.port = p;
+            if let Some(next) = a.next() {
+                *a = next;
             }
         })
     }
@@ -224,7 +249,7 @@ mod next_port_tests {
     use super::*;
 
     #[test]
-    fn a_next_port_is_unique_survives_reopen_and_becomes_the_port_on_promotion() {
+    fn a_next_port_is_unique_survives_reopen_and_becomes_the_port_and_slot_on_promotion() {
         let d = tempfile::tempdir().unwrap();
         let p = d.path().join("a.json");
         let a = Allocations::open(p.clone()).unwrap();
@@ -235,16 +260,22 @@ mod next_port_tests {
         assert_eq!(a.reserve_next("x", (40400, 40410)).unwrap(), next, "kept");
         let again = Allocations::open(p).unwrap();
         assert_eq!(again.get("x").unwrap().next_port, Some(next));
+        assert_eq!(again.get("x").unwrap().next().unwrap().web_slot, 1);
         again.promote_next("x").unwrap();
-        assert_eq!(
-            again.get("x").unwrap(),
-            Allocation {
-                subnet: x.subnet,
-                port: next,
-                next_port: None
-            }
-        );
+        let promoted = Allocation {
+            subnet: x.subnet,
+            port: next,
+            web_slot: 1,
+            next_port: None,
+        };
+        assert_eq!(again.get("x").unwrap(), promoted);
         let z = again.ensure("z", 4, (40400, 40410)).unwrap();
         assert_eq!(z.port, x.port, "the old port is free again");
+        again.reserve_next("x", (40400, 40410)).unwrap();
+        assert_eq!(
+            again.get("x").unwrap().next().unwrap().web_slot,
+            0,
+            "back to the first"
+        );
     }
 }

@@ -49,17 +49,16 @@ impl Upgrader {
                 }
                 rt.rename_container(&green, &canonical).await?;
                 if let Some(g) = &held {
-                    let port = self
+                    let alloc = self
                         .cx
                         .svc
                         .allocations()
                         .get(t)
-                        .ok_or(StepError::NoAllocation)?
-                        .port;
-                    let at =
-                        Target::new(self.cx.passes.published_at(t, port), Duration::from_secs(2));
+                        .ok_or(StepError::NoAllocation)?;
                     // Released once it answers (it passed the gate as green moments ago).
                     let new = self.instance_at(t, to)?;
+                    let at = self.cx.passes.web_at(t, new.web.port, &alloc);
+                    let at = Target::new(at, Duration::from_secs(2));
                     let host = health::probe_host(&new, self.cx.svc.host().base_domain.as_deref());
                     let path = &new.web.health_path;
                     let _ =
@@ -103,15 +102,13 @@ impl Upgrader {
                         .allocations()
                         .get(t)
                         .ok_or(StepError::NoAllocation)?;
-                    self.start_web(&old, alloc, alloc.port, &canonical)
+                    self.start_web(&old, alloc, &canonical)
                         .await
                         .map_err(|f| match f {
                             Fail::Failed(e) | Fail::NotStarted(e) => StepError::Restart(e),
                         })?;
-                    let target = Target::new(
-                        self.cx.passes.published_at(t, alloc.port),
-                        Duration::from_secs(2),
-                    );
+                    let at = self.cx.passes.web_at(t, old.web.port, &alloc);
+                    let target = Target::new(at, Duration::from_secs(2));
                     // Best effort: the old version was healthy before; give it the usual time.
                     let _ = health::wait_healthy(
                         &target,

@@ -176,10 +176,12 @@ impl Upgrader {
         new: &Instance,
         a: &Allocation,
     ) -> Result<(), StepError> {
-        let (ns, layout) = (&self.cx.svc.host().namespace, self.cx.svc.layout());
+        let host = self.cx.svc.host();
+        let (ns, pool, layout) = (&host.namespace, &host.subnet_pool, self.cx.svc.layout());
         for svc in old.services.iter().filter(|s| s.name != old.web.service) {
             let hash = |i: &Instance, s| {
-                spec::container_spec(ns, i, s, a, layout).labels[crate::runtime::labels::SPEC_HASH]
+                spec::container_spec(ns, i, s, a, pool, layout).labels
+                    [crate::runtime::labels::SPEC_HASH]
                     .clone()
             };
             let same = new
@@ -196,24 +198,25 @@ impl Upgrader {
         Ok(())
     }
 
-    /// Creates and starts the web container of `inst` as `name`, published on `port`.
+    /// Creates and starts the web container of `inst` as `name`, at the address (or node
+    /// port) `alloc` gives it.
     pub(super) async fn start_web(
         &self,
         inst: &Instance,
         alloc: Allocation,
-        port: u16,
         name: &str,
     ) -> Result<(), Fail> {
         self.cx.passes.write_files(inst).await.map_err(failed)?;
         let svc = inst
             .service(&inst.web.service)
             .ok_or_else(|| failed("template has no web service"))?;
-        let a = Allocation { port, ..alloc };
+        let host = self.cx.svc.host();
         let mut spec = spec::container_spec(
-            &self.cx.svc.host().namespace,
+            &host.namespace,
             inst,
             svc,
-            &a,
+            &alloc,
+            &host.subnet_pool,
             self.cx.svc.layout(),
         );
         spec.name = name.into();
@@ -239,9 +242,15 @@ impl Upgrader {
             p.next_port = Some(port);
             p.phase = Phase::Starting;
         });
+        let next = Allocation {
+            next_port: Some(port),
+            ..alloc
+        }
+        .next()
+        .expect("a next port was just reserved");
         let canonical = spec::container_name(&self.cx.svc.host().namespace, t, &new.web.service);
         let green = next_name(&canonical);
-        let target = self.start_and_gate(t, new, alloc, port, &green).await?;
+        let target = self.start_and_gate(t, new, next, &green).await?;
         self.update(t, |p| p.phase = Phase::Switching);
         self.cx.svc.allocations().promote_next(t).map_err(failed)?;
         if let Some(gate) = self.proxy.as_ref().and_then(|p| p.gate(t)) {
@@ -271,9 +280,7 @@ impl Upgrader {
             .and_then(|s| s.stop_grace)
             .unwrap_or(Duration::from_secs(10));
         rt.stop_container(&canonical, grace).await.map_err(failed)?;
-        let target = self
-            .start_and_gate(t, new, alloc, alloc.port, &canonical)
-            .await?;
+        let target = self.start_and_gate(t, new, alloc, &canonical).await?;
         self.update(t, |p| p.phase = Phase::Switched);
         if let Some(g) = &gate {
             // The gate's target still names the same port; a fresh one drops pooled
@@ -284,20 +291,20 @@ impl Upgrader {
         Ok(())
     }
 
-    /// Starts the new web container as `name` on `port`, migrates, and waits for the health
-    /// gate; records how long that took (the floor of any upgrade of this tenant).
+    /// Starts the new web container as `name` where `alloc` puts it, migrates, and waits for
+    /// the health gate; records how long that took (the floor of any upgrade of this tenant).
     async fn start_and_gate(
         &self,
         t: &str,
         inst: &Instance,
         alloc: Allocation,
-        port: u16,
         name: &str,
     ) -> Result<Arc<Target>, Fail> {
         let clock = std::time::Instant::now();
-        self.start_web(inst, alloc, port, name).await?;
+        self.start_web(inst, alloc, name).await?;
         self.migrate(t, name).await?;
-        let target = Target::new(self.cx.passes.published_at(t, port), Duration::from_secs(2));
+        let at = self.cx.passes.web_at(t, inst.web.port, &alloc);
+        let target = Target::new(at, Duration::from_secs(2));
         self.health_gate(t, &target, inst).await?;
         self.update(t, |p| p.gate_seconds = Some(clock.elapsed().as_secs_f64()));
         Ok(target)

@@ -299,8 +299,27 @@ impl Harness {
         );
     }
 
-    pub fn port(&self, tenant: &str) -> u16 {
-        self.status(tenant)["port"].as_u64().unwrap() as u16
+    /// Where the tenant's web app answers (its fixed address on its own network; in swarm
+    /// mode its node and node port), as its status says.
+    pub fn web(&self, tenant: &str) -> std::net::SocketAddr {
+        let s = self.status(tenant);
+        s["address"]
+            .as_str()
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("{tenant} has no address: {s}"))
+    }
+
+    /// A field of the tenant's network's address block as the engine shows it (`Subnet`,
+    /// `IPRange`, `Gateway`).
+    pub fn ipam(&self, tenant: &str, field: &str) -> String {
+        let f = format!("{{{{(index .IPAM.Config 0).{field}}}}}");
+        docker_ok(&[
+            "network",
+            "inspect",
+            "-f",
+            &f,
+            &format!("{}-{tenant}", self.ns),
+        ])
     }
 
     pub fn container(&self, tenant: &str, service: &str) -> String {
@@ -403,14 +422,28 @@ pub fn wait_for(limit: Duration, mut ok: impl FnMut() -> bool, what: &str) {
     panic!("timed out after {limit:?} waiting for {what}");
 }
 
-/// GET http://127.0.0.1:port/path with a plain TCP client; returns (status, body).
-pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+/// Where a plain GET goes: a port on loopback, or an address.
+pub trait Reach {
+    fn addr(self) -> std::net::SocketAddr;
+}
+
+impl Reach for u16 {
+    fn addr(self) -> std::net::SocketAddr {
+        ([127, 0, 0, 1], self).into()
+    }
+}
+
+impl Reach for std::net::SocketAddr {
+    fn addr(self) -> std::net::SocketAddr {
+        self
+    }
+}
+
+/// GET http://at/path with a plain TCP client (`at` a loopback port, or an address such as a
+/// tenant's [`Harness::web`]); returns (status, body).
+pub fn http_get(at: impl Reach, path: &str) -> Option<(u16, String)> {
     use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect_timeout(
-        &([127, 0, 0, 1], port).into(),
-        Duration::from_secs(2),
-    )
-    .ok()?;
+    let mut s = std::net::TcpStream::connect_timeout(&at.addr(), Duration::from_secs(2)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
     write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
     let mut buf = String::new();

@@ -64,6 +64,7 @@ pub async fn networks(m: &Docker, ns: &str) -> Result<Vec<PlacedNetwork>, Runtim
                     name: n.name.unwrap_or_default(),
                     tenant: l.get(labels::TENANT).cloned().unwrap_or_default(),
                     subnet,
+                    ip_range: None,
                 },
                 node: l.get(NODE_LABEL).cloned(),
             }
