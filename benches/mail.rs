@@ -487,7 +487,7 @@ async fn flood(
     let pool = host.subnet_pool;
     for (i, t) in ["t0001", "t0002"].iter().enumerate() {
         let n = i as u32 + 1;
-        let net = spec::network_spec(NS, t, pool.subnet(n), pool.dynamic_range(n));
+        let net = spec::network_spec(NS, t, pool.subnet(n), Some(pool.dynamic_range(n)));
         rt.create_network(&net).await.unwrap();
     }
     mail.sync(rt, host, accts).await.unwrap();

@@ -22,6 +22,8 @@
 # Each round also reports where its CPU went: the engine, the agent (the edge included), the
 # containers (cpuacct of /docker) and the host in all, and how many reconcile passes ran.
 # BASE_BIN=/path/to/an/older/berth runs the capped round first with that binary, then with this
+# (each round first primes: every sleeper woken and put to sleep again by that round's agent, so
+# that neither wakes containers the other made; see prime)
 # tree's: the same storm, side by side in one run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -82,6 +84,18 @@ all_asleep() {
   until [ "$("$B" --config "$W/berth.yaml" ls -o json | grep -c '"phase": "asleep"')" -ge $((N - AWAKE)) ]; do sleep 5; done
   until [ "$(docker ps -q --filter label=io.berth.namespace=storm --filter label=io.berth.service=app | wc -l)" -le "$AWAKE" ]; do sleep 5; done
   echo "[sleep] $((N - AWAKE)) asleep, their containers stopped, after $(( ($(now) - t0) / 1000 )) s"
+}
+
+# Every sleeper made awake and then asleep again by the agent now running: its containers are
+# then the ones this agent builds, so its wakes are starts, not the remove + create + start of
+# containers an agent of another spec hash made (BASE_BIN rounds compare like with like).
+prime() {
+  local t0; t0=$(now)
+  sed -i 's/^plan: napping$/plan: awake/' "$W"/instances/*.yaml
+  until [ "$("$B" --config "$W/berth.yaml" ls -o json | grep -c '"phase": "running"')" -ge "$N" ]; do sleep 5; done
+  sed -i 's/^plan: awake$/plan: napping/' $(for i in $(seq $((AWAKE + 1)) "$N"); do echo "$W/instances/$(name "$i").yaml"; done)
+  echo "[prime] all $N running under this agent after $(( ($(now) - t0) / 1000 )) s"
+  all_asleep
 }
 
 # The storm client's cgroup (CLIENT_CPU), and a command run in it.
@@ -216,10 +230,12 @@ fi
 # Round 2, capped (with BASE_BIN: first with that binary, then with this tree's).
 if [ -n "${BASE_BIN:-}" ]; then
   stop_agent; config "${CAP_WAKES:-4}" 100000 "$MEM" "${WAKE_GAP:-0s}"; AGENT_BIN=$BASE_BIN start_agent
+  prime
   storm "base-capped-${CAP_WAKES:-4}"
   all_asleep
 fi
 stop_agent; config "${CAP_WAKES:-4}" 100000 "$MEM" "${WAKE_GAP:-0s}"; start_agent
+[ -n "${BASE_BIN:-}" ] && prime
 storm "capped-${CAP_WAKES:-4}-gap-${WAKE_GAP:-0s}"
 if [ -n "${ENGINE_WEIGHT:-}" ]; then
   all_asleep

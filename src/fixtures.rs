@@ -91,7 +91,7 @@ pub fn container_spec(ns: &str, tenant: &str, service: &str) -> crate::runtime::
             web_slot: 0,
             next_port: None,
         },
-        &pool(),
+        Some(&pool()),
         &crate::store::Layout::new("/var/lib/berth".into()),
     )
 }

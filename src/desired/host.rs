@@ -118,6 +118,12 @@ pub struct Plan {
 }
 
 impl HostConfig {
+    /// The pool web containers take fixed addresses from: this host's engine; None in swarm
+    /// mode (an overlay network is not on the host: the edge reaches node ports).
+    pub fn web_pool(&self) -> Option<&super::subnet::SubnetPool> {
+        (!self.engine.is_swarm()).then_some(&self.subnet_pool)
+    }
+
     /// The shared server configured for `engine` (MariaDB's serves MySQL templates too).
     pub fn shared_for(
         &self,

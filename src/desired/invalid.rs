@@ -54,7 +54,7 @@ pub enum Invalid {
     NotIpv4(String),
     #[error("{0:?} is not a prefix length")]
     NotPrefixLength(String),
-    #[error("subnet /{subnet} does not fit in pool /{pool} (subnets need /28 or larger)")]
+    #[error("subnet /{subnet} does not fit in pool /{pool} (subnets are /16 to /28)")]
     SubnetDoesNotFit { subnet: u8, pool: u8 },
     #[error("{0} has host bits set")]
     HostBits(String),

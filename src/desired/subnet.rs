@@ -8,6 +8,9 @@ use std::net::Ipv4Addr;
 /// ones (the tenant's other services, and the shared database server when attached).
 pub const MAX_SUBNET_PREFIX: u8 = 28;
 
+/// The smallest: no tenant network is bigger than a /16.
+pub const MIN_SUBNET_PREFIX: u8 = 16;
+
 /// An IPv4 range cut into equal subnets, numbered from 0.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SubnetPool {
@@ -26,7 +29,10 @@ impl SubnetPool {
         let pool_prefix: u8 = len
             .parse()
             .map_err(|_| Invalid::NotPrefixLength(len.into()))?;
-        if pool_prefix > 30 || subnet_prefix > MAX_SUBNET_PREFIX || subnet_prefix < pool_prefix {
+        if pool_prefix > 30
+            || !(MIN_SUBNET_PREFIX..=MAX_SUBNET_PREFIX).contains(&subnet_prefix)
+            || subnet_prefix < pool_prefix
+        {
             return Err(Invalid::SubnetDoesNotFit {
                 subnet: subnet_prefix,
                 pool: pool_prefix,
@@ -77,7 +83,7 @@ impl SubnetPool {
     /// The fixed address of the n-th tenant's web container in `slot` (0 or 1; a blue-green
     /// upgrade starts the new container in the other one): the last two below broadcast.
     pub fn web_ip(&self, n: u32, slot: u8) -> Ipv4Addr {
-        let broadcast = self.start(n) + (1 << (32 - self.subnet_prefix)) - 1;
+        let broadcast = self.start(n) + ((1 << (32 - self.subnet_prefix)) - 1);
         Ipv4Addr::from(broadcast - 1 - u32::from(slot & 1))
     }
 }
@@ -136,6 +142,17 @@ mod tests {
         let e = SubnetPool::parse("10.240.0.0/16", 29)
             .unwrap_err()
             .to_string();
-        assert!(e.contains("/28 or larger"), "{e}");
+        assert!(e.contains("/16 to /28"), "{e}");
+        assert!(
+            SubnetPool::parse("0.0.0.0/0", 0).is_err(),
+            "no shift past 31"
+        );
+    }
+
+    #[test]
+    fn the_last_subnet_of_the_address_space_has_its_web_addresses_below_broadcast() {
+        let p = SubnetPool::parse("255.255.255.0/24", 28).unwrap();
+        assert_eq!(p.web_ip(15, 0), Ipv4Addr::new(255, 255, 255, 254));
+        assert_eq!(p.web_ip(15, 1), Ipv4Addr::new(255, 255, 255, 253));
     }
 }

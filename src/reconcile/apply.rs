@@ -151,9 +151,12 @@ impl Applier<'_> {
             Step::CreateNetwork => {
                 let a = self.alloc(t)?;
                 let subnet = self.host.subnet_pool.subnet(a.subnet);
-                let range = self.host.subnet_pool.dynamic_range(a.subnet);
+                let swarm = self.host.engine.is_swarm();
+                let range = (!swarm).then(|| self.host.subnet_pool.dynamic_range(a.subnet));
                 let net = spec::network_spec(ns, t, subnet, range);
-                self.rt.create_network(&net).await.map_err(e)
+                self.rt.create_network(&net).await.map_err(e)?;
+                self.attach_relay(t, inst, &net.name).await;
+                Ok(())
             }
             Step::CheckVolumesFit(moves) => self.check_volumes_fit(t, moves).await,
             Step::GrowDisk => self.grow_disk(t, need(inst)).await,
@@ -174,7 +177,7 @@ impl Applier<'_> {
                 let a = self.alloc(t)?;
                 let i = need(inst);
                 let s = i.service(svc).expect("planned services exist");
-                let pool = &self.host.subnet_pool;
+                let pool = self.host.web_pool();
                 let spec = spec::container_spec(ns, i, s, &a, pool, self.layout);
                 self.rt.create_container(&spec).await.map_err(e)
             }
@@ -201,6 +204,22 @@ impl Applier<'_> {
                 Ok(shared_db::ensure(rt, host, layout, i).await?)
             }
             Some(_) => Ok(super::shared_mariadb::ensure(rt, host, layout, i).await?),
+        }
+    }
+
+    /// A mail-sending tenant's network made (again: the mail relay keeps the tenants it has
+    /// attached and would not see a new network under the same name): the relay attached.
+    /// Best effort: a relay not running yet is attached by the mail sync when it starts.
+    async fn attach_relay(&self, t: &str, inst: Option<&Instance>, net: &str) {
+        use crate::runtime::labels::{HOST_TENANT, MAIL_SERVICE};
+        if self.host.mail.is_none() || inst.is_none_or(|i| i.mail.is_none()) {
+            return;
+        }
+        let ns = &self.host.namespace;
+        let relay = spec::container_name(ns, HOST_TENANT, MAIL_SERVICE);
+        let alias = crate::desired::mail::relay_alias(ns);
+        if let Err(e) = self.rt.connect_network(net, &relay, &alias).await {
+            tracing::debug!(tenant = t, error = %e, "mail relay not attached yet");
         }
     }
 

@@ -164,7 +164,8 @@ pub fn plan_instance(
         .networks
         .iter()
         .find(|n| n.name == spec::network_name(ns, t));
-    let remade = ctx.fixed_web && network.is_some_and(|n| n.ip_range.is_none());
+    let remade =
+        ctx.fixed_web && network.is_some_and(|n| misplaced(n, rec.allocations.get(t), ctx.pool));
     if remade && moving.is_empty() {
         steps.extend(stop_running(inst, observed, ns));
         steps.extend(remove_all(&inst.tenant, observed));
@@ -207,7 +208,8 @@ pub fn plan_instance(
     for svc in &inst.services {
         let name = spec::container_name(ns, t, &svc.name);
         let want = alloc.map(|a| {
-            spec::container_spec(ns, inst, svc, a, ctx.pool, ctx.layout).labels
+            let pool = ctx.fixed_web.then_some(ctx.pool);
+            spec::container_spec(ns, inst, svc, a, pool, ctx.layout).labels
                 [crate::runtime::labels::SPEC_HASH]
                 .clone()
         });
@@ -317,6 +319,19 @@ fn stop_for_move(
     steps.extend(remove_all(&inst.tenant, observed));
     steps.extend(moving.iter().cloned().map(Step::MoveVolume));
     steps
+}
+
+/// A tenant network whose block is not the one its allocation names on this pool (made by an
+/// older berth without the engine's range, or before the pool or prefix changed): the web
+/// address computed for the tenant could then be another's, so the network is made again.
+fn misplaced(
+    n: &crate::runtime::ObservedNetwork,
+    a: Option<&Allocation>,
+    pool: &SubnetPool,
+) -> bool {
+    let Some(a) = a else { return false };
+    n.subnet.as_deref() != Some(pool.subnet(a.subnet).0.as_str())
+        || n.ip_range.as_deref() != Some(pool.dynamic_range(a.subnet).as_str())
 }
 
 /// Every container of `tenant` removed (after [`stop_running`] stopped them in order).

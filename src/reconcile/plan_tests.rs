@@ -38,7 +38,7 @@ fn converged(insts: &[Instance]) -> (Inventory, Recorded) {
         inv.networks.push(ObservedNetwork {
             name: spec::network_name("berth", &i.tenant),
             tenant: i.tenant.clone(),
-            subnet: None,
+            subnet: Some(crate::fixtures::pool().subnet(n as u32).0),
             ip_range: Some(crate::fixtures::pool().dynamic_range(n as u32)),
         });
         for v in &i.volumes {
@@ -53,8 +53,14 @@ fn converged(insts: &[Instance]) -> (Inventory, Recorded) {
             });
         }
         for s in &i.services {
-            let cs =
-                spec::container_spec("berth", i, s, &alloc, &crate::fixtures::pool(), &layout());
+            let cs = spec::container_spec(
+                "berth",
+                i,
+                s,
+                &alloc,
+                Some(&crate::fixtures::pool()),
+                &layout(),
+            );
             inv.containers.push(ObservedContainer {
                 name: cs.name.clone(),
                 tenant: i.tenant.clone(),
@@ -513,6 +519,10 @@ fn a_network_made_without_the_engine_s_range_is_made_again_with_the_tenant_stopp
     let d = desired(vec![demo_instance("acme")]);
     let (mut inv, rec) = converged(&[demo_instance("acme")]);
     assert!(run(&d, &inv, &rec).is_empty(), "converged");
+    // A network of another block (the pool or the prefix changed since) is made again too.
+    let mut moved = inv.clone();
+    moved.networks[0].subnet = Some("10.240.0.0/27".into());
+    assert!(run(&d, &moved, &rec)["acme"].contains(&Step::RemoveNetwork(s("berth-acme"))));
     inv.networks[0].ip_range = None;
     let steps = &run(&d, &inv, &rec)["acme"];
     let pos = |s: &Step| steps.iter().position(|x| x == s).unwrap();
@@ -536,5 +546,12 @@ fn a_network_made_without_the_engine_s_range_is_made_again_with_the_tenant_stopp
         pool: &crate::fixtures::pool(),
         fixed_web: false,
     };
-    assert!(plan(&swarm, &d, &inv, &rec).is_empty());
+    let steps = plan(&swarm, &d, &inv, &rec);
+    assert!(
+        !steps
+            .values()
+            .flatten()
+            .any(|s| matches!(s, Step::RemoveNetwork(_))),
+        "{steps:?}"
+    );
 }

@@ -29,7 +29,9 @@ pub fn web_address(
 }
 
 /// Every allocated tenant's web address (see [`web_address`]), from its instance (or the last
-/// valid one of a frozen tenant) and, in swarm mode, the node its web container is on.
+/// valid one of a frozen tenant) and, in swarm mode, the node its web container is on. On one
+/// host a running web container's own address on its network comes first: a frozen tenant's
+/// container made before fixed addresses, which no pass replaces, keeps being reached there.
 pub fn addresses(
     host: &HostConfig,
     desired: &Desired,
@@ -40,13 +42,23 @@ pub fn addresses(
         .iter()
         .filter_map(|(t, a)| {
             let i = desired.instances.get(t).or(desired.last_valid.get(t))?;
+            // By name: a blue-green upgrade's new container has the same service.
+            let name = crate::runtime::spec::container_name(&host.namespace, t, &i.web.service);
+            let web = inv.containers.iter().find(|c| c.name == name);
             let node = inv
                 .containers
                 .iter()
-                .find(|c| c.tenant == *t && c.service == i.web.service)
-                .and_then(|c| c.node.as_ref())
+                .filter(|c| c.tenant == *t && c.service == i.web.service)
+                .find_map(|c| c.node.as_ref())
                 .map(|n| n.addr);
-            Some((t.clone(), web_address(host, a, i.web.port, node)))
+            let running = web
+                .filter(|c| c.status == RunStatus::Running && !host.engine.is_swarm())
+                .and_then(|c| c.ip);
+            let at = match running {
+                Some(ip) => SocketAddr::from((ip, i.web.port)),
+                None => web_address(host, a, i.web.port, node),
+            };
+            Some((t.clone(), at))
         })
         .collect()
 }
@@ -233,5 +245,53 @@ fn phase_of(state: RunState, services: usize, cs: &[ObservedContainer]) -> Phase
             Phase::Starting
         }
         RunState::Running => Phase::Running,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{fixtures, runtime::ObservedContainer};
+
+    fn app(status: RunStatus, ip: [u8; 4]) -> ObservedContainer {
+        ObservedContainer {
+            name: "berth-acme-app".into(),
+            tenant: "acme".into(),
+            service: "app".into(),
+            spec_hash: String::new(),
+            status,
+            health: None,
+            host_port: None,
+            ip: Some(ip.into()),
+            node: None,
+        }
+    }
+
+    #[test]
+    fn a_web_address_is_the_running_container_s_own_else_the_allocation_s_slot() {
+        let host = fixtures::host();
+        let mut d = Desired::default();
+        d.last_valid
+            .insert("acme".into(), fixtures::demo_instance("acme"));
+        let a = Allocation {
+            subnet: 1,
+            port: 20001,
+            web_slot: 1,
+            next_port: None,
+        };
+        let allocs = BTreeMap::from([("acme".to_string(), a)]);
+        let mut inv = Inventory::default();
+        let at = |inv: &Inventory| addresses(&host, &d, inv, &allocs)["acme"].to_string();
+        assert_eq!(
+            at(&inv),
+            "10.240.0.29:8080",
+            "asleep or gone: slot 1 of subnet 1"
+        );
+        // A frozen tenant's container an older berth made, running at an engine-picked address.
+        inv.containers
+            .push(app(RunStatus::Running, [10, 240, 0, 18]));
+        assert_eq!(at(&inv), "10.240.0.18:8080");
+        inv.containers[0].status = RunStatus::Stopped;
+        assert_eq!(at(&inv), "10.240.0.29:8080");
     }
 }

@@ -77,7 +77,10 @@ pub struct ContainerSpec {
     /// (container port, node port) published in host mode on its swarm node; the single-host
     /// engine publishes nothing (the edge reaches `address` on the tenant's bridge).
     pub publish: Option<(u16, u16)>,
-    /// The web container's fixed address on the tenant's network (`SubnetPool::web_ip`).
+    /// The web container's fixed address on the tenant's network (`SubnetPool::web_ip`; none
+    /// in swarm mode). Left out of the hash's JSON when none, so that no other container's
+    /// hash changed when it came.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub address: Option<std::net::Ipv4Addr>,
     pub memory: i64,
     pub nano_cpus: i64,
@@ -117,13 +120,13 @@ pub fn network_spec(
     ns: &str,
     tenant: &str,
     subnet: (String, String),
-    ip_range: String,
+    ip_range: Option<String>,
 ) -> NetworkSpec {
     NetworkSpec {
         name: network_name(ns, tenant),
         subnet: subnet.0,
         gateway: subnet.1,
-        ip_range: Some(ip_range),
+        ip_range,
         labels: owner_labels(ns, tenant),
     }
 }
@@ -136,13 +139,14 @@ pub fn volume_spec(ns: &str, tenant: &str, volume: &str, device: Option<String>)
     }
 }
 
-/// The container for `svc` of `inst`, labelled with the hash of everything above.
+/// The container for `svc` of `inst`, labelled with the hash of everything above. `pool`: the
+/// tenants' pool when web containers take fixed addresses (one host), None in swarm mode.
 pub fn container_spec(
     ns: &str,
     inst: &Instance,
     svc: &Service,
     alloc: &Allocation,
-    pool: &SubnetPool,
+    pool: Option<&SubnetPool>,
     layout: &Layout,
 ) -> ContainerSpec {
     let t = &inst.tenant;
@@ -207,7 +211,9 @@ pub fn container_spec(
         mounts,
         tmpfs: svc.tmpfs.clone(),
         publish: is_web.then_some((inst.web.port, alloc.port)),
-        address: is_web.then(|| pool.web_ip(alloc.subnet, alloc.web_slot)),
+        address: pool
+            .filter(|_| is_web)
+            .map(|p| p.web_ip(alloc.subnet, alloc.web_slot)),
         memory: svc.limits.memory as i64,
         nano_cpus: (svc.limits.cpus * 1e9) as i64,
         cpu_shares: ((svc.limits.cpus * 1024.0) as i64).max(2),

@@ -177,7 +177,7 @@ impl Upgrader {
         a: &Allocation,
     ) -> Result<(), StepError> {
         let host = self.cx.svc.host();
-        let (ns, pool, layout) = (&host.namespace, &host.subnet_pool, self.cx.svc.layout());
+        let (ns, pool, layout) = (&host.namespace, host.web_pool(), self.cx.svc.layout());
         for svc in old.services.iter().filter(|s| s.name != old.web.service) {
             let hash = |i: &Instance, s| {
                 spec::container_spec(ns, i, s, a, pool, layout).labels
@@ -216,7 +216,7 @@ impl Upgrader {
             inst,
             svc,
             &alloc,
-            &host.subnet_pool,
+            host.web_pool(),
             self.cx.svc.layout(),
         );
         spec.name = name.into();
