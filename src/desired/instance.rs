@@ -64,6 +64,15 @@ pub fn build(
     let env = render::environment();
     let configs = parts::configs_of(i, t, &env, &ctx, &mut err);
     let services = parts::services_of(t, ver, database.as_ref(), &limits, &env, &ctx, &mut err);
+    let web = &t.file().web.service;
+    parts::check_addresses(
+        host,
+        &services,
+        web,
+        database.as_ref(),
+        mail.is_some(),
+        &mut err,
+    );
     errs.into_result()?;
     let tf = t.file();
     Ok(Instance {

@@ -164,3 +164,69 @@ pub(super) fn jobs_of(tf: &TemplateFile) -> BTreeMap<String, Job> {
         })
         .collect()
 }
+
+/// The tenant's network must hold what the engine places on it: every service but the web one
+/// (which has a fixed address of its own), and the host's shared database server and mail
+/// relay when they are attached. Refused here, by field, rather than when a container cannot
+/// get an address.
+pub(super) fn check_addresses(
+    host: &HostConfig,
+    services: &[Service],
+    web: &str,
+    database: Option<&Database>,
+    mail: bool,
+    err: Report,
+) {
+    let shared = database.is_some_and(|d| d.mode == DatabaseMode::Shared);
+    let need =
+        services.iter().filter(|s| s.name != web).count() + usize::from(shared) + usize::from(mail);
+    let room = host.subnet_pool.dynamic_capacity();
+    if need > room as usize {
+        err(
+            "template",
+            format!(
+                "its network needs {need} addresses besides the web container's (its other services, and the shared database server and mail relay when attached); a /{} tenant subnet holds {room}: lower network.subnet_prefix",
+                host.subnet_pool.subnet_prefix
+            ),
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fixtures;
+
+    #[test]
+    fn a_tenant_needing_more_addresses_than_its_network_s_range_is_refused_by_field() {
+        let host = fixtures::host();
+        let i = fixtures::demo_instance("acme");
+        let mut services = i.services.clone();
+        let check = |services: &[Service], mail| {
+            let mut said = vec![];
+            check_addresses(&host, services, "app", None, mail, &mut |f, m| {
+                said.push(format!("{f}: {m}"))
+            });
+            said
+        };
+        assert!(
+            check(&services, true).is_empty(),
+            "demo: its database and the relay"
+        );
+        let db = services.iter().find(|s| s.name == "db").unwrap().clone();
+        for n in 0..5 {
+            services.push(Service {
+                name: format!("worker{n}"),
+                ..db.clone()
+            });
+        }
+        assert!(check(&services, false).is_empty(), "six fit");
+        let said = check(&services, true);
+        assert_eq!(said.len(), 1, "{said:?}");
+        assert!(
+            said[0].starts_with("template: its network needs 7 addresses"),
+            "{said:?}"
+        );
+        assert!(said[0].contains("/28 tenant subnet holds 6"), "{said:?}");
+    }
+}

@@ -80,6 +80,12 @@ impl SubnetPool {
         )
     }
 
+    /// How many addresses the engine can hand out in a tenant's range (its lower half, less
+    /// the network address and the gateway).
+    pub fn dynamic_capacity(&self) -> u32 {
+        (1 << (32 - self.subnet_prefix - 1)) - 2
+    }
+
     /// The fixed address of the n-th tenant's web container in `slot` (0 or 1; a blue-green
     /// upgrade starts the new container in the other one): the last two below broadcast.
     pub fn web_ip(&self, n: u32, slot: u8) -> Ipv4Addr {
@@ -126,6 +132,7 @@ mod tests {
     fn web_addresses_sit_above_the_engine_s_range_and_the_two_slots_differ() {
         let p = SubnetPool::parse("10.240.0.0/16", 28).unwrap();
         assert_eq!(p.dynamic_range(17), "10.240.1.16/29");
+        assert_eq!(p.dynamic_capacity(), 6, ".2 to .7");
         assert_eq!(p.web_ip(17, 0), Ipv4Addr::new(10, 240, 1, 30));
         assert_eq!(p.web_ip(17, 1), Ipv4Addr::new(10, 240, 1, 29));
         let range: ipnet::Ipv4Net = p.dynamic_range(17).parse().unwrap();
