@@ -14,7 +14,8 @@ cargo build --release --quiet
 berth="$PWD/target/release/berth"
 
 mkdir -p .berth-demo
-if [ -f .berth-demo/agent.pid ] && kill -0 "$(cat .berth-demo/agent.pid)" 2>/dev/null; then
+# A pid file left from before a reboot can name another process now: only a berth counts.
+if [ -f .berth-demo/agent.pid ] && tr '\0' ' ' < "/proc/$(cat .berth-demo/agent.pid)/cmdline" 2>/dev/null | grep -q "berth.*serve"; then
   echo "demo: agent already running (pid $(cat .berth-demo/agent.pid))"
 else
   setsid "$berth" --config berth.yaml serve >>.berth-demo/agent.log 2>&1 < /dev/null &
