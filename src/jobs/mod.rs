@@ -164,7 +164,10 @@ impl Scheduler {
             let Some(job) = inst.jobs.get(&key.1) else {
                 continue;
             };
+            // A tenant held by an operation (a restore replacing its volumes, an upgrade)
+            // skips its runs: a job writing into a volume being replaced would race it.
             let serving = inst.state == RunState::Running
+                && !self.cx.passes.is_held(&key.0)
                 && board
                     .instances
                     .get(&key.0)
@@ -189,7 +192,7 @@ impl Scheduler {
             let mut r = self.records.lock().expect("records lock");
             r.entry(key).or_default().skipped_asleep += 1;
         } else if !serving && !asleep {
-            // A stopped or upgrading tenant skips its runs; nothing to catch up.
+            // A stopped, upgrading or restoring tenant skips its runs; nothing to catch up.
         } else if !self
             .running
             .lock()

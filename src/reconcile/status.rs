@@ -30,8 +30,10 @@ pub fn web_address(
 
 /// Every allocated tenant's web address (see [`web_address`]), from its instance (or the last
 /// valid one of a frozen tenant) and, in swarm mode, the node its web container is on. On one
-/// host a running web container's own address on its network comes first: a frozen tenant's
-/// container made before fixed addresses, which no pass replaces, keeps being reached there.
+/// host a frozen tenant's running web container is reached at its own observed address: one
+/// made before fixed addresses, which no pass replaces, keeps serving. Any other tenant's is
+/// the allocation's (an inventory read while an upgrade swaps containers must not point the
+/// edge at the one being removed).
 pub fn addresses(
     host: &HostConfig,
     desired: &Desired,
@@ -53,6 +55,7 @@ pub fn addresses(
                 .map(|n| n.addr);
             let running = web
                 .filter(|c| c.status == RunStatus::Running && !host.engine.is_swarm())
+                .filter(|_| desired.frozen.contains_key(t))
                 .and_then(|c| c.ip);
             let at = match running {
                 Some(ip) => SocketAddr::from((ip, i.web.port)),
@@ -268,11 +271,12 @@ mod tests {
     }
 
     #[test]
-    fn a_web_address_is_the_running_container_s_own_else_the_allocation_s_slot() {
+    fn a_frozen_tenant_s_running_container_is_reached_where_it_is_any_other_at_its_slot() {
         let host = fixtures::host();
         let mut d = Desired::default();
         d.last_valid
             .insert("acme".into(), fixtures::demo_instance("acme"));
+        d.frozen.insert("acme".into(), "broken file".into());
         let a = Allocation {
             subnet: 1,
             port: 20001,
@@ -281,17 +285,24 @@ mod tests {
         };
         let allocs = BTreeMap::from([("acme".to_string(), a)]);
         let mut inv = Inventory::default();
-        let at = |inv: &Inventory| addresses(&host, &d, inv, &allocs)["acme"].to_string();
+        let at =
+            |d: &Desired, inv: &Inventory| addresses(&host, d, inv, &allocs)["acme"].to_string();
         assert_eq!(
-            at(&inv),
+            at(&d, &inv),
             "10.240.0.29:8080",
             "asleep or gone: slot 1 of subnet 1"
         );
         // A frozen tenant's container an older berth made, running at an engine-picked address.
         inv.containers
             .push(app(RunStatus::Running, [10, 240, 0, 18]));
-        assert_eq!(at(&inv), "10.240.0.18:8080");
+        assert_eq!(at(&d, &inv), "10.240.0.18:8080");
         inv.containers[0].status = RunStatus::Stopped;
-        assert_eq!(at(&inv), "10.240.0.29:8080");
+        assert_eq!(at(&d, &inv), "10.240.0.29:8080");
+        // A tenant that is not frozen: always the allocation's slot, whatever runs.
+        inv.containers[0].status = RunStatus::Running;
+        d.frozen.clear();
+        d.instances
+            .insert("acme".into(), fixtures::demo_instance("acme"));
+        assert_eq!(at(&d, &inv), "10.240.0.29:8080");
     }
 }
