@@ -151,8 +151,7 @@ impl Applier<'_> {
             Step::CreateNetwork => {
                 let a = self.alloc(t)?;
                 let subnet = self.host.subnet_pool.subnet(a.subnet);
-                let swarm = self.host.engine.is_swarm();
-                let range = (!swarm).then(|| self.host.subnet_pool.dynamic_range(a.subnet));
+                let range = self.host.web_pool().map(|p| p.dynamic_range(a.subnet));
                 let net = spec::network_spec(ns, t, subnet, range);
                 self.rt.create_network(&net).await.map_err(e)?;
                 self.attach_relay(t, inst, &net.name).await;

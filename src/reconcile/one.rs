@@ -155,8 +155,7 @@ impl Controller {
             disks: self.svc.disks().is_ok(),
             grow_stopped: &none,
             asleep: &asleep,
-            pool: &self.host().subnet_pool,
-            fixed_web: !self.host().engine.is_swarm(),
+            web_pool: self.host().web_pool(),
         };
         let rec = plan::Recorded {
             allocations: self

@@ -43,8 +43,7 @@ impl Controller {
             disks: self.svc.disks().is_ok(),
             grow_stopped: &synced.grow_stopped,
             asleep: &asleep,
-            pool: &self.host().subnet_pool,
-            fixed_web: !self.host().engine.is_swarm(),
+            web_pool: self.host().web_pool(),
         };
         let planned = plan::plan(&ctx, &loaded.desired, &observed, &recorded);
         let disk_failures: BTreeSet<String> = synced.failed.into_keys().collect();

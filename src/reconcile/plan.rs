@@ -68,12 +68,10 @@ pub struct Context<'a> {
     pub grow_stopped: &'a BTreeSet<String>,
     /// Tenants asleep: planned stopped (their containers kept) until a request wakes them.
     pub asleep: &'a BTreeSet<String>,
-    /// The tenants' address pool (a web container's fixed address comes from it).
-    pub pool: &'a SubnetPool,
-    /// Web containers take fixed addresses on their tenant's bridge (one engine; in swarm
-    /// mode the edge reaches node ports): a network made before that, without the engine's
-    /// range below the web addresses, is made again.
-    pub fixed_web: bool,
+    /// The pool web containers take fixed addresses from (`HostConfig::web_pool`; None in
+    /// swarm mode, where the edge reaches node ports). With one, a network made before that,
+    /// without the engine's range below the web addresses, is made again.
+    pub web_pool: Option<&'a SubnetPool>,
 }
 
 /// Steps per tenant. Tenants whose files are broken (`desired.frozen`) get none: a typo in an
@@ -164,8 +162,9 @@ pub fn plan_instance(
         .networks
         .iter()
         .find(|n| n.name == spec::network_name(ns, t));
-    let remade =
-        ctx.fixed_web && network.is_some_and(|n| misplaced(n, rec.allocations.get(t), ctx.pool));
+    let remade = ctx
+        .web_pool
+        .is_some_and(|pool| network.is_some_and(|n| misplaced(n, rec.allocations.get(t), pool)));
     if remade && moving.is_empty() {
         steps.extend(stop_running(inst, observed, ns));
         steps.extend(remove_all(&inst.tenant, observed));
@@ -208,8 +207,7 @@ pub fn plan_instance(
     for svc in &inst.services {
         let name = spec::container_name(ns, t, &svc.name);
         let want = alloc.map(|a| {
-            let pool = ctx.fixed_web.then_some(ctx.pool);
-            spec::container_spec(ns, inst, svc, a, pool, ctx.layout).labels
+            spec::container_spec(ns, inst, svc, a, ctx.web_pool, ctx.layout).labels
                 [crate::runtime::labels::SPEC_HASH]
                 .clone()
         });

@@ -90,6 +90,7 @@ fn run_on(
     rec: &Recorded,
 ) -> BTreeMap<String, Vec<Step>> {
     let l = layout();
+    let pool = crate::fixtures::pool();
     let none = BTreeSet::new();
     let ctx = Context {
         namespace: "berth",
@@ -97,8 +98,7 @@ fn run_on(
         disks,
         grow_stopped: &none,
         asleep: &none,
-        pool: &crate::fixtures::pool(),
-        fixed_web: true,
+        web_pool: Some(&pool),
     };
     plan(&ctx, d, inv, rec)
 }
@@ -443,6 +443,7 @@ fn a_disk_that_cannot_grow_online_grows_with_its_tenant_stopped_and_started_agai
     let insts = vec![with_disk(demo_instance("acme")), demo_instance("beta")];
     let (inv, rec) = converged(&insts);
     let l = layout();
+    let pool = crate::fixtures::pool();
     let growing = BTreeSet::from([s("acme")]);
     let ctx = Context {
         namespace: "berth",
@@ -450,8 +451,7 @@ fn a_disk_that_cannot_grow_online_grows_with_its_tenant_stopped_and_started_agai
         disks: true,
         grow_stopped: &growing,
         asleep: &BTreeSet::new(),
-        pool: &crate::fixtures::pool(),
-        fixed_web: true,
+        web_pool: Some(&pool),
     };
     let steps = plan(&ctx, &desired(insts), &inv, &rec);
     assert_eq!(
@@ -484,8 +484,7 @@ fn an_asleep_tenant_is_planned_stopped_with_its_containers_kept_and_started_on_w
         disks: false,
         grow_stopped: &none,
         asleep,
-        pool: &pool,
-        fixed_web: true,
+        web_pool: Some(&pool),
     };
     let steps = plan(&ctx(&asleep), &d, &inv, &rec);
     assert_eq!(
@@ -543,8 +542,7 @@ fn a_network_made_without_the_engine_s_range_is_made_again_with_the_tenant_stopp
         disks: true,
         grow_stopped: &none,
         asleep: &none,
-        pool: &crate::fixtures::pool(),
-        fixed_web: false,
+        web_pool: None,
     };
     let steps = plan(&swarm, &d, &inv, &rec);
     assert!(

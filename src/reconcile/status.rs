@@ -21,10 +21,9 @@ pub fn web_address(
     web_port: u16,
     node: Option<Ipv4Addr>,
 ) -> SocketAddr {
-    if host.engine.is_swarm() {
-        SocketAddr::from((node.unwrap_or(Ipv4Addr::LOCALHOST), a.port))
-    } else {
-        SocketAddr::from((host.subnet_pool.web_ip(a.subnet, a.web_slot), web_port))
+    match host.web_pool() {
+        Some(pool) => SocketAddr::from((pool.web_ip(a.subnet, a.web_slot), web_port)),
+        None => SocketAddr::from((node.unwrap_or(Ipv4Addr::LOCALHOST), a.port)),
     }
 }
 
