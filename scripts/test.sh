@@ -21,6 +21,12 @@ if ! command -v docker-registry >/dev/null 2>&1 || ! command -v htpasswd >/dev/n
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends docker-registry apache2-utils >/dev/null
   systemctl disable --now docker-registry >/dev/null 2>&1 || true
 fi
+# restic (berth's off-host backups run it; the test reads what berth wrote with it) and rclone
+# (`rclone serve restic --append-only`, the append-only REST server) for tests/offsite.rs.
+if ! command -v restic >/dev/null 2>&1 || ! command -v rclone >/dev/null 2>&1; then
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends restic rclone >/dev/null
+fi
 # Chromium and its WebDriver for the dashboard's browser test (tests/dashboard.rs).
 if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then
   apt-get update -qq

@@ -32,6 +32,7 @@ pub fn host() -> HostConfig {
         },
         probes: Default::default(),
         backup_dir: "/var/lib/berth/backups".into(),
+        backup_repositories: vec![],
         plans: BTreeMap::new(),
         default_plan: None,
         shared_database: None,

@@ -27,6 +27,7 @@ pub mod images;
 pub mod jobs;
 pub mod mail;
 pub mod metrics;
+pub mod offsite;
 pub mod ops;
 pub mod probe;
 pub mod proxy;

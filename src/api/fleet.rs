@@ -49,7 +49,8 @@ impl From<BackupError> for ApiError {
             | BackupError::Exists(_)
             | BackupError::NoRoom { .. }
             | BackupError::Busy(_)
-            | BackupError::NotReady { .. } => ApiError::Conflict(m),
+            | BackupError::NotReady { .. }
+            | BackupError::Offsite(_) => ApiError::Conflict(m),
             BackupError::Io { .. } | BackupError::Runtime(_) => ApiError::Internal(m),
         }
     }
@@ -126,11 +127,15 @@ pub async fn backup_index(
             .instances
             .get(&tenant)
             .map(|i| i.backups.clone());
+    let (offsite, failed) = s.fleet.backups.list_offsite(&tenant).await;
     Ok(Json(serde_json::json!({
         "tenant": tenant,
         "policy": policy,
         "last_scheduled": s.fleet.backup_schedule.last(&tenant),
         "backups": s.fleet.backups.list(&tenant),
+        "offsite": offsite,
+        "offsite_failed": failed,
+        "offsite_records": s.fleet.backups.offsite_records(&tenant),
     })))
 }
 

@@ -6,6 +6,7 @@ pub mod archive;
 mod clone;
 mod dump;
 pub mod engine;
+pub mod offsite;
 mod restore;
 pub mod room;
 pub mod schedule;
@@ -55,6 +56,8 @@ pub enum BackupError {
         path: String,
         source: std::io::Error,
     },
+    #[error("off-host repository: {0}")]
+    Offsite(String),
     #[error(transparent)]
     Runtime(#[from] crate::runtime::RuntimeError),
 }
@@ -67,6 +70,12 @@ pub struct BackupInfo {
     pub version: String,
     pub created: u64,
     pub bytes: u64,
+    /// The copies of a new backup in the off-host repositories serving its tenant.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub offsite: Vec<crate::offsite::Copied>,
+    /// The repositories a new backup did not reach, and why.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub offsite_failed: Vec<offsite::OffsiteFailure>,
 }
 
 pub struct Backups {
@@ -75,6 +84,11 @@ pub struct Backups {
     slots: Arc<tokio::sync::Semaphore>,
     /// Tenants with a backup or restore running (one at a time each, scheduled ones too).
     running: Arc<std::sync::Mutex<std::collections::BTreeSet<String>>>,
+    /// The off-host repositories (`backup_repositories:`) and their clients.
+    repos: Vec<(
+        crate::desired::repository::Repository,
+        Arc<dyn crate::offsite::Repo>,
+    )>,
 }
 
 /// A tenant's claim on its one backup or restore at a time, let go when dropped.
@@ -99,6 +113,7 @@ fn io(path: &std::path::Path) -> impl FnOnce(std::io::Error) -> BackupError + '_
 impl Backups {
     pub fn new(cx: Cx) -> Backups {
         Backups {
+            repos: offsite::repositories(cx.svc.host()),
             cx,
             slots: Arc::new(tokio::sync::Semaphore::new(room::CONCURRENT)),
             running: Arc::default(),
@@ -178,8 +193,12 @@ impl Backups {
                 tenant: tenant.into(),
                 why: why.to_string(),
             })?;
-        let info = self.write(&inst, &self.dir(tenant), &room).await?;
+        let mut info = self.write(&inst, &self.dir(tenant), &room).await?;
+        // The copies off the host read only the archive: the tenant may sleep again.
+        drop(_awake);
         self.prune(tenant, inst.backups.keep as usize);
+        let tenant_id = self.identity(tenant)?;
+        self.copy_offsite(&inst, &mut info, &tenant_id).await;
         Ok(info)
     }
 
@@ -227,6 +246,8 @@ impl Backups {
             version: inst.version.clone(),
             created,
             bytes,
+            offsite: vec![],
+            offsite_failed: vec![],
         })
     }
 
@@ -309,6 +330,8 @@ impl Backups {
                     version: m.version,
                     created: m.created,
                     bytes: e.metadata().map(|m| m.len()).unwrap_or(0),
+                    offsite: vec![],
+                    offsite_failed: vec![],
                 })
             })
             .collect();

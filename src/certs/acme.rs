@@ -29,8 +29,18 @@ pub struct AcmeIssuer {
     tokens: Arc<Http01Tokens>,
 }
 
+/// How many times an order is started over after the CA refused its nonces.
+const NONCE_ATTEMPTS: usize = 3;
+
 fn acme(e: instant_acme::Error) -> CertError {
-    CertError::Acme(e.to_string())
+    match &e {
+        instant_acme::Error::Api(p)
+            if p.r#type.as_deref() == Some("urn:ietf:params:acme:error:badNonce") =>
+        {
+            CertError::AcmeNonce(e.to_string())
+        }
+        _ => CertError::Acme(e.to_string()),
+    }
 }
 
 impl AcmeIssuer {
@@ -103,6 +113,35 @@ impl Issuer for AcmeIssuer {
     }
 
     async fn issue(&self, domain: &str, replacing: Option<&str>) -> Result<Issued, CertError> {
+        let mut attempt = 1;
+        loop {
+            match self.issue_once(domain, replacing).await {
+                Err(CertError::AcmeNonce(why)) if attempt < NONCE_ATTEMPTS => {
+                    tracing::info!(
+                        domain,
+                        attempt,
+                        why,
+                        "the CA refused a nonce; ordering again"
+                    );
+                    attempt += 1;
+                }
+                r => return r,
+            }
+        }
+    }
+
+    async fn renewal_window(&self, chain_pem: &str) -> Option<(SystemTime, SystemTime)> {
+        let der = CertificateDer::from_pem_slice(chain_pem.as_bytes()).ok()?;
+        let id = CertificateIdentifier::try_from(&der).ok()?;
+        let (info, _) = self.account().await.ok()?.renewal_info(&id).await.ok()?;
+        let w = info.suggested_window;
+        Some((w.start.into(), w.end.into()))
+    }
+}
+
+impl AcmeIssuer {
+    /// One order, start to finish: authorize by HTTP-01, finalize, download the chain.
+    async fn issue_once(&self, domain: &str, replacing: Option<&str>) -> Result<Issued, CertError> {
         let ids = [Identifier::Dns(domain.to_string())];
         let replaced = replacing
             .and_then(|pem| CertificateDer::from_pem_slice(pem.as_bytes()).ok())
@@ -181,12 +220,34 @@ impl Issuer for AcmeIssuer {
             key_pem: key.serialize_pem(),
         })
     }
+}
 
-    async fn renewal_window(&self, chain_pem: &str) -> Option<(SystemTime, SystemTime)> {
-        let der = CertificateDer::from_pem_slice(chain_pem.as_bytes()).ok()?;
-        let id = CertificateIdentifier::try_from(&der).ok()?;
-        let (info, _) = self.account().await.ok()?.renewal_info(&id).await.ok()?;
-        let w = info.suggested_window;
-        Some((w.start.into(), w.end.into()))
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn problem(kind: &str) -> instant_acme::Error {
+        let p: instant_acme::Problem = serde_json::from_value(serde_json::json!({
+            "type": kind, "detail": "JWS has an invalid anti-replay nonce", "status": 400
+        }))
+        .unwrap();
+        instant_acme::Error::Api(p)
+    }
+
+    #[test]
+    fn a_refused_nonce_is_the_one_acme_error_that_starts_the_order_over() {
+        assert!(matches!(
+            acme(problem("urn:ietf:params:acme:error:badNonce")),
+            CertError::AcmeNonce(m) if m.contains("anti-replay nonce")
+        ));
+        for other in [
+            "urn:ietf:params:acme:error:rateLimited",
+            "urn:ietf:params:acme:error:malformed",
+        ] {
+            assert!(
+                matches!(acme(problem(other)), CertError::Acme(_)),
+                "{other}"
+            );
+        }
     }
 }

@@ -36,6 +36,10 @@ pub enum CertError {
     Invalid(String),
     #[error("ACME: {0}")]
     Acme(String),
+    /// The CA refused a request's anti-replay nonce more times than instant-acme retries;
+    /// RFC 8555 6.5 makes that a reason to try again, so the issuer starts the order over.
+    #[error("ACME: {0}")]
+    AcmeNonce(String),
     #[error("rate limited: {0}")]
     RateLimited(String),
     #[error("no ACME issuer is configured (tls.acme)")]

@@ -98,14 +98,37 @@ pub async fn backup(
         return Ok(());
     };
     print(output, &v, |v| {
-        format!(
+        let mut out = format!(
             "{}: backup {} ({}, version {})\n",
             v["tenant"].as_str().unwrap_or("?"),
             v["id"].as_str().unwrap_or("?"),
             super::table::human_bytes(v["bytes"].as_u64().unwrap_or(0)),
             v["version"].as_str().unwrap_or("?")
-        )
+        );
+        for c in v["offsite"].as_array().into_iter().flatten() {
+            out.push_str(&format!(
+                "  copied to {}: snapshot {}, {} added\n",
+                c["repository"].as_str().unwrap_or("?"),
+                c["snapshot"].as_str().unwrap_or("?"),
+                super::table::human_bytes(c["bytes_added"].as_u64().unwrap_or(0))
+            ));
+        }
+        out
     });
+    // A backup that stayed on this host is not what a schedule or a script asked for: say so
+    // and fail, after the local backup is listed.
+    let failed = v["offsite_failed"].as_array().cloned().unwrap_or_default();
+    for f in &failed {
+        eprintln!(
+            "berth: backup {} NOT copied to repository {}: {}",
+            v["id"].as_str().unwrap_or("?"),
+            f["repository"].as_str().unwrap_or("?"),
+            f["error"].as_str().unwrap_or("?")
+        );
+    }
+    if !failed.is_empty() {
+        anyhow::bail!("{} off-host copies failed", failed.len());
+    }
     Ok(())
 }
 
@@ -177,21 +200,46 @@ fn verified(v: &Value) -> String {
     )
 }
 
+/// Local archives and off-host snapshots side by side: one row per backup id, WHERE naming
+/// `local` and every repository that holds it.
 fn backups_table(v: &Value) -> String {
-    let rows: Vec<Vec<String>> = v["backups"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|b| {
+    let mut by_id: std::collections::BTreeMap<String, (Vec<String>, &Value)> = Default::default();
+    let listed = |key: &str| v[key].as_array().cloned().unwrap_or_default();
+    let (local, off) = (listed("backups"), listed("offsite"));
+    for b in &local {
+        let id = b["id"].as_str().unwrap_or("").to_string();
+        by_id
+            .entry(id)
+            .or_insert((vec![], b))
+            .0
+            .push("local".into());
+    }
+    for s in &off {
+        let id = s["backup"].as_str().unwrap_or("").to_string();
+        let place = s["repository"].as_str().unwrap_or("?").to_string();
+        by_id.entry(id).or_insert((vec![], s)).0.push(place);
+    }
+    let rows: Vec<Vec<String>> = by_id
+        .iter()
+        .rev()
+        .map(|(id, (places, b))| {
             vec![
-                b["id"].as_str().unwrap_or("").into(),
+                id.clone(),
+                places.join(", "),
                 b["version"].as_str().unwrap_or("").into(),
                 table::human_bytes(b["bytes"].as_u64().unwrap_or(0)),
                 b["created"].as_u64().map_or("-".into(), table::relative),
             ]
         })
         .collect();
-    let mut out = table::render(&["ID", "VERSION", "SIZE", "TAKEN"], &rows);
+    let mut out = table::render(&["ID", "WHERE", "VERSION", "SIZE", "TAKEN"], &rows);
+    for f in listed("offsite_failed") {
+        out.push_str(&format!(
+            "repository {} did not answer: {}\n",
+            f["repository"].as_str().unwrap_or("?"),
+            f["error"].as_str().unwrap_or("?")
+        ));
+    }
     let p = &v["policy"];
     if p.is_object() {
         out.push_str(&format!(

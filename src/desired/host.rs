@@ -37,6 +37,8 @@ pub struct HostConfig {
     pub metrics: MetricsConfig,
     pub probes: super::probes::ProbeConfig,
     pub backup_dir: PathBuf,
+    /// Off-host repositories backups are copied to (`backup_repositories:`).
+    pub backup_repositories: Vec<super::repository::Repository>,
     pub plans: BTreeMap<String, Plan>,
     pub default_plan: Option<String>,
     pub shared_database: Option<SharedDatabase>,
@@ -275,6 +277,9 @@ pub fn build(file: &spec::Loaded<HostFile>, root: &Path) -> Result<HostConfig, S
     let (shared_database, shared_mariadb) = sections::shared_servers(h, &engine, &mut err);
     let edge = sections::edge(h, &engine, &resolve, &mut err);
     check_registries(h, &mut err);
+    let has_plan = |p: &str| h.plans.contains_key(p);
+    let backup_repositories =
+        super::repository::build(&h.backup_repositories, &has_plan, &resolve, &mut err);
     errors.into_result()?;
     Ok(HostConfig {
         state_dir: resolve(&h.state_dir),
@@ -300,6 +305,7 @@ pub fn build(file: &spec::Loaded<HostFile>, root: &Path) -> Result<HostConfig, S
                 .as_deref()
                 .unwrap_or(&h.state_dir.join("backups")),
         ),
+        backup_repositories,
         plans,
         default_plan: h.default_plan.clone(),
         shared_database,

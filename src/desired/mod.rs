@@ -22,6 +22,7 @@ pub mod params;
 pub mod probes;
 pub mod quota;
 pub mod render;
+pub mod repository;
 pub mod schedule;
 pub mod secret;
 pub mod service;

@@ -33,6 +33,12 @@ struct UpgradePhaseLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RepoLabels {
+    tenant: String,
+    repository: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct JobLabels {
     tenant: String,
     job: String,
@@ -203,6 +209,65 @@ impl State {
         )
     }
 
+    /// Each tenant's copies in each off-host repository, from its `offsite.json`.
+    fn offsite(&self, enc: &mut DescriptorEncoder) -> std::fmt::Result {
+        let desired = self.cx.passes.desired();
+        let rows: Vec<_> = desired
+            .instances
+            .keys()
+            .flat_map(|t| {
+                let records = self.fleet.backups.offsite_records(t);
+                records.into_iter().map(move |(repo, r)| {
+                    let l = RepoLabels {
+                        tenant: t.clone(),
+                        repository: repo,
+                    };
+                    (l, r)
+                })
+            })
+            .collect();
+        encode::gauges(
+            enc,
+            "berth_offsite_backup_last_success_timestamp",
+            "When a backup of the tenant last landed in the repository",
+            Some(Unit::Seconds),
+            rows.iter()
+                .filter_map(|(l, r)| Some((l.clone(), r.last_success? as f64))),
+        )?;
+        encode::gauges(
+            enc,
+            "berth_offsite_backup_ok",
+            "1 when the tenant's last copy to the repository landed",
+            None,
+            rows.iter().map(|(l, r)| {
+                let ok = r.last_success.unwrap_or(0) >= r.last_failure.unwrap_or(0)
+                    && r.last_success.is_some();
+                (l.clone(), flag(ok))
+            }),
+        )?;
+        encode::counters(
+            enc,
+            "berth_offsite_backup_failures",
+            "Copies of the tenant's backups the repository did not take",
+            None,
+            rows.iter().map(|(l, r)| (l.clone(), r.failures as f64)),
+        )?;
+        encode::gauges(
+            enc,
+            "berth_offsite_backup_last_added",
+            "What the last copy added to the repository, after deduplication",
+            Some(Unit::Bytes),
+            rows.iter().map(|(l, r)| (l.clone(), r.bytes_added as f64)),
+        )?;
+        encode::gauges(
+            enc,
+            "berth_offsite_backup_last_duration",
+            "How long the last copy took",
+            Some(Unit::Seconds),
+            rows.iter().map(|(l, r)| (l.clone(), r.seconds)),
+        )
+    }
+
     fn agent(&self, enc: &mut DescriptorEncoder) -> std::fmt::Result {
         let board = self.cx.passes.board();
         encode::gauges(
@@ -276,6 +341,7 @@ impl Collector for State {
         self.certs(&mut enc)?;
         self.upgrade(&mut enc)?;
         self.jobs_and_backups(&mut enc)?;
+        self.offsite(&mut enc)?;
         self.agent(&mut enc)
     }
 }

@@ -45,6 +45,9 @@ pub struct HostFile {
     /// Where backup archives go; default `<state_dir>/backups`.
     #[serde(default)]
     pub backup_dir: Option<PathBuf>,
+    /// Off-host repositories (restic format) every backup of the tenants they serve is copied to.
+    #[serde(default)]
+    pub backup_repositories: BTreeMap<String, super::repository::RepositoryFile>,
     #[serde(default)]
     pub plans: BTreeMap<String, LimitsFile>,
     /// Plan of instances that name none.

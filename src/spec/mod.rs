@@ -9,6 +9,7 @@ pub mod instance;
 pub mod lint;
 pub mod locate;
 pub mod probes;
+pub mod repository;
 pub mod template;
 pub mod units;
 

@@ -1,0 +1,214 @@
+//! Off-host backup repositories (`backup_repositories:`), validated: where each is, its key's
+//! password file, and which tenants it serves.
+
+use super::{Invalid, host::is_dns_label, instance::is_tenant_name};
+use crate::spec::{repository::RepositoryFile, units};
+use serde::Serialize;
+use std::{
+    collections::BTreeSet,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+/// How long one copy may take when the repository says nothing.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(3600);
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Repository {
+    pub name: String,
+    /// restic's repository string, as written (it may hold a REST server's credentials: show
+    /// `shown()` instead).
+    #[serde(skip)]
+    pub url: String,
+    #[serde(skip)]
+    pub password_file: PathBuf,
+    #[serde(skip)]
+    pub env_file: Option<PathBuf>,
+    pub plans: BTreeSet<String>,
+    pub tenants: BTreeSet<String>,
+    #[serde(skip)]
+    pub timeout: Duration,
+}
+
+impl Repository {
+    /// Whether `tenant` (on `plan`) has its backups copied here.
+    pub fn serves(&self, tenant: &str, plan: Option<&str>) -> bool {
+        (self.plans.is_empty() && self.tenants.is_empty())
+            || self.tenants.contains(tenant)
+            || plan.is_some_and(|p| self.plans.contains(p))
+    }
+
+    /// The repository string without a password, for messages and listings.
+    pub fn shown(&self) -> String {
+        shown(&self.url)
+    }
+}
+
+/// `url` with any `user:password@` reduced to `user@`.
+pub fn shown(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once(':') else {
+        return url.to_string();
+    };
+    match url::Url::parse(rest) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(None);
+            format!("{scheme}:{u}")
+        }
+        _ => url.to_string(),
+    }
+}
+
+/// A restic repository string berth supports, or why not.
+pub fn check_url(url: &str) -> Result<(), Invalid> {
+    let bad = |why| {
+        Err(Invalid::NotRepository {
+            text: url.into(),
+            why,
+        })
+    };
+    if url.chars().any(|c| c.is_control() || c.is_whitespace()) || url.len() > 1024 {
+        return bad("has spaces or control characters, or is longer than 1024");
+    }
+    if url.starts_with('/') {
+        return match Path::new(url).components().any(|c| c.as_os_str() == "..") {
+            true => bad("is a path with `..` in it"),
+            false => Ok(()),
+        };
+    }
+    let web = |rest: &str, need_path: bool| match url::Url::parse(rest) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some() => {
+            match need_path && u.path().trim_matches('/').is_empty() {
+                true => bad("names no bucket"),
+                false => Ok(()),
+            }
+        }
+        _ => bad("is not an http(s) URL after its scheme"),
+    };
+    match url.split_once(':') {
+        Some(("rest", rest)) => web(rest, false),
+        Some(("s3", rest)) if rest.starts_with("http") => web(rest, true),
+        Some(("s3", rest)) => match rest.split_once('/') {
+            Some((host, bucket)) if !host.is_empty() && !bucket.is_empty() => Ok(()),
+            _ => bad("is not s3:HOST/BUCKET or s3:http(s)://HOST/BUCKET"),
+        },
+        Some(("sftp", rest)) => match rest.split_once(':') {
+            Some((host, path))
+                if !host.is_empty() && !host.starts_with('-') && !path.is_empty() =>
+            {
+                Ok(())
+            }
+            _ => bad("is not sftp:[USER@]HOST:PATH"),
+        },
+        _ => bad("is not an absolute path, rest:, s3: or sftp:"),
+    }
+}
+
+/// Every entry of `backup_repositories:`, each error by its field.
+pub(super) fn build(
+    files: &std::collections::BTreeMap<String, RepositoryFile>,
+    plans: &dyn Fn(&str) -> bool,
+    resolve: &dyn Fn(&Path) -> PathBuf,
+    err: &mut dyn FnMut(&str, String),
+) -> Vec<Repository> {
+    let mut out = Vec::new();
+    for (name, f) in files {
+        let field = |k: &str| format!("backup_repositories.{name}.{k}");
+        if !is_dns_label(name) || name.len() > 40 {
+            let why = "must be a DNS label of at most 40 characters";
+            err(&format!("backup_repositories.{name}"), why.into());
+        }
+        if let Err(why) = check_url(&f.url) {
+            err(&field("url"), why.to_string());
+        }
+        for p in f.plans.iter().filter(|p| !plans(p)) {
+            err(&field("plans"), format!("{p:?} is not a plan of this host"));
+        }
+        for t in f.tenants.iter().filter(|t| !is_tenant_name(t)) {
+            err(&field("tenants"), Invalid::NotTenant(t.clone()).to_string());
+        }
+        let timeout = match f.timeout.as_deref().map(units::parse_duration) {
+            None => DEFAULT_TIMEOUT,
+            Some(Ok(d)) if d >= Duration::from_secs(10) && d <= Duration::from_secs(7 * 86400) => d,
+            Some(Ok(_)) => {
+                err(&field("timeout"), "is out of range (10s..=7d)".into());
+                DEFAULT_TIMEOUT
+            }
+            Some(Err(e)) => {
+                err(&field("timeout"), e.to_string());
+                DEFAULT_TIMEOUT
+            }
+        };
+        out.push(Repository {
+            name: name.clone(),
+            url: f.url.clone(),
+            password_file: resolve(&f.password_file),
+            env_file: f.env_file.as_deref().map(resolve),
+            plans: f.plans.iter().cloned().collect(),
+            tenants: f.tenants.iter().cloned().collect(),
+            timeout,
+        });
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_repository_kinds_berth_supports_pass_and_each_refusal_says_why() {
+        for ok in [
+            "/srv/backups/restic",
+            "rest:http://127.0.0.1:8000/",
+            "rest:https://user:secret@backup.example.com/host1",
+            "s3:http://127.0.0.1:5000/bucket",
+            "s3:s3.amazonaws.com/bucket/prefix",
+            "sftp:backup@host.example.com:/srv/restic",
+        ] {
+            assert_eq!(check_url(ok), Ok(()), "{ok}");
+        }
+        for (bad, why) in [
+            ("relative/path", "absolute path"),
+            ("/srv/../etc", "`..`"),
+            ("rest:ftp://h/", "http(s) URL"),
+            ("s3:http://127.0.0.1:5000/", "bucket"),
+            ("s3:nobucket", "s3:HOST/BUCKET"),
+            ("sftp:-oProxyCommand=x:/p", "sftp:"),
+            ("rclone:remote:path", "absolute path"),
+            ("/srv/a b", "spaces"),
+            ("/srv/a\nb", "control"),
+        ] {
+            let e = check_url(bad).unwrap_err().to_string();
+            assert!(e.contains(why), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn a_shown_repository_never_carries_its_password() {
+        assert_eq!(
+            shown("rest:https://user:secret@backup.example.com/host1"),
+            "rest:https://user@backup.example.com/host1"
+        );
+        assert_eq!(shown("/srv/restic"), "/srv/restic");
+    }
+
+    #[test]
+    fn a_repository_serves_its_tenants_and_plans_or_everyone_when_it_names_none() {
+        let mut r = Repository {
+            name: "off".into(),
+            url: "/srv/r".into(),
+            password_file: "/k".into(),
+            env_file: None,
+            plans: BTreeSet::new(),
+            tenants: BTreeSet::new(),
+            timeout: DEFAULT_TIMEOUT,
+        };
+        assert!(r.serves("acme", None));
+        r.plans.insert("gold".into());
+        r.tenants.insert("vip".into());
+        assert!(r.serves("acme", Some("gold")));
+        assert!(r.serves("vip", None));
+        assert!(!r.serves("acme", Some("small")));
+        assert!(!r.serves("acme", None));
+    }
+}

@@ -1,0 +1,195 @@
+//! Off-host backup repositories in the restic format: a tenant's backup archive is copied
+//! there as one snapshot, encrypted and deduplicated by content, tagged with the tenant's
+//! identity (never only its name, which a later tenant may reuse), so the stock `restic`
+//! binary can always list, check and restore it without berth.
+//!
+//! `Repo` is the boundary; `restic::Restic` runs Debian's `restic` with the repository's
+//! password file and environment, and nothing else of the agent's.
+
+pub mod restic;
+
+use serde::Serialize;
+use std::path::Path;
+
+#[derive(Debug, thiserror::Error)]
+pub enum OffsiteError {
+    #[error("repository {repo}: {what} failed: {why}")]
+    Failed {
+        repo: String,
+        what: &'static str,
+        why: String,
+    },
+    #[error(
+        "repository {repo}: {path} must be readable by its owner only (mode 0600; it is {mode:o})"
+    )]
+    KeyMode {
+        repo: String,
+        path: String,
+        mode: u32,
+    },
+    #[error("repository {repo}: {path}: {why}")]
+    File {
+        repo: String,
+        path: String,
+        why: String,
+    },
+    #[error("repository {repo}: {what} took longer than {secs}s and was stopped")]
+    Timeout {
+        repo: String,
+        what: &'static str,
+        secs: u64,
+    },
+    #[error("repository {repo} has no snapshot {snapshot} of this tenant")]
+    NotFound { repo: String, snapshot: String },
+}
+
+/// What a snapshot says about the backup it holds, written as restic tags `key=value`.
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
+pub struct Snapshot {
+    pub repository: String,
+    /// restic's snapshot id (short form).
+    pub snapshot: String,
+    /// berth's backup id: the archive's id, the same as the local one.
+    pub backup: String,
+    pub tenant: String,
+    pub version: String,
+    /// Unix seconds the backup was taken.
+    pub created: u64,
+    /// The archive's size.
+    pub bytes: u64,
+}
+
+/// The tags of a new snapshot: always `berth`, then the tenant's name and identity, the backup
+/// id, version, time and size.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tags {
+    pub tenant: String,
+    pub tenant_id: String,
+    pub backup: String,
+    pub version: String,
+    pub created: u64,
+    pub bytes: u64,
+}
+
+impl Tags {
+    pub fn to_args(&self) -> Vec<String> {
+        let mut v = vec![
+            "berth".to_string(),
+            format!("tenant={}", self.tenant),
+            format!("tenant-id={}", self.tenant_id),
+            format!("backup={}", self.backup),
+            format!("created={}", self.created),
+            format!("bytes={}", self.bytes),
+        ];
+        // restic splits a --tag value at commas; a version that has one goes untagged.
+        if tag_safe(&self.version) {
+            v.push(format!("version={}", self.version));
+        }
+        v
+    }
+}
+
+fn tag_safe(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 128 && s.chars().all(|c| c.is_ascii_graphic() && c != ',')
+}
+
+/// A snapshot of `repo` whose tags name a berth backup of the tenant `tenant_id`; None for
+/// anything else in the repository (another tenant's, or not berth's).
+pub fn snapshot_of(repo: &str, id: &str, tags: &[String], tenant_id: &str) -> Option<Snapshot> {
+    let tag = |k: &str| {
+        tags.iter()
+            .find_map(|t| t.strip_prefix(k).and_then(|v| v.strip_prefix('=')))
+            .map(str::to_string)
+    };
+    if !tags.iter().any(|t| t == "berth") || tag("tenant-id")?.as_str() != tenant_id {
+        return None;
+    }
+    Some(Snapshot {
+        repository: repo.into(),
+        snapshot: id.into(),
+        backup: tag("backup")?,
+        tenant: tag("tenant")?,
+        version: tag("version").unwrap_or_default(),
+        created: tag("created")?.parse().ok()?,
+        bytes: tag("bytes")?.parse().ok()?,
+    })
+}
+
+/// One copy of an archive into a repository.
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
+pub struct Copied {
+    pub repository: String,
+    pub snapshot: String,
+    /// What the repository grew by (after deduplication and compression).
+    pub bytes_added: u64,
+    pub seconds: f64,
+}
+
+/// An off-host repository.
+#[async_trait::async_trait]
+pub trait Repo: Send + Sync {
+    fn name(&self) -> &str;
+    /// Copies the archive at `archive` into a new snapshot tagged `tags` (making the repository
+    /// first if nothing is there yet), streamed: nothing is held whole in memory.
+    async fn send(&self, archive: &Path, tags: &Tags) -> Result<Copied, OffsiteError>;
+    /// The snapshots of the tenant with identity `tenant_id`, oldest first.
+    async fn list(&self, tenant_id: &str) -> Result<Vec<Snapshot>, OffsiteError>;
+    /// Writes the archive of `snap` to `out` (atomically, 0600).
+    async fn fetch(&self, snap: &Snapshot, out: &Path) -> Result<(), OffsiteError>;
+}
+
+/// The name of the one file in a tenant's snapshot.
+pub fn file_name(tenant: &str) -> String {
+    format!("{tenant}.tar")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tags() -> Tags {
+        Tags {
+            tenant: "acme".into(),
+            tenant_id: "3f2a".into(),
+            backup: "20261207T040000Z-ab12".into(),
+            version: "6.4".into(),
+            created: 1_796_000_000,
+            bytes: 4096,
+        }
+    }
+
+    #[test]
+    fn a_snapshots_tags_round_trip_to_the_backup_they_describe() {
+        let t = tags().to_args();
+        let s = snapshot_of("off", "abcd1234", &t, "3f2a").unwrap();
+        assert_eq!(
+            s,
+            Snapshot {
+                repository: "off".into(),
+                snapshot: "abcd1234".into(),
+                backup: "20261207T040000Z-ab12".into(),
+                tenant: "acme".into(),
+                version: "6.4".into(),
+                created: 1_796_000_000,
+                bytes: 4096,
+            }
+        );
+    }
+
+    #[test]
+    fn a_snapshot_of_an_earlier_tenant_of_the_same_name_or_not_berths_is_not_listed() {
+        let t = tags().to_args();
+        assert_eq!(snapshot_of("off", "a", &t, "another-identity"), None);
+        let foreign: Vec<String> = t.iter().filter(|t| *t != "berth").cloned().collect();
+        assert_eq!(snapshot_of("off", "a", &foreign, "3f2a"), None);
+    }
+
+    #[test]
+    fn a_version_restic_would_split_is_left_untagged() {
+        let mut t = tags();
+        t.version = "1,2".into();
+        assert!(!t.to_args().iter().any(|a| a.starts_with("version=")));
+        let s = snapshot_of("off", "a", &t.to_args(), "3f2a").unwrap();
+        assert_eq!(s.version, "");
+    }
+}
