@@ -126,15 +126,21 @@ fn backups_land_in_restic_repositories_survive_the_hosts_delete_and_restore_from
     key(&disk_key);
     let rest = format!("rest:http://127.0.0.1:{REST_PORT}/");
     let disk = h.path("disk-repo").display().to_string();
+    // The REST repository is made by berth at its first copy (create: true); the path one
+    // is made by hand, as berth never makes a path on its own state's filesystem.
+    restic_ok(&disk, &disk_key, &["init"]);
     let mut cfg = std::fs::read_to_string(h.path("berth.yaml")).unwrap();
+    cfg = cfg.replace(
+        "plans:\n",
+        "plans:\n  kept: {memory: 256m, cpus: 0.5, pids: 200, backups: {offsite_keep: {last: 2}}}\n",
+    );
     cfg.push_str(&format!(
-        "backup_repositories:\n  offsite:\n    url: {rest}\n    password_file: keys/rest.key\n  \
+        "backup_repositories:\n  offsite:\n    url: {rest}\n    password_file: keys/rest.key\n    create: true\n  \
          disk:\n    url: {disk}\n    password_file: keys/disk.key\n    tenants: [o1]\n"
     ));
     std::fs::write(h.path("berth.yaml"), cfg).unwrap();
-    for t in ["o1", "o2"] {
-        common::write_instance(&h, t, "template: demo\nversion: \"1\"\nplan: small\n");
-    }
+    common::write_instance(&h, "o1", "template: demo\nversion: \"1\"\nplan: small\n");
+    common::write_instance(&h, "o2", "template: demo\nversion: \"1\"\nplan: kept\n");
     h.start();
     h.wait_running(&["o1", "o2"]);
     let psql = |sql: &str| h.psql("o1", sql);
@@ -209,6 +215,49 @@ fn backups_land_in_restic_repositories_survive_the_hosts_delete_and_restore_from
     );
     let after = restic_ok(&rest, &rest_key, &["snapshots", "--json"]);
     assert!(after.contains(&snap), "every snapshot survives: {after}");
+
+    // Retention runs where the repository may be written, not on the host: through the
+    // append-only server the prune is refused; on the storage itself (`--url`), each tenant
+    // keeps what its plan says (o2's plan: the newest 2 of its 3; o1's: the newest of the day).
+    backup(&h, "o2");
+    backup(&h, "o2");
+    let count = |tenant: &str| {
+        let v: serde_json::Value = serde_json::from_str(&restic_ok(
+            &rest,
+            &rest_key,
+            &["snapshots", "--json", "--tag", &format!("tenant={tenant}")],
+        ))
+        .unwrap();
+        v.as_array().unwrap().len()
+    };
+    assert_eq!((count("o1"), count("o2")), (1, 3));
+    let refused = h.cli(&["backup", "prune", "--repo", "offsite"]);
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success() && said.contains("403"), "{said}");
+    assert_eq!((count("o1"), count("o2")), (1, 3));
+    let storage = h.path("rest-server").display().to_string();
+    let dry: serde_json::Value = serde_json::from_str(&h.cli_ok(&[
+        "backup",
+        "prune",
+        "--repo",
+        "offsite",
+        "--url",
+        &storage,
+        "--dry-run",
+        "-o",
+        "json",
+    ]))
+    .unwrap();
+    assert_eq!(dry["forgotten"].as_array().map(Vec::len), Some(1), "{dry}");
+    assert_eq!(
+        (count("o1"), count("o2")),
+        (1, 3),
+        "a dry run forgets nothing"
+    );
+    let table = h.cli_ok(&["backup", "prune", "--repo", "offsite", "--url", &storage]);
+    assert!(table.contains("o2"), "{table}");
+    assert_eq!((count("o1"), count("o2")), (1, 2));
+    restic_ok(&storage, &rest_key, &["check", "--read-data"]);
 
     // Listed beside the local archive; then, with the local archive gone, a restore fetches it.
     let l = listing(&h, "o1");

@@ -84,6 +84,8 @@ pub struct Backups {
     slots: Arc<tokio::sync::Semaphore>,
     /// Tenants with a backup or restore running (one at a time each, scheduled ones too).
     running: Arc<std::sync::Mutex<std::collections::BTreeSet<String>>>,
+    /// Each tenant's off-host listing, for a little while (`offsite::LISTED_FOR`).
+    listed: offsite::Listings,
     /// The off-host repositories (`backup_repositories:`) and their clients.
     repos: Vec<(
         crate::desired::repository::Repository,
@@ -114,6 +116,7 @@ impl Backups {
     pub fn new(cx: Cx) -> Backups {
         Backups {
             repos: offsite::repositories(cx.svc.host()),
+            listed: Default::default(),
             cx,
             slots: Arc::new(tokio::sync::Semaphore::new(room::CONCURRENT)),
             running: Arc::default(),
@@ -194,8 +197,11 @@ impl Backups {
                 why: why.to_string(),
             })?;
         let mut info = self.write(&inst, &self.dir(tenant), &room).await?;
-        // The copies off the host read only the archive: the tenant may sleep again.
+        // The copies off the host read only the archive: the tenant may sleep again, and the
+        // host's backup turn goes to the next tenant (the claim stays, so this tenant's next
+        // backup cannot prune the archive being copied).
         drop(_awake);
+        drop(_turn);
         self.prune(tenant, inst.backups.keep as usize);
         let tenant_id = self.identity(tenant)?;
         self.copy_offsite(&inst, &mut info, &tenant_id).await;

@@ -10,7 +10,32 @@ use crate::{
     store::atomic,
 };
 use serde::{Deserialize, Serialize};
-use std::{collections::BTreeMap, sync::Arc};
+use std::{
+    collections::BTreeMap,
+    path::PathBuf,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+/// How long a tenant's off-host listing is answered from memory: a dashboard that renders the
+/// tenant's page again and again runs restic once in this while, not once per render.
+pub const LISTED_FOR: Duration = Duration::from_secs(30);
+
+type Listing = (Vec<Snapshot>, Vec<OffsiteFailure>);
+
+/// Listings by tenant identity, with when they were made.
+pub(super) type Listings = Arc<Mutex<BTreeMap<String, (Instant, Listing)>>>;
+
+/// An archive fetched from off the host for one restore, removed when the restore ends.
+pub(super) struct Fetched(Option<PathBuf>);
+
+impl Drop for Fetched {
+    fn drop(&mut self) {
+        if let Some(p) = &self.0 {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
 
 /// One repository's copies of one tenant's backups, as far as this host knows.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
@@ -47,6 +72,16 @@ pub(super) fn repositories(host: &HostConfig) -> Vec<(Repository, Arc<dyn Repo>)
 }
 
 impl Backups {
+    /// Whether `repo` (by name) serves `tenant` now.
+    pub fn serves(&self, tenant: &str, repo: &str) -> bool {
+        let Ok(inst) = self.instance(tenant) else {
+            return false;
+        };
+        self.repos
+            .iter()
+            .any(|(r, _)| r.name == repo && r.serves(tenant, inst.plan.as_deref()))
+    }
+
     fn serving(&self, inst: &Instance) -> Vec<Arc<dyn Repo>> {
         self.repos
             .iter()
@@ -104,11 +139,17 @@ impl Backups {
         let tags = Tags {
             tenant: tenant.into(),
             tenant_id: tenant_id.into(),
+            plan: inst
+                .plan
+                .clone()
+                .or_else(|| self.cx.svc.host().default_plan.clone())
+                .unwrap_or_default(),
             backup: info.id.clone(),
             version: info.version.clone(),
             created: info.created,
             bytes: info.bytes,
         };
+        self.listed.lock().expect("listed lock").remove(tenant_id);
         for repo in self.serving(inst) {
             let outcome = repo.send(&path, &tags).await.map_err(|e| e.to_string());
             self.record(tenant, repo.name(), &outcome);
@@ -139,14 +180,20 @@ impl Backups {
                 }
             }
         }
+        self.listed.lock().expect("listed lock").remove(tenant_id);
     }
 
     /// `tenant`'s snapshots in every repository serving it (only this tenant's: by identity),
     /// and the repositories that did not answer.
-    pub async fn list_offsite(&self, tenant: &str) -> (Vec<Snapshot>, Vec<OffsiteFailure>) {
+    pub async fn list_offsite(&self, tenant: &str) -> Listing {
         let (Ok(inst), Some(id)) = (self.instance(tenant), self.owner(tenant).id) else {
             return (vec![], vec![]);
         };
+        if let Some((at, l)) = self.listed.lock().expect("listed lock").get(&id)
+            && at.elapsed() < LISTED_FOR
+        {
+            return l.clone();
+        }
         let (mut found, mut failed) = (Vec::new(), Vec::new());
         for repo in self.serving(&inst) {
             match repo.list(&id).await {
@@ -158,20 +205,40 @@ impl Backups {
             }
         }
         found.sort_by(|a, b| b.backup.cmp(&a.backup));
-        (found, failed)
+        let listing = (found, failed);
+        let mut cache = self.listed.lock().expect("listed lock");
+        cache.retain(|_, (at, _)| at.elapsed() < LISTED_FOR);
+        cache.insert(id, (Instant::now(), listing.clone()));
+        listing
     }
 
     /// Brings backup `id` of `tenant` back from the first repository that holds it, when this
-    /// host has no archive of that id; Ok(false) when no repository has it either.
-    pub(super) async fn fetch_offsite(&self, tenant: &str, id: &str) -> Result<bool, BackupError> {
+    /// host has no archive of that id (held to the backup filesystem's room, as a backup is);
+    /// the archive goes again when the returned guard is dropped.
+    pub(super) async fn fetch_offsite(
+        &self,
+        tenant: &str,
+        id: &str,
+    ) -> Result<Fetched, BackupError> {
         let path = self.dir(tenant).join(format!("{id}.tar"));
-        if path.exists() || id.contains('/') || id.contains("..") {
-            return Ok(false);
+        if path.exists() || id.contains('/') || id.contains("..") || self.repos.is_empty() {
+            return Ok(Fetched(None));
         }
-        let (found, _) = self.list_offsite(tenant).await;
+        self.listed.lock().expect("listed lock").clear();
+        let (found, failed) = self.list_offsite(tenant).await;
         let Some(snap) = found.into_iter().find(|s| s.backup == id) else {
-            return Ok(false);
+            if let Some(f) = failed.first() {
+                return Err(BackupError::Offsite(format!(
+                    "backup {id} is not on this host, and repository {} did not answer: {}",
+                    f.repository, f.error
+                )));
+            }
+            return Ok(Fetched(None));
         };
+        let inst = self.instance(tenant)?;
+        let room = self.room(&inst, false)?;
+        room.take(snap.bytes)?;
+        room.before_archive()?;
         let repo = self
             .repos
             .iter()
@@ -190,6 +257,6 @@ impl Backups {
             snapshot = snap.snapshot,
             "backup fetched from off the host"
         );
-        Ok(true)
+        Ok(Fetched(Some(path)))
     }
 }

@@ -33,8 +33,9 @@ impl Backups {
     pub async fn restore(&self, tenant: &str, id: &str) -> Result<Manifest, BackupError> {
         let _claim = self.claim(tenant)?;
         let _turn = self.turn().await;
-        // A backup no longer on this host comes back from an off-host repository first.
-        self.fetch_offsite(tenant, id).await?;
+        // A backup no longer on this host comes back from an off-host repository first, and
+        // goes again when the restore ends, whichever way.
+        let _fetched = self.fetch_offsite(tenant, id).await?;
         let (_spool, manifest, members) = self.open(tenant, id)?;
         let inst = self.instance(tenant)?;
         let held = self.cx.passes.is_held(tenant);

@@ -151,7 +151,9 @@ pub enum Command {
     },
     /// Back a tenant up now (database dump, volumes, files), or list its backups;
     /// `berth backup verify T:ID` restores a backup into a scratch tenant, checks its health
-    /// and removes it.
+    /// and removes it; `berth backup prune --repo R` forgets the off-host snapshots each plan's
+    /// `offsite_keep` does not keep (run where the repository may be written: not the host of
+    /// an append-only repository; reads the host config, needs no agent).
     Backup {
         #[arg(value_parser = tenant_arg)]
         tenant: String,
@@ -159,6 +161,16 @@ pub enum Command {
         backup: Option<String>,
         #[arg(long)]
         list: bool,
+        /// With `prune`: the repository (a name under `backup_repositories:`).
+        #[arg(long)]
+        repo: Option<String>,
+        /// With `prune`: reach the repository here instead of its configured url (the
+        /// storage itself, or a REST server that is not append-only).
+        #[arg(long)]
+        url: Option<String>,
+        /// With `prune`: say what would be forgotten, forget nothing.
+        #[arg(long)]
+        dry_run: bool,
         /// Start it and return at once, printing the operation (follow it with `berth op ID`).
         #[arg(long)]
         detach: bool,

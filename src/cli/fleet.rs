@@ -240,6 +240,17 @@ fn backups_table(v: &Value) -> String {
             f["error"].as_str().unwrap_or("?")
         ));
     }
+    // A repository whose last copy failed, with why (what the alert points at).
+    for (repo, r) in v["offsite_records"].as_object().into_iter().flatten() {
+        let (ok, bad) = (r["last_success"].as_u64(), r["last_failure"].as_u64());
+        if bad.is_some() && bad > ok {
+            out.push_str(&format!(
+                "last copy to {repo} failed {}: {}\n",
+                bad.map_or("-".into(), table::relative),
+                r["last_error"].as_str().unwrap_or("?")
+            ));
+        }
+    }
     let p = &v["policy"];
     if p.is_object() {
         out.push_str(&format!(

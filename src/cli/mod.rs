@@ -11,6 +11,7 @@ pub mod instances;
 pub mod mail;
 pub mod ops;
 pub mod progress;
+mod prune;
 mod reads;
 pub mod table;
 pub mod top;
@@ -148,6 +149,19 @@ pub async fn run(cli: Cli) -> Result<i32> {
             wait,
             output,
         } => return fleet::rollback(&c, &tenant, wait, output).await,
+        Command::Backup {
+            tenant,
+            repo: Some(repo),
+            url,
+            dry_run,
+            output,
+            ..
+        } if tenant == "prune" => {
+            let config = cli
+                .config
+                .unwrap_or_else(|| crate::spec::host::DEFAULT_CONFIG_PATH.into());
+            return prune::run(&config, &repo, url, dry_run, output).await;
+        }
         cmd @ (Command::Backup { .. } | Command::Restore { .. }) => backups(&c, cmd).await?,
         Command::Token { cmd } => return access::token(&c, cmd).await,
         Command::Audit {
@@ -176,6 +190,13 @@ async fn backups(c: &Client, cmd: Command) -> Result<()> {
             ..
         } => anyhow::bail!(
             "unexpected argument {b:?}: `berth backup {tenant}` takes no backup id (did you mean `berth backup verify {tenant}:{b}`?)"
+        ),
+        Command::Backup {
+            tenant,
+            repo: Some(_),
+            ..
+        } => anyhow::bail!(
+            "--repo goes with `berth backup prune --repo R`, not with a backup of {tenant:?}"
         ),
         Command::Backup {
             tenant,

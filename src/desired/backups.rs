@@ -14,6 +14,60 @@ pub struct BackupPolicy {
     pub schedule: Option<String>,
     /// Bytes the archives kept may use together; None: no budget.
     pub budget: Option<u64>,
+    /// What `berth backup prune` keeps of this plan's tenants off the host.
+    pub offsite_keep: Keep,
+}
+
+/// Off-host retention (restic's `--keep-last/daily/weekly/monthly`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct Keep {
+    pub last: u32,
+    pub daily: u32,
+    pub weekly: u32,
+    pub monthly: u32,
+}
+
+impl Default for Keep {
+    /// The newest, a week of dailies, a month of weeklies, a year of monthlies.
+    fn default() -> Self {
+        Keep {
+            last: 1,
+            daily: 7,
+            weekly: 4,
+            monthly: 12,
+        }
+    }
+}
+
+impl Keep {
+    fn overlay(self, f: &crate::spec::instance::KeepFile) -> Result<Keep, LimitError> {
+        let mut out = self;
+        let fields = [
+            ("last", f.last, &mut out.last),
+            ("daily", f.daily, &mut out.daily),
+            ("weekly", f.weekly, &mut out.weekly),
+            ("monthly", f.monthly, &mut out.monthly),
+        ];
+        for (name, given, into) in fields {
+            match given {
+                Some(n) if n <= 1000 => *into = n,
+                Some(n) => {
+                    return Err(LimitError {
+                        field: "backups.offsite_keep",
+                        message: format!("{name}: {n} is out of range (0..=1000)"),
+                    });
+                }
+                None => {}
+            }
+        }
+        if out.last == 0 {
+            return Err(LimitError {
+                field: "backups.offsite_keep",
+                message: "last must be at least 1: a prune never leaves a tenant without its newest snapshot".into(),
+            });
+        }
+        Ok(out)
+    }
 }
 
 /// The smallest budget a plan may set.
@@ -25,6 +79,7 @@ impl Default for BackupPolicy {
             keep: DEFAULT_KEEP,
             schedule: None,
             budget: None,
+            offsite_keep: Keep::default(),
         }
     }
 }
@@ -62,6 +117,9 @@ impl BackupPolicy {
             }
             out.budget = Some(bytes);
         }
+        if let Some(k) = &file.offsite_keep {
+            out.offsite_keep = out.offsite_keep.overlay(k)?;
+        }
         Ok(out)
     }
 }
@@ -78,6 +136,7 @@ mod tests {
                 keep: Some(14),
                 schedule: Some("0 3 * * *".into()),
                 budget: Some("2g".into()),
+                offsite_keep: None,
             },
         )
         .unwrap();
@@ -87,6 +146,7 @@ mod tests {
                 keep: Some(30),
                 schedule: None,
                 budget: None,
+                offsite_keep: None,
             },
         )
         .unwrap();
@@ -102,13 +162,12 @@ mod tests {
         let e = bad(BackupsFile {
             keep: None,
             schedule: Some("every day".into()),
-            budget: None,
+            ..Default::default()
         });
         assert_eq!(e.field, "backups.schedule");
         let e = bad(BackupsFile {
             keep: Some(0),
-            schedule: None,
-            budget: None,
+            ..Default::default()
         });
         assert_eq!(e.field, "backups.keep");
         for b in ["lots", "10k", "-1g"] {

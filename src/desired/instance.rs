@@ -214,6 +214,10 @@ fn plan_of(i: &InstanceFile, host: &HostConfig) -> Result<Plan, (String, String)
         })?,
     };
     let Some(l) = &i.limits else { return Ok(base) };
+    if l.backups.as_ref().is_some_and(|b| b.offsite_keep.is_some()) {
+        let why = "is a plan's setting only: `berth backup prune` reads plans, not instance files";
+        return Err(("limits.backups.offsite_keep".into(), why.into()));
+    }
     let plan = base
         .overlay(l)
         .map_err(|e| (format!("limits.{}", e.field), e.message))?;

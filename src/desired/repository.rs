@@ -28,6 +28,8 @@ pub struct Repository {
     pub tenants: BTreeSet<String>,
     #[serde(skip)]
     pub timeout: Duration,
+    /// Make it at the first copy when none is there (`create: true`).
+    pub create: bool,
 }
 
 impl Repository {
@@ -58,11 +60,30 @@ pub fn shown(url: &str) -> String {
     }
 }
 
+/// The password in `url`, as written and percent-decoded, for taking out of messages.
+pub fn secrets(url: &str) -> Vec<String> {
+    let Some((_, rest)) = url.split_once(':') else {
+        return vec![];
+    };
+    let Some(p) = url::Url::parse(rest)
+        .ok()
+        .and_then(|u| u.password().map(str::to_string))
+    else {
+        return vec![];
+    };
+    let decoded = url::form_urlencoded::parse(format!("p={p}").as_bytes())
+        .next()
+        .map(|(_, v)| v.to_string());
+    let mut v = vec![p];
+    v.extend(decoded.filter(|d| !d.is_empty() && !v.contains(d)));
+    v
+}
+
 /// A restic repository string berth supports, or why not.
 pub fn check_url(url: &str) -> Result<(), Invalid> {
     let bad = |why| {
         Err(Invalid::NotRepository {
-            text: url.into(),
+            text: shown(url),
             why,
         })
     };
@@ -92,8 +113,14 @@ pub fn check_url(url: &str) -> Result<(), Invalid> {
             _ => bad("is not s3:HOST/BUCKET or s3:http(s)://HOST/BUCKET"),
         },
         Some(("sftp", rest)) => match rest.split_once(':') {
-            Some((host, path))
-                if !host.is_empty() && !host.starts_with('-') && !path.is_empty() =>
+            // Neither the login nor the host after its `@` may read as an ssh option.
+            Some((login, path))
+                if !path.is_empty()
+                    && !login.starts_with('-')
+                    && login
+                        .rsplit('@')
+                        .next()
+                        .is_some_and(|h| !h.is_empty() && !h.starts_with('-')) =>
             {
                 Ok(())
             }
@@ -146,6 +173,7 @@ pub(super) fn build(
             plans: f.plans.iter().cloned().collect(),
             tenants: f.tenants.iter().cloned().collect(),
             timeout,
+            create: f.create,
         });
     }
     out
@@ -174,11 +202,12 @@ mod tests {
             ("s3:http://127.0.0.1:5000/", "bucket"),
             ("s3:nobucket", "s3:HOST/BUCKET"),
             ("sftp:-oProxyCommand=x:/p", "sftp:"),
+            ("sftp:u@-oProxyCommand=x:/p", "sftp:"),
             ("rclone:remote:path", "absolute path"),
             ("/srv/a b", "spaces"),
             ("/srv/a\nb", "control"),
         ] {
-            let e = check_url(bad).unwrap_err().to_string();
+            let e = check_url(bad).expect_err(bad).to_string();
             assert!(e.contains(why), "{bad}: {e}");
         }
     }
@@ -190,6 +219,11 @@ mod tests {
             "rest:https://user@backup.example.com/host1"
         );
         assert_eq!(shown("/srv/restic"), "/srv/restic");
+        assert_eq!(
+            secrets("rest:https://u:s%40cret@h/"),
+            ["s%40cret".to_string(), "s@cret".to_string()]
+        );
+        assert!(secrets("/srv/restic").is_empty());
     }
 
     #[test]
@@ -202,6 +236,7 @@ mod tests {
             plans: BTreeSet::new(),
             tenants: BTreeSet::new(),
             timeout: DEFAULT_TIMEOUT,
+            create: false,
         };
         assert!(r.serves("acme", None));
         r.plans.insert("gold".into());

@@ -217,7 +217,13 @@ impl State {
             .keys()
             .flat_map(|t| {
                 let records = self.fleet.backups.offsite_records(t);
-                records.into_iter().map(move |(repo, r)| {
+                // A repository that no longer serves the tenant (removed, or another plan)
+                // is not one its alerts are about.
+                let serving: Vec<_> = records
+                    .into_iter()
+                    .filter(|(repo, _)| self.fleet.backups.serves(t, repo))
+                    .collect();
+                serving.into_iter().map(move |(repo, r)| {
                     let l = RepoLabels {
                         tenant: t.clone(),
                         repository: repo,

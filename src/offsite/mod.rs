@@ -7,6 +7,7 @@
 //! password file and environment, and nothing else of the agent's.
 
 pub mod restic;
+pub mod retention;
 
 use serde::Serialize;
 use std::path::Path;
@@ -65,6 +66,8 @@ pub struct Snapshot {
 pub struct Tags {
     pub tenant: String,
     pub tenant_id: String,
+    /// The tenant's plan, whose `offsite_keep` a prune applies.
+    pub plan: String,
     pub backup: String,
     pub version: String,
     pub created: u64,
@@ -81,9 +84,12 @@ impl Tags {
             format!("created={}", self.created),
             format!("bytes={}", self.bytes),
         ];
-        // restic splits a --tag value at commas; a version that has one goes untagged.
+        // restic splits a --tag value at commas; a value that has one goes untagged.
         if tag_safe(&self.version) {
             v.push(format!("version={}", self.version));
+        }
+        if tag_safe(&self.plan) {
+            v.push(format!("plan={}", self.plan));
         }
         v
     }
@@ -93,14 +99,17 @@ fn tag_safe(s: &str) -> bool {
     !s.is_empty() && s.len() <= 128 && s.chars().all(|c| c.is_ascii_graphic() && c != ',')
 }
 
+/// The value of tag `key=…` among `tags`.
+fn tag(tags: &[String], key: &str) -> Option<String> {
+    tags.iter()
+        .find_map(|t| t.strip_prefix(key).and_then(|v| v.strip_prefix('=')))
+        .map(str::to_string)
+}
+
 /// A snapshot of `repo` whose tags name a berth backup of the tenant `tenant_id`; None for
 /// anything else in the repository (another tenant's, or not berth's).
 pub fn snapshot_of(repo: &str, id: &str, tags: &[String], tenant_id: &str) -> Option<Snapshot> {
-    let tag = |k: &str| {
-        tags.iter()
-            .find_map(|t| t.strip_prefix(k).and_then(|v| v.strip_prefix('=')))
-            .map(str::to_string)
-    };
+    let tag = |k: &str| tag(tags, k);
     if !tags.iter().any(|t| t == "berth") || tag("tenant-id")?.as_str() != tenant_id {
         return None;
     }
@@ -112,6 +121,20 @@ pub fn snapshot_of(repo: &str, id: &str, tags: &[String], tenant_id: &str) -> Op
         version: tag("version").unwrap_or_default(),
         created: tag("created")?.parse().ok()?,
         bytes: tag("bytes")?.parse().ok()?,
+    })
+}
+
+/// Any berth snapshot, as a prune sees it (None: not berth's, or tags missing).
+pub fn held_of(id: &str, tags: &[String]) -> Option<retention::Held> {
+    if !tags.iter().any(|t| t == "berth") {
+        return None;
+    }
+    Some(retention::Held {
+        snapshot: id.into(),
+        tenant_id: tag(tags, "tenant-id")?,
+        tenant: tag(tags, "tenant")?,
+        plan: tag(tags, "plan").unwrap_or_default(),
+        created: tag(tags, "created")?.parse().ok()?,
     })
 }
 
@@ -136,6 +159,10 @@ pub trait Repo: Send + Sync {
     async fn list(&self, tenant_id: &str) -> Result<Vec<Snapshot>, OffsiteError>;
     /// Writes the archive of `snap` to `out` (atomically, 0600).
     async fn fetch(&self, snap: &Snapshot, out: &Path) -> Result<(), OffsiteError>;
+    /// Every berth snapshot in the repository, of every tenant (for a prune).
+    async fn list_all(&self) -> Result<Vec<retention::Held>, OffsiteError>;
+    /// Forgets the snapshots `ids`, then removes the data only they used.
+    async fn forget_and_prune(&self, ids: &[String]) -> Result<(), OffsiteError>;
 }
 
 /// The name of the one file in a tenant's snapshot.
@@ -151,6 +178,7 @@ mod tests {
         Tags {
             tenant: "acme".into(),
             tenant_id: "3f2a".into(),
+            plan: "small".into(),
             backup: "20261207T040000Z-ab12".into(),
             version: "6.4".into(),
             created: 1_796_000_000,

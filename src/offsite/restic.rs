@@ -3,7 +3,9 @@
 //! its stdin the archive file itself (so the agent never holds an archive in memory), and a
 //! time limit after which it is killed.
 
-use super::{Copied, OffsiteError, Repo, Snapshot, Tags, file_name, snapshot_of};
+use super::{
+    Copied, OffsiteError, Repo, Snapshot, Tags, file_name, held_of, retention::Held, snapshot_of,
+};
 use crate::desired::repository::Repository;
 use std::{
     os::unix::fs::{OpenOptionsExt, PermissionsExt},
@@ -19,14 +21,16 @@ fn binary() -> PathBuf {
         .unwrap_or_else(|| "restic".into())
 }
 
-/// Keys an env file may not set: they would change what runs, not where it connects.
-const REFUSED_KEYS: [&str; 5] = [
-    "PATH",
-    "HOME",
-    "RESTIC_REPOSITORY",
-    "RESTIC_PASSWORD_FILE",
-    "RESTIC_PASSWORD_COMMAND",
-];
+/// Keys an env file may not set: they would change what runs or which repository and key
+/// are used, not how the backend is reached (restic's own `RESTIC_*` are refused as a prefix).
+const REFUSED_KEYS: [&str; 3] = ["PATH", "HOME", "TMPDIR"];
+
+/// restic processes at once on this host, every repository and purpose together: a listing
+/// asked for again and again waits its turn instead of starting one more.
+static RUNNING: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(4);
+
+/// restic's hint when a repository's config cannot be read (missing, or not reachable).
+const NO_REPOSITORY: &str = "Is there a repository at the following location?";
 
 pub struct Restic {
     repo: Repository,
@@ -97,7 +101,11 @@ impl Restic {
             let key_ok = !k.is_empty()
                 && k.bytes()
                     .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == b'_');
-            if !key_ok || REFUSED_KEYS.contains(&k) || k.starts_with("LD_") {
+            if !key_ok
+                || REFUSED_KEYS.contains(&k)
+                || k.starts_with("LD_")
+                || k.starts_with("RESTIC_")
+            {
                 return Err(bad(&format!("{k:?} may not be set here")));
             }
             out.push((k.to_string(), v.to_string()));
@@ -129,12 +137,13 @@ impl Restic {
 
     /// Runs `c` to its end (or the repository's time limit); its stdout when it succeeds.
     async fn run(&self, what: &'static str, mut c: Command) -> Result<Vec<u8>, OffsiteError> {
+        let _turn = RUNNING.acquire().await.expect("never closed");
         let child = c
             .spawn()
             .map_err(|e| self.fail(what, format!("cannot run {}: {e}", binary().display())))?;
         // A listing is waited on by a person or a dashboard: never as long as a copy.
         let limit = match what {
-            "backup" | "restore" | "init" => self.repo.timeout,
+            "backup" | "restore" | "init" | "forget" | "prune" => self.repo.timeout,
             _ => self.repo.timeout.min(std::time::Duration::from_secs(60)),
         };
         let out = tokio::time::timeout(limit, child.wait_with_output())
@@ -151,41 +160,102 @@ impl Restic {
         Err(self.fail(what, self.said(&out.stderr)))
     }
 
-    /// The end of restic's complaint, on one line, without the repository's password.
+    /// restic's complaint on one line: its messages without Go's stack frames, the first of
+    /// them kept when it is long (that is where the server's answer is), without the
+    /// repository's password (as written or percent-decoded, wherever it appears).
     fn said(&self, stderr: &[u8]) -> String {
         let text = String::from_utf8_lossy(stderr);
-        let mut text = text.split_whitespace().collect::<Vec<_>>().join(" ");
-        if self.repo.url != self.repo.shown() {
-            text = text.replace(&self.repo.url, &self.repo.shown());
+        let mut seen = std::collections::BTreeSet::new();
+        let lines: Vec<&str> = text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !is_stack_frame(l))
+            // Retries repeat one message with another delay: once is enough.
+            .filter(|l| seen.insert(l.split(", retrying").next().unwrap_or(l).to_string()))
+            .collect();
+        let mut text = lines.join(" ");
+        for secret in crate::desired::repository::secrets(&self.repo.url) {
+            text = text.replace(&secret, "***");
         }
-        let start = text.len().saturating_sub(600);
-        let start = (start..=text.len())
-            .find(|i| text.is_char_boundary(*i))
-            .unwrap_or(0);
-        text[start..].to_string()
+        if text.len() > 600 {
+            let end = (0..=600)
+                .rev()
+                .find(|i| text.is_char_boundary(*i))
+                .unwrap_or(0);
+            text = format!("{} …", &text[..end]);
+        }
+        text
     }
 
-    /// Makes the repository at its first use if nothing is there yet (an existing one, or one
-    /// whose key does not open, is never made again).
+    /// Before a copy: the repository is there, or is made when the config says `create:
+    /// true` (never over a path on the state directory's own filesystem). A listing never
+    /// makes one.
     async fn made(&self) -> Result<(), OffsiteError> {
-        self.made
-            .get_or_try_init(|| async {
-                let probe = self.run("open", self.command(&["cat", "config"])?).await;
-                match probe {
-                    Ok(_) => Ok(()),
-                    Err(OffsiteError::Failed { why, .. })
-                        if why.contains("Is there a repository at the following location?") =>
-                    {
-                        self.run("init", self.command(&["init"])?).await.map(|_| {
-                            tracing::info!(repository = self.repo.name, "restic repository made");
-                        })
-                    }
-                    Err(e) => Err(e),
+        if self.made.initialized() {
+            return Ok(());
+        }
+        let probe = self.run("open", self.command(&["cat", "config"])?).await;
+        match probe {
+            Ok(_) => {}
+            Err(OffsiteError::Failed { why, .. }) if why.contains(NO_REPOSITORY) => {
+                if !self.repo.create {
+                    return Err(self.fail(
+                        "open",
+                        format!("no repository at {} ({why}); make it with `restic init`, or set create: true", self.repo.shown()),
+                    ));
                 }
-            })
-            .await
-            .copied()
+                self.refuse_local_disk()?;
+                self.run("init", self.command(&["init"])?).await?;
+                tracing::info!(repository = self.repo.name, "restic repository made");
+            }
+            Err(e) => return Err(e),
+        }
+        let _ = self.made.set(());
+        Ok(())
     }
+
+    /// A path repository on the filesystem of berth's own state is not off the host (an
+    /// unmounted backup disk leaves exactly that): refused rather than made.
+    fn refuse_local_disk(&self) -> Result<(), OffsiteError> {
+        use std::os::unix::fs::MetadataExt;
+        if !self.repo.url.starts_with('/') {
+            return Ok(());
+        }
+        let nearest = Path::new(&self.repo.url)
+            .ancestors()
+            .find_map(|a| std::fs::metadata(a).ok());
+        let state = std::fs::metadata(&self.cache).ok();
+        match (nearest, state) {
+            (Some(a), Some(b)) if a.dev() == b.dev() => Err(self.fail(
+                "init",
+                format!(
+                    "{} is on the same filesystem as berth's state: not made (is the backup disk mounted?); make it with `restic init` if that is meant",
+                    self.repo.url
+                ),
+            )),
+            _ => Ok(()),
+        }
+    }
+}
+
+impl Restic {
+    /// The snapshots carrying tag `tag` (restic's JSON listing, read without a lock). A
+    /// listing never makes the repository.
+    async fn listed(&self, tag: &str) -> Result<Vec<Listed>, OffsiteError> {
+        let args = ["--no-lock", "snapshots", "--json", "--tag", tag];
+        let out = self.run("list", self.command(&args)?).await?;
+        serde_json::from_slice(&out)
+            .map_err(|e| self.fail("list", format!("restic's listing is not JSON: {e}")))
+    }
+}
+
+/// A line of a Go stack trace (`pkg.Func(...)`, `\tfile.go:12`, `goroutine 1 [running]:`).
+fn is_stack_frame(line: &str) -> bool {
+    line.contains(".go:")
+        || line.starts_with("goroutine ")
+        || line.starts_with("main.")
+        || line.starts_with("runtime.")
+        || (line.starts_with("github.com/") || line.starts_with("golang.org/"))
 }
 
 #[derive(serde::Deserialize)]
@@ -201,7 +271,7 @@ struct Summary {
 
 #[derive(serde::Deserialize)]
 struct Listed {
-    short_id: String,
+    id: String,
     #[serde(default)]
     tags: Vec<String>,
 }
@@ -246,26 +316,37 @@ impl Repo for Restic {
     }
 
     async fn list(&self, tenant_id: &str) -> Result<Vec<Snapshot>, OffsiteError> {
-        self.made().await?;
-        let tag = format!("tenant-id={tenant_id}");
-        let out = self
-            .run(
-                "list",
-                self.command(&["snapshots", "--json", "--tag", &tag])?,
-            )
-            .await?;
-        let listed: Vec<Listed> = serde_json::from_slice(&out)
-            .map_err(|e| self.fail("list", format!("restic's listing is not JSON: {e}")))?;
+        let listed = self.listed(&format!("tenant-id={tenant_id}")).await?;
         let mut v: Vec<Snapshot> = listed
             .iter()
-            .filter_map(|l| snapshot_of(&self.repo.name, &l.short_id, &l.tags, tenant_id))
+            .filter_map(|l| snapshot_of(&self.repo.name, &l.id, &l.tags, tenant_id))
             .collect();
         v.sort_by_key(|s| s.created);
         Ok(v)
     }
 
+    async fn list_all(&self) -> Result<Vec<Held>, OffsiteError> {
+        let listed = self.listed("berth").await?;
+        Ok(listed
+            .iter()
+            .filter_map(|l| held_of(&l.id, &l.tags))
+            .collect())
+    }
+
+    async fn forget_and_prune(&self, ids: &[String]) -> Result<(), OffsiteError> {
+        for chunk in ids.chunks(200) {
+            let mut args = vec!["forget"];
+            args.extend(chunk.iter().map(String::as_str));
+            self.run("forget", self.command(&args)?).await?;
+        }
+        self.run("prune", self.command(&["prune"])?).await?;
+        Ok(())
+    }
+
     async fn fetch(&self, snap: &Snapshot, out: &Path) -> Result<(), OffsiteError> {
-        let part = out.with_extension("part");
+        // Named as the store's temp files are, so a crash's leftover is cleaned at start.
+        let name = out.file_name().map(|n| n.to_string_lossy().to_string());
+        let part = out.with_file_name(format!(".{}.tmp-fetch", name.unwrap_or_default()));
         let file = std::fs::OpenOptions::new()
             .write(true)
             .create(true)
@@ -274,13 +355,52 @@ impl Repo for Restic {
             .open(&part)
             .map_err(|e| self.file_error(&part, e))?;
         let inside = format!("/{}", file_name(&snap.tenant));
-        let mut c = self.command(&["dump", &snap.snapshot, &inside])?;
+        let mut c = self.command(&["--no-lock", "dump", &snap.snapshot, &inside])?;
         c.stdout(Stdio::from(file));
-        let r = self.run("restore", c).await;
+        let r = self.run("restore", c).await.and_then(|_| {
+            std::fs::File::open(&part)
+                .and_then(|f| f.sync_all())
+                .map_err(|e| self.file_error(&part, e))
+        });
         if let Err(e) = r {
             let _ = std::fs::remove_file(&part);
             return Err(e);
         }
         std::fs::rename(&part, out).map_err(|e| self.file_error(out, e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn restic(url: &str) -> Restic {
+        let repo = crate::desired::repository::Repository {
+            name: "off".into(),
+            url: url.into(),
+            password_file: "/k".into(),
+            env_file: None,
+            plans: Default::default(),
+            tenants: Default::default(),
+            timeout: std::time::Duration::from_secs(60),
+            create: false,
+        };
+        Restic::new(repo, "/tmp/none".into(), "berth")
+    }
+
+    #[test]
+    fn what_restic_said_keeps_the_servers_answer_and_drops_stack_frames_and_the_password() {
+        let r = restic("rest:http://u:pa%24s@127.0.0.1:8000/");
+        let stderr = "Remove(<snapshot/ed71>) returned error, retrying after 552ms: blob not removed, server response: 403 Forbidden (403)\n\
+                      Remove(<snapshot/ed71>) returned error, retrying after 1.08s: blob not removed, server response: 403 Forbidden (403)\n\
+                      unable to open rest:http://u:pa$s@127.0.0.1:8000/ and u:pa%24s\n\
+                      github.com/restic/restic/internal/backend.(*RetryBackend).Remove\n\
+                      \tgithub.com/restic/restic/internal/backend/backend_retry.go:107\n\
+                      runtime.goexit\n";
+        let said = r.said(stderr.as_bytes());
+        assert!(said.contains("403 Forbidden"), "{said}");
+        assert_eq!(said.matches("403 Forbidden (403)").count(), 1, "{said}");
+        assert!(!said.contains("pa%24s") && !said.contains("pa$s"), "{said}");
+        assert!(!said.contains(".go:") && !said.contains("goexit"), "{said}");
     }
 }

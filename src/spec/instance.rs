@@ -103,6 +103,25 @@ pub struct BackupsFile {
     /// Bytes the archives kept may use together (`5g`); a backup that would pass it stops.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub budget: Option<String>,
+    /// How many off-host snapshots `berth backup prune` keeps of each tenant on this plan (a
+    /// plan's setting only: the prune runs where instance files are not).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offsite_keep: Option<KeepFile>,
+}
+
+/// restic-style retention: the newest `last`, and the newest of each of the last `daily` days,
+/// `weekly` ISO weeks and `monthly` months that have one.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct KeepFile {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub daily: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weekly: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub monthly: Option<u32>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]

@@ -25,4 +25,10 @@ pub struct RepositoryFile {
     /// How long one copy to this repository may take; default 1h.
     #[serde(default)]
     pub timeout: Option<String>,
+    /// Make the repository at the first copy when none is there (default false: a missing
+    /// repository is an error, so an unmounted disk or a mistyped bucket is never papered
+    /// over with a new, empty repository). A path on the state directory's own filesystem is
+    /// never made.
+    #[serde(default)]
+    pub create: bool,
 }
