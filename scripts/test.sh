@@ -33,11 +33,12 @@ if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium chromium-driver >/dev/null
 fi
 # schemathesis and openapi-spec-validator (PyPI) for the OpenAPI test (tests/openapi.rs) and
-# kubernetes-validate for the Kubernetes export (tests/kubernetes.rs), in a virtualenv under
+# kubernetes-validate for the Kubernetes export (tests/kubernetes.rs), moto's S3 server for an
+# off-host repository on loopback (tests/offsite.rs), in a virtualenv under
 # target/ so the system's Python is left alone; aiosmtpd (the internet's mail servers, a sink
 # on a test host) and dkimpy (signature checks) for the mail relay (tests/mail.rs).
 if [ ! -x target/py/bin/st ] || [ ! -x target/py/bin/openapi-spec-validator ] || [ ! -x target/py/bin/kubernetes-validate ] \
-   || ! target/py/bin/python -c 'import aiosmtpd, dkim' 2>/dev/null; then
+   || ! target/py/bin/python -c 'import aiosmtpd, dkim' 2>/dev/null || [ ! -x target/py/bin/moto_server ]; then
   if ! python3 -m venv target/py >/dev/null 2>&1; then
     rm -rf target/py  # a half-made venv (no ensurepip) is made again once python3-venv is in
     apt-get update -qq
@@ -45,7 +46,7 @@ if [ ! -x target/py/bin/st ] || [ ! -x target/py/bin/openapi-spec-validator ] ||
     python3 -m venv target/py
   fi
   target/py/bin/pip install -q --disable-pip-version-check schemathesis==4.32.5 openapi-spec-validator==0.9.0 kubernetes-validate==1.37.0 \
-    aiosmtpd==1.4.6 dkimpy==1.1.8
+    aiosmtpd==1.4.6 dkimpy==1.1.8 'moto[server]==5.2.1'
 fi
 export BERTH_REQUIRE_DOCKER=1
 cargo fmt --all -- --check

@@ -26,6 +26,31 @@ impl Drop for Kill {
     }
 }
 
+/// The S3 server's port (moto), the one before.
+const S3_PORT: u16 = REST_PORT - 1;
+
+/// moto's S3 server on loopback (PyPI's `moto[server]`, in the suite's virtualenv).
+fn s3_server() -> Kill {
+    let venv = concat!(env!("CARGO_MANIFEST_DIR"), "/target/py/bin/moto_server");
+    let bin = if Path::new(venv).exists() {
+        venv
+    } else {
+        "moto_server"
+    };
+    let child = Command::new(bin)
+        .args(["-H", "127.0.0.1", "-p", &S3_PORT.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("moto_server (PyPI's moto[server]) is installed by scripts/test.sh");
+    wait_for(
+        Duration::from_secs(30),
+        || std::net::TcpStream::connect(("127.0.0.1", S3_PORT)).is_ok(),
+        "the S3 server listening",
+    );
+    Kill(child)
+}
+
 /// `rclone serve restic --append-only` on loopback, storing under `dir`.
 fn rest_server(dir: &Path) -> Kill {
     std::fs::create_dir_all(dir).unwrap();
@@ -121,6 +146,9 @@ fn backups_land_in_restic_repositories_survive_the_hosts_delete_and_restore_from
     let Some(_g) = docker_test() else { return };
     let mut h = Harness::new(SLOT);
     let _rest = rest_server(&h.path("rest-server"));
+    let _s3 = s3_server();
+    let s3 = format!("s3:http://127.0.0.1:{S3_PORT}/berth-backups");
+    let s3_env = h.path("keys/s3.env");
     let (rest_key, disk_key) = (h.path("keys/rest.key"), h.path("keys/disk.key"));
     key(&rest_key);
     key(&disk_key);
@@ -129,6 +157,15 @@ fn backups_land_in_restic_repositories_survive_the_hosts_delete_and_restore_from
     // The REST repository is made by berth at its first copy (create: true); the path one
     // is made by hand, as berth never makes a path on its own state's filesystem.
     restic_ok(&disk, &disk_key, &["init"]);
+    // The S3 one (for o2) gets its credentials from an env file; berth makes its bucket.
+    let s3_key = h.path("keys/s3.key");
+    key(&s3_key);
+    std::fs::write(
+        &s3_env,
+        "# moto takes any keys\nAWS_ACCESS_KEY_ID=berth\nAWS_SECRET_ACCESS_KEY=berth-secret\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&s3_env, std::fs::Permissions::from_mode(0o600)).unwrap();
     let mut cfg = std::fs::read_to_string(h.path("berth.yaml")).unwrap();
     cfg = cfg.replace(
         "plans:\n",
@@ -136,7 +173,8 @@ fn backups_land_in_restic_repositories_survive_the_hosts_delete_and_restore_from
     );
     cfg.push_str(&format!(
         "backup_repositories:\n  offsite:\n    url: {rest}\n    password_file: keys/rest.key\n    create: true\n  \
-         disk:\n    url: {disk}\n    password_file: keys/disk.key\n    tenants: [o1]\n"
+         disk:\n    url: {disk}\n    password_file: keys/disk.key\n    tenants: [o1]\n  \
+         s3:\n    url: {s3}\n    password_file: keys/s3.key\n    env_file: keys/s3.env\n    tenants: [o2]\n    create: true\n"
     ));
     std::fs::write(h.path("berth.yaml"), cfg).unwrap();
     common::write_instance(&h, "o1", "template: demo\nversion: \"1\"\nplan: small\n");
@@ -161,7 +199,25 @@ fn backups_land_in_restic_repositories_survive_the_hosts_delete_and_restore_from
     assert_eq!(repos, ["disk", "offsite"], "{b1}");
     assert!(b1.get("offsite_failed").is_none(), "{b1}");
     let b2 = backup(&h, "o2");
-    assert_eq!(b2["offsite"].as_array().map(Vec::len), Some(1), "{b2}");
+    assert_eq!(b2["offsite"].as_array().map(Vec::len), Some(2), "{b2}");
+    let b2_id = b2["id"].as_str().unwrap();
+
+    // The S3 repository reads back with the stock restic and the same env file.
+    let s3_out = Command::new("restic")
+        .env("RESTIC_REPOSITORY", &s3)
+        .env("RESTIC_PASSWORD_FILE", &s3_key)
+        .env("RESTIC_CACHE_DIR", h.path("keys/s3.cache"))
+        .env("AWS_ACCESS_KEY_ID", "berth")
+        .env("AWS_SECRET_ACCESS_KEY", "berth-secret")
+        .args(["snapshots", "--json", "--tag", &format!("backup={b2_id}")])
+        .output()
+        .unwrap();
+    let listed = String::from_utf8_lossy(&s3_out.stdout);
+    assert!(
+        s3_out.status.success() && listed.contains("tenant=o2"),
+        "{listed}{}",
+        String::from_utf8_lossy(&s3_out.stderr)
+    );
 
     // The stock restic reads what berth wrote: the snapshot is tagged with o1's identity,
     // the repository checks with every byte read, and the file is the archive, byte for byte.
