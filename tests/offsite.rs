@@ -105,6 +105,21 @@ fn restic_ok(repo: &str, key: &Path, args: &[&str]) -> String {
     String::from_utf8_lossy(&o.stdout).to_string()
 }
 
+/// Every file under `dir`.
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out.sort();
+    out
+}
+
 fn sha256(path: &Path) -> String {
     common::sh(&format!("sha256sum '{}' | cut -d' ' -f1", path.display()))
 }
@@ -138,7 +153,7 @@ fn the_shipped_backup_alert_rules_load_in_prometheus() {
         return;
     };
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stdout));
-    assert!(String::from_utf8_lossy(&o.stdout).contains("3 rules found"));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("4 rules found"));
 }
 
 #[test]
@@ -173,7 +188,8 @@ fn backups_land_in_restic_repositories_survive_the_hosts_delete_and_restore_from
     );
     cfg.push_str(&format!(
         "backup_repositories:\n  offsite:\n    url: {rest}\n    password_file: keys/rest.key\n    create: true\n  \
-         disk:\n    url: {disk}\n    password_file: keys/disk.key\n    tenants: [o1]\n  \
+         disk:\n    url: {disk}\n    password_file: keys/disk.key\n    tenants: [o1]\n    \
+         check: {{schedule: \"*/10 * * * * *\", read_data: 100%}}\n  \
          s3:\n    url: {s3}\n    password_file: keys/s3.key\n    env_file: keys/s3.env\n    tenants: [o2]\n    create: true\n"
     ));
     std::fs::write(h.path("berth.yaml"), cfg).unwrap();
@@ -384,6 +400,30 @@ fn backups_land_in_restic_repositories_survive_the_hosts_delete_and_restore_from
             "berth_offsite_backup_last_success_timestamp_seconds{tenant=\"o1\",repository=\"disk\"}"
         ) > Some(0.0)
     );
+
+    // The path repository is checked every 10 s, every byte read back: it passes; a damaged
+    // pack file fails the next check, and the metric (and its alert) says so.
+    let check_ok = || sample(&h.metrics(), "berth_offsite_check_ok{repository=\"disk\"}");
+    wait_for(
+        Duration::from_secs(30),
+        || check_ok() == Some(1.0),
+        "a passing check of disk",
+    );
+    let pack = walk(&h.path("disk-repo/data"))
+        .into_iter()
+        .next()
+        .expect("the path repository holds a pack");
+    let mut bytes = std::fs::read(&pack).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xff;
+    std::fs::set_permissions(&pack, std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::fs::write(&pack, bytes).unwrap();
+    wait_for(
+        Duration::from_secs(40),
+        || check_ok() == Some(0.0),
+        "a failing check of disk",
+    );
+    assert!(h.agent_log().contains("repository check FAILED"));
 
     // A key file others can read is refused, by name.
     std::fs::set_permissions(&disk_key, std::fs::Permissions::from_mode(0o644)).unwrap();

@@ -3,6 +3,7 @@
 //! files and secrets — one archive with a manifest and checksums, written atomically, 0600.
 
 pub mod archive;
+pub mod check;
 mod clone;
 mod dump;
 pub mod engine;
@@ -87,7 +88,7 @@ pub struct Backups {
     /// Each tenant's off-host listing, for a little while (`offsite::LISTED_FOR`).
     listed: offsite::Listings,
     /// The off-host repositories (`backup_repositories:`) and their clients.
-    repos: Vec<(
+    pub(crate) repos: Vec<(
         crate::desired::repository::Repository,
         Arc<dyn crate::offsite::Repo>,
     )>,

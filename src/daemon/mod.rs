@@ -226,6 +226,8 @@ impl Parts {
         servers.spawn(fleet.jobs.clone().run_loop(stop.clone()));
         let schedule = fleet.backup_schedule.clone();
         servers.spawn(schedule.run_loop(fleet.backups.clone(), stop.clone()));
+        let checks = fleet.repo_checks.clone();
+        servers.spawn(checks.run_loop(fleet.backups.clone(), stop.clone()));
     }
 }
 

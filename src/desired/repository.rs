@@ -30,6 +30,29 @@ pub struct Repository {
     pub timeout: Duration,
     /// Make it at the first copy when none is there (`create: true`).
     pub create: bool,
+    /// Scheduled `restic check`: (cron, `--read-data-subset`).
+    pub check: Option<(String, String)>,
+}
+
+/// What a check reads when its repository says nothing.
+pub const DEFAULT_READ_DATA: &str = "5%";
+
+/// restic's `--read-data-subset`: `N%` (0 < N <= 100) or `n/t` (1 <= n <= t <= 10000).
+pub fn check_read_data(s: &str) -> Result<(), String> {
+    let ok = match (s.strip_suffix('%'), s.split_once('/')) {
+        (Some(p), _) => p.parse::<f64>().is_ok_and(|p| p > 0.0 && p <= 100.0),
+        (None, Some((n, t))) => match (n.parse::<u32>(), t.parse::<u32>()) {
+            (Ok(n), Ok(t)) => n >= 1 && n <= t && t <= 10_000,
+            _ => false,
+        },
+        _ => false,
+    };
+    match ok {
+        true => Ok(()),
+        false => Err(format!(
+            "{s:?} is not N% (0 < N <= 100) or n/t (1 <= n <= t <= 10000)"
+        )),
+    }
 }
 
 impl Repository {
@@ -174,6 +197,19 @@ pub(super) fn build(
             tenants: f.tenants.iter().cloned().collect(),
             timeout,
             create: f.create,
+            check: f.check.as_ref().map(|c| {
+                if let Err(why) = super::schedule::parse(&c.schedule) {
+                    err(&field("check.schedule"), why.to_string());
+                }
+                let read = c
+                    .read_data
+                    .clone()
+                    .unwrap_or_else(|| DEFAULT_READ_DATA.into());
+                if let Err(why) = check_read_data(&read) {
+                    err(&field("check.read_data"), why);
+                }
+                (c.schedule.clone(), read)
+            }),
         });
     }
     out
@@ -213,6 +249,18 @@ mod tests {
     }
 
     #[test]
+    fn a_checks_read_data_is_a_share_or_a_part_of_parts() {
+        for ok in ["5%", "100%", "0.5%", "1/10", "10/10"] {
+            assert_eq!(check_read_data(ok), Ok(()), "{ok}");
+        }
+        for bad in [
+            "0%", "101%", "5", "0/10", "11/10", "1/0", "x%", "-1/2", "1/20000",
+        ] {
+            assert!(check_read_data(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
     fn a_shown_repository_never_carries_its_password() {
         assert_eq!(
             shown("rest:https://user:secret@backup.example.com/host1"),
@@ -237,6 +285,7 @@ mod tests {
             tenants: BTreeSet::new(),
             timeout: DEFAULT_TIMEOUT,
             create: false,
+            check: None,
         };
         assert!(r.serves("acme", None));
         r.plans.insert("gold".into());

@@ -39,6 +39,11 @@ struct RepoLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RepoLabel {
+    repository: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct JobLabels {
     tenant: String,
     job: String,
@@ -271,6 +276,24 @@ impl State {
             "How long the last copy took",
             Some(Unit::Seconds),
             rows.iter().map(|(l, r)| (l.clone(), r.seconds)),
+        )?;
+        let checks = self.fleet.repo_checks.records();
+        let label = |repo: &String| RepoLabel {
+            repository: repo.clone(),
+        };
+        encode::gauges(
+            enc,
+            "berth_offsite_check_ok",
+            "1 when the repository's last scheduled restic check passed",
+            None,
+            checks.iter().map(|(repo, c)| (label(repo), flag(c.ok))),
+        )?;
+        encode::gauges(
+            enc,
+            "berth_offsite_check_last_timestamp",
+            "When the repository's last scheduled restic check ended",
+            Some(Unit::Seconds),
+            checks.iter().map(|(repo, c)| (label(repo), c.at as f64)),
         )
     }
 

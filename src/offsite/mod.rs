@@ -161,6 +161,8 @@ pub trait Repo: Send + Sync {
     async fn fetch(&self, snap: &Snapshot, out: &Path) -> Result<(), OffsiteError>;
     /// Every berth snapshot in the repository, of every tenant (for a prune).
     async fn list_all(&self) -> Result<Vec<retention::Held>, OffsiteError>;
+    /// `restic check`, reading back `read_data` (`--read-data-subset`) of the data.
+    async fn check(&self, read_data: &str) -> Result<(), OffsiteError>;
     /// Forgets the snapshots `ids`, then removes the data only they used.
     async fn forget_and_prune(&self, ids: &[String]) -> Result<(), OffsiteError>;
 }

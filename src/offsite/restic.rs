@@ -143,7 +143,7 @@ impl Restic {
             .map_err(|e| self.fail(what, format!("cannot run {}: {e}", binary().display())))?;
         // A listing is waited on by a person or a dashboard: never as long as a copy.
         let limit = match what {
-            "backup" | "restore" | "init" | "forget" | "prune" => self.repo.timeout,
+            "backup" | "restore" | "init" | "forget" | "prune" | "check" => self.repo.timeout,
             _ => self.repo.timeout.min(std::time::Duration::from_secs(60)),
         };
         let out = tokio::time::timeout(limit, child.wait_with_output())
@@ -343,6 +343,13 @@ impl Repo for Restic {
         Ok(())
     }
 
+    async fn check(&self, read_data: &str) -> Result<(), OffsiteError> {
+        let subset = format!("--read-data-subset={read_data}");
+        self.run("check", self.command(&["--no-lock", "check", &subset])?)
+            .await
+            .map(|_| ())
+    }
+
     async fn fetch(&self, snap: &Snapshot, out: &Path) -> Result<(), OffsiteError> {
         // Named as the store's temp files are, so a crash's leftover is cleaned at start.
         let name = out.file_name().map(|n| n.to_string_lossy().to_string());
@@ -384,6 +391,7 @@ mod tests {
             tenants: Default::default(),
             timeout: std::time::Duration::from_secs(60),
             create: false,
+            check: None,
         };
         Restic::new(repo, "/tmp/none".into(), "berth")
     }

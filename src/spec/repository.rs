@@ -31,4 +31,18 @@ pub struct RepositoryFile {
     /// never made.
     #[serde(default)]
     pub create: bool,
+    /// `restic check` of this repository on a schedule, reading part of the data back.
+    #[serde(default)]
+    pub check: Option<CheckFile>,
+}
+
+/// When a repository is checked, and how much of its data each check reads.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckFile {
+    /// Cron expression (UTC), five fields or six with seconds first.
+    pub schedule: String,
+    /// restic's `--read-data-subset`: `N%` or `n/t`; default `5%`.
+    #[serde(default)]
+    pub read_data: Option<String>,
 }

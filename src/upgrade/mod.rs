@@ -97,6 +97,8 @@ pub struct Fleet {
     pub upgrades: Arc<Upgrader>,
     pub jobs: Arc<crate::jobs::Scheduler>,
     pub backup_schedule: Arc<crate::backup::schedule::BackupSchedule>,
+    /// Scheduled checks of the off-host repositories.
+    pub repo_checks: Arc<crate::backup::check::Checks>,
 }
 
 impl Fleet {
@@ -105,6 +107,7 @@ impl Fleet {
         let backups = Arc::new(Backups::new(cx.clone()));
         let unfinished_restores = backups.hold_unfinished();
         let jobs = crate::jobs::Scheduler::new(cx.clone());
+        let cx_state_dir = cx.svc.host().state_dir.clone();
         let upgrades = Upgrader::open(cx, proxy, backups.clone());
         Fleet {
             backups,
@@ -112,6 +115,7 @@ impl Fleet {
             upgrades,
             jobs,
             backup_schedule: Arc::default(),
+            repo_checks: Arc::new(crate::backup::check::Checks::new(&cx_state_dir)),
         }
     }
 }
