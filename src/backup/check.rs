@@ -82,7 +82,12 @@ impl Checks {
                 let repo = backups.repos.iter().find(|(r, _)| r.name == name);
                 let Some((_, client)) = repo else { continue };
                 let started = Instant::now();
-                let r = client.check(read).await;
+                // Shutting down does not wait for a check (dropped, restic is killed; --no-lock
+                // leaves nothing behind in the repository).
+                let r = tokio::select! {
+                    r = client.check(read) => r,
+                    _ = shutdown.changed() => return,
+                };
                 if let Err(e) = &r {
                     tracing::error!(repository = name, error = %e, "repository check FAILED");
                 } else {

@@ -23,11 +23,64 @@ pub const LISTED_FOR: Duration = Duration::from_secs(30);
 
 type Listing = (Vec<Snapshot>, Vec<OffsiteFailure>);
 
-/// Listings by tenant identity, with when they were made.
-pub(super) type Listings = Arc<Mutex<BTreeMap<String, (Instant, Listing)>>>;
+/// Tenants' off-host listings by identity: answered from memory for `LISTED_FOR`, one restic
+/// listing per identity at a time (a tenant asking a hundred times at once runs one), and
+/// never a listing that began before a copy landed.
+#[derive(Default)]
+pub(super) struct Listings {
+    made: Mutex<BTreeMap<String, (Instant, Listing)>>,
+    /// When each identity's listing last went stale (a copy ended, a fetch looks).
+    stale: Mutex<BTreeMap<String, Instant>>,
+    /// The listing under way per identity; a second asker waits on it, then reads `made`.
+    flights: Mutex<BTreeMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
 
-/// An archive fetched from off the host for one restore, removed when the restore ends.
+impl Listings {
+    fn fresh(&self, id: &str) -> Option<Listing> {
+        let made = self.made.lock().expect("made lock");
+        let (at, l) = made.get(id)?;
+        let stale = self.stale.lock().expect("stale lock").get(id).copied();
+        (at.elapsed() < LISTED_FOR && stale.is_none_or(|s| s < *at)).then(|| l.clone())
+    }
+
+    /// Keeps `l`, begun at `started`, unless the identity went stale since.
+    fn keep(&self, id: &str, started: Instant, l: &Listing) {
+        let stale = self.stale.lock().expect("stale lock").get(id).copied();
+        if stale.is_some_and(|s| s >= started) {
+            return;
+        }
+        let mut made = self.made.lock().expect("made lock");
+        made.retain(|_, (at, _)| at.elapsed() < LISTED_FOR);
+        made.insert(id.into(), (started, l.clone()));
+    }
+
+    fn invalidate(&self, id: &str) {
+        self.made.lock().expect("made lock").remove(id);
+        let mut stale = self.stale.lock().expect("stale lock");
+        stale.retain(|_, at| at.elapsed() < LISTED_FOR * 4);
+        stale.insert(id.into(), Instant::now());
+    }
+
+    fn flight(&self, id: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut flights = self.flights.lock().expect("flights lock");
+        flights.retain(|_, f| Arc::strong_count(f) > 1);
+        flights.entry(id.into()).or_default().clone()
+    }
+}
+
+/// An archive fetched from off the host for one restore, removed when the restore ends
+/// (unless disarmed: a restore's journal then says to remove it when it is finished).
 pub(super) struct Fetched(Option<PathBuf>);
+
+impl Fetched {
+    pub(super) fn is_armed(&self) -> bool {
+        self.0.is_some()
+    }
+
+    pub(super) fn disarm(&mut self) {
+        self.0 = None;
+    }
+}
 
 impl Drop for Fetched {
     fn drop(&mut self) {
@@ -72,6 +125,13 @@ pub(super) fn repositories(host: &HostConfig) -> Vec<(Repository, Arc<dyn Repo>)
 }
 
 impl Backups {
+    /// Whether repository `repo` is configured with a scheduled check.
+    pub fn is_checked(&self, repo: &str) -> bool {
+        self.repos
+            .iter()
+            .any(|(r, _)| r.name == repo && r.check.is_some())
+    }
+
     /// Whether `repo` (by name) serves `tenant` now.
     pub fn serves(&self, tenant: &str, repo: &str) -> bool {
         let Ok(inst) = self.instance(tenant) else {
@@ -149,7 +209,7 @@ impl Backups {
             created: info.created,
             bytes: info.bytes,
         };
-        self.listed.lock().expect("listed lock").remove(tenant_id);
+        self.listed.invalidate(tenant_id);
         for repo in self.serving(inst) {
             let outcome = repo.send(&path, &tags).await.map_err(|e| e.to_string());
             self.record(tenant, repo.name(), &outcome);
@@ -180,7 +240,7 @@ impl Backups {
                 }
             }
         }
-        self.listed.lock().expect("listed lock").remove(tenant_id);
+        self.listed.invalidate(tenant_id);
     }
 
     /// `tenant`'s snapshots in every repository serving it (only this tenant's: by identity),
@@ -189,11 +249,15 @@ impl Backups {
         let (Ok(inst), Some(id)) = (self.instance(tenant), self.owner(tenant).id) else {
             return (vec![], vec![]);
         };
-        if let Some((at, l)) = self.listed.lock().expect("listed lock").get(&id)
-            && at.elapsed() < LISTED_FOR
-        {
-            return l.clone();
+        if let Some(l) = self.listed.fresh(&id) {
+            return l;
         }
+        let flight = self.listed.flight(&id);
+        let _one = flight.lock().await;
+        if let Some(l) = self.listed.fresh(&id) {
+            return l;
+        }
+        let started = Instant::now();
         let (mut found, mut failed) = (Vec::new(), Vec::new());
         for repo in self.serving(&inst) {
             match repo.list(&id).await {
@@ -206,9 +270,7 @@ impl Backups {
         }
         found.sort_by(|a, b| b.backup.cmp(&a.backup));
         let listing = (found, failed);
-        let mut cache = self.listed.lock().expect("listed lock");
-        cache.retain(|_, (at, _)| at.elapsed() < LISTED_FOR);
-        cache.insert(id, (Instant::now(), listing.clone()));
+        self.listed.keep(&id, started, &listing);
         listing
     }
 
@@ -224,7 +286,9 @@ impl Backups {
         if path.exists() || id.contains('/') || id.contains("..") || self.repos.is_empty() {
             return Ok(Fetched(None));
         }
-        self.listed.lock().expect("listed lock").clear();
+        if let Some(tenant_id) = self.owner(tenant).id {
+            self.listed.invalidate(&tenant_id);
+        }
         let (found, failed) = self.list_offsite(tenant).await;
         let Some(snap) = found.into_iter().find(|s| s.backup == id) else {
             if let Some(f) = failed.first() {
@@ -258,5 +322,59 @@ impl Backups {
             "backup fetched from off the host"
         );
         Ok(Fetched(Some(path)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn listing(n: usize) -> Listing {
+        let snap = Snapshot {
+            repository: "off".into(),
+            snapshot: format!("s{n}"),
+            backup: format!("b{n}"),
+            tenant: "acme".into(),
+            version: "1".into(),
+            created: n as u64,
+            bytes: 1,
+        };
+        (vec![snap], vec![])
+    }
+
+    #[test]
+    fn a_listing_is_answered_from_memory_until_a_copy_makes_it_stale() {
+        let l = Listings::default();
+        assert_eq!(l.fresh("id1"), None);
+        l.keep("id1", Instant::now(), &listing(1));
+        assert_eq!(l.fresh("id1"), Some(listing(1)));
+        assert_eq!(l.fresh("id2"), None, "by identity, not shared");
+        l.invalidate("id1");
+        assert_eq!(l.fresh("id1"), None);
+    }
+
+    #[test]
+    fn a_listing_begun_before_a_copy_landed_is_not_kept() {
+        let l = Listings::default();
+        let started = Instant::now();
+        std::thread::sleep(Duration::from_millis(2));
+        l.invalidate("id1");
+        l.keep("id1", started, &listing(1));
+        assert_eq!(l.fresh("id1"), None);
+        std::thread::sleep(Duration::from_millis(2));
+        l.keep("id1", Instant::now(), &listing(2));
+        assert_eq!(l.fresh("id1"), Some(listing(2)));
+    }
+
+    #[tokio::test]
+    async fn askers_of_one_identity_share_one_flight() {
+        let l = Listings::default();
+        let a = l.flight("id1");
+        let held = a.lock().await;
+        let b = l.flight("id1");
+        assert!(Arc::ptr_eq(&a, &b));
+        assert!(b.try_lock().is_err(), "the second waits for the first");
+        drop(held);
+        assert!(!Arc::ptr_eq(&l.flight("id2"), &a));
     }
 }

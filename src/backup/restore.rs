@@ -17,6 +17,10 @@ struct Journal {
     id: String,
     /// The backup of what the tenant held before, in `safety/`.
     safety: String,
+    /// The backup was fetched from off the host for this restore: its archive goes when the
+    /// restore is finished (here or by a resume after a crash).
+    #[serde(default)]
+    fetched: bool,
 }
 
 impl Backups {
@@ -35,7 +39,7 @@ impl Backups {
         let _turn = self.turn().await;
         // A backup no longer on this host comes back from an off-host repository first, and
         // goes again when the restore ends, whichever way.
-        let _fetched = self.fetch_offsite(tenant, id).await?;
+        let mut fetched = self.fetch_offsite(tenant, id).await?;
         let (_spool, manifest, members) = self.open(tenant, id)?;
         let inst = self.instance(tenant)?;
         let held = self.cx.passes.is_held(tenant);
@@ -55,7 +59,15 @@ impl Backups {
             false => Some(self.cx.passes.hold_guard(tenant).await),
             true => None,
         };
-        self.restore_safely(&inst, id, &members).await?;
+        let r = self
+            .restore_safely(&inst, id, &members, fetched.is_armed())
+            .await;
+        // A journal left behind (the safety backup could not be put back) is finished at the
+        // next start, which needs the fetched archive: it removes it then.
+        if self.journal_path(tenant).exists() {
+            fetched.disarm();
+        }
+        r?;
         tracing::info!(tenant, id, "backup restored");
         Ok(manifest)
     }
@@ -65,6 +77,7 @@ impl Backups {
         inst: &crate::desired::Instance,
         id: &str,
         members: &BTreeMap<String, PathBuf>,
+        fetched: bool,
     ) -> Result<(), BackupError> {
         let tenant = inst.tenant.as_str();
         let safety_dir = self.safety_dir(tenant);
@@ -75,6 +88,7 @@ impl Backups {
         let journal = Journal {
             id: id.into(),
             safety: safety.id.clone(),
+            fetched,
         };
         let path = self.journal_path(tenant);
         let json = serde_json::to_vec(&journal).expect("journal serializes");
@@ -98,6 +112,12 @@ impl Backups {
 
     /// The restore is over: the journal goes, and every safety backup but `keep_id`.
     fn finish(&self, tenant: &str, keep_id: &str) {
+        let journal = std::fs::read(self.journal_path(tenant))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<Journal>(&b).ok());
+        if let Some(j) = journal.filter(|j| j.fetched && !j.id.contains('/')) {
+            let _ = std::fs::remove_file(self.dir(tenant).join(format!("{}.tar", j.id)));
+        }
         let _ = std::fs::remove_file(self.journal_path(tenant));
         let Ok(rd) = std::fs::read_dir(self.safety_dir(tenant)) else {
             return;

@@ -193,10 +193,12 @@ async fn backups(c: &Client, cmd: Command) -> Result<()> {
         ),
         Command::Backup {
             tenant,
-            repo: Some(_),
+            repo,
+            url,
+            dry_run,
             ..
-        } => anyhow::bail!(
-            "--repo goes with `berth backup prune --repo R`, not with a backup of {tenant:?}"
+        } if repo.is_some() || url.is_some() || dry_run => anyhow::bail!(
+            "--repo, --url and --dry-run go with `berth backup prune --repo R`, not with a backup of {tenant:?}"
         ),
         Command::Backup {
             tenant,

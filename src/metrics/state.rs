@@ -277,7 +277,9 @@ impl State {
             Some(Unit::Seconds),
             rows.iter().map(|(l, r)| (l.clone(), r.seconds)),
         )?;
-        let checks = self.fleet.repo_checks.records();
+        // Only repositories configured with a check now: one removed is not alerted on.
+        let mut checks = self.fleet.repo_checks.records();
+        checks.retain(|repo, _| self.fleet.backups.is_checked(repo));
         let label = |repo: &String| RepoLabel {
             repository: repo.clone(),
         };

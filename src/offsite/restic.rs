@@ -137,23 +137,31 @@ impl Restic {
 
     /// Runs `c` to its end (or the repository's time limit); its stdout when it succeeds.
     async fn run(&self, what: &'static str, mut c: Command) -> Result<Vec<u8>, OffsiteError> {
-        let _turn = RUNNING.acquire().await.expect("never closed");
-        let child = c
-            .spawn()
-            .map_err(|e| self.fail(what, format!("cannot run {}: {e}", binary().display())))?;
-        // A listing is waited on by a person or a dashboard: never as long as a copy.
+        // A listing is waited on by a person or a dashboard: never as long as a copy. A prune
+        // (run by hand, elsewhere) is not cut short: killed, it would leave restic's
+        // exclusive lock behind. The wait for one of the host's restic turns counts too.
         let limit = match what {
-            "backup" | "restore" | "init" | "forget" | "prune" | "check" => self.repo.timeout,
+            "backup" | "restore" | "init" | "check" => self.repo.timeout,
+            "forget" | "prune" => std::time::Duration::from_secs(30 * 86_400),
             _ => self.repo.timeout.min(std::time::Duration::from_secs(60)),
         };
-        let out = tokio::time::timeout(limit, child.wait_with_output())
+        let run = async {
+            let _turn = RUNNING.acquire().await.expect("never closed");
+            let child = c
+                .spawn()
+                .map_err(|e| self.fail(what, format!("cannot run {}: {e}", binary().display())))?;
+            child
+                .wait_with_output()
+                .await
+                .map_err(|e| self.fail(what, e.to_string()))
+        };
+        let out = tokio::time::timeout(limit, run)
             .await
             .map_err(|_| OffsiteError::Timeout {
                 repo: self.repo.name.clone(),
                 what,
                 secs: limit.as_secs(),
-            })?
-            .map_err(|e| self.fail(what, e.to_string()))?;
+            })??;
         if out.status.success() {
             return Ok(out.stdout);
         }
@@ -214,8 +222,8 @@ impl Restic {
         Ok(())
     }
 
-    /// A path repository on the filesystem of berth's own state is not off the host (an
-    /// unmounted backup disk leaves exactly that): refused rather than made.
+    /// A path repository on the filesystem of berth's own state, or of `/`, is not off the
+    /// host (an unmounted backup disk leaves exactly that): refused rather than made.
     fn refuse_local_disk(&self) -> Result<(), OffsiteError> {
         use std::os::unix::fs::MetadataExt;
         if !self.repo.url.starts_with('/') {
@@ -224,12 +232,15 @@ impl Restic {
         let nearest = Path::new(&self.repo.url)
             .ancestors()
             .find_map(|a| std::fs::metadata(a).ok());
-        let state = std::fs::metadata(&self.cache).ok();
-        match (nearest, state) {
-            (Some(a), Some(b)) if a.dev() == b.dev() => Err(self.fail(
+        let hosts: Vec<u64> = [self.cache.as_path(), Path::new("/")]
+            .iter()
+            .filter_map(|p| std::fs::metadata(p).ok().map(|m| m.dev()))
+            .collect();
+        match nearest {
+            Some(a) if hosts.contains(&a.dev()) => Err(self.fail(
                 "init",
                 format!(
-                    "{} is on the same filesystem as berth's state: not made (is the backup disk mounted?); make it with `restic init` if that is meant",
+                    "{} is on the same filesystem as berth's state or /: not made (is the backup disk mounted?); make it with `restic init` if that is meant",
                     self.repo.url
                 ),
             )),
@@ -378,37 +389,5 @@ impl Repo for Restic {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn restic(url: &str) -> Restic {
-        let repo = crate::desired::repository::Repository {
-            name: "off".into(),
-            url: url.into(),
-            password_file: "/k".into(),
-            env_file: None,
-            plans: Default::default(),
-            tenants: Default::default(),
-            timeout: std::time::Duration::from_secs(60),
-            create: false,
-            check: None,
-        };
-        Restic::new(repo, "/tmp/none".into(), "berth")
-    }
-
-    #[test]
-    fn what_restic_said_keeps_the_servers_answer_and_drops_stack_frames_and_the_password() {
-        let r = restic("rest:http://u:pa%24s@127.0.0.1:8000/");
-        let stderr = "Remove(<snapshot/ed71>) returned error, retrying after 552ms: blob not removed, server response: 403 Forbidden (403)\n\
-                      Remove(<snapshot/ed71>) returned error, retrying after 1.08s: blob not removed, server response: 403 Forbidden (403)\n\
-                      unable to open rest:http://u:pa$s@127.0.0.1:8000/ and u:pa%24s\n\
-                      github.com/restic/restic/internal/backend.(*RetryBackend).Remove\n\
-                      \tgithub.com/restic/restic/internal/backend/backend_retry.go:107\n\
-                      runtime.goexit\n";
-        let said = r.said(stderr.as_bytes());
-        assert!(said.contains("403 Forbidden"), "{said}");
-        assert_eq!(said.matches("403 Forbidden (403)").count(), 1, "{said}");
-        assert!(!said.contains("pa%24s") && !said.contains("pa$s"), "{said}");
-        assert!(!said.contains(".go:") && !said.contains("goexit"), "{said}");
-    }
-}
+#[path = "restic_tests.rs"]
+mod tests;
