@@ -132,14 +132,32 @@ impl Backups {
             .any(|(r, _)| r.name == repo && r.check.is_some())
     }
 
-    /// Whether `repo` (by name) serves `tenant` now.
-    pub fn serves(&self, tenant: &str, repo: &str) -> bool {
-        let Ok(inst) = self.instance(tenant) else {
-            return false;
-        };
-        self.repos
-            .iter()
-            .any(|(r, _)| r.name == repo && r.serves(tenant, inst.plan.as_deref()))
+    /// (tenant, repository, record) for each repository that serves a tenant now (one removed,
+    /// or left by a change of plan, is not what its alerts are about). A scrape's work: nothing
+    /// without repositories, and only served tenants' records are read.
+    pub fn offsite_rows(&self) -> Vec<(String, String, OffsiteRecord)> {
+        if self.repos.is_empty() {
+            return vec![];
+        }
+        let desired = self.cx.passes.desired();
+        let mut rows = Vec::new();
+        for (t, inst) in &desired.instances {
+            let serving: Vec<&str> = self
+                .repos
+                .iter()
+                .filter(|(r, _)| r.serves(t, inst.plan.as_deref()))
+                .map(|(r, _)| r.name.as_str())
+                .collect();
+            if serving.is_empty() {
+                continue;
+            }
+            for (repo, r) in self.offsite_records(t) {
+                if serving.contains(&repo.as_str()) {
+                    rows.push((t.clone(), repo, r));
+                }
+            }
+        }
+        rows
     }
 
     fn serving(&self, inst: &Instance) -> Vec<Arc<dyn Repo>> {
@@ -209,7 +227,6 @@ impl Backups {
             created: info.created,
             bytes: info.bytes,
         };
-        self.listed.invalidate(tenant_id);
         for repo in self.serving(inst) {
             let outcome = repo.send(&path, &tags).await.map_err(|e| e.to_string());
             self.record(tenant, repo.name(), &outcome);

@@ -216,26 +216,12 @@ impl State {
 
     /// Each tenant's copies in each off-host repository, from its `offsite.json`.
     fn offsite(&self, enc: &mut DescriptorEncoder) -> std::fmt::Result {
-        let desired = self.cx.passes.desired();
-        let rows: Vec<_> = desired
-            .instances
-            .keys()
-            .flat_map(|t| {
-                let records = self.fleet.backups.offsite_records(t);
-                // A repository that no longer serves the tenant (removed, or another plan)
-                // is not one its alerts are about.
-                let serving: Vec<_> = records
-                    .into_iter()
-                    .filter(|(repo, _)| self.fleet.backups.serves(t, repo))
-                    .collect();
-                serving.into_iter().map(move |(repo, r)| {
-                    let l = RepoLabels {
-                        tenant: t.clone(),
-                        repository: repo,
-                    };
-                    (l, r)
-                })
-            })
+        let rows: Vec<_> = self
+            .fleet
+            .backups
+            .offsite_rows()
+            .into_iter()
+            .map(|(tenant, repository, r)| (RepoLabels { tenant, repository }, r))
             .collect();
         encode::gauges(
             enc,
