@@ -361,6 +361,39 @@ mod tests {
     }
 
     #[test]
+    fn hostile_backup_repositories_are_refused_by_field_and_line_without_their_passwords() {
+        let text = "state_dir: /tmp/s
+plans: {small: {memory: 256m}}
+backup_repositories:
+                      \"Bad Name\": {url: /srv/r, password_file: k}
+                      leak: {url: \"rest:http://u:hunter2@h:x/\", password_file: k}
+                      inj: {url: \"sftp:u@-oProxyCommand=sh:/p\", password_file: k, plans: [gold], tenants: [\"../x\"]}
+                      slow: {url: /srv/s, password_file: k, timeout: 1s, check: {schedule: \"every day\", read_data: 200%}}
+                      ok: {url: \"s3:http://127.0.0.1:9000/b\", password_file: k}
+";
+        let loaded = spec::parse_yaml::<HostFile>(Path::new("berth.yaml"), text).unwrap();
+        let e = build(&loaded, Path::new("/tmp")).unwrap_err().to_string();
+        for field in [
+            "backup_repositories.Bad Name: must be a DNS label",
+            "backup_repositories.leak.url:",
+            "backup_repositories.inj.url:",
+            "backup_repositories.inj.plans: \"gold\" is not a plan",
+            "backup_repositories.inj.tenants:",
+            "backup_repositories.slow.timeout: is out of range",
+            "backup_repositories.slow.check.schedule:",
+            "backup_repositories.slow.check.read_data:",
+        ] {
+            assert!(e.contains(field), "{field}: {e}");
+        }
+        assert!(
+            !e.contains("hunter2"),
+            "a refused URL is shown without its password: {e}"
+        );
+        assert!(!e.contains("backup_repositories.ok"), "{e}");
+        assert!(e.lines().all(|l| l.starts_with("berth.yaml:")), "{e}");
+    }
+
+    #[test]
     fn swarm_mode_refuses_a_plan_s_egress_allows_by_field() {
         let text = "state_dir: /tmp/s\nplans:\n  p: {egress: [\"10.1.2.3:5432\"]}\n\
                     engine: {mode: swarm, nodes: {m1: /run/m1.sock}}\n";

@@ -69,28 +69,31 @@ impl Repository {
     }
 }
 
+/// Where the password of `url`'s `scheme://user:password@host` stands, read as text (so a URL
+/// that does not even parse, the one an error message shows, is covered too).
+fn password_span(url: &str) -> Option<std::ops::Range<usize>> {
+    let auth_start = url.find("://")? + 3;
+    let auth_end = url[auth_start..]
+        .find('/')
+        .map_or(url.len(), |i| auth_start + i);
+    let at = url[auth_start..auth_end].rfind('@')? + auth_start;
+    let colon = url[auth_start..at].find(':')? + auth_start;
+    Some(colon + 1..at)
+}
+
 /// `url` with any `user:password@` reduced to `user@`.
 pub fn shown(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once(':') else {
-        return url.to_string();
-    };
-    match url::Url::parse(rest) {
-        Ok(mut u) if u.password().is_some() => {
-            let _ = u.set_password(None);
-            format!("{scheme}:{u}")
-        }
-        _ => url.to_string(),
+    match password_span(url) {
+        Some(r) => format!("{}{}", &url[..r.start - 1], &url[r.end..]),
+        None => url.to_string(),
     }
 }
 
 /// The password in `url`, as written and percent-decoded, for taking out of messages.
 pub fn secrets(url: &str) -> Vec<String> {
-    let Some((_, rest)) = url.split_once(':') else {
-        return vec![];
-    };
-    let Some(p) = url::Url::parse(rest)
-        .ok()
-        .and_then(|u| u.password().map(str::to_string))
+    let Some(p) = password_span(url)
+        .map(|r| url[r].to_string())
+        .filter(|p| !p.is_empty())
     else {
         return vec![];
     };
@@ -267,6 +270,17 @@ mod tests {
             "rest:https://user@backup.example.com/host1"
         );
         assert_eq!(shown("/srv/restic"), "/srv/restic");
+        // One that does not parse (a bad port) is the one an error shows: covered too.
+        assert_eq!(shown("rest:http://u:hunter2@h:x/"), "rest:http://u@h:x/");
+        assert_eq!(
+            secrets("rest:http://u:hunter2@h:x/"),
+            ["hunter2".to_string()]
+        );
+        assert_eq!(
+            shown("rest:http://h/u:p@x"),
+            "rest:http://h/u:p@x",
+            "a path is not a login"
+        );
         assert_eq!(
             secrets("rest:https://u:s%40cret@h/"),
             ["s%40cret".to_string(), "s@cret".to_string()]
