@@ -5,11 +5,15 @@
 
 mod common;
 
-use common::{Harness, docker_test, sample, wait_for};
+use common::{
+    Harness, docker_test,
+    restic::{key, restic, restic_ok},
+    sample, wait_for,
+};
 use std::{
     os::unix::fs::PermissionsExt,
     path::{Path, PathBuf},
-    process::{Child, Command, Output, Stdio},
+    process::{Child, Command, Stdio},
     time::Duration,
 };
 
@@ -68,41 +72,6 @@ fn rest_server(dir: &Path) -> Kill {
         "the REST server listening",
     );
     Kill(child)
-}
-
-fn key(path: &Path) {
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    std::fs::write(path, format!("{:x}\n", rand_u128())).unwrap();
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
-}
-
-fn rand_u128() -> u128 {
-    let mut b = [0u8; 16];
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut b))
-        .unwrap();
-    u128::from_le_bytes(b)
-}
-
-/// The stock restic binary on `repo` with the key at `key`.
-fn restic(repo: &str, key: &Path, args: &[&str]) -> Output {
-    Command::new("restic")
-        .env("RESTIC_REPOSITORY", repo)
-        .env("RESTIC_PASSWORD_FILE", key)
-        .env("RESTIC_CACHE_DIR", key.with_extension("cache"))
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn restic_ok(repo: &str, key: &Path, args: &[&str]) -> String {
-    let o = restic(repo, key, args);
-    assert!(
-        o.status.success(),
-        "restic {args:?}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).to_string()
 }
 
 /// Every file under `dir`.

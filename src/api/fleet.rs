@@ -41,7 +41,9 @@ impl From<BackupError> for ApiError {
     fn from(e: BackupError) -> ApiError {
         let m = e.to_string();
         match e {
-            BackupError::UnknownTenant(_) | BackupError::NotFound { .. } => ApiError::NotFound(m),
+            BackupError::UnknownTenant(_)
+            | BackupError::NotFound { .. }
+            | BackupError::NoRepository(_) => ApiError::NotFound(m),
             BackupError::Invalid { .. } => ApiError::BadRequest(m),
             BackupError::Foreign { .. } => ApiError::Forbidden(m),
             BackupError::Corrupt { .. }

@@ -225,6 +225,12 @@ pub async fn delete(
     let exists = path.exists();
     let retained = s.cx.svc.layout().tenant(&tenant).exists();
     if !(exists || q.purge && retained) {
+        // A tenant a recovery has not brought back is still in the repositories' inventory:
+        // its purge takes it out.
+        if q.purge && s.fleet.backups.forget_carried(&tenant) {
+            tracing::info!(%tenant, "unrecovered tenant forgotten");
+            return Ok(StatusCode::ACCEPTED);
+        }
         return Err(not_found(&tenant));
     }
     if q.purge {
@@ -234,6 +240,8 @@ pub async fn delete(
         s.domains
             .forget_tenant(&tenant)
             .map_err(|e| ApiError::Internal(e.to_string()))?;
+        // A recovery must not bring a purged tenant back: its repositories hear of it now.
+        s.fleet.backups.inventory_changed();
     }
     if exists {
         std::fs::remove_file(&path)

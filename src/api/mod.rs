@@ -18,6 +18,7 @@ pub mod moves;
 pub mod openapi;
 pub mod operations;
 pub mod params;
+pub mod recover;
 pub mod tls;
 
 use crate::{certs::CertManager, domains::DomainBook, services::Cx};
@@ -130,6 +131,7 @@ pub fn router(state: AppState) -> Router {
             post(fleet::backup_verify),
         )
         .route("/v1/instances/{tenant}/restore", post(fleet::restore))
+        .route("/v1/recover", post(recover::recover))
         .route("/v1/instances/{tenant}/jobs", get(fleet::jobs))
         .route("/v1/instances/{tenant}/mail", get(mail::show))
         .route("/v1/instances/{tenant}/mail/dns", get(mail::dns))

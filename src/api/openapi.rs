@@ -2,7 +2,7 @@
 //! and served at `/v1/openapi.json`. Every operation answers errors in one shape
 //! (`{"error": "…"}`), described once as each operation's default response.
 
-use super::{access, edge, fleet, images, instances, lifecycle, mail, moves};
+use super::{access, edge, fleet, images, instances, lifecycle, mail, moves, recover};
 use axum::Json;
 use utoipa::{
     Modify, OpenApi,
@@ -34,7 +34,7 @@ pub struct ErrorBody {
         images::index, images::prune,
         fleet::upgrade_start, fleet::upgrade_show, fleet::upgrade_control, fleet::rollback,
         fleet::backup_index, fleet::backup_create, fleet::backup_verify, fleet::restore,
-        fleet::jobs, mail::show, mail::dns,
+        recover::recover, fleet::jobs, mail::show, mail::dns,
         access::token_index, access::token_create, access::token_revoke, access::audit_index,
         super::operations::show,
     ),

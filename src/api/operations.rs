@@ -27,12 +27,38 @@ pub fn accepted<F>(
 where
     F: Future<Output = Result<serde_json::Value, ApiError>> + Send + 'static,
 {
+    let id = crate::store::identity::current(s.cx.svc.layout(), tenant);
+    started(s, kind, (Some(tenant), id), pending, work)
+}
+
+/// Starts `work` as operation `kind` of the whole host (the operator's alone to see).
+pub fn accepted_host<F>(
+    s: &AppState,
+    kind: &str,
+    pending: Option<Extension<PendingAudit>>,
+    work: F,
+) -> Result<Response, ApiError>
+where
+    F: Future<Output = Result<serde_json::Value, ApiError>> + Send + 'static,
+{
+    started(s, kind, (None, None), pending, work)
+}
+
+fn started<F>(
+    s: &AppState,
+    kind: &str,
+    of: (Option<&str>, Option<String>),
+    pending: Option<Extension<PendingAudit>>,
+    work: F,
+) -> Result<Response, ApiError>
+where
+    F: Future<Output = Result<serde_json::Value, ApiError>> + Send + 'static,
+{
     let work = async move { work.await.map_err(failure) };
     let event = pending.map(|Extension(p)| p.0);
-    let id = crate::store::identity::current(s.cx.svc.layout(), tenant);
     let op = s
         .ops
-        .start(kind, (Some(tenant), id), event, work)
+        .start(kind, of, event, work)
         .map_err(|e| ApiError::Conflict(e.to_string()))?;
     let location = format!("/v1/operations/{}", op.id);
     let mut resp = (

@@ -111,6 +111,21 @@ pub fn build_file(
     Ok(std::fs::metadata(out)?.len())
 }
 
+/// A manifest of tenant `acme`'s backup at version 2, for tests.
+#[cfg(test)]
+pub(crate) fn sample_manifest() -> Manifest {
+    Manifest {
+        tenant_id: None,
+        format: FORMAT,
+        id: "20261123T000000Z-abcd".into(),
+        tenant: "acme".into(),
+        template: "demo".into(),
+        version: "2".into(),
+        created: 0,
+        members: vec![],
+    }
+}
+
 fn corrupt(path: &Path, why: String) -> BackupError {
     BackupError::Corrupt {
         path: path.display().to_string(),

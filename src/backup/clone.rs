@@ -154,7 +154,7 @@ impl Backups {
     }
 
     /// Writes the clone's instance file after the same checks `berth add` makes.
-    async fn create_file(&self, file: &InstanceFile) -> Result<(), BackupError> {
+    pub(super) async fn create_file(&self, file: &InstanceFile) -> Result<(), BackupError> {
         let t = &file.tenant;
         let path = self.cx.svc.host().instances_dir.join(format!("{t}.yaml"));
         let lock = self.cx.svc.files_lock();
@@ -182,7 +182,7 @@ impl Backups {
     }
 
     /// Waits for the new tenant to run, restores the data into it, and checks it is healthy.
-    async fn bring_up(
+    pub(super) async fn bring_up(
         &self,
         t: &str,
         members: &BTreeMap<String, std::path::PathBuf>,
@@ -209,7 +209,7 @@ impl Backups {
             .collect())
     }
 
-    async fn wait_running(&self, t: &str) -> Result<(), BackupError> {
+    pub(super) async fn wait_running(&self, t: &str) -> Result<(), BackupError> {
         let deadline = Instant::now() + COME_UP;
         let mut last = String::from("not seen by the reconciler yet");
         while Instant::now() < deadline {
@@ -236,7 +236,7 @@ impl Backups {
     }
 
     /// Removes tenant `t` with everything it has (tombstone first, as `berth rm --purge`).
-    fn discard(&self, t: &str) {
+    pub(super) fn discard(&self, t: &str) {
         let marker = self.cx.svc.layout().purge_marker(t);
         if let Err(e) = atomic::write(&marker, b"", 0o600) {
             tracing::error!(tenant = t, error = %e, "cannot mark for purge");
@@ -330,16 +330,7 @@ mod tests {
     use super::*;
 
     fn manifest() -> Manifest {
-        Manifest {
-            tenant_id: None,
-            format: super::super::archive::FORMAT,
-            id: "20261123T000000Z-abcd".into(),
-            tenant: "acme".into(),
-            template: "demo".into(),
-            version: "2".into(),
-            created: 0,
-            members: vec![],
-        }
+        super::super::archive::sample_manifest()
     }
 
     #[test]

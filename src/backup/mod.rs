@@ -7,7 +7,9 @@ pub mod check;
 mod clone;
 mod dump;
 pub mod engine;
+pub mod inventory;
 pub mod offsite;
+pub mod recover;
 mod restore;
 pub mod room;
 pub mod schedule;
@@ -57,6 +59,10 @@ pub enum BackupError {
         path: String,
         source: std::io::Error,
     },
+    #[error(
+        "the host config has no backup repository {0:?} (see backup_repositories: in berth.yaml)"
+    )]
+    NoRepository(String),
     #[error("off-host repository: {0}")]
     Offsite(String),
     #[error(transparent)]
@@ -87,6 +93,8 @@ pub struct Backups {
     running: Arc<std::sync::Mutex<std::collections::BTreeSet<String>>>,
     /// Each tenant's off-host listing, for a little while (`offsite::LISTED_FOR`).
     listed: offsite::Listings,
+    /// This host's inventory in each repository (`inventory`).
+    inventories: inventory::Inventories,
     /// The off-host repositories (`backup_repositories:`) and their clients.
     pub(crate) repos: Vec<(
         crate::desired::repository::Repository,
@@ -118,6 +126,7 @@ impl Backups {
         Backups {
             repos: offsite::repositories(cx.svc.host()),
             listed: Default::default(),
+            inventories: inventory::Inventories::new(&cx.svc.host().state_dir),
             cx,
             slots: Arc::new(tokio::sync::Semaphore::new(room::CONCURRENT)),
             running: Arc::default(),

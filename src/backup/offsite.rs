@@ -230,6 +230,10 @@ impl Backups {
         for repo in self.serving(inst) {
             let outcome = repo.send(&path, &tags).await.map_err(|e| e.to_string());
             self.record(tenant, repo.name(), &outcome);
+            if outcome.is_ok() {
+                // The repository holds this host's backups: it keeps its inventory too.
+                self.inventories.adopt(repo.name(), &[]);
+            }
             match outcome {
                 Ok(c) => {
                     tracing::info!(
@@ -258,6 +262,8 @@ impl Backups {
             }
         }
         self.listed.invalidate(tenant_id);
+        // A tenant's first copy makes it one a recovery knows of.
+        self.inventories.kick();
     }
 
     /// `tenant`'s snapshots in every repository serving it (only this tenant's: by identity),

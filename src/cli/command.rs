@@ -259,6 +259,23 @@ pub enum Command {
         #[arg(short, long, value_enum, default_value = "table")]
         output: Output,
     },
+    /// Whole-host recovery: bring back every tenant of the repository's newest inventory of
+    /// this host (its identity, secrets, instance file, proven domains, database and volumes
+    /// from its newest snapshot); tenants that exist here are left alone. Exits 1 when any
+    /// tenant failed (it is removed whole: run the command again to retry it).
+    Recover {
+        /// The repository (a name under `backup_repositories:` in berth.yaml).
+        #[arg(long)]
+        repo: String,
+        /// Only this tenant of the inventory (repeatable).
+        #[arg(long = "tenant", value_parser = tenant_arg)]
+        tenants: Vec<String>,
+        /// Start it and return at once, printing the operation (follow it with `berth op ID`).
+        #[arg(long)]
+        detach: bool,
+        #[arg(short, long, value_enum, default_value = "table")]
+        output: Output,
+    },
 }
 
 /// A tenant argument is checked before any request: `../acme` or `acme?x=1` is refused here,

@@ -13,6 +13,7 @@ pub mod ops;
 pub mod progress;
 mod prune;
 mod reads;
+mod recover;
 pub mod table;
 pub mod top;
 pub mod validate;
@@ -163,6 +164,12 @@ pub async fn run(cli: Cli) -> Result<i32> {
             return prune::run(&config, &repo, url, dry_run, output).await;
         }
         cmd @ (Command::Backup { .. } | Command::Restore { .. }) => backups(&c, cmd).await?,
+        Command::Recover {
+            repo,
+            tenants,
+            detach,
+            output,
+        } => return recover::run(&c, &repo, tenants, detach, output).await,
         Command::Token { cmd } => return access::token(&c, cmd).await,
         Command::Audit {
             tenant,

@@ -228,6 +228,7 @@ impl Parts {
         servers.spawn(schedule.run_loop(fleet.backups.clone(), stop.clone()));
         let checks = fleet.repo_checks.clone();
         servers.spawn(checks.run_loop(fleet.backups.clone(), stop.clone()));
+        servers.spawn(fleet.backups.clone().inventory_loop(stop.clone()));
     }
 }
 

@@ -6,6 +6,7 @@
 //! `Repo` is the boundary; `restic::Restic` runs Debian's `restic` with the repository's
 //! password file and environment, and nothing else of the agent's.
 
+pub mod inventory;
 pub mod restic;
 pub mod retention;
 
@@ -163,6 +164,12 @@ pub trait Repo: Send + Sync {
     async fn list_all(&self) -> Result<Vec<retention::Held>, OffsiteError>;
     /// `restic check`, reading back `read_data` (`--read-data-subset`) of the data.
     async fn check(&self, read_data: &str) -> Result<(), OffsiteError>;
+    /// Writes this host's inventory as a new snapshot; its id.
+    async fn put_inventory(&self, inv: &inventory::Inventory) -> Result<String, OffsiteError>;
+    /// This host's newest inventory, with its snapshot id (None: the host never wrote one).
+    async fn latest_inventory(
+        &self,
+    ) -> Result<Option<(String, inventory::Inventory)>, OffsiteError>;
     /// Forgets the snapshots `ids`, then removes the data only they used.
     async fn forget_and_prune(&self, ids: &[String]) -> Result<(), OffsiteError>;
 }

@@ -4,7 +4,8 @@
 //! time limit after which it is killed.
 
 use super::{
-    Copied, OffsiteError, Repo, Snapshot, Tags, file_name, held_of, retention::Held, snapshot_of,
+    Copied, OffsiteError, Repo, Snapshot, Tags, file_name, held_of, inventory::Inventory,
+    retention::Held, snapshot_of,
 };
 use crate::desired::repository::Repository;
 use std::{
@@ -51,7 +52,15 @@ impl Restic {
         }
     }
 
-    fn fail(&self, what: &'static str, why: impl Into<String>) -> OffsiteError {
+    pub(super) fn cache(&self) -> &Path {
+        &self.cache
+    }
+
+    pub(super) fn host(&self) -> &str {
+        &self.host
+    }
+
+    pub(super) fn fail(&self, what: &'static str, why: impl Into<String>) -> OffsiteError {
         OffsiteError::Failed {
             repo: self.repo.name.clone(),
             what,
@@ -59,7 +68,7 @@ impl Restic {
         }
     }
 
-    fn file_error(&self, path: &Path, why: impl ToString) -> OffsiteError {
+    pub(super) fn file_error(&self, path: &Path, why: impl ToString) -> OffsiteError {
         OffsiteError::File {
             repo: self.repo.name.clone(),
             path: path.display().to_string(),
@@ -113,7 +122,7 @@ impl Restic {
         Ok(out)
     }
 
-    fn command(&self, args: &[&str]) -> Result<Command, OffsiteError> {
+    pub(super) fn command(&self, args: &[&str]) -> Result<Command, OffsiteError> {
         self.private(&self.repo.password_file)?;
         let env = self.env_pairs()?;
         crate::store::atomic::create_dir(&self.cache, 0o700)
@@ -136,7 +145,11 @@ impl Restic {
     }
 
     /// Runs `c` to its end (or the repository's time limit); its stdout when it succeeds.
-    async fn run(&self, what: &'static str, mut c: Command) -> Result<Vec<u8>, OffsiteError> {
+    pub(super) async fn run(
+        &self,
+        what: &'static str,
+        mut c: Command,
+    ) -> Result<Vec<u8>, OffsiteError> {
         // A listing is waited on by a person or a dashboard: never as long as a copy. A prune
         // (run by hand, elsewhere) is not cut short: killed, it would leave restic's
         // exclusive lock behind. The wait for one of the host's restic turns counts too.
@@ -198,7 +211,7 @@ impl Restic {
     /// Before a copy: the repository is there, or is made when the config says `create:
     /// true` (never over a path on the state directory's own filesystem). A listing never
     /// makes one.
-    async fn made(&self) -> Result<(), OffsiteError> {
+    pub(super) async fn made(&self) -> Result<(), OffsiteError> {
         if self.made.initialized() {
             return Ok(());
         }
@@ -270,14 +283,22 @@ fn is_stack_frame(line: &str) -> bool {
 }
 
 #[derive(serde::Deserialize)]
-struct Summary {
+pub(super) struct Summary {
     message_type: String,
     #[serde(default)]
     data_added: u64,
     #[serde(default)]
     total_duration: f64,
     #[serde(default)]
-    snapshot_id: String,
+    pub(super) snapshot_id: String,
+}
+
+/// The summary line of `restic backup --json`'s output, if it made a snapshot.
+pub(super) fn summary(out: &[u8]) -> Option<Summary> {
+    String::from_utf8_lossy(out)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Summary>(l).ok())
+        .find(|s| s.message_type == "summary" && !s.snapshot_id.is_empty())
 }
 
 #[derive(serde::Deserialize)]
@@ -313,11 +334,8 @@ impl Repo for Restic {
         let mut c = self.command(&args)?;
         c.stdin(Stdio::from(input));
         let out = self.run("backup", c).await?;
-        let summary = String::from_utf8_lossy(&out)
-            .lines()
-            .filter_map(|l| serde_json::from_str::<Summary>(l).ok())
-            .find(|s| s.message_type == "summary" && !s.snapshot_id.is_empty())
-            .ok_or_else(|| self.fail("backup", "restic reported no snapshot"))?;
+        let summary =
+            summary(&out).ok_or_else(|| self.fail("backup", "restic reported no snapshot"))?;
         Ok(Copied {
             repository: self.repo.name.clone(),
             snapshot: summary.snapshot_id,
@@ -352,6 +370,14 @@ impl Repo for Restic {
         }
         self.run("prune", self.command(&["prune"])?).await?;
         Ok(())
+    }
+
+    async fn put_inventory(&self, inv: &Inventory) -> Result<String, OffsiteError> {
+        Restic::put_inventory(self, inv).await
+    }
+
+    async fn latest_inventory(&self) -> Result<Option<(String, Inventory)>, OffsiteError> {
+        Restic::latest_inventory(self).await
     }
 
     async fn check(&self, read_data: &str) -> Result<(), OffsiteError> {

@@ -5,6 +5,7 @@
 
 pub mod challtest;
 pub mod mail;
+pub mod restic;
 
 use std::{
     path::PathBuf,

@@ -69,6 +69,7 @@ pub const ROUTES: &[Route] = &[
     r(Method::POST, "/v1/instances/{tenant}/backups", Manage, "backup.create"),
     r(Method::POST, "/v1/instances/{tenant}/backups/{id}/verify", Manage, "backup.verify"),
     r(Method::POST, "/v1/instances/{tenant}/restore", Manage, "backup.restore"),
+    r(Method::POST, "/v1/recover", Operator, "host.recover"),
     r(Method::GET, "/v1/instances/{tenant}/jobs", Read, "job.list"),
     r(Method::GET, "/v1/instances/{tenant}/mail", Read, "mail.show"),
     r(Method::GET, "/v1/instances/{tenant}/mail/dns", Read, "mail.dns"),

@@ -1,0 +1,262 @@
+//! A host's inventory in a repository: which tenants (by name and identity) the host had and
+//! the custom domains each had proven, as one small snapshot tagged `berth-inventory` and the
+//! host's namespace. Written whenever it changes, it is what a whole-host recovery brings
+//! back: a tenant purged before the disaster is not in it, so it does not come back, even
+//! though its snapshots are still in the (append-only) repository.
+
+use super::{OffsiteError, restic::Restic};
+use crate::{desired::host::is_dns_label, store::domain_book::Binding};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+pub const FORMAT: u32 = 1;
+/// The tag every inventory snapshot carries (and no tenant's backup does).
+pub const TAG: &str = "berth-inventory";
+/// The one file in an inventory snapshot.
+pub const FILE: &str = "inventory.json";
+/// An inventory larger than this is not read (a thousand tenants take about 200 KiB).
+const MAX_BYTES: usize = 32 << 20;
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Inventory {
+    pub format: u32,
+    /// The host's namespace.
+    pub host: String,
+    /// Unix seconds.
+    pub created: u64,
+    /// By name.
+    pub tenants: Vec<Entry>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Entry {
+    pub tenant: String,
+    pub tenant_id: String,
+    /// The tenant's proven custom domains.
+    #[serde(default)]
+    pub domains: BTreeMap<String, Binding>,
+}
+
+impl Inventory {
+    /// What decides whether a new inventory must be written: everything but its time.
+    pub fn digest(&self) -> String {
+        use sha2::Digest;
+        let json = serde_json::to_vec(&(&self.host, &self.tenants)).expect("serializes");
+        hex::encode(sha2::Sha256::digest(json))
+    }
+
+    /// The inventory read back from a repository, every field checked: it names the tenants
+    /// and domains a recovery creates, so nothing in it is taken on trust.
+    pub fn parse(bytes: &[u8], host: &str) -> Result<Inventory, String> {
+        if bytes.len() > MAX_BYTES {
+            return Err(format!("{FILE} is larger than {MAX_BYTES} bytes"));
+        }
+        let inv: Inventory = serde_json::from_slice(bytes)
+            .map_err(|e| format!("{FILE} is not an inventory: {e}"))?;
+        if inv.format != FORMAT {
+            return Err(format!("{FILE} has format {}, not {FORMAT}", inv.format));
+        }
+        if inv.host != host {
+            return Err(format!("{FILE} is host {:?}'s, not {host:?}'s", inv.host));
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for e in &inv.tenants {
+            if !crate::desired::instance::is_tenant_name(&e.tenant) {
+                return Err(format!("{FILE}: {:?} is not a tenant name", e.tenant));
+            }
+            if !seen.insert(&e.tenant) {
+                return Err(format!("{FILE}: tenant {} is listed twice", e.tenant));
+            }
+            if e.tenant_id.len() != 32 || !e.tenant_id.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(format!(
+                    "{FILE}: tenant {}'s identity is malformed",
+                    e.tenant
+                ));
+            }
+            for (d, b) in &e.domains {
+                if !is_domain(d) || b.tenant != e.tenant {
+                    return Err(format!(
+                        "{FILE}: tenant {}'s domain {d:?} is refused",
+                        e.tenant
+                    ));
+                }
+            }
+        }
+        Ok(inv)
+    }
+}
+
+/// A hostname of DNS labels (at least two), as the domain book holds them.
+fn is_domain(d: &str) -> bool {
+    d.len() <= 253 && d.split('.').count() >= 2 && d.split('.').all(is_dns_label)
+}
+
+#[derive(serde::Deserialize)]
+struct Listed {
+    id: String,
+    time: String,
+}
+
+impl Restic {
+    /// Writes `inv` as a new inventory snapshot; its id.
+    pub(super) async fn put_inventory(&self, inv: &Inventory) -> Result<String, OffsiteError> {
+        self.made().await?;
+        let mut r = [0u8; 6];
+        let _ = getrandom::fill(&mut r);
+        let spool = self
+            .cache()
+            .join(format!(".inventory-{}.json", hex::encode(r)));
+        let json = serde_json::to_vec_pretty(inv).expect("inventory serializes");
+        crate::store::atomic::write(&spool, &json, 0o600)
+            .map_err(|e| self.file_error(&spool, e))?;
+        let input = std::fs::File::open(&spool).map_err(|e| self.file_error(&spool, e));
+        let _ = std::fs::remove_file(&spool);
+        let host = self.host().to_string();
+        let args = [
+            "backup",
+            "--json",
+            "--quiet",
+            "--stdin",
+            "--stdin-filename",
+            FILE,
+            "--host",
+            &host,
+            "--tag",
+            TAG,
+        ];
+        let mut c = self.command(&args)?;
+        c.stdin(std::process::Stdio::from(input?));
+        let out = self.run("backup", c).await?;
+        super::restic::summary(&out)
+            .map(|s| s.snapshot_id)
+            .ok_or_else(|| self.fail("backup", "restic reported no snapshot"))
+    }
+
+    /// The newest inventory of this host: its snapshot id and what it says (None: there is
+    /// none).
+    pub(super) async fn latest_inventory(
+        &self,
+    ) -> Result<Option<(String, Inventory)>, OffsiteError> {
+        let host = self.host().to_string();
+        let args = [
+            "--no-lock",
+            "snapshots",
+            "--json",
+            "--tag",
+            TAG,
+            "--host",
+            &host,
+        ];
+        let out = self.run("list", self.command(&args)?).await?;
+        let listed: Vec<Listed> = serde_json::from_slice(&out)
+            .map_err(|e| self.fail("list", format!("restic's listing is not JSON: {e}")))?;
+        // RFC 3339 times of one repository's clock sort as text only within one offset:
+        // compare them parsed.
+        let newest = listed
+            .into_iter()
+            .filter_map(|l| {
+                let t = time::OffsetDateTime::parse(
+                    &l.time,
+                    &time::format_description::well_known::Rfc3339,
+                )
+                .ok()?;
+                Some((t, l.id))
+            })
+            .max();
+        let Some((_, id)) = newest else {
+            return Ok(None);
+        };
+        let inside = format!("/{FILE}");
+        let out = self
+            .run(
+                "restore",
+                self.command(&["--no-lock", "dump", &id, &inside])?,
+            )
+            .await?;
+        let inv = Inventory::parse(&out, &host).map_err(|why| self.fail("restore", why))?;
+        Ok(Some((id, inv)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn inv() -> Inventory {
+        let mut domains = BTreeMap::new();
+        domains.insert(
+            "shop.example.com".to_string(),
+            Binding {
+                tenant: "acme".into(),
+                method: "dns".into(),
+                verified_at: 1,
+            },
+        );
+        Inventory {
+            format: FORMAT,
+            host: "berth".into(),
+            created: 7,
+            tenants: vec![Entry {
+                tenant: "acme".into(),
+                tenant_id: "0123456789abcdef0123456789abcdef".into(),
+                domains,
+            }],
+        }
+    }
+
+    fn parsed(i: &Inventory) -> Result<Inventory, String> {
+        Inventory::parse(&serde_json::to_vec(i).unwrap(), "berth")
+    }
+
+    #[test]
+    fn an_inventory_reads_back_as_written_and_its_digest_ignores_its_time() {
+        assert_eq!(parsed(&inv()).unwrap(), inv());
+        let mut later = inv();
+        later.created = 99;
+        assert_eq!(later.digest(), inv().digest());
+        later.tenants.clear();
+        assert_ne!(later.digest(), inv().digest());
+    }
+
+    #[test]
+    fn a_hostile_inventory_is_refused_by_what_is_wrong_in_it() {
+        type Edit = Box<dyn Fn(&mut Inventory)>;
+        let cases: Vec<(Edit, &str)> = vec![
+            (Box::new(|i| i.host = "other".into()), "host"),
+            (Box::new(|i| i.format = 9), "format"),
+            (
+                Box::new(|i| i.tenants[0].tenant = "../etc".into()),
+                "tenant name",
+            ),
+            (
+                Box::new(|i| i.tenants[0].tenant_id = "x".into()),
+                "identity",
+            ),
+            (Box::new(|i| i.tenants.push(i.tenants[0].clone())), "twice"),
+            (
+                Box::new(|i| {
+                    let b = i.tenants[0].domains.values().next().unwrap().clone();
+                    i.tenants[0].domains.insert("a/b".into(), b);
+                }),
+                "domain",
+            ),
+            (
+                Box::new(|i| {
+                    i.tenants[0]
+                        .domains
+                        .values_mut()
+                        .for_each(|b| b.tenant = "evil".into())
+                }),
+                "domain",
+            ),
+        ];
+        for (edit, says) in cases {
+            let mut i = inv();
+            edit(&mut i);
+            let e = parsed(&i).unwrap_err();
+            assert!(e.contains(says), "{e} should say {says}");
+        }
+        assert!(Inventory::parse(b"{not json", "berth").is_err());
+        assert!(Inventory::parse(&vec![b' '; MAX_BYTES + 1], "berth").is_err());
+    }
+}
