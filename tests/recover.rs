@@ -165,7 +165,54 @@ fn a_wiped_host_comes_back_whole_from_its_repository_and_a_purged_tenant_does_no
         written,
         "the fresh agent wrote an inventory"
     );
+    // A tenant made and backed up before the recovery: the new host's first inventory keeps
+    // the tenants it has not recovered yet beside it.
+    common::write_instance(&h, "r5", demo);
+    h.wait_running(&["r5"]);
+    h.cli_ok(&["backup", "r5"]);
+    wait_for(
+        Duration::from_secs(90),
+        || {
+            let i = inventory();
+            ["r1", "r2", "r4", "r5"]
+                .iter()
+                .all(|t| i.contains(&format!("\"{t}\"")))
+        },
+        "the new host's first inventory, r1, r2 and r4 carried beside r5",
+    );
+    assert!(!inventory().contains("\"r3\""));
+
+    // An agent stopped in the middle of a recovery: what it half made goes at its next start,
+    // and the next recovery makes it again.
+    let mut cli = std::process::Command::new(env!("CARGO_BIN_EXE_berth"))
+        .args(["--config", h.path("berth.yaml").to_str().unwrap()])
+        .args(["recover", "--repo", "offsite", "--tenant", "r1"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for(
+        Duration::from_secs(60),
+        || h.path("state/scratch/r1").exists() && h.path("instances/r1.yaml").exists(),
+        "r1 half made",
+    );
+    h.kill9();
+    let _ = cli.kill();
+    let _ = cli.wait();
+    h.start();
+    wait_for(
+        Duration::from_secs(60),
+        || !h.path("state/tenants/r1").exists() && !h.path("instances/r1.yaml").exists(),
+        "the half-made r1 purged at the agent's start",
+    );
+    wait_for(
+        Duration::from_secs(60),
+        || !h.path("state/purge/r1").exists(),
+        "r1's purge finished",
+    );
+
     let (ok, v) = recover(&h);
+    assert_eq!(outcome(&v, "r5")["outcome"], "exists", "{v}");
     assert!(!ok, "r4 failed, so the command says so: {v}");
     assert_eq!(outcome(&v, "r1")["outcome"], "recovered", "{v}");
     assert_eq!(outcome(&v, "r2")["outcome"], "recovered", "{v}");
@@ -226,7 +273,17 @@ fn a_wiped_host_comes_back_whole_from_its_repository_and_a_purged_tenant_does_no
     );
     let (ok, v) = recover(&h);
     assert!(ok, "{v}");
-    assert_eq!(v["tenants"].as_array().map(Vec::len), Some(2), "{v}");
+    assert_eq!(v["tenants"].as_array().map(Vec::len), Some(3), "{v}");
+    // A recovered tenant purged afterwards is gone from the inventory too.
+    h.cli_ok(&["rm", "r2", "--purge"]);
+    wait_for(
+        Duration::from_secs(90),
+        || {
+            let i = inventory();
+            !i.contains("\"r2\"") && i.contains("\"r1\"")
+        },
+        "an inventory without the purged r2",
+    );
     // Refused before anything starts: an unknown repository, a tenant not in the inventory.
     let o = h.cli(&["recover", "--repo", "nowhere"]);
     assert!(

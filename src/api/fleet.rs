@@ -51,6 +51,7 @@ impl From<BackupError> for ApiError {
             | BackupError::Exists(_)
             | BackupError::NoRoom { .. }
             | BackupError::Busy(_)
+            | BackupError::RecoveryRunning
             | BackupError::NotReady { .. }
             | BackupError::Offsite(_) => ApiError::Conflict(m),
             BackupError::Io { .. } | BackupError::Runtime(_) => ApiError::Internal(m),

@@ -227,7 +227,8 @@ pub async fn delete(
     if !(exists || q.purge && retained) {
         // A tenant a recovery has not brought back is still in the repositories' inventory:
         // its purge takes it out.
-        if q.purge && s.fleet.backups.forget_carried(&tenant) {
+        if q.purge && s.fleet.backups.is_carried(&tenant) {
+            s.fleet.backups.forget_carried(&tenant);
             tracing::info!(%tenant, "unrecovered tenant forgotten");
             return Ok(StatusCode::ACCEPTED);
         }
@@ -241,7 +242,7 @@ pub async fn delete(
             .forget_tenant(&tenant)
             .map_err(|e| ApiError::Internal(e.to_string()))?;
         // A recovery must not bring a purged tenant back: its repositories hear of it now.
-        s.fleet.backups.inventory_changed();
+        s.fleet.backups.forget_carried(&tenant);
     }
     if exists {
         std::fs::remove_file(&path)

@@ -137,7 +137,8 @@ impl Backups {
         Ok(report)
     }
 
-    /// Removes the scratch tenants an agent stopped in the middle of a verify left behind.
+    /// Removes the scratch tenants an agent stopped in the middle of a verify left behind,
+    /// and the tenants it was recovering (`recover.rs`) but had not finished.
     pub fn discard_scratch(&self) {
         let dir = self.cx.svc.layout().scratch_dir();
         for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
@@ -145,7 +146,7 @@ impl Backups {
             if crate::desired::instance::is_tenant_name(&t) {
                 tracing::warn!(
                     tenant = t,
-                    "removing the scratch tenant of an interrupted verify"
+                    "removing the scratch tenant of an interrupted verify, or a tenant an interrupted recovery half made"
                 );
                 self.discard(&t);
             }

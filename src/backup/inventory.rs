@@ -38,6 +38,8 @@ pub struct Written {
 pub(super) struct Inventories {
     now: tokio::sync::Notify,
     path: PathBuf,
+    /// Every read-modify-write of the file (the loop, a copy, a recovery, a purge at once).
+    lock: std::sync::Mutex<()>,
 }
 
 impl Inventories {
@@ -45,6 +47,7 @@ impl Inventories {
         Inventories {
             now: tokio::sync::Notify::new(),
             path: state_dir.join("offsite-inventory.json"),
+            lock: std::sync::Mutex::new(()),
         }
     }
 
@@ -59,58 +62,91 @@ impl Inventories {
             .unwrap_or_default()
     }
 
-    /// Makes this host the writer of `repo`'s inventory (kept if it was), carrying
-    /// `carried` (a recovered inventory's tenants; those that exist here are not carried).
-    pub(super) fn adopt(&self, repo: &str, carried: &[Entry]) {
+    /// Changes what is recorded of each repository by `f` (false: nothing changed), read and
+    /// written under the lock.
+    fn update(&self, f: impl FnOnce(&mut BTreeMap<String, Written>) -> bool) {
+        let _one = self.lock.lock().expect("inventory lock");
         let mut all = self.written();
-        let new = !all.contains_key(repo);
-        let w = all.entry(repo.into()).or_default();
-        let before = w.clone();
-        for e in carried {
-            w.carried.retain(|c| c.tenant != e.tenant);
-            w.carried.push(e.clone());
+        if !f(&mut all) {
+            return;
         }
-        if new || *w != before {
-            let w = w.clone();
-            self.save(repo, w);
-        }
-    }
-
-    /// Drops `tenant` from every repository's carried tenants; whether it was carried.
-    pub(super) fn forget(&self, tenant: &str) -> bool {
-        let mut found = false;
-        for (repo, mut w) in self.written() {
-            let n = w.carried.len();
-            w.carried.retain(|c| c.tenant != tenant);
-            if w.carried.len() != n {
-                found = true;
-                self.save(&repo, w);
-            }
-        }
-        found
-    }
-
-    fn save(&self, repo: &str, w: Written) {
-        let mut all = self.written();
-        all.insert(repo.into(), w);
         let json = serde_json::to_vec_pretty(&all).expect("records serialize");
         if let Err(e) = atomic::write(&self.path, &json, 0o600) {
             tracing::warn!(path = %self.path.display(), error = %e, "cannot record an inventory");
         }
     }
+
+    /// Makes this host the writer of `repo`'s inventory (kept if it was), carrying `carried`.
+    pub(super) fn adopt(&self, repo: &str, carried: Vec<Entry>) {
+        self.update(|all| {
+            let new = !all.contains_key(repo);
+            let w = all.entry(repo.into()).or_default();
+            let before = w.carried.clone();
+            for e in carried {
+                w.carried.retain(|c| c.tenant != e.tenant);
+                w.carried.push(e);
+            }
+            new || w.carried != before
+        });
+    }
+
+    pub(super) fn owns(&self, repo: &str) -> bool {
+        self.written().contains_key(repo)
+    }
+
+    /// Drops the carried tenants `gone` says are gone (back here, or purged), everywhere.
+    fn drop_carried(&self, gone: impl Fn(&Entry) -> bool) {
+        self.update(|all| {
+            let mut changed = false;
+            for w in all.values_mut() {
+                let n = w.carried.len();
+                w.carried.retain(|c| !gone(c));
+                changed |= w.carried.len() != n;
+            }
+            changed
+        });
+    }
 }
 
 impl Backups {
-    /// Something a recovery reads changed (a tenant purged): the inventory is compared now.
-    pub fn inventory_changed(&self) {
+    /// Whether `tenant` is carried into some repository's inventory (not recovered yet).
+    pub fn is_carried(&self, tenant: &str) -> bool {
+        let all = self.inventories.written();
+        all.values()
+            .any(|w| w.carried.iter().any(|c| c.tenant == tenant))
+    }
+
+    /// A tenant purged: a recovery must not bring it back, carried or not.
+    pub fn forget_carried(&self, tenant: &str) {
+        self.inventories.drop_carried(|c| c.tenant == tenant);
         self.inventories.kick();
     }
 
-    /// A purge of a name that is only carried (not recovered): the repositories forget it.
-    pub fn forget_carried(&self, tenant: &str) -> bool {
-        let found = self.inventories.forget(tenant);
-        self.inventories.kick();
-        found
+    /// Makes this host `repo`'s inventory writer after its first copy there, carrying the
+    /// tenants of the repository's newest inventory of this host that are not here: a host
+    /// that backs up before it recovers must not write an inventory that forgets them.
+    pub(super) async fn adopt_after_copy(&self, repo: &dyn crate::offsite::Repo) {
+        if self.inventories.owns(repo.name()) {
+            return;
+        }
+        match repo.latest_inventory().await {
+            Ok(found) => {
+                let tenants = found.map(|(_, inv)| inv.tenants).unwrap_or_default();
+                self.adopt(repo.name(), tenants);
+            }
+            Err(e) => {
+                tracing::warn!(repository = repo.name(), error = %e, "cannot read the repository's inventory; this host writes none there yet");
+            }
+        }
+    }
+
+    /// `inventories.adopt` of the entries whose tenant is not here (or is being recovered).
+    pub(super) fn adopt(&self, repo: &str, tenants: Vec<Entry>) {
+        let carried = tenants
+            .into_iter()
+            .filter(|e| !self.is_settled(&e.tenant))
+            .collect();
+        self.inventories.adopt(repo, carried);
     }
 
     /// The inventory of the tenants `repo` serves: every tenant with an instance file (a
@@ -159,7 +195,7 @@ impl Backups {
             });
         }
         for c in carried {
-            if !self.is_here(&c.tenant) && !tenants.iter().any(|e| e.tenant == c.tenant) {
+            if !self.is_settled(&c.tenant) && !tenants.iter().any(|e| e.tenant == c.tenant) {
                 tenants.push(c.clone());
             }
         }
@@ -178,6 +214,11 @@ impl Backups {
         dir.join(format!("{t}.yaml")).exists()
     }
 
+    /// Whether tenant `t` is here and not half made by a recovery (nor a verify's scratch).
+    fn is_settled(&self, t: &str) -> bool {
+        self.is_here(t) && !self.cx.svc.layout().scratch_dir().join(t).exists()
+    }
+
     /// Writes each repository's inventory when it changed, every `EVERY` and after each copy,
     /// until shutdown. A repository that fails is tried again the next time.
     pub async fn inventory_loop(self: Arc<Self>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
@@ -187,7 +228,13 @@ impl Backups {
         loop {
             for (repo, client) in &self.repos {
                 // Not this host's repository yet: nothing is written.
-                let Some(mut last) = self.inventories.written().remove(&repo.name) else {
+                if !self.inventories.owns(&repo.name) {
+                    continue;
+                }
+                // Carried tenants back here are carried no more (their own entry stands).
+                self.inventories
+                    .drop_carried(|c| self.is_settled(&c.tenant));
+                let Some(last) = self.inventories.written().remove(&repo.name) else {
                     continue;
                 };
                 let inv = self.inventory_for(repo, &last.carried);
@@ -207,16 +254,12 @@ impl Backups {
                             tenants = inv.tenants.len(),
                             "inventory written"
                         );
-                        // Carried tenants back (or made anew) here are carried no more.
-                        last.carried.retain(|c| !self.is_here(&c.tenant));
-                        let (at, carried) = (inv.created, last.carried);
-                        let w = Written {
-                            digest,
-                            snapshot,
-                            at,
-                            carried,
-                        };
-                        self.inventories.save(&repo.name, w);
+                        let at = inv.created;
+                        self.inventories.update(|all| {
+                            let w = all.entry(repo.name.clone()).or_default();
+                            (w.digest, w.snapshot, w.at) = (digest, snapshot, at);
+                            true
+                        });
                     }
                     Err(e) => {
                         tracing::error!(repository = repo.name, error = %e, "inventory NOT written");

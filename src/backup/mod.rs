@@ -63,6 +63,8 @@ pub enum BackupError {
         "the host config has no backup repository {0:?} (see backup_repositories: in berth.yaml)"
     )]
     NoRepository(String),
+    #[error("a whole-host recovery is already running on this host; wait for it")]
+    RecoveryRunning,
     #[error("off-host repository: {0}")]
     Offsite(String),
     #[error(transparent)]
@@ -95,6 +97,8 @@ pub struct Backups {
     listed: offsite::Listings,
     /// This host's inventory in each repository (`inventory`).
     inventories: inventory::Inventories,
+    /// Held by the one whole-host recovery running (`recover.rs`).
+    recovering: tokio::sync::Mutex<()>,
     /// The off-host repositories (`backup_repositories:`) and their clients.
     pub(crate) repos: Vec<(
         crate::desired::repository::Repository,
@@ -127,6 +131,7 @@ impl Backups {
             repos: offsite::repositories(cx.svc.host()),
             listed: Default::default(),
             inventories: inventory::Inventories::new(&cx.svc.host().state_dir),
+            recovering: tokio::sync::Mutex::new(()),
             cx,
             slots: Arc::new(tokio::sync::Semaphore::new(room::CONCURRENT)),
             running: Arc::default(),

@@ -232,7 +232,7 @@ impl Backups {
             self.record(tenant, repo.name(), &outcome);
             if outcome.is_ok() {
                 // The repository holds this host's backups: it keeps its inventory too.
-                self.inventories.adopt(repo.name(), &[]);
+                self.adopt_after_copy(repo.as_ref()).await;
             }
             match outcome {
                 Ok(c) => {

@@ -62,6 +62,11 @@ impl Backups {
         book: &DomainBook,
     ) -> Result<Recovery, BackupError> {
         let started = Instant::now();
+        // One recovery at a time on the host: two would race to make the same tenants.
+        let _one = self
+            .recovering
+            .try_lock()
+            .map_err(|_| BackupError::RecoveryRunning)?;
         let client = self
             .repos
             .iter()
@@ -89,7 +94,7 @@ impl Backups {
         // This host now writes the repository's inventory, carrying every tenant of this one
         // until it is back here: a recovery that fails (or is asked for a few tenants) never
         // leaves the rest unknown to the next.
-        self.inventories.adopt(repo, &inv.tenants);
+        self.adopt(repo, inv.tenants.clone());
         let wanted = inv
             .tenants
             .iter()
@@ -128,7 +133,11 @@ impl Backups {
             seconds: 0.0,
             error: None,
         };
-        match self.bring_back(repo, e, book, &mut r).await {
+        // Marked while it is half made: an agent stopped meanwhile purges it at its next start
+        // (as a verify's scratch tenant), so the next recovery makes it again.
+        let mut mark = None;
+        let outcome = self.bring_back(repo, e, book, &mut r, &mut mark).await;
+        match outcome {
             Ok(()) => tracing::info!(tenant = e.tenant, "tenant recovered"),
             Err(Skip::Exists) => r.outcome = "exists",
             Err(Skip::Failed(why, made)) => {
@@ -143,6 +152,10 @@ impl Backups {
                 r.error = Some(why);
             }
         }
+        // Only the mark this recovery made, and only once the tenant is whole or gone.
+        if let Some(m) = mark {
+            let _ = std::fs::remove_file(m);
+        }
         r.seconds = started.elapsed().as_secs_f64();
         r
     }
@@ -153,12 +166,12 @@ impl Backups {
         e: &Entry,
         book: &DomainBook,
         r: &mut Recovered,
+        mark: &mut Option<PathBuf>,
     ) -> Result<(), Skip> {
         let t = e.tenant.as_str();
-        let layout = self.cx.svc.layout();
-        let file = self.cx.svc.host().instances_dir.join(format!("{t}.yaml"));
-        if file.exists() || layout.tenant(t).exists() || layout.purge_marker(t).exists() {
-            return Err(Skip::Exists);
+        if self.cx.svc.layout().purge_marker(t).exists() {
+            let why = "it is still being removed (an earlier attempt failed): run the recovery again in a moment";
+            return Err(Skip::Failed(why.into(), false));
         }
         let _claim = self
             .claim(t)
@@ -166,37 +179,71 @@ impl Backups {
         let fail = |made: bool| move |e: BackupError| Skip::Failed(e.to_string(), made);
         let snap = newest(repo.as_ref(), e).await.map_err(fail(false))?;
         (r.backup, r.taken) = (Some(snap.backup.clone()), Some(snap.created));
+        if let Some((d, other)) = e
+            .domains
+            .keys()
+            .find_map(|d| book.bound_to(d).filter(|o| o != t).map(|o| (d.clone(), o)))
+        {
+            let why = format!("its domain {d} is bound to tenant {other} on this host");
+            return Err(Skip::Failed(why, false));
+        }
         // From here on the tenant exists in part; any failure removes it whole.
-        self.put_identity(t, &e.tenant_id).map_err(fail(true))?;
+        *mark = Some(self.start_tenant(t, &e.tenant_id).await?);
         self.fetch_snapshot(repo.as_ref(), t, &snap)
             .await
             .map_err(fail(true))?;
         let (_spool, manifest, members) = self.open(t, &snap.backup).map_err(fail(true))?;
         self.put_secrets(t, &members).map_err(fail(true))?;
-        for (domain, binding) in &e.domains {
-            match book.bound_to(domain) {
-                Some(other) if other != t => {
-                    return Err(Skip::Failed(
-                        format!("its domain {domain} is bound to tenant {other} on this host"),
-                        true,
-                    ));
-                }
-                _ => book
-                    .put_back(domain, t, (Some(binding.clone()), None))
-                    .map_err(|e| Skip::Failed(e.to_string(), true))?,
-            }
-        }
         let (instance, state) = recovered_file(&manifest, &members).map_err(fail(true))?;
         self.create_file(&instance).await.map_err(fail(true))?;
-        // The tenant comes up with the others; its data loads in one of the host's turns.
+        // The tenant comes up with the others, then is held (no requests, jobs or sleep) until
+        // its data is in, which loads in one of the host's backup turns.
         self.wait_running(t).await.map_err(fail(true))?;
+        let limit = crate::sleep::WAKE_LIMIT;
+        let _awake = crate::sleep::wake_for(&self.cx, t, "restore", limit)
+            .await
+            .map_err(|why| Skip::Failed(why.to_string(), true))?;
+        let _hold = self.cx.passes.hold_guard(t).await;
         let turn = self.turn().await;
         r.restored = self.bring_up(t, &members).await.map_err(fail(true))?;
         drop(turn);
+        // Bound last: a recovery stopped before this point leaves no binding behind.
+        for (domain, binding) in &e.domains {
+            let taken = book
+                .rebind(domain, binding)
+                .map_err(|e| Skip::Failed(e.to_string(), true))?;
+            if let Some(other) = taken {
+                let why = format!("its domain {domain} is bound to tenant {other} on this host");
+                return Err(Skip::Failed(why, true));
+            }
+        }
         if state != RunState::Running {
             self.set_state(&instance, state).await.map_err(fail(true))?;
         }
         Ok(())
+    }
+
+    /// Claims the name for the recovery under the files lock (an instance file, state
+    /// directory or `berth add` of it since is `exists`): marks it half made (an agent stopped
+    /// now purges it at its next start, so the next recovery makes it again) and makes its
+    /// directory with its identity from the inventory. The mark's path.
+    async fn start_tenant(&self, t: &str, id: &str) -> Result<PathBuf, Skip> {
+        let layout = self.cx.svc.layout();
+        let lock = self.cx.svc.files_lock();
+        let _files = lock.lock().await;
+        let file = self.cx.svc.host().instances_dir.join(format!("{t}.yaml"));
+        if file.exists() || layout.tenant(t).exists() {
+            return Err(Skip::Exists);
+        }
+        let failed = |e: std::io::Error| Skip::Failed(e.to_string(), false);
+        let scratch = layout.scratch_dir();
+        atomic::create_dir(&scratch, 0o700).map_err(failed)?;
+        let mark = scratch.join(t);
+        atomic::write(&mark, b"", 0o600).map_err(failed)?;
+        if let Err(e) = self.put_identity(t, id) {
+            return Err(Skip::Failed(e.to_string(), true));
+        }
+        Ok(mark)
     }
 
     /// The tenant's directory, made with its identity from the inventory.
@@ -225,7 +272,17 @@ impl Backups {
         let path = dir.join(format!("{}.tar", snap.backup));
         repo.fetch(snap, &path)
             .await
-            .map_err(|e| BackupError::Offsite(e.to_string()))
+            .map_err(|e| BackupError::Offsite(e.to_string()))?;
+        // The room was counted by the snapshot's own word: hold it to it.
+        let got = std::fs::metadata(&path).map_err(io(&path))?.len();
+        if got != snap.bytes {
+            let _ = std::fs::remove_file(&path);
+            return Err(BackupError::Offsite(format!(
+                "snapshot {} holds {got} bytes, its tags say {}: refused",
+                snap.snapshot, snap.bytes
+            )));
+        }
+        Ok(())
     }
 
     /// The tenant's own secrets from the archive (`files/secrets/<name>`, 0600), before its
@@ -265,6 +322,17 @@ impl Backups {
             .join(format!("{}.yaml", file.tenant));
         let lock = self.cx.svc.files_lock();
         let _guard = lock.lock().await;
+        // Removed or changed meanwhile (an operator's purge, a tenant-admin's edit): theirs.
+        let now = std::fs::read(&path).ok();
+        let ours = serde_yaml::to_string(&{
+            let mut running = file.clone();
+            running.state = RunState::Running;
+            running
+        })
+        .expect("instance file serializes");
+        if now.as_deref() != Some(ours.as_bytes()) {
+            return Ok(());
+        }
         let yaml = serde_yaml::to_string(&file).expect("instance file serializes");
         atomic::write(&path, yaml.as_bytes(), 0o644).map_err(io(&path))?;
         self.cx.passes.kick();

@@ -13,6 +13,9 @@ use crate::{
 use anyhow::{Context, Result};
 use std::{collections::BTreeMap, path::Path};
 
+/// This host's newest inventories a prune keeps (a recovery reads the newest).
+const KEEP_INVENTORIES: usize = 30;
+
 pub async fn run(
     config: &Path,
     repo: &str,
@@ -56,8 +59,14 @@ pub async fn run(
             .unwrap_or_default()
     };
     let gone = retention::to_forget(&held, &keep_for);
-    if !dry_run && !gone.is_empty() {
-        let ids: Vec<String> = gone.iter().map(|h| h.snapshot.clone()).collect();
+    // This host's inventories (what a recovery reads): the newest KEEP_INVENTORIES stay.
+    let mut inventories = client.inventories().await?;
+    let kept = inventories.len().saturating_sub(KEEP_INVENTORIES);
+    let old_inventories: Vec<String> = inventories.drain(..kept).collect();
+    let nothing = gone.is_empty() && old_inventories.is_empty();
+    if !dry_run && !nothing {
+        let mut ids: Vec<String> = gone.iter().map(|h| h.snapshot.clone()).collect();
+        ids.extend(old_inventories.iter().cloned());
         client.forget_and_prune(&ids).await?;
     }
     let v = serde_json::json!({
@@ -65,9 +74,18 @@ pub async fn run(
         "url": r.shown(),
         "snapshots": held.len(),
         "forgotten": gone.iter().map(|h| &h.snapshot).collect::<Vec<_>>(),
+        "inventories_forgotten": old_inventories,
         "dry_run": dry_run,
     });
-    super::print(output, &v, |_| summary(&held, &gone, dry_run));
+    super::print(output, &v, |_| {
+        let verb = if dry_run { "would forget" } else { "forgot" };
+        format!(
+            "{}this host's inventories: {} kept, {verb} {}\n",
+            summary(&held, &gone, dry_run),
+            inventories.len(),
+            old_inventories.len()
+        )
+    });
     Ok(0)
 }
 

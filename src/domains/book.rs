@@ -99,6 +99,24 @@ impl DomainBook {
         Ok(())
     }
 
+    /// A recovered tenant's proven binding put back, unless `domain` is bound to another
+    /// tenant now (checked and written under the book's lock): that tenant's name, if so.
+    pub fn rebind(&self, domain: &str, binding: &Binding) -> Result<Option<String>, DomainError> {
+        let mut b = self.book.lock().expect("book lock");
+        if let Some(other) = b
+            .bindings
+            .get(domain)
+            .filter(|o| o.tenant != binding.tenant)
+        {
+            return Ok(Some(other.tenant.clone()));
+        }
+        let mut next = b.clone();
+        next.bindings.insert(domain.into(), binding.clone());
+        self.save(&next)?;
+        *b = next;
+        Ok(None)
+    }
+
     /// The binding of `domain` and `tenant`'s claim of it, as they are now (see `put_back`).
     pub fn entry(&self, domain: &str, tenant: &str) -> (Option<Binding>, Option<Pending>) {
         let b = self.book.lock().expect("book lock");

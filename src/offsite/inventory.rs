@@ -4,7 +4,7 @@
 //! back: a tenant purged before the disaster is not in it, so it does not come back, even
 //! though its snapshots are still in the (append-only) repository.
 
-use super::{OffsiteError, restic::Restic};
+use super::{OffsiteError, Repo, restic::Restic};
 use crate::{desired::host::is_dns_label, store::domain_book::Binding};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -60,6 +60,7 @@ impl Inventory {
             return Err(format!("{FILE} is host {:?}'s, not {host:?}'s", inv.host));
         }
         let mut seen = std::collections::BTreeSet::new();
+        let mut domains = std::collections::BTreeSet::new();
         for e in &inv.tenants {
             if !crate::desired::instance::is_tenant_name(&e.tenant) {
                 return Err(format!("{FILE}: {:?} is not a tenant name", e.tenant));
@@ -74,7 +75,7 @@ impl Inventory {
                 ));
             }
             for (d, b) in &e.domains {
-                if !is_domain(d) || b.tenant != e.tenant {
+                if !is_domain(d) || b.tenant != e.tenant || !domains.insert(d) {
                     return Err(format!(
                         "{FILE}: tenant {}'s domain {d:?} is refused",
                         e.tenant
@@ -132,11 +133,8 @@ impl Restic {
             .ok_or_else(|| self.fail("backup", "restic reported no snapshot"))
     }
 
-    /// The newest inventory of this host: its snapshot id and what it says (None: there is
-    /// none).
-    pub(super) async fn latest_inventory(
-        &self,
-    ) -> Result<Option<(String, Inventory)>, OffsiteError> {
+    /// This host's inventory snapshots, oldest first.
+    pub async fn inventories(&self) -> Result<Vec<String>, OffsiteError> {
         let host = self.host().to_string();
         let args = [
             "--no-lock",
@@ -152,7 +150,7 @@ impl Restic {
             .map_err(|e| self.fail("list", format!("restic's listing is not JSON: {e}")))?;
         // RFC 3339 times of one repository's clock sort as text only within one offset:
         // compare them parsed.
-        let newest = listed
+        let mut timed: Vec<_> = listed
             .into_iter()
             .filter_map(|l| {
                 let t = time::OffsetDateTime::parse(
@@ -162,19 +160,73 @@ impl Restic {
                 .ok()?;
                 Some((t, l.id))
             })
-            .max();
-        let Some((_, id)) = newest else {
+            .collect();
+        timed.sort();
+        Ok(timed.into_iter().map(|(_, id)| id).collect())
+    }
+
+    /// The newest inventory of this host: its snapshot id and what it says (None: there is
+    /// none).
+    pub(super) async fn latest_inventory(
+        &self,
+    ) -> Result<Option<(String, Inventory)>, OffsiteError> {
+        let Some(id) = self.inventories().await?.pop() else {
             return Ok(None);
         };
-        let inside = format!("/{FILE}");
-        let out = self
-            .run(
-                "restore",
-                self.command(&["--no-lock", "dump", &id, &inside])?,
-            )
-            .await?;
+        let host = self.host().to_string();
+        let out = self.dump_capped(&id).await?;
         let inv = Inventory::parse(&out, &host).map_err(|why| self.fail("restore", why))?;
         Ok(Some((id, inv)))
+    }
+}
+
+impl Restic {
+    /// `inventory.json` of snapshot `id`, read up to `MAX_BYTES` (a hostile repository's
+    /// inventory of gigabytes compresses to nothing; reading it whole would take the agent's
+    /// memory): restic is stopped past that.
+    async fn dump_capped(&self, id: &str) -> Result<Vec<u8>, OffsiteError> {
+        use tokio::io::AsyncReadExt;
+        let inside = format!("/{FILE}");
+        let mut c = self.command(&["--no-lock", "dump", id, &inside])?;
+        let read = async {
+            let _turn = super::restic::RUNNING
+                .acquire()
+                .await
+                .expect("never closed");
+            let mut child = c
+                .spawn()
+                .map_err(|e| self.fail("restore", format!("cannot run restic: {e}")))?;
+            let mut buf = Vec::new();
+            let stdout = child.stdout.take().expect("piped");
+            stdout
+                .take(MAX_BYTES as u64 + 1)
+                .read_to_end(&mut buf)
+                .await
+                .map_err(|e| self.fail("restore", e.to_string()))?;
+            if buf.len() > MAX_BYTES {
+                let _ = child.kill().await;
+                return Err(self.fail(
+                    "restore",
+                    format!("{FILE} is larger than {MAX_BYTES} bytes"),
+                ));
+            }
+            let out = child
+                .wait_with_output()
+                .await
+                .map_err(|e| self.fail("restore", e.to_string()))?;
+            match out.status.success() {
+                true => Ok(buf),
+                false => Err(self.fail("restore", self.said(&out.stderr))),
+            }
+        };
+        let limit = std::time::Duration::from_secs(60);
+        tokio::time::timeout(limit, read)
+            .await
+            .map_err(|_| OffsiteError::Timeout {
+                repo: self.name().to_string(),
+                what: "restore",
+                secs: limit.as_secs(),
+            })?
     }
 }
 
@@ -237,6 +289,18 @@ mod tests {
                 Box::new(|i| {
                     let b = i.tenants[0].domains.values().next().unwrap().clone();
                     i.tenants[0].domains.insert("a/b".into(), b);
+                }),
+                "domain",
+            ),
+            (
+                Box::new(|i| {
+                    let mut other = i.tenants[0].clone();
+                    other.tenant = "other".into();
+                    other
+                        .domains
+                        .values_mut()
+                        .for_each(|b| b.tenant = "other".into());
+                    i.tenants.push(other);
                 }),
                 "domain",
             ),

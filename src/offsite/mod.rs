@@ -114,15 +114,32 @@ pub fn snapshot_of(repo: &str, id: &str, tags: &[String], tenant_id: &str) -> Op
     if !tags.iter().any(|t| t == "berth") || tag("tenant-id")?.as_str() != tenant_id {
         return None;
     }
+    // A hostile repository's tags name paths on this host when a snapshot is fetched: only
+    // a backup id as berth makes them and a tenant name are taken.
+    let backup = tag("backup").filter(|b| is_backup_id(b))?;
+    let tenant = tag("tenant").filter(|t| crate::desired::instance::is_tenant_name(t))?;
     Some(Snapshot {
         repository: repo.into(),
         snapshot: id.into(),
-        backup: tag("backup")?,
-        tenant: tag("tenant")?,
+        backup,
+        tenant,
         version: tag("version").unwrap_or_default(),
         created: tag("created")?.parse().ok()?,
         bytes: tag("bytes")?.parse().ok()?,
     })
+}
+
+/// A backup id as berth makes them (`20261123T024501Z-1a2b`): nothing a path could be made of.
+pub fn is_backup_id(s: &str) -> bool {
+    let b = s.as_bytes();
+    b.len() == 21
+        && b[..8].iter().all(u8::is_ascii_digit)
+        && b[8] == b'T'
+        && b[9..15].iter().all(u8::is_ascii_digit)
+        && &b[15..17] == b"Z-"
+        && b[17..]
+            .iter()
+            .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(c))
 }
 
 /// Any berth snapshot, as a prune sees it (None: not berth's, or tags missing).
@@ -211,6 +228,27 @@ mod tests {
                 bytes: 4096,
             }
         );
+    }
+
+    #[test]
+    fn a_snapshot_whose_tags_name_a_path_is_not_listed() {
+        for (key, bad) in [
+            ("backup", "../victim/29991231T000000Z-0000"),
+            ("backup", "20261207T040000Z-ab1/"),
+            ("backup", ""),
+            ("tenant", "../etc"),
+        ] {
+            let t: Vec<String> = tags()
+                .to_args()
+                .into_iter()
+                .map(|a| match a.starts_with(&format!("{key}=")) {
+                    true => format!("{key}={bad}"),
+                    false => a,
+                })
+                .collect();
+            assert_eq!(snapshot_of("off", "a", &t, "3f2a"), None, "{key}={bad}");
+        }
+        assert!(is_backup_id("20261207T040000Z-ab12"));
     }
 
     #[test]

@@ -28,7 +28,7 @@ const REFUSED_KEYS: [&str; 3] = ["PATH", "HOME", "TMPDIR"];
 
 /// restic processes at once on this host, every repository and purpose together: a listing
 /// asked for again and again waits its turn instead of starting one more.
-static RUNNING: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(4);
+pub(super) static RUNNING: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(4);
 
 /// restic's hint when a repository's config cannot be read (missing, or not reachable).
 const NO_REPOSITORY: &str = "Is there a repository at the following location?";
@@ -184,7 +184,7 @@ impl Restic {
     /// restic's complaint on one line: its messages without Go's stack frames, the first of
     /// them kept when it is long (that is where the server's answer is), without the
     /// repository's password (as written or percent-decoded, wherever it appears).
-    fn said(&self, stderr: &[u8]) -> String {
+    pub(super) fn said(&self, stderr: &[u8]) -> String {
         let text = String::from_utf8_lossy(stderr);
         let mut seen = std::collections::BTreeSet::new();
         let lines: Vec<&str> = text
