@@ -72,7 +72,13 @@ start_agent() {
 }
 stop_agent() { kill "$AGENT"; wait "$AGENT" 2>/dev/null || true; AGENT=; }
 running() { b ls -o json | jq '[.[] | select(.phase == "running")] | length'; }
-wait_running() { until [ "$(running)" -ge "$1" ]; do sleep 0.5; done; }
+wait_running() {
+  local end=$((SECONDS + 900))
+  until [ "$(running)" -ge "$1" ]; do
+    [ "$SECONDS" -lt "$end" ] || { echo "bench-recover: tenants not running" >&2; b ls >&2; exit 1; }
+    sleep 0.5
+  done
+}
 names() { for i in $(seq -w 1 "$N"); do echo "$1$i"; done; }
 # A tenant's data: its rows' digest and its volume's files' digests.
 holding() {
@@ -82,7 +88,7 @@ holding() {
 
 r init -q
 start_agent
-for t in $(names t); do printf 'template: demo\nversion: "1"\n' > "$W/instances/$t.yaml"; done
+for t in $(names t); do printf 'tenant: %s\ntemplate: demo\nversion: "1"\n' "$t" > "$W/instances/$t.yaml"; done
 wait_running "$N"
 for t in $(names t); do
   docker exec "recbench-$t-db" psql -U app -d app -q -c \
@@ -121,7 +127,7 @@ restic_s=$(secs_since "$t0")
 rm -rf "$W/by-hand"
 # ... and provisioning alone: N new tenants at once on the same host (no data).
 t0=$(now)
-for t in $(names n); do printf 'template: demo\nversion: "1"\n' > "$W/instances/$t.yaml"; done
+for t in $(names n); do printf 'tenant: %s\ntemplate: demo\nversion: "1"\n' "$t" > "$W/instances/$t.yaml"; done
 wait_running $((2 * N))
 fresh_s=$(secs_since "$t0")
 

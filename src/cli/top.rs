@@ -17,8 +17,13 @@ pub async fn run(c: &Client, once: bool, json: bool, every: Duration) -> Result<
             return Ok(());
         }
         let top: Top = serde_json::from_value(v)?;
+        // A terminal is redrawn in place; a pipe or a file gets one frame after another.
         if !once {
-            print!("\x1b[H\x1b[2J");
+            match std::io::IsTerminal::is_terminal(&std::io::stdout()) {
+                true => print!("\x1b[H\x1b[2J"),
+                false if prev.is_some() => println!(),
+                false => {}
+            }
         }
         print!("{}", render(&top, prev.as_ref()));
         if once {
@@ -92,9 +97,26 @@ fn render(top: &Top, prev: Option<&Top>) -> String {
     );
     out.push_str(&format!(
         "stats swept at {} in {:.2} s; disk quotas: {}\n",
-        top.at, top.sweep_seconds, top.disk_quotas
+        utc(top.at),
+        top.sweep_seconds,
+        top.disk_quotas
     ));
     out
+}
+
+/// Unix seconds as `2026-12-07 07:41:03 UTC`.
+fn utc(at: u64) -> String {
+    let t = time::OffsetDateTime::from_unix_timestamp(at as i64)
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    format!(
+        "{:04}-{:02}-{:02} {:02}:{:02}:{:02} UTC",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second()
+    )
 }
 
 #[cfg(test)]
@@ -119,5 +141,9 @@ mod tests {
         let out = render(&top(115, 13.0), Some(&top(100, 10.0)));
         assert!(out.contains("20.0"), "{out}");
         assert!(render(&top(100, 10.0), None).contains(" - "));
+        assert!(
+            out.contains("stats swept at 1970-01-01 00:01:55 UTC"),
+            "{out}"
+        );
     }
 }

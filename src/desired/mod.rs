@@ -18,6 +18,7 @@ pub mod last_valid;
 pub mod limits;
 pub mod mail;
 pub mod model;
+pub mod names;
 pub mod params;
 pub mod probes;
 pub mod quota;
@@ -101,6 +102,7 @@ pub fn load(host: &HostConfig) -> Loaded {
         }
     }
     reject_shared_domains(&files, claims, &mut desired, &mut errors);
+    reject_shared_names(&files, &mut desired, &mut errors);
     sources.retain(|t, _| desired.instances.contains_key(t));
     last_valid::restore(host, &templates, &mut desired);
     Loaded {
@@ -196,6 +198,26 @@ fn reject_shared_domains(
     }
 }
 
+/// Tenants whose engine names meet (`names`) are frozen, each with the other's name.
+fn reject_shared_names(
+    files: &[spec::Loaded<spec::instance::InstanceFile>],
+    desired: &mut Desired,
+    errors: &mut SpecErrors,
+) {
+    for (tenant, why) in names::clashes(&desired.instances) {
+        let e = match files.iter().find(|f| f.value.tenant == tenant) {
+            Some(f) => f.error_at("tenant", why),
+            None => spec::whole_file_error(
+                std::path::Path::new(&format!("instances/{tenant}.yaml")),
+                why,
+            ),
+        };
+        desired.instances.remove(&tenant);
+        desired.frozen.insert(tenant, e.to_string());
+        errors.push(e);
+    }
+}
+
 /// Where `d` stands in the file: `domains.N`, `aliases.N`, `paths.N`, or the tenant's name
 /// (whose subdomain it is).
 fn claim_field(file: &spec::instance::InstanceFile, d: &str) -> String {
@@ -237,6 +259,9 @@ pub fn check_candidate(
                 format!("domain {d:?} is already claimed by tenant {}", o.tenant),
             ));
         }
+    }
+    if let Some(why) = names::clash(&inst, current.desired.instances.values()) {
+        errors.push(loaded.error_at("tenant", why));
     }
     for m in admission::admit(host, &current.desired, &inst) {
         errors.push(loaded.error_at(
