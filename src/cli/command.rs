@@ -297,3 +297,36 @@ pub(super) fn parse_kv(s: &str) -> Result<(String, String), Invalid> {
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .ok_or_else(|| Invalid::NotKeyValue(s.into()))
 }
+
+/// `0.1` or `10%`: a share above 0 and at most 1.
+pub fn failure_ratio(s: &str) -> Result<f64, String> {
+    let (n, scale) = match s.strip_suffix('%') {
+        Some(p) => (p, 100.0),
+        None => (s, 1.0),
+    };
+    let r = n
+        .trim()
+        .parse::<f64>()
+        .map(|v| v / scale)
+        .map_err(|_| format!("{s:?} is not a share (0.1) or a percentage (10%)"))?;
+    if r > 0.0 && r <= 1.0 {
+        Ok(r)
+    } else {
+        Err(format!("{s:?} is not above 0 and at most 1 (100%)"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failure_ratio_is_a_share_or_a_percentage_above_zero_and_at_most_all() {
+        assert_eq!(failure_ratio("0.1"), Ok(0.1));
+        assert_eq!(failure_ratio("25%"), Ok(0.25));
+        assert_eq!(failure_ratio("100%"), Ok(1.0));
+        for bad in ["0", "1.5", "-0.1", "NaN", "inf", "ten", "%", "101%"] {
+            assert!(failure_ratio(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -31,6 +31,10 @@ pub struct UpgradeArgs {
     /// Failed tenants tolerated before the fleet halts.
     #[arg(long, default_value_t = 0)]
     pub max_failures: usize,
+    /// With it, halt only once more than --max-failures failed and the failed share of the
+    /// tenants tried so far is above this (0 < R ≤ 1, or a percentage: 0.1, 10%).
+    #[arg(long, value_parser = super::command::failure_ratio)]
+    pub max_failure_ratio: Option<f64>,
     /// Seconds a new version has to pass its health checks.
     #[arg(long)]
     pub health_timeout: Option<u64>,
@@ -55,6 +59,7 @@ pub async fn upgrade(c: &Client, a: UpgradeArgs) -> Result<i32> {
             let body = json!({
                 "app": app, "to": to, "tenants": a.tenants, "canary": a.canary,
                 "batch": a.batch, "max_failures": a.max_failures, "health_timeout_s": a.health_timeout,
+                "max_failure_ratio": a.max_failure_ratio,
             });
             c.json(Method::POST, "/v1/upgrades", Some(body)).await?
         }

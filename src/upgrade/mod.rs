@@ -77,6 +77,10 @@ pub struct UpgradeRequest {
     pub batch: String,
     #[serde(default)]
     pub max_failures: usize,
+    /// A share of the tenants tried (0 < r ≤ 1): with it, the fleet halts only once more than
+    /// `max_failures` failed and the failed share of those tried is above it.
+    #[serde(default)]
+    pub max_failure_ratio: Option<f64>,
     #[serde(default)]
     pub health_timeout_s: Option<u64>,
 }
@@ -188,6 +192,11 @@ impl Upgrader {
             .batch
             .parse()
             .map_err(|e: waves::BadBatch| UpgradeError::BadRequest(e.to_string()))?;
+        if let Some(r) = req.max_failure_ratio.filter(|r| !(*r > 0.0 && *r <= 1.0)) {
+            return Err(UpgradeError::BadRequest(format!(
+                "max_failure_ratio: {r} is not a share of the fleet above 0 and at most 1"
+            )));
+        }
         let loaded = desired::load(self.cx.svc.host());
         let template = loaded
             .templates
@@ -252,6 +261,7 @@ impl Upgrader {
             canary: req.canary,
             batch,
             max_failures: req.max_failures,
+            max_failure_ratio: req.max_failure_ratio,
             health: HealthGate {
                 timeout_s: req
                     .health_timeout_s
@@ -342,6 +352,7 @@ impl Upgrader {
             canary: 0,
             batch: "1".into(),
             max_failures: 0,
+            max_failure_ratio: None,
             health_timeout_s: None,
         })
     }

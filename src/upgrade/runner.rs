@@ -72,17 +72,10 @@ impl Upgrader {
                 let s = cur.as_mut().expect("present");
                 self.audit_wave(s, &todo);
                 s.wave += 1;
-                let failures = s.failures();
-                let halt = failures > s.max_failures;
                 if let Err(e) = self.save(s) {
                     tracing::error!(error = %e, "upgrade state not saved");
                 }
-                halt.then(|| {
-                    format!(
-                        "{failures} tenant(s) failed; the limit is {}",
-                        s.max_failures
-                    )
-                })
+                s.halt_reason()
             };
             if let Some(reason) = halt {
                 tracing::warn!(reason, "fleet upgrade halted");

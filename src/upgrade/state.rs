@@ -107,6 +107,10 @@ pub struct UpgradeState {
     pub canary: usize,
     pub batch: Batch,
     pub max_failures: usize,
+    /// With it, the fleet halts only once more than `max_failures` failed and the failed share
+    /// of the tenants tried so far is above it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_failure_ratio: Option<f64>,
     pub health: HealthGate,
     pub waves: Vec<Vec<String>>,
     /// Index of the wave running (or next to run).
@@ -125,6 +129,36 @@ impl UpgradeState {
     pub fn failures(&self) -> usize {
         self.tenants.values().filter(|t| t.phase.failed()).count()
     }
+    /// Tenants whose move ended, either way.
+    pub fn tried(&self) -> usize {
+        self.tenants
+            .values()
+            .filter(|t| t.phase == Phase::Done || t.phase.failed())
+            .count()
+    }
+
+    /// Why the fleet halts after a wave, if it does: more than `max_failures` failed tenants
+    /// and, with `max_failure_ratio`, a failed share of those tried above it.
+    pub fn halt_reason(&self) -> Option<String> {
+        let failures = self.failures();
+        if failures <= self.max_failures {
+            return None;
+        }
+        let limit = self.max_failures;
+        let Some(ratio) = self.max_failure_ratio else {
+            return Some(format!("{failures} tenant(s) failed; the limit is {limit}"));
+        };
+        let tried = self.tried().max(1);
+        let share = failures as f64 / tried as f64;
+        (share > ratio).then(|| {
+            format!(
+                "{failures} of {tried} tenant(s) tried failed ({:.0} %); the limits are {limit} and {:.0} %",
+                share * 100.0,
+                ratio * 100.0
+            )
+        })
+    }
+
     pub fn done(&self) -> usize {
         self.tenants
             .values()
@@ -147,4 +181,77 @@ pub fn load(path: &Path) -> Option<UpgradeState> {
 pub fn save(path: &Path, s: &UpgradeState) -> std::io::Result<()> {
     let json = serde_json::to_vec_pretty(s).expect("state serializes");
     crate::store::atomic::write(path, &json, 0o600)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A fleet state with `failed` failed tenants, `done` moved ones and `pending` to go.
+    fn fleet(failed: usize, done: usize, pending: usize, ratio: Option<f64>) -> UpgradeState {
+        let mut s = UpgradeState {
+            id: "demo-1".into(),
+            app: "demo".into(),
+            to: "2".into(),
+            status: FleetStatus::Running,
+            canary: 1,
+            batch: super::super::waves::Batch::Count(1),
+            max_failures: 1,
+            max_failure_ratio: None,
+            health: HealthGate::default(),
+            waves: vec![],
+            wave: 0,
+            skipped: BTreeMap::new(),
+            tenants: BTreeMap::new(),
+            reason: None,
+            started: 0,
+            finished: None,
+        };
+        s.max_failure_ratio = ratio;
+        let phases = [
+            (failed, Phase::Failed),
+            (done, Phase::Done),
+            (pending, Phase::Pending),
+        ];
+        for (n, phase) in phases {
+            for _ in 0..n {
+                let t = format!("t{}", s.tenants.len());
+                let p = TenantProgress {
+                    from: "1".into(),
+                    phase,
+                    strategy: crate::spec::template::UpgradeStrategy::Recreate,
+                    backup: None,
+                    next_port: None,
+                    migrated: false,
+                    error: None,
+                    seconds: None,
+                    gate_seconds: None,
+                };
+                s.tenants.insert(t, p);
+            }
+        }
+        s
+    }
+
+    #[test]
+    fn the_fleet_halts_past_the_count_and_with_a_ratio_only_past_both() {
+        assert_eq!(
+            fleet(1, 5, 10, None).halt_reason(),
+            None,
+            "one failure is tolerated"
+        );
+        assert!(
+            fleet(2, 5, 10, None)
+                .halt_reason()
+                .unwrap()
+                .contains("limit is 1")
+        );
+        // 2 of 20 tried (10 %) under a 20 % ratio: on.
+        assert_eq!(fleet(2, 18, 5, Some(0.2)).halt_reason(), None);
+        // 5 of 20 (25 %): halted, the share said.
+        let r = fleet(5, 15, 5, Some(0.2)).halt_reason().unwrap();
+        assert!(r.contains("5 of 20") && r.contains("25 %"), "{r}");
+        // Above the ratio but not past the count: on.
+        assert_eq!(fleet(1, 1, 5, Some(0.2)).halt_reason(), None);
+    }
 }
