@@ -183,6 +183,19 @@ fn tenants_run_on_a_three_node_swarm_through_the_same_cli_and_edge() {
     let tenants = ["acme", "globex", "initech"];
     for t in tenants {
         h.cli_ok(&["add", t, "--template", "demo"]);
+        // One at a time: each takes the node with the most memory left (ties by name), so acme
+        // gets the manager and the others a worker each. Added at once, one pass would place
+        // them in any order, and initech (the node stopped below) could get the manager.
+        wait_for(
+            Duration::from_secs(120),
+            || {
+                h.reconcile();
+                h.status(t)["containers"]
+                    .as_array()
+                    .is_some_and(|a| a.iter().any(|c| c["node"].is_object()))
+            },
+            "the tenant placed on a node",
+        );
     }
     h.wait_running_within(&tenants, Duration::from_secs(240));
 

@@ -584,3 +584,93 @@ fn a_crash_before_any_engine_call_of_an_upgrade_leaves_the_tenant_on_one_version
         h.kill9();
     }
 }
+
+#[test]
+fn pause_holds_the_next_wave_resume_goes_on_abort_leaves_the_rest_and_a_bad_ratio_is_refused() {
+    let Some(_g) = docker_test() else { return };
+    let mut h = Harness::new(66);
+    let (_, https) = h.with_proxy(66);
+    let tenants = ["p1", "p2", "p3"];
+    for t in tenants {
+        instance(&h, t, "1");
+    }
+    h.start();
+    h.wait_running(&tenants);
+    std::fs::write(h.path("ca.pem"), h.cli_ok(&["ca"])).unwrap();
+    let on = |t: &str| {
+        let file = std::fs::read_to_string(h.path(&format!("instances/{t}.yaml"))).unwrap();
+        if file.contains("'2'") || file.contains("\"2\"") {
+            "2"
+        } else {
+            "1"
+        }
+    };
+    // A ratio that is no share is refused before anything starts.
+    let bad = h.cli(&[
+        "upgrade",
+        "demo",
+        "--to",
+        "2",
+        "--max-failure-ratio",
+        "150%",
+    ]);
+    assert!(!bad.status.success());
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("at most 1"),
+        "{bad:?}"
+    );
+
+    // Paused during the canary: the canary finishes, the next wave does not start.
+    let up = [
+        "upgrade", "demo", "--to", "2", "--canary", "1", "--batch", "1",
+    ];
+    h.cli_ok(&up);
+    let started = |t: &str| upgrade_status(&h)["tenants"][t]["phase"] != "pending";
+    common::wait_for(
+        Duration::from_secs(60),
+        || started("p1"),
+        "the canary to start",
+    );
+    h.cli_ok(&["upgrade", "pause"]);
+    common::wait_for(
+        Duration::from_secs(120),
+        || upgrade_status(&h)["tenants"]["p1"]["phase"] == "done",
+        "the canary to finish",
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    let s = upgrade_status(&h);
+    assert_eq!(s["status"], "paused", "{s}");
+    assert_eq!(s["tenants"]["p2"]["phase"], "pending", "{s}");
+    assert_eq!((on("p1"), on("p2"), on("p3")), ("2", "1", "1"));
+
+    // Resumed: the next wave runs; paused again after it, then aborted: p3 stays on 1.
+    h.cli_ok(&["upgrade", "resume"]);
+    common::wait_for(
+        Duration::from_secs(60),
+        || started("p2"),
+        "the next wave to start",
+    );
+    h.cli_ok(&["upgrade", "pause"]);
+    common::wait_for(
+        Duration::from_secs(120),
+        || upgrade_status(&h)["tenants"]["p2"]["phase"] == "done",
+        "the second wave to finish",
+    );
+    h.cli_ok(&["upgrade", "abort"]);
+    common::wait_for(
+        Duration::from_secs(60),
+        || upgrade_status(&h)["status"] == "aborted",
+        "the upgrade aborted",
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    let s = upgrade_status(&h);
+    assert_eq!(s["tenants"]["p3"]["phase"], "pending", "{s}");
+    assert_eq!((on("p1"), on("p2"), on("p3")), ("2", "2", "1"));
+    for (t, v) in [("p1", "2"), ("p2", "2"), ("p3", "1")] {
+        assert!(
+            page(&h, https, t).contains(&format!("version={v}")),
+            "{t} serves v{v}"
+        );
+    }
+    h.kill9();
+}

@@ -61,6 +61,9 @@ impl BackupSchedule {
         backups: Arc<Backups>,
         mut shutdown: tokio::sync::watch::Receiver<bool>,
     ) {
+        // A pass that read changed files may bring a new schedule (a plan or `limits` edit):
+        // looked at then, not only when the last computed wait (up to a minute) runs out.
+        let mut passes = backups.cx.passes.subscribe();
         loop {
             let (due, wait) = self.due(&backups, SystemTime::now());
             for t in due {
@@ -99,6 +102,10 @@ impl BackupSchedule {
             }
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
+                // The passes gone (shutting down): the shutdown ends the loop, never a spin.
+                r = passes.changed() => if r.is_err() {
+                    tokio::time::sleep(wait).await;
+                },
                 _ = shutdown.changed() => return,
             }
         }

@@ -265,10 +265,17 @@ impl Scheduler {
 
     /// Fires jobs until shutdown.
     pub async fn run_loop(self: Arc<Self>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+        // A pass that read changed files may bring a new schedule: looked at then, not only
+        // when the last computed wait (up to a minute) runs out.
+        let mut passes = self.cx.passes.subscribe();
         loop {
             let wait = self.tick();
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
+                // The passes gone (shutting down): the shutdown ends the loop, never a spin.
+                r = passes.changed() => if r.is_err() {
+                    tokio::time::sleep(wait).await;
+                },
                 _ = shutdown.changed() => return,
             }
         }
