@@ -27,6 +27,15 @@ pub async fn recover(
     pending: Option<Extension<PendingAudit>>,
     JsonBody(req): JsonBody<RecoverRequest>,
 ) -> Result<Response, ApiError> {
+    if let Some(t) = req
+        .tenants
+        .iter()
+        .find(|t| !crate::desired::instance::is_tenant_name(t))
+    {
+        return Err(ApiError::BadRequest(format!(
+            "tenants: {t:?} is not a tenant name (a DNS label: a-z, 0-9, inner -)"
+        )));
+    }
     if !s
         .fleet
         .backups
@@ -37,15 +46,6 @@ pub async fn recover(
         return Err(ApiError::NotFound(format!(
             "repository: the host config has no backup repository {:?}",
             req.repository
-        )));
-    }
-    if let Some(t) = req
-        .tenants
-        .iter()
-        .find(|t| !crate::desired::instance::is_tenant_name(t))
-    {
-        return Err(ApiError::BadRequest(format!(
-            "tenants: {t:?} is not a tenant name (a DNS label: a-z, 0-9, inner -)"
         )));
     }
     let (backups, book) = (s.fleet.backups.clone(), s.domains.clone());

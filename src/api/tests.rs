@@ -343,3 +343,49 @@ async fn domain_add_is_validated_like_add_and_writes_nothing_when_refused() {
         assert_eq!(st, StatusCode::BAD_REQUEST, "{body}");
     }
 }
+
+#[tokio::test]
+async fn hostile_recover_and_upgrade_bodies_are_refused_by_field_and_start_nothing() {
+    let (_d, s) = state();
+    for (body, status, says) in [
+        (serde_json::json!({}), StatusCode::BAD_REQUEST, "repository"),
+        (
+            serde_json::json!({"repository": 5}),
+            StatusCode::BAD_REQUEST,
+            "repository",
+        ),
+        (
+            serde_json::json!({"repository": "offsite", "extra": 1}),
+            StatusCode::BAD_REQUEST,
+            "extra",
+        ),
+        (
+            serde_json::json!({"repository": "offsite", "tenants": ["../etc"]}),
+            StatusCode::BAD_REQUEST,
+            "tenants",
+        ),
+        (
+            serde_json::json!({"repository": "../offsite"}),
+            StatusCode::NOT_FOUND,
+            "no backup repository",
+        ),
+    ] {
+        let (st, v) = call(&s, "POST", "/v1/recover", body.clone()).await;
+        assert_eq!(st, status, "{body}: {v}");
+        assert!(v["error"].as_str().unwrap().contains(says), "{body}: {v}");
+    }
+    for ratio in [
+        serde_json::json!(1.5),
+        serde_json::json!(0),
+        serde_json::json!(-0.1),
+    ] {
+        let body = serde_json::json!({"app": "demo", "to": "2", "max_failure_ratio": ratio});
+        let (st, v) = call(&s, "POST", "/v1/upgrades", body).await;
+        assert_eq!(st, StatusCode::BAD_REQUEST, "{ratio}: {v}");
+        assert!(
+            v["error"].as_str().unwrap().contains("max_failure_ratio"),
+            "{v}"
+        );
+    }
+    assert!(s.fleet.upgrades.status().is_none(), "no upgrade started");
+}
