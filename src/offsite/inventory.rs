@@ -92,12 +92,6 @@ fn is_domain(d: &str) -> bool {
     d.len() <= 253 && d.split('.').count() >= 2 && d.split('.').all(is_dns_label)
 }
 
-#[derive(serde::Deserialize)]
-struct Listed {
-    id: String,
-    time: String,
-}
-
 impl Restic {
     /// Writes `inv` as a new inventory snapshot; its id.
     pub(super) async fn put_inventory(&self, inv: &Inventory) -> Result<String, OffsiteError> {
@@ -136,18 +130,7 @@ impl Restic {
     /// This host's inventory snapshots, oldest first.
     pub async fn inventories(&self) -> Result<Vec<String>, OffsiteError> {
         let host = self.host().to_string();
-        let args = [
-            "--no-lock",
-            "snapshots",
-            "--json",
-            "--tag",
-            TAG,
-            "--host",
-            &host,
-        ];
-        let out = self.run("list", self.command(&args)?).await?;
-        let listed: Vec<Listed> = serde_json::from_slice(&out)
-            .map_err(|e| self.fail("list", format!("restic's listing is not JSON: {e}")))?;
+        let listed = self.listed_on(TAG, &["--host", &host]).await?;
         // RFC 3339 times of one repository's clock sort as text only within one offset:
         // compare them parsed.
         let mut timed: Vec<_> = listed

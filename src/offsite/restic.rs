@@ -265,8 +265,18 @@ impl Restic {
 impl Restic {
     /// The snapshots carrying tag `tag` (restic's JSON listing, read without a lock). A
     /// listing never makes the repository.
-    async fn listed(&self, tag: &str) -> Result<Vec<Listed>, OffsiteError> {
-        let args = ["--no-lock", "snapshots", "--json", "--tag", tag];
+    pub(super) async fn listed(&self, tag: &str) -> Result<Vec<Listed>, OffsiteError> {
+        self.listed_on(tag, &[]).await
+    }
+
+    /// `listed` with more of `restic snapshots`' filters (`--host H`).
+    pub(super) async fn listed_on(
+        &self,
+        tag: &str,
+        more: &[&str],
+    ) -> Result<Vec<Listed>, OffsiteError> {
+        let mut args = vec!["--no-lock", "snapshots", "--json", "--tag", tag];
+        args.extend(more);
         let out = self.run("list", self.command(&args)?).await?;
         serde_json::from_slice(&out)
             .map_err(|e| self.fail("list", format!("restic's listing is not JSON: {e}")))
@@ -302,10 +312,13 @@ pub(super) fn summary(out: &[u8]) -> Option<Summary> {
 }
 
 #[derive(serde::Deserialize)]
-struct Listed {
-    id: String,
+pub(super) struct Listed {
+    pub(super) id: String,
     #[serde(default)]
     tags: Vec<String>,
+    /// RFC 3339.
+    #[serde(default)]
+    pub(super) time: String,
 }
 
 #[async_trait::async_trait]
