@@ -20,6 +20,7 @@ pub mod disk;
 pub mod domains;
 pub mod egress;
 pub mod export;
+pub mod handover;
 pub mod host_tuning;
 pub mod http1;
 pub mod human;

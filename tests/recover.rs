@@ -15,38 +15,6 @@ use std::time::Duration;
 
 const SLOT: u16 = 27;
 
-/// The demo template with an `uploads` volume on the app (at /var/tmp, which the image makes
-/// writable by the app's user, so the engine gives the new volume that mode).
-fn with_uploads(t: String) -> String {
-    let (vols, deps) = (
-        "volumes:\n  pgdata:\n",
-        "    depends_on:\n      db:\n        condition: service_healthy\n",
-    );
-    assert!(t.contains(vols) && t.matches(deps).count() == 1, "{t}");
-    t.replace(vols, "volumes:\n  pgdata:\n  uploads:\n")
-        .replace(
-            deps,
-            &format!("    volumes:\n      - uploads:/var/tmp\n{deps}"),
-        )
-}
-
-/// What a tenant holds that must come back: identity, secret, rows, the volume's digest.
-fn holdings(h: &Harness, t: &str) -> [String; 4] {
-    let app = h.container(t, "app");
-    [
-        std::fs::read_to_string(h.path(&format!("state/tenants/{t}/id"))).unwrap(),
-        std::fs::read_to_string(h.path(&format!("state/tenants/{t}/secrets/db_password"))).unwrap(),
-        h.psql(t, "select string_agg(body, ',' order by id) from notes"),
-        docker_ok(&[
-            "exec",
-            &app,
-            "sh",
-            "-c",
-            "cd /var/tmp && find . -type f | sort | xargs sha256sum",
-        ]),
-    ]
-}
-
 /// The stock restic's list of this repository's inventory snapshots, and the newest one.
 fn inventories(repo: &str, key: &std::path::Path) -> usize {
     let snaps = restic_ok(
@@ -98,7 +66,7 @@ fn a_wiped_host_comes_back_whole_from_its_repository_and_a_purged_tenant_does_no
     let Some(_g) = docker_test() else { return };
     let mut h = Harness::new(SLOT);
     let (_, https) = h.with_proxy(SLOT);
-    h.own_demo_template(with_uploads);
+    h.own_demo_template(common::demo_with_uploads);
     let repo_key = h.path("keys/offsite.key");
     key(&repo_key);
     let repo = h.path("offsite-repo").display().to_string();
@@ -132,7 +100,10 @@ fn a_wiped_host_comes_back_whole_from_its_repository_and_a_purged_tenant_does_no
     }
     // r3 is purged before the loss: it must not come back. r4 was never backed up.
     h.cli_ok(&["rm", "r3", "--purge"]);
-    let before = [holdings(&h, "r1"), holdings(&h, "r2")];
+    let before = [
+        common::demo_holdings(&h, "r1"),
+        common::demo_holdings(&h, "r2"),
+    ];
     std::fs::write(h.path("ca.pem"), h.cli_ok(&["ca"])).unwrap();
     let (code, page) = curl(&h, https, "https", "shop.r1.test", "/", &[]);
     assert!(code == "200" && page.contains("tenant=r1"), "{code} {page}");
@@ -230,7 +201,10 @@ fn a_wiped_host_comes_back_whole_from_its_repository_and_a_purged_tenant_does_no
     assert!(!h.path("instances/r4.yaml").exists(), "no half-made r4");
 
     h.wait_running(&["r1", "r2"]);
-    let after = [holdings(&h, "r1"), holdings(&h, "r2")];
+    let after = [
+        common::demo_holdings(&h, "r1"),
+        common::demo_holdings(&h, "r2"),
+    ];
     assert_eq!(
         after, before,
         "identity, secrets, rows and volume byte-equal"

@@ -152,6 +152,7 @@ pub async fn backup_create(
     Tenant(tenant): Tenant,
 ) -> Result<Response, ApiError> {
     instances::instance_path(&s, &tenant)?;
+    instances::not_moved(&s, &tenant)?;
     if !s.cx.passes.desired().instances.contains_key(&tenant) {
         return Err(instances::not_found(&tenant));
     }
@@ -182,6 +183,7 @@ pub async fn restore(
     JsonBody(req): JsonBody<RestoreRequest>,
 ) -> Result<Response, ApiError> {
     instances::instance_path(&s, &tenant)?;
+    instances::not_moved(&s, &tenant)?;
     let (source, id) = backup_ref(&req.from, &tenant)?;
     who.check(Need::Manage, Some(&source))?;
     // A clone makes a tenant, and making tenants is the operator's alone: a tenant token

@@ -121,6 +121,18 @@ pub(super) fn load_file(path: &std::path::Path) -> Result<InstanceFile, ApiError
         .map_err(|e| ApiError::Conflict(format!("fix the instance file first: {e}")))
 }
 
+/// Refuses a change to a tenant that moved to another host (its copy here stays stopped
+/// until it is removed: the other host has its data now).
+pub(super) fn not_moved(s: &AppState, tenant: &str) -> Result<(), ApiError> {
+    match s.fleet.handover.moved(tenant) {
+        Some(r) => Err(ApiError::Conflict(format!(
+            "tenant {tenant} has moved to {}: change it there (remove it here once DNS points there)",
+            r.to
+        ))),
+        None => Ok(()),
+    }
+}
+
 pub(super) fn instance_path(s: &AppState, tenant: &str) -> Result<std::path::PathBuf, ApiError> {
     // Checked before any path is built from it: a tenant name is a DNS label, never `../x`.
     super::params::tenant(tenant)?;
@@ -248,6 +260,8 @@ pub async fn delete(
         std::fs::remove_file(&path)
             .map_err(|e| ApiError::Internal(format!("{}: {e}", path.display())))?;
     }
+    // Moved to another host: removed here, it is forwarded no more.
+    s.fleet.handover.end(&tenant);
     s.cx.passes.kick();
     tracing::info!(%tenant, purge = q.purge, "instance removed");
     Ok(StatusCode::ACCEPTED)
@@ -270,6 +284,7 @@ pub async fn set_state(
     JsonBody(req): JsonBody<StateRequest>,
 ) -> Result<StatusCode, ApiError> {
     let path = instance_path(&s, &tenant)?;
+    not_moved(&s, &tenant)?;
     let _guard = s.write_lock.lock().await;
     if !path.exists() {
         return Err(not_found(&tenant));

@@ -26,6 +26,7 @@ pub async fn restart(
     Tenant(tenant): Tenant,
 ) -> Result<Json<Vec<String>>, ApiError> {
     instance_path(&s, &tenant)?;
+    super::instances::not_moved(&s, &tenant)?;
     let status =
         s.cx.passes
             .status_of(&tenant)
@@ -98,6 +99,7 @@ pub async fn set_parameters(
     JsonBody(req): JsonBody<ParametersRequest>,
 ) -> Result<Json<BTreeMap<String, String>>, ApiError> {
     let path = instance_path(&s, &tenant)?;
+    super::instances::not_moved(&s, &tenant)?;
     let _guard = s.write_lock.lock().await;
     if !path.exists() {
         return Err(not_found(&tenant));

@@ -10,6 +10,7 @@ pub mod edge;
 pub mod error;
 pub mod fleet;
 pub mod follow;
+pub mod handover;
 pub mod images;
 pub mod instances;
 pub mod lifecycle;
@@ -132,6 +133,20 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/v1/instances/{tenant}/restore", post(fleet::restore))
         .route("/v1/recover", post(recover::recover))
+        .route(
+            "/v1/instances/{tenant}/handover/prepare",
+            post(handover::prepare),
+        )
+        .route("/v1/instances/{tenant}/handover/hold", post(handover::hold))
+        .route(
+            "/v1/instances/{tenant}/handover/forward",
+            post(handover::forward),
+        )
+        .route(
+            "/v1/instances/{tenant}/handover/release",
+            post(handover::release),
+        )
+        .route("/v1/moves", post(handover::receive))
         .route("/v1/instances/{tenant}/jobs", get(fleet::jobs))
         .route("/v1/instances/{tenant}/mail", get(mail::show))
         .route("/v1/instances/{tenant}/mail/dns", get(mail::dns))
@@ -238,6 +253,11 @@ pub async fn agent_show(State(s): State<AppState>) -> Json<serde_json::Value> {
     Json(serde_json::json!({
         "version": env!("CARGO_PKG_VERSION"),
         "namespace": s.cx.svc.host().namespace,
+        "base_domain": s.cx.svc.host().base_domain,
+        "edge": s.cx.svc.host().proxy.as_ref().map(|p| serde_json::json!({
+            "http_port": p.http.port(),
+            "https_port": p.https.port(),
+        })),
         "last_pass": b.last_pass,
         "spec_errors": b.spec_errors,
         "engine_error": b.engine_error,

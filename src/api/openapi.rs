@@ -2,7 +2,7 @@
 //! and served at `/v1/openapi.json`. Every operation answers errors in one shape
 //! (`{"error": "…"}`), described once as each operation's default response.
 
-use super::{access, edge, fleet, images, instances, lifecycle, mail, moves, recover};
+use super::{access, edge, fleet, handover, images, instances, lifecycle, mail, moves, recover};
 use axum::Json;
 use utoipa::{
     Modify, OpenApi,
@@ -35,6 +35,8 @@ pub struct ErrorBody {
         fleet::upgrade_start, fleet::upgrade_show, fleet::upgrade_control, fleet::rollback,
         fleet::backup_index, fleet::backup_create, fleet::backup_verify, fleet::restore,
         recover::recover, fleet::jobs, mail::show, mail::dns,
+        handover::prepare, handover::hold, handover::forward, handover::release,
+        handover::receive,
         access::token_index, access::token_create, access::token_revoke, access::audit_index,
         super::operations::show,
     ),

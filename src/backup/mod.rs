@@ -9,6 +9,7 @@ mod dump;
 pub mod engine;
 pub mod inventory;
 pub mod offsite;
+mod receive;
 pub mod recover;
 mod restore;
 pub mod room;
@@ -200,6 +201,14 @@ impl Backups {
     /// Takes a consistent backup of `tenant` now and returns its id.
     pub async fn create(&self, tenant: &str) -> Result<BackupInfo, BackupError> {
         let inst = self.instance(tenant)?;
+        // Moved to another host: its copy here is stale, and a backup of it would be newer
+        // than the other host's in a repository both use.
+        if self.cx.svc.layout().moved_record(tenant).exists() {
+            return Err(BackupError::NotReady {
+                tenant: tenant.into(),
+                why: "it has moved to another host: back it up there".into(),
+            });
+        }
         let _claim = self.claim(tenant)?;
         let _turn = self.turn().await;
         let room = self.room(&inst, true)?;

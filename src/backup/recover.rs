@@ -67,12 +67,7 @@ impl Backups {
             .recovering
             .try_lock()
             .map_err(|_| BackupError::RecoveryRunning)?;
-        let client = self
-            .repos
-            .iter()
-            .find(|(r, _)| r.name == repo)
-            .map(|(_, c)| c.clone())
-            .ok_or_else(|| BackupError::NoRepository(repo.into()))?;
+        let client = self.repo_client(repo)?;
         let (snapshot, inv) = client
             .latest_inventory()
             .await
@@ -103,7 +98,7 @@ impl Backups {
         // prove Send for every lifetime); futures are lazy, so AT_ONCE still run at a time.
         let mut each = Vec::new();
         for e in wanted {
-            each.push(self.recover_one(client.clone(), e, book));
+            each.push(self.recover_one(client.clone(), e, None, book));
         }
         let tenants = futures_util::stream::iter(each)
             .buffer_unordered(AT_ONCE)
@@ -120,7 +115,23 @@ impl Backups {
         })
     }
 
-    async fn recover_one(&self, repo: Arc<dyn Repo>, e: &Entry, book: &DomainBook) -> Recovered {
+    /// The client of configured repository `repo`.
+    pub(super) fn repo_client(&self, repo: &str) -> Result<Arc<dyn Repo>, BackupError> {
+        self.repos
+            .iter()
+            .find(|(r, _)| r.name == repo)
+            .map(|(_, c)| c.clone())
+            .ok_or_else(|| BackupError::NoRepository(repo.into()))
+    }
+
+    /// Brings tenant `e` back from its newest snapshot (or from backup `want`).
+    pub(super) async fn recover_one(
+        &self,
+        repo: Arc<dyn Repo>,
+        e: &Entry,
+        want: Option<&str>,
+        book: &DomainBook,
+    ) -> Recovered {
         let started = Instant::now();
         let mut r = Recovered {
             tenant: e.tenant.clone(),
@@ -136,10 +147,12 @@ impl Backups {
         // Marked while it is half made: an agent stopped meanwhile purges it at its next start
         // (as a verify's scratch tenant), so the next recovery makes it again.
         let mut mark = None;
-        let outcome = self.bring_back(repo, e, book, &mut r, &mut mark).await;
+        let outcome = self
+            .bring_back(repo, (e, want), book, &mut r, &mut mark)
+            .await;
         match outcome {
             Ok(()) => tracing::info!(tenant = e.tenant, "tenant recovered"),
-            Err(Skip::Exists) => r.outcome = "exists",
+            Err(Skip::Exists) => r.outcome = Skipped::EXISTS,
             Err(Skip::Failed(why, made)) => {
                 tracing::error!(tenant = e.tenant, error = why, "tenant NOT recovered");
                 if made {
@@ -148,7 +161,7 @@ impl Backups {
                     }
                     self.discard(&e.tenant);
                 }
-                r.outcome = "failed";
+                r.outcome = Skipped::FAILED;
                 r.error = Some(why);
             }
         }
@@ -163,7 +176,7 @@ impl Backups {
     async fn bring_back(
         &self,
         repo: Arc<dyn Repo>,
-        e: &Entry,
+        (e, want): (&Entry, Option<&str>),
         book: &DomainBook,
         r: &mut Recovered,
         mark: &mut Option<PathBuf>,
@@ -177,7 +190,7 @@ impl Backups {
             .claim(t)
             .map_err(|e| Skip::Failed(e.to_string(), false))?;
         let fail = |made: bool| move |e: BackupError| Skip::Failed(e.to_string(), made);
-        let snap = newest(repo.as_ref(), e).await.map_err(fail(false))?;
+        let snap = newest(repo.as_ref(), e, want).await.map_err(fail(false))?;
         (r.backup, r.taken) = (Some(snap.backup.clone()), Some(snap.created));
         if let Some((d, other)) = e
             .domains
@@ -340,6 +353,14 @@ impl Backups {
     }
 }
 
+/// The outcomes of a tenant not recovered.
+pub struct Skipped;
+
+impl Skipped {
+    pub const EXISTS: &'static str = "exists";
+    pub const FAILED: &'static str = "failed";
+}
+
 enum Skip {
     /// The tenant exists on this host: not touched.
     Exists,
@@ -347,19 +368,20 @@ enum Skip {
     Failed(String, bool),
 }
 
-/// The newest snapshot of `e`'s identity.
-async fn newest(repo: &dyn Repo, e: &Entry) -> Result<Snapshot, BackupError> {
+/// The newest snapshot of `e`'s identity (of backup `want`, when given).
+async fn newest(repo: &dyn Repo, e: &Entry, want: Option<&str>) -> Result<Snapshot, BackupError> {
     let snaps = repo
         .list(&e.tenant_id)
         .await
         .map_err(|e| BackupError::Offsite(e.to_string()))?;
     snaps
         .into_iter()
-        .filter(|s| s.tenant == e.tenant)
+        .filter(|s| s.tenant == e.tenant && want.is_none_or(|w| s.backup == w))
         .max_by_key(|s| (s.created, s.backup.clone()))
         .ok_or_else(|| {
+            let which = want.map_or("no snapshot".into(), |w| format!("no backup {w}"));
             BackupError::Offsite(format!(
-                "repository {} has no snapshot of this tenant (identity {})",
+                "repository {} has {which} of this tenant (identity {})",
                 repo.name(),
                 e.tenant_id
             ))

@@ -133,6 +133,35 @@ pub struct Client {
 }
 
 impl Client {
+    /// A client of the API at `api` (`https://HOST:PORT`, or plain on loopback) with the
+    /// token in `token_file`, trusting `ca_file` (else the system's roots) for https.
+    pub fn tcp(
+        api: &str,
+        token_file: &std::path::Path,
+        ca_file: Option<&std::path::Path>,
+    ) -> Result<Client> {
+        let token = crate::store::private::read(token_file)
+            .with_context(|| token_file.display().to_string())?
+            .trim()
+            .to_string();
+        let (addr, name) = parse_api(api)?;
+        let tls = name.map(|n| tls(&n, ca_file)).transpose()?;
+        Ok(Client {
+            target: Target::Tcp { addr, token, tls },
+        })
+    }
+
+    /// A GET's body as text (a PEM, say); a 4xx/5xx becomes an error with the agent's message.
+    pub async fn text(&self, path: &str) -> Result<String> {
+        let resp = self.send(Method::GET, path, None).await?;
+        let status = resp.status();
+        let bytes = resp.into_body().collect().await?.to_bytes();
+        if !status.is_success() {
+            bail!("{}", error_message(status, &bytes));
+        }
+        Ok(String::from_utf8_lossy(&bytes).into_owned())
+    }
+
     async fn send(
         &self,
         method: Method,

@@ -88,12 +88,27 @@ pub enum Command {
     Move {
         #[arg(value_parser = tenant_arg)]
         tenant: String,
-        /// The node to move to (its hostname, as `berth capacity` lists it).
+        /// A swarm node (its hostname, as `berth capacity` lists it), or another berth host's
+        /// API (`https://HOST:PORT`; plain `http://` on loopback only).
         #[arg(long)]
         to: String,
-        /// Restore the latest backup there (required: berth does not copy volumes between nodes).
+        /// Swarm: restore the latest backup there (required: berth does not copy volumes
+        /// between nodes).
         #[arg(long)]
         from_backup: bool,
+        /// Another host: the backup repository both hosts have (its name in berth.yaml).
+        #[arg(long)]
+        repo: Option<String>,
+        /// Another host: a file holding an operator token of its API.
+        #[arg(long)]
+        to_token_file: Option<std::path::PathBuf>,
+        /// Another host: CA certificate(s) for its https API (default: the system's roots).
+        #[arg(long)]
+        to_ca_file: Option<std::path::PathBuf>,
+        /// Another host: its edge's HTTPS listener as HOST:PORT (default: the API's host and
+        /// the edge's port there).
+        #[arg(long)]
+        to_edge: Option<String>,
         /// Start it and return at once, printing the operation (follow it with `berth op ID`).
         #[arg(long)]
         detach: bool,

@@ -7,6 +7,7 @@ mod command;
 pub mod edge;
 pub mod export;
 pub mod fleet;
+mod handover;
 pub mod instances;
 pub mod mail;
 pub mod ops;
@@ -65,17 +66,7 @@ impl Cli {
                 .token_file
                 .as_ref()
                 .context("--api needs --token-file")?;
-            let token = crate::store::private::read(tf)
-                .context("--token-file")?
-                .trim()
-                .to_string();
-            let (addr, name) = client::parse_api(addr)?;
-            let tls = name
-                .map(|n| client::tls(&n, self.ca_file.as_deref()))
-                .transpose()?;
-            return Ok(Client {
-                target: Target::Tcp { addr, token, tls },
-            });
+            return Client::tcp(addr, tf, self.ca_file.as_deref()).context("--token-file");
         }
         let socket = match &self.socket {
             Some(s) => s.clone(),
@@ -131,9 +122,30 @@ pub async fn run(cli: Cli) -> Result<i32> {
         Command::Move {
             tenant,
             to,
+            repo,
+            to_token_file,
+            to_ca_file,
+            to_edge,
+            output,
+            ..
+        } if to.contains("://") => {
+            let other = handover::Other {
+                api: to,
+                repo: repo.context("--repo: name the backup repository both hosts have")?,
+                token_file: to_token_file
+                    .context("--to-token-file: the other host's operator token")?,
+                ca_file: to_ca_file,
+                edge: to_edge,
+            };
+            return handover::run(&c, &tenant, other, output).await;
+        }
+        Command::Move {
+            tenant,
+            to,
             from_backup,
             detach,
             output,
+            ..
         } => instances::move_to(&c, &tenant, (&to, from_backup), detach, output).await?,
         Command::Op { id, wait, output } => return ops::show(&c, &id, wait, output).await,
         Command::Set {

@@ -62,28 +62,40 @@ impl Inventory {
         let mut seen = std::collections::BTreeSet::new();
         let mut domains = std::collections::BTreeSet::new();
         for e in &inv.tenants {
-            if !crate::desired::instance::is_tenant_name(&e.tenant) {
-                return Err(format!("{FILE}: {:?} is not a tenant name", e.tenant));
-            }
+            e.check().map_err(|why| format!("{FILE}: {why}"))?;
             if !seen.insert(&e.tenant) {
                 return Err(format!("{FILE}: tenant {} is listed twice", e.tenant));
             }
-            if e.tenant_id.len() != 32 || !e.tenant_id.bytes().all(|b| b.is_ascii_hexdigit()) {
+            if let Some(d) = e.domains.keys().find(|d| !domains.insert(*d)) {
                 return Err(format!(
-                    "{FILE}: tenant {}'s identity is malformed",
+                    "{FILE}: tenant {}'s domain {d:?} is refused",
                     e.tenant
                 ));
             }
-            for (d, b) in &e.domains {
-                if !is_domain(d) || b.tenant != e.tenant || !domains.insert(d) {
-                    return Err(format!(
-                        "{FILE}: tenant {}'s domain {d:?} is refused",
-                        e.tenant
-                    ));
-                }
-            }
         }
         Ok(inv)
+    }
+}
+
+impl Entry {
+    /// Every field checked: an entry names a tenant, an identity and domains to make here
+    /// (read from a repository, or sent by another host's move), so none is taken on trust.
+    pub fn check(&self) -> Result<(), String> {
+        if !crate::desired::instance::is_tenant_name(&self.tenant) {
+            return Err(format!("{:?} is not a tenant name", self.tenant));
+        }
+        let id = &self.tenant_id;
+        if id.len() != 32 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(format!("tenant {}'s identity is malformed", self.tenant));
+        }
+        match self
+            .domains
+            .iter()
+            .find(|(d, b)| !is_domain(d) || b.tenant != self.tenant)
+        {
+            Some((d, _)) => Err(format!("tenant {}'s domain {d:?} is refused", self.tenant)),
+            None => Ok(()),
+        }
     }
 }
 

@@ -97,6 +97,8 @@ async fn route(p: &Proxy, conn: &ConnInfo, req: Request<Incoming>) -> Outcome {
             return (pages::maintenance(), Some(gate), Some(host));
         }
     };
+    // A moved tenant's other edge mounts it itself: its requests go on as they came.
+    let prefix = prefix.filter(|_| !ticket.target().is_forward());
     let upstream_path = match &prefix {
         None => pq.clone(),
         Some((seg, strip)) => match rewrite_path(path, seg, *strip).parse() {
@@ -213,6 +215,17 @@ async fn forward(
         }
     }
     let target = held.ticket.target().clone();
+    if target.is_forward() {
+        // A moved tenant's request goes to the other host once: one that comes back (an
+        // edge pointed at itself, or two hosts at each other) ends here.
+        if parts.headers.contains_key(headers::X_BERTH_FORWARDED) {
+            return pages::loop_detected();
+        }
+        parts.headers.insert(
+            headers::X_BERTH_FORWARDED,
+            header::HeaderValue::from_static("1"),
+        );
+    }
     // Origin form on the wire (`GET /path`): what every app expects from a proxy.
     parts.uri = Uri::from(path);
     parts.version = hyper::Version::HTTP_11;

@@ -55,6 +55,8 @@ pub fn upgrade_of(h: &HeaderMap) -> Option<HeaderValue> {
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+/// Set on a moved tenant's request sent on to its other host (`handover`).
+pub const X_BERTH_FORWARDED: HeaderName = HeaderName::from_static("x-berth-forwarded");
 pub const X_FORWARDED_PREFIX: HeaderName = HeaderName::from_static("x-forwarded-prefix");
 /// Client-supplied headers that would claim a client address, protocol or mount: dropped.
 const SPOOFABLE: [HeaderName; 3] = [

@@ -64,6 +64,8 @@ pub struct Proxy {
     pub metrics: meter::ProxyMetrics,
     tls: Arc<rustls::ServerConfig>,
     gates: Mutex<HashMap<String, Arc<Gate>>>,
+    /// Tenants moved to another berth host: their requests go to that host's edge.
+    moved: Mutex<HashMap<String, Arc<Target>>>,
     /// Which mounts of each shared domain set which cookies.
     pub cookie_owners: cookies::Owners,
     /// Which clients may still wake sleeping tenants this minute.
@@ -95,6 +97,7 @@ impl Proxy {
             metrics: Default::default(),
             tls: Arc::new(tls),
             gates: Mutex::default(),
+            moved: Mutex::default(),
             wakes: (wake_tx, Mutex::new(Some(wake_rx))),
         })
     }
@@ -120,11 +123,33 @@ impl Proxy {
         self.gates.lock().expect("gates lock").get(tenant).cloned()
     }
 
+    /// Sends `tenant`'s requests to `to` (another berth host's edge) from now on, whatever its
+    /// routes say of its own containers here; the gate's previous target drains.
+    pub fn forward(&self, tenant: &str, to: Arc<Target>) {
+        self.moved
+            .lock()
+            .expect("moved lock")
+            .insert(tenant.into(), to.clone());
+        if let Some(g) = self.gate(tenant) {
+            g.set_maintenance(false);
+            // A pass may have installed it meanwhile: never drain the live target.
+            if !g.current().is_some_and(|c| Arc::ptr_eq(&c, &to)) {
+                g.replace(Some(to), self.cfg.timeouts.drain);
+            }
+        }
+    }
+
+    /// Ends the forwarding of `tenant` (purged here): its routes follow its files again.
+    pub fn unforward(&self, tenant: &str) {
+        self.moved.lock().expect("moved lock").remove(tenant);
+    }
+
     /// Installs the routes of all tenants: gates are kept across calls (a request in flight
     /// keeps its target), targets that moved are switched and drained, and the new table
     /// replaces the old one in one atomic store.
     pub fn apply(&self, tenants: &[TenantRoutes]) {
         let mut gates = self.gates.lock().expect("gates lock");
+        let moved = self.moved.lock().expect("moved lock").clone();
         let drain = self.cfg.timeouts.drain;
         let mut table = RouteTable::default();
         let mut seen = std::collections::HashSet::new();
@@ -137,8 +162,14 @@ impl Proxy {
             });
             gate.limiter.set(t.quota);
             let current = gate.current().map(|c| c.addr);
-            // While pinned, target and maintenance belong to the upgrade driving the tenant.
-            if !(t.pinned && current.is_some()) {
+            if let Some(to) = moved.get(&t.tenant) {
+                // Moved away: its other host serves it, whatever its containers here do.
+                gate.set_maintenance(false);
+                if !gate.current().is_some_and(|c| Arc::ptr_eq(&c, to)) {
+                    gate.replace(Some(to.clone()), drain);
+                }
+            } else if !(t.pinned && current.is_some()) {
+                // While pinned, target and maintenance belong to the upgrade driving it.
                 gate.set_maintenance(t.maintenance);
                 if current != t.target {
                     gate.replace(

@@ -52,6 +52,15 @@ pub fn gateway_timeout() -> Response<ProxyBody> {
     )
 }
 
+/// A moved tenant's request that came back to an edge that forwarded it already.
+pub fn loop_detected() -> Response<ProxyBody> {
+    page(
+        StatusCode::LOOP_DETECTED,
+        "Loop detected",
+        "This site's request went around between its hosts.",
+    )
+}
+
 pub fn plain(status: StatusCode, text: &'static str) -> Response<ProxyBody> {
     let mut r = Response::new(full(text));
     *r.status_mut() = status;

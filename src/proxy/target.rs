@@ -3,8 +3,9 @@
 
 use super::{
     body::ProxyBody,
-    upstream::{Lease, Pool, UpstreamError},
+    upstream::{Lease, Pool, Tls, UpstreamError},
 };
+use std::collections::HashMap;
 use std::{
     net::SocketAddr,
     sync::{
@@ -22,6 +23,9 @@ pub struct Target {
     /// Unique per target object: two targets on one address still get separate pools.
     pub id: u64,
     pool: Arc<Pool>,
+    /// A moved tenant's target: another berth's edge, reached over TLS with each request's
+    /// host as the server name (that edge answers a name only on a connection made for it).
+    forward: Option<Forward>,
     inflight: AtomicUsize,
     draining: AtomicBool,
     idle: Notify,
@@ -38,12 +42,61 @@ pub struct DrainReport {
     pub cancelled: usize,
 }
 
+struct Forward {
+    config: Arc<rustls::ClientConfig>,
+    connect_timeout: Duration,
+    /// One pool per server name.
+    pools: std::sync::Mutex<HashMap<String, Arc<Pool>>>,
+}
+
+impl Forward {
+    fn pool(&self, addr: SocketAddr, host: &str) -> Result<Arc<Pool>, UpstreamError> {
+        let mut pools = self.pools.lock().expect("forward pools lock");
+        if let Some(p) = pools.get(host) {
+            return Ok(p.clone());
+        }
+        let name = rustls::pki_types::ServerName::try_from(host.to_string()).map_err(|_| {
+            UpstreamError::Connect {
+                addr,
+                source: std::io::Error::other(format!("{host:?} is not a server name")),
+            }
+        })?;
+        let tls = Tls {
+            name,
+            config: self.config.clone(),
+        };
+        let pool = Pool::tls(addr, tls, self.connect_timeout);
+        pools.insert(host.to_string(), pool.clone());
+        Ok(pool)
+    }
+}
+
 impl Target {
     pub fn new(addr: SocketAddr, connect_timeout: Duration) -> Arc<Target> {
+        Target::build(addr, connect_timeout, None)
+    }
+
+    /// Another berth's edge at `addr`, reached over TLS verified with `config` (a moved
+    /// tenant's requests, sent on with their host).
+    pub fn forwarding(
+        addr: SocketAddr,
+        connect_timeout: Duration,
+        config: Arc<rustls::ClientConfig>,
+    ) -> Arc<Target> {
+        let forward = Forward {
+            config,
+            connect_timeout,
+            pools: Default::default(),
+        };
+        Target::build(addr, connect_timeout, Some(forward))
+    }
+
+    fn build(addr: SocketAddr, connect_timeout: Duration, forward: Option<Forward>) -> Arc<Target> {
         Arc::new(Target {
             addr,
             id: NEXT_ID.fetch_add(1, SeqCst),
             pool: Pool::new(addr, connect_timeout),
+            forward,
             inflight: AtomicUsize::new(0),
             draining: AtomicBool::new(false),
             idle: Notify::new(),
@@ -57,7 +110,22 @@ impl Target {
         &self,
         req: hyper::Request<ProxyBody>,
     ) -> Result<(hyper::Response<hyper::body::Incoming>, Lease), UpstreamError> {
-        self.pool.send(req).await
+        let Some(f) = &self.forward else {
+            return self.pool.send(req).await;
+        };
+        let host = req
+            .headers()
+            .get(hyper::header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or_default();
+        // The edge's own host, without a port: the name the other edge has a certificate for.
+        let name = host.rsplit_once(':').map_or(host, |(h, _)| h);
+        f.pool(self.addr, name)?.send(req).await
+    }
+
+    /// Whether this target is another berth's edge (requests go on as they came).
+    pub fn is_forward(&self) -> bool {
+        self.forward.is_some()
     }
 
     /// Registers a request. Fails if the target is draining; the caller then re-reads the

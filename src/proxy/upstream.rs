@@ -57,6 +57,8 @@ pub enum UpstreamError {
 
 pub struct Pool {
     addr: SocketAddr,
+    /// Connections to another berth's edge (a moved tenant's) go over TLS with this name.
+    tls: Option<Tls>,
     connect_timeout: Duration,
     idle_timeout: Duration,
     idle: Mutex<Vec<(SendRequest<ProxyBody>, Instant)>>,
@@ -64,6 +66,13 @@ pub struct Pool {
     reaping: AtomicBool,
     /// Turns for new connections until their response head (`OPENING`).
     opening: tokio::sync::Semaphore,
+}
+
+/// The TLS client side of a pool: the server name sent and verified, and the roots trusted.
+#[derive(Clone)]
+pub struct Tls {
+    pub name: rustls::pki_types::ServerName<'static>,
+    pub config: Arc<rustls::ClientConfig>,
 }
 
 /// A connection lent to one exchange; given back by `Leased` when the response body ends.
@@ -78,8 +87,18 @@ impl Pool {
     }
 
     pub fn with_idle_timeout(addr: SocketAddr, connect: Duration, idle: Duration) -> Arc<Pool> {
+        Pool::build(addr, None, connect, idle)
+    }
+
+    /// A pool whose connections speak TLS to `addr` as `tls.name`.
+    pub fn tls(addr: SocketAddr, tls: Tls, connect: Duration) -> Arc<Pool> {
+        Pool::build(addr, Some(tls), connect, IDLE_TIMEOUT)
+    }
+
+    fn build(addr: SocketAddr, tls: Option<Tls>, connect: Duration, idle: Duration) -> Arc<Pool> {
         Arc::new(Pool {
             addr,
+            tls,
             connect_timeout: connect,
             idle_timeout: idle,
             idle: Mutex::new(Vec::new()),
@@ -167,14 +186,18 @@ impl Pool {
                 .map_err(|_| UpstreamError::ConnectTimeout(addr))?
                 .map_err(|source| UpstreamError::Connect { addr, source })?;
         let _ = stream.set_nodelay(true);
-        let (tx, conn) = http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(UpstreamError::Http)?;
-        // Ends when the app closes it, or when its sender is dropped and it is idle.
-        tokio::spawn(async move {
-            let _ = conn.with_upgrades().await;
-        });
-        Ok(tx)
+        let Some(tls) = &self.tls else {
+            return handshake(stream).await;
+        };
+        let connector = tokio_rustls::TlsConnector::from(tls.config.clone());
+        let stream = tokio::time::timeout(
+            self.connect_timeout,
+            connector.connect(tls.name.clone(), stream),
+        )
+        .await
+        .map_err(|_| UpstreamError::ConnectTimeout(addr))?
+        .map_err(|source| UpstreamError::Connect { addr, source })?;
+        handshake(stream).await
     }
 
     fn release(self: &Arc<Self>, tx: SendRequest<ProxyBody>) {
@@ -203,6 +226,21 @@ impl Pool {
     fn idle(&self) -> usize {
         self.idle.lock().expect("pool lock").len()
     }
+}
+
+/// An HTTP/1.1 client connection over `io`, its connection task spawned: it ends when the app
+/// closes it, or when its sender is dropped and it is idle.
+async fn handshake<T>(io: T) -> Result<SendRequest<ProxyBody>, UpstreamError>
+where
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (tx, conn) = http1::handshake(TokioIo::new(io))
+        .await
+        .map_err(UpstreamError::Http)?;
+    tokio::spawn(async move {
+        let _ = conn.with_upgrades().await;
+    });
+    Ok(tx)
 }
 
 /// Prunes the pool every idle timeout for as long as it exists (a target nobody sends to any

@@ -92,4 +92,8 @@ impl Layout {
     pub fn purge_marker(&self, t: &str) -> PathBuf {
         self.purge_dir().join(t)
     }
+    /// The record of a tenant moved to another host (`handover`): where its requests go.
+    pub fn moved_record(&self, t: &str) -> PathBuf {
+        self.tenant(t).join("moved.json")
+    }
 }

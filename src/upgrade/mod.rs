@@ -103,6 +103,8 @@ pub struct Fleet {
     pub backup_schedule: Arc<crate::backup::schedule::BackupSchedule>,
     /// Scheduled checks of the off-host repositories.
     pub repo_checks: Arc<crate::backup::check::Checks>,
+    /// Tenants moving to (or moved to) another berth host.
+    pub handover: Arc<crate::handover::Handover>,
 }
 
 impl Fleet {
@@ -112,8 +114,17 @@ impl Fleet {
         let unfinished_restores = backups.hold_unfinished();
         let jobs = crate::jobs::Scheduler::new(cx.clone());
         let cx_state_dir = cx.svc.host().state_dir.clone();
+        let handover = crate::handover::Handover::open(cx.clone(), proxy.clone(), backups.clone());
+        let moved = Arc::downgrade(&handover);
+        cx.svc.on_purge(Arc::new(move |t: &str| {
+            if let Some(h) = moved.upgrade() {
+                h.forget(t);
+            }
+            Ok(())
+        }));
         let upgrades = Upgrader::open(cx, proxy, backups.clone());
         Fleet {
+            handover,
             backups,
             unfinished_restores,
             upgrades,

@@ -6,6 +6,7 @@
 pub mod challtest;
 pub mod mail;
 pub mod restic;
+pub mod wp;
 
 use std::{
     path::PathBuf,
@@ -617,4 +618,36 @@ pub fn publish_stand_ins(port: u16) {
         docker_ok(&["rmi", &remote]);
         let _ = docker(&["rmi", official]);
     }
+}
+
+/// The demo template with an `uploads` volume on the app (at /var/tmp, which the image makes
+/// writable by the app's user, so the engine gives the new volume that mode).
+pub fn demo_with_uploads(t: String) -> String {
+    let (vols, deps) = (
+        "volumes:\n  pgdata:\n",
+        "    depends_on:\n      db:\n        condition: service_healthy\n",
+    );
+    assert!(t.contains(vols) && t.matches(deps).count() == 1, "{t}");
+    t.replace(vols, "volumes:\n  pgdata:\n  uploads:\n")
+        .replace(
+            deps,
+            &format!("    volumes:\n      - uploads:/var/tmp\n{deps}"),
+        )
+}
+
+/// What a tenant holds that must come back: identity, secret, rows, the volume's digest.
+pub fn demo_holdings(h: &Harness, t: &str) -> [String; 4] {
+    let app = h.container(t, "app");
+    [
+        std::fs::read_to_string(h.path(&format!("state/tenants/{t}/id"))).unwrap(),
+        std::fs::read_to_string(h.path(&format!("state/tenants/{t}/secrets/db_password"))).unwrap(),
+        h.psql(t, "select string_agg(body, ',' order by id) from notes"),
+        docker_ok(&[
+            "exec",
+            &app,
+            "sh",
+            "-c",
+            "cd /var/tmp && find . -type f | sort | xargs sha256sum",
+        ]),
+    ]
 }
