@@ -107,11 +107,15 @@ struct Holding {
     until: Instant,
     /// Keeps the tenant awake (a sleep would pause, and a wake resume, the gate meanwhile).
     _awake: Option<crate::store::sleep::Busy>,
+    /// The tenant is held from the reconciler meanwhile, so its jobs start no new run (a
+    /// write after the final backup would stay behind).
+    passes: Arc<dyn crate::services::Reconciler>,
 }
 
 impl Drop for Holding {
     fn drop(&mut self) {
         self.gate.resume();
+        self.passes.release(&self.gate.tenant);
     }
 }
 
@@ -193,11 +197,13 @@ impl Handover {
                 return Err(HandoverError::Holding(t.into()));
             }
             gate.pause();
+            self.cx.passes.hold(t);
             let holding = Holding {
                 id,
                 gate: gate.clone(),
                 until: started + lease,
                 _awake: Some(awake),
+                passes: self.cx.passes.clone(),
             };
             holds.insert(t.into(), holding);
         }
