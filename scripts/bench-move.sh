@@ -6,7 +6,7 @@
 #  (a) mv1 by `berth move mv1 --to <B's API>` while one client sends requests through A's edge
 #      one after another: the whole move, the time requests were held, every request's status
 #      and time;
-#  (b) mv2 by hand, stop-the-world, with B's tenant made beforehand (not counted): stop the app
+#  (b) mv2 by hand, stop-the-world, with B's tenant made beforehand (not counted): pause the app
 #      on A, `pg_dump | restic backup --stdin` and the uploads volume `tar | restic backup
 #      --stdin`, then `restic dump | psql` and `restic dump | tar -x` into B's tenant: the time
 #      from the stop to B holding the data (the tenant's downtime), and the client's requests
@@ -37,7 +37,7 @@ t = t.replace(deps, "    volumes:\n      - uploads:/var/tmp\n" + deps)
 open(p, "w").write(t)
 PY
 done
-config() { # host, namespace, subnet, http, https, extra api line
+config() { # host, namespace, subnet, http, https, extra api line, metrics port
   cat > "$W/$1/berth.yaml" <<YAML
 state_dir: state
 templates_dir: $W/$1/templates
@@ -47,6 +47,7 @@ base_domain: bench.test
 api: {socket: berth.sock$6}
 network: {subnet_pool: $3, subnet_prefix: 28}
 proxy: {http: "127.0.0.1:$4", https: "127.0.0.1:$5"}
+metrics: {listen: "127.0.0.1:$7"}
 resync_interval: 30s
 plans:
   small: {memory: 512m, cpus: 1, pids: 200, backups: {keep: 3}}
@@ -55,8 +56,8 @@ backup_repositories:
   bench: {url: $W/repo, password_file: keys/repo.key}
 YAML
 }
-config a mva 10.253.0.0/20 18911 18912 ""
-config b mvb 10.253.16.0/20 18913 18914 ", tcp: \"127.0.0.1:18915\""
+config a mva 10.253.0.0/20 18911 18912 "" 18916
+config b mvb 10.253.16.0/20 18913 18914 ", tcp: \"127.0.0.1:18915\"" 18917
 PIDS=()
 cleanup() {
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
@@ -96,7 +97,7 @@ summary() { # file: requests, failed, p50/p99/max seconds
 
 r init
 for h in a b; do
-  (cd "$W/$h" && setsid "$BIN" --config "$W/$h/berth.yaml" serve >>"$W/$h/agent.log" 2>&1 < /dev/null) &
+  setsid "$BIN" --config "$W/$h/berth.yaml" serve >>"$W/$h/agent.log" 2>&1 < /dev/null &
   PIDS+=($!)
 done
 until on a reconcile >/dev/null 2>&1 && on b reconcile >/dev/null 2>&1; do sleep 0.2; done
@@ -134,14 +135,15 @@ all_move=$(summary "$W/load-move")
 load mv2 "$W/load-hand" & LOADER=$!
 sleep 2
 t0=$(now)
-docker stop -t 10 mva-mv2-app >/dev/null
+docker pause mva-mv2-app >/dev/null  # writes stop (a berth stop would stop its database too)
 docker exec mva-mv2-db pg_dump -U app app | r backup --stdin --stdin-filename mv2.sql --tag by-hand
-docker run --rm --entrypoint tar -v mva-mv2-uploads:/v berth/demo:1 -C /v -c . | r backup --stdin --stdin-filename up.tar --tag by-hand
+docker run --rm --entrypoint tar -v mva-mv2-uploads:/v berth/demo:1 -C /v -c up | r backup --stdin --stdin-filename up.tar --tag by-hand
 docker exec mvb-mv2-db psql -U app -d app -q -c "drop table if exists notes"
 r dump --tag by-hand --path /mv2.sql latest /mv2.sql | docker exec -i mvb-mv2-db psql -U app -d app -q >/dev/null
 r dump --tag by-hand --path /up.tar latest /up.tar | docker exec -i mvb-mv2-app tar -C /var/tmp -x
 t1=$(now)
 sleep 3; touch "$W/stop-mv2"; wait $LOADER
+docker unpause mva-mv2-app >/dev/null
 digest mvb mv2 | cmp -s - "$W/before-mv2" && hand_equal=yes || hand_equal=NO
 during_hand=$(awk -v a="$t0" -v b="$t1" '$1 >= a && $1 <= b' "$W/load-hand" > "$W/load-hand.in"; summary "$W/load-hand.in")
 
