@@ -223,9 +223,13 @@ fn known_repository(s: &AppState, repo: &str) -> Result<(), ApiError> {
 /// `HOST:PORT`, nothing else (no scheme, path or credentials).
 fn check_edge(edge: &str) -> Result<(), ApiError> {
     let bad = || ApiError::BadRequest(format!("edge: {edge:?} is not HOST:PORT"));
+    // The port is spelled out (`url` reports none for 443, https's default).
+    let port = edge
+        .rsplit_once(':')
+        .and_then(|(_, p)| p.parse::<u16>().ok());
     let u = url::Url::parse(&format!("https://{edge}")).map_err(|_| bad())?;
-    let plain = u.path() == "/" && u.query().is_none() && u.username().is_empty();
-    if !plain || u.port().is_none() || u.host_str().is_none() || edge.contains('@') {
+    let plain = u.path() == "/" && u.query().is_none() && u.fragment().is_none();
+    if !plain || port.is_none_or(|p| p == 0) || u.host_str().is_none() || edge.contains('@') {
         return Err(bad());
     }
     Ok(())

@@ -283,4 +283,6 @@ pub async fn reconcile_run(
 #[cfg(test)]
 mod access_tests;
 #[cfg(test)]
+mod handover_tests;
+#[cfg(test)]
 pub(crate) mod tests;

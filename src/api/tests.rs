@@ -34,7 +34,7 @@ pub(crate) fn state() -> (tempfile::TempDir, AppState) {
     (dir, AppState::new(cx, book, None, fleet))
 }
 
-async fn call(
+pub(super) async fn call(
     s: &AppState,
     method: &str,
     uri: &str,
