@@ -110,6 +110,7 @@ pub async fn rollback(
     Tenant(tenant): Tenant,
 ) -> Result<(StatusCode, Json<UpgradeState>), ApiError> {
     instances::instance_path(&s, &tenant)?;
+    instances::not_moved(&s, &tenant)?;
     let up = s.fleet.upgrades.clone();
     let started = tokio::task::spawn_blocking(move || up.rollback(&tenant))
         .await

@@ -131,15 +131,18 @@ pub async fn forward(
         ca_pem: req.ca_pem,
         at: crate::handover::now(),
     };
-    let record = s.fleet.handover.forward(record).await?;
-    // Its containers here stop: the other host has its data now.
-    let _guard = s.write_lock.lock().await;
-    if path.exists() {
-        let mut file = load_file(&path)?;
-        file.state = RunState::Stopped;
-        save(&s, &path, &file).await?;
-        s.cx.passes.kick();
-    }
+    // Its containers here stop (the other host has its data now), before the hold ends.
+    let stop = async {
+        let _guard = s.write_lock.lock().await;
+        if path.exists() {
+            let mut file = load_file(&path).map_err(|e| e.to_string())?;
+            file.state = RunState::Stopped;
+            save(&s, &path, &file).await.map_err(|e| e.to_string())?;
+            s.cx.passes.kick();
+        }
+        Ok(())
+    };
+    let record = s.fleet.handover.forward(record, stop).await?;
     Ok(Json(record))
 }
 
@@ -237,7 +240,14 @@ fn check_edge(edge: &str) -> Result<(), ApiError> {
 
 fn check_api(to: &str) -> Result<(), ApiError> {
     match url::Url::parse(to) {
-        Ok(u) if matches!(u.scheme(), "http" | "https") && to.len() <= 512 => Ok(()),
+        Ok(u)
+            if matches!(u.scheme(), "http" | "https")
+                && to.len() <= 512
+                && u.username().is_empty()
+                && u.password().is_none() =>
+        {
+            Ok(())
+        }
         _ => Err(ApiError::BadRequest(format!(
             "to: {to:?} is not the other host's API URL"
         ))),

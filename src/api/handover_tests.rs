@@ -68,6 +68,7 @@ async fn a_forward_to_anything_but_an_edge_or_without_a_hold_is_refused() {
         ("b", "https://b:8443", "edge"),
         ("b:443/x", "https://b:8443", "edge"),
         ("b:443", "ftp://b", "to"),
+        ("b:443", "https://user:secret@b:8443", "to"),
     ] {
         let (st, v) = call(&s, "POST", fwd, json!({"to": to, "edge": edge})).await;
         assert_eq!(st, StatusCode::BAD_REQUEST, "{edge} {to}: {v}");

@@ -124,6 +124,11 @@ pub(super) fn load_file(path: &std::path::Path) -> Result<InstanceFile, ApiError
 /// Refuses a change to a tenant that moved to another host (its copy here stays stopped
 /// until it is removed: the other host has its data now).
 pub(super) fn not_moved(s: &AppState, tenant: &str) -> Result<(), ApiError> {
+    if s.fleet.handover.is_holding(tenant) {
+        return Err(ApiError::Conflict(format!(
+            "tenant {tenant} is being moved to another host (its requests are held): try again when the move has ended"
+        )));
+    }
     match s.fleet.handover.moved(tenant) {
         Some(r) => Err(ApiError::Conflict(format!(
             "tenant {tenant} has moved to {}: change it there (remove it here once DNS points there)",

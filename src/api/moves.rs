@@ -52,6 +52,7 @@ pub async fn move_tenant(
     JsonBody(req): JsonBody<MoveRequest>,
 ) -> Result<Response, ApiError> {
     instance_path(&s, &tenant)?;
+    super::instances::not_moved(&s, &tenant)?;
     if !s.cx.passes.desired().instances.contains_key(&tenant) {
         return Err(not_found(&tenant));
     }

@@ -196,6 +196,10 @@ impl Handover {
             if holds.contains_key(t) {
                 return Err(HandoverError::Holding(t.into()));
             }
+            // Again under the lock: an upgrade or restore may have begun meanwhile.
+            if self.cx.passes.is_held(t) {
+                return Err(HandoverError::Busy(t.into()));
+            }
             gate.pause();
             self.cx.passes.hold(t);
             let holding = Holding {
@@ -234,6 +238,11 @@ impl Handover {
                 return Err(e);
             }
         };
+        // The lease ran out during the backup: the tenant serves here again, so this final
+        // backup is not final.
+        if !self.is_holding_as(t, id) {
+            return Err(HandoverError::NotHolding(t.into()));
+        }
         let until = now() + lease.saturating_sub(started.elapsed()).as_secs();
         Ok(Held {
             backup: info.id,
@@ -249,6 +258,16 @@ impl Handover {
         h.is_some()
     }
 
+    /// Whether `t`'s requests are held for a move now.
+    pub fn is_holding(&self, t: &str) -> bool {
+        self.holds.lock().expect("holds lock").contains_key(t)
+    }
+
+    fn is_holding_as(&self, t: &str, id: u64) -> bool {
+        let holds = self.holds.lock().expect("holds lock");
+        holds.get(t).is_some_and(|h| h.id == id)
+    }
+
     /// Ends hold `id` of `t` if it is still the current one.
     fn release_hold(&self, t: &str, id: u64) -> bool {
         let mut holds = self.holds.lock().expect("holds lock");
@@ -262,8 +281,12 @@ impl Handover {
     /// Step 3: from now on `t`'s requests (the held ones first) go to the other host's edge at
     /// `edge`, verified with the system's roots and `ca_pem` (the other host's own CA). The
     /// edge is tried first: a move never switches to an edge that does not answer for the
-    /// tenant's name. The caller stops the tenant's containers here.
-    pub async fn forward(&self, r: Record) -> Result<Record, HandoverError> {
+    /// tenant's name. `stop` stops the tenant's copy here (its file written `stopped`); it
+    /// runs before the hold ends, so no job or request runs on the copy after the switch.
+    pub async fn forward<F>(&self, r: Record, stop: F) -> Result<Record, HandoverError>
+    where
+        F: std::future::Future<Output = Result<(), String>>,
+    {
         let proxy = self.proxy.as_ref().ok_or(HandoverError::NoEdge)?;
         // Taken out of the map for the switch: neither the lease nor a release can end this
         // hold meanwhile (the gate stays paused while the holding lives).
@@ -273,6 +296,17 @@ impl Handover {
         };
         let switched = async {
             let target = r.target(self.connect_timeout()).await?;
+            // Removed meanwhile: no record may outlive it (a tenant made later under the
+            // name would be forwarded).
+            let file = self
+                .cx
+                .svc
+                .host()
+                .instances_dir
+                .join(format!("{}.yaml", r.tenant));
+            if !file.exists() {
+                return Err(HandoverError::UnknownTenant(r.tenant.clone()));
+            }
             r.save(self.cx.svc.layout())?;
             proxy.forward(&r.tenant, target);
             Ok::<_, HandoverError>(())
@@ -284,6 +318,13 @@ impl Handover {
                 holds.insert(r.tenant.clone(), holding);
             }
             return Err(e);
+        }
+        if let Err(why) = stop.await {
+            tracing::error!(
+                tenant = r.tenant,
+                error = why,
+                "moved, but its copy here is not stopped"
+            );
         }
         // Dropped: the gate resumes, and the held requests go to the other host.
         drop(holding);
@@ -305,6 +346,7 @@ impl Handover {
     /// A removed tenant's forwarding ends, and its record goes (a tenant made later under
     /// the name is not forwarded).
     pub fn end(&self, t: &str) {
+        self.release(t);
         self.forget(t);
         record::remove(self.cx.svc.layout(), t);
     }
