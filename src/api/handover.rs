@@ -95,6 +95,10 @@ pub struct ForwardRequest {
     pub to: String,
     /// The other host's edge (HTTPS listener), `HOST:PORT`.
     pub edge: String,
+    /// The other host's HTTP listener, `HOST:PORT`: the tenant's ACME challenges this edge
+    /// cannot answer go there, so its certificates are issued before DNS moves.
+    #[serde(default)]
+    pub edge_http: Option<String>,
     /// The other host's own CA (PEM), trusted beside the system's roots.
     #[serde(default)]
     pub ca_pem: Option<String>,
@@ -114,6 +118,10 @@ pub async fn forward(
 ) -> Result<Json<Record>, ApiError> {
     let path = instance_path(&s, &tenant)?;
     check_edge(&req.edge)?;
+    if let Some(e) = &req.edge_http {
+        check_edge(e)
+            .map_err(|_| ApiError::BadRequest(format!("edge_http: {e:?} is not HOST:PORT")))?;
+    }
     check_api(&req.to)?;
     let host =
         match &s.cx.svc.host().base_domain {
@@ -127,6 +135,7 @@ pub async fn forward(
         tenant: tenant.clone(),
         to: req.to,
         edge: req.edge,
+        edge_http: req.edge_http,
         host,
         ca_pem: req.ca_pem,
         at: crate::handover::now(),

@@ -27,7 +27,7 @@ pub async fn run(here: &Client, t: &str, o: Other, output: Output) -> Result<i32
     let started = Instant::now();
     let there = Client::tcp(&o.api, &o.token_file, o.ca_file.as_deref())
         .with_context(|| format!("--to {} / --to-token-file", o.api))?;
-    let edge = other_edge(here, &there, &o).await?;
+    let (edge, edge_http) = other_edge(here, &there, &o).await?;
     let step = |s: &str| api_path(&["v1", "instances", t, "handover", s], &[]);
     let repo = json!({ "repository": o.repo });
     // 1. A backup here, the tenant made there from it.
@@ -61,7 +61,7 @@ pub async fn run(here: &Client, t: &str, o: Other, output: Output) -> Result<i32
         .await
         .ok()
         .filter(|p| p.contains("BEGIN"));
-    let body = json!({ "to": o.api, "edge": edge, "ca_pem": ca });
+    let body = json!({ "to": o.api, "edge": edge, "edge_http": edge_http, "ca_pem": ca });
     let forwarded = match here.json(Method::POST, &step("forward"), Some(body)).await {
         Ok(v) => v,
         Err(e) => {
@@ -99,9 +99,10 @@ pub async fn run(here: &Client, t: &str, o: Other, output: Output) -> Result<i32
     Ok(0)
 }
 
-/// The other host's edge: `--to-edge`, else the API's host and the edge's HTTPS port there.
-/// Both hosts must share the base domain: the tenant's name there is the one it has here.
-async fn other_edge(here: &Client, there: &Client, o: &Other) -> Result<String> {
+/// The other host's edge, HTTPS and HTTP: `--to-edge`'s host (else the API's) with the edge's
+/// ports there (`--to-edge`'s own port for HTTPS). Both hosts must share the base domain: the
+/// tenant's name there is the one it has here.
+async fn other_edge(here: &Client, there: &Client, o: &Other) -> Result<(String, Option<String>)> {
     let (a, b) = (
         here.json(Method::GET, "/v1/agent", None).await?,
         there
@@ -119,15 +120,23 @@ async fn other_edge(here: &Client, there: &Client, o: &Other) -> Result<String> 
             b["base_domain"]
         );
     }
+    let (addr, _) = super::client::parse_api(&o.api)?;
+    let api_host = addr.rsplit_once(':').map_or(addr.as_str(), |(h, _)| h);
+    let host = o
+        .edge
+        .as_deref()
+        .and_then(|e| e.rsplit_once(':'))
+        .map_or(api_host, |(h, _)| h);
+    let http = b["edge"]["http_port"]
+        .as_u64()
+        .map(|p| format!("{host}:{p}"));
     if let Some(e) = &o.edge {
-        return Ok(e.clone());
+        return Ok((e.clone(), http));
     }
     let port = b["edge"]["https_port"]
         .as_u64()
         .with_context(|| format!("{} runs no edge", o.api))?;
-    let (addr, _) = super::client::parse_api(&o.api)?;
-    let host = addr.rsplit_once(':').map_or(addr.as_str(), |(h, _)| h);
-    Ok(format!("{host}:{port}"))
+    Ok((format!("{host}:{port}"), http))
 }
 
 /// Starts an operation and waits for its result.

@@ -12,7 +12,7 @@
 //! A hold the CLI does not follow up (it died, the other host failed) ends by itself after
 //! the edge's longest pause, and the tenant goes on here as before.
 
-mod record;
+pub mod record;
 
 use crate::{
     backup::{BackupError, BackupInfo, Backups},
@@ -308,6 +308,9 @@ impl Handover {
                 return Err(HandoverError::UnknownTenant(r.tenant.clone()));
             }
             r.save(self.cx.svc.layout())?;
+            if let Some(c) = r.challenge_target(self.connect_timeout()) {
+                proxy.forward_challenges(&r.tenant, c);
+            }
             proxy.forward(&r.tenant, target);
             Ok::<_, HandoverError>(())
         };
@@ -354,6 +357,9 @@ impl Handover {
     fn install(&self, r: &Record) -> Result<(), HandoverError> {
         let proxy = self.proxy.as_ref().ok_or(HandoverError::NoEdge)?;
         let target = r.target_unchecked(self.connect_timeout())?;
+        if let Some(c) = r.challenge_target(self.connect_timeout()) {
+            proxy.forward_challenges(&r.tenant, c);
+        }
         proxy.forward(&r.tenant, target);
         Ok(())
     }

@@ -15,6 +15,10 @@ pub struct Record {
     pub to: String,
     /// The other host's edge (HTTPS), `HOST:PORT`.
     pub edge: String,
+    /// The other host's edge (HTTP), `HOST:PORT`: where the ACME challenges of the tenant's
+    /// names go that this edge cannot answer (the other host proves its orders through here).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub edge_http: Option<String>,
     /// A name the tenant is served under there, tried before the switch.
     pub host: String,
     /// The other host's own CA (PEM), trusted beside the system's roots for its edge.
@@ -64,6 +68,15 @@ impl Record {
         Ok(target)
     }
 
+    /// The other host's HTTP listener, for ACME challenges (plain HTTP: their answers are
+    /// public).
+    pub(super) fn challenge_target(&self, timeout: Duration) -> Option<Arc<Target>> {
+        use std::net::ToSocketAddrs;
+        let edge = self.edge_http.as_deref()?;
+        let addr = edge.to_socket_addrs().ok()?.next()?;
+        Some(Target::new(addr, timeout))
+    }
+
     /// The target without trying it (an agent starting forwards what it forwarded before).
     pub(super) fn target_unchecked(&self, timeout: Duration) -> Result<Arc<Target>, HandoverError> {
         let addr = self
@@ -86,7 +99,7 @@ impl Record {
 }
 
 /// A forwarding target at `addr` trusting the system's roots and `ca_pem`.
-pub(super) fn client_target(
+pub fn client_target(
     addr: SocketAddr,
     ca_pem: Option<&str>,
     timeout: Duration,

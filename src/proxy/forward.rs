@@ -10,7 +10,7 @@ use super::{
     limit::{self, Slot},
     pages,
     routes::{Route, rewrite_path},
-    target::Ticket,
+    target::{Target, Ticket},
     upstream::Leased,
 };
 use http_body_util::{BodyExt, Limited};
@@ -58,6 +58,16 @@ async fn route(p: &Proxy, conn: &ConnInfo, req: Request<Incoming>) -> Outcome {
         .unwrap_or_else(|| PathAndQuery::from_static("/"));
     let path = pq.as_str();
     if !conn.tls {
+        if let Some(token) = path.strip_prefix(ACME_PREFIX)
+            && p.http01.answer(token).is_none()
+            && let Some(to) = p.challenge_target(&host)
+        {
+            return (
+                relay_challenge(p, &to, &host, pq.clone()).await,
+                None,
+                Some(host),
+            );
+        }
         return (plain_http(p, &host, path), None, Some(host));
     }
     // Browsers reuse a connection for every name its certificate covers; ours cover one name.
@@ -166,6 +176,42 @@ fn plain_http(p: &Proxy, host: &str, path: &str) -> Response<ProxyBody> {
         return pages::not_found();
     }
     pages::redirect(&format!("https://{}{path}", p.https_authority(host)))
+}
+
+/// The largest challenge answer relayed (a key authorization is under 100 bytes).
+const CHALLENGE_MAX: usize = 4096;
+
+/// A moved tenant's ACME challenge, asked of its other host's HTTP listener: its status and
+/// (small) body, or 404 when that host does not answer.
+async fn relay_challenge(
+    p: &Proxy,
+    to: &Target,
+    host: &str,
+    path: PathAndQuery,
+) -> Response<ProxyBody> {
+    let req = Request::get(Uri::from(path))
+        .header(header::HOST, host)
+        .body(empty());
+    let Ok(req) = req else {
+        return pages::not_found();
+    };
+    let sent = tokio::time::timeout(p.cfg.timeouts.upstream_response, to.send(req)).await;
+    let Ok(Ok((resp, _lease))) = sent else {
+        return pages::not_found();
+    };
+    let status = resp.status();
+    let body = Limited::new(resp.into_body(), CHALLENGE_MAX);
+    let Ok(Ok(body)) = tokio::time::timeout(p.cfg.timeouts.upstream_response, body.collect()).await
+    else {
+        return pages::not_found();
+    };
+    let mut r = Response::new(super::body::full(body.to_bytes()));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        "application/octet-stream".parse().expect("static"),
+    );
+    r
 }
 
 async fn forward(

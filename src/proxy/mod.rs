@@ -66,6 +66,9 @@ pub struct Proxy {
     gates: Mutex<HashMap<String, Arc<Gate>>>,
     /// Tenants moved to another berth host: their requests go to that host's edge.
     moved: Mutex<HashMap<String, Arc<Target>>>,
+    /// Moved tenants' ACME HTTP-01 challenges this edge has no answer to go to that host's
+    /// HTTP listener (its orders are proven while DNS still points here).
+    challenges: Mutex<HashMap<String, Arc<Target>>>,
     /// Which mounts of each shared domain set which cookies.
     pub cookie_owners: cookies::Owners,
     /// Which clients may still wake sleeping tenants this minute.
@@ -98,6 +101,7 @@ impl Proxy {
             tls: Arc::new(tls),
             gates: Mutex::default(),
             moved: Mutex::default(),
+            challenges: Mutex::default(),
             wakes: (wake_tx, Mutex::new(Some(wake_rx))),
         })
     }
@@ -139,9 +143,28 @@ impl Proxy {
         }
     }
 
+    /// Sends the ACME HTTP-01 challenges of moved `tenant`'s hosts that this edge cannot
+    /// answer to `to` (the other host's HTTP listener).
+    pub fn forward_challenges(&self, tenant: &str, to: Arc<Target>) {
+        let mut c = self.challenges.lock().expect("challenges lock");
+        c.insert(tenant.into(), to);
+    }
+
+    /// Where a challenge for `host` goes, if a moved tenant is served under it.
+    pub fn challenge_target(&self, host: &str) -> Option<Arc<Target>> {
+        let tenant = match self.routes.load().lookup(host, "/")? {
+            routes::Route::Tenant { gate, .. } => gate.tenant.clone(),
+            routes::Route::Redirect { .. } => return None,
+        };
+        let c = self.challenges.lock().expect("challenges lock");
+        c.get(&tenant).cloned()
+    }
+
     /// Ends the forwarding of `tenant` (purged here): its routes follow its files again.
     pub fn unforward(&self, tenant: &str) {
         self.moved.lock().expect("moved lock").remove(tenant);
+        let mut c = self.challenges.lock().expect("challenges lock");
+        c.remove(tenant);
     }
 
     /// Installs the routes of all tenants: gates are kept across calls (a request in flight

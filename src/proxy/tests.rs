@@ -620,3 +620,6 @@ mod timeouts;
 
 #[path = "tests_cookies.rs"]
 mod cookies;
+
+#[path = "tests_moved.rs"]
+mod moved;
