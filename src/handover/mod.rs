@@ -12,7 +12,7 @@
 //! A hold the CLI does not follow up (it died, the other host failed) ends by itself after
 //! the edge's longest pause, and the tenant goes on here as before.
 
-pub mod record;
+mod record;
 
 use crate::{
     backup::{BackupError, BackupInfo, Backups},
@@ -95,6 +95,8 @@ pub struct Handover {
     cx: Cx,
     proxy: Option<Arc<Proxy>>,
     backups: Arc<Backups>,
+    /// Whose runs a hold waits for (a run's writes belong in the final backup).
+    jobs: Arc<crate::jobs::Scheduler>,
     holds: Mutex<HashMap<String, Holding>>,
     next: AtomicU64,
 }
@@ -121,11 +123,16 @@ impl Drop for Holding {
 
 impl Handover {
     /// Forwards every tenant that moved away before this start.
-    pub fn open(cx: Cx, proxy: Option<Arc<Proxy>>, backups: Arc<Backups>) -> Arc<Handover> {
+    pub fn open(
+        cx: Cx,
+        proxy: Option<Arc<Proxy>>,
+        (backups, jobs): (Arc<Backups>, Arc<crate::jobs::Scheduler>),
+    ) -> Arc<Handover> {
         let h = Arc::new(Handover {
             cx,
             proxy,
             backups,
+            jobs,
             holds: Mutex::default(),
             next: AtomicU64::new(1),
         });
@@ -228,7 +235,8 @@ impl Handover {
         // Bounded well inside the lease: one long request (a WebSocket) never makes every
         // move of the tenant fail.
         let deadline = Instant::now() + proxy.cfg.timeouts.drain.min(lease / 3);
-        while gate.in_flight() > 0 && Instant::now() < deadline {
+        // Runs of its jobs started before the hold too: their writes belong in the backup.
+        while (gate.in_flight() > 0 || self.jobs.is_running(t)) && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         let info = match self.backup(t, repo).await {

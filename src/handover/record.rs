@@ -99,7 +99,7 @@ impl Record {
 }
 
 /// A forwarding target at `addr` trusting the system's roots and `ca_pem`.
-pub fn client_target(
+pub(super) fn client_target(
     addr: SocketAddr,
     ca_pem: Option<&str>,
     timeout: Duration,

@@ -82,6 +82,12 @@ impl Scheduler {
         self.cx.svc.layout().tenant(tenant).join("jobs.json")
     }
 
+    /// Whether a run of any of `tenant`'s jobs is under way.
+    pub fn is_running(&self, tenant: &str) -> bool {
+        let running = self.running.lock().expect("running lock");
+        running.iter().any(|(t, _)| t == tenant)
+    }
+
     /// The tenant's jobs as `berth jobs T` shows them, including ones that never ran.
     pub fn jobs(&self, tenant: &str) -> BTreeMap<String, JobRecord> {
         self.load(tenant);

@@ -114,7 +114,11 @@ impl Fleet {
         let unfinished_restores = backups.hold_unfinished();
         let jobs = crate::jobs::Scheduler::new(cx.clone());
         let cx_state_dir = cx.svc.host().state_dir.clone();
-        let handover = crate::handover::Handover::open(cx.clone(), proxy.clone(), backups.clone());
+        let handover = crate::handover::Handover::open(
+            cx.clone(),
+            proxy.clone(),
+            (backups.clone(), jobs.clone()),
+        );
         let moved = Arc::downgrade(&handover);
         cx.svc.on_purge(Arc::new(move |t: &str| {
             if let Some(h) = moved.upgrade() {
