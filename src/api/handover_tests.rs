@@ -74,6 +74,10 @@ async fn a_forward_to_anything_but_an_edge_or_without_a_hold_is_refused() {
         assert_eq!(st, StatusCode::BAD_REQUEST, "{edge} {to}: {v}");
         assert!(v["error"].as_str().unwrap().contains(says), "{v}");
     }
+    let body = json!({"to": "https://b:8443", "edge": "b:443", "edge_http": "http://b:80/x"});
+    let (st, v) = call(&s, "POST", fwd, body).await;
+    assert_eq!(st, StatusCode::BAD_REQUEST, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("edge_http"), "{v}");
     let (st, v) = call(
         &s,
         "POST",

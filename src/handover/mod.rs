@@ -108,7 +108,7 @@ struct Holding {
     /// When its lease ends.
     until: Instant,
     /// Keeps the tenant awake (a sleep would pause, and a wake resume, the gate meanwhile).
-    _awake: Option<crate::store::sleep::Busy>,
+    _awake: crate::store::sleep::Busy,
     /// The tenant is held from the reconciler meanwhile, so its jobs start no new run (a
     /// write after the final backup would stay behind).
     passes: Arc<dyn crate::services::Reconciler>,
@@ -213,7 +213,7 @@ impl Handover {
                 id,
                 gate: gate.clone(),
                 until: started + lease,
-                _awake: Some(awake),
+                _awake: awake,
                 passes: self.cx.passes.clone(),
             };
             holds.insert(t.into(), holding);
@@ -347,18 +347,13 @@ impl Handover {
         Ok(r)
     }
 
-    /// A purged tenant's forwarding ends (its record went with its directory).
-    pub fn forget(&self, t: &str) {
+    /// A removed (or purged) tenant's hold and forwarding end, and its record goes (a tenant
+    /// made later under the name is not forwarded).
+    pub fn end(&self, t: &str) {
+        self.release(t);
         if let Some(p) = &self.proxy {
             p.unforward(t);
         }
-    }
-
-    /// A removed tenant's forwarding ends, and its record goes (a tenant made later under
-    /// the name is not forwarded).
-    pub fn end(&self, t: &str) {
-        self.release(t);
-        self.forget(t);
         record::remove(self.cx.svc.layout(), t);
     }
 

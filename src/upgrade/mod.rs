@@ -119,13 +119,6 @@ impl Fleet {
             proxy.clone(),
             (backups.clone(), jobs.clone()),
         );
-        let moved = Arc::downgrade(&handover);
-        cx.svc.on_purge(Arc::new(move |t: &str| {
-            if let Some(h) = moved.upgrade() {
-                h.forget(t);
-            }
-            Ok(())
-        }));
         let upgrades = Upgrader::open(cx, proxy, backups.clone());
         Fleet {
             handover,
