@@ -19,6 +19,8 @@
 # ENGINE_WEIGHT=10 adds a last capped round with `engine: {cpu_weight: 10}`: the agent moves the
 # engine (dockerd, containerd, the shims) into a CPU cgroup of that weight (a plain process has
 # 100), so container starts yield to the tenants and the edge. Moved back afterwards.
+# ENGINE_MAX=0.5 adds a round after that with `engine: {cpu_max: 0.5}` (and the weight, if
+# ENGINE_WEIGHT is set): the engine's group gets a CFS quota of that many cores.
 # Each round also reports where its CPU went: the engine, the agent (the edge included), the
 # containers (cpuacct of /docker) and the host in all, and how many reconcile passes ran.
 # BASE_BIN=/path/to/an/older/berth runs the capped round first with that binary, then with this
@@ -65,7 +67,7 @@ plans:
   awake: {memory: 128m, cpus: 0.5, pids: 100}
   napping: {memory: 128m, cpus: 0.5, pids: 100, sleep_after: 20s, sleep_memory: 0.25}
 shared_database: {image: berth/postgres:15, memory: 4g, connection_limit: 5}
-engine: {cpu_weight: ${5:-null}}
+engine: {cpu_weight: ${5:-null}, cpu_max: ${6:-null}}
 proxy: {http: 127.0.0.1:18980, https: 127.0.0.1:18943, max_wakes: $1, client_wakes_per_minute: $2,
         wake_gap: ${4:-0s}, timeouts: {max_pause: 30s}}
 YAML
@@ -242,6 +244,13 @@ if [ -n "${ENGINE_WEIGHT:-}" ]; then
   stop_agent; config "${CAP_WAKES:-4}" 100000 "$MEM" "${WAKE_GAP:-0s}" "$ENGINE_WEIGHT"; start_agent
   grep -o 'engine processes[^"]*' "$W/agent.log" | tail -1 || true
   storm "capped-${CAP_WAKES:-4}-engine-weight-$ENGINE_WEIGHT"
+  engine_into /sys/fs/cgroup/cpu
+fi
+if [ -n "${ENGINE_MAX:-}" ]; then
+  all_asleep
+  stop_agent; config "${CAP_WAKES:-4}" 100000 "$MEM" "${WAKE_GAP:-0s}" "${ENGINE_WEIGHT:-null}" "$ENGINE_MAX"; start_agent
+  grep -o 'engine processes[^"]*' "$W/agent.log" | tail -1 || true
+  storm "capped-${CAP_WAKES:-4}-engine-weight-${ENGINE_WEIGHT:-none}-max-$ENGINE_MAX"
   engine_into /sys/fs/cgroup/cpu
 fi
 "$B" --config "$W/berth.yaml" ls -o json | grep -o '"error": "not woken[^"]*"' | head -1 || true

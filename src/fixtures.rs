@@ -48,7 +48,7 @@ pub fn host() -> HostConfig {
             http_port: 80,
         },
         engine: crate::desired::engine::Engine::Docker,
-        engine_cpu_weight: None,
+        engine_cpu: None,
     }
 }
 

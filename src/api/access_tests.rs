@@ -229,6 +229,13 @@ async fn what_a_tenant_admin_may_do_stays_inside_its_own_tenant() {
     let from = serde_json::json!({"from": "globex:20260101T000000Z-abcd"});
     let (st, v) = tcp(&w, &admin, "POST", "/v1/instances/acme/restore", from).await;
     assert!(refused(st, &v), "{st} {v}");
+    // Its own restore without the safety backup is an operator's alone.
+    let bare = serde_json::json!({"from": "20260101T000000Z-abcd", "safety_backup": false});
+    let (st, v) = tcp(&w, &admin, "POST", "/v1/instances/acme/restore", bare).await;
+    assert!(
+        st == StatusCode::FORBIDDEN && v.to_string().contains("safety_backup"),
+        "{st} {v}"
+    );
     let (st, v) = tcp(
         &w,
         &admin,

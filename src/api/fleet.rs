@@ -169,6 +169,16 @@ pub async fn backup_create(
 pub struct RestoreRequest {
     /// `ID` (this tenant's backup, restored in place) or `SOURCE:ID` (cloned from another).
     pub from: String,
+    /// `false`: no safety backup of what the tenant holds first (operators only, in place
+    /// only). For a tenant that holds nothing worth keeping: a move's catch-up on the arriving
+    /// host, whose copy came from the same repository. A restore that fails then leaves the
+    /// tenant as the failure left it.
+    #[serde(default = "yes")]
+    pub safety_backup: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// `from` is `ID` (a backup of this tenant, restored in place) or `SOURCE:ID` (a backup of
@@ -194,14 +204,18 @@ pub async fn restore(
             "cloning {source}'s backup into a new tenant {tenant:?} creates a tenant: operators only"
         )));
     }
-    let fleet = s.fleet.clone();
-    let t = tenant.clone();
+    if !req.safety_backup && (source != tenant || !who.is_operator()) {
+        return Err(ApiError::Forbidden(
+            "safety_backup: false is for an operator's restore in place only".into(),
+        ));
+    }
+    let (fleet, t, safety) = (s.fleet.clone(), tenant.clone(), req.safety_backup);
     if source == tenant {
         if !s.cx.passes.desired().instances.contains_key(&tenant) {
             return Err(instances::not_found(&tenant));
         }
         return accepted(&s, "backup.restore", &tenant, pending, async move {
-            let m = fleet.upgrades.restore(&t, &id).await?;
+            let m = fleet.upgrades.restore(&t, &id, safety).await?;
             Ok(serde_json::to_value(m).unwrap_or_default())
         });
     }

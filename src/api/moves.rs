@@ -93,7 +93,7 @@ async fn move_now(
     s.cx.passes.kick();
     cleared?;
     wait_running(s, &tenant).await?;
-    s.fleet.upgrades.restore(&tenant, &backup).await?;
+    s.fleet.upgrades.restore(&tenant, &backup, true).await?;
     tracing::info!(%tenant, node = %to, %backup, "tenant moved");
     Ok(Moved {
         tenant,

@@ -318,6 +318,16 @@ impl Backups {
             std::fs::copy(&path, &copy).map_err(io(&path))?;
             members.insert(format!("files/{}", rel.display()), copy);
         }
+        // Its DKIM keys, so a recovered or moved tenant signs as its DNS records say.
+        let mail = crate::mail::relay::Paths::new(self.cx.svc.layout());
+        for (n, (name, path)) in crate::mail::dkim::members(&mail, tenant)
+            .into_iter()
+            .enumerate()
+        {
+            let copy = spool.join(format!("dkim-{n}"));
+            std::fs::copy(&path, &copy).map_err(io(&path))?;
+            members.insert(name, copy);
+        }
         Ok(members)
     }
 

@@ -207,6 +207,9 @@ impl Backups {
             .map_err(fail(true))?;
         let (_spool, manifest, members) = self.open(t, &snap.backup).map_err(fail(true))?;
         self.put_secrets(t, &members).map_err(fail(true))?;
+        let mail = crate::mail::relay::Paths::new(self.cx.svc.layout());
+        crate::mail::dkim::put_back(&mail, t, &members)
+            .map_err(|e| Skip::Failed(e.to_string(), true))?;
         let (instance, state) = recovered_file(&manifest, &members).map_err(fail(true))?;
         self.create_file(&instance).await.map_err(fail(true))?;
         // The tenant comes up with the others, then is held (no requests, jobs or sleep) until

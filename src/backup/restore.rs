@@ -15,7 +15,8 @@ use std::{collections::BTreeMap, path::PathBuf};
 struct Journal {
     /// The backup being restored.
     id: String,
-    /// The backup of what the tenant held before, in `safety/`.
+    /// The backup of what the tenant held before, in `safety/`; empty when none was taken
+    /// (the operator asked for none).
     safety: String,
     /// The backup was fetched from off the host for this restore: its archive goes when the
     /// restore is finished (here or by a resume after a crash).
@@ -33,8 +34,16 @@ impl Backups {
     }
 
     /// Restores `tenant`'s database and volumes from backup `id` in place. Secrets and rendered
-    /// files stay as they are: the running containers already use them.
-    pub async fn restore(&self, tenant: &str, id: &str) -> Result<Manifest, BackupError> {
+    /// files stay as they are: the running containers already use them. `safety`: what the
+    /// tenant holds is backed up first and put back if the restore fails; without it (a move's
+    /// catch-up on a tenant that holds only an earlier copy from the same repository) a failed
+    /// restore leaves the tenant as it failed.
+    pub async fn restore(
+        &self,
+        tenant: &str,
+        id: &str,
+        safety: bool,
+    ) -> Result<Manifest, BackupError> {
         let _claim = self.claim(tenant)?;
         let _turn = self.turn().await;
         // A backup no longer on this host comes back from an off-host repository first, and
@@ -60,7 +69,7 @@ impl Backups {
             true => None,
         };
         let r = self
-            .restore_safely(&inst, id, &members, fetched.is_armed())
+            .restore_safely(&inst, id, &members, (fetched.is_armed(), safety))
             .await;
         // A journal left behind (the safety backup could not be put back) is finished at the
         // next start, which needs the fetched archive: it removes it then.
@@ -77,17 +86,22 @@ impl Backups {
         inst: &crate::desired::Instance,
         id: &str,
         members: &BTreeMap<String, PathBuf>,
-        fetched: bool,
+        (fetched, take_safety): (bool, bool),
     ) -> Result<(), BackupError> {
         let tenant = inst.tenant.as_str();
         let safety_dir = self.safety_dir(tenant);
         // The safety backup is not counted against the plan's budget (it goes when the
         // restore ends), only against the filesystem's room.
-        let room = self.room(inst, false)?;
-        let safety = self.write(inst, &safety_dir, &room).await?;
+        let safety = match take_safety {
+            true => {
+                let room = self.room(inst, false)?;
+                self.write(inst, &safety_dir, &room).await?.id
+            }
+            false => String::new(),
+        };
         let journal = Journal {
             id: id.into(),
-            safety: safety.id.clone(),
+            safety: safety.clone(),
             fetched,
         };
         let path = self.journal_path(tenant);
@@ -95,10 +109,14 @@ impl Backups {
         atomic::write(&path, &json, 0o600).map_err(io(&path))?;
         let r = self.restore_members(tenant, members).await;
         if let Err(e) = &r {
-            tracing::error!(tenant, id, error = %e, "restore failed; putting the safety backup back");
-            self.put_back(tenant, &journal.safety).await?;
+            if safety.is_empty() {
+                tracing::error!(tenant, id, error = %e, "restore failed; no safety backup was asked for");
+            } else {
+                tracing::error!(tenant, id, error = %e, "restore failed; putting the safety backup back");
+                self.put_back(tenant, &journal.safety).await?;
+            }
         }
-        self.finish(tenant, &safety.id);
+        self.finish(tenant, &safety);
         r
     }
 
@@ -174,9 +192,17 @@ impl Backups {
             Ok((_spool, _, members)) => self.restore_members(tenant, &members).await,
             Err(e) => Err(e),
         };
-        if let Err(e) = r {
-            tracing::error!(tenant, error = %e, "putting the safety backup back");
-            self.put_back(tenant, &j.safety).await?;
+        match r {
+            Err(e) if j.safety.is_empty() => {
+                tracing::error!(tenant, error = %e, "no safety backup to put back (none was asked for)");
+                self.finish(tenant, "");
+                return Err(e);
+            }
+            Err(e) => {
+                tracing::error!(tenant, error = %e, "putting the safety backup back");
+                self.put_back(tenant, &j.safety).await?;
+            }
+            Ok(()) => {}
         }
         self.finish(tenant, &j.safety);
         Ok(())

@@ -46,7 +46,9 @@ pub async fn run(here: &Client, t: &str, o: Other, output: Output) -> Result<i32
     let hold = here.json(Method::POST, &hold_path, Some(repo));
     let held = progress::during(format!("{t}: holding requests, final backup"), hold).await?;
     let restore = api_path(&["v1", "instances", t, "restore"], &[]);
-    let body = json!({ "from": held["backup"] });
+    // B's copy holds only the first backup, which R keeps: no safety backup of it first, so
+    // the hold lasts no longer than the catch-up itself.
+    let body = json!({ "from": held["backup"], "safety_backup": false });
     let call = (Method::POST, restore, Some(body));
     if let Err(e) = follow(&there, call, format!("{t}: catching up on {}", o.api)).await {
         let _ = here.json(Method::POST, &step("release"), None).await;

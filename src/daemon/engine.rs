@@ -73,12 +73,13 @@ fn egress_policy(
     Egress::new(fw, &host.namespace, host.subnet_pool.net(), resolvers)
 }
 
-/// `engine.cpu_weight`: the local engine (found as the peer of its socket) and its programs
-/// move to a CPU group of that weight, so container starts yield to the tenants and the edge.
+/// `engine.cpu_weight`, `engine.cpu_max`: the local engine (found as the peer of its socket)
+/// and its programs move to a CPU group of that weight and quota, so container starts yield to
+/// the tenants and the edge.
 /// Called once connected to the engine's events, each time: an engine restarted since is moved
 /// again. Blocking work (a connect, a walk of /proc), so off the runtime's threads.
 fn place_engine(host: &HostConfig) {
-    let (Engine::Docker, Some(weight)) = (&host.engine, host.engine_cpu_weight) else {
+    let (Engine::Docker, Some(cpu)) = (&host.engine, host.engine_cpu) else {
         return;
     };
     let socket = match std::env::var("DOCKER_HOST") {
@@ -86,7 +87,7 @@ fn place_engine(host: &HostConfig) {
         Ok(h) => match h.strip_prefix("unix://") {
             Some(p) => PathBuf::from(p),
             None => {
-                tracing::warn!(docker_host = %h, "engine.cpu_weight needs the engine on a unix socket; its weight is left as it is");
+                tracing::warn!(docker_host = %h, "engine.cpu_weight and cpu_max need the engine on a unix socket; its CPU is left as it is");
                 return;
             }
         },
@@ -96,7 +97,11 @@ fn place_engine(host: &HostConfig) {
         let placed = engine_cpu::engine_pid(&socket)
             .map_err(|e| format!("{}: {e}", socket.display()))
             .and_then(|pid| {
-                engine_cpu::place(&engine_cpu::Cgroups::default(), pid, weight)
+                let limits = engine_cpu::Limits {
+                    weight: cpu.weight,
+                    max_millicores: cpu.max_millicores,
+                };
+                engine_cpu::place(&engine_cpu::Cgroups::default(), pid, limits)
                     .map_err(|e| e.to_string())
             });
         // Said once until it works: the events stream is retried every 2 s while the engine is down.
@@ -105,11 +110,11 @@ fn place_engine(host: &HostConfig) {
             Ok(what) => {
                 WARNED.store(false, std::sync::atomic::Ordering::Relaxed);
                 if let Some(what) = what {
-                    tracing::info!(%what, "engine.cpu_weight")
+                    tracing::info!(%what, "engine CPU")
                 }
             }
             Err(error) if !WARNED.swap(true, std::sync::atomic::Ordering::Relaxed) => {
-                tracing::warn!(%error, "cannot set the engine's CPU weight; container starts compete with the tenants")
+                tracing::warn!(%error, "cannot set the engine's CPU weight or quota; container starts compete with the tenants")
             }
             Err(_) => {}
         }

@@ -61,20 +61,34 @@ pub fn check(
     }
 }
 
-/// Checks `engine.cpu_weight` (this host's engine only: a swarm's nodes are placed by their
-/// own service managers).
-pub fn cpu_weight(e: &EngineFile, err: &mut impl FnMut(&str, String)) -> Option<u16> {
-    let w = e.cpu_weight?;
+/// What the agent sets on this host's engine's CPU group: a weight (cgroup v2 scale) and a
+/// quota in thousandths of a core. At least one is set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EngineCpu {
+    pub weight: Option<u16>,
+    pub max_millicores: Option<u32>,
+}
+
+/// Checks `engine.cpu_weight` and `engine.cpu_max` (this host's engine only: a swarm's nodes
+/// are placed by their own service managers).
+pub fn cpu(e: &EngineFile, err: &mut impl FnMut(&str, String)) -> Option<EngineCpu> {
+    if e.cpu_weight.is_none() && e.cpu_max.is_none() {
+        return None;
+    }
     if e.mode.as_deref() == Some("swarm") {
+        let field = match e.cpu_weight {
+            Some(_) => "engine.cpu_weight",
+            None => "engine.cpu_max",
+        };
         err(
-            "engine.cpu_weight",
-            "set the weight on each node's engine service (CPUWeight=); berth places only its \
-             own host's engine"
+            field,
+            "set the engine's CPU on each node's engine service (CPUWeight=, CPUQuota=); berth \
+             places only its own host's engine"
                 .into(),
         );
         return None;
     }
-    match u16::try_from(w) {
+    let weight = e.cpu_weight.and_then(|w| match u16::try_from(w) {
         Ok(w @ 1..=10000) => Some(w),
         _ => {
             err(
@@ -83,7 +97,23 @@ pub fn cpu_weight(e: &EngineFile, err: &mut impl FnMut(&str, String)) -> Option<
             );
             None
         }
-    }
+    });
+    let max_millicores = e.cpu_max.and_then(|c| match c {
+        c if c.is_finite() && (0.05..=1024.0).contains(&c) => Some((c * 1000.0).round() as u32),
+        _ => {
+            err(
+                "engine.cpu_max",
+                format!("{c} is not a number of cores; use 0.05 to 1024 (e.g. 0.5: half a core)"),
+            );
+            None
+        }
+    });
+    let bad = (e.cpu_weight.is_some() && weight.is_none())
+        || (e.cpu_max.is_some() && max_millicores.is_none());
+    (!bad).then_some(EngineCpu {
+        weight,
+        max_millicores,
+    })
 }
 
 fn swarm(
@@ -163,28 +193,64 @@ mod tests {
     }
 
     #[test]
-    fn the_engines_cpu_weight_is_a_cgroup_weight_for_this_hosts_engine_only() {
-        let weight = |yaml: &str| {
+    fn the_engines_cpu_weight_and_quota_are_for_this_hosts_engine_only() {
+        let cpu_of = |yaml: &str| {
             let f: EngineFile = serde_yaml::from_str(yaml).unwrap();
             let mut errs = vec![];
-            let w = cpu_weight(&f, &mut |k, m| errs.push(format!("{k}: {m}")));
-            (w, errs)
+            let c = cpu(&f, &mut |k, m| errs.push(format!("{k}: {m}")));
+            (c, errs)
         };
-        assert_eq!(weight("{}"), (None, vec![]), "left as it is unless asked");
-        assert_eq!(weight("{cpu_weight: 10}"), (Some(10), vec![]));
-        assert_eq!(weight("{cpu_weight: 10000}"), (Some(10000), vec![]));
-        for bad in [
-            "{cpu_weight: 0}",
-            "{cpu_weight: 10001}",
-            "{cpu_weight: 4294967295}",
+        let ok = |weight, max_millicores| {
+            (
+                Some(EngineCpu {
+                    weight,
+                    max_millicores,
+                }),
+                vec![],
+            )
+        };
+        assert_eq!(cpu_of("{}"), (None, vec![]), "left as it is unless asked");
+        assert_eq!(cpu_of("{cpu_weight: 10}"), ok(Some(10), None));
+        assert_eq!(cpu_of("{cpu_weight: 10000}"), ok(Some(10000), None));
+        assert_eq!(cpu_of("{cpu_max: 0.5}"), ok(None, Some(500)));
+        assert_eq!(
+            cpu_of("{cpu_weight: 10, cpu_max: 1.25}"),
+            ok(Some(10), Some(1250))
+        );
+        for (bad, field, says) in [
+            ("{cpu_weight: 0}", "engine.cpu_weight", "1 to 10000"),
+            ("{cpu_weight: 10001}", "engine.cpu_weight", "1 to 10000"),
+            (
+                "{cpu_weight: 4294967295}",
+                "engine.cpu_weight",
+                "1 to 10000",
+            ),
+            ("{cpu_max: 0}", "engine.cpu_max", "0.05 to 1024"),
+            ("{cpu_max: -1}", "engine.cpu_max", "0.05 to 1024"),
+            ("{cpu_max: .nan}", "engine.cpu_max", "0.05 to 1024"),
+            ("{cpu_max: .inf}", "engine.cpu_max", "0.05 to 1024"),
+            ("{cpu_max: 1e300}", "engine.cpu_max", "0.05 to 1024"),
+            (
+                "{cpu_weight: 10, cpu_max: 0.01}",
+                "engine.cpu_max",
+                "0.05 to 1024",
+            ),
         ] {
-            let (w, errs) = weight(bad);
-            assert_eq!(w, None, "{bad}");
-            assert!(errs[0].starts_with("engine.cpu_weight: ") && errs[0].contains("1 to 10000"));
+            let (c, errs) = cpu_of(bad);
+            assert_eq!(c, None, "{bad}: nothing half-set");
+            assert!(
+                errs[0].starts_with(&format!("{field}: ")) && errs[0].contains(says),
+                "{bad}: {errs:?}"
+            );
         }
-        let (w, errs) = weight("{mode: swarm, cpu_weight: 10}");
-        assert_eq!(w, None);
-        assert!(errs[0].contains("each node's engine service"), "{errs:?}");
+        for yaml in [
+            "{mode: swarm, cpu_weight: 10}",
+            "{mode: swarm, cpu_max: 0.5}",
+        ] {
+            let (c, errs) = cpu_of(yaml);
+            assert_eq!(c, None);
+            assert!(errs[0].contains("each node's engine service"), "{errs:?}");
+        }
     }
 
     #[test]

@@ -59,8 +59,9 @@ pub struct HostConfig {
     pub domains: DomainsConfig,
     /// The engine tenants run on (`engine:`).
     pub engine: super::engine::Engine,
-    /// The CPU weight the agent gives this host's engine (`engine.cpu_weight`), if any.
-    pub engine_cpu_weight: Option<u16>,
+    /// The CPU weight and quota the agent gives this host's engine (`engine.cpu_weight`,
+    /// `engine.cpu_max`), if any.
+    pub engine_cpu: Option<super::engine::EngineCpu>,
 }
 
 /// Where `/metrics` listens (None: off) and how often container stats are swept.
@@ -267,7 +268,7 @@ pub fn build(file: &spec::Loaded<HostFile>, root: &Path) -> Result<HostConfig, S
     let (pool, resync) = sections::basics(h, &mut err);
     let api_tls = super::api::check(&h.api, resolve, &mut err);
     let engine = super::engine::check(&h.engine, resolve, &mut err);
-    let engine_cpu_weight = super::engine::cpu_weight(&h.engine, &mut err);
+    let engine_cpu = super::engine::cpu(&h.engine, &mut err);
     let admission = sections::admission(h, &mut err);
     let metrics = sections::metrics(h, &mut err);
     let probes = super::probes::build(&h.probes)
@@ -292,7 +293,7 @@ pub fn build(file: &spec::Loaded<HostFile>, root: &Path) -> Result<HostConfig, S
         api_token_file: h.api.token_file.as_deref().map(resolve),
         api_tls,
         engine,
-        engine_cpu_weight,
+        engine_cpu,
         subnet_pool: pool.expect("checked above"),
         ports: (h.ports.first, h.ports.last),
         resync: resync.expect("checked above"),

@@ -203,12 +203,12 @@ impl Handover {
             if holds.contains_key(t) {
                 return Err(HandoverError::Holding(t.into()));
             }
-            // Again under the lock: an upgrade or restore may have begun meanwhile.
-            if self.cx.passes.is_held(t) {
+            // Again, and taken in one step: an upgrade's turn or a restore may have begun
+            // meanwhile, and an upgrade reaching this tenant now finds it held and skips it.
+            if !self.cx.passes.try_hold(t) {
                 return Err(HandoverError::Busy(t.into()));
             }
             gate.pause();
-            self.cx.passes.hold(t);
             let holding = Holding {
                 id,
                 gate: gate.clone(),

@@ -5,9 +5,11 @@
 //! of its threads weighs as much as all tenant containers together. The awake tenants and the
 //! edge then wait behind it (BENCHMARKS, "A wake storm", runs 6 and 7).
 //!
-//! With `engine.cpu_weight`, the agent moves the engine's programs (dockerd, containerd, the
-//! container shims, docker-proxy; by name, and only those in the root group) into a group of
-//! that weight. The engine is the peer of the engine's socket and must be dockerd: with socket
+//! With `engine.cpu_weight` and/or `engine.cpu_max`, the agent moves the engine's programs
+//! (dockerd, containerd, the container shims, docker-proxy; by name, and only those in the root
+//! group) into a group of that weight and that quota (at most so many cores, whatever else is
+//! idle: a weight only counts when the CPU is contended, and on two cores the engine's bursts
+//! still took the cores from the awake tenants). The engine is the peer of the engine's socket and must be dockerd: with socket
 //! activation the peer is the service manager, which is never moved. An engine a service
 //! manager placed (systemd's `docker.service`) is left where it is: the weight belongs in its
 //! unit (`systemd/docker.service.d/berth-cpu.conf`).
@@ -152,10 +154,51 @@ fn engine_processes(cg: &Cgroups) -> Vec<u32> {
     out
 }
 
-/// Gives the engine answering as process `engine` the CPU weight `weight` (cgroup v2 scale,
-/// 1–10000; v1 shares are scaled from it), with its other programs. Returns what it did, in a
-/// sentence, or None when there was nothing left to move.
-pub fn place(cg: &Cgroups, engine: u32, weight: u16) -> Result<Option<String>, EngineCpuError> {
+/// What the engine's group gets: a weight (cgroup v2 scale, 1–10000; v1 shares are scaled
+/// from it; None: a plain process's 100) and a quota in thousandths of a core (None: none).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub weight: Option<u16>,
+    pub max_millicores: Option<u32>,
+}
+
+/// The CFS period the quota is a share of, in µs (the kernel's default).
+const PERIOD_US: u64 = 100_000;
+
+impl Limits {
+    /// The control files of a group and what is written to each, for cgroup v1 or v2. Both are
+    /// always written, so a setting taken out of the config is undone at the next start.
+    fn files(&self, v1: bool) -> Vec<(&'static str, String)> {
+        let weight = u64::from(self.weight.unwrap_or(100));
+        let quota = self
+            .max_millicores
+            .map(|m| (u64::from(m) * PERIOD_US / 1000).max(1000));
+        match v1 {
+            true => vec![
+                ("cpu.shares", (weight * 1024 / 100).max(2).to_string()),
+                ("cpu.cfs_period_us", PERIOD_US.to_string()),
+                (
+                    "cpu.cfs_quota_us",
+                    quota.map_or("-1".into(), |q| q.to_string()),
+                ),
+            ],
+            false => vec![
+                ("cpu.weight", weight.to_string()),
+                (
+                    "cpu.max",
+                    format!(
+                        "{} {PERIOD_US}",
+                        quota.map_or("max".into(), |q| q.to_string())
+                    ),
+                ),
+            ],
+        }
+    }
+}
+
+/// Gives the engine answering as process `engine` the CPU `limits`, with its other programs.
+/// Returns what it did, in a sentence, or None when there was nothing left to move.
+pub fn place(cg: &Cgroups, engine: u32, limits: Limits) -> Result<Option<String>, EngineCpuError> {
     let name = comm(&cg.proc, engine).unwrap_or_default();
     if engine <= 1 || cg.programs.first().is_none_or(|p| *p != name) {
         return Err(EngineCpuError::NotTheEngine {
@@ -166,12 +209,12 @@ pub fn place(cg: &Cgroups, engine: u32, weight: u16) -> Result<Option<String>, E
     let group = cpu_group(&cg.proc, engine).ok_or(EngineCpuError::NoCpuGroup(engine))?;
     if group.path() != "/" && group.path() != format!("/{}", cg.group) {
         return Ok(Some(format!(
-            "the engine is in {} (its service manager's group): left as it is; set its weight \
-             there (CPUWeight={weight})",
+            "the engine is in {} (its service manager's group): left as it is; set its CPU \
+             there (CPUWeight=, CPUQuota=)",
             group.path()
         )));
     }
-    let (dir, file, value) = target(cg, &group, weight)?;
+    let (dir, set) = target(cg, &group, limits)?;
     let moved = engine_processes(cg);
     if moved.is_empty() {
         return Ok(None);
@@ -188,7 +231,7 @@ pub fn place(cg: &Cgroups, engine: u32, weight: u16) -> Result<Option<String>, E
         }
     }
     let mut said = format!(
-        "{done} engine processes moved to {} with {file} {value}",
+        "{done} engine processes moved to {} with {set}",
         dir.display()
     );
     if let Some(e) = failed {
@@ -197,20 +240,16 @@ pub fn place(cg: &Cgroups, engine: u32, weight: u16) -> Result<Option<String>, E
     Ok(Some(said))
 }
 
-/// The group's directory (made if missing, under a mounted cpu controller), its weight file
-/// and the value written there.
+/// The group's directory (made if missing, under a mounted cpu controller), with the limits
+/// written to its control files; and what was written, in words.
 fn target(
     cg: &Cgroups,
     group: &CpuGroup,
-    weight: u16,
-) -> Result<(PathBuf, &'static str, u64), EngineCpuError> {
-    let (parent, file, value) = match group {
-        CpuGroup::V1(_) => (
-            cg.root.join("cpu"),
-            "cpu.shares",
-            (u64::from(weight) * 1024 / 100).max(2),
-        ),
-        CpuGroup::V2(_) => (cg.root.clone(), "cpu.weight", u64::from(weight)),
+    limits: Limits,
+) -> Result<(PathBuf, String), EngineCpuError> {
+    let parent = match group {
+        CpuGroup::V1(_) => cg.root.join("cpu"),
+        CpuGroup::V2(_) => cg.root.clone(),
     };
     let controller = match group {
         CpuGroup::V1(_) => parent.join("cpu.shares"),
@@ -232,8 +271,16 @@ fn target(
         }
         _ => {}
     }
-    write(&dir.join(file), &value.to_string())?;
-    Ok((dir, file, value))
+    let files = limits.files(matches!(group, CpuGroup::V1(_)));
+    for (file, value) in &files {
+        write(&dir.join(file), value)?;
+    }
+    let set = files
+        .iter()
+        .map(|(f, v)| format!("{f} {v}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    Ok((dir, set))
 }
 
 /// One value written to an existing control file (never created: a missing one is an error).

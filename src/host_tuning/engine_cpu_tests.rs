@@ -10,6 +10,12 @@ fn procs(dir: &Path, list: &[(u32, &str, &str)]) {
     }
 }
 
+/// A weight of 10 and no quota.
+const W10: Limits = Limits {
+    weight: Some(10),
+    max_millicores: None,
+};
+
 const V1_ROOT: &str = "9:name=systemd:/\n2:cpu,cpuacct:/\n0::/\n";
 const V1_CONTAINER: &str = "2:cpu,cpuacct:/docker/abc\n0::/\n";
 
@@ -20,7 +26,14 @@ fn fake(list: &[(u32, &str, &str)]) -> (tempfile::TempDir, Cgroups) {
     for d in ["cg/cpu/berth-engine", "cg/berth-engine"] {
         let d = dir.path().join(d);
         std::fs::create_dir_all(&d).unwrap();
-        for f in ["cpu.shares", "cpu.weight", "cgroup.procs"] {
+        for f in [
+            "cpu.shares",
+            "cpu.weight",
+            "cpu.cfs_period_us",
+            "cpu.cfs_quota_us",
+            "cpu.max",
+            "cgroup.procs",
+        ] {
             std::fs::write(d.join(f), "").unwrap();
         }
     }
@@ -50,7 +63,7 @@ fn the_engines_programs_move_to_a_low_weight_group_and_nothing_else() {
         (30, "berth", V1_ROOT),
         (31, "docker-proxy", V1_ROOT),
     ]);
-    let said = place(&cg, 10, 10).unwrap().unwrap();
+    let said = place(&cg, 10, W10).unwrap().unwrap();
     assert!(said.starts_with("4 engine processes"), "{said}");
     assert_eq!(read(&cg, "cpu/berth-engine/cpu.shares"), "102");
     assert_eq!(
@@ -67,11 +80,11 @@ fn the_engines_programs_move_to_a_low_weight_group_and_nothing_else() {
         )
         .unwrap();
     }
-    assert_eq!(place(&cg, 10, 10).unwrap(), None);
+    assert_eq!(place(&cg, 10, W10).unwrap(), None);
     // A containerd restarted on its own later is found by name.
     procs(&cg.proc, &[(40, "containerd", V1_ROOT)]);
     assert!(
-        place(&cg, 10, 10)
+        place(&cg, 10, W10)
             .unwrap()
             .unwrap()
             .starts_with("1 engine processes")
@@ -81,17 +94,52 @@ fn the_engines_programs_move_to_a_low_weight_group_and_nothing_else() {
 #[test]
 fn on_cgroup_v2_the_weight_is_written_as_is_and_the_cpu_controller_enabled() {
     let (_d, cg) = fake(&[(10, "dockerd", "0::/\n")]);
-    place(&cg, 10, 10).unwrap();
+    place(&cg, 10, W10).unwrap();
     assert_eq!(read(&cg, "berth-engine/cpu.weight"), "10");
     assert_eq!(read(&cg, "cgroup.subtree_control"), "+cpu");
     assert_eq!(read(&cg, "berth-engine/cgroup.procs"), "10");
 }
 
 #[test]
+fn a_quota_caps_the_engine_in_cores_and_no_quota_undoes_one() {
+    let half = Limits {
+        weight: None,
+        max_millicores: Some(500),
+    };
+    let (_d, cg) = fake(&[(10, "dockerd", V1_ROOT)]);
+    let said = place(&cg, 10, half).unwrap().unwrap();
+    assert!(said.contains("cpu.cfs_quota_us 50000"), "{said}");
+    assert_eq!(read(&cg, "cpu/berth-engine/cpu.cfs_period_us"), "100000");
+    assert_eq!(read(&cg, "cpu/berth-engine/cpu.cfs_quota_us"), "50000");
+    assert_eq!(
+        read(&cg, "cpu/berth-engine/cpu.shares"),
+        "1024",
+        "a plain weight"
+    );
+    // Taken out of the config: the next start writes no quota (the files are appended to
+    // here, as the kernel's would be replaced).
+    procs(&cg.proc, &[(11, "containerd", V1_ROOT)]);
+    place(&cg, 10, W10).unwrap();
+    assert_eq!(read(&cg, "cpu/berth-engine/cpu.cfs_quota_us"), "50000-1");
+    let (_d, cg) = fake(&[(10, "dockerd", "0::/\n")]);
+    let tiny = Limits {
+        weight: Some(10),
+        max_millicores: Some(5),
+    };
+    place(&cg, 10, tiny).unwrap();
+    assert_eq!(
+        read(&cg, "berth-engine/cpu.max"),
+        "1000 100000",
+        "the kernel's least quota (1 ms)"
+    );
+    assert_eq!(read(&cg, "berth-engine/cpu.weight"), "10");
+}
+
+#[test]
 fn an_engine_a_service_manager_placed_is_left_where_it_is() {
     let (_d, cg) = fake(&[(10, "dockerd", "0::/system.slice/docker.service\n")]);
-    let said = place(&cg, 10, 10).unwrap().unwrap();
-    assert!(said.contains("system.slice/docker.service") && said.contains("CPUWeight=10"));
+    let said = place(&cg, 10, W10).unwrap().unwrap();
+    assert!(said.contains("system.slice/docker.service") && said.contains("CPUQuota="));
     assert_eq!(read(&cg, "berth-engine/cgroup.procs"), "");
 }
 
@@ -103,7 +151,7 @@ fn a_socket_held_by_the_service_manager_or_anything_but_the_engine_moves_nothing
         (10, "dockerd", V1_ROOT),
     ]);
     for pid in [1, 7] {
-        let e = place(&cg, pid, 10).unwrap_err();
+        let e = place(&cg, pid, W10).unwrap_err();
         assert!(matches!(e, EngineCpuError::NotTheEngine { .. }), "{e}");
         assert!(e.to_string().contains("socket activation"));
     }
@@ -114,17 +162,17 @@ fn a_socket_held_by_the_service_manager_or_anything_but_the_engine_moves_nothing
 fn no_cpu_group_or_no_cpu_controller_is_an_error_and_nothing_is_made() {
     let (_d, cg) = fake(&[(10, "dockerd", "4:memory:/\n")]);
     assert!(matches!(
-        place(&cg, 10, 10),
+        place(&cg, 10, W10),
         Err(EngineCpuError::NoCpuGroup(10))
     ));
     assert!(matches!(
-        place(&cg, 99, 10),
+        place(&cg, 99, W10),
         Err(EngineCpuError::NotTheEngine { .. })
     ));
     let (_d, cg) = fake(&[(10, "dockerd", V1_ROOT)]);
     std::fs::remove_file(cg.root.join("cpu/cpu.shares")).unwrap();
     assert!(matches!(
-        place(&cg, 10, 10),
+        place(&cg, 10, W10),
         Err(EngineCpuError::NoController(_))
     ));
 }
@@ -167,7 +215,15 @@ fn a_stand_in_engine_moves_on_the_real_kernel() {
         return;
     }
     std::thread::sleep(std::time::Duration::from_millis(100));
-    let said = place(&real, pids[0], 10);
+    let limits = Limits {
+        weight: Some(10),
+        max_millicores: Some(500),
+    };
+    let said = place(&real, pids[0], limits);
+    let quota = cpu_group(&real.proc, pids[0]).map(|g| match g {
+        CpuGroup::V1(_) => read(&real, &format!("cpu/{}/cpu.cfs_quota_us", real.group)),
+        CpuGroup::V2(_) => read(&real, &format!("{}/cpu.max", real.group)),
+    });
     let after: Vec<Option<String>> = pids
         .iter()
         .map(|&p| cpu_group(&real.proc, p).map(|g| g.path().to_string()))
@@ -186,4 +242,9 @@ fn a_stand_in_engine_moves_on_the_real_kernel() {
     assert!(said.starts_with("2 engine processes"), "{said}");
     let want = Some(format!("/{}", real.group));
     assert_eq!(after, vec![want.clone(), want]);
+    let quota = quota.unwrap();
+    assert!(
+        ["50000\n", "50000 100000\n"].contains(&quota.as_str()),
+        "the kernel took half a core: {quota:?}"
+    );
 }

@@ -49,6 +49,9 @@ impl crate::services::Reconciler for Controller {
     fn hold(&self, tenant: &str) {
         Controller::hold(self, tenant);
     }
+    fn try_hold(&self, tenant: &str) -> bool {
+        Controller::try_hold(self, tenant)
+    }
     fn hold_settled<'a>(&'a self, tenant: &'a str) -> BoxFuture<'a, ()> {
         Box::pin(Controller::hold_settled(self, tenant))
     }

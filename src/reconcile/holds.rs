@@ -23,6 +23,16 @@ impl Holds {
         self.bump(t);
     }
 
+    /// Holds `t` unless it is held already (by another operation): whether it now is held
+    /// by the caller.
+    pub(super) fn try_hold(&mut self, t: &str) -> bool {
+        if self.held.contains(t) {
+            return false;
+        }
+        self.hold(t);
+        true
+    }
+
     pub(super) fn release(&mut self, t: &str) {
         self.held.remove(t);
         self.bump(t);
@@ -114,6 +124,18 @@ mod tests {
             h.free_since("other", before_hold),
             "other tenants are untouched"
         );
+    }
+
+    #[test]
+    fn of_two_operations_taking_a_tenant_in_one_step_the_second_is_refused() {
+        let mut h = Holds::default();
+        let e0 = h.epoch;
+        assert!(h.try_hold("acme"), "a move's hold takes it");
+        assert!(!h.try_hold("acme"), "an upgrade's turn is refused");
+        assert!(!h.free_since("acme", e0), "and passes leave it alone");
+        assert!(h.try_hold("globex"), "another tenant is free");
+        h.release("acme");
+        assert!(h.try_hold("acme"), "free again once released");
     }
 
     #[test]

@@ -124,6 +124,11 @@ impl Controller {
         self.holds.lock().expect("holds lock").hold(tenant);
     }
 
+    /// Holds `tenant` unless another operation holds it: true when the caller now holds it.
+    pub fn try_hold(&self, tenant: &str) -> bool {
+        self.holds.lock().expect("holds lock").try_hold(tenant)
+    }
+
     /// Holds `tenant` and waits out a pass already running, which may be applying steps to it:
     /// after this returns, no pass touches the tenant until it is released.
     pub async fn hold_settled(&self, tenant: &str) {

@@ -51,6 +51,10 @@ pub trait Reconciler: Send + Sync {
 
     /// Keeps passes away from `tenant` (its containers are being changed by an operation).
     fn hold(&self, tenant: &str);
+    /// Holds `tenant` unless another operation holds it already: whether the caller now does.
+    /// Two operations that must not overlap on a tenant (a move's hold, an upgrade's turn) each
+    /// take it this way, and the second is refused.
+    fn try_hold(&self, tenant: &str) -> bool;
     /// Holds `tenant` and waits out a pass already running, which may be applying steps to
     /// it: after this resolves, no pass touches the tenant until it is released.
     fn hold_settled<'a>(&'a self, tenant: &'a str) -> BoxFuture<'a, ()>;

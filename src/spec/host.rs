@@ -98,6 +98,9 @@ pub struct EngineFile {
     /// when no service manager placed the engine. Default: left as it is.
     #[serde(default)]
     pub cpu_weight: Option<u32>,
+    /// At most this many cores for the engine (a CFS quota, e.g. 0.5), set like the weight.
+    #[serde(default)]
+    pub cpu_max: Option<f64>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -88,7 +88,7 @@ impl Upgrader {
             if p.migrated
                 && let Some(id) = &p.backup
             {
-                self.backups.restore(t, id).await?;
+                self.backups.restore(t, id, true).await?;
             }
             match strategy {
                 UpgradeStrategy::BlueGreen => {

@@ -38,11 +38,13 @@ pub enum UpgradeError {
         to: String,
         known: String,
     },
-    #[error("no tenant of app {app} needs version {to}{}", .selector.as_ref().map(|s| format!(" among {s:?}")).unwrap_or_default())]
+    #[error("no tenant of app {app} needs version {to}{}{}", .selector.as_ref().map(|s| format!(" among {s:?}")).unwrap_or_default(), said_skipped(.skipped))]
     NothingToDo {
         app: String,
         to: String,
         selector: Option<String>,
+        /// The tenants passed over, with why (pinned, moved, a broken instance file).
+        skipped: BTreeMap<String, String>,
     },
     #[error("{0}")]
     BadRequest(String),
@@ -85,6 +87,18 @@ pub struct UpgradeRequest {
     pub health_timeout_s: Option<u64>,
 }
 
+/// "; skipped: a (why), b (why)", or nothing.
+fn said_skipped(skipped: &BTreeMap<String, String>) -> String {
+    if skipped.is_empty() {
+        return String::new();
+    }
+    let each: Vec<String> = skipped
+        .iter()
+        .map(|(t, why)| format!("{t} ({why})"))
+        .collect();
+    format!("; skipped: {}", each.join(", "))
+}
+
 fn one() -> usize {
     1
 }
@@ -119,7 +133,7 @@ impl Fleet {
             proxy.clone(),
             (backups.clone(), jobs.clone()),
         );
-        let upgrades = Upgrader::open(cx, proxy, backups.clone());
+        let upgrades = Upgrader::open(cx, proxy, backups.clone(), handover.clone());
         Fleet {
             handover,
             backups,
@@ -136,6 +150,8 @@ pub struct Upgrader {
     cx: Cx,
     proxy: Option<Arc<Proxy>>,
     backups: Arc<Backups>,
+    /// Tenants moved or being moved to another host are skipped, at the plan and at their turn.
+    handover: Arc<crate::handover::Handover>,
     path: PathBuf,
     state: Mutex<Option<UpgradeState>>,
     wake: Notify,
@@ -145,7 +161,12 @@ pub struct Upgrader {
 impl Upgrader {
     /// Loads the last upgrade. Tenants it left mid-step are held from the reconciler at once,
     /// before the agent's first pass can touch their containers; `spawn` then finishes them.
-    pub fn open(cx: Cx, proxy: Option<Arc<Proxy>>, backups: Arc<Backups>) -> Arc<Upgrader> {
+    pub fn open(
+        cx: Cx,
+        proxy: Option<Arc<Proxy>>,
+        backups: Arc<Backups>,
+        handover: Arc<crate::handover::Handover>,
+    ) -> Arc<Upgrader> {
         let path = cx.svc.layout().root().join("upgrade.json");
         let loaded = state::load(&path);
         if let Some(s) = &loaded {
@@ -159,6 +180,7 @@ impl Upgrader {
             cx,
             proxy,
             backups,
+            handover,
             path,
             state: Mutex::new(loaded),
             wake: Notify::new(),
@@ -232,6 +254,10 @@ impl Upgrader {
                 skipped.insert(t.clone(), format!("pinned to version {}", i.version));
                 continue;
             }
+            if let Some(why) = self.moving(t) {
+                skipped.insert(t.clone(), why);
+                continue;
+            }
             tenants.insert(
                 t.clone(),
                 TenantProgress {
@@ -257,6 +283,7 @@ impl Upgrader {
                 app: req.app.clone(),
                 to: req.to.clone(),
                 selector: req.tenants.clone(),
+                skipped,
             });
         }
         let names: Vec<String> = tenants.keys().cloned().collect();
@@ -366,15 +393,17 @@ impl Upgrader {
     }
 
     /// Restores a backup in place with the tenant's requests held at the proxy meanwhile, so
-    /// nobody sees the database half restored.
+    /// nobody sees the database half restored. `safety`: a safety backup first (see
+    /// `Backups::restore`).
     pub async fn restore(
         &self,
         tenant: &str,
         id: &str,
+        safety: bool,
     ) -> Result<crate::backup::archive::Manifest, crate::backup::BackupError> {
         let gate = self.proxy.as_ref().and_then(|p| p.gate(tenant));
         let _paused = Paused::new(gate);
-        self.backups.restore(tenant, id).await
+        self.backups.restore(tenant, id, safety).await
     }
 
     fn save(&self, s: &UpgradeState) -> Result<(), UpgradeError> {

@@ -75,8 +75,34 @@ pub(super) fn next_name(canonical: &str) -> String {
 }
 
 impl Upgrader {
+    /// Why `t` is not upgraded here, if it moved (or is being moved) to another host: its
+    /// data is handed over as it is, and the host it moves to upgrades it.
+    pub(super) fn moving(&self, t: &str) -> Option<String> {
+        if let Some(r) = self.handover.moved(t) {
+            return Some(format!("moved to {}: upgrade it there", r.to));
+        }
+        self.handover
+            .is_holding(t)
+            .then(|| "being moved to another host (its requests are held)".into())
+    }
+
+    /// Takes `t` out of the upgrade at its turn, into the skipped ones, with the reason.
+    fn skip(&self, t: &str, why: String) {
+        tracing::info!(tenant = t, why, "upgrade skips a tenant");
+        let mut cur = self.state.lock().expect("upgrade lock");
+        let Some(s) = cur.as_mut() else { return };
+        s.tenants.remove(t);
+        s.skipped.insert(t.into(), why);
+        if let Err(e) = self.save(s) {
+            tracing::error!(error = %e, "upgrade state not saved");
+        }
+    }
+
     pub(super) async fn upgrade_tenant(self: &Arc<Self>, t: &str) {
         let started = std::time::Instant::now();
+        if let Some(why) = self.moving(t) {
+            return self.skip(t, why);
+        }
         // A sleeping tenant moves awake, through the same backup and health gate as the rest;
         // it falls asleep again after its window.
         let limit = std::time::Duration::from_secs(self.progress(t).map_or(120, |p| p.2.timeout_s));
@@ -90,6 +116,14 @@ impl Upgrader {
                 return;
             }
         };
+        // Taken in one step against a move's hold, which takes it the same way: whichever is
+        // second is refused. Held by anything else (a restore), the turn waits as it did.
+        if !self.cx.passes.try_hold(t) && self.handover.is_holding(t) {
+            return self.skip(
+                t,
+                "being moved to another host (its requests are held)".into(),
+            );
+        }
         self.cx.passes.hold_settled(t).await;
         let strategy = self.progress(t).map(|p| p.0.strategy);
         let outcome = self.transition(t).await;
