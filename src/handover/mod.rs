@@ -98,7 +98,18 @@ pub struct Handover {
     /// Whose runs a hold waits for (a run's writes belong in the final backup).
     jobs: Arc<crate::jobs::Scheduler>,
     holds: Mutex<HashMap<String, Holding>>,
+    /// Tenants whose hold `forward` has taken out of `holds` for the switch: still held.
+    switching: Mutex<std::collections::HashSet<String>>,
     next: AtomicU64,
+}
+
+/// Marks a tenant as switching for as long as it lives.
+struct Switching<'a>(&'a Mutex<std::collections::HashSet<String>>, String);
+
+impl Drop for Switching<'_> {
+    fn drop(&mut self) {
+        self.0.lock().expect("switching lock").remove(&self.1);
+    }
 }
 
 /// A tenant whose requests the edge holds for its move.
@@ -134,6 +145,7 @@ impl Handover {
             backups,
             jobs,
             holds: Mutex::default(),
+            switching: Mutex::default(),
             next: AtomicU64::new(1),
         });
         for r in record::all(h.cx.svc.layout()) {
@@ -269,6 +281,7 @@ impl Handover {
     /// Whether `t`'s requests are held for a move now.
     pub fn is_holding(&self, t: &str) -> bool {
         self.holds.lock().expect("holds lock").contains_key(t)
+            || self.switching.lock().expect("switching lock").contains(t)
     }
 
     fn is_holding_as(&self, t: &str, id: u64) -> bool {
@@ -298,7 +311,16 @@ impl Handover {
         let proxy = self.proxy.as_ref().ok_or(HandoverError::NoEdge)?;
         // Taken out of the map for the switch: neither the lease nor a release can end this
         // hold meanwhile (the gate stays paused while the holding lives).
-        let holding = self.holds.lock().expect("holds lock").remove(&r.tenant);
+        // Still held to everyone asking (`is_holding`) until the switch ends either way.
+        let (holding, _switching) = {
+            let mut holds = self.holds.lock().expect("holds lock");
+            let h = holds.remove(&r.tenant);
+            if h.is_some() {
+                let mut s = self.switching.lock().expect("switching lock");
+                s.insert(r.tenant.clone());
+            }
+            (h, Switching(&self.switching, r.tenant.clone()))
+        };
         let Some(holding) = holding else {
             return Err(HandoverError::NotHolding(r.tenant.clone()));
         };

@@ -8,6 +8,8 @@ mod images;
 mod runner;
 pub mod state;
 mod transition;
+#[cfg(test)]
+mod turn_tests;
 pub mod waves;
 
 use crate::{

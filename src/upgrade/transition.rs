@@ -98,6 +98,39 @@ impl Upgrader {
         }
     }
 
+    /// Takes `t` from the reconciler for its turn in one step (`try_hold`), against any other
+    /// holder: a move's hold or switch, a restore, a swarm move. While another holds it the
+    /// turn waits, up to `limit`; a tenant that moved or is being moved is skipped, and so is
+    /// one still held by another at the end (never upgraded under another operation).
+    pub(super) async fn take_turn(
+        &self,
+        t: &str,
+        limit: std::time::Duration,
+    ) -> Result<(), String> {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            if let Some(why) = self.moving(t) {
+                return Err(why);
+            }
+            if self.cx.passes.try_hold(t) {
+                // A move that ended between the check and the hold: it is not ours to upgrade.
+                if let Some(why) = self.moving(t) {
+                    self.cx.passes.release(t);
+                    return Err(why);
+                }
+                self.cx.passes.hold_settled(t).await;
+                return Ok(());
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(format!(
+                    "held by another operation (a restore or a move) for {} s: upgrade it when that ends",
+                    limit.as_secs()
+                ));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+        }
+    }
+
     pub(super) async fn upgrade_tenant(self: &Arc<Self>, t: &str) {
         let started = std::time::Instant::now();
         if let Some(why) = self.moving(t) {
@@ -116,15 +149,9 @@ impl Upgrader {
                 return;
             }
         };
-        // Taken in one step against a move's hold, which takes it the same way: whichever is
-        // second is refused. Held by anything else (a restore), the turn waits as it did.
-        if !self.cx.passes.try_hold(t) && self.handover.is_holding(t) {
-            return self.skip(
-                t,
-                "being moved to another host (its requests are held)".into(),
-            );
+        if let Err(why) = self.take_turn(t, limit).await {
+            return self.skip(t, why);
         }
-        self.cx.passes.hold_settled(t).await;
         let strategy = self.progress(t).map(|p| p.0.strategy);
         let outcome = self.transition(t).await;
         let (phase, error) = match outcome {
