@@ -97,11 +97,7 @@ fn place_engine(host: &HostConfig) {
         let placed = engine_cpu::engine_pid(&socket)
             .map_err(|e| format!("{}: {e}", socket.display()))
             .and_then(|pid| {
-                let limits = engine_cpu::Limits {
-                    weight: cpu.weight,
-                    max_millicores: cpu.max_millicores,
-                };
-                engine_cpu::place(&engine_cpu::Cgroups::default(), pid, limits)
+                engine_cpu::place(&engine_cpu::Cgroups::default(), pid, cpu)
                     .map_err(|e| e.to_string())
             });
         // Said once until it works: the events stream is retried every 2 s while the engine is down.

@@ -61,13 +61,9 @@ pub fn check(
     }
 }
 
-/// What the agent sets on this host's engine's CPU group: a weight (cgroup v2 scale) and a
-/// quota in thousandths of a core. At least one is set.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct EngineCpu {
-    pub weight: Option<u16>,
-    pub max_millicores: Option<u32>,
-}
+/// What the agent sets on this host's engine's CPU group (a weight and a quota; at least one
+/// is set): the very type `host_tuning` applies, so nothing is copied field by field.
+pub use crate::host_tuning::engine_cpu::Limits as EngineCpu;
 
 /// Checks `engine.cpu_weight` and `engine.cpu_max` (this host's engine only: a swarm's nodes
 /// are placed by their own service managers).

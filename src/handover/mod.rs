@@ -312,17 +312,16 @@ impl Handover {
         // Taken out of the map for the switch: neither the lease nor a release can end this
         // hold meanwhile (the gate stays paused while the holding lives).
         // Still held to everyone asking (`is_holding`) until the switch ends either way.
+        // The mark is made only by the forward that took the hold, so a second forward for
+        // the tenant (refused here) cannot end the first one's mark.
         let (holding, _switching) = {
             let mut holds = self.holds.lock().expect("holds lock");
-            let h = holds.remove(&r.tenant);
-            if h.is_some() {
-                let mut s = self.switching.lock().expect("switching lock");
-                s.insert(r.tenant.clone());
-            }
+            let Some(h) = holds.remove(&r.tenant) else {
+                return Err(HandoverError::NotHolding(r.tenant.clone()));
+            };
+            let mut s = self.switching.lock().expect("switching lock");
+            s.insert(r.tenant.clone());
             (h, Switching(&self.switching, r.tenant.clone()))
-        };
-        let Some(holding) = holding else {
-            return Err(HandoverError::NotHolding(r.tenant.clone()));
         };
         let switched = async {
             let target = r.target(self.connect_timeout()).await?;
