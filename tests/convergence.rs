@@ -37,6 +37,50 @@ fn agent_killed_mid_provisioning_converges_without_duplicates_and_then_idles() {
         (Some(0), Some(0)),
         "{idle}"
     );
+    // Previews change nothing: the converged fleet has nothing to do (`berth diff` exits 0),
+    // a dry-run `set` shows the app made again and writes nothing, a dry-run `add` shows the
+    // new tenant's steps and makes nothing.
+    let d = h.cli(&["diff"]);
+    let said = String::from_utf8_lossy(&d.stdout).to_string();
+    assert!(
+        d.status.success() && said.contains("nothing to do"),
+        "{d:?}"
+    );
+    let file = std::fs::read_to_string(h.path("instances/echo.yaml")).unwrap();
+    let out = h.cli_ok(&["set", "echo", "site_title=Preview", "--dry-run"]);
+    assert!(
+        out.contains("nothing written")
+            && out.contains(&format!("remove container {}", h.container("echo", "app")))
+            && out.contains("create the container of service app"),
+        "{out}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(h.path("instances/echo.yaml")).unwrap(),
+        file
+    );
+    let out = h.cli_ok(&["add", "golf", "--template", "demo", "--dry-run"]);
+    assert!(out.contains("create the tenant's network"), "{out}");
+    assert!(!h.path("instances/golf.yaml").exists());
+    let out = h.cli(&["set", "echo", "nope=1", "--dry-run"]);
+    assert!(!out.status.success(), "{out:?}");
+    assert_eq!(h.reconcile()["mutations"], 0);
+    // Anything pending is listed, and `diff` exits 1: a file broken by hand says why its
+    // tenant is left as it was.
+    let foxtrot = std::fs::read_to_string(h.path("instances/foxtrot.yaml")).unwrap();
+    write_instance(&h, "foxtrot", "template: demo\nplan: [oops\n");
+    let d = h.cli(&["diff", "foxtrot", "-o", "json"]);
+    let v: serde_json::Value = serde_json::from_slice(&d.stdout).unwrap_or_default();
+    assert_eq!(d.status.code(), Some(1), "{d:?}");
+    assert_eq!(v[0]["tenant"], "foxtrot", "{v}");
+    assert!(
+        v[0]["waits"]
+            .as_str()
+            .unwrap_or("")
+            .contains("its file is invalid"),
+        "{v}"
+    );
+    std::fs::write(h.path("instances/foxtrot.yaml"), foxtrot).unwrap();
+    h.wait_running(&["foxtrot"]);
     // A restart of a converged agent changes nothing either.
     h.kill9();
     h.start();

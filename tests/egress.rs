@@ -149,6 +149,64 @@ fn instance(tenant: &str, plan: &str) -> String {
     )
 }
 
+/// `berth domain verify --method http` on real DNS and a real test host: the proof is fetched
+/// with the tenant's own reach. e2 (allowed 192.168.77.0/24) proves a domain served there; e1
+/// (no allow) cannot prove one pointing at the same host, nor e2 one pointing at the metadata
+/// service or at loopback (refused before any fetch, saying why); a wrong token is refused.
+fn http_proofs_reach_only_where_the_tenant_may(
+    h: &Harness,
+    chall: &challtest::ChallTest,
+    www: &std::path::Path,
+) {
+    let a = |host: &str, ip: &str| {
+        chall.call(
+            "/add-a",
+            serde_json::json!({ "host": format!("{host}."), "addresses": [ip] }),
+        )
+    };
+    a("shop.e2.test", "192.168.77.2");
+    a("shop.e1.test", "192.168.77.2");
+    a("meta.e2.test", "169.254.169.254");
+    let proof = www.join(".well-known/berth-domain-verification");
+    std::fs::create_dir_all(proof.parent().unwrap()).unwrap();
+    let claim = |t: &str, d: &str| {
+        let v: serde_json::Value =
+            serde_json::from_str(&h.cli_ok(&["domain", "add", t, d, "-o", "json"])).unwrap();
+        let token = v["token"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{v}"))
+            .to_string();
+        std::fs::write(&proof, format!("{token}\n")).unwrap();
+        token
+    };
+    let verify = |t: &str, d: &str| h.cli(&["domain", "verify", t, d, "--method", "http"]);
+    let refused = |o: std::process::Output, says: &str| {
+        let err = String::from_utf8_lossy(&o.stderr).to_string();
+        assert!(!o.status.success() && err.contains(says), "{says}: {o:?}");
+    };
+
+    claim("e2", "shop.e2.test");
+    std::fs::write(&proof, "not-the-token\n").unwrap();
+    refused(verify("e2", "shop.e2.test"), "does not hold the token");
+    claim("e2", "shop.e2.test");
+    let o = verify("e2", "shop.e2.test");
+    assert!(o.status.success(), "{o:?}");
+    let ls = h.cli_ok(&["domain", "ls", "-o", "json"]);
+    assert!(
+        ls.contains("shop.e2.test") && ls.contains("\"http\""),
+        "{ls}"
+    );
+
+    claim("e1", "shop.e1.test");
+    refused(verify("e1", "shop.e1.test"), "192.168.77.2 (private");
+    claim("e2", "meta.e2.test");
+    refused(verify("e2", "meta.e2.test"), "169.254.169.254 (link-local");
+    // Any other name answers 127.0.0.1 (challtestsrv's default): the host itself.
+    claim("e2", "lo.e2.test");
+    refused(verify("e2", "lo.e2.test"), "127.0.0.1 (loopback");
+    let _ = std::fs::remove_file(&proof);
+}
+
 #[test]
 fn tenants_reach_neither_metadata_nor_private_networks_nor_the_host_unless_their_plan_allows() {
     let Some(_serial) = docker_test() else { return };
@@ -157,10 +215,12 @@ fn tenants_reach_neither_metadata_nor_private_networks_nor_the_host_unless_their
     std::fs::create_dir_all(&www).unwrap();
     let _host = TestHost::start(&www);
     let _listener = host_listener();
-    let cfg = std::fs::read_to_string(h.path("berth.yaml")).unwrap().replace(
+    let chall = challtest::ChallTest::start(19416, 19417);
+    let mut cfg = std::fs::read_to_string(h.path("berth.yaml")).unwrap().replace(
         "plans:\n",
         "plans:\n  relay: {memory: 256m, cpus: 0.5, pids: 200, egress: [\"192.168.77.0/24\"]}\n",
     );
+    cfg.push_str(&format!("domains:\n  resolver: 127.0.0.1:{}\n", chall.dns));
     std::fs::write(h.path("berth.yaml"), cfg).unwrap();
     std::fs::write(h.path("instances/e1.yaml"), instance("e1", "small")).unwrap();
     std::fs::write(h.path("instances/e2.yaml"), instance("e2", "relay")).unwrap();
@@ -238,6 +298,7 @@ fn tenants_reach_neither_metadata_nor_private_networks_nor_the_host_unless_their
     ]);
     assert_eq!(v6, "1");
     assert!(h.metrics().contains("berth_egress_enforced 1"));
+    http_proofs_reach_only_where_the_tenant_may(&h, &chall, &www);
 
     // Each tenant container carries the policy in its own namespace (berth seals it when it
     // starts it, and nothing else starts it: no restart policy), IPv6 off there too.

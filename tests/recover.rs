@@ -41,6 +41,22 @@ fn newest_inventory(repo: &str, key: &std::path::Path) -> String {
     String::from_utf8_lossy(&o.stdout).to_string()
 }
 
+/// The id of an inventory snapshot naming `tenant` (the newest such).
+fn inventory_naming(repo: &str, key: &std::path::Path, tenant: &str) -> Option<String> {
+    let snaps = restic_ok(
+        repo,
+        key,
+        &["snapshots", "--json", "--tag", "berth-inventory"],
+    );
+    let v: serde_json::Value = serde_json::from_str(&snaps).unwrap();
+    v.as_array()?.iter().rev().find_map(|s| {
+        let id = s["id"].as_str()?;
+        let o = restic(repo, key, &["dump", id, "/inventory.json"]);
+        let named = String::from_utf8_lossy(&o.stdout).contains(&format!("\"{tenant}\""));
+        named.then(|| id.to_string())
+    })
+}
+
 fn recover(h: &Harness) -> (bool, serde_json::Value) {
     let o = h.cli(&["recover", "--repo", "offsite", "-o", "json"]);
     let v = serde_json::from_slice(&o.stdout).unwrap_or_else(|e| {
@@ -98,7 +114,13 @@ fn a_wiped_host_comes_back_whole_from_its_repository_and_a_purged_tenant_does_no
         docker_ok(&["exec", &h.container(t, "app"), "sh", "-c", write]);
         h.cli_ok(&["backup", t]);
     }
-    // r3 is purged before the loss: it must not come back. r4 was never backed up.
+    // r3 is purged before the loss: it must not come back (but from an inventory of before
+    // its purge, asked for by name). r4 was never backed up.
+    wait_for(
+        Duration::from_secs(90),
+        || newest_inventory(&repo, &repo_key).contains("\"r3\""),
+        "an inventory naming r3",
+    );
     h.cli_ok(&["rm", "r3", "--purge"]);
     let before = [
         common::demo_holdings(&h, "r1"),
@@ -118,6 +140,7 @@ fn a_wiped_host_comes_back_whole_from_its_repository_and_a_purged_tenant_does_no
         "an inventory without r3",
     );
     let written = inventories(&repo, &repo_key);
+    let with_r3 = inventory_naming(&repo, &repo_key, "r3").expect("an inventory named r3");
 
     // The disk is gone: the agent, its state, the instance files, every container and volume.
     h.kill9();
@@ -258,15 +281,60 @@ fn a_wiped_host_comes_back_whole_from_its_repository_and_a_purged_tenant_does_no
         },
         "an inventory without the purged r2",
     );
+    // An older inventory brings back a tenant purged since, from its own newest snapshot, with
+    // its rows; nothing else of that inventory is touched. A wrong id is refused, naming the
+    // inventories there are; restic's own names (`latest`) and options are not ids at all.
+    let o = h.cli(&["recover", "--repo", "offsite", "--inventory", "0123abcd"]);
+    let said = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success()
+            && said.contains("no inventory 0123abcd")
+            && said.contains("newest first"),
+        "{o:?}"
+    );
+    for bad in ["latest", "--tag=x", "0123abc"] {
+        let o = h.cli(&[
+            "recover",
+            "--repo",
+            "offsite",
+            &format!("--inventory={bad}"),
+        ]);
+        assert!(
+            !o.status.success() && String::from_utf8_lossy(&o.stderr).contains("snapshot id"),
+            "{bad}: {o:?}"
+        );
+    }
+    let o = h.cli(&[
+        "recover",
+        "--repo",
+        "offsite",
+        "--inventory",
+        &with_r3[..8],
+        "--tenant",
+        "r3",
+        "-o",
+        "json",
+    ]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_default();
+    assert!(o.status.success(), "{o:?}");
+    assert_eq!(outcome(&v, "r3")["outcome"], "recovered", "{v}");
+    assert_eq!(v["inventory"].as_str(), Some(with_r3.as_str()), "{v}");
+    assert_eq!(v["tenants"].as_array().map(Vec::len), Some(1), "{v}");
+    assert!(
+        !h.path("instances/r2.yaml").exists(),
+        "purged r2 stays gone"
+    );
+    h.wait_running(&["r3"]);
+    assert_eq!(h.psql("r3", "select count(*) from notes").trim(), "10");
     // Refused before anything starts: an unknown repository, a tenant not in the inventory.
     let o = h.cli(&["recover", "--repo", "nowhere"]);
     assert!(
         String::from_utf8_lossy(&o.stderr).contains("nowhere"),
         "{o:?}"
     );
-    let o = h.cli(&["recover", "--repo", "offsite", "--tenant", "r3"]);
+    let o = h.cli(&["recover", "--repo", "offsite", "--tenant", "r2"]);
     assert!(
-        !o.status.success() && String::from_utf8_lossy(&o.stderr).contains("r3"),
+        !o.status.success() && String::from_utf8_lossy(&o.stderr).contains("r2"),
         "{o:?}"
     );
 }

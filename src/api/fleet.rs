@@ -72,6 +72,21 @@ pub async fn upgrade_start(
     Ok((StatusCode::CREATED, Json(started)))
 }
 
+/// `berth upgrade --dry-run`: the upgrade `POST /v1/upgrades` would start (its tenants, waves
+/// and skipped tenants, status `running`, wave 0), checked the same way; nothing starts.
+#[utoipa::path(post, path = "/v1/previews/upgrade", tag = "fleet", request_body = crate::upgrade::UpgradeRequest,
+    responses((status = 200, description = "Checked, not started", body = UpgradeState)))]
+pub async fn upgrade_preview(
+    State(s): State<AppState>,
+    JsonBody(req): JsonBody<UpgradeRequest>,
+) -> Result<Json<UpgradeState>, ApiError> {
+    let up = s.fleet.upgrades.clone();
+    let planned = tokio::task::spawn_blocking(move || up.preview(&req))
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))??;
+    Ok(Json(planned))
+}
+
 #[utoipa::path(get, path = "/v1/upgrades/current", tag = "fleet",
     responses((status = 200, description = "The current (or last) fleet upgrade", body = UpgradeState)))]
 pub async fn upgrade_show(State(s): State<AppState>) -> Result<Json<UpgradeState>, ApiError> {

@@ -153,42 +153,49 @@ pub(super) async fn save(
     path: &std::path::Path,
     file: &InstanceFile,
 ) -> Result<desired::Instance, ApiError> {
-    let (host, checked) = (s.cx.svc.host().clone(), file.clone());
-    let inst = tokio::task::spawn_blocking(move || desired::check_candidate(&host, &checked))
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?
-        .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let inst = check(s, file).await?;
     let yaml = serde_yaml::to_string(file).map_err(|e| ApiError::Internal(e.to_string()))?;
     atomic::write(path, yaml.as_bytes(), 0o644)
         .map_err(|e| ApiError::Internal(format!("{}: {e}", path.display())))?;
     Ok(inst)
 }
 
-/// Validates the new instance against templates and all other instances, then writes
-/// `instances/<tenant>.yaml` atomically. Nothing is written when anything is wrong.
-#[utoipa::path(post, path = "/v1/instances", tag = "instances", request_body = CreateRequest,
-    responses((status = 201, description = "Written; the next pass runs it", body = serde_json::Value)))]
-pub async fn create(
-    State(s): State<AppState>,
-    JsonBody(req): JsonBody<CreateRequest>,
-) -> Result<Response, ApiError> {
-    let path = instance_path(&s, &req.tenant)?;
-    let _guard = s.write_lock.lock().await;
+/// `file` checked as `save` checks it, and nothing written: the instance it would make.
+pub(super) async fn check(
+    s: &AppState,
+    file: &InstanceFile,
+) -> Result<desired::Instance, ApiError> {
+    let (host, checked) = (s.cx.svc.host().clone(), file.clone());
+    tokio::task::spawn_blocking(move || desired::check_candidate(&host, &checked))
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?
+        .map_err(|e| ApiError::BadRequest(e.to_string()))
+}
+
+/// A new tenant's name free for it: no instance file, no purge under way.
+pub(super) fn free_name(
+    s: &AppState,
+    tenant: &str,
+    path: &std::path::Path,
+) -> Result<(), ApiError> {
     if path.exists() {
         return Err(ApiError::Conflict(format!(
-            "instance {:?} already exists",
-            req.tenant
+            "instance {tenant:?} already exists"
         )));
     }
     // A new tenant must not inherit volumes of a half-purged one, nor its tombstone.
-    if s.cx.svc.layout().purge_marker(&req.tenant).exists() {
+    if s.cx.svc.layout().purge_marker(tenant).exists() {
         return Err(ApiError::Conflict(format!(
-            "instance {:?} is still being purged; add it again once `berth ls` no longer lists it",
-            req.tenant
+            "instance {tenant:?} is still being purged; add it again once `berth ls` no longer lists it"
         )));
     }
-    let file = InstanceFile {
-        tenant: req.tenant.clone(),
+    Ok(())
+}
+
+/// The instance file `berth add` writes.
+pub(super) fn file_of(req: CreateRequest) -> InstanceFile {
+    InstanceFile {
+        tenant: req.tenant,
         template: req.template,
         version: req.version,
         domains: req.domains,
@@ -203,20 +210,35 @@ pub async fn create(
             .collect(),
         state: req.state,
         pinned: false,
-    };
+    }
+}
+
+/// Validates the new instance against templates and all other instances, then writes
+/// `instances/<tenant>.yaml` atomically. Nothing is written when anything is wrong.
+#[utoipa::path(post, path = "/v1/instances", tag = "instances", request_body = CreateRequest,
+    responses((status = 201, description = "Written; the next pass runs it", body = serde_json::Value)))]
+pub async fn create(
+    State(s): State<AppState>,
+    JsonBody(req): JsonBody<CreateRequest>,
+) -> Result<Response, ApiError> {
+    let path = instance_path(&s, &req.tenant)?;
+    let _guard = s.write_lock.lock().await;
+    free_name(&s, &req.tenant, &path)?;
+    let tenant = req.tenant.clone();
+    let file = file_of(req);
     let inst = save(&s, &path, &file).await?;
     // Its identity at once: backups an earlier tenant of this name left are set aside before
     // anything can list them, and tokens can be bound to it.
     if let Err(e) = crate::store::identity::ensure(
         s.cx.svc.layout(),
-        &req.tenant,
+        &tenant,
         Some(&s.cx.svc.host().backup_dir),
     ) {
-        tracing::error!(tenant = %req.tenant, error = %e, "cannot record the tenant's identity; the next pass will");
+        tracing::error!(tenant = %tenant, error = %e, "cannot record the tenant's identity; the next pass will");
     }
-    s.cx.passes.reset_backoff(&req.tenant);
+    s.cx.passes.reset_backoff(&tenant);
     s.cx.passes.kick();
-    tracing::info!(tenant = %req.tenant, template = %inst.template, version = %inst.version, "instance added");
+    tracing::info!(tenant = %tenant, template = %inst.template, version = %inst.version, "instance added");
     Ok((StatusCode::CREATED, Json(serde_json::json!({ "tenant": inst.tenant, "template": inst.template, "version": inst.version }))).into_response())
 }
 

@@ -105,12 +105,7 @@ pub async fn set_parameters(
         return Err(not_found(&tenant));
     }
     let mut file = load_file(&path)?;
-    for k in &req.unset {
-        file.parameters.remove(k);
-    }
-    for (k, v) in req.set {
-        file.parameters.insert(k, serde_yaml::Value::String(v));
-    }
+    edit_parameters(&mut file, req);
     save(&s, &path, &file).await?;
     s.cx.passes.reset_backoff(&tenant);
     s.cx.passes.kick();
@@ -124,6 +119,19 @@ pub async fn set_parameters(
         })
         .collect();
     Ok(Json(shown))
+}
+
+/// `req`'s changes made to `file`'s parameters (drops first, then sets).
+pub(super) fn edit_parameters(
+    file: &mut crate::spec::instance::InstanceFile,
+    req: ParametersRequest,
+) {
+    for k in &req.unset {
+        file.parameters.remove(k);
+    }
+    for (k, v) in req.set {
+        file.parameters.insert(k, serde_yaml::Value::String(v));
+    }
 }
 
 #[cfg(test)]

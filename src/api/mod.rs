@@ -19,6 +19,7 @@ pub mod moves;
 pub mod openapi;
 pub mod operations;
 pub mod params;
+pub mod preview;
 pub mod recover;
 pub mod tls;
 
@@ -53,6 +54,9 @@ pub struct AppState {
     pub ops: Arc<crate::ops::Operations>,
     /// Following log streams per principal.
     pub follows: Arc<follow::Follows>,
+    /// Previews (`/v1/diff`, dry runs) computed at once, whoever asks: each reads the
+    /// engine, so a token looping them cannot take more than these.
+    pub previews: Arc<tokio::sync::Semaphore>,
 }
 
 impl AppState {
@@ -79,6 +83,7 @@ impl AppState {
             metrics: None,
             mail: None,
             follows: Arc::default(),
+            previews: Arc::new(tokio::sync::Semaphore::new(preview::AT_ONCE)),
         }
     }
 }
@@ -102,6 +107,13 @@ pub fn router(state: AppState) -> Router {
             "/v1/instances/{tenant}/parameters",
             put(lifecycle::set_parameters),
         )
+        .route(
+            "/v1/instances/{tenant}/parameters/preview",
+            post(preview::set_parameters),
+        )
+        .route("/v1/diff", get(preview::diff))
+        .route("/v1/previews/add", post(preview::add))
+        .route("/v1/previews/upgrade", post(fleet::upgrade_preview))
         .route("/v1/instances/{tenant}/logs", get(instances::logs))
         .route("/v1/instances/{tenant}/domains", post(edge::domain_add))
         .route(
@@ -284,5 +296,7 @@ pub async fn reconcile_run(
 mod access_tests;
 #[cfg(test)]
 mod handover_tests;
+#[cfg(test)]
+mod preview_tests;
 #[cfg(test)]
 pub(crate) mod tests;

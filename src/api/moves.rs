@@ -87,7 +87,11 @@ async fn move_now(
     backup: String,
 ) -> Result<Moved, ApiError> {
     let cleared = {
-        let _hold = s.cx.passes.hold_guard(&tenant).await;
+        let Some(_hold) = s.cx.passes.try_hold_guard(&tenant).await else {
+            return Err(ApiError::Conflict(format!(
+                "{tenant} is held by another operation (an upgrade's turn, a restore or a move): move it when that ends"
+            )));
+        };
         clear(s, &tenant, &to).await
     };
     s.cx.passes.kick();

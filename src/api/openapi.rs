@@ -2,7 +2,9 @@
 //! and served at `/v1/openapi.json`. Every operation answers errors in one shape
 //! (`{"error": "…"}`), described once as each operation's default response.
 
-use super::{access, edge, fleet, handover, images, instances, lifecycle, mail, moves, recover};
+use super::{
+    access, edge, fleet, handover, images, instances, lifecycle, mail, moves, preview, recover,
+};
 use axum::Json;
 use utoipa::{
     Modify, OpenApi,
@@ -28,11 +30,11 @@ pub struct ErrorBody {
         super::agent_show, super::reconcile_run, super::capacity, super::top, serve,
         instances::index, instances::create, instances::show, instances::delete,
         instances::set_state, instances::logs, lifecycle::restart, lifecycle::set_parameters,
-        moves::move_tenant,
+        moves::move_tenant, preview::diff, preview::add, preview::set_parameters,
         edge::domain_add, edge::domain_verify, edge::domain_index, edge::cert_index,
         edge::cert_renew, edge::ca_show,
         images::index, images::prune,
-        fleet::upgrade_start, fleet::upgrade_show, fleet::upgrade_control, fleet::rollback,
+        fleet::upgrade_start, fleet::upgrade_preview, fleet::upgrade_show, fleet::upgrade_control, fleet::rollback,
         fleet::backup_index, fleet::backup_create, fleet::backup_verify, fleet::restore,
         recover::recover, fleet::jobs, mail::show, mail::dns,
         handover::prepare, handover::hold, handover::forward, handover::release,

@@ -15,6 +15,12 @@ pub struct RecoverRequest {
     /// Only these tenants of the repository's inventory (all of them when empty).
     #[serde(default)]
     pub tenants: BTreeSet<String>,
+    /// Recover from this inventory of the host (a snapshot id, or its first 8 or more hex
+    /// digits: `restic snapshots --tag berth-inventory`) instead of its newest: a tenant
+    /// purged by mistake, or a newest inventory that cannot be read. Each tenant still comes
+    /// back from its own newest snapshot.
+    #[serde(default)]
+    pub inventory: Option<String>,
 }
 
 /// Brings back every tenant of the repository's newest inventory of this host that does not
@@ -36,6 +42,13 @@ pub async fn recover(
             "tenants: {t:?} is not a tenant name (a DNS label: a-z, 0-9, inner -)"
         )));
     }
+    if let Some(Err(e)) = req
+        .inventory
+        .as_deref()
+        .map(crate::desired::repository::check_snapshot_id)
+    {
+        return Err(ApiError::BadRequest(format!("inventory: {e}")));
+    }
     if !s
         .fleet
         .backups
@@ -51,7 +64,12 @@ pub async fn recover(
     let (backups, book) = (s.fleet.backups.clone(), s.domains.clone());
     accepted_host(&s, "host.recover", pending, async move {
         let r = backups
-            .recover(&req.repository, &req.tenants, &book)
+            .recover(
+                &req.repository,
+                &req.tenants,
+                req.inventory.as_deref(),
+                &book,
+            )
             .await?;
         Ok(serde_json::to_value(r).unwrap_or_default())
     })

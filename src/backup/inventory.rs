@@ -129,7 +129,7 @@ impl Backups {
         if self.inventories.owns(repo.name()) {
             return;
         }
-        match repo.latest_inventory().await {
+        match repo.inventory(None).await {
             Ok(found) => {
                 let tenants = found.map(|(_, inv)| inv.tenants).unwrap_or_default();
                 self.adopt(repo.name(), tenants);

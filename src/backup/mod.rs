@@ -11,7 +11,7 @@ pub mod inventory;
 pub mod offsite;
 mod receive;
 pub mod recover;
-mod restore;
+pub mod restore;
 pub mod room;
 pub mod schedule;
 

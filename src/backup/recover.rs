@@ -53,12 +53,13 @@ pub struct Recovered {
 }
 
 impl Backups {
-    /// Recovers every tenant of repository `repo`'s newest inventory of this host (only those
-    /// in `only`, when it names any).
+    /// Recovers every tenant of repository `repo`'s newest inventory of this host, or of its
+    /// inventory `older` (only those in `only`, when it names any).
     pub async fn recover(
         &self,
         repo: &str,
         only: &BTreeSet<String>,
+        older: Option<&str>,
         book: &DomainBook,
     ) -> Result<Recovery, BackupError> {
         let started = Instant::now();
@@ -69,7 +70,7 @@ impl Backups {
             .map_err(|_| BackupError::RecoveryRunning)?;
         let client = self.repo_client(repo)?;
         let (snapshot, inv) = client
-            .latest_inventory()
+            .inventory(older)
             .await
             .map_err(|e| BackupError::Offsite(e.to_string()))?
             .ok_or_else(|| {
@@ -86,18 +87,32 @@ impl Backups {
                 "{t} (not in repository {repo}'s inventory {snapshot})"
             )));
         }
-        // This host now writes the repository's inventory, carrying every tenant of this one
-        // until it is back here: a recovery that fails (or is asked for a few tenants) never
-        // leaves the rest unknown to the next.
-        self.adopt(repo, inv.tenants.clone());
-        let wanted = inv
+        let mut wanted: Vec<Entry> = inv
             .tenants
             .iter()
-            .filter(|e| only.is_empty() || only.contains(&e.tenant));
+            .filter(|e| only.is_empty() || only.contains(&e.tenant))
+            .cloned()
+            .collect();
+        // This host now writes the repository's inventory, carrying every tenant of this one
+        // until it is back here: a recovery that fails (or is asked for a few tenants) never
+        // leaves the rest unknown to the next. From an older inventory, only the tenants asked
+        // for are carried (its others may have been purged since), beside the newest's, and
+        // only the domain proofs the newest still holds for the same identity come back.
+        match older {
+            None => self.adopt(repo, inv.tenants.clone()),
+            Some(_) => {
+                let newest = client.inventory(None).await.ok().flatten().map(|(_, i)| i);
+                for e in &mut wanted {
+                    e.keep_proven_in(newest.as_ref());
+                }
+                self.adopt_after_copy(client.as_ref()).await;
+                self.adopt(repo, wanted.clone());
+            }
+        }
         // Built in a loop, not a closure in the stream (whose future the compiler cannot
         // prove Send for every lifetime); futures are lazy, so AT_ONCE still run at a time.
         let mut each = Vec::new();
-        for e in wanted {
+        for e in &wanted {
             each.push(self.recover_one(client.clone(), e, None, book));
         }
         let tenants = futures_util::stream::iter(each)

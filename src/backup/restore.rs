@@ -24,6 +24,17 @@ struct Journal {
     fetched: bool,
 }
 
+/// Who keeps the reconciler away from the tenant while a restore runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Holder {
+    /// The restore takes the tenant itself, and only if no other operation holds it (an
+    /// upgrade's turn, a move, another restore): otherwise it is refused, never run inside
+    /// that operation nor ending its hold.
+    Restore,
+    /// The caller already holds the tenant (an upgrade rolling its own turn back).
+    Caller,
+}
+
 impl Backups {
     fn journal_path(&self, tenant: &str) -> PathBuf {
         self.dir(tenant).join("restoring.json")
@@ -43,31 +54,31 @@ impl Backups {
         tenant: &str,
         id: &str,
         safety: bool,
+        holder: Holder,
+    ) -> Result<Manifest, BackupError> {
+        self.restore_with(tenant, id, (safety, holder), || ()).await
+    }
+
+    /// `restore`, with `held` called once the tenant is held for it (and its result kept
+    /// until the restore ends): what must start only then, such as holding the tenant's
+    /// requests at the edge, never happens for a restore that is refused.
+    pub async fn restore_with<G>(
+        &self,
+        tenant: &str,
+        id: &str,
+        (safety, holder): (bool, Holder),
+        held: impl FnOnce() -> G,
     ) -> Result<Manifest, BackupError> {
         let _claim = self.claim(tenant)?;
+        self.refuse_held(tenant, holder)?;
         let _turn = self.turn().await;
+        let inst = self.instance(tenant)?;
+        let (_awake, _hold) = self.hold_for_restore(tenant, holder).await?;
+        let _held = held();
         // A backup no longer on this host comes back from an off-host repository first, and
         // goes again when the restore ends, whichever way.
         let mut fetched = self.fetch_offsite(tenant, id).await?;
         let (_spool, manifest, members) = self.open(tenant, id)?;
-        let inst = self.instance(tenant)?;
-        let held = self.cx.passes.is_held(tenant);
-        let _awake = match held {
-            false => Some(
-                crate::sleep::wake_for(&self.cx, tenant, "restore", crate::sleep::WAKE_LIMIT)
-                    .await
-                    .map_err(|why| BackupError::NotReady {
-                        tenant: tenant.into(),
-                        why: why.to_string(),
-                    })?,
-            ),
-            true => None,
-        };
-        // Released on every way out, a panic or a dropped future included.
-        let _hold = match held {
-            false => Some(self.cx.passes.hold_guard(tenant).await),
-            true => None,
-        };
         let r = self
             .restore_safely(&inst, id, &members, (fetched.is_armed(), safety))
             .await;
@@ -79,6 +90,47 @@ impl Backups {
         r?;
         tracing::info!(tenant, id, "backup restored");
         Ok(manifest)
+    }
+
+    /// A restore of its own wakes a sleeping tenant (its database loads into a running
+    /// server), then takes it from the reconciler in one step against any other holder;
+    /// both are given back on every way out (a panic or a dropped future included).
+    async fn hold_for_restore(
+        &self,
+        tenant: &str,
+        holder: Holder,
+    ) -> Result<
+        (
+            Option<crate::store::sleep::Busy>,
+            Option<crate::services::Held<'_>>,
+        ),
+        BackupError,
+    > {
+        if holder == Holder::Caller {
+            return Ok((None, None));
+        }
+        let awake = crate::sleep::wake_for(&self.cx, tenant, "restore", crate::sleep::WAKE_LIMIT)
+            .await
+            .map_err(|why| BackupError::NotReady {
+                tenant: tenant.into(),
+                why: why.to_string(),
+            })?;
+        let hold = self
+            .cx
+            .passes
+            .try_hold_guard(tenant)
+            .await
+            .ok_or_else(|| held_elsewhere(tenant))?;
+        Ok((Some(awake), Some(hold)))
+    }
+
+    /// A restore of its own refused at once while another operation holds the tenant (it
+    /// would only wait in the host's turn to be refused then).
+    fn refuse_held(&self, tenant: &str, holder: Holder) -> Result<(), BackupError> {
+        match holder == Holder::Restore && self.cx.passes.is_held(tenant) {
+            true => Err(held_elsewhere(tenant)),
+            false => Ok(()),
+        }
     }
 
     async fn restore_safely(
@@ -264,5 +316,12 @@ impl Backups {
             }
         }
         Ok(())
+    }
+}
+
+fn held_elsewhere(tenant: &str) -> BackupError {
+    BackupError::NotReady {
+        tenant: tenant.into(),
+        why: "another operation holds it (an upgrade's turn, a move or a restore): restore when that ends".into(),
     }
 }

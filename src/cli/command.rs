@@ -25,6 +25,14 @@ pub enum Command {
         #[arg(short, long, value_enum, default_value = "table")]
         output: Output,
     },
+    /// What the next reconcile pass would do to each tenant, step by step, without doing it
+    /// (exit 1 when anything is pending).
+    Diff {
+        #[arg(value_parser = tenant_arg)]
+        tenants: Vec<String>,
+        #[arg(short, long, value_enum, default_value = "table")]
+        output: Output,
+    },
     /// Show one instance.
     Status {
         #[arg(value_parser = tenant_arg)]
@@ -124,6 +132,9 @@ pub enum Command {
         /// Drop a parameter back to the template's default (repeatable).
         #[arg(long)]
         unset: Vec<String>,
+        /// Check the change and show the steps it would cause; write nothing.
+        #[arg(long)]
+        dry_run: bool,
         #[arg(short, long, value_enum, default_value = "table")]
         output: Output,
     },
@@ -285,6 +296,10 @@ pub enum Command {
         /// Only this tenant of the inventory (repeatable).
         #[arg(long = "tenant", value_parser = tenant_arg)]
         tenants: Vec<String>,
+        /// From this inventory of the host (its snapshot id, or 8+ of its first hex digits;
+        /// `restic snapshots --tag berth-inventory` lists them) instead of the newest.
+        #[arg(long, value_parser = snapshot_arg)]
+        inventory: Option<String>,
         /// Start it and return at once, printing the operation (follow it with `berth op ID`).
         #[arg(long)]
         detach: bool,
@@ -305,6 +320,10 @@ pub fn domain_arg(s: &str) -> Result<String, Invalid> {
 
 pub fn backup_arg(s: &str) -> Result<String, Invalid> {
     crate::api::params::backup_ref(s).map(|()| s.to_string())
+}
+
+pub fn snapshot_arg(s: &str) -> Result<String, Invalid> {
+    crate::desired::repository::check_snapshot_id(s).map(|()| s.to_string())
 }
 
 pub(super) fn parse_kv(s: &str) -> Result<(String, String), Invalid> {

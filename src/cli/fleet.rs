@@ -41,6 +41,9 @@ pub struct UpgradeArgs {
     /// Follow progress until the upgrade ends (exit 1 unless every tenant moved).
     #[arg(long)]
     pub wait: bool,
+    /// Check the upgrade and show its waves and skipped tenants; start nothing.
+    #[arg(long, conflicts_with = "wait")]
+    pub dry_run: bool,
     #[arg(short, long, value_enum, default_value = "table")]
     pub output: Output,
 }
@@ -61,6 +64,15 @@ pub async fn upgrade(c: &Client, a: UpgradeArgs) -> Result<i32> {
                 "batch": a.batch, "max_failures": a.max_failures, "health_timeout_s": a.health_timeout,
                 "max_failure_ratio": a.max_failure_ratio,
             });
+            if a.dry_run {
+                let v = c
+                    .json(Method::POST, "/v1/previews/upgrade", Some(body))
+                    .await?;
+                print(a.output, &v, |v| {
+                    format!("dry run: nothing started\n{}", waves_of(v))
+                });
+                return Ok(0);
+            }
             c.json(Method::POST, "/v1/upgrades", Some(body)).await?
         }
     };
@@ -278,6 +290,43 @@ fn backups_table(v: &Value) -> String {
 }
 
 /// One line per tenant: phase, seconds, error.
+/// A planned upgrade: its waves in order, then the tenants it passes over and why.
+fn waves_of(v: &Value) -> String {
+    let mut out = format!(
+        "upgrade of {} to {}: {} tenants in {} waves\n",
+        v["app"].as_str().unwrap_or(""),
+        v["to"].as_str().unwrap_or(""),
+        v["tenants"].as_object().map_or(0, |t| t.len()),
+        v["waves"].as_array().map_or(0, Vec::len),
+    );
+    let rows: Vec<Vec<String>> = v["waves"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .enumerate()
+        .map(|(i, w)| {
+            let names: Vec<String> = w
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|t| {
+                    let t = t.as_str().unwrap_or("?");
+                    match v["tenants"][t]["from"].as_str() {
+                        Some(from) => format!("{t} (from {from})"),
+                        None => t.to_string(),
+                    }
+                })
+                .collect();
+            vec![(i + 1).to_string(), names.join(", ")]
+        })
+        .collect();
+    out.push_str(&table::render(&["WAVE", "TENANTS"], &rows));
+    for (t, why) in v["skipped"].as_object().into_iter().flatten() {
+        out.push_str(&format!("skipped {t}: {}\n", why.as_str().unwrap_or("")));
+    }
+    out
+}
+
 fn summary(v: &Value) -> String {
     let mut out = format!(
         "upgrade {} of {} to {}: {} (wave {}/{}){}\n",

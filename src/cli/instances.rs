@@ -24,6 +24,9 @@ pub struct AddArgs {
     /// Wait until the instance runs (or fails).
     #[arg(long)]
     pub wait: bool,
+    /// Check the new instance and show the steps that would make it; write nothing.
+    #[arg(long, conflicts_with = "wait")]
+    pub dry_run: bool,
     #[arg(short, long, value_enum, default_value = "table")]
     pub output: Output,
 }
@@ -41,6 +44,11 @@ pub async fn add(c: &Client, a: AddArgs) -> Result<i32> {
         "tenant": a.tenant, "template": a.template, "version": a.version, "domains": a.domains,
         "plan": a.plan, "parameters": a.set.into_iter().collect::<std::collections::BTreeMap<_, _>>(),
     });
+    if a.dry_run {
+        let v = c.json(Method::POST, "/v1/previews/add", Some(body)).await?;
+        super::preview::written(a.output, &v, &format!("{} checked", a.tenant));
+        return Ok(0);
+    }
     let added = c.json(Method::POST, "/v1/instances", Some(body)).await?;
     if !a.wait {
         say(a.output, &added, format!("added {}", a.tenant));
@@ -136,16 +144,22 @@ pub async fn restart(c: &Client, tenant: &str, output: Output) -> Result<()> {
 pub async fn set(
     c: &Client,
     tenant: &str,
-    pairs: Vec<(String, String)>,
-    unset: Vec<String>,
+    (pairs, unset): (Vec<(String, String)>, Vec<String>),
+    dry_run: bool,
     output: Output,
 ) -> Result<()> {
     if pairs.is_empty() && unset.is_empty() {
         bail!("name at least one key=value or --unset KEY");
     }
     let set: std::collections::BTreeMap<_, _> = pairs.into_iter().collect();
-    let path = api_path(&["v1", "instances", tenant, "parameters"], &[]);
     let body = json!({ "set": set, "unset": unset });
+    if dry_run {
+        let path = api_path(&["v1", "instances", tenant, "parameters", "preview"], &[]);
+        let v = c.json(Method::POST, &path, Some(body)).await?;
+        super::preview::written(output, &v, &format!("{tenant}: parameters checked"));
+        return Ok(());
+    }
+    let path = api_path(&["v1", "instances", tenant, "parameters"], &[]);
     let v = c.json(Method::PUT, &path, Some(body)).await?;
     let now: Vec<String> = v
         .as_object()

@@ -11,6 +11,7 @@ mod handover;
 pub mod instances;
 pub mod mail;
 pub mod ops;
+mod preview;
 pub mod progress;
 mod prune;
 mod reads;
@@ -152,8 +153,10 @@ pub async fn run(cli: Cli) -> Result<i32> {
             tenant,
             pairs,
             unset,
+            dry_run,
             output,
-        } => instances::set(&c, &tenant, pairs, unset, output).await?,
+        } => instances::set(&c, &tenant, (pairs, unset), dry_run, output).await?,
+        Command::Diff { tenants, output } => return preview::diff(&c, tenants, output).await,
         Command::Cert { cmd } => edge::cert(&c, cmd).await?,
         Command::Domain { cmd } => edge::domain(&c, cmd).await?,
         Command::Upgrade(a) => return fleet::upgrade(&c, a).await,
@@ -179,9 +182,10 @@ pub async fn run(cli: Cli) -> Result<i32> {
         Command::Recover {
             repo,
             tenants,
+            inventory,
             detach,
             output,
-        } => return recover::run(&c, &repo, tenants, detach, output).await,
+        } => return recover::run(&c, &repo, (tenants, inventory), detach, output).await,
         Command::Token { cmd } => return access::token(&c, cmd).await,
         Command::Audit {
             tenant,

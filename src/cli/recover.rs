@@ -1,4 +1,4 @@
-//! `berth recover --repo R`: whole-host recovery, followed as an operation, each tenant's
+//! `berth recover --repo R [--inventory ID]`: whole-host recovery, followed as an operation, each tenant's
 //! outcome as a row.
 
 use super::{Output, client::Client, print, table};
@@ -9,12 +9,17 @@ use serde_json::{Value, json};
 pub async fn run(
     c: &Client,
     repo: &str,
-    tenants: Vec<String>,
+    (tenants, inventory): (Vec<String>, Option<String>),
     detach: bool,
     output: Output,
 ) -> Result<i32> {
-    let body = json!({ "repository": repo, "tenants": tenants });
-    let msg = format!("recovering this host's tenants from repository {repo}");
+    let msg = match &inventory {
+        Some(id) => {
+            format!("recovering this host's tenants from inventory {id} of repository {repo}")
+        }
+        None => format!("recovering this host's tenants from repository {repo}"),
+    };
+    let body = json!({ "repository": repo, "tenants": tenants, "inventory": inventory });
     let call = (Method::POST, "/v1/recover", Some(body));
     let Some(v) = super::ops::run(c, call, msg, detach, output).await? else {
         return Ok(0);

@@ -38,6 +38,8 @@ pub enum Invalid {
     NotTenant(String),
     #[error("{0:?} is not a backup reference (ID or TENANT:ID)")]
     NotBackupRef(String),
+    #[error("{0:?} is not a snapshot id (8 to 64 lowercase hex digits)")]
+    NotSnapshotId(String),
     #[error("{text:?} {why} (a restic repository: /path, rest:URL, s3:URL or sftp:HOST:PATH)")]
     NotRepository { text: String, why: &'static str },
     #[error("{0:?} is not key=value")]

@@ -106,6 +106,16 @@ pub fn secrets(url: &str) -> Vec<String> {
 }
 
 /// A restic repository string berth supports, or why not.
+/// A restic snapshot id or its prefix: 8 to 64 lowercase hex digits (never an option, a path
+/// or one of restic's names such as `latest`).
+pub fn check_snapshot_id(id: &str) -> Result<(), Invalid> {
+    let hex = id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+    match hex && (8..=64).contains(&id.len()) {
+        true => Ok(()),
+        false => Err(Invalid::NotSnapshotId(id.into())),
+    }
+}
+
 pub fn check_url(url: &str) -> Result<(), Invalid> {
     let bad = |why| {
         Err(Invalid::NotRepository {

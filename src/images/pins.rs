@@ -102,6 +102,13 @@ impl super::Pulls {
         self.pin_and_check(inv, images);
     }
 
+    /// `enforce_pins` for a preview: hides pinned names that point at other content, and
+    /// records nothing (no new pin, no warning).
+    pub fn check_pins(&self, inv: &mut Inventory) {
+        let pins = self.pins.lock().expect("pins lock");
+        let _ = hide_moved(inv, &pins);
+    }
+
     /// Pins those of `images` the engine has from a registry and that have no pin yet, and
     /// hides from `inv` every pinned name that points at other content.
     pub fn pin_and_check<'a>(&self, inv: &mut Inventory, images: impl Iterator<Item = &'a str>) {

@@ -37,6 +37,20 @@ pub struct Entry {
     pub domains: BTreeMap<String, Binding>,
 }
 
+impl Entry {
+    /// Keeps only the proven domains `newest` (None: no inventory readable) also binds to
+    /// this tenant identity: recovering from an older inventory, a domain given up since, or
+    /// proven by another tenant since, must be proven again.
+    pub fn keep_proven_in(&mut self, newest: Option<&Inventory>) {
+        let now = newest.and_then(|n| {
+            (n.tenants.iter()).find(|x| x.tenant == self.tenant && x.tenant_id == self.tenant_id)
+        });
+        self.domains.retain(|d, b| {
+            now.is_some_and(|n| n.domains.get(d).is_some_and(|x| x.tenant == b.tenant))
+        });
+    }
+}
+
 impl Inventory {
     /// What decides whether a new inventory must be written: everything but its time.
     pub fn digest(&self) -> String {
@@ -160,18 +174,54 @@ impl Restic {
         Ok(timed.into_iter().map(|(_, id)| id).collect())
     }
 
-    /// The newest inventory of this host: its snapshot id and what it says (None: there is
-    /// none).
-    pub(super) async fn latest_inventory(
+    /// This host's inventory `want` (its newest when None): its snapshot id and what it
+    /// says (None: there is none). Only this host's inventory snapshots are ever read as
+    /// one: an id of a tenant's snapshot, or another host's inventory, is refused.
+    pub(super) async fn inventory(
         &self,
+        want: Option<&str>,
     ) -> Result<Option<(String, Inventory)>, OffsiteError> {
-        let Some(id) = self.inventories().await?.pop() else {
-            return Ok(None);
+        let mut ids = self.inventories().await?;
+        let id = match want {
+            None => match ids.pop() {
+                Some(id) => id,
+                None => return Ok(None),
+            },
+            Some(w) => pick(&ids, w).map_err(|why| self.fail("restore", why))?,
         };
         let host = self.host().to_string();
         let out = self.dump_capped(&id).await?;
         let inv = Inventory::parse(&out, &host).map_err(|why| self.fail("restore", why))?;
         Ok(Some((id, inv)))
+    }
+}
+
+/// The one id of `ids` (oldest first) that `want` (a full id or a prefix of at least 8 hex
+/// digits) names; otherwise why not, with the newest few for the operator to choose from.
+fn pick(ids: &[String], want: &str) -> Result<String, String> {
+    crate::desired::repository::check_snapshot_id(want).map_err(|e| format!("inventory: {e}"))?;
+    let found: Vec<&String> = ids.iter().filter(|id| id.starts_with(want)).collect();
+    match found.as_slice() {
+        [one] => Ok((*one).clone()),
+        [] => {
+            let newest: Vec<&str> = ids
+                .iter()
+                .rev()
+                .take(5)
+                .map(|i| &i[..8.min(i.len())])
+                .collect();
+            Err(format!(
+                "inventory: no inventory {want} of this host in the repository (newest first: {})",
+                match newest.is_empty() {
+                    true => "none".to_string(),
+                    false => newest.join(", "),
+                }
+            ))
+        }
+        _ => Err(format!(
+            "inventory: {want} names {} inventories: give more of its id",
+            found.len()
+        )),
     }
 }
 
@@ -317,5 +367,67 @@ mod tests {
         }
         assert!(Inventory::parse(b"{not json", "berth").is_err());
         assert!(Inventory::parse(&vec![b' '; MAX_BYTES + 1], "berth").is_err());
+    }
+
+    #[test]
+    fn an_inventory_is_picked_by_a_unique_hex_prefix_of_this_hosts_ids_only() {
+        let ids: Vec<String> = ["aaaa1111", "aaaa2222", "bbbb3333"]
+            .iter()
+            .map(|p| format!("{p}{}", "0".repeat(56)))
+            .collect();
+        assert_eq!(pick(&ids, "bbbb3333").unwrap(), ids[2]);
+        assert_eq!(pick(&ids, &ids[0]).unwrap(), ids[0], "the full id");
+        let cases = [
+            ("aaaa", "8 to 64"),
+            ("aaaa111", "8 to 64"),
+            ("AAAA1111", "8 to 64"),
+            ("../../etc", "8 to 64"),
+            ("aaaa1111 --tag x", "8 to 64"),
+            (&"a".repeat(65), "8 to 64"),
+            ("cccc4444", "newest first: bbbb3333, aaaa2222, aaaa1111"),
+        ];
+        for (want, says) in cases {
+            let e = pick(&ids, want).unwrap_err();
+            assert!(e.contains(says), "{want}: {e}");
+        }
+        let e = pick(&ids, "aaaa11119").unwrap_err();
+        assert!(e.contains("no inventory"), "{e}");
+        let twins = vec![format!("aaaa1111{}", "1".repeat(56)), ids[0].clone()];
+        assert!(
+            pick(&twins, "aaaa1111")
+                .unwrap_err()
+                .contains("2 inventories")
+        );
+        assert!(pick(&[], "aaaa1111").unwrap_err().contains("none"));
+    }
+
+    #[test]
+    fn an_older_inventory_brings_back_only_the_domains_the_newest_still_proves() {
+        let old = inv();
+        let mut e = old.tenants[0].clone();
+        assert!(!e.domains.is_empty());
+        e.keep_proven_in(Some(&old));
+        assert_eq!(e.domains, old.tenants[0].domains, "still proven: kept");
+        for newest in [
+            None,
+            Some(Inventory {
+                tenants: vec![],
+                ..inv()
+            }),
+            Some({
+                let mut n = inv();
+                n.tenants[0].tenant_id = "another-identity".into();
+                n
+            }),
+            Some({
+                let mut n = inv();
+                n.tenants[0].domains.clear();
+                n
+            }),
+        ] {
+            let mut e = old.tenants[0].clone();
+            e.keep_proven_in(newest.as_ref());
+            assert!(e.domains.is_empty(), "{newest:?}");
+        }
     }
 }

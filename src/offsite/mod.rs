@@ -183,9 +183,11 @@ pub trait Repo: Send + Sync {
     async fn check(&self, read_data: &str) -> Result<(), OffsiteError>;
     /// Writes this host's inventory as a new snapshot; its id.
     async fn put_inventory(&self, inv: &inventory::Inventory) -> Result<String, OffsiteError>;
-    /// This host's newest inventory, with its snapshot id (None: the host never wrote one).
-    async fn latest_inventory(
+    /// This host's inventory `want` (a snapshot id or its prefix of at least 8 hex digits;
+    /// None: its newest), with its full snapshot id. None: the host never wrote one.
+    async fn inventory(
         &self,
+        want: Option<&str>,
     ) -> Result<Option<(String, inventory::Inventory)>, OffsiteError>;
     /// Forgets the snapshots `ids`, then removes the data only they used.
     async fn forget_and_prune(&self, ids: &[String]) -> Result<(), OffsiteError>;

@@ -389,8 +389,11 @@ impl Repo for Restic {
         Restic::put_inventory(self, inv).await
     }
 
-    async fn latest_inventory(&self) -> Result<Option<(String, Inventory)>, OffsiteError> {
-        Restic::latest_inventory(self).await
+    async fn inventory(
+        &self,
+        want: Option<&str>,
+    ) -> Result<Option<(String, Inventory)>, OffsiteError> {
+        Restic::inventory(self, want).await
     }
 
     async fn check(&self, read_data: &str) -> Result<(), OffsiteError> {

@@ -73,6 +73,15 @@ impl crate::services::Reconciler for Controller {
             Ok(())
         })
     }
+    fn preview(&self) -> BoxFuture<'_, Result<Vec<crate::services::TenantPlan>, PassError>> {
+        Box::pin(Controller::preview(self))
+    }
+    fn preview_instance<'a>(
+        &'a self,
+        inst: &'a crate::desired::Instance,
+    ) -> BoxFuture<'a, Result<crate::services::TenantPlan, PassError>> {
+        Box::pin(Controller::preview_instance(self, inst))
+    }
     fn converge_tenant<'a>(
         &'a self,
         tenant: &'a str,

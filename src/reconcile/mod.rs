@@ -12,6 +12,7 @@ mod holds;
 mod one;
 mod pass;
 pub mod plan;
+mod preview;
 pub mod shared_db;
 pub mod shared_mariadb;
 pub mod status;

@@ -145,18 +145,27 @@ impl Controller {
         Ok(inv)
     }
 
-    fn plan_tenant(&self, inst: &Instance, observed: &Inventory) -> Vec<plan::Step> {
-        let t = &inst.tenant;
-        let none = BTreeSet::new();
-        let asleep = self.svc.sleep().asleep();
-        let ctx = plan::Context {
+    /// What plan reads of this host besides the files and the engine.
+    pub(super) fn plan_context<'a>(
+        &'a self,
+        grow_stopped: &'a BTreeSet<String>,
+        asleep: &'a BTreeSet<String>,
+    ) -> plan::Context<'a> {
+        plan::Context {
             namespace: &self.host().namespace,
             layout: self.svc.layout(),
             disks: self.svc.disks().is_ok(),
-            grow_stopped: &none,
-            asleep: &asleep,
+            grow_stopped,
+            asleep,
             web_pool: self.host().web_pool(),
-        };
+        }
+    }
+
+    pub(super) fn plan_tenant(&self, inst: &Instance, observed: &Inventory) -> Vec<plan::Step> {
+        let t = &inst.tenant;
+        let none = BTreeSet::new();
+        let asleep = self.svc.sleep().asleep();
+        let ctx = self.plan_context(&none, &asleep);
         let rec = plan::Recorded {
             allocations: self
                 .svc

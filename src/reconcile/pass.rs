@@ -37,14 +37,7 @@ impl Controller {
         let recorded = self.recorded(&loaded.desired);
         let synced = self.sync_disks(&loaded.desired).await;
         let asleep = self.svc.sleep().asleep();
-        let ctx = plan::Context {
-            namespace: &self.host().namespace,
-            layout: self.svc.layout(),
-            disks: self.svc.disks().is_ok(),
-            grow_stopped: &synced.grow_stopped,
-            asleep: &asleep,
-            web_pool: self.host().web_pool(),
-        };
+        let ctx = self.plan_context(&synced.grow_stopped, &asleep);
         let planned = plan::plan(&ctx, &loaded.desired, &observed, &recorded);
         let disk_failures: BTreeSet<String> = synced.failed.into_keys().collect();
         self.clear_converged(&planned, &disk_failures);
@@ -90,7 +83,7 @@ impl Controller {
     }
 
     /// The files (off the async threads) and the engine; an engine error is on the board.
-    async fn observe(&self) -> Result<(Loaded, Inventory), PassError> {
+    pub(super) async fn observe(&self) -> Result<(Loaded, Inventory), PassError> {
         let host = self.host().clone();
         let loaded = tokio::task::spawn_blocking(move || desired::load(&host))
             .await

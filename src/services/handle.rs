@@ -69,6 +69,16 @@ pub trait Reconciler: Send + Sync {
         inst: &'a Instance,
     ) -> BoxFuture<'a, Result<(), Box<dyn std::error::Error + Send + Sync>>>;
 
+    /// What the next pass would do to each tenant it has work for, without doing it: the
+    /// same observe and plan, none of the effects.
+    fn preview(&self) -> BoxFuture<'_, Result<Vec<super::TenantPlan>, PassError>>;
+    /// The steps a pass would take to bring `inst`'s tenant from what runs now to `inst`
+    /// (a write checked but not made: `dry_run`).
+    fn preview_instance<'a>(
+        &'a self,
+        inst: &'a Instance,
+    ) -> BoxFuture<'a, Result<super::TenantPlan, PassError>>;
+
     /// Starts `tenant` now, outside the pass, and waits within `limit` until every probe of
     /// it is healthy. Err says why not; the passes then carry on with the tenant.
     fn converge_tenant<'a>(
@@ -89,6 +99,15 @@ impl dyn Reconciler + '_ {
         };
         self.hold_settled(tenant).await;
         held
+    }
+
+    /// `hold_guard` in one step against any other holder (`try_hold`): None, and nothing
+    /// changed, while another operation holds `tenant`.
+    pub async fn try_hold_guard(&self, tenant: &str) -> Option<Held<'_>> {
+        if !self.try_hold(tenant) {
+            return None;
+        }
+        Some(self.hold_guard(tenant).await)
     }
 }
 

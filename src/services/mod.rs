@@ -11,7 +11,7 @@ mod handle;
 pub mod status;
 
 pub use handle::{Held, Reconciler, WakeError};
-pub use status::{Board, InstanceStatus, PassReport, Phase};
+pub use status::{Board, InstanceStatus, PassReport, Phase, PlannedStep, TenantPlan};
 
 use crate::{
     audit::Audit,

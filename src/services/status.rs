@@ -66,6 +66,43 @@ pub struct PassReport {
     pub errors: usize,
 }
 
+/// What a pass would do to one tenant, without doing it (`berth diff`, a write's `dry_run`).
+#[derive(Debug, Clone, Default, Serialize, utoipa::ToSchema)]
+pub struct TenantPlan {
+    pub tenant: String,
+    /// The steps in the order a pass would apply them.
+    pub steps: Vec<PlannedStep>,
+    /// Why a pass would not apply them now (held by an operation, backing off after a
+    /// failure, its file invalid); None: the next pass applies them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub waits: Option<String>,
+}
+
+impl TenantPlan {
+    /// A tenant whose file is invalid (`why`): no steps, it keeps its last valid state.
+    pub fn frozen(tenant: &str, why: &str) -> TenantPlan {
+        TenantPlan {
+            tenant: tenant.into(),
+            steps: vec![],
+            waits: Some(format!(
+                "its file is invalid ({why}): it keeps its last valid state until the file is fixed"
+            )),
+        }
+    }
+}
+
+/// One step of a `TenantPlan`.
+#[derive(Debug, Clone, Default, Serialize, utoipa::ToSchema)]
+pub struct PlannedStep {
+    /// The step's kind (`create_container`, `pull_image`, …).
+    pub step: String,
+    /// What it acts on (a container, network, volume or image), when it names one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    /// The step in words.
+    pub says: String,
+}
+
 /// What the API reads: the latest status of each instance and of the last pass.
 #[derive(Debug, Default, Clone, serde::Serialize)]
 pub struct Board {

@@ -88,7 +88,10 @@ impl Upgrader {
             if p.migrated
                 && let Some(id) = &p.backup
             {
-                self.backups.restore(t, id, true).await?;
+                // The turn holds the tenant: the restore runs inside it.
+                self.backups
+                    .restore(t, id, true, crate::backup::restore::Holder::Caller)
+                    .await?;
             }
             match strategy {
                 UpgradeStrategy::BlueGreen => {

@@ -219,6 +219,19 @@ impl Upgrader {
         Ok(planned)
     }
 
+    /// What `start` would begin, and nothing begun: the tenants, their waves, those skipped
+    /// and why (`berth upgrade --dry-run`). Refused as `start` is, an upgrade under way too.
+    pub fn preview(&self, req: &UpgradeRequest) -> Result<UpgradeState, UpgradeError> {
+        let planned = self.plan(req)?;
+        if let Some(s) = self.status().filter(|s| s.status.is_active()) {
+            return Err(UpgradeError::Busy {
+                id: s.id,
+                status: s.status,
+            });
+        }
+        Ok(planned)
+    }
+
     fn plan(&self, req: &UpgradeRequest) -> Result<UpgradeState, UpgradeError> {
         let batch: waves::Batch = req
             .batch
@@ -404,8 +417,12 @@ impl Upgrader {
         safety: bool,
     ) -> Result<crate::backup::archive::Manifest, crate::backup::BackupError> {
         let gate = self.proxy.as_ref().and_then(|p| p.gate(tenant));
-        let _paused = Paused::new(gate);
-        self.backups.restore(tenant, id, safety).await
+        // Paused once the restore holds the tenant: a refused restore (another operation
+        // holds it, and may have paused the gate itself) leaves the gate as it was.
+        let holder = crate::backup::restore::Holder::Restore;
+        self.backups
+            .restore_with(tenant, id, (safety, holder), || Paused::new(gate))
+            .await
     }
 
     fn save(&self, s: &UpgradeState) -> Result<(), UpgradeError> {

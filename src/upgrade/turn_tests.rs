@@ -30,3 +30,29 @@ async fn a_turn_waits_for_another_holder_and_never_runs_under_it() {
         .unwrap_err();
     assert!(why.contains("held by another operation"), "{why}");
 }
+
+#[tokio::test]
+async fn a_restore_is_refused_inside_an_upgrades_turn_and_leaves_the_turn_holding() {
+    let (_dir, s) = crate::api::tests::state();
+    let (up, passes) = (s.fleet.upgrades.clone(), s.cx.passes.clone());
+    up.take_turn("t1", Duration::from_secs(1)).await.unwrap();
+    // A tenant-admin's in-place restore between the turn's backup and its switch: refused at
+    // once, and the turn's hold is not ended by it.
+    let err = up.restore("t1", "any", true).await.unwrap_err();
+    assert!(
+        err.to_string().contains("another operation holds it"),
+        "{err}"
+    );
+    assert!(passes.is_held("t1"), "the turn still holds the tenant");
+    // The same race lost after the first check: the guard is not taken, the hold stays.
+    assert!(passes.try_hold_guard("t1").await.is_none());
+    assert!(passes.is_held("t1"));
+    passes.release("t1");
+    let guard = passes.try_hold_guard("t1").await.expect("free again");
+    assert!(
+        passes.try_hold_guard("t1").await.is_none(),
+        "one holder at a time"
+    );
+    drop(guard);
+    assert!(!passes.is_held("t1"), "the guard's drop releases it");
+}
