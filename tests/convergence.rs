@@ -61,6 +61,15 @@ fn agent_killed_mid_provisioning_converges_without_duplicates_and_then_idles() {
     let out = h.cli_ok(&["add", "golf", "--template", "demo", "--dry-run"]);
     assert!(out.contains("create the tenant's network"), "{out}");
     assert!(!h.path("instances/golf.yaml").exists());
+    let out = h.cli_ok(&["rm", "echo", "--purge", "--dry-run"]);
+    assert!(
+        out.contains("nothing removed")
+            && out.contains(&format!("remove container {}", h.container("echo", "db")))
+            && out.contains("remove volume"),
+        "{out}"
+    );
+    assert!(h.path("instances/echo.yaml").exists());
+    assert_eq!(h.owned("container").len(), 4);
     let out = h.cli(&["set", "echo", "nope=1", "--dry-run"]);
     assert!(!out.status.success(), "{out:?}");
     assert_eq!(h.reconcile()["mutations"], 0);

@@ -688,3 +688,36 @@ async fn a_diff_shows_a_tenant_token_its_own_tenants_only() {
         assert_eq!(tenants(&v), ["acme"], "{v}");
     }
 }
+
+#[tokio::test]
+async fn tenant_tokens_share_two_previews_and_the_operator_is_never_refused() {
+    let (w, admin, _viewer, op) = populated().await;
+    let taken = w.s.previews.clone().try_acquire_many_owned(2).unwrap();
+    let (st, v) = tcp(&w, &admin, "GET", "/v1/diff", serde_json::Value::Null).await;
+    assert_eq!(st, StatusCode::TOO_MANY_REQUESTS, "{v}");
+    let set = serde_json::json!({"set": {"site_title": "x"}});
+    let uri = "/v1/instances/acme/parameters/preview";
+    let (st, _) = tcp(&w, &admin, "POST", uri, set.clone()).await;
+    assert_eq!(st, StatusCode::TOO_MANY_REQUESTS);
+    let (st, v) = tcp(&w, &op, "GET", "/v1/diff", serde_json::Value::Null).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    let (st, v) = tcp(&w, &op, "POST", uri, set.clone()).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    drop(taken);
+    let (st, v) = tcp(&w, &admin, "GET", "/v1/diff", serde_json::Value::Null).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+}
+
+#[tokio::test]
+async fn a_restore_asked_while_another_operation_holds_the_tenant_is_refused_with_409() {
+    let (w, admin, _viewer, _op) = populated().await;
+    w.s.cx.passes.hold("acme");
+    let from = serde_json::json!({"from": "20260101T000000Z-abcd"});
+    let (st, v) = tcp(&w, &admin, "POST", "/v1/instances/acme/restore", from).await;
+    assert_eq!(st, StatusCode::CONFLICT, "{v}");
+    assert!(v.to_string().contains("held by another operation"), "{v}");
+    assert!(
+        w.s.cx.passes.is_held("acme"),
+        "the other operation's hold stays"
+    );
+}

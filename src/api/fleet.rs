@@ -229,6 +229,13 @@ pub async fn restore(
         if !s.cx.passes.desired().instances.contains_key(&tenant) {
             return Err(instances::not_found(&tenant));
         }
+        // Refused here while so (409); one that begins while the restore waits for its turn
+        // fails the operation the same way.
+        if s.cx.passes.is_held(&tenant) {
+            return Err(ApiError::Conflict(format!(
+                "{tenant} is held by another operation (an upgrade's turn, a move or a restore): restore when that ends"
+            )));
+        }
         return accepted(&s, "backup.restore", &tenant, pending, async move {
             let m = fleet.upgrades.restore(&t, &id, safety).await?;
             Ok(serde_json::to_value(m).unwrap_or_default())

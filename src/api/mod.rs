@@ -113,6 +113,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/v1/diff", get(preview::diff))
         .route("/v1/previews/add", post(preview::add))
+        .route("/v1/previews/rm", post(preview::rm))
         .route("/v1/previews/upgrade", post(fleet::upgrade_preview))
         .route("/v1/instances/{tenant}/logs", get(instances::logs))
         .route("/v1/instances/{tenant}/domains", post(edge::domain_add))

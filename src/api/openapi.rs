@@ -30,7 +30,7 @@ pub struct ErrorBody {
         super::agent_show, super::reconcile_run, super::capacity, super::top, serve,
         instances::index, instances::create, instances::show, instances::delete,
         instances::set_state, instances::logs, lifecycle::restart, lifecycle::set_parameters,
-        moves::move_tenant, preview::diff, preview::add, preview::set_parameters,
+        moves::move_tenant, preview::diff, preview::add, preview::rm, preview::set_parameters,
         edge::domain_add, edge::domain_verify, edge::domain_index, edge::cert_index,
         edge::cert_renew, edge::ca_show,
         images::index, images::prune,

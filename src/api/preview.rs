@@ -16,14 +16,21 @@ use crate::{services::TenantPlan, spec::instance::InstanceFile};
 use axum::{Extension, Json, extract::State};
 use serde::Serialize;
 
-/// Previews computed at once on the host.
+/// Previews computed at once for tenant tokens (the operator's routes take no turn).
 pub const AT_ONCE: usize = 2;
 
-/// A turn among the host's previews, or 429 while they are all taken.
-fn turn(s: &AppState) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
-    s.previews.clone().try_acquire_owned().map_err(|_| {
+/// A turn among the previews tenant tokens ask for, or 429 while they are all taken. The
+/// operator's are never refused (None: no turn needed).
+fn turn(
+    s: &AppState,
+    who: &Principal,
+) -> Result<Option<tokio::sync::OwnedSemaphorePermit>, ApiError> {
+    if who.is_operator() {
+        return Ok(None);
+    }
+    s.previews.clone().try_acquire_owned().map(Some).map_err(|_| {
         ApiError::TooMany(format!(
-            "{AT_ONCE} previews are being computed already: try again in a moment"
+            "{AT_ONCE} previews are being computed for tenant tokens already: try again in a moment"
         ))
     })
 }
@@ -46,7 +53,7 @@ pub async fn diff(
     State(s): State<AppState>,
     Extension(who): Extension<Principal>,
 ) -> Result<Json<Vec<TenantPlan>>, ApiError> {
-    let _turn = turn(&s)?;
+    let _turn = turn(&s, &who)?;
     match who.visible() {
         None => s.cx.passes.preview().await.map(Json).map_err(engine),
         Some(own) => own_plans(&s, &own).await.map(Json),
@@ -80,10 +87,34 @@ pub async fn add(
     State(s): State<AppState>,
     JsonBody(req): JsonBody<CreateRequest>,
 ) -> Result<Json<WritePreview>, ApiError> {
-    let _turn = turn(&s)?;
     let path = instances::instance_path(&s, &req.tenant)?;
     instances::free_name(&s, &req.tenant, &path)?;
     preview(&s, &instances::file_of(req)).await
+}
+
+#[derive(Debug, serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RemoveRequest {
+    pub tenant: String,
+    /// As `DELETE /v1/instances/{tenant}?purge=true`: its volumes, databases and files too.
+    #[serde(default)]
+    pub purge: bool,
+}
+
+/// `berth rm --dry-run`: what removing the tenant (with `purge`, its data too) would remove;
+/// nothing is removed.
+#[utoipa::path(post, path = "/v1/previews/rm", tag = "instances", request_body = RemoveRequest,
+    responses((status = 200, description = "What would be removed", body = TenantPlan)))]
+pub async fn rm(
+    State(s): State<AppState>,
+    JsonBody(req): JsonBody<RemoveRequest>,
+) -> Result<Json<TenantPlan>, ApiError> {
+    let path = instances::instance_path(&s, &req.tenant)?;
+    if !path.exists() {
+        return Err(instances::not_found(&req.tenant));
+    }
+    let plan = s.cx.passes.preview_removal(&req.tenant, req.purge).await;
+    plan.map(Json).map_err(engine)
 }
 
 /// `berth set --dry-run`: the parameters changed as `PUT …/parameters` would change them,
@@ -94,10 +125,11 @@ pub async fn add(
     responses((status = 200, description = "Checked, not written", body = WritePreview)))]
 pub async fn set_parameters(
     State(s): State<AppState>,
+    Extension(who): Extension<Principal>,
     Tenant(tenant): Tenant,
     JsonBody(req): JsonBody<ParametersRequest>,
 ) -> Result<Json<WritePreview>, ApiError> {
-    let _turn = turn(&s)?;
+    let _turn = turn(&s, &who)?;
     let path = instances::instance_path(&s, &tenant)?;
     instances::not_moved(&s, &tenant)?;
     if !path.exists() {

@@ -14,6 +14,12 @@ fn kinds(plan: &Value) -> Vec<String> {
         .collect()
 }
 
+async fn add_demo(s: &super::AppState, t: &str) {
+    let body = json!({"tenant": t, "template": "demo"});
+    let (st, v) = call(s, "POST", "/v1/instances", body).await;
+    assert_eq!(st, StatusCode::CREATED, "{v}");
+}
+
 async fn converge(s: &super::AppState) {
     for _ in 0..3 {
         let (st, _) = call(s, "POST", "/v1/reconcile", json!({})).await;
@@ -70,14 +76,7 @@ async fn a_dry_run_add_shows_the_steps_that_make_the_tenant_and_writes_nothing()
 #[tokio::test]
 async fn diff_lists_what_the_next_pass_does_and_nothing_once_converged() {
     let (_dir, s) = state();
-    let (st, _) = call(
-        &s,
-        "POST",
-        "/v1/instances",
-        json!({"tenant": "acme", "template": "demo"}),
-    )
-    .await;
-    assert_eq!(st, StatusCode::CREATED);
+    add_demo(&s, "acme").await;
     let (st, v) = call(&s, "GET", "/v1/diff", Value::Null).await;
     assert_eq!(st, StatusCode::OK, "{v}");
     let acme = v
@@ -163,14 +162,7 @@ async fn diff_lists_what_the_next_pass_does_and_nothing_once_converged() {
 async fn a_dry_run_upgrade_shows_its_waves_and_starts_nothing() {
     let (_dir, s) = state();
     for t in ["acme", "globex", "initech"] {
-        let (st, _) = call(
-            &s,
-            "POST",
-            "/v1/instances",
-            json!({"tenant": t, "template": "demo"}),
-        )
-        .await;
-        assert_eq!(st, StatusCode::CREATED);
+        add_demo(&s, t).await;
     }
     converge(&s).await;
     let body = json!({"app": "demo", "to": "2", "canary": 1, "batch": "2"});
@@ -201,4 +193,39 @@ async fn a_dry_run_upgrade_shows_its_waves_and_starts_nothing() {
     assert_eq!(st, StatusCode::CREATED);
     let (st, v) = call(&s, "POST", "/v1/previews/upgrade", body).await;
     assert_eq!(st, StatusCode::CONFLICT, "{v}");
+}
+
+#[tokio::test]
+async fn a_dry_run_removal_lists_what_goes_and_removes_nothing() {
+    let (dir, s) = state();
+    add_demo(&s, "acme").await;
+    converge(&s).await;
+    let before = s.cx.svc.runtime().mutations();
+    let (st, v) = call(&s, "POST", "/v1/previews/rm", json!({"tenant": "acme"})).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    let k = kinds(&v);
+    assert!(k.contains(&"remove_container".to_string()), "{k:?}");
+    assert!(k.contains(&"remove_network".to_string()), "{k:?}");
+    assert!(
+        !k.contains(&"remove_volume".to_string()),
+        "kept without purge: {k:?}"
+    );
+    let (_, v) = call(
+        &s,
+        "POST",
+        "/v1/previews/rm",
+        json!({"tenant": "acme", "purge": true}),
+    )
+    .await;
+    let k = kinds(&v);
+    assert!(
+        k.contains(&"remove_volume".to_string()) && k.contains(&"purge_files".to_string()),
+        "{k:?}"
+    );
+    assert_eq!(s.cx.svc.runtime().mutations(), before, "nothing removed");
+    assert!(dir.path().join("instances/acme.yaml").exists());
+    let (st, _) = call(&s, "POST", "/v1/previews/rm", json!({"tenant": "ghost"})).await;
+    assert_eq!(st, StatusCode::NOT_FOUND);
+    let (st, _) = call(&s, "POST", "/v1/previews/rm", json!({"tenant": "../x"})).await;
+    assert_eq!(st, StatusCode::BAD_REQUEST);
 }

@@ -105,7 +105,13 @@ impl Backups {
                 for e in &mut wanted {
                     e.keep_proven_in(newest.as_ref());
                 }
-                self.adopt_after_copy(client.as_ref()).await;
+                // The newest unreadable: none of its tenants can be carried, so every tenant
+                // of this one is (never an inventory that forgets a tenant both name).
+                match newest {
+                    Some(n) if !self.inventories.owns(repo) => self.adopt(repo, n.tenants),
+                    Some(_) => {}
+                    None => self.adopt(repo, inv.tenants.clone()),
+                }
                 self.adopt(repo, wanted.clone());
             }
         }

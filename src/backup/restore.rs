@@ -72,8 +72,10 @@ impl Backups {
         let _claim = self.claim(tenant)?;
         self.refuse_held(tenant, holder)?;
         let _turn = self.turn().await;
-        let inst = self.instance(tenant)?;
+        self.instance(tenant)?;
         let (_awake, _hold) = self.hold_for_restore(tenant, holder).await?;
+        // Read once held: a pass waited out by the hold may have applied a changed file.
+        let inst = self.instance(tenant)?;
         let _held = held();
         // A backup no longer on this host comes back from an off-host repository first, and
         // goes again when the restore ends, whichever way.

@@ -48,6 +48,9 @@ pub enum Command {
         tenant: String,
         #[arg(long)]
         purge: bool,
+        /// Show what would be removed; remove nothing.
+        #[arg(long)]
+        dry_run: bool,
         #[arg(short, long, value_enum, default_value = "table")]
         output: Output,
     },

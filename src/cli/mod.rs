@@ -108,7 +108,14 @@ pub async fn run(cli: Cli) -> Result<i32> {
         Command::Rm {
             tenant,
             purge,
+            dry_run: true,
             output,
+        } => preview::rm(&c, &tenant, purge, output).await?,
+        Command::Rm {
+            tenant,
+            purge,
+            output,
+            ..
         } => instances::rm(&c, &tenant, purge, output).await?,
         Command::Stop { tenant, output } => {
             instances::set_state(&c, &tenant, "stopped", output).await?

@@ -18,6 +18,23 @@ pub async fn diff(c: &Client, tenants: Vec<String>, output: Output) -> Result<i3
     Ok(i32::from(pending))
 }
 
+/// `berth rm T [--purge] --dry-run`: what would be removed.
+pub async fn rm(c: &Client, tenant: &str, purge: bool, output: Output) -> Result<()> {
+    let body = serde_json::json!({ "tenant": tenant, "purge": purge });
+    let v = c.json(Method::POST, "/v1/previews/rm", Some(body)).await?;
+    print(output, &v, |v| {
+        let kept = match purge {
+            true => "",
+            false => "; its volumes, secrets and files are kept (--purge removes them)",
+        };
+        format!(
+            "removing {tenant} (dry run: nothing removed){kept}\n{}",
+            plans(&Value::Array(vec![v.clone()]))
+        )
+    });
+    Ok(())
+}
+
 /// A write's preview: the steps, then the file it would write.
 pub fn written(output: Output, v: &Value, what: &str) {
     print(output, v, |v| {

@@ -45,9 +45,14 @@ impl Entry {
         let now = newest.and_then(|n| {
             (n.tenants.iter()).find(|x| x.tenant == self.tenant && x.tenant_id == self.tenant_id)
         });
-        self.domains.retain(|d, b| {
-            now.is_some_and(|n| n.domains.get(d).is_some_and(|x| x.tenant == b.tenant))
-        });
+        // The newest proof of each (its method and time), the older one's only where it is
+        // the same tenant's.
+        self.domains = (self.domains.keys())
+            .filter_map(|d| {
+                let b = now?.domains.get(d)?;
+                (b.tenant == self.tenant).then(|| (d.clone(), b.clone()))
+            })
+            .collect();
     }
 }
 
@@ -408,6 +413,16 @@ mod tests {
         assert!(!e.domains.is_empty());
         e.keep_proven_in(Some(&old));
         assert_eq!(e.domains, old.tenants[0].domains, "still proven: kept");
+        let mut newer = inv();
+        newer.tenants[0]
+            .domains
+            .values_mut()
+            .for_each(|b| b.verified_at = 9);
+        e.keep_proven_in(Some(&newer));
+        assert!(
+            e.domains.values().all(|b| b.verified_at == 9),
+            "the newest proof"
+        );
         for newest in [
             None,
             Some(Inventory {

@@ -82,6 +82,13 @@ impl crate::services::Reconciler for Controller {
     ) -> BoxFuture<'a, Result<crate::services::TenantPlan, PassError>> {
         Box::pin(Controller::preview_instance(self, inst))
     }
+    fn preview_removal<'a>(
+        &'a self,
+        tenant: &'a str,
+        purge: bool,
+    ) -> BoxFuture<'a, Result<crate::services::TenantPlan, PassError>> {
+        Box::pin(Controller::preview_removal(self, tenant, purge))
+    }
     fn converge_tenant<'a>(
         &'a self,
         tenant: &'a str,

@@ -344,7 +344,7 @@ fn remove_all(tenant: &str, observed: &Inventory) -> Vec<Step> {
 
 /// A tenant without an instance file: containers and network go; volumes, secrets and the
 /// allocation stay (so re-adding it finds its data) unless a purge was asked for.
-fn plan_removal(tenant: &str, observed: &Inventory, rec: &Recorded) -> Vec<Step> {
+pub(super) fn plan_removal(tenant: &str, observed: &Inventory, rec: &Recorded) -> Vec<Step> {
     let mut steps: Vec<Step> = observed
         .containers
         .iter()

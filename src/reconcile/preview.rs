@@ -53,6 +53,26 @@ impl Controller {
         })
     }
 
+    /// The steps removing `t`'s file would cause (`berth rm t`): its containers and network
+    /// removed; with `purge`, its volumes, databases and files too.
+    pub async fn preview_removal(&self, t: &str, purge: bool) -> Result<TenantPlan, PassError> {
+        let observed = self
+            .svc
+            .runtime()
+            .inventory_of(&self.host().namespace, t)
+            .await?;
+        let mut rec = super::plan::Recorded::default();
+        if purge {
+            rec.purge.insert(t.into());
+        }
+        let steps = super::plan::plan_removal(t, &observed, &rec);
+        Ok(TenantPlan {
+            tenant: t.into(),
+            steps: steps.iter().map(planned_step).collect(),
+            waits: self.waits(t),
+        })
+    }
+
     /// Why a pass would leave `t` alone now, if it would.
     fn waits(&self, t: &str) -> Option<String> {
         if self.is_held(t) {
@@ -125,7 +145,7 @@ pub(super) fn planned_step(step: &Step) -> PlannedStep {
         Step::DropSharedDatabase => (
             "drop_shared_database",
             None,
-            "drop the tenant's database and role on the shared server".into(),
+            "drop the tenant's database and role on the shared servers (if it has them)".into(),
         ),
         Step::PurgeFiles => (
             "purge_files",

@@ -79,6 +79,13 @@ pub trait Reconciler: Send + Sync {
         inst: &'a Instance,
     ) -> BoxFuture<'a, Result<super::TenantPlan, PassError>>;
 
+    /// The steps removing `tenant`'s file would cause (with `purge`: its data too).
+    fn preview_removal<'a>(
+        &'a self,
+        tenant: &'a str,
+        purge: bool,
+    ) -> BoxFuture<'a, Result<super::TenantPlan, PassError>>;
+
     /// Starts `tenant` now, outside the pass, and waits within `limit` until every probe of
     /// it is healthy. Err says why not; the passes then carry on with the tenant.
     fn converge_tenant<'a>(

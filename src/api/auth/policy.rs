@@ -53,6 +53,7 @@ pub const ROUTES: &[Route] = &[
     r(Method::POST, "/v1/instances/{tenant}/parameters/preview", Manage, "instance.parameters_preview"),
     r(Method::GET, "/v1/diff", Any, "instance.diff"),
     r(Method::POST, "/v1/previews/add", Operator, "instance.create_preview"),
+    r(Method::POST, "/v1/previews/rm", Operator, "instance.delete_preview"),
     r(Method::GET, "/v1/instances/{tenant}/logs", Read, "instance.logs"),
     r(Method::POST, "/v1/instances/{tenant}/domains", Manage, "domain.add"),
     r(Method::POST, "/v1/instances/{tenant}/domains/{domain}/verify", Manage, "domain.verify"),
