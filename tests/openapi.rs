@@ -76,6 +76,11 @@ fn the_running_agent_answers_as_its_openapi_description_says() {
             ])
             .args(["--max-examples", examples, "--workers", "1"])
             .args(["--request-timeout", "20", "--seed", "1", "--no-color"])
+            // A log follow never ends by design: sent without following (see the file).
+            .env(
+                "SCHEMATHESIS_HOOKS",
+                concat!(env!("CARGO_MANIFEST_DIR"), "/tests/schemathesis_hooks.py"),
+            )
             .output()
             .expect("schemathesis runs (scripts/test.sh installs it)");
         let said = String::from_utf8_lossy(&out.stdout).to_string()
