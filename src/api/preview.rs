@@ -2,6 +2,8 @@
 //! tenant, step by step, and why it would wait. `POST /v1/previews/add` and
 //! `POST /v1/instances/{tenant}/parameters/preview`: a write checked exactly as the write is
 //! (`instances::check`), then planned against what runs now; nothing is written.
+//! `POST /v1/previews/rm`: what removing a tenant would remove. (`POST /v1/previews/upgrade`
+//! is the fleet's, in `fleet.rs`.)
 
 use super::{
     AppState,

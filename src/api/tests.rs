@@ -369,6 +369,26 @@ async fn hostile_recover_and_upgrade_bodies_are_refused_by_field_and_start_nothi
             StatusCode::NOT_FOUND,
             "no backup repository",
         ),
+        (
+            serde_json::json!({"repository": "offsite", "inventory": "latest"}),
+            StatusCode::BAD_REQUEST,
+            "inventory",
+        ),
+        (
+            serde_json::json!({"repository": "offsite", "inventory": "--tag=x"}),
+            StatusCode::BAD_REQUEST,
+            "inventory",
+        ),
+        (
+            serde_json::json!({"repository": "offsite", "inventory": "0123abc"}),
+            StatusCode::BAD_REQUEST,
+            "inventory",
+        ),
+        (
+            serde_json::json!({"repository": "offsite", "inventory": 5}),
+            StatusCode::BAD_REQUEST,
+            "inventory",
+        ),
     ] {
         let (st, v) = call(&s, "POST", "/v1/recover", body.clone()).await;
         assert_eq!(st, status, "{body}: {v}");

@@ -56,7 +56,7 @@ impl Backups {
         safety: bool,
         holder: Holder,
     ) -> Result<Manifest, BackupError> {
-        self.restore_with(tenant, id, (safety, holder), || ()).await
+        self.restore_with(tenant, id, safety, holder, || ()).await
     }
 
     /// `restore`, with `held` called once the tenant is held for it (and its result kept
@@ -66,7 +66,8 @@ impl Backups {
         &self,
         tenant: &str,
         id: &str,
-        (safety, holder): (bool, Holder),
+        safety: bool,
+        holder: Holder,
         held: impl FnOnce() -> G,
     ) -> Result<Manifest, BackupError> {
         let _claim = self.claim(tenant)?;

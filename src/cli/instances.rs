@@ -144,7 +144,8 @@ pub async fn restart(c: &Client, tenant: &str, output: Output) -> Result<()> {
 pub async fn set(
     c: &Client,
     tenant: &str,
-    (pairs, unset): (Vec<(String, String)>, Vec<String>),
+    pairs: Vec<(String, String)>,
+    unset: Vec<String>,
     dry_run: bool,
     output: Output,
 ) -> Result<()> {

@@ -162,7 +162,7 @@ pub async fn run(cli: Cli) -> Result<i32> {
             unset,
             dry_run,
             output,
-        } => instances::set(&c, &tenant, (pairs, unset), dry_run, output).await?,
+        } => instances::set(&c, &tenant, pairs, unset, dry_run, output).await?,
         Command::Diff { tenants, output } => return preview::diff(&c, tenants, output).await,
         Command::Cert { cmd } => edge::cert(&c, cmd).await?,
         Command::Domain { cmd } => edge::domain(&c, cmd).await?,
@@ -192,7 +192,7 @@ pub async fn run(cli: Cli) -> Result<i32> {
             inventory,
             detach,
             output,
-        } => return recover::run(&c, &repo, (tenants, inventory), detach, output).await,
+        } => return recover::run(&c, &repo, tenants, inventory, detach, output).await,
         Command::Token { cmd } => return access::token(&c, cmd).await,
         Command::Audit {
             tenant,

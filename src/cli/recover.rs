@@ -9,7 +9,8 @@ use serde_json::{Value, json};
 pub async fn run(
     c: &Client,
     repo: &str,
-    (tenants, inventory): (Vec<String>, Option<String>),
+    tenants: Vec<String>,
+    inventory: Option<String>,
     detach: bool,
     output: Output,
 ) -> Result<i32> {

@@ -213,7 +213,7 @@ fn pick(ids: &[String], want: &str) -> Result<String, String> {
                 .iter()
                 .rev()
                 .take(5)
-                .map(|i| &i[..8.min(i.len())])
+                .map(|i| i.get(..8).unwrap_or(i))
                 .collect();
             Err(format!(
                 "inventory: no inventory {want} of this host in the repository (newest first: {})",

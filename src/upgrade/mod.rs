@@ -421,7 +421,7 @@ impl Upgrader {
         // holds it, and may have paused the gate itself) leaves the gate as it was.
         let holder = crate::backup::restore::Holder::Restore;
         self.backups
-            .restore_with(tenant, id, (safety, holder), || Paused::new(gate))
+            .restore_with(tenant, id, safety, holder, || Paused::new(gate))
             .await
     }
 
