@@ -87,6 +87,8 @@ fn instance(tenant: &str, template: &str, plan: &str) -> String {
 fn tenants_send_signed_mail_through_the_relay_only_as_themselves_and_within_their_limits() {
     let Some(_serial) = docker_test() else { return };
     let mut h = Harness::new(SLOT);
+    // The edge too: its per-tenant families are in the scrape the shipped rules are held to.
+    h.with_proxy(SLOT);
     let sink = common::mail::MailSink::start(&h.path("sink"), SLOT);
     // A template like demo that asks for no mail.
     h.own_demo_template(|t| t);
@@ -410,6 +412,9 @@ fn tenants_send_signed_mail_through_the_relay_only_as_themselves_and_within_thei
         "{table}"
     );
     let m = h.metrics();
+    // The shipped alert rules and dashboard name only what this agent (with the relay) exports.
+    common::alerts::check_against(&m);
+    common::alerts::promtool_passes();
     assert_eq!(
         sample(
             &m,

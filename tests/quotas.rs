@@ -315,7 +315,11 @@ fn promtool_passes_the_real_scrape_and_prometheus_reads_a_tenant_s_memory() {
     std::fs::write(
         h.path("prometheus.yml"),
         format!(
-            "global: {{scrape_interval: 1s}}\nscrape_configs:\n  - job_name: berth\n    static_configs:\n      - targets: ['127.0.0.1:{}']\n",
+            "global: {{scrape_interval: 1s, evaluation_interval: 1s}}\nrule_files: [{}]\n\
+             scrape_configs:\n  - job_name: berth\n    static_configs:\n      - targets: ['127.0.0.1:{}']\n",
+            common::alerts::RULES
+                .map(|f| format!("'{}'", common::alerts::doc("docs/prometheus").join(f).display()))
+                .join(", "),
             h.metrics_port
         ),
     )
@@ -347,6 +351,9 @@ fn promtool_passes_the_real_scrape_and_prometheus_reads_a_tenant_s_memory() {
         }
         std::thread::sleep(Duration::from_millis(500));
     }
+    let top = h.cli_ok(&["top", "--once"]);
+    assert!(top.contains("demo:1") && top.contains("running"), "{top}");
+    shipped_rules_evaluate_against_the_agent(&h, web);
     let _ = prom.kill();
     let _ = prom.wait();
     let v: serde_json::Value = serde_json::from_str(&answer).unwrap_or_default();
@@ -358,6 +365,46 @@ fn promtool_passes_the_real_scrape_and_prometheus_reads_a_tenant_s_memory() {
         "Prometheus has no memory figure for c: {answer}"
     );
     assert_eq!(v["data"]["result"][0]["metric"]["app"], "demo");
-    let top = h.cli_ok(&["top", "--once"]);
-    assert!(top.contains("demo:1") && top.contains("running"), "{top}");
+}
+
+/// The shipped rules, loaded by the real Prometheus scraping the agent: every rule evaluates
+/// without error and nothing is pending while c runs; a hand edit that makes c's file invalid
+/// puts BerthTenantFileInvalid pending for c (its `for:` is 5 minutes).
+fn shipped_rules_evaluate_against_the_agent(h: &Harness, web: u16) {
+    let rules = || -> Vec<serde_json::Value> {
+        let Some((200, body)) = http_get(web, "/api/v1/rules") else {
+            return vec![];
+        };
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+        let groups = v["data"]["groups"].as_array().cloned().unwrap_or_default();
+        groups
+            .iter()
+            .flat_map(|g| g["rules"].as_array().cloned().unwrap_or_default())
+            .collect()
+    };
+    wait_for(
+        Duration::from_secs(30),
+        || {
+            let r = rules();
+            r.len() >= 23 && r.iter().all(|r| r["health"] == "ok")
+        },
+        "every shipped rule evaluated without error",
+    );
+    let alerts = || {
+        http_get(web, "/api/v1/alerts")
+            .map(|x| x.1)
+            .unwrap_or_default()
+    };
+    std::thread::sleep(Duration::from_secs(3));
+    let now = alerts();
+    assert!(!now.contains("\"tenant\":\"c\""), "c runs, yet: {now}");
+    instance(h, "c", "limits:\n  memory: not-a-size\n");
+    wait_for(
+        Duration::from_secs(60),
+        || {
+            let a = alerts();
+            a.contains("BerthTenantFileInvalid") && a.contains("\"tenant\":\"c\"")
+        },
+        "BerthTenantFileInvalid pending for c",
+    );
 }

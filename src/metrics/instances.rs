@@ -42,6 +42,12 @@ struct PhaseLabel {
     phase: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TenantPhaseLabels {
+    tenant: String,
+    phase: String,
+}
+
 pub struct Instances {
     pub cx: Cx,
     pub sweep: Arc<Sweep>,
@@ -180,6 +186,20 @@ impl Instances {
             None,
             nodes,
         )?;
+        // One row per tenant, its phase as a label (an alert tells asleep from failing).
+        encode::gauges(
+            enc,
+            "berth_instance_phase",
+            "1 for the tenant's phase now (running, asleep, starting, unhealthy, failing, invalid …)",
+            None,
+            board.instances.iter().map(|(t, s)| {
+                let l = TenantPhaseLabels {
+                    tenant: t.clone(),
+                    phase: super::state::name_of(s.phase),
+                };
+                (l, 1.0)
+            }),
+        )?;
         let mut by_phase = std::collections::BTreeMap::<String, f64>::new();
         for s in board.instances.values() {
             *by_phase.entry(super::state::name_of(s.phase)).or_default() += 1.0;
@@ -221,6 +241,13 @@ impl Instances {
             "Files and directories on the tenant's own filesystem",
             None,
             usage.iter().map(|(l, u)| (l.clone(), u.inodes_used as f64)),
+        )?;
+        encode::gauges(
+            enc,
+            "berth_instance_inodes",
+            "Files and directories the tenant's own filesystem can hold",
+            None,
+            usage.iter().map(|(l, u)| (l.clone(), u.inodes as f64)),
         )
     }
 }

@@ -62,11 +62,7 @@ impl Metrics {
         let mut registry = Registry::default();
         let sweep = Arc::new(sweep::Sweep::default());
         let ooms = oom::Ooms::default();
-        registry.register(
-            "berth_container_oom_kills",
-            "Processes of the tenant's service killed for passing its memory limit",
-            ooms.family.clone(),
-        );
+        registry.register_collector(Box::new(ooms.clone()));
         let passes = Histogram::new(exponential_buckets(0.001, 2.0, 16));
         registry.register_with_unit(
             "berth_reconcile_pass_duration",

@@ -1,27 +1,28 @@
 //! OOM kills per tenant and service, from engine events; a purged tenant's are forgotten, so a
-//! new tenant of the same name starts from zero.
+//! new tenant of the same name starts from zero. Written at scrape time from one map, so the
+//! family is described even before the first kill (alert rules can name it on any host).
 
-use super::ServiceLabels;
-use prometheus_client::metrics::{counter::Counter, family::Family};
-use std::{collections::BTreeMap, sync::Mutex};
+use super::{ServiceLabels, encode};
+use prometheus_client::{collector::Collector, encoding::DescriptorEncoder};
+use std::{
+    collections::BTreeMap,
+    sync::{Arc, Mutex},
+};
 
-#[derive(Default)]
-pub struct Ooms {
-    pub family: Family<ServiceLabels, Counter>,
-    /// tenant → service → kills, for `berth top` and for forgetting.
-    seen: Mutex<BTreeMap<String, BTreeMap<String, u64>>>,
+/// tenant → service → kills.
+#[derive(Default, Clone)]
+pub struct Ooms(Arc<Mutex<BTreeMap<String, BTreeMap<String, u64>>>>);
+
+impl std::fmt::Debug for Ooms {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ooms").finish_non_exhaustive()
+    }
 }
 
 impl Ooms {
     pub fn count(&self, tenant: &str, service: &str) {
-        self.family
-            .get_or_create(&ServiceLabels {
-                tenant: tenant.into(),
-                service: service.into(),
-            })
-            .inc();
         *self
-            .seen
+            .0
             .lock()
             .expect("oom lock")
             .entry(tenant.into())
@@ -32,25 +33,39 @@ impl Ooms {
 
     /// Kills so far for `tenant`, all services together.
     pub fn total(&self, tenant: &str) -> u64 {
-        let seen = self.seen.lock().expect("oom lock");
+        let seen = self.0.lock().expect("oom lock");
         seen.get(tenant).map_or(0, |s| s.values().sum())
     }
 
     /// Forgets every tenant for which `keep` is false (purged ones).
     pub fn retain(&self, keep: impl Fn(&str) -> bool) {
-        let mut seen = self.seen.lock().expect("oom lock");
-        seen.retain(|tenant, services| {
-            if keep(tenant) {
-                return true;
-            }
-            for service in services.keys() {
-                self.family.remove(&ServiceLabels {
-                    tenant: tenant.clone(),
-                    service: service.clone(),
-                });
-            }
-            false
-        });
+        self.0.lock().expect("oom lock").retain(|t, _| keep(t));
+    }
+}
+
+impl Collector for Ooms {
+    fn encode(&self, mut enc: DescriptorEncoder) -> std::fmt::Result {
+        let rows: Vec<(ServiceLabels, f64)> = {
+            let seen = self.0.lock().expect("oom lock");
+            seen.iter()
+                .flat_map(|(t, services)| {
+                    services.iter().map(move |(s, n)| {
+                        let l = ServiceLabels {
+                            tenant: t.clone(),
+                            service: s.clone(),
+                        };
+                        (l, *n as f64)
+                    })
+                })
+                .collect()
+        };
+        encode::counters(
+            &mut enc,
+            "berth_container_oom_kills",
+            "Processes of the tenant's service killed for passing its memory limit",
+            None,
+            rows,
+        )
     }
 }
 
@@ -58,20 +73,30 @@ impl Ooms {
 mod tests {
     use super::*;
 
+    fn scrape(o: &Ooms) -> String {
+        let mut reg = prometheus_client::registry::Registry::default();
+        reg.register_collector(Box::new(o.clone()));
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &reg).unwrap();
+        text
+    }
+
     #[test]
     fn a_purged_tenants_kills_are_forgotten_and_a_new_one_starts_at_zero() {
         let o = Ooms::default();
+        assert!(
+            scrape(&o).contains("# TYPE berth_container_oom_kills counter"),
+            "described before any kill"
+        );
         o.count("a", "app");
         o.count("a", "db");
         o.count("b", "app");
         o.retain(|t| t != "a");
         assert_eq!((o.total("a"), o.total("b")), (0, 1));
-        let mut reg = prometheus_client::registry::Registry::default();
-        reg.register("oom", "x", o.family.clone());
-        let mut text = String::new();
-        prometheus_client::encoding::text::encode(&mut text, &reg).unwrap();
+        let text = scrape(&o);
         assert!(
-            !text.contains("tenant=\"a\"") && text.contains("tenant=\"b\""),
+            !text.contains("tenant=\"a\"")
+                && text.contains("berth_container_oom_kills_total{tenant=\"b\",service=\"app\"} 1"),
             "{text}"
         );
         o.count("a", "app");

@@ -33,6 +33,13 @@ struct UpgradePhaseLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct UpgradeStatusLabels {
+    app: String,
+    to: String,
+    status: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RepoLabels {
     tenant: String,
     repository: String,
@@ -114,6 +121,20 @@ impl State {
                     labels(s),
                     flag(s.status == crate::upgrade::state::FleetStatus::Running),
                 )
+            }),
+        )?;
+        encode::gauges(
+            enc,
+            "berth_upgrade_status",
+            "1 for the fleet upgrade's status now (running, paused, halted, aborted, done)",
+            None,
+            st.iter().map(|s| {
+                let l = UpgradeStatusLabels {
+                    app: s.app.clone(),
+                    to: s.to.clone(),
+                    status: name_of(s.status),
+                };
+                (l, 1.0)
             }),
         )?;
         encode::gauges(

@@ -3,6 +3,7 @@
 //! everything carrying the namespace label.
 #![allow(dead_code)]
 
+pub mod alerts;
 pub mod challtest;
 pub mod mail;
 pub mod restic;
