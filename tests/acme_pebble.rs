@@ -254,3 +254,177 @@ fn served_chain(dir: &std::path::Path, domain: &str) -> String {
     let scope = berth::certs::store::acme_scope(&format!("https://localhost:{ACME}/dir"));
     std::fs::read_to_string(dir.join("certs").join(scope).join(domain).join("cert.pem")).unwrap()
 }
+
+const E2E_SLOT: u16 = 75;
+const E2E_ACME: u16 = 19424;
+const E2E_ACME_MGMT: u16 = 19425;
+const E2E_DNS: u16 = 19426;
+const E2E_CHALL_MGMT: u16 = 19427;
+
+fn cert_rows(h: &common::Harness) -> Vec<serde_json::Value> {
+    let o = h.cli(&["cert", "ls", "-o", "json"]);
+    serde_json::from_slice::<serde_json::Value>(&o.stdout)
+        .ok()
+        .and_then(|v| v.as_array().cloned())
+        .unwrap_or_default()
+}
+
+fn cert_row(h: &common::Harness, domain: &str) -> serde_json::Value {
+    cert_rows(h)
+        .into_iter()
+        .find(|r| r["domain"] == domain)
+        .unwrap_or_default()
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// As users run it: `berth serve` with `tls.acme` against Pebble (certificates valid 30 s).
+/// A tenant's name gets a public certificate that verifies against Pebble's root and is renewed
+/// before it expires; a name Pebble cannot validate keeps its internal certificate, backs off
+/// a minute, shows why in `berth cert ls` and the metrics, and is issued on the retry after
+/// its DNS is fixed.
+#[test]
+fn berth_serve_orders_renews_and_retries_a_tenants_certificate_from_pebble() {
+    let Some(_g) = common::docker_test() else {
+        return;
+    };
+    assert!(require_pebble(), "pebble is installed by scripts/test.sh");
+    let mut h = common::Harness::new(E2E_SLOT);
+    let (http, https) = h.with_proxy(E2E_SLOT);
+    let chall = ChallTest::start(E2E_DNS, E2E_CHALL_MGMT);
+    // pb's name points where nothing listens: Pebble's validation fails until it is fixed.
+    chall.call(
+        "/add-a",
+        serde_json::json!({"host": "pb.apps.test.", "addresses": ["127.0.0.2"]}),
+    );
+    let pdir = h.path("pebble");
+    std::fs::create_dir_all(&pdir).unwrap();
+    let trust = pebble_tls(&pdir);
+    let cfg = serde_json::json!({"pebble": {
+        "listenAddress": format!("127.0.0.1:{E2E_ACME}"),
+        "managementListenAddress": format!("127.0.0.1:{E2E_ACME_MGMT}"),
+        "certificate": pdir.join("pebble.pem"), "privateKey": pdir.join("pebble.key"),
+        "httpPort": http, "tlsPort": 19428, "ocspResponderURL": "",
+        "externalAccountBindingRequired": false, "certificateValidityPeriod": 30 }});
+    std::fs::write(pdir.join("pebble.json"), cfg.to_string()).unwrap();
+    let _pebble = Kill(
+        Command::new("pebble")
+            .arg("-config")
+            .arg(pdir.join("pebble.json"))
+            .args(["-dnsserver", &format!("127.0.0.1:{E2E_DNS}")])
+            .env("PEBBLE_VA_NOSLEEP", "1")
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    common::wait_for(
+        Duration::from_secs(10),
+        || std::net::TcpStream::connect(("127.0.0.1", E2E_ACME)).is_ok(),
+        "pebble listening",
+    );
+    let mut host = std::fs::read_to_string(h.path("berth.yaml")).unwrap();
+    host.push_str(&format!(
+        "tls:\n  acme:\n    directory: https://localhost:{E2E_ACME}/dir\n    email: ops@apps.test\n    \
+         ca_bundle: {}\n    orders_per_minute: 60\n    check_interval: 5s\n",
+        trust.display()
+    ));
+    std::fs::write(h.path("berth.yaml"), host).unwrap();
+    for t in ["pa", "pb"] {
+        common::write_instance(
+            &h,
+            t,
+            &format!(
+                "template: demo\nversion: \"1\"\nplan: small\nparameters:\n  site_title: {t}\n  \
+                 admin_email: ops@{t}.test\n  brand_color: \"#336699\"\n"
+            ),
+        );
+    }
+    h.start();
+    h.wait_running(&["pa", "pb"]);
+
+    // Issued: pa's name is served a chain that verifies against Pebble's root.
+    common::wait_for(
+        Duration::from_secs(60),
+        || cert_row(&h, "pa.apps.test")["issuer"] == "acme",
+        "pa.apps.test's certificate from Pebble",
+    );
+    let first = cert_row(&h, "pa.apps.test")["not_after"].as_u64().unwrap();
+    let root = Command::new("curl")
+        .args(["-sSf", "--cacert"])
+        .arg(&trust)
+        .arg(format!("https://localhost:{E2E_ACME_MGMT}/roots/0"))
+        .output()
+        .unwrap();
+    assert!(root.status.success(), "{root:?}");
+    std::fs::write(pdir.join("root.pem"), &root.stdout).unwrap();
+    let verified = Command::new("curl")
+        .args([
+            "-sS",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{ssl_verify_result}",
+            "--cacert",
+        ])
+        .arg(pdir.join("root.pem"))
+        .args([
+            "--resolve",
+            &format!("pa.apps.test:{https}:127.0.0.1"),
+            &format!("https://pa.apps.test:{https}/"),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&verified.stdout),
+        "0",
+        "{}",
+        String::from_utf8_lossy(&verified.stderr)
+    );
+
+    // Refused: pb keeps its internal certificate, backs off a minute, and says why.
+    common::wait_for(
+        Duration::from_secs(60),
+        || cert_row(&h, "pb.apps.test")["last_error"].is_string(),
+        "pb.apps.test's failed order",
+    );
+    let pb = cert_row(&h, "pb.apps.test");
+    assert_eq!(pb["issuer"], "internal", "{pb}");
+    let wait = pb["retry_at"].as_u64().unwrap().saturating_sub(unix_now());
+    assert!((30..=61).contains(&wait), "first backoff ~1 min: {pb}");
+    let ok = |m: &str, d: &str| {
+        m.lines()
+            .find(|l| l.starts_with(&format!("berth_certificate_renewal_ok{{domain=\"{d}\"")))
+            .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+    };
+    assert_eq!(ok(&h.metrics(), "pb.apps.test"), Some(0.0));
+    assert_eq!(ok(&h.metrics(), "pa.apps.test"), Some(1.0));
+    chall.call("/clear-a", serde_json::json!({"host": "pb.apps.test."}));
+
+    // Renewed before expiry (30 s certificates, renewed at half), and pb issued on its retry.
+    common::wait_for(
+        Duration::from_secs(100),
+        || {
+            let (pa, pb) = (cert_row(&h, "pa.apps.test"), cert_row(&h, "pb.apps.test"));
+            pa["not_after"].as_u64() > Some(first)
+                && pa["issuer"] == "acme"
+                && pb["issuer"] == "acme"
+                && pb["last_error"].is_null()
+        },
+        "pa renewed and pb issued after its backoff",
+    );
+    let m = h.metrics();
+    assert_eq!(ok(&m, "pb.apps.test"), Some(1.0), "{m}");
+    let expiry = m
+        .lines()
+        .find(|l| {
+            l.starts_with("berth_certificate_expiry_timestamp_seconds{domain=\"pa.apps.test\"")
+        })
+        .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .unwrap();
+    assert!(expiry > first as f64, "{m}");
+}
