@@ -43,6 +43,7 @@ state_dir: state
 templates_dir: $PWD/templates
 instances_dir: instances
 namespace: bapi
+admission: {memory_overcommit: 100, disk_overcommit: 100, cpu_overcommit: 100}  # packed past what admission allows by default
 api:
   socket: berth.sock
   tcp: $1

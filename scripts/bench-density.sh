@@ -142,6 +142,7 @@ state_dir: state
 templates_dir: $tdir
 instances_dir: instances
 namespace: dens
+admission: {memory_overcommit: 100, disk_overcommit: 100, cpu_overcommit: 100}  # packed past what admission allows by default
 api: {socket: berth.sock}
 network: {subnet_pool: 10.232.0.0/14, subnet_prefix: 28}
 ports: {first: 30000, last: 32700}

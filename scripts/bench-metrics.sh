@@ -32,6 +32,7 @@ state_dir: state
 templates_dir: templates
 instances_dir: instances
 namespace: bm
+admission: {memory_overcommit: 100, disk_overcommit: 100, cpu_overcommit: 100}  # packed past what admission allows by default
 api: {socket: berth.sock}
 network: {subnet_pool: 10.230.0.0/16, subnet_prefix: 28}
 ports: {first: 40000, last: 40999}

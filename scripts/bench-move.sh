@@ -43,6 +43,7 @@ state_dir: state
 templates_dir: $W/$1/templates
 instances_dir: instances
 namespace: $2
+admission: {memory_overcommit: 100, disk_overcommit: 100, cpu_overcommit: 100}  # packed past what admission allows by default
 base_domain: bench.test
 api: {socket: berth.sock$6}
 network: {subnet_pool: $3, subnet_prefix: 28}

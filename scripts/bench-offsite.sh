@@ -33,6 +33,7 @@ state_dir: state
 templates_dir: $PWD/templates
 instances_dir: instances
 namespace: offbench
+admission: {memory_overcommit: 100, disk_overcommit: 100, cpu_overcommit: 100}  # packed past what admission allows by default
 base_domain: bench.test
 api: {socket: berth.sock}
 network: {subnet_pool: 10.253.0.0/16, subnet_prefix: 28}

@@ -38,6 +38,7 @@ state_dir: state
 templates_dir: $W/templates
 instances_dir: instances
 namespace: recbench
+admission: {memory_overcommit: 100, disk_overcommit: 100, cpu_overcommit: 100}  # packed past what admission allows by default
 base_domain: bench.test
 api: {socket: berth.sock}
 network: {subnet_pool: 10.252.0.0/16, subnet_prefix: 28}

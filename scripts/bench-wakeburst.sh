@@ -29,6 +29,7 @@ state_dir: state
 templates_dir: $PWD/templates
 instances_dir: instances
 namespace: burst
+admission: {memory_overcommit: 100, disk_overcommit: 100, cpu_overcommit: 100}  # packed past what admission allows by default
 api: {socket: berth.sock}
 network: {subnet_pool: 10.236.0.0/16, subnet_prefix: 28}
 ports: {first: 32800, last: 32900}

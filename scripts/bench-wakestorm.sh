@@ -62,7 +62,7 @@ ports: {first: 30000, last: 32700}
 resync_interval: 30s
 metrics: {listen: 127.0.0.1:18964, interval: 15s}
 base_domain: apps.test
-admission: {memory: $3}
+admission: {memory: $3, cpu_overcommit: 100}
 plans:
   awake: {memory: 128m, cpus: 0.5, pids: 100}
   napping: {memory: 128m, cpus: 0.5, pids: 100, sleep_after: 20s, sleep_memory: 0.25}

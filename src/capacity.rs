@@ -55,7 +55,13 @@ pub struct Report {
     pub disk_reserved: u64,
     /// In use on the filesystem holding the state dir (tenant images are sparse).
     pub disk_used: Option<u64>,
+    /// CPUs measured on this machine.
     pub cpus: usize,
+    /// The CPUs admission counts with (configured, or counted at start).
+    pub cpus_total: Option<f64>,
+    pub cpu_overcommit: f64,
+    pub cpus_allowed: Option<f64>,
+    /// The sum of the instances' `cpus` limits (frozen ones at their last valid state).
     pub cpus_reserved: f64,
     pub instances: usize,
     /// Instances whose plan lets them sleep, and how many are asleep now.
@@ -127,7 +133,10 @@ pub fn report(host: &HostConfig, d: &Desired, now: Measured) -> Report {
         disk_reserved: admission::reserved(Resource::Disk, host, d, None),
         disk_used: now.disk.map(|s| s.used),
         cpus: now.cpus,
-        cpus_reserved: d.instances.values().fold(0.0, |a, i| a + i.limits.cpus),
+        cpus_total: host.admission.cpu_total.map(|c| c as f64 / 1000.0),
+        cpu_overcommit: host.admission.cpu_overcommit,
+        cpus_allowed: admission::allowed(Resource::Cpu, host).map(|c| c as f64 / 1000.0),
+        cpus_reserved: admission::reserved(Resource::Cpu, host, d, None) as f64 / 1000.0,
         instances: d.instances.len(),
         sleepers: d
             .instances

@@ -261,3 +261,93 @@ fn a_network_an_older_berth_made_without_the_engine_s_range_is_made_again_and_th
         "the old container is gone"
     );
 }
+
+fn demo_file(h: &Harness, t: &str, limits: &str) {
+    write_instance(
+        h,
+        t,
+        &format!(
+            "template: demo\nversion: \"1\"\nplan: small\n{limits}parameters:\n  site_title: {t}\n  \
+             admin_email: ops@{t}.test\n  brand_color: \"#336699\"\n"
+        ),
+    );
+}
+
+fn status_of(h: &Harness, t: &str) -> serde_json::Value {
+    serde_json::from_str(&h.cli_ok(&["status", t, "-o", "json"])).unwrap()
+}
+
+/// Hand edits go through admission (memory 600m, 1 CPU, no overcommit): an edit past the host
+/// and a new file that does not fit are refused with why, the edited tenant keeps running as
+/// admitted (same container, same limits), the new one gets nothing; a fix is taken at once.
+#[test]
+fn hand_edits_past_the_host_are_refused_and_the_tenant_keeps_running_as_admitted() {
+    let Some(_g) = docker_test() else { return };
+    let mut h = Harness::new(76);
+    let mut cfg = std::fs::read_to_string(h.path("berth.yaml")).unwrap();
+    cfg.push_str("admission: {memory: 600m, cpus: 1, cpu_overcommit: 1}\n");
+    std::fs::write(h.path("berth.yaml"), cfg).unwrap();
+    demo_file(&h, "ha", "");
+    demo_file(&h, "hb", "");
+    h.start();
+    h.wait_running(&["ha", "hb"]);
+    let app = h.container("hb", "app");
+    let id = || docker_ok(&["inspect", "-f", "{{.Id}} {{.HostConfig.Memory}}", &app]);
+    let before = id();
+
+    // hb grows past the host's memory by hand: refused, hb runs on as it was.
+    demo_file(&h, "hb", "limits: {memory: 400m}\n");
+    wait_for(
+        Duration::from_secs(30),
+        || {
+            status_of(&h, "hb")["error"]
+                .to_string()
+                .contains("not admitted")
+        },
+        "hb's edit refused",
+    );
+    let s = status_of(&h, "hb");
+    assert!(
+        s["error"].to_string().contains("hb needs 400m of memory")
+            && s["error"].to_string().contains("this host allows 600m"),
+        "{s}"
+    );
+    std::thread::sleep(Duration::from_secs(5));
+    assert_eq!(id(), before, "hb's container was left as admitted");
+    let served = http_get(h.web("hb"), "/").map(|x| x.0);
+    assert_eq!(served, Some(200), "hb still serves");
+
+    // A CPU edit past the host's one CPU, and a new file past its memory: refused the same way.
+    demo_file(&h, "ha", "limits: {cpus: 0.9}\n");
+    demo_file(&h, "hc", "");
+    wait_for(
+        Duration::from_secs(30),
+        || {
+            status_of(&h, "ha")["error"]
+                .to_string()
+                .contains("ha needs 0.9 CPUs")
+                && status_of(&h, "hc")["error"]
+                    .to_string()
+                    .contains("not admitted")
+        },
+        "ha's CPU edit and hc's file refused",
+    );
+    assert!(
+        docker(&["inspect", &h.container("hc", "app")])
+            .status
+            .code()
+            != Some(0)
+    );
+
+    // Fixed: hb's file back to its plan and hc gone; ha's CPUs back; all converge.
+    std::fs::remove_file(h.path("instances/hc.yaml")).unwrap();
+    demo_file(&h, "hb", "");
+    demo_file(&h, "ha", "");
+    h.wait_running(&["ha", "hb"]);
+    wait_for(
+        Duration::from_secs(30),
+        || status_of(&h, "hb")["error"].is_null() && status_of(&h, "ha")["error"].is_null(),
+        "the refusals cleared",
+    );
+    assert_eq!(id(), before, "nothing of hb was remade");
+}

@@ -116,8 +116,16 @@ fn capacity_table(v: &serde_json::Value) -> String {
         ],
         vec![
             "cpus".to_string(),
-            v["cpus"].to_string(),
-            "-".to_string(),
+            v["cpus_total"]
+                .as_f64()
+                .map_or(v["cpus"].to_string(), |c| c.to_string()),
+            format!(
+                "{} (× {})",
+                v["cpus_allowed"]
+                    .as_f64()
+                    .map_or("unknown".to_string(), |c| format!("{c:.2}")),
+                v["cpu_overcommit"]
+            ),
             format!("{:.2}", v["cpus_reserved"].as_f64().unwrap_or(0.0)),
             "-".to_string(),
         ],

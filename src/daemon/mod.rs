@@ -79,11 +79,16 @@ fn fill_admission_totals(host: &mut HostConfig) {
     if a.disk_total.is_none() {
         a.disk_total = m.disk.map(|d| d.size);
     }
+    if a.cpu_total.is_none() {
+        a.cpu_total = Some(m.cpus as u64 * 1000);
+    }
     tracing::info!(
         memory = a.memory_total,
         memory_overcommit = a.memory_overcommit,
         disk = a.disk_total,
         disk_overcommit = a.disk_overcommit,
+        cpu_millicores = a.cpu_total,
+        cpu_overcommit = a.cpu_overcommit,
         "admission totals"
     );
 }

@@ -1,6 +1,6 @@
-//! Admission against host capacity: an instance is added (or grown) only if the memory and the
-//! disk all instances reserve stay within the host's memory and disk times the configured
-//! overcommit ratios.
+//! Admission against host capacity: an instance is added (or grown) only if the memory, the
+//! disk and the CPUs all instances reserve stay within the host's memory, disk and CPUs times
+//! the configured overcommit ratios.
 
 use super::{Desired, HostConfig, Instance};
 use crate::spec::template::DatabaseEngine;
@@ -11,25 +11,48 @@ use crate::spec::units::format_bytes;
 pub enum Resource {
     Memory,
     Disk,
+    /// In thousandths of a CPU (millicores).
+    Cpu,
 }
 
 impl Resource {
+    pub const ALL: [Resource; 3] = [Resource::Memory, Resource::Disk, Resource::Cpu];
+
     fn name(self) -> &'static str {
         match self {
             Resource::Memory => "memory",
             Resource::Disk => "disk",
+            Resource::Cpu => "CPU",
+        }
+    }
+
+    /// An amount of this resource in words: `1.5g`, `2.5 CPUs`.
+    pub fn show(self, v: u64) -> String {
+        match self {
+            Resource::Cpu if v == 1000 => "1 CPU".to_string(),
+            Resource::Cpu => format!("{} CPUs", v as f64 / 1000.0),
+            _ => format_bytes(v),
+        }
+    }
+
+    /// What a tenant asks for, in words: `768m of memory`, `1.5 CPUs`.
+    fn need(self, v: u64) -> String {
+        match self {
+            Resource::Cpu => self.show(v),
+            _ => format!("{} of {}", self.show(v), self.name()),
         }
     }
 
     /// What `i` reserves: its memory limit (a tenant that may sleep: at its plan's
     /// `sleep_memory` share), its disk quota in full.
-    fn of(self, i: &Instance) -> u64 {
+    pub fn of(self, i: &Instance) -> u64 {
         match self {
             Resource::Memory if i.sleep_after.is_some() => {
                 (i.limits.memory as f64 * i.sleep_memory.unwrap_or(1.0)) as u64
             }
             Resource::Memory => i.limits.memory,
             Resource::Disk => i.quota.disk.unwrap_or(0),
+            Resource::Cpu => (i.limits.cpus * 1000.0).round() as u64,
         }
     }
 
@@ -37,7 +60,7 @@ impl Resource {
     fn host_own(self, host: &HostConfig, engine: DatabaseEngine) -> u64 {
         match self {
             Resource::Memory => host.shared_for(engine).map_or(0, |s| s.memory),
-            Resource::Disk => 0,
+            Resource::Disk | Resource::Cpu => 0,
         }
     }
 
@@ -46,13 +69,14 @@ impl Resource {
         match self {
             Resource::Memory => (a.memory_total, a.memory_overcommit),
             Resource::Disk => (a.disk_total, a.disk_overcommit),
+            Resource::Cpu => (a.cpu_total, a.cpu_overcommit),
         }
     }
 }
 
 /// The shared server the tenant's database lives on, as the engine it is configured for
 /// (MySQL templates share MariaDB's server).
-fn uses_shared(i: &Instance) -> Option<DatabaseEngine> {
+pub(super) fn uses_shared(i: &Instance) -> Option<DatabaseEngine> {
     i.database
         .as_ref()
         .filter(|d| d.mode == crate::spec::template::DatabaseMode::Shared)
@@ -65,9 +89,15 @@ fn uses_shared(i: &Instance) -> Option<DatabaseEngine> {
 /// What every instance but `except` reserves of `r`, plus the host's own reservation while
 /// any of them uses it (the shared database server runs only then).
 pub fn reserved(r: Resource, host: &HostConfig, d: &Desired, except: Option<&str>) -> u64 {
+    // A tenant whose file is frozen (invalid, or an edit not admitted) runs as it last was.
     let others = || {
+        let frozen = d
+            .last_valid
+            .values()
+            .filter(|i| !d.instances.contains_key(&i.tenant));
         d.instances
             .values()
+            .chain(frozen)
             .filter(move |i| Some(i.tenant.as_str()) != except)
     };
     let instances: u64 = others().map(|i| r.of(i)).sum();
@@ -126,7 +156,7 @@ pub fn allowed(r: Resource, host: &HostConfig) -> Option<u64> {
 /// Refuses `candidate` for each resource whose reservations it would take past what the host
 /// allows, with the numbers that decided it; empty when it fits.
 pub fn admit(host: &HostConfig, d: &Desired, candidate: &Instance) -> Vec<String> {
-    [Resource::Memory, Resource::Disk]
+    Resource::ALL
         .into_iter()
         .filter_map(|r| refusal(r, host, d, candidate))
         .collect()
@@ -137,7 +167,11 @@ fn refusal(r: Resource, host: &HostConfig, d: &Desired, candidate: &Instance) ->
     let wants = r.of(candidate);
     // Only adding or growing is refused: an edit that keeps the size stays possible on a host
     // that is over its allowance already (its memory was set lower since, say).
-    let has = d.instances.get(&candidate.tenant).map_or(0, |i| r.of(i));
+    let has = d
+        .instances
+        .get(&candidate.tenant)
+        .or_else(|| d.last_valid.get(&candidate.tenant))
+        .map_or(0, |i| r.of(i));
     let others = reserved(r, host, d, Some(&candidate.tenant));
     // The first tenant on the shared database server brings the server's reservation with it.
     let server = uses_shared(candidate);
@@ -156,14 +190,13 @@ fn refusal(r: Resource, host: &HostConfig, d: &Desired, candidate: &Instance) ->
     }
     let (host_total, ratio) = r.total_and_ratio(host);
     Some(format!(
-        "not admitted: {} needs {} of {}; {} is reserved already, so {} in all, but this host allows {} ({} × overcommit {})",
+        "not admitted: {} needs {}; {} is reserved already, so {} in all, but this host allows {} ({} × overcommit {})",
         candidate.tenant,
-        format_bytes(wants),
-        r.name(),
-        format_bytes(others),
-        format_bytes(total),
-        format_bytes(allowed),
-        format_bytes(host_total.unwrap_or(0)),
+        r.need(wants),
+        r.show(others),
+        r.show(total),
+        r.show(allowed),
+        r.show(host_total.unwrap_or(0)),
         ratio,
     ))
 }

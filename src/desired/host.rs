@@ -91,6 +91,9 @@ pub struct Admission {
     pub memory_overcommit: f64,
     pub disk_total: Option<u64>,
     pub disk_overcommit: f64,
+    /// The host's CPUs in thousandths (millicores), like an instance's reservation.
+    pub cpu_total: Option<u64>,
+    pub cpu_overcommit: f64,
 }
 
 impl Default for Admission {
@@ -100,6 +103,8 @@ impl Default for Admission {
             memory_overcommit: 1.0,
             disk_total: None,
             disk_overcommit: 1.0,
+            cpu_total: None,
+            cpu_overcommit: 4.0,
         }
     }
 }

@@ -65,6 +65,11 @@ pub(super) fn admission(h: &HostFile, err: Report) -> Admission {
             h.admission.disk_overcommit,
             &mut admission.disk_overcommit,
         ),
+        (
+            "admission.cpu_overcommit",
+            h.admission.cpu_overcommit,
+            &mut admission.cpu_overcommit,
+        ),
     ];
     for (field, given, into) in ratios {
         match given {
@@ -85,6 +90,16 @@ pub(super) fn admission(h: &HostFile, err: Report) -> Admission {
             &mut admission.disk_total,
         ),
     ];
+    match h.admission.cpus {
+        Some(c) if c > 0.0 && c <= 4096.0 => {
+            admission.cpu_total = Some((c * 1000.0).round() as u64)
+        }
+        Some(c) => err(
+            "admission.cpus",
+            format!("{c} is out of range (0 < CPUs <= 4096)"),
+        ),
+        None => {}
+    }
     for (field, given, into) in totals {
         if let Some(m) = given {
             match units::parse_bytes(m).map_err(String::from) {

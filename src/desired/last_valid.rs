@@ -14,16 +14,20 @@ pub fn path(host: &HostConfig, tenant: &str) -> PathBuf {
 /// state as `desired.last_valid`.
 pub fn restore(host: &HostConfig, templates: &BTreeMap<String, Template>, desired: &mut Desired) {
     for t in desired.frozen.keys() {
-        let p = path(host, t);
-        let Ok(src) = std::fs::read_to_string(&p) else {
-            continue;
-        };
-        let shown = PathBuf::from(format!("tenants/{t}/last-valid.yaml"));
-        let Ok(loaded) = spec::parse_yaml::<InstanceFile>(&shown, &src) else {
-            continue;
-        };
-        if let Ok(i) = instance::build(&loaded, t, templates, host) {
+        if let Some(i) = read(host, templates, t) {
             desired.last_valid.insert(t.clone(), i);
         }
     }
+}
+
+/// The tenant's kept file, built; None when there is none or it no longer builds.
+pub fn read(
+    host: &HostConfig,
+    templates: &BTreeMap<String, Template>,
+    t: &str,
+) -> Option<super::Instance> {
+    let src = std::fs::read_to_string(path(host, t)).ok()?;
+    let shown = PathBuf::from(format!("tenants/{t}/last-valid.yaml"));
+    let loaded = spec::parse_yaml::<InstanceFile>(&shown, &src).ok()?;
+    instance::build(&loaded, t, templates, host).ok()
 }

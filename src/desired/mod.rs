@@ -2,6 +2,7 @@
 //! including the rules that span files (unique tenants, domains claimed once).
 
 pub mod admission;
+pub mod admit_edits;
 pub mod api;
 pub mod backups;
 pub mod domains;

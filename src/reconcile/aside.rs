@@ -103,6 +103,23 @@ impl Controller {
         }
     }
 
+    /// Hand edits through admission (`desired::admit_edits`), against what the previous pass
+    /// admitted; a tenant it did not see (after a restart) against its kept last valid file.
+    pub(super) fn admit_edits(&self, loaded: &mut desired::Loaded) {
+        let prev = self.last_desired.read().expect("desired lock");
+        let host = self.host();
+        let templates = &loaded.templates;
+        let admitted = |t: &str| {
+            prev.instances
+                .get(t)
+                .or_else(|| prev.last_valid.get(t))
+                .cloned()
+                .or_else(|| desired::last_valid::read(host, templates, t))
+        };
+        let rest = (&mut loaded.sources, &mut loaded.errors);
+        desired::admit_edits::admit_edits(host, &mut loaded.desired, rest, &admitted);
+    }
+
     /// A tenant frozen now keeps the last valid state of the previous pass, for the edge.
     pub(super) fn carry_last_valid(&self, mut d: desired::Desired) -> desired::Desired {
         let prev = self.last_desired.read().expect("desired lock").clone();

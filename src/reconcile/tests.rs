@@ -351,12 +351,19 @@ async fn a_failure_is_forgotten_once_the_tenant_converges_without_berth() {
 
 #[tokio::test]
 async fn an_operation_does_not_wake_a_tenant_the_host_has_no_memory_for() {
-    // Room for one tenant's limit (demo: 256 MiB) and not for two.
+    // Room for one tenant's limit (demo: 256 MiB) and not for two; acme may sleep, so it is
+    // admitted at a quarter of its memory beside beta (64 + 256 MiB of 400).
     let Env { dir, ctl, .. } = env_with(Arc::new(FakeChecker::default()), |host| {
-        host.admission.memory_total = Some(300 << 20);
+        host.admission.memory_total = Some(400 << 20);
         host.admission.memory_overcommit = 1.0;
+        let napping = crate::desired::host::Plan {
+            sleep_after: Some(Duration::from_secs(1800)),
+            sleep_memory: Some(0.25),
+            ..Default::default()
+        };
+        host.plans.insert("napping".into(), napping);
     });
-    write_instance(dir.path(), "acme", "");
+    write_instance(dir.path(), "acme", "plan: napping\n");
     write_instance(dir.path(), "beta", "");
     converge(&ctl).await;
     ctl.services().sleep().put("acme", 0).unwrap();

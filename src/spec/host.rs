@@ -123,7 +123,7 @@ pub struct MetricsFile {
     pub interval: Option<String>,
 }
 
-/// How much memory and disk berth may promise to instances.
+/// How much memory, disk and CPU berth may promise to instances.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AdmissionFile {
@@ -142,6 +142,13 @@ pub struct AdmissionFile {
     /// measured at start.
     #[serde(default)]
     pub disk: Option<String>,
+    /// Reserved CPUs (the `cpus` limit of every instance) may reach the host's CPUs times this
+    /// (default 4.0: CPU is shared by weight and a tenant past its share is slowed, not killed).
+    #[serde(default)]
+    pub cpu_overcommit: Option<f64>,
+    /// The host's CPUs as admission sees them (e.g. `2`, `1.5`); default: counted at start.
+    #[serde(default)]
+    pub cpus: Option<f64>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
