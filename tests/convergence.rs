@@ -351,3 +351,110 @@ fn hand_edits_past_the_host_are_refused_and_the_tenant_keeps_running_as_admitted
     );
     assert_eq!(id(), before, "nothing of hb was remade");
 }
+
+fn tenants_of(json: &str) -> Vec<String> {
+    let v: serde_json::Value = serde_json::from_str(json).unwrap();
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["tenant"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// The fleet as an object: labels in instance files, one selector syntax taken by ls,
+/// suspend/resume, restart, backup, upgrade (dry run) and export, on the real engine.
+#[test]
+fn one_selector_takes_the_same_tenants_in_every_command() {
+    let Some(_g) = docker_test() else { return };
+    let mut h = Harness::new(77);
+    demo_file(&h, "sa", "labels: {tier: gold}\n");
+    demo_file(&h, "sb", "labels: {tier: gold, legacy: \"\"}\n");
+    demo_file(&h, "sc", "labels: {tier: basic}\n");
+    h.start();
+    h.wait_running(&["sa", "sb", "sc"]);
+    let ls = |args: &[&str]| {
+        let mut a = vec!["ls", "-o", "json"];
+        a.extend_from_slice(args);
+        tenants_of(&h.cli_ok(&a))
+    };
+    assert_eq!(ls(&["-l", "tier=gold"]), ["sa", "sb"]);
+    assert_eq!(ls(&["-l", "tier=gold,!legacy"]), ["sa"]);
+    assert_eq!(
+        ls(&["--app", "demo", "--phase", "running"]),
+        ["sa", "sb", "sc"]
+    );
+    assert!(ls(&["--version", "2"]).is_empty());
+    let table = h.cli_ok(&["ls", "-l", "legacy"]);
+    assert!(table.contains("sb") && !table.contains("sa"), "{table}");
+
+    // Suspend and resume by label; the others are not touched.
+    h.cli_ok(&["suspend", "-l", "tier=gold"]);
+    wait_for(
+        Duration::from_secs(60),
+        || ls(&["--phase", "suspended"]) == ["sa", "sb"],
+        "sa and sb suspended",
+    );
+    assert_eq!(ls(&["--phase", "running"]), ["sc"]);
+    h.cli_ok(&["resume", "-l", "tier=gold"]);
+    h.wait_running(&["sa", "sb"]);
+
+    // Restart by label: sc's containers start again, sa's do not.
+    let started = |t: &str| {
+        docker_ok(&[
+            "inspect",
+            "-f",
+            "{{.State.StartedAt}}",
+            &h.container(t, "app"),
+        ])
+    };
+    let (sa0, sc0) = (started("sa"), started("sc"));
+    h.cli_ok(&["restart", "-l", "tier=basic"]);
+    assert_ne!(started("sc"), sc0, "sc restarted");
+    assert_eq!(started("sa"), sa0, "sa left alone");
+
+    // Back up everyone without the legacy label.
+    h.cli_ok(&["backup", "-l", "!legacy"]);
+    let count = |t: &str| {
+        let v: serde_json::Value =
+            serde_json::from_str(&h.cli_ok(&["backup", t, "--list", "-o", "json"])).unwrap();
+        v["backups"].as_array().map_or(0, Vec::len)
+    };
+    assert_eq!((count("sa"), count("sb"), count("sc")), (1, 0, 1));
+
+    // An upgrade takes the selection too (a dry run: its plan).
+    let plan = h.cli_ok(&[
+        "upgrade",
+        "demo",
+        "--to",
+        "2",
+        "-l",
+        "tier=gold",
+        "--dry-run",
+        "-o",
+        "json",
+    ]);
+    let v: serde_json::Value = serde_json::from_str(&plan).unwrap();
+    let keys: Vec<&String> = v["tenants"].as_object().unwrap().keys().collect();
+    assert_eq!(keys, ["sa", "sb"], "{v}");
+
+    // Export, offline from the files.
+    let out = h.cli_ok(&["export", "kubernetes", "-l", "tier=basic"]);
+    assert!(out.contains("name: bt77-sc\n"), "{out}");
+    assert!(
+        !out.contains("name: bt77-sa\n") && !out.contains("name: bt77-sb\n"),
+        "{out}"
+    );
+
+    // Refused: both a name and a selection, a malformed selector, a selection of nobody.
+    for (args, says) in [
+        (vec!["suspend", "sa", "-l", "tier=gold"], "not both"),
+        (vec!["suspend", "-l", "tier=gold,"], "--selector: "),
+        (vec!["suspend"], "name a tenant, or select"),
+        (vec!["restart", "-l", "tier=platinum"], "no tenant matches"),
+    ] {
+        let o = h.cli(&args);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success() && err.contains(says), "{args:?}: {err}");
+    }
+    assert_eq!(ls(&["--phase", "running"]), ["sa", "sb", "sc"]);
+}

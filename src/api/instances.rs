@@ -28,18 +28,22 @@ use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
-/// Every instance the caller may see (a tenant token: its own).
-#[utoipa::path(get, path = "/v1/instances", tag = "instances",
-    responses((status = 200, description = "The instances", body = Vec<InstanceStatus>)))]
+/// Every instance the caller may see (a tenant token: its own) that the selector takes.
+#[utoipa::path(get, path = "/v1/instances", tag = "instances", params(super::select::SelectQuery),
+    responses((status = 200, description = "The instances", body = Vec<InstanceStatus>),
+        (status = 400, description = "A malformed selector")))]
 pub async fn index(
     State(s): State<AppState>,
     Extension(who): Extension<Principal>,
-) -> Json<Vec<InstanceStatus>> {
+    Q(q): Q<super::select::SelectQuery>,
+) -> Result<Json<Vec<InstanceStatus>>, ApiError> {
+    let sel = q.selector()?;
     let mut all = s.cx.passes.board().instances;
     if let Some(own) = who.visible() {
         all.retain(|t, _| own.contains(t));
     }
-    Json(all.into_values().collect())
+    all.retain(|_, st| st.selected(&sel));
+    Ok(Json(all.into_values().collect()))
 }
 
 /// One instance as `berth status` shows it: the board's entry and its disk quota.
@@ -111,6 +115,9 @@ pub struct CreateRequest {
     pub parameters: BTreeMap<String, String>,
     #[serde(default)]
     pub state: RunState,
+    /// The operator's labels (`{"tier": "gold"}`), for selectors.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
 }
 
 /// The instance file as written; one that does not parse must be fixed by hand first.
@@ -210,6 +217,7 @@ pub(super) fn file_of(req: CreateRequest) -> InstanceFile {
             .collect(),
         state: req.state,
         pinned: false,
+        labels: req.labels,
     }
 }
 

@@ -21,6 +21,7 @@ pub mod operations;
 pub mod params;
 pub mod preview;
 pub mod recover;
+pub mod select;
 pub mod tls;
 
 use crate::{certs::CertManager, domains::DomainBook, services::Cx};
@@ -299,5 +300,7 @@ mod access_tests;
 mod handover_tests;
 #[cfg(test)]
 mod preview_tests;
+#[cfg(test)]
+mod select_tests;
 #[cfg(test)]
 pub(crate) mod tests;

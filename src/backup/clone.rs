@@ -313,6 +313,7 @@ fn clone_file(
             parameters: BTreeMap::new(),
             state: RunState::Running,
             pinned: false,
+            labels: BTreeMap::new(),
         },
     };
     file.tenant = new.into();

@@ -22,6 +22,8 @@ pub enum Command {
     },
     /// List instances.
     Ls {
+        #[command(flatten)]
+        select: super::select::Select,
         #[arg(short, long, value_enum, default_value = "table")]
         output: Output,
     },
@@ -57,28 +59,36 @@ pub enum Command {
     /// Stop an instance's containers (kept, restartable).
     Stop {
         #[arg(value_parser = tenant_arg)]
-        tenant: String,
+        tenant: Option<String>,
+        #[command(flatten)]
+        select: super::select::Select,
         #[arg(short, long, value_enum, default_value = "table")]
         output: Output,
     },
     /// Start a stopped or suspended instance.
     Start {
         #[arg(value_parser = tenant_arg)]
-        tenant: String,
+        tenant: Option<String>,
+        #[command(flatten)]
+        select: super::select::Select,
         #[arg(short, long, value_enum, default_value = "table")]
         output: Output,
     },
     /// Stop an instance and mark it suspended.
     Suspend {
         #[arg(value_parser = tenant_arg)]
-        tenant: String,
+        tenant: Option<String>,
+        #[command(flatten)]
+        select: super::select::Select,
         #[arg(short, long, value_enum, default_value = "table")]
         output: Output,
     },
     /// Same as start, for a suspended instance.
     Resume {
         #[arg(value_parser = tenant_arg)]
-        tenant: String,
+        tenant: Option<String>,
+        #[command(flatten)]
+        select: super::select::Select,
         #[arg(short, long, value_enum, default_value = "table")]
         output: Output,
     },
@@ -90,7 +100,9 @@ pub enum Command {
     /// Restart a running instance's containers (database first).
     Restart {
         #[arg(value_parser = tenant_arg)]
-        tenant: String,
+        tenant: Option<String>,
+        #[command(flatten)]
+        select: super::select::Select,
         #[arg(short, long, value_enum, default_value = "table")]
         output: Output,
     },
@@ -185,7 +197,9 @@ pub enum Command {
     /// an append-only repository; reads the host config, needs no agent).
     Backup {
         #[arg(value_parser = tenant_arg)]
-        tenant: String,
+        tenant: Option<String>,
+        #[command(flatten)]
+        select: super::select::Select,
         /// With `verify`: the backup to verify, as TENANT:ID.
         backup: Option<String>,
         #[arg(long)]

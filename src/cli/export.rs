@@ -21,6 +21,15 @@ pub enum ExportCmd {
         out: Option<PathBuf>,
         #[arg(long, default_value = "nginx")]
         ingress_class: String,
+        /// Only tenants whose labels meet these requirements (`tier=gold,!legacy`).
+        #[arg(short = 'l', long = "selector")]
+        selector: Option<String>,
+        /// Only tenants of this app (template).
+        #[arg(long)]
+        app: Option<String>,
+        /// Only tenants on this plan.
+        #[arg(long)]
+        plan: Option<String>,
         /// The namespace the ingress controller runs in.
         #[arg(long, default_value = "ingress-nginx")]
         ingress_namespace: String,
@@ -35,9 +44,17 @@ pub fn run(config: &Path, cmd: &ExportCmd) -> Result<i32> {
         tenants,
         out,
         ingress_class,
+        selector,
+        app,
+        plan,
         ingress_namespace,
         cluster_issuer,
     } = cmd;
+    let sel = desired::selector::Selector::parse(
+        selector.as_deref(),
+        [app.as_deref(), plan.as_deref(), None, None],
+    )
+    .map_err(|e| anyhow::anyhow!("--selector: {e}"))?;
     let host = desired::host::load(config)
         .map_err(|e| anyhow::anyhow!("{e}"))
         .with_context(|| format!("host config {}", config.display()))?;
@@ -52,6 +69,13 @@ pub fn run(config: &Path, cmd: &ExportCmd) -> Result<i32> {
         if !all.contains_key(*t) {
             bail!("no valid instance {t:?} here (see `berth validate`)");
         }
+    }
+    let chosen: Vec<&String> = chosen
+        .into_iter()
+        .filter(|t| sel.matches(&all[*t].subject()))
+        .collect();
+    if chosen.is_empty() && !sel.is_empty() {
+        bail!("no valid instance here matches the selection");
     }
     let opts = Options {
         ingress_class: ingress_class.clone(),

@@ -22,6 +22,12 @@ pub struct UpgradeArgs {
     /// Tenants to take: comma-separated names or `prefix*` (default: every tenant of the app).
     #[arg(long)]
     pub tenants: Option<String>,
+    /// Only tenants whose labels meet these requirements too (`tier=gold,!legacy`).
+    #[arg(short = 'l', long = "selector")]
+    pub selector: Option<String>,
+    /// Only tenants on this plan.
+    #[arg(long)]
+    pub plan: Option<String>,
     /// Tenants in the first wave, alone.
     #[arg(long, default_value_t = 1)]
     pub canary: usize,
@@ -59,8 +65,13 @@ pub async fn upgrade(c: &Client, a: UpgradeArgs) -> Result<i32> {
             let Some(to) = &a.to else {
                 anyhow::bail!("berth upgrade {app} needs --to VERSION");
             };
+            if let Some(l) = &a.selector {
+                crate::desired::selector::parse_labels(l)
+                    .map_err(|e| anyhow::anyhow!("--selector: {e}"))?;
+            }
             let body = json!({
-                "app": app, "to": to, "tenants": a.tenants, "canary": a.canary,
+                "app": app, "to": to, "tenants": a.tenants, "selector": a.selector,
+                "plan": a.plan, "canary": a.canary,
                 "batch": a.batch, "max_failures": a.max_failures, "health_timeout_s": a.health_timeout,
                 "max_failure_ratio": a.max_failure_ratio,
             });

@@ -16,6 +16,7 @@ pub mod progress;
 mod prune;
 mod reads;
 mod recover;
+pub mod select;
 pub mod table;
 pub mod top;
 pub mod validate;
@@ -117,16 +118,38 @@ pub async fn run(cli: Cli) -> Result<i32> {
             output,
             ..
         } => instances::rm(&c, &tenant, purge, output).await?,
-        Command::Stop { tenant, output } => {
-            instances::set_state(&c, &tenant, "stopped", output).await?
+        Command::Stop {
+            tenant,
+            select,
+            output,
+        } => return states(&c, tenant, &select, "stopped", output).await,
+        Command::Start {
+            tenant,
+            select,
+            output,
         }
-        Command::Start { tenant, output } | Command::Resume { tenant, output } => {
-            instances::set_state(&c, &tenant, "running", output).await?
+        | Command::Resume {
+            tenant,
+            select,
+            output,
+        } => return states(&c, tenant, &select, "running", output).await,
+        Command::Suspend {
+            tenant,
+            select,
+            output,
+        } => return states(&c, tenant, &select, "suspended", output).await,
+        Command::Restart {
+            tenant,
+            select,
+            output,
+        } => {
+            let ts = select::targets(&c, tenant, &select).await?;
+            return select::each(ts, |t| {
+                let c = &c;
+                async move { instances::restart(c, &t, output).await }
+            })
+            .await;
         }
-        Command::Suspend { tenant, output } => {
-            instances::set_state(&c, &tenant, "suspended", output).await?
-        }
-        Command::Restart { tenant, output } => instances::restart(&c, &tenant, output).await?,
         Command::Move {
             tenant,
             to,
@@ -179,13 +202,13 @@ pub async fn run(cli: Cli) -> Result<i32> {
             dry_run,
             output,
             ..
-        } if tenant == "prune" => {
+        } if tenant.as_deref() == Some("prune") => {
             let config = cli
                 .config
                 .unwrap_or_else(|| crate::spec::host::DEFAULT_CONFIG_PATH.into());
             return prune::run(&config, &repo, url, dry_run, output).await;
         }
-        cmd @ (Command::Backup { .. } | Command::Restore { .. }) => backups(&c, cmd).await?,
+        cmd @ (Command::Backup { .. } | Command::Restore { .. }) => return backups(&c, cmd).await,
         Command::Recover {
             repo,
             tenants,
@@ -204,8 +227,23 @@ pub async fn run(cli: Cli) -> Result<i32> {
     Ok(0)
 }
 
+/// `berth stop|start|resume|suspend` of one tenant or of each the selection takes.
+async fn states(
+    c: &Client,
+    tenant: Option<String>,
+    sel: &select::Select,
+    state: &str,
+    output: Output,
+) -> Result<i32> {
+    let ts = select::targets(c, tenant, sel).await?;
+    select::each(ts, |t| async move {
+        instances::set_state(c, &t, state, output).await
+    })
+    .await
+}
+
 /// `berth backup` (take, list, verify) and `berth restore`.
-async fn backups(c: &Client, cmd: Command) -> Result<()> {
+async fn backups(c: &Client, cmd: Command) -> Result<i32> {
     match cmd {
         Command::Backup {
             tenant,
@@ -213,14 +251,19 @@ async fn backups(c: &Client, cmd: Command) -> Result<()> {
             detach,
             output,
             ..
-        } if tenant == "verify" => fleet::verify(c, &b, detach, output).await,
+        } if tenant.as_deref() == Some("verify") => {
+            fleet::verify(c, &b, detach, output).await.map(|()| 0)
+        }
         Command::Backup {
             tenant,
             backup: Some(b),
             ..
-        } => anyhow::bail!(
-            "unexpected argument {b:?}: `berth backup {tenant}` takes no backup id (did you mean `berth backup verify {tenant}:{b}`?)"
-        ),
+        } => {
+            let tenant = tenant.unwrap_or_default();
+            anyhow::bail!(
+                "unexpected argument {b:?}: `berth backup {tenant}` takes no backup id (did you mean `berth backup verify {tenant}:{b}`?)"
+            )
+        }
         Command::Backup {
             tenant,
             repo,
@@ -228,21 +271,31 @@ async fn backups(c: &Client, cmd: Command) -> Result<()> {
             dry_run,
             ..
         } if repo.is_some() || url.is_some() || dry_run => anyhow::bail!(
-            "--repo, --url and --dry-run go with `berth backup prune --repo R`, not with a backup of {tenant:?}"
+            "--repo, --url and --dry-run go with `berth backup prune --repo R`, not with a backup of {}",
+            tenant.map_or("the selection".into(), |t| format!("{t:?}"))
         ),
         Command::Backup {
             tenant,
+            select,
             list,
             detach,
             output,
             ..
-        } => fleet::backup(c, &tenant, list, detach, output).await,
+        } => {
+            let ts = select::targets(c, tenant, &select).await?;
+            select::each(ts, |t| async move {
+                fleet::backup(c, &t, list, detach, output).await
+            })
+            .await
+        }
         Command::Restore {
             tenant,
             from,
             detach,
             output,
-        } => fleet::restore(c, &tenant, &from, detach, output).await,
+        } => fleet::restore(c, &tenant, &from, detach, output)
+            .await
+            .map(|()| 0),
         _ => unreachable!("only backup and restore come here"),
     }
 }

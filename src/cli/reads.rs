@@ -7,8 +7,9 @@ use hyper::Method;
 
 pub(super) async fn run(c: &Client, cmd: Command) -> Result<()> {
     match cmd {
-        Command::Ls { output } => {
-            let v = c.json(Method::GET, "/v1/instances", None).await?;
+        Command::Ls { select, output } => {
+            select.check()?;
+            let v = c.json(Method::GET, &select.list_path(), None).await?;
             print(output, &v, table::instances);
         }
         Command::Status { tenant, output } => {

@@ -3,8 +3,9 @@
 //! new, or asks for more memory, disk or CPU than its last admitted state, must fit beside every
 //! other tenant's admitted reservation. One that does not is frozen like an invalid file: nothing
 //! of it changes, it keeps running and serving as it was admitted, and the refusal names its file
-//! and field (in `berth status`, `berth validate` and the dashboard) until the file is fixed or
-//! the host has room.
+//! and field (in `berth status`, `berth diff` and the dashboard) until the file is fixed or the
+//! host has room. A tenant that runs but has no record of what was admitted (its kept file
+//! lost) is taken as admitted as it is: what runs is never stopped by admission.
 
 use super::{
     Desired, HostConfig, Instance,
@@ -28,19 +29,30 @@ pub fn admit_edits(
     host: &HostConfig,
     d: &mut Desired,
     (sources, errors): (&mut BTreeMap<String, String>, &mut SpecErrors),
-    admitted: &dyn Fn(&str) -> Option<Instance>,
+    admitted: &dyn Fn(&str, Option<&Instance>) -> Option<Instance>,
 ) {
     let mut base = Desired {
         last_valid: d.last_valid.clone(),
         ..Desired::default()
     };
+    // A frozen tenant (its file or template broken) runs as it was admitted: it counts.
+    for t in d.frozen.keys() {
+        if !base.last_valid.contains_key(t)
+            && let Some(a) = admitted(t, None)
+        {
+            base.last_valid.insert(t.clone(), a);
+        }
+    }
     let mut before = BTreeMap::new();
     let mut growing = vec![];
     for (t, i) in &d.instances {
-        let then = admitted(t);
+        let then = admitted(t, Some(i));
         match &then {
             Some(a) if !grows(a, i) => {
-                base.instances.insert(t.clone(), i.clone());
+                // A disk made smaller keeps its image's size: it frees nothing.
+                let mut kept = i.clone();
+                kept.quota.disk = kept.quota.disk.max(a.quota.disk);
+                base.instances.insert(t.clone(), kept);
             }
             Some(a) => {
                 base.instances.insert(t.clone(), a.clone());
@@ -123,7 +135,7 @@ mod tests {
         let then: BTreeMap<String, Instance> =
             then.iter().map(|i| (i.tenant.clone(), i.clone())).collect();
         let mut errors = SpecErrors::default();
-        let admitted = |t: &str| then.get(t).cloned();
+        let admitted = |t: &str, _: Option<&Instance>| then.get(t).cloned();
         admit_edits(&host(), &mut d, (&mut sources, &mut errors), &admitted);
         (d, sources, errors)
     }
@@ -172,6 +184,38 @@ mod tests {
         let (d, _, errors) = run(&[a2, b2], &[a, b]);
         assert!(errors.0.is_empty() && d.frozen.is_empty(), "{:?}", d.frozen);
         assert_eq!(d.instances.len(), 2);
+    }
+
+    #[test]
+    fn a_frozen_tenant_counts_as_admitted_and_a_smaller_disk_frees_nothing() {
+        // "f" is frozen (its template broke) and runs at 768m: "n" does not fit beside it.
+        let f = tenant("f", 768 << 20, 0.5);
+        let n = tenant("n", 512 << 20, 0.5);
+        let mut d = Desired::default();
+        d.instances.insert("n".into(), n.clone());
+        d.frozen
+            .insert("f".into(), "template \"demo\" has errors".into());
+        let mut sources = BTreeMap::new();
+        let mut errors = SpecErrors::default();
+        let admitted = |t: &str, _: Option<&Instance>| (t == "f").then(|| f.clone());
+        admit_edits(&host(), &mut d, (&mut sources, &mut errors), &admitted);
+        assert!(d.frozen.contains_key("n"), "{:?}", d.frozen);
+
+        // A disk quota lowered by hand leaves its image as big: no room for another.
+        let mut h = host();
+        h.admission.disk_total = Some(2 * GIB);
+        let mut a = tenant("a", 64 << 20, 0.1);
+        a.quota.disk = Some(2 * GIB);
+        let mut a_small = a.clone();
+        a_small.quota.disk = Some(GIB);
+        let mut b = tenant("b", 64 << 20, 0.1);
+        b.quota.disk = Some(GIB);
+        let mut d = Desired::default();
+        d.instances.insert("a".into(), a_small);
+        d.instances.insert("b".into(), b);
+        let admitted = |t: &str, _: Option<&Instance>| (t == "a").then(|| a.clone());
+        admit_edits(&h, &mut d, (&mut BTreeMap::new(), &mut errors), &admitted);
+        assert!(d.frozen["b"].contains("of disk"), "{:?}", d.frozen);
     }
 
     #[test]

@@ -40,6 +40,14 @@ pub fn build(
     } = plan_of(i, host)
         .map_err(|(field, m)| err(&field, m))
         .unwrap_or_default();
+    for (key, e) in super::selector::check_labels(&i.labels) {
+        let field = if key.is_empty() {
+            "labels".to_string()
+        } else {
+            format!("labels.{key}")
+        };
+        err(&field, e.to_string());
+    }
     let parameters = parameters_of(i, t, &mut err);
     parts::check_claims(i, host, quota.domains, &mut err);
     let paths = parts::paths_of(i, host, &mut err);
@@ -84,6 +92,7 @@ pub fn build(
         aliases: i.aliases.clone(),
         paths,
         plan: i.plan.clone().or_else(|| host.default_plan.clone()),
+        labels: i.labels.clone(),
         limits,
         quota,
         backups,

@@ -27,6 +27,7 @@ pub mod render;
 pub mod repository;
 pub mod schedule;
 pub mod secret;
+pub mod selector;
 pub mod service;
 pub mod subnet;
 pub mod template;

@@ -19,6 +19,8 @@ pub struct Instance {
     pub aliases: Vec<String>,
     pub paths: Vec<PathMount>,
     pub plan: Option<String>,
+    /// The operator's labels, for selectors; nothing of the tenant's containers depends on them.
+    pub labels: BTreeMap<String, String>,
     pub limits: Limits,
     pub quota: super::quota::Quota,
     pub backups: super::backups::BackupPolicy,
@@ -169,4 +171,18 @@ pub struct Desired {
     /// For frozen tenants, the last valid state this agent saw: the edge keeps serving it
     /// (routes, certificates, limits) until the file is fixed or removed.
     pub last_valid: BTreeMap<String, Instance>,
+}
+
+impl Instance {
+    /// This instance as selectors see it (no phase: files do not have one).
+    pub fn subject(&self) -> super::selector::Subject<'_> {
+        super::selector::Subject {
+            tenant: &self.tenant,
+            app: Some(&self.template),
+            plan: self.plan.as_deref(),
+            version: Some(&self.version),
+            phase: None,
+            labels: &self.labels,
+        }
+    }
 }

@@ -3,7 +3,8 @@
 //! and carried from pass to pass for the edge).
 
 use super::{Controller, desired, shared_db};
-use std::collections::BTreeMap;
+use crate::runtime::Inventory;
+use std::collections::{BTreeMap, BTreeSet};
 
 impl Controller {
     /// Brings the kernel's egress rules to the allocations and the allows of the desired
@@ -105,16 +106,24 @@ impl Controller {
 
     /// Hand edits through admission (`desired::admit_edits`), against what the previous pass
     /// admitted; a tenant it did not see (after a restart) against its kept last valid file.
-    pub(super) fn admit_edits(&self, loaded: &mut desired::Loaded) {
+    pub(super) fn admit_edits(&self, loaded: &mut desired::Loaded, observed: &Inventory) {
         let prev = self.last_desired.read().expect("desired lock");
         let host = self.host();
         let templates = &loaded.templates;
-        let admitted = |t: &str| {
+        let running: BTreeSet<&str> = observed
+            .containers
+            .iter()
+            .filter(|c| c.status == crate::runtime::RunStatus::Running)
+            .map(|c| c.tenant.as_str())
+            .collect();
+        let admitted = |t: &str, now: Option<&desired::Instance>| {
             prev.instances
                 .get(t)
                 .or_else(|| prev.last_valid.get(t))
                 .cloned()
                 .or_else(|| desired::last_valid::read(host, templates, t))
+                // Running with no record of it (its kept file lost): as it is.
+                .or_else(|| now.filter(|_| running.contains(t)).cloned())
         };
         let rest = (&mut loaded.sources, &mut loaded.errors);
         desired::admit_edits::admit_edits(host, &mut loaded.desired, rest, &admitted);

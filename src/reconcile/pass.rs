@@ -29,7 +29,7 @@ impl Controller {
         let mutations_before = self.svc.runtime().mutations();
         let (mut loaded, mut observed) = self.observe().await?;
         // Frozen tenants keep their last valid state (for the edge and their egress allows).
-        self.admit_edits(&mut loaded);
+        self.admit_edits(&mut loaded, &observed);
         loaded.desired = self.carry_last_valid(std::mem::take(&mut loaded.desired));
         self.svc
             .pulls()

@@ -14,7 +14,7 @@ impl Controller {
     /// each tenant whose file is invalid (no steps: it keeps its last valid state).
     pub async fn preview(&self) -> Result<Vec<TenantPlan>, PassError> {
         let (mut loaded, mut observed) = self.observe().await?;
-        self.admit_edits(&mut loaded);
+        self.admit_edits(&mut loaded, &observed);
         loaded.desired = self.carry_last_valid(std::mem::take(&mut loaded.desired));
         self.svc.pulls().check_pins(&mut observed);
         self.svc.probes().overlay(&mut observed);

@@ -149,6 +149,8 @@ pub fn board(
                 tenant: t.clone(),
                 template: Some(i.template.clone()),
                 version: Some(i.version.clone()),
+                plan: i.plan.clone(),
+                labels: i.labels.clone(),
                 desired: Some(i.state),
                 phase,
                 address: addresses.get(t).copied(),
@@ -168,16 +170,17 @@ pub fn board(
             .filter(|c| c.tenant == *t)
             .cloned()
             .collect();
-        out.insert(
-            t.clone(),
-            bare(
-                t,
-                Phase::Invalid,
-                Some(e.clone()),
-                addresses.get(t).copied(),
-                containers,
-            ),
+        let mut st = bare(
+            t,
+            Phase::Invalid,
+            Some(e.clone()),
+            addresses.get(t).copied(),
+            containers,
         );
+        if let Some(i) = desired.last_valid.get(t) {
+            (st.plan, st.labels) = (i.plan.clone(), i.labels.clone());
+        }
+        out.insert(t.clone(), st);
     }
     for c in &inv.containers {
         if !out.contains_key(&c.tenant) && c.tenant != crate::runtime::labels::HOST_TENANT {
@@ -221,6 +224,8 @@ pub(crate) fn bare(
         tenant: t.into(),
         template: None,
         version: None,
+        plan: None,
+        labels: Default::default(),
         desired: None,
         phase,
         address,

@@ -33,6 +33,12 @@ pub struct InstanceStatus {
     pub tenant: String,
     pub template: Option<String>,
     pub version: Option<String>,
+    /// The tenant's plan (the host's default plan when its file names none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan: Option<String>,
+    /// The operator's labels from the instance file (a frozen tenant's: its last valid file's).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub labels: std::collections::BTreeMap<String, String>,
     pub desired: Option<RunState>,
     pub phase: Phase,
     /// Where the edge reaches its web app: the web container's fixed address on the tenant's
@@ -110,4 +116,27 @@ pub struct Board {
     pub spec_errors: Vec<String>,
     pub last_pass: Option<PassReport>,
     pub engine_error: Option<String>,
+}
+
+impl InstanceStatus {
+    /// The phase as its API word (`running`, `asleep` …).
+    pub fn phase_word(&self) -> String {
+        serde_json::to_value(self.phase)
+            .ok()
+            .and_then(|v| v.as_str().map(String::from))
+            .unwrap_or_default()
+    }
+
+    /// Whether the selector takes this tenant.
+    pub fn selected(&self, s: &crate::desired::selector::Selector) -> bool {
+        let phase = self.phase_word();
+        s.matches(&crate::desired::selector::Subject {
+            tenant: &self.tenant,
+            app: self.template.as_deref(),
+            plan: self.plan.as_deref(),
+            version: self.version.as_deref(),
+            phase: Some(&phase),
+            labels: &self.labels,
+        })
+    }
 }

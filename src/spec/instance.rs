@@ -150,4 +150,7 @@ pub struct InstanceFile {
     /// Fleet upgrades leave this tenant on its version (it is listed as skipped).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub pinned: bool,
+    /// The operator's own labels (`tier: gold`), for selectors (`berth ls -l tier=gold`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
 }

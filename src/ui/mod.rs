@@ -6,6 +6,7 @@
 //! `ui`) as the CLI.
 
 pub mod actions;
+mod filter;
 pub mod pages;
 pub mod render;
 pub mod session;

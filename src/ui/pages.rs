@@ -1,6 +1,7 @@
 //! The dashboard's pages: the overview (every tenant the caller may see, and for the operator
 //! the host, a running fleet upgrade and recent audit events) and a tenant's page.
 
+use super::filter::{Filter, PHASES};
 use super::{Viewer, call, render};
 use crate::{api::auth::policy::Need, metrics::top::Top, services::InstanceStatus, ui::UiState};
 use axum::{
@@ -58,35 +59,26 @@ impl Rates {
     }
 }
 
-#[derive(Debug, Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-pub struct Filter {
-    #[serde(default)]
-    app: String,
-    #[serde(default)]
-    phase: String,
-    #[serde(default)]
-    q: String,
-}
-
 /// One tenant's line on the overview.
 #[derive(Debug, Serialize)]
-struct Row {
-    tenant: String,
-    app: String,
-    version: String,
-    phase: String,
-    health: &'static str,
-    error: Option<String>,
-    cpu: Option<f64>,
-    cpus: Option<f64>,
-    memory: Option<u64>,
-    memory_limit: Option<u64>,
-    disk: Option<u64>,
-    quota: Option<u64>,
-    rps: Option<f64>,
-    cert: Option<u64>,
-    backup: Option<u64>,
+pub(super) struct Row {
+    pub(super) tenant: String,
+    pub(super) app: String,
+    pub(super) version: String,
+    pub(super) plan: String,
+    pub(super) labels: std::collections::BTreeMap<String, String>,
+    pub(super) phase: String,
+    pub(super) health: &'static str,
+    pub(super) error: Option<String>,
+    pub(super) cpu: Option<f64>,
+    pub(super) cpus: Option<f64>,
+    pub(super) memory: Option<u64>,
+    pub(super) memory_limit: Option<u64>,
+    pub(super) disk: Option<u64>,
+    pub(super) quota: Option<u64>,
+    pub(super) rps: Option<f64>,
+    pub(super) cert: Option<u64>,
+    pub(super) backup: Option<u64>,
 }
 
 /// The probes' verdict in one word: none, healthy, starting or unhealthy.
@@ -108,14 +100,6 @@ fn phase(st: &InstanceStatus) -> String {
         .ok()
         .and_then(|v| v.as_str().map(str::to_string))
         .unwrap_or_default()
-}
-
-impl Filter {
-    fn keeps(&self, r: &Row) -> bool {
-        (self.app.is_empty() || r.app == self.app)
-            && (self.phase.is_empty() || r.phase == self.phase)
-            && (self.q.is_empty() || r.tenant.contains(&self.q) || r.app.contains(&self.q))
-    }
 }
 
 fn rows(s: &UiState, v: &Viewer) -> Vec<Row> {
@@ -141,6 +125,8 @@ fn rows(s: &UiState, v: &Viewer) -> Vec<Row> {
             Row {
                 app: st.template.clone().unwrap_or_default(),
                 version: st.version.clone().unwrap_or_default(),
+                plan: st.plan.clone().unwrap_or_default(),
+                labels: st.labels.clone(),
                 phase: phase(&st),
                 health: health(&st),
                 error: st.error.clone(),
@@ -182,12 +168,17 @@ pub async fn overview(
         Ok(q) => q,
         Err(e) => return bad_query(e),
     };
+    let sel = match filter.selector() {
+        Ok(sel) => sel,
+        Err(e) => return render::error(StatusCode::BAD_REQUEST, &format!("labels: {e}")),
+    };
     let (s2, v2) = (s.clone(), v.clone());
     let all = tokio::task::spawn_blocking(move || rows(&s2, &v2))
         .await
         .unwrap_or_default();
     let apps: std::collections::BTreeSet<String> = all.iter().map(|r| r.app.clone()).collect();
-    let shown: Vec<&Row> = all.iter().filter(|r| filter.keeps(r)).collect();
+    let shown: Vec<&Row> = all.iter().filter(|r| filter.keeps(&sel, r)).collect();
+    let plans: std::collections::BTreeSet<String> = all.iter().map(|r| r.plan.clone()).collect();
     let operator = v.who.is_operator();
     let (capacity, upgrade) = if operator {
         let u = call(&s, &v.who, Method::GET, "/v1/upgrades/current", None).await;
@@ -203,26 +194,13 @@ pub async fn overview(
     audit.reverse();
     let ctx = context! {
         who => who_view(&v), csrf => v.csrf, flash => s.ui.sessions.take_flash(&v.sid),
-        rows => shown, total => all.len(), apps, filter => context! {
-            app => filter.app, phase => filter.phase, q => filter.q },
+        rows => shown, total => all.len(), apps, plans, filter => context! {
+            app => filter.app, phase => filter.phase, q => filter.q, labels => filter.labels,
+            plan => filter.plan },
         phases => PHASES, operator, capacity, upgrade, audit,
     };
     render::page("overview.html", ctx, StatusCode::OK)
 }
-
-const PHASES: &[&str] = &[
-    "running",
-    "pulling",
-    "starting",
-    "asleep",
-    "unhealthy",
-    "provisioning",
-    "stopped",
-    "suspended",
-    "failing",
-    "invalid",
-    "removing",
-];
 
 /// Host capacity from the last pass's desired state: `GET /v1/capacity` reads every instance
 /// file again (as admission does), which a page view need not pay for.

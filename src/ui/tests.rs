@@ -62,12 +62,12 @@ async fn api(s: &AppState, method: &str, uri: &str, body: serde_json::Value) -> 
 /// Tenants acme and globex, and a token for acme's admin.
 async fn world() -> (tempfile::TempDir, UiState, String) {
     let (dir, s) = crate::api::tests::state();
-    for t in ["acme", "globex"] {
+    for (t, tier) in [("acme", "gold"), ("globex", "basic")] {
         api(
             &s,
             "POST",
             "/v1/instances",
-            serde_json::json!({"tenant": t, "template": "demo"}),
+            serde_json::json!({"tenant": t, "template": "demo", "labels": {"tier": tier}}),
         )
         .await;
     }
@@ -146,6 +146,15 @@ async fn the_operator_sees_every_tenant_and_a_tenant_admin_only_its_own() {
     assert!(filtered.html.contains("data-tenant=\"globex\""));
     let bad = send(&s, "GET", "/ui/?nope=1", Some(&op), "").await;
     assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+    // The fleet's selector: labels as `berth ls -l` takes them, shown on each line.
+    let gold = send(&s, "GET", "/ui/?labels=tier%3Dgold&app=demo", Some(&op), "").await;
+    assert!(
+        gold.html.contains("data-tenant=\"acme\"") && !gold.html.contains("data-tenant=\"globex\"")
+    );
+    assert!(gold.html.contains("tier=gold"), "{}", gold.html);
+    let bad = send(&s, "GET", "/ui/?labels=tier%3D%2C", Some(&op), "").await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+    assert!(bad.html.contains("labels: "), "{}", bad.html);
 
     let ad = login(&s, &acme).await;
     let p = send(&s, "GET", "/ui/", Some(&ad), "").await;

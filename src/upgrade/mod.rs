@@ -75,6 +75,11 @@ pub struct UpgradeRequest {
     pub to: String,
     #[serde(default)]
     pub tenants: Option<String>,
+    /// Label requirements the tenants must meet too (`tier=gold,!legacy`), and their plan.
+    #[serde(default)]
+    pub selector: Option<String>,
+    #[serde(default)]
+    pub plan: Option<String>,
     #[serde(default = "one")]
     pub canary: usize,
     #[serde(default = "one_str")]
@@ -242,7 +247,14 @@ impl Upgrader {
                 "max_failure_ratio: {r} is not a share of the fleet above 0 and at most 1"
             )));
         }
+        let sel = desired::selector::Selector::parse(
+            req.selector.as_deref(),
+            [None, req.plan.as_deref(), None, None],
+        )
+        .map_err(|e| UpgradeError::BadRequest(format!("selector: {e}")))?;
         let loaded = desired::load(self.cx.svc.host());
+        // The last pass's frozen tenants (file invalid or not admitted) are not taken.
+        let frozen = self.cx.passes.desired().frozen.clone();
         let template = loaded
             .templates
             .get(&req.app)
@@ -259,7 +271,14 @@ impl Upgrader {
         let mut skipped = BTreeMap::new();
         let mut tenants = BTreeMap::new();
         for (t, i) in &loaded.desired.instances {
-            if i.template != req.app || !waves::selected(req.tenants.as_deref(), t) {
+            if i.template != req.app
+                || !waves::selected(req.tenants.as_deref(), t)
+                || !sel.matches(&i.subject())
+            {
+                continue;
+            }
+            if let Some(why) = frozen.get(t) {
+                skipped.insert(t.clone(), format!("its file is not applied: {why}"));
                 continue;
             }
             if i.version == req.to {
@@ -399,6 +418,8 @@ impl Upgrader {
             app: inst.template,
             to: prev,
             tenants: Some(tenant.into()),
+            selector: None,
+            plan: None,
             canary: 0,
             batch: "1".into(),
             max_failures: 0,
