@@ -37,12 +37,15 @@ pub async fn index(
     Extension(who): Extension<Principal>,
     Q(q): Q<super::select::SelectQuery>,
 ) -> Result<Json<Vec<InstanceStatus>>, ApiError> {
-    let sel = q.selector()?;
+    let sel = q.selector(who.is_operator())?;
     let mut all = s.cx.passes.board().instances;
     if let Some(own) = who.visible() {
         all.retain(|t, _| own.contains(t));
     }
     all.retain(|_, st| st.selected(&sel));
+    if !who.is_operator() {
+        all.values_mut().for_each(|st| st.labels.clear());
+    }
     Ok(Json(all.into_values().collect()))
 }
 
@@ -61,12 +64,17 @@ pub struct InstanceView {
     responses((status = 200, description = "The instance", body = InstanceView)))]
 pub async fn show(
     State(s): State<AppState>,
+    Extension(who): Extension<Principal>,
     Tenant(tenant): Tenant,
 ) -> Result<Json<InstanceView>, ApiError> {
-    let status =
+    let mut status =
         s.cx.passes
             .status_of(&tenant)
             .ok_or_else(|| not_found(&tenant))?;
+    // Labels are the operator's notes on the tenant.
+    if !who.is_operator() {
+        status.labels.clear();
+    }
     let (quota, volumes, allow) =
         s.cx.passes
             .desired()
@@ -161,8 +169,19 @@ pub(super) async fn save(
     file: &InstanceFile,
 ) -> Result<desired::Instance, ApiError> {
     let inst = check(s, file).await?;
-    let yaml = serde_yaml::to_string(file).map_err(|e| ApiError::Internal(e.to_string()))?;
-    atomic::write(path, yaml.as_bytes(), 0o644)
+    // Edited in place: the operator's comments, order and layout stay.
+    let now = std::fs::read_to_string(path).ok();
+    let w = spec::edit::rewrite_text(now.as_deref(), file);
+    if let spec::edit::Written::Whole(_, why) = &w {
+        tracing::warn!(file = %path.display(), why, "instance file written whole: its comments and layout were not kept");
+    }
+    if w.text().is_empty() {
+        return Err(ApiError::Internal(format!(
+            "{}: nothing to write",
+            path.display()
+        )));
+    }
+    atomic::write(path, w.text().as_bytes(), 0o644)
         .map_err(|e| ApiError::Internal(format!("{}: {e}", path.display())))?;
     Ok(inst)
 }

@@ -297,6 +297,8 @@ pub async fn reconcile_run(
 #[cfg(test)]
 mod access_tests;
 #[cfg(test)]
+mod edit_tests;
+#[cfg(test)]
 mod handover_tests;
 #[cfg(test)]
 mod preview_tests;

@@ -7,6 +7,7 @@ use serde::Deserialize;
 /// The fleet's one selector (`berth ls -l … --app … --plan … --version … --phase …`).
 #[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
 pub struct SelectQuery {
     /// Label requirements, comma-separated: `tier=gold`, `region!=eu`, `beta` (has),
     /// `!legacy` (lacks).
@@ -20,9 +21,17 @@ pub struct SelectQuery {
 }
 
 impl SelectQuery {
-    pub fn selector(&self) -> Result<desired::selector::Selector, ApiError> {
+    /// The selector; label requirements only for the operator (labels are the operator's own
+    /// notes on tenants: a tenant token neither sees its labels nor probes them).
+    pub fn selector(&self, operator: bool) -> Result<desired::selector::Selector, ApiError> {
         let fields = [&self.app, &self.plan, &self.version, &self.phase].map(|f| f.as_deref());
-        desired::selector::Selector::parse(self.selector.as_deref(), fields)
-            .map_err(|e| ApiError::BadRequest(format!("selector: {e}")))
+        let sel = desired::selector::Selector::parse(self.selector.as_deref(), fields)
+            .map_err(|e| ApiError::BadRequest(format!("selector: {e}")))?;
+        if !operator && !sel.labels.is_empty() {
+            return Err(ApiError::Forbidden(
+                "selector: labels are the operator's; select your tenants by app, plan, version or phase".into(),
+            ));
+        }
+        Ok(sel)
     }
 }

@@ -76,3 +76,41 @@ async fn the_list_takes_the_tenants_a_selector_selects_and_refuses_a_malformed_o
     assert!(v["error"].as_str().unwrap().contains("labels.tier"), "{v}");
     assert!(!dir.path().join("instances/hooli.yaml").exists());
 }
+
+/// Labels are the operator's notes: a tenant token neither sees its tenant's labels nor
+/// selects by them; it still selects its own tenants by app, plan, version or phase.
+#[tokio::test]
+async fn a_tenant_token_neither_sees_nor_probes_labels() {
+    let (_dir, s) = state();
+    for t in ["acme", "globex"] {
+        let body = json!({"tenant": t, "template": "demo", "labels": {"billing": "overdue"}});
+        let (st, v) = call(&s, "POST", "/v1/instances", body).await;
+        assert_eq!(st, StatusCode::CREATED, "{v}");
+    }
+    let (st, _) = call(&s, "POST", "/v1/reconcile", json!({})).await;
+    assert_eq!(st, StatusCode::OK);
+    let body = json!({"role": "tenant-viewer", "tenants": ["acme"], "expires_in": 3600});
+    let (st, v) = call(&s, "POST", "/v1/tokens", body).await;
+    assert_eq!(st, StatusCode::CREATED, "{v}");
+    let token = v["token"].as_str().unwrap().to_string();
+    let api = super::tcp_api(s.clone(), Some("host-operator-token".into()));
+    let get = |uri: &'static str| {
+        let (api, token) = (api.clone(), token.clone());
+        async move { super::access_tests::send(api, "GET", uri, Some(&token), json!(null)).await }
+    };
+    let (st, v) = get("/v1/instances?app=demo").await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    assert_eq!(names(&v), ["acme"]);
+    assert!(v[0].get("labels").is_none(), "{v}");
+    let (st, v) = get("/v1/instances/acme").await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    assert!(v.get("labels").is_none(), "{v}");
+    let (st, v) = get("/v1/instances?selector=billing%3Doverdue").await;
+    assert_eq!(st, StatusCode::FORBIDDEN, "{v}");
+    let (st, _) = get("/v1/instances?selecter=x").await;
+    assert_eq!(
+        st,
+        StatusCode::BAD_REQUEST,
+        "an unknown parameter is refused, not ignored"
+    );
+}

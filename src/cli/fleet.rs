@@ -65,16 +65,26 @@ pub async fn upgrade(c: &Client, a: UpgradeArgs) -> Result<i32> {
             let Some(to) = &a.to else {
                 anyhow::bail!("berth upgrade {app} needs --to VERSION");
             };
+            for (flag, v) in [("selector", &a.selector), ("plan", &a.plan)] {
+                if v.as_deref().is_some_and(|v| v.trim().is_empty()) {
+                    anyhow::bail!("--{flag} is empty: it would select every tenant of {app}");
+                }
+            }
             if let Some(l) = &a.selector {
                 crate::desired::selector::parse_labels(l)
                     .map_err(|e| anyhow::anyhow!("--selector: {e}"))?;
             }
-            let body = json!({
-                "app": app, "to": to, "tenants": a.tenants, "selector": a.selector,
-                "plan": a.plan, "canary": a.canary,
+            let mut body = json!({
+                "app": app, "to": to, "tenants": a.tenants, "canary": a.canary,
                 "batch": a.batch, "max_failures": a.max_failures, "health_timeout_s": a.health_timeout,
                 "max_failure_ratio": a.max_failure_ratio,
             });
+            // Sent only when given: an agent older than selectors takes the rest as before.
+            for (k, v) in [("selector", &a.selector), ("plan", &a.plan)] {
+                if let Some(v) = v {
+                    body[k] = json!(v);
+                }
+            }
             if a.dry_run {
                 let v = c
                     .json(Method::POST, "/v1/previews/upgrade", Some(body))

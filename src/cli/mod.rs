@@ -196,6 +196,13 @@ pub async fn run(cli: Cli) -> Result<i32> {
             output,
         } => return fleet::rollback(&c, &tenant, wait, output).await,
         Command::Backup {
+            tenant: Some(word),
+            select,
+            ..
+        } if matches!(word.as_str(), "prune" | "verify") && !select.is_empty() => anyhow::bail!(
+            "-l, --app, --plan, --version and --phase select tenants to back up; `berth backup {word}` takes none"
+        ),
+        Command::Backup {
             tenant,
             repo: Some(repo),
             url,

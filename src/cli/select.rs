@@ -42,8 +42,14 @@ impl Select {
         self.fields().iter().all(|(_, v)| v.is_none())
     }
 
-    /// Checked here first, so a typo is named before anything is asked of the agent.
+    /// Checked here first, so a typo is named before anything is asked of the agent. A flag
+    /// given blank (`-l "$UNSET"`) is refused: it would select every tenant.
     pub fn check(&self) -> Result<()> {
+        for (flag, v) in self.fields() {
+            if v.is_some_and(|v| v.trim().is_empty()) {
+                anyhow::bail!("--{flag} is empty: it would select every tenant");
+            }
+        }
         let fields = [&self.app, &self.plan, &self.version, &self.phase].map(|f| f.as_deref());
         Selector::parse(self.selector.as_deref(), fields)
             .map(|_| ())
@@ -138,6 +144,12 @@ mod tests {
                 .to_string()
                 .starts_with("--selector: ")
         );
+        let blank = Select {
+            app: Some(" ".into()),
+            ..Select::default()
+        };
+        let e = blank.check().unwrap_err().to_string();
+        assert_eq!(e, "--app is empty: it would select every tenant");
         assert!(Select::default().is_empty() && !s.is_empty());
     }
 }

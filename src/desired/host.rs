@@ -104,7 +104,7 @@ impl Default for Admission {
             disk_total: None,
             disk_overcommit: 1.0,
             cpu_total: None,
-            cpu_overcommit: 4.0,
+            cpu_overcommit: 10.0,
         }
     }
 }

@@ -122,8 +122,14 @@ impl Controller {
                 .or_else(|| prev.last_valid.get(t))
                 .cloned()
                 .or_else(|| desired::last_valid::read(host, templates, t))
-                // Running with no record of it (its kept file lost): as it is.
-                .or_else(|| now.filter(|_| running.contains(t)).cloned())
+                // Running with no record of it (its kept file lost or unbuildable): as it is.
+                .or_else(|| {
+                    let i = now.filter(|_| running.contains(t)).cloned();
+                    if i.is_some() {
+                        tracing::warn!(tenant = t, "no record of what was admitted for this running tenant: its file is taken as admitted");
+                    }
+                    i
+                })
         };
         let rest = (&mut loaded.sources, &mut loaded.errors);
         desired::admit_edits::admit_edits(host, &mut loaded.desired, rest, &admitted);

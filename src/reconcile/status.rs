@@ -179,6 +179,7 @@ pub fn board(
         );
         if let Some(i) = desired.last_valid.get(t) {
             (st.plan, st.labels) = (i.plan.clone(), i.labels.clone());
+            (st.template, st.version) = (Some(i.template.clone()), Some(i.version.clone()));
         }
         out.insert(t.clone(), st);
     }

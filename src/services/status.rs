@@ -127,8 +127,14 @@ impl InstanceStatus {
             .unwrap_or_default()
     }
 
-    /// Whether the selector takes this tenant.
+    /// Whether the selector takes this tenant. One with no instance file known (being removed,
+    /// or left over) is taken by the phase alone, never by labels, app, plan or version.
     pub fn selected(&self, s: &crate::desired::selector::Selector) -> bool {
+        let by_file =
+            !s.labels.is_empty() || s.app.is_some() || s.plan.is_some() || s.version.is_some();
+        if self.template.is_none() && by_file {
+            return false;
+        }
         let phase = self.phase_word();
         s.matches(&crate::desired::selector::Subject {
             tenant: &self.tenant,

@@ -143,7 +143,7 @@ pub struct AdmissionFile {
     #[serde(default)]
     pub disk: Option<String>,
     /// Reserved CPUs (the `cpus` limit of every instance) may reach the host's CPUs times this
-    /// (default 4.0: CPU is shared by weight and a tenant past its share is slowed, not killed).
+    /// (default 10: a `cpus` limit is a cap, CPU is shared by weight and a tenant past its share is slowed, not killed).
     #[serde(default)]
     pub cpu_overcommit: Option<f64>,
     /// The host's CPUs as admission sees them (e.g. `2`, `1.5`); default: counted at start.

@@ -1,6 +1,7 @@
 //! Parsing of the files operators write: host config, app templates, tenant instances.
 //! Everything here is "as written"; `desired` turns it into validated types.
 
+pub mod edit;
 pub mod error;
 #[cfg(test)]
 mod fuzz;

@@ -126,7 +126,11 @@ fn rows(s: &UiState, v: &Viewer) -> Vec<Row> {
                 app: st.template.clone().unwrap_or_default(),
                 version: st.version.clone().unwrap_or_default(),
                 plan: st.plan.clone().unwrap_or_default(),
-                labels: st.labels.clone(),
+                labels: if v.who.is_operator() {
+                    st.labels.clone()
+                } else {
+                    Default::default()
+                },
                 phase: phase(&st),
                 health: health(&st),
                 error: st.error.clone(),
@@ -169,6 +173,9 @@ pub async fn overview(
         Err(e) => return bad_query(e),
     };
     let sel = match filter.selector() {
+        Ok(sel) if !sel.labels.is_empty() && !v.who.is_operator() => {
+            return render::error(StatusCode::FORBIDDEN, "labels are the operator's");
+        }
         Ok(sel) => sel,
         Err(e) => return render::error(StatusCode::BAD_REQUEST, &format!("labels: {e}")),
     };

@@ -144,8 +144,18 @@ impl Upgrader {
             return Ok(());
         }
         file.version = Some(version.into());
-        let yaml = serde_yaml::to_string(&file)?;
         let path = self.cx.svc.host().instances_dir.join(format!("{t}.yaml"));
+        // Edited in place: only the version line changes.
+        let text = std::fs::read_to_string(&path).ok();
+        let w = crate::spec::edit::rewrite_text(text.as_deref(), &file);
+        if let crate::spec::edit::Written::Whole(_, why) = &w {
+            tracing::warn!(
+                tenant = t,
+                why,
+                "instance file written whole: its comments and layout were not kept"
+            );
+        }
+        let yaml = w.text().to_string();
         atomic::write(&path, yaml.as_bytes(), 0o644).map_err(|source| StepError::Write {
             path: path.display().to_string(),
             source,
