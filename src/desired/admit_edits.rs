@@ -12,7 +12,7 @@ use super::{
     admission::{self, Resource},
 };
 use crate::spec::{self, SpecError, SpecErrors, instance::InstanceFile};
-use std::{collections::BTreeMap, path::PathBuf};
+use std::{borrow::Cow, collections::BTreeMap, path::PathBuf};
 
 /// Whether `now` asks for more of any resource than `then`, or for a shared database server
 /// `then` did not use (its first tenant brings the server's reservation).
@@ -22,49 +22,79 @@ pub fn grows(then: &Instance, now: &Instance) -> bool {
             && admission::uses_shared(now) != admission::uses_shared(then))
 }
 
+/// What a tenant was last admitted as: borrowed from the last pass, or made afresh.
+pub type Admitted<'a> = Option<Cow<'a, Instance>>;
+
 /// Admits each tenant of `d` that is new or grows past `admitted(t)` (its last admitted
 /// state); tenants that do not grow are admitted first, so a tenant made smaller makes room
-/// in the same pass. Growing ones are taken in name order.
-pub fn admit_edits(
+/// in the same pass. Growing ones are taken in name order. A pass where nothing grows costs a
+/// lookup per tenant and copies nothing.
+pub fn admit_edits<'a>(
     host: &HostConfig,
     d: &mut Desired,
     (sources, errors): (&mut BTreeMap<String, String>, &mut SpecErrors),
-    admitted: &dyn Fn(&str, Option<&Instance>) -> Option<Instance>,
+    admitted: &dyn Fn(&str, Option<&Instance>) -> Admitted<'a>,
 ) {
+    let mut then: BTreeMap<String, Admitted<'a>> = BTreeMap::new();
+    for (t, i) in &d.instances {
+        let a = admitted(t, Some(i));
+        if a.as_ref().is_none_or(|a| grows(a, i)) {
+            then.insert(t.clone(), a);
+        }
+    }
+    if then.is_empty() {
+        return;
+    }
+    let base = base(d, &then, admitted);
+    refuse_past_the_host(host, d, (sources, errors), base, then);
+}
+
+/// Every tenant as admission counts it now: frozen ones as they run, growing ones as they were
+/// admitted, the rest as their files say (a disk made smaller keeps its image's size: it frees
+/// nothing).
+fn base<'a>(
+    d: &Desired,
+    growing: &BTreeMap<String, Admitted<'a>>,
+    admitted: &dyn Fn(&str, Option<&Instance>) -> Admitted<'a>,
+) -> Desired {
     let mut base = Desired {
         last_valid: d.last_valid.clone(),
         ..Desired::default()
     };
-    // A frozen tenant (its file or template broken) runs as it was admitted: it counts.
     for t in d.frozen.keys() {
         if !base.last_valid.contains_key(t)
             && let Some(a) = admitted(t, None)
         {
-            base.last_valid.insert(t.clone(), a);
+            base.last_valid.insert(t.clone(), a.into_owned());
         }
     }
-    let mut before = BTreeMap::new();
-    let mut growing = vec![];
     for (t, i) in &d.instances {
-        let then = admitted(t, Some(i));
-        match &then {
-            Some(a) if !grows(a, i) => {
-                // A disk made smaller keeps its image's size: it frees nothing.
+        match growing.get(t) {
+            Some(Some(a)) => {
+                base.instances.insert(t.clone(), a.clone().into_owned());
+            }
+            Some(None) => {}
+            None => {
                 let mut kept = i.clone();
-                kept.quota.disk = kept.quota.disk.max(a.quota.disk);
+                if let Some(a) = admitted(t, Some(i)) {
+                    kept.quota.disk = kept.quota.disk.max(a.quota.disk);
+                }
                 base.instances.insert(t.clone(), kept);
             }
-            Some(a) => {
-                base.instances.insert(t.clone(), a.clone());
-                growing.push(t.clone());
-            }
-            None => growing.push(t.clone()),
-        }
-        if let Some(a) = then {
-            before.insert(t.clone(), a);
         }
     }
-    for t in growing {
+    base
+}
+
+/// The growing tenants in name order, each admitted into `base` or frozen with why.
+fn refuse_past_the_host(
+    host: &HostConfig,
+    d: &mut Desired,
+    (sources, errors): (&mut BTreeMap<String, String>, &mut SpecErrors),
+    mut base: Desired,
+    growing: BTreeMap<String, Admitted>,
+) {
+    for (t, before) in growing {
         let refusals = admission::admit(host, &base, &d.instances[&t]);
         if refusals.is_empty() {
             base.instances.insert(t.clone(), d.instances[&t].clone());
@@ -75,8 +105,8 @@ pub fn admit_edits(
         let src = sources.remove(&t).unwrap_or_default();
         errors.0.extend(errors_at(&t, &src, &refusals));
         d.frozen.insert(t.clone(), refusals.join("; "));
-        if let Some(a) = before.remove(&t) {
-            d.last_valid.insert(t, a);
+        if let Some(a) = before {
+            d.last_valid.insert(t, a.into_owned());
         }
     }
 }
@@ -135,7 +165,7 @@ mod tests {
         let then: BTreeMap<String, Instance> =
             then.iter().map(|i| (i.tenant.clone(), i.clone())).collect();
         let mut errors = SpecErrors::default();
-        let admitted = |t: &str, _: Option<&Instance>| then.get(t).cloned();
+        let admitted = |t: &str, _: Option<&Instance>| then.get(t).map(Cow::Borrowed);
         admit_edits(&host(), &mut d, (&mut sources, &mut errors), &admitted);
         (d, sources, errors)
     }
@@ -197,7 +227,7 @@ mod tests {
             .insert("f".into(), "template \"demo\" has errors".into());
         let mut sources = BTreeMap::new();
         let mut errors = SpecErrors::default();
-        let admitted = |t: &str, _: Option<&Instance>| (t == "f").then(|| f.clone());
+        let admitted = |t: &str, _: Option<&Instance>| (t == "f").then_some(Cow::Borrowed(&f));
         admit_edits(&host(), &mut d, (&mut sources, &mut errors), &admitted);
         assert!(d.frozen.contains_key("n"), "{:?}", d.frozen);
 
@@ -213,7 +243,7 @@ mod tests {
         let mut d = Desired::default();
         d.instances.insert("a".into(), a_small);
         d.instances.insert("b".into(), b);
-        let admitted = |t: &str, _: Option<&Instance>| (t == "a").then(|| a.clone());
+        let admitted = |t: &str, _: Option<&Instance>| (t == "a").then_some(Cow::Borrowed(&a));
         admit_edits(&h, &mut d, (&mut BTreeMap::new(), &mut errors), &admitted);
         assert!(d.frozen["b"].contains("of disk"), "{:?}", d.frozen);
     }

@@ -4,7 +4,10 @@
 
 use super::{Controller, desired, shared_db};
 use crate::runtime::Inventory;
-use std::collections::{BTreeMap, BTreeSet};
+use std::{
+    borrow::Cow,
+    collections::{BTreeMap, BTreeSet},
+};
 
 impl Controller {
     /// Brings the kernel's egress rules to the allocations and the allows of the desired
@@ -117,19 +120,16 @@ impl Controller {
             .map(|c| c.tenant.as_str())
             .collect();
         let admitted = |t: &str, now: Option<&desired::Instance>| {
-            prev.instances
-                .get(t)
-                .or_else(|| prev.last_valid.get(t))
-                .cloned()
-                .or_else(|| desired::last_valid::read(host, templates, t))
-                // Running with no record of it (its kept file lost or unbuildable): as it is.
-                .or_else(|| {
-                    let i = now.filter(|_| running.contains(t)).cloned();
-                    if i.is_some() {
-                        tracing::warn!(tenant = t, "no record of what was admitted for this running tenant: its file is taken as admitted");
-                    }
-                    i
-                })
+            if let Some(i) = prev.instances.get(t).or_else(|| prev.last_valid.get(t)) {
+                return Some(Cow::Borrowed(i));
+            }
+            if let Some(i) = desired::last_valid::read(host, templates, t) {
+                return Some(Cow::Owned(i));
+            }
+            // Running with no record of it (its kept file lost or unbuildable): as it is.
+            let i = now.filter(|_| running.contains(t)).cloned()?;
+            tracing::warn!(tenant = t, "no record of what was admitted for this running tenant: its file is taken as admitted");
+            Some(Cow::Owned(i))
         };
         let rest = (&mut loaded.sources, &mut loaded.errors);
         desired::admit_edits::admit_edits(host, &mut loaded.desired, rest, &admitted);
