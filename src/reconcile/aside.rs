@@ -128,7 +128,10 @@ impl Controller {
             }
             // Running with no record of it (its kept file lost or unbuildable): as it is.
             let i = now.filter(|_| running.contains(t)).cloned()?;
-            tracing::warn!(tenant = t, "no record of what was admitted for this running tenant: its file is taken as admitted");
+            tracing::warn!(
+                tenant = t,
+                "no record of what was admitted for this running tenant: its file is taken as admitted"
+            );
             Some(Cow::Owned(i))
         };
         let rest = (&mut loaded.sources, &mut loaded.errors);

@@ -31,13 +31,19 @@ impl Written {
 /// `new` as the text of the file whose text is `src` (None: no file yet), edited in place
 /// when `src` reads as an instance file.
 pub fn rewrite_text<T: Serialize + DeserializeOwned>(src: Option<&str>, new: &T) -> Written {
-    let old = src.and_then(|s| serde_yaml::from_str::<T>(s).ok().map(|o| (s, o)));
-    match old {
-        Some((s, o)) => rewrite(s, &o, new),
-        None => match serde_yaml::to_string(new) {
+    let fresh = || serde_yaml::to_string(new).map_err(|e| e.to_string());
+    let Some(src) = src else {
+        return match fresh() {
             Ok(t) => Written::InPlace(t),
-            Err(e) => Written::Whole(String::new(), e.to_string()),
-        },
+            Err(e) => Written::Whole(String::new(), e),
+        };
+    };
+    match serde_yaml::from_str::<T>(src) {
+        Ok(old) => rewrite(src, &old, new),
+        Err(e) => Written::Whole(
+            fresh().unwrap_or_default(),
+            format!("the file did not read as an instance file: {e}"),
+        ),
     }
 }
 
@@ -58,10 +64,14 @@ pub fn rewrite<T: Serialize + DeserializeOwned>(src: &str, old: &T, new: &T) -> 
     if let Err(why) = edit_map(&mut lines, all, 0, (om, nm), true) {
         return whole(why);
     }
-    let mut text = lines.join("\n");
-    text.push('\n');
-    // What was written must read back as what was asked for.
-    match serde_yaml::from_str::<T>(&text).map(|t| serde_yaml::to_value(&t)) {
+    // The file's own line ends.
+    let end = if src.contains("\r\n") { "\r\n" } else { "\n" };
+    let mut text = lines.join(end);
+    text.push_str(end);
+    // What was written must read back, as the agent loads files (lint included), as what was
+    // asked for.
+    let shown = std::path::Path::new("instance.yaml");
+    match super::parse_yaml::<T>(shown, &text).map(|t| serde_yaml::to_value(&t.value)) {
         Ok(Ok(v)) if v == n => Written::InPlace(text),
         _ => whole("the edit in place did not read back the same".into()),
     }
@@ -124,8 +134,9 @@ fn entries(
             let Some(last) = out.last_mut() else {
                 return Err(format!("line {} belongs to no key", i + 1));
             };
-            if indent_of(l) < indent {
-                return Err(format!("line {} is outside its block", i + 1));
+            let at = indent_of(l);
+            if at < indent || (at == indent && !l[at..].starts_with('-')) {
+                return Err(format!("line {} is not an entry this editor knows", i + 1));
             }
             last.end = i + 1;
         }
@@ -133,18 +144,34 @@ fn entries(
     Ok(out)
 }
 
-/// The comment at the end of a one-line entry (`key: value  # why`), outside quotes.
+/// The comment at the end of a one-line entry (`key: value  # why`): after the key's colon, past
+/// a quoted value (escapes and `''` understood), the first `#` after a space or tab.
 fn trailing_comment(l: &str) -> Option<&str> {
-    let mut quote = None;
-    let mut prev = ' ';
-    for (i, c) in l.char_indices() {
-        match (quote, c) {
-            (None, '"' | '\'') => quote = Some(c),
-            (Some(q), c) if c == q => quote = None,
-            (None, '#') if prev == ' ' => return Some(&l[i..]),
-            _ => {}
+    let colon = l.find(':')?;
+    let value = l[colon + 1..].trim_start_matches([' ', '\t']);
+    let start = l.len() - value.len();
+    let mut rest = start;
+    let b = l.as_bytes();
+    if let Some(q @ (b'"' | b'\'')) = b.get(start).copied() {
+        let mut i = start + 1;
+        while i < b.len() {
+            match (q, b[i]) {
+                (b'"', b'\\') => i += 1,
+                (b'\'', b'\'') if b.get(i + 1) == Some(&b'\'') => i += 1,
+                (q, c) if c == q => break,
+                _ => {}
+            }
+            i += 1;
         }
-        prev = c;
+        rest = (i + 1).min(b.len());
+    }
+    // Right after a quoted value a `#` needs a space before it, as everywhere.
+    let mut prev = if rest > start { b'x' } else { b' ' };
+    for (i, c) in l[rest..].char_indices() {
+        if c == '#' && (prev == b' ' || prev == b'\t') {
+            return Some(&l[rest + i..]);
+        }
+        prev = if c.is_ascii() { c as u8 } else { b'x' };
     }
     None
 }
@@ -159,7 +186,14 @@ fn render(
     let pad = " ".repeat(indent);
     let k = serde_yaml::to_string(&Value::String(key.into())).map_err(|e| e.to_string())?;
     let k = k.trim_end();
-    let text = serde_yaml::to_string(v).map_err(|e| e.to_string())?;
+    let mut text = serde_yaml::to_string(v).map_err(|e| e.to_string())?;
+    // A string that would take several lines (a block scalar) is written on one, double-quoted
+    // (JSON's escapes are YAML's): exact, and nothing of it can look like a comment or a key.
+    if let Value::String(st) = v
+        && text.trim_end_matches('\n').contains('\n')
+    {
+        text = serde_json::to_string(st).map_err(|e| e.to_string())?;
+    }
     let body: Vec<&str> = text.trim_end_matches('\n').lines().collect();
     let inline = body.len() == 1
         && !matches!(v, Value::Mapping(m) if !m.is_empty())
@@ -196,6 +230,7 @@ fn edit_map(
     let key = |k: &Value| k.as_str().map(String::from).ok_or("a key that is not text");
     // Edits from the bottom up, so the lines above keep their numbers.
     let mut edits: Vec<(usize, usize, Vec<String>)> = vec![];
+    let mut added = vec![];
     for (k, nv) in new {
         let k = key(k)?;
         let ov = old.get(k.as_str());
@@ -204,11 +239,12 @@ fn edit_map(
         }
         match found.iter().find(|e| e.key == k) {
             Some(e) => edits.push(replace(lines, e, indent, (ov, nv), top)?),
-            None => {
-                let at = found.last().map_or(region.1, |e| e.end);
-                edits.push((at, at, render(&k, nv, indent, None)?));
-            }
+            None => added.extend(render(&k, nv, indent, None)?),
         }
+    }
+    if !added.is_empty() {
+        let at = found.last().map_or(region.1, |e| e.end);
+        edits.push((at, at, added));
     }
     for k in old.keys() {
         let k = key(k)?;

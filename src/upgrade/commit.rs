@@ -156,6 +156,12 @@ impl Upgrader {
             );
         }
         let yaml = w.text().to_string();
+        if yaml.is_empty() {
+            return Err(StepError::Write {
+                path: path.display().to_string(),
+                source: std::io::Error::other("the instance file did not serialize"),
+            });
+        }
         atomic::write(&path, yaml.as_bytes(), 0o644).map_err(|source| StepError::Write {
             path: path.display().to_string(),
             source,

@@ -164,3 +164,88 @@ fn shapes_it_does_not_know_are_written_whole_and_say_why() {
         let _ = rewrite(src, &old, &new);
     }
 }
+
+fn write(src: &str, change: impl FnOnce(&mut InstanceFile)) -> Written {
+    let old = parse(src);
+    let mut new = old.clone();
+    change(&mut new);
+    let w = rewrite(src, &old, &new);
+    let back = crate::spec::parse_yaml::<InstanceFile>(std::path::Path::new("t.yaml"), w.text())
+        .expect("what is written loads as the agent loads it");
+    assert_eq!(
+        serde_yaml::to_value(back.value).unwrap(),
+        serde_yaml::to_value(&new).unwrap()
+    );
+    w
+}
+
+fn set(k: &str, v: &str) -> impl FnOnce(&mut InstanceFile) {
+    let (k, v) = (k.to_string(), v.to_string());
+    move |f| {
+        f.parameters.insert(k, Value::String(v));
+    }
+}
+
+#[test]
+fn a_key_it_cannot_read_is_never_written_twice() {
+    // An anchored key (and a tab after a colon) is valid YAML this editor does not parse: the
+    // file is written whole rather than with the key given twice, which the agent refuses.
+    for src in [
+        "tenant: acme\ntemplate: demo\nparameters:\n  &t site_title: Acme\n",
+        "tenant: acme\ntemplate: demo\nparameters:\n  site_title:\t'Acme'\n",
+    ] {
+        let w = write(src, set("site_title", "New"));
+        assert!(matches!(w, Written::Whole(..)), "{w:?}");
+    }
+}
+
+#[test]
+fn a_value_of_many_lines_is_written_on_one_and_exactly() {
+    let src = "tenant: acme\ntemplate: demo\nparameters:\n  motd: hi   # greeting\n";
+    for v in ["a\n\n", "  x\ny", "a\n# limits: {memory: 64g}", "\\\" # x"] {
+        let w = write(src, set("motd", v));
+        assert!(matches!(w, Written::InPlace(_)), "{v:?}: {w:?}");
+        assert_eq!(w.text().lines().count(), 4, "{v:?}: {}", w.text());
+    }
+}
+
+#[test]
+fn trailing_comments_are_found_after_quotes_apostrophes_and_escapes() {
+    let cases = [
+        ("  t: Bob's  # note", Some("# note")),
+        ("  t: 'it''s # not'  # note", Some("# note")),
+        ("  t: \"a\\\" # not\"  # note", Some("# note")),
+        ("  t: '#336699'", None),
+        ("  t: a#b", None),
+        ("  t: a\t# tabbed", Some("# tabbed")),
+        ("  t:   # only a comment", Some("# only a comment")),
+    ];
+    for (line, want) in cases {
+        assert_eq!(trailing_comment(line), want, "{line:?}");
+    }
+}
+
+#[test]
+fn crlf_files_stay_crlf_and_keys_added_together_keep_their_order() {
+    let src = "tenant: acme\r\ntemplate: demo   # app\r\n";
+    let w = write(src, |f| {
+        f.pinned = true;
+        f.labels.insert("tier".into(), "gold".into());
+        f.plan = Some("small".into());
+    });
+    assert!(matches!(w, Written::InPlace(_)), "{w:?}");
+    let t = w.text();
+    assert!(
+        t.starts_with("tenant: acme\r\ntemplate: demo   # app\r\n"),
+        "{t:?}"
+    );
+    assert!(!t.replace("\r\n", "").contains('\n'), "{t:?}");
+    let order: Vec<usize> = ["plan:", "pinned:", "labels:"]
+        .iter()
+        .map(|k| t.find(k).unwrap())
+        .collect();
+    assert!(
+        order.windows(2).all(|w| w[0] < w[1]),
+        "the struct's order: {t:?}"
+    );
+}
