@@ -245,6 +245,28 @@ fn a_tenant_moves_to_another_host_under_load_with_no_failed_request_and_its_data
     let token_file = operator_token(&b, &a);
     let (code, page) = curl(&a, a_https, "https", "m1.apps.test", "/", &[]);
     assert!(code == "200" && page.contains("tenant=m1"), "{code} {page}");
+    // m1's own admin token, to travel with it; a token of two tenants stays.
+    let create = |args: &[&str]| {
+        let mut all = vec!["token", "create", "--expires", "1h"];
+        all.extend_from_slice(args);
+        a.cli_ok(&all).trim().to_string()
+    };
+    let m1_token = create(&[
+        "--role",
+        "tenant-admin",
+        "--tenant",
+        "m1",
+        "--name",
+        "m1-ci",
+    ]);
+    let both = create(&[
+        "--role",
+        "tenant-viewer",
+        "--tenant",
+        "m1",
+        "--tenant",
+        "m2",
+    ]);
 
     // m1, by the command, with requests streaming through A's edge all along.
     let v = move_under_load(&a, a_https, "m1", (&b_api, &token_file));
@@ -252,6 +274,15 @@ fn a_tenant_moves_to_another_host_under_load_with_no_failed_request_and_its_data
 
     // B has it whole, and A's containers are stopped: every 200 now comes from B.
     b.wait_running(&["m1"]);
+    assert_eq!(
+        common::bearer_status(&b_api, "/v1/instances/m1", &m1_token),
+        "200",
+        "m1's own token works on B"
+    );
+    assert_eq!(
+        common::bearer_status(&b_api, "/v1/instances/m1", &both),
+        "401"
+    );
     let key_on_b = mail(&b, "dkim/keys/m1/m1.apps.test.private");
     assert_eq!(
         std::fs::read_to_string(&key_on_b).unwrap(),

@@ -82,6 +82,7 @@ fn a_wiped_host_comes_back_whole_from_its_repository_and_a_purged_tenant_does_no
     let Some(_g) = docker_test() else { return };
     let mut h = Harness::new(SLOT);
     let (_, https) = h.with_proxy(SLOT);
+    let api = h.with_tcp_api(SLOT, "");
     h.own_demo_template(common::demo_with_uploads);
     let repo_key = h.path("keys/offsite.key");
     key(&repo_key);
@@ -106,6 +107,22 @@ fn a_wiped_host_comes_back_whole_from_its_repository_and_a_purged_tenant_does_no
     }
     h.start();
     h.wait_running(&["r1", "r2", "r3", "r4"]);
+    // r2's own token goes into the inventory and comes back with r2.
+    let r2_token = h.cli_ok(&[
+        "token",
+        "create",
+        "--role",
+        "tenant-viewer",
+        "--tenant",
+        "r2",
+        "--expires",
+        "1h",
+    ]);
+    let r2_token = r2_token.trim().to_string();
+    assert_eq!(
+        common::bearer_status(&api, "/v1/instances/r2", &r2_token),
+        "200"
+    );
     for (t, n) in [("r1", 200), ("r2", 300), ("r3", 10)] {
         h.psql(t, &format!(
             "create table notes(id int primary key, body text); insert into notes select g, md5(g::text || '{t}') from generate_series(1, {n}) g;"
@@ -224,6 +241,11 @@ fn a_wiped_host_comes_back_whole_from_its_repository_and_a_purged_tenant_does_no
     assert!(!h.path("instances/r4.yaml").exists(), "no half-made r4");
 
     h.wait_running(&["r1", "r2"]);
+    assert_eq!(
+        common::bearer_status(&api, "/v1/instances/r2", &r2_token),
+        "200",
+        "r2's token recovered with it"
+    );
     let after = [
         common::demo_holdings(&h, "r1"),
         common::demo_holdings(&h, "r2"),

@@ -67,11 +67,14 @@ impl AppState {
         certs: Option<Arc<CertManager>>,
         fleet: crate::upgrade::Fleet,
     ) -> AppState {
+        let tokens = Arc::new(crate::api::auth::tokens::TokenStore::open(
+            cx.svc.layout().root().join("tokens.json"),
+        ));
+        // A tenant's own tokens travel with it (inventories, moves) and are taken in here.
+        fleet.backups.set_tokens(tokens.clone());
         AppState {
             write_lock: cx.svc.files_lock(),
-            tokens: Arc::new(crate::api::auth::tokens::TokenStore::open(
-                cx.svc.layout().root().join("tokens.json"),
-            )),
+            tokens,
             host_token: None,
             ops: crate::ops::Operations::open(
                 cx.svc.layout().root().join("operations.json"),

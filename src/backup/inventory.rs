@@ -188,10 +188,12 @@ impl Backups {
                 .filter(|(_, b)| b.tenant == t)
                 .map(|(d, b)| (d.clone(), b.clone()))
                 .collect();
+            let tokens = self.carried_tokens(t, &tenant_id);
             tenants.push(Entry {
                 tenant: t.into(),
                 tenant_id,
                 domains,
+                tokens,
             });
         }
         for c in carried {

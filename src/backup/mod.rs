@@ -14,6 +14,7 @@ pub mod recover;
 pub mod restore;
 pub mod room;
 pub mod schedule;
+mod tokens;
 
 /// The archive member holding the tenant's instance file.
 pub const INSTANCE_MEMBER: &str = "instance.yaml";
@@ -100,6 +101,8 @@ pub struct Backups {
     inventories: inventory::Inventories,
     /// Held by the one whole-host recovery running (`recover.rs`).
     recovering: tokio::sync::Mutex<()>,
+    /// The API's token store, for a tenant's tokens to travel with it (`tokens.rs`).
+    tokens: std::sync::OnceLock<Arc<dyn crate::offsite::tokens::TenantTokens>>,
     /// The off-host repositories (`backup_repositories:`) and their clients.
     pub(crate) repos: Vec<(
         crate::desired::repository::Repository,
@@ -133,6 +136,7 @@ impl Backups {
             listed: Default::default(),
             inventories: inventory::Inventories::new(&cx.svc.host().state_dir),
             recovering: tokio::sync::Mutex::new(()),
+            tokens: std::sync::OnceLock::new(),
             cx,
             slots: Arc::new(tokio::sync::Semaphore::new(room::CONCURRENT)),
             running: Arc::default(),

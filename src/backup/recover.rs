@@ -172,7 +172,10 @@ impl Backups {
             .bring_back(repo, (e, want), book, &mut r, &mut mark)
             .await;
         match outcome {
-            Ok(()) => tracing::info!(tenant = e.tenant, "tenant recovered"),
+            Ok(()) => {
+                tracing::info!(tenant = e.tenant, "tenant recovered");
+                self.adopt_tokens(&e.tenant, &e.tenant_id, &e.tokens);
+            }
             Err(Skip::Exists) => r.outcome = Skipped::EXISTS,
             Err(Skip::Failed(why, made)) => {
                 tracing::error!(tenant = e.tenant, error = why, "tenant NOT recovered");

@@ -181,6 +181,7 @@ impl Handover {
         Ok(Prepared {
             entry: Entry {
                 tenant: t.into(),
+                tokens: self.backups.carried_tokens(t, &tenant_id),
                 tenant_id,
                 domains,
             },

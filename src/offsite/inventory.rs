@@ -35,6 +35,9 @@ pub struct Entry {
     /// The tenant's proven custom domains.
     #[serde(default)]
     pub domains: BTreeMap<String, Binding>,
+    /// The tenant's own API tokens (digests), adopted where it is made again.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tokens: Vec<super::tokens::CarriedToken>,
 }
 
 impl Entry {
@@ -107,6 +110,14 @@ impl Entry {
         if id.len() != 32 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(format!("tenant {}'s identity is malformed", self.tenant));
         }
+        if self.tokens.len() > 1000 {
+            return Err(format!(
+                "tenant {} carries {} tokens",
+                self.tenant,
+                self.tokens.len()
+            ));
+        }
+        self.tokens.iter().try_for_each(|t| t.check())?;
         match self
             .domains
             .iter()
@@ -302,6 +313,7 @@ mod tests {
                 tenant: "acme".into(),
                 tenant_id: "0123456789abcdef0123456789abcdef".into(),
                 domains,
+                tokens: vec![],
             }],
         }
     }

@@ -9,6 +9,7 @@
 pub mod inventory;
 pub mod restic;
 pub mod retention;
+pub mod tokens;
 
 use serde::Serialize;
 use std::path::Path;

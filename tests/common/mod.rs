@@ -652,3 +652,14 @@ pub fn demo_holdings(h: &Harness, t: &str) -> [String; 4] {
         ]),
     ]
 }
+
+/// The HTTP status of `GET path` on a TCP API at `api` (`127.0.0.1:PORT`) with `token`.
+pub fn bearer_status(api: &str, path: &str, token: &str) -> String {
+    let out = Command::new("curl")
+        .args(["-sS", "-o", "/dev/null", "-w", "%{http_code}", "-H"])
+        .arg(format!("authorization: Bearer {token}"))
+        .arg(format!("http://{api}{path}"))
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).to_string()
+}

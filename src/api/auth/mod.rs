@@ -4,6 +4,7 @@
 //! `tenant-admin` or `tenant-viewer`. Every route's need is in `policy::ROUTES`; the
 //! `authorize` layer checks it before the handler runs and writes the audit row after.
 
+mod carry;
 pub mod policy;
 pub mod tokens;
 

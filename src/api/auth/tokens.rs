@@ -95,7 +95,7 @@ pub struct TokenStore {
 /// How often a token's last use is written to disk (it is kept in memory between).
 const LAST_USED_EVERY: u64 = 60;
 
-fn unix_now() -> u64 {
+pub(super) fn unix_now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
@@ -130,11 +130,11 @@ impl TokenStore {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<TokenRecord>> {
+    pub(super) fn lock(&self) -> std::sync::MutexGuard<'_, Vec<TokenRecord>> {
         self.inner.lock().expect("token lock")
     }
 
-    fn save(&self, tokens: &[TokenRecord]) -> Result<(), TokenError> {
+    pub(super) fn save(&self, tokens: &[TokenRecord]) -> Result<(), TokenError> {
         let f = File {
             tokens: tokens.to_vec(),
         };
