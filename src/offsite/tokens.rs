@@ -41,19 +41,30 @@ impl CarriedToken {
                 self.id, self.role
             ));
         }
-        if self.name.len() > 200 || self.name.chars().any(char::is_control) {
+        // The names tokens get here: 1 to 64 of A-Z a-z 0-9 . _ -
+        let name_ok = (1..=64).contains(&self.name.len())
+            && self
+                .name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b".-_".contains(&b));
+        if !name_ok {
             return Err(format!("token {}'s name is refused", self.id));
         }
         Ok(())
     }
 }
 
+/// Tokens one tenant carries at most (more are left behind).
+pub const MAX_CARRIED: usize = 1000;
+
 /// The API's token store as the layers below it see it.
 pub trait TenantTokens: Send + Sync {
     /// The live tokens bound to this tenant identity alone.
     fn carried(&self, tenant: &str, tenant_id: &str) -> Vec<CarriedToken>;
-    /// Takes `tokens` here for `tenant` (identity `tenant_id`): the checked ones, not expired,
-    /// whose id is free. How many were taken.
+    /// Makes `tokens` the tenant's tokens here (identity `tenant_id`): the checked ones, not
+    /// expired, are taken (a record of the same id replaced); any other live token of this
+    /// tenant alone and identity is revoked (the carried set is the whole truth). How many
+    /// were taken.
     fn adopt(&self, tenant: &str, tenant_id: &str, tokens: &[CarriedToken]) -> usize;
 }
 

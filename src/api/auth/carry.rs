@@ -34,14 +34,29 @@ impl TenantTokens for TokenStore {
                     expires: r.expires,
                 })
             })
+            .take(crate::offsite::tokens::MAX_CARRIED)
             .collect()
     }
 
     fn adopt(&self, tenant: &str, tenant_id: &str, tokens: &[CarriedToken]) -> usize {
         let now = unix_now();
         let mut all = self.lock();
+        let snapshot = all.clone();
+        let alone = |r: &TokenRecord| {
+            r.tenants.len() == 1
+                && r.tenants.contains(tenant)
+                && r.tenant_ids.get(tenant).map(String::as_str) == Some(tenant_id)
+        };
+        // Left from an earlier stay of this tenant here: the carried set replaces it.
+        let carried: BTreeSet<&str> = tokens.iter().map(|c| c.id.as_str()).collect();
+        for r in all.iter_mut().filter(|r| alone(r) && r.revoked.is_none()) {
+            if !carried.contains(r.id.as_str()) {
+                r.revoked = Some(now);
+            }
+        }
+        all.retain(|r| !(alone(r) && carried.contains(r.id.as_str())));
         let before = all.len();
-        for c in tokens {
+        for c in tokens.iter().take(crate::offsite::tokens::MAX_CARRIED) {
             if let Err(why) = c.check() {
                 tracing::warn!(tenant, why, "a carried token is refused");
                 continue;
@@ -51,9 +66,10 @@ impl TenantTokens for TokenStore {
             }
             // Names are one per live token here: a taken one gets the token's id after it.
             let named = |n: &str| all.iter().any(|r| r.name == n && r.revoked.is_none());
-            let name = match (named(&c.name), format!("{}-{}", c.name, c.id)) {
+            let other = format!("{}-{}", &c.name[..c.name.len().min(55)], c.id);
+            let name = match (named(&c.name), named(&other)) {
                 (false, _) => c.name.clone(),
-                (true, other) if !named(&other) => other,
+                (true, false) => other,
                 _ => continue,
             };
             let role = match c.role.as_str() {
@@ -74,11 +90,11 @@ impl TenantTokens for TokenStore {
             });
         }
         let taken = all.len() - before;
-        if taken > 0
+        if *all != snapshot
             && let Err(e) = self.save(&all)
         {
             tracing::error!(tenant, error = %e, "carried tokens not written: they are refused");
-            all.truncate(before);
+            *all = snapshot;
             return 0;
         }
         taken
@@ -90,56 +106,73 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_tenants_own_tokens_travel_and_are_taken_once_where_it_lands() {
+    fn a_tenants_own_tokens_travel_and_replace_what_it_had_where_it_lands() {
         let dir = tempfile::tempdir().unwrap();
         let here = TokenStore::open(dir.path().join("a.json"));
-        let ids = |t: &str| (t == "acme").then(|| ("a".repeat(32), 1));
-        let mk = |role, tenants: &[&str]| super::super::tokens::NewToken {
+        let ids = |t: &str| match t {
+            "acme" => Some(("a".repeat(32), 1)),
+            "globex" => Some(("c".repeat(32), 1)),
+            _ => None,
+        };
+        let mk = |role, tenants: &[&str], name: &str| super::super::tokens::NewToken {
             role,
             tenants: tenants.iter().map(|t| t.to_string()).collect(),
-            name: Some(format!("{role:?}")),
+            name: Some(name.into()),
             expires_in: Some(3600),
             no_expiry: false,
         };
         let (_, admin) = here
-            .create(&mk(Role::TenantAdmin, &["acme"]), &ids)
+            .create(&mk(Role::TenantAdmin, &["acme"], "ci"), &ids)
             .unwrap();
-        let _ = here.create(&mk(Role::Operator, &[]), &ids).unwrap();
-        let carried = here.carried("acme", &"a".repeat(32));
-        assert_eq!(
-            carried.len(),
-            1,
-            "only acme's own tenant token: {carried:?}"
-        );
+        here.create(&mk(Role::Operator, &[], "op"), &ids).unwrap();
+        here.create(&mk(Role::TenantViewer, &["acme", "globex"], "both"), &ids)
+            .unwrap();
+        let acme = "a".repeat(32);
+        let carried = here.carried("acme", &acme);
+        assert_eq!(carried.len(), 1, "only acme's own token: {carried:?}");
         assert!(
             here.carried("acme", &"b".repeat(32)).is_empty(),
             "another identity"
         );
 
+        // There: globex's token holds the name; a stale token of acme's is left from before.
         let there = TokenStore::open(dir.path().join("b.json"));
-        let mk_there = |name: &str| super::super::tokens::NewToken {
-            name: Some(name.into()),
-            ..mk(Role::TenantViewer, &["acme"])
-        };
-        there.create(&mk_there("TenantAdmin"), &ids).unwrap();
-        assert_eq!(there.adopt("acme", &"a".repeat(32), &carried), 1);
-        let names: Vec<String> = there.list(&ids).iter().map(|r| r.name.clone()).collect();
-        assert!(
-            names.contains(&format!("TenantAdmin-{}", carried[0].id)),
-            "{names:?}"
-        );
-        assert_eq!(
-            there.adopt("acme", &"a".repeat(32), &carried),
-            0,
-            "taken once"
-        );
+        there
+            .create(&mk(Role::TenantViewer, &["globex"], "ci"), &ids)
+            .unwrap();
+        let (_, stale) = there
+            .create(&mk(Role::TenantAdmin, &["acme"], "old"), &ids)
+            .unwrap();
+        assert_eq!(there.adopt("acme", &acme, &carried), 1);
         let who = there
             .authenticate(&admin, &ids)
             .expect("the same bearer works there");
         assert!(who.visible().is_some_and(|v| v.contains("acme")), "{who:?}");
+        assert!(
+            there.authenticate(&stale, &ids).is_err(),
+            "the stale one is revoked"
+        );
+        let names: Vec<String> = there.list(&ids).iter().map(|r| r.name.clone()).collect();
+        assert!(
+            names.contains(&format!("ci-{}", carried[0].id)),
+            "{names:?}"
+        );
+        // Again: the same set, nothing more.
+        assert_eq!(there.adopt("acme", &acme, &carried), 1);
+        assert_eq!(
+            there
+                .list(&ids)
+                .iter()
+                .filter(|r| r.revoked.is_none())
+                .count(),
+            2
+        );
+        // Carried without it (revoked at the source): revoked here too.
+        assert_eq!(there.adopt("acme", &acme, &[]), 0);
+        assert!(there.authenticate(&admin, &ids).is_err());
         // What the other host hands over is checked: an operator token never lands.
         let mut op = carried[0].clone();
         (op.id, op.role) = ("ffffffff".into(), "operator".into());
-        assert_eq!(there.adopt("acme", &"a".repeat(32), &[op]), 0);
+        assert_eq!(there.adopt("acme", &acme, &[op]), 0);
     }
 }
