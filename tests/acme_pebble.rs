@@ -62,6 +62,72 @@ fn pebble_tls(dir: &std::path::Path) -> std::path::PathBuf {
     dir.join("pebble-ca/ca.pem")
 }
 
+/// Pebble on loopback: its ACME directory on `acme`, management on `mgmt`, HTTP-01 validated
+/// on `http`, names resolved by challtestsrv on `dns`; certificates valid `validity` seconds
+/// (None: Pebble's default). Its own TLS from a CA in `dir`, whose root is returned.
+fn start_pebble(
+    dir: &std::path::Path,
+    (acme, mgmt, http, tls, dns): (u16, u16, u16, u16, u16),
+    validity: Option<u64>,
+) -> (Kill, std::path::PathBuf) {
+    let trust = pebble_tls(dir);
+    let mut cfg = serde_json::json!({
+        "listenAddress": format!("127.0.0.1:{acme}"), "managementListenAddress": format!("127.0.0.1:{mgmt}"),
+        "certificate": dir.join("pebble.pem"), "privateKey": dir.join("pebble.key"),
+        "httpPort": http, "tlsPort": tls, "ocspResponderURL": "", "externalAccountBindingRequired": false });
+    if let Some(v) = validity {
+        cfg["certificateValidityPeriod"] = v.into();
+    }
+    let cfg = serde_json::json!({ "pebble": cfg });
+    std::fs::write(dir.join("pebble.json"), cfg.to_string()).unwrap();
+    let child = Command::new("pebble")
+        .arg("-config")
+        .arg(dir.join("pebble.json"))
+        .args(["-dnsserver", &format!("127.0.0.1:{dns}")])
+        .env("PEBBLE_VA_NOSLEEP", "1")
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    (Kill(child), trust)
+}
+
+/// Whether the edge on `https` serves `domain` a chain that verifies against Pebble's root
+/// (fetched from its management port `mgmt`): curl's verify result ("0") and its errors.
+fn verified_by_pebble_root(
+    dir: &std::path::Path,
+    trust: &std::path::Path,
+    mgmt: u16,
+    (domain, https): (&str, u16),
+) -> (String, String) {
+    let root = Command::new("curl")
+        .args(["-sSf", "--cacert"])
+        .arg(trust)
+        .arg(format!("https://localhost:{mgmt}/roots/0"))
+        .output()
+        .unwrap();
+    assert!(root.status.success(), "{root:?}");
+    std::fs::write(dir.join("pebble-root.pem"), &root.stdout).unwrap();
+    let out = Command::new("curl")
+        .args([
+            "-sS",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{ssl_verify_result}",
+            "--cacert",
+        ])
+        .arg(dir.join("pebble-root.pem"))
+        .args([
+            "--resolve",
+            &format!("{domain}:{https}:127.0.0.1"),
+            &format!("https://{domain}:{https}/"),
+        ])
+        .output()
+        .unwrap();
+    let text = |b: &[u8]| String::from_utf8_lossy(b).to_string();
+    (text(&out.stdout), text(&out.stderr))
+}
+
 async fn wait_port(port: u16) {
     for _ in 0..100 {
         if tokio::net::TcpStream::connect(("127.0.0.1", port))
@@ -82,23 +148,9 @@ async fn certificates_are_issued_renewed_and_retried_against_a_real_acme_server(
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let trust = pebble_tls(dir.path());
-    let cfg = serde_json::json!({"pebble": {
-        "listenAddress": format!("127.0.0.1:{ACME}"), "managementListenAddress": format!("127.0.0.1:{ACME_MGMT}"),
-        "certificate": dir.path().join("pebble.pem"), "privateKey": dir.path().join("pebble.key"),
-        "httpPort": HTTP, "tlsPort": 19499, "ocspResponderURL": "", "externalAccountBindingRequired": false }});
-    std::fs::write(dir.path().join("pebble.json"), cfg.to_string()).unwrap();
     let chall = ChallTest::start(DNS, CHALL_MGMT);
-    let _pebble = Kill(
-        Command::new("pebble")
-            .args(["-config"])
-            .arg(dir.path().join("pebble.json"))
-            .args(["-dnsserver", &format!("127.0.0.1:{DNS}")])
-            .env("PEBBLE_VA_NOSLEEP", "1")
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let ports = (ACME, ACME_MGMT, HTTP, 19499, DNS);
+    let (_pebble, trust) = start_pebble(dir.path(), ports, None);
     wait_port(ACME).await;
 
     // berth's edge: the proxy answers HTTP-01 on the port Pebble validates.
@@ -157,36 +209,11 @@ async fn certificates_are_issued_renewed_and_retried_against_a_real_acme_server(
     let served = served_chain(dir.path(), "acme.berth.test");
 
     // Chain verified against Pebble's root (fetched from its management API).
-    let root = Command::new("curl")
-        .args(["-sSf", "--cacert"])
-        .arg(&trust)
-        .arg(format!("https://localhost:{ACME_MGMT}/roots/0"))
-        .output()
-        .unwrap();
-    assert!(root.status.success());
-    std::fs::write(dir.path().join("pebble-root.pem"), &root.stdout).unwrap();
-    let out = Command::new("curl")
-        .args([
-            "-sS",
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{ssl_verify_result}",
-            "--cacert",
-        ])
-        .arg(dir.path().join("pebble-root.pem"))
-        .args([
-            "--resolve",
-            &format!("acme.berth.test:{HTTPS}:127.0.0.1"),
-            &format!("https://acme.berth.test:{HTTPS}/"),
-        ])
-        .output()
-        .unwrap();
+    let (result, errors) =
+        verified_by_pebble_root(dir.path(), &trust, ACME_MGMT, ("acme.berth.test", HTTPS));
     assert_eq!(
-        String::from_utf8_lossy(&out.stdout),
-        "0",
-        "the live listener serves a chain that verifies: {}",
-        String::from_utf8_lossy(&out.stderr)
+        result, "0",
+        "the live listener serves a chain that verifies: {errors}"
     );
 
     // Renew: a different certificate, swapped in without a restart.
@@ -304,24 +331,8 @@ fn berth_serve_orders_renews_and_retries_a_tenants_certificate_from_pebble() {
     );
     let pdir = h.path("pebble");
     std::fs::create_dir_all(&pdir).unwrap();
-    let trust = pebble_tls(&pdir);
-    let cfg = serde_json::json!({"pebble": {
-        "listenAddress": format!("127.0.0.1:{E2E_ACME}"),
-        "managementListenAddress": format!("127.0.0.1:{E2E_ACME_MGMT}"),
-        "certificate": pdir.join("pebble.pem"), "privateKey": pdir.join("pebble.key"),
-        "httpPort": http, "tlsPort": 19428, "ocspResponderURL": "",
-        "externalAccountBindingRequired": false, "certificateValidityPeriod": 30 }});
-    std::fs::write(pdir.join("pebble.json"), cfg.to_string()).unwrap();
-    let _pebble = Kill(
-        Command::new("pebble")
-            .arg("-config")
-            .arg(pdir.join("pebble.json"))
-            .args(["-dnsserver", &format!("127.0.0.1:{E2E_DNS}")])
-            .env("PEBBLE_VA_NOSLEEP", "1")
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let ports = (E2E_ACME, E2E_ACME_MGMT, http, 19428, E2E_DNS);
+    let (_pebble, trust) = start_pebble(&pdir, ports, Some(30));
     common::wait_for(
         Duration::from_secs(10),
         || std::net::TcpStream::connect(("127.0.0.1", E2E_ACME)).is_ok(),
@@ -354,37 +365,9 @@ fn berth_serve_orders_renews_and_retries_a_tenants_certificate_from_pebble() {
         "pa.apps.test's certificate from Pebble",
     );
     let first = cert_row(&h, "pa.apps.test")["not_after"].as_u64().unwrap();
-    let root = Command::new("curl")
-        .args(["-sSf", "--cacert"])
-        .arg(&trust)
-        .arg(format!("https://localhost:{E2E_ACME_MGMT}/roots/0"))
-        .output()
-        .unwrap();
-    assert!(root.status.success(), "{root:?}");
-    std::fs::write(pdir.join("root.pem"), &root.stdout).unwrap();
-    let verified = Command::new("curl")
-        .args([
-            "-sS",
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{ssl_verify_result}",
-            "--cacert",
-        ])
-        .arg(pdir.join("root.pem"))
-        .args([
-            "--resolve",
-            &format!("pa.apps.test:{https}:127.0.0.1"),
-            &format!("https://pa.apps.test:{https}/"),
-        ])
-        .output()
-        .unwrap();
-    assert_eq!(
-        String::from_utf8_lossy(&verified.stdout),
-        "0",
-        "{}",
-        String::from_utf8_lossy(&verified.stderr)
-    );
+    let (result, errors) =
+        verified_by_pebble_root(&pdir, &trust, E2E_ACME_MGMT, ("pa.apps.test", https));
+    assert_eq!(result, "0", "{errors}");
 
     // Refused: pb keeps its internal certificate, backs off a minute, and says why.
     common::wait_for(
@@ -397,9 +380,7 @@ fn berth_serve_orders_renews_and_retries_a_tenants_certificate_from_pebble() {
     let wait = pb["retry_at"].as_u64().unwrap().saturating_sub(unix_now());
     assert!((30..=61).contains(&wait), "first backoff ~1 min: {pb}");
     let ok = |m: &str, d: &str| {
-        m.lines()
-            .find(|l| l.starts_with(&format!("berth_certificate_renewal_ok{{domain=\"{d}\"")))
-            .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        common::sample(m, &format!("berth_certificate_renewal_ok{{domain=\"{d}\""))
     };
     assert_eq!(ok(&h.metrics(), "pb.apps.test"), Some(0.0));
     assert_eq!(ok(&h.metrics(), "pa.apps.test"), Some(1.0));
@@ -419,12 +400,10 @@ fn berth_serve_orders_renews_and_retries_a_tenants_certificate_from_pebble() {
     );
     let m = h.metrics();
     assert_eq!(ok(&m, "pb.apps.test"), Some(1.0), "{m}");
-    let expiry = m
-        .lines()
-        .find(|l| {
-            l.starts_with("berth_certificate_expiry_timestamp_seconds{domain=\"pa.apps.test\"")
-        })
-        .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .unwrap();
+    let expiry = common::sample(
+        &m,
+        "berth_certificate_expiry_timestamp_seconds{domain=\"pa.apps.test\"",
+    )
+    .unwrap();
     assert!(expiry > first as f64, "{m}");
 }

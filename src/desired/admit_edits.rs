@@ -12,7 +12,11 @@ use super::{
     admission::{self, Resource},
 };
 use crate::spec::{self, SpecError, SpecErrors, instance::InstanceFile};
-use std::{borrow::Cow, collections::BTreeMap, path::PathBuf};
+use std::{
+    borrow::Cow,
+    collections::{BTreeMap, BTreeSet},
+    path::PathBuf,
+};
 
 /// Whether `now` asks for more of any resource than `then`, or for a shared database server
 /// `then` did not use (its first tenant brings the server's reservation).
@@ -35,18 +39,20 @@ pub fn admit_edits<'a>(
     (sources, errors): (&mut BTreeMap<String, String>, &mut SpecErrors),
     admitted: &dyn Fn(&str, Option<&Instance>) -> Admitted<'a>,
 ) {
-    let mut then: BTreeMap<String, Admitted<'a>> = BTreeMap::new();
-    for (t, i) in &d.instances {
-        let a = admitted(t, Some(i));
-        if a.as_ref().is_none_or(|a| grows(a, i)) {
-            then.insert(t.clone(), a);
-        }
-    }
-    if then.is_empty() {
+    // Each tenant's last admitted state, looked up once.
+    let then: BTreeMap<String, Admitted<'a>> = (d.instances.iter())
+        .map(|(t, i)| (t.clone(), admitted(t, Some(i))))
+        .collect();
+    let grew: BTreeSet<String> = (then.iter())
+        .filter(|(t, a)| a.as_ref().is_none_or(|a| grows(a, &d.instances[*t])))
+        .map(|(t, _)| t.clone())
+        .collect();
+    if grew.is_empty() {
         return;
     }
-    let base = base(d, &then, admitted);
-    refuse_past_the_host(host, d, (sources, errors), base, then);
+    let base = base(d, &then, &grew, admitted);
+    let growing = then.into_iter().filter(|(t, _)| grew.contains(t)).collect();
+    refuse_past_the_host(host, d, (sources, errors), base, growing);
 }
 
 /// Every tenant as admission counts it now: frozen ones as they run, growing ones as they were
@@ -54,7 +60,8 @@ pub fn admit_edits<'a>(
 /// nothing).
 fn base<'a>(
     d: &Desired,
-    growing: &BTreeMap<String, Admitted<'a>>,
+    then: &BTreeMap<String, Admitted<'a>>,
+    grew: &BTreeSet<String>,
     admitted: &dyn Fn(&str, Option<&Instance>) -> Admitted<'a>,
 ) -> Desired {
     let mut base = Desired {
@@ -69,19 +76,17 @@ fn base<'a>(
         }
     }
     for (t, i) in &d.instances {
-        match growing.get(t) {
-            Some(Some(a)) => {
-                base.instances.insert(t.clone(), a.clone().into_owned());
-            }
-            Some(None) => {}
-            None => {
+        let a = then[t].as_deref();
+        let counted = match (grew.contains(t), a) {
+            (true, Some(a)) => a.clone(),
+            (true, None) => continue,
+            (false, a) => {
                 let mut kept = i.clone();
-                if let Some(a) = admitted(t, Some(i)) {
-                    kept.quota.disk = kept.quota.disk.max(a.quota.disk);
-                }
-                base.instances.insert(t.clone(), kept);
+                kept.quota.disk = kept.quota.disk.max(a.and_then(|a| a.quota.disk));
+                kept
             }
-        }
+        };
+        base.instances.insert(t.clone(), counted);
     }
     base
 }

@@ -177,7 +177,6 @@ impl Instance {
     /// This instance as selectors see it (no phase: files do not have one).
     pub fn subject(&self) -> super::selector::Subject<'_> {
         super::selector::Subject {
-            tenant: &self.tenant,
             app: Some(&self.template),
             plan: self.plan.as_deref(),
             version: Some(&self.version),

@@ -118,7 +118,6 @@ pub fn parse_labels(s: &str) -> Result<Vec<Requirement>, SelectorError> {
 /// What a selector is matched against: one tenant's fields and labels.
 #[derive(Debug, Clone, Copy)]
 pub struct Subject<'a> {
-    pub tenant: &'a str,
     pub app: Option<&'a str>,
     pub plan: Option<&'a str>,
     pub version: Option<&'a str>,
@@ -184,7 +183,6 @@ mod tests {
         let gold = labels(&[("tier", "gold"), ("region", "us"), ("beta", "")]);
         let plain = labels(&[("tier", "basic"), ("legacy", "yes")]);
         let subject = |l| Subject {
-            tenant: "t",
             app: Some("wordpress"),
             plan: Some("small"),
             version: Some("6.4"),

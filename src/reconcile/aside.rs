@@ -4,10 +4,7 @@
 
 use super::{Controller, desired, shared_db};
 use crate::runtime::Inventory;
-use std::{
-    borrow::Cow,
-    collections::{BTreeMap, BTreeSet},
-};
+use std::{borrow::Cow, collections::BTreeMap};
 
 impl Controller {
     /// Brings the kernel's egress rules to the allocations and the allows of the desired
@@ -113,12 +110,6 @@ impl Controller {
         let prev = self.last_desired.read().expect("desired lock");
         let host = self.host();
         let templates = &loaded.templates;
-        let running: BTreeSet<&str> = observed
-            .containers
-            .iter()
-            .filter(|c| c.status == crate::runtime::RunStatus::Running)
-            .map(|c| c.tenant.as_str())
-            .collect();
         let admitted = |t: &str, now: Option<&desired::Instance>| {
             if let Some(i) = prev.instances.get(t).or_else(|| prev.last_valid.get(t)) {
                 return Some(Cow::Borrowed(i));
@@ -127,7 +118,12 @@ impl Controller {
                 return Some(Cow::Owned(i));
             }
             // Running with no record of it (its kept file lost or unbuildable): as it is.
-            let i = now.filter(|_| running.contains(t)).cloned()?;
+            let running = |c: &crate::runtime::ObservedContainer| {
+                c.tenant == t && c.status == crate::runtime::RunStatus::Running
+            };
+            let i = now
+                .filter(|_| observed.containers.iter().any(running))?
+                .clone();
             tracing::warn!(
                 tenant = t,
                 "no record of what was admitted for this running tenant: its file is taken as admitted"

@@ -137,7 +137,6 @@ impl InstanceStatus {
         }
         let phase = self.phase_word();
         s.matches(&crate::desired::selector::Subject {
-            tenant: &self.tenant,
             app: self.template.as_deref(),
             plan: self.plan.as_deref(),
             version: self.version.as_deref(),

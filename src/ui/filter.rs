@@ -34,7 +34,6 @@ impl Filter {
 
     pub(super) fn keeps(&self, sel: &Selector, r: &Row) -> bool {
         let subject = Subject {
-            tenant: &r.tenant,
             app: Some(&r.app),
             plan: Some(&r.plan),
             version: Some(&r.version),
