@@ -400,6 +400,42 @@ backup_repositories:
     }
 
     #[test]
+    fn hostile_cpu_admission_values_are_refused_by_field() {
+        for (text, field) in [
+            (
+                "admission: {cpus: -1}",
+                "admission.cpus: -1 is out of range",
+            ),
+            ("admission: {cpus: 0}", "admission.cpus: 0 is out of range"),
+            (
+                "admission: {cpus: 1e9}",
+                "admission.cpus: 1000000000 is out of range",
+            ),
+            (
+                "admission: {cpus: .nan}",
+                "admission.cpus: NaN is out of range",
+            ),
+            (
+                "admission: {cpu_overcommit: 0}",
+                "admission.cpu_overcommit: 0 is out of range",
+            ),
+            (
+                "admission: {cpu_overcommit: .inf}",
+                "admission.cpu_overcommit: inf is out of range",
+            ),
+        ] {
+            let text = format!("state_dir: /tmp/s\n{text}\n");
+            let loaded = spec::parse_yaml::<HostFile>(Path::new("berth.yaml"), &text).unwrap();
+            let e = build(&loaded, Path::new("/tmp")).unwrap_err().to_string();
+            assert!(e.contains(field), "{text}: {e}");
+        }
+        let text = "state_dir: /tmp/s\nadmission: {cpus: 1.5, cpu_overcommit: 2}\n";
+        let loaded = spec::parse_yaml::<HostFile>(Path::new("berth.yaml"), text).unwrap();
+        let a = build(&loaded, Path::new("/tmp")).unwrap().admission;
+        assert_eq!((a.cpu_total, a.cpu_overcommit), (Some(1500), 2.0));
+    }
+
+    #[test]
     fn swarm_mode_refuses_a_plan_s_egress_allows_by_field() {
         let text = "state_dir: /tmp/s\nplans:\n  p: {egress: [\"10.1.2.3:5432\"]}\n\
                     engine: {mode: swarm, nodes: {m1: /run/m1.sock}}\n";
