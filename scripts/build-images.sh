@@ -13,6 +13,11 @@
 #                         WORDPRESS_TABLE_PREFIX, WORDPRESS_CONFIG_EXTRA, /var/www/html); :6.1-p2
 #                         adds a must-use plugin whose first load creates a table, :6.1-broken
 #                         answers 500 everywhere (upgrade tests). Built with `lamp` as argument.
+#   berth/osticket:1.17, :1.18, :1.18-broken   with `osticket`: osTicket 1.17.5 / 1.18.1 from its
+#                         own release trees on berth/lamp, honouring the `osticket/osticket`
+#                         image's contract (MYSQL_*, INSTALL_*, ADMIN_*, SMTP_*, CRON_INTERVAL;
+#                         installs itself, runs osTicket's upgrader on an older schema);
+#                         :1.18-broken answers 500 everywhere (rollback tests)
 #   berth/netguard:bookworm  with `swarm` as argument: minbase + iptables, the egress guard
 #                         berth runs on every swarm node
 #   berth/swarm-node:bookworm  with `swarm`: Debian's docker.io as a container, the nodes of
@@ -110,10 +115,10 @@ build_systemd() {
 build_lamp() {
   local dir=$cache/lamproot
   if ! have berth/lamp:bookworm "$inputs"; then
-    if [ ! -x "$dir/usr/sbin/mariadbd" ] || [ ! -e "$dir/etc/php/8.2/mods-available/xml.ini" ]; then
-      echo "build-images: debootstrap bookworm with MariaDB, Apache, PHP and WordPress (a few minutes)"
+    if [ ! -x "$dir/usr/sbin/mariadbd" ] || [ ! -e "$dir/etc/php/8.2/mods-available/intl.ini" ] || [ ! -x "$dir/usr/bin/msmtp" ]; then
+      echo "build-images: debootstrap bookworm with MariaDB, Apache, PHP, msmtp and WordPress (a few minutes)"
       bootstrap "$dir" lamp-debootstrap.log \
-        mariadb-server,mariadb-client,apache2,libapache2-mod-php,php-mysql,php-gd,php-xml,php-mbstring,php-curl,php-zip,wordpress,wordpress-theme-twentytwentythree,ca-certificates,curl
+        mariadb-server,mariadb-client,apache2,libapache2-mod-php,php-mysql,php-gd,php-xml,php-mbstring,php-curl,php-zip,php-intl,php-apcu,php-imap,msmtp,wordpress,wordpress-theme-twentytwentythree,ca-certificates,curl
       # The official mariadb image's ids: mysql is 999:999.
       chroot "$dir" sh -c 'groupmod -g 999 mysql && usermod -u 999 -g 999 mysql' >/dev/null
       chroot "$dir" sh -c 'chown -R 999:999 /var/lib/mysql /run/mysqld 2>/dev/null; rm -rf /var/lib/mysql/*'
@@ -138,6 +143,39 @@ WORKDIR /var/www/html
 EXPOSE 80
 ENTRYPOINT [\"/berth/docker-entrypoint.sh\"]
 CMD [\"apache2-foreground\"]"
+  done
+}
+# osTicket's own release trees (GPL-2.0), from BERTH_OSTICKET_SOURCES or ../shared/apps/osticket
+# beside the repository: osTicket-<version>.tar.gz and their SHA256SUMS.
+osticket_sources() {
+  local d
+  for d in "${BERTH_OSTICKET_SOURCES:-}" ../shared/apps/osticket /work/shared/apps/osticket; do
+    [ -n "$d" ] && [ -e "$d/SHA256SUMS" ] && { echo "$d"; return 0; }
+  done
+  echo "build-images: osTicket's release trees not found; set BERTH_OSTICKET_SOURCES to the directory holding osTicket-<version>.tar.gz and SHA256SUMS" >&2
+  return 1
+}
+build_osticket() {
+  build_lamp
+  local src ctx tag release extra
+  src=$(osticket_sources)
+  (cd "$src" && sha256sum --quiet -c SHA256SUMS) || { echo "build-images: $src: a release tree does not match SHA256SUMS" >&2; exit 1; }
+  local sums
+  sums=$(cut -c1-16 < "$src/SHA256SUMS" | tr -d '\n' | sha256sum | cut -c1-8)
+  for tag in 1.17:1.17.5 1.18:1.18.1 1.18-broken:1.18.1:broken; do
+    release=$(echo "$tag" | cut -d: -f2); extra=$(echo "$tag" | cut -d: -f3); tag=${tag%%:*}
+    have "berth/osticket:$tag" "$inputs-$sums" && { echo "build-images: berth/osticket:$tag is up to date"; continue; }
+    echo "build-images: building berth/osticket:$tag (osTicket $release)"
+    ctx=$(mktemp -d)
+    cp images/osticket/* "$ctx/"
+    cp "$src/osTicket-$release.tar.gz" "$ctx/"
+    printf '%s\n' "FROM berth/lamp:bookworm
+COPY . /berth
+RUN /berth/prepare.sh $release $extra
+WORKDIR /var/www/html
+EXPOSE 80
+CMD [\"/bin/start.sh\"]" | DOCKER_BUILDKIT=0 docker build -q --label "berth.inputs=$inputs-$sums" -t "berth/osticket:$tag" -f - "$ctx" >/dev/null
+    rm -rf "$ctx"
   done
 }
 build_swarm() {
@@ -184,9 +222,10 @@ for extra in "$@"; do
   case "$extra" in
     systemd) build_systemd ;;
     lamp) build_lamp ;;
+    osticket) build_osticket ;;
     swarm) build_swarm ;;
     mail) build_mail ;;
-    *) echo "build-images: unknown image set $extra (systemd, lamp, swarm, mail)" >&2; exit 2 ;;
+    *) echo "build-images: unknown image set $extra (systemd, lamp, osticket, swarm, mail)" >&2; exit 2 ;;
   esac
 done
 echo "build-images: done"

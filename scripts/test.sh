@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 ./scripts/setup-docker.sh
-./scripts/build-images.sh systemd lamp swarm mail
+./scripts/build-images.sh systemd lamp osticket swarm mail
 # promtool and a real Prometheus for the metrics test (tests only: the demo does not need them).
 # Debian starts the packaged server on every interface; the test runs its own on loopback.
 if ! command -v prometheus >/dev/null 2>&1; then

@@ -17,12 +17,11 @@ const REG: u16 = 19493;
 fn wordpress_is_pulled_installed_used_backed_up_restored_cloned_and_upgraded() {
     let Some(_serial) = docker_test() else { return };
     let mut h = Harness::new(SLOT);
-    let (_, https) = h.with_proxy(SLOT);
-    let dir = h.path("registry");
-    std::fs::create_dir_all(&dir).unwrap();
-    let _registry = plain_registry(&dir, REG);
-    publish_stand_ins(REG);
-    let sink = common::mail::MailSink::start(&h.path("sink"), SLOT);
+    let named: Vec<(&str, String)> = STAND_INS
+        .iter()
+        .map(|(local, official)| (*local, format!("library/{official}")))
+        .collect();
+    let (https, _registry, sink) = app_harness(&h, SLOT, REG, &named);
     own_template(&h, &sink.addr, REG);
     instance(&h, "wpa");
     instance(&h, "wpb");

@@ -182,13 +182,6 @@ impl Upgrader {
         let (progress, to, _) = self
             .progress(t)
             .ok_or_else(|| Fail::NotStarted("not part of the upgrade".into()))?;
-        self.update(t, |p| p.phase = Phase::BackingUp);
-        let backup = self
-            .backups
-            .create(t)
-            .await
-            .map_err(|e| Fail::NotStarted(format!("no backup, no upgrade: {e}")))?;
-        self.update(t, |p| p.backup = Some(backup.id.clone()));
         let new = self.instance_at(t, &to).map_err(not_started)?;
         let old = self
             .cx
@@ -208,6 +201,7 @@ impl Upgrader {
             UpgradeStrategy::BlueGreen => {
                 self.check_only_web_changes(&old, &new, &alloc)
                     .map_err(not_started)?;
+                self.backup_turn(t).await?;
                 self.blue_green(t, &new, alloc).await?;
             }
             UpgradeStrategy::Recreate => self.recreate(t, &new, alloc).await?,
@@ -220,6 +214,18 @@ impl Upgrader {
             progress.from.as_bytes(),
             0o600,
         );
+        Ok(())
+    }
+
+    /// The backup a failed turn can go back to; no backup, no upgrade.
+    async fn backup_turn(&self, t: &str) -> Result<(), Fail> {
+        self.update(t, |p| p.phase = Phase::BackingUp);
+        let backup = self
+            .backups
+            .create(t)
+            .await
+            .map_err(|e| Fail::NotStarted(format!("no backup, no upgrade: {e}")))?;
+        self.update(t, |p| p.backup = Some(backup.id.clone()));
         Ok(())
     }
 
@@ -329,11 +335,23 @@ impl Upgrader {
         new: &Instance,
         alloc: Allocation,
     ) -> Result<(), Fail> {
-        self.update(t, |p| p.phase = Phase::Starting);
         let gate = self.proxy.as_ref().and_then(|p| p.gate(t));
         if let Some(g) = &gate {
             g.pause();
         }
+        // Backed up with the tenant's requests held, so the backup has everything the old
+        // version wrote. From the stop on only the new release's code touches the data (an
+        // image may migrate it as it starts, as osTicket's does): a failed turn restores it.
+        if let Err(e) = self.backup_turn(t).await {
+            if let Some(g) = &gate {
+                g.resume();
+            }
+            return Err(e);
+        }
+        self.update(t, |p| {
+            p.phase = Phase::Starting;
+            p.migrated = true;
+        });
         let canonical = spec::container_name(&self.cx.svc.host().namespace, t, &new.web.service);
         let rt = self.cx.svc.runtime();
         let grace = new

@@ -612,13 +612,76 @@ pub const STAND_INS: [(&str, &str); 4] = [
 /// The stand-ins, under the official names (Docker Hub's `library/`), in the registry on
 /// `port`; none of those names left on the engine, so berth has to pull them.
 pub fn publish_stand_ins(port: u16) {
-    for (local, official) in STAND_INS {
-        let remote = format!("127.0.0.1:{port}/library/{official}");
+    let named: Vec<(&str, String)> = STAND_INS
+        .iter()
+        .map(|(local, official)| (*local, format!("library/{official}")))
+        .collect();
+    publish_as(port, &named);
+}
+
+/// Each (local image, Docker Hub path) pushed to the registry on `port` under that path; the
+/// official name removed from the engine.
+pub fn publish_as(port: u16, images: &[(&str, String)]) {
+    for (local, path) in images {
+        let remote = format!("127.0.0.1:{port}/{path}");
         docker_ok(&["tag", local, &remote]);
         docker_ok(&["push", "-q", &remote]);
         docker_ok(&["rmi", &remote]);
-        let _ = docker(&["rmi", official]);
+        let _ = docker(&["rmi", path.trim_start_matches("library/")]);
     }
+}
+
+/// The shipped template `app` in the harness's own templates dir, cron every ten seconds and
+/// a broken version `broken` (its image `image`, strategy recreate) added; the host config
+/// switched to it, Docker Hub mirrored by the registry on `reg`, mail relayed to
+/// `smarthost`, and `plan` (a YAML line such as `wp: {memory: 1g}`) added.
+pub fn own_app_template(
+    h: &Harness,
+    app: &str,
+    (broken, image): (&str, &str),
+    (smarthost, reg): (&str, u16),
+    plan: &str,
+) {
+    let repo = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let dir = h.path(&format!("templates/{app}"));
+    copy_dir(&repo.join(format!("templates/{app}")), &dir);
+    let file = dir.join("template.yaml");
+    let t = std::fs::read_to_string(&file).unwrap();
+    assert!(
+        t.contains("schedule: \"*/5 * * * *\""),
+        "{app}: its cron moved"
+    );
+    let t = t
+        .replace("schedule: \"*/5 * * * *\"", "schedule: \"*/10 * * * * *\"")
+        .replace(
+            "default_version:",
+            &format!("  \"{broken}\":\n    images: {{ web: \"{image}\" }}\n    strategy: recreate\ndefault_version:"),
+        );
+    std::fs::write(&file, t).unwrap();
+    h.use_own_templates();
+    let mut cfg = std::fs::read_to_string(h.path("berth.yaml")).unwrap();
+    cfg.push_str(&format!(
+        "registry_mirrors: {{docker.io: \"127.0.0.1:{reg}\"}}\nmail:\n  smarthost: \"{smarthost}\"\n"
+    ));
+    let cfg = cfg.replace("plans:\n", &format!("plans:\n  {plan}\n"));
+    std::fs::write(h.path("berth.yaml"), cfg).unwrap();
+}
+
+/// A harness with the edge on its slot, a registry on loopback `reg` serving `images` under
+/// their official names, and a mail sink as the relay's smarthost: (https port, registry, sink).
+pub fn app_harness(
+    h: &Harness,
+    slot: u16,
+    reg: u16,
+    images: &[(&str, String)],
+) -> (u16, Registry, mail::MailSink) {
+    let (_, https) = h.with_proxy(slot);
+    let dir = h.path("registry");
+    std::fs::create_dir_all(&dir).unwrap();
+    let registry = plain_registry(&dir, reg);
+    publish_as(reg, images);
+    let sink = mail::MailSink::start(&h.path("sink"), slot);
+    (https, registry, sink)
 }
 
 /// The demo template with an `uploads` volume on the app (at /var/tmp, which the image makes

@@ -9,28 +9,13 @@ pub const ADMIN_PW: &str = "Berth-test-pass-93";
 /// The shipped template in this harness's own templates dir, with a third (broken) version
 /// and cron every ten seconds, the host config switched to it.
 pub fn own_template(h: &Harness, smarthost: &str, reg: u16) {
-    let repo = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let dir = h.path("templates/wordpress");
-    copy_dir(&repo.join("templates/wordpress"), &dir);
-    let file = dir.join("template.yaml");
-    let t = std::fs::read_to_string(&file)
-        .unwrap()
-        .replace("schedule: \"*/5 * * * *\"", "schedule: \"*/10 * * * * *\"")
-        .replace(
-            "default_version:",
-            "  \"6.8\":\n    images: { web: \"wordpress:6.8-apache\" }\n    strategy: recreate\ndefault_version:",
-        );
-    std::fs::write(&file, t).unwrap();
-    h.use_own_templates();
-    let mut cfg = std::fs::read_to_string(h.path("berth.yaml")).unwrap();
-    cfg.push_str(&format!(
-        "registry_mirrors: {{docker.io: \"127.0.0.1:{reg}\"}}\nmail:\n  smarthost: \"{smarthost}\"\n"
-    ));
-    let cfg = cfg.replace(
-        "plans:\n",
-        "plans:\n  wp: {memory: 1g, cpus: 1, pids: 500}\n",
+    own_app_template(
+        h,
+        "wordpress",
+        ("6.8", "wordpress:6.8-apache"),
+        (smarthost, reg),
+        "wp: {memory: 1g, cpus: 1, pids: 500}",
     );
-    std::fs::write(h.path("berth.yaml"), cfg).unwrap();
 }
 
 /// One request to `https://<t>.apps.test<path>` through berth's edge: (status, body).
