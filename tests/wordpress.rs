@@ -98,6 +98,19 @@ fn wordpress_is_pulled_installed_used_backed_up_restored_cloned_and_upgraded() {
         &data[..]
     );
 
+    // Outside its volume (tests/disks.rs fills a volume on its quota disk), every byte
+    // WordPress can write is on a tmpfs sized within the plan's memory; its root is read-only.
+    let mib = 1u64 << 20;
+    assert_writes_bounded(
+        &h.container("wpa", "web"),
+        &[
+            ("/tmp", 64 * mib),
+            ("/run/apache2", mib),
+            ("/run/lock", mib),
+            ("/var/log/apache2", 4 * mib),
+        ],
+    );
+
     // Tenant a's WordPress cannot reach b's database; its own it can.
     assert!(reaches(&h, "wpa", &db_ip(&h, "wpa")), "positive control");
     assert!(

@@ -50,11 +50,20 @@ impl From<BackupError> for ApiError {
             | BackupError::Command { .. }
             | BackupError::Exists(_)
             | BackupError::NoRoom { .. }
+            | BackupError::NoRoomToRestore { .. }
             | BackupError::Busy(_)
             | BackupError::RecoveryRunning
             | BackupError::NotReady { .. }
             | BackupError::Offsite(_) => ApiError::Conflict(m),
             BackupError::Io { .. } | BackupError::Runtime(_) => ApiError::Internal(m),
+            // The inner error's kind, with the whole message.
+            BackupError::Unchanged(inner) => match ApiError::from(*inner) {
+                ApiError::Internal(_) => ApiError::Internal(m),
+                ApiError::NotFound(_) => ApiError::NotFound(m),
+                ApiError::BadRequest(_) => ApiError::BadRequest(m),
+                ApiError::Forbidden(_) => ApiError::Forbidden(m),
+                _ => ApiError::Conflict(m),
+            },
         }
     }
 }

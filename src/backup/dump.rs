@@ -64,7 +64,7 @@ fn strs(v: &[String]) -> Vec<&str> {
 
 /// The tenant's database password as the first line of stdin, for a connection that asks for
 /// it there (a shared server holds no tenant's secret file); read from the tenant's own secret.
-fn password_line(
+pub(super) fn password_line(
     layout: &Layout,
     inst: &Instance,
     c: &engine::Conn,
@@ -101,10 +101,10 @@ pub async fn database(
     Ok(true)
 }
 
-/// Empties the tenant's database and loads the dump in the file `dump` into it, as the
-/// tenant's own database user (a dump is tenant content: it never runs with more privilege
-/// than the tenant has), streamed line by line (the engine may rewrite a line; the dump is
-/// never held whole).
+/// Replaces the tenant's database with the dump in the file `dump`, as the tenant's own
+/// database user (a dump is tenant content: it never runs with more privilege than the tenant
+/// has). MariaDB/MySQL load beside the live database and switch it in whole (`staged.rs`);
+/// otherwise (PostgreSQL, whose load is one transaction) the database is emptied and loaded.
 pub async fn restore_database(
     rt: &dyn Runtime,
     layout: &Layout,
@@ -115,16 +115,37 @@ pub async fn restore_database(
     let Some((engine, c)) = engine::conn(ns, inst) else {
         return Ok(());
     };
+    if let Some(st) = engine.staging(&c) {
+        match super::staged::restore(rt, layout, inst, (engine, &c), &st, dump).await? {
+            super::staged::Staged::Switched => return Ok(()),
+            super::staged::Staged::InPlace(why) => {
+                tracing::warn!(tenant = inst.tenant, why, "loading the dump in place");
+            }
+        }
+    }
+    load(rt, layout, inst, (engine, &c), engine.load_prefix(&c), dump).await
+}
+
+/// Streams `prefix` and then the dump, line by line (the engine may rewrite a line; the dump
+/// is never held whole), into the engine's load as the tenant's user.
+pub(super) async fn load(
+    rt: &dyn Runtime,
+    layout: &Layout,
+    inst: &Instance,
+    (engine, c): (&'static dyn engine::Engine, &engine::Conn),
+    load_prefix: Vec<u8>,
+    dump: &Path,
+) -> Result<(), BackupError> {
     let file = tokio::fs::File::open(dump).await.map_err(super::io(dump))?;
     let (reader, mut writer) = tokio::io::duplex(256 * 1024);
-    let mut prefix = password_line(layout, inst, &c)?.unwrap_or_default();
-    prefix.extend(engine.load_prefix(&c));
+    let mut prefix = password_line(layout, inst, c)?.unwrap_or_default();
+    prefix.extend(load_prefix);
     let feed = async move {
         writer.write_all(&prefix).await?;
         feed_lines(engine, tokio::io::BufReader::new(file), &mut writer).await?;
         writer.shutdown().await
     };
-    let cmd = engine.load(&c);
+    let cmd = engine.load(c);
     let step = format!("loading the {} dump", engine.dump_tool());
     let at = (c.container.as_str(), inst.tenant.as_str(), step.as_str());
     let args = strs(&cmd);
@@ -219,7 +240,8 @@ pub async fn volumes(
     for (n, (volume, container, target)) in volume_mounts(ns, inst).into_iter().enumerate() {
         // A restore's staging directory, should one be left, is not the tenant's data.
         let exclude = format!("--exclude=./{STAGING}");
-        let cmd = ["tar", "-c", "-f", "-", "-C", &target, &exclude, "."];
+        let aside = format!("--exclude=./{SET_ASIDE}");
+        let cmd = ["tar", "-c", "-f", "-", "-C", &target, &exclude, &aside, "."];
         let step = format!("tar of {volume}");
         let to = dir.join(format!("volume-{n}.tar"));
         run_to(rt, (&container, &inst.tenant, &step), &cmd, None, &to, room).await?;
@@ -228,18 +250,57 @@ pub async fn volumes(
     Ok(out)
 }
 
-/// Where a volume's restored content is unpacked before it replaces the old content.
+/// Where a volume's restored content is unpacked before it replaces the old content, and
+/// where the old content is set aside during the switch.
 const STAGING: &str = ".berth-restore";
+const SET_ASIDE: &str = ".berth-old";
 
-/// Replaces the content of the volume at `$0` with the tar on stdin, exactly: unpacked aside
-/// first (a truncated or damaged archive leaves the old content untouched), then the old
-/// entries go (files made after the backup included) and the unpacked ones move in.
-const REPLACE: &str = "set -e; t=\"$0\"; s=\"$t/.berth-restore\"
+/// Replaces the content of the volume at `$0` with the tar on stdin, exactly: unpacked beside
+/// first (a truncated or damaged archive, or a full disk, leaves the old content untouched),
+/// then switched by renames within the volume (the old entries, files made after the backup
+/// included, set aside; the unpacked ones moved in), then the old copy removed. A switch cut
+/// short is finished by the restore's journal, which runs this again from the start.
+const REPLACE: &str = "set -e; t=\"$0\"; s=\"$t/.berth-restore\"; o=\"$t/.berth-old\"
 rm -rf \"$s\"; mkdir \"$s\"
 tar -x -f - -C \"$s\" || { rm -rf \"$s\"; exit 1; }
-find \"$t\" -mindepth 1 -maxdepth 1 ! -name .berth-restore -exec rm -rf {} +
+rm -rf \"$o\"; mkdir \"$o\"
+find \"$t\" -mindepth 1 -maxdepth 1 ! -name .berth-restore ! -name .berth-old -exec mv {} \"$o\"/ \\;
 find \"$s\" -mindepth 1 -maxdepth 1 -exec mv {} \"$t\"/ \\;
-rmdir \"$s\"";
+rmdir \"$s\"; rm -rf \"$o\"";
+
+/// Refused before anything changes when the volume's filesystem has less room than the
+/// archive (about what its unpacked copy takes beside the current content; on a quota disk
+/// both count against the tenant's quota) and a tenth more.
+pub async fn volume_room(
+    rt: &dyn Runtime,
+    ns: &str,
+    inst: &Instance,
+    volume: &str,
+    archive: &Path,
+) -> Result<(), BackupError> {
+    let Some((container, target)) = mount_of(ns, inst, volume) else {
+        return Ok(());
+    };
+    let size = std::fs::metadata(archive)
+        .map_err(super::io(archive))?
+        .len();
+    let free = super::staged::free_bytes(rt, &container, &inst.tenant, &target).await?;
+    let place = "in the volume beside its current content (both are counted in its disk quota)";
+    super::staged::enough(
+        &inst.tenant,
+        (&format!("volume {volume}"), place),
+        size,
+        free,
+    )
+}
+
+/// The container and path through which `volume` is read and written.
+fn mount_of(ns: &str, inst: &Instance, volume: &str) -> Option<(String, String)> {
+    volume_mounts(ns, inst)
+        .into_iter()
+        .find(|(v, _, _)| v == volume)
+        .map(|(_, c, t)| (c, t))
+}
 
 pub async fn restore_volume(
     rt: &dyn Runtime,
@@ -248,10 +309,7 @@ pub async fn restore_volume(
     volume: &str,
     archive: &Path,
 ) -> Result<(), BackupError> {
-    let Some((_, container, target)) = volume_mounts(ns, inst)
-        .into_iter()
-        .find(|(v, _, _)| v == volume)
-    else {
+    let Some((container, target)) = mount_of(ns, inst, volume) else {
         return Ok(());
     };
     let mut f = tokio::fs::File::open(archive)
@@ -358,6 +416,16 @@ mod tests {
         assert!(replace(&vol, &archive));
         assert_eq!(listing(&vol), listing(&backup));
         assert!(replace(&vol, &archive), "repeatable");
+        assert_eq!(listing(&vol), listing(&backup));
+
+        // A switch cut short (new entries half moved in, old ones half set aside) is finished
+        // by running it again.
+        std::fs::create_dir_all(vol.join(".berth-old/uploads")).unwrap();
+        std::fs::write(vol.join(".berth-old/.late"), "old, set aside").unwrap();
+        std::fs::create_dir_all(vol.join(".berth-restore")).unwrap();
+        std::fs::write(vol.join(".berth-restore/.htaccess"), "half").unwrap();
+        std::fs::remove_file(vol.join(".htaccess")).unwrap();
+        assert!(replace(&vol, &archive));
         assert_eq!(listing(&vol), listing(&backup));
     }
 }

@@ -14,6 +14,7 @@ pub mod recover;
 pub mod restore;
 pub mod room;
 pub mod schedule;
+mod staged;
 mod tokens;
 
 /// The archive member holding the tenant's instance file.
@@ -54,6 +55,19 @@ pub enum BackupError {
     Busy(String),
     #[error("tenant {tenant}: no room for its backup: {why}")]
     NoRoom { tenant: String, why: String },
+    #[error(
+        "tenant {tenant}: restoring {what} needs about {need} free {place}, and {free} is free; nothing was changed: free space or raise its disk quota"
+    )]
+    NoRoomToRestore {
+        tenant: String,
+        what: String,
+        need: String,
+        free: String,
+        place: &'static str,
+    },
+    /// A restore step that failed before it changed anything of the tenant.
+    #[error("{0} (the tenant's data was not changed)")]
+    Unchanged(Box<BackupError>),
     #[error("backup {path} is damaged: {why}")]
     Corrupt { path: String, why: String },
     #[error("{path}: {source}")]

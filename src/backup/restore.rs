@@ -164,7 +164,9 @@ impl Backups {
         atomic::write(&path, &json, 0o600).map_err(io(&path))?;
         let r = self.restore_members(tenant, members).await;
         if let Err(e) = &r {
-            if safety.is_empty() {
+            if matches!(e, BackupError::Unchanged(_)) {
+                tracing::error!(tenant, id, error = %e, "restore failed before it changed anything");
+            } else if safety.is_empty() {
                 tracing::error!(tenant, id, error = %e, "restore failed; no safety backup was asked for");
             } else {
                 tracing::error!(tenant, id, error = %e, "restore failed; putting the safety backup back");
@@ -307,19 +309,31 @@ impl Backups {
         let inst = self.instance(tenant)?;
         let rt = self.cx.svc.runtime().as_ref();
         let ns = &self.cx.svc.host().namespace;
+        // Room for every volume's unpacked copy beside its current content, before anything
+        // changes (the database's room is checked as it is staged).
+        for (name, data) in members {
+            if let Some(volume) = volume_member(name) {
+                dump::volume_room(rt, ns, &inst, volume, data)
+                    .await
+                    .map_err(|e| BackupError::Unchanged(Box::new(e)))?;
+            }
+        }
         if let Some(sql) = members.get("database.sql") {
             dump::restore_database(rt, self.cx.svc.layout(), ns, &inst, sql).await?;
         }
         for (name, data) in members {
-            if let Some(volume) = name
-                .strip_prefix("volumes/")
-                .and_then(|n| n.strip_suffix(".tar"))
-            {
+            if let Some(volume) = volume_member(name) {
                 dump::restore_volume(rt, ns, &inst, volume, data).await?;
             }
         }
         Ok(())
     }
+}
+
+/// The volume an archive member holds (`volumes/<name>.tar`).
+fn volume_member(name: &str) -> Option<&str> {
+    name.strip_prefix("volumes/")
+        .and_then(|n| n.strip_suffix(".tar"))
 }
 
 fn held_elsewhere(tenant: &str) -> BackupError {

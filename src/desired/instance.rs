@@ -349,6 +349,14 @@ pub fn shared_db_name(host: &HostConfig, tenant: &str) -> String {
     format!("t_{}", &hex::encode(d)[..24])
 }
 
+/// The staging and set-aside databases of a MariaDB/MySQL database `live` during a restore:
+/// `<live>_berth_new` and `<live>_berth_old`; None past the engine's 64-character names. A
+/// shared server's databases are `t_` and 24 hex digits, so no tenant's is named so.
+pub fn staging_db_names(live: &str) -> Option<(String, String)> {
+    let (new, old) = (format!("{live}_berth_new"), format!("{live}_berth_old"));
+    (old.len() <= 64).then_some((new, old))
+}
+
 pub fn shared_db_host(namespace: &str) -> String {
     format!("{namespace}-shared-postgres")
 }

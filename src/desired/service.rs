@@ -17,6 +17,28 @@ use std::{collections::BTreeMap, time::Duration};
 /// tmpfs options when a template gives none (Docker's own defaults, with a size cap).
 pub const DEFAULT_TMPFS_OPTIONS: &str = "rw,noexec,nosuid,size=64m,mode=1777";
 
+/// A tmpfs's size when its options name none: Docker's own default is half the host's RAM.
+const DEFAULT_TMPFS_SIZE: u64 = 64 << 20;
+
+/// tmpfs options `opts` with a `size=` (in bytes) no larger than the service's `memory`: what
+/// a tenant writes there is held in memory, so no tmpfs may outgrow the plan's memory, and
+/// one without a size gets 64 MiB (or the memory, if smaller), never Docker's half of the
+/// host. Sizes that do not parse were refused when the template was checked.
+pub fn sized_tmpfs(opts: &str, memory: u64) -> String {
+    let cap = memory.max(1 << 20);
+    let mut size = DEFAULT_TMPFS_SIZE;
+    let mut out: Vec<&str> = vec![];
+    for o in opts.split(',').filter(|o| !o.is_empty()) {
+        match o.strip_prefix("size=") {
+            Some(v) => size = units::parse_bytes(v).unwrap_or(cap),
+            None => out.push(o),
+        }
+    }
+    let size = format!("size={}", size.min(cap));
+    out.push(&size);
+    out.join(",")
+}
+
 pub fn build(
     name: &str,
     s: &ServiceFile,
@@ -51,8 +73,8 @@ pub fn build(
         .tmpfs
         .iter()
         .map(|t| match t.split_once(':') {
-            Some((p, o)) => (p.to_string(), o.to_string()),
-            None => (t.clone(), DEFAULT_TMPFS_OPTIONS.to_string()),
+            Some((p, o)) => (p.to_string(), sized_tmpfs(o, limits.memory)),
+            None => (t.clone(), sized_tmpfs(DEFAULT_TMPFS_OPTIONS, limits.memory)),
         })
         .collect();
     let dur = |d: &Option<String>, def: Duration| {
@@ -175,6 +197,31 @@ pub fn words(c: &StringOrList) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_tmpfs_is_sized_and_never_larger_than_the_services_memory() {
+        let mib = 1u64 << 20;
+        let cases = [
+            // (options, memory, want)
+            ("rw,nosuid,size=1m", 256 * mib, "rw,nosuid,size=1048576"),
+            ("rw,nosuid", 256 * mib, "rw,nosuid,size=67108864"),
+            (
+                "rw,size=4g,mode=1777",
+                256 * mib,
+                "rw,mode=1777,size=268435456",
+            ),
+            ("", 32 * mib, "size=33554432"),
+            ("size=1k,size=2g", 128 * mib, "size=134217728"),
+            (
+                DEFAULT_TMPFS_OPTIONS,
+                mib / 2,
+                "rw,noexec,nosuid,mode=1777,size=1048576",
+            ),
+        ];
+        for (opts, memory, want) in cases {
+            assert_eq!(sized_tmpfs(opts, memory), want, "{opts:?} at {memory}");
+        }
+    }
 
     #[test]
     fn compose_string_commands_split_like_a_shell_would() {

@@ -216,6 +216,9 @@ fn check_service(
                 format!("{v:?} must be an absolute path"),
             );
         }
+        if let Some(why) = v.split_once(':').and_then(|(_, o)| tmpfs_option_error(o)) {
+            err(&at(&format!("tmpfs.{i}")), why);
+        }
     }
     for (i, sec) in s.secrets.iter().enumerate() {
         if !t.secrets.contains_key(sec) {
@@ -324,6 +327,20 @@ fn check_versions(t: &TemplateFile, err: &mut impl FnMut(&str, String)) {
     }
 }
 
+/// Why tmpfs options cannot be kept: a size that is not bytes (a share of the host's RAM
+/// such as `50%` included), or `nr_blocks`, a second way to size it.
+fn tmpfs_option_error(opts: &str) -> Option<String> {
+    opts.split(',').find_map(|o| {
+        if let Some(v) = o.strip_prefix("size=") {
+            return crate::spec::units::parse_bytes(v)
+                .err()
+                .map(|e| format!("size: {e}; at most the service's memory"));
+        }
+        o.starts_with("nr_blocks=")
+            .then(|| "nr_blocks: give the size as size=<bytes>".to_string())
+    })
+}
+
 /// `volume:/path[:ro]` → (volume, target, read_only). Host paths are refused.
 pub fn parse_volume(
     v: &str,
@@ -429,6 +446,21 @@ mod tests {
         assert_eq!(compare_versions("10", "9"), Ordering::Greater);
         assert_eq!(compare_versions("5.1.2", "5.1"), Ordering::Greater);
         assert_eq!(compare_versions("1.0", "1.0"), Ordering::Equal);
+    }
+
+    #[test]
+    fn tmpfs_sizes_that_are_not_bytes_are_refused() {
+        assert_eq!(tmpfs_option_error("rw,nosuid,size=1m,uid=999"), None);
+        assert_eq!(tmpfs_option_error("rw"), None);
+        for bad in [
+            "size=50%",
+            "rw,size=",
+            "size=lots",
+            "nr_blocks=100",
+            "size=-1m",
+        ] {
+            assert!(tmpfs_option_error(bad).is_some(), "{bad}");
+        }
     }
 
     #[test]

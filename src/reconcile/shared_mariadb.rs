@@ -80,13 +80,20 @@ pub async fn ensure(
         })?;
     let r = crate::desired::instance::shared_db_name(host, &inst.tenant);
     let (user, pw) = (format!("{}@'%'", quoted(&r)), quoted(password.trim()));
+    // A restore loads beside the live database and switches it in by renames
+    // (`backup/staged.rs`): the tenant's user holds its staging and set-aside databases too.
+    let (new, old) = crate::desired::instance::staging_db_names(&r).unwrap_or_default();
     let sql = format!(
         "CREATE DATABASE IF NOT EXISTS {db} CHARACTER SET utf8mb4;\n\
          CREATE USER IF NOT EXISTS {user} IDENTIFIED BY {pw};\n\
          ALTER USER {user} IDENTIFIED BY {pw} WITH MAX_USER_CONNECTIONS {limit};\n\
-         GRANT ALL PRIVILEGES ON {grant}.* TO {user};\n",
+         GRANT ALL PRIVILEGES ON {grant}.* TO {user};\n\
+         GRANT ALL PRIVILEGES ON {new}.* TO {user};\n\
+         GRANT ALL PRIVILEGES ON {old}.* TO {user};\n",
         db = ident(&r, false),
         grant = ident(&r, true),
+        new = ident(&new, true),
+        old = ident(&old, true),
         limit = cfg.connection_limit,
     );
     as_root(rt, &server, &inst.tenant, sql).await
@@ -104,9 +111,13 @@ pub async fn drop_tenant(
         return Ok(());
     }
     let r = crate::desired::instance::shared_db_name(host, tenant);
+    let (new, old) = crate::desired::instance::staging_db_names(&r).unwrap_or_default();
     let sql = format!(
-        "DROP DATABASE IF EXISTS {};\nDROP USER IF EXISTS {}@'%';\n",
+        "DROP DATABASE IF EXISTS {};\nDROP DATABASE IF EXISTS {};\nDROP DATABASE IF EXISTS {};\n\
+         DROP USER IF EXISTS {}@'%';\n",
         ident(&r, false),
+        ident(&new, false),
+        ident(&old, false),
         quoted(&r)
     );
     as_root(rt, &server, tenant, sql).await

@@ -631,6 +631,58 @@ pub fn publish_as(port: u16, images: &[(&str, String)]) {
     }
 }
 
+/// A container whose root filesystem is read-only and each of whose `writable` paths refuses
+/// writes past its bound: zeros are written into each (as root) until the filesystem says it
+/// is full, never more than the bound and 64 MiB more, and the container's own layer holds
+/// less than a MiB afterwards.
+pub fn assert_writes_bounded(container: &str, writable: &[(&str, u64)]) {
+    for (dir, bound) in writable {
+        let count = (bound >> 20) + 64;
+        let cmd = format!(
+            "dd if=/dev/zero of=\"$0/.berth-fill\" bs=1M count={count} 2>&1; rm -f \"$0/.berth-fill\""
+        );
+        let said = docker_ok(&["exec", container, "sh", "-c", &cmd, dir]);
+        let written: u64 = said
+            .lines()
+            .find_map(|l| l.split(" bytes").next().filter(|_| l.contains(" bytes")))
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{container}:{dir}: {said}"));
+        assert!(
+            said.contains("No space left on device") && written <= *bound,
+            "{container}:{dir} took {written} bytes (bound {bound}): {said}"
+        );
+    }
+    for dir in ["/", "/etc", "/usr/local", "/var/www", "/root"] {
+        let o = docker(&[
+            "exec",
+            container,
+            "sh",
+            "-c",
+            "echo x > \"$0/.berth-probe\"",
+            dir,
+        ]);
+        let said = String::from_utf8_lossy(&o.stderr).to_string();
+        assert!(
+            !o.status.success() && said.contains("Read-only file system"),
+            "{container}: {dir} is writable: {said}"
+        );
+    }
+    let layer: u64 = docker_ok(&[
+        "container",
+        "inspect",
+        "--size",
+        "-f",
+        "{{.SizeRw}}",
+        container,
+    ])
+    .parse()
+    .unwrap();
+    assert!(
+        layer < 1 << 20,
+        "{container}: its layer holds {layer} bytes"
+    );
+}
+
 /// The shipped template `app` in the harness's own templates dir, cron every ten seconds and
 /// a broken version `broken` (its image `image`, strategy recreate) added; the host config
 /// switched to it, Docker Hub mirrored by the registry on `reg`, mail relayed to

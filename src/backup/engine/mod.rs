@@ -45,6 +45,39 @@ pub trait Engine: Send + Sync {
     fn rewriter(&self) -> Option<Box<dyn Rewriter>> {
         None
     }
+    /// How a dump is loaded beside the live database and switched in, for engines whose load
+    /// is not one transaction (MariaDB/MySQL); None: `load` replaces it in place (PostgreSQL's
+    /// load is one transaction, so a failed one changes nothing).
+    fn staging(&self, _c: &Conn) -> Option<Staging> {
+        None
+    }
+}
+
+/// A staged restore's commands and statements (`staged.rs` runs them in order).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Staging {
+    /// The client as the tenant's user, reading statements on stdin, printing bare rows.
+    pub query: Vec<String>,
+    /// The client as the server's root, for `grant` (a sidecar: the server is the tenant's
+    /// own); None where the tenant's user already holds the staging grants (the shared
+    /// server's provisioning gives them).
+    pub root: Option<Vec<String>>,
+    /// Gives the tenant's user the staging and old databases (fixed text, run by root).
+    pub grant: String,
+    /// Prints the server's data directory (for the room check).
+    pub datadir: String,
+    /// Empties and creates the staging database.
+    pub create: String,
+    /// What the load is fed before the dump: into the staging database.
+    pub load_prefix: Vec<u8>,
+    /// Prints how many views, triggers, routines and events the live and staging databases
+    /// hold: those cannot be renamed across databases.
+    pub objects: String,
+    /// Moves every live table aside and every staged table in, in one atomic RENAME TABLE,
+    /// then drops what was moved aside and the emptied staging database.
+    pub switch: String,
+    /// Drops the staging database (a load that failed, or one that goes in place instead).
+    pub drop: String,
 }
 
 /// A dump's lines as they must be loaded, in order; state may run across lines.

@@ -1,0 +1,187 @@
+//! MariaDB and MySQL restores that never leave the tenant without a complete database. The
+//! dump loads into a staging database beside the live one (`<db>_berth_new`, its grants given
+//! by the sidecar's root or by the shared server's provisioning; the load itself runs as the
+//! tenant's user), and only a complete load replaces the live database: one atomic
+//! `RENAME TABLE` moves every live table to `<db>_berth_old` and every staged table in, then
+//! the old copy goes. Room for the staged copy beside the live one is checked first. A load
+//! that fails, or a disk that fills, leaves the live database exactly as it was. Views,
+//! triggers, routines and events cannot be renamed across databases: a dump or database that
+//! holds any is loaded in place instead, under the restore's journal and safety backup.
+
+use super::{BackupError, dump, engine};
+use crate::{desired::Instance, runtime::Runtime, store::Layout};
+use std::path::Path;
+
+/// How a staged restore ended.
+pub(super) enum Staged {
+    /// The restored database is live.
+    Switched,
+    /// Nothing was changed; the dump must be loaded in place, for this reason.
+    InPlace(String),
+}
+
+type Eng<'a> = (&'static dyn engine::Engine, &'a engine::Conn);
+
+/// Loads `dump` beside the live database and switches it in (see the module's text). Errors
+/// before the switch are `Unchanged`: the live database is as it was.
+pub(super) async fn restore(
+    rt: &dyn Runtime,
+    layout: &Layout,
+    inst: &Instance,
+    (engine, c): Eng<'_>,
+    st: &engine::Staging,
+    dump: &Path,
+) -> Result<Staged, BackupError> {
+    let unchanged = |e: BackupError| BackupError::Unchanged(Box::new(e));
+    let size = std::fs::metadata(dump).map_err(super::io(dump))?.len();
+    room(rt, layout, inst, c, st, size)
+        .await
+        .map_err(unchanged)?;
+    let q = Client {
+        rt,
+        layout,
+        inst,
+        c,
+        cmd: &st.query,
+    };
+    if let Some(root) = &st.root {
+        let cmd = strs(root);
+        let grant = rt.exec(&c.container, &cmd, Some(st.grant.clone().into_bytes()));
+        if let Err(e) = checked(grant.await, &inst.tenant, "granting the staging database") {
+            return Ok(Staged::InPlace(e.to_string()));
+        }
+    }
+    if let Err(e) = q.run(&st.create, "creating the staging database").await {
+        return Ok(Staged::InPlace(e.to_string()));
+    }
+    let prefix = st.load_prefix.clone();
+    if let Err(e) = dump::load(rt, layout, inst, (engine, c), prefix, dump).await {
+        let _ = q.run(&st.drop, "dropping the staging database").await;
+        return Err(unchanged(e));
+    }
+    let objects = q.run(&st.objects, "counting views, triggers, routines and events");
+    match objects.await.map_err(unchanged)?.trim() {
+        "0" => {}
+        n => {
+            q.run(&st.drop, "dropping the staging database")
+                .await
+                .map_err(unchanged)?;
+            return Ok(Staged::InPlace(format!(
+                "{n} views, triggers, routines or events cannot be renamed into place"
+            )));
+        }
+    }
+    q.run(&st.switch, "switching the restored database in")
+        .await?;
+    Ok(Staged::Switched)
+}
+
+/// The database client as the tenant's user.
+struct Client<'a> {
+    rt: &'a dyn Runtime,
+    layout: &'a Layout,
+    inst: &'a Instance,
+    c: &'a engine::Conn,
+    cmd: &'a [String],
+}
+
+impl Client<'_> {
+    /// Runs `sql`; its rows.
+    async fn run(&self, sql: &str, step: &str) -> Result<String, BackupError> {
+        let mut stdin = dump::password_line(self.layout, self.inst, self.c)?.unwrap_or_default();
+        stdin.extend(sql.as_bytes());
+        let cmd = strs(self.cmd);
+        let out = self.rt.exec(&self.c.container, &cmd, Some(stdin)).await;
+        checked(out, &self.inst.tenant, step)
+    }
+}
+
+/// Refused before anything changes when the database's filesystem has less room than the
+/// dump's size (about what the staged copy takes) and a tenth more.
+async fn room(
+    rt: &dyn Runtime,
+    layout: &Layout,
+    inst: &Instance,
+    c: &engine::Conn,
+    st: &engine::Staging,
+    size: u64,
+) -> Result<(), BackupError> {
+    let q = Client {
+        rt,
+        layout,
+        inst,
+        c,
+        cmd: &st.query,
+    };
+    let dir = q
+        .run(&st.datadir, "reading the database's data directory")
+        .await?;
+    let free = free_bytes(rt, &c.container, &inst.tenant, dir.trim()).await?;
+    let place = match c.password_stdin {
+        true => "on the shared database server's disk for the restored copy",
+        false => "beside its current database (both are counted in its disk quota)",
+    };
+    enough(&inst.tenant, ("its database", place), size, free)
+}
+
+/// Whether `free` bytes hold a restored copy of about `size` bytes and a tenth more; if not,
+/// why, with both figures.
+pub(super) fn enough(
+    tenant: &str,
+    (what, place): (&str, &'static str),
+    size: u64,
+    free: u64,
+) -> Result<(), BackupError> {
+    let need = size + size / 10;
+    if free >= need {
+        return Ok(());
+    }
+    Err(BackupError::NoRoomToRestore {
+        tenant: tenant.into(),
+        what: what.into(),
+        need: crate::spec::units::format_bytes(need),
+        free: crate::spec::units::format_bytes(free),
+        place,
+    })
+}
+
+/// The bytes free to unprivileged writers on the filesystem holding `dir` in `container`.
+pub(super) async fn free_bytes(
+    rt: &dyn Runtime,
+    container: &str,
+    tenant: &str,
+    dir: &str,
+) -> Result<u64, BackupError> {
+    let out = rt.exec(container, &["df", "-Pk", dir], None).await;
+    let text = checked(out, tenant, "reading the free space")?;
+    text.lines()
+        .nth(1)
+        .and_then(|l| l.split_whitespace().nth(3))
+        .and_then(|kb| kb.parse::<u64>().ok())
+        .map(|kb| kb * 1024)
+        .ok_or_else(|| BackupError::Command {
+            tenant: tenant.into(),
+            step: "reading the free space".into(),
+            output: text.chars().take(300).collect(),
+        })
+}
+
+fn checked(
+    out: Result<crate::runtime::ExecOutput, crate::runtime::RuntimeError>,
+    tenant: &str,
+    step: &str,
+) -> Result<String, BackupError> {
+    let out = out?;
+    if out.exit_code != 0 {
+        return Err(BackupError::Command {
+            tenant: tenant.into(),
+            step: step.into(),
+            output: out.output.trim().chars().take(2000).collect(),
+        });
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).to_string())
+}
+
+fn strs(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
+}
