@@ -59,6 +59,8 @@ cleanup() {
   for p in $STAND_INS; do docker tag "${p#*=}" "${p%%=*}" 2>/dev/null \
     || docker tag "127.0.0.1:$REG/${p#*=}" "${p%%=*}" 2>/dev/null || true; done
   rm -rf "$W"
+  # A cold pull removed every berth/* image it shares layers with: build them back.
+  ./scripts/build-images.sh lamp osticket >/dev/null 2>&1 || true
 }
 trap cleanup EXIT
 trap 'echo "bench-osticket: failed at line $LINENO; agent log:" >&2; tail -n 20 "$W/agent.log" >&2' ERR

@@ -321,6 +321,40 @@ fn osticket_installs_itself_takes_tickets_and_is_backed_up_restored_cloned_and_u
     // Restores on a full disk: the database's volume is on the tenant's 400 MiB quota disk.
     restores_on_a_full_disk(&h, https, &id, &before);
 
+    // The agent killed (SIGKILL) while the restore loads beside the live database: the next
+    // agent finishes it from its journal, and the help desk holds exactly the backup.
+    let journal = h.path("state/backups/osa/restoring.json");
+    let mut restore = std::process::Command::new(env!("CARGO_BIN_EXE_berth"))
+        .args(["--config", h.path("berth.yaml").to_str().unwrap()])
+        .args(["restore", "osa", "--from", &id])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // (A small dump loads within a second: the kill may also come after the restore ended.)
+    wait_for(
+        Duration::from_secs(120),
+        || {
+            restore.try_wait().unwrap().is_some()
+                || (journal.exists()
+                    && !sql(&h, "osa", "SHOW DATABASES LIKE 'osticket\\_berth\\_new'").is_empty())
+        },
+        "the staging database",
+    );
+    h.kill9();
+    let _ = restore.wait();
+    h.start();
+    wait_for(
+        Duration::from_secs(120),
+        || !journal.exists(),
+        "the unfinished restore finished",
+    );
+    assert_eq!(holdings(&h, "osa"), before, "finished by the next agent");
+    assert_eq!(
+        sql(&h, "osa", "SHOW DATABASES LIKE 'osticket\\_berth%'"),
+        ""
+    );
+
     // A clone: a second help desk on its own domain with the first one's tickets.
     let cloned = h.cli_ok(&["restore", "osc", "--from", &format!("osa:{id}")]);
     assert!(cloned.contains("created from backup"), "{cloned}");

@@ -284,6 +284,12 @@ pub async fn volume_room(
     let size = std::fs::metadata(archive)
         .map_err(super::io(archive))?
         .len();
+    // What a restore cut short left goes before the room is measured (its rerun starts
+    // from the archive; the journal's safety backup holds what the tenant had).
+    let clear = format!("rm -rf \"$0/{STAGING}\" \"$0/{SET_ASIDE}\"");
+    let cmd = ["sh", "-c", &clear, &target];
+    let out = rt.exec(&container, &cmd, None).await?;
+    checked(out, &inst.tenant, "clearing an earlier restore's leftovers")?;
     let free = super::staged::free_bytes(rt, &container, &inst.tenant, &target).await?;
     let place = "in the volume beside its current content (both are counted in its disk quota)";
     super::staged::enough(

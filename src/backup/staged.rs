@@ -34,9 +34,6 @@ pub(super) async fn restore(
 ) -> Result<Staged, BackupError> {
     let unchanged = |e: BackupError| BackupError::Unchanged(Box::new(e));
     let size = std::fs::metadata(dump).map_err(super::io(dump))?.len();
-    room(rt, layout, inst, c, st, size)
-        .await
-        .map_err(unchanged)?;
     let q = Client {
         rt,
         layout,
@@ -51,28 +48,49 @@ pub(super) async fn restore(
             return Ok(Staged::InPlace(e.to_string()));
         }
     }
+    // What an earlier restore cut short left (a staged copy, a set-aside one) goes before the
+    // room is measured; the journal's safety backup holds what the tenant had.
+    let drop_staging = || q.run(&st.drop, "dropping the staging database");
+    if let Err(e) = drop_staging().await {
+        return Ok(Staged::InPlace(e.to_string()));
+    }
+    room(&q, st, size).await.map_err(unchanged)?;
     if let Err(e) = q.run(&st.create, "creating the staging database").await {
         return Ok(Staged::InPlace(e.to_string()));
     }
     let prefix = st.load_prefix.clone();
-    if let Err(e) = dump::load(rt, layout, inst, (engine, c), prefix, dump).await {
-        let _ = q.run(&st.drop, "dropping the staging database").await;
-        return Err(unchanged(e));
-    }
-    let objects = q.run(&st.objects, "counting views, triggers, routines and events");
-    match objects.await.map_err(unchanged)?.trim() {
-        "0" => {}
-        n => {
-            q.run(&st.drop, "dropping the staging database")
+    let loaded = dump::load(rt, layout, inst, (engine, c), prefix, dump).await;
+    let objects = match loaded {
+        Ok(()) => {
+            q.run(&st.objects, "counting views, triggers, routines and events")
                 .await
-                .map_err(unchanged)?;
-            return Ok(Staged::InPlace(format!(
-                "{n} views, triggers, routines or events cannot be renamed into place"
-            )));
         }
+        Err(e) => Err(e),
+    };
+    let objects = match objects {
+        Ok(n) => n,
+        Err(e) => {
+            let _ = drop_staging().await;
+            return Err(unchanged(e));
+        }
+    };
+    if objects.trim() != "0" {
+        drop_staging().await.map_err(unchanged)?;
+        return Ok(Staged::InPlace(format!(
+            "{} views, triggers, routines or events cannot be renamed into place",
+            objects.trim()
+        )));
     }
-    q.run(&st.switch, "switching the restored database in")
-        .await?;
+    if let Err(e) = q
+        .run(&st.switch, "switching the restored database in")
+        .await
+    {
+        // The rename is one atomic statement and the list is checked whole before it runs:
+        // a failed switch left the live database as it was, or (the drops after it failed)
+        // holds the restored tables, which the journal's rerun confirms.
+        let _ = drop_staging().await;
+        return Err(e);
+    }
     Ok(Staged::Switched)
 }
 
@@ -98,25 +116,12 @@ impl Client<'_> {
 
 /// Refused before anything changes when the database's filesystem has less room than the
 /// dump's size (about what the staged copy takes) and a tenth more.
-async fn room(
-    rt: &dyn Runtime,
-    layout: &Layout,
-    inst: &Instance,
-    c: &engine::Conn,
-    st: &engine::Staging,
-    size: u64,
-) -> Result<(), BackupError> {
-    let q = Client {
-        rt,
-        layout,
-        inst,
-        c,
-        cmd: &st.query,
-    };
+async fn room(q: &Client<'_>, st: &engine::Staging, size: u64) -> Result<(), BackupError> {
+    let (c, inst) = (q.c, q.inst);
     let dir = q
         .run(&st.datadir, "reading the database's data directory")
         .await?;
-    let free = free_bytes(rt, &c.container, &inst.tenant, dir.trim()).await?;
+    let free = free_bytes(q.rt, &c.container, &inst.tenant, dir.trim()).await?;
     let place = match c.password_stdin {
         true => "on the shared database server's disk for the restored copy",
         false => "beside its current database (both are counted in its disk quota)",
@@ -158,7 +163,7 @@ pub(super) async fn free_bytes(
         .nth(1)
         .and_then(|l| l.split_whitespace().nth(3))
         .and_then(|kb| kb.parse::<u64>().ok())
-        .map(|kb| kb * 1024)
+        .map(|kb| kb.saturating_mul(1024))
         .ok_or_else(|| BackupError::Command {
             tenant: tenant.into(),
             step: "reading the free space".into(),

@@ -34,7 +34,8 @@ pub fn sized_tmpfs(opts: &str, memory: u64) -> String {
             None => out.push(o),
         }
     }
-    let size = format!("size={}", size.min(cap));
+    // 0 would be a tmpfs without a limit.
+    let size = format!("size={}", if size == 0 { cap } else { size.min(cap) });
     out.push(&size);
     out.join(",")
 }
@@ -212,6 +213,7 @@ mod tests {
             ),
             ("", 32 * mib, "size=33554432"),
             ("size=1k,size=2g", 128 * mib, "size=134217728"),
+            ("size=0", 128 * mib, "size=134217728"),
             (
                 DEFAULT_TMPFS_OPTIONS,
                 mib / 2,

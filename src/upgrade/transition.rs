@@ -338,6 +338,16 @@ impl Upgrader {
         let gate = self.proxy.as_ref().and_then(|p| p.gate(t));
         if let Some(g) = &gate {
             g.pause();
+            // Requests already under way finish first (up to the service's stop grace), so
+            // their writes are in the backup.
+            let grace = new
+                .service(&new.web.service)
+                .and_then(|s| s.stop_grace)
+                .unwrap_or(Duration::from_secs(10));
+            let until = tokio::time::Instant::now() + grace;
+            while g.in_flight() > 0 && tokio::time::Instant::now() < until {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
         }
         // Backed up with the tenant's requests held, so the backup has everything the old
         // version wrote. From the stop on only the new release's code touches the data (an

@@ -159,16 +159,21 @@ fn staging(e: &MariaDb, c: &Conn) -> Option<super::Staging> {
         format!(
             "SELECT {ord} AS o, CONCAT({}, REPLACE(TABLE_NAME, '`', '``'), '` TO ', {}, \
              REPLACE(TABLE_NAME, '`', '``'), '`') AS r FROM information_schema.TABLES \
-             WHERE TABLE_SCHEMA = {} AND TABLE_TYPE IN ('BASE TABLE', 'SEQUENCE')",
+             WHERE TABLE_SCHEMA = {} AND TABLE_TYPE NOT IN ('VIEW', 'SYSTEM VIEW', 'TEMPORARY')",
             q(from),
             q(to),
             lit(from)
         )
     };
+    // The list is checked whole before it runs: a list cut short (past the packet or
+    // GROUP_CONCAT limit) becomes a statement that does not parse, so nothing is renamed.
     let switch = format!(
-        "SET SESSION group_concat_max_len = 67108864;\n\
+        "{LOCK_WAIT}SET SESSION group_concat_max_len = 1073741824;\n\
          DROP DATABASE IF EXISTS {old_i};\nCREATE DATABASE {old_i} CHARACTER SET utf8mb4;\n\
-         SELECT IFNULL(CONCAT('RENAME TABLE ', GROUP_CONCAT(r ORDER BY o SEPARATOR ', ')), 'DO 0') \
+         SELECT IF(COUNT(*) = 0, 'DO 0', \
+         IF(IFNULL(LENGTH(GROUP_CONCAT(r ORDER BY o SEPARATOR ', ')), -1) = SUM(LENGTH(r)) + 2 * (COUNT(*) - 1), \
+         CONCAT('RENAME TABLE ', GROUP_CONCAT(r ORDER BY o SEPARATOR ', ')), \
+         'berth: the table list does not fit one statement')) \
          INTO @berth_switch FROM ({} UNION ALL {}) s;\n\
          PREPARE berth_switch FROM @berth_switch;\nEXECUTE berth_switch;\nDEALLOCATE PREPARE berth_switch;\n\
          DROP DATABASE {old_i};\nDROP DATABASE IF EXISTS {new_i};\n",
@@ -183,15 +188,24 @@ fn staging(e: &MariaDb, c: &Conn) -> Option<super::Staging> {
         grant,
         datadir: "SELECT @@datadir;\n".into(),
         create: format!(
-            "DROP DATABASE IF EXISTS {n};\nCREATE DATABASE {n} CHARACTER SET utf8mb4;\n",
+            "{LOCK_WAIT}DROP DATABASE IF EXISTS {n};\nCREATE DATABASE {n} CHARACTER SET utf8mb4;\n",
             n = ident(&new)
         ),
         load_prefix: format!("USE {};\n", ident(&new)).into_bytes(),
         objects,
         switch,
-        drop: format!("DROP DATABASE IF EXISTS {};\n", ident(&new)),
+        drop: format!(
+            "{LOCK_WAIT}DROP DATABASE IF EXISTS {};\nDROP DATABASE IF EXISTS {};\n",
+            ident(&new),
+            ident(&old)
+        ),
     })
 }
+
+/// A statement that waits on a lock the tenant's app holds (an idle open transaction) gives
+/// up within a minute instead of the server's default day, so no restore holds one of the
+/// host's turns for long.
+const LOCK_WAIT: &str = "SET SESSION lock_wait_timeout = 60;\n";
 
 #[cfg(test)]
 mod tests {

@@ -76,7 +76,8 @@ pub struct Staging {
     /// Moves every live table aside and every staged table in, in one atomic RENAME TABLE,
     /// then drops what was moved aside and the emptied staging database.
     pub switch: String,
-    /// Drops the staging database (a load that failed, or one that goes in place instead).
+    /// Drops the staging and set-aside databases (left by a load that failed or a crash, or
+    /// a load that goes in place instead).
     pub drop: String,
 }
 
