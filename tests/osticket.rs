@@ -350,10 +350,7 @@ fn osticket_installs_itself_takes_tickets_and_is_backed_up_restored_cloned_and_u
         "the unfinished restore finished",
     );
     assert_eq!(holdings(&h, "osa"), before, "finished by the next agent");
-    assert_eq!(
-        sql(&h, "osa", "SHOW DATABASES LIKE 'osticket\\_berth%'"),
-        ""
-    );
+    common::fill::no_staging_left(&h.container("osa", "db"), ("osticket", "osticket"));
 
     // A clone: a second help desk on its own domain with the first one's tickets.
     let cloned = h.cli_ok(&["restore", "osc", "--from", &format!("osa:{id}")]);
@@ -407,85 +404,28 @@ fn osticket_installs_itself_takes_tickets_and_is_backed_up_restored_cloned_and_u
     assert!(agent_sees(&h, https, "osa", &jar, "Printer on fire"));
 }
 
-/// The size of backup `id`'s database dump.
-fn dump_size(h: &Harness, t: &str, id: &str) -> u64 {
-    let list = sh(&format!(
-        "tar -tvf {}",
-        h.path(&format!("state/backups/{t}/{id}.tar")).display()
-    ));
-    let line = list
-        .lines()
-        .find(|l| l.ends_with("database.sql"))
-        .unwrap_or_else(|| panic!("no dump in {list}"));
-    line.split_whitespace().nth(2).unwrap().parse().unwrap()
-}
-
-/// Fills the filesystem of the tenant's database (as the server's user, so only the room
-/// it may use) and gives `leave` bytes back.
-fn fill_leaving(db: &str, leave: u64) {
-    docker_ok(&[
-        "exec",
-        "-u",
-        "999",
-        db,
-        "sh",
-        "-c",
-        "f=/var/lib/mysql/berth-fill; dd if=/dev/zero of=$f bs=1M >/dev/null 2>&1
-         a=$(df -Pk /var/lib/mysql | awk 'NR==2 {print $4}'); want=$(($0 / 1024))
-         if [ \"$a\" -gt \"$want\" ]; then dd if=/dev/zero of=$f.2 bs=1K count=$((a - want)) >/dev/null 2>&1; fi
-         if [ \"$a\" -lt \"$want\" ]; then truncate -s -$(((want - a) * 1024)) $f; fi",
-        &leave.to_string(),
-    ]);
-}
-
-fn unfill(db: &str) {
-    docker_ok(&["exec", db, "sh", "-c", "rm -f /var/lib/mysql/berth-fill*"]);
-}
-
 /// Restores with too little room: refused before anything changes; and with room for the
 /// dump but not for the database it makes, so the disk fills during the load: the live
 /// database is left exactly as it was (or, once room came back, exactly the restored one),
 /// and the help desk serves.
 fn restores_on_a_full_disk(h: &Harness, https: u16, id: &str, restored_state: &str) {
+    use common::fill::*;
     let db = h.container("osa", "db");
-    let dump = dump_size(h, "osa", id);
+    let dump = member_size(h, "osa", id, "database.sql");
     open_ticket_after(h, https);
     let now = holdings(h, "osa");
     assert_ne!(now, restored_state);
 
-    fill_leaving(&db, dump / 2);
-    let o = h.cli(&["restore", "osa", "--from", id]);
-    let said = String::from_utf8_lossy(&o.stderr).to_string();
-    unfill(&db);
-    assert!(
-        !o.status.success() && said.contains("needs about") && said.contains("nothing was changed"),
-        "{said}"
-    );
+    refused_unchanged(restore_with_room(h, ("osa", id), &db, dump / 2));
     assert_eq!(holdings(h, "osa"), now, "refused before anything changed");
 
-    fill_leaving(&db, dump * 2);
-    let mut restore = std::process::Command::new(env!("CARGO_BIN_EXE_berth"))
-        .args(["--config", h.path("berth.yaml").to_str().unwrap()])
-        .args(["restore", "osa", "--from", id])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while restore.try_wait().unwrap().is_none() && std::time::Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    unfill(&db);
-    let ended = restore.wait_with_output().unwrap();
-    let said = String::from_utf8_lossy(&ended.stderr).to_string();
-    eprintln!("restore on a disk that fills: {:?} {said}", ended.status);
+    let (ok, said) = restore_with_room(h, ("osa", id), &db, dump * 2);
     let after = holdings(h, "osa");
-    match ended.status.success() {
+    match ok {
         true => assert_eq!(after, restored_state, "exactly the restored data"),
         false => assert_eq!(after, now, "exactly the old data: {said}"),
     }
-    let left = sql(h, "osa", "SHOW DATABASES LIKE 'osticket\\_berth%'");
-    assert_eq!(left, "", "no staging copy left behind");
+    no_staging_left(&db, ("osticket", "osticket"));
     wait_for(
         Duration::from_secs(60),
         || wp(h, https, "osa", "/scp/login.php", &[]).0 == 200,

@@ -98,8 +98,8 @@ fn wordpress_is_pulled_installed_used_backed_up_restored_cloned_and_upgraded() {
         &data[..]
     );
 
-    // Outside its volume (tests/disks.rs fills a volume on its quota disk), every byte
-    // WordPress can write is on a tmpfs sized within the plan's memory; its root is read-only.
+    // Every byte WordPress can write is on its volume (on the tenant's quota disk) or on a
+    // tmpfs sized within the plan's memory; its root is read-only.
     let mib = 1u64 << 20;
     assert_writes_bounded(
         &h.container("wpa", "web"),
@@ -108,6 +108,8 @@ fn wordpress_is_pulled_installed_used_backed_up_restored_cloned_and_upgraded() {
             ("/run/apache2", mib),
             ("/run/lock", mib),
             ("/var/log/apache2", 4 * mib),
+            // The site's volume, on the tenant's 1 GiB quota disk.
+            ("/var/www/html", 1024 * mib),
         ],
     );
 
@@ -178,6 +180,36 @@ fn wordpress_is_pulled_installed_used_backed_up_restored_cloned_and_upgraded() {
             true => assert_eq!(now, RESTORED, "finished by the next agent"),
             false => assert!(now == OLD || now == RESTORED, "a mix: {now:?}"),
         }
+        if now == OLD {
+            h.cli_ok(&["restore", "wpa", "--from", &id]);
+        }
+        assert_eq!(state_of(&h, https), RESTORED);
+    }
+
+    // Restores on a full disk (the tenant's 1 GiB quota disk holds its database and its
+    // site). Too little room: refused, nothing changed. Room for each restored copy alone but
+    // not for all of them at once: the disk fills while the restore makes them ready beside
+    // what the tenant uses, and nothing changes. Either way the site serves.
+    {
+        use common::fill::*;
+        let db = h.container("wpa", "db");
+        let dump = member_size(&h, "wpa", &id, "database.sql");
+        let site = member_size(&h, "wpa", &id, "volumes/wp_data.tar");
+        delete_post(&h, https, "wpa", &post_a);
+        make_late_things(&h);
+        assert_eq!(state_of(&h, https), OLD);
+        refused_unchanged(restore_with_room(&h, ("wpa", &id), &db, dump / 2));
+        assert_eq!(state_of(&h, https), OLD, "refused before anything changed");
+        let room = site.max(dump) + site.max(dump) / 10 + (1 << 20);
+        let (ok, said) = restore_with_room(&h, ("wpa", &id), &db, room);
+        let now = state_of(&h, https);
+        match ok {
+            true => assert_eq!(now, RESTORED),
+            false => assert_eq!(now, OLD, "exactly the old data: {said}"),
+        }
+        assert_eq!(restore_leftovers(&h), "", "no unpacked copy left");
+        no_staging_left(&db, ("wordpress", "wordpress"));
+        assert_eq!(wp(&h, https, "wpa", "/wp-login.php", &[]).0, 200);
         if now == OLD {
             h.cli_ok(&["restore", "wpa", "--from", &id]);
         }

@@ -12,7 +12,11 @@ use std::path::{Path, PathBuf};
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt};
 
 /// What an exec said: its exit code checked, its messages kept for the error.
-fn checked(out: crate::runtime::ExecOutput, tenant: &str, step: &str) -> Result<(), BackupError> {
+pub(super) fn checked(
+    out: crate::runtime::ExecOutput,
+    tenant: &str,
+    step: &str,
+) -> Result<(), BackupError> {
     if out.exit_code != 0 {
         return Err(BackupError::Command {
             tenant: tenant.into(),
@@ -48,7 +52,7 @@ async fn run_to(
 }
 
 /// Runs `cmd` in `container` with `src` streamed to its stdin.
-async fn run_from(
+pub(super) async fn run_from(
     rt: &dyn Runtime,
     (container, tenant, step): (&str, &str, &str),
     cmd: &[&str],
@@ -101,29 +105,73 @@ pub async fn database(
     Ok(true)
 }
 
-/// Replaces the tenant's database with the dump in the file `dump`, as the tenant's own
-/// database user (a dump is tenant content: it never runs with more privilege than the tenant
-/// has). MariaDB/MySQL load beside the live database and switch it in whole (`staged.rs`);
-/// otherwise (PostgreSQL, whose load is one transaction) the database is emptied and loaded.
-pub async fn restore_database(
+/// What a restore has made ready of the tenant's database before anything is switched.
+pub enum DbStage {
+    /// No database.
+    None,
+    /// MariaDB/MySQL: loaded beside the live database (`staged.rs`), switched in by renames.
+    Staged(Box<engine::Staging>),
+    /// Loaded in place at the switch: PostgreSQL (its load is one transaction, so a failed
+    /// one changes nothing), or a MariaDB database with views, triggers, routines or events.
+    InPlace,
+}
+
+/// Makes the dump in the file `dump` ready to replace the tenant's database, changing nothing
+/// the tenant uses; always as the tenant's own database user (a dump is tenant content: it
+/// never runs with more privilege than the tenant has).
+pub async fn stage_database(
     rt: &dyn Runtime,
     layout: &Layout,
     ns: &str,
     inst: &Instance,
     dump: &Path,
+) -> Result<DbStage, BackupError> {
+    let Some((engine, c)) = engine::conn(ns, inst) else {
+        return Ok(DbStage::None);
+    };
+    let Some(st) = engine.staging(&c) else {
+        return Ok(DbStage::InPlace);
+    };
+    match super::staged::stage(rt, layout, inst, (engine, &c), &st, dump).await? {
+        super::staged::Staged::Ready => Ok(DbStage::Staged(Box::new(st))),
+        super::staged::Staged::InPlace(why) => {
+            tracing::warn!(tenant = inst.tenant, why, "the dump will load in place");
+            Ok(DbStage::InPlace)
+        }
+    }
+}
+
+/// Puts what `stage_database` made ready in place of the tenant's database.
+pub async fn switch_database(
+    rt: &dyn Runtime,
+    layout: &Layout,
+    ns: &str,
+    inst: &Instance,
+    (stage, dump): (&DbStage, &Path),
 ) -> Result<(), BackupError> {
     let Some((engine, c)) = engine::conn(ns, inst) else {
         return Ok(());
     };
-    if let Some(st) = engine.staging(&c) {
-        match super::staged::restore(rt, layout, inst, (engine, &c), &st, dump).await? {
-            super::staged::Staged::Switched => return Ok(()),
-            super::staged::Staged::InPlace(why) => {
-                tracing::warn!(tenant = inst.tenant, why, "loading the dump in place");
-            }
+    match stage {
+        DbStage::None => Ok(()),
+        DbStage::Staged(st) => super::staged::switch(rt, layout, inst, &c, st).await,
+        DbStage::InPlace => {
+            load(rt, layout, inst, (engine, &c), engine.load_prefix(&c), dump).await
         }
     }
-    load(rt, layout, inst, (engine, &c), engine.load_prefix(&c), dump).await
+}
+
+/// Drops what `stage_database` made (best effort: a restore that did not switch).
+pub async fn discard_database(
+    rt: &dyn Runtime,
+    layout: &Layout,
+    ns: &str,
+    inst: &Instance,
+    stage: &DbStage,
+) {
+    if let (DbStage::Staged(st), Some((_, c))) = (stage, engine::conn(ns, inst)) {
+        let _ = super::staged::discard(rt, layout, inst, &c, st).await;
+    }
 }
 
 /// Streams `prefix` and then the dump, line by line (the engine may rewrite a line; the dump
@@ -203,7 +251,7 @@ async fn feed_lines(
 
 /// The service container and path through which a volume is read and written. Volumes of a
 /// sidecar database service are covered by the dump and skipped.
-fn volume_mounts(ns: &str, inst: &Instance) -> Vec<(String, String, String)> {
+pub(super) fn volume_mounts(ns: &str, inst: &Instance) -> Vec<(String, String, String)> {
     let db_service = inst
         .database
         .as_ref()
@@ -250,132 +298,13 @@ pub async fn volumes(
     Ok(out)
 }
 
-/// Where a volume's restored content is unpacked before it replaces the old content, and
-/// where the old content is set aside during the switch.
+/// Where a restore (`replace.rs`) unpacks a volume's restored content and sets the old
+/// content aside: never part of a backup.
 const STAGING: &str = ".berth-restore";
 const SET_ASIDE: &str = ".berth-old";
 
-/// Replaces the content of the volume at `$0` with the tar on stdin, exactly: unpacked beside
-/// first (a truncated or damaged archive, or a full disk, leaves the old content untouched),
-/// then switched by renames within the volume (the old entries, files made after the backup
-/// included, set aside; the unpacked ones moved in), then the old copy removed. A switch cut
-/// short is finished by the restore's journal, which runs this again from the start.
-const REPLACE: &str = "set -e; t=\"$0\"; s=\"$t/.berth-restore\"; o=\"$t/.berth-old\"
-rm -rf \"$s\"; mkdir \"$s\"
-tar -x -f - -C \"$s\" || { rm -rf \"$s\"; exit 1; }
-rm -rf \"$o\"; mkdir \"$o\"
-find \"$t\" -mindepth 1 -maxdepth 1 ! -name .berth-restore ! -name .berth-old -exec mv {} \"$o\"/ \\;
-find \"$s\" -mindepth 1 -maxdepth 1 -exec mv {} \"$t\"/ \\;
-rmdir \"$s\"; rm -rf \"$o\"";
-
-/// Refused before anything changes when the volume's filesystem has less room than the
-/// archive (about what its unpacked copy takes beside the current content; on a quota disk
-/// both count against the tenant's quota) and a tenth more.
-pub async fn volume_room(
-    rt: &dyn Runtime,
-    ns: &str,
-    inst: &Instance,
-    volume: &str,
-    archive: &Path,
-) -> Result<(), BackupError> {
-    let Some((container, target)) = mount_of(ns, inst, volume) else {
-        return Ok(());
-    };
-    let size = std::fs::metadata(archive)
-        .map_err(super::io(archive))?
-        .len();
-    // What a restore cut short left goes before the room is measured (its rerun starts
-    // from the archive; the journal's safety backup holds what the tenant had).
-    let clear = format!("rm -rf \"$0/{STAGING}\" \"$0/{SET_ASIDE}\"");
-    let cmd = ["sh", "-c", &clear, &target];
-    let out = rt.exec(&container, &cmd, None).await?;
-    checked(out, &inst.tenant, "clearing an earlier restore's leftovers")?;
-    let free = super::staged::free_bytes(rt, &container, &inst.tenant, &target).await?;
-    let place = "in the volume beside its current content (both are counted in its disk quota)";
-    super::staged::enough(
-        &inst.tenant,
-        (&format!("volume {volume}"), place),
-        size,
-        free,
-    )
-}
-
-/// The container and path through which `volume` is read and written.
-fn mount_of(ns: &str, inst: &Instance, volume: &str) -> Option<(String, String)> {
-    volume_mounts(ns, inst)
-        .into_iter()
-        .find(|(v, _, _)| v == volume)
-        .map(|(_, c, t)| (c, t))
-}
-
-pub async fn restore_volume(
-    rt: &dyn Runtime,
-    ns: &str,
-    inst: &Instance,
-    volume: &str,
-    archive: &Path,
-) -> Result<(), BackupError> {
-    let Some((container, target)) = mount_of(ns, inst, volume) else {
-        return Ok(());
-    };
-    let mut f = tokio::fs::File::open(archive)
-        .await
-        .map_err(super::io(archive))?;
-    let cmd = ["sh", "-c", REPLACE, &target];
-    let step = format!("restore of {volume}");
-    run_from(rt, (&container, &inst.tenant, &step), &cmd, &mut f).await
-}
-
 #[cfg(test)]
 mod tests {
-    use super::REPLACE;
-    use std::{io::Write, path::Path, process::Command};
-
-    fn replace(target: &Path, input: &[u8]) -> bool {
-        let mut c = Command::new("sh")
-            .args(["-c", REPLACE])
-            .arg(target)
-            .stdin(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        let _ = c.stdin.take().unwrap().write_all(input);
-        c.wait().unwrap().success()
-    }
-
-    fn listing(dir: &Path) -> Vec<(String, String)> {
-        let mut v = vec![];
-        for e in walk(dir) {
-            let rel = e.strip_prefix(dir).unwrap().display().to_string();
-            let body = std::fs::read_to_string(&e).unwrap_or_else(|_| "<dir>".into());
-            v.push((rel, body));
-        }
-        v.sort();
-        v
-    }
-
-    fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
-        let mut out = vec![];
-        for e in std::fs::read_dir(dir).unwrap().flatten() {
-            out.push(e.path());
-            if e.file_type().unwrap().is_dir() {
-                out.extend(walk(&e.path()));
-            }
-        }
-        out
-    }
-
-    /// A tar of `dir`'s content, as a backup takes it.
-    fn tar_of(dir: &Path) -> Vec<u8> {
-        let o = Command::new("tar")
-            .args(["-c", "-f", "-", "-C"])
-            .arg(dir)
-            .arg(".")
-            .output()
-            .unwrap();
-        o.stdout
-    }
-
     #[tokio::test]
     async fn dump_lines_are_rewritten_whole_and_a_line_past_the_limit_passes_in_pieces() {
         let engine = super::engine::of(crate::spec::template::DatabaseEngine::Mariadb);
@@ -394,44 +323,5 @@ mod tests {
             out == want.as_bytes(),
             "a long line is passed as it is, the short one rewritten"
         );
-    }
-
-    #[test]
-    fn a_volume_is_replaced_exactly_and_a_damaged_archive_changes_nothing() {
-        let d = tempfile::tempdir().unwrap();
-        let (backup, vol) = (d.path().join("backup"), d.path().join("vol"));
-        std::fs::create_dir_all(backup.join("uploads/2026")).unwrap();
-        std::fs::write(backup.join("uploads/2026/a.txt"), "kept").unwrap();
-        std::fs::write(backup.join(".htaccess"), "hidden too").unwrap();
-        let archive = tar_of(&backup);
-        std::fs::create_dir_all(vol.join("uploads/2026")).unwrap();
-        std::fs::write(vol.join("uploads/2026/a.txt"), "changed").unwrap();
-        std::fs::write(vol.join("uploads/2026/late.txt"), "made after the backup").unwrap();
-        std::fs::write(vol.join(".late"), "dotfile after the backup").unwrap();
-        let old = listing(&vol);
-
-        assert!(!replace(&vol, &archive[..archive.len() / 3]), "truncated");
-        assert_eq!(
-            listing(&vol),
-            old,
-            "a damaged archive leaves the old content"
-        );
-        assert!(!replace(&vol, b"not a tar"));
-        assert_eq!(listing(&vol), old);
-
-        assert!(replace(&vol, &archive));
-        assert_eq!(listing(&vol), listing(&backup));
-        assert!(replace(&vol, &archive), "repeatable");
-        assert_eq!(listing(&vol), listing(&backup));
-
-        // A switch cut short (new entries half moved in, old ones half set aside) is finished
-        // by running it again.
-        std::fs::create_dir_all(vol.join(".berth-old/uploads")).unwrap();
-        std::fs::write(vol.join(".berth-old/.late"), "old, set aside").unwrap();
-        std::fs::create_dir_all(vol.join(".berth-restore")).unwrap();
-        std::fs::write(vol.join(".berth-restore/.htaccess"), "half").unwrap();
-        std::fs::remove_file(vol.join(".htaccess")).unwrap();
-        assert!(replace(&vol, &archive));
-        assert_eq!(listing(&vol), listing(&backup));
     }
 }

@@ -11,6 +11,7 @@ pub mod inventory;
 pub mod offsite;
 mod receive;
 pub mod recover;
+mod replace;
 pub mod restore;
 pub mod room;
 pub mod schedule;

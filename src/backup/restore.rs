@@ -5,7 +5,7 @@
 //! its next start and finishes the restore (or, failing that, puts the safety backup back):
 //! the tenant ends on its old data or on the restored data, never on a mix.
 
-use super::{BackupError, Backups, Spool, archive::Manifest, dump, io};
+use super::{BackupError, Backups, Spool, archive::Manifest, dump, io, replace};
 use crate::store::atomic;
 use serde::{Deserialize, Serialize};
 use std::{collections::BTreeMap, path::PathBuf};
@@ -308,23 +308,41 @@ impl Backups {
     ) -> Result<(), BackupError> {
         let inst = self.instance(tenant)?;
         let rt = self.cx.svc.runtime().as_ref();
-        let ns = &self.cx.svc.host().namespace;
-        // Room for every volume's unpacked copy beside its current content, before anything
-        // changes (the database's room is checked as it is staged).
-        for (name, data) in members {
-            if let Some(volume) = volume_member(name) {
-                dump::volume_room(rt, ns, &inst, volume, data)
-                    .await
-                    .map_err(|e| BackupError::Unchanged(Box::new(e)))?;
+        let (ns, layout) = (&self.cx.svc.host().namespace, self.cx.svc.layout());
+        let unchanged = |e: BackupError| BackupError::Unchanged(Box::new(e));
+        let vols: Vec<(&str, &PathBuf)> = members
+            .iter()
+            .filter_map(|(name, data)| volume_member(name).map(|v| (v, data)))
+            .collect();
+        // Room for every volume's unpacked copy beside its current content first; then
+        // everything is made ready beside what the tenant uses (a failure or a full disk
+        // there changes nothing); only then switched, by renames that need no room.
+        for (volume, data) in &vols {
+            replace::room(rt, ns, &inst, volume, data)
+                .await
+                .map_err(unchanged)?;
+        }
+        let sql = members.get("database.sql");
+        let db = match sql {
+            Some(sql) => dump::stage_database(rt, layout, ns, &inst, sql)
+                .await
+                .map_err(unchanged)?,
+            None => dump::DbStage::None,
+        };
+        for (volume, data) in &vols {
+            if let Err(e) = replace::stage(rt, ns, &inst, volume, data).await {
+                dump::discard_database(rt, layout, ns, &inst, &db).await;
+                for (v, _) in &vols {
+                    let _ = replace::finish(rt, ns, &inst, v, replace::Then::Discard).await;
+                }
+                return Err(unchanged(e));
             }
         }
-        if let Some(sql) = members.get("database.sql") {
-            dump::restore_database(rt, self.cx.svc.layout(), ns, &inst, sql).await?;
+        if let Some(sql) = sql {
+            dump::switch_database(rt, layout, ns, &inst, (&db, sql)).await?;
         }
-        for (name, data) in members {
-            if let Some(volume) = volume_member(name) {
-                dump::restore_volume(rt, ns, &inst, volume, data).await?;
-            }
+        for (volume, _) in &vols {
+            replace::finish(rt, ns, &inst, volume, replace::Then::Switch).await?;
         }
         Ok(())
     }

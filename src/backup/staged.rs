@@ -12,19 +12,19 @@ use super::{BackupError, dump, engine};
 use crate::{desired::Instance, runtime::Runtime, store::Layout};
 use std::path::Path;
 
-/// How a staged restore ended.
+/// How a staged load ended.
 pub(super) enum Staged {
-    /// The restored database is live.
-    Switched,
+    /// The restored database waits beside the live one for `switch`.
+    Ready,
     /// Nothing was changed; the dump must be loaded in place, for this reason.
     InPlace(String),
 }
 
 type Eng<'a> = (&'static dyn engine::Engine, &'a engine::Conn);
 
-/// Loads `dump` beside the live database and switches it in (see the module's text). Errors
-/// before the switch are `Unchanged`: the live database is as it was.
-pub(super) async fn restore(
+/// Loads `dump` beside the live database (see the module's text), changing nothing the
+/// tenant uses; on an error the staging copy is dropped.
+pub(super) async fn stage(
     rt: &dyn Runtime,
     layout: &Layout,
     inst: &Instance,
@@ -32,15 +32,8 @@ pub(super) async fn restore(
     st: &engine::Staging,
     dump: &Path,
 ) -> Result<Staged, BackupError> {
-    let unchanged = |e: BackupError| BackupError::Unchanged(Box::new(e));
     let size = std::fs::metadata(dump).map_err(super::io(dump))?.len();
-    let q = Client {
-        rt,
-        layout,
-        inst,
-        c,
-        cmd: &st.query,
-    };
+    let q = Client::new(rt, layout, inst, c, st);
     if let Some(root) = &st.root {
         let cmd = strs(root);
         let grant = rt.exec(&c.container, &cmd, Some(st.grant.clone().into_bytes()));
@@ -54,7 +47,7 @@ pub(super) async fn restore(
     if let Err(e) = drop_staging().await {
         return Ok(Staged::InPlace(e.to_string()));
     }
-    room(&q, st, size).await.map_err(unchanged)?;
+    room(&q, st, size).await?;
     if let Err(e) = q.run(&st.create, "creating the staging database").await {
         return Ok(Staged::InPlace(e.to_string()));
     }
@@ -71,27 +64,52 @@ pub(super) async fn restore(
         Ok(n) => n,
         Err(e) => {
             let _ = drop_staging().await;
-            return Err(unchanged(e));
+            return Err(e);
         }
     };
     if objects.trim() != "0" {
-        drop_staging().await.map_err(unchanged)?;
+        drop_staging().await?;
         return Ok(Staged::InPlace(format!(
             "{} views, triggers, routines or events cannot be renamed into place",
             objects.trim()
         )));
     }
-    if let Err(e) = q
+    Ok(Staged::Ready)
+}
+
+/// Switches the staged database in: one atomic `RENAME TABLE` (its list checked whole before
+/// it runs), then the old copy dropped.
+pub(super) async fn switch(
+    rt: &dyn Runtime,
+    layout: &Layout,
+    inst: &Instance,
+    c: &engine::Conn,
+    st: &engine::Staging,
+) -> Result<(), BackupError> {
+    let q = Client::new(rt, layout, inst, c, st);
+    let r = q
         .run(&st.switch, "switching the restored database in")
-        .await
-    {
-        // The rename is one atomic statement and the list is checked whole before it runs:
-        // a failed switch left the live database as it was, or (the drops after it failed)
-        // holds the restored tables, which the journal's rerun confirms.
-        let _ = drop_staging().await;
-        return Err(e);
+        .await;
+    if r.is_err() {
+        // The rename failed whole (the live database is as it was) or the drops after it
+        // failed (the restored tables are live): either way nothing staged is needed now.
+        let _ = q.run(&st.drop, "dropping the staging database").await;
     }
-    Ok(Staged::Switched)
+    r.map(|_| ())
+}
+
+/// Drops the staging and set-aside databases.
+pub(super) async fn discard(
+    rt: &dyn Runtime,
+    layout: &Layout,
+    inst: &Instance,
+    c: &engine::Conn,
+    st: &engine::Staging,
+) -> Result<(), BackupError> {
+    let q = Client::new(rt, layout, inst, c, st);
+    q.run(&st.drop, "dropping the staging database")
+        .await
+        .map(|_| ())
 }
 
 /// The database client as the tenant's user.
@@ -103,7 +121,23 @@ struct Client<'a> {
     cmd: &'a [String],
 }
 
-impl Client<'_> {
+impl<'a> Client<'a> {
+    fn new(
+        rt: &'a dyn Runtime,
+        layout: &'a Layout,
+        inst: &'a Instance,
+        c: &'a engine::Conn,
+        st: &'a engine::Staging,
+    ) -> Self {
+        Client {
+            rt,
+            layout,
+            inst,
+            c,
+            cmd: &st.query,
+        }
+    }
+
     /// Runs `sql`; its rows.
     async fn run(&self, sql: &str, step: &str) -> Result<String, BackupError> {
         let mut stdin = dump::password_line(self.layout, self.inst, self.c)?.unwrap_or_default();

@@ -5,6 +5,7 @@
 
 pub mod alerts;
 pub mod challtest;
+pub mod fill;
 pub mod mail;
 pub mod restic;
 pub mod wp;

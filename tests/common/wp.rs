@@ -14,7 +14,7 @@ pub fn own_template(h: &Harness, smarthost: &str, reg: u16) {
         "wordpress",
         ("6.8", "wordpress:6.8-apache"),
         (smarthost, reg),
-        "wp: {memory: 1g, cpus: 1, pids: 500}",
+        "wp: {memory: 1g, cpus: 1, pids: 500, disk: 1g}",
     );
 }
 
@@ -258,3 +258,17 @@ pub fn state_of(h: &Harness, https: u16) -> (bool, bool, bool) {
 }
 pub const OLD: (bool, bool, bool) = (false, true, true);
 pub const RESTORED: (bool, bool, bool) = (true, false, false);
+
+/// What a restore's unpacked or set-aside copies left in the site's volume (empty: none).
+pub fn restore_leftovers(h: &Harness) -> String {
+    docker_ok(&[
+        "exec",
+        &h.container("wpa", "web"),
+        "find",
+        "/var/www/html",
+        "-maxdepth",
+        "1",
+        "-name",
+        ".berth-*",
+    ])
+}
