@@ -16,6 +16,7 @@ pub mod restore;
 pub mod room;
 pub mod schedule;
 mod staged;
+mod swap;
 mod tokens;
 
 /// The archive member holding the tenant's instance file.

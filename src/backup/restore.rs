@@ -1,11 +1,11 @@
 //! Restoring a backup in place without losing anything: the tenant is held from the
-//! reconciler, a safety backup of what it holds now is taken, a journal names both, the
-//! database is loaded into an emptied database and each volume's content is replaced exactly.
-//! Any failure puts the safety backup back. An agent killed mid-restore finds the journal at
+//! reconciler, a safety backup of what it holds now is taken, a journal names both, and the
+//! members are put in place (`swap.rs`: made ready beside what the tenant uses, then
+//! switched). A failure that changed something puts the safety backup back. An agent killed mid-restore finds the journal at
 //! its next start and finishes the restore (or, failing that, puts the safety backup back):
 //! the tenant ends on its old data or on the restored data, never on a mix.
 
-use super::{BackupError, Backups, Spool, archive::Manifest, dump, io, replace};
+use super::{BackupError, Backups, Spool, archive::Manifest, io};
 use crate::store::atomic;
 use serde::{Deserialize, Serialize};
 use std::{collections::BTreeMap, path::PathBuf};
@@ -299,59 +299,6 @@ impl Backups {
         }
         Ok((spool, manifest, members))
     }
-
-    /// Loads the database dump and volume archives into `tenant`'s running containers.
-    pub(super) async fn restore_members(
-        &self,
-        tenant: &str,
-        members: &BTreeMap<String, PathBuf>,
-    ) -> Result<(), BackupError> {
-        let inst = self.instance(tenant)?;
-        let rt = self.cx.svc.runtime().as_ref();
-        let (ns, layout) = (&self.cx.svc.host().namespace, self.cx.svc.layout());
-        let unchanged = |e: BackupError| BackupError::Unchanged(Box::new(e));
-        let vols: Vec<(&str, &PathBuf)> = members
-            .iter()
-            .filter_map(|(name, data)| volume_member(name).map(|v| (v, data)))
-            .collect();
-        // Room for every volume's unpacked copy beside its current content first; then
-        // everything is made ready beside what the tenant uses (a failure or a full disk
-        // there changes nothing); only then switched, by renames that need no room.
-        for (volume, data) in &vols {
-            replace::room(rt, ns, &inst, volume, data)
-                .await
-                .map_err(unchanged)?;
-        }
-        let sql = members.get("database.sql");
-        let db = match sql {
-            Some(sql) => dump::stage_database(rt, layout, ns, &inst, sql)
-                .await
-                .map_err(unchanged)?,
-            None => dump::DbStage::None,
-        };
-        for (volume, data) in &vols {
-            if let Err(e) = replace::stage(rt, ns, &inst, volume, data).await {
-                dump::discard_database(rt, layout, ns, &inst, &db).await;
-                for (v, _) in &vols {
-                    let _ = replace::finish(rt, ns, &inst, v, replace::Then::Discard).await;
-                }
-                return Err(unchanged(e));
-            }
-        }
-        if let Some(sql) = sql {
-            dump::switch_database(rt, layout, ns, &inst, (&db, sql)).await?;
-        }
-        for (volume, _) in &vols {
-            replace::finish(rt, ns, &inst, volume, replace::Then::Switch).await?;
-        }
-        Ok(())
-    }
-}
-
-/// The volume an archive member holds (`volumes/<name>.tar`).
-fn volume_member(name: &str) -> Option<&str> {
-    name.strip_prefix("volumes/")
-        .and_then(|n| n.strip_suffix(".tar"))
 }
 
 fn held_elsewhere(tenant: &str) -> BackupError {

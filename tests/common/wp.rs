@@ -268,7 +268,12 @@ pub fn restore_leftovers(h: &Harness) -> String {
         "/var/www/html",
         "-maxdepth",
         "1",
+        "(",
         "-name",
-        ".berth-*",
+        ".berth-restore",
+        "-o",
+        "-name",
+        ".berth-old",
+        ")",
     ])
 }
